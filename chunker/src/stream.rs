@@ -1,0 +1,130 @@
+//! [`ChunkStream`]: chunk any `Read` in large batches, hashing each batch's
+//! chunks in parallel. Owns buffering and the carry-over of the unfinished
+//! tail between batches; never looks at what the bytes mean.
+
+use crate::{ChunkId, ChunkerParams, Cutter};
+use rayon::prelude::*;
+use std::io::{self, Read};
+use std::ops::Range;
+
+/// Default batch buffer: big enough that per-batch overhead vanishes and both
+/// cores get a long run of chunks to hash, small enough to keep memory flat.
+const DEFAULT_BUFFER_SIZE: usize = 8 * 1024 * 1024;
+
+/// One chunk of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamChunk {
+    /// Position of the chunk's first byte in the whole stream.
+    pub stream_offset: u64,
+    /// Where the chunk's bytes lie in [`Batch::data`].
+    pub range: Range<usize>,
+    pub id: ChunkId,
+}
+
+/// Chunks cut from one buffer-full of the stream.
+pub struct Batch<'a> {
+    pub data: &'a [u8],
+    pub chunks: Vec<StreamChunk>,
+}
+
+impl Batch<'_> {
+    /// The bytes of one of this batch's chunks.
+    pub fn bytes(&self, chunk: &StreamChunk) -> &[u8] {
+        &self.data[chunk.range.clone()]
+    }
+}
+
+/// Reads a stream and cuts it into content-defined chunks, batch by batch.
+pub struct ChunkStream<R> {
+    reader: R,
+    cutter: Cutter,
+    buffer: Vec<u8>,
+    /// Valid bytes in `buffer`.
+    filled: usize,
+    /// Bytes at the front of `buffer` already handed out in a batch.
+    handed_out: usize,
+    /// Stream position of `buffer[0]`.
+    buffer_offset: u64,
+    at_eof: bool,
+}
+
+impl<R: Read> ChunkStream<R> {
+    pub fn new(reader: R, params: &ChunkerParams) -> Self {
+        Self::with_buffer_size(reader, params, DEFAULT_BUFFER_SIZE)
+    }
+
+    /// `buffer_size` is raised to twice the maximum chunk size if smaller, so
+    /// that every batch but the last holds at least one complete chunk.
+    pub fn with_buffer_size(reader: R, params: &ChunkerParams, buffer_size: usize) -> Self {
+        let cutter = Cutter::new(params);
+        let size = buffer_size.max(2 * cutter.max_size);
+        ChunkStream {
+            reader,
+            cutter,
+            buffer: vec![0; size],
+            filled: 0,
+            handed_out: 0,
+            buffer_offset: 0,
+            at_eof: false,
+        }
+    }
+
+    /// Total bytes read from the stream so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.buffer_offset + self.filled as u64
+    }
+
+    /// The next batch of chunks, or `None` once the stream is exhausted.
+    pub fn next_batch(&mut self) -> io::Result<Option<Batch<'_>>> {
+        self.buffer.copy_within(self.handed_out..self.filled, 0);
+        self.buffer_offset += self.handed_out as u64;
+        self.filled -= self.handed_out;
+        self.handed_out = 0;
+        self.fill()?;
+        if self.filled == 0 {
+            return Ok(None);
+        }
+
+        let mut ranges = Vec::new();
+        let mut position = 0;
+        while position < self.filled {
+            let rest = self.filled - position;
+            // A chunk's cut point is only final once max_size bytes after its
+            // start are known (or the stream has ended).
+            if rest < self.cutter.max_size && !self.at_eof {
+                break;
+            }
+            let length = self.cutter.cut(&self.buffer[position..self.filled]);
+            ranges.push(position..position + length);
+            position += length;
+        }
+        self.handed_out = position;
+
+        let data = &self.buffer[..self.filled];
+        let buffer_offset = self.buffer_offset;
+        let chunks = ranges
+            .into_par_iter()
+            .map(|range| StreamChunk {
+                stream_offset: buffer_offset + range.start as u64,
+                id: ChunkId::of(&data[range.clone()]),
+                range,
+            })
+            .collect();
+        Ok(Some(Batch {
+            data: &self.buffer[..position],
+            chunks,
+        }))
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        while !self.at_eof && self.filled < self.buffer.len() {
+            match self.reader.read(&mut self.buffer[self.filled..]) {
+                Ok(0) => self.at_eof = true,
+                Ok(count) => self.filled += count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! `cairn backup`: one snapshot of one or more components.
+
+use crate::args::BackupArgs;
+use crate::context::Context;
+use crate::exit;
+use crate::output::bytes;
+use anyhow::{Result, anyhow};
+use cairn_store::ops::backup::{BackupOptions, ComponentSource, backup, component_from_path};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn parse_components(args: &BackupArgs) -> Result<Vec<ComponentSource>> {
+    let mut components = Vec::new();
+    for spec in &args.components {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--component {spec:?}: expected NAME=PATH"))?;
+        components.push(ComponentSource {
+            name: name.to_string(),
+            path: PathBuf::from(path),
+        });
+    }
+    for path in &args.paths {
+        components.push(component_from_path(path)?);
+    }
+    Ok(components)
+}
+
+fn parse_labels(args: &BackupArgs) -> Result<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for spec in &args.labels {
+        let (key, value) = spec
+            .split_once('=')
+            .filter(|(key, _)| !key.is_empty())
+            .ok_or_else(|| anyhow!("--label {spec:?}: expected KEY=VALUE"))?;
+        if labels.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(anyhow!("--label {key:?} is given twice"));
+        }
+    }
+    Ok(labels)
+}
+
+pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
+    let components = parse_components(args)?;
+    let labels = parse_labels(args)?;
+    if let Some(tag) = args.tags.iter().find(|tag| tag.is_empty()) {
+        return Err(anyhow!("--tag {tag:?}: a tag cannot be empty"));
+    }
+    let repository = context.open_repository()?;
+    let key = context.signing_key(&repository)?;
+    let options = BackupOptions {
+        components,
+        tags: args.tags.clone(),
+        labels,
+        host: args.host.clone(),
+    };
+    // Sources are checked before the index is opened, so bad input costs
+    // nothing and writes nothing.
+    cairn_store::ops::backup::check_sources(&options.components)?;
+    let opened = context.open_index(&repository)?;
+    let outcome = backup(&repository, opened.index.as_ref(), &key, &options)?;
+    let body = &outcome.body;
+    let written = &outcome.written;
+    if context.global.json {
+        crate::output::print_json(&json!({
+            "snapshot": outcome.snapshot.to_hex(),
+            "time": body.time,
+            "host": body.host,
+            "parent": body.parent.map(|id| id.to_hex()),
+            "components": body.components.iter().map(|c| json!({
+                "name": c.name, "kind": c.kind, "source": c.source, "tree": c.tree.to_hex(),
+                "files": c.stats.files, "directories": c.stats.directories, "symlinks": c.stats.symlinks,
+                "bytes": c.stats.bytes, "chunks": c.stats.chunks,
+            })).collect::<Vec<_>>(),
+            "new_chunks": written.new_blobs,
+            "reused_chunks": written.reused_blobs,
+            "new_bytes": written.new_raw_bytes,
+            "stored_bytes": written.new_stored_bytes,
+            "packs_written": written.packs_written,
+            "index_files_written": written.index_files_written,
+            "adopted_packs": outcome.adopted_packs,
+            "problems": body.problems,
+            "complete": body.problems.is_empty(),
+        }))?;
+    } else {
+        println!("snapshot {} saved", outcome.snapshot.short());
+        for component in &body.components {
+            let stats = &component.stats;
+            println!(
+                "  {:<16} {} files, {} directories, {}",
+                component.name,
+                stats.files,
+                stats.directories,
+                bytes(stats.bytes)
+            );
+        }
+        println!(
+            "  added {} ({} stored) in {} packs; {} new blobs, {} reused",
+            bytes(written.new_raw_bytes),
+            bytes(written.new_stored_bytes),
+            written.packs_written,
+            written.new_blobs,
+            written.reused_blobs
+        );
+        if outcome.adopted_packs > 0 {
+            println!(
+                "  indexed {} packs left by an interrupted backup",
+                outcome.adopted_packs
+            );
+        }
+    }
+    if body.problems.is_empty() {
+        return Ok(exit::SUCCESS);
+    }
+    eprintln!(
+        "cairn: snapshot {} is incomplete: {} problem(s)",
+        outcome.snapshot.short(),
+        body.problems.len()
+    );
+    for problem in &body.problems {
+        eprintln!("  {}/{}: {}", problem.component, problem.path, problem.problem);
+    }
+    Ok(exit::INCOMPLETE)
+}

@@ -1,0 +1,75 @@
+//! `cairn init`: a new repository and its signing key.
+
+use crate::args::InitArgs;
+use crate::context::Context;
+use crate::exit;
+use anyhow::{Result, bail};
+use cairn_chunker::ChunkerParams;
+use cairn_store::Repository;
+use cairn_store::backend::Backend;
+use cairn_store::keys::{TrustStore, generate_signing_key, public_key_of, read_secret_key, write_secret_key};
+use serde_json::json;
+
+pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
+    let path = context.repository_path()?;
+    let params = ChunkerParams::new(args.chunk_min, args.chunk_avg, args.chunk_max)
+        .map_err(|error| anyhow::anyhow!("--chunk-min/--chunk-avg/--chunk-max: {error}"))?;
+    let backend = context.backend()?;
+    if path.exists() {
+        if Repository::open(backend.clone()).is_ok() || !backend.list(cairn_store::backend::ObjectKind::Config)?.is_empty() {
+            bail!("{} already holds a cairn repository", path.display());
+        }
+        let empty = std::fs::read_dir(path)
+            .map(|mut entries| entries.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            bail!(
+                "{} exists and is not empty; give a new or empty directory",
+                path.display()
+            );
+        }
+    }
+    // The key is made (or read) before the repository, so that a
+    // repository never exists without its secret key somewhere.
+    let (key, key_path, key_is_new) = match &context.global.key_file {
+        Some(key_path) if key_path.exists() => (read_secret_key(key_path)?, key_path.clone(), false),
+        Some(key_path) => {
+            let key = generate_signing_key()?;
+            write_secret_key(key_path, &key)?;
+            (key, key_path.clone(), true)
+        }
+        None => {
+            let key = generate_signing_key()?;
+            let key_path = context.default_key_path(&public_key_of(&key))?;
+            write_secret_key(&key_path, &key)?;
+            (key, key_path, true)
+        }
+    };
+    let public = public_key_of(&key);
+    let repository = Repository::init(backend, params, public)?;
+    TrustStore::new(&context.config_dir()?).trust(public)?;
+
+    if context.global.json {
+        crate::output::print_json(&json!({
+            "repository": path.display().to_string(),
+            "repository_id": repository.config().repository_id.to_hex(),
+            "public_key": public.to_hex(),
+            "key_file": key_path.display().to_string(),
+            "key_created": key_is_new,
+            "chunker": { "min_size": params.min_size, "avg_size": params.avg_size, "max_size": params.max_size },
+        }))?;
+    } else {
+        println!("created repository {}", path.display());
+        println!("  public key  {}", public.to_hex());
+        println!(
+            "  secret key  {}{}",
+            key_path.display(),
+            if key_is_new { " (new; keep a copy somewhere safe)" } else { " (existing)" }
+        );
+        println!(
+            "  chunking    FastCDC {}/{}/{} bytes (min/avg/max)",
+            params.min_size, params.avg_size, params.max_size
+        );
+    }
+    Ok(exit::SUCCESS)
+}

@@ -1,0 +1,36 @@
+//! One module per subcommand; `run` dispatches.
+
+mod backup;
+mod init;
+mod ls;
+mod restore;
+mod snapshots;
+mod verify;
+
+use crate::args::Command;
+use crate::context::Context;
+
+/// Runs a command and returns its exit code.
+pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Init(args) => init::run(context, &args),
+        Command::Backup(args) => backup::run(context, &args),
+        Command::Snapshots => snapshots::run(context),
+        Command::Ls(args) => ls::run(context, &args),
+        Command::Restore(args) => restore::run(context, &args),
+        Command::Verify(args) => verify::run(context, &args),
+    }
+}
+
+/// Resolves a snapshot argument and returns its id with its verified body.
+pub fn verified_snapshot(
+    context: &Context,
+    repository: &cairn_store::Repository,
+    spec: &str,
+) -> anyhow::Result<(cairn_store::Id, cairn_store::manifest::SnapshotBody)> {
+    let trusted = context.trusted_keys()?;
+    let id = repository.resolve_snapshot(spec)?;
+    let manifest = repository.read_manifest(&id)?;
+    let body = manifest.verified_body(&trusted, &format!("snapshot {}", id.short()))?;
+    Ok((id, body))
+}

@@ -1,0 +1,150 @@
+//! Resolving where things are: the repository, the config and cache
+//! directories, the signing key and the trusted keys. Owns the defaults and
+//! the messages when something is missing; never runs an operation.
+
+use crate::args::GlobalArgs;
+use anyhow::{Context as _, Result, anyhow, bail};
+use cairn_store::backend::LocalBackend;
+use cairn_store::index::{OpenedIndex, open_index};
+use cairn_store::keys::{
+    PublicKey, SigningKey, TrustStore, parse_public_key_argument, read_secret_key,
+};
+use cairn_store::{Repository, StoreError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct Context {
+    pub global: GlobalArgs,
+}
+
+impl Context {
+    pub fn repository_path(&self) -> Result<&Path> {
+        self.global
+            .repo
+            .as_deref()
+            .ok_or_else(|| anyhow!("no repository given: use --repo PATH or set CAIRN_REPO"))
+    }
+
+    pub fn backend(&self) -> Result<Arc<LocalBackend>> {
+        Ok(Arc::new(LocalBackend::new(self.repository_path()?)))
+    }
+
+    pub fn open_repository(&self) -> Result<Repository> {
+        let path = self.repository_path()?;
+        if !path.is_dir() {
+            bail!("repository {} does not exist", path.display());
+        }
+        Ok(Repository::open(self.backend()?)?)
+    }
+
+    pub fn config_dir(&self) -> Result<PathBuf> {
+        if let Some(directory) = &self.global.config_dir {
+            return Ok(directory.clone());
+        }
+        dirs::config_dir()
+            .map(|directory| directory.join("cairn"))
+            .ok_or_else(|| anyhow!("cannot find a config directory: set CAIRN_CONFIG_DIR"))
+    }
+
+    fn cache_path(&self, repository: &Repository) -> Result<Option<PathBuf>> {
+        if self.global.no_cache {
+            return Ok(None);
+        }
+        let base = match &self.global.cache_dir {
+            Some(directory) => directory.clone(),
+            None => dirs::cache_dir()
+                .map(|directory| directory.join("cairn"))
+                .ok_or_else(|| anyhow!("cannot find a cache directory: set CAIRN_CACHE_DIR or pass --no-cache"))?,
+        };
+        Ok(Some(
+            base.join(repository.config().repository_id.to_hex())
+                .join("index"),
+        ))
+    }
+
+    /// The index, synchronised; notices about the cache go to stderr.
+    pub fn open_index(&self, repository: &Repository) -> Result<OpenedIndex> {
+        let cache = self.cache_path(repository)?;
+        let opened = open_index(repository, cache.as_deref())?;
+        for notice in &opened.notices {
+            eprintln!("cairn: {notice}");
+        }
+        Ok(opened)
+    }
+
+    /// Where `init` puts the secret key for `public`, unless --key-file says.
+    pub fn default_key_path(&self, public: &PublicKey) -> Result<PathBuf> {
+        Ok(self
+            .config_dir()?
+            .join("keys")
+            .join(format!("{}.key", public.to_hex())))
+    }
+
+    /// The signing key for backups: --key-file, or the config directory's
+    /// key for one of the repository's published keys. It must be one of
+    /// the repository's keys.
+    pub fn signing_key(&self, repository: &Repository) -> Result<SigningKey> {
+        let published = repository.published_keys()?;
+        let key = match &self.global.key_file {
+            Some(path) => read_secret_key(path)?,
+            None => {
+                let mut found = None;
+                for public in &published {
+                    let path = self.default_key_path(public)?;
+                    if path.exists() {
+                        found = Some(read_secret_key(&path)?);
+                        break;
+                    }
+                }
+                match (found, published.first()) {
+                    (Some(key), _) => key,
+                    (None, Some(public)) => {
+                        return Err(StoreError::KeyMissing(self.default_key_path(public)?).into());
+                    }
+                    (None, None) => bail!(
+                        "repository {} publishes no signing key",
+                        repository.backend().location()
+                    ),
+                }
+            }
+        };
+        let public = cairn_store::keys::public_key_of(&key);
+        if !published.contains(&public) {
+            bail!(
+                "key {} (public key {}) is not a signing key of repository {}",
+                self.global
+                    .key_file
+                    .as_deref()
+                    .map(|path| path.display().to_string())
+                    .unwrap_or_default(),
+                public.to_hex(),
+                repository.backend().location()
+            );
+        }
+        Ok(key)
+    }
+
+    /// Keys whose signatures are accepted: --trusted-key if given, else the
+    /// config directory's trusted keys. Never the repository's own word.
+    pub fn trusted_keys(&self) -> Result<Vec<PublicKey>> {
+        if !self.global.trusted_keys.is_empty() {
+            return self
+                .global
+                .trusted_keys
+                .iter()
+                .map(|argument| {
+                    parse_public_key_argument(argument)
+                        .with_context(|| format!("--trusted-key {argument}"))
+                })
+                .collect();
+        }
+        let keys = TrustStore::new(&self.config_dir()?).trusted_keys()?;
+        if keys.is_empty() {
+            bail!(
+                "no trusted keys in {}: pin the repository's public key with --trusted-key HEX",
+                self.config_dir()?.join("trusted").display()
+            );
+        }
+        Ok(keys)
+    }
+}

@@ -1,0 +1,33 @@
+//! The `cairn` binary: parses the command line, runs one command, and turns
+//! its outcome into output and an exit code. All repository work happens in
+//! `cairn-store`; this crate owns wording, formatting and exit codes.
+
+mod args;
+mod commands;
+mod context;
+mod output;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Exit codes, as documented in `--help` and the README.
+pub mod exit {
+    pub const SUCCESS: u8 = 0;
+    pub const ERROR: u8 = 1;
+    /// A backup completed, but some files could not be read or changed.
+    pub const INCOMPLETE: u8 = 3;
+    /// Verify found damage, or some files could not be restored.
+    pub const DAMAGE: u8 = 4;
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let context = context::Context { global: cli.global };
+    match commands::run(&context, cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("cairn: error: {}", output::one_line(&error));
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}

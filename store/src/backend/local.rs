@@ -1,0 +1,300 @@
+//! [`LocalBackend`]: a repository in a directory on a local filesystem.
+//!
+//! Layout under the root: `config`, `keys/<name>`, `data/<first two hex
+//! digits>/<name>` for packs, `index/<name>`, `snapshots/<name>`, and `tmp/`
+//! for objects being written. An object is written whole into `tmp/`,
+//! fsynced, then hard-linked to its final name (the link fails if the name
+//! exists, which gives create-if-absent without a race) and the directory is
+//! fsynced. A crash leaves at most a stray file in `tmp/`, which no reader
+//! ever looks at and later writers remove once it is old.
+
+use super::{Backend, Created, ObjectInfo, ObjectKind};
+use crate::error::{Result, StoreError};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Temporary files older than this belong to a crashed writer.
+const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(24 * 3600);
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend over `root`; nothing is created until the first write.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn directory(&self, kind: ObjectKind) -> PathBuf {
+        match kind {
+            ObjectKind::Config => self.root.clone(),
+            ObjectKind::Key => self.root.join("keys"),
+            ObjectKind::Pack => self.root.join("data"),
+            ObjectKind::Index => self.root.join("index"),
+            ObjectKind::Snapshot => self.root.join("snapshots"),
+        }
+    }
+
+    fn path(&self, kind: ObjectKind, name: &str) -> Result<PathBuf> {
+        check_name(name)?;
+        Ok(match kind {
+            ObjectKind::Pack if name.len() >= 2 => {
+                self.directory(kind).join(&name[..2]).join(name)
+            }
+            _ => self.directory(kind).join(name),
+        })
+    }
+
+    /// Removes temporary files left by writers that crashed long ago and
+    /// returns how many it removed. A young temporary file may belong to a
+    /// running writer, so it is left alone.
+    pub fn remove_stale_temporaries(&self) -> Result<usize> {
+        let directory = self.root.join("tmp");
+        let entries = match fs::read_dir(&directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(io_error("listing", &directory, error)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(|error| io_error("listing", &directory, error))?;
+            let old = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+                .is_some_and(|age| age > STALE_TEMPORARY_AGE);
+            if old && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn io_error(action: &str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::io(format!("{action} {}", path.display()), source)
+}
+
+/// Object names are hex ids or `config`; anything else could escape the
+/// repository directory.
+fn check_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!("invalid object name {name:?}")))
+    }
+}
+
+fn sync_directory(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|error| io_error("syncing directory", path, error))
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    // Only uniqueness matters here; fall back to the clock if the OS RNG fails.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or_default();
+        bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    hex::encode(bytes)
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> Result<Created> {
+        let final_path = self.path(kind, name)?;
+        if final_path.exists() {
+            return Ok(Created::AlreadyExisted);
+        }
+        let temporary_directory = self.root.join("tmp");
+        fs::create_dir_all(&temporary_directory)
+            .map_err(|error| io_error("creating", &temporary_directory, error))?;
+        let temporary = temporary_directory.join(format!("{name}.{}", random_suffix()));
+        let write = || -> std::io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temporary)?;
+            file.write_all(bytes)?;
+            file.sync_all()
+        };
+        if let Err(error) = write() {
+            let _ = fs::remove_file(&temporary);
+            return Err(io_error("writing", &temporary, error));
+        }
+        let parent = final_path
+            .parent()
+            .ok_or_else(|| StoreError::Invalid(format!("no parent for {}", final_path.display())))?;
+        fs::create_dir_all(parent).map_err(|error| io_error("creating", parent, error))?;
+        let linked = fs::hard_link(&temporary, &final_path);
+        let _ = fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => {
+                sync_directory(parent)?;
+                Ok(Created::New)
+            }
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => Ok(Created::AlreadyExisted),
+            Err(error) => Err(io_error("linking", &final_path, error)),
+        }
+    }
+
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        fs::read(&path).map_err(|error| match error.kind() {
+            ErrorKind::NotFound => StoreError::Missing {
+                object: format!("{} {name}", kind.label()),
+            },
+            _ => io_error("reading", &path, error),
+        })
+    }
+
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        let mut file = File::open(&path).map_err(|error| match error.kind() {
+            ErrorKind::NotFound => StoreError::Missing {
+                object: format!("{} {name}", kind.label()),
+            },
+            _ => io_error("opening", &path, error),
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|error| io_error("reading metadata of", &path, error))?
+            .len();
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(StoreError::corrupt(
+                format!("{} {name}", kind.label()),
+                format!("range {offset}+{length} lies past its end ({size} bytes)"),
+            ));
+        }
+        let mut buffer = vec![0u8; length as usize];
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.read_exact(&mut buffer))
+            .map_err(|error| io_error("reading", &path, error))?;
+        Ok(buffer)
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        let directory = self.directory(kind);
+        let mut objects = Vec::new();
+        if kind == ObjectKind::Config {
+            if let Ok(meta) = fs::metadata(directory.join("config")) {
+                objects.push(ObjectInfo {
+                    name: "config".into(),
+                    size: meta.len(),
+                });
+            }
+            return Ok(objects);
+        }
+        let mut directories = vec![directory];
+        while let Some(directory) = directories.pop() {
+            let entries = match fs::read_dir(&directory) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == ErrorKind::NotFound => continue,
+                Err(error) => return Err(io_error("listing", &directory, error)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|error| io_error("listing", &directory, error))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|error| io_error("reading metadata of", &entry.path(), error))?;
+                if meta.is_dir() {
+                    if kind == ObjectKind::Pack {
+                        directories.push(entry.path());
+                    }
+                    continue;
+                }
+                if let Some(name) = entry.file_name().to_str() {
+                    if check_name(name).is_ok() {
+                        objects.push(ObjectInfo {
+                            name: name.to_string(),
+                            size: meta.len(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(objects)
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
+        let path = self.path(kind, name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(io_error("deleting", &path, error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_is_create_if_absent() {
+        let directory = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(directory.path());
+        let name = "ab".repeat(32);
+        assert_eq!(
+            backend.create(ObjectKind::Pack, &name, b"first").unwrap(),
+            Created::New
+        );
+        assert_eq!(
+            backend.create(ObjectKind::Pack, &name, b"second").unwrap(),
+            Created::AlreadyExisted
+        );
+        assert_eq!(backend.read(ObjectKind::Pack, &name).unwrap(), b"first");
+        assert_eq!(
+            backend.read_range(ObjectKind::Pack, &name, 1, 3).unwrap(),
+            b"irs"
+        );
+        let listed = backend.list(ObjectKind::Pack).unwrap();
+        assert_eq!(listed, vec![ObjectInfo { name, size: 5 }]);
+    }
+
+    #[test]
+    fn range_past_the_end_is_corruption() {
+        let directory = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(directory.path());
+        backend.create(ObjectKind::Index, "aa", b"12345").unwrap();
+        assert!(matches!(
+            backend.read_range(ObjectKind::Index, "aa", 3, 5),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn names_that_could_escape_are_refused() {
+        let directory = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(directory.path());
+        assert!(backend.create(ObjectKind::Index, "../x", b"1").is_err());
+        assert!(backend.read(ObjectKind::Index, "a/b").is_err());
+    }
+}

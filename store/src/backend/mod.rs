@@ -1,0 +1,80 @@
+//! Where repository objects live, shaped for object storage.
+//!
+//! A backend stores immutable objects, each under a kind and a name. It can
+//! create an object only if absent, read all of it or a byte range, list the
+//! objects of a kind with their sizes, and delete one. There is no rename,
+//! append or overwrite above this line, so an S3 backend can implement the
+//! same trait. Atomicity is the backend's job: a reader never sees part of
+//! an object. Checking that an object's bytes match its name is not: the
+//! layers above verify every object they read.
+//!
+//! Durability: once `create` returns, the object survives a crash.
+
+mod local;
+
+pub use local::LocalBackend;
+
+use crate::error::Result;
+
+/// The kinds of object a repository holds, each in its own namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// The repository's one configuration object, named `config`.
+    Config,
+    /// Public signing keys.
+    Key,
+    /// Packs of chunks and trees.
+    Pack,
+    /// Index files.
+    Index,
+    /// Signed snapshot manifests.
+    Snapshot,
+}
+
+impl ObjectKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "config",
+            ObjectKind::Key => "key",
+            ObjectKind::Pack => "pack",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+/// Whether `create` wrote a new object or found one already there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    New,
+    AlreadyExisted,
+}
+
+pub trait Backend: Send + Sync {
+    /// A human-readable location, for messages.
+    fn location(&self) -> String;
+
+    /// Stores `bytes` under `kind`/`name` unless an object of that name
+    /// exists, in which case nothing is written.
+    fn create(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> Result<Created>;
+
+    /// The whole object; `StoreError::Missing` if absent.
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
+
+    /// `length` bytes from `offset`; a range past the end is `Corrupt`.
+    fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, length: u64)
+    -> Result<Vec<u8>>;
+
+    /// Every object of `kind`, in no particular order.
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+
+    /// Removes an object; removing an absent one is not an error.
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
+}

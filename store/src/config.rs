@@ -1,0 +1,125 @@
+//! [`RepositoryConfig`]: the repository's one configuration object, a JSON
+//! document written once by `init` and never changed. Owns its encoding and
+//! validation; never reads or writes anything itself.
+
+use crate::codec::{check_version, from_json, to_json};
+use crate::error::Result;
+use crate::id::Id;
+use cairn_chunker::ChunkerParams;
+use serde::{Deserialize, Serialize};
+
+pub const CONFIG_NAME: &str = "config";
+const FORMAT_NAME: &str = "cairn-repository";
+const VERSION: u32 = 1;
+
+/// Packs are closed once they reach this size: large enough that object
+/// storage sees few, big requests; small enough to repack cheaply.
+pub const DEFAULT_PACK_TARGET_SIZE: u64 = 16 * 1024 * 1024;
+/// zstd level 3: zstd's own default, fast enough to keep up with the disk.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    pub format: String,
+    pub version: u32,
+    pub repository_id: Id,
+    pub chunker: ChunkerConfig,
+    pub compression: CompressionConfig,
+    pub pack_target_size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkerConfig {
+    /// Always `fastcdc-v2020`.
+    pub algorithm: String,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// Always `zstd`.
+    pub algorithm: String,
+    pub level: i32,
+}
+
+impl RepositoryConfig {
+    pub fn new(repository_id: Id, chunker: ChunkerParams) -> Self {
+        RepositoryConfig {
+            format: FORMAT_NAME.into(),
+            version: VERSION,
+            repository_id,
+            chunker: ChunkerConfig {
+                algorithm: "fastcdc-v2020".into(),
+                min_size: chunker.min_size,
+                avg_size: chunker.avg_size,
+                max_size: chunker.max_size,
+            },
+            compression: CompressionConfig {
+                algorithm: "zstd".into(),
+                level: DEFAULT_ZSTD_LEVEL,
+            },
+            pack_target_size: DEFAULT_PACK_TARGET_SIZE,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        to_json(self)
+    }
+
+    /// Decodes and validates; every field a writer relies on is checked here.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let object = "repository config";
+        let config: RepositoryConfig = from_json(bytes, object)?;
+        let refuse = |reason: String| Err(crate::error::StoreError::corrupt(object, reason));
+        if config.format != FORMAT_NAME {
+            return refuse(format!("format is {:?}, not {FORMAT_NAME:?}", config.format));
+        }
+        check_version(config.version, VERSION, object)?;
+        if config.chunker.algorithm != "fastcdc-v2020" {
+            return refuse(format!("unknown chunker {:?}", config.chunker.algorithm));
+        }
+        config.chunker_params()?;
+        if config.compression.algorithm != "zstd" || !(1..=19).contains(&config.compression.level)
+        {
+            return refuse(format!(
+                "unsupported compression {:?} level {}",
+                config.compression.algorithm, config.compression.level
+            ));
+        }
+        if !(1024 * 1024..=1024 * 1024 * 1024).contains(&config.pack_target_size) {
+            return refuse(format!(
+                "pack target size {} is outside 1 MiB..=1 GiB",
+                config.pack_target_size
+            ));
+        }
+        Ok(config)
+    }
+
+    pub fn chunker_params(&self) -> Result<ChunkerParams> {
+        Ok(ChunkerParams::new(
+            self.chunker.min_size,
+            self.chunker.avg_size,
+            self.chunker.max_size,
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_foreign_documents() {
+        let config = RepositoryConfig::new(Id::of(b"x"), ChunkerParams::DEFAULT);
+        assert_eq!(RepositoryConfig::decode(&config.encode()).unwrap(), config);
+        assert!(RepositoryConfig::decode(b"{}").is_err());
+        let mut odd = config.clone();
+        odd.chunker.avg_size = 3;
+        assert!(RepositoryConfig::decode(&odd.encode()).is_err());
+    }
+}

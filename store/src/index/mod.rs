@@ -1,0 +1,83 @@
+//! The index: which pack holds each blob, and where.
+//!
+//! Index files in the repository are the truth: immutable CBOR objects, each
+//! listing some packs with their sizes and blobs, named by their BLAKE3 hash.
+//! Index files may overlap (a blob or pack may be listed twice, e.g. by two
+//! concurrent backups); readers take any listing. The local cache (`cache`)
+//! is a copy for fast lookups that can always be thrown away and rebuilt.
+//! This module owns the index file encoding and its validation; it never
+//! reads pack contents.
+
+mod cache;
+
+pub use cache::{IndexCache, MemoryIndex, OpenedIndex, SledIndex, open_index};
+
+use crate::codec::{check_version, from_cbor, to_cbor};
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::pack::{BlobEntry, PACK_MAGIC, TRAILER_SIZE, check_blob_lengths};
+use serde::{Deserialize, Serialize};
+
+const INDEX_VERSION: u32 = 1;
+
+/// One pack as an index file lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackEntry {
+    pub id: Id,
+    /// The pack's total size in bytes.
+    pub size: u64,
+    pub blobs: Vec<BlobEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexFile {
+    pub version: u32,
+    pub packs: Vec<PackEntry>,
+}
+
+/// Where a blob is: its pack and its entry there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: Id,
+    pub entry: BlobEntry,
+}
+
+impl IndexFile {
+    pub fn new(packs: Vec<PackEntry>) -> Self {
+        IndexFile {
+            version: INDEX_VERSION,
+            packs,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        to_cbor(self)
+    }
+
+    /// Decodes and checks that every blob lies inside its pack's blob area.
+    pub fn decode(bytes: &[u8], object: &str) -> Result<Self> {
+        let index: IndexFile = from_cbor(bytes, object)?;
+        check_version(index.version, INDEX_VERSION, object)?;
+        for pack in &index.packs {
+            let blob_area_end = pack.size.saturating_sub(TRAILER_SIZE);
+            for blob in &pack.blobs {
+                check_blob_lengths(blob, object)?;
+                let end = blob.offset.checked_add(u64::from(blob.length));
+                if blob.offset < PACK_MAGIC.len() as u64
+                    || end.is_none_or(|end| end > blob_area_end)
+                {
+                    return Err(StoreError::corrupt(
+                        object,
+                        format!(
+                            "blob {} at {}+{} lies outside pack {} ({} bytes)",
+                            blob.id, blob.offset, blob.length, pack.id, pack.size
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(index)
+    }
+}

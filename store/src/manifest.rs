@@ -1,0 +1,249 @@
+//! Snapshot manifests: what a snapshot holds, signed with ed25519.
+//!
+//! A manifest object is a CBOR map `{version, body, signer, signature}`
+//! where `body` is the CBOR encoding of [`SnapshotBody`] kept as bytes, so
+//! the signature covers exactly those bytes (prefixed by a domain string)
+//! and re-encoding can never break it. The body names each component's
+//! root tree by its hash, and trees name chunks by their hashes, so one
+//! signature vouches for every byte of the snapshot. This module owns
+//! signing, verification against a set of trusted keys, and the encoding;
+//! it never decides which keys are trusted.
+
+use crate::codec::{check_version, from_cbor, to_cbor};
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::keys::PublicKey;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const MANIFEST_VERSION: u32 = 1;
+const BODY_VERSION: u32 = 1;
+/// Prefixed to the body before signing, so a signature over a manifest can
+/// never be replayed as a signature over anything else.
+pub const SIGNING_DOMAIN: &[u8] = b"cairn snapshot manifest v1\0";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedManifest {
+    pub version: u32,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub signer: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub signature: [u8; 64],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotBody {
+    pub version: u32,
+    /// RFC 3339, UTC, nanoseconds (e.g. `2026-11-22T03:24:49.123456789Z`).
+    pub time: String,
+    pub host: String,
+    pub user: String,
+    pub tags: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub parent: Option<Id>,
+    pub chunker: ChunkerRecord,
+    pub components: Vec<ComponentRecord>,
+    /// Files that could not be read or changed while being read.
+    pub problems: Vec<Problem>,
+    pub cairn_version: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkerRecord {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentKind {
+    /// The root tree is the directory's contents.
+    Directory,
+    /// The root tree holds exactly one entry: the file.
+    File,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentRecord {
+    pub name: String,
+    pub kind: ComponentKind,
+    /// The path that was backed up, as given.
+    pub source: String,
+    pub tree: Id,
+    pub stats: ComponentStats,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentStats {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    /// Sum of file sizes.
+    pub bytes: u64,
+    /// Chunk references (a chunk used twice counts twice).
+    pub chunks: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    pub component: String,
+    /// Path inside the component, `/`-separated.
+    pub path: String,
+    pub problem: String,
+}
+
+/// Why a manifest was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustFailure {
+    /// Signed by a key that is not trusted here.
+    UntrustedSigner(PublicKey),
+    /// The signature does not match the body.
+    BadSignature,
+}
+
+impl std::fmt::Display for TrustFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrustFailure::UntrustedSigner(key) => {
+                write!(f, "signed by untrusted key {}", key.to_hex())
+            }
+            TrustFailure::BadSignature => f.write_str("signature does not match its contents"),
+        }
+    }
+}
+
+impl SnapshotBody {
+    pub fn new_version() -> u32 {
+        BODY_VERSION
+    }
+
+    pub fn component(&self, name: &str) -> Option<&ComponentRecord> {
+        self.components.iter().find(|component| component.name == name)
+    }
+}
+
+impl SignedManifest {
+    pub fn sign(body: &SnapshotBody, key: &SigningKey) -> Self {
+        let body = to_cbor(body);
+        let signature = key.sign(&signed_message(&body));
+        SignedManifest {
+            version: MANIFEST_VERSION,
+            body,
+            signer: key.verifying_key().to_bytes(),
+            signature: signature.to_bytes(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        to_cbor(self)
+    }
+
+    pub fn decode(bytes: &[u8], object: &str) -> Result<Self> {
+        let manifest: SignedManifest = from_cbor(bytes, object)?;
+        check_version(manifest.version, MANIFEST_VERSION, object)?;
+        Ok(manifest)
+    }
+
+    pub fn signer(&self) -> PublicKey {
+        PublicKey(self.signer)
+    }
+
+    /// Checks the signer is trusted and the signature valid; only then is
+    /// the body worth reading.
+    pub fn verify(&self, trusted: &[PublicKey]) -> std::result::Result<(), TrustFailure> {
+        let signer = self.signer();
+        if !trusted.contains(&signer) {
+            return Err(TrustFailure::UntrustedSigner(signer));
+        }
+        let key = VerifyingKey::from_bytes(&self.signer).map_err(|_| TrustFailure::BadSignature)?;
+        let signature = Signature::from_bytes(&self.signature);
+        key.verify_strict(&signed_message(&self.body), &signature)
+            .map_err(|_| TrustFailure::BadSignature)
+    }
+
+    /// The body, for a caller that has checked [`SignedManifest::verify`]
+    /// or only needs it for display (listing, choosing `latest`).
+    pub fn body_unverified(&self) -> Result<SnapshotBody> {
+        let body: SnapshotBody = from_cbor(&self.body, "snapshot manifest body")?;
+        check_version(body.version, BODY_VERSION, "snapshot manifest body")?;
+        Ok(body)
+    }
+
+    /// Verifies, then decodes the body; `object` names the manifest in errors.
+    pub fn verified_body(&self, trusted: &[PublicKey], object: &str) -> Result<SnapshotBody> {
+        self.verify(trusted).map_err(|failure| match failure {
+            TrustFailure::UntrustedSigner(key) => StoreError::KeyMismatch(format!(
+                "{object} is signed by key {}, which is not trusted here (pin it with --trusted-key if it is yours)",
+                key.to_hex()
+            )),
+            TrustFailure::BadSignature => {
+                StoreError::corrupt(object, "signature does not match its contents (tampered?)")
+            }
+        })?;
+        self.body_unverified()
+    }
+}
+
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(SIGNING_DOMAIN.len() + body.len());
+    message.extend_from_slice(SIGNING_DOMAIN);
+    message.extend_from_slice(body);
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{generate_signing_key, public_key_of};
+
+    fn body() -> SnapshotBody {
+        SnapshotBody {
+            version: BODY_VERSION,
+            time: "2026-11-22T03:24:49Z".into(),
+            host: "h".into(),
+            user: "u".into(),
+            tags: vec![],
+            labels: BTreeMap::new(),
+            parent: None,
+            chunker: ChunkerRecord {
+                min_size: 4096,
+                avg_size: 16384,
+                max_size: 65536,
+            },
+            components: vec![],
+            problems: vec![],
+            cairn_version: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_signed_manifest_verifies_only_for_trusted_keys_and_intact_bodies() {
+        let key = generate_signing_key().unwrap();
+        let trusted = [public_key_of(&key)];
+        let manifest = SignedManifest::sign(&body(), &key);
+        let decoded = SignedManifest::decode(&manifest.encode(), "m").unwrap();
+        assert_eq!(decoded.verified_body(&trusted, "m").unwrap(), body());
+
+        let stranger = [public_key_of(&generate_signing_key().unwrap())];
+        assert!(matches!(
+            decoded.verify(&stranger),
+            Err(TrustFailure::UntrustedSigner(_))
+        ));
+
+        let mut tampered_body = body();
+        tampered_body.host = "evil".into();
+        let mut tampered = decoded.clone();
+        tampered.body = to_cbor(&tampered_body);
+        assert_eq!(tampered.verify(&trusted), Err(TrustFailure::BadSignature));
+    }
+}

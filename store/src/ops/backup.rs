@@ -1,0 +1,509 @@
+//! Backup: read sources, store new chunks and trees, write a signed manifest.
+//!
+//! 1. Check every component (name, path) before writing anything.
+//! 2. Adopt packs that no index file lists (left by an interrupted backup).
+//! 3. Per component, walk the tree depth first; files in a directory are
+//!    processed in parallel (rayon), each file streamed through the chunker
+//!    in large batches whose chunks are hashed, compressed and packed in
+//!    parallel. A directory's tree blob is stored once its entries are done.
+//! 4. Flush packs and index files ([`BlobWriter::finish`]).
+//! 5. Sign and write the manifest: the snapshot exists from this instant.
+//!
+//! A file that cannot be read is left out and recorded as a problem; a file
+//! that changes while being read is stored as read and recorded as a
+//! problem; the snapshot still completes and its manifest lists both.
+//! Failing to write to the repository aborts the backup before step 5, which
+//! leaves the repository as it was plus unreferenced data.
+
+use crate::backend::ObjectKind;
+use crate::blob_writer::{BlobWriter, WriterStatistics};
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::index::{IndexCache, PackEntry};
+use crate::manifest::{
+    ChunkerRecord, ComponentKind, ComponentRecord, ComponentStats, Problem, SignedManifest,
+    SnapshotBody,
+};
+use crate::ops::join_relative;
+use crate::pack::{BlobKind, read_header};
+use crate::repository::Repository;
+use crate::tree::{EntryKind, Tree, TreeEntry};
+use cairn_chunker::{ChunkStream, ChunkerParams};
+use ed25519_dalek::SigningKey;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::fs::{self, File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One named thing to back up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentSource {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    pub components: Vec<ComponentSource>,
+    pub tags: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Defaults to this machine's host name.
+    pub host: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BackupOutcome {
+    pub snapshot: Id,
+    pub body: SnapshotBody,
+    pub written: WriterStatistics,
+    /// Packs left by an interrupted backup that this one indexed.
+    pub adopted_packs: usize,
+}
+
+/// Component names: `[a-z0-9_.-]+`, not `.` or `..`, at most 64 bytes.
+pub fn check_component_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 64 {
+        Some("it is longer than 64 bytes")
+    } else if name == "." || name == ".." {
+        Some("it is a relative directory")
+    } else if !name
+        .bytes()
+        .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))
+    {
+        Some("only a-z, 0-9, '_', '.' and '-' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(StoreError::InvalidComponentName {
+            name: name.into(),
+            reason: reason.into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A bare path becomes a component named after its last element.
+pub fn component_from_path(path: &Path) -> Result<ComponentSource> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|error| StoreError::io("reading the current directory", error))?
+            .join(path)
+    };
+    let name = absolute
+        .components()
+        .filter_map(|part| match part {
+            std::path::Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .next_back()
+        .ok_or_else(|| StoreError::InvalidComponentName {
+            name: path.display().to_string(),
+            reason: "the path has no last element to name it by; use --component NAME=PATH"
+                .into(),
+        })?;
+    check_component_name(&name).map_err(|error| match error {
+        StoreError::InvalidComponentName { name, reason } => StoreError::InvalidComponentName {
+            name,
+            reason: format!("{reason} (name it with --component NAME={})", path.display()),
+        },
+        other => other,
+    })?;
+    Ok(ComponentSource {
+        name,
+        path: path.to_path_buf(),
+    })
+}
+
+pub fn check_sources(components: &[ComponentSource]) -> Result<()> {
+    if components.is_empty() {
+        return Err(StoreError::Invalid(
+            "nothing to back up: give a PATH or --component NAME=PATH".into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for component in components {
+        check_component_name(&component.name)?;
+        if !seen.insert(component.name.as_str()) {
+            return Err(StoreError::DuplicateComponent(component.name.clone()));
+        }
+        let meta = fs::metadata(&component.path)
+            .map_err(|_| StoreError::SourceMissing(component.path.clone()))?;
+        if !meta.is_dir() && !meta.is_file() {
+            return Err(StoreError::Invalid(format!(
+                "source path {} is neither a directory nor a regular file",
+                component.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn backup(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    key: &SigningKey,
+    options: &BackupOptions,
+) -> Result<BackupOutcome> {
+    check_sources(&options.components)?;
+    let params = repository.chunker_params()?;
+    let writer = BlobWriter::new(repository, index);
+    let orphans = unindexed_packs(repository, index)?;
+    let adopted_packs = orphans.len();
+    writer.adopt(orphans)?;
+
+    let problems = Mutex::new(Vec::new());
+    let mut components = Vec::new();
+    for source in &options.components {
+        let walker = Walker {
+            writer: &writer,
+            params,
+            component: &source.name,
+            problems: &problems,
+        };
+        let record = walker.component(source)?;
+        components.push(record);
+    }
+    let written = writer.finish()?;
+
+    let host = options.host.clone().unwrap_or_else(host_name);
+    let names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
+    let parent = find_parent(repository, &host, &names)?;
+    let mut problems = problems.into_inner().unwrap_or_else(|poison| poison.into_inner());
+    problems.sort_by(|a, b| (&a.component, &a.path).cmp(&(&b.component, &b.path)));
+    let body = SnapshotBody {
+        version: SnapshotBody::new_version(),
+        time: now_rfc3339(),
+        host,
+        user: user_name(),
+        tags: options.tags.clone(),
+        labels: options.labels.clone(),
+        parent,
+        chunker: ChunkerRecord {
+            min_size: params.min_size,
+            avg_size: params.avg_size,
+            max_size: params.max_size,
+        },
+        components,
+        problems,
+        cairn_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let manifest = SignedManifest::sign(&body, key);
+    let snapshot = repository.write_object(ObjectKind::Snapshot, &manifest.encode())?;
+    Ok(BackupOutcome {
+        snapshot,
+        body,
+        written,
+        adopted_packs,
+    })
+}
+
+/// Packs present in the repository that no index file lists.
+fn unindexed_packs(repository: &Repository, index: &dyn IndexCache) -> Result<Vec<PackEntry>> {
+    let mut orphans = Vec::new();
+    for object in repository.backend().list(ObjectKind::Pack)? {
+        let Some(id) = Id::from_hex(&object.name) else {
+            continue;
+        };
+        if index.has_pack(&id)? {
+            continue;
+        }
+        // A pack whose header cannot be read is left for verify to report;
+        // adopting it would only spread the damage.
+        if let Ok(header) = read_header(repository.backend(), &id, object.size) {
+            orphans.push(PackEntry {
+                id,
+                size: object.size,
+                blobs: header.blobs,
+            });
+        }
+    }
+    Ok(orphans)
+}
+
+/// The newest snapshot of the same host with the same component names.
+fn find_parent(repository: &Repository, host: &str, names: &[&str]) -> Result<Option<Id>> {
+    let mut best: Option<(String, Id)> = None;
+    for id in repository.list_ids(ObjectKind::Snapshot)? {
+        // An unreadable manifest is verify's to report, not a reason to fail
+        // a backup; it just cannot be a parent.
+        let Ok(body) = repository
+            .read_manifest(&id)
+            .and_then(|manifest| manifest.body_unverified())
+        else {
+            continue;
+        };
+        let same = body.host == host
+            && body.components.len() == names.len()
+            && body.components.iter().zip(names).all(|(c, n)| c.name == *n);
+        if same && best.as_ref().is_none_or(|(time, _)| body.time > *time) {
+            best = Some((body.time, id));
+        }
+    }
+    Ok(best.map(|(_, id)| id))
+}
+
+/// Fixed width, so that times compare correctly as strings.
+pub fn now_rfc3339() -> String {
+    let now = jiff::Timestamp::now();
+    format!(
+        "{}.{:09}Z",
+        now.strftime("%Y-%m-%dT%H:%M:%S"),
+        now.subsec_nanosecond()
+    )
+}
+
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length; gethostname writes at
+    // most that many bytes.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if result != 0 {
+        return "unknown".into();
+    }
+    let end = buffer.iter().position(|&byte| byte == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            // SAFETY: getuid has no preconditions and cannot fail.
+            format!("uid {}", unsafe { libc::getuid() })
+        })
+}
+
+struct Walker<'a> {
+    writer: &'a BlobWriter<'a>,
+    params: ChunkerParams,
+    component: &'a str,
+    problems: &'a Mutex<Vec<Problem>>,
+}
+
+/// An entry and the statistics of everything under it.
+type Walked = (TreeEntry, ComponentStats);
+
+impl Walker<'_> {
+    fn problem(&self, path: &str, problem: String) {
+        self.problems
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .push(Problem {
+                component: self.component.into(),
+                path: path.into(),
+                problem,
+            });
+    }
+
+    fn component(&self, source: &ComponentSource) -> Result<ComponentRecord> {
+        let meta = fs::metadata(&source.path)
+            .map_err(|_| StoreError::SourceMissing(source.path.clone()))?;
+        let (kind, tree, stats) = if meta.is_dir() {
+            let (tree, stats) = self.directory(&source.path, "")?;
+            (ComponentKind::Directory, tree, stats)
+        } else {
+            let name = source
+                .path
+                .file_name()
+                .map(|name| name.as_bytes().to_vec())
+                .unwrap_or_else(|| source.name.as_bytes().to_vec());
+            let display = String::from_utf8_lossy(&name).into_owned();
+            let walked = self.file(&source.path, &meta, name, &display)?;
+            let (entries, stats) = match walked {
+                Some((entry, stats)) => (vec![entry], stats),
+                None => (Vec::new(), ComponentStats::default()),
+            };
+            (ComponentKind::File, self.store_tree(Tree::new(entries))?, stats)
+        };
+        Ok(ComponentRecord {
+            name: source.name.clone(),
+            kind,
+            source: source.path.display().to_string(),
+            tree,
+            stats,
+        })
+    }
+
+    fn store_tree(&self, tree: Tree) -> Result<Id> {
+        let bytes = tree.encode();
+        let id = Id::of(&bytes);
+        self.writer.add(BlobKind::Tree, id, &bytes)?;
+        Ok(id)
+    }
+
+    fn directory(&self, path: &Path, relative: &str) -> Result<(Id, ComponentStats)> {
+        let mut names = Vec::new();
+        match fs::read_dir(path) {
+            Ok(entries) => {
+                for entry in entries {
+                    match entry {
+                        Ok(entry) => names.push(entry.file_name()),
+                        Err(error) => {
+                            self.problem(relative, format!("listing failed part way: {error}"))
+                        }
+                    }
+                }
+            }
+            Err(error) => self.problem(relative, format!("cannot list directory: {error}")),
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let walked: Vec<Option<Walked>> = names
+            .par_iter()
+            .map(|name| {
+                let display = join_relative(relative, &name.to_string_lossy());
+                self.entry(&path.join(name), name.as_bytes().to_vec(), &display)
+            })
+            .collect::<Result<_>>()?;
+        let mut stats = ComponentStats::default();
+        let mut entries = Vec::with_capacity(walked.len());
+        for (entry, child) in walked.into_iter().flatten() {
+            add_stats(&mut stats, &child);
+            entries.push(entry);
+        }
+        Ok((self.store_tree(Tree::new(entries))?, stats))
+    }
+
+    fn entry(&self, path: &Path, name: Vec<u8>, relative: &str) -> Result<Option<Walked>> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(error) => {
+                self.problem(relative, format!("cannot read metadata: {error}"));
+                return Ok(None);
+            }
+        };
+        let file_type = meta.file_type();
+        if file_type.is_file() {
+            return self.file(path, &meta, name, relative);
+        }
+        let mut entry = entry_from_metadata(name, &meta);
+        let mut stats = ComponentStats::default();
+        if file_type.is_dir() {
+            let (subtree, child) = self.directory(path, relative)?;
+            entry.kind = EntryKind::Directory;
+            entry.subtree = Some(subtree);
+            add_stats(&mut stats, &child);
+            stats.directories += 1;
+        } else if file_type.is_symlink() {
+            match fs::read_link(path) {
+                Ok(target) => {
+                    entry.kind = EntryKind::Symlink;
+                    entry.target = Some(target.as_os_str().as_bytes().to_vec());
+                    stats.symlinks += 1;
+                }
+                Err(error) => {
+                    self.problem(relative, format!("cannot read symlink: {error}"));
+                    return Ok(None);
+                }
+            }
+        } else {
+            self.problem(
+                relative,
+                "skipped: special file (device, socket or FIFO)".into(),
+            );
+            return Ok(None);
+        }
+        Ok(Some((entry, stats)))
+    }
+
+    fn file(
+        &self,
+        path: &Path,
+        before: &Metadata,
+        name: Vec<u8>,
+        relative: &str,
+    ) -> Result<Option<Walked>> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(error) => {
+                self.problem(relative, format!("cannot open: {error}"));
+                return Ok(None);
+            }
+        };
+        let mut stream = ChunkStream::new(file, &self.params);
+        let mut hasher = blake3::Hasher::new();
+        let mut chunks = Vec::new();
+        loop {
+            let batch = match stream.next_batch() {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(error) => {
+                    self.problem(relative, format!("read failed: {error}"));
+                    return Ok(None);
+                }
+            };
+            batch.chunks.par_iter().try_for_each(|chunk| {
+                self.writer
+                    .add(BlobKind::Data, chunk.id.into(), batch.bytes(chunk))
+                    .map(|_| ())
+            })?;
+            hasher.update_rayon(batch.data);
+            chunks.extend(batch.chunks.iter().map(|chunk| Id::from(chunk.id)));
+        }
+        let size = stream.bytes_read();
+        let changed = match fs::symlink_metadata(path) {
+            Ok(after) => {
+                after.len() != before.len()
+                    || after.mtime() != before.mtime()
+                    || after.mtime_nsec() != before.mtime_nsec()
+                    || after.ctime() != before.ctime()
+                    || after.ctime_nsec() != before.ctime_nsec()
+                    || size != before.len()
+            }
+            Err(_) => true,
+        };
+        if changed {
+            self.problem(
+                relative,
+                "changed while being read; stored as read".into(),
+            );
+        }
+        let mut entry = entry_from_metadata(name, before);
+        entry.kind = EntryKind::File;
+        entry.size = size;
+        let stats = ComponentStats {
+            files: 1,
+            bytes: size,
+            chunks: chunks.len() as u64,
+            ..ComponentStats::default()
+        };
+        entry.chunks = Some(chunks);
+        entry.hash = Some(Id(*hasher.finalize().as_bytes()));
+        Ok(Some((entry, stats)))
+    }
+}
+
+fn add_stats(total: &mut ComponentStats, part: &ComponentStats) {
+    total.files += part.files;
+    total.directories += part.directories;
+    total.symlinks += part.symlinks;
+    total.bytes += part.bytes;
+    total.chunks += part.chunks;
+}
+
+fn entry_from_metadata(name: Vec<u8>, meta: &Metadata) -> TreeEntry {
+    TreeEntry {
+        name,
+        kind: EntryKind::File,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime: meta.mtime(),
+        mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        ctime: meta.ctime(),
+        ctime_nanos: meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+        inode: meta.ino(),
+        size: 0,
+        chunks: None,
+        hash: None,
+        subtree: None,
+        target: None,
+    }
+}

@@ -1,0 +1,110 @@
+//! Listing: the snapshots in a repository, and the entries of one snapshot.
+//! Reads only; never checks data beyond what it decodes.
+
+use crate::backend::ObjectKind;
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::index::IndexCache;
+use crate::keys::PublicKey;
+use crate::manifest::{ComponentKind, SnapshotBody};
+use crate::ops::{join_relative, read_tree};
+use crate::repository::Repository;
+use crate::tree::{EntryKind, TreeEntry};
+
+/// One snapshot as listed; `trust` says whether its signature holds.
+pub struct SnapshotSummary {
+    pub id: Id,
+    pub body: SnapshotBody,
+    pub trusted: std::result::Result<(), String>,
+}
+
+/// Every decodable snapshot, oldest first, and the ids of those that are not.
+pub fn list_snapshots(
+    repository: &Repository,
+    trusted: &[PublicKey],
+) -> Result<(Vec<SnapshotSummary>, Vec<(Id, String)>)> {
+    let mut listed = Vec::new();
+    let mut broken = Vec::new();
+    for id in repository.list_ids(ObjectKind::Snapshot)? {
+        let decoded = repository
+            .read_manifest(&id)
+            .and_then(|manifest| Ok((manifest.body_unverified()?, manifest)));
+        match decoded {
+            Ok((body, manifest)) => listed.push(SnapshotSummary {
+                id,
+                body,
+                trusted: manifest.verify(trusted).map_err(|failure| failure.to_string()),
+            }),
+            Err(error) => broken.push((id, error.to_string())),
+        }
+    }
+    listed.sort_by(|a, b| (&a.body.time, a.id).cmp(&(&b.body.time, b.id)));
+    Ok((listed, broken))
+}
+
+/// One entry of `cairn ls`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedEntry {
+    /// `component/path/inside`.
+    pub path: String,
+    pub entry: TreeEntry,
+}
+
+/// Lists everything under `selector` (`COMPONENT[/PATH]`, or everything).
+pub fn list_entries(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    body: &SnapshotBody,
+    snapshot: &str,
+    selector: Option<&str>,
+) -> Result<Vec<ListedEntry>> {
+    let selector = selector.map(|s| s.trim_matches('/')).filter(|s| !s.is_empty());
+    let (component_name, inner) = match selector {
+        Some(selector) => match selector.split_once('/') {
+            Some((component, inner)) => (Some(component), Some(inner)),
+            None => (Some(selector), None),
+        },
+        None => (None, None),
+    };
+    let mut listed = Vec::new();
+    for component in &body.components {
+        if component_name.is_some_and(|name| name != component.name) {
+            continue;
+        }
+        let mut stack = vec![(component.tree, component.name.clone())];
+        while let Some((tree_id, prefix)) = stack.pop() {
+            let tree = read_tree(repository, index, &tree_id)?;
+            for entry in tree.entries.into_iter().rev() {
+                let path = if component.kind == ComponentKind::File {
+                    prefix.clone()
+                } else {
+                    join_relative(&prefix, &entry.display_name())
+                };
+                if let (EntryKind::Directory, Some(subtree)) = (entry.kind, entry.subtree) {
+                    stack.push((subtree, path.clone()));
+                }
+                listed.push(ListedEntry { path, entry });
+            }
+        }
+    }
+    if let Some(name) = component_name {
+        if body.component(name).is_none() {
+            return Err(StoreError::ComponentNotFound {
+                name: name.into(),
+                snapshot: snapshot.into(),
+            });
+        }
+    }
+    listed.sort_by(|a, b| a.path.cmp(&b.path));
+    if let (Some(component), Some(inner)) = (component_name, inner) {
+        let exact = format!("{component}/{inner}");
+        let below = format!("{exact}/");
+        listed.retain(|item| item.path == exact || item.path.starts_with(&below));
+        if listed.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "no path {exact:?} in snapshot {snapshot}"
+            )));
+        }
+    }
+    Ok(listed)
+}

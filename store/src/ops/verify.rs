@@ -1,0 +1,505 @@
+//! Verify: audit a repository and describe damage by what it costs.
+//!
+//! 1. Read every index file (each checked against its name).
+//! 2. List packs: every indexed pack must exist with the indexed size;
+//!    packs no index lists are noted (left by an interrupted backup), not
+//!    counted as damage.
+//! 3. With `read_data`, read every indexed pack whole, in parallel: its hash
+//!    must match its name, its header the index, and every blob must
+//!    decompress to bytes that hash to its id.
+//! 4. Every manifest must decode and carry a valid signature by a trusted
+//!    key; its trees are walked, and every tree and chunk must be indexed in
+//!    a pack that exists. Findings collect the snapshot, component and path
+//!    of every file they damage.
+//!
+//! Never writes or repairs anything.
+
+use crate::backend::ObjectKind;
+use crate::error::Result;
+use crate::id::Id;
+use crate::index::BlobLocation;
+use crate::keys::PublicKey;
+use crate::manifest::{ComponentKind, TrustFailure};
+use crate::ops::join_relative;
+use crate::pack::{decode_blob, parse_pack};
+use crate::repository::Repository;
+use crate::tree::{EntryKind, Tree};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+
+/// Paths listed per finding; the total is always counted.
+const AFFECTED_LIMIT: usize = 1000;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VerifyOptions {
+    pub read_data: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    CorruptIndex,
+    MissingPack,
+    PackSizeMismatch,
+    CorruptPack,
+    CorruptChunk,
+    CorruptTree,
+    MissingBlob,
+    CorruptManifest,
+    BadSignature,
+    UntrustedSigner,
+    UnreferencedPack,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Something a snapshot needs is missing or wrong.
+    Damage,
+    /// Worth knowing, costs nothing (e.g. data no index lists).
+    Notice,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Affected {
+    pub snapshot: String,
+    pub component: String,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub severity: Severity,
+    /// The object at fault, e.g. `pack 3fa…` or `chunk 9c1… in pack 3fa…`.
+    pub object: String,
+    pub message: String,
+    /// Files and directories that cannot be restored in full because of it.
+    pub affected: Vec<Affected>,
+    pub affected_total: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub findings: Vec<Finding>,
+    pub snapshots: u64,
+    pub index_files: u64,
+    pub packs: u64,
+    pub trees: u64,
+    pub chunk_references: u64,
+    pub packs_read: u64,
+    pub blobs_read: u64,
+    pub bytes_read: u64,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.findings
+            .iter()
+            .all(|finding| finding.severity == Severity::Notice)
+    }
+
+    /// Snapshots with at least one damaged file or tree.
+    pub fn damaged_snapshots(&self) -> Vec<String> {
+        let mut snapshots: Vec<String> = self
+            .findings
+            .iter()
+            .flat_map(|finding| finding.affected.iter().map(|a| a.snapshot.clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        snapshots.sort();
+        snapshots
+    }
+}
+
+fn finding(kind: FindingKind, object: String, message: String) -> Finding {
+    let severity = if kind == FindingKind::UnreferencedPack {
+        Severity::Notice
+    } else {
+        Severity::Damage
+    };
+    Finding {
+        kind,
+        severity,
+        object,
+        message,
+        affected: Vec::new(),
+        affected_total: 0,
+    }
+}
+
+struct Audit {
+    report: VerifyReport,
+    blobs: HashMap<Id, BlobLocation>,
+    /// Findings that damage every blob in a pack (missing, wrong size).
+    pack_findings: HashMap<Id, usize>,
+    /// Findings for single blobs (corrupt chunk, or missing from the index).
+    blob_findings: HashMap<Id, usize>,
+    trees: HashMap<Id, Option<Tree>>,
+}
+
+pub fn verify(
+    repository: &Repository,
+    trusted: &[PublicKey],
+    options: VerifyOptions,
+) -> Result<VerifyReport> {
+    let mut audit = Audit {
+        report: VerifyReport::default(),
+        blobs: HashMap::new(),
+        pack_findings: HashMap::new(),
+        blob_findings: HashMap::new(),
+        trees: HashMap::new(),
+    };
+    let indexed_packs = audit.read_index(repository)?;
+    audit.check_packs(repository, &indexed_packs, options.read_data)?;
+    audit.check_snapshots(repository, trusted)?;
+    Ok(audit.report)
+}
+
+impl Audit {
+    fn add(&mut self, finding: Finding) -> usize {
+        self.report.findings.push(finding);
+        self.report.findings.len() - 1
+    }
+
+    fn affect(&mut self, finding: usize, affected: Affected) {
+        let finding = &mut self.report.findings[finding];
+        finding.affected_total += 1;
+        if finding.affected.len() < AFFECTED_LIMIT {
+            finding.affected.push(affected);
+        }
+    }
+
+    /// Returns every indexed pack with its indexed size.
+    fn read_index(&mut self, repository: &Repository) -> Result<HashMap<Id, u64>> {
+        let mut packs = HashMap::new();
+        for id in repository.list_ids(ObjectKind::Index)? {
+            self.report.index_files += 1;
+            let file = match repository.read_index_file(&id) {
+                Ok(file) => file,
+                Err(error) => {
+                    self.add(finding(
+                        FindingKind::CorruptIndex,
+                        format!("index file {id}"),
+                        error.to_string(),
+                    ));
+                    continue;
+                }
+            };
+            for pack in file.packs {
+                if let Some(size) = packs.insert(pack.id, pack.size) {
+                    if size != pack.size {
+                        self.add(finding(
+                            FindingKind::CorruptIndex,
+                            format!("index file {id}"),
+                            format!(
+                                "lists pack {} as {} bytes where another index file says {size}",
+                                pack.id, pack.size
+                            ),
+                        ));
+                    }
+                }
+                for entry in pack.blobs {
+                    self.blobs.entry(entry.id).or_insert(BlobLocation {
+                        pack: pack.id,
+                        entry,
+                    });
+                }
+            }
+        }
+        Ok(packs)
+    }
+
+    fn check_packs(
+        &mut self,
+        repository: &Repository,
+        indexed: &HashMap<Id, u64>,
+        read_data: bool,
+    ) -> Result<()> {
+        let present: HashMap<Id, u64> = repository
+            .backend()
+            .list(ObjectKind::Pack)?
+            .into_iter()
+            .filter_map(|object| Some((Id::from_hex(&object.name)?, object.size)))
+            .collect();
+        self.report.packs = present.len() as u64;
+        let mut readable = Vec::new();
+        for (pack, size) in indexed {
+            match present.get(pack) {
+                None => {
+                    let index = self.add(finding(
+                        FindingKind::MissingPack,
+                        format!("pack {pack}"),
+                        "listed in the index but missing from the repository".into(),
+                    ));
+                    self.pack_findings.insert(*pack, index);
+                }
+                Some(actual) if actual != size => {
+                    let index = self.add(finding(
+                        FindingKind::PackSizeMismatch,
+                        format!("pack {pack}"),
+                        format!("is {actual} bytes, the index says {size}"),
+                    ));
+                    self.pack_findings.insert(*pack, index);
+                }
+                Some(_) => readable.push(*pack),
+            }
+        }
+        for (pack, size) in &present {
+            if !indexed.contains_key(pack) {
+                self.add(finding(
+                    FindingKind::UnreferencedPack,
+                    format!("pack {pack}"),
+                    format!("{size} bytes that no index file lists (left by an interrupted backup?)"),
+                ));
+            }
+        }
+        if read_data {
+            self.read_packs(repository, &readable);
+        }
+        Ok(())
+    }
+
+    fn read_packs(&mut self, repository: &Repository, packs: &[Id]) {
+        let mut by_pack: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
+        for location in self.blobs.values() {
+            by_pack.entry(location.pack).or_default().push(*location);
+        }
+        let results: Vec<PackReading> = packs
+            .par_iter()
+            .map(|pack| read_pack(repository, pack, by_pack.get(pack).map(Vec::as_slice).unwrap_or_default()))
+            .collect();
+        for reading in results {
+            self.report.packs_read += 1;
+            self.report.blobs_read += reading.blobs_read;
+            self.report.bytes_read += reading.bytes_read;
+            for finding in reading.pack_findings {
+                self.add(finding);
+            }
+            for (blob, finding) in reading.bad_blobs {
+                let index = self.add(finding);
+                self.blob_findings.insert(blob, index);
+            }
+        }
+    }
+
+    fn check_snapshots(&mut self, repository: &Repository, trusted: &[PublicKey]) -> Result<()> {
+        let mut ids = repository.list_ids(ObjectKind::Snapshot)?;
+        ids.sort();
+        for id in ids {
+            self.report.snapshots += 1;
+            let object = format!("snapshot {id}");
+            let manifest = match repository.read_manifest(&id) {
+                Ok(manifest) => manifest,
+                Err(error) => {
+                    self.add(finding(FindingKind::CorruptManifest, object, error.to_string()));
+                    continue;
+                }
+            };
+            if let Err(failure) = manifest.verify(trusted) {
+                let kind = match failure {
+                    TrustFailure::UntrustedSigner(_) => FindingKind::UntrustedSigner,
+                    TrustFailure::BadSignature => FindingKind::BadSignature,
+                };
+                self.add(finding(kind, object, failure.to_string()));
+                continue;
+            }
+            let body = match manifest.body_unverified() {
+                Ok(body) => body,
+                Err(error) => {
+                    self.add(finding(FindingKind::CorruptManifest, object, error.to_string()));
+                    continue;
+                }
+            };
+            for component in &body.components {
+                let root = if component.kind == ComponentKind::Directory { "/" } else { "" };
+                self.walk(repository, &id.short(), &component.name, component.tree, root);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a blob's damage is recorded, if it is damaged.
+    fn damage_of(&mut self, blob: &Id, kind: &str) -> Option<usize> {
+        match self.blobs.get(blob) {
+            None => Some(*self.blob_findings.entry(*blob).or_insert_with(|| {
+                self.report.findings.push(finding(
+                    FindingKind::MissingBlob,
+                    format!("{kind} {blob}"),
+                    "referenced by a snapshot but in no index file".into(),
+                ));
+                self.report.findings.len() - 1
+            })),
+            Some(location) => self
+                .blob_findings
+                .get(blob)
+                .or_else(|| self.pack_findings.get(&location.pack))
+                .copied(),
+        }
+    }
+
+    fn walk(&mut self, repository: &Repository, snapshot: &str, component: &str, root: Id, root_path: &str) {
+        let mut stack = vec![(root, root_path.to_string())];
+        while let Some((tree_id, path)) = stack.pop() {
+            let affected = |path: &str| Affected {
+                snapshot: snapshot.into(),
+                component: component.into(),
+                path: if path.is_empty() { "/".into() } else { path.into() },
+            };
+            if let Some(damage) = self.damage_of(&tree_id, "tree") {
+                self.affect(damage, affected(&path));
+                continue;
+            }
+            let tree = match self.load_tree(repository, &tree_id) {
+                Ok(tree) => tree,
+                Err(index) => {
+                    self.affect(index, affected(&path));
+                    continue;
+                }
+            };
+            for entry in &tree.entries {
+                let name = entry.display_name();
+                let child = if path == "/" { name } else { join_relative(&path, &name) };
+                match entry.kind {
+                    EntryKind::Directory => {
+                        if let Some(subtree) = entry.subtree {
+                            stack.push((subtree, child));
+                        }
+                    }
+                    EntryKind::File => {
+                        let mut damaged = Vec::new();
+                        for chunk in entry.chunks.as_deref().unwrap_or_default() {
+                            self.report.chunk_references += 1;
+                            if let Some(damage) = self.damage_of(chunk, "chunk") {
+                                if !damaged.contains(&damage) {
+                                    damaged.push(damage);
+                                }
+                            }
+                        }
+                        for damage in damaged {
+                            self.affect(damage, affected(&child));
+                        }
+                    }
+                    EntryKind::Symlink => {}
+                }
+            }
+        }
+    }
+
+    /// Reads a tree once; a tree that fails to read gets one finding.
+    fn load_tree(&mut self, repository: &Repository, id: &Id) -> std::result::Result<Tree, usize> {
+        if let Some(Some(tree)) = self.trees.get(id) {
+            return Ok(tree.clone());
+        }
+        if let Some(index) = self.blob_findings.get(id) {
+            return Err(*index);
+        }
+        self.report.trees += 1;
+        let decoded = self
+            .blobs
+            .get(id)
+            .ok_or_else(|| "not indexed".to_string())
+            .and_then(|location| repository.read_blob(location).map_err(|error| error.to_string()))
+            .and_then(|bytes| Tree::decode(&bytes, &format!("tree {id}")).map_err(|error| error.to_string()));
+        match decoded {
+            Ok(tree) => {
+                self.trees.insert(*id, Some(tree.clone()));
+                Ok(tree)
+            }
+            Err(message) => {
+                let index = self.add(finding(FindingKind::CorruptTree, format!("tree {id}"), message));
+                self.blob_findings.insert(*id, index);
+                Err(index)
+            }
+        }
+    }
+}
+
+struct PackReading {
+    blobs_read: u64,
+    bytes_read: u64,
+    pack_findings: Vec<Finding>,
+    bad_blobs: Vec<(Id, Finding)>,
+}
+
+fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocation]) -> PackReading {
+    let mut reading = PackReading {
+        blobs_read: 0,
+        bytes_read: 0,
+        pack_findings: Vec::new(),
+        bad_blobs: Vec::new(),
+    };
+    let object = format!("pack {pack}");
+    let bytes = match repository.backend().read(ObjectKind::Pack, &pack.to_hex()) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            reading
+                .pack_findings
+                .push(finding(FindingKind::CorruptPack, object, error.to_string()));
+            for location in blobs {
+                reading.bad_blobs.push((
+                    location.entry.id,
+                    finding(
+                        FindingKind::CorruptChunk,
+                        format!("{:?} blob {} in pack {pack}", location.entry.kind, location.entry.id).to_lowercase(),
+                        "its pack cannot be read".into(),
+                    ),
+                ));
+            }
+            return reading;
+        }
+    };
+    reading.bytes_read = bytes.len() as u64;
+    if Id::of(&bytes) != *pack {
+        reading.pack_findings.push(finding(
+            FindingKind::CorruptPack,
+            object.clone(),
+            "content does not match its name (BLAKE3 hash)".into(),
+        ));
+    }
+    match parse_pack(&bytes, pack) {
+        Ok(header) => {
+            let listed: HashSet<_> = header.blobs.iter().collect();
+            if blobs.iter().any(|location| !listed.contains(&location.entry)) {
+                reading.pack_findings.push(finding(
+                    FindingKind::CorruptPack,
+                    object.clone(),
+                    "its header disagrees with the index".into(),
+                ));
+            }
+        }
+        Err(error) => reading
+            .pack_findings
+            .push(finding(FindingKind::CorruptPack, object.clone(), error.to_string())),
+    }
+    for location in blobs {
+        let entry = &location.entry;
+        reading.blobs_read += 1;
+        let start = entry.offset as usize;
+        let stored = bytes.get(start..start.saturating_add(entry.length as usize));
+        let result = match stored {
+            Some(stored) => decode_blob(entry, stored, pack).map(|_| ()),
+            None => Err(crate::StoreError::corrupt(
+                format!("blob {}", entry.id),
+                "lies past the end of its pack",
+            )),
+        };
+        if let Err(error) = result {
+            let kind = match entry.kind {
+                crate::pack::BlobKind::Data => "chunk",
+                crate::pack::BlobKind::Tree => "tree",
+            };
+            reading.bad_blobs.push((
+                entry.id,
+                finding(
+                    if kind == "tree" { FindingKind::CorruptTree } else { FindingKind::CorruptChunk },
+                    format!("{kind} {} in pack {pack}", entry.id),
+                    error.to_string(),
+                ),
+            ));
+        }
+    }
+    reading
+}

@@ -1,0 +1,178 @@
+//! [`Repository`]: a backend plus its validated config, and the verified
+//! reading and writing of whole objects.
+//!
+//! Every object read through here is checked against its name (the BLAKE3
+//! hash of its bytes) before it is decoded; a mismatch is corruption, never
+//! a silent skip. This module never walks trees or decides what to back up.
+
+use crate::backend::{Backend, Created, ObjectKind};
+use crate::config::{CONFIG_NAME, RepositoryConfig};
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::index::{BlobLocation, IndexFile};
+use crate::keys::{PublicKey, PublicKeyObject};
+use crate::manifest::SignedManifest;
+use crate::pack::decode_blob;
+use cairn_chunker::ChunkerParams;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    config: RepositoryConfig,
+}
+
+impl Repository {
+    /// Creates a repository: the public key first, the config last, since
+    /// the config is what makes a directory a repository.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        chunker: ChunkerParams,
+        signer: PublicKey,
+    ) -> Result<Self> {
+        if !backend.list(ObjectKind::Config)?.is_empty() {
+            return Err(StoreError::AlreadyARepository {
+                path: backend.location(),
+            });
+        }
+        chunker.validate()?;
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).map_err(|error| {
+            StoreError::io(
+                "reading the system random source",
+                std::io::Error::other(error.to_string()),
+            )
+        })?;
+        let config = RepositoryConfig::new(Id(random), chunker);
+        let key_object = PublicKeyObject::new(signer).encode();
+        backend.create(ObjectKind::Key, &Id::of(&key_object).to_hex(), &key_object)?;
+        match backend.create(ObjectKind::Config, CONFIG_NAME, &config.encode())? {
+            Created::New => Ok(Repository { backend, config }),
+            Created::AlreadyExisted => Err(StoreError::AlreadyARepository {
+                path: backend.location(),
+            }),
+        }
+    }
+
+    pub fn open(backend: Arc<dyn Backend>) -> Result<Self> {
+        let bytes = match backend.read(ObjectKind::Config, CONFIG_NAME) {
+            Ok(bytes) => bytes,
+            Err(StoreError::Missing { .. }) => {
+                return Err(StoreError::NotARepository {
+                    path: backend.location(),
+                });
+            }
+            Err(error) => return Err(error),
+        };
+        let config = RepositoryConfig::decode(&bytes)?;
+        Ok(Repository { backend, config })
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    pub fn config(&self) -> &RepositoryConfig {
+        &self.config
+    }
+
+    pub fn chunker_params(&self) -> Result<ChunkerParams> {
+        self.config.chunker_params()
+    }
+
+    /// Ids of every object of `kind`; names that are not ids are ignored
+    /// (nothing cairn writes has such a name).
+    pub fn list_ids(&self, kind: ObjectKind) -> Result<Vec<Id>> {
+        Ok(self
+            .backend
+            .list(kind)?
+            .iter()
+            .filter_map(|object| Id::from_hex(&object.name))
+            .collect())
+    }
+
+    /// Reads a whole object and checks it hashes to its name.
+    pub fn read_verified(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.backend.read(kind, &id.to_hex())?;
+        if Id::of(&bytes) != *id {
+            return Err(StoreError::corrupt(
+                format!("{} {id}", kind.label()),
+                "content does not match its name (BLAKE3 hash)",
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Stores an object under the hash of its bytes.
+    pub fn write_object(&self, kind: ObjectKind, bytes: &[u8]) -> Result<Id> {
+        let id = Id::of(bytes);
+        self.backend.create(kind, &id.to_hex(), bytes)?;
+        Ok(id)
+    }
+
+    pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let bytes = self.read_verified(ObjectKind::Index, id)?;
+        IndexFile::decode(&bytes, &format!("index file {id}"))
+    }
+
+    pub fn read_manifest(&self, id: &Id) -> Result<SignedManifest> {
+        let bytes = self.read_verified(ObjectKind::Snapshot, id)?;
+        SignedManifest::decode(&bytes, &format!("snapshot {id}"))
+    }
+
+    /// The public keys published in the repository (not trusted for that).
+    pub fn published_keys(&self) -> Result<Vec<PublicKey>> {
+        let mut keys = Vec::new();
+        for id in self.list_ids(ObjectKind::Key)? {
+            let bytes = self.read_verified(ObjectKind::Key, &id)?;
+            keys.push(PublicKeyObject::decode(&bytes, &format!("key {id}"))?);
+        }
+        Ok(keys)
+    }
+
+    /// Reads one blob with a ranged read and checks it against its id.
+    pub fn read_blob(&self, location: &BlobLocation) -> Result<Vec<u8>> {
+        let stored = self.backend.read_range(
+            ObjectKind::Pack,
+            &location.pack.to_hex(),
+            location.entry.offset,
+            u64::from(location.entry.length),
+        )?;
+        decode_blob(&location.entry, &stored, &location.pack)
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix of at least 4 hex
+    /// digits to a snapshot id.
+    pub fn resolve_snapshot(&self, spec: &str) -> Result<Id> {
+        let ids = self.list_ids(ObjectKind::Snapshot)?;
+        if spec == "latest" {
+            let mut newest: Option<(String, Id)> = None;
+            for id in ids {
+                let manifest = self.read_manifest(&id)?;
+                let time = manifest.body_unverified()?.time;
+                if newest.as_ref().is_none_or(|(best, _)| time > *best) {
+                    newest = Some((time, id));
+                }
+            }
+            return newest
+                .map(|(_, id)| id)
+                .ok_or_else(|| StoreError::SnapshotNotFound(spec.into()));
+        }
+        let prefix = spec.to_ascii_lowercase();
+        if prefix.len() < 4 || !prefix.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(StoreError::SnapshotNotFound(spec.into()));
+        }
+        let matching: Vec<Id> = ids
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&prefix))
+            .collect();
+        match matching.len() {
+            0 => Err(StoreError::SnapshotNotFound(spec.into())),
+            1 => Ok(matching[0]),
+            count => Err(StoreError::AmbiguousSnapshot {
+                prefix: spec.into(),
+                count,
+            }),
+        }
+    }
+}
