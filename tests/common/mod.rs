@@ -1,0 +1,238 @@
+//! Helpers that make each end-to-end test read like a user at a terminal:
+//! a scratch [`Workspace`] with its own config and cache directories, and
+//! [`Run`], the result of running the real `cairn` binary.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch directory holding a repository, sources and restore targets,
+/// with cairn's config and cache kept inside it.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+/// What one run of `cairn` did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {}", self.stdout))
+    }
+
+    /// Panics with the whole output unless the exit code is `code`.
+    pub fn expect(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit code {code}, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn ok(self) -> Self {
+        self.expect(0)
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Workspace {
+            dir: tempfile::Builder::new()
+                .prefix("cairn-test-")
+                .tempdir()
+                .expect("create temporary directory"),
+        }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+
+    /// A `cairn` command with this workspace's config and cache.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        command
+            .env("CAIRN_CONFIG_DIR", self.path("config"))
+            .env("CAIRN_CACHE_DIR", self.path("cache"))
+            .env_remove("CAIRN_REPO")
+            .env_remove("CAIRN_KEY_FILE");
+        command
+    }
+
+    /// Runs `cairn ARGS...` and captures everything.
+    pub fn cairn<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let output = self.command().args(args).output().expect("run cairn");
+        run_of(output)
+    }
+
+    /// `cairn --repo REPO ARGS...`
+    pub fn cairn_repo<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["--repo".into(), self.repo().into()];
+        all.extend(args.into_iter().map(|arg| arg.as_ref().to_os_string()));
+        self.cairn(all)
+    }
+
+    pub fn init(&self) -> Run {
+        self.cairn_repo(["init"]).ok()
+    }
+
+    /// Backs up with `--json` and returns the summary.
+    pub fn backup_json<I, S>(&self, args: I) -> serde_json::Value
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["--json".into(), "backup".into()];
+        all.extend(args.into_iter().map(|arg| arg.as_ref().to_os_string()));
+        self.cairn_repo(all).ok().json()
+    }
+
+    /// Total bytes of every file under the repository.
+    pub fn repo_size(&self) -> u64 {
+        tree_size(&self.repo())
+    }
+
+    /// Every pack file in the repository.
+    pub fn packs(&self) -> Vec<PathBuf> {
+        let mut packs = Vec::new();
+        for entry in walk(&self.repo().join("data")) {
+            if entry.is_file() {
+                packs.push(entry);
+            }
+        }
+        packs.sort();
+        packs
+    }
+}
+
+pub fn run_of(output: Output) -> Run {
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Every path below `root` (not following symlinks), depth first.
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out
+}
+
+pub fn tree_size(root: &Path) -> u64 {
+    walk(root)
+        .iter()
+        .filter_map(|path| fs::symlink_metadata(path).ok())
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len())
+        .sum()
+}
+
+/// Deterministic incompressible bytes.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+pub fn write(path: &Path, contents: &[u8]) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("create parent");
+    }
+    fs::write(path, contents).expect("write file");
+}
+
+/// Asserts two trees hold the same names, types, contents, symlink
+/// targets, permission bits and file mtimes.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let relative = |root: &Path| -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = walk(root)
+            .into_iter()
+            .map(|path| path.strip_prefix(root).expect("below root").to_path_buf())
+            .collect();
+        paths.sort();
+        paths
+    };
+    let expected_paths = relative(expected);
+    assert_eq!(expected_paths, relative(actual), "different sets of paths");
+    for path in expected_paths {
+        let a = fs::symlink_metadata(expected.join(&path)).expect("stat expected");
+        let b = fs::symlink_metadata(actual.join(&path)).expect("stat actual");
+        assert_eq!(a.file_type(), b.file_type(), "{}: type", path.display());
+        if a.file_type().is_symlink() {
+            assert_eq!(
+                fs::read_link(expected.join(&path)).unwrap(),
+                fs::read_link(actual.join(&path)).unwrap(),
+                "{}: symlink target",
+                path.display()
+            );
+            continue;
+        }
+        assert_eq!(a.mode() & 0o7777, b.mode() & 0o7777, "{}: mode", path.display());
+        assert_eq!(
+            (a.mtime(), a.mtime_nsec()),
+            (b.mtime(), b.mtime_nsec()),
+            "{}: mtime",
+            path.display()
+        );
+        if a.is_file() {
+            assert_eq!(a.len(), b.len(), "{}: size", path.display());
+            assert_eq!(
+                file_hash(&expected.join(&path)),
+                file_hash(&actual.join(&path)),
+                "{}: content",
+                path.display()
+            );
+        }
+    }
+}
+
+/// BLAKE3 of a file, read in large blocks (fast even for multi-GiB files).
+pub fn file_hash(path: &Path) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap(path).expect("hash file");
+    hasher.finalize()
+}
