@@ -1,3 +1,457 @@
-//! Placeholder: filled in by the test author.
+//! Damage to a repository: a flipped byte, a tampered or edited manifest, a
+//! lost, truncated or orphaned pack, a lost index file, a stranger's
+//! snapshot. `verify` must name the object at fault and the files it costs;
+//! `restore` must keep bad bytes out of the target and restore the rest.
 
 mod common;
+use common::*;
+
+use cairn_store::Id;
+use cairn_store::manifest::{SignedManifest, SnapshotBody};
+use cairn_store::pack::{BlobEntry, BlobKind, PackHeader, parse_pack};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The id a repository file is named by.
+fn id_of_file(path: &Path) -> Id {
+    let name = path.file_name().and_then(|name| name.to_str()).expect("object name");
+    Id::from_hex(name).unwrap_or_else(|| panic!("{} is not named by an id", path.display()))
+}
+
+fn header_of(pack: &Path) -> PackHeader {
+    parse_pack(&fs::read(pack).expect("read pack"), &id_of_file(pack)).expect("pack parses")
+}
+
+/// The packs among `packs` that hold file content rather than trees.
+fn data_packs(packs: &[PathBuf]) -> Vec<PathBuf> {
+    packs
+        .iter()
+        .filter(|pack| header_of(pack).blobs.iter().all(|blob| blob.kind == BlobKind::Data))
+        .cloned()
+        .collect()
+}
+
+/// `cairn --json backup SOURCE`; returns the snapshot's full id.
+fn backup(workspace: &Workspace, source: &Path) -> String {
+    let summary = workspace.backup_json([source]);
+    summary["snapshot"].as_str().expect("snapshot id").to_string()
+}
+
+fn short(id: &str) -> &str {
+    &id[..8]
+}
+
+/// `cairn --json verify [--read-data]`: exit code and report.
+fn verify(workspace: &Workspace, read_data: bool) -> (i32, Value) {
+    let mut args = vec!["--json", "verify"];
+    if read_data {
+        args.push("--read-data");
+    }
+    let run = workspace.cairn_repo(args);
+    let report = run.json();
+    (run.code, report)
+}
+
+fn findings<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|finding| finding["kind"] == kind)
+        .collect()
+}
+
+/// (snapshot, component, path) of everything a finding says it damages.
+fn affected(finding: &Value) -> BTreeSet<(String, String, String)> {
+    finding["affected"]
+        .as_array()
+        .expect("affected")
+        .iter()
+        .map(|item| {
+            let field = |name: &str| item[name].as_str().expect("affected field").to_string();
+            (field("snapshot"), field("component"), field("path"))
+        })
+        .collect()
+}
+
+fn restore(workspace: &Workspace, snapshot: &str, target: &Path) -> Run {
+    workspace.cairn_repo(["restore".as_ref(), snapshot.as_ref(), "--target".as_ref(), target.as_os_str()])
+}
+
+/// Restore's temporary files (`.cairn-restore-*`) anywhere below `root`.
+fn leftover_temporaries(root: &Path) -> Vec<PathBuf> {
+    walk(root)
+        .into_iter()
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(".cairn-restore-"))
+        })
+        .collect()
+}
+
+/// Every file of `source` except `missing` (component-relative paths) is in
+/// `restored` with the same content, size, mode and mtime; the `missing`
+/// ones are absent; nothing else is there.
+fn assert_restored_except(source: &Path, restored: &Path, missing: &[&str]) {
+    let relative = |root: &Path| -> BTreeSet<PathBuf> {
+        walk(root)
+            .into_iter()
+            .map(|path| path.strip_prefix(root).expect("below root").to_path_buf())
+            .collect()
+    };
+    let missing: BTreeSet<PathBuf> = missing.iter().map(PathBuf::from).collect();
+    let expected: BTreeSet<PathBuf> = relative(source).difference(&missing).cloned().collect();
+    assert_eq!(relative(restored), expected, "restored paths");
+    for path in &expected {
+        let (a, b) = (source.join(path), restored.join(path));
+        let (meta_a, meta_b) = (fs::symlink_metadata(&a).unwrap(), fs::symlink_metadata(&b).unwrap());
+        if !meta_a.is_file() {
+            continue;
+        }
+        assert_eq!(meta_a.len(), meta_b.len(), "{}: size", path.display());
+        assert_eq!(file_hash(&a), file_hash(&b), "{}: content", path.display());
+        assert_eq!(meta_a.mode() & 0o7777, meta_b.mode() & 0o7777, "{}: mode", path.display());
+        assert_eq!(
+            (meta_a.mtime(), meta_a.mtime_nsec()),
+            (meta_b.mtime(), meta_b.mtime_nsec()),
+            "{}: mtime",
+            path.display()
+        );
+    }
+}
+
+fn snapshot_path(workspace: &Workspace, id: &str) -> PathBuf {
+    workspace.repo().join("snapshots").join(id)
+}
+
+fn read_manifest(workspace: &Workspace, id: &str) -> SignedManifest {
+    let bytes = fs::read(snapshot_path(workspace, id)).expect("read manifest");
+    SignedManifest::decode(&bytes, "test manifest").expect("decode manifest")
+}
+
+/// Writes a manifest the way the repository names objects: by its hash.
+fn write_manifest(workspace: &Workspace, manifest: &SignedManifest) -> String {
+    let bytes = manifest.encode();
+    let id = Id::of(&bytes).to_hex();
+    write(&snapshot_path(workspace, &id), &bytes);
+    id
+}
+
+/// A directory of noise files, `size` bytes each, one of them in a subdirectory.
+fn noise_tree(root: &Path, names: &[&str], size: usize) {
+    for (seed, name) in names.iter().enumerate() {
+        write(&root.join(name), &noise(seed as u64 + 100, size));
+    }
+    write(&root.join("notes.txt"), b"plain words, compressible words, words\n");
+}
+
+#[test]
+fn a_flipped_byte_in_a_data_pack_is_found_by_read_data_and_kept_out_of_a_restore() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    let names = ["a.bin", "b.bin", "c.bin", "deep/d.bin", "e.bin"];
+    noise_tree(&source, &names, 200_000);
+    let snapshot = backup(&workspace, &source);
+
+    // The pack of file content, and the chunk in the middle of its blob area.
+    let packs = data_packs(&workspace.packs());
+    assert_eq!(packs.len(), 1, "one data pack for 1 MB: {packs:?}");
+    let pack = &packs[0];
+    let pack_id = id_of_file(pack).to_hex();
+    let header = header_of(pack);
+    let last = header.blobs.last().expect("blobs");
+    let middle = (8 + last.offset + u64::from(last.length)) / 2;
+    let hit: &BlobEntry = header
+        .blobs
+        .iter()
+        .find(|blob| blob.offset <= middle && middle < blob.offset + u64::from(blob.length))
+        .expect("a blob covers the middle");
+    let chunk = hit.id.to_hex();
+
+    // Which file holds that chunk, as `ls` tells it.
+    let listing = workspace.cairn_repo(["--json", "ls", &snapshot]).ok().json();
+    let holders: Vec<String> = listing
+        .as_array()
+        .expect("ls entries")
+        .iter()
+        .filter(|entry| {
+            entry["chunks"]
+                .as_array()
+                .is_some_and(|chunks| chunks.iter().any(|c| c.as_str() == Some(chunk.as_str())))
+        })
+        .map(|entry| entry["path"].as_str().expect("path").to_string())
+        .collect();
+    assert_eq!(holders.len(), 1, "exactly one file holds chunk {chunk}: {holders:?}");
+    let damaged = holders[0].strip_prefix("src/").expect("in component src").to_string();
+
+    let mut bytes = fs::read(pack).unwrap();
+    bytes[middle as usize] ^= 0x01;
+    fs::write(pack, &bytes).unwrap();
+
+    // Plain verify checks structure, not content bytes (documented: only
+    // --read-data reads every pack whole), so it has nothing to say.
+    let (code, report) = verify(&workspace, false);
+    assert_eq!(code, 0, "plain verify does not read data: {report:#}");
+    assert_eq!(report["clean"], true);
+
+    let (code, report) = verify(&workspace, true);
+    assert_eq!(code, 4, "{report:#}");
+    assert_eq!(report["clean"], false);
+    let corrupt = findings(&report, "corrupt-chunk");
+    assert_eq!(corrupt.len(), 1, "one corrupt chunk: {report:#}");
+    let finding = corrupt[0];
+    assert_eq!(finding["severity"], "damage");
+    let object = finding["object"].as_str().unwrap();
+    assert!(object.contains(&chunk) && object.contains(&pack_id), "object names chunk and pack: {object}");
+    assert_eq!(
+        affected(finding),
+        BTreeSet::from([(short(&snapshot).to_string(), "src".to_string(), damaged.clone())]),
+        "{finding:#}"
+    );
+    assert_eq!(finding["affected_total"], 1);
+    // The pack as a whole no longer matches its name either.
+    assert!(
+        findings(&report, "corrupt-pack").iter().any(|f| f["object"].as_str().unwrap().contains(&pack_id)),
+        "{report:#}"
+    );
+    assert_eq!(report["damaged_snapshots"], serde_json::json!([short(&snapshot)]));
+
+    let target = workspace.path("out");
+    let run = restore(&workspace, &snapshot, &target).expect(4);
+    assert!(run.stderr.contains(&damaged), "stderr names {damaged}: {}", run.stderr);
+    assert!(!target.join("src").join(&damaged).exists(), "bad bytes must not be restored as {damaged}");
+    assert_eq!(leftover_temporaries(&target), Vec::<PathBuf>::new());
+    assert_restored_except(&source, &target.join("src"), &[&damaged]);
+}
+
+#[test]
+fn a_manifest_tampered_under_its_old_signature_is_refused_by_verify_and_restore() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    noise_tree(&source, &["a.bin"], 50_000);
+    let old = backup(&workspace, &source);
+    write(&source.join("b.bin"), &noise(7, 50_000));
+    let new = backup(&workspace, &source);
+
+    // Roll the newer snapshot back to the older one's tree, and claim another
+    // host, keeping the signature the real body was given.
+    let old_body = read_manifest(&workspace, &old).body_unverified().unwrap();
+    let mut manifest = read_manifest(&workspace, &new);
+    let mut body: SnapshotBody = manifest.body_unverified().unwrap();
+    body.components[0].tree = old_body.components[0].tree;
+    body.host = "somewhere-else".into();
+    manifest.body = cairn_store::codec::to_cbor(&body);
+    let tampered = write_manifest(&workspace, &manifest);
+    fs::remove_file(snapshot_path(&workspace, &new)).unwrap();
+
+    let (code, report) = verify(&workspace, false);
+    assert_eq!(code, 4, "{report:#}");
+    let bad = findings(&report, "bad-signature");
+    assert_eq!(bad.len(), 1, "{report:#}");
+    assert_eq!(bad[0]["severity"], "damage");
+    assert!(bad[0]["object"].as_str().unwrap().contains(&tampered), "{:#}", bad[0]);
+    assert_eq!(report["findings"].as_array().unwrap().len(), 1, "only the tampered manifest is at fault: {report:#}");
+
+    let listed = workspace.cairn_repo(["--json", "snapshots"]).ok().json();
+    let entry = listed["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == tampered.as_str())
+        .expect("tampered snapshot listed");
+    assert_eq!(entry["trusted"], false, "{entry:#}");
+
+    let target = workspace.path("out");
+    let run = restore(&workspace, &tampered, &target).expect(1);
+    assert!(run.stderr.contains("signature"), "stderr names the signature problem: {}", run.stderr);
+    assert!(!target.exists(), "a refused restore writes nothing");
+
+    // The untouched snapshot still restores.
+    restore(&workspace, &old, &target).ok();
+    assert_eq!(file_hash(&target.join("src/a.bin")), file_hash(&source.join("a.bin")));
+    assert!(!target.join("src/b.bin").exists());
+}
+
+#[test]
+fn a_manifest_edited_in_place_is_reported_as_corrupt() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    noise_tree(&source, &["a.bin"], 50_000);
+    let snapshot = backup(&workspace, &source);
+
+    let path = snapshot_path(&workspace, &snapshot);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40; // inside the signature: still decodes, no longer its name
+    fs::write(&path, &bytes).unwrap();
+
+    let (code, report) = verify(&workspace, false);
+    assert_eq!(code, 4, "{report:#}");
+    let corrupt = findings(&report, "corrupt-manifest");
+    assert_eq!(corrupt.len(), 1, "{report:#}");
+    assert_eq!(corrupt[0]["severity"], "damage");
+    assert!(corrupt[0]["object"].as_str().unwrap().contains(&snapshot), "{:#}", corrupt[0]);
+
+    let target = workspace.path("out");
+    let run = restore(&workspace, &snapshot, &target).expect(1);
+    assert!(run.stderr.contains("corrupt"), "{}", run.stderr);
+    assert!(!target.exists(), "a refused restore writes nothing");
+}
+
+#[test]
+fn a_deleted_pack_is_named_by_plain_verify_and_costs_only_the_files_it_held() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    noise_tree(&source, &["a.bin", "b.bin", "sub/c.bin"], 200_000);
+    let first = backup(&workspace, &source);
+    let before: BTreeSet<PathBuf> = workspace.packs().into_iter().collect();
+    write(&source.join("sub/new.bin"), &noise(42, 200_000));
+    let second = backup(&workspace, &source);
+
+    // The second backup's only new content is sub/new.bin: its own data pack.
+    let added: Vec<PathBuf> = workspace.packs().into_iter().filter(|p| !before.contains(p)).collect();
+    let lost = data_packs(&added);
+    assert_eq!(lost.len(), 1, "{added:?}");
+    let lost_id = id_of_file(&lost[0]).to_hex();
+    fs::remove_file(&lost[0]).unwrap();
+
+    let (code, report) = verify(&workspace, false);
+    assert_eq!(code, 4, "{report:#}");
+    let missing = findings(&report, "missing-pack");
+    assert_eq!(missing.len(), 1, "{report:#}");
+    assert_eq!(missing[0]["severity"], "damage");
+    assert!(missing[0]["object"].as_str().unwrap().contains(&lost_id), "{:#}", missing[0]);
+    assert_eq!(
+        affected(missing[0]),
+        BTreeSet::from([(short(&second).to_string(), "src".to_string(), "sub/new.bin".to_string())])
+    );
+    assert_eq!(report["damaged_snapshots"], serde_json::json!([short(&second)]));
+
+    let target = workspace.path("second");
+    let run = restore(&workspace, &second, &target).expect(4);
+    assert!(run.stderr.contains("sub/new.bin"), "{}", run.stderr);
+    assert_eq!(leftover_temporaries(&target), Vec::<PathBuf>::new());
+    assert_restored_except(&source, &target.join("src"), &["sub/new.bin"]);
+
+    // The first snapshot never needed that pack.
+    let target = workspace.path("first");
+    restore(&workspace, &first, &target).ok();
+    fs::remove_file(source.join("sub/new.bin")).unwrap();
+    assert_restored_except(&source, &target.join("src"), &[]);
+}
+
+#[test]
+fn a_truncated_pack_is_a_size_mismatch_for_plain_verify() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    noise_tree(&source, &["a.bin", "b.bin"], 100_000);
+    let snapshot = backup(&workspace, &source);
+    let packs = data_packs(&workspace.packs());
+    assert_eq!(packs.len(), 1);
+    let pack = &packs[0];
+    let full = fs::metadata(pack).unwrap().len();
+    let file = fs::OpenOptions::new().write(true).open(pack).unwrap();
+    file.set_len(full / 2).unwrap();
+    drop(file);
+
+    let (code, report) = verify(&workspace, false);
+    assert_eq!(code, 4, "{report:#}");
+    let mismatch = findings(&report, "pack-size-mismatch");
+    assert_eq!(mismatch.len(), 1, "{report:#}");
+    let pack_id = id_of_file(pack).to_hex();
+    assert!(mismatch[0]["object"].as_str().unwrap().contains(&pack_id));
+    let message = mismatch[0]["message"].as_str().unwrap();
+    assert!(message.contains(&(full / 2).to_string()) && message.contains(&full.to_string()), "{message}");
+    let paths: BTreeSet<String> = affected(mismatch[0]).into_iter().map(|(_, _, path)| path).collect();
+    // Every file's content lives in that one pack.
+    assert_eq!(paths, BTreeSet::from(["a.bin", "b.bin", "notes.txt"].map(String::from)));
+    assert_eq!(report["damaged_snapshots"], serde_json::json!([short(&snapshot)]));
+}
+
+#[test]
+fn a_lost_index_file_leaves_orphan_packs_that_the_next_backup_adopts() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    noise_tree(&source, &["a.bin", "sub/b.bin"], 100_000);
+    let snapshot = backup(&workspace, &source);
+    let packs = workspace.packs();
+    let index_files: Vec<PathBuf> = walk(&workspace.repo().join("index"));
+    assert_eq!(index_files.len(), 1);
+    fs::remove_file(&index_files[0]).unwrap();
+
+    // Verify still runs: the packs are there but unlisted (a notice), and the
+    // snapshot's blobs are in no index (damage).
+    let (code, report) = verify(&workspace, false);
+    assert_eq!(code, 4, "{report:#}");
+    let orphans = findings(&report, "unreferenced-pack");
+    assert_eq!(orphans.len(), packs.len(), "{report:#}");
+    for orphan in &orphans {
+        assert_eq!(orphan["severity"], "notice");
+    }
+    let unlisted: BTreeSet<String> = orphans.iter().map(|f| f["object"].as_str().unwrap().to_string()).collect();
+    for pack in &packs {
+        assert!(unlisted.contains(&format!("pack {}", id_of_file(pack))), "{unlisted:?}");
+    }
+    let missing = findings(&report, "missing-blob");
+    assert!(!missing.is_empty(), "{report:#}");
+    for finding in &missing {
+        assert_eq!(finding["severity"], "damage");
+    }
+    assert_eq!(report["damaged_snapshots"], serde_json::json!([short(&snapshot)]));
+
+    // The same data again: nothing new is stored, the orphans are indexed.
+    let summary = workspace.backup_json([&source]);
+    assert_eq!(summary["adopted_packs"], packs.len(), "{summary:#}");
+    assert_eq!(summary["new_chunks"], 0, "{summary:#}");
+    assert_eq!(summary["packs_written"], 0, "{summary:#}");
+    assert_eq!(workspace.packs(), packs);
+
+    let (code, report) = verify(&workspace, true);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["findings"], serde_json::json!([]), "not even a notice is left");
+    let target = workspace.path("out");
+    restore(&workspace, &snapshot, &target).ok();
+    assert_same_tree(&source, &target.join("src"));
+}
+
+#[test]
+fn a_manifest_signed_by_a_key_not_trusted_here_is_reported_as_untrusted() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    noise_tree(&source, &["a.bin"], 20_000);
+    let own = backup(&workspace, &source);
+
+    let stranger = Workspace::new();
+    let created = stranger.cairn_repo(["--json", "init"]).ok().json();
+    let stranger_key = created["public_key"].as_str().expect("public key").to_string();
+    let stranger_source = stranger.path("src");
+    noise_tree(&stranger_source, &["x.bin"], 20_000);
+    let foreign = backup(&stranger, &stranger_source);
+    fs::copy(snapshot_path(&stranger, &foreign), snapshot_path(&workspace, &foreign)).unwrap();
+
+    let (code, report) = verify(&workspace, false);
+    assert_eq!(code, 4, "{report:#}");
+    let untrusted = findings(&report, "untrusted-signer");
+    assert_eq!(untrusted.len(), 1, "{report:#}");
+    assert!(untrusted[0]["object"].as_str().unwrap().contains(&foreign), "{:#}", untrusted[0]);
+    assert!(untrusted[0]["message"].as_str().unwrap().contains(&stranger_key), "{:#}", untrusted[0]);
+    assert_eq!(report["findings"].as_array().unwrap().len(), 1, "our own snapshot is fine: {report:#}");
+
+    let target = workspace.path("out");
+    let run = restore(&workspace, &foreign, &target).expect(1);
+    assert!(run.stderr.contains("not trusted"), "{}", run.stderr);
+    assert!(!target.exists());
+    restore(&workspace, &own, &target).ok();
+    assert_same_tree(&source, &target.join("src"));
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test cairn has, on a fresh machine with only the Rust toolchain,
+# cargo-nextest, gcc and Python 3. Installs whatever else the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "cargo-nextest not found; installing it with cargo" >&2
+  cargo install --locked cargo-nextest
+fi
+
+cargo nextest run --workspace --no-fail-fast "$@"
+# nextest does not run doctests; the chunker's crate docs carry an example.
+cargo test --workspace --doc --quiet
