@@ -54,7 +54,9 @@ impl Context {
             Some(directory) => directory.clone(),
             None => dirs::cache_dir()
                 .map(|directory| directory.join("cairn"))
-                .ok_or_else(|| anyhow!("cannot find a cache directory: set CAIRN_CACHE_DIR or pass --no-cache"))?,
+                .ok_or_else(|| {
+                    anyhow!("cannot find a cache directory: set CAIRN_CACHE_DIR or pass --no-cache")
+                })?,
         };
         Ok(Some(
             base.join(repository.config().repository_id.to_hex())

@@ -111,8 +111,12 @@ impl<'a> BlobWriter<'a> {
         };
         let counters = &self.statistics;
         counters.new_blobs.fetch_add(1, Ordering::Relaxed);
-        counters.new_raw_bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
-        counters.new_stored_bytes.fetch_add(stored.len() as u64, Ordering::Relaxed);
+        counters
+            .new_raw_bytes
+            .fetch_add(raw.len() as u64, Ordering::Relaxed);
+        counters
+            .new_stored_bytes
+            .fetch_add(stored.len() as u64, Ordering::Relaxed);
         if let Some(pack) = full_pack {
             self.upload(pack)?;
         }
@@ -134,7 +138,9 @@ impl<'a> BlobWriter<'a> {
         self.repository
             .backend()
             .create(ObjectKind::Pack, &id.to_hex(), &bytes)?;
-        self.statistics.packs_written.fetch_add(1, Ordering::Relaxed);
+        self.statistics
+            .packs_written
+            .fetch_add(1, Ordering::Relaxed);
         let ready = {
             let mut unindexed = lock(&self.unindexed);
             unindexed.push(PackEntry {

@@ -43,7 +43,9 @@ pub fn check_version(found: u32, expected: u32, object: &str) -> Result<()> {
     } else {
         Err(StoreError::corrupt(
             object,
-            format!("format version {found} is not supported (this cairn reads version {expected})"),
+            format!(
+                "format version {found} is not supported (this cairn reads version {expected})"
+            ),
         ))
     }
 }

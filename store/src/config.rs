@@ -77,15 +77,17 @@ impl RepositoryConfig {
         let config: RepositoryConfig = from_json(bytes, object)?;
         let refuse = |reason: String| Err(crate::error::StoreError::corrupt(object, reason));
         if config.format != FORMAT_NAME {
-            return refuse(format!("format is {:?}, not {FORMAT_NAME:?}", config.format));
+            return refuse(format!(
+                "format is {:?}, not {FORMAT_NAME:?}",
+                config.format
+            ));
         }
         check_version(config.version, VERSION, object)?;
         if config.chunker.algorithm != "fastcdc-v2020" {
             return refuse(format!("unknown chunker {:?}", config.chunker.algorithm));
         }
         config.chunker_params()?;
-        if config.compression.algorithm != "zstd" || !(1..=19).contains(&config.compression.level)
-        {
+        if config.compression.algorithm != "zstd" || !(1..=19).contains(&config.compression.level) {
             return refuse(format!(
                 "unsupported compression {:?} level {}",
                 config.compression.algorithm, config.compression.level

@@ -71,7 +71,10 @@ impl PublicKeyObject {
     pub fn decode(bytes: &[u8], object: &str) -> Result<PublicKey> {
         let decoded: PublicKeyObject = from_json(bytes, object)?;
         if decoded.format != "cairn-public-key-v1" || decoded.algorithm != "ed25519" {
-            return Err(StoreError::corrupt(object, "not a cairn ed25519 public key"));
+            return Err(StoreError::corrupt(
+                object,
+                "not a cairn ed25519 public key",
+            ));
         }
         PublicKey::from_hex(&decoded.public_key)
             .ok_or_else(|| StoreError::corrupt(object, "public key is not a valid ed25519 key"))
@@ -226,7 +229,10 @@ mod tests {
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(read_secret_key(&path).unwrap().to_bytes(), key.to_bytes());
-        assert!(write_secret_key(&path, &key).is_err(), "never overwrites a key");
+        assert!(
+            write_secret_key(&path, &key).is_err(),
+            "never overwrites a key"
+        );
     }
 
     #[test]

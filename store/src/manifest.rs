@@ -128,7 +128,9 @@ impl SnapshotBody {
     }
 
     pub fn component(&self, name: &str) -> Option<&ComponentRecord> {
-        self.components.iter().find(|component| component.name == name)
+        self.components
+            .iter()
+            .find(|component| component.name == name)
     }
 }
 

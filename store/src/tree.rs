@@ -59,22 +59,33 @@ pub struct TreeEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtree: Option<Id>,
     /// Symlinks: the target's raw bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_bytes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_bytes"
+    )]
     pub target: Option<Vec<u8>>,
 }
 
 mod optional_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        value: &Option<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(bytes) => serializer.serialize_bytes(bytes),
             None => serializer.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<u8>>, D::Error> {
-        Ok(Some(serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec()))
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Some(
+            serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec(),
+        ))
     }
 }
 
@@ -112,7 +123,12 @@ impl Tree {
                     format!("entry {:?}: {reason}", entry.display_name()),
                 ))
             };
-            if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+            if name.is_empty()
+                || name == b"."
+                || name == b".."
+                || name.contains(&b'/')
+                || name.contains(&0)
+            {
                 return refuse("name could escape its directory");
             }
             if previous.is_some_and(|previous| previous >= name.as_slice()) {
@@ -121,19 +137,31 @@ impl Tree {
             previous = Some(name);
             let shaped = match entry.kind {
                 EntryKind::File => {
-                    entry.chunks.is_some() && entry.hash.is_some() && entry.subtree.is_none() && entry.target.is_none()
+                    entry.chunks.is_some()
+                        && entry.hash.is_some()
+                        && entry.subtree.is_none()
+                        && entry.target.is_none()
                 }
                 EntryKind::Directory => {
-                    entry.subtree.is_some() && entry.chunks.is_none() && entry.hash.is_none() && entry.target.is_none()
+                    entry.subtree.is_some()
+                        && entry.chunks.is_none()
+                        && entry.hash.is_none()
+                        && entry.target.is_none()
                 }
                 EntryKind::Symlink => {
-                    entry.target.is_some() && entry.chunks.is_none() && entry.hash.is_none() && entry.subtree.is_none()
+                    entry.target.is_some()
+                        && entry.chunks.is_none()
+                        && entry.hash.is_none()
+                        && entry.subtree.is_none()
                 }
             };
             if !shaped {
                 return refuse("fields do not match its kind");
             }
-            if entry.mode > 0o7777 || entry.mtime_nanos >= 1_000_000_000 || entry.ctime_nanos >= 1_000_000_000 {
+            if entry.mode > 0o7777
+                || entry.mtime_nanos >= 1_000_000_000
+                || entry.ctime_nanos >= 1_000_000_000
+            {
                 return refuse("mode or time out of range");
             }
         }
@@ -181,10 +209,16 @@ mod tests {
     #[test]
     fn names_that_escape_or_repeat_are_refused() {
         for bad in [&b".."[..], b"a/b", b"", b"."] {
-            let tree = Tree { version: 1, entries: vec![file(bad)] };
+            let tree = Tree {
+                version: 1,
+                entries: vec![file(bad)],
+            };
             assert!(Tree::decode(&tree.encode(), "t").is_err(), "{bad:?}");
         }
-        let twice = Tree { version: 1, entries: vec![file(b"x"), file(b"x")] };
+        let twice = Tree {
+            version: 1,
+            entries: vec![file(b"x"), file(b"x")],
+        };
         assert!(Tree::decode(&twice.encode(), "t").is_err());
     }
 }

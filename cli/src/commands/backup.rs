@@ -119,7 +119,10 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
         body.problems.len()
     );
     for problem in &body.problems {
-        eprintln!("  {}/{}: {}", problem.component, problem.path, problem.problem);
+        eprintln!(
+            "  {}/{}: {}",
+            problem.component, problem.path, problem.problem
+        );
     }
     Ok(exit::INCOMPLETE)
 }

@@ -7,7 +7,9 @@ use anyhow::{Result, bail};
 use cairn_chunker::ChunkerParams;
 use cairn_store::Repository;
 use cairn_store::backend::Backend;
-use cairn_store::keys::{TrustStore, generate_signing_key, public_key_of, read_secret_key, write_secret_key};
+use cairn_store::keys::{
+    TrustStore, generate_signing_key, public_key_of, read_secret_key, write_secret_key,
+};
 use serde_json::json;
 
 pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
@@ -16,7 +18,11 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         .map_err(|error| anyhow::anyhow!("--chunk-min/--chunk-avg/--chunk-max: {error}"))?;
     let backend = context.backend()?;
     if path.exists() {
-        if Repository::open(backend.clone()).is_ok() || !backend.list(cairn_store::backend::ObjectKind::Config)?.is_empty() {
+        if Repository::open(backend.clone()).is_ok()
+            || !backend
+                .list(cairn_store::backend::ObjectKind::Config)?
+                .is_empty()
+        {
             bail!("{} already holds a cairn repository", path.display());
         }
         let empty = std::fs::read_dir(path)
@@ -32,7 +38,9 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
     // The key is made (or read) before the repository, so that a
     // repository never exists without its secret key somewhere.
     let (key, key_path, key_is_new) = match &context.global.key_file {
-        Some(key_path) if key_path.exists() => (read_secret_key(key_path)?, key_path.clone(), false),
+        Some(key_path) if key_path.exists() => {
+            (read_secret_key(key_path)?, key_path.clone(), false)
+        }
         Some(key_path) => {
             let key = generate_signing_key()?;
             write_secret_key(key_path, &key)?;
@@ -64,7 +72,11 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         println!(
             "  secret key  {}{}",
             key_path.display(),
-            if key_is_new { " (new; keep a copy somewhere safe)" } else { " (existing)" }
+            if key_is_new {
+                " (new; keep a copy somewhere safe)"
+            } else {
+                " (existing)"
+            }
         );
         println!(
             "  chunking    FastCDC {}/{}/{} bytes (min/avg/max)",

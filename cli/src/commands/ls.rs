@@ -13,7 +13,13 @@ pub fn run(context: &Context, args: &LsArgs) -> Result<u8> {
     let repository = context.open_repository()?;
     let (id, body) = verified_snapshot(context, &repository, &args.snapshot)?;
     let opened = context.open_index(&repository)?;
-    let listed = list_entries(&repository, opened.index.as_ref(), &body, &id.short(), args.path.as_deref())?;
+    let listed = list_entries(
+        &repository,
+        opened.index.as_ref(),
+        &body,
+        &id.short(),
+        args.path.as_deref(),
+    )?;
     if context.global.json {
         let entries: Vec<_> = listed
             .iter()
@@ -48,7 +54,10 @@ pub fn run(context: &Context, args: &LsArgs) -> Result<u8> {
                 .as_ref()
                 .map(|target| format!(" -> {}", String::from_utf8_lossy(target)))
                 .unwrap_or_default();
-            println!("{kind}{:04o} {:>12}  {}{target}", entry.mode, entry.size, item.path);
+            println!(
+                "{kind}{:04o} {:>12}  {}{target}",
+                entry.mode, entry.size, item.path
+            );
         }
     }
     Ok(exit::SUCCESS)

@@ -22,7 +22,13 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     // Check the selection before opening the index, so a typo costs nothing.
     cairn_store::ops::restore::select_components(&body, &options.only, &options.skip, &id.short())?;
     let opened = context.open_index(&repository)?;
-    let outcome = restore(&repository, opened.index.as_ref(), &body, &id.short(), &options)?;
+    let outcome = restore(
+        &repository,
+        opened.index.as_ref(),
+        &body,
+        &id.short(),
+        &options,
+    )?;
     if context.global.json {
         crate::output::print_json(&json!({
             "snapshot": id.to_hex(),
@@ -36,7 +42,11 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             })).collect::<Vec<_>>(),
         }))?;
     } else {
-        let verb = if outcome.dry_run { "would restore" } else { "restored" };
+        let verb = if outcome.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        };
         println!("snapshot {} ({})", id.short(), body.time);
         for component in &outcome.components {
             println!(
@@ -53,9 +63,15 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     if outcome.failures.is_empty() {
         return Ok(exit::SUCCESS);
     }
-    eprintln!("cairn: {} item(s) could not be restored:", outcome.failures.len());
+    eprintln!(
+        "cairn: {} item(s) could not be restored:",
+        outcome.failures.len()
+    );
     for failure in &outcome.failures {
-        eprintln!("  {}/{}: {}", failure.component, failure.path, failure.error);
+        eprintln!(
+            "  {}/{}: {}",
+            failure.component, failure.path, failure.error
+        );
     }
     Ok(exit::DAMAGE)
 }

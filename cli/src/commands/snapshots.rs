@@ -46,7 +46,10 @@ pub fn run(context: &Context) -> Result<u8> {
             .collect();
         crate::output::print_json(&json!({"snapshots": listed, "unreadable": broken}))?;
     } else {
-        println!("{:<10} {:<20} {:<16} {:>10}  components", "id", "time (UTC)", "host", "size");
+        println!(
+            "{:<10} {:<20} {:<16} {:>10}  components",
+            "id", "time (UTC)", "host", "size"
+        );
         for snapshot in &snapshots {
             let body = &snapshot.body;
             let total: u64 = body.components.iter().map(|c| c.stats.bytes).sum();
@@ -68,12 +71,20 @@ pub fn run(context: &Context) -> Result<u8> {
                 body.host,
                 bytes(total),
                 names.join(","),
-                if notes.is_empty() { String::new() } else { format!("  [{}]", notes.join("; ")) }
+                if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", notes.join("; "))
+                }
             );
         }
         for (id, error) in &broken {
             println!("{:<10} UNREADABLE: {error}", id.short());
         }
     }
-    Ok(if broken.is_empty() { exit::SUCCESS } else { exit::DAMAGE })
+    Ok(if broken.is_empty() {
+        exit::SUCCESS
+    } else {
+        exit::DAMAGE
+    })
 }

@@ -10,7 +10,13 @@ use cairn_store::ops::verify::{Severity, VerifyOptions, verify};
 pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
     let repository = context.open_repository()?;
     let trusted = context.trusted_keys()?;
-    let report = verify(&repository, &trusted, VerifyOptions { read_data: args.read_data })?;
+    let report = verify(
+        &repository,
+        &trusted,
+        VerifyOptions {
+            read_data: args.read_data,
+        },
+    )?;
     let clean = report.is_clean();
     if context.global.json {
         let mut value = serde_json::to_value(&report)?;
@@ -21,7 +27,11 @@ pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
     } else {
         println!(
             "checked {} snapshots, {} index files, {} packs, {} trees, {} chunk references",
-            report.snapshots, report.index_files, report.packs, report.trees, report.chunk_references
+            report.snapshots,
+            report.index_files,
+            report.packs,
+            report.trees,
+            report.chunk_references
         );
         if args.read_data {
             println!(

@@ -45,9 +45,7 @@ impl LocalBackend {
     fn path(&self, kind: ObjectKind, name: &str) -> Result<PathBuf> {
         check_name(name)?;
         Ok(match kind {
-            ObjectKind::Pack if name.len() >= 2 => {
-                self.directory(kind).join(&name[..2]).join(name)
-            }
+            ObjectKind::Pack if name.len() >= 2 => self.directory(kind).join(&name[..2]).join(name),
             _ => self.directory(kind).join(name),
         })
     }
@@ -143,9 +141,9 @@ impl Backend for LocalBackend {
             let _ = fs::remove_file(&temporary);
             return Err(io_error("writing", &temporary, error));
         }
-        let parent = final_path
-            .parent()
-            .ok_or_else(|| StoreError::Invalid(format!("no parent for {}", final_path.display())))?;
+        let parent = final_path.parent().ok_or_else(|| {
+            StoreError::Invalid(format!("no parent for {}", final_path.display()))
+        })?;
         fs::create_dir_all(parent).map_err(|error| io_error("creating", parent, error))?;
         let linked = fs::hard_link(&temporary, &final_path);
         let _ = fs::remove_file(&temporary);
@@ -230,13 +228,13 @@ impl Backend for LocalBackend {
                     }
                     continue;
                 }
-                if let Some(name) = entry.file_name().to_str() {
-                    if check_name(name).is_ok() {
-                        objects.push(ObjectInfo {
-                            name: name.to_string(),
-                            size: meta.len(),
-                        });
-                    }
+                if let Some(name) = entry.file_name().to_str()
+                    && check_name(name).is_ok()
+                {
+                    objects.push(ObjectInfo {
+                        name: name.to_string(),
+                        size: meta.len(),
+                    });
                 }
             }
         }

@@ -58,11 +58,15 @@ impl MemoryIndex {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, MemoryState> {
         // A panic elsewhere cannot leave these plain maps inconsistent.
-        self.state.read().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, MemoryState> {
-        self.state.write().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
 
@@ -370,7 +374,10 @@ impl From<SyncFailure> for StoreError {
 
 /// Takes in every index file the cache has not seen; starts over if the
 /// repository no longer has one the cache took in.
-fn synchronise(repository: &Repository, index: &dyn IndexCache) -> std::result::Result<(), SyncFailure> {
+fn synchronise(
+    repository: &Repository,
+    index: &dyn IndexCache,
+) -> std::result::Result<(), SyncFailure> {
     let listed: HashSet<Id> = repository
         .list_ids(ObjectKind::Index)
         .map_err(SyncFailure::Repository)?

@@ -32,9 +32,10 @@ use cairn_chunker::{ChunkStream, ChunkerParams};
 use ed25519_dalek::SigningKey;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -106,13 +107,15 @@ pub fn component_from_path(path: &Path) -> Result<ComponentSource> {
         .next_back()
         .ok_or_else(|| StoreError::InvalidComponentName {
             name: path.display().to_string(),
-            reason: "the path has no last element to name it by; use --component NAME=PATH"
-                .into(),
+            reason: "the path has no last element to name it by; use --component NAME=PATH".into(),
         })?;
     check_component_name(&name).map_err(|error| match error {
         StoreError::InvalidComponentName { name, reason } => StoreError::InvalidComponentName {
             name,
-            reason: format!("{reason} (name it with --component NAME={})", path.display()),
+            reason: format!(
+                "{reason} (name it with --component NAME={})",
+                path.display()
+            ),
         },
         other => other,
     })?;
@@ -176,7 +179,9 @@ pub fn backup(
     let host = options.host.clone().unwrap_or_else(host_name);
     let names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
     let parent = find_parent(repository, &host, &names)?;
-    let mut problems = problems.into_inner().unwrap_or_else(|poison| poison.into_inner());
+    let mut problems = problems
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner());
     problems.sort_by(|a, b| (&a.component, &a.path).cmp(&(&b.component, &b.path)));
     let body = SnapshotBody {
         version: SnapshotBody::new_version(),
@@ -268,7 +273,10 @@ fn host_name() -> String {
     if result != 0 {
         return "unknown".into();
     }
-    let end = buffer.iter().position(|&byte| byte == 0).unwrap_or(buffer.len());
+    let end = buffer
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(buffer.len());
     String::from_utf8_lossy(&buffer[..end]).into_owned()
 }
 
@@ -321,7 +329,11 @@ impl Walker<'_> {
                 Some((entry, stats)) => (vec![entry], stats),
                 None => (Vec::new(), ComponentStats::default()),
             };
-            (ComponentKind::File, self.store_tree(Tree::new(entries))?, stats)
+            (
+                ComponentKind::File,
+                self.store_tree(Tree::new(entries))?,
+                stats,
+            )
         };
         Ok(ComponentRecord {
             name: source.name.clone(),
@@ -420,14 +432,34 @@ impl Walker<'_> {
         name: Vec<u8>,
         relative: &str,
     ) -> Result<Option<Walked>> {
-        let file = match File::open(path) {
+        // O_NONBLOCK and O_NOFOLLOW: if the path was swapped for a FIFO or a
+        // symlink since it was listed, opening must neither hang nor follow.
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path)
+        {
             Ok(file) => file,
             Err(error) => {
                 self.problem(relative, format!("cannot open: {error}"));
                 return Ok(None);
             }
         };
-        let mut stream = ChunkStream::new(file, &self.params);
+        match file.metadata() {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                self.problem(
+                    relative,
+                    "skipped: replaced by a non-file while listed".into(),
+                );
+                return Ok(None);
+            }
+            Err(error) => {
+                self.problem(relative, format!("cannot read metadata: {error}"));
+                return Ok(None);
+            }
+        }
+        let mut stream = ChunkStream::new(&file, &self.params);
         let mut hasher = blake3::Hasher::new();
         let mut chunks = Vec::new();
         loop {
@@ -448,7 +480,8 @@ impl Walker<'_> {
             chunks.extend(batch.chunks.iter().map(|chunk| Id::from(chunk.id)));
         }
         let size = stream.bytes_read();
-        let changed = match fs::symlink_metadata(path) {
+        drop(stream);
+        let changed = match file.metadata() {
             Ok(after) => {
                 after.len() != before.len()
                     || after.mtime() != before.mtime()
@@ -460,10 +493,7 @@ impl Walker<'_> {
             Err(_) => true,
         };
         if changed {
-            self.problem(
-                relative,
-                "changed while being read; stored as read".into(),
-            );
+            self.problem(relative, "changed while being read; stored as read".into());
         }
         let mut entry = entry_from_metadata(name, before);
         entry.kind = EntryKind::File;

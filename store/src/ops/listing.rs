@@ -18,11 +18,14 @@ pub struct SnapshotSummary {
     pub trusted: std::result::Result<(), String>,
 }
 
+/// A snapshot whose manifest cannot be read, and why.
+pub type UnreadableSnapshot = (Id, String);
+
 /// Every decodable snapshot, oldest first, and the ids of those that are not.
 pub fn list_snapshots(
     repository: &Repository,
     trusted: &[PublicKey],
-) -> Result<(Vec<SnapshotSummary>, Vec<(Id, String)>)> {
+) -> Result<(Vec<SnapshotSummary>, Vec<UnreadableSnapshot>)> {
     let mut listed = Vec::new();
     let mut broken = Vec::new();
     for id in repository.list_ids(ObjectKind::Snapshot)? {
@@ -33,7 +36,9 @@ pub fn list_snapshots(
             Ok((body, manifest)) => listed.push(SnapshotSummary {
                 id,
                 body,
-                trusted: manifest.verify(trusted).map_err(|failure| failure.to_string()),
+                trusted: manifest
+                    .verify(trusted)
+                    .map_err(|failure| failure.to_string()),
             }),
             Err(error) => broken.push((id, error.to_string())),
         }
@@ -58,7 +63,9 @@ pub fn list_entries(
     snapshot: &str,
     selector: Option<&str>,
 ) -> Result<Vec<ListedEntry>> {
-    let selector = selector.map(|s| s.trim_matches('/')).filter(|s| !s.is_empty());
+    let selector = selector
+        .map(|s| s.trim_matches('/'))
+        .filter(|s| !s.is_empty());
     let (component_name, inner) = match selector {
         Some(selector) => match selector.split_once('/') {
             Some((component, inner)) => (Some(component), Some(inner)),
@@ -87,13 +94,13 @@ pub fn list_entries(
             }
         }
     }
-    if let Some(name) = component_name {
-        if body.component(name).is_none() {
-            return Err(StoreError::ComponentNotFound {
-                name: name.into(),
-                snapshot: snapshot.into(),
-            });
-        }
+    if let Some(name) = component_name
+        && body.component(name).is_none()
+    {
+        return Err(StoreError::ComponentNotFound {
+            name: name.into(),
+            snapshot: snapshot.into(),
+        });
     }
     listed.sort_by(|a, b| a.path.cmp(&b.path));
     if let (Some(component), Some(inner)) = (component_name, inner) {

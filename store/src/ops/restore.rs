@@ -139,15 +139,22 @@ pub fn restore(
             }
         }
         if !options.dry_run {
-            write_component(repository, index, component.kind, &destination, &items, &mut |path, error| {
-                failures.push((path, error))
-            });
+            write_component(
+                repository,
+                index,
+                component.kind,
+                &destination,
+                &items,
+                &mut |path, error| failures.push((path, error)),
+            );
         }
-        outcome.failures.extend(failures.into_iter().map(|(path, error)| RestoreFailure {
-            component: component.name.clone(),
-            path,
-            error,
-        }));
+        outcome
+            .failures
+            .extend(failures.into_iter().map(|(path, error)| RestoreFailure {
+                component: component.name.clone(),
+                path,
+                error,
+            }));
         outcome.components.push(summary);
     }
     Ok(outcome)
@@ -221,14 +228,23 @@ fn write_component(
         }
     };
     if let Err(error) = fs::create_dir_all(root) {
-        fail("/".into(), format!("cannot create {}: {error}", root.display()));
+        fail(
+            "/".into(),
+            format!("cannot create {}: {error}", root.display()),
+        );
         return;
     }
-    for item in items.iter().filter(|item| item.entry.kind == EntryKind::Directory) {
+    for item in items
+        .iter()
+        .filter(|item| item.entry.kind == EntryKind::Directory)
+    {
         if let Err(error) = fs::create_dir_all(&item.destination) {
             fail(
                 item.relative.clone(),
-                format!("cannot create directory {}: {error}", item.destination.display()),
+                format!(
+                    "cannot create directory {}: {error}",
+                    item.destination.display()
+                ),
             );
         }
     }
@@ -244,12 +260,19 @@ fn write_component(
     for (path, error) in file_failures {
         fail(path, error);
     }
-    for item in items.iter().filter(|item| item.entry.kind == EntryKind::Symlink) {
+    for item in items
+        .iter()
+        .filter(|item| item.entry.kind == EntryKind::Symlink)
+    {
         if let Err(error) = restore_symlink(&item.entry, &item.destination) {
             fail(item.relative.clone(), error.to_string());
         }
     }
-    for item in items.iter().rev().filter(|item| item.entry.kind == EntryKind::Directory) {
+    for item in items
+        .iter()
+        .rev()
+        .filter(|item| item.entry.kind == EntryKind::Directory)
+    {
         if let Err(error) = apply_directory_metadata(&item.entry, &item.destination) {
             fail(item.relative.clone(), error.to_string());
         }
@@ -288,8 +311,9 @@ pub fn restore_file(
     destination: &Path,
 ) -> Result<()> {
     let temporary = temporary_beside(destination)?;
-    let result = write_verified_file(repository, index, entry, &temporary)
-        .and_then(|()| fs::rename(&temporary, destination).map_err(io_at("renaming into", destination)));
+    let result = write_verified_file(repository, index, entry, &temporary).and_then(|()| {
+        fs::rename(&temporary, destination).map_err(io_at("renaming into", destination))
+    });
     if result.is_err() {
         let _ = fs::remove_file(&temporary);
     }
@@ -328,15 +352,20 @@ fn write_verified_file(
                     .seek(SeekFrom::Current(data.len() as i64))
                     .map_err(io_at("writing", temporary))?;
             } else {
-                output.write_all(data).map_err(io_at("writing", temporary))?;
+                output
+                    .write_all(data)
+                    .map_err(io_at("writing", temporary))?;
             }
             hasher.update(data);
             written += data.len() as u64;
         }
     }
-    let file = output
-        .into_inner()
-        .map_err(|error| StoreError::io(format!("writing {}", temporary.display()), error.into_error()))?;
+    let file = output.into_inner().map_err(|error| {
+        StoreError::io(
+            format!("writing {}", temporary.display()),
+            error.into_error(),
+        )
+    })?;
     file.set_len(written).map_err(io_at("sizing", temporary))?;
     if written != entry.size || entry.hash != Some(Id(*hasher.finalize().as_bytes())) {
         return Err(StoreError::corrupt(
@@ -361,7 +390,8 @@ fn restore_symlink(entry: &TreeEntry, destination: &Path) -> Result<()> {
     let temporary = temporary_beside(destination)?;
     let target = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
     let result = (|| {
-        std::os::unix::fs::symlink(target, &temporary).map_err(io_at("creating symlink", &temporary))?;
+        std::os::unix::fs::symlink(target, &temporary)
+            .map_err(io_at("creating symlink", &temporary))?;
         if running_as_root() {
             std::os::unix::fs::lchown(&temporary, Some(entry.uid), Some(entry.gid))
                 .map_err(io_at("changing owner of", &temporary))?;

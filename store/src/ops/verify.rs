@@ -189,17 +189,17 @@ impl Audit {
                 }
             };
             for pack in file.packs {
-                if let Some(size) = packs.insert(pack.id, pack.size) {
-                    if size != pack.size {
-                        self.add(finding(
-                            FindingKind::CorruptIndex,
-                            format!("index file {id}"),
-                            format!(
-                                "lists pack {} as {} bytes where another index file says {size}",
-                                pack.id, pack.size
-                            ),
-                        ));
-                    }
+                if let Some(size) = packs.insert(pack.id, pack.size)
+                    && size != pack.size
+                {
+                    self.add(finding(
+                        FindingKind::CorruptIndex,
+                        format!("index file {id}"),
+                        format!(
+                            "lists pack {} as {} bytes where another index file says {size}",
+                            pack.id, pack.size
+                        ),
+                    ));
                 }
                 for entry in pack.blobs {
                     self.blobs.entry(entry.id).or_insert(BlobLocation {
@@ -252,7 +252,9 @@ impl Audit {
                 self.add(finding(
                     FindingKind::UnreferencedPack,
                     format!("pack {pack}"),
-                    format!("{size} bytes that no index file lists (left by an interrupted backup?)"),
+                    format!(
+                        "{size} bytes that no index file lists (left by an interrupted backup?)"
+                    ),
                 ));
             }
         }
@@ -269,7 +271,13 @@ impl Audit {
         }
         let results: Vec<PackReading> = packs
             .par_iter()
-            .map(|pack| read_pack(repository, pack, by_pack.get(pack).map(Vec::as_slice).unwrap_or_default()))
+            .map(|pack| {
+                read_pack(
+                    repository,
+                    pack,
+                    by_pack.get(pack).map(Vec::as_slice).unwrap_or_default(),
+                )
+            })
             .collect();
         for reading in results {
             self.report.packs_read += 1;
@@ -294,7 +302,11 @@ impl Audit {
             let manifest = match repository.read_manifest(&id) {
                 Ok(manifest) => manifest,
                 Err(error) => {
-                    self.add(finding(FindingKind::CorruptManifest, object, error.to_string()));
+                    self.add(finding(
+                        FindingKind::CorruptManifest,
+                        object,
+                        error.to_string(),
+                    ));
                     continue;
                 }
             };
@@ -309,13 +321,27 @@ impl Audit {
             let body = match manifest.body_unverified() {
                 Ok(body) => body,
                 Err(error) => {
-                    self.add(finding(FindingKind::CorruptManifest, object, error.to_string()));
+                    self.add(finding(
+                        FindingKind::CorruptManifest,
+                        object,
+                        error.to_string(),
+                    ));
                     continue;
                 }
             };
             for component in &body.components {
-                let root = if component.kind == ComponentKind::Directory { "/" } else { "" };
-                self.walk(repository, &id.short(), &component.name, component.tree, root);
+                let root = if component.kind == ComponentKind::Directory {
+                    "/"
+                } else {
+                    ""
+                };
+                self.walk(
+                    repository,
+                    &id.short(),
+                    &component.name,
+                    component.tree,
+                    root,
+                );
             }
         }
         Ok(())
@@ -340,13 +366,24 @@ impl Audit {
         }
     }
 
-    fn walk(&mut self, repository: &Repository, snapshot: &str, component: &str, root: Id, root_path: &str) {
+    fn walk(
+        &mut self,
+        repository: &Repository,
+        snapshot: &str,
+        component: &str,
+        root: Id,
+        root_path: &str,
+    ) {
         let mut stack = vec![(root, root_path.to_string())];
         while let Some((tree_id, path)) = stack.pop() {
             let affected = |path: &str| Affected {
                 snapshot: snapshot.into(),
                 component: component.into(),
-                path: if path.is_empty() { "/".into() } else { path.into() },
+                path: if path.is_empty() {
+                    "/".into()
+                } else {
+                    path.into()
+                },
             };
             if let Some(damage) = self.damage_of(&tree_id, "tree") {
                 self.affect(damage, affected(&path));
@@ -361,7 +398,11 @@ impl Audit {
             };
             for entry in &tree.entries {
                 let name = entry.display_name();
-                let child = if path == "/" { name } else { join_relative(&path, &name) };
+                let child = if path == "/" {
+                    name
+                } else {
+                    join_relative(&path, &name)
+                };
                 match entry.kind {
                     EntryKind::Directory => {
                         if let Some(subtree) = entry.subtree {
@@ -372,10 +413,10 @@ impl Audit {
                         let mut damaged = Vec::new();
                         for chunk in entry.chunks.as_deref().unwrap_or_default() {
                             self.report.chunk_references += 1;
-                            if let Some(damage) = self.damage_of(chunk, "chunk") {
-                                if !damaged.contains(&damage) {
-                                    damaged.push(damage);
-                                }
+                            if let Some(damage) = self.damage_of(chunk, "chunk")
+                                && !damaged.contains(&damage)
+                            {
+                                damaged.push(damage);
                             }
                         }
                         for damage in damaged {
@@ -401,15 +442,25 @@ impl Audit {
             .blobs
             .get(id)
             .ok_or_else(|| "not indexed".to_string())
-            .and_then(|location| repository.read_blob(location).map_err(|error| error.to_string()))
-            .and_then(|bytes| Tree::decode(&bytes, &format!("tree {id}")).map_err(|error| error.to_string()));
+            .and_then(|location| {
+                repository
+                    .read_blob(location)
+                    .map_err(|error| error.to_string())
+            })
+            .and_then(|bytes| {
+                Tree::decode(&bytes, &format!("tree {id}")).map_err(|error| error.to_string())
+            });
         match decoded {
             Ok(tree) => {
                 self.trees.insert(*id, Some(tree.clone()));
                 Ok(tree)
             }
             Err(message) => {
-                let index = self.add(finding(FindingKind::CorruptTree, format!("tree {id}"), message));
+                let index = self.add(finding(
+                    FindingKind::CorruptTree,
+                    format!("tree {id}"),
+                    message,
+                ));
                 self.blob_findings.insert(*id, index);
                 Err(index)
             }
@@ -435,15 +486,21 @@ fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocation]) -> Pack
     let bytes = match repository.backend().read(ObjectKind::Pack, &pack.to_hex()) {
         Ok(bytes) => bytes,
         Err(error) => {
-            reading
-                .pack_findings
-                .push(finding(FindingKind::CorruptPack, object, error.to_string()));
+            reading.pack_findings.push(finding(
+                FindingKind::CorruptPack,
+                object,
+                error.to_string(),
+            ));
             for location in blobs {
                 reading.bad_blobs.push((
                     location.entry.id,
                     finding(
                         FindingKind::CorruptChunk,
-                        format!("{:?} blob {} in pack {pack}", location.entry.kind, location.entry.id).to_lowercase(),
+                        format!(
+                            "{:?} blob {} in pack {pack}",
+                            location.entry.kind, location.entry.id
+                        )
+                        .to_lowercase(),
                         "its pack cannot be read".into(),
                     ),
                 ));
@@ -462,7 +519,10 @@ fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocation]) -> Pack
     match parse_pack(&bytes, pack) {
         Ok(header) => {
             let listed: HashSet<_> = header.blobs.iter().collect();
-            if blobs.iter().any(|location| !listed.contains(&location.entry)) {
+            if blobs
+                .iter()
+                .any(|location| !listed.contains(&location.entry))
+            {
                 reading.pack_findings.push(finding(
                     FindingKind::CorruptPack,
                     object.clone(),
@@ -470,9 +530,11 @@ fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocation]) -> Pack
                 ));
             }
         }
-        Err(error) => reading
-            .pack_findings
-            .push(finding(FindingKind::CorruptPack, object.clone(), error.to_string())),
+        Err(error) => reading.pack_findings.push(finding(
+            FindingKind::CorruptPack,
+            object.clone(),
+            error.to_string(),
+        )),
     }
     for location in blobs {
         let entry = &location.entry;
@@ -494,7 +556,11 @@ fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocation]) -> Pack
             reading.bad_blobs.push((
                 entry.id,
                 finding(
-                    if kind == "tree" { FindingKind::CorruptTree } else { FindingKind::CorruptChunk },
+                    if kind == "tree" {
+                        FindingKind::CorruptTree
+                    } else {
+                        FindingKind::CorruptChunk
+                    },
                     format!("{kind} {} in pack {pack}", entry.id),
                     error.to_string(),
                 ),

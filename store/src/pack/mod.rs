@@ -148,7 +148,11 @@ pub fn decode_blob(entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Vec<u8
     if raw.len() != entry.raw_length as usize {
         return Err(StoreError::corrupt(
             object(),
-            format!("decompressed to {} bytes, expected {}", raw.len(), entry.raw_length),
+            format!(
+                "decompressed to {} bytes, expected {}",
+                raw.len(),
+                entry.raw_length
+            ),
         ));
     }
     if Id::of(&raw) != entry.id {
@@ -166,7 +170,10 @@ pub fn parse_pack(bytes: &[u8], pack: &Id) -> Result<PackHeader> {
     let object = format!("pack {pack}");
     let size = bytes.len() as u64;
     if size < PACK_MAGIC.len() as u64 + TRAILER_SIZE || &bytes[..8] != PACK_MAGIC {
-        return Err(StoreError::corrupt(&object, "does not start with the pack magic"));
+        return Err(StoreError::corrupt(
+            &object,
+            "does not start with the pack magic",
+        ));
     }
     let trailer = &bytes[bytes.len() - TRAILER_SIZE as usize..];
     let header_length = parse_trailer(trailer, size, &object)?;
@@ -177,7 +184,10 @@ pub fn parse_pack(bytes: &[u8], pack: &Id) -> Result<PackHeader> {
 
 fn parse_trailer(trailer: &[u8], pack_size: u64, object: &str) -> Result<u64> {
     if trailer.len() != TRAILER_SIZE as usize || &trailer[4..] != PACK_MAGIC {
-        return Err(StoreError::corrupt(object, "does not end with the pack magic"));
+        return Err(StoreError::corrupt(
+            object,
+            "does not end with the pack magic",
+        ));
     }
     let mut length = [0u8; 4];
     length.copy_from_slice(&trailer[..4]);
@@ -197,7 +207,10 @@ pub fn read_header(backend: &dyn Backend, pack: &Id, pack_size: u64) -> Result<P
     let object = format!("pack {pack}");
     let name = pack.to_hex();
     if pack_size < PACK_MAGIC.len() as u64 + TRAILER_SIZE {
-        return Err(StoreError::corrupt(&object, format!("only {pack_size} bytes long")));
+        return Err(StoreError::corrupt(
+            &object,
+            format!("only {pack_size} bytes long"),
+        ));
     }
     let trailer = backend.read_range(
         ObjectKind::Pack,
@@ -219,7 +232,13 @@ mod tests {
         let mut writer = PackWriter::new();
         for content in [&b"hello hello hello hello"[..], &[0u8; 5000][..], b"x"] {
             let (compression, stored) = compress_blob(content, 3);
-            writer.add(BlobKind::Data, Id::of(content), content.len() as u32, compression, &stored);
+            writer.add(
+                BlobKind::Data,
+                Id::of(content),
+                content.len() as u32,
+                compression,
+                &stored,
+            );
         }
         writer.finish()
     }
