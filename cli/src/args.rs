@@ -92,6 +92,10 @@ pub struct BackupArgs {
     /// Host name to record [default: this machine's].
     #[arg(long)]
     pub host: Option<String>,
+    /// Read every file, even those unchanged (same size, mtime, ctime and
+    /// inode) since the parent snapshot.
+    #[arg(long)]
+    pub force_read: bool,
 }
 
 #[derive(Args)]

@@ -54,6 +54,7 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
         tags: args.tags.clone(),
         labels,
         host: args.host.clone(),
+        force_read: args.force_read,
     };
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.
@@ -80,6 +81,7 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
             "packs_written": written.packs_written,
             "index_files_written": written.index_files_written,
             "adopted_packs": outcome.adopted_packs,
+            "unchanged_files": outcome.unchanged_files,
             "problems": body.problems,
             "complete": body.problems.is_empty(),
         }))?;
@@ -103,6 +105,12 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
             written.new_blobs,
             written.reused_blobs
         );
+        if outcome.unchanged_files > 0 {
+            println!(
+                "  {} unchanged files taken from the parent snapshot without reading them",
+                outcome.unchanged_files
+            );
+        }
         if outcome.adopted_packs > 0 {
             println!(
                 "  indexed {} packs left by an interrupted backup",

@@ -24,7 +24,7 @@ use crate::manifest::{
     ChunkerRecord, ComponentKind, ComponentRecord, ComponentStats, Problem, SignedManifest,
     SnapshotBody,
 };
-use crate::ops::join_relative;
+use crate::ops::{join_relative, read_tree};
 use crate::pack::{BlobKind, read_header};
 use crate::repository::Repository;
 use crate::tree::{EntryKind, Tree, TreeEntry};
@@ -38,6 +38,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One named thing to back up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +54,9 @@ pub struct BackupOptions {
     pub labels: BTreeMap<String, String>,
     /// Defaults to this machine's host name.
     pub host: Option<String>,
+    /// Read every file, even those whose size, mtime, ctime and inode match
+    /// the parent snapshot.
+    pub force_read: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +66,9 @@ pub struct BackupOutcome {
     pub written: WriterStatistics,
     /// Packs left by an interrupted backup that this one indexed.
     pub adopted_packs: usize,
+    /// Files taken from the parent snapshot without reading them, because
+    /// their size, mtimes and inode had not changed.
+    pub unchanged_files: u64,
 }
 
 /// Component names: `[a-z0-9_.-]+`, not `.` or `..`, at most 64 bytes.
@@ -162,23 +169,38 @@ pub fn backup(
     let adopted_packs = orphans.len();
     writer.adopt(orphans)?;
 
+    let host = options.host.clone().unwrap_or_else(host_name);
+    let names: Vec<&str> = options.components.iter().map(|c| c.name.as_str()).collect();
+    let parent = find_parent(repository, &host, &names)?;
+    let parent_body = match parent {
+        Some(id) if !options.force_read => repository
+            .read_manifest(&id)
+            .and_then(|manifest| manifest.body_unverified())
+            .ok(),
+        _ => None,
+    };
+
     let problems = Mutex::new(Vec::new());
+    let unchanged_files = AtomicU64::new(0);
     let mut components = Vec::new();
     for source in &options.components {
         let walker = Walker {
+            repository,
+            index,
             writer: &writer,
             params,
             component: &source.name,
             problems: &problems,
+            unchanged_files: &unchanged_files,
         };
-        let record = walker.component(source)?;
+        let parent_component = parent_body
+            .as_ref()
+            .and_then(|body| body.component(&source.name))
+            .filter(|component| component.source == source.path.display().to_string());
+        let record = walker.component(source, parent_component.map(|c| c.tree))?;
         components.push(record);
     }
     let written = writer.finish()?;
-
-    let host = options.host.clone().unwrap_or_else(host_name);
-    let names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
-    let parent = find_parent(repository, &host, &names)?;
     let mut problems = problems
         .into_inner()
         .unwrap_or_else(|poison| poison.into_inner());
@@ -207,6 +229,7 @@ pub fn backup(
         body,
         written,
         adopted_packs,
+        unchanged_files: unchanged_files.into_inner(),
     })
 }
 
@@ -290,10 +313,13 @@ fn user_name() -> String {
 }
 
 struct Walker<'a> {
+    repository: &'a Repository,
+    index: &'a dyn IndexCache,
     writer: &'a BlobWriter<'a>,
     params: ChunkerParams,
     component: &'a str,
     problems: &'a Mutex<Vec<Problem>>,
+    unchanged_files: &'a AtomicU64,
 }
 
 /// An entry and the statistics of everything under it.
@@ -311,11 +337,17 @@ impl Walker<'_> {
             });
     }
 
-    fn component(&self, source: &ComponentSource) -> Result<ComponentRecord> {
+    /// `parent_tree` is the component's root tree in the parent snapshot.
+    fn component(
+        &self,
+        source: &ComponentSource,
+        parent_tree: Option<Id>,
+    ) -> Result<ComponentRecord> {
         let meta = fs::metadata(&source.path)
             .map_err(|_| StoreError::SourceMissing(source.path.clone()))?;
+        let parent = parent_tree.and_then(|id| self.parent_tree(&id));
         let (kind, tree, stats) = if meta.is_dir() {
-            let (tree, stats) = self.directory(&source.path, "")?;
+            let (tree, stats) = self.directory(&source.path, "", parent.as_ref())?;
             (ComponentKind::Directory, tree, stats)
         } else {
             let name = source
@@ -324,7 +356,10 @@ impl Walker<'_> {
                 .map(|name| name.as_bytes().to_vec())
                 .unwrap_or_else(|| source.name.as_bytes().to_vec());
             let display = String::from_utf8_lossy(&name).into_owned();
-            let walked = self.file(&source.path, &meta, name, &display)?;
+            let previous = parent
+                .as_ref()
+                .and_then(|tree| tree.entries.iter().find(|entry| entry.name == name));
+            let walked = self.file(&source.path, &meta, name.clone(), &display, previous)?;
             let (entries, stats) = match walked {
                 Some((entry, stats)) => (vec![entry], stats),
                 None => (Vec::new(), ComponentStats::default()),
@@ -351,7 +386,18 @@ impl Walker<'_> {
         Ok(id)
     }
 
-    fn directory(&self, path: &Path, relative: &str) -> Result<(Id, ComponentStats)> {
+    /// The parent snapshot's tree, if it can be read. A parent that cannot
+    /// be read only means reading everything again.
+    fn parent_tree(&self, id: &Id) -> Option<Tree> {
+        read_tree(self.repository, self.index, id).ok()
+    }
+
+    fn directory(
+        &self,
+        path: &Path,
+        relative: &str,
+        parent: Option<&Tree>,
+    ) -> Result<(Id, ComponentStats)> {
         let mut names = Vec::new();
         match fs::read_dir(path) {
             Ok(entries) => {
@@ -371,7 +417,18 @@ impl Walker<'_> {
             .par_iter()
             .map(|name| {
                 let display = join_relative(relative, &name.to_string_lossy());
-                self.entry(&path.join(name), name.as_bytes().to_vec(), &display)
+                let previous = parent.and_then(|tree| {
+                    tree.entries
+                        .binary_search_by(|entry| entry.name.as_slice().cmp(name.as_bytes()))
+                        .ok()
+                        .map(|position| &tree.entries[position])
+                });
+                self.entry(
+                    &path.join(name),
+                    name.as_bytes().to_vec(),
+                    &display,
+                    previous,
+                )
             })
             .collect::<Result<_>>()?;
         let mut stats = ComponentStats::default();
@@ -383,7 +440,13 @@ impl Walker<'_> {
         Ok((self.store_tree(Tree::new(entries))?, stats))
     }
 
-    fn entry(&self, path: &Path, name: Vec<u8>, relative: &str) -> Result<Option<Walked>> {
+    fn entry(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        relative: &str,
+        previous: Option<&TreeEntry>,
+    ) -> Result<Option<Walked>> {
         let meta = match fs::symlink_metadata(path) {
             Ok(meta) => meta,
             Err(error) => {
@@ -393,12 +456,16 @@ impl Walker<'_> {
         };
         let file_type = meta.file_type();
         if file_type.is_file() {
-            return self.file(path, &meta, name, relative);
+            return self.file(path, &meta, name, relative, previous);
         }
         let mut entry = entry_from_metadata(name, &meta);
         let mut stats = ComponentStats::default();
         if file_type.is_dir() {
-            let (subtree, child) = self.directory(path, relative)?;
+            let parent = previous
+                .filter(|entry| entry.kind == EntryKind::Directory)
+                .and_then(|entry| entry.subtree)
+                .and_then(|id| self.parent_tree(&id));
+            let (subtree, child) = self.directory(path, relative, parent.as_ref())?;
             entry.kind = EntryKind::Directory;
             entry.subtree = Some(subtree);
             add_stats(&mut stats, &child);
@@ -431,7 +498,11 @@ impl Walker<'_> {
         before: &Metadata,
         name: Vec<u8>,
         relative: &str,
+        previous: Option<&TreeEntry>,
     ) -> Result<Option<Walked>> {
+        if let Some(walked) = self.unchanged(before, &name, previous)? {
+            return Ok(Some(walked));
+        }
         // O_NONBLOCK and O_NOFOLLOW: if the path was swapped for a FIFO or a
         // symlink since it was listed, opening must neither hang nor follow.
         let file = match OpenOptions::new()
@@ -507,6 +578,51 @@ impl Walker<'_> {
         entry.chunks = Some(chunks);
         entry.hash = Some(Id(*hasher.finalize().as_bytes()));
         Ok(Some((entry, stats)))
+    }
+}
+
+impl Walker<'_> {
+    /// The parent snapshot's entry for a file whose size, mtime, ctime and
+    /// inode are unchanged, if every chunk it names is still indexed. ctime
+    /// cannot be set by a user, so a rewrite that restores the mtime is
+    /// still caught.
+    fn unchanged(
+        &self,
+        meta: &Metadata,
+        name: &[u8],
+        previous: Option<&TreeEntry>,
+    ) -> Result<Option<Walked>> {
+        let Some(previous) = previous else {
+            return Ok(None);
+        };
+        let mut current = entry_from_metadata(name.to_vec(), meta);
+        let same = previous.kind == EntryKind::File
+            && previous.size == meta.len()
+            && previous.mtime == current.mtime
+            && previous.mtime_nanos == current.mtime_nanos
+            && previous.ctime == current.ctime
+            && previous.ctime_nanos == current.ctime_nanos
+            && previous.inode == current.inode;
+        let (Some(chunks), Some(hash), true) = (&previous.chunks, previous.hash, same) else {
+            return Ok(None);
+        };
+        for chunk in chunks {
+            if self.index.lookup(chunk)?.is_none() {
+                return Ok(None);
+            }
+        }
+        self.unchanged_files.fetch_add(1, Ordering::Relaxed);
+        current.kind = EntryKind::File;
+        current.size = previous.size;
+        current.chunks = Some(chunks.clone());
+        current.hash = Some(hash);
+        let stats = ComponentStats {
+            files: 1,
+            bytes: previous.size,
+            chunks: chunks.len() as u64,
+            ..ComponentStats::default()
+        };
+        Ok(Some((current, stats)))
     }
 }
 
