@@ -67,14 +67,54 @@ impl PackWriter {
     }
 }
 
+/// Blobs larger than this are first judged by compressing a sample.
+const SAMPLE_THRESHOLD: usize = 8 * 1024;
+const SAMPLE_SIZE: usize = 4 * 1024;
+
 /// Compresses a blob with zstd unless that saves less than 3%, in which case
 /// the blob is stored raw: decompressing costs time on every restore, so a
-/// tiny saving is not worth it.
+/// tiny saving is not worth it. Large blobs are judged first by a 4 KiB
+/// sample at zstd's fastest level, so incompressible data (vector floats,
+/// already-compressed files) costs almost no compression time.
 pub fn compress_blob(raw: &[u8], level: i32) -> (Compression, Vec<u8>) {
+    if raw.len() > SAMPLE_THRESHOLD && !sample_compresses(&raw[..SAMPLE_SIZE]) {
+        return (Compression::None, raw.to_vec());
+    }
     match zstd::bulk::compress(raw, level) {
-        Ok(compressed) if compressed.len() * 100 < raw.len() * 97 => {
+        Ok(compressed) if saves_enough(compressed.len(), raw.len()) => {
             (Compression::Zstd, compressed)
         }
         _ => (Compression::None, raw.to_vec()),
+    }
+}
+
+fn saves_enough(compressed: usize, raw: usize) -> bool {
+    compressed * 100 < raw * 97
+}
+
+fn sample_compresses(sample: &[u8]) -> bool {
+    zstd::bulk::compress(sample, 1)
+        .map(|compressed| saves_enough(compressed.len(), sample.len()))
+        .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_compressed_and_noise_is_stored_raw() {
+        let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog. "
+            .iter()
+            .copied()
+            .cycle()
+            .take(64 * 1024)
+            .collect();
+        assert_eq!(compress_blob(&text, 3).0, Compression::Zstd);
+        let mut noise = vec![0u8; 64 * 1024];
+        blake3::Hasher::new().finalize_xof().fill(&mut noise);
+        let (compression, stored) = compress_blob(&noise, 3);
+        assert_eq!(compression, Compression::None);
+        assert_eq!(stored, noise);
     }
 }
