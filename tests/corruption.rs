@@ -8,7 +8,8 @@ use common::*;
 
 use cairn_store::Id;
 use cairn_store::manifest::{SignedManifest, SnapshotBody};
-use cairn_store::pack::{BlobEntry, BlobKind, PackHeader, parse_pack};
+use cairn_store::pack::{BlobEntry, BlobKind, PackHeader, decode_blob, parse_pack};
+use cairn_store::tree::Tree;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
@@ -17,7 +18,10 @@ use std::path::{Path, PathBuf};
 
 /// The id a repository file is named by.
 fn id_of_file(path: &Path) -> Id {
-    let name = path.file_name().and_then(|name| name.to_str()).expect("object name");
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .expect("object name");
     Id::from_hex(name).unwrap_or_else(|| panic!("{} is not named by an id", path.display()))
 }
 
@@ -29,7 +33,12 @@ fn header_of(pack: &Path) -> PackHeader {
 fn data_packs(packs: &[PathBuf]) -> Vec<PathBuf> {
     packs
         .iter()
-        .filter(|pack| header_of(pack).blobs.iter().all(|blob| blob.kind == BlobKind::Data))
+        .filter(|pack| {
+            header_of(pack)
+                .blobs
+                .iter()
+                .all(|blob| blob.kind == BlobKind::Data)
+        })
         .cloned()
         .collect()
 }
@@ -37,7 +46,10 @@ fn data_packs(packs: &[PathBuf]) -> Vec<PathBuf> {
 /// `cairn --json backup SOURCE`; returns the snapshot's full id.
 fn backup(workspace: &Workspace, source: &Path) -> String {
     let summary = workspace.backup_json([source]);
-    summary["snapshot"].as_str().expect("snapshot id").to_string()
+    summary["snapshot"]
+        .as_str()
+        .expect("snapshot id")
+        .to_string()
 }
 
 fn short(id: &str) -> &str {
@@ -78,7 +90,12 @@ fn affected(finding: &Value) -> BTreeSet<(String, String, String)> {
 }
 
 fn restore(workspace: &Workspace, snapshot: &str, target: &Path) -> Run {
-    workspace.cairn_repo(["restore".as_ref(), snapshot.as_ref(), "--target".as_ref(), target.as_os_str()])
+    workspace.cairn_repo([
+        "restore".as_ref(),
+        snapshot.as_ref(),
+        "--target".as_ref(),
+        target.as_os_str(),
+    ])
 }
 
 /// Restore's temporary files (`.cairn-restore-*`) anywhere below `root`.
@@ -108,13 +125,21 @@ fn assert_restored_except(source: &Path, restored: &Path, missing: &[&str]) {
     assert_eq!(relative(restored), expected, "restored paths");
     for path in &expected {
         let (a, b) = (source.join(path), restored.join(path));
-        let (meta_a, meta_b) = (fs::symlink_metadata(&a).unwrap(), fs::symlink_metadata(&b).unwrap());
+        let (meta_a, meta_b) = (
+            fs::symlink_metadata(&a).unwrap(),
+            fs::symlink_metadata(&b).unwrap(),
+        );
         if !meta_a.is_file() {
             continue;
         }
         assert_eq!(meta_a.len(), meta_b.len(), "{}: size", path.display());
         assert_eq!(file_hash(&a), file_hash(&b), "{}: content", path.display());
-        assert_eq!(meta_a.mode() & 0o7777, meta_b.mode() & 0o7777, "{}: mode", path.display());
+        assert_eq!(
+            meta_a.mode() & 0o7777,
+            meta_b.mode() & 0o7777,
+            "{}: mode",
+            path.display()
+        );
         assert_eq!(
             (meta_a.mtime(), meta_a.mtime_nsec()),
             (meta_b.mtime(), meta_b.mtime_nsec()),
@@ -146,7 +171,10 @@ fn noise_tree(root: &Path, names: &[&str], size: usize) {
     for (seed, name) in names.iter().enumerate() {
         write(&root.join(name), &noise(seed as u64 + 100, size));
     }
-    write(&root.join("notes.txt"), b"plain words, compressible words, words\n");
+    write(
+        &root.join("notes.txt"),
+        b"plain words, compressible words, words\n",
+    );
 }
 
 #[test]
@@ -174,7 +202,10 @@ fn a_flipped_byte_in_a_data_pack_is_found_by_read_data_and_kept_out_of_a_restore
     let chunk = hit.id.to_hex();
 
     // Which file holds that chunk, as `ls` tells it.
-    let listing = workspace.cairn_repo(["--json", "ls", &snapshot]).ok().json();
+    let listing = workspace
+        .cairn_repo(["--json", "ls", &snapshot])
+        .ok()
+        .json();
     let holders: Vec<String> = listing
         .as_array()
         .expect("ls entries")
@@ -186,8 +217,15 @@ fn a_flipped_byte_in_a_data_pack_is_found_by_read_data_and_kept_out_of_a_restore
         })
         .map(|entry| entry["path"].as_str().expect("path").to_string())
         .collect();
-    assert_eq!(holders.len(), 1, "exactly one file holds chunk {chunk}: {holders:?}");
-    let damaged = holders[0].strip_prefix("src/").expect("in component src").to_string();
+    assert_eq!(
+        holders.len(),
+        1,
+        "exactly one file holds chunk {chunk}: {holders:?}"
+    );
+    let damaged = holders[0]
+        .strip_prefix("src/")
+        .expect("in component src")
+        .to_string();
 
     let mut bytes = fs::read(pack).unwrap();
     bytes[middle as usize] ^= 0x01;
@@ -207,26 +245,116 @@ fn a_flipped_byte_in_a_data_pack_is_found_by_read_data_and_kept_out_of_a_restore
     let finding = corrupt[0];
     assert_eq!(finding["severity"], "damage");
     let object = finding["object"].as_str().unwrap();
-    assert!(object.contains(&chunk) && object.contains(&pack_id), "object names chunk and pack: {object}");
+    assert!(
+        object.contains(&chunk) && object.contains(&pack_id),
+        "object names chunk and pack: {object}"
+    );
     assert_eq!(
         affected(finding),
-        BTreeSet::from([(short(&snapshot).to_string(), "src".to_string(), damaged.clone())]),
+        BTreeSet::from([(
+            short(&snapshot).to_string(),
+            "src".to_string(),
+            damaged.clone()
+        )]),
         "{finding:#}"
     );
     assert_eq!(finding["affected_total"], 1);
     // The pack as a whole no longer matches its name either.
     assert!(
-        findings(&report, "corrupt-pack").iter().any(|f| f["object"].as_str().unwrap().contains(&pack_id)),
+        findings(&report, "corrupt-pack")
+            .iter()
+            .any(|f| f["object"].as_str().unwrap().contains(&pack_id)),
         "{report:#}"
     );
-    assert_eq!(report["damaged_snapshots"], serde_json::json!([short(&snapshot)]));
+    assert_eq!(
+        report["damaged_snapshots"],
+        serde_json::json!([short(&snapshot)])
+    );
 
     let target = workspace.path("out");
     let run = restore(&workspace, &snapshot, &target).expect(4);
-    assert!(run.stderr.contains(&damaged), "stderr names {damaged}: {}", run.stderr);
-    assert!(!target.join("src").join(&damaged).exists(), "bad bytes must not be restored as {damaged}");
+    assert!(
+        run.stderr.contains(&damaged),
+        "stderr names {damaged}: {}",
+        run.stderr
+    );
+    assert!(
+        !target.join("src").join(&damaged).exists(),
+        "bad bytes must not be restored as {damaged}"
+    );
     assert_eq!(leftover_temporaries(&target), Vec::<PathBuf>::new());
     assert_restored_except(&source, &target.join("src"), &[&damaged]);
+}
+
+#[test]
+fn a_flipped_byte_in_a_directory_tree_is_found_by_plain_verify_and_costs_only_that_directory() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    noise_tree(
+        &source,
+        &["kept/a.bin", "kept/b.bin", "lost/c.bin", "lost/d.bin"],
+        30_000,
+    );
+    let snapshot = backup(&workspace, &source);
+
+    // The tree blob of directory `lost`, found by decoding every tree blob.
+    let mut found = None;
+    for pack in workspace.packs() {
+        let bytes = fs::read(&pack).unwrap();
+        let pack_id = id_of_file(&pack);
+        for blob in header_of(&pack)
+            .blobs
+            .iter()
+            .filter(|b| b.kind == BlobKind::Tree)
+        {
+            let stored = &bytes[blob.offset as usize..][..blob.length as usize];
+            let tree = Tree::decode(&decode_blob(blob, stored, &pack_id).unwrap(), "tree").unwrap();
+            let names: Vec<String> = tree.entries.iter().map(|e| e.display_name()).collect();
+            if names == ["c.bin", "d.bin"] {
+                found = Some((pack.clone(), *blob));
+            }
+        }
+    }
+    let (pack, blob) = found.expect("the tree of directory lost");
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[(blob.offset + u64::from(blob.length) / 2) as usize] ^= 0x20;
+    fs::write(&pack, &bytes).unwrap();
+
+    // Plain verify reads every tree, so it needs no --read-data for this.
+    let (code, report) = verify(&workspace, false);
+    assert_eq!(code, 4, "{report:#}");
+    let corrupt = findings(&report, "corrupt-tree");
+    assert_eq!(corrupt.len(), 1, "{report:#}");
+    assert!(
+        corrupt[0]["object"]
+            .as_str()
+            .unwrap()
+            .contains(&blob.id.to_hex()),
+        "{:#}",
+        corrupt[0]
+    );
+    assert_eq!(
+        affected(corrupt[0]),
+        BTreeSet::from([(
+            short(&snapshot).to_string(),
+            "src".to_string(),
+            "lost".to_string()
+        )])
+    );
+
+    let target = workspace.path("out");
+    let run = restore(&workspace, &snapshot, &target).expect(4);
+    assert!(run.stderr.contains("lost"), "{}", run.stderr);
+    assert_eq!(leftover_temporaries(&target), Vec::<PathBuf>::new());
+    for name in ["notes.txt", "kept/a.bin", "kept/b.bin"] {
+        assert_eq!(
+            file_hash(&target.join("src").join(name)),
+            file_hash(&source.join(name)),
+            "{name}"
+        );
+    }
+    assert!(!target.join("src/lost/c.bin").exists() && !target.join("src/lost/d.bin").exists());
 }
 
 #[test]
@@ -255,8 +383,16 @@ fn a_manifest_tampered_under_its_old_signature_is_refused_by_verify_and_restore(
     let bad = findings(&report, "bad-signature");
     assert_eq!(bad.len(), 1, "{report:#}");
     assert_eq!(bad[0]["severity"], "damage");
-    assert!(bad[0]["object"].as_str().unwrap().contains(&tampered), "{:#}", bad[0]);
-    assert_eq!(report["findings"].as_array().unwrap().len(), 1, "only the tampered manifest is at fault: {report:#}");
+    assert!(
+        bad[0]["object"].as_str().unwrap().contains(&tampered),
+        "{:#}",
+        bad[0]
+    );
+    assert_eq!(
+        report["findings"].as_array().unwrap().len(),
+        1,
+        "only the tampered manifest is at fault: {report:#}"
+    );
 
     let listed = workspace.cairn_repo(["--json", "snapshots"]).ok().json();
     let entry = listed["snapshots"]
@@ -269,12 +405,19 @@ fn a_manifest_tampered_under_its_old_signature_is_refused_by_verify_and_restore(
 
     let target = workspace.path("out");
     let run = restore(&workspace, &tampered, &target).expect(1);
-    assert!(run.stderr.contains("signature"), "stderr names the signature problem: {}", run.stderr);
+    assert!(
+        run.stderr.contains("signature"),
+        "stderr names the signature problem: {}",
+        run.stderr
+    );
     assert!(!target.exists(), "a refused restore writes nothing");
 
     // The untouched snapshot still restores.
     restore(&workspace, &old, &target).ok();
-    assert_eq!(file_hash(&target.join("src/a.bin")), file_hash(&source.join("a.bin")));
+    assert_eq!(
+        file_hash(&target.join("src/a.bin")),
+        file_hash(&source.join("a.bin"))
+    );
     assert!(!target.join("src/b.bin").exists());
 }
 
@@ -297,7 +440,11 @@ fn a_manifest_edited_in_place_is_reported_as_corrupt() {
     let corrupt = findings(&report, "corrupt-manifest");
     assert_eq!(corrupt.len(), 1, "{report:#}");
     assert_eq!(corrupt[0]["severity"], "damage");
-    assert!(corrupt[0]["object"].as_str().unwrap().contains(&snapshot), "{:#}", corrupt[0]);
+    assert!(
+        corrupt[0]["object"].as_str().unwrap().contains(&snapshot),
+        "{:#}",
+        corrupt[0]
+    );
 
     let target = workspace.path("out");
     let run = restore(&workspace, &snapshot, &target).expect(1);
@@ -317,7 +464,11 @@ fn a_deleted_pack_is_named_by_plain_verify_and_costs_only_the_files_it_held() {
     let second = backup(&workspace, &source);
 
     // The second backup's only new content is sub/new.bin: its own data pack.
-    let added: Vec<PathBuf> = workspace.packs().into_iter().filter(|p| !before.contains(p)).collect();
+    let added: Vec<PathBuf> = workspace
+        .packs()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
     let lost = data_packs(&added);
     assert_eq!(lost.len(), 1, "{added:?}");
     let lost_id = id_of_file(&lost[0]).to_hex();
@@ -328,12 +479,23 @@ fn a_deleted_pack_is_named_by_plain_verify_and_costs_only_the_files_it_held() {
     let missing = findings(&report, "missing-pack");
     assert_eq!(missing.len(), 1, "{report:#}");
     assert_eq!(missing[0]["severity"], "damage");
-    assert!(missing[0]["object"].as_str().unwrap().contains(&lost_id), "{:#}", missing[0]);
+    assert!(
+        missing[0]["object"].as_str().unwrap().contains(&lost_id),
+        "{:#}",
+        missing[0]
+    );
     assert_eq!(
         affected(missing[0]),
-        BTreeSet::from([(short(&second).to_string(), "src".to_string(), "sub/new.bin".to_string())])
+        BTreeSet::from([(
+            short(&second).to_string(),
+            "src".to_string(),
+            "sub/new.bin".to_string()
+        )])
     );
-    assert_eq!(report["damaged_snapshots"], serde_json::json!([short(&second)]));
+    assert_eq!(
+        report["damaged_snapshots"],
+        serde_json::json!([short(&second)])
+    );
 
     let target = workspace.path("second");
     let run = restore(&workspace, &second, &target).expect(4);
@@ -370,11 +532,23 @@ fn a_truncated_pack_is_a_size_mismatch_for_plain_verify() {
     let pack_id = id_of_file(pack).to_hex();
     assert!(mismatch[0]["object"].as_str().unwrap().contains(&pack_id));
     let message = mismatch[0]["message"].as_str().unwrap();
-    assert!(message.contains(&(full / 2).to_string()) && message.contains(&full.to_string()), "{message}");
-    let paths: BTreeSet<String> = affected(mismatch[0]).into_iter().map(|(_, _, path)| path).collect();
+    assert!(
+        message.contains(&(full / 2).to_string()) && message.contains(&full.to_string()),
+        "{message}"
+    );
+    let paths: BTreeSet<String> = affected(mismatch[0])
+        .into_iter()
+        .map(|(_, _, path)| path)
+        .collect();
     // Every file's content lives in that one pack.
-    assert_eq!(paths, BTreeSet::from(["a.bin", "b.bin", "notes.txt"].map(String::from)));
-    assert_eq!(report["damaged_snapshots"], serde_json::json!([short(&snapshot)]));
+    assert_eq!(
+        paths,
+        BTreeSet::from(["a.bin", "b.bin", "notes.txt"].map(String::from))
+    );
+    assert_eq!(
+        report["damaged_snapshots"],
+        serde_json::json!([short(&snapshot)])
+    );
 }
 
 #[test]
@@ -398,16 +572,25 @@ fn a_lost_index_file_leaves_orphan_packs_that_the_next_backup_adopts() {
     for orphan in &orphans {
         assert_eq!(orphan["severity"], "notice");
     }
-    let unlisted: BTreeSet<String> = orphans.iter().map(|f| f["object"].as_str().unwrap().to_string()).collect();
+    let unlisted: BTreeSet<String> = orphans
+        .iter()
+        .map(|f| f["object"].as_str().unwrap().to_string())
+        .collect();
     for pack in &packs {
-        assert!(unlisted.contains(&format!("pack {}", id_of_file(pack))), "{unlisted:?}");
+        assert!(
+            unlisted.contains(&format!("pack {}", id_of_file(pack))),
+            "{unlisted:?}"
+        );
     }
     let missing = findings(&report, "missing-blob");
     assert!(!missing.is_empty(), "{report:#}");
     for finding in &missing {
         assert_eq!(finding["severity"], "damage");
     }
-    assert_eq!(report["damaged_snapshots"], serde_json::json!([short(&snapshot)]));
+    assert_eq!(
+        report["damaged_snapshots"],
+        serde_json::json!([short(&snapshot)])
+    );
 
     // The same data again: nothing new is stored, the orphans are indexed.
     let summary = workspace.backup_json([&source]);
@@ -418,7 +601,11 @@ fn a_lost_index_file_leaves_orphan_packs_that_the_next_backup_adopts() {
 
     let (code, report) = verify(&workspace, true);
     assert_eq!(code, 0, "{report:#}");
-    assert_eq!(report["findings"], serde_json::json!([]), "not even a notice is left");
+    assert_eq!(
+        report["findings"],
+        serde_json::json!([]),
+        "not even a notice is left"
+    );
     let target = workspace.path("out");
     restore(&workspace, &snapshot, &target).ok();
     assert_same_tree(&source, &target.join("src"));
@@ -434,19 +621,41 @@ fn a_manifest_signed_by_a_key_not_trusted_here_is_reported_as_untrusted() {
 
     let stranger = Workspace::new();
     let created = stranger.cairn_repo(["--json", "init"]).ok().json();
-    let stranger_key = created["public_key"].as_str().expect("public key").to_string();
+    let stranger_key = created["public_key"]
+        .as_str()
+        .expect("public key")
+        .to_string();
     let stranger_source = stranger.path("src");
     noise_tree(&stranger_source, &["x.bin"], 20_000);
     let foreign = backup(&stranger, &stranger_source);
-    fs::copy(snapshot_path(&stranger, &foreign), snapshot_path(&workspace, &foreign)).unwrap();
+    fs::copy(
+        snapshot_path(&stranger, &foreign),
+        snapshot_path(&workspace, &foreign),
+    )
+    .unwrap();
 
     let (code, report) = verify(&workspace, false);
     assert_eq!(code, 4, "{report:#}");
     let untrusted = findings(&report, "untrusted-signer");
     assert_eq!(untrusted.len(), 1, "{report:#}");
-    assert!(untrusted[0]["object"].as_str().unwrap().contains(&foreign), "{:#}", untrusted[0]);
-    assert!(untrusted[0]["message"].as_str().unwrap().contains(&stranger_key), "{:#}", untrusted[0]);
-    assert_eq!(report["findings"].as_array().unwrap().len(), 1, "our own snapshot is fine: {report:#}");
+    assert!(
+        untrusted[0]["object"].as_str().unwrap().contains(&foreign),
+        "{:#}",
+        untrusted[0]
+    );
+    assert!(
+        untrusted[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&stranger_key),
+        "{:#}",
+        untrusted[0]
+    );
+    assert_eq!(
+        report["findings"].as_array().unwrap().len(),
+        1,
+        "our own snapshot is fine: {report:#}"
+    );
 
     let target = workspace.path("out");
     let run = restore(&workspace, &foreign, &target).expect(1);

@@ -2,6 +2,10 @@
 //! the index and against this session, compresses new ones, fills packs,
 //! uploads each full pack, and writes index files for uploaded packs.
 //!
+//! Full packs are handed to one uploader thread through a queue of
+//! [`UPLOAD_QUEUE`] packs, so workers keep chunking while a pack is written
+//! and synced; the queue bounds memory.
+//!
 //! Order of writes (what a crash at any instant leaves behind):
 //! 1. A pack is uploaded whole (the backend makes it appear atomically).
 //! 2. Every [`INDEX_FILE_PACKS`] packs, and at `finish`, an index file
@@ -15,18 +19,38 @@
 //! deletes anything.
 
 use crate::backend::ObjectKind;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{IndexCache, IndexFile, PackEntry};
-use crate::pack::{BlobKind, PackWriter, compress_blob};
+use crate::pack::{BlobEntry, BlobKind, PackWriter, compress_blob};
 use crate::repository::Repository;
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 /// Packs per index file: small enough that an interrupted backup leaves
 /// little to adopt, large enough to keep the number of index files low.
 const INDEX_FILE_PACKS: usize = 64;
+/// Full packs waiting for the uploader.
+const UPLOAD_QUEUE: usize = 2;
+
+/// A finished pack on its way to the backend.
+struct FinishedPack {
+    id: Id,
+    bytes: Vec<u8>,
+    blobs: Vec<BlobEntry>,
+}
+
+/// What the uploader thread shares with the writer.
+#[derive(Default)]
+struct Uploaded {
+    /// Uploaded packs that no index file lists yet.
+    unindexed: Vec<PackEntry>,
+    /// The first upload error; the uploader stops after it.
+    error: Option<StoreError>,
+}
 
 pub struct BlobWriter<'a> {
     repository: &'a Repository,
@@ -37,8 +61,9 @@ pub struct BlobWriter<'a> {
     session: Mutex<HashSet<Id>>,
     data_pack: Mutex<PackWriter>,
     tree_pack: Mutex<PackWriter>,
-    /// Uploaded packs that no index file lists yet.
-    unindexed: Mutex<Vec<PackEntry>>,
+    uploaded: Arc<Mutex<Uploaded>>,
+    queue: Mutex<Option<SyncSender<FinishedPack>>>,
+    uploader: Mutex<Option<JoinHandle<()>>>,
     statistics: WriterCounters,
 }
 
@@ -65,6 +90,14 @@ pub struct WriterStatistics {
     pub index_files_written: u64,
 }
 
+impl Drop for BlobWriter<'_> {
+    /// A backup that failed part way still lets queued packs finish, so
+    /// the uploader never outlives the writer.
+    fn drop(&mut self) {
+        let _ = self.drain_uploads();
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The guarded values stay consistent even if a holder panicked: every
     // update is a single push or insert.
@@ -74,6 +107,33 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl<'a> BlobWriter<'a> {
     pub fn new(repository: &'a Repository, index: &'a dyn IndexCache) -> Self {
         let config = repository.config();
+        let uploaded = Arc::new(Mutex::new(Uploaded::default()));
+        let (queue, receiver) = sync_channel::<FinishedPack>(UPLOAD_QUEUE);
+        let uploader = {
+            let repository = repository.clone();
+            let uploaded = uploaded.clone();
+            std::thread::spawn(move || {
+                for pack in receiver {
+                    let created = repository.backend().create(
+                        ObjectKind::Pack,
+                        &pack.id.to_hex(),
+                        &pack.bytes,
+                    );
+                    let mut shared = lock(&uploaded);
+                    match created {
+                        Ok(_) => shared.unindexed.push(PackEntry {
+                            id: pack.id,
+                            size: pack.bytes.len() as u64,
+                            blobs: pack.blobs,
+                        }),
+                        Err(error) => {
+                            shared.error = Some(error);
+                            return;
+                        }
+                    }
+                }
+            })
+        };
         BlobWriter {
             repository,
             index,
@@ -82,7 +142,9 @@ impl<'a> BlobWriter<'a> {
             session: Mutex::new(HashSet::new()),
             data_pack: Mutex::new(PackWriter::new()),
             tree_pack: Mutex::new(PackWriter::new()),
-            unindexed: Mutex::new(Vec::new()),
+            uploaded,
+            queue: Mutex::new(Some(queue)),
+            uploader: Mutex::new(Some(uploader)),
             statistics: WriterCounters::default(),
         }
     }
@@ -126,35 +188,62 @@ impl<'a> BlobWriter<'a> {
     /// Indexes packs found in the repository that no index file lists
     /// (left by an interrupted backup), so their blobs are reused.
     pub fn adopt(&self, packs: Vec<PackEntry>) -> Result<()> {
-        for pack in &packs {
-            self.index.insert_pack(pack)?;
+        // Index file first, local cache second: the cache must never know a
+        // pack that no index file lists, or a later backup would neither
+        // adopt it nor notice that its chunks are unindexed.
+        for batch in packs.chunks(INDEX_FILE_PACKS) {
+            self.write_index_file(batch.to_vec())?;
         }
-        lock(&self.unindexed).extend(packs);
         Ok(())
     }
 
+    /// Queues a pack for the uploader, then indexes what it has uploaded
+    /// once enough has gathered.
     fn upload(&self, pack: PackWriter) -> Result<()> {
         let (id, bytes, blobs) = pack.finish();
-        self.repository
-            .backend()
-            .create(ObjectKind::Pack, &id.to_hex(), &bytes)?;
+        let sender = lock(&self.queue).clone();
+        let sent =
+            sender.is_some_and(|sender| sender.send(FinishedPack { id, bytes, blobs }).is_ok());
+        if !sent {
+            return Err(self.upload_error());
+        }
         self.statistics
             .packs_written
             .fetch_add(1, Ordering::Relaxed);
         let ready = {
-            let mut unindexed = lock(&self.unindexed);
-            unindexed.push(PackEntry {
-                id,
-                size: bytes.len() as u64,
-                blobs,
-            });
-            if unindexed.len() >= INDEX_FILE_PACKS {
-                std::mem::take(&mut *unindexed)
+            let mut uploaded = lock(&self.uploaded);
+            if let Some(error) = uploaded.error.take() {
+                return Err(error);
+            }
+            if uploaded.unindexed.len() >= INDEX_FILE_PACKS {
+                std::mem::take(&mut uploaded.unindexed)
             } else {
                 Vec::new()
             }
         };
         self.write_index_file(ready)
+    }
+
+    /// The uploader's error, once it has stopped.
+    fn upload_error(&self) -> StoreError {
+        lock(&self.uploaded)
+            .error
+            .take()
+            .unwrap_or_else(|| StoreError::Invalid("the pack uploader stopped unexpectedly".into()))
+    }
+
+    /// Waits until every queued pack is uploaded (or one failed).
+    fn drain_uploads(&self) -> Result<()> {
+        drop(lock(&self.queue).take());
+        if let Some(handle) = lock(&self.uploader).take()
+            && handle.join().is_err()
+        {
+            return Err(self.upload_error());
+        }
+        match lock(&self.uploaded).error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     fn write_index_file(&self, packs: Vec<PackEntry>) -> Result<()> {
@@ -183,8 +272,11 @@ impl<'a> BlobWriter<'a> {
                 self.upload(pack)?;
             }
         }
-        let rest = std::mem::take(&mut *lock(&self.unindexed));
-        self.write_index_file(rest)?;
+        self.drain_uploads()?;
+        let rest = std::mem::take(&mut lock(&self.uploaded).unindexed);
+        for packs in rest.chunks(INDEX_FILE_PACKS) {
+            self.write_index_file(packs.to_vec())?;
+        }
         self.index.flush()?;
         let counters = &self.statistics;
         Ok(WriterStatistics {

@@ -148,8 +148,16 @@ impl Repository {
         if spec == "latest" {
             let mut newest: Option<(String, Id)> = None;
             for id in ids {
-                let manifest = self.read_manifest(&id)?;
-                let time = manifest.body_unverified()?.time;
+                // Skipping an unreadable manifest could pick an older
+                // snapshot than the user means; refuse and say why.
+                let time = self
+                    .read_manifest(&id)
+                    .and_then(|manifest| Ok(manifest.body_unverified()?.time))
+                    .map_err(|error| {
+                        StoreError::Invalid(format!(
+                            "cannot tell which snapshot is latest: {error}; name a snapshot id instead"
+                        ))
+                    })?;
                 if newest.as_ref().is_none_or(|(best, _)| time > *best) {
                     newest = Some((time, id));
                 }

@@ -59,6 +59,12 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.
     cairn_store::ops::backup::check_sources(&options.components)?;
+    let removed = context.backend()?.remove_stale_temporaries()?;
+    if removed > 0 {
+        eprintln!(
+            "cairn: removed {removed} temporary file(s) left by crashed writers over a day ago"
+        );
+    }
     let opened = context.open_index(&repository)?;
     let outcome = backup(&repository, opened.index.as_ref(), &key, &options)?;
     let body = &outcome.body;
