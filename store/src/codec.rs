@@ -49,3 +49,44 @@ pub fn check_version(found: u32, expected: u32, object: &str) -> Result<()> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Holder {
+        #[allow(dead_code)]
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        #[allow(dead_code)]
+        list: Vec<u64>,
+    }
+
+    #[test]
+    fn hostile_lengths_are_refused_without_huge_allocations() {
+        // {"bytes": h'<claims 2^62 bytes>'} and a list claiming 2^62 items.
+        let mut lying_bytes = vec![0xA2, 0x65];
+        lying_bytes.extend_from_slice(b"bytes");
+        lying_bytes.push(0x5B);
+        lying_bytes.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        lying_bytes.extend_from_slice(b"abc");
+        assert!(from_cbor::<Holder>(&lying_bytes, "test").is_err());
+
+        let mut lying_list = vec![0xA2, 0x65];
+        lying_list.extend_from_slice(b"bytes");
+        lying_list.push(0x40);
+        lying_list.push(0x64);
+        lying_list.extend_from_slice(b"list");
+        lying_list.push(0x9B);
+        lying_list.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        lying_list.push(0x01);
+        assert!(from_cbor::<Holder>(&lying_list, "test").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let nested = vec![0x81; 10_000];
+        assert!(from_cbor::<serde_json::Value>(&nested, "test").is_err());
+    }
+}
