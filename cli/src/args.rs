@@ -11,7 +11,8 @@ use std::path::PathBuf;
     about = "Content-addressed, deduplicating, signed backups",
     after_help = "Exit codes: 0 success; 1 error (nothing done or could not run); 2 bad usage; \
 3 backup completed but some files could not be read or changed while read; \
-4 damage found (verify) or some files could not be restored (restore)."
+4 damage found (verify) or some files could not be restored (restore); \
+5 restore refused by a preflight check (untrusted, too-old, missing-chunks)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -59,6 +60,9 @@ pub enum Command {
     Ls(LsArgs),
     /// Restore a snapshot's components into a directory.
     Restore(RestoreArgs),
+    /// Put a target back as it was before a restore, from the restore's
+    /// safety snapshot.
+    UndoRestore(UndoRestoreArgs),
     /// Check signatures, structure and (with --read-data) every byte.
     Verify(VerifyArgs),
 }
@@ -119,9 +123,47 @@ pub struct RestoreArgs {
     /// Do not restore these components (comma-separated or repeated).
     #[arg(long, value_delimiter = ',', value_name = "C3")]
     pub skip: Vec<String>,
-    /// Print what would be restored and write nothing.
+    /// Restore only paths matching GLOB (relative to the component root,
+    /// e.g. 'notes/**/*.md'; a matching directory brings all below it).
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out paths matching GLOB (a matching directory and all below it).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Restore component NAME into DIR instead of TARGET/NAME; repeatable.
+    #[arg(long = "component-target", value_name = "NAME=DIR")]
+    pub component_targets: Vec<String>,
+    /// Delete files in the target that the snapshot does not have (within
+    /// the selected components and paths).
+    #[arg(long)]
+    pub delete: bool,
+    /// Print the plan (what would be created, updated, deleted and left
+    /// alone, and how many bytes would be fetched) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// DANGEROUS: do not save what the restore overwrites or deletes. A
+    /// failed restore then cannot be rolled back, nor a finished one undone.
+    #[arg(long)]
+    pub no_safety_snapshot: bool,
+    /// Refuse (verdict too-old) a snapshot older than this: 90m, 36h, 7d, 2w.
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+    /// Restore even if the snapshot's signature is not by a trusted key or
+    /// does not verify.
+    #[arg(long)]
+    pub allow_untrusted: bool,
+    /// Restore even if the snapshot is older than --max-age.
+    #[arg(long)]
+    pub allow_too_old: bool,
+    /// Restore what can be restored even if chunks or trees are missing.
+    #[arg(long)]
+    pub allow_missing_chunks: bool,
+}
+
+#[derive(Args)]
+pub struct UndoRestoreArgs {
+    /// The safety snapshot a restore printed.
+    pub safety_snapshot: String,
 }
 
 #[derive(Args)]

@@ -6,6 +6,7 @@ mod args;
 mod commands;
 mod context;
 mod output;
+mod progress;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -18,6 +19,8 @@ pub mod exit {
     pub const INCOMPLETE: u8 = 3;
     /// Verify found damage, or some files could not be restored.
     pub const DAMAGE: u8 = 4;
+    /// A restore was refused by a preflight check.
+    pub const REFUSED: u8 = 5;
 }
 
 fn main() -> ExitCode {

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 const MANIFEST_VERSION: u32 = 1;
+/// The tag of a safety snapshot taken by a restore before it changed a
+/// target; `latest` never means one of these.
+pub const SAFETY_TAG: &str = "pre-restore";
 const BODY_VERSION: u32 = 1;
 /// Prefixed to the body before signing, so a signature over a manifest can
 /// never be replayed as a signature over anything else.

@@ -141,7 +141,8 @@ impl Repository {
         decode_blob(&location.entry, &stored, &location.pack)
     }
 
-    /// Resolves `latest`, a full id or a unique prefix of at least 4 hex
+    /// Resolves `latest` (the newest snapshot that is not a restore's
+    /// safety snapshot), a full id or a unique prefix of at least 4 hex
     /// digits to a snapshot id.
     pub fn resolve_snapshot(&self, spec: &str) -> Result<Id> {
         let ids = self.list_ids(ObjectKind::Snapshot)?;
@@ -150,14 +151,22 @@ impl Repository {
             for id in ids {
                 // Skipping an unreadable manifest could pick an older
                 // snapshot than the user means; refuse and say why.
-                let time = self
+                let body = self
                     .read_manifest(&id)
-                    .and_then(|manifest| Ok(manifest.body_unverified()?.time))
+                    .and_then(|manifest| manifest.body_unverified())
                     .map_err(|error| {
                         StoreError::Invalid(format!(
                             "cannot tell which snapshot is latest: {error}; name a snapshot id instead"
                         ))
                     })?;
+                if body
+                    .tags
+                    .iter()
+                    .any(|tag| tag == crate::manifest::SAFETY_TAG)
+                {
+                    continue;
+                }
+                let time = body.time;
                 if newest.as_ref().is_none_or(|(best, _)| time > *best) {
                     newest = Some((time, id));
                 }

@@ -16,10 +16,7 @@ fn parse_components(args: &BackupArgs) -> Result<Vec<ComponentSource>> {
         let (name, path) = spec
             .split_once('=')
             .ok_or_else(|| anyhow!("--component {spec:?}: expected NAME=PATH"))?;
-        components.push(ComponentSource {
-            name: name.to_string(),
-            path: PathBuf::from(path),
-        });
+        components.push(ComponentSource::new(name, PathBuf::from(path)));
     }
     for path in &args.paths {
         components.push(component_from_path(path)?);

@@ -5,6 +5,7 @@ mod init;
 mod ls;
 mod restore;
 mod snapshots;
+mod undo_restore;
 mod verify;
 
 use crate::args::Command;
@@ -18,6 +19,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Snapshots => snapshots::run(context),
         Command::Ls(args) => ls::run(context, &args),
         Command::Restore(args) => restore::run(context, &args),
+        Command::UndoRestore(args) => undo_restore::run(context, &args),
         Command::Verify(args) => verify::run(context, &args),
     }
 }

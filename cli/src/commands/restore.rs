@@ -1,63 +1,282 @@
-//! `cairn restore`: a snapshot's components back onto disk, verified.
+//! `cairn restore`: preflight, plan, safety snapshot, verified writes.
 
 use crate::args::RestoreArgs;
-use crate::commands::verified_snapshot;
 use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
-use anyhow::Result;
-use cairn_store::ops::restore::{RestoreOptions, check_target, restore};
-use serde_json::json;
+use crate::progress::CliProgress;
+use anyhow::{Result, anyhow};
+use cairn_store::ops::restore::preflight::{self, Status, Verdict};
+use cairn_store::ops::restore::{
+    Action, RestoreOptions, RestorePlan, Selection, execute_restore, plan_restore,
+};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
-    let repository = context.open_repository()?;
-    let (id, body) = verified_snapshot(context, &repository, &args.snapshot)?;
-    check_target(&args.target)?;
-    let options = RestoreOptions {
-        target: args.target.clone(),
+/// Paths listed per action in a human-readable dry run.
+const SHOWN_PATHS: usize = 50;
+
+fn selection(args: &RestoreArgs) -> Result<Selection> {
+    let mut component_targets = BTreeMap::new();
+    for spec in &args.component_targets {
+        let (name, directory) = spec
+            .split_once('=')
+            .filter(|(name, directory)| !name.is_empty() && !directory.is_empty())
+            .ok_or_else(|| anyhow!("--component-target {spec:?}: expected NAME=DIR"))?;
+        component_targets.insert(name.to_string(), PathBuf::from(directory));
+    }
+    Ok(Selection {
         only: args.only.clone(),
         skip: args.skip.clone(),
-        dry_run: args.dry_run,
+        component_targets,
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+    })
+}
+
+fn overridden(args: &RestoreArgs, status: Status) -> bool {
+    match status {
+        Status::Ok => true,
+        Status::Untrusted | Status::BadSignature => args.allow_untrusted,
+        Status::TooOld => args.allow_too_old,
+        Status::MissingChunks => args.allow_missing_chunks,
+    }
+}
+
+fn plan_json(plan: &RestorePlan) -> Value {
+    json!(plan.components.iter().map(|component| json!({
+        "name": component.name,
+        "destination": component.destination.display().to_string(),
+        "counts": component.counts,
+        "entries": component.entries.iter()
+            .filter(|item| item.action != Action::Unchanged)
+            .map(|item| json!({"path": item.relative, "action": item.action, "kind": item.entry.kind,
+                               "fetch_bytes": item.fetch_bytes, "reuse_bytes": item.reuse_bytes}))
+            .collect::<Vec<_>>(),
+        "delete": component.deletions.iter().map(|deletion| deletion.relative.clone()).collect::<Vec<_>>(),
+    })).collect::<Vec<_>>())
+}
+
+fn print_plan(plan: &RestorePlan) {
+    for component in &plan.components {
+        let counts = &component.counts;
+        println!(
+            "  {} -> {}: create {}, update {}, metadata {}, delete {}, unchanged {}; fetch {}, reuse {} from the target",
+            component.name,
+            component.destination.display(),
+            counts.create,
+            counts.update,
+            counts.metadata,
+            counts.delete,
+            counts.unchanged,
+            bytes(counts.bytes_to_fetch),
+            bytes(counts.bytes_reused)
+        );
+    }
+}
+
+fn print_plan_paths(plan: &RestorePlan) {
+    for component in &plan.components {
+        let mut lines: Vec<String> = component
+            .entries
+            .iter()
+            .filter(|item| item.action != Action::Unchanged)
+            .map(|item| {
+                format!(
+                    "    {:<9} {}/{}",
+                    format!("{:?}", item.action).to_lowercase(),
+                    component.name,
+                    item.relative
+                )
+            })
+            .collect();
+        lines.extend(
+            component
+                .deletions
+                .iter()
+                .filter(|deletion| {
+                    !component
+                        .entries
+                        .iter()
+                        .any(|item| item.relative == deletion.relative)
+                })
+                .map(|deletion| {
+                    format!(
+                        "    {:<9} {}/{}",
+                        "delete", component.name, deletion.relative
+                    )
+                }),
+        );
+        for line in lines.iter().take(SHOWN_PATHS) {
+            println!("{line}");
+        }
+        if lines.len() > SHOWN_PATHS {
+            println!(
+                "    … and {} more (--json lists them all)",
+                lines.len() - SHOWN_PATHS
+            );
+        }
+    }
+}
+
+pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
+    let max_age = args
+        .max_age
+        .as_deref()
+        .map(|text| preflight::parse_duration(text).map_err(|error| anyhow!("--max-age: {error}")))
+        .transpose()?;
+    let selection = selection(args)?;
+    let repository = context.open_repository()?;
+    let trusted = if args.allow_untrusted {
+        context.trusted_keys().unwrap_or_default()
+    } else {
+        context.trusted_keys()?
     };
-    // Check the selection before opening the index, so a typo costs nothing.
-    cairn_store::ops::restore::select_components(&body, &options.only, &options.skip, &id.short())?;
+    let id = repository.resolve_snapshot(&args.snapshot)?;
+    let manifest = repository.read_manifest(&id)?;
+    let mut verdicts: Vec<Verdict> = vec![preflight::signature(&manifest, &trusted)];
+    let body = manifest.body_unverified()?;
+    verdicts.push(preflight::age(&body, max_age)?);
+    if let Ok(meta) = std::fs::metadata(&args.target)
+        && !meta.is_dir()
+    {
+        return Err(anyhow!(
+            "restore target {} exists and is not a directory",
+            args.target.display()
+        ));
+    }
+    let options = RestoreOptions {
+        target: args.target.clone(),
+        selection,
+        delete: args.delete,
+    };
+    cairn_store::ops::restore::select_components(
+        &body,
+        &options.selection,
+        &options.target,
+        &id.short(),
+    )?;
+    let refused_early = verdicts
+        .iter()
+        .any(|verdict| !overridden(args, verdict.status));
     let opened = context.open_index(&repository)?;
-    let outcome = restore(
+    let plan = if refused_early {
+        None
+    } else {
+        let plan = plan_restore(&repository, opened.index.as_ref(), id, &body, &options)?;
+        verdicts.push(preflight::chunks(&plan));
+        Some(plan)
+    };
+    let refused = verdicts
+        .iter()
+        .find(|verdict| !overridden(args, verdict.status));
+
+    if !context.global.json {
+        println!(
+            "snapshot {} ({}, host {})",
+            id.short(),
+            body.time,
+            body.host
+        );
+        for verdict in &verdicts {
+            let status = serde_json::to_value(verdict.status)?;
+            println!(
+                "  preflight {:<9} {}: {}",
+                verdict.check,
+                status.as_str().unwrap_or("?"),
+                verdict.detail
+            );
+        }
+    }
+    let (Some(plan), None) = (plan, refused) else {
+        let refused = refused.map(|verdict| verdict.check).unwrap_or("preflight");
+        if context.global.json {
+            crate::output::print_json(
+                &json!({"snapshot": id.to_hex(), "verdicts": verdicts, "refused": refused}),
+            )?;
+        }
+        eprintln!(
+            "cairn: restore refused by the {refused} check (see the verdicts; each has an --allow-… override)"
+        );
+        return Ok(exit::REFUSED);
+    };
+
+    if args.dry_run {
+        if context.global.json {
+            crate::output::print_json(&json!({
+                "snapshot": id.to_hex(), "dry_run": true, "verdicts": verdicts,
+                "totals": plan.totals(), "components": plan_json(&plan),
+            }))?;
+        } else {
+            println!("plan (dry run, nothing written):");
+            print_plan(&plan);
+            print_plan_paths(&plan);
+        }
+        return Ok(exit::SUCCESS);
+    }
+
+    let safety_key = if plan.touches_existing() && !args.no_safety_snapshot {
+        Some(context.signing_key(&repository).map_err(|error| {
+            anyhow!("{error:#}; the restore would overwrite or delete existing files and its safety snapshot needs the repository's signing key (or pass --no-safety-snapshot)")
+        })?)
+    } else {
+        None
+    };
+    let progress = CliProgress::new(context.global.json);
+    let outcome = execute_restore(
         &repository,
         opened.index.as_ref(),
-        &body,
-        &id.short(),
-        &options,
+        &plan,
+        safety_key.as_ref(),
+        &progress,
     )?;
+    progress.finish();
+
+    let repo_path = context.repository_path()?.display().to_string();
+    let undo = outcome
+        .safety_snapshot
+        .map(|safety| format!("cairn --repo {repo_path} undo-restore {}", safety.to_hex()));
     if context.global.json {
         crate::output::print_json(&json!({
             "snapshot": id.to_hex(),
-            "dry_run": outcome.dry_run,
-            "components": outcome.components.iter().map(|c| json!({
-                "name": c.name, "destination": c.destination.display().to_string(),
-                "files": c.files, "directories": c.directories, "symlinks": c.symlinks, "bytes": c.bytes,
-            })).collect::<Vec<_>>(),
+            "dry_run": false,
+            "verdicts": verdicts,
+            "totals": plan.totals(),
+            "components": plan_json(&plan),
+            "files_written": outcome.files_written,
+            "bytes_written": outcome.bytes_written,
+            "chunks_fetched": outcome.chunks_fetched,
+            "bytes_fetched": outcome.bytes_fetched,
+            "bytes_reused": outcome.bytes_reused,
+            "deleted": outcome.deleted,
+            "safety_snapshot": outcome.safety_snapshot.map(|safety| safety.to_hex()),
+            "undo_command": if outcome.rolled_back { None } else { undo.clone() },
+            "rolled_back": outcome.rolled_back,
+            "rollback_problems": outcome.rollback_problems.iter().map(|(path, why)| json!({"path": path, "problem": why})).collect::<Vec<_>>(),
             "failures": outcome.failures.iter().map(|f| json!({
                 "component": f.component, "path": f.path, "error": f.error,
             })).collect::<Vec<_>>(),
         }))?;
     } else {
-        let verb = if outcome.dry_run {
-            "would restore"
-        } else {
-            "restored"
-        };
-        println!("snapshot {} ({})", id.short(), body.time);
-        for component in &outcome.components {
+        print_plan(&plan);
+        println!(
+            "  wrote {} files ({}); fetched {} chunks ({}) from the repository, reused {} from the target; deleted {}",
+            outcome.files_written,
+            bytes(outcome.bytes_written),
+            outcome.chunks_fetched,
+            bytes(outcome.bytes_fetched),
+            bytes(outcome.bytes_reused),
+            outcome.deleted
+        );
+        if let (Some(safety), Some(undo), false) =
+            (outcome.safety_snapshot, &undo, outcome.rolled_back)
+        {
             println!(
-                "  {verb} {:<16} {} files, {} directories, {} symlinks, {} -> {}",
-                component.name,
-                component.files,
-                component.directories,
-                component.symlinks,
-                bytes(component.bytes),
-                component.destination.display()
+                "  safety snapshot {} holds what was overwritten or deleted; to undo this restore:",
+                safety.short()
             );
+            println!("    {undo}");
         }
     }
     if outcome.failures.is_empty() {
@@ -72,6 +291,22 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             "  {}/{}: {}",
             failure.component, failure.path, failure.error
         );
+    }
+    if outcome.rolled_back {
+        if outcome.rollback_problems.is_empty() {
+            eprintln!("cairn: the restore failed, so the target was put back exactly as it was");
+        } else {
+            eprintln!("cairn: the restore failed; rolling back left these problems:");
+            for (path, why) in &outcome.rollback_problems {
+                eprintln!("  {path}: {why}");
+            }
+            if let Some(safety) = outcome.safety_snapshot {
+                eprintln!(
+                    "cairn: everything overwritten is still in safety snapshot {}",
+                    safety.to_hex()
+                );
+            }
+        }
     }
     Ok(exit::DAMAGE)
 }

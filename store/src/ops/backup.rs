@@ -31,7 +31,7 @@ use crate::tree::{EntryKind, Tree, TreeEntry};
 use cairn_chunker::{ChunkStream, ChunkerParams};
 use ed25519_dalek::SigningKey;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, Metadata, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -45,6 +45,41 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct ComponentSource {
     pub name: String,
     pub path: PathBuf,
+    /// Back up only these paths (relative, `/`-separated) and everything
+    /// below them; `None` backs up everything.
+    pub only: Option<BTreeSet<String>>,
+}
+
+impl ComponentSource {
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        ComponentSource {
+            name: name.into(),
+            path: path.into(),
+            only: None,
+        }
+    }
+}
+
+/// Whether `path` or one of its parents is in `only`.
+fn covered(only: &BTreeSet<String>, path: &str) -> bool {
+    let mut prefix = path;
+    loop {
+        if only.contains(prefix) {
+            return true;
+        }
+        match prefix.rsplit_once('/') {
+            Some((parent, _)) => prefix = parent,
+            None => return false,
+        }
+    }
+}
+
+/// Whether something below directory `path` is in `only`.
+fn leads_to(only: &BTreeSet<String>, path: &str) -> bool {
+    let below = format!("{path}/");
+    only.range(below.clone()..)
+        .next()
+        .is_some_and(|first| first.starts_with(&below))
 }
 
 #[derive(Clone, Debug, Default)]
@@ -126,10 +161,7 @@ pub fn component_from_path(path: &Path) -> Result<ComponentSource> {
         },
         other => other,
     })?;
-    Ok(ComponentSource {
-        name,
-        path: path.to_path_buf(),
-    })
+    Ok(ComponentSource::new(name, path))
 }
 
 pub fn check_sources(components: &[ComponentSource]) -> Result<()> {
@@ -190,6 +222,7 @@ pub fn backup(
             writer: &writer,
             params,
             component: &source.name,
+            only: source.only.as_ref(),
             problems: &problems,
             unchanged_files: &unchanged_files,
         };
@@ -318,6 +351,7 @@ struct Walker<'a> {
     writer: &'a BlobWriter<'a>,
     params: ChunkerParams,
     component: &'a str,
+    only: Option<&'a BTreeSet<String>>,
     problems: &'a Mutex<Vec<Problem>>,
     unchanged_files: &'a AtomicU64,
 }
@@ -413,6 +447,12 @@ impl Walker<'_> {
             Err(error) => self.problem(relative, format!("cannot list directory: {error}")),
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        if let Some(only) = self.only {
+            names.retain(|name| {
+                let child = join_relative(relative, &name.to_string_lossy());
+                covered(only, &child) || leads_to(only, &child)
+            });
+        }
         let walked: Vec<Option<Walked>> = names
             .par_iter()
             .map(|name| {

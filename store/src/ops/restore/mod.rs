@@ -1,0 +1,443 @@
+//! Restore: put a snapshot's components back on disk, into an empty or an
+//! existing target, verified, atomically per file, and reversibly.
+//!
+//! 1. [`plan_restore`]: select components and paths, compare the snapshot
+//!    with the target ([`plan`]), and count what must be fetched. Planning
+//!    writes nothing; `--dry-run` stops here and prints the plan.
+//! 2. [`execute_restore`]:
+//!    a. if the plan overwrites or deletes anything that exists, take a
+//!       safety snapshot of exactly those paths, plus a journal of what
+//!       will be created ([`safety`]); if it cannot be taken, stop;
+//!    b. remove leftover temporaries, then what is replaced or extra;
+//!    c. create directories, write files in parallel (each to a temporary
+//!       name, verified, then renamed), create symlinks, and set directory
+//!       metadata deepest first;
+//!    d. if anything failed and a safety snapshot was taken, undo: remove
+//!       what was created, restore the saved paths, and say so.
+//!
+//! Without a safety snapshot (a target whose existing contents the restore
+//! does not touch, or `--no-safety-snapshot`), a file that fails is
+//! reported and the others stay restored; running the same restore again
+//! finishes the job and skips what is already right.
+
+pub mod plan;
+pub mod preflight;
+pub mod safety;
+pub mod select;
+pub mod write;
+
+pub use plan::{Action, ComponentPlan, PlanCounts};
+pub use select::{Selection, select_components};
+pub use write::{NoProgress, RestoreProgress};
+
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::index::IndexCache;
+use crate::keys::SigningKey;
+use crate::manifest::{ComponentKind, SnapshotBody};
+use crate::ops::backup::{BackupOptions, ComponentSource, backup};
+use crate::repository::Repository;
+use crate::tree::EntryKind;
+use plan::Planner;
+use rayon::prelude::*;
+use safety::{JOURNAL_COMPONENT, Journal, RESTORED_LABEL, SAFETY_TAG};
+use select::PathFilter;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use write::{WriteCounters, Writer};
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    pub selection: Selection,
+    /// Delete what the target holds and the snapshot does not (within the
+    /// selection).
+    pub delete: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct RestorePlan {
+    pub snapshot: Id,
+    pub components: Vec<ComponentPlan>,
+}
+
+impl RestorePlan {
+    /// Whether executing it overwrites or deletes anything that exists.
+    pub fn touches_existing(&self) -> bool {
+        self.components
+            .iter()
+            .any(|component| !component.touched_paths().is_empty())
+    }
+
+    pub fn totals(&self) -> PlanCounts {
+        let mut total = PlanCounts::default();
+        for component in &self.components {
+            let counts = &component.counts;
+            total.create += counts.create;
+            total.update += counts.update;
+            total.metadata += counts.metadata;
+            total.delete += counts.delete;
+            total.unchanged += counts.unchanged;
+            total.bytes_to_fetch += counts.bytes_to_fetch;
+            total.bytes_reused += counts.bytes_reused;
+        }
+        total
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreFailure {
+    pub component: String,
+    /// Path inside the component.
+    pub path: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOutcome {
+    pub failures: Vec<RestoreFailure>,
+    pub safety_snapshot: Option<Id>,
+    /// The restore failed and the target was put back as it was.
+    pub rolled_back: bool,
+    /// What the rollback could not put back: (path, why).
+    pub rollback_problems: Vec<(String, String)>,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub chunks_fetched: u64,
+    pub bytes_fetched: u64,
+    pub bytes_reused: u64,
+    pub deleted: u64,
+}
+
+/// Plans a restore of `body` into `options.target`; reads, never writes.
+pub fn plan_restore(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    snapshot: Id,
+    body: &SnapshotBody,
+    options: &RestoreOptions,
+) -> Result<RestorePlan> {
+    let selected = select_components(body, &options.selection, &options.target, &snapshot.short())?;
+    if selected
+        .iter()
+        .any(|(component, _)| component.name == JOURNAL_COMPONENT)
+        && body.tags.iter().all(|tag| tag != SAFETY_TAG)
+    {
+        return Err(StoreError::Invalid(format!(
+            "component name {JOURNAL_COMPONENT} is reserved for safety snapshots"
+        )));
+    }
+    let filter = PathFilter::new(&options.selection)?;
+    let planner = Planner {
+        repository,
+        index,
+        params: repository.chunker_params()?,
+        filter: &filter,
+        delete: options.delete,
+    };
+    let components = selected
+        .into_iter()
+        .map(|(component, destination)| planner.plan_component(component, &destination))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RestorePlan {
+        snapshot,
+        components,
+    })
+}
+
+/// Executes a plan. `safety_key` signs the safety snapshot; `None` means
+/// none is taken (the caller has made the user say so).
+pub fn execute_restore(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    plan: &RestorePlan,
+    safety_key: Option<&SigningKey>,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreOutcome> {
+    let journal = Journal::new(plan.snapshot, &plan.components);
+    let safety_snapshot = match safety_key {
+        Some(key) if plan.touches_existing() => Some(take_safety_snapshot(
+            repository, index, key, plan, &journal,
+        )?),
+        _ => None,
+    };
+    let counters = WriteCounters::default();
+    let writer = Writer {
+        repository,
+        index,
+        counters: &counters,
+        progress,
+    };
+    let totals = plan.totals();
+    progress.start(
+        totals.create + totals.update + totals.metadata,
+        totals.bytes_to_fetch + totals.bytes_reused,
+    );
+    let mut outcome = RestoreOutcome {
+        safety_snapshot,
+        ..RestoreOutcome::default()
+    };
+    for component in &plan.components {
+        let failures = write_component(&writer, component, &mut outcome.deleted);
+        outcome
+            .failures
+            .extend(failures.into_iter().map(|(path, error)| RestoreFailure {
+                component: component.name.clone(),
+                path,
+                error,
+            }));
+    }
+    outcome.files_written = counters.files_written.load(Ordering::Relaxed);
+    outcome.bytes_written = counters.bytes_written.load(Ordering::Relaxed);
+    outcome.chunks_fetched = counters.chunks_fetched.load(Ordering::Relaxed);
+    outcome.bytes_fetched = counters.bytes_fetched.load(Ordering::Relaxed);
+    outcome.bytes_reused = counters.bytes_reused.load(Ordering::Relaxed);
+
+    if !outcome.failures.is_empty()
+        && let Some(safety) = safety_snapshot
+    {
+        outcome.rollback_problems = roll_back(repository, index, safety, &journal)?;
+        outcome.rolled_back = true;
+    }
+    Ok(outcome)
+}
+
+fn take_safety_snapshot(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    key: &SigningKey,
+    plan: &RestorePlan,
+    journal: &Journal,
+) -> Result<Id> {
+    let scratch = std::env::temp_dir().join(format!(
+        "cairn-restore-journal-{}-{}",
+        std::process::id(),
+        plan.snapshot.short()
+    ));
+    fs::create_dir_all(&scratch)
+        .map_err(|error| StoreError::io(format!("creating {}", scratch.display()), error))?;
+    let journal_path = scratch.join("journal.json");
+    fs::write(&journal_path, journal.encode())
+        .map_err(|error| StoreError::io(format!("writing {}", journal_path.display()), error))?;
+    let mut components = vec![ComponentSource::new(JOURNAL_COMPONENT, &journal_path)];
+    for component in &plan.components {
+        let saved = safety::saved_paths(component);
+        if saved.is_empty() {
+            continue;
+        }
+        let mut source =
+            ComponentSource::new(component.name.clone(), component.destination.clone());
+        if component.kind == ComponentKind::Directory {
+            source.only = Some(saved);
+        }
+        components.push(source);
+    }
+    let mut labels = BTreeMap::new();
+    labels.insert(RESTORED_LABEL.to_string(), plan.snapshot.to_hex());
+    let options = BackupOptions {
+        components,
+        tags: vec![SAFETY_TAG.into()],
+        labels,
+        host: None,
+        force_read: true,
+    };
+    let result = backup(repository, index, key, &options);
+    let _ = fs::remove_dir_all(&scratch);
+    let outcome = result?;
+    if let Some(problem) = outcome.body.problems.first() {
+        return Err(StoreError::Invalid(format!(
+            "the safety snapshot could not save {}/{} ({}); nothing was changed (use --no-safety-snapshot to restore anyway)",
+            problem.component, problem.path, problem.problem
+        )));
+    }
+    Ok(outcome.snapshot)
+}
+
+/// Writes one component's plan; returns the failures (path, error).
+fn write_component(
+    writer: &Writer,
+    plan: &ComponentPlan,
+    deleted: &mut u64,
+) -> Vec<(String, String)> {
+    let mut failures = Vec::new();
+    for temporary in &plan.stale_temporaries {
+        let _ = fs::remove_file(temporary);
+    }
+    for deletion in &plan.deletions {
+        match write::remove_path(&deletion.destination, deletion.is_directory) {
+            Ok(()) => *deleted += 1,
+            Err(error) => failures.push((deletion.relative.clone(), error.to_string())),
+        }
+    }
+    for (path, error) in &plan.unreadable {
+        failures.push((path.clone(), format!("cannot read its tree: {error}")));
+    }
+    let root = match plan.kind {
+        ComponentKind::Directory => plan.destination.as_path(),
+        ComponentKind::File => plan.destination.parent().unwrap_or(Path::new("/")),
+    };
+    if let Err(error) = fs::create_dir_all(root) {
+        failures.push((
+            "/".into(),
+            format!("cannot create {}: {error}", root.display()),
+        ));
+        return failures;
+    }
+    let writes = |kind: EntryKind| {
+        plan.entries
+            .iter()
+            .filter(move |item| item.entry.kind == kind && item.action != Action::Unchanged)
+    };
+    for item in writes(EntryKind::Directory) {
+        if matches!(item.action, Action::Create | Action::Replace)
+            && let Err(error) = fs::create_dir(&item.destination)
+            && error.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            failures.push((
+                item.relative.clone(),
+                format!(
+                    "cannot create directory {}: {error}",
+                    item.destination.display()
+                ),
+            ));
+        }
+    }
+    let files: Vec<_> = writes(EntryKind::File).collect();
+    let file_failures: Vec<(String, String)> = files
+        .par_iter()
+        .filter_map(|item| {
+            let result = if item.action == Action::Metadata {
+                write::fix_file_metadata(&item.entry, &item.destination)
+            } else {
+                writer.write_file(item)
+            };
+            writer.progress.file_done();
+            result
+                .err()
+                .map(|error| (item.relative.clone(), error.to_string()))
+        })
+        .collect();
+    failures.extend(file_failures);
+    for item in writes(EntryKind::Symlink) {
+        if let Err(error) = write::write_symlink(&item.entry, &item.destination) {
+            failures.push((item.relative.clone(), error.to_string()));
+        }
+    }
+    // Deepest first, so writing children does not disturb a parent's mtime;
+    // only where it differs, so an identical target is not touched at all.
+    for item in plan
+        .entries
+        .iter()
+        .rev()
+        .filter(|item| item.entry.kind == EntryKind::Directory)
+    {
+        let current = fs::symlink_metadata(&item.destination);
+        let differs = current.is_ok_and(|meta| {
+            meta.mode() & 0o7777 != item.entry.mode
+                || meta.mtime() != item.entry.mtime
+                || meta.mtime_nsec() != i64::from(item.entry.mtime_nanos)
+                || (write::running_as_root()
+                    && (meta.uid() != item.entry.uid || meta.gid() != item.entry.gid))
+        });
+        if differs
+            && let Err(error) = write::apply_directory_metadata(&item.entry, &item.destination)
+        {
+            failures.push((item.relative.clone(), error.to_string()));
+        }
+    }
+    failures
+}
+
+/// Puts the target back as the safety snapshot and journal describe:
+/// removes what the restore created, then restores the saved paths.
+fn roll_back(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    safety: Id,
+    journal: &Journal,
+) -> Result<Vec<(String, String)>> {
+    let mut problems: Vec<(String, String)> = safety::remove_created(journal)
+        .into_iter()
+        .map(|(path, why)| (path.display().to_string(), why))
+        .collect();
+    let body = repository.read_manifest(&safety)?.body_unverified()?;
+    problems.extend(restore_saved(repository, index, safety, &body, journal)?);
+    Ok(problems)
+}
+
+/// Restores a safety snapshot's saved components over their destinations.
+fn restore_saved(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    safety: Id,
+    body: &SnapshotBody,
+    journal: &Journal,
+) -> Result<Vec<(String, String)>> {
+    let mut selection = Selection::default();
+    for component in &journal.components {
+        if component.saved && body.component(&component.name).is_some() {
+            selection.only.push(component.name.clone());
+            selection
+                .component_targets
+                .insert(component.name.clone(), component.destination.clone());
+        }
+    }
+    if selection.only.is_empty() {
+        return Ok(Vec::new());
+    }
+    let options = RestoreOptions {
+        target: PathBuf::from("/"),
+        selection,
+        delete: false,
+    };
+    let plan = plan_restore(repository, index, safety, body, &options)?;
+    let outcome = execute_restore(repository, index, &plan, None, &NoProgress)?;
+    Ok(outcome
+        .failures
+        .into_iter()
+        .map(|failure| {
+            (
+                format!("{}/{}", failure.component, failure.path),
+                failure.error,
+            )
+        })
+        .collect())
+}
+
+/// Undoes a restore from its safety snapshot (`cairn undo-restore`).
+pub fn undo_restore(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    safety: Id,
+    body: &SnapshotBody,
+) -> Result<Vec<(String, String)>> {
+    if !body.tags.iter().any(|tag| tag == SAFETY_TAG) {
+        return Err(StoreError::Invalid(format!(
+            "snapshot {} is not a safety snapshot (no {SAFETY_TAG} tag)",
+            safety.short()
+        )));
+    }
+    let journal_component = body.component(JOURNAL_COMPONENT).ok_or_else(|| {
+        StoreError::corrupt(
+            format!("safety snapshot {}", safety.short()),
+            "it has no restore journal",
+        )
+    })?;
+    let tree = crate::ops::read_tree(repository, index, &journal_component.tree)?;
+    let entry = tree.entries.first().ok_or_else(|| {
+        StoreError::corrupt(
+            format!("safety snapshot {}", safety.short()),
+            "empty restore journal",
+        )
+    })?;
+    let journal = Journal::decode(&write::read_file_bytes(repository, index, entry)?)?;
+    let mut problems: Vec<(String, String)> = safety::remove_created(&journal)
+        .into_iter()
+        .map(|(path, why)| (path.display().to_string(), why))
+        .collect();
+    problems.extend(restore_saved(repository, index, safety, body, &journal)?);
+    Ok(problems)
+}

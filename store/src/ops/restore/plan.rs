@@ -1,0 +1,423 @@
+//! Planning a restore: what to create, update, delete and leave alone in
+//! the target, and how many bytes must come from the repository.
+//!
+//! For every selected entry of the snapshot the plan looks at the target:
+//! a missing path is created; an existing file is read, cut into chunks and
+//! hashed with the repository's chunker, so an identical file is left alone
+//! (or only has its metadata fixed) and a changed one is rebuilt from the
+//! chunks it still shares with the snapshot plus only the missing ones;
+//! something of the wrong type is replaced. With `delete`, paths in the
+//! target that the snapshot lacks (within the selection) are deleted.
+//! Leftover temporary files of an interrupted restore are always removed.
+//! Planning reads the target but never writes to it.
+
+use super::select::{PathFilter, PathVerdict};
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::index::IndexCache;
+use crate::manifest::{ComponentKind, ComponentRecord};
+use crate::ops::{join_relative, read_tree};
+use crate::repository::Repository;
+use crate::tree::{EntryKind, TreeEntry};
+use cairn_chunker::{ChunkStream, ChunkerParams};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::{self, File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Prefix of the temporary files a restore writes beside their final place.
+pub const TEMPORARY_PREFIX: &str = ".cairn-restore-";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Nothing there yet.
+    Create,
+    /// A file whose content differs; rebuilt from local and fetched chunks.
+    Update,
+    /// Something of another type is there; it is removed first.
+    Replace,
+    /// Same content; only mode, times or owner differ.
+    Metadata,
+    /// Already as the snapshot says.
+    Unchanged,
+}
+
+/// A chunk already present in the target's old copy of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalChunk {
+    pub offset: u64,
+    pub length: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlannedEntry {
+    /// Path inside the component, `/`-separated.
+    pub relative: String,
+    pub destination: PathBuf,
+    pub entry: TreeEntry,
+    pub action: Action,
+    /// For an update: chunks the old file already holds.
+    pub local_chunks: HashMap<Id, LocalChunk>,
+    /// Bytes of this file to come from the repository and from the target.
+    pub fetch_bytes: u64,
+    pub reuse_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    pub relative: String,
+    pub destination: PathBuf,
+    pub is_directory: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PlanCounts {
+    pub create: u64,
+    pub update: u64,
+    pub metadata: u64,
+    pub delete: u64,
+    pub unchanged: u64,
+    pub bytes_to_fetch: u64,
+    pub bytes_reused: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ComponentPlan {
+    pub name: String,
+    pub kind: ComponentKind,
+    pub destination: PathBuf,
+    /// Directories before their contents.
+    pub entries: Vec<PlannedEntry>,
+    /// Paths to remove: replaced entries' old selves and, with `delete`,
+    /// extras. Parents before children.
+    pub deletions: Vec<Deletion>,
+    /// Temporary files of an interrupted restore, removed silently.
+    pub stale_temporaries: Vec<PathBuf>,
+    pub counts: PlanCounts,
+    /// Trees that could not be read: (path, error).
+    pub unreadable: Vec<(String, String)>,
+    /// Files needing a chunk that no index file lists: (path, chunk).
+    pub missing_chunks: Vec<(String, Id)>,
+}
+
+impl ComponentPlan {
+    /// Relative paths of everything the restore will overwrite or delete.
+    pub fn touched_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|item| {
+                matches!(
+                    item.action,
+                    Action::Update | Action::Replace | Action::Metadata
+                )
+            })
+            .filter(|item| {
+                item.entry.kind != EntryKind::Directory || item.action == Action::Replace
+            })
+            .map(|item| item.relative.clone())
+            .chain(
+                self.deletions
+                    .iter()
+                    .map(|deletion| deletion.relative.clone()),
+            )
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+}
+
+pub struct Planner<'a> {
+    pub repository: &'a Repository,
+    pub index: &'a dyn IndexCache,
+    pub params: ChunkerParams,
+    pub filter: &'a PathFilter,
+    pub delete: bool,
+}
+
+fn metadata_matches(entry: &TreeEntry, meta: &Metadata) -> bool {
+    let owner_matches =
+        !super::write::running_as_root() || (meta.uid() == entry.uid && meta.gid() == entry.gid);
+    meta.mode() & 0o7777 == entry.mode
+        && meta.mtime() == entry.mtime
+        && meta.mtime_nsec() == i64::from(entry.mtime_nanos)
+        && owner_matches
+}
+
+/// What the target holds at one path: its chunks and whole hash.
+struct Scanned {
+    hash: Id,
+    chunks: HashMap<Id, LocalChunk>,
+}
+
+fn scan_file(path: &Path, params: &ChunkerParams) -> std::io::Result<Scanned> {
+    let file = File::open(path)?;
+    let mut stream = ChunkStream::new(file, params);
+    let mut hasher = blake3::Hasher::new();
+    let mut chunks = HashMap::new();
+    while let Some(batch) = stream.next_batch()? {
+        hasher.update(batch.data);
+        for chunk in &batch.chunks {
+            chunks.entry(chunk.id.into()).or_insert(LocalChunk {
+                offset: chunk.stream_offset,
+                length: chunk.range.len() as u32,
+            });
+        }
+    }
+    Ok(Scanned {
+        hash: Id(*hasher.finalize().as_bytes()),
+        chunks,
+    })
+}
+
+impl Planner<'_> {
+    pub fn plan_component(
+        &self,
+        component: &ComponentRecord,
+        destination: &Path,
+    ) -> Result<ComponentPlan> {
+        let mut plan = ComponentPlan {
+            name: component.name.clone(),
+            kind: component.kind,
+            destination: destination.to_path_buf(),
+            entries: Vec::new(),
+            deletions: Vec::new(),
+            stale_temporaries: Vec::new(),
+            counts: PlanCounts::default(),
+            unreadable: Vec::new(),
+            missing_chunks: Vec::new(),
+        };
+        match component.kind {
+            ComponentKind::Directory => {
+                if let Ok(meta) = fs::symlink_metadata(destination)
+                    && !meta.is_dir()
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "restore destination {} of component {} exists and is not a directory",
+                        destination.display(),
+                        component.name
+                    )));
+                }
+                self.plan_directory(
+                    &component.tree,
+                    "",
+                    destination,
+                    PathVerdict::Traverse,
+                    &mut plan,
+                );
+            }
+            ComponentKind::File => {
+                let tree = read_tree(self.repository, self.index, &component.tree)?;
+                for entry in tree.entries {
+                    let relative = entry.display_name();
+                    if self.filter.judge(&relative, false, PathVerdict::Traverse)
+                        == PathVerdict::Selected
+                    {
+                        self.push_entry(entry, relative, destination.to_path_buf(), &mut plan);
+                    }
+                }
+            }
+        }
+        self.compare_files(&mut plan)?;
+        for item in &plan.entries {
+            let counts = &mut plan.counts;
+            match item.action {
+                Action::Create => counts.create += 1,
+                Action::Update | Action::Replace => counts.update += 1,
+                Action::Metadata => counts.metadata += 1,
+                Action::Unchanged => counts.unchanged += 1,
+            }
+            counts.bytes_to_fetch += item.fetch_bytes;
+            counts.bytes_reused += item.reuse_bytes;
+        }
+        plan.counts.delete = plan.deletions.len() as u64;
+        Ok(plan)
+    }
+
+    fn push_entry(
+        &self,
+        entry: TreeEntry,
+        relative: String,
+        destination: PathBuf,
+        plan: &mut ComponentPlan,
+    ) {
+        let existing = fs::symlink_metadata(&destination).ok();
+        let action = match (&existing, entry.kind) {
+            (None, _) => Action::Create,
+            (Some(meta), EntryKind::Directory) if meta.is_dir() => {
+                if metadata_matches(&entry, meta) {
+                    Action::Unchanged
+                } else {
+                    Action::Metadata
+                }
+            }
+            (Some(meta), EntryKind::File) if meta.is_file() => Action::Update, // refined by compare_files
+            (Some(meta), EntryKind::Symlink) if meta.file_type().is_symlink() => {
+                let same = fs::read_link(&destination)
+                    .map(|target| {
+                        target.as_os_str().as_bytes() == entry.target.as_deref().unwrap_or_default()
+                    })
+                    .unwrap_or(false);
+                if same {
+                    Action::Unchanged
+                } else {
+                    Action::Replace
+                }
+            }
+            (Some(_), _) => Action::Replace,
+        };
+        if action == Action::Replace {
+            plan.deletions.push(Deletion {
+                relative: relative.clone(),
+                destination: destination.clone(),
+                is_directory: existing.as_ref().is_some_and(|meta| meta.is_dir()),
+            });
+        }
+        plan.entries.push(PlannedEntry {
+            relative,
+            destination,
+            entry,
+            action,
+            local_chunks: HashMap::new(),
+            fetch_bytes: 0,
+            reuse_bytes: 0,
+        });
+    }
+
+    fn plan_directory(
+        &self,
+        tree_id: &Id,
+        relative: &str,
+        directory: &Path,
+        verdict: PathVerdict,
+        plan: &mut ComponentPlan,
+    ) {
+        let tree = match read_tree(self.repository, self.index, tree_id) {
+            Ok(tree) => tree,
+            Err(error) => {
+                let shown = if relative.is_empty() { "/" } else { relative };
+                plan.unreadable.push((shown.into(), error.to_string()));
+                return;
+            }
+        };
+        let mut names: HashSet<Vec<u8>> = HashSet::new();
+        for entry in tree.entries {
+            names.insert(entry.name.clone());
+            let child_relative = join_relative(relative, &entry.display_name());
+            let is_directory = entry.kind == EntryKind::Directory;
+            let child_verdict = self.filter.judge(&child_relative, is_directory, verdict);
+            if child_verdict == PathVerdict::Skipped {
+                continue;
+            }
+            let destination = directory.join(OsStr::from_bytes(&entry.name));
+            let subtree = entry.subtree.filter(|_| is_directory);
+            let position = plan.entries.len();
+            self.push_entry(entry, child_relative.clone(), destination.clone(), plan);
+            if let Some(subtree) = subtree {
+                self.plan_directory(&subtree, &child_relative, &destination, child_verdict, plan);
+                // A directory kept only to reach selected entries below it
+                // is not worth creating when nothing below was selected.
+                if child_verdict == PathVerdict::Traverse && plan.entries.len() == position + 1 {
+                    plan.entries.truncate(position);
+                    plan.deletions
+                        .retain(|deletion| deletion.relative != child_relative);
+                }
+            }
+        }
+        self.plan_extras(relative, directory, verdict, &names, plan);
+    }
+
+    /// Finds what the target holds that the snapshot does not.
+    fn plan_extras(
+        &self,
+        relative: &str,
+        directory: &Path,
+        verdict: PathVerdict,
+        names: &HashSet<Vec<u8>>,
+        plan: &mut ComponentPlan,
+    ) {
+        let Ok(listing) = fs::read_dir(directory) else {
+            return;
+        };
+        for item in listing.flatten() {
+            let name = item.file_name();
+            if name.as_bytes().starts_with(TEMPORARY_PREFIX.as_bytes()) {
+                plan.stale_temporaries.push(item.path());
+                continue;
+            }
+            if !self.delete || names.contains(name.as_bytes()) {
+                continue;
+            }
+            let child_relative = join_relative(relative, &name.to_string_lossy());
+            let is_directory = item.file_type().map(|kind| kind.is_dir()).unwrap_or(false);
+            if self.filter.judge(&child_relative, is_directory, verdict) == PathVerdict::Selected {
+                plan.deletions.push(Deletion {
+                    relative: child_relative,
+                    destination: item.path(),
+                    is_directory,
+                });
+            }
+        }
+    }
+
+    /// Reads every existing file the plan would update and decides
+    /// between unchanged, metadata-only and a real update; counts the bytes
+    /// each written file needs from the repository and from the target, and
+    /// notes chunks no index lists.
+    fn compare_files(&self, plan: &mut ComponentPlan) -> Result<()> {
+        let params = self.params;
+        let index = self.index;
+        let missing: Vec<(String, Id)> = plan
+            .entries
+            .par_iter_mut()
+            .filter(|item| item.entry.kind == EntryKind::File && item.action != Action::Unchanged)
+            .map(|item| -> Result<Vec<(String, Id)>> {
+                let scanned = if item.action == Action::Update {
+                    scan_file(&item.destination, &params).ok()
+                } else {
+                    None
+                };
+                if let Some(scanned) = &scanned
+                    && Some(scanned.hash) == item.entry.hash
+                {
+                    let meta = fs::symlink_metadata(&item.destination).map_err(|error| {
+                        StoreError::io(format!("reading {}", item.destination.display()), error)
+                    })?;
+                    item.action = if metadata_matches(&item.entry, &meta) {
+                        Action::Unchanged
+                    } else {
+                        Action::Metadata
+                    };
+                    return Ok(Vec::new());
+                }
+                let mut missing = Vec::new();
+                let mut counted = HashSet::new();
+                for chunk in item.entry.chunks.as_deref().unwrap_or_default() {
+                    if !counted.insert(*chunk) {
+                        continue;
+                    }
+                    if let Some(local) = scanned.as_ref().and_then(|s| s.chunks.get(chunk)) {
+                        item.reuse_bytes += u64::from(local.length);
+                        item.local_chunks.insert(*chunk, *local);
+                    } else if let Some(location) = index.lookup(chunk)? {
+                        item.fetch_bytes += u64::from(location.entry.raw_length);
+                    } else {
+                        missing.push((item.relative.clone(), *chunk));
+                    }
+                }
+                Ok(missing)
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        plan.missing_chunks = missing;
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! Making a restore reversible: the safety snapshot taken before anything
+//! in the target changes, the journal of what the restore created, and the
+//! undo that puts the target back.
+//!
+//! The safety snapshot is an ordinary signed snapshot in the same
+//! repository, tagged `pre-restore` and labelled with the snapshot being
+//! restored. It holds exactly the paths the restore will overwrite or
+//! delete (one component per restored component, named alike) plus a
+//! component named [`JOURNAL_COMPONENT`]: a JSON file listing every path the
+//! restore will create, with the hash it will have. Undo deletes each
+//! created path that still holds what the restore wrote, then restores the
+//! saved paths over the target. Nothing here decides what to restore.
+
+use super::plan::ComponentPlan;
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::tree::EntryKind;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The safety snapshot's journal component.
+pub const JOURNAL_COMPONENT: &str = "cairn-restore-journal";
+pub use crate::manifest::SAFETY_TAG;
+pub const RESTORED_LABEL: &str = "restore-of";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    pub format: String,
+    /// The snapshot being restored.
+    pub restored: Id,
+    pub components: Vec<JournalComponent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalComponent {
+    pub name: String,
+    pub destination: PathBuf,
+    /// Whether the safety snapshot holds a component of this name.
+    pub saved: bool,
+    pub created: Vec<CreatedPath>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatedPath {
+    pub path: PathBuf,
+    pub kind: CreatedKind,
+    /// For files: the BLAKE3 the restore gives them.
+    pub hash: Option<Id>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CreatedKind {
+    File,
+    Directory,
+    Symlink,
+}
+
+impl Journal {
+    pub fn new(restored: Id, plans: &[ComponentPlan]) -> Self {
+        let components = plans
+            .iter()
+            .map(|plan| JournalComponent {
+                name: plan.name.clone(),
+                destination: plan.destination.clone(),
+                saved: !plan.touched_paths().is_empty(),
+                created: created_paths(plan),
+            })
+            .collect();
+        Journal {
+            format: "cairn-restore-journal-v1".into(),
+            restored,
+            components,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        crate::codec::to_json(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let journal: Journal = crate::codec::from_json(bytes, "restore journal")?;
+        if journal.format != "cairn-restore-journal-v1" {
+            return Err(StoreError::corrupt("restore journal", "unknown format"));
+        }
+        Ok(journal)
+    }
+}
+
+/// Paths where the restore puts something that was not there before (or
+/// was there as another type), including the component root if new.
+fn created_paths(plan: &ComponentPlan) -> Vec<CreatedPath> {
+    use super::plan::Action;
+    let mut created = Vec::new();
+    if fs::symlink_metadata(&plan.destination).is_err()
+        && plan.kind == crate::manifest::ComponentKind::Directory
+    {
+        created.push(CreatedPath {
+            path: plan.destination.clone(),
+            kind: CreatedKind::Directory,
+            hash: None,
+        });
+    }
+    for item in &plan.entries {
+        if !matches!(item.action, Action::Create | Action::Replace) {
+            continue;
+        }
+        let kind = match item.entry.kind {
+            EntryKind::File => CreatedKind::File,
+            EntryKind::Directory => CreatedKind::Directory,
+            EntryKind::Symlink => CreatedKind::Symlink,
+        };
+        created.push(CreatedPath {
+            path: item.destination.clone(),
+            kind,
+            hash: item.entry.hash,
+        });
+    }
+    created
+}
+
+/// The relative paths a component's safety copy must hold.
+pub fn saved_paths(plan: &ComponentPlan) -> BTreeSet<String> {
+    plan.touched_paths().into_iter().collect()
+}
+
+/// Removes what the restore created, newest and deepest first, leaving any
+/// file that no longer holds what the restore wrote. Returns paths kept.
+pub fn remove_created(journal: &Journal) -> Vec<(PathBuf, String)> {
+    let mut kept = Vec::new();
+    let mut all: Vec<&CreatedPath> = journal
+        .components
+        .iter()
+        .flat_map(|component| component.created.iter())
+        .collect();
+    all.sort_by_key(|created| std::cmp::Reverse(created.path.as_os_str().len()));
+    for created in all {
+        let Ok(meta) = fs::symlink_metadata(&created.path) else {
+            continue;
+        };
+        let result = match created.kind {
+            CreatedKind::Directory if meta.is_dir() => fs::remove_dir(&created.path),
+            CreatedKind::Symlink if meta.file_type().is_symlink() => fs::remove_file(&created.path),
+            CreatedKind::File if meta.is_file() => {
+                if hash_file(&created.path).ok() == created.hash {
+                    fs::remove_file(&created.path)
+                } else {
+                    kept.push((
+                        created.path.clone(),
+                        "changed since the restore wrote it".into(),
+                    ));
+                    continue;
+                }
+            }
+            _ => {
+                kept.push((
+                    created.path.clone(),
+                    "is no longer what the restore created".into(),
+                ));
+                continue;
+            }
+        };
+        if let Err(error) = result {
+            kept.push((created.path.clone(), error.to_string()));
+        }
+    }
+    kept
+}
+
+fn hash_file(path: &Path) -> std::io::Result<Id> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(fs::File::open(path)?)?;
+    Ok(Id(*hasher.finalize().as_bytes()))
+}

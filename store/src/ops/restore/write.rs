@@ -1,0 +1,361 @@
+//! Writing a restore's plan to disk, one entry at a time.
+//!
+//! Each file is written to a temporary name beside its final place: chunks
+//! the old copy already holds are read from it (and re-hashed, in case it
+//! changed since planning), the rest come from the repository in runs of
+//! chunks that lie next to each other in a pack, one ranged read per run.
+//! Every chunk is checked against its id, the whole file against its
+//! BLAKE3 hash; then the file is synced, given its metadata, and renamed
+//! into place. A chunk that fails its check never reaches the target.
+//! Runs of zeros are skipped with a seek, so sparse files stay sparse.
+
+use super::plan::{LocalChunk, PlannedEntry, TEMPORARY_PREFIX};
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::index::{BlobLocation, IndexCache};
+use crate::pack::decode_blob;
+use crate::repository::Repository;
+use crate::tree::TreeEntry;
+use filetime::FileTime;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A ranged read never spans more than this, which bounds memory per file.
+const MAX_RUN_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Reports progress; the CLI renders it. Every method has a default that
+/// does nothing.
+pub trait RestoreProgress: Sync {
+    fn start(&self, _files: u64, _bytes: u64) {}
+    fn advance(&self, _bytes: u64) {}
+    fn file_done(&self) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+impl RestoreProgress for NoProgress {}
+
+#[derive(Default)]
+pub struct WriteCounters {
+    pub files_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub chunks_fetched: AtomicU64,
+    /// Stored (possibly compressed) bytes read from the repository.
+    pub bytes_fetched: AtomicU64,
+    /// Bytes taken from the target's old copies.
+    pub bytes_reused: AtomicU64,
+}
+
+pub struct Writer<'a> {
+    pub repository: &'a Repository,
+    pub index: &'a dyn IndexCache,
+    pub counters: &'a WriteCounters,
+    pub progress: &'a dyn RestoreProgress,
+}
+
+pub(crate) fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn io_at(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let context = format!("{action} {}", path.display());
+    move |error| StoreError::io(context, error)
+}
+
+fn temporary_beside(destination: &Path) -> Result<PathBuf> {
+    let parent = destination.parent().ok_or_else(|| {
+        StoreError::Invalid(format!("{} has no parent directory", destination.display()))
+    })?;
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|error| {
+        StoreError::io(
+            "reading the system random source",
+            std::io::Error::other(error.to_string()),
+        )
+    })?;
+    Ok(parent.join(format!("{TEMPORARY_PREFIX}{}", hex::encode(random))))
+}
+
+/// A run of adjacent chunks read from one pack.
+struct Run {
+    pack: Id,
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Writer<'_> {
+    /// Writes a file under a temporary name, checks it, renames it into place.
+    pub fn write_file(&self, item: &PlannedEntry) -> Result<()> {
+        let temporary = temporary_beside(&item.destination)?;
+        let result = self.write_verified(item, &temporary).and_then(|()| {
+            fs::rename(&temporary, &item.destination)
+                .map_err(io_at("renaming into", &item.destination))
+        });
+        if result.is_err() {
+            let _ = fs::remove_file(&temporary);
+        }
+        result
+    }
+
+    fn write_verified(&self, item: &PlannedEntry, temporary: &Path) -> Result<()> {
+        let entry = &item.entry;
+        let chunks = entry.chunks.as_deref().unwrap_or_default();
+        let old_copy = if item.local_chunks.is_empty() {
+            None
+        } else {
+            File::open(&item.destination).ok()
+        };
+        let mut locations: Vec<Option<BlobLocation>> = Vec::with_capacity(chunks.len());
+        for id in chunks {
+            let local = old_copy.is_some() && item.local_chunks.contains_key(id);
+            locations.push(if local { None } else { self.locate(id)?.into() });
+        }
+
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(temporary)
+            .map_err(io_at("creating", temporary))?;
+        let mut output = BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = blake3::Hasher::new();
+        let mut written = 0u64;
+        let mut run: Option<Run> = None;
+        // Consecutive repeats of one chunk (runs of zeros above all) are
+        // decoded once.
+        let mut previous: Option<(Id, Vec<u8>, bool)> = None;
+        for (position, id) in chunks.iter().enumerate() {
+            if previous.as_ref().is_none_or(|(last, _, _)| last != id) {
+                let data = match (&old_copy, item.local_chunks.get(id)) {
+                    (Some(old), Some(local)) => match read_local(old, id, local) {
+                        Some(data) => {
+                            self.counters
+                                .bytes_reused
+                                .fetch_add(data.len() as u64, Ordering::Relaxed);
+                            data
+                        }
+                        // The old copy changed since planning: fetch instead.
+                        None => self.fetch_single(&self.locate(id)?)?,
+                    },
+                    _ => {
+                        let location = locations[position].ok_or_else(|| missing(id))?;
+                        self.fetch_in_run(&mut run, &locations, position, &location)?
+                    }
+                };
+                let zeros = data.iter().all(|&byte| byte == 0);
+                previous = Some((*id, data, zeros));
+            }
+            if let Some((_, data, zeros)) = &previous {
+                if *zeros {
+                    output
+                        .seek(SeekFrom::Current(data.len() as i64))
+                        .map_err(io_at("writing", temporary))?;
+                } else {
+                    output
+                        .write_all(data)
+                        .map_err(io_at("writing", temporary))?;
+                }
+                hasher.update(data);
+                written += data.len() as u64;
+                self.progress.advance(data.len() as u64);
+            }
+        }
+        let file = output.into_inner().map_err(|error| {
+            StoreError::io(
+                format!("writing {}", temporary.display()),
+                error.into_error(),
+            )
+        })?;
+        file.set_len(written).map_err(io_at("sizing", temporary))?;
+        if written != entry.size || entry.hash != Some(Id(*hasher.finalize().as_bytes())) {
+            return Err(StoreError::corrupt(
+                format!("restored file {}", item.relative),
+                "content does not match the snapshot's whole-file hash",
+            ));
+        }
+        file.sync_all().map_err(io_at("syncing", temporary))?;
+        apply_file_metadata(&file, entry, temporary)?;
+        self.counters.files_written.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_written
+            .fetch_add(written, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn locate(&self, id: &Id) -> Result<BlobLocation> {
+        self.index.lookup(id)?.ok_or_else(|| missing(id))
+    }
+
+    fn fetch_single(&self, location: &BlobLocation) -> Result<Vec<u8>> {
+        self.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_fetched
+            .fetch_add(u64::from(location.entry.length), Ordering::Relaxed);
+        self.repository.read_blob(location)
+    }
+
+    /// Decodes the chunk at `position`, reading a new run of adjacent
+    /// chunks from its pack when the current run does not hold it.
+    fn fetch_in_run(
+        &self,
+        run: &mut Option<Run>,
+        locations: &[Option<BlobLocation>],
+        position: usize,
+        location: &BlobLocation,
+    ) -> Result<Vec<u8>> {
+        let entry = &location.entry;
+        let end = entry.offset + u64::from(entry.length);
+        let inside = run.as_ref().is_some_and(|run| {
+            run.pack == location.pack
+                && run.start <= entry.offset
+                && end <= run.start + run.bytes.len() as u64
+        });
+        if !inside {
+            let mut run_end = end;
+            for next in locations[position + 1..].iter().flatten() {
+                let adjacent = next.pack == location.pack && next.entry.offset == run_end;
+                let grown = next.entry.offset + u64::from(next.entry.length);
+                if !adjacent || grown - entry.offset > MAX_RUN_BYTES {
+                    break;
+                }
+                run_end = grown;
+            }
+            let bytes = self.repository.backend().read_range(
+                crate::backend::ObjectKind::Pack,
+                &location.pack.to_hex(),
+                entry.offset,
+                run_end - entry.offset,
+            )?;
+            self.counters
+                .bytes_fetched
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            *run = Some(Run {
+                pack: location.pack,
+                start: entry.offset,
+                bytes,
+            });
+        }
+        let run = run
+            .as_ref()
+            .ok_or_else(|| StoreError::Invalid("no run read".into()))?;
+        let from = (entry.offset - run.start) as usize;
+        let stored = &run.bytes[from..from + entry.length as usize];
+        self.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
+        decode_blob(entry, stored, &location.pack)
+    }
+}
+
+fn missing(id: &Id) -> StoreError {
+    StoreError::Missing {
+        object: format!("chunk {id} (not in any index file)"),
+    }
+}
+
+/// Reads a chunk from the old copy; `None` unless it still hashes right.
+fn read_local(old: &File, id: &Id, local: &LocalChunk) -> Option<Vec<u8>> {
+    let mut data = vec![0u8; local.length as usize];
+    old.read_exact_at(&mut data, local.offset).ok()?;
+    (Id::of(&data) == *id).then_some(data)
+}
+
+fn apply_file_metadata(file: &File, entry: &TreeEntry, path: &Path) -> Result<()> {
+    if running_as_root() {
+        std::os::unix::fs::fchown(file, Some(entry.uid), Some(entry.gid))
+            .map_err(io_at("changing owner of", path))?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(entry.mode))
+        .map_err(io_at("setting mode of", path))?;
+    let mtime = FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
+    filetime::set_file_handle_times(file, None, Some(mtime))
+        .map_err(io_at("setting times of", path))
+}
+
+/// Fixes mode, owner and mtime of a file whose content is already right.
+pub fn fix_file_metadata(entry: &TreeEntry, path: &Path) -> Result<()> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_at("opening", path))?;
+    apply_file_metadata(&file, entry, path)
+}
+
+pub fn write_symlink(entry: &TreeEntry, destination: &Path) -> Result<()> {
+    let temporary = temporary_beside(destination)?;
+    let target = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
+    let result = (|| {
+        std::os::unix::fs::symlink(target, &temporary)
+            .map_err(io_at("creating symlink", &temporary))?;
+        if running_as_root() {
+            std::os::unix::fs::lchown(&temporary, Some(entry.uid), Some(entry.gid))
+                .map_err(io_at("changing owner of", &temporary))?;
+        }
+        let mtime = FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
+        filetime::set_symlink_file_times(&temporary, mtime, mtime)
+            .map_err(io_at("setting times of", &temporary))?;
+        fs::rename(&temporary, destination).map_err(io_at("renaming into", destination))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+pub fn apply_directory_metadata(entry: &TreeEntry, destination: &Path) -> Result<()> {
+    if running_as_root() {
+        std::os::unix::fs::chown(destination, Some(entry.uid), Some(entry.gid))
+            .map_err(io_at("changing owner of", destination))?;
+    }
+    fs::set_permissions(destination, fs::Permissions::from_mode(entry.mode))
+        .map_err(io_at("setting mode of", destination))?;
+    let mtime = FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
+    filetime::set_file_mtime(destination, mtime).map_err(io_at("setting times of", destination))
+}
+
+/// Removes a file, symlink or whole directory tree.
+pub fn remove_path(path: &Path, is_directory: bool) -> Result<()> {
+    let result = if is_directory {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(StoreError::io(
+            format!("removing {}", path.display()),
+            error,
+        )),
+    }
+}
+
+/// Chunks of one file by id, for callers that rebuild a file in memory.
+pub fn read_file_bytes(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    entry: &TreeEntry,
+) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(entry.size as usize);
+    let mut cache: HashMap<Id, Vec<u8>> = HashMap::new();
+    for id in entry.chunks.as_deref().unwrap_or_default() {
+        if !cache.contains_key(id) {
+            let location = index.lookup(id)?.ok_or_else(|| missing(id))?;
+            cache.insert(*id, repository.read_blob(&location)?);
+        }
+        bytes.extend_from_slice(&cache[id]);
+    }
+    if entry.hash != Some(Id::of(&bytes)) {
+        return Err(StoreError::corrupt(
+            format!("file {}", entry.display_name()),
+            "content does not match the snapshot's whole-file hash",
+        ));
+    }
+    Ok(bytes)
+}
