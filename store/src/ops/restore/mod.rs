@@ -5,15 +5,15 @@
 //!    with the target ([`plan`]), and count what must be fetched. Planning
 //!    writes nothing; `--dry-run` stops here and prints the plan.
 //! 2. [`execute_restore`]:
-//!    a. if the plan overwrites or deletes anything that exists, take a
-//!       safety snapshot of exactly those paths, plus a journal of what
-//!       will be created ([`safety`]); if it cannot be taken, stop;
-//!    b. remove leftover temporaries, then what is replaced or extra;
-//!    c. create directories, write files in parallel (each to a temporary
-//!       name, verified, then renamed), create symlinks, and set directory
-//!       metadata deepest first;
-//!    d. if anything failed and a safety snapshot was taken, undo: remove
-//!       what was created, restore the saved paths, and say so.
+//!    - if the plan overwrites or deletes anything that exists, take a
+//!      safety snapshot of exactly those paths, plus a journal of what will
+//!      be created ([`safety`]); if it cannot be taken, stop;
+//!    - remove leftover temporaries, then what is replaced or extra;
+//!    - create directories, write files in parallel (each to a temporary
+//!      name, verified, then renamed), create symlinks, and set directory
+//!      metadata deepest first;
+//!    - if anything failed and a safety snapshot was taken, undo: remove
+//!      what was created, restore the saved paths, and say so.
 //!
 //! Without a safety snapshot (a target whose existing contents the restore
 //! does not touch, or `--no-safety-snapshot`), a file that fails is
