@@ -343,8 +343,26 @@ fn a_flipped_byte_in_a_directory_tree_is_found_by_plain_verify_and_costs_only_th
         )])
     );
 
+    // Planning reads every tree, so the preflight check refuses the restore
+    // before writing anything, naming the damaged directory...
     let target = workspace.path("out");
-    let run = restore(&workspace, &snapshot, &target).expect(4);
+    let refused = restore(&workspace, &snapshot, &target).expect(5);
+    assert!(
+        refused.stdout.contains("missing-chunks") && refused.stdout.contains("src/lost"),
+        "{}",
+        refused.stdout
+    );
+    assert!(!target.exists(), "a refused restore writes nothing");
+    // ...and with the override, everything else is restored.
+    let run = workspace
+        .cairn_repo([
+            "restore".as_ref(),
+            snapshot.as_ref() as &std::ffi::OsStr,
+            "--target".as_ref(),
+            target.as_os_str(),
+            "--allow-missing-chunks".as_ref(),
+        ])
+        .expect(4);
     assert!(run.stderr.contains("lost"), "{}", run.stderr);
     assert_eq!(leftover_temporaries(&target), Vec::<PathBuf>::new());
     for name in ["notes.txt", "kept/a.bin", "kept/b.bin"] {
@@ -404,7 +422,8 @@ fn a_manifest_tampered_under_its_old_signature_is_refused_by_verify_and_restore(
     assert_eq!(entry["trusted"], false, "{entry:#}");
 
     let target = workspace.path("out");
-    let run = restore(&workspace, &tampered, &target).expect(1);
+    // Exit code 5: refused by the signature preflight check.
+    let run = restore(&workspace, &tampered, &target).expect(5);
     assert!(
         run.stderr.contains("signature"),
         "stderr names the signature problem: {}",
@@ -658,8 +677,8 @@ fn a_manifest_signed_by_a_key_not_trusted_here_is_reported_as_untrusted() {
     );
 
     let target = workspace.path("out");
-    let run = restore(&workspace, &foreign, &target).expect(1);
-    assert!(run.stderr.contains("not trusted"), "{}", run.stderr);
+    let run = restore(&workspace, &foreign, &target).expect(5);
+    assert!(run.stdout.contains("untrusted"), "{}", run.stdout);
     assert!(!target.exists());
     restore(&workspace, &own, &target).ok();
     assert_same_tree(&source, &target.join("src"));

@@ -22,7 +22,7 @@ use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{IndexCache, IndexFile, PackEntry};
-use crate::pack::{BlobEntry, BlobKind, PackWriter, compress_blob};
+use crate::pack::{BlobEntry, BlobKind, MAX_BLOB_SIZE, PackWriter, compress_blob};
 use crate::repository::Repository;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,6 +152,23 @@ impl<'a> BlobWriter<'a> {
     /// Stores a blob unless the repository or this session already has it.
     /// Returns whether it was new.
     pub fn add(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<bool> {
+        // Readers refuse larger blobs, so writing one would make the
+        // snapshot unreadable; refuse it here, loudly.
+        if raw.len() > MAX_BLOB_SIZE as usize {
+            return Err(StoreError::Invalid(format!(
+                "a {} blob of {} bytes exceeds the format's limit of {MAX_BLOB_SIZE} bytes{}",
+                match kind {
+                    BlobKind::Data => "data",
+                    BlobKind::Tree => "tree",
+                },
+                raw.len(),
+                if kind == BlobKind::Tree {
+                    " (a directory whose files hold too many chunks in total; use larger chunks)"
+                } else {
+                    ""
+                }
+            )));
+        }
         let known = lock(&self.session).contains(&id) || self.index.lookup(&id)?.is_some();
         if known || !lock(&self.session).insert(id) {
             self.statistics.reused_blobs.fetch_add(1, Ordering::Relaxed);

@@ -179,8 +179,22 @@ impl SignedManifest {
     /// The body, for a caller that has checked [`SignedManifest::verify`]
     /// or only needs it for display (listing, choosing `latest`).
     pub fn body_unverified(&self) -> Result<SnapshotBody> {
-        let body: SnapshotBody = from_cbor(&self.body, "snapshot manifest body")?;
-        check_version(body.version, BODY_VERSION, "snapshot manifest body")?;
+        let object = "snapshot manifest body";
+        let body: SnapshotBody = from_cbor(&self.body, object)?;
+        check_version(body.version, BODY_VERSION, object)?;
+        // Component names become directory names on restore: one that could
+        // climb out of the target is corruption, signed or not.
+        let mut seen = std::collections::HashSet::new();
+        for component in &body.components {
+            check_component_name(&component.name)
+                .map_err(|error| StoreError::corrupt(object, error.to_string()))?;
+            if !seen.insert(component.name.as_str()) {
+                return Err(StoreError::corrupt(
+                    object,
+                    format!("component {:?} appears twice", component.name),
+                ));
+            }
+        }
         Ok(body)
     }
 
@@ -196,6 +210,31 @@ impl SignedManifest {
             }
         })?;
         self.body_unverified()
+    }
+}
+
+/// Component names: `[a-z0-9_.-]+`, not `.` or `..`, at most 64 bytes.
+pub fn check_component_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 64 {
+        Some("it is longer than 64 bytes")
+    } else if name == "." || name == ".." {
+        Some("it is a relative directory")
+    } else if !name
+        .bytes()
+        .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))
+    {
+        Some("only a-z, 0-9, '_', '.' and '-' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(StoreError::InvalidComponentName {
+            name: name.into(),
+            reason: reason.into(),
+        }),
+        None => Ok(()),
     }
 }
 

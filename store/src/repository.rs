@@ -145,20 +145,38 @@ impl Repository {
     /// safety snapshot), a full id or a unique prefix of at least 4 hex
     /// digits to a snapshot id.
     pub fn resolve_snapshot(&self, spec: &str) -> Result<Id> {
+        self.resolve_snapshot_trusted(spec, None)
+    }
+
+    /// As [`Repository::resolve_snapshot`]; with `trusted`, `latest` skips
+    /// snapshots not validly signed by one of those keys, so a planted
+    /// manifest cannot become "latest".
+    pub fn resolve_snapshot_trusted(
+        &self,
+        spec: &str,
+        trusted: Option<&[PublicKey]>,
+    ) -> Result<Id> {
         let ids = self.list_ids(ObjectKind::Snapshot)?;
         if spec == "latest" {
             let mut newest: Option<(String, Id)> = None;
             for id in ids {
                 // Skipping an unreadable manifest could pick an older
                 // snapshot than the user means; refuse and say why.
-                let body = self
-                    .read_manifest(&id)
-                    .and_then(|manifest| manifest.body_unverified())
-                    .map_err(|error| {
-                        StoreError::Invalid(format!(
-                            "cannot tell which snapshot is latest: {error}; name a snapshot id instead"
-                        ))
-                    })?;
+                let manifest = self.read_manifest(&id).map_err(|error| {
+                    StoreError::Invalid(format!(
+                        "cannot tell which snapshot is latest: {error}; name a snapshot id instead"
+                    ))
+                })?;
+                if let Some(trusted) = trusted
+                    && manifest.verify(trusted).is_err()
+                {
+                    continue;
+                }
+                let body = manifest.body_unverified().map_err(|error| {
+                    StoreError::Invalid(format!(
+                        "cannot tell which snapshot is latest: {error}; name a snapshot id instead"
+                    ))
+                })?;
                 if body
                     .tags
                     .iter()

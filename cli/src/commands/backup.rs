@@ -52,6 +52,8 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
         labels,
         host: args.host.clone(),
         force_read: args.force_read,
+        // Parents must be signed by a key trusted here (or our own).
+        trusted: cairn_store::keys::TrustStore::new(&context.config_dir()?).trusted_keys()?,
     };
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.

@@ -31,7 +31,7 @@ pub fn verified_snapshot(
     spec: &str,
 ) -> anyhow::Result<(cairn_store::Id, cairn_store::manifest::SnapshotBody)> {
     let trusted = context.trusted_keys()?;
-    let id = repository.resolve_snapshot(spec)?;
+    let id = repository.resolve_snapshot_trusted(spec, Some(&trusted))?;
     let manifest = repository.read_manifest(&id)?;
     let body = manifest.verified_body(&trusted, &format!("snapshot {}", id.short()))?;
     Ok((id, body))

@@ -133,7 +133,10 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     } else {
         context.trusted_keys()?
     };
-    let id = repository.resolve_snapshot(&args.snapshot)?;
+    let id = repository.resolve_snapshot_trusted(
+        &args.snapshot,
+        (!args.allow_untrusted).then_some(trusted.as_slice()),
+    )?;
     let manifest = repository.read_manifest(&id)?;
     let mut verdicts: Vec<Verdict> = vec![preflight::signature(&manifest, &trusted)];
     let body = manifest.body_unverified()?;

@@ -102,6 +102,26 @@ fn sync_directory(path: &Path) -> Result<()> {
         .map_err(|error| io_error("syncing directory", path, error))
 }
 
+/// Creates a directory (and missing parents) and fsyncs each new one's
+/// parent, so an object created inside survives a power loss.
+fn create_directory_durably(path: &Path) -> Result<()> {
+    if path.as_os_str().is_empty() || path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        create_directory_durably(parent)?;
+    }
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => return Ok(()),
+        Err(error) => return Err(io_error("creating", path, error)),
+    }
+    match path.parent() {
+        Some(parent) => sync_directory(parent),
+        None => Ok(()),
+    }
+}
+
 fn random_suffix() -> String {
     let mut bytes = [0u8; 8];
     // Only uniqueness matters here; fall back to the clock if the OS RNG fails.
@@ -126,8 +146,7 @@ impl Backend for LocalBackend {
             return Ok(Created::AlreadyExisted);
         }
         let temporary_directory = self.root.join("tmp");
-        fs::create_dir_all(&temporary_directory)
-            .map_err(|error| io_error("creating", &temporary_directory, error))?;
+        create_directory_durably(&temporary_directory)?;
         let temporary = temporary_directory.join(format!("{name}.{}", random_suffix()));
         let write = || -> std::io::Result<()> {
             let mut file = OpenOptions::new()
@@ -144,7 +163,7 @@ impl Backend for LocalBackend {
         let parent = final_path.parent().ok_or_else(|| {
             StoreError::Invalid(format!("no parent for {}", final_path.display()))
         })?;
-        fs::create_dir_all(parent).map_err(|error| io_error("creating", parent, error))?;
+        create_directory_durably(parent)?;
         let linked = fs::hard_link(&temporary, &final_path);
         let _ = fs::remove_file(&temporary);
         match linked {

@@ -20,6 +20,7 @@ use crate::blob_writer::{BlobWriter, WriterStatistics};
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{IndexCache, PackEntry};
+use crate::keys::PublicKey;
 use crate::manifest::{
     ChunkerRecord, ComponentKind, ComponentRecord, ComponentStats, Problem, SignedManifest,
     SnapshotBody,
@@ -92,6 +93,9 @@ pub struct BackupOptions {
     /// Read every file, even those whose size, mtime, ctime and inode match
     /// the parent snapshot.
     pub force_read: bool,
+    /// Keys whose snapshots may serve as parent (the signing key's own is
+    /// always trusted).
+    pub trusted: Vec<PublicKey>,
 }
 
 #[derive(Clone, Debug)]
@@ -106,30 +110,7 @@ pub struct BackupOutcome {
     pub unchanged_files: u64,
 }
 
-/// Component names: `[a-z0-9_.-]+`, not `.` or `..`, at most 64 bytes.
-pub fn check_component_name(name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > 64 {
-        Some("it is longer than 64 bytes")
-    } else if name == "." || name == ".." {
-        Some("it is a relative directory")
-    } else if !name
-        .bytes()
-        .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))
-    {
-        Some("only a-z, 0-9, '_', '.' and '-' are allowed")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(StoreError::InvalidComponentName {
-            name: name.into(),
-            reason: reason.into(),
-        }),
-        None => Ok(()),
-    }
-}
+pub use crate::manifest::check_component_name;
 
 /// A bare path becomes a component named after its last element.
 pub fn component_from_path(path: &Path) -> Result<ComponentSource> {
@@ -203,14 +184,11 @@ pub fn backup(
 
     let host = options.host.clone().unwrap_or_else(host_name);
     let names: Vec<&str> = options.components.iter().map(|c| c.name.as_str()).collect();
-    let parent = find_parent(repository, &host, &names)?;
-    let parent_body = match parent {
-        Some(id) if !options.force_read => repository
-            .read_manifest(&id)
-            .and_then(|manifest| manifest.body_unverified())
-            .ok(),
-        _ => None,
-    };
+    let mut trusted = options.trusted.clone();
+    trusted.push(crate::keys::public_key_of(key));
+    let found = find_parent(repository, &host, &names, &trusted)?;
+    let parent = found.as_ref().map(|(id, _)| *id);
+    let parent_body = found.filter(|_| !options.force_read).map(|(_, body)| body);
 
     let problems = Mutex::new(Vec::new());
     let unchanged_files = AtomicU64::new(0);
@@ -290,25 +268,39 @@ fn unindexed_packs(repository: &Repository, index: &dyn IndexCache) -> Result<Ve
 }
 
 /// The newest snapshot of the same host with the same component names.
-fn find_parent(repository: &Repository, host: &str, names: &[&str]) -> Result<Option<Id>> {
-    let mut best: Option<(String, Id)> = None;
+/// Only a manifest signed by a trusted key can be a parent: files taken
+/// from it unread end up under this backup's signature.
+fn find_parent(
+    repository: &Repository,
+    host: &str,
+    names: &[&str],
+    trusted: &[PublicKey],
+) -> Result<Option<(Id, SnapshotBody)>> {
+    let mut best: Option<(Id, SnapshotBody)> = None;
     for id in repository.list_ids(ObjectKind::Snapshot)? {
-        // An unreadable manifest is verify's to report, not a reason to fail
-        // a backup; it just cannot be a parent.
+        // An unreadable or untrusted manifest is verify's to report, not a
+        // reason to fail a backup; it just cannot be a parent.
         let Ok(body) = repository
             .read_manifest(&id)
-            .and_then(|manifest| manifest.body_unverified())
+            .and_then(|manifest| manifest.verified_body(trusted, "parent"))
         else {
             continue;
         };
+        if body
+            .tags
+            .iter()
+            .any(|tag| tag == crate::manifest::SAFETY_TAG)
+        {
+            continue;
+        }
         let same = body.host == host
             && body.components.len() == names.len()
             && body.components.iter().zip(names).all(|(c, n)| c.name == *n);
-        if same && best.as_ref().is_none_or(|(time, _)| body.time > *time) {
-            best = Some((body.time, id));
+        if same && best.as_ref().is_none_or(|(_, best)| body.time > best.time) {
+            best = Some((id, body));
         }
     }
-    Ok(best.map(|(_, id)| id))
+    Ok(best)
 }
 
 /// Fixed width, so that times compare correctly as strings.

@@ -243,6 +243,7 @@ fn take_safety_snapshot(
         labels,
         host: None,
         force_read: true,
+        trusted: Vec::new(),
     };
     let result = backup(repository, index, key, &options);
     let _ = fs::remove_dir_all(&scratch);

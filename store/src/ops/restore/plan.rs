@@ -214,6 +214,20 @@ impl Planner<'_> {
             }
             ComponentKind::File => {
                 let tree = read_tree(self.repository, self.index, &component.tree)?;
+                if tree.entries.len() > 1
+                    || tree
+                        .entries
+                        .iter()
+                        .any(|entry| entry.kind != EntryKind::File)
+                {
+                    return Err(StoreError::corrupt(
+                        format!("tree {}", component.tree),
+                        format!(
+                            "file component {} must hold exactly one file",
+                            component.name
+                        ),
+                    ));
+                }
                 for entry in tree.entries {
                     let relative = entry.display_name();
                     if self.filter.judge(&relative, false, PathVerdict::Traverse)
