@@ -1,7 +1,7 @@
 //! Property tests: chunks cover the input exactly, boundaries depend only on
 //! content (not on how the stream is read), and ids are BLAKE3 of the bytes.
 
-use cairn_chunker::{chunk_slice, ChunkId, ChunkStream, ChunkerParams};
+use cairn_chunker::{ChunkId, ChunkStream, ChunkerParams, chunk_slice};
 use proptest::prelude::*;
 use std::io::Read;
 
@@ -100,7 +100,9 @@ fn one_inserted_byte_in_a_large_input_reuses_almost_every_chunk() {
     let mut edited = data.clone();
     edited.insert(data.len() / 2, 1);
     let ids = |bytes: &[u8]| -> std::collections::HashSet<ChunkId> {
-        chunk_slice(bytes, &params).map(|range| ChunkId::of(&bytes[range])).collect()
+        chunk_slice(bytes, &params)
+            .map(|range| ChunkId::of(&bytes[range]))
+            .collect()
     };
     let before = ids(&data);
     let after = ids(&edited);

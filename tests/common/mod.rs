@@ -211,7 +211,12 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
             );
             continue;
         }
-        assert_eq!(a.mode() & 0o7777, b.mode() & 0o7777, "{}: mode", path.display());
+        assert_eq!(
+            a.mode() & 0o7777,
+            b.mode() & 0o7777,
+            "{}: mode",
+            path.display()
+        );
         assert_eq!(
             (a.mtime(), a.mtime_nsec()),
             (b.mtime(), b.mtime_nsec()),
