@@ -114,13 +114,10 @@ pub use crate::manifest::check_component_name;
 
 /// A bare path becomes a component named after its last element.
 pub fn component_from_path(path: &Path) -> Result<ComponentSource> {
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|error| StoreError::io("reading the current directory", error))?
-            .join(path)
-    };
+    // Resolved, so that `dir/..` or `.` is named after the directory it
+    // really is.
+    let absolute =
+        fs::canonicalize(path).map_err(|_| StoreError::SourceMissing(path.to_path_buf()))?;
     let name = absolute
         .components()
         .filter_map(|part| match part {
@@ -156,6 +153,12 @@ pub fn check_sources(components: &[ComponentSource]) -> Result<()> {
         check_component_name(&component.name)?;
         if !seen.insert(component.name.as_str()) {
             return Err(StoreError::DuplicateComponent(component.name.clone()));
+        }
+        if component.path.as_os_str().is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "component {} has an empty path",
+                component.name
+            )));
         }
         let meta = fs::metadata(&component.path)
             .map_err(|_| StoreError::SourceMissing(component.path.clone()))?;
