@@ -40,12 +40,18 @@ fn build_awkward_tree(root: &Path) {
     write(&root.join("a/b/c/d/e/deep.txt"), b"five levels down\n");
     write(&root.join("a/b/mid.bin"), &noise(7, 70_000));
     write(&root.join("a/readme.md"), b"# notes\n\nplain text\n");
-    write(&root.join("café/naïve ☃.md"), "unicode ✓ contents\n".as_bytes());
+    write(
+        &root.join("café/naïve ☃.md"),
+        "unicode ✓ contents\n".as_bytes(),
+    );
     write(&root.join("日本語/ファイル.txt"), &noise(8, 1234));
     let odd_name = root.join(OsStr::from_bytes(b"bad-\xff-name"));
     write(&odd_name, b"a name that is not UTF-8");
     fs::create_dir_all(root.join(OsStr::from_bytes(b"dir-\xfe\xfd"))).unwrap();
-    write(&root.join(OsStr::from_bytes(b"dir-\xfe\xfd/inner")), b"inner");
+    write(
+        &root.join(OsStr::from_bytes(b"dir-\xfe\xfd/inner")),
+        b"inner",
+    );
     write(&root.join("with space and 'quotes'.txt"), b"q");
     write(&root.join("big.bin"), &noise(9, 1_500_000));
 
@@ -55,7 +61,11 @@ fn build_awkward_tree(root: &Path) {
     symlink("/etc/hostname", root.join("link-absolute")).unwrap();
     symlink("does/not/exist", root.join("link-dangling")).unwrap();
     symlink("../..", root.join("a/b/link-up")).unwrap();
-    symlink(OsStr::from_bytes(b"target-\xff"), root.join("link-odd-target")).unwrap();
+    symlink(
+        OsStr::from_bytes(b"target-\xff"),
+        root.join("link-odd-target"),
+    )
+    .unwrap();
 
     // Modes.
     write(&root.join("modes/private"), b"0600");
@@ -67,6 +77,20 @@ fn build_awkward_tree(root: &Path) {
     fs::create_dir_all(root.join("modes/secret-dir")).unwrap();
     write(&root.join("modes/secret-dir/inside"), b"hidden");
     set_mode(&root.join("modes/secret-dir"), 0o700);
+
+    // Special bits.
+    write(&root.join("modes/setuid-tool"), b"#!/bin/sh\n");
+    set_mode(&root.join("modes/setuid-tool"), 0o4755);
+    fs::create_dir_all(root.join("modes/shared-tmp")).unwrap();
+    set_mode(&root.join("modes/shared-tmp"), 0o1777);
+    fs::create_dir_all(root.join("modes/group-dir")).unwrap();
+    set_mode(&root.join("modes/group-dir"), 0o2775);
+
+    // Names that trip up shells and parsers.
+    write(&root.join("line\nbreak"), b"newline in the name");
+    write(&root.join("-starts-with-dash"), b"dash");
+    write(&root.join(".hidden"), b"dot");
+    write(&root.join("x".repeat(255)), b"longest name ext4 allows");
 
     // mtimes with nanosecond parts: files and symlinks first, then
     // directories deepest first.
@@ -93,6 +117,10 @@ fn build_awkward_tree(root: &Path) {
         let (s, n) = next();
         set_mtime(&directory, s, n);
     }
+    // Before the epoch, and past 2038.
+    set_mtime(&root.join("a/readme.md"), -300_000_000, 999_999_999);
+    set_mtime(&root.join("modes/private"), 4_200_000_000, 1);
+    set_mtime(&root.join("a"), -1, 500_000_000);
 }
 
 #[test]
@@ -101,13 +129,27 @@ fn awkward_tree_restores_byte_identical_with_metadata() {
     workspace.init();
     let source = workspace.path("home");
     build_awkward_tree(&source);
+    if unsafe { libc::geteuid() } == 0 {
+        // Owners other than the one running the test.
+        let owned = |path: &Path, uid: u32, gid: u32| {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap()
+        };
+        owned(&source.join("modes/private"), 1234, 5678);
+        owned(&source.join("modes/secret-dir"), 4321, 8765);
+        owned(&source.join("link-dangling"), 1111, 2222);
+    }
     // A sanity check of the fixture itself: the odd cases really are there.
     assert_eq!(
-        fs::symlink_metadata(source.join("modes/read-only")).unwrap().mode() & 0o777,
+        fs::symlink_metadata(source.join("modes/read-only"))
+            .unwrap()
+            .mode()
+            & 0o777,
         0o444
     );
     assert_ne!(
-        fs::symlink_metadata(source.join("a/b/c")).unwrap().mtime_nsec(),
+        fs::symlink_metadata(source.join("a/b/c"))
+            .unwrap()
+            .mtime_nsec(),
         0
     );
 
@@ -137,6 +179,19 @@ fn awkward_tree_restores_byte_identical_with_metadata() {
         ])
         .ok();
     assert_same_tree(&source, &target.join("home"));
+    if unsafe { libc::geteuid() } == 0 {
+        // As root, owners come back too.
+        for path in walk(&source) {
+            let relative = path.strip_prefix(&source).unwrap();
+            let a = fs::symlink_metadata(&path).unwrap();
+            let b = fs::symlink_metadata(target.join("home").join(relative)).unwrap();
+            assert_eq!(
+                (a.uid(), a.gid()),
+                (b.uid(), b.gid()),
+                "{relative:?}: owner"
+            );
+        }
+    }
     // Nothing but the component lands in the target, and no temporary
     // files are left behind.
     let top: Vec<_> = fs::read_dir(&target)
@@ -145,9 +200,11 @@ fn awkward_tree_restores_byte_identical_with_metadata() {
         .collect();
     assert_eq!(top, vec![OsStr::new("home").to_os_string()]);
     assert!(
-        walk(&target)
-            .iter()
-            .all(|path| !path.file_name().unwrap().as_bytes().starts_with(b".cairn-restore")),
+        walk(&target).iter().all(|path| !path
+            .file_name()
+            .unwrap()
+            .as_bytes()
+            .starts_with(b".cairn-restore")),
         "temporary files left in the target"
     );
     workspace.cairn_repo(["verify", "--read-data"]).ok();
@@ -162,7 +219,10 @@ fn non_utf8_names_are_listed_and_restored_under_their_own_bytes() {
     write(&source.join(OsStr::from_bytes(b"bad-\xfe-name")), b"two");
     workspace.backup_json([&source]);
     // Two names that differ only in their non-UTF-8 byte stay two files.
-    let listed = workspace.cairn_repo(["--json", "ls", "latest", "src"]).ok().json();
+    let listed = workspace
+        .cairn_repo(["--json", "ls", "latest", "src"])
+        .ok()
+        .json();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
     let target = workspace.path("out");
     workspace
@@ -187,7 +247,7 @@ fn non_utf8_names_are_listed_and_restored_under_their_own_bytes() {
 /// for others, from a few hundred bytes to a few KiB.
 fn small_file_contents(i: usize) -> Vec<u8> {
     let len = 200 + (i * 7919) % 4000;
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         let line = format!("file {i}: the quick brown fox jumps over the lazy dog\n");
         line.repeat(len / line.len() + 1).into_bytes()[..len].to_vec()
     } else {
@@ -242,7 +302,12 @@ fn twenty_thousand_small_files_round_trip() {
         ])
         .ok()
         .json();
-    assert_eq!(restored["components"][0]["files"], FILES as u64);
+    assert_eq!(
+        restored["files_written"], FILES as u64,
+        "{}",
+        restored["totals"]
+    );
+    assert_eq!(restored["totals"]["create"], (FILES + 20 + 20 * 10) as u64);
     assert_eq!(restored["failures"].as_array().unwrap().len(), 0);
     assert_same_tree(&source, &target.join("many"));
 }
@@ -277,7 +342,10 @@ fn single_file_component_restores_as_a_file_with_its_metadata() {
     assert!(meta.is_file(), "TARGET/notes is not a file");
     assert_eq!(file_hash(&restored), file_hash(&file));
     assert_eq!(meta.mode() & 0o7777, 0o640);
-    assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_700_000_000, 555_000_777));
+    assert_eq!(
+        (meta.mtime(), meta.mtime_nsec()),
+        (1_700_000_000, 555_000_777)
+    );
     let top: Vec<_> = fs::read_dir(&target)
         .unwrap()
         .map(|entry| entry.unwrap().file_name())
@@ -349,4 +417,107 @@ fn sparse_file_over_4_gib_restores_identical_and_stays_sparse() {
         "restored file is not sparse: {} bytes allocated for {LEN}",
         allocated(&restored)
     );
+}
+
+#[test]
+fn component_root_directory_keeps_its_mode_and_mtime() {
+    // Backing up a private home directory and restoring it must not leave
+    // it open to everyone, nor stamp it with the time of the restore.
+    let workspace = Workspace::new();
+    workspace.init();
+    let home = workspace.path("alice");
+    write(&home.join(".ssh/id_ed25519"), b"secret");
+    set_mode(&home.join(".ssh"), 0o700);
+    set_mode(&home, 0o700);
+    set_mtime(&home, 1_500_000_000, 250_000_000);
+    workspace.backup_json([&home]);
+    let target = workspace.path("out");
+    workspace
+        .cairn_repo([
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            target.as_os_str(),
+        ])
+        .ok();
+    assert_same_tree(&home, &target.join("alice"));
+    let restored = fs::metadata(target.join("alice")).unwrap();
+    assert_eq!(
+        format!("{:o}", restored.mode() & 0o7777),
+        "700",
+        "the restored component root is not private any more"
+    );
+    assert_eq!(
+        (restored.mtime(), restored.mtime_nsec()),
+        (1_500_000_000, 250_000_000),
+        "the restored component root lost its mtime"
+    );
+}
+
+#[test]
+fn restoring_again_over_an_earlier_restore_gives_the_same_tree() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("project");
+    write(&source.join("src/main.rs"), b"fn main() {}\n");
+    write(&source.join("data/blob.bin"), &noise(11, 300_000));
+    symlink("src/main.rs", source.join("entry")).unwrap();
+    workspace.backup_json([&source]);
+    let target = workspace.path("out");
+    let restore = || {
+        workspace
+            .cairn_repo([
+                "restore".as_ref(),
+                "latest".as_ref(),
+                "--target".as_ref(),
+                target.as_os_str(),
+            ])
+            .ok();
+    };
+    restore();
+    // The user edits the restored copy, then restores again over it.
+    write(&target.join("project/src/main.rs"), b"broken edit");
+    fs::remove_file(target.join("project/data/blob.bin")).unwrap();
+    let again = workspace
+        .cairn_repo([
+            "--json".as_ref(),
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            target.as_os_str(),
+        ])
+        .ok()
+        .json();
+    assert_same_tree(&source, &target.join("project"));
+    assert_eq!(again["totals"]["update"], 1, "{}", again["totals"]);
+    assert_eq!(again["totals"]["create"], 1, "{}", again["totals"]);
+    assert_eq!(again["files_written"], 2, "{again}");
+    assert!(
+        again["safety_snapshot"].is_string(),
+        "overwriting the edit kept no safety snapshot: {again}"
+    );
+}
+
+#[test]
+fn relative_repository_source_and_target_paths_work() {
+    // The user cds into a directory and names everything relative to it.
+    let workspace = Workspace::new();
+    write(&workspace.path("notes/todo.txt"), b"buy milk\n");
+    write(&workspace.path("notes/deep/idea.md"), b"# idea\n");
+    let here = |arguments: &[&str]| {
+        run_of(
+            workspace
+                .command()
+                .current_dir(workspace.dir.path())
+                .args(arguments)
+                .output()
+                .unwrap(),
+        )
+    };
+    here(&["--repo", "repo", "init"]).ok();
+    assert!(workspace.repo().join("config").is_file());
+    here(&["--repo", "repo", "backup", "notes"]).ok();
+    here(&["--repo", "repo", "restore", "latest", "--target", "out"]).ok();
+    assert_same_tree(&workspace.path("notes"), &workspace.path("out/notes"));
+    here(&["--repo", "./repo", "verify", "--read-data"]).ok();
 }

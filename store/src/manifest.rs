@@ -82,6 +82,21 @@ pub struct ComponentRecord {
     pub source: String,
     pub tree: Id,
     pub stats: ComponentStats,
+    /// A directory component's own metadata (its root tree holds only its
+    /// contents). Absent for file components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<RootMetadata>,
+}
+
+/// Mode, owner and mtime of a directory component's root directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootMetadata {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nanos: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -117,6 +117,7 @@ fn create_directory_durably(path: &Path) -> Result<()> {
         Err(error) => return Err(io_error("creating", path, error)),
     }
     match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => sync_directory(Path::new(".")),
         Some(parent) => sync_directory(parent),
         None => Ok(()),
     }

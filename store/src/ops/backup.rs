@@ -22,8 +22,8 @@ use crate::id::Id;
 use crate::index::{IndexCache, PackEntry};
 use crate::keys::PublicKey;
 use crate::manifest::{
-    ChunkerRecord, ComponentKind, ComponentRecord, ComponentStats, Problem, SignedManifest,
-    SnapshotBody,
+    ChunkerRecord, ComponentKind, ComponentRecord, ComponentStats, Problem, RootMetadata,
+    SignedManifest, SnapshotBody,
 };
 use crate::ops::{join_relative, read_tree};
 use crate::pack::{BlobKind, read_header};
@@ -399,12 +399,20 @@ impl Walker<'_> {
                 stats,
             )
         };
+        let root = (kind == ComponentKind::Directory).then(|| RootMetadata {
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime: meta.mtime(),
+            mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        });
         Ok(ComponentRecord {
             name: source.name.clone(),
             kind,
             source: source.path.display().to_string(),
             tree,
             stats,
+            root,
         })
     }
 

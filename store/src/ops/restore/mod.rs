@@ -349,6 +349,13 @@ fn write_component(
             failures.push((item.relative.clone(), error.to_string()));
         }
     }
+    // The selection may leave the root's contents partly untouched; its own
+    // metadata is the snapshot's whenever the component is restored.
+    if let (ComponentKind::Directory, Some(root)) = (plan.kind, plan.root)
+        && let Err(error) = write::apply_root_metadata(&root, &plan.destination)
+    {
+        failures.push(("/".into(), error.to_string()));
+    }
     failures
 }
 

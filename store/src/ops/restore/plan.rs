@@ -103,6 +103,8 @@ pub struct ComponentPlan {
     pub unreadable: Vec<(String, String)>,
     /// Files needing a chunk that no index file lists: (path, chunk).
     pub missing_chunks: Vec<(String, Id)>,
+    /// A directory component's own metadata, applied to the destination.
+    pub root: Option<crate::manifest::RootMetadata>,
 }
 
 impl ComponentPlan {
@@ -192,6 +194,7 @@ impl Planner<'_> {
             counts: PlanCounts::default(),
             unreadable: Vec::new(),
             missing_chunks: Vec::new(),
+            root: component.root,
         };
         match component.kind {
             ComponentKind::Directory => {

@@ -319,6 +319,27 @@ pub fn apply_directory_metadata(entry: &TreeEntry, destination: &Path) -> Result
     filetime::set_file_mtime(destination, mtime).map_err(io_at("setting times of", destination))
 }
 
+/// Applies a directory component's own metadata where it differs.
+pub fn apply_root_metadata(root: &crate::manifest::RootMetadata, destination: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(destination).map_err(io_at("reading", destination))?;
+    let owner_differs = running_as_root() && (meta.uid() != root.uid || meta.gid() != root.gid);
+    if owner_differs {
+        std::os::unix::fs::chown(destination, Some(root.uid), Some(root.gid))
+            .map_err(io_at("changing owner of", destination))?;
+    }
+    if meta.mode() & 0o7777 != root.mode {
+        fs::set_permissions(destination, fs::Permissions::from_mode(root.mode))
+            .map_err(io_at("setting mode of", destination))?;
+    }
+    if meta.mtime() != root.mtime || meta.mtime_nsec() != i64::from(root.mtime_nanos) {
+        let mtime = FileTime::from_unix_time(root.mtime, root.mtime_nanos);
+        filetime::set_file_mtime(destination, mtime)
+            .map_err(io_at("setting times of", destination))?;
+    }
+    Ok(())
+}
+
 /// Removes a file, symlink or whole directory tree.
 pub fn remove_path(path: &Path, is_directory: bool) -> Result<()> {
     let result = if is_directory {
