@@ -373,6 +373,11 @@ fn roll_back(
         .collect();
     let body = repository.read_manifest(&safety)?.body_unverified()?;
     problems.extend(restore_saved(repository, index, safety, &body, journal)?);
+    problems.extend(
+        safety::restore_directory_metadata(journal)
+            .into_iter()
+            .map(|(path, why)| (path.display().to_string(), why)),
+    );
     Ok(problems)
 }
 
@@ -447,5 +452,10 @@ pub fn undo_restore(
         .map(|(path, why)| (path.display().to_string(), why))
         .collect();
     problems.extend(restore_saved(repository, index, safety, body, &journal)?);
+    problems.extend(
+        safety::restore_directory_metadata(&journal)
+            .into_iter()
+            .map(|(path, why)| (path.display().to_string(), why)),
+    );
     Ok(problems)
 }

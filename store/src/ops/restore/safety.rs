@@ -42,6 +42,21 @@ pub struct JournalComponent {
     /// Whether the safety snapshot holds a component of this name.
     pub saved: bool,
     pub created: Vec<CreatedPath>,
+    /// Existing directories whose mode or mtime the restore may change
+    /// (by writing them or their contents), as they were before.
+    #[serde(default)]
+    pub directories: Vec<SavedDirectory>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedDirectory {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nanos: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +85,7 @@ impl Journal {
                 destination: plan.destination.clone(),
                 saved: !plan.touched_paths().is_empty(),
                 created: created_paths(plan),
+                directories: changed_directories(plan),
             })
             .collect();
         Journal {
@@ -122,6 +138,78 @@ fn created_paths(plan: &ComponentPlan) -> Vec<CreatedPath> {
         });
     }
     created
+}
+
+/// Existing directories the restore may change: the destination, each
+/// directory whose metadata is rewritten, and the parent of everything
+/// written or deleted.
+fn changed_directories(plan: &ComponentPlan) -> Vec<SavedDirectory> {
+    use super::plan::Action;
+    use std::os::unix::fs::MetadataExt;
+    let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
+    if plan.kind == crate::manifest::ComponentKind::Directory {
+        paths.insert(plan.destination.clone());
+    }
+    for item in &plan.entries {
+        if item.action == Action::Unchanged {
+            continue;
+        }
+        if item.entry.kind == EntryKind::Directory && item.action == Action::Metadata {
+            paths.insert(item.destination.clone());
+        }
+        if let Some(parent) = item.destination.parent() {
+            paths.insert(parent.to_path_buf());
+        }
+    }
+    for deletion in &plan.deletions {
+        if let Some(parent) = deletion.destination.parent() {
+            paths.insert(parent.to_path_buf());
+        }
+    }
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let meta = fs::symlink_metadata(&path)
+                .ok()
+                .filter(|meta| meta.is_dir())?;
+            Some(SavedDirectory {
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                mtime: meta.mtime(),
+                mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// Puts saved directories' metadata back, deepest first (so restoring a
+/// child does not disturb a parent's mtime). Returns what failed.
+pub fn restore_directory_metadata(journal: &Journal) -> Vec<(PathBuf, String)> {
+    let mut directories: Vec<&SavedDirectory> = journal
+        .components
+        .iter()
+        .flat_map(|component| component.directories.iter())
+        .collect();
+    directories.sort_by_key(|directory| std::cmp::Reverse(directory.path.components().count()));
+    let mut problems = Vec::new();
+    for directory in directories {
+        if !fs::symlink_metadata(&directory.path).is_ok_and(|meta| meta.is_dir()) {
+            continue;
+        }
+        let root = crate::manifest::RootMetadata {
+            mode: directory.mode,
+            uid: directory.uid,
+            gid: directory.gid,
+            mtime: directory.mtime,
+            mtime_nanos: directory.mtime_nanos,
+        };
+        if let Err(error) = super::write::apply_root_metadata(&root, &directory.path) {
+            problems.push((directory.path.clone(), error.to_string()));
+        }
+    }
+    problems
 }
 
 /// The relative paths a component's safety copy must hold.
