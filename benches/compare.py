@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""cairn vs restic vs borg on the nightly workload (benches/workload.py).
+
+Run through benches/compare.sh, which installs the tools and builds cairn.
+This script owns the measurement: it generates the workload, measures the
+hardware references, then runs, for each tool, phase by phase (so every
+tool sees exactly the same bytes):
+
+  first backup -> [workload.py next-night] -> next-night backup
+  -> unchanged re-backup -> full restore into an empty directory
+  -> full data verification
+
+Before every measured step it syncs and drops the page cache (when the
+kernel lets it) and records whether that worked. Each step runs under
+GNU time (`/usr/bin/time -f`) for wall time, user+sys CPU and peak RSS;
+`du -sb` gives the repository size after the step. Results go to
+OUT/results.json (raw) and OUT/results.md (the table, also printed).
+
+Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WORKLOAD = os.path.join(HERE, "workload.py")
+TOOLS = ["restic", "cairn", "borg"]
+COMPONENTS = ["db", "vectors", "memory"]
+MARKER = ".cairn-compare"
+TIME_FORMAT = "%e %U %S %M"
+MB = 1e6
+
+
+def log(message):
+    print(f"[compare] {message}", file=sys.stderr, flush=True)
+
+
+def drop_caches():
+    """sync, then ask the kernel to drop page cache, dentries and inodes."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as control:
+            control.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def du_bytes(path):
+    if not os.path.exists(path):
+        return 0
+    out = subprocess.run(["du", "-sb", path], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+def tree_bytes(root, names=COMPONENTS):
+    total = files = 0
+    for name in names:
+        for directory, _, entries in os.walk(os.path.join(root, name)):
+            for entry in entries:
+                total += os.lstat(os.path.join(directory, entry)).st_size
+                files += 1
+    return total, files
+
+
+class Runner:
+    def __init__(self, out, environments):
+        self.out = out
+        self.environments = environments
+        self.logs = os.path.join(out, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+
+    def measure(self, label, command, tool=None, cwd=None, drop=True):
+        """Runs `command` under GNU time; returns its measurements."""
+        dropped = drop_caches() if drop else None
+        time_file = os.path.join(self.logs, f"{label}.time")
+        stdout = os.path.join(self.logs, f"{label}.out")
+        stderr = os.path.join(self.logs, f"{label}.err")
+        env = dict(os.environ)
+        if tool:
+            env.update(self.environments[tool])
+        wrapped = ["/usr/bin/time", "-f", TIME_FORMAT, "-o", time_file, "--"] + command
+        log(f"{label}: {' '.join(command)}")
+        with open(stdout, "wb") as out, open(stderr, "wb") as err:
+            status = subprocess.run(wrapped, cwd=cwd, env=env, stdout=out, stderr=err).returncode
+        with open(time_file) as source:
+            # GNU time prefixes "Command exited with non-zero status N" on failure.
+            fields = source.read().strip().splitlines()[-1].split()
+        wall, user, system, rss_kb = float(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
+        result = {
+            "command": command,
+            "exit_status": status,
+            "wall_s": wall,
+            "cpu_s": round(user + system, 2),
+            "user_s": user,
+            "sys_s": system,
+            "peak_rss_bytes": rss_kb * 1024,
+            "caches_dropped": dropped,
+            "stdout": os.path.relpath(stdout, self.out),
+            "stderr": os.path.relpath(stderr, self.out),
+        }
+        if status != 0:
+            log(f"{label}: exit status {status}; see {stderr}")
+            with open(stderr, errors="replace") as source:
+                tail = source.read()[-2000:]
+            if tail:
+                log(tail)
+        return result
+
+
+def shell(command):
+    return ["bash", "-c", command]
+
+
+def machine_info(out):
+    info = {"nproc": os.cpu_count(), "kernel": platform.release(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        info["nproc"] = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as source:
+            for line in source:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as source:
+            for line in source:
+                if line.startswith("MemTotal"):
+                    info["ram_bytes"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    found = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", out],
+                           capture_output=True, text=True)
+    info["filesystem"] = " on ".join(found.stdout.split()) or "unknown"
+    try:
+        with open("/etc/os-release") as source:
+            for line in source:
+                if line.startswith("PRETTY_NAME="):
+                    info["os"] = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return info
+
+
+def version_of(command):
+    try:
+        done = subprocess.run(command, capture_output=True, text=True)
+        return (done.stdout or done.stderr).strip().splitlines()[0]
+    except (OSError, IndexError):
+        return "unknown"
+
+
+def prepare_out(out):
+    """OUT must be new, empty, or made by an earlier run of this script."""
+    if os.path.exists(out) and os.listdir(out) and not os.path.exists(os.path.join(out, MARKER)):
+        sys.exit(f"compare: {out} is not empty and was not made by compare.sh; choose another --out")
+    os.makedirs(out, exist_ok=True)
+    for name in ["work", "repos", "restore", "env", "logs"]:
+        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    for name in ["results.json", "results.md"]:
+        if os.path.exists(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+    with open(os.path.join(out, MARKER), "w") as marker:
+        marker.write("made by benches/compare.sh; its contents are replaced on every run\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cairn", required=True, help="path to the release cairn binary")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--borg-encryption", default="none",
+                        help="borg init --encryption mode (default none; e.g. repokey-blake2)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep workload, repositories and restores (default: delete the big ones)")
+    args = parser.parse_args()
+
+    out = os.path.abspath(args.out)
+    prepare_out(out)
+    cairn = os.path.abspath(args.cairn)
+    work = os.path.join(out, "work")
+    repos = {tool: os.path.join(out, "repos", tool) for tool in TOOLS}
+    restores = {tool: os.path.join(out, "restore", tool) for tool in TOOLS}
+    env_root = os.path.join(out, "env")
+    environments = {
+        "cairn": {"CAIRN_CONFIG_DIR": os.path.join(env_root, "cairn-config"),
+                  "CAIRN_CACHE_DIR": os.path.join(env_root, "cairn-cache")},
+        "restic": {"RESTIC_REPOSITORY": repos["restic"], "RESTIC_PASSWORD": "cairn-bench",
+                   "RESTIC_CACHE_DIR": os.path.join(env_root, "restic-cache")},
+        "borg": {"BORG_REPO": repos["borg"], "BORG_BASE_DIR": os.path.join(env_root, "borg"),
+                 "BORG_PASSPHRASE": "cairn-bench",
+                 "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+                 "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"},
+    }
+    os.makedirs(os.path.join(out, "repos"), exist_ok=True)
+    runner = Runner(out, environments)
+
+    results = {
+        "scale": args.scale,
+        "seed": args.seed,
+        "machine": machine_info(out),
+        "versions": {
+            "cairn": version_of([cairn, "--version"]),
+            "cairn_git": version_of(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
+            "restic": version_of(["restic", "version"]),
+            "borg": version_of(["borg", "--version"]),
+            "b3sum": version_of(["b3sum", "--version"]),
+            "zstd": version_of(["zstd", "--version"]),
+            "python": platform.python_version(),
+        },
+        "settings": {
+            "cairn": "defaults: FastCDC 4/16/64 KiB, BLAKE3, zstd, ed25519-signed manifests, no encryption",
+            "restic": "defaults: no compression (0.14 has none), AES-256 encryption",
+            "borg": f"--encryption {args.borg_encryption}, --compression zstd,3, default chunker (buzhash 19,23,21: ~2 MiB chunks)",
+        },
+        "steps": {},
+        "references": {},
+    }
+
+    def save():
+        with open(os.path.join(out, "results.json"), "w") as target:
+            json.dump(results, target, indent=2)
+
+    # ---- workload, night 0
+    log(f"generating the workload (scale {args.scale}, seed {args.seed}) in {work}")
+    generated = subprocess.run([sys.executable, WORKLOAD, "generate", work, "--seed",
+                                str(args.seed), "--scale", str(args.scale)],
+                               capture_output=True, text=True, check=True)
+    results["workload"] = {"night0": json.loads(generated.stdout)}
+    night0_bytes, night0_files = tree_bytes(work)
+    log(f"workload: {night0_bytes / MB:.1f} MB in {night0_files} files")
+
+    # ---- hardware references over the first night's bytes
+    file_list = "find db vectors memory -type f -print0"
+    references = {
+        "cat": f"{file_list} | xargs -0 cat > /dev/null",
+        "b3sum": f"{file_list} | xargs -0 b3sum > /dev/null",
+        "zstd -3 -T0 (tar stream)": "tar -cf - db vectors memory | zstd -3 -T0 -q -c > /dev/null",
+    }
+    for name, command in references.items():
+        label = "ref-" + name.split()[0]
+        measured = runner.measure(label, shell(command), cwd=work)
+        measured["bytes"] = night0_bytes
+        results["references"][name] = measured
+    save()
+
+    # ---- repositories
+    init_commands = {
+        "cairn": [cairn, "init", "--repo", repos["cairn"]],
+        "restic": ["restic", "init"],
+        "borg": ["borg", "init", "--encryption", args.borg_encryption],
+    }
+    for tool in TOOLS:
+        runner.measure(f"init-{tool}", init_commands[tool], tool=tool, drop=False)
+
+    def backup_command(tool, archive):
+        if tool == "cairn":
+            command = [cairn, "backup", "--repo", repos["cairn"], "--json"]
+            for name in COMPONENTS:
+                command += ["--component", f"{name}={os.path.join(work, name)}"]
+            return command
+        if tool == "restic":
+            return ["restic", "backup"] + COMPONENTS
+        return ["borg", "create", "--stats", "--compression", "zstd,3", f"::{archive}"] + COMPONENTS
+
+    def record(step, tool, measured, source_bytes):
+        measured["repo_bytes"] = du_bytes(repos[tool])
+        measured["source_bytes"] = source_bytes
+        results["steps"].setdefault(step, {})[tool] = measured
+        save()
+
+    def backup_step(step, archive, source_bytes):
+        for tool in TOOLS:
+            before = du_bytes(repos[tool])
+            measured = runner.measure(f"{step}-{tool}", backup_command(tool, archive),
+                                      tool=tool, cwd=work)
+            measured["repo_bytes_before"] = before
+            record(step, tool, measured, source_bytes)
+            if tool == "cairn" and measured["exit_status"] in (0, 3):
+                try:
+                    with open(os.path.join(out, measured["stdout"])) as source:
+                        stats = json.load(source)
+                    measured["cairn_stats"] = {key: stats.get(key) for key in
+                                               ("new_chunks", "reused_chunks", "new_bytes",
+                                                "stored_bytes", "unchanged_files")}
+                except (OSError, ValueError):
+                    pass
+
+    backup_step("first backup", "night1", night0_bytes)
+
+    log("applying one night of change (workload.py next-night)")
+    changed = subprocess.run([sys.executable, WORKLOAD, "next-night", work],
+                             capture_output=True, text=True, check=True)
+    results["workload"]["night1"] = json.loads(changed.stdout)
+    night1_bytes, night1_files = tree_bytes(work)
+
+    backup_step("next-night backup", "night2", night1_bytes)
+    backup_step("unchanged re-backup", "night2-again", night1_bytes)
+
+    # ---- restore
+    restore_commands = {
+        "cairn": [cairn, "restore", "--repo", repos["cairn"], "latest", "--target", restores["cairn"]],
+        "restic": ["restic", "restore", "latest", "--target", restores["restic"]],
+        "borg": ["borg", "extract", "::night2-again"],
+    }
+    results["restore_check"] = {}
+    for tool in TOOLS:
+        os.makedirs(restores[tool])
+        measured = runner.measure(f"restore-{tool}", restore_commands[tool], tool=tool,
+                                  cwd=restores[tool])
+        record("full restore", tool, measured, night1_bytes)
+        # The workload's state file lies outside the three components.
+        diff = subprocess.run(["diff", "-r", "--no-dereference", "-q",
+                               "--exclude", ".workload.json", work, restores[tool]],
+                              capture_output=True, text=True)
+        identical = diff.returncode == 0
+        results["restore_check"][tool] = {
+            "identical": identical,
+            "differences": diff.stdout.splitlines()[:20] + diff.stderr.splitlines()[:5],
+        }
+        log(f"restore-{tool}: diff -r against the source: {'identical' if identical else 'DIFFERENT'}")
+        save()
+        if not args.keep:
+            shutil.rmtree(restores[tool], ignore_errors=True)
+
+    # ---- verify
+    verify_commands = {
+        "cairn": [cairn, "verify", "--repo", repos["cairn"], "--read-data", "--json"],
+        "restic": ["restic", "check", "--read-data"],
+        "borg": ["borg", "check", "--verify-data"],
+    }
+    for tool in TOOLS:
+        measured = runner.measure(f"verify-{tool}", verify_commands[tool], tool=tool)
+        record("full verification", tool, measured, night1_bytes)
+
+    results["cache_bytes"] = {
+        "cairn": du_bytes(environments["cairn"]["CAIRN_CACHE_DIR"]),
+        "restic": du_bytes(environments["restic"]["RESTIC_CACHE_DIR"]),
+        "borg": du_bytes(environments["borg"]["BORG_BASE_DIR"]),
+    }
+    results["workload"]["night0_bytes"] = night0_bytes
+    results["workload"]["night0_files"] = night0_files
+    results["workload"]["night1_bytes"] = night1_bytes
+    results["workload"]["night1_files"] = night1_files
+    save()
+
+    markdown = render(results)
+    with open(os.path.join(out, "results.md"), "w") as target:
+        target.write(markdown)
+    print(markdown)
+    if not args.keep:
+        for path in [work, os.path.join(out, "repos"), os.path.join(out, "restore")]:
+            shutil.rmtree(path, ignore_errors=True)
+    failures = [(step, tool) for step, tools in results["steps"].items()
+                for tool, measured in tools.items() if measured["exit_status"] != 0]
+    if failures or not results["restore_check"]["cairn"]["identical"]:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def mb(value):
+    if abs(value) < MB:
+        return f"{value / 1e3:,.1f} kB"
+    return f"{value / MB:,.1f} MB"
+
+
+def ratio(value, base):
+    if not base or value is None:
+        return "–"
+    return f"{value / base:.2f}×"
+
+
+def render(results):
+    machine = results["machine"]
+    steps = results["steps"]
+    lines = []
+    add = lines.append
+    scale = results["scale"]
+    add(f"# cairn vs restic vs borg: nightly workload at scale {scale:g}")
+    add("")
+    if scale != 1.0:
+        add(f"> Scale {scale:g}: the data set is {scale:g}× the size of the real one. "
+            "Fixed costs (process start, key and index loading, repository "
+            "opening) weigh far more than at full scale; use these figures to "
+            "check the harness, not to compare tools.")
+        add("")
+    add(f"- Date: {machine['date']}")
+    add(f"- Machine: {machine.get('nproc')} CPUs ({machine.get('cpu', 'unknown CPU')}), "
+        f"{machine.get('ram_bytes', 0) / 2**30:.1f} GiB RAM, kernel {machine['kernel']}, "
+        f"{machine.get('os', '')}; filesystem {machine['filesystem']}")
+    versions = results["versions"]
+    add(f"- Versions: {versions['cairn']} ({versions['cairn_git']}), {versions['restic']}, "
+        f"{versions['borg']}")
+    for tool in TOOLS:
+        add(f"- {tool}: {results['settings'][tool]}")
+    drops = [m["caches_dropped"] for tools in steps.values() for m in tools.values()]
+    drops += [m["caches_dropped"] for m in results["references"].values()]
+    if all(drops):
+        add("- Page cache: dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every step")
+    elif not any(drops):
+        add("- Page cache: could NOT be dropped (not root?); every step after the first ran warm")
+    else:
+        add("- Page cache: dropped before some steps only (see results.json)")
+    workload = results["workload"]
+    night0 = workload["night0"]["summary"]
+    add(f"- Workload (seed {results['seed']}): night 0 {mb(workload['night0_bytes'])} in "
+        f"{workload['night0_files']:,} files (db {mb(night0['db']['bytes'])}, "
+        f"vectors {mb(night0['vectors']['bytes'])}, memory {mb(night0['memory']['bytes'])} in "
+        f"{night0['memory']['files']:,} files); night 1 {mb(workload['night1_bytes'])} in "
+        f"{workload['night1_files']:,} files")
+    add("- MB = 10^6 bytes. Throughput = source bytes the step covers ÷ wall time "
+        "(for restore and verify: the latest snapshot's bytes).")
+    add("")
+
+    add("## Hardware references (first night's bytes, cold cache)")
+    add("")
+    add("| reference | wall | throughput | CPU (user+sys) | peak RSS |")
+    add("| --- | ---: | ---: | ---: | ---: |")
+    for name, measured in results["references"].items():
+        add(f"| `{name}` | {measured['wall_s']:.2f} s | "
+            f"{measured['bytes'] / MB / max(measured['wall_s'], 0.01):,.0f} MB/s | "
+            f"{measured['cpu_s']:.2f} s | {measured['peak_rss_bytes'] / 2**20:,.0f} MiB |")
+    add("")
+
+    add("## Results")
+    add("")
+    add("Ratios are cairn's or borg's figure ÷ restic's: for throughput, above 1 is "
+        "faster; for time, CPU, memory and size, below 1 is better.")
+    add("")
+    header = "| step | metric | restic | cairn | cairn ÷ restic | borg | borg ÷ restic |"
+    add(header)
+    add("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+
+    def row(step, metric, value, text):
+        tools = steps.get(step, {})
+        cells = {}
+        values = {}
+        for tool in TOOLS:
+            measured = tools.get(tool)
+            if measured is None:
+                cells[tool], values[tool] = "–", None
+                continue
+            values[tool] = value(measured)
+            cells[tool] = text(values[tool])
+            if measured["exit_status"] != 0:
+                cells[tool] += f" (exit {measured['exit_status']})"
+        base = values["restic"]
+        add(f"| {step} | {metric} | {cells['restic']} | {cells['cairn']} | "
+            f"{ratio(values['cairn'], base)} | {cells['borg']} | {ratio(values['borg'], base)} |")
+
+    def throughput(m):
+        return m["source_bytes"] / max(m["wall_s"], 0.01)
+
+    def common(step):
+        row(step, "wall time", lambda m: m["wall_s"], lambda v: f"{v:.2f} s")
+        row(step, "CPU user+sys", lambda m: m["cpu_s"], lambda v: f"{v:.2f} s")
+        row(step, "peak RSS", lambda m: m["peak_rss_bytes"], lambda v: f"{v / 2**20:,.0f} MiB")
+
+    for step in ["first backup", "next-night backup", "unchanged re-backup",
+                 "full restore", "full verification"]:
+        if step not in steps:
+            continue
+        if step != "unchanged re-backup":
+            row(step, "throughput", throughput, lambda v: f"{v / MB:,.1f} MB/s")
+        common(step)
+        if step.endswith("backup"):
+            if step != "first backup":
+                row(step, "repository growth",
+                    lambda m: m["repo_bytes"] - m["repo_bytes_before"], mb)
+            row(step, "repository size after", lambda m: m["repo_bytes"], mb)
+    add("")
+    check = results.get("restore_check", {})
+    for tool in TOOLS:
+        if tool in check:
+            verdict = ("byte-identical to the source (`diff -r`)" if check[tool]["identical"]
+                       else "DIFFERS from the source: " + "; ".join(check[tool]["differences"][:5]))
+            add(f"- {tool} restore: {verdict}")
+    stats = steps.get("next-night backup", {}).get("cairn", {}).get("cairn_stats")
+    if stats:
+        add(f"- cairn next-night backup: {stats.get('new_chunks')} new chunks "
+            f"({mb(stats.get('new_bytes') or 0)} raw, {mb(stats.get('stored_bytes') or 0)} stored)")
+    caches = results.get("cache_bytes", {})
+    if caches:
+        add("- Local caches after the run (not counted in repository size): " +
+            ", ".join(f"{tool} {mb(size)}" for tool, size in caches.items()))
+    add("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# cairn vs restic vs borg on the nightly workload, in one run.
+#
+#   bash benches/compare.sh [--scale S] [--out DIR] [--seed N]
+#                           [--borg-encryption MODE] [--keep]
+#
+# Installs what is missing (restic, borgbackup, b3sum, zstd, sqlite3, GNU
+# time) with apt, builds cairn in release, then hands over to
+# benches/compare.py, which generates the workload (benches/workload.py),
+# measures the hardware references and every tool's first backup, next-night
+# backup, unchanged re-backup, full restore and full verification, and writes
+# OUT/results.md (also printed) and OUT/results.json.
+#
+# Defaults: --scale 1.0 (about 720 MB of source data; needs ~6 GB free and,
+# on 2 cores, roughly 15-25 minutes), --out target/compare, --seed 1,
+# --borg-encryption none. Dropping the page cache before each step needs
+# root; without it the run still works and the report says so.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+scale=1.0
+out="$root/target/compare"
+extra=()
+
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --scale) scale="${2:?--scale needs a value}"; shift 2 ;;
+        --out) out="${2:?--out needs a value}"; shift 2 ;;
+        --seed | --borg-encryption) extra+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+        --keep) extra+=("$1"); shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "compare.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+# command -> Debian package
+declare -A packages=(
+    [restic]=restic [borg]=borgbackup [b3sum]=b3sum [zstd]=zstd
+    [sqlite3]=sqlite3 [/usr/bin/time]=time [findmnt]=util-linux [python3]=python3
+)
+missing=()
+for command in "${!packages[@]}"; do
+    command -v "$command" > /dev/null 2>&1 || missing+=("${packages[$command]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "[compare] installing: ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
+fi
+
+echo "[compare] building cairn (release)" >&2
+(cd "$root" && cargo build --release --quiet -p cairn-cli)
+cairn="${CARGO_TARGET_DIR:-$root/target}/release/cairn"
+case "$cairn" in /*) ;; *) cairn="$root/$cairn" ;; esac
+
+exec python3 "$here/compare.py" --cairn "$cairn" --scale "$scale" --out "$out" "${extra[@]}"
