@@ -8,40 +8,13 @@ use common::*;
 
 use cairn_store::Id;
 use cairn_store::manifest::{SignedManifest, SnapshotBody};
-use cairn_store::pack::{BlobEntry, BlobKind, PackHeader, decode_blob, parse_pack};
+use cairn_store::pack::{BlobEntry, BlobKind, decode_blob};
 use cairn_store::tree::Tree;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-/// The id a repository file is named by.
-fn id_of_file(path: &Path) -> Id {
-    let name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .expect("object name");
-    Id::from_hex(name).unwrap_or_else(|| panic!("{} is not named by an id", path.display()))
-}
-
-fn header_of(pack: &Path) -> PackHeader {
-    parse_pack(&fs::read(pack).expect("read pack"), &id_of_file(pack)).expect("pack parses")
-}
-
-/// The packs among `packs` that hold file content rather than trees.
-fn data_packs(packs: &[PathBuf]) -> Vec<PathBuf> {
-    packs
-        .iter()
-        .filter(|pack| {
-            header_of(pack)
-                .blobs
-                .iter()
-                .all(|blob| blob.kind == BlobKind::Data)
-        })
-        .cloned()
-        .collect()
-}
 
 /// `cairn --json backup SOURCE`; returns the snapshot's full id.
 fn backup(workspace: &Workspace, source: &Path) -> String {
@@ -96,18 +69,6 @@ fn restore(workspace: &Workspace, snapshot: &str, target: &Path) -> Run {
         "--target".as_ref(),
         target.as_os_str(),
     ])
-}
-
-/// Restore's temporary files (`.cairn-restore-*`) anywhere below `root`.
-fn leftover_temporaries(root: &Path) -> Vec<PathBuf> {
-    walk(root)
-        .into_iter()
-        .filter(|path| {
-            path.file_name()
-                .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with(".cairn-restore-"))
-        })
-        .collect()
 }
 
 /// Every file of `source` except `missing` (component-relative paths) is in

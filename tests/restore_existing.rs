@@ -10,7 +10,6 @@ use common::*;
 
 use cairn_store::Id;
 use cairn_store::index::IndexFile;
-use cairn_store::pack::{BlobKind, PackHeader, parse_pack};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -165,20 +164,6 @@ fn stamps(root: &Path) -> BTreeMap<PathBuf, (u64, i64, i64, i64, i64)> {
         .collect()
 }
 
-/// Restore's temporary files (`.cairn-restore-*`) anywhere below `root`.
-fn leftover_temporaries(root: &Path) -> Vec<PathBuf> {
-    walk(root)
-        .into_iter()
-        .filter(|path| is_temporary(path))
-        .collect()
-}
-
-fn is_temporary(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|name| name.to_str())
-        .is_some_and(|name| name.starts_with(".cairn-restore-"))
-}
-
 /// Relative paths below `root`, `/`-separated.
 fn relative_paths(root: &Path) -> BTreeSet<String> {
     walk(root)
@@ -209,33 +194,6 @@ fn sample_tree(root: &Path) {
     chmod(&root.join("private.txt"), 0o600);
     fs::create_dir_all(root.join("empty")).unwrap();
     std::os::unix::fs::symlink("data/a.bin", root.join("link-to-a")).unwrap();
-}
-
-/// The id a repository file is named by.
-fn id_of_file(path: &Path) -> Id {
-    let name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .expect("object name");
-    Id::from_hex(name).unwrap_or_else(|| panic!("{} is not named by an id", path.display()))
-}
-
-fn header_of(pack: &Path) -> PackHeader {
-    parse_pack(&fs::read(pack).expect("read pack"), &id_of_file(pack)).expect("pack parses")
-}
-
-/// The packs among `packs` that hold file content rather than trees.
-fn data_packs(packs: &[PathBuf]) -> Vec<PathBuf> {
-    packs
-        .iter()
-        .filter(|pack| {
-            header_of(pack)
-                .blobs
-                .iter()
-                .all(|blob| blob.kind == BlobKind::Data)
-        })
-        .cloned()
-        .collect()
 }
 
 /// Packs in the repository that are not in `before`.

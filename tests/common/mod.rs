@@ -3,6 +3,8 @@
 //! [`Run`], the result of running the real `cairn` binary.
 #![allow(dead_code)]
 
+use cairn_store::Id;
+use cairn_store::pack::{BlobKind, PackHeader, parse_pack};
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -240,4 +242,46 @@ pub fn file_hash(path: &Path) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update_mmap(path).expect("hash file");
     hasher.finalize()
+}
+
+/// The id a repository file is named by.
+pub fn id_of_file(path: &Path) -> Id {
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .expect("object name");
+    Id::from_hex(name).unwrap_or_else(|| panic!("{} is not named by an id", path.display()))
+}
+
+pub fn header_of(pack: &Path) -> PackHeader {
+    parse_pack(&fs::read(pack).expect("read pack"), &id_of_file(pack)).expect("pack parses")
+}
+
+/// The packs among `packs` that hold file content rather than trees.
+pub fn data_packs(packs: &[PathBuf]) -> Vec<PathBuf> {
+    packs
+        .iter()
+        .filter(|pack| {
+            header_of(pack)
+                .blobs
+                .iter()
+                .all(|blob| blob.kind == BlobKind::Data)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether `path` is one of restore's temporary files (`.cairn-restore-*`).
+pub fn is_temporary(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.starts_with(".cairn-restore-"))
+}
+
+/// Restore's temporary files anywhere below `root`.
+pub fn leftover_temporaries(root: &Path) -> Vec<PathBuf> {
+    walk(root)
+        .into_iter()
+        .filter(|path| is_temporary(path))
+        .collect()
 }
