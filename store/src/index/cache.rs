@@ -304,9 +304,9 @@ pub fn open_index(repository: &Repository, cache_path: Option<&Path>) -> Result<
     match open_and_synchronise_sled(repository, path) {
         Ok(index) => return Ok(OpenedIndex { index, notices }),
         Err(CacheFailure::Repository(error)) => return Err(error),
-        Err(CacheFailure::Locked(reason)) => {
+        Err(CacheFailure::Locked(_)) => {
             notices.push(format!(
-                "index cache {} is in use by another cairn process ({reason}); using an in-memory index for this run",
+                "index cache {} is in use by another cairn process; using an in-memory index for this run",
                 path.display()
             ));
         }
