@@ -169,6 +169,17 @@ pub struct UndoRestoreArgs {
 #[derive(Args)]
 pub struct VerifyArgs {
     /// Also read, decompress and re-hash every chunk.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
+    /// Read back only part of the data: a random percentage (`10%`), a
+    /// deterministic slice (`2/7`: seven nightly runs cover every pack once)
+    /// or a byte budget (`5G`).
+    #[arg(long, value_name = "SPEC")]
+    pub read_data_subset: Option<String>,
+    /// Audit only this snapshot (id, prefix or `latest`); repeatable.
+    #[arg(long = "snapshot", value_name = "ID")]
+    pub snapshots: Vec<String>,
+    /// Audit only this component of the audited snapshots; repeatable.
+    #[arg(long = "component", value_name = "NAME")]
+    pub components: Vec<String>,
 }

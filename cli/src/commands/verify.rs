@@ -5,23 +5,36 @@ use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
 use anyhow::Result;
-use cairn_store::ops::verify::{Severity, VerifyOptions, verify};
+use anyhow::anyhow;
+use cairn_store::ops::verify::{DataCheck, Severity, Subset, VerifyOptions, verify};
 
 pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
     let repository = context.open_repository()?;
     let trusted = context.trusted_keys()?;
-    let report = verify(
-        &repository,
-        &trusted,
-        VerifyOptions {
-            read_data: args.read_data,
-        },
-    )?;
+    let data = match (&args.read_data_subset, args.read_data) {
+        (Some(spec), _) => DataCheck::Subset(
+            Subset::parse(spec).map_err(|error| anyhow!("--read-data-subset {error}"))?,
+        ),
+        (None, true) => DataCheck::All,
+        (None, false) => DataCheck::None,
+    };
+    let snapshots = args
+        .snapshots
+        .iter()
+        .map(|spec| repository.resolve_snapshot_trusted(spec, Some(&trusted)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = VerifyOptions {
+        data,
+        snapshots,
+        components: args.components.clone(),
+    };
+    let reads_data = options.data != DataCheck::None;
+    let report = verify(&repository, &trusted, options)?;
     let clean = report.is_clean();
     if context.global.json {
         let mut value = serde_json::to_value(&report)?;
         value["clean"] = serde_json::Value::Bool(clean);
-        value["read_data"] = serde_json::Value::Bool(args.read_data);
+        value["read_data"] = serde_json::Value::Bool(reads_data);
         value["damaged_snapshots"] = serde_json::to_value(report.damaged_snapshots())?;
         crate::output::print_json(&value)?;
     } else {
@@ -33,10 +46,11 @@ pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
             report.trees,
             report.chunk_references
         );
-        if args.read_data {
+        if reads_data {
             println!(
-                "read {} packs, {} blobs, {}",
+                "read {} of {} packs, {} blobs, {}",
                 report.packs_read,
+                report.packs_in_scope,
                 report.blobs_read,
                 bytes(report.bytes_read)
             );

@@ -31,9 +31,86 @@ use std::collections::{HashMap, HashSet};
 /// Paths listed per finding; the total is always counted.
 const AFFECTED_LIMIT: usize = 1000;
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct VerifyOptions {
-    pub read_data: bool,
+    pub data: DataCheck,
+    /// Audit only these snapshots (all when empty).
+    pub snapshots: Vec<Id>,
+    /// Audit only these components of them (all when empty).
+    pub components: Vec<String>,
+}
+
+/// How much data `verify` reads back.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum DataCheck {
+    /// Structure only: no pack is read.
+    #[default]
+    None,
+    /// Every pack in scope.
+    All,
+    Subset(Subset),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// A random share of the packs in scope, in percent.
+    Percent(f64),
+    /// Slice `n` of `t` (1-based): packs whose id modulo `t` is `n - 1`.
+    /// The same every run, so `t` runs with n = 1..=t read every pack once.
+    Slice { n: u64, t: u64 },
+    /// Random packs up to this many bytes (at least one pack).
+    Bytes(u64),
+}
+
+impl Subset {
+    /// Parses `10%`, `2/7` or a byte budget such as `5G`, `500M`, `4096`.
+    pub fn parse(text: &str) -> std::result::Result<Subset, String> {
+        let text = text.trim();
+        if let Some(percent) = text.strip_suffix('%') {
+            return match percent.parse::<f64>() {
+                Ok(value) if value > 0.0 && value <= 100.0 => Ok(Subset::Percent(value)),
+                _ => Err(format!(
+                    "{text:?}: a percentage must be above 0% and at most 100%"
+                )),
+            };
+        }
+        if let Some((n, t)) = text.split_once('/') {
+            return match (n.parse::<u64>(), t.parse::<u64>()) {
+                (Ok(n), Ok(t)) if n >= 1 && n <= t => Ok(Subset::Slice { n, t }),
+                _ => Err(format!("{text:?}: a slice is n/t with 1 <= n <= t")),
+            };
+        }
+        let (digits, unit) = text.split_at(
+            text.find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(text.len()),
+        );
+        let factor: u64 = match unit
+            .to_ascii_uppercase()
+            .trim_end_matches("IB")
+            .trim_end_matches('B')
+        {
+            "" => 1,
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            "T" => 1 << 40,
+            _ => {
+                return Err(format!(
+                    "{text:?}: use a percentage (10%), a slice (2/7) or a size (5G)"
+                ));
+            }
+        };
+        match digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|value| value.checked_mul(factor))
+        {
+            Some(bytes) if bytes > 0 => Ok(Subset::Bytes(bytes)),
+            _ => Err(format!(
+                "{text:?}: use a percentage (10%), a slice (2/7) or a size (5G)"
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -83,6 +160,8 @@ pub struct Finding {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VerifyReport {
     pub findings: Vec<Finding>,
+    /// Packs the data check could have read (all in scope), and read.
+    pub packs_in_scope: u64,
     pub snapshots: u64,
     pub index_files: u64,
     pub packs: u64,
@@ -155,12 +234,115 @@ pub fn verify(
     // Snapshots are listed before index files: a backup that finishes in
     // between then adds a snapshot we do not check, never one whose index
     // we have not read (which would look like missing blobs).
-    let mut snapshots = repository.list_ids(ObjectKind::Snapshot)?;
+    let mut snapshots = if options.snapshots.is_empty() {
+        repository.list_ids(ObjectKind::Snapshot)?
+    } else {
+        options.snapshots.clone()
+    };
     snapshots.sort();
     let indexed_packs = audit.read_index(repository)?;
-    audit.check_packs(repository, &indexed_packs, options.read_data)?;
-    audit.check_snapshots(repository, trusted, snapshots)?;
+    let readable = audit.check_packs(repository, &indexed_packs)?;
+    let roots = audit.check_snapshots(repository, trusted, snapshots, &options.components)?;
+    let scoped = !options.snapshots.is_empty() || !options.components.is_empty();
+    let referenced = scoped.then(|| audit.referenced_packs(repository, &roots));
+    if options.data != DataCheck::None {
+        let mut in_scope: Vec<Id> = match &referenced {
+            Some(referenced) => readable
+                .into_iter()
+                .filter(|pack| referenced.contains(pack))
+                .collect(),
+            None => readable,
+        };
+        in_scope.sort();
+        audit.report.packs_in_scope = in_scope.len() as u64;
+        let chosen = choose_packs(&in_scope, &indexed_packs, options.data)?;
+        audit.read_packs(repository, &chosen);
+    }
+    for root in &roots {
+        audit.walk(
+            repository,
+            &root.snapshot,
+            &root.component,
+            root.tree,
+            root.path,
+        );
+    }
+    // A limited audit reports only what its snapshots and components need.
+    if let Some(referenced) = referenced {
+        let unneeded: HashSet<usize> = audit
+            .pack_findings
+            .iter()
+            .filter(|(pack, _)| !referenced.contains(pack))
+            .map(|(_, index)| *index)
+            .collect();
+        let mut position = 0;
+        audit.report.findings.retain(|_| {
+            position += 1;
+            !unneeded.contains(&(position - 1))
+        });
+    }
     Ok(audit.report)
+}
+
+/// A component's root tree, to walk.
+struct Root {
+    snapshot: String,
+    component: String,
+    tree: Id,
+    path: &'static str,
+}
+
+/// A stable, per-run random order: BLAKE3 of a fresh seed and the pack id.
+fn shuffled(packs: &[Id]) -> Result<Vec<Id>> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|error| {
+        crate::StoreError::io(
+            "reading the system random source",
+            std::io::Error::other(error.to_string()),
+        )
+    })?;
+    let mut keyed: Vec<(Id, Id)> = packs
+        .iter()
+        .map(|pack| (Id(*blake3::keyed_hash(&seed, &pack.0).as_bytes()), *pack))
+        .collect();
+    keyed.sort();
+    Ok(keyed.into_iter().map(|(_, pack)| pack).collect())
+}
+
+fn choose_packs(packs: &[Id], sizes: &HashMap<Id, u64>, check: DataCheck) -> Result<Vec<Id>> {
+    Ok(match check {
+        DataCheck::None => Vec::new(),
+        DataCheck::All => packs.to_vec(),
+        DataCheck::Subset(Subset::Slice { n, t }) => packs
+            .iter()
+            .filter(|pack| {
+                let mut low = [0u8; 8];
+                low.copy_from_slice(&pack.0[..8]);
+                u64::from_le_bytes(low) % t == n - 1
+            })
+            .copied()
+            .collect(),
+        DataCheck::Subset(Subset::Percent(percent)) => {
+            let count = ((packs.len() as f64) * percent / 100.0).ceil() as usize;
+            shuffled(packs)?
+                .into_iter()
+                .take(count.min(packs.len()))
+                .collect()
+        }
+        DataCheck::Subset(Subset::Bytes(budget)) => {
+            let mut chosen = Vec::new();
+            let mut total = 0u64;
+            for pack in shuffled(packs)? {
+                let size = sizes.get(&pack).copied().unwrap_or(0);
+                if !chosen.is_empty() && total + size > budget {
+                    continue;
+                }
+                total += size;
+                chosen.push(pack);
+            }
+            chosen
+        }
+    })
 }
 
 impl Audit {
@@ -217,12 +399,12 @@ impl Audit {
         Ok(packs)
     }
 
+    /// Checks every indexed pack exists with its size; returns those that do.
     fn check_packs(
         &mut self,
         repository: &Repository,
         indexed: &HashMap<Id, u64>,
-        read_data: bool,
-    ) -> Result<()> {
+    ) -> Result<Vec<Id>> {
         let present: HashMap<Id, u64> = repository
             .backend()
             .list(ObjectKind::Pack)?
@@ -263,10 +445,34 @@ impl Audit {
                 ));
             }
         }
-        if read_data {
-            self.read_packs(repository, &readable);
+        Ok(readable)
+    }
+
+    /// Packs holding a blob that the roots reach.
+    fn referenced_packs(&mut self, repository: &Repository, roots: &[Root]) -> HashSet<Id> {
+        let mut packs = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut stack: Vec<Id> = roots.iter().map(|root| root.tree).collect();
+        while let Some(tree_id) = stack.pop() {
+            if !seen.insert(tree_id) {
+                continue;
+            }
+            if let Some(location) = self.blobs.get(&tree_id) {
+                packs.insert(location.pack);
+            }
+            let Ok(tree) = self.load_tree(repository, &tree_id) else {
+                continue;
+            };
+            for entry in &tree.entries {
+                stack.extend(entry.subtree);
+                for chunk in entry.chunks.as_deref().unwrap_or_default() {
+                    if let Some(location) = self.blobs.get(chunk) {
+                        packs.insert(location.pack);
+                    }
+                }
+            }
         }
-        Ok(())
+        packs
     }
 
     fn read_packs(&mut self, repository: &Repository, packs: &[Id]) {
@@ -292,18 +498,26 @@ impl Audit {
                 self.add(finding);
             }
             for (blob, finding) in reading.bad_blobs {
+                // A tree already found unreadable keeps its one finding.
+                if self.blob_findings.contains_key(&blob) {
+                    continue;
+                }
                 let index = self.add(finding);
                 self.blob_findings.insert(blob, index);
             }
         }
     }
 
+    /// Checks each manifest; returns the component roots to walk.
     fn check_snapshots(
         &mut self,
         repository: &Repository,
         trusted: &[PublicKey],
         ids: Vec<Id>,
-    ) -> Result<()> {
+        components: &[String],
+    ) -> Result<Vec<Root>> {
+        let mut roots = Vec::new();
+        let mut found_components = HashSet::new();
         for id in ids {
             self.report.snapshots += 1;
             let object = format!("snapshot {id}");
@@ -338,21 +552,31 @@ impl Audit {
                 }
             };
             for component in &body.components {
-                let root = if component.kind == ComponentKind::Directory {
-                    "/"
-                } else {
-                    ""
-                };
-                self.walk(
-                    repository,
-                    &id.short(),
-                    &component.name,
-                    component.tree,
-                    root,
-                );
+                if !components.is_empty() && !components.contains(&component.name) {
+                    continue;
+                }
+                found_components.insert(component.name.clone());
+                roots.push(Root {
+                    snapshot: id.short(),
+                    component: component.name.clone(),
+                    tree: component.tree,
+                    path: if component.kind == ComponentKind::Directory {
+                        "/"
+                    } else {
+                        ""
+                    },
+                });
             }
         }
-        Ok(())
+        if let Some(missing) = components
+            .iter()
+            .find(|name| !found_components.contains(*name))
+        {
+            return Err(crate::StoreError::Invalid(format!(
+                "no audited snapshot has a component named {missing:?}"
+            )));
+        }
+        Ok(roots)
     }
 
     /// Where a blob's damage is recorded, if it is damaged.
