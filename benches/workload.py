@@ -10,13 +10,13 @@ Models the nightly state of one of our users' services, in three components:
                         files it has churned without VACUUM: an event-log
                         retention job deleted old events, so roughly two
                         thirds of the file is free pages still holding stale
-                        rows. The live data is ~75 MB.
+                        rows. The live data is what the dump holds.
   db/dump.sql           plain-SQL dump of the live data (~80 MB), as the
                         service's own nightly `.dump` job would write it.
   vectors/snapshot.tar  Qdrant-style collection snapshot, ~250 MB: four
                         segments of 768-dimensional float32 vectors
                         (random, roughly unit length, mostly incompressible),
-                        a u64 ids file and a JSON payload file. Fixed mtimes,
+                        a u64 ids file and a JSON-lines payload file. Fixed mtimes,
                         uids and order, so the same state gives the same bytes.
   memory/               ~20,000 Markdown and JSON files of 0.5-16 KiB in
                         nested folders (agent/kind/month/).
