@@ -53,6 +53,15 @@ impl<R: Read> ChunkStream<R> {
         Self::with_buffer_size(reader, params, DEFAULT_BUFFER_SIZE)
     }
 
+    /// For a stream of known length: a buffer no larger than needed, since
+    /// zero-filling 8 MiB for every small file costs more than reading it.
+    pub fn with_expected_length(reader: R, params: &ChunkerParams, length: u64) -> Self {
+        let size = usize::try_from(length.saturating_add(1))
+            .unwrap_or(DEFAULT_BUFFER_SIZE)
+            .min(DEFAULT_BUFFER_SIZE);
+        Self::with_buffer_size(reader, params, size)
+    }
+
     /// `buffer_size` is raised to twice the maximum chunk size if smaller, so
     /// that every batch but the last holds at least one complete chunk.
     pub fn with_buffer_size(reader: R, params: &ChunkerParams, buffer_size: usize) -> Self {

@@ -24,6 +24,13 @@ pub mod exit {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when a reader such as
+    // `head` closes the pipe, instead of panicking on the failed write.
+    // SAFETY: restoring the default disposition of SIGPIPE before any
+    // thread starts has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = args::Cli::parse();
     let context = context::Context { global: cli.global };
     match commands::run(&context, cli.command) {

@@ -26,8 +26,8 @@ use std::sync::RwLock;
 /// Lookups and updates of the local copy of the index.
 pub trait IndexCache: Send + Sync {
     fn lookup(&self, blob: &Id) -> Result<Option<BlobLocation>>;
-    /// Records every blob of a pack (a blob already recorded keeps its
-    /// first location).
+    /// Records every blob of a pack (for a blob already recorded, either
+    /// location may be kept: both hold the same bytes).
     fn insert_pack(&self, pack: &PackEntry) -> Result<()>;
     /// Whether any index file taken in so far lists this pack.
     fn has_pack(&self, pack: &Id) -> Result<bool>;
@@ -219,19 +219,15 @@ impl IndexCache for SledIndex {
     }
 
     fn insert_pack(&self, pack: &PackEntry) -> Result<()> {
+        // A blob listed twice (by overlapping index files) keeps the last
+        // location written; every listed location holds the same bytes.
         let mut batch = sled::Batch::default();
         for entry in &pack.blobs {
-            if !self
-                .blobs
-                .contains_key(entry.id.0)
-                .map_err(|error| self.error(error))?
-            {
-                let location = BlobLocation {
-                    pack: pack.id,
-                    entry: *entry,
-                };
-                batch.insert(&entry.id.0[..], &encode_location(&location)[..]);
-            }
+            let location = BlobLocation {
+                pack: pack.id,
+                entry: *entry,
+            };
+            batch.insert(&entry.id.0[..], &encode_location(&location)[..]);
         }
         self.blobs
             .apply_batch(batch)

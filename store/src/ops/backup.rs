@@ -573,7 +573,7 @@ impl Walker<'_> {
                 return Ok(None);
             }
         }
-        let mut stream = ChunkStream::new(&file, &self.params);
+        let mut stream = ChunkStream::with_expected_length(&file, &self.params, before.len());
         let mut hasher = blake3::Hasher::new();
         let mut chunks = Vec::new();
         loop {

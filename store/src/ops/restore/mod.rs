@@ -49,6 +49,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use write::{WriteCounters, Writer};
 
+/// Threads that write files during a restore.
+const RESTORE_THREADS: usize = 8;
+
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
     pub target: PathBuf,
@@ -307,20 +310,32 @@ fn write_component(
         }
     }
     let files: Vec<_> = writes(EntryKind::File).collect();
-    let file_failures: Vec<(String, String)> = files
-        .par_iter()
-        .filter_map(|item| {
-            let result = if item.action == Action::Metadata {
-                write::fix_file_metadata(&item.entry, &item.destination)
-            } else {
-                writer.write_file(item)
-            };
-            writer.progress.file_done();
-            result
-                .err()
-                .map(|error| (item.relative.clone(), error.to_string()))
-        })
-        .collect();
+    let write_all = || -> Vec<(String, String)> {
+        files
+            .par_iter()
+            .filter_map(|item| {
+                let result = if item.action == Action::Metadata {
+                    write::fix_file_metadata(&item.entry, &item.destination)
+                } else {
+                    writer.write_file(item)
+                };
+                writer.progress.file_done();
+                result
+                    .err()
+                    .map(|error| (item.relative.clone(), error.to_string()))
+            })
+            .collect()
+    };
+    // Each file is fsynced before its rename; more threads than cores keep
+    // the disk busy while some wait on their fsync.
+    let file_failures = match rayon::ThreadPoolBuilder::new()
+        .num_threads(RESTORE_THREADS)
+        .build()
+    {
+        Ok(pool) => pool.install(write_all),
+        Err(_) => write_all(),
+    };
+
     failures.extend(file_failures);
     for item in writes(EntryKind::Symlink) {
         if let Err(error) = write::write_symlink(&item.entry, &item.destination) {

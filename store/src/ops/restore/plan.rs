@@ -160,7 +160,8 @@ struct Scanned {
 
 fn scan_file(path: &Path, params: &ChunkerParams) -> std::io::Result<Scanned> {
     let file = File::open(path)?;
-    let mut stream = ChunkStream::new(file, params);
+    let length = file.metadata()?.len();
+    let mut stream = ChunkStream::with_expected_length(file, params, length);
     let mut hasher = blake3::Hasher::new();
     let mut chunks = HashMap::new();
     while let Some(batch) = stream.next_batch()? {
