@@ -51,6 +51,8 @@ use write::{WriteCounters, Writer};
 
 /// Threads that write files during a restore.
 const RESTORE_THREADS: usize = 8;
+/// Files made durable together by one filesystem sync.
+const RESTORE_BATCH: usize = 512;
 
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
@@ -310,33 +312,50 @@ fn write_component(
         }
     }
     let files: Vec<_> = writes(EntryKind::File).collect();
-    let write_all = || -> Vec<(String, String)> {
-        files
-            .par_iter()
-            .filter_map(|item| {
-                let result = if item.action == Action::Metadata {
-                    write::fix_file_metadata(&item.entry, &item.destination)
-                } else {
-                    writer.write_file(item)
-                };
-                writer.progress.file_done();
-                result
-                    .err()
-                    .map(|error| (item.relative.clone(), error.to_string()))
-            })
-            .collect()
-    };
-    // Each file is fsynced before its rename; more threads than cores keep
-    // the disk busy while some wait on their fsync.
-    let file_failures = match rayon::ThreadPoolBuilder::new()
+    // Files are written and checked in parallel under temporary names, a
+    // batch at a time; the batch is made durable with one filesystem sync,
+    // and only then is each file renamed into place.
+    let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(RESTORE_THREADS)
         .build()
-    {
-        Ok(pool) => pool.install(write_all),
-        Err(_) => write_all(),
-    };
-
-    failures.extend(file_failures);
+        .ok();
+    for batch in files.chunks(RESTORE_BATCH) {
+        let prepare = || -> Vec<(usize, Result<Option<PathBuf>>)> {
+            batch
+                .par_iter()
+                .enumerate()
+                .map(|(position, item)| {
+                    let result = if item.action == Action::Metadata {
+                        write::fix_file_metadata(&item.entry, &item.destination).map(|()| None)
+                    } else {
+                        writer.prepare_file(item).map(Some)
+                    };
+                    (position, result)
+                })
+                .collect()
+        };
+        let prepared = match &pool {
+            Some(pool) => pool.install(prepare),
+            None => prepare(),
+        };
+        let synced = write::sync_filesystem(root);
+        for (position, result) in prepared {
+            let item = batch[position];
+            let outcome = match (result, &synced) {
+                (Ok(Some(temporary)), Ok(())) => write::commit(&temporary, &item.destination),
+                (Ok(Some(temporary)), Err(error)) => {
+                    let _ = fs::remove_file(&temporary);
+                    Err(StoreError::Invalid(error.to_string()))
+                }
+                (Ok(None), _) => Ok(()),
+                (Err(error), _) => Err(error),
+            };
+            writer.progress.file_done();
+            if let Err(error) = outcome {
+                failures.push((item.relative.clone(), error.to_string()));
+            }
+        }
+    }
     for item in writes(EntryKind::Symlink) {
         if let Err(error) = write::write_symlink(&item.entry, &item.destination) {
             failures.push((item.relative.clone(), error.to_string()));

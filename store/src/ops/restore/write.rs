@@ -5,8 +5,8 @@
 //! changed since planning), the rest come from the repository in runs of
 //! chunks that lie next to each other in a pack, one ranged read per run.
 //! Every chunk is checked against its id, the whole file against its
-//! BLAKE3 hash; then the file is synced, given its metadata, and renamed
-//! into place. A chunk that fails its check never reaches the target.
+//! BLAKE3 hash; the file gets its metadata; the caller syncs a batch of
+//! such files with one `syncfs` and only then renames each into place. A chunk that fails its check never reaches the target.
 //! Runs of zeros are skipped with a seek, so sparse files stay sparse.
 
 use super::plan::{LocalChunk, PlannedEntry, TEMPORARY_PREFIX};
@@ -92,16 +92,19 @@ struct Run {
 
 impl Writer<'_> {
     /// Writes a file under a temporary name, checks it, renames it into place.
-    pub fn write_file(&self, item: &PlannedEntry) -> Result<()> {
+    /// Writes a file under a temporary name beside its destination and
+    /// checks it; returns that name. Not yet durable: the caller syncs a
+    /// batch of these at once ([`sync_filesystem`]) and then renames each
+    /// into place ([`commit`]).
+    pub fn prepare_file(&self, item: &PlannedEntry) -> Result<PathBuf> {
         let temporary = temporary_beside(&item.destination)?;
-        let result = self.write_verified(item, &temporary).and_then(|()| {
-            fs::rename(&temporary, &item.destination)
-                .map_err(io_at("renaming into", &item.destination))
-        });
-        if result.is_err() {
-            let _ = fs::remove_file(&temporary);
+        match self.write_verified(item, &temporary) {
+            Ok(()) => Ok(temporary),
+            Err(error) => {
+                let _ = fs::remove_file(&temporary);
+                Err(error)
+            }
         }
-        result
     }
 
     fn write_verified(&self, item: &PlannedEntry, temporary: &Path) -> Result<()> {
@@ -180,7 +183,6 @@ impl Writer<'_> {
                 "content does not match the snapshot's whole-file hash",
             ));
         }
-        file.sync_all().map_err(io_at("syncing", temporary))?;
         apply_file_metadata(&file, entry, temporary)?;
         self.counters.files_written.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -249,6 +251,30 @@ impl Writer<'_> {
         let stored = &run.bytes[from..from + entry.length as usize];
         self.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
         decode_blob(entry, stored, &location.pack)
+    }
+}
+
+/// Renames a prepared (and synced) temporary file into place.
+pub fn commit(temporary: &Path, destination: &Path) -> Result<()> {
+    fs::rename(temporary, destination).map_err(|error| {
+        let _ = fs::remove_file(temporary);
+        StoreError::io(format!("renaming into {}", destination.display()), error)
+    })
+}
+
+/// Flushes everything written to the filesystem holding `path`: one
+/// `syncfs` for a whole batch of files costs far less than an fsync each.
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    let directory = File::open(path).map_err(io_at("opening", path))?;
+    // SAFETY: the descriptor is valid for the life of `directory`.
+    let result = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&directory)) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(StoreError::io(
+            format!("syncing the filesystem of {}", path.display()),
+            std::io::Error::last_os_error(),
+        ))
     }
 }
 
