@@ -439,7 +439,14 @@ fn forge_parent_swapping_contents(
     victim.hash = donor.hash;
     let bytes = Tree::new(entries).encode();
     let tree_id = Id::of(&bytes);
-    let writer = BlobWriter::new(&repository, index);
+    let present = repository
+        .backend()
+        .list(ObjectKind::Pack)
+        .unwrap()
+        .into_iter()
+        .filter_map(|object| Some((Id::from_hex(&object.name)?, object.size)))
+        .collect();
+    let writer = BlobWriter::new(&repository, index, present);
     writer.add(BlobKind::Tree, tree_id, &bytes).unwrap();
     writer.finish().unwrap();
     body.components[0].tree = tree_id;

@@ -65,6 +65,9 @@ pub enum Command {
     UndoRestore(UndoRestoreArgs),
     /// Check signatures, structure and (with --read-data) every byte.
     Verify(VerifyArgs),
+    /// Rebuild what can be rebuilt from the repository's own data.
+    #[command(subcommand)]
+    Repair(RepairCommand),
 }
 
 #[derive(Args)]
@@ -164,6 +167,13 @@ pub struct RestoreArgs {
 pub struct UndoRestoreArgs {
     /// The safety snapshot a restore printed.
     pub safety_snapshot: String,
+}
+
+#[derive(Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index from the pack headers alone (index files and the
+    /// local cache may all be gone), then remove the old index files.
+    Index,
 }
 
 #[derive(Args)]

@@ -24,7 +24,7 @@ use crate::id::Id;
 use crate::index::{IndexCache, IndexFile, PackEntry};
 use crate::pack::{BlobEntry, BlobKind, MAX_BLOB_SIZE, PackWriter, compress_blob};
 use crate::repository::Repository;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -61,6 +61,8 @@ pub struct BlobWriter<'a> {
     session: Mutex<HashSet<Id>>,
     data_pack: Mutex<PackWriter>,
     tree_pack: Mutex<PackWriter>,
+    /// Packs that existed when the backup started.
+    present: HashMap<Id, u64>,
     uploaded: Arc<Mutex<Uploaded>>,
     queue: Mutex<Option<SyncSender<FinishedPack>>>,
     uploader: Mutex<Option<JoinHandle<()>>>,
@@ -105,7 +107,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<'a> BlobWriter<'a> {
-    pub fn new(repository: &'a Repository, index: &'a dyn IndexCache) -> Self {
+    /// `present` lists the packs in the repository with their sizes: an
+    /// indexed blob whose pack is gone is stored again (self-healing).
+    pub fn new(
+        repository: &'a Repository,
+        index: &'a dyn IndexCache,
+        present: HashMap<Id, u64>,
+    ) -> Self {
         let config = repository.config();
         let uploaded = Arc::new(Mutex::new(Uploaded::default()));
         let (queue, receiver) = sync_channel::<FinishedPack>(UPLOAD_QUEUE);
@@ -142,6 +150,7 @@ impl<'a> BlobWriter<'a> {
             session: Mutex::new(HashSet::new()),
             data_pack: Mutex::new(PackWriter::new()),
             tree_pack: Mutex::new(PackWriter::new()),
+            present,
             uploaded,
             queue: Mutex::new(Some(queue)),
             uploader: Mutex::new(Some(uploader)),
@@ -169,7 +178,7 @@ impl<'a> BlobWriter<'a> {
                 }
             )));
         }
-        let known = lock(&self.session).contains(&id) || self.index.lookup(&id)?.is_some();
+        let known = lock(&self.session).contains(&id) || self.in_present_pack(&id)?;
         if known || !lock(&self.session).insert(id) {
             self.statistics.reused_blobs.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
@@ -200,6 +209,19 @@ impl<'a> BlobWriter<'a> {
             self.upload(pack)?;
         }
         Ok(true)
+    }
+
+    /// Whether the repository or this session holds `id` in a pack that
+    /// exists.
+    pub fn is_stored(&self, id: &Id) -> Result<bool> {
+        Ok(lock(&self.session).contains(id) || self.in_present_pack(id)?)
+    }
+
+    fn in_present_pack(&self, id: &Id) -> Result<bool> {
+        Ok(self
+            .index
+            .lookup(id)?
+            .is_some_and(|location| self.present.contains_key(&location.pack)))
     }
 
     /// Indexes packs found in the repository that no index file lists

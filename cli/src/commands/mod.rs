@@ -3,6 +3,7 @@
 mod backup;
 mod init;
 mod ls;
+mod repair;
 mod restore;
 mod snapshots;
 mod undo_restore;
@@ -21,6 +22,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Restore(args) => restore::run(context, &args),
         Command::UndoRestore(args) => undo_restore::run(context, &args),
         Command::Verify(args) => verify::run(context, &args),
+        Command::Repair(command) => repair::run(context, &command),
     }
 }
 

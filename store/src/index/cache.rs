@@ -6,7 +6,8 @@
 //! [`MemoryIndex`], for one-off runs and as the fallback when the on-disk
 //! cache cannot be used. The cache remembers which index files it has taken
 //! in. [`open_index`] brings it up to date with the repository: new index
-//! files are read in; if one it took in has vanished, it starts over.
+//! files are read in (leaving out packs that no longer exist); if one it
+//! took in has vanished, it starts over.
 //!
 //! sled 0.34 is old and has open crash-corruption reports, so any error
 //! opening or reading the sled cache means: throw it away, rebuild from the
@@ -78,11 +79,16 @@ impl IndexCache for MemoryIndex {
     fn insert_pack(&self, pack: &PackEntry) -> Result<()> {
         let mut state = self.write();
         state.packs.insert(pack.id);
+        // The newest listing wins, as in the sled cache: a blob stored
+        // again after its pack was lost must be found in its new pack.
         for entry in &pack.blobs {
-            state.blobs.entry(entry.id).or_insert(BlobLocation {
-                pack: pack.id,
-                entry: *entry,
-            });
+            state.blobs.insert(
+                entry.id,
+                BlobLocation {
+                    pack: pack.id,
+                    entry: *entry,
+                },
+            );
         }
         Ok(())
     }
@@ -379,6 +385,15 @@ fn synchronise(
         .map_err(SyncFailure::Repository)?
         .into_iter()
         .collect();
+    // Packs are listed after index files: every pack an index file names
+    // was created before that file, so a listed index file's pack missing
+    // from this listing is really gone, and its blobs are left out of the
+    // cache (a backup then stores them again).
+    let present: HashSet<Id> = repository
+        .list_ids(ObjectKind::Pack)
+        .map_err(SyncFailure::Repository)?
+        .into_iter()
+        .collect();
     let mut known = index.index_files().map_err(SyncFailure::Cache)?;
     if !known.is_subset(&listed) {
         index.clear().map_err(SyncFailure::Cache)?;
@@ -388,7 +403,7 @@ fn synchronise(
         let file: IndexFile = repository
             .read_index_file(id)
             .map_err(SyncFailure::Repository)?;
-        for pack in &file.packs {
+        for pack in file.packs.iter().filter(|pack| present.contains(&pack.id)) {
             index.insert_pack(pack).map_err(SyncFailure::Cache)?;
         }
         // Marked only after its packs, so a crash mid-way redoes this file.

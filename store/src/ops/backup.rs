@@ -32,7 +32,7 @@ use crate::tree::{EntryKind, Tree, TreeEntry};
 use cairn_chunker::{ChunkStream, ChunkerParams};
 use ed25519_dalek::SigningKey;
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, Metadata, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -180,8 +180,9 @@ pub fn backup(
 ) -> Result<BackupOutcome> {
     check_sources(&options.components)?;
     let params = repository.chunker_params()?;
-    let writer = BlobWriter::new(repository, index);
-    let orphans = unindexed_packs(repository, index)?;
+    let present = present_packs(repository)?;
+    let writer = BlobWriter::new(repository, index, present.clone());
+    let orphans = unindexed_packs(repository, index, &present)?;
     let adopted_packs = orphans.len();
     writer.adopt(orphans)?;
 
@@ -248,21 +249,32 @@ pub fn backup(
 }
 
 /// Packs present in the repository that no index file lists.
-fn unindexed_packs(repository: &Repository, index: &dyn IndexCache) -> Result<Vec<PackEntry>> {
+/// Every pack in the repository, with its size.
+fn present_packs(repository: &Repository) -> Result<HashMap<Id, u64>> {
+    Ok(repository
+        .backend()
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .filter_map(|object| Some((Id::from_hex(&object.name)?, object.size)))
+        .collect())
+}
+
+fn unindexed_packs(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    present: &HashMap<Id, u64>,
+) -> Result<Vec<PackEntry>> {
     let mut orphans = Vec::new();
-    for object in repository.backend().list(ObjectKind::Pack)? {
-        let Some(id) = Id::from_hex(&object.name) else {
-            continue;
-        };
+    for (&id, &size) in present {
         if index.has_pack(&id)? {
             continue;
         }
         // A pack whose header cannot be read is left for verify to report;
         // adopting it would only spread the damage.
-        if let Ok(header) = read_header(repository.backend(), &id, object.size) {
+        if let Ok(header) = read_header(repository.backend(), &id, size) {
             orphans.push(PackEntry {
                 id,
-                size: object.size,
+                size,
                 blobs: header.blobs,
             });
         }
@@ -650,7 +662,7 @@ impl Walker<'_> {
             return Ok(None);
         };
         for chunk in chunks {
-            if self.index.lookup(chunk)?.is_none() {
+            if !self.writer.is_stored(chunk)? {
                 return Ok(None);
             }
         }

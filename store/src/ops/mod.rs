@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod listing;
+pub mod repair;
 pub mod restore;
 pub mod verify;
 

@@ -217,6 +217,8 @@ struct Audit {
     /// Findings for single blobs (corrupt chunk, or missing from the index).
     blob_findings: HashMap<Id, usize>,
     trees: HashMap<Id, Option<Tree>>,
+    /// Further locations of blobs listed in more than one pack.
+    alternates: HashMap<Id, Vec<BlobLocation>>,
 }
 
 pub fn verify(
@@ -230,6 +232,7 @@ pub fn verify(
         pack_findings: HashMap::new(),
         blob_findings: HashMap::new(),
         trees: HashMap::new(),
+        alternates: HashMap::new(),
     };
     // Snapshots are listed before index files: a backup that finishes in
     // between then adds a snapshot we do not check, never one whose index
@@ -242,6 +245,7 @@ pub fn verify(
     snapshots.sort();
     let indexed_packs = audit.read_index(repository)?;
     let readable = audit.check_packs(repository, &indexed_packs)?;
+    audit.prefer_present_copies();
     let roots = audit.check_snapshots(repository, trusted, snapshots, &options.components)?;
     let scoped = !options.snapshots.is_empty() || !options.components.is_empty();
     let referenced = scoped.then(|| audit.referenced_packs(repository, &roots));
@@ -389,10 +393,20 @@ impl Audit {
                     ));
                 }
                 for entry in pack.blobs {
-                    self.blobs.entry(entry.id).or_insert(BlobLocation {
+                    let location = BlobLocation {
                         pack: pack.id,
                         entry,
-                    });
+                    };
+                    match self.blobs.entry(entry.id) {
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(location);
+                        }
+                        std::collections::hash_map::Entry::Occupied(first) => {
+                            if first.get().pack != pack.id {
+                                self.alternates.entry(entry.id).or_default().push(location);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -446,6 +460,42 @@ impl Audit {
             }
         }
         Ok(readable)
+    }
+
+    /// Points each blob whose pack is missing or the wrong size at another
+    /// copy in a sound pack, if the index lists one (a later backup stores a
+    /// lost blob again). A lost pack none of whose blobs is needed from it
+    /// any more is only a notice.
+    fn prefer_present_copies(&mut self) {
+        let bad_packs: HashSet<Id> = self.pack_findings.keys().copied().collect();
+        if bad_packs.is_empty() {
+            return;
+        }
+        for (blob, location) in self.blobs.iter_mut() {
+            if !bad_packs.contains(&location.pack) {
+                continue;
+            }
+            if let Some(sound) = self
+                .alternates
+                .get(blob)
+                .and_then(|copies| copies.iter().find(|copy| !bad_packs.contains(&copy.pack)))
+            {
+                *location = *sound;
+            }
+        }
+        let still_needed: HashSet<Id> = self
+            .blobs
+            .values()
+            .filter(|location| bad_packs.contains(&location.pack))
+            .map(|location| location.pack)
+            .collect();
+        for (pack, index) in &self.pack_findings {
+            if !still_needed.contains(pack) {
+                let finding = &mut self.report.findings[*index];
+                finding.severity = Severity::Notice;
+                finding.message.push_str("; every blob it held is stored again in other packs (`cairn repair index` forgets it)");
+            }
+        }
     }
 
     /// Packs holding a blob that the roots reach.

@@ -1,0 +1,129 @@
+//! Repair and self-healing: the index rebuilt from packs alone, and a lost
+//! pack whose data still exists in the source written again by the next
+//! backup.
+
+mod common;
+use common::*;
+use std::fs;
+
+fn source(workspace: &Workspace) -> std::path::PathBuf {
+    let source = workspace.path("src");
+    write(&source.join("big.bin"), &noise(1, 3_000_000));
+    write(&source.join("notes/a.md"), b"# notes\n");
+    write(&source.join("notes/b.json"), br#"{"k": 1}"#);
+    source
+}
+
+fn verify_report(workspace: &Workspace, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["--json", "verify"];
+    all.extend_from_slice(args);
+    let run = workspace.cairn_repo(all);
+    let code = run.code;
+    (code, run.json())
+}
+
+fn restore_into(workspace: &Workspace, snapshot: &str, target: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "restore".to_string(),
+        snapshot.to_string(),
+        "--target".into(),
+    ];
+    args.push(workspace.path(target).display().to_string());
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    workspace.cairn_repo(args)
+}
+
+#[test]
+fn repair_index_rebuilds_everything_from_pack_headers_alone() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = source(&workspace);
+    workspace.backup_json([&source]);
+    write(&source.join("notes/c.md"), b"more\n");
+    workspace.backup_json([&source]);
+
+    // Lose every index file and the local cache.
+    fs::remove_dir_all(workspace.repo().join("index")).unwrap();
+    fs::remove_dir_all(workspace.path("cache")).unwrap();
+    let (code, _) = verify_report(&workspace, &[]);
+    assert_eq!(code, 4, "without an index the snapshots are damaged");
+
+    let repaired = workspace
+        .cairn_repo(["--json", "repair", "index"])
+        .ok()
+        .json();
+    assert_eq!(repaired["packs_indexed"], workspace.packs().len());
+    assert_eq!(repaired["index_files_removed"], 0);
+    let (code, report) = verify_report(&workspace, &["--read-data"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        report["findings"].as_array().unwrap().len(),
+        0,
+        "{report:#}"
+    );
+    restore_into(&workspace, "latest", "out", &[]).ok();
+    assert_same_tree(&source, &workspace.path("out/src"));
+}
+
+#[test]
+fn repair_index_replaces_a_corrupt_index_file() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = source(&workspace);
+    workspace.backup_json([&source]);
+    let index_file = walk(&workspace.repo().join("index"))[0].clone();
+    fs::write(&index_file, b"not an index file").unwrap();
+    let (code, report) = verify_report(&workspace, &[]);
+    assert_eq!(code, 4);
+    assert!(report.to_string().contains("corrupt-index"), "{report:#}");
+
+    let repaired = workspace
+        .cairn_repo(["--json", "repair", "index"])
+        .ok()
+        .json();
+    assert_eq!(repaired["index_files_removed"], 1);
+    assert!(!index_file.exists(), "the corrupt index file is gone");
+    let (code, report) = verify_report(&workspace, &["--read-data"]);
+    assert_eq!(code, 0, "{report:#}");
+    restore_into(&workspace, "latest", "out", &["--no-cache"]).ok();
+    assert_same_tree(&source, &workspace.path("out/src"));
+}
+
+#[test]
+fn a_lost_pack_is_written_again_by_the_next_backup_of_the_same_data() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = source(&workspace);
+    let first = workspace.backup_json([&source]);
+    let first = first["snapshot"].as_str().unwrap().to_string();
+    for pack in data_packs(&workspace.packs()) {
+        fs::remove_file(pack).unwrap();
+    }
+    let (code, report) = verify_report(&workspace, &[]);
+    assert_eq!(code, 4, "{report:#}");
+    assert!(report.to_string().contains("missing-pack"));
+
+    // The source still has every byte: the next backup stores it again,
+    // although the files are unchanged since the parent snapshot.
+    let second = workspace.backup_json([&source]);
+    assert!(second["new_chunks"].as_u64().unwrap() > 0, "{second}");
+    assert_eq!(second["unchanged_files"], 0, "{second}");
+
+    let (code, report) = verify_report(&workspace, &["--read-data"]);
+    assert_eq!(code, 0, "self-healed: {report:#}");
+    // Both snapshots restore, also with an index cache rebuilt from scratch.
+    restore_into(&workspace, &first, "old", &["--no-cache"]).ok();
+    assert_same_tree(&source, &workspace.path("old/src"));
+    restore_into(&workspace, "latest", "new", &[]).ok();
+    assert_same_tree(&source, &workspace.path("new/src"));
+
+    // Repair forgets the lost pack, and the audit is then silent.
+    workspace.cairn_repo(["repair", "index"]).ok();
+    let (code, report) = verify_report(&workspace, &["--read-data"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        report["findings"].as_array().unwrap().len(),
+        0,
+        "{report:#}"
+    );
+}
