@@ -6,7 +6,8 @@
 //!    parallel; a pack whose header cannot be read is reported and left out;
 //! 3. write new index files listing every readable pack;
 //! 4. only then delete the index files listed in step 1 (unless one was
-//!    just written again under the same name).
+//!    just written again under the same name; one of those whose stored
+//!    bytes are damaged is replaced by the right ones).
 //!
 //! A crash before step 4 leaves old and new index files side by side, which
 //! readers accept (index files may overlap); a crash during step 4 leaves
@@ -70,8 +71,17 @@ pub fn repair_index(repository: &Repository) -> Result<RepairIndexOutcome> {
 
     let mut written = HashSet::new();
     for batch in packs.chunks(PACKS_PER_INDEX_FILE) {
-        let id =
-            repository.write_object(ObjectKind::Index, &IndexFile::new(batch.to_vec()).encode())?;
+        let bytes = IndexFile::new(batch.to_vec()).encode();
+        let id = repository.write_object(ObjectKind::Index, &bytes)?;
+        // An object of that name may already exist with damaged content
+        // (create-if-absent then keeps it): put the right bytes back.
+        if repository.read_index_file(&id).is_err() {
+            repository
+                .backend()
+                .delete(ObjectKind::Index, &id.to_hex())?;
+            repository.write_object(ObjectKind::Index, &bytes)?;
+            outcome.index_files_removed += 1;
+        }
         written.insert(id);
         outcome.index_files_written += 1;
     }
