@@ -81,6 +81,9 @@ pub struct InitArgs {
     /// Maximum chunk size in bytes.
     #[arg(long, default_value_t = 65536)]
     pub chunk_max: u32,
+    /// zstd level for compressible chunks (1 = fastest, 19 = smallest).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compression_level: i32,
 }
 
 #[derive(Args)]

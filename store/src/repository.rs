@@ -28,6 +28,7 @@ impl Repository {
     pub fn init(
         backend: Arc<dyn Backend>,
         chunker: ChunkerParams,
+        compression_level: i32,
         signer: PublicKey,
     ) -> Result<Self> {
         if !backend.list(ObjectKind::Config)?.is_empty() {
@@ -43,7 +44,10 @@ impl Repository {
                 std::io::Error::other(error.to_string()),
             )
         })?;
-        let config = RepositoryConfig::new(Id(random), chunker);
+        let mut config = RepositoryConfig::new(Id(random), chunker);
+        config.compression.level = compression_level;
+        // Validate what will be written exactly as readers will.
+        RepositoryConfig::decode(&config.encode())?;
         let key_object = PublicKeyObject::new(signer).encode();
         backend.create(ObjectKind::Key, &Id::of(&key_object).to_hex(), &key_object)?;
         match backend.create(ObjectKind::Config, CONFIG_NAME, &config.encode())? {

@@ -54,7 +54,7 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         }
     };
     let public = public_key_of(&key);
-    let repository = Repository::init(backend, params, public)?;
+    let repository = Repository::init(backend, params, args.compression_level, public)?;
     TrustStore::new(&context.config_dir()?).trust(public)?;
 
     if context.global.json {
