@@ -133,3 +133,75 @@ fn a_lost_pack_is_written_again_by_the_next_backup_of_the_same_data() {
         "{report:#}"
     );
 }
+
+#[test]
+fn repair_snapshots_writes_a_signed_copy_without_only_the_damaged_files() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    write(&source.join("kept.bin"), &noise(1, 500_000));
+    write(&source.join("notes/kept.md"), b"# kept\n");
+    workspace.backup_json([&source]);
+    let packs_of_first = workspace.packs();
+    // The second backup's new file lands in a data pack of its own; lose it.
+    write(&source.join("sub/lost.bin"), &noise(2, 500_000));
+    let second = workspace.backup_json([&source]);
+    let damaged = second["snapshot"].as_str().unwrap().to_string();
+    let new_data_packs: Vec<_> = data_packs(&workspace.packs())
+        .into_iter()
+        .filter(|pack| !packs_of_first.contains(pack))
+        .collect();
+    assert_eq!(new_data_packs.len(), 1);
+    fs::remove_file(&new_data_packs[0]).unwrap();
+
+    let repaired = workspace
+        .cairn_repo(["--json", "repair", "snapshots"])
+        .ok()
+        .json();
+    let list = repaired["repaired"].as_array().unwrap();
+    assert_eq!(
+        list.len(),
+        1,
+        "only the second snapshot needs repair: {repaired:#}"
+    );
+    assert_eq!(list[0]["original"], damaged.as_str());
+    let omitted: Vec<&str> = list[0]["omitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|problem| problem["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(omitted, vec!["sub/lost.bin"]);
+    let fixed = list[0]["repaired"].as_str().unwrap().to_string();
+
+    // The repaired snapshot is signed, listed with its origin, and restores
+    // everything but the lost file.
+    let snapshots = workspace.cairn_repo(["--json", "snapshots"]).ok().json();
+    let entry = snapshots["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|snapshot| snapshot["id"] == fixed.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(entry["trusted"], true);
+    assert_eq!(entry["labels"]["repaired-from"], damaged.as_str());
+    assert!(
+        entry["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|tag| tag == "repaired")
+    );
+    restore_into(&workspace, &fixed, "out", &[]).ok();
+    assert_eq!(
+        fs::read(workspace.path("out/src/kept.bin")).unwrap(),
+        fs::read(source.join("kept.bin")).unwrap()
+    );
+    assert!(workspace.path("out/src/notes/kept.md").exists());
+    assert!(!workspace.path("out/src/sub/lost.bin").exists());
+    // The original is untouched, and still reported as damaged.
+    assert!(workspace.repo().join("snapshots").join(&damaged).exists());
+    let (code, _) = verify_report(&workspace, &["--snapshot", &fixed]);
+    assert_eq!(code, 0, "the repaired snapshot verifies clean");
+}

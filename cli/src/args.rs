@@ -177,6 +177,15 @@ pub enum RepairCommand {
     /// Rebuild the index from the pack headers alone (index files and the
     /// local cache may all be gone), then remove the old index files.
     Index,
+    /// For each snapshot that needs lost data, write a new signed snapshot
+    /// that leaves out only the damaged files (and lists them); the
+    /// original is kept.
+    Snapshots {
+        /// Also read every pack, so corrupt (not only missing) chunks count
+        /// as lost.
+        #[arg(long)]
+        read_data: bool,
+    },
 }
 
 #[derive(Args)]

@@ -1,16 +1,68 @@
-//! `cairn repair index`: rebuild the index from pack headers.
+//! `cairn repair index` rebuilds the index from pack headers; `cairn repair
+//! snapshots` salvages snapshots that need lost data.
 
 use crate::args::RepairCommand;
 use crate::context::Context;
 use crate::exit;
 use anyhow::Result;
-use cairn_store::ops::repair::repair_index;
+use cairn_store::ops::repair::{repair_index, repair_snapshots};
+use cairn_store::ops::verify::{DataCheck, VerifyOptions, verify};
 use serde_json::json;
+use std::collections::HashSet;
 
 pub fn run(context: &Context, command: &RepairCommand) -> Result<u8> {
     match command {
         RepairCommand::Index => index(context),
+        RepairCommand::Snapshots { read_data } => snapshots(context, *read_data),
     }
+}
+
+fn snapshots(context: &Context, read_data: bool) -> Result<u8> {
+    let repository = context.open_repository()?;
+    let trusted = context.trusted_keys()?;
+    let key = context.signing_key(&repository)?;
+    let corrupt: HashSet<_> = if read_data {
+        let options = VerifyOptions {
+            data: DataCheck::All,
+            ..VerifyOptions::default()
+        };
+        verify(&repository, &trusted, options)?
+            .corrupt_blobs
+            .into_iter()
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let opened = context.open_index(&repository)?;
+    let repaired = repair_snapshots(&repository, opened.index.as_ref(), &key, &trusted, &corrupt)?;
+    if context.global.json {
+        crate::output::print_json(&json!({
+            "repaired": repaired.iter().map(|snapshot| json!({
+                "original": snapshot.original.to_hex(),
+                "repaired": snapshot.repaired.to_hex(),
+                "omitted": snapshot.omitted,
+            })).collect::<Vec<_>>(),
+        }))?;
+    } else if repaired.is_empty() {
+        println!("no snapshot needs repair");
+    } else {
+        for snapshot in &repaired {
+            println!(
+                "snapshot {} -> repaired snapshot {} without {} path(s):",
+                snapshot.original.short(),
+                snapshot.repaired.short(),
+                snapshot.omitted.len()
+            );
+            for omitted in &snapshot.omitted {
+                println!(
+                    "    {}/{}: {}",
+                    omitted.component, omitted.path, omitted.problem
+                );
+            }
+        }
+        println!("the original snapshots are unchanged");
+    }
+    Ok(exit::SUCCESS)
 }
 
 fn index(context: &Context) -> Result<u8> {

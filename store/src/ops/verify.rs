@@ -170,6 +170,8 @@ pub struct VerifyReport {
     pub packs_read: u64,
     pub blobs_read: u64,
     pub bytes_read: u64,
+    /// Blobs whose stored bytes failed their check when read.
+    pub corrupt_blobs: Vec<Id>,
 }
 
 impl VerifyReport {
@@ -548,6 +550,7 @@ impl Audit {
                 self.add(finding);
             }
             for (blob, finding) in reading.bad_blobs {
+                self.report.corrupt_blobs.push(blob);
                 // A tree already found unreadable keeps its one finding.
                 if self.blob_findings.contains_key(&blob) {
                     continue;
