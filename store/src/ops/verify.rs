@@ -1,6 +1,7 @@
 //! Verify: audit a repository and describe damage by what it costs.
 //!
-//! 1. Read every index file (each checked against its name).
+//! 1. Check every published key object, then read every index file (each
+//!    checked against its name).
 //! 2. List packs: every indexed pack must exist with the indexed size;
 //!    packs no index lists are noted (left by an interrupted backup), not
 //!    counted as damage.
@@ -124,6 +125,7 @@ pub enum FindingKind {
     CorruptTree,
     MissingBlob,
     CorruptManifest,
+    CorruptKey,
     BadSignature,
     UntrustedSigner,
     UnreferencedPack,
@@ -245,6 +247,7 @@ pub fn verify(
         options.snapshots.clone()
     };
     snapshots.sort();
+    audit.check_keys(repository)?;
     let indexed_packs = audit.read_index(repository)?;
     let readable = audit.check_packs(repository, &indexed_packs)?;
     audit.prefer_present_copies();
@@ -363,6 +366,25 @@ impl Audit {
         if finding.affected.len() < AFFECTED_LIMIT {
             finding.affected.push(affected);
         }
+    }
+
+    /// Every published key object must match its name and decode.
+    fn check_keys(&mut self, repository: &Repository) -> Result<()> {
+        for id in repository.list_ids(ObjectKind::Key)? {
+            let decoded = repository
+                .read_verified(ObjectKind::Key, &id)
+                .and_then(|bytes| {
+                    crate::keys::PublicKeyObject::decode(&bytes, &format!("key {id}"))
+                });
+            if let Err(error) = decoded {
+                self.add(finding(
+                    FindingKind::CorruptKey,
+                    format!("key {id}"),
+                    error.to_string(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Returns every indexed pack with its indexed size.
