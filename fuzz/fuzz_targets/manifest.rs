@@ -1,0 +1,9 @@
+//! The manifest decoder, its body decoder and signature check meet
+//! arbitrary bytes.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
+    if let Ok(manifest) = cairn_store::manifest::SignedManifest::decode(bytes, "manifest") {
+        let _ = manifest.body_unverified();
+        let _ = manifest.verify(&[manifest.signer()]);
+    }
+});
