@@ -15,14 +15,7 @@ fn init_backup_restore_verify() {
     workspace
         .cairn_repo(["restore", "latest", "--target"])
         .expect(2);
-    workspace
-        .cairn_repo([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            workspace.path("out").as_os_str(),
-        ])
-        .ok();
+    workspace.restore("latest", &workspace.path("out")).ok();
     assert_same_tree(&workspace.path("src"), &workspace.path("out/src"));
     workspace.cairn_repo(["verify", "--read-data"]).ok();
 }
@@ -72,14 +65,7 @@ fn unreadable_and_special_files_make_an_incomplete_snapshot_with_exit_code_3() {
         assert!(paths.contains(&"secret.txt"), "{problems:?}");
     }
     // The snapshot still holds everything that could be read.
-    workspace
-        .cairn_repo([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            workspace.path("out").as_os_str(),
-        ])
-        .ok();
+    workspace.restore("latest", &workspace.path("out")).ok();
     assert_eq!(
         std::fs::read(workspace.path("out/src/good.txt")).unwrap(),
         b"fine"
@@ -104,14 +90,7 @@ fn a_damaged_index_cache_is_discarded_and_rebuilt_with_a_message() {
     for path in &cache_files {
         std::fs::write(path, b"this is not a sled database").unwrap();
     }
-    let run = workspace
-        .cairn_repo([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            workspace.path("out").as_os_str(),
-        ])
-        .ok();
+    let run = workspace.restore("latest", &workspace.path("out")).ok();
     assert!(
         run.stderr.contains("index cache") && run.stderr.contains("rebuilding"),
         "says it rebuilt the cache: {}",

@@ -58,14 +58,7 @@ fn concurrent_backups_of_overlapping_data(count: usize) {
     assert_eq!(report["snapshots"], count);
     for (index, snapshot) in snapshots.iter().enumerate() {
         let target = workspace.path(&format!("restored{index}"));
-        workspace
-            .cairn_repo([
-                "restore".as_ref(),
-                snapshot.as_ref(),
-                "--target".as_ref(),
-                target.as_os_str(),
-            ])
-            .ok();
+        workspace.restore(snapshot, &target).ok();
         assert_same_tree(&sources[index], &target.join(format!("part{index}")));
     }
     // A later backup of everything finds all of it already stored.

@@ -63,12 +63,7 @@ fn affected(finding: &Value) -> BTreeSet<(String, String, String)> {
 }
 
 fn restore(workspace: &Workspace, snapshot: &str, target: &Path) -> Run {
-    workspace.cairn_repo([
-        "restore".as_ref(),
-        snapshot.as_ref(),
-        "--target".as_ref(),
-        target.as_os_str(),
-    ])
+    workspace.restore(snapshot, target)
 }
 
 /// Every file of `source` except `missing` (component-relative paths) is in

@@ -264,14 +264,7 @@ fn backups_killed_at_a_dozen_moments_leave_a_repository_that_verifies_and_restor
     assert_objects_named_by_their_hash(&workspace.repo());
 
     let target = workspace.path("out");
-    workspace
-        .cairn_repo([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            target.as_os_str(),
-        ])
-        .ok();
+    workspace.restore("latest", &target).ok();
     assert_same_tree(&source, &target.join("src"));
 }
 

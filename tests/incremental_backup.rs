@@ -62,14 +62,7 @@ fn a_rewrite_that_keeps_size_and_mtime_is_still_backed_up() {
         second["unchanged_files"], 1,
         "only other.bin is unchanged: {second}"
     );
-    workspace
-        .cairn_repo([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            workspace.path("out").as_os_str(),
-        ])
-        .ok();
+    workspace.restore("latest", &workspace.path("out")).ok();
     assert_eq!(
         fs::read(workspace.path("out/data/db.bin")).unwrap(),
         changed

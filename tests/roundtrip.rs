@@ -170,14 +170,7 @@ fn awkward_tree_restores_byte_identical_with_metadata() {
     assert_eq!(component["symlinks"], symlinks as u64);
 
     let target = workspace.path("restored");
-    workspace
-        .cairn_repo([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            target.as_os_str(),
-        ])
-        .ok();
+    workspace.restore("latest", &target).ok();
     assert_same_tree(&source, &target.join("home"));
     if unsafe { libc::geteuid() } == 0 {
         // As root, owners come back too.
@@ -225,14 +218,7 @@ fn non_utf8_names_are_listed_and_restored_under_their_own_bytes() {
         .json();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
     let target = workspace.path("out");
-    workspace
-        .cairn_repo([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            target.as_os_str(),
-        ])
-        .ok();
+    workspace.restore("latest", &target).ok();
     assert_eq!(
         fs::read(target.join("src").join(OsStr::from_bytes(b"bad-\xff-name"))).unwrap(),
         b"one"
@@ -329,14 +315,7 @@ fn single_file_component_restores_as_a_file_with_its_metadata() {
     assert_eq!(summary["components"][0]["files"], 1);
 
     let target = workspace.path("out");
-    workspace
-        .cairn_repo([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            target.as_os_str(),
-        ])
-        .ok();
+    workspace.restore("latest", &target).ok();
     let restored = target.join("notes");
     let meta = fs::symlink_metadata(&restored).expect("TARGET/notes exists");
     assert!(meta.is_file(), "TARGET/notes is not a file");
@@ -399,14 +378,7 @@ fn sparse_file_over_4_gib_restores_identical_and_stays_sparse() {
     );
 
     let target = workspace.path("out");
-    workspace
-        .cairn_repo([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            target.as_os_str(),
-        ])
-        .ok();
+    workspace.restore("latest", &target).ok();
     let restored = target.join("big");
     let meta = fs::symlink_metadata(&restored).expect("TARGET/big exists");
     assert!(meta.is_file(), "TARGET/big is not a file");
@@ -432,14 +404,7 @@ fn component_root_directory_keeps_its_mode_and_mtime() {
     set_mtime(&home, 1_500_000_000, 250_000_000);
     workspace.backup_json([&home]);
     let target = workspace.path("out");
-    workspace
-        .cairn_repo([
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            target.as_os_str(),
-        ])
-        .ok();
+    workspace.restore("latest", &target).ok();
     assert_same_tree(&home, &target.join("alice"));
     let restored = fs::metadata(target.join("alice")).unwrap();
     assert_eq!(
@@ -465,14 +430,7 @@ fn restoring_again_over_an_earlier_restore_gives_the_same_tree() {
     workspace.backup_json([&source]);
     let target = workspace.path("out");
     let restore = || {
-        workspace
-            .cairn_repo([
-                "restore".as_ref(),
-                "latest".as_ref(),
-                "--target".as_ref(),
-                target.as_os_str(),
-            ])
-            .ok();
+        workspace.restore("latest", &target).ok();
     };
     restore();
     // The user edits the restored copy, then restores again over it.

@@ -100,6 +100,16 @@ impl Workspace {
         self.cairn(all)
     }
 
+    /// `cairn --repo REPO restore SNAPSHOT --target TARGET`
+    pub fn restore(&self, snapshot: impl AsRef<OsStr>, target: &Path) -> Run {
+        self.cairn_repo([
+            OsStr::new("restore"),
+            snapshot.as_ref(),
+            OsStr::new("--target"),
+            target.as_os_str(),
+        ])
+    }
+
     pub fn init(&self) -> Run {
         self.cairn_repo(["init"]).ok()
     }
