@@ -95,6 +95,17 @@ impl Repository {
             .collect())
     }
 
+    /// Every pack in the repository with its size (names that are not ids
+    /// are ignored, as in [`Repository::list_ids`]).
+    pub fn list_packs(&self) -> Result<std::collections::HashMap<Id, u64>> {
+        Ok(self
+            .backend
+            .list(ObjectKind::Pack)?
+            .into_iter()
+            .filter_map(|object| Some((Id::from_hex(&object.name)?, object.size)))
+            .collect())
+    }
+
     /// Reads a whole object and checks it hashes to its name.
     pub fn read_verified(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
         let bytes = self.backend.read(kind, &id.to_hex())?;

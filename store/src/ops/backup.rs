@@ -180,7 +180,7 @@ pub fn backup(
 ) -> Result<BackupOutcome> {
     check_sources(&options.components)?;
     let params = repository.chunker_params()?;
-    let present = present_packs(repository)?;
+    let present = repository.list_packs()?;
     let writer = BlobWriter::new(repository, index, present.clone());
     let orphans = unindexed_packs(repository, index, &present)?;
     let adopted_packs = orphans.len();
@@ -249,16 +249,6 @@ pub fn backup(
 }
 
 /// Packs present in the repository that no index file lists.
-/// Every pack in the repository, with its size.
-fn present_packs(repository: &Repository) -> Result<HashMap<Id, u64>> {
-    Ok(repository
-        .backend()
-        .list(ObjectKind::Pack)?
-        .into_iter()
-        .filter_map(|object| Some((Id::from_hex(&object.name)?, object.size)))
-        .collect())
-}
-
 fn unindexed_packs(
     repository: &Repository,
     index: &dyn IndexCache,

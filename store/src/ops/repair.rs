@@ -52,11 +52,10 @@ pub struct RepairIndexOutcome {
 
 pub fn repair_index(repository: &Repository) -> Result<RepairIndexOutcome> {
     let old_index_files = repository.list_ids(ObjectKind::Index)?;
-    let listed = repository.backend().list(ObjectKind::Pack)?;
+    let listed: Vec<(Id, u64)> = repository.list_packs()?.into_iter().collect();
     let headers: Vec<(Id, std::result::Result<PackEntry, String>)> = listed
         .par_iter()
-        .filter_map(|object| Some((Id::from_hex(&object.name)?, object.size)))
-        .map(|(id, size)| {
+        .map(|&(id, size)| {
             let header = read_header(repository.backend(), &id, size)
                 .map(|header| PackEntry {
                     id,
@@ -132,12 +131,7 @@ pub fn repair_snapshots(
     trusted: &[PublicKey],
     corrupt: &HashSet<Id>,
 ) -> Result<Vec<RepairedSnapshot>> {
-    let present: HashMap<Id, u64> = repository
-        .backend()
-        .list(ObjectKind::Pack)?
-        .into_iter()
-        .filter_map(|object| Some((Id::from_hex(&object.name)?, object.size)))
-        .collect();
+    let present: HashMap<Id, u64> = repository.list_packs()?;
     let mut ids = repository.list_ids(ObjectKind::Snapshot)?;
     ids.sort();
     let mut repaired = Vec::new();

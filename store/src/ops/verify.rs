@@ -443,12 +443,7 @@ impl Audit {
         repository: &Repository,
         indexed: &HashMap<Id, u64>,
     ) -> Result<Vec<Id>> {
-        let present: HashMap<Id, u64> = repository
-            .backend()
-            .list(ObjectKind::Pack)?
-            .into_iter()
-            .filter_map(|object| Some((Id::from_hex(&object.name)?, object.size)))
-            .collect();
+        let present: HashMap<Id, u64> = repository.list_packs()?;
         self.report.packs = present.len() as u64;
         let mut readable = Vec::new();
         for (pack, size) in indexed {
