@@ -29,17 +29,6 @@ fn short(id: &str) -> &str {
     &id[..8]
 }
 
-/// `cairn --json verify [--read-data]`: exit code and report.
-fn verify(workspace: &Workspace, read_data: bool) -> (i32, Value) {
-    let mut args = vec!["--json", "verify"];
-    if read_data {
-        args.push("--read-data");
-    }
-    let run = workspace.cairn_repo(args);
-    let report = run.json();
-    (run.code, report)
-}
-
 fn findings<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
     report["findings"]
         .as_array()
@@ -189,11 +178,11 @@ fn a_flipped_byte_in_a_data_pack_is_found_by_read_data_and_kept_out_of_a_restore
 
     // Plain verify checks structure, not content bytes (documented: only
     // --read-data reads every pack whole), so it has nothing to say.
-    let (code, report) = verify(&workspace, false);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 0, "plain verify does not read data: {report:#}");
     assert_eq!(report["clean"], true);
 
-    let (code, report) = verify(&workspace, true);
+    let (code, report) = workspace.verify_json(&["--read-data"]);
     assert_eq!(code, 4, "{report:#}");
     assert_eq!(report["clean"], false);
     let corrupt = findings(&report, "corrupt-chunk");
@@ -278,7 +267,7 @@ fn a_flipped_byte_in_a_directory_tree_is_found_by_plain_verify_and_costs_only_th
     fs::write(&pack, &bytes).unwrap();
 
     // Plain verify reads every tree, so it needs no --read-data for this.
-    let (code, report) = verify(&workspace, false);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 4, "{report:#}");
     let corrupt = findings(&report, "corrupt-tree");
     assert_eq!(corrupt.len(), 1, "{report:#}");
@@ -352,7 +341,7 @@ fn a_manifest_tampered_under_its_old_signature_is_refused_by_verify_and_restore(
     let tampered = write_manifest(&workspace, &manifest);
     fs::remove_file(snapshot_path(&workspace, &new)).unwrap();
 
-    let (code, report) = verify(&workspace, false);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 4, "{report:#}");
     let bad = findings(&report, "bad-signature");
     assert_eq!(bad.len(), 1, "{report:#}");
@@ -410,7 +399,7 @@ fn a_manifest_edited_in_place_is_reported_as_corrupt() {
     bytes[last] ^= 0x40; // inside the signature: still decodes, no longer its name
     fs::write(&path, &bytes).unwrap();
 
-    let (code, report) = verify(&workspace, false);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 4, "{report:#}");
     let corrupt = findings(&report, "corrupt-manifest");
     assert_eq!(corrupt.len(), 1, "{report:#}");
@@ -449,7 +438,7 @@ fn a_deleted_pack_is_named_by_plain_verify_and_costs_only_the_files_it_held() {
     let lost_id = id_of_file(&lost[0]).to_hex();
     fs::remove_file(&lost[0]).unwrap();
 
-    let (code, report) = verify(&workspace, false);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 4, "{report:#}");
     let missing = findings(&report, "missing-pack");
     assert_eq!(missing.len(), 1, "{report:#}");
@@ -500,7 +489,7 @@ fn a_truncated_pack_is_a_size_mismatch_for_plain_verify() {
     file.set_len(full / 2).unwrap();
     drop(file);
 
-    let (code, report) = verify(&workspace, false);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 4, "{report:#}");
     let mismatch = findings(&report, "pack-size-mismatch");
     assert_eq!(mismatch.len(), 1, "{report:#}");
@@ -540,7 +529,7 @@ fn a_lost_index_file_leaves_orphan_packs_that_the_next_backup_adopts() {
 
     // Verify still runs: the packs are there but unlisted (a notice), and the
     // snapshot's blobs are in no index (damage).
-    let (code, report) = verify(&workspace, false);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 4, "{report:#}");
     let orphans = findings(&report, "unreferenced-pack");
     assert_eq!(orphans.len(), packs.len(), "{report:#}");
@@ -574,7 +563,7 @@ fn a_lost_index_file_leaves_orphan_packs_that_the_next_backup_adopts() {
     assert_eq!(summary["packs_written"], 0, "{summary:#}");
     assert_eq!(workspace.packs(), packs);
 
-    let (code, report) = verify(&workspace, true);
+    let (code, report) = workspace.verify_json(&["--read-data"]);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(
         report["findings"],
@@ -609,7 +598,7 @@ fn a_manifest_signed_by_a_key_not_trusted_here_is_reported_as_untrusted() {
     )
     .unwrap();
 
-    let (code, report) = verify(&workspace, false);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 4, "{report:#}");
     let untrusted = findings(&report, "untrusted-signer");
     assert_eq!(untrusted.len(), 1, "{report:#}");

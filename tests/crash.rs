@@ -39,17 +39,6 @@ fn kill(child: &mut Child) -> bool {
     status.signal() == Some(libc::SIGKILL)
 }
 
-/// `cairn --json verify [--read-data]`: exit code and report.
-fn verify(workspace: &Workspace, read_data: bool) -> (i32, Value) {
-    let mut args = vec!["--json", "verify"];
-    if read_data {
-        args.push("--read-data");
-    }
-    let run = workspace.cairn_repo(args);
-    let report = run.json();
-    (run.code, report)
-}
-
 fn count(report: &Value, kind: &str) -> usize {
     report["findings"]
         .as_array()
@@ -215,7 +204,7 @@ fn backups_killed_at_a_dozen_moments_leave_a_repository_that_verifies_and_restor
         let lived = started.elapsed();
         killed += usize::from(was_killed);
 
-        let (code, report) = verify(&workspace, false);
+        let (code, report) = workspace.verify_json(&[]);
         assert_eq!(
             code,
             0,
@@ -239,7 +228,7 @@ fn backups_killed_at_a_dozen_moments_leave_a_repository_that_verifies_and_restor
         "no kill landed between a pack upload and its index file"
     );
 
-    let (_, report) = verify(&workspace, false);
+    let (_, report) = workspace.verify_json(&[]);
     let orphans_before = count(&report, "unreferenced-pack");
     let summary = workspace.backup_json([&source]);
     assert!(
@@ -251,7 +240,7 @@ fn backups_killed_at_a_dozen_moments_leave_a_repository_that_verifies_and_restor
         "the last backup was killed right after a pack landed"
     );
 
-    let (code, report) = verify(&workspace, true);
+    let (code, report) = workspace.verify_json(&["--read-data"]);
     assert_eq!(code, 0, "after the final backup:\n{}", brief(&report));
     assert_eq!(report["clean"], true);
     assert_eq!(
@@ -287,7 +276,7 @@ fn packs_adopted_by_a_backup_that_is_then_killed_are_indexed_by_the_next_backup(
         kill(&mut child),
         "the first backup finished before its first pack could be orphaned"
     );
-    let (code, report) = verify(&workspace, false);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 0, "{}", brief(&report));
     assert!(
         count(&report, "unreferenced-pack") >= 1,
@@ -312,7 +301,7 @@ fn packs_adopted_by_a_backup_that_is_then_killed_are_indexed_by_the_next_backup(
 
     // 3. A complete backup of the original data.
     let summary = workspace.backup_json([&source]);
-    let (code, report) = verify(&workspace, true);
+    let (code, report) = workspace.verify_json(&["--read-data"]);
     assert_eq!(
         code,
         0,

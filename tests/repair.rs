@@ -14,14 +14,6 @@ fn source(workspace: &Workspace) -> std::path::PathBuf {
     source
 }
 
-fn verify_report(workspace: &Workspace, args: &[&str]) -> (i32, serde_json::Value) {
-    let mut all = vec!["--json", "verify"];
-    all.extend_from_slice(args);
-    let run = workspace.cairn_repo(all);
-    let code = run.code;
-    (code, run.json())
-}
-
 fn restore_into(workspace: &Workspace, snapshot: &str, target: &str, extra: &[&str]) -> Run {
     let mut args = vec![
         "restore".to_string(),
@@ -45,7 +37,7 @@ fn repair_index_rebuilds_everything_from_pack_headers_alone() {
     // Lose every index file and the local cache.
     fs::remove_dir_all(workspace.repo().join("index")).unwrap();
     fs::remove_dir_all(workspace.path("cache")).unwrap();
-    let (code, _) = verify_report(&workspace, &[]);
+    let (code, _) = workspace.verify_json(&[]);
     assert_eq!(code, 4, "without an index the snapshots are damaged");
 
     let repaired = workspace
@@ -54,7 +46,7 @@ fn repair_index_rebuilds_everything_from_pack_headers_alone() {
         .json();
     assert_eq!(repaired["packs_indexed"], workspace.packs().len());
     assert_eq!(repaired["index_files_removed"], 0);
-    let (code, report) = verify_report(&workspace, &["--read-data"]);
+    let (code, report) = workspace.verify_json(&["--read-data"]);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(
         report["findings"].as_array().unwrap().len(),
@@ -73,7 +65,7 @@ fn repair_index_replaces_a_corrupt_index_file() {
     workspace.backup_json([&source]);
     let index_file = walk(&workspace.repo().join("index"))[0].clone();
     fs::write(&index_file, b"not an index file").unwrap();
-    let (code, report) = verify_report(&workspace, &[]);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 4);
     assert!(report.to_string().contains("corrupt-index"), "{report:#}");
 
@@ -89,7 +81,7 @@ fn repair_index_replaces_a_corrupt_index_file() {
             || cairn_store::Id::of(&fs::read(&index_file).unwrap()) == id_of_file(&index_file),
         "the corrupt index file is gone or mended"
     );
-    let (code, report) = verify_report(&workspace, &["--read-data"]);
+    let (code, report) = workspace.verify_json(&["--read-data"]);
     assert_eq!(code, 0, "{report:#}");
     restore_into(&workspace, "latest", "out", &["--no-cache"]).ok();
     assert_same_tree(&source, &workspace.path("out/src"));
@@ -105,7 +97,7 @@ fn a_lost_pack_is_written_again_by_the_next_backup_of_the_same_data() {
     for pack in data_packs(&workspace.packs()) {
         fs::remove_file(pack).unwrap();
     }
-    let (code, report) = verify_report(&workspace, &[]);
+    let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 4, "{report:#}");
     assert!(report.to_string().contains("missing-pack"));
 
@@ -115,7 +107,7 @@ fn a_lost_pack_is_written_again_by_the_next_backup_of_the_same_data() {
     assert!(second["new_chunks"].as_u64().unwrap() > 0, "{second}");
     assert_eq!(second["unchanged_files"], 0, "{second}");
 
-    let (code, report) = verify_report(&workspace, &["--read-data"]);
+    let (code, report) = workspace.verify_json(&["--read-data"]);
     assert_eq!(code, 0, "self-healed: {report:#}");
     // Both snapshots restore, also with an index cache rebuilt from scratch.
     restore_into(&workspace, &first, "old", &["--no-cache"]).ok();
@@ -125,7 +117,7 @@ fn a_lost_pack_is_written_again_by_the_next_backup_of_the_same_data() {
 
     // Repair forgets the lost pack, and the audit is then silent.
     workspace.cairn_repo(["repair", "index"]).ok();
-    let (code, report) = verify_report(&workspace, &["--read-data"]);
+    let (code, report) = workspace.verify_json(&["--read-data"]);
     assert_eq!(code, 0);
     assert_eq!(
         report["findings"].as_array().unwrap().len(),
@@ -202,6 +194,6 @@ fn repair_snapshots_writes_a_signed_copy_without_only_the_damaged_files() {
     assert!(!workspace.path("out/src/sub/lost.bin").exists());
     // The original is untouched, and still reported as damaged.
     assert!(workspace.repo().join("snapshots").join(&damaged).exists());
-    let (code, _) = verify_report(&workspace, &["--snapshot", &fixed]);
+    let (code, _) = workspace.verify_json(&["--snapshot", &fixed]);
     assert_eq!(code, 0, "the repaired snapshot verifies clean");
 }

@@ -24,14 +24,6 @@ fn repository_with_snapshots(workspace: &Workspace, names: &[&str]) -> Vec<Strin
         .collect()
 }
 
-fn verify_json(workspace: &Workspace, args: &[&str]) -> (i32, serde_json::Value) {
-    let mut all = vec!["--json", "verify"];
-    all.extend_from_slice(args);
-    let run = workspace.cairn_repo(all);
-    let code = run.code;
-    (code, run.json())
-}
-
 #[test]
 fn slices_n_of_t_read_every_pack_exactly_once_over_t_runs() {
     let workspace = Workspace::new();
@@ -39,7 +31,7 @@ fn slices_n_of_t_read_every_pack_exactly_once_over_t_runs() {
     let total = workspace.packs().len() as u64;
     let mut read = 0;
     for n in 1..=3 {
-        let (code, report) = verify_json(&workspace, &["--read-data-subset", &format!("{n}/3")]);
+        let (code, report) = workspace.verify_json(&["--read-data-subset", &format!("{n}/3")]);
         assert_eq!(code, 0, "{report:#}");
         assert_eq!(report["packs_in_scope"], total);
         read += report["packs_read"].as_u64().unwrap();
@@ -52,7 +44,11 @@ fn slices_n_of_t_read_every_pack_exactly_once_over_t_runs() {
     bytes[100] ^= 0x01;
     fs::write(victim, bytes).unwrap();
     let damaged: Vec<i32> = (1..=3)
-        .map(|n| verify_json(&workspace, &["--read-data-subset", &format!("{n}/3")]).0)
+        .map(|n| {
+            workspace
+                .verify_json(&["--read-data-subset", &format!("{n}/3")])
+                .0
+        })
         .collect();
     assert_eq!(
         damaged.iter().filter(|&&code| code == 4).count(),
@@ -71,15 +67,15 @@ fn byte_budgets_and_percentages_bound_what_is_read() {
     let workspace = Workspace::new();
     repository_with_snapshots(&workspace, &["a", "b", "c", "d"]);
     let total = workspace.packs().len() as u64;
-    let (_, one) = verify_json(&workspace, &["--read-data-subset", "1"]);
+    let (_, one) = workspace.verify_json(&["--read-data-subset", "1"]);
     assert_eq!(one["packs_read"], 1, "a tiny budget still reads one pack");
-    let (_, all) = verify_json(&workspace, &["--read-data-subset", "5G"]);
+    let (_, all) = workspace.verify_json(&["--read-data-subset", "5G"]);
     assert_eq!(all["packs_read"], total);
-    let (_, everything) = verify_json(&workspace, &["--read-data-subset", "100%"]);
+    let (_, everything) = workspace.verify_json(&["--read-data-subset", "100%"]);
     assert_eq!(everything["packs_read"], total);
-    let (_, half) = verify_json(&workspace, &["--read-data-subset", "50%"]);
+    let (_, half) = workspace.verify_json(&["--read-data-subset", "50%"]);
     assert_eq!(half["packs_read"], total.div_ceil(2));
-    let (_, none) = verify_json(&workspace, &[]);
+    let (_, none) = workspace.verify_json(&[]);
     assert_eq!(none["packs_read"], 0, "plain verify reads no data");
 }
 
@@ -119,16 +115,16 @@ fn an_audit_limited_to_a_snapshot_or_component_sees_only_its_damage() {
         .expect("the pack holding b's data");
     fs::remove_file(&b_data).unwrap();
 
-    let (code, report) = verify_json(&workspace, &["--read-data", "--snapshot", &snapshots[0]]);
+    let (code, report) = workspace.verify_json(&["--read-data", "--snapshot", &snapshots[0]]);
     assert_eq!(code, 0, "snapshot a is whole: {report:#}");
     assert_eq!(report["snapshots"], 1);
-    let (code, report) = verify_json(&workspace, &["--read-data", "--snapshot", &snapshots[1]]);
+    let (code, report) = workspace.verify_json(&["--read-data", "--snapshot", &snapshots[1]]);
     assert_eq!(code, 4, "{report:#}");
     assert_eq!(report["damaged_snapshots"][0], &snapshots[1][..8]);
 
-    let (code, _) = verify_json(&workspace, &["--read-data", "--component", "a"]);
+    let (code, _) = workspace.verify_json(&["--read-data", "--component", "a"]);
     assert_eq!(code, 0);
-    let (code, _) = verify_json(&workspace, &["--component", "b"]);
+    let (code, _) = workspace.verify_json(&["--component", "b"]);
     assert_eq!(code, 4);
     let run = workspace
         .cairn_repo(["verify", "--component", "nosuch"])

@@ -110,6 +110,14 @@ impl Workspace {
         ])
     }
 
+    /// `cairn --repo REPO --json verify ARGS...`: exit code and report.
+    pub fn verify_json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = vec!["--json", "verify"];
+        all.extend_from_slice(args);
+        let run = self.cairn_repo(all);
+        (run.code, run.json())
+    }
+
     pub fn init(&self) -> Run {
         self.cairn_repo(["init"]).ok()
     }
