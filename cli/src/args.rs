@@ -68,6 +68,86 @@ pub enum Command {
     /// Rebuild what can be rebuilt from the repository's own data.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Forget snapshots by a retention policy or by id (recorded in the
+    /// repository); their space comes back with `prune`.
+    Forget(ForgetArgs),
+    /// Give back the space of data no snapshot needs: mark it, and delete
+    /// what an earlier prune marked once its grace period has passed.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// Snapshots to forget by id or prefix (instead of a policy).
+    #[arg(value_name = "ID", conflicts_with_all = [
+        "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+        "keep_yearly", "keep_within", "keep_tags",
+    ])]
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot taken within this span of the group's newest
+    /// (e.g. 30d, 1y6m, 2w, 12h).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep every snapshot with this tag; repeatable.
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Apply the policy separately per group: a comma list of host,
+    /// components, tags; or "none".
+    #[arg(long, default_value = "host,components", value_name = "FIELDS")]
+    pub group_by: String,
+    /// Say what would be kept and forgotten, and why; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow a policy to forget every snapshot of a group.
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Then prune, with the options below.
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_options: PruneTuning,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Print the plan (packs to delete, mark and repack; bytes freed and
+    /// rewritten); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub tuning: PruneTuning,
+}
+
+#[derive(Args)]
+pub struct PruneTuning {
+    /// How long marked data waits before deletion, and how old data must be
+    /// before it is marked (a backup running longer than this while a prune
+    /// marks data it reuses fails instead of writing a broken snapshot).
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub grace: String,
+    /// Unused space to tolerate in packs that still hold live data, as a
+    /// percentage of the repository (5%), a size (500M) or "unlimited";
+    /// packs beyond it are repacked.
+    #[arg(long, default_value = "5%", value_name = "LIMIT")]
+    pub max_unused: String,
 }
 
 #[derive(Args)]

@@ -61,8 +61,13 @@ pub struct BlobWriter<'a> {
     session: Mutex<HashSet<Id>>,
     data_pack: Mutex<PackWriter>,
     tree_pack: Mutex<PackWriter>,
-    /// Packs that existed when the backup started.
+    /// Packs that existed when the backup started, less those a prune has
+    /// marked for deletion.
     present: HashMap<Id, u64>,
+    /// Packs this session relies on: those it found reused blobs in, and
+    /// those it wrote. Checked against deletion marks before the snapshot
+    /// is committed.
+    relied: Arc<Mutex<HashSet<Id>>>,
     uploaded: Arc<Mutex<Uploaded>>,
     queue: Mutex<Option<SyncSender<FinishedPack>>>,
     uploader: Mutex<Option<JoinHandle<()>>>,
@@ -116,10 +121,12 @@ impl<'a> BlobWriter<'a> {
     ) -> Self {
         let config = repository.config();
         let uploaded = Arc::new(Mutex::new(Uploaded::default()));
+        let relied = Arc::new(Mutex::new(HashSet::new()));
         let (queue, receiver) = sync_channel::<FinishedPack>(UPLOAD_QUEUE);
         let uploader = {
             let repository = repository.clone();
             let uploaded = uploaded.clone();
+            let relied = relied.clone();
             std::thread::spawn(move || {
                 for pack in receiver {
                     let created = repository.backend().create(
@@ -129,11 +136,14 @@ impl<'a> BlobWriter<'a> {
                     );
                     let mut shared = lock(&uploaded);
                     match created {
-                        Ok(_) => shared.unindexed.push(PackEntry {
-                            id: pack.id,
-                            size: pack.bytes.len() as u64,
-                            blobs: pack.blobs,
-                        }),
+                        Ok(_) => {
+                            lock(&relied).insert(pack.id);
+                            shared.unindexed.push(PackEntry {
+                                id: pack.id,
+                                size: pack.bytes.len() as u64,
+                                blobs: pack.blobs,
+                            })
+                        }
                         Err(error) => {
                             shared.error = Some(error);
                             return;
@@ -151,6 +161,7 @@ impl<'a> BlobWriter<'a> {
             data_pack: Mutex::new(PackWriter::new()),
             tree_pack: Mutex::new(PackWriter::new()),
             present,
+            relied,
             uploaded,
             queue: Mutex::new(Some(queue)),
             uploader: Mutex::new(Some(uploader)),
@@ -218,10 +229,18 @@ impl<'a> BlobWriter<'a> {
     }
 
     fn in_present_pack(&self, id: &Id) -> Result<bool> {
-        Ok(self
-            .index
-            .lookup(id)?
-            .is_some_and(|location| self.present.contains_key(&location.pack)))
+        match self.index.lookup(id)? {
+            Some(location) if self.present.contains_key(&location.pack) => {
+                lock(&self.relied).insert(location.pack);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Packs this session relies on so far (see the field).
+    pub fn relied_packs(&self) -> HashSet<Id> {
+        lock(&self.relied).clone()
     }
 
     /// Indexes packs found in the repository that no index file lists

@@ -47,6 +47,10 @@ pub enum StoreError {
     Params(#[from] cairn_chunker::ParamsError),
     #[error("{0}")]
     Invalid(String),
+    /// Another process (a prune) changed the repository under this one in
+    /// a way it cannot work around; running again resolves it.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl StoreError {

@@ -25,6 +25,7 @@ pub mod keys;
 pub mod manifest;
 pub mod ops;
 pub mod pack;
+pub mod records;
 pub mod repository;
 pub mod tree;
 

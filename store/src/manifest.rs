@@ -154,8 +154,13 @@ impl SnapshotBody {
 
 impl SignedManifest {
     pub fn sign(body: &SnapshotBody, key: &SigningKey) -> Self {
-        let body = to_cbor(body);
-        let signature = key.sign(&signed_message(&body));
+        Self::sign_bytes(to_cbor(body), SIGNING_DOMAIN, key)
+    }
+
+    /// Signs encoded body bytes under `domain`: the envelope is shared with
+    /// forget records and deletion marks, each with its own domain.
+    pub fn sign_bytes(body: Vec<u8>, domain: &[u8], key: &SigningKey) -> Self {
+        let signature = key.sign(&signed_message(domain, &body));
         SignedManifest {
             version: MANIFEST_VERSION,
             body,
@@ -181,13 +186,22 @@ impl SignedManifest {
     /// Checks the signer is trusted and the signature valid; only then is
     /// the body worth reading.
     pub fn verify(&self, trusted: &[PublicKey]) -> std::result::Result<(), TrustFailure> {
+        self.verify_domain(SIGNING_DOMAIN, trusted)
+    }
+
+    /// [`SignedManifest::verify`] for an envelope signed under `domain`.
+    pub fn verify_domain(
+        &self,
+        domain: &[u8],
+        trusted: &[PublicKey],
+    ) -> std::result::Result<(), TrustFailure> {
         let signer = self.signer();
         if !trusted.contains(&signer) {
             return Err(TrustFailure::UntrustedSigner(signer));
         }
         let key = VerifyingKey::from_bytes(&self.signer).map_err(|_| TrustFailure::BadSignature)?;
         let signature = Signature::from_bytes(&self.signature);
-        key.verify_strict(&signed_message(&self.body), &signature)
+        key.verify_strict(&signed_message(domain, &self.body), &signature)
             .map_err(|_| TrustFailure::BadSignature)
     }
 
@@ -253,9 +267,9 @@ pub fn check_component_name(name: &str) -> Result<()> {
     }
 }
 
-fn signed_message(body: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(SIGNING_DOMAIN.len() + body.len());
-    message.extend_from_slice(SIGNING_DOMAIN);
+fn signed_message(domain: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(domain.len() + body.len());
+    message.extend_from_slice(domain);
     message.extend_from_slice(body);
     message
 }

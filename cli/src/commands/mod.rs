@@ -1,8 +1,10 @@
 //! One module per subcommand; `run` dispatches.
 
 mod backup;
+mod forget;
 mod init;
 mod ls;
+mod prune;
 mod repair;
 mod restore;
 mod snapshots;
@@ -23,6 +25,8 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::UndoRestore(args) => undo_restore::run(context, &args),
         Command::Verify(args) => verify::run(context, &args),
         Command::Repair(command) => repair::run(context, &command),
+        Command::Forget(args) => forget::run(context, &args),
+        Command::Prune(args) => prune::run(context, &args),
     }
 }
 

@@ -1,7 +1,8 @@
 //! [`LocalBackend`]: a repository in a directory on a local filesystem.
 //!
 //! Layout under the root: `config`, `keys/<name>`, `data/<first two hex
-//! digits>/<name>` for packs, `index/<name>`, `snapshots/<name>`, and `tmp/`
+//! digits>/<name>` for packs, `index/<name>`, `snapshots/<name>`,
+//! `forgotten/<name>`, `deletions/<name>`, and `tmp/`
 //! for objects being written. An object is written whole into `tmp/`,
 //! fsynced, then hard-linked to its final name (the link fails if the name
 //! exists, which gives create-if-absent without a race) and the directory is
@@ -39,6 +40,8 @@ impl LocalBackend {
             ObjectKind::Pack => self.root.join("data"),
             ObjectKind::Index => self.root.join("index"),
             ObjectKind::Snapshot => self.root.join("snapshots"),
+            ObjectKind::Forget => self.root.join("forgotten"),
+            ObjectKind::Deletion => self.root.join("deletions"),
         }
     }
 
@@ -226,6 +229,7 @@ impl Backend for LocalBackend {
                 objects.push(ObjectInfo {
                     name: "config".into(),
                     size: meta.len(),
+                    modified: meta.modified().ok(),
                 });
             }
             return Ok(objects);
@@ -254,6 +258,7 @@ impl Backend for LocalBackend {
                     objects.push(ObjectInfo {
                         name: name.to_string(),
                         size: meta.len(),
+                        modified: meta.modified().ok(),
                     });
                 }
             }
@@ -294,7 +299,12 @@ mod tests {
             b"irs"
         );
         let listed = backend.list(ObjectKind::Pack).unwrap();
-        assert_eq!(listed, vec![ObjectInfo { name, size: 5 }]);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].name.as_str(), listed[0].size),
+            (name.as_str(), 5)
+        );
+        assert!(listed[0].modified.is_some());
     }
 
     #[test]

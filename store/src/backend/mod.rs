@@ -29,6 +29,11 @@ pub enum ObjectKind {
     Index,
     /// Signed snapshot manifests.
     Snapshot,
+    /// Signed records of snapshots forgotten (what, when, by which key).
+    Forget,
+    /// Signed deletion marks: packs a prune will delete after a grace
+    /// period unless something needs them again.
+    Deletion,
 }
 
 impl ObjectKind {
@@ -39,6 +44,8 @@ impl ObjectKind {
             ObjectKind::Pack => "pack",
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Forget => "forget record",
+            ObjectKind::Deletion => "deletion mark",
         }
     }
 }
@@ -48,6 +55,9 @@ impl ObjectKind {
 pub struct ObjectInfo {
     pub name: String,
     pub size: u64,
+    /// When the object was created, if the backend knows: a prune leaves
+    /// young packs alone, as they may belong to a backup still running.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// Whether `create` wrote a new object or found one already there.

@@ -7,7 +7,13 @@
 //!    in large batches whose chunks are hashed, compressed and packed in
 //!    parallel. A directory's tree blob is stored once its entries are done.
 //! 4. Flush packs and index files ([`BlobWriter::finish`]).
-//! 5. Sign and write the manifest: the snapshot exists from this instant.
+//! 5. Check that no pack the snapshot relies on has been marked for
+//!    deletion by a prune since the backup started (or deleted); copy what
+//!    it needs out of marked packs into new ones ([`secure_against_prune`]).
+//! 6. Sign and write the manifest: the snapshot exists from this instant.
+//!
+//! Packs named by a deletion mark when the backup starts are never reused:
+//! the backup stores such blobs again, so a prune may delete them.
 //!
 //! A file that cannot be read is left out and recorded as a problem; a file
 //! that changes while being read is stored as read and recorded as a
@@ -27,12 +33,13 @@ use crate::manifest::{
 };
 use crate::ops::{join_relative, read_tree};
 use crate::pack::{BlobKind, read_header};
+use crate::records::{marked_packs, read_marks};
 use crate::repository::Repository;
 use crate::tree::{EntryKind, Tree, TreeEntry};
 use cairn_chunker::{ChunkStream, ChunkerParams};
 use ed25519_dalek::SigningKey;
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, Metadata, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -180,7 +187,12 @@ pub fn backup(
 ) -> Result<BackupOutcome> {
     check_sources(&options.components)?;
     let params = repository.chunker_params()?;
-    let present = repository.list_packs()?;
+    // Marks are listed before packs, so every pack a mark names that the
+    // pack listing shows is left out (see FORMAT.md, deletion protocol).
+    let (marks, _unreadable) = read_marks(repository, &[])?;
+    let marked = marked_packs(&marks);
+    let mut present = repository.list_packs()?;
+    present.retain(|pack, _| !marked.contains(pack));
     let writer = BlobWriter::new(repository, index, present.clone());
     let orphans = unindexed_packs(repository, index, &present)?;
     let adopted_packs = orphans.len();
@@ -215,7 +227,13 @@ pub fn backup(
         let record = walker.component(source, parent_component.map(|c| c.tree))?;
         components.push(record);
     }
-    let written = writer.finish()?;
+    let mut written = writer.finish()?;
+    let roots: Vec<Id> = components.iter().map(|component| component.tree).collect();
+    let rescued = secure_against_prune(repository, index, writer.relied_packs(), &roots)?;
+    written.new_blobs += rescued.new_blobs;
+    written.new_stored_bytes += rescued.new_stored_bytes;
+    written.packs_written += rescued.packs_written;
+    written.index_files_written += rescued.index_files_written;
     let mut problems = problems
         .into_inner()
         .unwrap_or_else(|poison| poison.into_inner());
@@ -246,6 +264,72 @@ pub fn backup(
         adopted_packs,
         unchanged_files: unchanged_files.into_inner(),
     })
+}
+
+/// How many times the check before committing may find new marks and copy
+/// blobs out of them before giving up (each round only follows a prune
+/// that marked data again while the previous round ran).
+const SECURE_ROUNDS: usize = 3;
+
+/// Makes sure every pack the new snapshot relies on still exists and is not
+/// marked for deletion, just before the manifest is written. Blobs found in
+/// a marked pack are copied into new packs (the marked pack is readable
+/// until its grace period ends). Returns what the copies added.
+///
+/// Safety argument (FORMAT.md, deletion protocol): a prune deletes a marked
+/// pack only after the grace period and only if no manifest it lists then
+/// needs it; a mark written after this check is therefore followed by a
+/// manifest listing that includes this snapshot, as long as this check and
+/// the manifest write are closer together than the grace period.
+fn secure_against_prune(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    mut relied: HashSet<Id>,
+    roots: &[Id],
+) -> Result<WriterStatistics> {
+    let mut total = WriterStatistics::default();
+    for _ in 0..SECURE_ROUNDS {
+        let (marks, _unreadable) = read_marks(repository, &[])?;
+        let marked = marked_packs(&marks);
+        let mut present = repository.list_packs()?;
+        if let Some(lost) = relied.iter().find(|pack| !present.contains_key(pack)) {
+            return Err(StoreError::Conflict(format!(
+                "pack {lost}, which this backup reuses data from, was deleted while the backup ran                  (by a prune whose grace period the backup outlasted); no snapshot was written;                  run the backup again"
+            )));
+        }
+        if relied.is_disjoint(&marked) {
+            return Ok(total);
+        }
+        present.retain(|pack, _| !marked.contains(pack));
+        let rescue = BlobWriter::new(repository, index, present);
+        let mut seen = HashSet::new();
+        crate::ops::visit_blobs(
+            repository,
+            index,
+            roots.iter().copied(),
+            &mut seen,
+            &mut |kind, id| {
+                let location = index.lookup(id)?.ok_or_else(|| StoreError::Missing {
+                    object: format!("blob {id} (not in any index file)"),
+                })?;
+                if marked.contains(&location.pack) {
+                    let raw = repository.read_blob(&location)?;
+                    rescue.add(kind, *id, &raw)?;
+                }
+                Ok(())
+            },
+        )?;
+        let copied = rescue.finish()?;
+        total.new_blobs += copied.new_blobs;
+        total.new_stored_bytes += copied.new_stored_bytes;
+        total.packs_written += copied.packs_written;
+        total.index_files_written += copied.index_files_written;
+        relied.retain(|pack| !marked.contains(pack));
+        relied.extend(rescue.relied_packs());
+    }
+    Err(StoreError::Conflict(format!(
+        "prunes kept marking data this backup needs ({SECURE_ROUNDS} rounds of copying);          no snapshot was written; run the backup again"
+    )))
 }
 
 /// Packs present in the repository that no index file lists.
@@ -318,7 +402,7 @@ pub fn now_rfc3339() -> String {
     )
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: the buffer is valid for its whole length; gethostname writes at
     // most that many bytes.
@@ -333,7 +417,7 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buffer[..end]).into_owned()
 }
 
-fn user_name() -> String {
+pub(crate) fn user_name() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| {

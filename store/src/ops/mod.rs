@@ -2,9 +2,12 @@
 //! returns an outcome with statistics; none prints.
 
 pub mod backup;
+pub mod forget;
 pub mod listing;
+pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod retention;
 pub mod verify;
 
 use crate::error::{Result, StoreError};
@@ -29,4 +32,34 @@ pub fn join_relative(parent: &str, name: &str) -> String {
     } else {
         format!("{parent}/{name}")
     }
+}
+
+/// Calls `visit` once for every tree and every chunk reachable from `roots`
+/// (trees before their contents), skipping trees already in `seen`, which
+/// it fills. Depth first with an explicit stack, so deep directory nesting
+/// cannot overflow the call stack.
+pub fn visit_blobs(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    roots: impl IntoIterator<Item = Id>,
+    seen: &mut std::collections::HashSet<Id>,
+    visit: &mut dyn FnMut(crate::pack::BlobKind, &Id) -> Result<()>,
+) -> Result<()> {
+    let mut stack: Vec<Id> = roots.into_iter().collect();
+    while let Some(tree_id) = stack.pop() {
+        if !seen.insert(tree_id) {
+            continue;
+        }
+        visit(crate::pack::BlobKind::Tree, &tree_id)?;
+        let tree = read_tree(repository, index, &tree_id)?;
+        for entry in &tree.entries {
+            for chunk in entry.chunks.iter().flatten() {
+                visit(crate::pack::BlobKind::Data, chunk)?;
+            }
+            if let Some(subtree) = entry.subtree {
+                stack.push(subtree);
+            }
+        }
+    }
+    Ok(())
 }

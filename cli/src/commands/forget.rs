@@ -1,0 +1,145 @@
+//! `cairn forget`: which snapshots a policy keeps and why, the record of
+//! what was forgotten, and optionally the prune that follows.
+
+use crate::args::ForgetArgs;
+use crate::context::Context;
+use crate::exit;
+use anyhow::{Result, anyhow};
+use cairn_store::ops::forget::{ForgetOptions, ForgetOutcome, forget};
+use cairn_store::ops::retention::{Policy, parse_group_by, parse_keep_within};
+use serde_json::json;
+
+pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
+    let options = ForgetOptions {
+        policy: policy(args)?,
+        group_by: parse_group_by(&args.group_by)?,
+        explicit: args.snapshots.clone(),
+        dry_run: args.dry_run,
+        allow_empty: args.allow_empty,
+    };
+    // Checked before anything is forgotten, so a typo in a prune flag
+    // cannot leave a forget done and its prune not.
+    let prune_options = args
+        .prune
+        .then(|| super::prune::options(&args.prune_options, args.dry_run))
+        .transpose()?;
+    let repository = context.open_repository()?;
+    let trusted = context.trusted_keys()?;
+    let key = context.signing_key(&repository)?;
+    let outcome = forget(&repository, &key, &trusted, &options)?;
+    if context.global.json && prune_options.is_none() {
+        crate::output::print_json(&outcome_json(&outcome, args.dry_run))?;
+    } else if !context.global.json {
+        print_outcome(&outcome, args.dry_run);
+    }
+    let Some(prune_options) = prune_options else {
+        return Ok(exit::SUCCESS);
+    };
+    if context.global.json {
+        // One JSON document for the whole job.
+        let repository = context.open_repository()?;
+        let opened = context.open_index(&repository)?;
+        let pruned = cairn_store::ops::prune::prune(
+            &repository,
+            opened.index.as_ref(),
+            &key,
+            &trusted,
+            &prune_options,
+        );
+        let (prune_value, code) = match pruned {
+            Ok(pruned) => (
+                super::prune::report_json(&pruned, args.dry_run),
+                exit::SUCCESS,
+            ),
+            Err(error @ cairn_store::StoreError::Corrupt { .. }) => {
+                (json!({"error": error.to_string()}), exit::DAMAGE)
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let mut value = outcome_json(&outcome, args.dry_run);
+        value["prune"] = prune_value;
+        crate::output::print_json(&value)?;
+        return Ok(code);
+    }
+    super::prune::run_with(context, &prune_options)
+}
+
+fn policy(args: &ForgetArgs) -> Result<Policy> {
+    let keep_within = args
+        .keep_within
+        .as_deref()
+        .map(parse_keep_within)
+        .transpose()
+        .map_err(|error| anyhow!("--keep-within: {error}"))?;
+    Ok(Policy {
+        keep_last: args.keep_last,
+        keep_hourly: args.keep_hourly,
+        keep_daily: args.keep_daily,
+        keep_weekly: args.keep_weekly,
+        keep_monthly: args.keep_monthly,
+        keep_yearly: args.keep_yearly,
+        keep_within,
+        keep_tags: args.keep_tags.clone(),
+    })
+}
+
+fn outcome_json(outcome: &ForgetOutcome, dry_run: bool) -> serde_json::Value {
+    json!({
+        "dry_run": dry_run,
+        "groups": outcome.groups.iter().map(|group| json!({
+            "group": group.key.to_string(),
+            "snapshots": group.decisions.iter().map(|decision| json!({
+                "id": decision.id.to_hex(),
+                "keep": decision.keep,
+                "reasons": decision.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "forgotten": outcome.forgotten.iter().map(|s| s.id.to_hex()).collect::<Vec<_>>(),
+        "untrusted": outcome.untrusted.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+        "record": outcome.record.map(|id| id.to_hex()),
+        "completed": outcome.completed.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+    })
+}
+
+fn print_outcome(outcome: &ForgetOutcome, dry_run: bool) {
+    for group in &outcome.groups {
+        println!("group {}:", group.key);
+        for decision in &group.decisions {
+            if decision.keep {
+                let reasons: Vec<String> = decision.reasons.iter().map(|r| r.to_string()).collect();
+                println!("    keep   {}  {}", decision.id.short(), reasons.join(", "));
+            } else {
+                println!("    forget {}", decision.id.short());
+            }
+        }
+    }
+    if outcome.groups.is_empty() {
+        for snapshot in &outcome.forgotten {
+            println!("    forget {}", snapshot.id.short());
+        }
+    }
+    if !outcome.untrusted.is_empty() {
+        println!(
+            "{} snapshot(s) not signed by a trusted key were left alone",
+            outcome.untrusted.len()
+        );
+    }
+    let verb = if dry_run { "would forget" } else { "forgot" };
+    match outcome.record {
+        Some(record) => println!(
+            "{verb} {} snapshot(s); recorded in forget record {}",
+            outcome.forgotten.len(),
+            record.short()
+        ),
+        None => println!("{verb} {} snapshot(s)", outcome.forgotten.len()),
+    }
+    if !outcome.completed.is_empty() {
+        println!(
+            "finished {} deletion(s) an interrupted forget had recorded",
+            outcome.completed.len()
+        );
+    }
+    if !dry_run && !outcome.forgotten.is_empty() {
+        println!("run `cairn prune` to give their space back");
+    }
+}

@@ -1,0 +1,183 @@
+//! `cairn prune`: the plan, or the plan carried out, in words or JSON.
+
+use crate::args::{PruneArgs, PruneTuning};
+use crate::context::Context;
+use crate::exit;
+use crate::output::bytes;
+use anyhow::{Result, anyhow};
+use cairn_store::StoreError;
+use cairn_store::ops::prune::{MaxUnused, PackUse, PruneOptions, PruneOutcome, parse_grace, prune};
+use serde_json::json;
+
+pub fn run(context: &Context, args: &PruneArgs) -> Result<u8> {
+    let options = options(&args.tuning, args.dry_run)?;
+    run_with(context, &options)
+}
+
+/// Parses the flags a prune shares with `forget --prune`.
+pub fn options(tuning: &PruneTuning, dry_run: bool) -> Result<PruneOptions> {
+    let grace = parse_grace(&tuning.grace).map_err(|error| anyhow!("--grace {error}"))?;
+    let max_unused =
+        MaxUnused::parse(&tuning.max_unused).map_err(|error| anyhow!("--max-unused {error}"))?;
+    Ok(PruneOptions {
+        grace,
+        max_unused,
+        dry_run,
+    })
+}
+
+pub fn run_with(context: &Context, options: &PruneOptions) -> Result<u8> {
+    let repository = context.open_repository()?;
+    let trusted = context.trusted_keys()?;
+    let key = context.signing_key(&repository)?;
+    if options.grace < std::time::Duration::from_secs(60) && !options.dry_run {
+        eprintln!(
+            "cairn: warning: a grace period under a minute is only safe when no backup runs at the same time"
+        );
+    }
+    let opened = context.open_index(&repository)?;
+    let outcome = match prune(&repository, opened.index.as_ref(), &key, &trusted, options) {
+        Ok(outcome) => outcome,
+        Err(error @ StoreError::Corrupt { .. }) => {
+            eprintln!("cairn: {error}");
+            return Ok(exit::DAMAGE);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if context.global.json {
+        crate::output::print_json(&report_json(&outcome, options.dry_run))?;
+    } else {
+        print_report(&outcome, options.dry_run);
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn packs_json(packs: &[PackUse]) -> Vec<serde_json::Value> {
+    packs
+        .iter()
+        .map(|pack| {
+            json!({
+                "pack": pack.id.to_hex(),
+                "size": pack.size,
+                "live_blobs": pack.live_blobs,
+                "live_bytes": pack.live_bytes,
+                "dead_blobs": pack.dead_blobs,
+                "dead_bytes": pack.dead_bytes,
+            })
+        })
+        .collect()
+}
+
+pub fn report_json(outcome: &PruneOutcome, dry_run: bool) -> serde_json::Value {
+    let plan = &outcome.plan;
+    json!({
+        "dry_run": dry_run,
+        "snapshots": plan.snapshots,
+        "trees": plan.trees,
+        "packs": plan.packs,
+        "pack_bytes": plan.pack_bytes,
+        "unused_bytes": plan.unused_bytes,
+        "due_marks": plan.due_marks.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+        "delete": packs_json(&plan.delete),
+        "revived": packs_json(&plan.revived),
+        "waiting_marks": plan.waiting_marks.iter()
+            .map(|(id, due, packs)| json!({"mark": id.to_hex(), "due": due, "packs": packs}))
+            .collect::<Vec<_>>(),
+        "ignored_marks": plan.ignored_marks.iter()
+            .map(|(id, why)| json!({"mark": id.to_hex(), "why": why}))
+            .collect::<Vec<_>>(),
+        "mark_unused": packs_json(&plan.mark_unused),
+        "repack": packs_json(&plan.repack),
+        "young_packs": plan.young_packs,
+        "unreadable_packs": plan.unreadable_packs.iter()
+            .map(|(id, why)| json!({"pack": id.to_hex(), "error": why}))
+            .collect::<Vec<_>>(),
+        "bytes_deleted": plan.bytes_deleted(),
+        "bytes_marked": plan.bytes_marked(),
+        "bytes_to_rewrite": plan.bytes_to_rewrite(),
+        "packs_deleted": outcome.packs_deleted,
+        "index_files_written": outcome.index_files_written,
+        "index_files_removed": outcome.index_files_removed,
+        "marks_removed": outcome.marks_removed,
+        "mark_written": outcome.mark_written.map(|id| id.to_hex()),
+        "repacked_blobs": outcome.repacked.new_blobs,
+        "repacked_bytes": outcome.repacked.new_stored_bytes,
+    })
+}
+
+fn print_report(outcome: &PruneOutcome, dry_run: bool) {
+    let plan = &outcome.plan;
+    let would = if dry_run { "would " } else { "" };
+    println!(
+        "{} snapshots, {} trees, {} packs ({}), of which about {} unused",
+        plan.snapshots,
+        plan.trees,
+        plan.packs,
+        bytes(plan.pack_bytes),
+        bytes(plan.unused_bytes)
+    );
+    if !plan.due_marks.is_empty() {
+        println!(
+            "phase 2: {} mark(s) past their grace period: {would}delete {} pack(s) ({}); {} pack(s) kept because a snapshot needs them again",
+            plan.due_marks.len(),
+            plan.delete.len(),
+            bytes(plan.bytes_deleted()),
+            plan.revived.len()
+        );
+        for pack in &plan.delete {
+            println!("    delete pack {} ({})", pack.id, bytes(pack.size));
+        }
+    }
+    for (mark, due, packs) in &plan.waiting_marks {
+        println!(
+            "mark {} ({packs} pack(s)) waits for its grace period until {due}",
+            mark.short()
+        );
+    }
+    for (mark, why) in &plan.ignored_marks {
+        println!("mark {} ignored: {why}", mark.short());
+    }
+    println!(
+        "phase 1: {would}mark {} unused pack(s) and repack {} pack(s) ({} of live data to rewrite); {} to be freed after the grace period",
+        plan.mark_unused.len(),
+        plan.repack.len(),
+        bytes(plan.bytes_to_rewrite()),
+        bytes(plan.bytes_marked())
+    );
+    for pack in &plan.mark_unused {
+        println!("    mark pack {} ({}, unused)", pack.id, bytes(pack.size));
+    }
+    for pack in &plan.repack {
+        println!(
+            "    repack pack {} ({} live of {})",
+            pack.id,
+            bytes(pack.live_bytes),
+            bytes(pack.size)
+        );
+    }
+    if plan.young_packs > 0 {
+        println!(
+            "{} pack(s) younger than the grace period left alone",
+            plan.young_packs
+        );
+    }
+    for (pack, why) in &plan.unreadable_packs {
+        println!(
+            "pack {} has an unreadable header, left alone: {why}",
+            pack.short()
+        );
+    }
+    if !dry_run {
+        println!(
+            "deleted {} pack(s), {} mark(s); wrote {} index file(s), removed {}{}",
+            outcome.packs_deleted,
+            outcome.marks_removed,
+            outcome.index_files_written,
+            outcome.index_files_removed,
+            outcome
+                .mark_written
+                .map(|mark| format!("; wrote mark {}", mark.short()))
+                .unwrap_or_default()
+        );
+    }
+}

@@ -1,0 +1,741 @@
+//! Prune: give back the space of blobs that no snapshot needs, in two
+//! phases separated by a grace period, without a lock (FORMAT.md §12).
+//!
+//! One run does, in this order:
+//! 1. List deletion marks, then snapshots; read every manifest (one that
+//!    cannot be read stops the prune: what it needs is unknown).
+//! 2. Walk every snapshot's trees through the index into a live set. A
+//!    referenced blob the index does not have stops the prune before
+//!    anything is deleted, naming what is missing.
+//! 3. Phase two, for each trusted mark whose grace period has passed:
+//!    delete its packs unless one now holds a live blob (a snapshot written
+//!    since the mark needs it again: that pack is kept); rewrite the index
+//!    files that list deleted packs; then delete the mark.
+//! 4. Phase one: among packs older than the grace period and not already
+//!    marked, those with no live blob are marked; those with dead blobs are
+//!    repacked (live blobs copied into new packs, which are indexed) until
+//!    the unused space is under `--max-unused`, and marked too. One signed
+//!    mark is written; nothing is deleted in this phase.
+//!
+//! The live set is a Bloom filter over blob ids: it may call a dead blob
+//! live (a rare blob is kept longer) but never the reverse, and it takes
+//! about three bytes per blob instead of a full record. Trees seen are kept
+//! exactly, because skipping a tree wrongly would lose its contents.
+//!
+//! Never deletes a pack that is not named by a trusted mark whose grace
+//! period has passed, never deletes anything when it finds damage, and
+//! never writes or deletes snapshots (forget does that).
+
+use crate::backend::ObjectKind;
+use crate::blob_writer::{BlobWriter, WriterStatistics};
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::index::{IndexCache, IndexFile, PackEntry};
+use crate::keys::{PublicKey, SigningKey};
+use crate::pack::{BlobEntry, decode_blob, parse_pack, read_header};
+use crate::records::{
+    DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, ReadMark, SignedRecord, read_marks,
+};
+use crate::repository::Repository;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+/// Packs per index file written while rewriting the index.
+const PACKS_PER_INDEX_FILE: usize = 64;
+/// Damage findings gathered before the prune gives up listing them.
+const DAMAGE_LIMIT: usize = 20;
+
+/// How much unused space a prune may leave in packs it does not repack.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaxUnused {
+    /// Percent of the bytes in packs.
+    Percent(f64),
+    Bytes(u64),
+}
+
+impl MaxUnused {
+    /// `5%`, `0%`, `500M`, `2G`, or `unlimited`.
+    pub fn parse(text: &str) -> std::result::Result<MaxUnused, String> {
+        let help =
+            || format!("{text:?}: use a percentage (5%), a size (500M, 2G) or \"unlimited\"");
+        if text == "unlimited" {
+            return Ok(MaxUnused::Percent(100.0));
+        }
+        if let Some(percent) = text.strip_suffix('%') {
+            return match percent.parse::<f64>() {
+                Ok(value) if (0.0..=100.0).contains(&value) => Ok(MaxUnused::Percent(value)),
+                _ => Err(help()),
+            };
+        }
+        let (digits, factor) = match text.char_indices().last() {
+            Some((at, unit)) if unit.is_ascii_alphabetic() => {
+                let factor = match unit.to_ascii_uppercase() {
+                    'K' => 1u64 << 10,
+                    'M' => 1 << 20,
+                    'G' => 1 << 30,
+                    'T' => 1 << 40,
+                    _ => return Err(help()),
+                };
+                (&text[..at], factor)
+            }
+            _ => (text, 1),
+        };
+        digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|value| value.checked_mul(factor))
+            .map(MaxUnused::Bytes)
+            .ok_or_else(help)
+    }
+
+    fn allowed(self, total: u64) -> u64 {
+        match self {
+            MaxUnused::Percent(percent) => ((total as f64) * percent / 100.0) as u64,
+            MaxUnused::Bytes(bytes) => bytes,
+        }
+    }
+}
+
+/// A grace period such as `1h`, `30m`, `2d`, `90s` or `0s`.
+pub fn parse_grace(text: &str) -> std::result::Result<Duration, String> {
+    let help = || format!("{text:?}: use a span such as 1h, 30m, 2d or 0s");
+    let span: jiff::Span = text.parse().map_err(|_| help())?;
+    let seconds = span
+        .total((jiff::Unit::Second, jiff::civil::date(2000, 1, 1)))
+        .map_err(|_| help())?;
+    if !(0.0..=1e12).contains(&seconds) {
+        return Err(help());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// How long a mark waits before its packs may be deleted, and how old
+    /// a pack must be before it may be marked.
+    pub grace: Duration,
+    pub max_unused: MaxUnused,
+    /// Plan only: read everything, write and delete nothing.
+    pub dry_run: bool,
+}
+
+/// A pack as the plan sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackUse {
+    pub id: Id,
+    pub size: u64,
+    pub live_blobs: u64,
+    pub live_bytes: u64,
+    pub dead_blobs: u64,
+    pub dead_bytes: u64,
+}
+
+impl PackUse {
+    fn unused(id: Id, size: u64) -> Self {
+        PackUse {
+            id,
+            size,
+            live_blobs: 0,
+            live_bytes: 0,
+            dead_blobs: 0,
+            dead_bytes: 0,
+        }
+    }
+}
+
+/// What a prune found and decided.
+#[derive(Clone, Debug, Default)]
+pub struct PrunePlan {
+    pub snapshots: u64,
+    pub trees: u64,
+    pub packs: u64,
+    pub pack_bytes: u64,
+    /// Bytes of dead blobs in all packs (the live set may overstate what
+    /// is live by a tiny fraction, never understate it).
+    pub unused_bytes: u64,
+    /// Phase two: trusted marks whose grace period has passed.
+    pub due_marks: Vec<Id>,
+    /// Packs those marks name that this run deletes.
+    pub delete: Vec<PackUse>,
+    /// Packs those marks name that a snapshot needs again: kept.
+    pub revived: Vec<PackUse>,
+    /// Marks still in their grace period: (mark, when due, packs).
+    pub waiting_marks: Vec<(Id, String, usize)>,
+    /// Marks not signed by a trusted key, or unreadable: never acted on.
+    pub ignored_marks: Vec<(Id, String)>,
+    /// Phase one: packs with no live blob, to be marked.
+    pub mark_unused: Vec<PackUse>,
+    /// Phase one: packs to repack (live blobs copied), then mark.
+    pub repack: Vec<PackUse>,
+    /// Packs younger than the grace period, left alone.
+    pub young_packs: u64,
+    /// Packs no index file lists whose header is unreadable; left alone
+    /// for verify and repair to deal with.
+    pub unreadable_packs: Vec<(Id, String)>,
+}
+
+impl PrunePlan {
+    pub fn bytes_deleted(&self) -> u64 {
+        self.delete.iter().map(|pack| pack.size).sum()
+    }
+    pub fn bytes_marked(&self) -> u64 {
+        self.mark_unused
+            .iter()
+            .chain(&self.repack)
+            .map(|pack| pack.size)
+            .sum()
+    }
+    pub fn bytes_to_rewrite(&self) -> u64 {
+        self.repack.iter().map(|pack| pack.live_bytes).sum()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PruneOutcome {
+    pub plan: PrunePlan,
+    pub packs_deleted: u64,
+    pub index_files_written: u64,
+    pub index_files_removed: u64,
+    pub marks_removed: u64,
+    pub mark_written: Option<Id>,
+    pub repacked: WriterStatistics,
+}
+
+/// A referenced blob the repository cannot provide; the prune stops.
+fn damage_error(missing: &[String]) -> StoreError {
+    StoreError::corrupt(
+        "repository",
+        format!(
+            "prune stopped before deleting anything: {} (run `cairn verify`, then `cairn repair`)",
+            missing.join("; ")
+        ),
+    )
+}
+
+/// A Bloom filter over blob ids, which are BLAKE3 hashes and so already
+/// uniformly spread: the probe positions come straight from their bits.
+struct LiveSet {
+    bits: Vec<u64>,
+    probes: u32,
+}
+
+impl LiveSet {
+    /// Sized for `expected` ids at a false-positive rate near 1e-5.
+    fn new(expected: u64) -> Self {
+        let bit_count = (expected.max(1024) * 24).next_power_of_two();
+        LiveSet {
+            bits: vec![0; (bit_count / 64) as usize],
+            probes: 17,
+        }
+    }
+
+    fn positions(&self, id: &Id) -> impl Iterator<Item = usize> + '_ {
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&id.0[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        let (first, step) = (word(0), word(8) | 1);
+        let mask = (self.bits.len() as u64 * 64) - 1;
+        (0..u64::from(self.probes))
+            .map(move |probe| (first.wrapping_add(probe.wrapping_mul(step)) & mask) as usize)
+    }
+
+    fn insert(&mut self, id: &Id) {
+        let positions: Vec<usize> = self.positions(id).collect();
+        for position in positions {
+            self.bits[position / 64] |= 1 << (position % 64);
+        }
+    }
+
+    fn contains(&self, id: &Id) -> bool {
+        self.positions(id)
+            .all(|position| self.bits[position / 64] & (1 << (position % 64)) != 0)
+    }
+}
+
+/// Everything read before deciding.
+struct Survey {
+    marks: Vec<ReadMark>,
+    live: LiveSet,
+    /// Every indexed pack: its blobs' use, and the index files listing it.
+    packs: HashMap<Id, PackUse>,
+    listed_in: HashMap<Id, Vec<Id>>,
+    present: HashMap<Id, (u64, Option<SystemTime>)>,
+}
+
+pub fn prune(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    key: &SigningKey,
+    trusted: &[PublicKey],
+    options: &PruneOptions,
+) -> Result<PruneOutcome> {
+    if !options.dry_run {
+        let mut signers = trusted.to_vec();
+        signers.push(crate::keys::public_key_of(key));
+        crate::ops::forget::complete_forgets(repository, &signers)?;
+    }
+    let now = jiff::Timestamp::now();
+    let mut plan = PrunePlan::default();
+    let survey = survey(repository, index, trusted, &mut plan)?;
+    plan_phase_two(&survey, now, &mut plan);
+    let marked_after_phase_two: HashSet<Id> = survey
+        .marks
+        .iter()
+        .filter(|read| !plan.due_marks.contains(&read.id))
+        .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
+        .collect();
+    let unindexed = read_unindexed(repository, &survey, options.grace, &mut plan);
+    plan_phase_one(
+        &survey,
+        &unindexed,
+        &marked_after_phase_two,
+        options,
+        &mut plan,
+    );
+
+    let mut outcome = PruneOutcome::default();
+    if options.dry_run {
+        outcome.plan = plan;
+        return Ok(outcome);
+    }
+    delete_due(repository, &survey, &plan, &mut outcome)?;
+    if !plan.mark_unused.is_empty() || !plan.repack.is_empty() {
+        outcome.repacked = repack(repository, index, &survey, &marked_after_phase_two, &plan)?;
+        let packs: Vec<MarkedPack> = plan
+            .mark_unused
+            .iter()
+            .map(|pack| (pack, MarkReason::Unused))
+            .chain(plan.repack.iter().map(|pack| (pack, MarkReason::Repacked)))
+            .map(|(pack, reason)| MarkedPack {
+                id: pack.id,
+                size: pack.size,
+                reason,
+            })
+            .collect();
+        let mark = DeletionMark::new(
+            crate::ops::backup::now_rfc3339(),
+            options.grace.as_secs(),
+            crate::ops::backup::host_name(),
+            packs,
+        );
+        let record = SignedRecord::sign(&mark, DELETION_DOMAIN, key);
+        outcome.mark_written =
+            Some(repository.write_object(ObjectKind::Deletion, &record.encode())?);
+    }
+    outcome.plan = plan;
+    Ok(outcome)
+}
+
+/// Steps 1 and 2: marks, manifests, the live set, and every indexed pack's
+/// use of space.
+fn survey(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    trusted: &[PublicKey],
+    plan: &mut PrunePlan,
+) -> Result<Survey> {
+    // Marks before snapshots: a mark listed here that becomes due is
+    // checked against every manifest written up to the listing below.
+    let (marks, unreadable) = read_marks(repository, trusted)?;
+    for (id, why) in unreadable {
+        plan.ignored_marks.push((id, format!("unreadable: {why}")));
+    }
+    let mut roots = Vec::new();
+    let mut damage = Vec::new();
+    for id in repository.list_ids(ObjectKind::Snapshot)? {
+        let body = repository
+            .read_manifest(&id)
+            .and_then(|manifest| manifest.body_unverified());
+        match body {
+            Ok(body) => roots.extend(body.components.iter().map(|c| c.tree)),
+            Err(StoreError::Missing { .. }) => continue,
+            Err(error) => damage.push(format!("snapshot {id} cannot be read ({error})")),
+        }
+        plan.snapshots += 1;
+    }
+    if !damage.is_empty() {
+        return Err(damage_error(&damage));
+    }
+
+    // Index files are read after the manifests, so every blob those
+    // manifests need is in a file read here (backups index before they
+    // write their manifest).
+    let index_files = repository.list_ids(ObjectKind::Index)?;
+    let mut packs: HashMap<Id, PackUse> = HashMap::new();
+    let mut listed_in: HashMap<Id, Vec<Id>> = HashMap::new();
+    let mut blob_count = 0u64;
+    let mut pack_blobs: Vec<(Id, Vec<BlobEntry>)> = Vec::new();
+    for file_id in &index_files {
+        let file = repository.read_index_file(file_id)?;
+        for pack in file.packs {
+            listed_in.entry(pack.id).or_default().push(*file_id);
+            if packs.contains_key(&pack.id) {
+                continue;
+            }
+            blob_count += pack.blobs.len() as u64;
+            packs.insert(pack.id, PackUse::unused(pack.id, pack.size));
+            pack_blobs.push((pack.id, pack.blobs));
+        }
+    }
+
+    let mut live = LiveSet::new(blob_count);
+    let mut seen = HashSet::new();
+    crate::ops::visit_blobs(repository, index, roots, &mut seen, &mut |_, id| {
+        match index.lookup(id)? {
+            Some(_) => live.insert(id),
+            None if damage.len() < DAMAGE_LIMIT => {
+                damage.push(format!("blob {id} is referenced but in no index file"))
+            }
+            None => {}
+        }
+        Ok(())
+    })
+    .map_err(|error| match error {
+        StoreError::Io { .. } => error,
+        other => damage_error(&[other.to_string()]),
+    })?;
+    if !damage.is_empty() {
+        return Err(damage_error(&damage));
+    }
+    plan.trees = seen.len() as u64;
+
+    let present: HashMap<Id, (u64, Option<SystemTime>)> = repository
+        .backend()
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .filter_map(|object| Some((Id::from_hex(&object.name)?, (object.size, object.modified))))
+        .collect();
+    let mut missing = Vec::new();
+    for (pack_id, blobs) in pack_blobs {
+        let Some(usage) = packs.get_mut(&pack_id) else {
+            continue;
+        };
+        count_use(usage, &blobs, &live);
+        if !present.contains_key(&pack_id) && usage.live_blobs > 0 {
+            missing.push(pack_id);
+        }
+    }
+    // A live blob whose indexed pack is gone may still have another copy
+    // (stored again by a later backup); only if none does is it damage.
+    for pack_id in missing {
+        if damage.len() >= DAMAGE_LIMIT {
+            break;
+        }
+        let still_needed = packs
+            .get(&pack_id)
+            .is_some_and(|usage| usage.live_blobs > 0);
+        if still_needed && !all_live_blobs_elsewhere(repository, index, &pack_id, &present)? {
+            damage.push(format!(
+                "pack {pack_id} holds blobs snapshots need and is missing"
+            ));
+        }
+    }
+    if !damage.is_empty() {
+        return Err(damage_error(&damage));
+    }
+    packs.retain(|id, _| present.contains_key(id));
+    plan.packs = present.len() as u64;
+    plan.pack_bytes = present.values().map(|(size, _)| size).sum();
+    plan.unused_bytes = packs.values().map(|usage| usage.dead_bytes).sum();
+    Ok(Survey {
+        marks,
+        live,
+        packs,
+        listed_in,
+        present,
+    })
+}
+
+fn count_use(usage: &mut PackUse, blobs: &[BlobEntry], live: &LiveSet) {
+    for blob in blobs {
+        if live.contains(&blob.id) {
+            usage.live_blobs += 1;
+            usage.live_bytes += u64::from(blob.length);
+        } else {
+            usage.dead_blobs += 1;
+            usage.dead_bytes += u64::from(blob.length);
+        }
+    }
+}
+
+/// Whether the index cache points every live blob of a lost pack at a
+/// pack that exists (the cache leaves out packs that were gone when it
+/// synchronised).
+fn all_live_blobs_elsewhere(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    pack: &Id,
+    present: &HashMap<Id, (u64, Option<SystemTime>)>,
+) -> Result<bool> {
+    for file_id in repository.list_ids(ObjectKind::Index)? {
+        let file = repository.read_index_file(&file_id)?;
+        for entry in file.packs.iter().filter(|entry| entry.id == *pack) {
+            for blob in &entry.blobs {
+                let elsewhere = index
+                    .lookup(&blob.id)?
+                    .is_some_and(|location| present.contains_key(&location.pack));
+                if !elsewhere {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Step 3's decisions: which due marks' packs are deleted, which revived.
+fn plan_phase_two(survey: &Survey, now: jiff::Timestamp, plan: &mut PrunePlan) {
+    for read in &survey.marks {
+        let due = read.mark.due();
+        if !read.trusted {
+            plan.ignored_marks.push((
+                read.id,
+                "not signed by a trusted key; never acted on (remove it if it is not yours)".into(),
+            ));
+            continue;
+        }
+        match due {
+            Some(due) if due <= now => {
+                plan.due_marks.push(read.id);
+                for marked in &read.mark.packs {
+                    let Some(usage) = survey.packs.get(&marked.id).cloned().or_else(|| {
+                        survey
+                            .present
+                            .get(&marked.id)
+                            .map(|(size, _)| PackUse::unused(marked.id, *size))
+                    }) else {
+                        continue; // already deleted
+                    };
+                    if usage.live_blobs > 0 {
+                        plan.revived.push(usage);
+                    } else if !plan.delete.iter().any(|pack| pack.id == usage.id) {
+                        plan.delete.push(usage);
+                    }
+                }
+            }
+            Some(due) => plan
+                .waiting_marks
+                .push((read.id, due.to_string(), read.mark.packs.len())),
+            None => plan.ignored_marks.push((
+                read.id,
+                format!("its time {:?} does not parse", read.mark.time),
+            )),
+        }
+    }
+    // A pack named by two due marks and needed is kept, whatever the order.
+    let revived: HashSet<Id> = plan.revived.iter().map(|pack| pack.id).collect();
+    plan.delete.retain(|pack| !revived.contains(&pack.id));
+}
+
+/// Packs present that no index file lists and that are old enough to
+/// consider: their headers, read now.
+fn read_unindexed(
+    repository: &Repository,
+    survey: &Survey,
+    grace: Duration,
+    plan: &mut PrunePlan,
+) -> Vec<(PackUse, Vec<BlobEntry>)> {
+    let mut found = Vec::new();
+    for (id, (size, modified)) in &survey.present {
+        if survey.packs.contains_key(id) || is_young(*modified, grace) {
+            continue;
+        }
+        match read_header(repository.backend(), id, *size) {
+            Ok(header) => {
+                let mut usage = PackUse::unused(*id, *size);
+                count_use(&mut usage, &header.blobs, &survey.live);
+                found.push((usage, header.blobs));
+            }
+            Err(error) => plan.unreadable_packs.push((*id, error.to_string())),
+        }
+    }
+    found
+}
+
+/// A pack written less than `grace` ago may belong to a backup still
+/// running; one whose age is unknown is treated as young.
+fn is_young(modified: Option<SystemTime>, grace: Duration) -> bool {
+    match modified.map(|time| SystemTime::now().duration_since(time)) {
+        Some(Ok(age)) => age < grace,
+        // A time in the future (clock skew) is young too.
+        _ => true,
+    }
+}
+
+/// Step 4's decisions.
+fn plan_phase_one(
+    survey: &Survey,
+    unindexed: &[(PackUse, Vec<BlobEntry>)],
+    already_marked: &HashSet<Id>,
+    options: &PruneOptions,
+    plan: &mut PrunePlan,
+) {
+    let deleting: HashSet<Id> = plan.delete.iter().map(|pack| pack.id).collect();
+    let revived: HashSet<Id> = plan.revived.iter().map(|pack| pack.id).collect();
+    let mut partly_used = Vec::new();
+    let mut remaining_unused = 0u64;
+    let mut remaining_total = 0u64;
+    for usage in survey.packs.values() {
+        if deleting.contains(&usage.id) {
+            continue;
+        }
+        let size_known = survey.present.get(&usage.id);
+        let young = size_known.is_none_or(|(_, modified)| is_young(*modified, options.grace));
+        remaining_total += usage.size;
+        if already_marked.contains(&usage.id) {
+            continue;
+        }
+        if young || revived.contains(&usage.id) {
+            plan.young_packs += u64::from(young);
+            remaining_unused += usage.dead_bytes;
+            continue;
+        }
+        if usage.live_blobs == 0 {
+            plan.mark_unused.push(usage.clone());
+            remaining_total -= usage.size;
+        } else {
+            remaining_unused += usage.dead_bytes;
+            if usage.dead_blobs > 0 {
+                partly_used.push(usage.clone());
+            }
+        }
+    }
+    // Unindexed packs with live blobs are left for a backup to adopt.
+    for (usage, _) in unindexed {
+        if usage.live_blobs == 0 && !already_marked.contains(&usage.id) {
+            plan.mark_unused.push(usage.clone());
+        }
+    }
+    // Most wasteful first, so the fewest bytes are rewritten.
+    partly_used.sort_by(|a, b| {
+        let waste = |pack: &PackUse| pack.dead_bytes as f64 / pack.size.max(1) as f64;
+        waste(b).total_cmp(&waste(a)).then(a.id.cmp(&b.id))
+    });
+    let allowed = options.max_unused.allowed(remaining_total);
+    for pack in partly_used {
+        if remaining_unused <= allowed {
+            break;
+        }
+        remaining_unused -= pack.dead_bytes;
+        plan.repack.push(pack);
+    }
+    plan.mark_unused.sort_by_key(|pack| pack.id);
+    plan.repack.sort_by_key(|pack| pack.id);
+}
+
+/// Step 3's writes: rewrite the index files that list packs being deleted,
+/// delete the packs, drop the old index files, then the marks.
+fn delete_due(
+    repository: &Repository,
+    survey: &Survey,
+    plan: &PrunePlan,
+    outcome: &mut PruneOutcome,
+) -> Result<()> {
+    if plan.due_marks.is_empty() {
+        return Ok(());
+    }
+    let deleting: HashSet<Id> = plan.delete.iter().map(|pack| pack.id).collect();
+    // Index files listing a deleted pack, or a pack already gone.
+    let stale: HashSet<Id> = survey
+        .listed_in
+        .iter()
+        .filter(|(pack, _)| deleting.contains(pack) || !survey.present.contains_key(pack))
+        .flat_map(|(_, files)| files.iter().copied())
+        .collect();
+    let mut keep: Vec<PackEntry> = Vec::new();
+    let mut kept_ids = HashSet::new();
+    for file_id in &stale {
+        let file: IndexFile = repository.read_index_file(file_id)?;
+        for pack in file.packs {
+            let keep_it = !deleting.contains(&pack.id)
+                && survey.present.contains_key(&pack.id)
+                && kept_ids.insert(pack.id);
+            if keep_it {
+                keep.push(pack);
+            }
+        }
+    }
+    keep.sort_by_key(|pack| pack.id);
+    let mut written = HashSet::new();
+    for batch in keep.chunks(PACKS_PER_INDEX_FILE) {
+        let id =
+            repository.write_object(ObjectKind::Index, &IndexFile::new(batch.to_vec()).encode())?;
+        written.insert(id);
+        outcome.index_files_written += 1;
+    }
+    for pack in &plan.delete {
+        repository
+            .backend()
+            .delete(ObjectKind::Pack, &pack.id.to_hex())?;
+        outcome.packs_deleted += 1;
+    }
+    for file_id in stale.difference(&written) {
+        repository
+            .backend()
+            .delete(ObjectKind::Index, &file_id.to_hex())?;
+        outcome.index_files_removed += 1;
+    }
+    for mark in &plan.due_marks {
+        repository
+            .backend()
+            .delete(ObjectKind::Deletion, &mark.to_hex())?;
+        outcome.marks_removed += 1;
+    }
+    Ok(())
+}
+
+/// Copies the live blobs of the packs to repack into new packs, indexed
+/// before the old ones are marked. Each blob is checked against its id on
+/// the way: a corrupt one stops the prune (nothing has been marked yet).
+fn repack(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    survey: &Survey,
+    already_marked: &HashSet<Id>,
+    plan: &PrunePlan,
+) -> Result<WriterStatistics> {
+    let leaving: HashSet<Id> = plan
+        .repack
+        .iter()
+        .chain(&plan.mark_unused)
+        .chain(&plan.delete)
+        .map(|pack| pack.id)
+        .chain(already_marked.iter().copied())
+        .collect();
+    let usable: HashMap<Id, u64> = survey
+        .present
+        .iter()
+        .filter(|(id, _)| !leaving.contains(id))
+        .map(|(id, (size, _))| (*id, *size))
+        .collect();
+    let writer = BlobWriter::new(repository, index, usable);
+    for pack in &plan.repack {
+        let bytes = repository
+            .backend()
+            .read(ObjectKind::Pack, &pack.id.to_hex())?;
+        if Id::of(&bytes) != pack.id {
+            return Err(StoreError::corrupt(
+                format!("pack {}", pack.id),
+                "content does not match its name; prune stopped before marking anything",
+            ));
+        }
+        let header = parse_pack(&bytes, &pack.id)?;
+        for entry in header
+            .blobs
+            .iter()
+            .filter(|entry| survey.live.contains(&entry.id))
+        {
+            let start = entry.offset as usize;
+            let stored = bytes
+                .get(start..start + entry.length as usize)
+                .ok_or_else(|| {
+                    StoreError::corrupt(format!("pack {}", pack.id), "blob past the end")
+                })?;
+            let raw = decode_blob(entry, stored, &pack.id)?;
+            writer.add(entry.kind, entry.id, &raw)?;
+        }
+    }
+    writer.finish()
+}
