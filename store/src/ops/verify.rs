@@ -23,6 +23,7 @@ use crate::keys::PublicKey;
 use crate::manifest::{ComponentKind, TrustFailure};
 use crate::ops::join_relative;
 use crate::pack::{decode_blob, parse_pack};
+use crate::records::{FORGET_DOMAIN, SignedRecord, read_marks};
 use crate::repository::Repository;
 use crate::tree::{EntryKind, Tree};
 use rayon::prelude::*;
@@ -129,6 +130,11 @@ pub enum FindingKind {
     BadSignature,
     UntrustedSigner,
     UnreferencedPack,
+    /// A forget record or deletion mark that cannot be read.
+    CorruptRecord,
+    /// A pack a prune deleted that an index file still lists (a prune was
+    /// interrupted; the next one rewrites the index).
+    DeletedPack,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -198,10 +204,9 @@ impl VerifyReport {
 }
 
 fn finding(kind: FindingKind, object: String, message: String) -> Finding {
-    let severity = if kind == FindingKind::UnreferencedPack {
-        Severity::Notice
-    } else {
-        Severity::Damage
+    let severity = match kind {
+        FindingKind::UnreferencedPack | FindingKind::DeletedPack => Severity::Notice,
+        _ => Severity::Damage,
     };
     Finding {
         kind,
@@ -248,8 +253,10 @@ pub fn verify(
     };
     snapshots.sort();
     audit.check_keys(repository)?;
+    audit.check_forget_records(repository, trusted)?;
+    let marked = audit.check_marks(repository, trusted)?;
     let indexed_packs = audit.read_index(repository)?;
-    let readable = audit.check_packs(repository, &indexed_packs)?;
+    let readable = audit.check_packs(repository, &indexed_packs, &marked)?;
     audit.prefer_present_copies();
     let roots = audit.check_snapshots(repository, trusted, snapshots, &options.components)?;
     let scoped = !options.snapshots.is_empty() || !options.components.is_empty();
@@ -362,6 +369,8 @@ impl Audit {
 
     fn affect(&mut self, finding: usize, affected: Affected) {
         let finding = &mut self.report.findings[finding];
+        // Whatever it was, a finding that costs a file is damage.
+        finding.severity = Severity::Damage;
         finding.affected_total += 1;
         if finding.affected.len() < AFFECTED_LIMIT {
             finding.affected.push(affected);
@@ -385,6 +394,94 @@ impl Audit {
             }
         }
         Ok(())
+    }
+
+    /// Forget records must be intact and signed by a trusted key (one that
+    /// is not could hide snapshots from a reader who trusts it).
+    fn check_forget_records(
+        &mut self,
+        repository: &Repository,
+        trusted: &[PublicKey],
+    ) -> Result<()> {
+        for id in repository.list_ids(ObjectKind::Forget)? {
+            let object = format!("forget record {id}");
+            let signed = repository
+                .read_verified(ObjectKind::Forget, &id)
+                .and_then(|bytes| SignedRecord::decode(&bytes, FORGET_DOMAIN, &object))
+                .and_then(|signed| {
+                    signed.body_unverified::<crate::records::ForgetRecord>(&object)?;
+                    Ok(signed)
+                });
+            match signed {
+                Err(error) => {
+                    self.add(finding(
+                        FindingKind::CorruptRecord,
+                        object,
+                        error.to_string(),
+                    ));
+                }
+                Ok(signed) => self.check_record_signature(&signed, object, trusted),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletion marks must be intact; returns the packs they name, each
+    /// with its mark.
+    fn check_marks(
+        &mut self,
+        repository: &Repository,
+        trusted: &[PublicKey],
+    ) -> Result<HashMap<Id, Id>> {
+        let (marks, unreadable) = read_marks(repository, trusted)?;
+        for (id, why) in unreadable {
+            self.add(finding(
+                FindingKind::CorruptRecord,
+                format!("deletion mark {id}"),
+                why,
+            ));
+        }
+        let mut marked = HashMap::new();
+        for read in marks {
+            if !read.trusted {
+                let mut notice = finding(
+                    FindingKind::UntrustedSigner,
+                    format!("deletion mark {}", read.id),
+                    "not signed by a trusted key; no prune here will act on it".into(),
+                );
+                notice.severity = Severity::Notice;
+                self.add(notice);
+            }
+            for pack in &read.mark.packs {
+                marked.insert(pack.id, read.id);
+            }
+        }
+        Ok(marked)
+    }
+
+    fn check_record_signature(
+        &mut self,
+        signed: &SignedRecord,
+        object: String,
+        trusted: &[PublicKey],
+    ) {
+        match signed.verify(trusted) {
+            Ok(()) => {}
+            Err(TrustFailure::BadSignature) => {
+                self.add(finding(
+                    FindingKind::BadSignature,
+                    object,
+                    "signature does not match its contents (tampered?)".into(),
+                ));
+            }
+            Err(TrustFailure::UntrustedSigner(key)) => {
+                self.add(finding(
+                    FindingKind::UntrustedSigner,
+                    object,
+                    format!("signed by untrusted key {}", key.to_hex()),
+                ));
+            }
+        }
     }
 
     /// Returns every indexed pack with its indexed size.
@@ -442,12 +539,25 @@ impl Audit {
         &mut self,
         repository: &Repository,
         indexed: &HashMap<Id, u64>,
+        marked: &HashMap<Id, Id>,
     ) -> Result<Vec<Id>> {
         let present: HashMap<Id, u64> = repository.list_packs()?;
         self.report.packs = present.len() as u64;
         let mut readable = Vec::new();
         for (pack, size) in indexed {
             match present.get(pack) {
+                None if marked.contains_key(pack) => {
+                    // A notice unless the walk finds a snapshot needing it.
+                    let index = self.add(finding(
+                        FindingKind::DeletedPack,
+                        format!("pack {pack}"),
+                        format!(
+                            "deleted by a prune (deletion mark {}) and still listed in the index; the next prune rewrites the index",
+                            marked[pack].short()
+                        ),
+                    ));
+                    self.pack_findings.insert(*pack, index);
+                }
                 None => {
                     let index = self.add(finding(
                         FindingKind::MissingPack,
@@ -509,8 +619,8 @@ impl Audit {
             .map(|location| location.pack)
             .collect();
         for (pack, index) in &self.pack_findings {
-            if !still_needed.contains(pack) {
-                let finding = &mut self.report.findings[*index];
+            let finding = &mut self.report.findings[*index];
+            if !still_needed.contains(pack) && finding.kind != FindingKind::DeletedPack {
                 finding.severity = Severity::Notice;
                 finding.message.push_str("; every blob it held is stored again in other packs (`cairn repair index` forgets it)");
             }
