@@ -12,7 +12,8 @@ use std::path::PathBuf;
     after_help = "Exit codes: 0 success; 1 error (nothing done or could not run); 2 bad usage; \
 3 backup completed but some files could not be read or changed while read; \
 4 damage found (verify) or some files could not be restored (restore); \
-5 restore refused by a preflight check (untrusted, too-old, missing-chunks)."
+5 restore refused by a preflight check (untrusted, too-old, missing-chunks); \
+6 a concurrent prune deleted data this backup reused (nothing written; run it again)."
 )]
 pub struct Cli {
     #[command(flatten)]

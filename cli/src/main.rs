@@ -21,6 +21,9 @@ pub mod exit {
     pub const DAMAGE: u8 = 4;
     /// A restore was refused by a preflight check.
     pub const REFUSED: u8 = 5;
+    /// A concurrent prune removed data this run needed; running it again
+    /// resolves it.
+    pub const CONFLICT: u8 = 6;
 }
 
 fn main() -> ExitCode {
@@ -37,7 +40,15 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("cairn: error: {}", output::one_line(&error));
-            ExitCode::from(exit::ERROR)
+            let conflict = matches!(
+                error.downcast_ref::<cairn_store::StoreError>(),
+                Some(cairn_store::StoreError::Conflict(_))
+            );
+            ExitCode::from(if conflict {
+                exit::CONFLICT
+            } else {
+                exit::ERROR
+            })
         }
     }
 }
