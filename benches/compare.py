@@ -346,6 +346,22 @@ def main():
         measured = runner.measure(f"verify-{tool}", verify_commands[tool], tool=tool)
         record("full verification", tool, measured, night1_bytes)
 
+    # ---- retention: forget all but the newest snapshot, give the space back
+    # cairn deletes in two phases; with --grace 0s (nothing else runs here)
+    # the second prune run deletes what the first marked.
+    cairn_prune = (f"{cairn} forget --repo {repos['cairn']} --keep-last 1 --prune --grace 0s"
+                   f" && {cairn} prune --repo {repos['cairn']} --grace 0s")
+    prune_commands = {
+        "cairn": shell(cairn_prune),
+        "restic": ["restic", "forget", "--keep-last", "1", "--prune"],
+        "borg": shell("borg prune --keep-last 1 && borg compact"),
+    }
+    for tool in TOOLS:
+        before = du_bytes(repos[tool])
+        measured = runner.measure(f"prune-{tool}", prune_commands[tool], tool=tool)
+        measured["repo_bytes_before"] = before
+        record("forget + prune", tool, measured, before)
+
     results["cache_bytes"] = {
         "cairn": du_bytes(environments["cairn"]["CAIRN_CACHE_DIR"]),
         "restic": du_bytes(environments["restic"]["RESTIC_CACHE_DIR"]),
@@ -473,8 +489,14 @@ def render(results):
         row(step, "peak RSS", lambda m: m["peak_rss_bytes"], lambda v: f"{v / 2**20:,.0f} MiB")
 
     for step in ["first backup", "next-night backup", "unchanged re-backup",
-                 "full restore", "full verification"]:
+                 "full restore", "full verification", "forget + prune"]:
         if step not in steps:
+            continue
+        if step == "forget + prune":
+            common(step)
+            row(step, "space given back",
+                lambda m: m["repo_bytes_before"] - m["repo_bytes"], mb)
+            row(step, "repository size after", lambda m: m["repo_bytes"], mb)
             continue
         if step != "unchanged re-backup":
             row(step, "throughput", throughput, lambda v: f"{v / MB:,.1f} MB/s")

@@ -365,8 +365,9 @@ fn survey(
     let index_files = repository.list_ids(ObjectKind::Index)?;
     let mut packs: HashMap<Id, PackUse> = HashMap::new();
     let mut listed_in: HashMap<Id, Vec<Id>> = HashMap::new();
+    // First pass: pack sizes and blob count only; the blob entries
+    // themselves are read again in the second pass rather than kept.
     let mut blob_count = 0u64;
-    let mut pack_blobs: Vec<(Id, Vec<BlobEntry>)> = Vec::new();
     for file_id in &index_files {
         let file = repository.read_index_file(file_id)?;
         for pack in file.packs {
@@ -376,7 +377,6 @@ fn survey(
             }
             blob_count += pack.blobs.len() as u64;
             packs.insert(pack.id, PackUse::unused(pack.id, pack.size));
-            pack_blobs.push((pack.id, pack.blobs));
         }
     }
 
@@ -407,14 +407,22 @@ fn survey(
         .into_iter()
         .filter_map(|object| Some((Id::from_hex(&object.name)?, (object.size, object.modified))))
         .collect();
+    // Second pass: each pack's live and dead bytes, counted once.
+    let mut counted = HashSet::new();
     let mut missing = Vec::new();
-    for (pack_id, blobs) in pack_blobs {
-        let Some(usage) = packs.get_mut(&pack_id) else {
-            continue;
-        };
-        count_use(usage, &blobs, &live);
-        if !present.contains_key(&pack_id) && usage.live_blobs > 0 {
-            missing.push(pack_id);
+    for file_id in &index_files {
+        let file = repository.read_index_file(file_id)?;
+        for pack in file.packs {
+            if !counted.insert(pack.id) {
+                continue;
+            }
+            let Some(usage) = packs.get_mut(&pack.id) else {
+                continue;
+            };
+            count_use(usage, &pack.blobs, &live);
+            if !present.contains_key(&pack.id) && usage.live_blobs > 0 {
+                missing.push(pack.id);
+            }
         }
     }
     // A live blob whose indexed pack is gone may still have another copy
