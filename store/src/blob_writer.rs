@@ -2,6 +2,12 @@
 //! the index and against this session, compresses new ones, fills packs,
 //! uploads each full pack, and writes index files for uploaded packs.
 //!
+//! Every [`REFRESH_INTERVAL`], a long session also indexes what it has
+//! uploaded so far and takes in index files other processes have written
+//! since it started (leaving out packs a prune has marked), so concurrent
+//! backups deduplicate against each other, not only against what existed
+//! when they started.
+//!
 //! Full packs are handed to one uploader thread through a queue of
 //! [`UPLOAD_QUEUE`] packs, so workers keep chunking while a pack is written
 //! and synced; the queue bounds memory.
@@ -21,20 +27,25 @@
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
-use crate::index::{IndexCache, IndexFile, PackEntry};
+use crate::index::{IndexCache, IndexFile, PackEntry, take_in_new_index_files};
 use crate::pack::{BlobEntry, BlobKind, MAX_BLOB_SIZE, PackWriter, compress_blob};
+use crate::records::{marked_packs, read_marks};
 use crate::repository::Repository;
 use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Packs per index file: small enough that an interrupted backup leaves
 /// little to adopt, large enough to keep the number of index files low.
 const INDEX_FILE_PACKS: usize = 64;
 /// Full packs waiting for the uploader.
 const UPLOAD_QUEUE: usize = 2;
+/// How often a session shares its index and takes in others'.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(20);
 
 /// A finished pack on its way to the backend.
 struct FinishedPack {
@@ -63,7 +74,9 @@ pub struct BlobWriter<'a> {
     tree_pack: Mutex<PackWriter>,
     /// Packs that existed when the backup started, less those a prune has
     /// marked for deletion.
-    present: HashMap<Id, u64>,
+    present: RwLock<HashMap<Id, u64>>,
+    last_refresh: Mutex<Instant>,
+    refresh_interval: Duration,
     /// Packs this session relies on: those it found reused blobs in, and
     /// those it wrote. Checked against deletion marks before the snapshot
     /// is committed.
@@ -160,7 +173,9 @@ impl<'a> BlobWriter<'a> {
             session: Mutex::new(HashSet::new()),
             data_pack: Mutex::new(PackWriter::new()),
             tree_pack: Mutex::new(PackWriter::new()),
-            present,
+            present: RwLock::new(present),
+            last_refresh: Mutex::new(Instant::now()),
+            refresh_interval: REFRESH_INTERVAL,
             relied,
             uploaded,
             queue: Mutex::new(Some(queue)),
@@ -228,9 +243,23 @@ impl<'a> BlobWriter<'a> {
         Ok(lock(&self.session).contains(id) || self.in_present_pack(id)?)
     }
 
+    /// Sets how often the session shares and takes in index files (tests
+    /// use zero to make it happen at every pack).
+    pub fn with_refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = interval;
+        self
+    }
+
+    fn is_present(&self, pack: &Id) -> bool {
+        self.present
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .contains_key(pack)
+    }
+
     fn in_present_pack(&self, id: &Id) -> Result<bool> {
         match self.index.lookup(id)? {
-            Some(location) if self.present.contains_key(&location.pack) => {
+            Some(location) if self.is_present(&location.pack) => {
                 lock(&self.relied).insert(location.pack);
                 Ok(true)
             }
@@ -279,7 +308,34 @@ impl<'a> BlobWriter<'a> {
                 Vec::new()
             }
         };
-        self.write_index_file(ready)
+        self.write_index_file(ready)?;
+        self.refresh_if_due()
+    }
+
+    /// Every `refresh_interval`: index what is uploaded, then take in
+    /// index files written by others and forget packs marked since.
+    fn refresh_if_due(&self) -> Result<()> {
+        // One worker refreshes; the others carry on chunking.
+        let Ok(mut last) = self.last_refresh.try_lock() else {
+            return Ok(());
+        };
+        if last.elapsed() < self.refresh_interval {
+            return Ok(());
+        }
+        let ready = std::mem::take(&mut lock(&self.uploaded).unindexed);
+        self.write_index_file(ready)?;
+        // Marks before the index files and packs they may name.
+        let (marks, _unreadable) = read_marks(self.repository, &[])?;
+        let marked = marked_packs(&marks);
+        let taken = take_in_new_index_files(self.repository, self.index)?;
+        let mut present = self
+            .present
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        present.extend(taken);
+        present.retain(|pack, _| !marked.contains(pack));
+        *last = Instant::now();
+        Ok(())
     }
 
     /// The uploader's error, once it has stopped.

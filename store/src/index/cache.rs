@@ -374,6 +374,44 @@ impl From<SyncFailure> for StoreError {
     }
 }
 
+/// Takes in index files written since the cache last looked (by other
+/// processes) without starting over, and returns the packs they list that
+/// exist, with their sizes. A long backup calls this now and then so that
+/// concurrent backups deduplicate against each other.
+pub fn take_in_new_index_files(
+    repository: &Repository,
+    index: &dyn IndexCache,
+) -> Result<Vec<(Id, u64)>> {
+    let known = index.index_files()?;
+    let fresh: Vec<Id> = repository
+        .list_ids(ObjectKind::Index)?
+        .into_iter()
+        .filter(|id| !known.contains(id))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Listed after the index files, as in `synchronise`.
+    let present = repository.list_packs()?;
+    let mut taken = Vec::new();
+    for id in fresh {
+        let file = match repository.read_index_file(&id) {
+            Ok(file) => file,
+            // Removed by a prune or repair since listing: nothing to take.
+            Err(StoreError::Missing { .. }) => continue,
+            Err(error) => return Err(error),
+        };
+        for pack in &file.packs {
+            if let Some(&size) = present.get(&pack.id) {
+                index.insert_pack(pack)?;
+                taken.push((pack.id, size));
+            }
+        }
+        index.mark_index_file(&id)?;
+    }
+    Ok(taken)
+}
+
 /// Takes in every index file the cache has not seen; starts over if the
 /// repository no longer has one the cache took in.
 fn synchronise(

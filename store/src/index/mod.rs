@@ -10,7 +10,9 @@
 
 mod cache;
 
-pub use cache::{IndexCache, MemoryIndex, OpenedIndex, SledIndex, open_index};
+pub use cache::{
+    IndexCache, MemoryIndex, OpenedIndex, SledIndex, open_index, take_in_new_index_files,
+};
 
 use crate::codec::{check_version, from_cbor, to_cbor};
 use crate::error::{Result, StoreError};
