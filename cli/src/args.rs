@@ -55,8 +55,8 @@ pub enum Command {
     Init(InitArgs),
     /// Back up one or more components into a new snapshot.
     Backup(BackupArgs),
-    /// List snapshots.
-    Snapshots,
+    /// List snapshots (or, with --forgotten, the record of forgotten ones).
+    Snapshots(SnapshotsArgs),
     /// List the files of a snapshot.
     Ls(LsArgs),
     /// Restore a snapshot's components into a directory.
@@ -75,6 +75,14 @@ pub enum Command {
     /// Give back the space of data no snapshot needs: mark it, and delete
     /// what an earlier prune marked once its grace period has passed.
     Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct SnapshotsArgs {
+    /// List the forget records instead: what was forgotten, when, by whom,
+    /// under which policy (only records signed by a trusted key).
+    #[arg(long)]
+    pub forgotten: bool,
 }
 
 #[derive(Args)]

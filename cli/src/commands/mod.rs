@@ -19,7 +19,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Init(args) => init::run(context, &args),
         Command::Backup(args) => backup::run(context, &args),
-        Command::Snapshots => snapshots::run(context),
+        Command::Snapshots(args) => snapshots::run(context, &args),
         Command::Ls(args) => ls::run(context, &args),
         Command::Restore(args) => restore::run(context, &args),
         Command::UndoRestore(args) => undo_restore::run(context, &args),

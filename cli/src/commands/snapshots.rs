@@ -1,5 +1,6 @@
 //! `cairn snapshots`: every snapshot, oldest first, with its trust status.
 
+use crate::args::SnapshotsArgs;
 use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
@@ -8,7 +9,10 @@ use cairn_store::keys::TrustStore;
 use cairn_store::ops::listing::list_snapshots;
 use serde_json::json;
 
-pub fn run(context: &Context) -> Result<u8> {
+pub fn run(context: &Context, args: &SnapshotsArgs) -> Result<u8> {
+    if args.forgotten {
+        return forgotten(context);
+    }
     let repository = context.open_repository()?;
     // Listing works without trust; it only reports it.
     let trusted = if context.global.trusted_keys.is_empty() {
@@ -87,4 +91,56 @@ pub fn run(context: &Context) -> Result<u8> {
     } else {
         exit::DAMAGE
     })
+}
+
+/// The forget records, oldest first.
+fn forgotten(context: &Context) -> Result<u8> {
+    let repository = context.open_repository()?;
+    let trusted = context.trusted_keys()?;
+    let mut records = cairn_store::ops::forget::read_forget_records(&repository, &trusted)?;
+    records.sort_by(|a, b| (&a.1.time, a.0).cmp(&(&b.1.time, b.0)));
+    if context.global.json {
+        let listed: Vec<_> = records
+            .iter()
+            .map(|(id, record)| {
+                json!({
+                    "record": id.to_hex(),
+                    "time": record.time,
+                    "host": record.host,
+                    "user": record.user,
+                    "policy": record.policy,
+                    "snapshots": record.snapshots.iter().map(|s| json!({
+                        "id": s.id.to_hex(), "time": s.time, "host": s.host,
+                        "components": s.components, "tags": s.tags,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        crate::output::print_json(&listed)?;
+        return Ok(exit::SUCCESS);
+    }
+    for (id, record) in &records {
+        println!(
+            "{}  {}  {}@{}  {}  forgot {} snapshot(s)",
+            id.short(),
+            record.time,
+            record.user,
+            record.host,
+            record.policy,
+            record.snapshots.len()
+        );
+        for snapshot in &record.snapshots {
+            println!(
+                "    {}  {}  {}  {}",
+                snapshot.id.short(),
+                snapshot.time,
+                snapshot.host,
+                snapshot.components.join(",")
+            );
+        }
+    }
+    if records.is_empty() {
+        println!("no snapshot has been forgotten");
+    }
+    Ok(exit::SUCCESS)
 }
