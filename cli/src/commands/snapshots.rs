@@ -102,9 +102,10 @@ fn forgotten(context: &Context) -> Result<u8> {
     if context.global.json {
         let listed: Vec<_> = records
             .iter()
-            .map(|(id, record)| {
+            .map(|(id, record, signer)| {
                 json!({
                     "record": id.to_hex(),
+                    "signer": signer.to_hex(),
                     "time": record.time,
                     "host": record.host,
                     "user": record.user,
@@ -119,13 +120,14 @@ fn forgotten(context: &Context) -> Result<u8> {
         crate::output::print_json(&listed)?;
         return Ok(exit::SUCCESS);
     }
-    for (id, record) in &records {
+    for (id, record, signer) in &records {
         println!(
-            "{}  {}  {}@{}  {}  forgot {} snapshot(s)",
+            "{}  {}  {}@{} (key {})  {}  forgot {} snapshot(s)",
             id.short(),
             record.time,
             record.user,
             record.host,
+            &signer.to_hex()[..16],
             record.policy,
             record.snapshots.len()
         );

@@ -196,12 +196,13 @@ pub fn forget(
     Ok(outcome)
 }
 
-/// Every forget record signed by a trusted key, decoded; records that are
+/// Every forget record signed by a trusted key, decoded, with its signer;
+/// records that are
 /// unreadable or untrusted are left for verify to report.
 pub fn read_forget_records(
     repository: &Repository,
     trusted: &[PublicKey],
-) -> Result<Vec<(Id, ForgetRecord)>> {
+) -> Result<Vec<(Id, ForgetRecord, PublicKey)>> {
     let mut records = Vec::new();
     for id in repository.list_ids(ObjectKind::Forget)? {
         let object = format!("forget record {id}");
@@ -212,10 +213,13 @@ pub fn read_forget_records(
                 signed
                     .verify(trusted)
                     .map_err(|failure| StoreError::corrupt(&object, failure.to_string()))?;
-                signed.body_unverified::<ForgetRecord>(&object)
+                Ok((
+                    signed.body_unverified::<ForgetRecord>(&object)?,
+                    signed.signer(),
+                ))
             });
-        if let Ok(record) = decoded {
-            records.push((id, record));
+        if let Ok((record, signer)) = decoded {
+            records.push((id, record, signer));
         }
     }
     Ok(records)
@@ -229,7 +233,7 @@ pub fn complete_forgets(repository: &Repository, trusted: &[PublicKey]) -> Resul
         .into_iter()
         .collect();
     let mut completed = Vec::new();
-    for (_, record) in read_forget_records(repository, trusted)? {
+    for (_, record, _) in read_forget_records(repository, trusted)? {
         for snapshot in record.snapshots {
             if present.contains(&snapshot.id) && !completed.contains(&snapshot.id) {
                 repository
