@@ -231,6 +231,7 @@ pub fn backup(
     let roots: Vec<Id> = components.iter().map(|component| component.tree).collect();
     let rescued = secure_against_prune(repository, index, writer.relied_packs(), &roots)?;
     written.new_blobs += rescued.new_blobs;
+    written.new_raw_bytes += rescued.new_raw_bytes;
     written.new_stored_bytes += rescued.new_stored_bytes;
     written.packs_written += rescued.packs_written;
     written.index_files_written += rescued.index_files_written;
@@ -294,7 +295,7 @@ fn secure_against_prune(
         let mut present = repository.list_packs()?;
         if let Some(lost) = relied.iter().find(|pack| !present.contains_key(pack)) {
             return Err(StoreError::Conflict(format!(
-                "pack {lost}, which this backup reuses data from, was deleted while the backup ran                  (by a prune whose grace period the backup outlasted); no snapshot was written;                  run the backup again"
+                "pack {lost}, which this backup reuses data from, was deleted while the backup ran (by a prune whose grace period the backup outlasted); no snapshot was written; run the backup again"
             )));
         }
         if relied.is_disjoint(&marked) {
@@ -321,6 +322,7 @@ fn secure_against_prune(
         )?;
         let copied = rescue.finish()?;
         total.new_blobs += copied.new_blobs;
+        total.new_raw_bytes += copied.new_raw_bytes;
         total.new_stored_bytes += copied.new_stored_bytes;
         total.packs_written += copied.packs_written;
         total.index_files_written += copied.index_files_written;
@@ -328,7 +330,7 @@ fn secure_against_prune(
         relied.extend(rescue.relied_packs());
     }
     Err(StoreError::Conflict(format!(
-        "prunes kept marking data this backup needs ({SECURE_ROUNDS} rounds of copying);          no snapshot was written; run the backup again"
+        "prunes kept marking data this backup needs ({SECURE_ROUNDS} rounds of copying); no snapshot was written; run the backup again"
     )))
 }
 

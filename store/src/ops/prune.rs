@@ -128,6 +128,9 @@ pub struct PackUse {
     pub live_bytes: u64,
     pub dead_blobs: u64,
     pub dead_bytes: u64,
+    /// For a pack a due mark names: live blobs with no copy in a present,
+    /// indexed pack that no trusted mark names. Such a pack is kept.
+    pub sole_copies: u64,
 }
 
 impl PackUse {
@@ -139,6 +142,7 @@ impl PackUse {
             live_bytes: 0,
             dead_blobs: 0,
             dead_bytes: 0,
+            sole_copies: 0,
         }
     }
 }
@@ -278,12 +282,12 @@ pub fn prune(
     }
     let now = jiff::Timestamp::now();
     let mut plan = PrunePlan::default();
-    let survey = survey(repository, index, trusted, &mut plan)?;
+    let survey = survey(repository, index, trusted, now, &mut plan)?;
     plan_phase_two(&survey, now, &mut plan);
     let marked_after_phase_two: HashSet<Id> = survey
         .marks
         .iter()
-        .filter(|read| !plan.due_marks.contains(&read.id))
+        .filter(|read| read.trusted && !plan.due_marks.contains(&read.id))
         .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
         .collect();
     let unindexed = read_unindexed(repository, &survey, options.grace, &mut plan);
@@ -334,6 +338,7 @@ fn survey(
     repository: &Repository,
     index: &dyn IndexCache,
     trusted: &[PublicKey],
+    now: jiff::Timestamp,
     plan: &mut PrunePlan,
 ) -> Result<Survey> {
     // Marks before snapshots: a mark listed here that becomes due is
@@ -358,6 +363,9 @@ fn survey(
     if !damage.is_empty() {
         return Err(damage_error(&damage));
     }
+    // The cache was brought up to date before the manifests were listed; a
+    // backup that finished in between indexed its blobs after that.
+    crate::index::take_in_new_index_files(repository, index)?;
 
     // Index files are read after the manifests, so every blob those
     // manifests need is in a file read here (backups index before they
@@ -407,9 +415,22 @@ fn survey(
         .into_iter()
         .filter_map(|object| Some((Id::from_hex(&object.name)?, (object.size, object.modified))))
         .collect();
-    // Second pass: each pack's live and dead bytes, counted once.
+    // Packs a trusted mark names, and those of them whose mark is due.
+    let trusted_marked: HashSet<Id> = marks
+        .iter()
+        .filter(|read| read.trusted)
+        .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
+        .collect();
+    let due_marked: HashSet<Id> = marks
+        .iter()
+        .filter(|read| read.trusted && read.mark.due().is_some_and(|due| due <= now))
+        .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
+        .collect();
+    // Second pass: each pack's live and dead bytes, counted once, and the
+    // live blobs of packs due for deletion.
     let mut counted = HashSet::new();
     let mut missing = Vec::new();
+    let mut due_live: HashMap<Id, Vec<Id>> = HashMap::new();
     for file_id in &index_files {
         let file = repository.read_index_file(file_id)?;
         for pack in file.packs {
@@ -422,6 +443,36 @@ fn survey(
             count_use(usage, &pack.blobs, &live);
             if !present.contains_key(&pack.id) && usage.live_blobs > 0 {
                 missing.push(pack.id);
+            }
+            if due_marked.contains(&pack.id) && usage.live_blobs > 0 {
+                let ids = pack.blobs.iter().map(|blob| blob.id);
+                due_live.insert(pack.id, ids.filter(|id| live.contains(id)).collect());
+            }
+        }
+    }
+    // Third pass, only if a due pack holds live blobs: are there copies in
+    // packs that stay (present, indexed, named by no trusted mark)? A
+    // backup that copied blobs out of marked packs, or a repack, made them.
+    if !due_live.is_empty() {
+        let mut covered: HashSet<Id> = HashSet::new();
+        let wanted: HashSet<Id> = due_live.values().flatten().copied().collect();
+        for file_id in &index_files {
+            let file = repository.read_index_file(file_id)?;
+            for pack in file.packs {
+                if trusted_marked.contains(&pack.id) || !present.contains_key(&pack.id) {
+                    continue;
+                }
+                covered.extend(
+                    pack.blobs
+                        .iter()
+                        .map(|blob| blob.id)
+                        .filter(|id| wanted.contains(id)),
+                );
+            }
+        }
+        for (pack, blobs) in due_live {
+            if let Some(usage) = packs.get_mut(&pack) {
+                usage.sole_copies = blobs.iter().filter(|id| !covered.contains(id)).count() as u64;
             }
         }
     }
@@ -516,7 +567,7 @@ fn plan_phase_two(survey: &Survey, now: jiff::Timestamp, plan: &mut PrunePlan) {
                     }) else {
                         continue; // already deleted
                     };
-                    if usage.live_blobs > 0 {
+                    if usage.sole_copies > 0 {
                         plan.revived.push(usage);
                     } else if !plan.delete.iter().any(|pack| pack.id == usage.id) {
                         plan.delete.push(usage);

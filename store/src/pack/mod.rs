@@ -72,6 +72,11 @@ pub struct BlobEntry {
 pub struct PackHeader {
     pub version: u32,
     pub blobs: Vec<BlobEntry>,
+    /// 16 random bytes, so that a pack is never byte-for-byte a pack that
+    /// already exists (perhaps one a prune has marked for deletion), even
+    /// when it holds the same blobs in the same order. Optional on read.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub nonce: Option<Vec<u8>>,
 }
 
 impl PackHeader {

@@ -58,6 +58,7 @@ impl PackWriter {
         let header = to_cbor(&PackHeader {
             version: HEADER_VERSION,
             blobs: self.blobs.clone(),
+            nonce: Some(fresh_nonce()),
         });
         self.bytes.extend_from_slice(&header);
         self.bytes
@@ -65,6 +66,23 @@ impl PackWriter {
         self.bytes.extend_from_slice(PACK_MAGIC);
         (Id::of(&self.bytes), self.bytes, self.blobs)
     }
+}
+
+/// 16 bytes from the system's random source. Should that fail, bytes
+/// derived from the time and process id still make a pack distinct from
+/// any earlier one, which is all the nonce is for.
+fn fresh_nonce() -> Vec<u8> {
+    let mut nonce = [0u8; 16];
+    if getrandom::fill(&mut nonce).is_err() {
+        let mut hasher = blake3::Hasher::new();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        hasher.update(&now.as_nanos().to_le_bytes());
+        hasher.update(&std::process::id().to_le_bytes());
+        nonce.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    }
+    nonce.to_vec()
 }
 
 /// Blobs larger than this are first judged by compressing a sample.
