@@ -145,6 +145,10 @@ impl SnapshotBody {
         BODY_VERSION
     }
 
+    pub fn component_names(&self) -> Vec<String> {
+        self.components.iter().map(|c| c.name.clone()).collect()
+    }
+
     pub fn component(&self, name: &str) -> Option<&ComponentRecord> {
         self.components
             .iter()

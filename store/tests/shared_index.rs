@@ -30,8 +30,8 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-#[test]
-fn a_running_writer_takes_in_what_another_indexed_after_it_started() {
+/// A fresh repository in a temporary directory (kept alive by the guard).
+fn new_repository() -> (tempfile::TempDir, Repository) {
     let directory = tempfile::tempdir().expect("tempdir");
     let key = generate_signing_key().expect("key");
     let repository = Repository::init(
@@ -41,6 +41,12 @@ fn a_running_writer_takes_in_what_another_indexed_after_it_started() {
         public_key_of(&key),
     )
     .expect("init");
+    (directory, repository)
+}
+
+#[test]
+fn a_running_writer_takes_in_what_another_indexed_after_it_started() {
+    let (_directory, repository) = new_repository();
     let (first_index, second_index) = (MemoryIndex::new(), MemoryIndex::new());
     let present = repository.list_packs().expect("list packs");
     let first = BlobWriter::new(&repository, &first_index, present.clone());
@@ -80,15 +86,7 @@ fn without_a_refresh_the_same_writer_would_store_them_again() {
     // The control for the test above: with the default interval nothing is
     // taken in mid-run, so the blobs count as new (this is what makes the
     // first test meaningful).
-    let directory = tempfile::tempdir().expect("tempdir");
-    let key = generate_signing_key().expect("key");
-    let repository = Repository::init(
-        Arc::new(LocalBackend::new(directory.path())),
-        ChunkerParams::DEFAULT,
-        3,
-        public_key_of(&key),
-    )
-    .expect("init");
+    let (_directory, repository) = new_repository();
     let (first_index, second_index) = (MemoryIndex::new(), MemoryIndex::new());
     let present = repository.list_packs().expect("list packs");
     let first = BlobWriter::new(&repository, &first_index, present.clone());

@@ -68,12 +68,7 @@ pub fn forget(
                 id,
                 time: summary.body.time.clone(),
                 host: summary.body.host.clone(),
-                components: summary
-                    .body
-                    .components
-                    .iter()
-                    .map(|c| c.name.clone())
-                    .collect(),
+                components: summary.body.component_names(),
                 tags: summary.body.tags.clone(),
             },
             // An unreadable manifest can still be forgotten by name.
@@ -132,12 +127,7 @@ pub fn forget(
                 id: summary.id,
                 time,
                 host: summary.body.host.clone(),
-                components: summary
-                    .body
-                    .components
-                    .iter()
-                    .map(|c| c.name.clone())
-                    .collect(),
+                components: summary.body.component_names(),
                 tags: summary.body.tags.clone(),
             };
             if candidate.tags.iter().any(|tag| tag == SAFETY_TAG) {
