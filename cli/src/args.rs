@@ -94,22 +94,22 @@ pub struct ForgetArgs {
     ])]
     pub snapshots: Vec<String>,
     /// Keep the N newest snapshots.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_last: Option<u32>,
     /// Keep the newest snapshot of each of the last N hours that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_hourly: Option<u32>,
     /// Keep the newest snapshot of each of the last N days that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_daily: Option<u32>,
     /// Keep the newest snapshot of each of the last N ISO weeks that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_weekly: Option<u32>,
     /// Keep the newest snapshot of each of the last N months that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_monthly: Option<u32>,
     /// Keep the newest snapshot of each of the last N years that have one.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_yearly: Option<u32>,
     /// Keep every snapshot taken within this span of the group's newest
     /// (e.g. 30d, 1y6m, 2w, 12h).

@@ -37,6 +37,7 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
     };
     if context.global.json {
         // One JSON document for the whole job.
+        super::prune::warn_if_short_grace(&prune_options);
         let repository = context.open_repository()?;
         let opened = context.open_index(&repository)?;
         let pruned = cairn_store::ops::prune::prune(

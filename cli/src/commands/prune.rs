@@ -26,15 +26,20 @@ pub fn options(tuning: &PruneTuning, dry_run: bool) -> Result<PruneOptions> {
     })
 }
 
-pub fn run_with(context: &Context, options: &PruneOptions) -> Result<u8> {
-    let repository = context.open_repository()?;
-    let trusted = context.trusted_keys()?;
-    let key = context.signing_key(&repository)?;
+/// The protocol's margin is the grace period: say so when it is thin.
+pub fn warn_if_short_grace(options: &PruneOptions) {
     if options.grace < std::time::Duration::from_secs(60) && !options.dry_run {
         eprintln!(
             "cairn: warning: a grace period under a minute is only safe when no backup runs at the same time"
         );
     }
+}
+
+pub fn run_with(context: &Context, options: &PruneOptions) -> Result<u8> {
+    let repository = context.open_repository()?;
+    let trusted = context.trusted_keys()?;
+    let key = context.signing_key(&repository)?;
+    warn_if_short_grace(options);
     let opened = context.open_index(&repository)?;
     let outcome = match prune(&repository, opened.index.as_ref(), &key, &trusted, options) {
         Ok(outcome) => outcome,

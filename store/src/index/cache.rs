@@ -418,6 +418,22 @@ fn synchronise(
     repository: &Repository,
     index: &dyn IndexCache,
 ) -> std::result::Result<(), SyncFailure> {
+    // A file that vanishes between listing and reading was replaced (by a
+    // prune or repair, which write the replacement first): list again.
+    for _ in 0..3 {
+        if !synchronise_once(repository, index)? {
+            break;
+        }
+    }
+    index.flush().map_err(SyncFailure::Cache)?;
+    Ok(())
+}
+
+/// One pass of [`synchronise`]; returns whether a listed file had vanished.
+fn synchronise_once(
+    repository: &Repository,
+    index: &dyn IndexCache,
+) -> std::result::Result<bool, SyncFailure> {
     let listed: HashSet<Id> = repository
         .list_ids(ObjectKind::Index)
         .map_err(SyncFailure::Repository)?
@@ -437,16 +453,21 @@ fn synchronise(
         index.clear().map_err(SyncFailure::Cache)?;
         known.clear();
     }
+    let mut vanished = false;
     for id in listed.difference(&known) {
-        let file: IndexFile = repository
-            .read_index_file(id)
-            .map_err(SyncFailure::Repository)?;
+        let file: IndexFile = match repository.read_index_file(id) {
+            Ok(file) => file,
+            Err(StoreError::Missing { .. }) => {
+                vanished = true;
+                continue;
+            }
+            Err(error) => return Err(SyncFailure::Repository(error)),
+        };
         for pack in file.packs.iter().filter(|pack| present.contains(&pack.id)) {
             index.insert_pack(pack).map_err(SyncFailure::Cache)?;
         }
         // Marked only after its packs, so a crash mid-way redoes this file.
         index.mark_index_file(id).map_err(SyncFailure::Cache)?;
     }
-    index.flush().map_err(SyncFailure::Cache)?;
-    Ok(())
+    Ok(vanished)
 }

@@ -310,8 +310,11 @@ fn secure_against_prune(
             roots.iter().copied(),
             &mut seen,
             &mut |kind, id| {
-                let location = index.lookup(id)?.ok_or_else(|| StoreError::Missing {
-                    object: format!("blob {id} (not in any index file)"),
+                let location = index.lookup(id)?.ok_or_else(|| {
+                    StoreError::corrupt(
+                        format!("blob {id}"),
+                        "this backup refers to it but no index file lists it",
+                    )
                 })?;
                 if marked.contains(&location.pack) {
                     let raw = repository.read_blob(&location)?;
@@ -319,7 +322,16 @@ fn secure_against_prune(
                 }
                 Ok(())
             },
-        )?;
+        )
+        .map_err(|error| match error {
+            // Deleted while we copied out of it: the grace period is over.
+            StoreError::Missing { object } => StoreError::Conflict(format!(
+                "{object} was deleted by a prune while this backup copied data it reuses out of it \
+                 (the backup outlasted the prune's grace period); no snapshot was written; \
+                 run the backup again"
+            )),
+            other => other,
+        })?;
         let copied = rescue.finish()?;
         total.new_blobs += copied.new_blobs;
         total.new_raw_bytes += copied.new_raw_bytes;

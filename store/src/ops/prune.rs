@@ -377,7 +377,7 @@ fn survey(
     // themselves are read again in the second pass rather than kept.
     let mut blob_count = 0u64;
     for file_id in &index_files {
-        let file = repository.read_index_file(file_id)?;
+        let file = read_index(repository, file_id)?;
         for pack in file.packs {
             listed_in.entry(pack.id).or_default().push(*file_id);
             if packs.contains_key(&pack.id) {
@@ -432,7 +432,7 @@ fn survey(
     let mut missing = Vec::new();
     let mut due_live: HashMap<Id, Vec<Id>> = HashMap::new();
     for file_id in &index_files {
-        let file = repository.read_index_file(file_id)?;
+        let file = read_index(repository, file_id)?;
         for pack in file.packs {
             if !counted.insert(pack.id) {
                 continue;
@@ -457,7 +457,7 @@ fn survey(
         let mut covered: HashSet<Id> = HashSet::new();
         let wanted: HashSet<Id> = due_live.values().flatten().copied().collect();
         for file_id in &index_files {
-            let file = repository.read_index_file(file_id)?;
+            let file = read_index(repository, file_id)?;
             for pack in file.packs {
                 if trusted_marked.contains(&pack.id) || !present.contains_key(&pack.id) {
                     continue;
@@ -507,6 +507,17 @@ fn survey(
     })
 }
 
+/// An index file listed a moment ago; gone means another prune or a repair
+/// rewrote the index meanwhile, and this run's picture is out of date.
+fn read_index(repository: &Repository, id: &Id) -> Result<IndexFile> {
+    repository.read_index_file(id).map_err(|error| match error {
+        StoreError::Missing { .. } => StoreError::Conflict(format!(
+            "index file {id} was removed while this prune read the index (another prune or a repair ran at the same time); nothing was deleted; run the prune again"
+        )),
+        other => other,
+    })
+}
+
 fn count_use(usage: &mut PackUse, blobs: &[BlobEntry], live: &LiveSet) {
     for blob in blobs {
         if live.contains(&blob.id) {
@@ -529,7 +540,7 @@ fn all_live_blobs_elsewhere(
     present: &HashMap<Id, (u64, Option<SystemTime>)>,
 ) -> Result<bool> {
     for file_id in repository.list_ids(ObjectKind::Index)? {
-        let file = repository.read_index_file(&file_id)?;
+        let file = read_index(repository, &file_id)?;
         for entry in file.packs.iter().filter(|entry| entry.id == *pack) {
             for blob in &entry.blobs {
                 let elsewhere = index
@@ -706,7 +717,7 @@ fn delete_due(
     let mut keep: Vec<PackEntry> = Vec::new();
     let mut kept_ids = HashSet::new();
     for file_id in &stale {
-        let file: IndexFile = repository.read_index_file(file_id)?;
+        let file: IndexFile = read_index(repository, file_id)?;
         for pack in file.packs {
             let keep_it = !deleting.contains(&pack.id)
                 && survey.present.contains_key(&pack.id)

@@ -491,6 +491,11 @@ impl Audit {
             self.report.index_files += 1;
             let file = match repository.read_index_file(&id) {
                 Ok(file) => file,
+                // Removed since listing (a prune or repair replaced it).
+                Err(crate::StoreError::Missing { .. }) => {
+                    self.report.index_files -= 1;
+                    continue;
+                }
                 Err(error) => {
                     self.add(finding(
                         FindingKind::CorruptIndex,
