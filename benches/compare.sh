@@ -8,7 +8,8 @@
 # time) with apt, builds cairn in release, then hands over to
 # benches/compare.py, which generates the workload (benches/workload.py),
 # measures the hardware references and every tool's first backup, next-night
-# backup, unchanged re-backup, full restore and full verification, and writes
+# backup, unchanged re-backup, full restore, full verification and forget +
+# prune of all but the newest snapshot, and writes
 # OUT/results.md (also printed) and OUT/results.json.
 #
 # Defaults: --scale 1.0 (725 MB of source data in 20,003 files; needs ~4 GB
