@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cairn's main job, end to end, on a local repository: build, create a
 # repository, back up a directory twice (the second run shows dedup), list
-# snapshots, verify every byte, restore, and compare with the source.
+# snapshots, verify every byte, restore, compare with the source, then apply
+# the nightly retention policy (forget + prune).
 #
 #   bash scripts/quickstart.sh [DIRECTORY]
 #
@@ -47,4 +48,10 @@ for i in "${!names[@]}"; do
     exit 1
   fi
 done
+# The nightly retention job. The packs are minutes old, younger than the
+# default grace period (1h), so this prune marks nothing yet: a prune only
+# ever deletes what an earlier run marked, once the grace period is over.
+run forget --keep-last 1 --prune
+run snapshots --forgotten
+echo
 echo "repository: $work/repo ($(du -sh "$work/repo" | cut -f1))"

@@ -39,14 +39,9 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
         // One JSON document for the whole job.
         super::prune::warn_if_short_grace(&prune_options);
         let repository = context.open_repository()?;
-        let opened = context.open_index(&repository)?;
-        let pruned = cairn_store::ops::prune::prune(
-            &repository,
-            opened.index.as_ref(),
-            &key,
-            &trusted,
-            &prune_options,
-        );
+        let index = cairn_store::index::MemoryIndex::new();
+        let pruned =
+            cairn_store::ops::prune::prune(&repository, &index, &key, &trusted, &prune_options);
         let (prune_value, code) = match pruned {
             Ok(pruned) => (
                 super::prune::report_json(&pruned, args.dry_run),

@@ -6,6 +6,7 @@ use crate::exit;
 use crate::output::bytes;
 use anyhow::{Result, anyhow};
 use cairn_store::StoreError;
+use cairn_store::index::MemoryIndex;
 use cairn_store::ops::prune::{MaxUnused, PackUse, PruneOptions, PruneOutcome, parse_grace, prune};
 use serde_json::json;
 
@@ -40,8 +41,10 @@ pub fn run_with(context: &Context, options: &PruneOptions) -> Result<u8> {
     let trusted = context.trusted_keys()?;
     let key = context.signing_key(&repository)?;
     warn_if_short_grace(options);
-    let opened = context.open_index(&repository)?;
-    let outcome = match prune(&repository, opened.index.as_ref(), &key, &trusted, options) {
+    // Prune reads the index files itself; the cache only receives the
+    // repacked packs, so an empty in-memory one spares a sled rebuild.
+    let index = MemoryIndex::new();
+    let outcome = match prune(&repository, &index, &key, &trusted, options) {
         Ok(outcome) => outcome,
         Err(error @ StoreError::Corrupt { .. }) => {
             eprintln!("cairn: {error}");

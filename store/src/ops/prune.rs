@@ -4,9 +4,9 @@
 //! One run does, in this order:
 //! 1. List deletion marks, then snapshots; read every manifest (one that
 //!    cannot be read stops the prune: what it needs is unknown).
-//! 2. Walk every snapshot's trees through the index into a live set. A
-//!    referenced blob the index does not have stops the prune before
-//!    anything is deleted, naming what is missing.
+//! 2. Read the index files, then list packs; walk every snapshot's trees
+//!    into a live set. A referenced blob that no present pack holds stops
+//!    the prune before anything is deleted, naming it and its lost pack.
 //! 3. Phase two, for each trusted mark whose grace period has passed:
 //!    delete its packs unless one now holds a live blob (a snapshot written
 //!    since the mark needs it again: that pack is kept); rewrite the index
@@ -17,10 +17,10 @@
 //!    the unused space is under `--max-unused`, and marked too. One signed
 //!    mark is written; nothing is deleted in this phase.
 //!
-//! The live set is a Bloom filter over blob ids: it may call a dead blob
-//! live (a rare blob is kept longer) but never the reverse, and it takes
-//! about three bytes per blob instead of a full record. Trees seen are kept
-//! exactly, because skipping a tree wrongly would lose its contents.
+//! Memory: the live set is the sorted ids of every blob in a present pack
+//! with one bit each (about 33 bytes per blob), and trees' locations; index
+//! files are read one at a time, twice, rather than held. No per-blob
+//! record and no index cache is needed.
 //!
 //! Never deletes a pack that is not named by a trusted mark whose grace
 //! period has passed, never deletes anything when it finds damage, and
@@ -30,13 +30,14 @@ use crate::backend::ObjectKind;
 use crate::blob_writer::{BlobWriter, WriterStatistics};
 use crate::error::{Result, StoreError};
 use crate::id::Id;
-use crate::index::{IndexCache, IndexFile, PackEntry};
+use crate::index::{BlobLocation, IndexCache, IndexFile, PackEntry};
 use crate::keys::{PublicKey, SigningKey};
-use crate::pack::{BlobEntry, decode_blob, parse_pack, read_header};
+use crate::pack::{BlobEntry, BlobKind, decode_blob, parse_pack, read_header};
 use crate::records::{
     DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, ReadMark, SignedRecord, read_marks,
 };
 use crate::repository::Repository;
+use crate::tree::Tree;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
@@ -216,52 +217,48 @@ fn damage_error(missing: &[String]) -> StoreError {
     )
 }
 
-/// A Bloom filter over blob ids, which are BLAKE3 hashes and so already
-/// uniformly spread: the probe positions come straight from their bits.
-struct LiveSet {
-    bits: Vec<u64>,
-    probes: u32,
+/// Every blob in a present, indexed pack, as a sorted array of ids, with
+/// one "live" bit each: about 33 bytes per blob, exact, and no per-blob
+/// record or hash-table overhead.
+struct BlobSet {
+    ids: Vec<Id>,
+    live: Vec<u64>,
 }
 
-impl LiveSet {
-    /// Sized for `expected` ids at a false-positive rate near 1e-5.
-    fn new(expected: u64) -> Self {
-        let bit_count = (expected.max(1024) * 24).next_power_of_two();
-        LiveSet {
-            bits: vec![0; (bit_count / 64) as usize],
-            probes: 17,
+impl BlobSet {
+    fn new(mut ids: Vec<Id>) -> Self {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.shrink_to_fit();
+        let words = ids.len().div_ceil(64);
+        BlobSet {
+            ids,
+            live: vec![0; words],
         }
     }
 
-    fn positions(&self, id: &Id) -> impl Iterator<Item = usize> + '_ {
-        let word = |at: usize| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&id.0[at..at + 8]);
-            u64::from_le_bytes(bytes)
-        };
-        let (first, step) = (word(0), word(8) | 1);
-        let mask = (self.bits.len() as u64 * 64) - 1;
-        (0..u64::from(self.probes))
-            .map(move |probe| (first.wrapping_add(probe.wrapping_mul(step)) & mask) as usize)
-    }
-
-    fn insert(&mut self, id: &Id) {
-        let positions: Vec<usize> = self.positions(id).collect();
-        for position in positions {
-            self.bits[position / 64] |= 1 << (position % 64);
+    /// Marks `id` live; false if no present pack holds it.
+    fn mark_live(&mut self, id: &Id) -> bool {
+        match self.ids.binary_search(id) {
+            Ok(at) => {
+                self.live[at / 64] |= 1 << (at % 64);
+                true
+            }
+            Err(_) => false,
         }
     }
 
-    fn contains(&self, id: &Id) -> bool {
-        self.positions(id)
-            .all(|position| self.bits[position / 64] & (1 << (position % 64)) != 0)
+    fn is_live(&self, id: &Id) -> bool {
+        self.ids
+            .binary_search(id)
+            .is_ok_and(|at| self.live[at / 64] & (1 << (at % 64)) != 0)
     }
 }
 
 /// Everything read before deciding.
 struct Survey {
     marks: Vec<ReadMark>,
-    live: LiveSet,
+    live: BlobSet,
     /// Every indexed pack: its blobs' use, and the index files listing it.
     packs: HashMap<Id, PackUse>,
     listed_in: HashMap<Id, Vec<Id>>,
@@ -282,7 +279,7 @@ pub fn prune(
     }
     let now = jiff::Timestamp::now();
     let mut plan = PrunePlan::default();
-    let survey = survey(repository, index, trusted, now, &mut plan)?;
+    let survey = survey(repository, trusted, now, &mut plan)?;
     plan_phase_two(&survey, now, &mut plan);
     let marked_after_phase_two: HashSet<Id> = survey
         .marks
@@ -336,7 +333,6 @@ pub fn prune(
 /// use of space.
 fn survey(
     repository: &Repository,
-    index: &dyn IndexCache,
     trusted: &[PublicKey],
     now: jiff::Timestamp,
     plan: &mut PrunePlan,
@@ -363,19 +359,23 @@ fn survey(
     if !damage.is_empty() {
         return Err(damage_error(&damage));
     }
-    // The cache was brought up to date before the manifests were listed; a
-    // backup that finished in between indexed its blobs after that.
-    crate::index::take_in_new_index_files(repository, index)?;
-
     // Index files are read after the manifests, so every blob those
     // manifests need is in a file read here (backups index before they
-    // write their manifest).
+    // write their manifest); packs are listed after the index files, so
+    // every pack those files name that exists is in the listing.
     let index_files = repository.list_ids(ObjectKind::Index)?;
+    let present: HashMap<Id, (u64, Option<SystemTime>)> = repository
+        .backend()
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .filter_map(|object| Some((Id::from_hex(&object.name)?, (object.size, object.modified))))
+        .collect();
     let mut packs: HashMap<Id, PackUse> = HashMap::new();
     let mut listed_in: HashMap<Id, Vec<Id>> = HashMap::new();
-    // First pass: pack sizes and blob count only; the blob entries
-    // themselves are read again in the second pass rather than kept.
-    let mut blob_count = 0u64;
+    // First pass: pack sizes, the ids of blobs in present packs, and where
+    // trees are (trees are few; data blobs are not kept as records).
+    let mut ids = Vec::new();
+    let mut trees: HashMap<Id, BlobLocation> = HashMap::new();
     for file_id in &index_files {
         let file = read_index(repository, file_id)?;
         for pack in file.packs {
@@ -383,38 +383,69 @@ fn survey(
             if packs.contains_key(&pack.id) {
                 continue;
             }
-            blob_count += pack.blobs.len() as u64;
             packs.insert(pack.id, PackUse::unused(pack.id, pack.size));
+            if !present.contains_key(&pack.id) {
+                continue;
+            }
+            for blob in &pack.blobs {
+                ids.push(blob.id);
+                if blob.kind == BlobKind::Tree {
+                    trees.insert(
+                        blob.id,
+                        BlobLocation {
+                            pack: pack.id,
+                            entry: *blob,
+                        },
+                    );
+                }
+            }
         }
     }
 
-    let mut live = LiveSet::new(blob_count);
+    // The walk: every tree and chunk reachable from a snapshot is live. One
+    // that no present pack holds is damage (a lost pack whose blobs were
+    // not stored again elsewhere).
+    let mut live = BlobSet::new(ids);
     let mut seen = HashSet::new();
-    crate::ops::visit_blobs(repository, index, roots, &mut seen, &mut |_, id| {
-        match index.lookup(id)? {
-            Some(_) => live.insert(id),
-            None if damage.len() < DAMAGE_LIMIT => {
-                damage.push(format!("blob {id} is referenced but in no index file"))
-            }
-            None => {}
+    let mut stack = roots;
+    while let Some(tree_id) = stack.pop() {
+        if !seen.insert(tree_id) {
+            continue;
         }
-        Ok(())
-    })
-    .map_err(|error| match error {
-        StoreError::Io { .. } => error,
-        other => damage_error(&[other.to_string()]),
-    })?;
+        let Some(location) = trees.get(&tree_id).filter(|_| live.mark_live(&tree_id)) else {
+            damage.push(format!(
+                "tree {tree_id} is referenced but no present pack holds it"
+            ));
+            if damage.len() >= DAMAGE_LIMIT {
+                break;
+            }
+            continue;
+        };
+        let tree = repository
+            .read_blob(location)
+            .and_then(|bytes| Tree::decode(&bytes, &format!("tree {tree_id}")))
+            .map_err(|error| match error {
+                StoreError::Io { .. } => error,
+                other => damage_error(&[other.to_string()]),
+            })?;
+        for entry in &tree.entries {
+            for chunk in entry.chunks.iter().flatten() {
+                if !live.mark_live(chunk) && damage.len() < DAMAGE_LIMIT {
+                    damage.push(format!(
+                        "chunk {chunk} is referenced but no present pack holds it"
+                    ));
+                }
+            }
+            stack.extend(entry.subtree);
+        }
+    }
+    drop(trees);
     if !damage.is_empty() {
+        name_lost_packs(repository, &index_files, &present, &mut damage)?;
         return Err(damage_error(&damage));
     }
     plan.trees = seen.len() as u64;
 
-    let present: HashMap<Id, (u64, Option<SystemTime>)> = repository
-        .backend()
-        .list(ObjectKind::Pack)?
-        .into_iter()
-        .filter_map(|object| Some((Id::from_hex(&object.name)?, (object.size, object.modified))))
-        .collect();
     // Packs a trusted mark names, and those of them whose mark is due.
     let trusted_marked: HashSet<Id> = marks
         .iter()
@@ -429,7 +460,6 @@ fn survey(
     // Second pass: each pack's live and dead bytes, counted once, and the
     // live blobs of packs due for deletion.
     let mut counted = HashSet::new();
-    let mut missing = Vec::new();
     let mut due_live: HashMap<Id, Vec<Id>> = HashMap::new();
     for file_id in &index_files {
         let file = read_index(repository, file_id)?;
@@ -441,12 +471,9 @@ fn survey(
                 continue;
             };
             count_use(usage, &pack.blobs, &live);
-            if !present.contains_key(&pack.id) && usage.live_blobs > 0 {
-                missing.push(pack.id);
-            }
             if due_marked.contains(&pack.id) && usage.live_blobs > 0 {
                 let ids = pack.blobs.iter().map(|blob| blob.id);
-                due_live.insert(pack.id, ids.filter(|id| live.contains(id)).collect());
+                due_live.insert(pack.id, ids.filter(|id| live.is_live(id)).collect());
             }
         }
     }
@@ -476,24 +503,6 @@ fn survey(
             }
         }
     }
-    // A live blob whose indexed pack is gone may still have another copy
-    // (stored again by a later backup); only if none does is it damage.
-    for pack_id in missing {
-        if damage.len() >= DAMAGE_LIMIT {
-            break;
-        }
-        let still_needed = packs
-            .get(&pack_id)
-            .is_some_and(|usage| usage.live_blobs > 0);
-        if still_needed && !all_live_blobs_elsewhere(repository, index, &pack_id, &present)? {
-            damage.push(format!(
-                "pack {pack_id} holds blobs snapshots need and is missing"
-            ));
-        }
-    }
-    if !damage.is_empty() {
-        return Err(damage_error(&damage));
-    }
     packs.retain(|id, _| present.contains_key(id));
     plan.packs = present.len() as u64;
     plan.pack_bytes = present.values().map(|(size, _)| size).sum();
@@ -507,6 +516,37 @@ fn survey(
     })
 }
 
+/// Adds to the damage report which missing packs the index says held the
+/// lost blobs, so the user knows what to look for.
+fn name_lost_packs(
+    repository: &Repository,
+    index_files: &[Id],
+    present: &HashMap<Id, (u64, Option<SystemTime>)>,
+    damage: &mut Vec<String>,
+) -> Result<()> {
+    let mut lost = std::collections::BTreeSet::new();
+    for file_id in index_files {
+        let file = read_index(repository, file_id)?;
+        for pack in file
+            .packs
+            .iter()
+            .filter(|pack| !present.contains_key(&pack.id))
+        {
+            let holds_lost = pack
+                .blobs
+                .iter()
+                .any(|blob| damage.iter().any(|line| line.contains(&blob.id.to_hex())));
+            if holds_lost {
+                lost.insert(pack.id);
+            }
+        }
+    }
+    for pack in lost {
+        damage.push(format!("pack {pack}, which held them, is missing"));
+    }
+    Ok(())
+}
+
 /// An index file listed a moment ago; gone means another prune or a repair
 /// rewrote the index meanwhile, and this run's picture is out of date.
 fn read_index(repository: &Repository, id: &Id) -> Result<IndexFile> {
@@ -518,9 +558,9 @@ fn read_index(repository: &Repository, id: &Id) -> Result<IndexFile> {
     })
 }
 
-fn count_use(usage: &mut PackUse, blobs: &[BlobEntry], live: &LiveSet) {
+fn count_use(usage: &mut PackUse, blobs: &[BlobEntry], live: &BlobSet) {
     for blob in blobs {
-        if live.contains(&blob.id) {
+        if live.is_live(&blob.id) {
             usage.live_blobs += 1;
             usage.live_bytes += u64::from(blob.length);
         } else {
@@ -528,31 +568,6 @@ fn count_use(usage: &mut PackUse, blobs: &[BlobEntry], live: &LiveSet) {
             usage.dead_bytes += u64::from(blob.length);
         }
     }
-}
-
-/// Whether the index cache points every live blob of a lost pack at a
-/// pack that exists (the cache leaves out packs that were gone when it
-/// synchronised).
-fn all_live_blobs_elsewhere(
-    repository: &Repository,
-    index: &dyn IndexCache,
-    pack: &Id,
-    present: &HashMap<Id, (u64, Option<SystemTime>)>,
-) -> Result<bool> {
-    for file_id in repository.list_ids(ObjectKind::Index)? {
-        let file = read_index(repository, &file_id)?;
-        for entry in file.packs.iter().filter(|entry| entry.id == *pack) {
-            for blob in &entry.blobs {
-                let elsewhere = index
-                    .lookup(&blob.id)?
-                    .is_some_and(|location| present.contains_key(&location.pack));
-                if !elsewhere {
-                    return Ok(false);
-                }
-            }
-        }
-    }
-    Ok(true)
 }
 
 /// Step 3's decisions: which due marks' packs are deleted, which revived.
@@ -780,7 +795,9 @@ fn repack(
         .filter(|(id, _)| !leaving.contains(id))
         .map(|(id, (size, _))| (*id, *size))
         .collect();
-    let writer = BlobWriter::new(repository, index, usable);
+    // Taking in other index files mid-repack would fill the cache with
+    // every blob of the repository; the repack needs none of them.
+    let writer = BlobWriter::new(repository, index, usable).with_refresh_interval(Duration::MAX);
     for pack in &plan.repack {
         let bytes = repository
             .backend()
@@ -795,7 +812,7 @@ fn repack(
         for entry in header
             .blobs
             .iter()
-            .filter(|entry| survey.live.contains(&entry.id))
+            .filter(|entry| survey.live.is_live(&entry.id))
         {
             let start = entry.offset as usize;
             let stored = bytes
