@@ -227,17 +227,18 @@ impl IndexCache for SledIndex {
     fn insert_pack(&self, pack: &PackEntry) -> Result<()> {
         // A blob listed twice (by overlapping index files) keeps the last
         // location written; every listed location holds the same bytes.
-        let mut batch = sled::Batch::default();
+        // One insert at a time, not `apply_batch`: sled 0.34 keeps batched
+        // pages in memory (a million-blob rebuild peaked at 3.0 GB, against
+        // 0.4 GB this way, in the same time; sled issues #1093, #1303).
         for entry in &pack.blobs {
             let location = BlobLocation {
                 pack: pack.id,
                 entry: *entry,
             };
-            batch.insert(&entry.id.0[..], &encode_location(&location)[..]);
+            self.blobs
+                .insert(entry.id.0, &encode_location(&location)[..])
+                .map_err(|error| self.error(error))?;
         }
-        self.blobs
-            .apply_batch(batch)
-            .map_err(|error| self.error(error))?;
         self.packs
             .insert(pack.id.0, &pack.size.to_le_bytes())
             .map_err(|error| self.error(error))?;
