@@ -12,7 +12,8 @@
 
 use cairn_chunker::ChunkerParams;
 use cairn_store::backend::{Backend, Created, LocalBackend, ObjectInfo, ObjectKind};
-use cairn_store::index::open_index;
+use cairn_store::blob_writer::BlobWriter;
+use cairn_store::index::{MemoryIndex, open_index};
 use cairn_store::keys::{PublicKey, SigningKey, generate_signing_key, public_key_of};
 use cairn_store::ops::backup::{
     BackupOptions, BackupOutcome, ComponentSource, backup, now_rfc3339,
@@ -22,6 +23,7 @@ use cairn_store::ops::prune::{MaxUnused, PackUse, PruneOptions, PruneOutcome, pr
 use cairn_store::ops::restore::{NoProgress, RestoreOptions, execute_restore, plan_restore};
 use cairn_store::ops::verify::{DataCheck, VerifyOptions, verify};
 use cairn_store::ops::visit_blobs;
+use cairn_store::pack::BlobKind;
 use cairn_store::records::{
     DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, SignedRecord, marked_packs, read_marks,
 };
@@ -873,4 +875,57 @@ fn a_repacked_pack_is_deleted_after_its_grace_period() {
         first.plan.pack_bytes,
         third.plan.pack_bytes
     );
+}
+
+/// A repack copies only live blobs that have no copy in a pack that stays:
+/// here a pack holding a second copy of a live chunk next to a dead one is
+/// repacked without writing anything, then deleted, and the snapshot still
+/// restores.
+#[test]
+fn a_repack_does_not_copy_a_live_blob_that_another_pack_already_holds() {
+    let scene = scene(ChunkerParams::DEFAULT);
+    let snapshot = scene.backup(&scene.x()).snapshot;
+    let repository = scene.open();
+    let index = open_index(&repository, None).unwrap().index;
+    let live_chunk = *scene
+        .blobs_of(snapshot)
+        .iter()
+        .find(|id| {
+            index
+                .lookup(id)
+                .unwrap()
+                .is_some_and(|location| location.entry.kind == BlobKind::Data)
+        })
+        .expect("a data chunk");
+    let raw = repository
+        .read_blob(&index.lookup(&live_chunk).unwrap().unwrap())
+        .unwrap();
+    // A writer that knows nothing of the repository stores the live chunk
+    // again, next to a chunk no snapshot needs, in a pack of their own.
+    let blind = MemoryIndex::new();
+    let writer = BlobWriter::new(&repository, &blind, HashMap::new());
+    let dead = noise(777, 50_000);
+    writer.add(BlobKind::Data, live_chunk, &raw).unwrap();
+    writer.add(BlobKind::Data, Id::of(&dead), &dead).unwrap();
+    writer.finish().unwrap();
+
+    // As the CLI does: prune reads the index files itself and gives the
+    // repack an empty cache, so only its own check can spare the copy.
+    let options = PruneOptions {
+        grace: Duration::ZERO,
+        max_unused: MaxUnused::Percent(0.0),
+        dry_run: false,
+    };
+    let empty = MemoryIndex::new();
+    let marked = prune(&repository, &empty, &scene.key, &scene.trusted, &options).unwrap();
+    assert_eq!(marked.plan.repack.len(), 1, "{:?}", marked.plan);
+    assert_eq!(
+        marked.repacked.new_blobs, 0,
+        "the live chunk already had a copy in a pack that stays"
+    );
+    let deleted = scene.prune();
+    assert_eq!(ids(&deleted.plan.delete), ids(&marked.plan.repack));
+    assert!(deleted.plan.revived.is_empty());
+    scene.assert_clean("after the repacked duplicate is deleted");
+    scene.assert_restores(snapshot, &scene.x());
 }

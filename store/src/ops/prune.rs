@@ -481,22 +481,8 @@ fn survey(
     // packs that stay (present, indexed, named by no trusted mark)? A
     // backup that copied blobs out of marked packs, or a repack, made them.
     if !due_live.is_empty() {
-        let mut covered: HashSet<Id> = HashSet::new();
         let wanted: HashSet<Id> = due_live.values().flatten().copied().collect();
-        for file_id in &index_files {
-            let file = read_index(repository, file_id)?;
-            for pack in file.packs {
-                if trusted_marked.contains(&pack.id) || !present.contains_key(&pack.id) {
-                    continue;
-                }
-                covered.extend(
-                    pack.blobs
-                        .iter()
-                        .map(|blob| blob.id)
-                        .filter(|id| wanted.contains(id)),
-                );
-            }
-        }
+        let covered = copies_outside(repository, &index_files, &present, &trusted_marked, &wanted)?;
         for (pack, blobs) in due_live {
             if let Some(usage) = packs.get_mut(&pack) {
                 usage.sole_copies = blobs.iter().filter(|id| !covered.contains(id)).count() as u64;
@@ -545,6 +531,35 @@ fn name_lost_packs(
         damage.push(format!("pack {pack}, which held them, is missing"));
     }
     Ok(())
+}
+
+/// Which of `wanted` have a copy in a pack that stays: present, listed by
+/// one of `index_files`, and not in `leaving`.
+fn copies_outside(
+    repository: &Repository,
+    index_files: &[Id],
+    present: &HashMap<Id, (u64, Option<SystemTime>)>,
+    leaving: &HashSet<Id>,
+    wanted: &HashSet<Id>,
+) -> Result<HashSet<Id>> {
+    let mut covered = HashSet::new();
+    for file_id in index_files {
+        // A file gone since listing only hides copies: fewer blobs count as
+        // covered, which keeps or copies more, never less.
+        let file = match repository.read_index_file(file_id) {
+            Ok(file) => file,
+            Err(StoreError::Missing { .. }) => continue,
+            Err(error) => return Err(error),
+        };
+        for pack in file.packs {
+            if leaving.contains(&pack.id) || !present.contains_key(&pack.id) {
+                continue;
+            }
+            let ids = pack.blobs.iter().map(|blob| blob.id);
+            covered.extend(ids.filter(|id| wanted.contains(id)));
+        }
+    }
+    Ok(covered)
 }
 
 /// An index file listed a moment ago; gone means another prune or a repair
@@ -798,6 +813,24 @@ fn repack(
     // Taking in other index files mid-repack would fill the cache with
     // every blob of the repository; the repack needs none of them.
     let writer = BlobWriter::new(repository, index, usable).with_refresh_interval(Duration::MAX);
+    // Live blobs that already have a copy in a pack that stays need none.
+    let mut wanted = HashSet::new();
+    for pack in &plan.repack {
+        let header = read_header(repository.backend(), &pack.id, pack.size)?;
+        let live = header
+            .blobs
+            .iter()
+            .filter(|entry| survey.live.is_live(&entry.id));
+        wanted.extend(live.map(|entry| entry.id));
+    }
+    // Listed afresh: phase two may just have rewritten index files.
+    let elsewhere = copies_outside(
+        repository,
+        &repository.list_ids(ObjectKind::Index)?,
+        &survey.present,
+        &leaving,
+        &wanted,
+    )?;
     for pack in &plan.repack {
         let bytes = repository
             .backend()
@@ -812,7 +845,7 @@ fn repack(
         for entry in header
             .blobs
             .iter()
-            .filter(|entry| survey.live.is_live(&entry.id))
+            .filter(|entry| survey.live.is_live(&entry.id) && !elsewhere.contains(&entry.id))
         {
             let start = entry.offset as usize;
             let stored = bytes
