@@ -7,7 +7,6 @@ use common::*;
 
 use serde_json::Value;
 use std::fs;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -29,20 +28,8 @@ fn spawn_backup(workspace: &Workspace, args: &[&Path]) -> Child {
         .expect("start cairn backup")
 }
 
-/// SIGKILLs `child` unless it has already finished; true if the kill is what
-/// ended it.
-fn kill(child: &mut Child) -> bool {
-    if child.try_wait().expect("poll child").is_none() {
-        child.kill().expect("SIGKILL");
-    }
-    let status = child.wait().expect("reap child");
-    status.signal() == Some(libc::SIGKILL)
-}
-
 fn count(report: &Value, kind: &str) -> usize {
-    report["findings"]
-        .as_array()
-        .expect("findings")
+    findings(report)
         .iter()
         .filter(|finding| finding["kind"] == kind)
         .count()
@@ -66,61 +53,6 @@ fn wait_for_new_pack(workspace: &Workspace, before: &[PathBuf], child: &mut Chil
             return;
         }
         std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// A verify report in a few lines: totals, then the first findings.
-fn brief(report: &Value) -> String {
-    let findings = report["findings"].as_array().expect("findings");
-    let mut text = format!(
-        "clean: {}, {} findings, damaged snapshots: {}\n",
-        report["clean"],
-        findings.len(),
-        report["damaged_snapshots"]
-    );
-    for finding in findings.iter().take(8) {
-        text += &format!(
-            "  {} {}: {}: {} (affects {} paths)\n",
-            finding["severity"].as_str().unwrap_or("?"),
-            finding["kind"].as_str().unwrap_or("?"),
-            finding["object"].as_str().unwrap_or("?"),
-            finding["message"].as_str().unwrap_or("?"),
-            finding["affected_total"]
-        );
-    }
-    if findings.len() > 8 {
-        text += &format!("  … and {} more\n", findings.len() - 8);
-    }
-    text
-}
-
-/// Every object under data/, index/, snapshots/ and keys/ hashes to its own
-/// name (packs also sit in the directory of their first two hex digits):
-/// nothing half-written ever appears under a real name.
-fn assert_objects_named_by_their_hash(repo: &Path) {
-    for directory in ["data", "index", "snapshots", "keys"] {
-        for path in walk(&repo.join(directory)) {
-            if !path.is_file() {
-                continue;
-            }
-            let name = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .expect("utf-8 name");
-            assert_eq!(
-                file_hash(&path).to_hex().as_str(),
-                name,
-                "{} is not named by its hash",
-                path.display()
-            );
-            if directory == "data" {
-                let parent = path
-                    .parent()
-                    .and_then(|p| p.file_name())
-                    .and_then(|n| n.to_str());
-                assert_eq!(parent, Some(&name[..2]), "{}", path.display());
-            }
-        }
     }
 }
 

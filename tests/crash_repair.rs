@@ -12,7 +12,6 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,16 +71,6 @@ fn spawn_at(workspace: &Workspace, repo: &Path, args: &[&OsStr]) -> Child {
         .expect("start cairn")
 }
 
-/// SIGKILLs `child` unless it has already finished; true if the kill is what
-/// ended it.
-fn kill(child: &mut Child) -> bool {
-    if child.try_wait().expect("poll child").is_none() {
-        child.kill().expect("SIGKILL");
-    }
-    let status = child.wait().expect("reap child");
-    status.signal() == Some(libc::SIGKILL)
-}
-
 /// Polls `seen` until it holds (true), or `child` has exited or a minute
 /// has passed (false). Busily: some moments last well under a millisecond.
 fn wait_until(child: &mut Child, mut seen: impl FnMut() -> bool) -> bool {
@@ -134,10 +123,6 @@ fn link_copy(from: &Path, to: &Path) {
     }
 }
 
-fn findings(report: &Value) -> &Vec<Value> {
-    report["findings"].as_array().expect("findings")
-}
-
 /// The pack a finding about a whole pack names (`pack <64 hex digits>`).
 fn pack_of(finding: &Value) -> &str {
     finding["object"]
@@ -153,61 +138,6 @@ fn unreferenced(report: &Value) -> BTreeSet<String> {
         .filter(|finding| finding["kind"] == "unreferenced-pack")
         .map(|finding| pack_of(finding).to_string())
         .collect()
-}
-
-/// A verify report in a few lines: totals, then the first findings.
-fn brief(report: &Value) -> String {
-    let findings = findings(report);
-    let mut text = format!(
-        "clean: {}, {} findings, damaged snapshots: {}\n",
-        report["clean"],
-        findings.len(),
-        report["damaged_snapshots"]
-    );
-    for finding in findings.iter().take(8) {
-        text += &format!(
-            "  {} {}: {}: {} (affects {} paths)\n",
-            finding["severity"].as_str().unwrap_or("?"),
-            finding["kind"].as_str().unwrap_or("?"),
-            finding["object"].as_str().unwrap_or("?"),
-            finding["message"].as_str().unwrap_or("?"),
-            finding["affected_total"]
-        );
-    }
-    if findings.len() > 8 {
-        text += &format!("  … and {} more\n", findings.len() - 8);
-    }
-    text
-}
-
-/// Every object under data/, index/, snapshots/ and keys/ hashes to its own
-/// name (packs also sit in the directory of their first two hex digits):
-/// nothing half-written ever appears under a real name.
-fn assert_objects_named_by_their_hash(repo: &Path) {
-    for directory in ["data", "index", "snapshots", "keys"] {
-        for path in walk(&repo.join(directory)) {
-            if !path.is_file() {
-                continue;
-            }
-            let name = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .expect("utf-8 name");
-            assert_eq!(
-                file_hash(&path).to_hex().as_str(),
-                name,
-                "{} is not named by its hash",
-                path.display()
-            );
-            if directory == "data" {
-                let parent = path
-                    .parent()
-                    .and_then(|p| p.file_name())
-                    .and_then(|n| n.to_str());
-                assert_eq!(parent, Some(&name[..2]), "{}", path.display());
-            }
-        }
-    }
 }
 
 /// A complete snapshot and the folder it was taken of (never changed since).

@@ -10,7 +10,6 @@ use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -128,33 +127,10 @@ fn unique() -> u64 {
 
 /// The `kind`s of a verify report's findings.
 fn finding_kinds(report: &Value) -> Vec<String> {
-    report["findings"]
-        .as_array()
-        .expect("findings")
+    findings(report)
         .iter()
         .map(|finding| finding["kind"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// A verify report in a few lines, for failure messages.
-fn brief(report: &Value) -> String {
-    let findings = report["findings"].as_array().expect("findings");
-    let mut text = format!(
-        "clean: {}, {} findings, damaged snapshots: {}\n",
-        report["clean"],
-        findings.len(),
-        report["damaged_snapshots"]
-    );
-    for finding in findings.iter().take(10) {
-        text += &format!(
-            "  {} {}: {}: {}\n",
-            finding["severity"].as_str().unwrap_or("?"),
-            finding["kind"].as_str().unwrap_or("?"),
-            finding["object"].as_str().unwrap_or("?"),
-            finding["message"].as_str().unwrap_or("?"),
-        );
-    }
-    text
 }
 
 /// Findings a prune may leave behind without anything being lost: packs
@@ -166,7 +142,7 @@ const NOTICE_KINDS: [&str; 2] = ["unreferenced-pack", "deleted-pack"];
 fn assert_no_damage(workspace: &Workspace, read_data: bool, context: &str) -> Value {
     let args: &[&str] = if read_data { &["--read-data"] } else { &[] };
     let (code, report) = workspace.verify_json(args);
-    for finding in report["findings"].as_array().expect("findings") {
+    for finding in findings(&report) {
         assert!(
             NOTICE_KINDS.contains(&finding["kind"].as_str().unwrap())
                 && finding["severity"] == "notice",
@@ -1244,43 +1220,6 @@ enum Moment {
     FirstPackGone,
     /// As soon as a new pack appears (a repack under way).
     FirstNewPack,
-}
-
-/// SIGKILLs `child` unless it has already finished; true if the kill is what
-/// ended it.
-fn kill(child: &mut Child) -> bool {
-    if child.try_wait().expect("poll child").is_none() {
-        child.kill().expect("SIGKILL");
-    }
-    let status = child.wait().expect("reap child");
-    status.signal() == Some(libc::SIGKILL)
-}
-
-/// Every object under data/, index/, snapshots/, keys/, forgotten/ and
-/// deletions/ hashes to its own name: nothing half-written under a real
-/// name.
-fn assert_objects_named_by_their_hash(repo: &Path) {
-    for directory in [
-        "data",
-        "index",
-        "snapshots",
-        "keys",
-        "forgotten",
-        "deletions",
-    ] {
-        for path in walk(&repo.join(directory)) {
-            if !path.is_file() {
-                continue;
-            }
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            assert_eq!(
-                file_hash(&path).to_hex().as_str(),
-                name,
-                "{} is not named by its hash",
-                path.display()
-            );
-        }
-    }
 }
 
 /// A new version of the source (two of its four files rewritten), backed

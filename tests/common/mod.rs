@@ -5,10 +5,12 @@
 
 use cairn_store::Id;
 use cairn_store::pack::{BlobKind, PackHeader, parse_pack};
+use serde_json::Value;
 use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 /// A scratch directory holding a repository, sources and restore targets,
 /// with cairn's config and cache kept inside it.
@@ -302,4 +304,82 @@ pub fn leftover_temporaries(root: &Path) -> Vec<PathBuf> {
         .into_iter()
         .filter(|path| is_temporary(path))
         .collect()
+}
+
+/// SIGKILLs `child` unless it has already finished; true if the kill is what
+/// ended it.
+pub fn kill(child: &mut Child) -> bool {
+    if child.try_wait().expect("poll child").is_none() {
+        child.kill().expect("SIGKILL");
+    }
+    let status = child.wait().expect("reap child");
+    status.signal() == Some(libc::SIGKILL)
+}
+
+/// A verify report's findings.
+pub fn findings(report: &Value) -> &Vec<Value> {
+    report["findings"].as_array().expect("findings")
+}
+
+/// A verify report in a few lines: totals, then the first findings.
+pub fn brief(report: &Value) -> String {
+    let findings = findings(report);
+    let mut text = format!(
+        "clean: {}, {} findings, damaged snapshots: {}\n",
+        report["clean"],
+        findings.len(),
+        report["damaged_snapshots"]
+    );
+    for finding in findings.iter().take(8) {
+        text += &format!(
+            "  {} {}: {}: {} (affects {} paths)\n",
+            finding["severity"].as_str().unwrap_or("?"),
+            finding["kind"].as_str().unwrap_or("?"),
+            finding["object"].as_str().unwrap_or("?"),
+            finding["message"].as_str().unwrap_or("?"),
+            finding["affected_total"]
+        );
+    }
+    if findings.len() > 8 {
+        text += &format!("  … and {} more\n", findings.len() - 8);
+    }
+    text
+}
+
+/// Every object under data/, index/, snapshots/, keys/, forgotten/ and
+/// deletions/ hashes to its own name (packs also sit in the directory of
+/// their first two hex digits): nothing half-written ever appears under a
+/// real name.
+pub fn assert_objects_named_by_their_hash(repo: &Path) {
+    for directory in [
+        "data",
+        "index",
+        "snapshots",
+        "keys",
+        "forgotten",
+        "deletions",
+    ] {
+        for path in walk(&repo.join(directory)) {
+            if !path.is_file() {
+                continue;
+            }
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .expect("utf-8 name");
+            assert_eq!(
+                file_hash(&path).to_hex().as_str(),
+                name,
+                "{} is not named by its hash",
+                path.display()
+            );
+            if directory == "data" {
+                let parent = path
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .and_then(|n| n.to_str());
+                assert_eq!(parent, Some(&name[..2]), "{}", path.display());
+            }
+        }
+    }
 }
