@@ -182,6 +182,11 @@ pub struct BackupArgs {
     /// A named component: NAME=PATH (NAME matches [a-z0-9_.-]+).
     #[arg(long = "component", value_name = "NAME=PATH")]
     pub components: Vec<String>,
+    /// A live SQLite database as a component: NAME=PATH. It is copied
+    /// consistently with SQLite's online backup API while writers carry
+    /// on; a restore runs SQLite's integrity check on it.
+    #[arg(long = "sqlite", value_name = "NAME=PATH")]
+    pub databases: Vec<String>,
     /// A tag for the snapshot; repeatable.
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,

@@ -27,6 +27,7 @@ pub mod ops;
 pub mod pack;
 pub mod records;
 pub mod repository;
+pub mod sqlite;
 pub mod tree;
 
 pub use error::{Result, StoreError};

@@ -71,6 +71,18 @@ pub enum ComponentKind {
     Directory,
     /// The root tree holds exactly one entry: the file.
     File,
+    /// As `File`, the file being a consistent copy of a live SQLite
+    /// database taken with SQLite's online backup API; a restore runs
+    /// SQLite's integrity check on it.
+    Sqlite,
+}
+
+impl ComponentKind {
+    /// Whether the root tree holds one file rather than a directory's
+    /// contents.
+    pub fn is_single_file(self) -> bool {
+        matches!(self, ComponentKind::File | ComponentKind::Sqlite)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

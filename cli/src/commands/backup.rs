@@ -5,7 +5,9 @@ use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
 use anyhow::{Result, anyhow};
-use cairn_store::ops::backup::{BackupOptions, ComponentSource, backup, component_from_path};
+use cairn_store::ops::backup::{
+    BackupOptions, ComponentSource, SourceKind, backup, component_from_path,
+};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +19,14 @@ fn parse_components(args: &BackupArgs) -> Result<Vec<ComponentSource>> {
             .split_once('=')
             .ok_or_else(|| anyhow!("--component {spec:?}: expected NAME=PATH"))?;
         components.push(ComponentSource::new(name, PathBuf::from(path)));
+    }
+    for spec in &args.databases {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--sqlite {spec:?}: expected NAME=PATH"))?;
+        let mut source = ComponentSource::new(name, PathBuf::from(path));
+        source.kind = SourceKind::Sqlite;
+        components.push(source);
     }
     for path in &args.paths {
         components.push(component_from_path(path)?);

@@ -6,6 +6,7 @@ use crate::exit;
 use crate::output::bytes;
 use crate::progress::CliProgress;
 use anyhow::{Result, anyhow};
+use cairn_store::manifest::ComponentKind;
 use cairn_store::ops::restore::preflight::{self, Status, Verdict};
 use cairn_store::ops::restore::{
     Action, RestoreOptions, RestorePlan, Selection, execute_restore, plan_restore,
@@ -235,6 +236,14 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         &progress,
     )?;
     progress.finish();
+    let database_checks = if outcome.rolled_back {
+        Vec::new()
+    } else {
+        check_databases(&plan)
+    };
+    let databases_sound = database_checks
+        .iter()
+        .all(|check| check.problems.is_empty());
 
     let repo_path = context.repository_path()?.display().to_string();
     let undo = outcome
@@ -260,6 +269,12 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             "failures": outcome.failures.iter().map(|f| json!({
                 "component": f.component, "path": f.path, "error": f.error,
             })).collect::<Vec<_>>(),
+            "database_checks": database_checks.iter().map(|check| json!({
+                "component": check.component,
+                "path": check.path.display().to_string(),
+                "ok": check.problems.is_empty(),
+                "problems": check.problems,
+            })).collect::<Vec<_>>(),
         }))?;
     } else {
         print_plan(&plan);
@@ -281,9 +296,35 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             );
             println!("    {undo}");
         }
+        for check in &database_checks {
+            if check.problems.is_empty() {
+                println!(
+                    "  SQLite integrity check of {} ({}): ok",
+                    check.component,
+                    check.path.display()
+                );
+            }
+        }
+    }
+    for check in database_checks
+        .iter()
+        .filter(|check| !check.problems.is_empty())
+    {
+        eprintln!(
+            "cairn: SQLite integrity check of {} ({}) failed:",
+            check.component,
+            check.path.display()
+        );
+        for problem in &check.problems {
+            eprintln!("  {problem}");
+        }
     }
     if outcome.failures.is_empty() {
-        return Ok(exit::SUCCESS);
+        return Ok(if databases_sound {
+            exit::SUCCESS
+        } else {
+            exit::DAMAGE
+        });
     }
     eprintln!(
         "cairn: {} item(s) could not be restored:",
@@ -312,4 +353,29 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         }
     }
     Ok(exit::DAMAGE)
+}
+
+/// The outcome of SQLite's integrity check on one restored database.
+struct DatabaseCheck {
+    component: String,
+    path: std::path::PathBuf,
+    /// Empty when SQLite says "ok"; its messages (or why the check could
+    /// not run) otherwise.
+    problems: Vec<String>,
+}
+
+/// Runs SQLite's integrity check on every restored database component
+/// (one left out by --include or --only is not there to check).
+fn check_databases(plan: &RestorePlan) -> Vec<DatabaseCheck> {
+    plan.components
+        .iter()
+        .filter(|component| component.kind == ComponentKind::Sqlite)
+        .filter(|component| component.destination.is_file())
+        .map(|component| DatabaseCheck {
+            component: component.name.clone(),
+            path: component.destination.clone(),
+            problems: cairn_store::sqlite::integrity_check(&component.destination)
+                .unwrap_or_else(|error| vec![error.to_string()]),
+        })
+        .collect()
 }

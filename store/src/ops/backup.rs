@@ -56,6 +56,18 @@ pub struct ComponentSource {
     /// Back up only these paths (relative, `/`-separated) and everything
     /// below them; `None` backs up everything.
     pub only: Option<BTreeSet<String>>,
+    pub kind: SourceKind,
+}
+
+/// How a component's data is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A directory or file, read as it is.
+    #[default]
+    Files,
+    /// A live SQLite database: a consistent copy is taken with SQLite's
+    /// online backup API first, and that copy is backed up.
+    Sqlite,
 }
 
 impl ComponentSource {
@@ -64,6 +76,7 @@ impl ComponentSource {
             name: name.into(),
             path: path.into(),
             only: None,
+            kind: SourceKind::Files,
         }
     }
 }
@@ -209,7 +222,10 @@ pub fn backup(
     let problems = Mutex::new(Vec::new());
     let unchanged_files = AtomicU64::new(0);
     let mut components = Vec::new();
-    for source in &options.components {
+    // Databases are copied before anything is stored, so one that cannot
+    // be read fails the backup with the repository untouched.
+    let captured = capture_databases(&options.components)?;
+    for (source, capture) in options.components.iter().zip(&captured) {
         let walker = Walker {
             repository,
             index,
@@ -224,7 +240,15 @@ pub fn backup(
             .as_ref()
             .and_then(|body| body.component(&source.name))
             .filter(|component| component.source == source.path.display().to_string());
-        let record = walker.component(source, parent_component.map(|c| c.tree))?;
+        let record = match capture {
+            None => walker.component(source, parent_component.map(|c| c.tree))?,
+            Some((_directory, copy)) => {
+                let mut record = walker.component(copy, parent_component.map(|c| c.tree))?;
+                record.kind = ComponentKind::Sqlite;
+                record.source = source.path.display().to_string();
+                record
+            }
+        };
         components.push(record);
     }
     let mut written = writer.finish()?;
@@ -265,6 +289,39 @@ pub fn backup(
         adopted_packs,
         unchanged_files: unchanged_files.into_inner(),
     })
+}
+
+/// For each SQLite component, a consistent copy in a temporary directory
+/// (removed when the value is dropped), as a file source with the
+/// database's own file name.
+fn capture_databases(
+    components: &[ComponentSource],
+) -> Result<Vec<Option<(tempfile::TempDir, ComponentSource)>>> {
+    let mut captured = Vec::new();
+    for source in components {
+        if source.kind != SourceKind::Sqlite {
+            captured.push(None);
+            continue;
+        }
+        let in_component = |error: StoreError| {
+            StoreError::Invalid(format!("component {:?}: {error}", source.name))
+        };
+        let file_name = source
+            .path
+            .file_name()
+            .ok_or_else(|| in_component(StoreError::Invalid("a database must be a file".into())))?;
+        let directory = tempfile::Builder::new()
+            .prefix("cairn-sqlite-")
+            .tempdir()
+            .map_err(|error| {
+                StoreError::io("creating a temporary directory for a database copy", error)
+            })?;
+        let copy = directory.path().join(file_name);
+        crate::sqlite::copy_database(&source.path, &copy).map_err(in_component)?;
+        let walked = ComponentSource::new(source.name.clone(), copy);
+        captured.push(Some((directory, walked)));
+    }
+    Ok(captured)
 }
 
 /// How many times the check before committing may find new marks and copy

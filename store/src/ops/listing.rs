@@ -6,7 +6,7 @@ use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::keys::PublicKey;
-use crate::manifest::{ComponentKind, SnapshotBody};
+use crate::manifest::SnapshotBody;
 use crate::ops::{join_relative, read_tree};
 use crate::repository::Repository;
 use crate::tree::{EntryKind, TreeEntry};
@@ -82,7 +82,7 @@ pub fn list_entries(
         while let Some((tree_id, prefix)) = stack.pop() {
             let tree = read_tree(repository, index, &tree_id)?;
             for entry in tree.entries.into_iter().rev() {
-                let path = if component.kind == ComponentKind::File {
+                let path = if component.kind.is_single_file() {
                     prefix.clone()
                 } else {
                     join_relative(&prefix, &entry.display_name())

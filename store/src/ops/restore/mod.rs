@@ -283,7 +283,9 @@ fn write_component(
     }
     let root = match plan.kind {
         ComponentKind::Directory => plan.destination.as_path(),
-        ComponentKind::File => plan.destination.parent().unwrap_or(Path::new("/")),
+        ComponentKind::File | ComponentKind::Sqlite => {
+            plan.destination.parent().unwrap_or(Path::new("/"))
+        }
     };
     if let Err(error) = fs::create_dir_all(root) {
         failures.push((
