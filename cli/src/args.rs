@@ -13,7 +13,8 @@ use std::path::PathBuf;
 3 backup completed but some files could not be read or changed while read; \
 4 damage found (verify) or some files could not be restored (restore); \
 5 restore refused by a preflight check (untrusted, too-old, missing-chunks); \
-6 a concurrent prune deleted data this backup reused (nothing written; run it again)."
+6 a concurrent prune deleted data this backup reused (nothing written; run it again); \
+7 a critical component failed (the other components were stored)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -187,6 +188,16 @@ pub struct BackupArgs {
     /// on; a restore runs SQLite's integrity check on it.
     #[arg(long = "sqlite", value_name = "NAME=PATH")]
     pub databases: Vec<String>,
+    /// A component made of what a shell command writes to stdout (e.g.
+    /// `db=pg_dump -Fc app`): NAME=COMMAND. If the command cannot start or
+    /// exits non-zero, that component is left out and the snapshot lists
+    /// why (exit code 3, or 7 if it is --critical).
+    #[arg(long = "command", value_name = "NAME=COMMAND")]
+    pub commands: Vec<String>,
+    /// Report the backup as failed (exit code 7) if this component fails;
+    /// the others are still stored. Repeatable.
+    #[arg(long = "critical", value_name = "NAME")]
+    pub critical: Vec<String>,
     /// A tag for the snapshot; repeatable.
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,

@@ -24,6 +24,8 @@ pub mod exit {
     /// A concurrent prune removed data this run needed; running it again
     /// resolves it.
     pub const CONFLICT: u8 = 6;
+    /// A component marked critical failed; the others were stored.
+    pub const CRITICAL: u8 = 7;
 }
 
 fn main() -> ExitCode {

@@ -75,13 +75,16 @@ pub enum ComponentKind {
     /// database taken with SQLite's online backup API; a restore runs
     /// SQLite's integrity check on it.
     Sqlite,
+    /// As `File`, the file being what a command wrote to stdout; `source`
+    /// is the command.
+    Command,
 }
 
 impl ComponentKind {
     /// Whether the root tree holds one file rather than a directory's
     /// contents.
     pub fn is_single_file(self) -> bool {
-        matches!(self, ComponentKind::File | ComponentKind::Sqlite)
+        !matches!(self, ComponentKind::Directory)
     }
 }
 

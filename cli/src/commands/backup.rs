@@ -28,8 +28,23 @@ fn parse_components(args: &BackupArgs) -> Result<Vec<ComponentSource>> {
         source.kind = SourceKind::Sqlite;
         components.push(source);
     }
+    for spec in &args.commands {
+        let (name, command) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--command {spec:?}: expected NAME=COMMAND"))?;
+        let mut source = ComponentSource::new(name, PathBuf::new());
+        source.kind = SourceKind::Command(command.to_string());
+        components.push(source);
+    }
     for path in &args.paths {
         components.push(component_from_path(path)?);
+    }
+    for name in &args.critical {
+        let component = components
+            .iter_mut()
+            .find(|component| &component.name == name)
+            .ok_or_else(|| anyhow!("--critical {name:?}: no component of that name"))?;
+        component.critical = true;
     }
     Ok(components)
 }
@@ -146,6 +161,20 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
             "  {}/{}: {}",
             problem.component, problem.path, problem.problem
         );
+    }
+    let critical: Vec<&str> = outcome
+        .failed_components
+        .iter()
+        .filter(|(_, critical)| *critical)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !critical.is_empty() {
+        eprintln!(
+            "cairn: backup FAILED: critical component(s) {} failed (the others are stored in snapshot {})",
+            critical.join(", "),
+            outcome.snapshot.short()
+        );
+        return Ok(exit::CRITICAL);
     }
     Ok(exit::INCOMPLETE)
 }

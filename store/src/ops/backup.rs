@@ -57,10 +57,13 @@ pub struct ComponentSource {
     /// below them; `None` backs up everything.
     pub only: Option<BTreeSet<String>>,
     pub kind: SourceKind,
+    /// If this component fails, the backup as a whole is reported as
+    /// failed (the other components are still stored).
+    pub critical: bool,
 }
 
 /// How a component's data is read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum SourceKind {
     /// A directory or file, read as it is.
     #[default]
@@ -68,6 +71,10 @@ pub enum SourceKind {
     /// A live SQLite database: a consistent copy is taken with SQLite's
     /// online backup API first, and that copy is backed up.
     Sqlite,
+    /// What this shell command writes to stdout (e.g. `pg_dump -Fc app`)
+    /// becomes the component's one file; `path` is unused. A command that
+    /// cannot start or exits non-zero fails only its component.
+    Command(String),
 }
 
 impl ComponentSource {
@@ -77,6 +84,7 @@ impl ComponentSource {
             path: path.into(),
             only: None,
             kind: SourceKind::Files,
+            critical: false,
         }
     }
 }
@@ -128,6 +136,9 @@ pub struct BackupOutcome {
     /// Files taken from the parent snapshot without reading them, because
     /// their size, mtimes and inode had not changed.
     pub unchanged_files: u64,
+    /// Components left out because their command failed (the snapshot's
+    /// problems say why), each with whether it was critical.
+    pub failed_components: Vec<(String, bool)>,
 }
 
 pub use crate::manifest::check_component_name;
@@ -173,6 +184,15 @@ pub fn check_sources(components: &[ComponentSource]) -> Result<()> {
         check_component_name(&component.name)?;
         if !seen.insert(component.name.as_str()) {
             return Err(StoreError::DuplicateComponent(component.name.clone()));
+        }
+        if let SourceKind::Command(command) = &component.kind {
+            if command.trim().is_empty() {
+                return Err(StoreError::Invalid(format!(
+                    "component {} has an empty command",
+                    component.name
+                )));
+            }
+            continue;
         }
         if component.path.as_os_str().is_empty() {
             return Err(StoreError::Invalid(format!(
@@ -224,8 +244,21 @@ pub fn backup(
     let mut components = Vec::new();
     // Databases are copied before anything is stored, so one that cannot
     // be read fails the backup with the repository untouched.
-    let captured = capture_databases(&options.components)?;
-    for (source, capture) in options.components.iter().zip(&captured) {
+    let prepared = prepare_components(&options.components)?;
+    let mut failed_components = Vec::new();
+    for (source, preparation) in options.components.iter().zip(&prepared) {
+        if let Prepared::Failed(why) = preparation {
+            problems
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .push(Problem {
+                    component: source.name.clone(),
+                    path: String::new(),
+                    problem: why.clone(),
+                });
+            failed_components.push((source.name.clone(), source.critical));
+            continue;
+        }
         let walker = Walker {
             repository,
             index,
@@ -240,14 +273,17 @@ pub fn backup(
             .as_ref()
             .and_then(|body| body.component(&source.name))
             .filter(|component| component.source == source.path.display().to_string());
-        let record = match capture {
-            None => walker.component(source, parent_component.map(|c| c.tree))?,
-            Some((_directory, copy)) => {
-                let mut record = walker.component(copy, parent_component.map(|c| c.tree))?;
-                record.kind = ComponentKind::Sqlite;
-                record.source = source.path.display().to_string();
+        let record = match preparation {
+            Prepared::Made(_directory, made, kind) => {
+                let mut record = walker.component(made, parent_component.map(|c| c.tree))?;
+                record.kind = *kind;
+                record.source = match &source.kind {
+                    SourceKind::Command(command) => command.clone(),
+                    _ => source.path.display().to_string(),
+                };
                 record
             }
+            _ => walker.component(source, parent_component.map(|c| c.tree))?,
         };
         components.push(record);
     }
@@ -288,40 +324,97 @@ pub fn backup(
         written,
         adopted_packs,
         unchanged_files: unchanged_files.into_inner(),
+        failed_components,
     })
 }
 
-/// For each SQLite component, a consistent copy in a temporary directory
-/// (removed when the value is dropped), as a file source with the
-/// database's own file name.
-fn capture_databases(
-    components: &[ComponentSource],
-) -> Result<Vec<Option<(tempfile::TempDir, ComponentSource)>>> {
-    let mut captured = Vec::new();
+/// What a component is backed up from once prepared.
+enum Prepared {
+    /// Its path, as given.
+    AsGiven,
+    /// A file made for it in a temporary directory (removed on drop).
+    Made(tempfile::TempDir, ComponentSource, ComponentKind),
+    /// Its command failed: the component is left out, with this reason.
+    Failed(String),
+}
+
+/// Copies every SQLite database and runs every command before anything is
+/// stored: a database that cannot be read fails the backup with the
+/// repository untouched; a failed command fails only its component.
+fn prepare_components(components: &[ComponentSource]) -> Result<Vec<Prepared>> {
+    let mut prepared = Vec::new();
     for source in components {
-        if source.kind != SourceKind::Sqlite {
-            captured.push(None);
-            continue;
-        }
         let in_component = |error: StoreError| {
             StoreError::Invalid(format!("component {:?}: {error}", source.name))
         };
-        let file_name = source
-            .path
-            .file_name()
-            .ok_or_else(|| in_component(StoreError::Invalid("a database must be a file".into())))?;
-        let directory = tempfile::Builder::new()
-            .prefix("cairn-sqlite-")
-            .tempdir()
-            .map_err(|error| {
-                StoreError::io("creating a temporary directory for a database copy", error)
-            })?;
-        let copy = directory.path().join(file_name);
-        crate::sqlite::copy_database(&source.path, &copy).map_err(in_component)?;
-        let walked = ComponentSource::new(source.name.clone(), copy);
-        captured.push(Some((directory, walked)));
+        let temporary = || {
+            tempfile::Builder::new()
+                .prefix("cairn-component-")
+                .tempdir()
+                .map_err(|error| {
+                    StoreError::io("creating a temporary directory for a component", error)
+                })
+        };
+        match &source.kind {
+            SourceKind::Files => prepared.push(Prepared::AsGiven),
+            SourceKind::Sqlite => {
+                let file_name = source.path.file_name().ok_or_else(|| {
+                    in_component(StoreError::Invalid("a database must be a file".into()))
+                })?;
+                let directory = temporary()?;
+                let copy = directory.path().join(file_name);
+                crate::sqlite::copy_database(&source.path, &copy).map_err(in_component)?;
+                let walked = ComponentSource::new(source.name.clone(), copy);
+                prepared.push(Prepared::Made(directory, walked, ComponentKind::Sqlite));
+            }
+            SourceKind::Command(command) => {
+                let directory = temporary()?;
+                let output = directory.path().join(&source.name);
+                match run_command(command, &output, directory.path()) {
+                    Ok(()) => {
+                        let walked = ComponentSource::new(source.name.clone(), output);
+                        prepared.push(Prepared::Made(directory, walked, ComponentKind::Command));
+                    }
+                    Err(why) => prepared.push(Prepared::Failed(why)),
+                }
+            }
+        }
     }
-    Ok(captured)
+    Ok(prepared)
+}
+
+/// Runs `command` with `sh -c`, its stdout into `output`; on failure, why
+/// (with the end of its stderr).
+fn run_command(command: &str, output: &Path, scratch: &Path) -> std::result::Result<(), String> {
+    let stdout = fs::File::create(output)
+        .map_err(|error| format!("cannot create its output file: {error}"))?;
+    let stderr_path = scratch.join("stderr");
+    let stderr = fs::File::create(&stderr_path)
+        .map_err(|error| format!("cannot capture its stderr: {error}"))?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .status()
+        .map_err(|error| format!("command {command:?} could not start: {error}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    let said = fs::read(&stderr_path).unwrap_or_default();
+    let tail = String::from_utf8_lossy(&said[said.len().saturating_sub(400)..])
+        .trim()
+        .to_string();
+    let how = match status.code() {
+        Some(code) => format!("exited with status {code}"),
+        None => "was killed by a signal".to_string(),
+    };
+    Err(if tail.is_empty() {
+        format!("command {command:?} {how}")
+    } else {
+        format!("command {command:?} {how}: {tail}")
+    })
 }
 
 /// How many times the check before committing may find new marks and copy

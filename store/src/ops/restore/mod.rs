@@ -281,11 +281,10 @@ fn write_component(
     for (path, error) in &plan.unreadable {
         failures.push((path.clone(), format!("cannot read its tree: {error}")));
     }
-    let root = match plan.kind {
-        ComponentKind::Directory => plan.destination.as_path(),
-        ComponentKind::File | ComponentKind::Sqlite => {
-            plan.destination.parent().unwrap_or(Path::new("/"))
-        }
+    let root = if plan.kind.is_single_file() {
+        plan.destination.parent().unwrap_or(Path::new("/"))
+    } else {
+        plan.destination.as_path()
     };
     if let Err(error) = fs::create_dir_all(root) {
         failures.push((

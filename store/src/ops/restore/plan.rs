@@ -216,7 +216,7 @@ impl Planner<'_> {
                     &mut plan,
                 );
             }
-            ComponentKind::File | ComponentKind::Sqlite => {
+            ComponentKind::File | ComponentKind::Sqlite | ComponentKind::Command => {
                 let tree = read_tree(self.repository, self.index, &component.tree)?;
                 if tree.entries.len() > 1
                     || tree
