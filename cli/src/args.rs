@@ -23,7 +23,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct GlobalArgs {
     /// Repository directory.
     #[arg(long, global = true, env = "CAIRN_REPO")]
@@ -76,6 +76,19 @@ pub enum Command {
     /// Give back the space of data no snapshot needs: mark it, and delete
     /// what an earlier prune marked once its grace period has passed.
     Prune(PruneArgs),
+    /// Work with plan files (cairn.toml).
+    #[command(subcommand)]
+    Plan(PlanCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PlanCommand {
+    /// Validate a plan file, naming each mistake with its line.
+    Check {
+        /// The plan file.
+        #[arg(long, default_value = "cairn.toml", value_name = "PATH")]
+        plan: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -198,6 +211,15 @@ pub struct BackupArgs {
     /// the others are still stored. Repeatable.
     #[arg(long = "critical", value_name = "NAME")]
     pub critical: Vec<String>,
+    /// Leave out paths matching GLOB (relative to the component root) in
+    /// every directory component given by flags; repeatable.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Run the plan file's components, with its repository (unless --repo
+    /// or CAIRN_REPO says otherwise), tags, labels and hooks; flags add to
+    /// it. See `cairn plan check`.
+    #[arg(long, value_name = "PATH")]
+    pub plan: Option<PathBuf>,
     /// A tag for the snapshot; repeatable.
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,

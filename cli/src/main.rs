@@ -6,6 +6,7 @@ mod args;
 mod commands;
 mod context;
 mod output;
+mod plan;
 mod progress;
 
 use clap::Parser;

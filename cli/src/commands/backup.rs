@@ -12,8 +12,12 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-fn parse_components(args: &BackupArgs) -> Result<Vec<ComponentSource>> {
-    let mut components = Vec::new();
+/// The plan's components (if any) followed by those the flags give.
+fn parse_components(
+    args: &BackupArgs,
+    mut components: Vec<ComponentSource>,
+) -> Result<Vec<ComponentSource>> {
+    let planned = components.len();
     for spec in &args.components {
         let (name, path) = spec
             .split_once('=')
@@ -38,6 +42,11 @@ fn parse_components(args: &BackupArgs) -> Result<Vec<ComponentSource>> {
     }
     for path in &args.paths {
         components.push(component_from_path(path)?);
+    }
+    for component in &mut components[planned..] {
+        if component.kind == SourceKind::Files {
+            component.exclude.extend(args.exclude.iter().cloned());
+        }
     }
     for name in &args.critical {
         let component = components
@@ -64,18 +73,133 @@ fn parse_labels(args: &BackupArgs) -> Result<BTreeMap<String, String>> {
 }
 
 pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
-    let components = parse_components(args)?;
-    let labels = parse_labels(args)?;
-    if let Some(tag) = args.tags.iter().find(|tag| tag.is_empty()) {
+    let plan = match &args.plan {
+        None => None,
+        Some(path) => match crate::plan::load(path) {
+            Ok(plan) => Some(plan),
+            Err(mistakes) => {
+                super::plan::report_mistakes(&mistakes);
+                return Ok(exit::ERROR);
+            }
+        },
+    };
+    // The plan names the repository unless --repo or CAIRN_REPO does.
+    let planned_context;
+    let context = match plan.as_ref().and_then(|plan| plan.repository.clone()) {
+        Some(repository) if context.global.repo.is_none() => {
+            let mut global = context.global.clone();
+            global.repo = Some(repository);
+            planned_context = Context { global };
+            &planned_context
+        }
+        _ => context,
+    };
+    let planned = plan
+        .as_ref()
+        .map(|plan| plan.components.clone())
+        .unwrap_or_default();
+    let mut components = parse_components(args, planned)?;
+    let mut labels = plan
+        .as_ref()
+        .map(|plan| plan.labels.clone())
+        .unwrap_or_default();
+    labels.extend(parse_labels(args)?);
+    let mut tags = plan
+        .as_ref()
+        .map(|plan| plan.tags.clone())
+        .unwrap_or_default();
+    tags.extend(args.tags.iter().cloned());
+    let host = args
+        .host
+        .clone()
+        .or_else(|| plan.as_ref().and_then(|plan| plan.host.clone()));
+    let hooks = plan
+        .as_ref()
+        .map(|plan| plan.hooks.clone())
+        .unwrap_or_default();
+    backup_with_hooks(context, args, &mut components, tags, labels, host, &hooks)
+}
+
+/// Runs each component's before-hook (a failing one fails its component),
+/// the backup, then each after-hook with the component's result.
+fn backup_with_hooks(
+    context: &Context,
+    args: &BackupArgs,
+    components: &mut [ComponentSource],
+    tags: Vec<String>,
+    labels: BTreeMap<String, String>,
+    host: Option<String>,
+    hooks: &BTreeMap<String, crate::plan::Hooks>,
+) -> Result<u8> {
+    for component in components.iter_mut() {
+        let Some(before) = hooks.get(&component.name).and_then(|h| h.before.as_ref()) else {
+            continue;
+        };
+        if let Err(why) = run_hook(before, &component.name, "before", None) {
+            component.failed_before = Some(format!("before-hook {why}"));
+        }
+    }
+    let result = run_backup(context, args, components.to_vec(), tags, labels, host);
+    for component in components.iter() {
+        let Some(after) = hooks.get(&component.name).and_then(|h| h.after.as_ref()) else {
+            continue;
+        };
+        let failed = match &result {
+            Ok((_, failed)) => failed.contains(&component.name),
+            Err(_) => true,
+        };
+        let verdict = if failed { "failed" } else { "ok" };
+        if let Err(why) = run_hook(after, &component.name, "after", Some(verdict)) {
+            eprintln!("cairn: component {}: after-hook {why}", component.name);
+        }
+    }
+    result.map(|(code, _)| code)
+}
+
+/// Runs a hook with `sh -c`, telling it the component, the phase and (after
+/// the backup) the component's result in its environment.
+fn run_hook(
+    hook: &str,
+    component: &str,
+    phase: &str,
+    result: Option<&str>,
+) -> std::result::Result<(), String> {
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(hook)
+        .env("CAIRN_COMPONENT", component)
+        .env("CAIRN_PHASE", phase)
+        .stdin(std::process::Stdio::null());
+    if let Some(result) = result {
+        command.env("CAIRN_RESULT", result);
+    }
+    match command.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("{hook:?} exited with {status}")),
+        Err(error) => Err(format!("{hook:?} could not start: {error}")),
+    }
+}
+
+/// The backup proper: its exit code and the components that failed.
+fn run_backup(
+    context: &Context,
+    args: &BackupArgs,
+    components: Vec<ComponentSource>,
+    tags: Vec<String>,
+    labels: BTreeMap<String, String>,
+    host: Option<String>,
+) -> Result<(u8, Vec<String>)> {
+    if let Some(tag) = tags.iter().find(|tag| tag.is_empty()) {
         return Err(anyhow!("--tag {tag:?}: a tag cannot be empty"));
     }
     let repository = context.open_repository()?;
     let key = context.signing_key(&repository)?;
     let options = BackupOptions {
         components,
-        tags: args.tags.clone(),
+        tags,
         labels,
-        host: args.host.clone(),
+        host,
         force_read: args.force_read,
         // Parents must be signed by a key trusted here (or our own).
         trusted: cairn_store::keys::TrustStore::new(&context.config_dir()?).trusted_keys()?,
@@ -91,6 +215,11 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
     }
     let opened = context.open_index(&repository)?;
     let outcome = backup(&repository, opened.index.as_ref(), &key, &options)?;
+    let failed: Vec<String> = outcome
+        .failed_components
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
     let body = &outcome.body;
     let written = &outcome.written;
     if context.global.json {
@@ -149,7 +278,7 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
         }
     }
     if body.problems.is_empty() {
-        return Ok(exit::SUCCESS);
+        return Ok((exit::SUCCESS, failed));
     }
     eprintln!(
         "cairn: snapshot {} is incomplete: {} problem(s)",
@@ -174,7 +303,7 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
             critical.join(", "),
             outcome.snapshot.short()
         );
-        return Ok(exit::CRITICAL);
+        return Ok((exit::CRITICAL, failed));
     }
-    Ok(exit::INCOMPLETE)
+    Ok((exit::INCOMPLETE, failed))
 }

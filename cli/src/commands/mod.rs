@@ -4,6 +4,7 @@ mod backup;
 mod forget;
 mod init;
 mod ls;
+mod plan;
 mod prune;
 mod repair;
 mod restore;
@@ -27,6 +28,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Repair(command) => repair::run(context, &command),
         Command::Forget(args) => forget::run(context, &args),
         Command::Prune(args) => prune::run(context, &args),
+        Command::Plan(command) => plan::run(context, &command),
     }
 }
 

@@ -60,6 +60,12 @@ pub struct ComponentSource {
     /// If this component fails, the backup as a whole is reported as
     /// failed (the other components are still stored).
     pub critical: bool,
+    /// Paths (relative to the component root, `/`-separated) matching
+    /// any of these globs are left out, with everything below them.
+    pub exclude: Vec<String>,
+    /// Set when something before the backup already failed this component
+    /// (a before-hook): it is left out and the snapshot says why.
+    pub failed_before: Option<String>,
 }
 
 /// How a component's data is read.
@@ -85,6 +91,8 @@ impl ComponentSource {
             only: None,
             kind: SourceKind::Files,
             critical: false,
+            exclude: Vec::new(),
+            failed_before: None,
         }
     }
 }
@@ -246,7 +254,13 @@ pub fn backup(
     // be read fails the backup with the repository untouched.
     let prepared = prepare_components(&options.components)?;
     let mut failed_components = Vec::new();
-    for (source, preparation) in options.components.iter().zip(&prepared) {
+    let excludes = options
+        .components
+        .iter()
+        .map(exclusion_set)
+        .collect::<Result<Vec<_>>>()?;
+    for ((source, preparation), exclude) in options.components.iter().zip(&prepared).zip(&excludes)
+    {
         if let Prepared::Failed(why) = preparation {
             problems
                 .lock()
@@ -266,6 +280,7 @@ pub fn backup(
             params,
             component: &source.name,
             only: source.only.as_ref(),
+            exclude: exclude.as_ref(),
             problems: &problems,
             unchanged_files: &unchanged_files,
         };
@@ -328,6 +343,27 @@ pub fn backup(
     })
 }
 
+/// A component's exclude globs, compiled; a bad one is named.
+fn exclusion_set(source: &ComponentSource) -> Result<Option<globset::GlobSet>> {
+    if source.exclude.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = globset::GlobSetBuilder::new();
+    for pattern in &source.exclude {
+        let glob = globset::Glob::new(pattern).map_err(|error| {
+            StoreError::Invalid(format!(
+                "component {:?}: exclude pattern {pattern:?}: {error}",
+                source.name
+            ))
+        })?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|error| StoreError::Invalid(format!("component {:?}: {error}", source.name)))
+}
+
 /// What a component is backed up from once prepared.
 enum Prepared {
     /// Its path, as given.
@@ -355,6 +391,10 @@ fn prepare_components(components: &[ComponentSource]) -> Result<Vec<Prepared>> {
                     StoreError::io("creating a temporary directory for a component", error)
                 })
         };
+        if let Some(why) = &source.failed_before {
+            prepared.push(Prepared::Failed(why.clone()));
+            continue;
+        }
         match &source.kind {
             SourceKind::Files => prepared.push(Prepared::AsGiven),
             SourceKind::Sqlite => {
@@ -597,6 +637,7 @@ struct Walker<'a> {
     params: ChunkerParams,
     component: &'a str,
     only: Option<&'a BTreeSet<String>>,
+    exclude: Option<&'a globset::GlobSet>,
     problems: &'a Mutex<Vec<Problem>>,
     unchanged_files: &'a AtomicU64,
 }
@@ -705,6 +746,10 @@ impl Walker<'_> {
                 let child = join_relative(relative, &name.to_string_lossy());
                 covered(only, &child) || leads_to(only, &child)
             });
+        }
+        if let Some(exclude) = self.exclude {
+            names
+                .retain(|name| !exclude.is_match(join_relative(relative, &name.to_string_lossy())));
         }
         let walked: Vec<Option<Walked>> = names
             .par_iter()

@@ -1,0 +1,306 @@
+//! The plan file (`cairn.toml`): the nightly job as one declarative file.
+//! Owns its format and its validation, naming each mistake with its line;
+//! turns a valid plan into the same options the flags give. Never runs
+//! anything: hooks are run by the backup command.
+//!
+//! ```toml
+//! repository = "/backups/repo"
+//! host = "db1"                      # optional
+//! tags = ["nightly"]
+//! labels = { env = "prod" }
+//!
+//! [[component]]
+//! name = "app-db"
+//! kind = "sqlite"                   # files | sqlite | command
+//! path = "/srv/app/app.db"
+//! critical = true
+//! before = "systemctl kill -s USR1 app"   # optional hooks (sh -c)
+//! after = "logger cairn: $CAIRN_COMPONENT $CAIRN_RESULT"
+//!
+//! [[component]]
+//! name = "memory"
+//! kind = "files"
+//! path = "/srv/app/memory"
+//! exclude = ["**/*.tmp", "cache"]
+//!
+//! [[component]]
+//! name = "pg"
+//! kind = "command"
+//! command = "pg_dump --format=custom app"
+//!
+//! [retention]
+//! keep_daily = 7
+//! keep_weekly = 5
+//! keep_within = "2d"
+//! ```
+
+use cairn_store::ops::backup::{ComponentSource, SourceKind};
+use cairn_store::ops::retention::{Policy, parse_keep_within, validate};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    repository: Option<Spanned<String>>,
+    host: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default, rename = "component")]
+    components: Vec<Spanned<PlanComponent>>,
+    retention: Option<Spanned<PlanRetention>>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum PlanKind {
+    Files,
+    Sqlite,
+    Command,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanComponent {
+    name: Spanned<String>,
+    kind: PlanKind,
+    path: Option<Spanned<String>>,
+    command: Option<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    critical: bool,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanRetention {
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+    keep_within: Option<String>,
+    #[serde(default)]
+    keep_tags: Vec<String>,
+}
+
+/// Hooks of one component, run with `sh -c`.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// A validated plan.
+#[derive(Debug)]
+pub struct Plan {
+    pub repository: Option<PathBuf>,
+    pub host: Option<String>,
+    pub tags: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub components: Vec<ComponentSource>,
+    /// Per component, by name.
+    pub hooks: BTreeMap<String, Hooks>,
+    pub retention: Option<Policy>,
+}
+
+/// Reads and validates a plan; on failure, every mistake found, each as
+/// `FILE:LINE: message`.
+pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| vec![format!("{}: cannot read the plan: {error}", path.display())])?;
+    let at = |span: std::ops::Range<usize>| {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        format!("{}:{line}", path.display())
+    };
+    let file: PlanFile = toml::from_str(&text).map_err(|error| {
+        let place = error
+            .span()
+            .map(at)
+            .unwrap_or_else(|| path.display().to_string());
+        vec![format!("{place}: {}", error.message())]
+    })?;
+    let mut mistakes = Vec::new();
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |given: &str| {
+        let given = Path::new(given);
+        if given.is_absolute() {
+            given.to_path_buf()
+        } else {
+            base.join(given)
+        }
+    };
+    if file.components.is_empty() {
+        mistakes.push(format!("{}: the plan has no [[component]]", path.display()));
+    }
+    let mut components = Vec::new();
+    let mut hooks = BTreeMap::new();
+    let mut names = std::collections::HashSet::new();
+    for spanned in &file.components {
+        let here = at(spanned.span());
+        let component = spanned.get_ref();
+        let name = component.name.get_ref();
+        if let Err(error) = cairn_store::manifest::check_component_name(name) {
+            mistakes.push(format!("{}: {error}", at(component.name.span())));
+        }
+        if !names.insert(name.clone()) {
+            mistakes.push(format!(
+                "{}: component {name:?} is defined twice",
+                at(component.name.span())
+            ));
+        }
+        let mut source = ComponentSource::new(name.clone(), PathBuf::new());
+        match component.kind {
+            PlanKind::Files | PlanKind::Sqlite => {
+                if let Some(command) = &component.command {
+                    mistakes.push(format!(
+                        "{}: component {name:?} is of kind {:?}, which takes a path, not a command",
+                        at(command.span()),
+                        component.kind
+                    ));
+                }
+                match &component.path {
+                    None => mistakes.push(format!("{here}: component {name:?} needs a path")),
+                    Some(given) => {
+                        source.path = resolve(given.get_ref());
+                        if let Some(problem) =
+                            check_path(&source.path, component.kind == PlanKind::Sqlite)
+                        {
+                            mistakes.push(format!(
+                                "{}: component {name:?}: {problem}",
+                                at(given.span())
+                            ));
+                        }
+                    }
+                }
+                if component.kind == PlanKind::Sqlite {
+                    source.kind = SourceKind::Sqlite;
+                }
+            }
+            PlanKind::Command => {
+                if let Some(given) = &component.path {
+                    mistakes.push(format!(
+                        "{}: component {name:?} is a command, which takes no path",
+                        at(given.span())
+                    ));
+                }
+                match &component.command {
+                    Some(command) if !command.get_ref().trim().is_empty() => {
+                        source.kind = SourceKind::Command(command.get_ref().clone());
+                    }
+                    Some(command) => mistakes.push(format!(
+                        "{}: component {name:?} has an empty command",
+                        at(command.span())
+                    )),
+                    None => mistakes.push(format!("{here}: component {name:?} needs a command")),
+                }
+            }
+        }
+        if !component.exclude.is_empty() && component.kind != PlanKind::Files {
+            mistakes.push(format!(
+                "{here}: component {name:?}: exclude applies only to files components"
+            ));
+        }
+        for pattern in &component.exclude {
+            if let Err(error) = globset::Glob::new(pattern) {
+                mistakes.push(format!(
+                    "{here}: component {name:?}: exclude pattern {pattern:?}: {error}"
+                ));
+            }
+        }
+        source.exclude = component.exclude.clone();
+        source.critical = component.critical;
+        hooks.insert(
+            name.clone(),
+            Hooks {
+                before: component.before.clone(),
+                after: component.after.clone(),
+            },
+        );
+        components.push(source);
+    }
+    let retention = match &file.retention {
+        None => None,
+        Some(spanned) => match policy(spanned.get_ref()) {
+            Ok(policy) => Some(policy),
+            Err(error) => {
+                mistakes.push(format!("{}: [retention]: {error}", at(spanned.span())));
+                None
+            }
+        },
+    };
+    if !mistakes.is_empty() {
+        return Err(mistakes);
+    }
+    Ok(Plan {
+        repository: file.repository.map(|given| resolve(given.get_ref())),
+        host: file.host,
+        tags: file.tags,
+        labels: file.labels,
+        components,
+        hooks,
+        retention,
+    })
+}
+
+/// Why a component's path will not do, if it will not.
+fn check_path(path: &Path, database: bool) -> Option<String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(error) => return Some(format!("{}: {error}", path.display())),
+    };
+    if !database {
+        return None;
+    }
+    if !meta.is_file() {
+        return Some(format!("{} is not a file", path.display()));
+    }
+    // A SQLite database begins with this 16-byte header string.
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header));
+    match read {
+        Ok(()) if &header == b"SQLite format 3\0" => None,
+        Ok(()) => Some(format!("{} is not a SQLite database", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Some(format!(
+            "{} is not a SQLite database (too short)",
+            path.display()
+        )),
+        Err(error) => Some(format!(
+            "{} cannot be read as a SQLite database: {error}",
+            path.display()
+        )),
+    }
+}
+
+fn policy(retention: &PlanRetention) -> Result<Policy, String> {
+    let keep_within = retention
+        .keep_within
+        .as_deref()
+        .map(parse_keep_within)
+        .transpose()
+        .map_err(|error| error.to_string())?;
+    let policy = Policy {
+        keep_last: retention.keep_last,
+        keep_hourly: retention.keep_hourly,
+        keep_daily: retention.keep_daily,
+        keep_weekly: retention.keep_weekly,
+        keep_monthly: retention.keep_monthly,
+        keep_yearly: retention.keep_yearly,
+        keep_within,
+        keep_tags: retention.keep_tags.clone(),
+    };
+    validate(&policy).map_err(|error| error.to_string())?;
+    if policy.is_empty() {
+        return Err("no keep rule given".into());
+    }
+    Ok(policy)
+}
