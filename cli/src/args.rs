@@ -79,6 +79,28 @@ pub enum Command {
     /// Work with plan files (cairn.toml).
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Rehearse a restore: every component into a scratch directory, every
+    /// file's hash checked, each kind's own check run, each timed; one JSON
+    /// line per drill appended to a history file.
+    Drill(DrillArgs),
+}
+
+#[derive(Args)]
+pub struct DrillArgs {
+    /// The plan file: its repository and each component's `check`.
+    #[arg(long, value_name = "PATH")]
+    pub plan: Option<PathBuf>,
+    /// The snapshot to rehearse (id, prefix or `latest`).
+    #[arg(long, default_value = "latest", value_name = "ID")]
+    pub snapshot: String,
+    /// Where to append the drill's JSON line [default: CONFIG_DIR/drill-history.jsonl].
+    #[arg(long, value_name = "PATH")]
+    pub history: Option<PathBuf>,
+    /// Directory in which to create the scratch directory [default: the
+    /// system's temporary directory]; the scratch directory is removed
+    /// afterwards.
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

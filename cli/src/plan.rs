@@ -16,6 +16,7 @@
 //! critical = true
 //! before = "systemctl kill -s USR1 app"   # optional hooks (sh -c)
 //! after = "logger cairn: $CAIRN_COMPONENT $CAIRN_RESULT"
+//! check = "test -s \"$CAIRN_FILE\""     # run by `cairn drill` on the restore
 //!
 //! [[component]]
 //! name = "memory"
@@ -76,6 +77,9 @@ struct PlanComponent {
     critical: bool,
     before: Option<String>,
     after: Option<String>,
+    /// Run by `cairn drill` on the restored file or directory, whose path
+    /// is in `CAIRN_FILE` (e.g. `pg_restore --list "$CAIRN_FILE"`).
+    check: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +101,8 @@ struct PlanRetention {
 pub struct Hooks {
     pub before: Option<String>,
     pub after: Option<String>,
+    /// The drill's own check of the restored component.
+    pub check: Option<String>,
 }
 
 /// A validated plan.
@@ -223,6 +229,7 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
             Hooks {
                 before: component.before.clone(),
                 after: component.after.clone(),
+                check: component.check.clone(),
             },
         );
         components.push(source);
@@ -303,4 +310,19 @@ fn policy(retention: &PlanRetention) -> Result<Policy, String> {
         return Err("no keep rule given".into());
     }
     Ok(policy)
+}
+
+/// The context with the plan's repository, unless --repo or CAIRN_REPO
+/// already names one.
+pub fn context_for(
+    context: &crate::context::Context,
+    plan: Option<&Plan>,
+) -> Option<crate::context::Context> {
+    let repository = plan?.repository.clone()?;
+    if context.global.repo.is_some() {
+        return None;
+    }
+    let mut global = context.global.clone();
+    global.repo = Some(repository);
+    Some(crate::context::Context { global })
 }

@@ -83,17 +83,8 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
             }
         },
     };
-    // The plan names the repository unless --repo or CAIRN_REPO does.
-    let planned_context;
-    let context = match plan.as_ref().and_then(|plan| plan.repository.clone()) {
-        Some(repository) if context.global.repo.is_none() => {
-            let mut global = context.global.clone();
-            global.repo = Some(repository);
-            planned_context = Context { global };
-            &planned_context
-        }
-        _ => context,
-    };
+    let planned_context = crate::plan::context_for(context, plan.as_ref());
+    let context = planned_context.as_ref().unwrap_or(context);
     let planned = plan
         .as_ref()
         .map(|plan| plan.components.clone())

@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod backup;
+mod drill;
 mod forget;
 mod init;
 mod ls;
@@ -29,6 +30,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Forget(args) => forget::run(context, &args),
         Command::Prune(args) => prune::run(context, &args),
         Command::Plan(command) => plan::run(context, &command),
+        Command::Drill(args) => drill::run(context, &args),
     }
 }
 
