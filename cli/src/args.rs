@@ -48,6 +48,11 @@ pub struct GlobalArgs {
     /// Keep the index in memory only, leaving no cache behind.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// backup, verify, prune, forget --prune and drill: write Prometheus
+    /// text-format metrics to PATH (atomically; for node_exporter's
+    /// textfile collector).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -5,6 +5,7 @@
 mod args;
 mod commands;
 mod context;
+mod metrics;
 mod output;
 mod plan;
 mod progress;

@@ -130,7 +130,20 @@ fn backup_with_hooks(
             component.failed_before = Some(format!("before-hook {why}"));
         }
     }
-    let result = run_backup(context, args, components.to_vec(), tags, labels, host);
+    let started = std::time::Instant::now();
+    let mut metrics = crate::metrics::Metrics::default();
+    let result = run_backup(
+        context,
+        args,
+        components.to_vec(),
+        tags,
+        labels,
+        host,
+        &mut metrics,
+    );
+    let success =
+        matches!(&result, Ok((code, _)) if *code == exit::SUCCESS || *code == exit::INCOMPLETE);
+    crate::metrics::finish(context, "backup", metrics, success, started)?;
     for component in components.iter() {
         let Some(after) = hooks.get(&component.name).and_then(|h| h.after.as_ref()) else {
             continue;
@@ -180,6 +193,7 @@ fn run_backup(
     tags: Vec<String>,
     labels: BTreeMap<String, String>,
     host: Option<String>,
+    metrics: &mut crate::metrics::Metrics,
 ) -> Result<(u8, Vec<String>)> {
     if let Some(tag) = tags.iter().find(|tag| tag.is_empty()) {
         return Err(anyhow!("--tag {tag:?}: a tag cannot be empty"));
@@ -211,6 +225,7 @@ fn run_backup(
         .iter()
         .map(|(name, _)| name.clone())
         .collect();
+    record_metrics(metrics, &outcome);
     let body = &outcome.body;
     let written = &outcome.written;
     if context.global.json {
@@ -297,4 +312,75 @@ fn run_backup(
         return Ok((exit::CRITICAL, failed));
     }
     Ok((exit::INCOMPLETE, failed))
+}
+
+/// What a backup did, as metrics: totals, then per component.
+fn record_metrics(
+    metrics: &mut crate::metrics::Metrics,
+    outcome: &cairn_store::ops::backup::BackupOutcome,
+) {
+    let body = &outcome.body;
+    let written = &outcome.written;
+    let read: u64 = body.components.iter().map(|c| c.stats.bytes).sum();
+    let files: u64 = body.components.iter().map(|c| c.stats.files).sum();
+    let totals = [
+        (
+            "backup_bytes_read",
+            "Bytes in the components backed up.",
+            read as f64,
+        ),
+        (
+            "backup_bytes_added",
+            "Bytes of new chunks, uncompressed.",
+            written.new_raw_bytes as f64,
+        ),
+        (
+            "backup_bytes_stored",
+            "Bytes of new chunks as stored.",
+            written.new_stored_bytes as f64,
+        ),
+        ("backup_files", "Files in the snapshot.", files as f64),
+        (
+            "backup_chunks_new",
+            "Chunks stored by this backup.",
+            written.new_blobs as f64,
+        ),
+        (
+            "backup_chunks_reused",
+            "Chunks found already stored.",
+            written.reused_blobs as f64,
+        ),
+        (
+            "backup_errors",
+            "Problems recorded in the snapshot (unreadable files, failed components).",
+            body.problems.len() as f64,
+        ),
+    ];
+    for (name, help, value) in totals {
+        metrics.gauge(name, help, &[], value);
+    }
+    for component in &body.components {
+        metrics.gauge(
+            "backup_component_bytes",
+            "Bytes in each component.",
+            &[("component", &component.name)],
+            component.stats.bytes as f64,
+        );
+    }
+    for component in &body.components {
+        metrics.gauge(
+            "backup_component_files",
+            "Files in each component.",
+            &[("component", &component.name)],
+            component.stats.files as f64,
+        );
+    }
+    for (name, _) in &outcome.failed_components {
+        metrics.gauge(
+            "backup_component_failed",
+            "1 for each component that failed.",
+            &[("component", name)],
+            1.0,
+        );
+    }
 }

@@ -94,6 +94,28 @@ pub fn run(context: &Context, args: &DrillArgs) -> Result<u8> {
         None => context.config_dir()?.join("drill-history.jsonl"),
     };
     append_line(&history, &record)?;
+    let mut metrics = crate::metrics::Metrics::default();
+    for component in &drilled {
+        metrics.gauge(
+            "drill_component_restore_seconds",
+            "Seconds the drill took to restore and check each component.",
+            &[("component", &component.name)],
+            component.seconds,
+        );
+    }
+    for component in &drilled {
+        metrics.gauge(
+            "drill_component_ok",
+            "1 if the component restored and passed its checks, else 0.",
+            &[("component", &component.name)],
+            if component.problems.is_empty() {
+                1.0
+            } else {
+                0.0
+            },
+        );
+    }
+    crate::metrics::finish(context, "drill", metrics, ok, started)?;
 
     if context.global.json {
         crate::output::print_json(&record)?;

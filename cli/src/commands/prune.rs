@@ -44,14 +44,55 @@ pub fn run_with(context: &Context, options: &PruneOptions) -> Result<u8> {
     // Prune reads the index files itself; the cache only receives the
     // repacked packs, so an empty in-memory one spares a sled rebuild.
     let index = MemoryIndex::new();
+    let started = std::time::Instant::now();
     let outcome = match prune(&repository, &index, &key, &trusted, options) {
         Ok(outcome) => outcome,
         Err(error @ StoreError::Corrupt { .. }) => {
             eprintln!("cairn: {error}");
+            let metrics = crate::metrics::Metrics::default();
+            crate::metrics::finish(context, "prune", metrics, false, started)?;
             return Ok(exit::DAMAGE);
         }
         Err(error) => return Err(error.into()),
     };
+    let mut metrics = crate::metrics::Metrics::default();
+    let plan = &outcome.plan;
+    let figures = [
+        (
+            "prune_packs_deleted",
+            "Packs deleted by the last prune.",
+            outcome.packs_deleted as f64,
+        ),
+        (
+            "prune_bytes_deleted",
+            "Bytes given back by the last prune.",
+            plan.bytes_deleted() as f64,
+        ),
+        (
+            "prune_bytes_marked",
+            "Bytes marked for deletion after the grace period.",
+            plan.bytes_marked() as f64,
+        ),
+        (
+            "prune_bytes_rewritten",
+            "Live bytes repacked.",
+            plan.bytes_to_rewrite() as f64,
+        ),
+        (
+            "prune_unused_bytes",
+            "Bytes of unused blobs in packs before the prune.",
+            plan.unused_bytes as f64,
+        ),
+        (
+            "prune_repository_bytes",
+            "Bytes in packs before the prune.",
+            plan.pack_bytes as f64,
+        ),
+    ];
+    for (name, help, value) in figures {
+        metrics.gauge(name, help, &[], value);
+    }
+    crate::metrics::finish(context, "prune", metrics, true, started)?;
     if context.global.json {
         crate::output::print_json(&report_json(&outcome, options.dry_run))?;
     } else {

@@ -29,8 +29,41 @@ pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
         components: args.components.clone(),
     };
     let reads_data = options.data != DataCheck::None;
+    let started = std::time::Instant::now();
     let report = verify(&repository, &trusted, options)?;
     let clean = report.is_clean();
+    let mut metrics = crate::metrics::Metrics::default();
+    metrics.gauge(
+        "verify_healthy",
+        "1 if the last verify found no damage, else 0.",
+        &[],
+        if clean { 1.0 } else { 0.0 },
+    );
+    let damage = report
+        .findings
+        .iter()
+        .filter(|finding| finding.severity == Severity::Damage)
+        .count();
+    metrics.gauge(
+        "verify_damage_findings",
+        "Findings that cost data.",
+        &[],
+        damage as f64,
+    );
+    metrics.gauge(
+        "verify_bytes_read",
+        "Bytes of packs read back.",
+        &[],
+        report.bytes_read as f64,
+    );
+    metrics.gauge(
+        "verify_packs_read",
+        "Packs read back.",
+        &[],
+        report.packs_read as f64,
+    );
+    // A verify that ran is a success as a job; health says what it found.
+    crate::metrics::finish(context, "verify", metrics, true, started)?;
     if context.global.json {
         let mut value = serde_json::to_value(&report)?;
         value["clean"] = serde_json::Value::Bool(clean);
