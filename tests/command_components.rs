@@ -87,6 +87,33 @@ fn a_failing_command_costs_only_its_component_and_a_critical_one_fails_the_backu
         b"still backed up\n"
     );
 
+    // `cat` streams one file to stdout, for a pipe into a restore tool.
+    let cat = workspace
+        .cairn_repo(["cat", snapshot.as_str(), "good"])
+        .ok();
+    assert_eq!(cat.stdout, "hello from a command");
+    let cat = workspace
+        .cairn_repo(["cat", snapshot.as_str(), "files/kept.txt"])
+        .ok();
+    assert_eq!(cat.stdout, "still backed up\n");
+    let piped = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("\"$0\" --repo \"$1\" cat {snapshot} good | wc -c"))
+        .arg(env!("CARGO_BIN_EXE_cairn"))
+        .arg(workspace.repo())
+        .env("CAIRN_CONFIG_DIR", workspace.path("config"))
+        .env("CAIRN_CACHE_DIR", workspace.path("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&piped.stdout).trim(), "20");
+    let directory = workspace.cairn_repo(["cat", snapshot.as_str(), "files"]);
+    assert_eq!(directory.code, 1);
+    assert!(
+        directory.stderr.contains("not a file"),
+        "{}",
+        directory.stderr
+    );
+
     // Critical: the same, but the backup is reported as failed, exit 7.
     let run = workspace.cairn_repo(args(&["--critical", "broken"]));
     assert_eq!(run.code, 7, "{}", run.stderr);

@@ -81,6 +81,9 @@ pub enum Command {
     /// Give back the space of data no snapshot needs: mark it, and delete
     /// what an earlier prune marked once its grace period has passed.
     Prune(PruneArgs),
+    /// Write one file of a snapshot to stdout, checked as it is read
+    /// (e.g. `cairn cat latest pg | pg_restore -d app`).
+    Cat(CatArgs),
     /// Work with plan files (cairn.toml).
     #[command(subcommand)]
     Plan(PlanCommand),
@@ -88,6 +91,15 @@ pub enum Command {
     /// file's hash checked, each kind's own check run, each timed; one JSON
     /// line per drill appended to a history file.
     Drill(DrillArgs),
+}
+
+#[derive(Args)]
+pub struct CatArgs {
+    /// Snapshot id, prefix or `latest`.
+    pub snapshot: String,
+    /// COMPONENT for a file, sqlite or command component, or
+    /// COMPONENT/PATH for a file inside a directory component.
+    pub path: String,
 }
 
 #[derive(Args)]

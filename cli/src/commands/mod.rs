@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod backup;
+mod cat;
 mod drill;
 mod forget;
 mod init;
@@ -31,6 +32,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Prune(args) => prune::run(context, &args),
         Command::Plan(command) => plan::run(context, &command),
         Command::Drill(args) => drill::run(context, &args),
+        Command::Cat(args) => cat::run(context, &args),
     }
 }
 

@@ -2,6 +2,7 @@
 //! returns an outcome with statistics; none prints.
 
 pub mod backup;
+pub mod cat;
 pub mod forget;
 pub mod listing;
 pub mod prune;
