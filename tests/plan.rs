@@ -198,3 +198,50 @@ fn plan_check_names_each_mistake_with_its_line() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("valid"), "{}", run.stdout);
 }
+
+#[test]
+fn forget_applies_the_plans_retention_to_the_plans_repository() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let site = workspace.path("site");
+    write(&site.join("docs/a.txt"), b"one\n");
+    let plan = site.join("cairn.toml");
+    write(
+        &plan,
+        format!(
+            "repository = \"{}\"\n\n[[component]]\nname = \"docs\"\nkind = \"files\"\npath = \"docs\"\n\n[retention]\nkeep_last = 1\n",
+            workspace.repo().display()
+        )
+        .as_bytes(),
+    );
+    for round in 0..3 {
+        write(
+            &site.join("docs/a.txt"),
+            format!("round {round}\n").as_bytes(),
+        );
+        workspace
+            .cairn(["backup".as_ref(), "--plan".as_ref(), plan.as_os_str()])
+            .ok();
+    }
+    let run = workspace
+        .cairn([
+            "--json".as_ref(),
+            "forget".as_ref(),
+            "--plan".as_ref(),
+            plan.as_os_str(),
+        ])
+        .ok();
+    assert_eq!(
+        run.json()["forgotten"].as_array().unwrap().len(),
+        2,
+        "{}",
+        run.stdout
+    );
+    let listed = workspace.cairn_repo(["--json", "snapshots"]).ok().json();
+    assert_eq!(listed["snapshots"].as_array().unwrap().len(), 1);
+    let last = listed["snapshots"][0]["id"].as_str().unwrap().to_string();
+    let cat = workspace
+        .cairn_repo(["cat", last.as_str(), "docs/a.txt"])
+        .ok();
+    assert_eq!(cat.stdout, "round 2\n");
+}

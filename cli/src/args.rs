@@ -184,6 +184,10 @@ pub struct ForgetArgs {
     /// Then prune, with the options below.
     #[arg(long)]
     pub prune: bool,
+    /// Use the plan file's repository and, when no --keep-* flag is given,
+    /// its [retention] policy.
+    #[arg(long, value_name = "PATH")]
+    pub plan: Option<PathBuf>,
     #[command(flatten)]
     pub prune_options: PruneTuning,
 }

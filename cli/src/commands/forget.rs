@@ -10,8 +10,29 @@ use cairn_store::ops::retention::{Policy, parse_group_by, parse_keep_within};
 use serde_json::json;
 
 pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
+    let plan = match &args.plan {
+        None => None,
+        Some(path) => match crate::plan::load(path) {
+            Ok(plan) => Some(plan),
+            Err(mistakes) => {
+                super::plan::report_mistakes(&mistakes);
+                return Ok(exit::ERROR);
+            }
+        },
+    };
+    let planned_context = crate::plan::context_for(context, plan.as_ref());
+    let context = planned_context.as_ref().unwrap_or(context);
+    let mut policy = policy(args)?;
+    if let Some(plan) = plan
+        .as_ref()
+        .filter(|_| policy.is_empty() && args.snapshots.is_empty())
+    {
+        policy = plan.retention.clone().ok_or_else(|| {
+            anyhow!("the plan has no [retention] table and no --keep-* flag was given")
+        })?;
+    }
     let options = ForgetOptions {
-        policy: policy(args)?,
+        policy,
         group_by: parse_group_by(&args.group_by)?,
         explicit: args.snapshots.clone(),
         dry_run: args.dry_run,
