@@ -245,3 +245,38 @@ fn forget_applies_the_plans_retention_to_the_plans_repository() {
         .ok();
     assert_eq!(cat.stdout, "round 2\n");
 }
+
+#[test]
+fn hooks_can_be_given_with_flags_too() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("docs");
+    write(&source.join("a.txt"), b"a\n");
+    let log = workspace.path("hooks.log");
+    let component = format!("docs={}", source.display());
+    let before = format!("docs=echo before $CAIRN_COMPONENT >> {}", log.display());
+    let after = format!("docs=echo after $CAIRN_RESULT >> {}", log.display());
+    workspace
+        .cairn_repo([
+            "backup",
+            "--component",
+            &component,
+            "--before",
+            &before,
+            "--after",
+            &after,
+        ])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "before docs\nafter ok\n"
+    );
+    let unknown =
+        workspace.cairn_repo(["backup", "--component", &component, "--before", "nope=true"]);
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("--before") && unknown.stderr.contains("nope"),
+        "{}",
+        unknown.stderr
+    );
+}

@@ -254,6 +254,14 @@ pub struct BackupArgs {
     /// the others are still stored. Repeatable.
     #[arg(long = "critical", value_name = "NAME")]
     pub critical: Vec<String>,
+    /// Run COMMAND (sh -c) before component NAME is backed up: NAME=COMMAND.
+    /// A failing before-hook fails its component. Repeatable.
+    #[arg(long = "before", value_name = "NAME=COMMAND")]
+    pub before: Vec<String>,
+    /// Run COMMAND after the backup with the component's result in
+    /// CAIRN_RESULT (ok or failed): NAME=COMMAND. Repeatable.
+    #[arg(long = "after", value_name = "NAME=COMMAND")]
+    pub after: Vec<String>,
     /// Leave out paths matching GLOB (relative to the component root) in
     /// every directory component given by flags; repeatable.
     #[arg(long = "exclude", value_name = "GLOB")]

@@ -104,10 +104,30 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
         .host
         .clone()
         .or_else(|| plan.as_ref().and_then(|plan| plan.host.clone()));
-    let hooks = plan
+    let mut hooks = plan
         .as_ref()
         .map(|plan| plan.hooks.clone())
         .unwrap_or_default();
+    for (flag, specs, before) in [
+        ("--before", &args.before, true),
+        ("--after", &args.after, false),
+    ] {
+        for spec in specs {
+            let (name, command) = spec
+                .split_once('=')
+                .ok_or_else(|| anyhow!("{flag} {spec:?}: expected NAME=COMMAND"))?;
+            if !components.iter().any(|component| component.name == name) {
+                return Err(anyhow!("{flag} {name:?}: no component of that name"));
+            }
+            let entry = hooks.entry(name.to_string()).or_default();
+            let slot = if before {
+                &mut entry.before
+            } else {
+                &mut entry.after
+            };
+            *slot = Some(command.to_string());
+        }
+    }
     backup_with_hooks(context, args, &mut components, tags, labels, host, &hooks)
 }
 
