@@ -73,15 +73,8 @@ fn parse_labels(args: &BackupArgs) -> Result<BTreeMap<String, String>> {
 }
 
 pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
-    let plan = match &args.plan {
-        None => None,
-        Some(path) => match crate::plan::load(path) {
-            Ok(plan) => Some(plan),
-            Err(mistakes) => {
-                super::plan::report_mistakes(&mistakes);
-                return Ok(exit::ERROR);
-            }
-        },
+    let Ok(plan) = super::plan::load_if_given(args.plan.as_deref()) else {
+        return Ok(exit::ERROR);
     };
     let planned_context = crate::plan::context_for(context, plan.as_ref());
     let context = planned_context.as_ref().unwrap_or(context);

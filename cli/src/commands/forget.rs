@@ -10,15 +10,8 @@ use cairn_store::ops::retention::{Policy, parse_group_by, parse_keep_within};
 use serde_json::json;
 
 pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
-    let plan = match &args.plan {
-        None => None,
-        Some(path) => match crate::plan::load(path) {
-            Ok(plan) => Some(plan),
-            Err(mistakes) => {
-                super::plan::report_mistakes(&mistakes);
-                return Ok(exit::ERROR);
-            }
-        },
+    let Ok(plan) = super::plan::load_if_given(args.plan.as_deref()) else {
+        return Ok(exit::ERROR);
     };
     let planned_context = crate::plan::context_for(context, plan.as_ref());
     let context = planned_context.as_ref().unwrap_or(context);

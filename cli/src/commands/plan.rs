@@ -54,3 +54,16 @@ pub fn report_mistakes(mistakes: &[String]) {
         eprintln!("  {mistake}");
     }
 }
+
+/// The plan at `path`, if one is given; its mistakes are reported on
+/// stderr and `Err` returned, for the caller to exit with.
+pub fn load_if_given(path: Option<&std::path::Path>) -> Result<Option<crate::plan::Plan>, ()> {
+    match path.map(crate::plan::load) {
+        None => Ok(None),
+        Some(Ok(plan)) => Ok(Some(plan)),
+        Some(Err(mistakes)) => {
+            report_mistakes(&mistakes);
+            Err(())
+        }
+    }
+}
