@@ -38,6 +38,7 @@ db = sqlite3.connect(sys.argv[1])
 db.execute('pragma journal_mode=wal')
 db.execute('create table account(id integer primary key, balance integer not null, note text)')
 db.execute('create index by_balance on account(balance)')
+db.execute('create table ledger(id integer primary key, source integer, target integer, amount integer)')
 db.executemany('insert into account values (?, 1000, ?)', [(i, 'x' * 200) for i in range({ACCOUNTS})])
 db.commit()"
         ),
@@ -52,7 +53,9 @@ fn audit(path: &Path) -> String {
 db = sqlite3.connect(sys.argv[1])
 total, count = db.execute('select sum(balance), count(*) from account').fetchone()
 check = db.execute('pragma integrity_check').fetchone()[0]
-print(total, count, check)",
+transfers = db.execute('select count(*) from ledger').fetchone()[0]
+# Transfers are committed 20 at a time: a copy holds whole transactions.
+print(total, count, check, 'whole' if transfers % 20 == 0 else 'torn')",
         &[path],
     )
 }
@@ -81,6 +84,7 @@ while not os.path.exists(sys.argv[2]):
             amount = rng.randrange(1, 50)
             db.execute('update account set balance = balance - ? where id = ?', (amount, a))
             db.execute('update account set balance = balance + ?, note = note || ? where id = ?', (amount, 'y' * rng.randrange(0, 30), b))
+            db.execute('insert into ledger(source, target, amount) values (?, ?, ?)', (a, b, amount))
     transfers += 20
 print(transfers)"
         ))
@@ -129,7 +133,7 @@ print(transfers)"
         let restored = target.join("bank");
         assert_eq!(
             audit(&restored),
-            format!("{TOTAL} {ACCOUNTS} ok"),
+            format!("{TOTAL} {ACCOUNTS} ok whole"),
             "snapshot {snapshot}: the copy is not one committed state"
         );
         // One self-contained file: no journal or WAL beside it.
