@@ -51,20 +51,12 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
     };
     if context.global.json {
         // One JSON document for the whole job.
-        super::prune::warn_if_short_grace(&prune_options);
-        let repository = context.open_repository()?;
-        let index = cairn_store::index::MemoryIndex::new();
-        let pruned =
-            cairn_store::ops::prune::prune(&repository, &index, &key, &trusted, &prune_options);
-        let (prune_value, code) = match pruned {
-            Ok(pruned) => (
+        let (prune_value, code) = match super::prune::execute(context, &prune_options)? {
+            super::prune::Pruned::Done(pruned) => (
                 super::prune::report_json(&pruned, args.dry_run),
                 exit::SUCCESS,
             ),
-            Err(error @ cairn_store::StoreError::Corrupt { .. }) => {
-                (json!({"error": error.to_string()}), exit::DAMAGE)
-            }
-            Err(error) => return Err(error.into()),
+            super::prune::Pruned::Damage(error) => (json!({"error": error}), exit::DAMAGE),
         };
         let mut value = outcome_json(&outcome, args.dry_run);
         value["prune"] = prune_value;

@@ -36,7 +36,14 @@ pub fn warn_if_short_grace(options: &PruneOptions) {
     }
 }
 
-pub fn run_with(context: &Context, options: &PruneOptions) -> Result<u8> {
+/// A prune that ran: its outcome, or the damage that stopped it.
+pub enum Pruned {
+    Done(Box<PruneOutcome>),
+    Damage(String),
+}
+
+/// Runs a prune and writes its metrics (if asked); prints nothing.
+pub fn execute(context: &Context, options: &PruneOptions) -> Result<Pruned> {
     let repository = context.open_repository()?;
     let trusted = context.trusted_keys()?;
     let key = context.signing_key(&repository)?;
@@ -48,10 +55,9 @@ pub fn run_with(context: &Context, options: &PruneOptions) -> Result<u8> {
     let outcome = match prune(&repository, &index, &key, &trusted, options) {
         Ok(outcome) => outcome,
         Err(error @ StoreError::Corrupt { .. }) => {
-            eprintln!("cairn: {error}");
             let metrics = crate::metrics::Metrics::default();
             crate::metrics::finish(context, "prune", metrics, false, started)?;
-            return Ok(exit::DAMAGE);
+            return Ok(Pruned::Damage(error.to_string()));
         }
         Err(error) => return Err(error.into()),
     };
@@ -93,6 +99,17 @@ pub fn run_with(context: &Context, options: &PruneOptions) -> Result<u8> {
         metrics.gauge(name, help, &[], value);
     }
     crate::metrics::finish(context, "prune", metrics, true, started)?;
+    Ok(Pruned::Done(Box::new(outcome)))
+}
+
+pub fn run_with(context: &Context, options: &PruneOptions) -> Result<u8> {
+    let outcome = match execute(context, options)? {
+        Pruned::Done(outcome) => outcome,
+        Pruned::Damage(error) => {
+            eprintln!("cairn: {error}");
+            return Ok(exit::DAMAGE);
+        }
+    };
     if context.global.json {
         crate::output::print_json(&report_json(&outcome, options.dry_run))?;
     } else {
