@@ -44,7 +44,7 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
     if context.global.json && prune_options.is_none() {
         crate::output::print_json(&outcome_json(&outcome, args.dry_run))?;
     } else if !context.global.json {
-        print_outcome(&outcome, args.dry_run);
+        print_outcome(&outcome, args.dry_run, args.prune);
     }
     let Some(prune_options) = prune_options else {
         return Ok(exit::SUCCESS);
@@ -103,7 +103,7 @@ fn outcome_json(outcome: &ForgetOutcome, dry_run: bool) -> serde_json::Value {
     })
 }
 
-fn print_outcome(outcome: &ForgetOutcome, dry_run: bool) {
+fn print_outcome(outcome: &ForgetOutcome, dry_run: bool, pruning: bool) {
     for group in &outcome.groups {
         println!("group {}:", group.key);
         for decision in &group.decisions {
@@ -141,7 +141,7 @@ fn print_outcome(outcome: &ForgetOutcome, dry_run: bool) {
             outcome.completed.len()
         );
     }
-    if !dry_run && !outcome.forgotten.is_empty() {
+    if !dry_run && !pruning && !outcome.forgotten.is_empty() {
         println!("run `cairn prune` to give their space back");
     }
 }
