@@ -110,6 +110,18 @@ pub struct WriterStatistics {
     pub index_files_written: u64,
 }
 
+impl WriterStatistics {
+    /// Adds what another session stored as new (e.g. blobs copied out of
+    /// packs a prune marked); its reuse counts are not this session's.
+    pub fn add_new(&mut self, other: &WriterStatistics) {
+        self.new_blobs += other.new_blobs;
+        self.new_raw_bytes += other.new_raw_bytes;
+        self.new_stored_bytes += other.new_stored_bytes;
+        self.packs_written += other.packs_written;
+        self.index_files_written += other.index_files_written;
+    }
+}
+
 impl Drop for BlobWriter<'_> {
     /// A backup that failed part way still lets queued packs finish, so
     /// the uploader never outlives the writer.

@@ -184,6 +184,21 @@ pub struct ReadMark {
     pub trusted: bool,
 }
 
+/// Reads a record object (checked against its name) and decodes its
+/// envelope and body; the signature is the caller's to check.
+pub fn read_record<T: DeserializeOwned + Versioned>(
+    repository: &crate::repository::Repository,
+    kind: crate::backend::ObjectKind,
+    domain: &'static [u8],
+    id: &Id,
+) -> Result<(T, SignedRecord)> {
+    let object = format!("{} {id}", kind.label());
+    let bytes = repository.read_verified(kind, id)?;
+    let record = SignedRecord::decode(&bytes, domain, &object)?;
+    let body = record.body_unverified(&object)?;
+    Ok((body, record))
+}
+
 /// Reads and decodes one deletion mark; the caller decides what an error
 /// means (a backup must treat an unreadable mark as a reason to stop).
 pub fn read_mark(
@@ -191,10 +206,12 @@ pub fn read_mark(
     id: &Id,
     trusted: &[PublicKey],
 ) -> Result<ReadMark> {
-    let object = format!("deletion mark {id}");
-    let bytes = repository.read_verified(crate::backend::ObjectKind::Deletion, id)?;
-    let record = SignedRecord::decode(&bytes, DELETION_DOMAIN, &object)?;
-    let mark: DeletionMark = record.body_unverified(&object)?;
+    let (mark, record): (DeletionMark, _) = read_record(
+        repository,
+        crate::backend::ObjectKind::Deletion,
+        DELETION_DOMAIN,
+        id,
+    )?;
     Ok(ReadMark {
         id: *id,
         trusted: record.verify(trusted).is_ok(),

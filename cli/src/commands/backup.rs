@@ -19,23 +19,17 @@ fn parse_components(
 ) -> Result<Vec<ComponentSource>> {
     let planned = components.len();
     for spec in &args.components {
-        let (name, path) = spec
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--component {spec:?}: expected NAME=PATH"))?;
+        let (name, path) = super::split_spec("--component", spec, "NAME=PATH")?;
         components.push(ComponentSource::new(name, PathBuf::from(path)));
     }
     for spec in &args.databases {
-        let (name, path) = spec
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--sqlite {spec:?}: expected NAME=PATH"))?;
+        let (name, path) = super::split_spec("--sqlite", spec, "NAME=PATH")?;
         let mut source = ComponentSource::new(name, PathBuf::from(path));
         source.kind = SourceKind::Sqlite;
         components.push(source);
     }
     for spec in &args.commands {
-        let (name, command) = spec
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--command {spec:?}: expected NAME=COMMAND"))?;
+        let (name, command) = super::split_spec("--command", spec, "NAME=COMMAND")?;
         let mut source = ComponentSource::new(name, PathBuf::new());
         source.kind = SourceKind::Command(command.to_string());
         components.push(source);
@@ -106,9 +100,7 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
         ("--after", &args.after, false),
     ] {
         for spec in specs {
-            let (name, command) = spec
-                .split_once('=')
-                .ok_or_else(|| anyhow!("{flag} {spec:?}: expected NAME=COMMAND"))?;
+            let (name, command) = super::split_spec(flag, spec, "NAME=COMMAND")?;
             if !components.iter().any(|component| component.name == name) {
                 return Err(anyhow!("{flag} {name:?}: no component of that name"));
             }

@@ -48,3 +48,10 @@ pub fn verified_snapshot(
     let body = manifest.verified_body(&trusted, &format!("snapshot {}", id.short()))?;
     Ok((id, body))
 }
+
+/// Splits a `NAME=VALUE` argument of `flag`; `form` (e.g. `NAME=PATH`) is
+/// what the error says was expected.
+pub fn split_spec<'a>(flag: &str, spec: &'a str, form: &str) -> anyhow::Result<(&'a str, &'a str)> {
+    spec.split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("{flag} {spec:?}: expected {form}"))
+}

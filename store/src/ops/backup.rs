@@ -305,11 +305,7 @@ pub fn backup(
     let mut written = writer.finish()?;
     let roots: Vec<Id> = components.iter().map(|component| component.tree).collect();
     let rescued = secure_against_prune(repository, index, writer.relied_packs(), &roots)?;
-    written.new_blobs += rescued.new_blobs;
-    written.new_raw_bytes += rescued.new_raw_bytes;
-    written.new_stored_bytes += rescued.new_stored_bytes;
-    written.packs_written += rescued.packs_written;
-    written.index_files_written += rescued.index_files_written;
+    written.add_new(&rescued);
     let mut problems = problems
         .into_inner()
         .unwrap_or_else(|poison| poison.into_inner());
@@ -523,11 +519,7 @@ fn secure_against_prune(
             other => other,
         })?;
         let copied = rescue.finish()?;
-        total.new_blobs += copied.new_blobs;
-        total.new_raw_bytes += copied.new_raw_bytes;
-        total.new_stored_bytes += copied.new_stored_bytes;
-        total.packs_written += copied.packs_written;
-        total.index_files_written += copied.index_files_written;
+        total.add_new(&copied);
         relied.retain(|pack| !marked.contains(pack));
         relied.extend(rescue.relied_packs());
     }

@@ -20,7 +20,7 @@ use crate::keys::{PublicKey, SigningKey};
 use crate::manifest::SAFETY_TAG;
 use crate::ops::listing::list_snapshots;
 use crate::ops::retention::{Candidate, GroupBy, GroupDecision, Policy, apply};
-use crate::records::{FORGET_DOMAIN, ForgetRecord, ForgottenSnapshot, SignedRecord};
+use crate::records::{FORGET_DOMAIN, ForgetRecord, ForgottenSnapshot, SignedRecord, read_record};
 use crate::repository::Repository;
 
 #[derive(Clone, Debug, Default)]
@@ -195,19 +195,14 @@ pub fn read_forget_records(
 ) -> Result<Vec<(Id, ForgetRecord, PublicKey)>> {
     let mut records = Vec::new();
     for id in repository.list_ids(ObjectKind::Forget)? {
-        let object = format!("forget record {id}");
-        let decoded = repository
-            .read_verified(ObjectKind::Forget, &id)
-            .and_then(|bytes| SignedRecord::decode(&bytes, FORGET_DOMAIN, &object))
-            .and_then(|signed| {
-                signed
-                    .verify(trusted)
-                    .map_err(|failure| StoreError::corrupt(&object, failure.to_string()))?;
-                Ok((
-                    signed.body_unverified::<ForgetRecord>(&object)?,
-                    signed.signer(),
-                ))
-            });
+        let decoded =
+            read_record::<ForgetRecord>(repository, ObjectKind::Forget, FORGET_DOMAIN, &id)
+                .and_then(|(record, signed)| {
+                    signed.verify(trusted).map_err(|failure| {
+                        StoreError::corrupt(format!("forget record {id}"), failure.to_string())
+                    })?;
+                    Ok((record, signed.signer()))
+                });
         if let Ok((record, signer)) = decoded {
             records.push((id, record, signer));
         }

@@ -23,7 +23,7 @@ use crate::keys::PublicKey;
 use crate::manifest::{ComponentKind, TrustFailure};
 use crate::ops::join_relative;
 use crate::pack::{decode_blob, parse_pack};
-use crate::records::{FORGET_DOMAIN, SignedRecord, read_marks};
+use crate::records::{FORGET_DOMAIN, SignedRecord, read_marks, read_record};
 use crate::repository::Repository;
 use crate::tree::{EntryKind, Tree};
 use rayon::prelude::*;
@@ -405,14 +405,13 @@ impl Audit {
     ) -> Result<()> {
         for id in repository.list_ids(ObjectKind::Forget)? {
             let object = format!("forget record {id}");
-            let signed = repository
-                .read_verified(ObjectKind::Forget, &id)
-                .and_then(|bytes| SignedRecord::decode(&bytes, FORGET_DOMAIN, &object))
-                .and_then(|signed| {
-                    signed.body_unverified::<crate::records::ForgetRecord>(&object)?;
-                    Ok(signed)
-                });
-            match signed {
+            let read = read_record::<crate::records::ForgetRecord>(
+                repository,
+                ObjectKind::Forget,
+                FORGET_DOMAIN,
+                &id,
+            );
+            match read.map(|(_, signed)| signed) {
                 Err(error) => {
                     self.add(finding(
                         FindingKind::CorruptRecord,
