@@ -192,6 +192,22 @@ fn plan_check_names_each_mistake_with_its_line() {
     }
 
     let run = check(
+        "chunking.toml",
+        "[[component]]\nname = \"a\"\nkind = \"files\"\npath = \"notes.txt\"\nchunking = \"pagez\"\n\n[[component]]\nname = \"b\"\nkind = \"files\"\npath = \"notes.txt\"\nchunking = \"fixed:3\"\n",
+    );
+    assert_eq!(run.code, 1);
+    for expected in [
+        "chunking.toml:5: component \"a\": chunking \"pagez\": expected default",
+        "chunking.toml:11: component \"b\": chunking \"fixed:3\"",
+    ] {
+        assert!(
+            run.stderr.contains(expected),
+            "missing {expected:?} in:\n{}",
+            run.stderr
+        );
+    }
+
+    let run = check(
         "good.toml",
         "[[component]]\nname = \"notes\"\nkind = \"files\"\npath = \"notes.txt\"\n",
     );

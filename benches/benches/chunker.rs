@@ -20,7 +20,7 @@ fn chunker(c: &mut Criterion) {
     });
     group.bench_function("ChunkStream+blake3/noise-64MiB", |b| {
         b.iter(|| {
-            let mut stream = ChunkStream::new(black_box(&data[..]), &params);
+            let mut stream = ChunkStream::new(black_box(&data[..]), params);
             let mut chunks = 0;
             while let Some(batch) = stream.next_batch().expect("reading a slice cannot fail") {
                 chunks += batch.chunks.len();

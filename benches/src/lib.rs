@@ -10,6 +10,9 @@
 //!   per second.
 //! - the comparison with restic and borg on a modelled nightly workload:
 //!   `benches/compare.sh` (which drives `compare.py` and `workload.py`).
+//! - `chunk_profiles OLD NEW`: what each chunking profile would store for
+//!   two versions of one file (docs/PERFORMANCE.md, "Chunking SQLite
+//!   databases").
 //!
 //! This library holds only the deterministic test data the micro-benchmarks
 //! share, so every run measures the same bytes without a `rand` dependency.

@@ -8,6 +8,8 @@
 //!
 //! The main types:
 //! - [`ChunkerParams`]: min/avg/max chunk sizes, validated.
+//! - [`Chunking`]: content-defined (FastCDC with some params) or fixed-size
+//!   cuts; fixed sizes suit files changed in place in aligned pages.
 //! - [`chunk_slice`]: the boundaries of an in-memory buffer.
 //! - [`ChunkStream`]: reads any `Read` in large batches and yields, per batch,
 //!   the buffer and its chunks with their [`ChunkId`]s, hashed in parallel.
@@ -29,7 +31,7 @@ mod params;
 mod stream;
 
 pub use id::ChunkId;
-pub use params::{ChunkerParams, ParamsError};
+pub use params::{ChunkerParams, Chunking, ParamsError};
 pub use stream::{Batch, ChunkStream, StreamChunk};
 
 use fastcdc::v2020;
@@ -38,9 +40,9 @@ use std::ops::Range;
 /// The boundaries of `data` as byte ranges, in order, covering it exactly.
 pub fn chunk_slice<'a>(
     data: &'a [u8],
-    params: &ChunkerParams,
+    chunking: impl Into<Chunking>,
 ) -> impl Iterator<Item = Range<usize>> + 'a {
-    let cutter = Cutter::new(params);
+    let cutter = Cutter::new(&chunking.into());
     let mut start = 0usize;
     std::iter::from_fn(move || {
         if start >= data.len() {
@@ -53,44 +55,65 @@ pub fn chunk_slice<'a>(
     })
 }
 
-/// FastCDC's cut-point search with precomputed masks.
+/// The cut-point search: FastCDC's with precomputed masks, or fixed-size.
 ///
 /// The cut point of a chunk that starts at `s` depends only on the bytes
 /// `s..s + max_size`; [`ChunkStream`] relies on this to cut a stream in
 /// batches without changing any boundary.
 #[derive(Clone, Copy)]
 pub(crate) struct Cutter {
+    /// `None` cuts every `max_size` bytes.
+    content_defined: Option<Masks>,
+    pub(crate) max_size: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Masks {
     min_size: usize,
     avg_size: usize,
-    pub(crate) max_size: usize,
     mask_s: u64,
     mask_l: u64,
 }
 
 impl Cutter {
-    pub(crate) fn new(params: &ChunkerParams) -> Self {
-        let avg_size = params.avg_size as usize;
-        let (mask_s, mask_l) = v2020::select_masks(avg_size, v2020::Normalization::Level1);
-        Cutter {
-            min_size: params.min_size as usize,
-            avg_size,
-            max_size: params.max_size as usize,
-            mask_s,
-            mask_l,
+    pub(crate) fn new(chunking: &Chunking) -> Self {
+        match *chunking {
+            Chunking::ContentDefined(params) => {
+                let avg_size = params.avg_size as usize;
+                let (mask_s, mask_l) = v2020::select_masks(avg_size, v2020::Normalization::Level1);
+                Cutter {
+                    content_defined: Some(Masks {
+                        min_size: params.min_size as usize,
+                        avg_size,
+                        mask_s,
+                        mask_l,
+                    }),
+                    max_size: params.max_size as usize,
+                }
+            }
+            Chunking::Fixed(size) => Cutter {
+                content_defined: None,
+                // A size of 0 would never advance; `Chunking::validate`
+                // refuses it, and this guard keeps an unvalidated one safe.
+                max_size: (size as usize).max(1),
+            },
         }
     }
 
     /// Length of the chunk that starts at `rest[0]`; `rest` must be non-empty.
     pub(crate) fn cut(&self, rest: &[u8]) -> usize {
+        let Some(masks) = self.content_defined else {
+            return self.max_size.min(rest.len());
+        };
         let (_, length) = v2020::cut(
             rest,
-            self.min_size,
-            self.avg_size,
+            masks.min_size,
+            masks.avg_size,
             self.max_size,
-            self.mask_s,
-            self.mask_l,
-            self.mask_s << 1,
-            self.mask_l << 1,
+            masks.mask_s,
+            masks.mask_l,
+            masks.mask_s << 1,
+            masks.mask_l << 1,
         );
         // fastcdc returns 0 only for empty input, which callers never pass;
         // guard anyway so a caller can never loop forever.

@@ -1,6 +1,7 @@
 //! [`ChunkerParams`]: the min/avg/max chunk sizes every writer of a
-//! repository must share. Owns their validation against what FastCDC v2020
-//! accepts; never decides which sizes suit which data.
+//! repository must share, and [`Chunking`]: those or a fixed chunk size.
+//! Owns their validation against what FastCDC v2020 accepts; never decides
+//! which sizes suit which data.
 
 use fastcdc::v2020;
 use thiserror::Error;
@@ -28,6 +29,65 @@ pub enum ParamsError {
     },
     #[error("{which} chunk size {value} must be even")]
     Odd { which: &'static str, value: u32 },
+    #[error("fixed chunk size {0} is outside {low}..={high}", low = Chunking::FIXED_MIN, high = Chunking::FIXED_MAX)]
+    FixedSize(u32),
+}
+
+/// How a file is cut into chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunking {
+    /// FastCDC v2020 with these sizes: boundaries follow content, so an
+    /// insertion shifts only the chunks around it.
+    ContentDefined(ChunkerParams),
+    /// Every chunk this many bytes long (the last one possibly shorter):
+    /// for files changed in place in aligned pages, where a changed page
+    /// should change exactly one chunk.
+    Fixed(u32),
+}
+
+impl Chunking {
+    pub const FIXED_MIN: u32 = 512;
+    pub const FIXED_MAX: u32 = 16 * 1024 * 1024;
+
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        match *self {
+            Chunking::ContentDefined(params) => params.validate(),
+            Chunking::Fixed(size) if (Self::FIXED_MIN..=Self::FIXED_MAX).contains(&size) => Ok(()),
+            Chunking::Fixed(size) => Err(ParamsError::FixedSize(size)),
+        }
+    }
+}
+
+/// `fastcdc MIN/AVG/MAX` or `fixed SIZE`, sizes in bytes.
+impl std::fmt::Display for Chunking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Chunking::ContentDefined(params) => write!(
+                f,
+                "fastcdc {}/{}/{}",
+                params.min_size, params.avg_size, params.max_size
+            ),
+            Chunking::Fixed(size) => write!(f, "fixed {size}"),
+        }
+    }
+}
+
+impl From<ChunkerParams> for Chunking {
+    fn from(params: ChunkerParams) -> Self {
+        Chunking::ContentDefined(params)
+    }
+}
+
+impl From<&ChunkerParams> for Chunking {
+    fn from(params: &ChunkerParams) -> Self {
+        Chunking::ContentDefined(*params)
+    }
+}
+
+impl From<&Chunking> for Chunking {
+    fn from(chunking: &Chunking) -> Self {
+        *chunking
+    }
 }
 
 impl ChunkerParams {
@@ -115,5 +175,15 @@ mod tests {
             ChunkerParams::new(4096, 8193, 65536),
             Err(ParamsError::Odd { which: "avg", .. })
         ));
+    }
+
+    #[test]
+    fn fixed_sizes_are_bounded() {
+        assert_eq!(Chunking::Fixed(4096).validate(), Ok(()));
+        assert_eq!(
+            Chunking::Fixed(0).validate(),
+            Err(ParamsError::FixedSize(0))
+        );
+        assert!(Chunking::Fixed(Chunking::FIXED_MAX + 1).validate().is_err());
     }
 }

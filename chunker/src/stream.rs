@@ -2,7 +2,7 @@
 //! chunks in parallel. Owns buffering and the carry-over of the unfinished
 //! tail between batches; never looks at what the bytes mean.
 
-use crate::{ChunkId, ChunkerParams, Cutter};
+use crate::{ChunkId, Chunking, Cutter};
 use rayon::prelude::*;
 use std::io::{self, Read};
 use std::ops::Range;
@@ -34,7 +34,7 @@ impl Batch<'_> {
     }
 }
 
-/// Reads a stream and cuts it into content-defined chunks, batch by batch.
+/// Reads a stream and cuts it into chunks, batch by batch.
 pub struct ChunkStream<R> {
     reader: R,
     cutter: Cutter,
@@ -49,23 +49,23 @@ pub struct ChunkStream<R> {
 }
 
 impl<R: Read> ChunkStream<R> {
-    pub fn new(reader: R, params: &ChunkerParams) -> Self {
-        Self::with_buffer_size(reader, params, DEFAULT_BUFFER_SIZE)
+    pub fn new(reader: R, chunking: impl Into<Chunking>) -> Self {
+        Self::with_buffer_size(reader, chunking, DEFAULT_BUFFER_SIZE)
     }
 
     /// For a stream of known length: a buffer no larger than needed, since
     /// zero-filling 8 MiB for every small file costs more than reading it.
-    pub fn with_expected_length(reader: R, params: &ChunkerParams, length: u64) -> Self {
+    pub fn with_expected_length(reader: R, chunking: impl Into<Chunking>, length: u64) -> Self {
         let size = usize::try_from(length.saturating_add(1))
             .unwrap_or(DEFAULT_BUFFER_SIZE)
             .min(DEFAULT_BUFFER_SIZE);
-        Self::with_buffer_size(reader, params, size)
+        Self::with_buffer_size(reader, chunking, size)
     }
 
     /// `buffer_size` is raised to twice the maximum chunk size if smaller, so
     /// that every batch but the last holds at least one complete chunk.
-    pub fn with_buffer_size(reader: R, params: &ChunkerParams, buffer_size: usize) -> Self {
-        let cutter = Cutter::new(params);
+    pub fn with_buffer_size(reader: R, chunking: impl Into<Chunking>, buffer_size: usize) -> Self {
+        let cutter = Cutter::new(&chunking.into());
         let size = buffer_size.max(2 * cutter.max_size);
         ChunkStream {
             reader,

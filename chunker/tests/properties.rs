@@ -1,7 +1,7 @@
 //! Property tests: chunks cover the input exactly, boundaries depend only on
 //! content (not on how the stream is read), and ids are BLAKE3 of the bytes.
 
-use cairn_chunker::{ChunkId, ChunkStream, ChunkerParams, chunk_slice};
+use cairn_chunker::{ChunkId, ChunkStream, ChunkerParams, Chunking, chunk_slice};
 use proptest::prelude::*;
 use std::io::Read;
 
@@ -38,7 +38,16 @@ impl Read for Trickle<'_> {
 }
 
 fn stream_chunks(data: &[u8], buffer: usize, step: usize) -> Vec<(u64, usize, ChunkId)> {
-    let mut stream = ChunkStream::with_buffer_size(Trickle { data, step }, &SMALL, buffer);
+    stream_chunks_with(data, buffer, step, Chunking::ContentDefined(SMALL))
+}
+
+fn stream_chunks_with(
+    data: &[u8],
+    buffer: usize,
+    step: usize,
+    chunking: Chunking,
+) -> Vec<(u64, usize, ChunkId)> {
+    let mut stream = ChunkStream::with_buffer_size(Trickle { data, step }, chunking, buffer);
     let mut out = Vec::new();
     while let Some(batch) = stream.next_batch().unwrap() {
         for chunk in &batch.chunks {
@@ -73,6 +82,28 @@ proptest! {
             .map(|range| (range.start as u64, range.len(), ChunkId::of(&data[range])))
             .collect();
         prop_assert_eq!(stream_chunks(&data, buffer, step), whole);
+    }
+
+    #[test]
+    fn fixed_chunks_are_aligned_and_stream_alike(
+        seed: u64,
+        len in 0usize..80_000,
+        size in 512u32..9_000,
+        buffer in 1usize..20_000,
+        step in 1usize..9_000,
+    ) {
+        let data = noise(seed, len);
+        let chunking = Chunking::Fixed(size);
+        let whole: Vec<(u64, usize, ChunkId)> = chunk_slice(&data, chunking)
+            .map(|range| (range.start as u64, range.len(), ChunkId::of(&data[range])))
+            .collect();
+        for (position, (offset, length, _)) in whole.iter().enumerate() {
+            prop_assert_eq!(*offset, position as u64 * u64::from(size));
+            let last = position + 1 == whole.len();
+            prop_assert!(*length == size as usize || (last && *length < size as usize));
+        }
+        prop_assert_eq!(whole.iter().map(|c| c.1).sum::<usize>(), len);
+        prop_assert_eq!(stream_chunks_with(&data, buffer, step, chunking), whole);
     }
 
     #[test]

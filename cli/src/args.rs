@@ -254,6 +254,15 @@ pub struct BackupArgs {
     /// the others are still stored. Repeatable.
     #[arg(long = "critical", value_name = "NAME")]
     pub critical: Vec<String>,
+    /// Cut component NAME into chunks as PROFILE says: NAME=PROFILE, with
+    /// PROFILE one of `default` (SQLite database files in chunks of their
+    /// own pages, as the repository's config says; content-defined chunks
+    /// for everything else), `content-defined` (every file), `pages` (as
+    /// default, one page per chunk even if the config names no page count)
+    /// or `fixed:SIZE` (e.g. fixed:4K, every file, for files changed in
+    /// place in aligned blocks). Repeatable.
+    #[arg(long = "chunking", value_name = "NAME=PROFILE")]
+    pub chunking: Vec<String>,
     /// Run COMMAND (sh -c) before component NAME is backed up: NAME=COMMAND.
     /// A failing before-hook fails its component. Repeatable.
     #[arg(long = "before", value_name = "NAME=COMMAND")]

@@ -14,6 +14,8 @@
 //! kind = "sqlite"                   # files | sqlite | command
 //! path = "/srv/app/app.db"
 //! critical = true
+//! chunking = "default"              # optional: default | content-defined
+//!                                   # | pages | fixed:SIZE
 //! before = "systemctl kill -s USR1 app"   # optional hooks (sh -c)
 //! after = "logger cairn: $CAIRN_COMPONENT $CAIRN_RESULT"
 //! check = "test -s \"$CAIRN_FILE\""     # run by `cairn drill` on the restore
@@ -35,7 +37,7 @@
 //! keep_within = "2d"
 //! ```
 
-use cairn_store::ops::backup::{ComponentSource, SourceKind};
+use cairn_store::ops::backup::{ChunkingChoice, ComponentSource, SourceKind};
 use cairn_store::ops::retention::{Policy, parse_keep_within, validate};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -75,6 +77,7 @@ struct PlanComponent {
     exclude: Vec<String>,
     #[serde(default)]
     critical: bool,
+    chunking: Option<Spanned<String>>,
     before: Option<String>,
     after: Option<String>,
     /// Run by `cairn drill` on the restored file or directory, whose path
@@ -220,6 +223,14 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
                 mistakes.push(format!(
                     "{here}: component {name:?}: exclude pattern {pattern:?}: {error}"
                 ));
+            }
+        }
+        if let Some(given) = &component.chunking {
+            match ChunkingChoice::parse(given.get_ref()) {
+                Ok(choice) => source.chunking = choice,
+                Err(why) => {
+                    mistakes.push(format!("{}: component {name:?}: {why}", at(given.span())))
+                }
             }
         }
         source.exclude = component.exclude.clone();

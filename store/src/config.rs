@@ -17,6 +17,12 @@ const VERSION: u32 = 1;
 pub const DEFAULT_PACK_TARGET_SIZE: u64 = 16 * 1024 * 1024;
 /// zstd level 3: zstd's own default, fast enough to keep up with the disk.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// SQLite components are cut into fixed chunks of this many database pages.
+/// One page per chunk re-stores the least when a night changes scattered
+/// rows (docs/PERFORMANCE.md, "Chunking SQLite databases").
+pub const DEFAULT_SQLITE_PAGES_PER_CHUNK: u32 = 1;
+/// Bounds on `sqlite_pages_per_chunk`.
+pub const MAX_SQLITE_PAGES_PER_CHUNK: u32 = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +33,11 @@ pub struct RepositoryConfig {
     pub chunker: ChunkerConfig,
     pub compression: CompressionConfig,
     pub pack_target_size: u64,
+    /// SQLite components are cut into fixed-size chunks of this many pages
+    /// of the database; absent (repositories made before it existed), they
+    /// are cut like any other file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite_pages_per_chunk: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +75,7 @@ impl RepositoryConfig {
                 level: DEFAULT_ZSTD_LEVEL,
             },
             pack_target_size: DEFAULT_PACK_TARGET_SIZE,
+            sqlite_pages_per_chunk: Some(DEFAULT_SQLITE_PAGES_PER_CHUNK),
         }
     }
 
@@ -99,6 +111,13 @@ impl RepositoryConfig {
                 config.pack_target_size
             ));
         }
+        if let Some(pages) = config.sqlite_pages_per_chunk
+            && !(1..=MAX_SQLITE_PAGES_PER_CHUNK).contains(&pages)
+        {
+            return refuse(format!(
+                "sqlite_pages_per_chunk {pages} is outside 1..={MAX_SQLITE_PAGES_PER_CHUNK}"
+            ));
+        }
         Ok(config)
     }
 
@@ -123,5 +142,17 @@ mod tests {
         let mut odd = config.clone();
         odd.chunker.avg_size = 3;
         assert!(RepositoryConfig::decode(&odd.encode()).is_err());
+        let mut pages = config.clone();
+        pages.sqlite_pages_per_chunk = Some(0);
+        assert!(RepositoryConfig::decode(&pages.encode()).is_err());
+    }
+
+    #[test]
+    fn configs_without_sqlite_pages_still_read() {
+        let mut config = RepositoryConfig::new(Id::of(b"x"), ChunkerParams::DEFAULT);
+        config.sqlite_pages_per_chunk = None;
+        let encoded = config.encode();
+        assert!(!String::from_utf8_lossy(&encoded).contains("sqlite"));
+        assert_eq!(RepositoryConfig::decode(&encoded).unwrap(), config);
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod blob_writer;
+pub mod chunking;
 pub mod codec;
 pub mod config;
 pub mod error;

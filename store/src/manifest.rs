@@ -9,10 +9,12 @@
 //! signing, verification against a set of trusted keys, and the encoding;
 //! it never decides which keys are trusted.
 
+use crate::chunking::FileChunking;
 use crate::codec::{check_version, from_cbor, to_cbor};
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::keys::PublicKey;
+use cairn_chunker::{ChunkerParams, Chunking};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -101,6 +103,32 @@ pub struct ComponentRecord {
     /// contents). Absent for file components.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<RootMetadata>,
+    /// Set when the component's files were cut into chunks of this many
+    /// bytes instead of by the snapshot's content-defined `chunker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_chunk_size: Option<u32>,
+    /// Set when files that start with the SQLite header were cut into
+    /// fixed chunks of this many of their own pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite_pages_per_chunk: Option<u32>,
+}
+
+impl ComponentRecord {
+    /// How this component's files were cut into chunks.
+    pub fn chunking(&self, snapshot_chunker: &ChunkerRecord) -> FileChunking {
+        let base = match self.fixed_chunk_size {
+            Some(size) => Chunking::Fixed(size),
+            None => Chunking::ContentDefined(ChunkerParams {
+                min_size: snapshot_chunker.min_size,
+                avg_size: snapshot_chunker.avg_size,
+                max_size: snapshot_chunker.max_size,
+            }),
+        };
+        FileChunking {
+            base,
+            sqlite_pages_per_chunk: self.sqlite_pages_per_chunk,
+        }
+    }
 }
 
 /// Mode, owner and mtime of a directory component's root directory.
@@ -236,6 +264,28 @@ impl SignedManifest {
         for component in &body.components {
             check_component_name(&component.name)
                 .map_err(|error| StoreError::corrupt(object, error.to_string()))?;
+            if let Some(size) = component.fixed_chunk_size
+                && Chunking::Fixed(size).validate().is_err()
+            {
+                return Err(StoreError::corrupt(
+                    object,
+                    format!(
+                        "component {:?}: fixed chunk size {size} is out of range",
+                        component.name
+                    ),
+                ));
+            }
+            if let Some(pages) = component.sqlite_pages_per_chunk
+                && !(1..=crate::config::MAX_SQLITE_PAGES_PER_CHUNK).contains(&pages)
+            {
+                return Err(StoreError::corrupt(
+                    object,
+                    format!(
+                        "component {:?}: sqlite_pages_per_chunk {pages} is out of range",
+                        component.name
+                    ),
+                ));
+            }
             if !seen.insert(component.name.as_str()) {
                 return Err(StoreError::corrupt(
                     object,

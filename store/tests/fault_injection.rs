@@ -8,7 +8,9 @@ use cairn_store::backend::{Backend, Created, LocalBackend, ObjectInfo, ObjectKin
 use cairn_store::index::open_index;
 use cairn_store::keys::{PublicKey, SigningKey, generate_signing_key, public_key_of};
 use cairn_store::ops::backup::{BackupOptions, ComponentSource, backup};
-use cairn_store::ops::restore::{NoProgress, RestoreOptions, execute_restore, plan_restore};
+use cairn_store::ops::restore::{
+    NoProgress, RestoreOptions, Sources, execute_restore, plan_restore,
+};
 use cairn_store::ops::verify::{DataCheck, VerifyOptions, verify};
 use cairn_store::{Id, Repository, Result, StoreError};
 use std::path::{Path, PathBuf};
@@ -205,13 +207,27 @@ fn a_corrupt_or_failed_read_during_restore_never_reaches_a_restored_file() {
                 target: target.path().to_path_buf(),
                 ..RestoreOptions::default()
             };
-            let plan = plan_restore(&repository, index.as_ref(), snapshot, &body, &options)?;
+            let plan = plan_restore(
+                &repository,
+                index.as_ref(),
+                &Sources::new(&[]),
+                snapshot,
+                &body,
+                &options,
+            )?;
             let missing: usize = plan
                 .components
                 .iter()
                 .map(|c| c.unreadable.len() + c.missing_chunks.len())
                 .sum();
-            let outcome = execute_restore(&repository, index.as_ref(), &plan, None, &NoProgress)?;
+            let outcome = execute_restore(
+                &repository,
+                index.as_ref(),
+                &Sources::new(&[]),
+                &plan,
+                None,
+                &NoProgress,
+            )?;
             Ok(outcome.failures.len() + missing)
         })()
         .unwrap_or(usize::MAX);

@@ -91,6 +91,8 @@ fn sample_manifest() -> Vec<u8> {
             tree: Id::of(b"tree"),
             stats: ComponentStats::default(),
             root: None,
+            fixed_chunk_size: None,
+            sqlite_pages_per_chunk: None,
         }],
         problems: vec![],
         cairn_version: "test".into(),

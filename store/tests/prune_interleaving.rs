@@ -20,7 +20,9 @@ use cairn_store::ops::backup::{
 };
 use cairn_store::ops::forget::{ForgetOptions, forget};
 use cairn_store::ops::prune::{MaxUnused, PackUse, PruneOptions, PruneOutcome, prune};
-use cairn_store::ops::restore::{NoProgress, RestoreOptions, execute_restore, plan_restore};
+use cairn_store::ops::restore::{
+    NoProgress, RestoreOptions, Sources, execute_restore, plan_restore,
+};
 use cairn_store::ops::verify::{DataCheck, VerifyOptions, verify};
 use cairn_store::ops::visit_blobs;
 use cairn_store::pack::BlobKind;
@@ -358,7 +360,15 @@ impl Scene {
             target: target.path().to_path_buf(),
             ..RestoreOptions::default()
         };
-        let plan = plan_restore(&repository, index.as_ref(), snapshot, &body, &options).unwrap();
+        let plan = plan_restore(
+            &repository,
+            index.as_ref(),
+            &Sources::new(&[]),
+            snapshot,
+            &body,
+            &options,
+        )
+        .unwrap();
         for component in &plan.components {
             assert!(
                 component.unreadable.is_empty(),
@@ -371,8 +381,15 @@ impl Scene {
                 component.missing_chunks
             );
         }
-        let outcome =
-            execute_restore(&repository, index.as_ref(), &plan, None, &NoProgress).unwrap();
+        let outcome = execute_restore(
+            &repository,
+            index.as_ref(),
+            &Sources::new(&[]),
+            &plan,
+            None,
+            &NoProgress,
+        )
+        .unwrap();
         assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
         for (name, source) in components {
             assert_eq!(files(&target.path().join(name)), files(source), "{name}");

@@ -6,7 +6,7 @@ use crate::exit;
 use crate::output::bytes;
 use anyhow::{Result, anyhow};
 use cairn_store::ops::backup::{
-    BackupOptions, ComponentSource, SourceKind, backup, component_from_path,
+    BackupOptions, ChunkingChoice, ComponentSource, SourceKind, backup, component_from_path,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -48,6 +48,15 @@ fn parse_components(
             .find(|component| &component.name == name)
             .ok_or_else(|| anyhow!("--critical {name:?}: no component of that name"))?;
         component.critical = true;
+    }
+    for spec in &args.chunking {
+        let (name, profile) = super::split_spec("--chunking", spec, "NAME=PROFILE")?;
+        let choice = ChunkingChoice::parse(profile).map_err(|why| anyhow!("--chunking {why}"))?;
+        let component = components
+            .iter_mut()
+            .find(|component| component.name == name)
+            .ok_or_else(|| anyhow!("--chunking {name:?}: no component of that name"))?;
+        component.chunking = choice;
     }
     Ok(components)
 }
@@ -243,6 +252,7 @@ fn run_backup(
                 "name": c.name, "kind": c.kind, "source": c.source, "tree": c.tree.to_hex(),
                 "files": c.stats.files, "directories": c.stats.directories, "symlinks": c.stats.symlinks,
                 "bytes": c.stats.bytes, "chunks": c.stats.chunks,
+                "chunking": c.chunking(&body.chunker).to_string(),
             })).collect::<Vec<_>>(),
             "new_chunks": written.new_blobs,
             "reused_chunks": written.reused_blobs,

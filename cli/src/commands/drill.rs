@@ -10,7 +10,7 @@ use crate::exit;
 use anyhow::{Context as _, Result};
 use cairn_store::manifest::{ComponentKind, ComponentRecord};
 use cairn_store::ops::restore::{
-    NoProgress, RestoreOptions, Selection, execute_restore, plan_restore,
+    NoProgress, RestoreOptions, Selection, Sources, execute_restore, plan_restore,
 };
 use cairn_store::{Id, Repository};
 use serde_json::json;
@@ -167,8 +167,23 @@ fn drill_component(
         },
         delete: false,
     };
-    let restored = plan_restore(repository, index, snapshot, body, &options).and_then(|plan| {
-        let outcome = execute_restore(repository, index, &plan, None, &NoProgress)?;
+    let restored = plan_restore(
+        repository,
+        index,
+        &Sources::new(&[]),
+        snapshot,
+        body,
+        &options,
+    )
+    .and_then(|plan| {
+        let outcome = execute_restore(
+            repository,
+            index,
+            &Sources::new(&[]),
+            &plan,
+            None,
+            &NoProgress,
+        )?;
         Ok((plan, outcome))
     });
     let destination = scratch.join(&component.name);

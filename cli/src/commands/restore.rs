@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow};
 use cairn_store::manifest::ComponentKind;
 use cairn_store::ops::restore::preflight::{self, Status, Verdict};
 use cairn_store::ops::restore::{
-    Action, RestoreOptions, RestorePlan, Selection, execute_restore, plan_restore,
+    Action, RestoreOptions, RestorePlan, Selection, Sources, execute_restore, plan_restore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -168,7 +168,14 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let plan = if refused_early {
         None
     } else {
-        let plan = plan_restore(&repository, opened.index.as_ref(), id, &body, &options)?;
+        let plan = plan_restore(
+            &repository,
+            opened.index.as_ref(),
+            &Sources::new(&[]),
+            id,
+            &body,
+            &options,
+        )?;
         verdicts.push(preflight::chunks(&plan));
         Some(plan)
     };
@@ -231,6 +238,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let outcome = execute_restore(
         &repository,
         opened.index.as_ref(),
+        &Sources::new(&[]),
         &plan,
         safety_key.as_ref(),
         &progress,

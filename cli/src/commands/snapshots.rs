@@ -40,6 +40,7 @@ pub fn run(context: &Context, args: &SnapshotsArgs) -> Result<u8> {
                     "components": body.components.iter().map(|c| json!({
                         "name": c.name, "kind": c.kind, "files": c.stats.files,
                         "bytes": c.stats.bytes, "chunks": c.stats.chunks,
+                        "chunking": c.chunking(&body.chunker).to_string(),
                     })).collect::<Vec<_>>(),
                 })
             })

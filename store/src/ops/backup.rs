@@ -23,6 +23,8 @@
 
 use crate::backend::ObjectKind;
 use crate::blob_writer::{BlobWriter, WriterStatistics};
+use crate::chunking::FileChunking;
+use crate::config::RepositoryConfig;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{IndexCache, PackEntry};
@@ -31,12 +33,13 @@ use crate::manifest::{
     ChunkerRecord, ComponentKind, ComponentRecord, ComponentStats, Problem, RootMetadata,
     SignedManifest, SnapshotBody,
 };
+use crate::ops::fan_out::FanOut;
 use crate::ops::{join_relative, read_tree};
 use crate::pack::{BlobKind, read_header};
 use crate::records::{marked_packs, read_marks};
 use crate::repository::Repository;
 use crate::tree::{EntryKind, Tree, TreeEntry};
-use cairn_chunker::{ChunkStream, ChunkerParams};
+use cairn_chunker::{ChunkStream, ChunkerParams, Chunking};
 use ed25519_dalek::SigningKey;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -66,6 +69,96 @@ pub struct ComponentSource {
     /// Set when something before the backup already failed this component
     /// (a before-hook): it is left out and the snapshot says why.
     pub failed_before: Option<String>,
+    pub chunking: ChunkingChoice,
+}
+
+/// How a component asks to be cut into chunks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChunkingChoice {
+    /// What the repository's config says: SQLite database files (a
+    /// `sqlite` component's copy, or any file with the SQLite header) in
+    /// fixed chunks of their own pages, if the config names a page count;
+    /// everything else content-defined.
+    #[default]
+    KindDefault,
+    /// The repository's FastCDC parameters for every file.
+    ContentDefined,
+    /// As the default, with one page per chunk where the config names no
+    /// page count (repositories made before it existed).
+    DatabasePages,
+    /// Fixed chunks of this many bytes, for files changed in place in
+    /// aligned blocks.
+    Fixed(u32),
+}
+
+impl ChunkingChoice {
+    /// `default`, `content-defined`, `pages` or `fixed:SIZE` (bytes, or
+    /// with a K or M suffix).
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let text = text.trim();
+        match text {
+            "default" => return Ok(ChunkingChoice::KindDefault),
+            "content-defined" => return Ok(ChunkingChoice::ContentDefined),
+            "pages" => return Ok(ChunkingChoice::DatabasePages),
+            _ => {}
+        }
+        let expected = || {
+            format!(
+                "chunking {text:?}: expected default, content-defined, pages or fixed:SIZE (e.g. fixed:4K)"
+            )
+        };
+        let size = text.strip_prefix("fixed:").ok_or_else(expected)?;
+        let (digits, unit) = match size.strip_suffix(['K', 'k']) {
+            Some(digits) => (digits, 1024),
+            None => match size.strip_suffix(['M', 'm']) {
+                Some(digits) => (digits, 1024 * 1024),
+                None => (size, 1),
+            },
+        };
+        let bytes = digits
+            .parse::<u32>()
+            .ok()
+            .and_then(|count| count.checked_mul(unit))
+            .ok_or_else(expected)?;
+        Chunking::Fixed(bytes)
+            .validate()
+            .map_err(|error| format!("chunking {text:?}: {error}"))?;
+        Ok(ChunkingChoice::Fixed(bytes))
+    }
+}
+
+impl std::fmt::Display for ChunkingChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkingChoice::KindDefault => write!(f, "default"),
+            ChunkingChoice::ContentDefined => write!(f, "content-defined"),
+            ChunkingChoice::DatabasePages => write!(f, "pages"),
+            ChunkingChoice::Fixed(size) => write!(f, "fixed:{size}"),
+        }
+    }
+}
+
+/// The chunking a component gets: its choice, resolved against the
+/// repository's config.
+fn resolve_chunking(
+    config: &RepositoryConfig,
+    params: ChunkerParams,
+    choice: ChunkingChoice,
+) -> FileChunking {
+    let content_defined = Chunking::ContentDefined(params);
+    let (base, sqlite_pages_per_chunk) = match choice {
+        ChunkingChoice::KindDefault => (content_defined, config.sqlite_pages_per_chunk),
+        ChunkingChoice::ContentDefined => (content_defined, None),
+        ChunkingChoice::DatabasePages => (
+            content_defined,
+            Some(config.sqlite_pages_per_chunk.unwrap_or(1)),
+        ),
+        ChunkingChoice::Fixed(size) => (Chunking::Fixed(size), None),
+    };
+    FileChunking {
+        base,
+        sqlite_pages_per_chunk,
+    }
 }
 
 /// How a component's data is read.
@@ -93,6 +186,7 @@ impl ComponentSource {
             critical: false,
             exclude: Vec::new(),
             failed_before: None,
+            chunking: ChunkingChoice::KindDefault,
         }
     }
 }
@@ -220,14 +314,45 @@ pub fn check_sources(components: &[ComponentSource]) -> Result<()> {
     Ok(())
 }
 
+/// One repository a backup writes to, with the key that signs its snapshot.
+pub struct Destination<'a> {
+    pub repository: &'a Repository,
+    pub index: &'a dyn IndexCache,
+    pub key: &'a SigningKey,
+}
+
 pub fn backup(
     repository: &Repository,
     index: &dyn IndexCache,
     key: &SigningKey,
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
-    check_sources(&options.components)?;
-    let params = repository.chunker_params()?;
+    let destination = Destination {
+        repository,
+        index,
+        key,
+    };
+    backup_to_each(std::slice::from_ref(&destination), options)?
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Invalid("the backup had no repository".into())))
+}
+
+/// A destination ready to take blobs.
+struct Started<'a> {
+    writer: BlobWriter<'a>,
+    adopted_packs: usize,
+    parent: Option<(Id, SnapshotBody)>,
+}
+
+fn start<'a>(
+    destination: &Destination<'a>,
+    host: &str,
+    names: &[&str],
+    trusted: &[PublicKey],
+) -> Result<Started<'a>> {
+    let Destination {
+        repository, index, ..
+    } = *destination;
     // Marks are listed before packs, so every pack a mark names that the
     // pack listing shows is left out (see FORMAT.md, deletion protocol).
     let (marks, _unreadable) = read_marks(repository, &[])?;
@@ -238,29 +363,187 @@ pub fn backup(
     let orphans = unindexed_packs(repository, index, &present)?;
     let adopted_packs = orphans.len();
     writer.adopt(orphans)?;
+    let parent = find_parent(repository, host, names, trusted)?;
+    Ok(Started {
+        writer,
+        adopted_packs,
+        parent,
+    })
+}
 
+/// Repositories chunk alike only with the same chunk sizes and SQLite page
+/// rule; a backup into several reads each file once, so they must.
+fn check_same_chunking(destinations: &[Destination]) -> Result<()> {
+    let Some(first) = destinations.first() else {
+        return Err(StoreError::Invalid("the backup has no repository".into()));
+    };
+    let rule = |config: &RepositoryConfig| (config.chunker.clone(), config.sqlite_pages_per_chunk);
+    for other in &destinations[1..] {
+        if rule(first.repository.config()) != rule(other.repository.config()) {
+            return Err(StoreError::Invalid(format!(
+                "repositories {} and {} chunk differently, so one pass cannot serve both: back them up in separate runs, or make new ones with `cairn init --like`",
+                first.repository.backend().location(),
+                other.repository.backend().location()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Backs up once into every destination: the sources are read, chunked and
+/// hashed once, each blob goes to every repository that lacks it, and each
+/// repository gets its own snapshot signed with its own key. The outer
+/// error means nothing was stored anywhere (bad sources, a database that
+/// cannot be copied); otherwise there is one result per destination, in
+/// order, and a repository that fails leaves the others to finish.
+pub fn backup_to_each(
+    destinations: &[Destination],
+    options: &BackupOptions,
+) -> Result<Vec<Result<BackupOutcome>>> {
+    check_sources(&options.components)?;
+    check_same_chunking(destinations)?;
     let host = options.host.clone().unwrap_or_else(host_name);
     let names: Vec<&str> = options.components.iter().map(|c| c.name.as_str()).collect();
-    let mut trusted = options.trusted.clone();
-    trusted.push(crate::keys::public_key_of(key));
-    let found = find_parent(repository, &host, &names, &trusted)?;
-    let parent = found.as_ref().map(|(id, _)| *id);
-    let parent_body = found.filter(|_| !options.force_read).map(|(_, body)| body);
-
-    let problems = Mutex::new(Vec::new());
-    let unchanged_files = AtomicU64::new(0);
-    let mut components = Vec::new();
-    // Databases are copied before anything is stored, so one that cannot
-    // be read fails the backup with the repository untouched.
-    let prepared = prepare_components(&options.components)?;
-    let mut failed_components = Vec::new();
     let excludes = options
         .components
         .iter()
         .map(exclusion_set)
         .collect::<Result<Vec<_>>>()?;
-    for ((source, preparation), exclude) in options.components.iter().zip(&prepared).zip(&excludes)
-    {
+
+    let mut results: Vec<Option<Result<BackupOutcome>>> = Vec::new();
+    let mut writers = Vec::new();
+    let mut lanes = Vec::new();
+    for (position, destination) in destinations.iter().enumerate() {
+        let mut trusted = options.trusted.clone();
+        trusted.push(crate::keys::public_key_of(destination.key));
+        match start(destination, &host, &names, &trusted) {
+            Ok(started) => {
+                writers.push(started.writer);
+                lanes.push((position, started.adopted_packs, started.parent));
+                results.push(None);
+            }
+            Err(error) => results.push(Some(Err(error))),
+        }
+    }
+    let Some(&(primary, _, ref primary_parent)) = lanes.first() else {
+        return Ok(results.into_iter().flatten().collect());
+    };
+    // Files unchanged since the first repository's parent snapshot are not
+    // read again; the fan-out checks every repository holds their chunks.
+    let parent_body = primary_parent
+        .as_ref()
+        .filter(|_| !options.force_read)
+        .map(|(_, body)| body.clone());
+    let params = destinations[primary].repository.chunker_params()?;
+    let fan_out = FanOut::new(writers);
+
+    // Databases are copied before anything is stored, so one that cannot
+    // be read fails the backup with the repositories untouched.
+    let sources = Sources {
+        options,
+        prepared: prepare_components(&options.components)?,
+        excludes,
+    };
+    let tallies = Tallies::default();
+    let walked = walk_components(
+        &destinations[primary],
+        &fan_out,
+        params,
+        &sources,
+        parent_body.as_ref(),
+        &tallies,
+    );
+    let ReadSources {
+        components,
+        failed_components,
+    } = walked.unwrap_or_else(|error| {
+        fan_out.fail_all(error);
+        ReadSources::default()
+    });
+    let mut problems = tallies
+        .problems
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner());
+    problems.sort_by(|a, b| (&a.component, &a.path).cmp(&(&b.component, &b.path)));
+    let unchanged_files = tallies.unchanged_files.into_inner();
+
+    for (finished, (position, adopted_packs, parent)) in fan_out.finish().into_iter().zip(lanes) {
+        let destination = &destinations[position];
+        let outcome = finished.and_then(|(writer, written)| {
+            let snapshot = Snapshot {
+                parent: parent.map(|(id, _)| id),
+                host: host.clone(),
+                params,
+                components: components.clone(),
+                problems: problems.clone(),
+            };
+            commit(destination, &writer, written, snapshot, options).map(
+                |(snapshot, body, written)| BackupOutcome {
+                    snapshot,
+                    body,
+                    written,
+                    adopted_packs,
+                    unchanged_files,
+                    failed_components: failed_components.clone(),
+                },
+            )
+        });
+        results[position] = Some(outcome);
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// What one repository's snapshot will say, before it is signed.
+struct Snapshot {
+    parent: Option<Id>,
+    host: String,
+    params: ChunkerParams,
+    components: Vec<ComponentRecord>,
+    problems: Vec<Problem>,
+}
+
+/// The components to read, each prepared and with its excludes compiled.
+struct Sources<'a> {
+    options: &'a BackupOptions,
+    prepared: Vec<Prepared>,
+    excludes: Vec<Option<globset::GlobSet>>,
+}
+
+/// What the walk gathers from every thread.
+#[derive(Default)]
+struct Tallies {
+    problems: Mutex<Vec<Problem>>,
+    unchanged_files: AtomicU64,
+}
+
+/// What reading the sources gave, the same for every repository.
+#[derive(Default)]
+struct ReadSources {
+    components: Vec<ComponentRecord>,
+    /// Components left out, each with whether it was critical.
+    failed_components: Vec<(String, bool)>,
+}
+
+/// Reads every component once, storing through `fan_out`.
+fn walk_components(
+    primary: &Destination,
+    fan_out: &FanOut,
+    params: ChunkerParams,
+    sources: &Sources,
+    parent_body: Option<&SnapshotBody>,
+    tallies: &Tallies,
+) -> Result<ReadSources> {
+    let mut components = Vec::new();
+    let mut failed_components = Vec::new();
+    let problems = &tallies.problems;
+    let unchanged_files = &tallies.unchanged_files;
+    let each = sources
+        .options
+        .components
+        .iter()
+        .zip(&sources.prepared)
+        .zip(&sources.excludes);
+    for ((source, preparation), exclude) in each {
         if let Prepared::Failed(why) = preparation {
             problems
                 .lock()
@@ -274,19 +557,23 @@ pub fn backup(
             continue;
         }
         let walker = Walker {
-            repository,
-            index,
-            writer: &writer,
-            params,
+            repository: primary.repository,
+            index: primary.index,
+            writer: fan_out,
+            chunking: resolve_chunking(primary.repository.config(), params, source.chunking),
             component: &source.name,
             only: source.only.as_ref(),
             exclude: exclude.as_ref(),
-            problems: &problems,
-            unchanged_files: &unchanged_files,
+            problems,
+            unchanged_files,
         };
+        // A parent cut differently would hand down chunk lists cut the old
+        // way: correct, but they would never deduplicate again.
         let parent_component = parent_body
-            .as_ref()
-            .and_then(|body| body.component(&source.name))
+            .and_then(|body| {
+                body.component(&source.name)
+                    .filter(|component| component.chunking(&body.chunker) == walker.chunking)
+            })
             .filter(|component| component.source == source.path.display().to_string());
         let record = match preparation {
             Prepared::Made(_directory, made, kind) => {
@@ -302,41 +589,53 @@ pub fn backup(
         };
         components.push(record);
     }
-    let mut written = writer.finish()?;
-    let roots: Vec<Id> = components.iter().map(|component| component.tree).collect();
+    Ok(ReadSources {
+        components,
+        failed_components,
+    })
+}
+
+/// Makes one repository's snapshot durable: secures what it reuses against
+/// a concurrent prune, then signs and writes the manifest.
+fn commit(
+    destination: &Destination,
+    writer: &BlobWriter,
+    mut written: WriterStatistics,
+    snapshot: Snapshot,
+    options: &BackupOptions,
+) -> Result<(Id, SnapshotBody, WriterStatistics)> {
+    let Destination {
+        repository,
+        index,
+        key,
+    } = *destination;
+    let roots: Vec<Id> = snapshot
+        .components
+        .iter()
+        .map(|component| component.tree)
+        .collect();
     let rescued = secure_against_prune(repository, index, writer.relied_packs(), &roots)?;
     written.add_new(&rescued);
-    let mut problems = problems
-        .into_inner()
-        .unwrap_or_else(|poison| poison.into_inner());
-    problems.sort_by(|a, b| (&a.component, &a.path).cmp(&(&b.component, &b.path)));
     let body = SnapshotBody {
         version: SnapshotBody::new_version(),
         time: now_rfc3339(),
-        host,
+        host: snapshot.host,
         user: user_name(),
         tags: options.tags.clone(),
         labels: options.labels.clone(),
-        parent,
+        parent: snapshot.parent,
         chunker: ChunkerRecord {
-            min_size: params.min_size,
-            avg_size: params.avg_size,
-            max_size: params.max_size,
+            min_size: snapshot.params.min_size,
+            avg_size: snapshot.params.avg_size,
+            max_size: snapshot.params.max_size,
         },
-        components,
-        problems,
+        components: snapshot.components,
+        problems: snapshot.problems,
         cairn_version: env!("CARGO_PKG_VERSION").into(),
     };
     let manifest = SignedManifest::sign(&body, key);
-    let snapshot = repository.write_object(ObjectKind::Snapshot, &manifest.encode())?;
-    Ok(BackupOutcome {
-        snapshot,
-        body,
-        written,
-        adopted_packs,
-        unchanged_files: unchanged_files.into_inner(),
-        failed_components,
-    })
+    let id = repository.write_object(ObjectKind::Snapshot, &manifest.encode())?;
+    Ok((id, body, written))
 }
 
 /// A component's exclude globs, compiled; a bad one is named.
@@ -625,8 +924,8 @@ pub(crate) fn user_name() -> String {
 struct Walker<'a> {
     repository: &'a Repository,
     index: &'a dyn IndexCache,
-    writer: &'a BlobWriter<'a>,
-    params: ChunkerParams,
+    writer: &'a FanOut<'a>,
+    chunking: FileChunking,
     component: &'a str,
     only: Option<&'a BTreeSet<String>>,
     exclude: Option<&'a globset::GlobSet>,
@@ -696,6 +995,11 @@ impl Walker<'_> {
             tree,
             stats,
             root,
+            fixed_chunk_size: match self.chunking.base {
+                Chunking::Fixed(size) => Some(size),
+                Chunking::ContentDefined(_) => None,
+            },
+            sqlite_pages_per_chunk: self.chunking.sqlite_pages_per_chunk,
         })
     }
 
@@ -860,7 +1164,8 @@ impl Walker<'_> {
                 return Ok(None);
             }
         }
-        let mut stream = ChunkStream::with_expected_length(&file, &self.params, before.len());
+        let mut stream =
+            ChunkStream::with_expected_length(&file, self.chunking.for_file(&file), before.len());
         let mut hasher = blake3::Hasher::new();
         let mut chunks = Vec::new();
         loop {

@@ -24,10 +24,12 @@ pub mod plan;
 pub mod preflight;
 pub mod safety;
 pub mod select;
+pub mod sources;
 pub mod write;
 
 pub use plan::{Action, ComponentPlan, PlanCounts};
 pub use select::{Selection, select_components};
+pub use sources::{Fallback, FallbackUse, Sources};
 pub use write::{NoProgress, RestoreProgress};
 
 use crate::error::{Result, StoreError};
@@ -115,12 +117,19 @@ pub struct RestoreOutcome {
     pub bytes_fetched: u64,
     pub bytes_reused: u64,
     pub deleted: u64,
+    /// What each fallback repository served, in order of preference.
+    pub fallbacks: Vec<FallbackUse>,
+    /// How many blobs the main repository could not give intact, and the
+    /// first few reasons.
+    pub main_failures: u64,
+    pub main_failure_examples: Vec<String>,
 }
 
 /// Plans a restore of `body` into `options.target`; reads, never writes.
 pub fn plan_restore(
     repository: &Repository,
     index: &dyn IndexCache,
+    sources: &Sources,
     snapshot: Id,
     body: &SnapshotBody,
     options: &RestoreOptions,
@@ -139,7 +148,8 @@ pub fn plan_restore(
     let planner = Planner {
         repository,
         index,
-        params: repository.chunker_params()?,
+        chunker: body.chunker,
+        sources,
         filter: &filter,
         delete: options.delete,
     };
@@ -158,6 +168,7 @@ pub fn plan_restore(
 pub fn execute_restore(
     repository: &Repository,
     index: &dyn IndexCache,
+    sources: &Sources,
     plan: &RestorePlan,
     safety_key: Option<&SigningKey>,
     progress: &dyn RestoreProgress,
@@ -173,6 +184,7 @@ pub fn execute_restore(
     let writer = Writer {
         repository,
         index,
+        sources,
         counters: &counters,
         progress,
     };
@@ -200,6 +212,8 @@ pub fn execute_restore(
     outcome.chunks_fetched = counters.chunks_fetched.load(Ordering::Relaxed);
     outcome.bytes_fetched = counters.bytes_fetched.load(Ordering::Relaxed);
     outcome.bytes_reused = counters.bytes_reused.load(Ordering::Relaxed);
+    outcome.fallbacks = sources.uses();
+    (outcome.main_failures, outcome.main_failure_examples) = sources.main_failures();
 
     if !outcome.failures.is_empty()
         && let Some(safety) = safety_snapshot
@@ -441,8 +455,9 @@ fn restore_saved(
         selection,
         delete: false,
     };
-    let plan = plan_restore(repository, index, safety, body, &options)?;
-    let outcome = execute_restore(repository, index, &plan, None, &NoProgress)?;
+    let sources = Sources::new(&[]);
+    let plan = plan_restore(repository, index, &sources, safety, body, &options)?;
+    let outcome = execute_restore(repository, index, &sources, &plan, None, &NoProgress)?;
     Ok(outcome
         .failures
         .into_iter()

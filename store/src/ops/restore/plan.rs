@@ -12,14 +12,17 @@
 //! Planning reads the target but never writes to it.
 
 use super::select::{PathFilter, PathVerdict};
+use super::sources::Sources;
+use crate::chunking::FileChunking;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::IndexCache;
+use crate::manifest::ChunkerRecord;
 use crate::manifest::{ComponentKind, ComponentRecord};
-use crate::ops::{join_relative, read_tree};
+use crate::ops::join_relative;
 use crate::repository::Repository;
 use crate::tree::{EntryKind, TreeEntry};
-use cairn_chunker::{ChunkStream, ChunkerParams};
+use cairn_chunker::ChunkStream;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -138,7 +141,9 @@ impl ComponentPlan {
 pub struct Planner<'a> {
     pub repository: &'a Repository,
     pub index: &'a dyn IndexCache,
-    pub params: ChunkerParams,
+    /// The snapshot's content-defined chunking.
+    pub chunker: ChunkerRecord,
+    pub sources: &'a Sources<'a>,
     pub filter: &'a PathFilter,
     pub delete: bool,
 }
@@ -158,10 +163,10 @@ struct Scanned {
     chunks: HashMap<Id, LocalChunk>,
 }
 
-fn scan_file(path: &Path, params: &ChunkerParams) -> std::io::Result<Scanned> {
+fn scan_file(path: &Path, chunking: FileChunking) -> std::io::Result<Scanned> {
     let file = File::open(path)?;
     let length = file.metadata()?.len();
-    let mut stream = ChunkStream::with_expected_length(file, params, length);
+    let mut stream = ChunkStream::with_expected_length(&file, chunking.for_file(&file), length);
     let mut hasher = blake3::Hasher::new();
     let mut chunks = HashMap::new();
     while let Some(batch) = stream.next_batch()? {
@@ -217,7 +222,9 @@ impl Planner<'_> {
                 );
             }
             ComponentKind::File | ComponentKind::Sqlite | ComponentKind::Command => {
-                let tree = read_tree(self.repository, self.index, &component.tree)?;
+                let tree = self
+                    .sources
+                    .read_tree(self.repository, self.index, &component.tree)?;
                 if tree.entries.len() > 1
                     || tree
                         .entries
@@ -242,7 +249,10 @@ impl Planner<'_> {
                 }
             }
         }
-        self.compare_files(&mut plan)?;
+        // The target's old copy is cut as the snapshot's was, or none of its
+        // chunks would match.
+        let chunking = component.chunking(&self.chunker);
+        self.compare_files(&mut plan, chunking)?;
         for item in &plan.entries {
             let counts = &mut plan.counts;
             match item.action {
@@ -316,7 +326,7 @@ impl Planner<'_> {
         verdict: PathVerdict,
         plan: &mut ComponentPlan,
     ) {
-        let tree = match read_tree(self.repository, self.index, tree_id) {
+        let tree = match self.sources.read_tree(self.repository, self.index, tree_id) {
             Ok(tree) => tree,
             Err(error) => {
                 let shown = if relative.is_empty() { "/" } else { relative };
@@ -388,16 +398,16 @@ impl Planner<'_> {
     /// between unchanged, metadata-only and a real update; counts the bytes
     /// each written file needs from the repository and from the target, and
     /// notes chunks no index lists.
-    fn compare_files(&self, plan: &mut ComponentPlan) -> Result<()> {
-        let params = self.params;
+    fn compare_files(&self, plan: &mut ComponentPlan, chunking: FileChunking) -> Result<()> {
         let index = self.index;
+        let sources = self.sources;
         let missing: Vec<(String, Id)> = plan
             .entries
             .par_iter_mut()
             .filter(|item| item.entry.kind == EntryKind::File && item.action != Action::Unchanged)
             .map(|item| -> Result<Vec<(String, Id)>> {
                 let scanned = if item.action == Action::Update {
-                    scan_file(&item.destination, &params).ok()
+                    scan_file(&item.destination, chunking).ok()
                 } else {
                     None
                 };
@@ -425,6 +435,8 @@ impl Planner<'_> {
                         item.local_chunks.insert(*chunk, *local);
                     } else if let Some(location) = index.lookup(chunk)? {
                         item.fetch_bytes += u64::from(location.entry.raw_length);
+                    } else if sources.lists(chunk) {
+                        // Fetched from another repository when written.
                     } else {
                         missing.push((item.relative.clone(), *chunk));
                     }

@@ -10,6 +10,7 @@
 //! Runs of zeros are skipped with a seek, so sparse files stay sparse.
 
 use super::plan::{LocalChunk, PlannedEntry, TEMPORARY_PREFIX};
+use super::sources::Sources;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexCache};
@@ -55,6 +56,8 @@ pub struct WriteCounters {
 pub struct Writer<'a> {
     pub repository: &'a Repository,
     pub index: &'a dyn IndexCache,
+    /// Where a chunk comes from when the repository cannot give it intact.
+    pub sources: &'a Sources<'a>,
     pub counters: &'a WriteCounters,
     pub progress: &'a dyn RestoreProgress,
 }
@@ -118,7 +121,7 @@ impl Writer<'_> {
         let mut locations: Vec<Option<BlobLocation>> = Vec::with_capacity(chunks.len());
         for id in chunks {
             let local = old_copy.is_some() && item.local_chunks.contains_key(id);
-            locations.push(if local { None } else { self.locate(id)?.into() });
+            locations.push(if local { None } else { self.index.lookup(id)? });
         }
 
         let file = OpenOptions::new()
@@ -145,11 +148,23 @@ impl Writer<'_> {
                             data
                         }
                         // The old copy changed since planning: fetch instead.
-                        None => self.fetch_single(&self.locate(id)?)?,
+                        None => self
+                            .locate(id)
+                            .and_then(|location| self.fetch_single(&location))
+                            .or_else(|why| self.sources.fetch(id, why))?,
                     },
                     _ => {
-                        let location = locations[position].ok_or_else(|| missing(id))?;
-                        self.fetch_in_run(&mut run, &locations, position, &location)?
+                        let fetched = match &locations[position] {
+                            Some(location) => {
+                                self.fetch_in_run(&mut run, &locations, position, location)
+                            }
+                            None => Err(missing(id)),
+                        };
+                        fetched.or_else(|why| {
+                            // The run may hold the damage; never reuse it.
+                            run = None;
+                            self.sources.fetch(id, why)
+                        })?
                     }
                 };
                 let zeros = data.iter().all(|&byte| byte == 0);

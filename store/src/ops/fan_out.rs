@@ -1,0 +1,124 @@
+//! [`FanOut`]: one backup's stream of blobs, written into several
+//! repositories at once. The source is read, chunked and hashed once; each
+//! blob goes to every repository that lacks it.
+//!
+//! Owns the rule that one repository failing does not stop the others: a
+//! writer that fails is set aside with its error and the rest go on. Never
+//! decides what a backup stores or signs anything.
+
+use crate::blob_writer::{BlobWriter, WriterStatistics};
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::pack::BlobKind;
+use std::sync::Mutex;
+
+/// One repository's writer, or why it stopped.
+struct Lane<'a> {
+    writer: BlobWriter<'a>,
+    failure: Mutex<Option<StoreError>>,
+}
+
+pub struct FanOut<'a> {
+    lanes: Vec<Lane<'a>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A failure is stored whole or not at all.
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl<'a> FanOut<'a> {
+    pub fn new(writers: Vec<BlobWriter<'a>>) -> Self {
+        FanOut {
+            lanes: writers
+                .into_iter()
+                .map(|writer| Lane {
+                    writer,
+                    failure: Mutex::new(None),
+                })
+                .collect(),
+        }
+    }
+
+    fn is_live(lane: &Lane) -> bool {
+        lock(&lane.failure).is_none()
+    }
+
+    /// Sets a lane aside; the first error is the one kept.
+    fn fail(lane: &Lane, error: StoreError) {
+        lock(&lane.failure).get_or_insert(error);
+    }
+
+    /// An error for callers once no repository is left; each lane keeps
+    /// its own error for [`FanOut::into_results`].
+    fn all_failed(&self) -> StoreError {
+        StoreError::Invalid("every repository of this backup failed".into())
+    }
+
+    /// Stores a blob in every live repository that lacks it; true if any
+    /// stored it as new. Fails only when no repository is left.
+    pub fn add(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<bool> {
+        let mut new = false;
+        let mut live = 0;
+        for lane in self.lanes.iter().filter(|lane| Self::is_live(lane)) {
+            match lane.writer.add(kind, id, raw) {
+                Ok(added) => {
+                    new |= added;
+                    live += 1;
+                }
+                Err(error) => Self::fail(lane, error),
+            }
+        }
+        if live == 0 {
+            return Err(self.all_failed());
+        }
+        Ok(new)
+    }
+
+    /// Whether every live repository holds `id`: a file may be taken from
+    /// the parent snapshot unread only if no repository would miss a chunk.
+    pub fn is_stored(&self, id: &Id) -> Result<bool> {
+        let mut live = 0;
+        for lane in self.lanes.iter().filter(|lane| Self::is_live(lane)) {
+            match lane.writer.is_stored(id) {
+                Ok(true) => live += 1,
+                Ok(false) => return Ok(false),
+                Err(error) => Self::fail(lane, error),
+            }
+        }
+        if live == 0 {
+            return Err(self.all_failed());
+        }
+        Ok(true)
+    }
+
+    /// Sets every live lane aside: for an error that is not any one
+    /// repository's (the walk itself failed). The first live lane keeps the
+    /// error itself, so a single-repository backup reports it unchanged;
+    /// the others get its message.
+    pub fn fail_all(&self, error: StoreError) {
+        let mut error = Some(error);
+        let message = error.as_ref().map(ToString::to_string).unwrap_or_default();
+        for lane in self.lanes.iter().filter(|lane| Self::is_live(lane)) {
+            let this = error
+                .take()
+                .unwrap_or_else(|| StoreError::Invalid(message.clone()));
+            Self::fail(lane, this);
+        }
+    }
+
+    /// Each repository's writer, finished (every blob uploaded and indexed),
+    /// or its error; in the order given to [`FanOut::new`].
+    pub fn finish(self) -> Vec<Result<(BlobWriter<'a>, WriterStatistics)>> {
+        self.lanes
+            .into_iter()
+            .map(|lane| {
+                if let Some(error) = lane.failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                    return Err(error);
+                }
+                let statistics = lane.writer.finish()?;
+                Ok((lane.writer, statistics))
+            })
+            .collect()
+    }
+}
