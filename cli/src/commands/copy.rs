@@ -9,12 +9,15 @@ use crate::output::bytes;
 use anyhow::Result;
 use cairn_store::StoreError;
 use cairn_store::index::{OpenedIndex, open_index};
-use cairn_store::ops::copy::{CopyOptions, CopyOutcome, CopyResult, Endpoints, copy};
+use cairn_store::ops::copy::{
+    CopyOptions, CopyOutcome, CopyResult, Endpoints, check_distinct, copy,
+};
 use serde_json::json;
 
 pub fn run(context: &Context, args: &CopyArgs) -> Result<u8> {
     let source = context.open_repository_at(&args.from)?;
     let target = context.open_repository_at(&args.to)?;
+    check_distinct(&source, &target)?;
     let trusted = context.trusted_keys()?;
     let (source_index, target_index) = open_indexes(context, &source, &target)?;
     let options = CopyOptions {

@@ -181,14 +181,7 @@ pub fn copy(
 ) -> Result<CopyOutcome> {
     let Endpoints { source, target, .. } = *endpoints;
     let mut outcome = CopyOutcome::default();
-    if source.config().repository_id == target.config().repository_id
-        && source.backend().location() == target.backend().location()
-    {
-        return Err(StoreError::Invalid(format!(
-            "{} is both the source and the target of the copy",
-            source.backend().location()
-        )));
-    }
+    check_distinct(source, target)?;
     if source.config().chunker != target.config().chunker {
         let params = |repository: &Repository| {
             let chunker = &repository.config().chunker;
@@ -256,6 +249,20 @@ pub fn copy(
         outcome.snapshots.push(copied);
     }
     Ok(outcome)
+}
+
+/// Refuses a copy of a repository onto itself (the same id at the same
+/// location).
+pub fn check_distinct(source: &Repository, target: &Repository) -> Result<()> {
+    if source.config().repository_id == target.config().repository_id
+        && source.backend().location() == target.backend().location()
+    {
+        return Err(StoreError::Invalid(format!(
+            "{} is both the source and the target of the copy",
+            source.backend().location()
+        )));
+    }
+    Ok(())
 }
 
 /// The snapshots to copy (oldest first), and those considered but skipped.
