@@ -11,7 +11,7 @@ use std::path::PathBuf;
     about = "Content-addressed, deduplicating, signed backups",
     after_help = "Exit codes: 0 success; 1 error (nothing done or could not run); 2 bad usage; \
 3 backup completed but some files could not be read or changed while read; \
-4 damage found (verify) or some files could not be restored (restore); \
+4 damage found (verify, copy) or some files could not be restored (restore); \
 5 restore refused by a preflight check (untrusted, too-old, missing-chunks); \
 6 a concurrent prune deleted data this backup reused (nothing written; run it again); \
 7 a critical component failed (the other components were stored)."
@@ -61,6 +61,9 @@ pub enum Command {
     Init(InitArgs),
     /// Back up one or more components into a new snapshot.
     Backup(BackupArgs),
+    /// Copy snapshots from one repository into another, storing only the
+    /// chunks the target lacks; the signed manifests are copied unchanged.
+    Copy(CopyArgs),
     /// List snapshots (or, with --forgotten, the record of forgotten ones).
     Snapshots(SnapshotsArgs),
     /// List the files of a snapshot.
@@ -217,6 +220,26 @@ pub struct PruneTuning {
 }
 
 #[derive(Args)]
+pub struct CopyArgs {
+    /// The repository to copy from.
+    #[arg(long, value_name = "REPO")]
+    pub from: String,
+    /// The repository to copy into (made with `cairn init --like FROM`, it
+    /// chunks as FROM does, so later backups into it deduplicate against
+    /// the copies).
+    #[arg(long, value_name = "REPO")]
+    pub to: String,
+    /// Snapshots to copy: ids, unique prefixes or `latest` [default: every
+    /// snapshot of FROM signed by a trusted key that TO lacks].
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Say what would be copied (snapshots, blobs, bytes to read); write
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args)]
 pub struct InitArgs {
     /// Minimum chunk size in bytes.
     #[arg(long, default_value_t = 4096)]
@@ -230,6 +253,13 @@ pub struct InitArgs {
     /// zstd level for compressible chunks (1 = fastest, 19 = smallest).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub compression_level: i32,
+    /// Take the chunker and compression settings of repository REPO (the
+    /// new repository still gets its own id), so that `cairn copy` between
+    /// the two keeps deduplicating.
+    #[arg(long, value_name = "REPO", conflicts_with_all = [
+        "chunk_min", "chunk_avg", "chunk_max", "compression_level",
+    ])]
+    pub like: Option<String>,
 }
 
 #[derive(Args)]

@@ -37,6 +37,21 @@ impl Context {
         Ok(Repository::open(self.backend()?)?)
     }
 
+    /// Opens the repository a command names by a location string rather
+    /// than `--repo` (`copy --from/--to`, `init --like`). The one place
+    /// that turns such a string into a backend: today a local directory.
+    pub fn open_repository_at(&self, location: &str) -> Result<Repository> {
+        if location.is_empty() {
+            bail!("empty repository location");
+        }
+        let path = Path::new(location);
+        if !path.is_dir() {
+            bail!("repository {location} does not exist");
+        }
+        Repository::open(Arc::new(LocalBackend::new(path)))
+            .with_context(|| format!("opening repository {location}"))
+    }
+
     pub fn config_dir(&self) -> Result<PathBuf> {
         if let Some(directory) = &self.global.config_dir {
             return Ok(directory.clone());

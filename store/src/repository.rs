@@ -16,6 +16,18 @@ use crate::pack::decode_blob;
 use cairn_chunker::ChunkerParams;
 use std::sync::Arc;
 
+/// 32 random bytes: a repository's id names it, e.g. for local caches.
+fn random_repository_id() -> Result<Id> {
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random).map_err(|error| {
+        StoreError::io(
+            "reading the system random source",
+            std::io::Error::other(error.to_string()),
+        )
+    })?;
+    Ok(Id(random))
+}
+
 #[derive(Clone)]
 pub struct Repository {
     backend: Arc<dyn Backend>,
@@ -31,21 +43,37 @@ impl Repository {
         compression_level: i32,
         signer: PublicKey,
     ) -> Result<Self> {
+        chunker.validate()?;
+        let mut config = RepositoryConfig::new(random_repository_id()?, chunker);
+        config.compression.level = compression_level;
+        Self::create(backend, config, signer)
+    }
+
+    /// Creates a repository that chunks and stores exactly as `like` does
+    /// (chunk sizes, SQLite pages, compression, pack size), with its own
+    /// id: copies between the two stay deduplicated.
+    pub fn init_like(
+        backend: Arc<dyn Backend>,
+        like: &RepositoryConfig,
+        signer: PublicKey,
+    ) -> Result<Self> {
+        let config = RepositoryConfig {
+            repository_id: random_repository_id()?,
+            ..like.clone()
+        };
+        Self::create(backend, config, signer)
+    }
+
+    fn create(
+        backend: Arc<dyn Backend>,
+        config: RepositoryConfig,
+        signer: PublicKey,
+    ) -> Result<Self> {
         if !backend.list(ObjectKind::Config)?.is_empty() {
             return Err(StoreError::AlreadyARepository {
                 path: backend.location(),
             });
         }
-        chunker.validate()?;
-        let mut random = [0u8; 32];
-        getrandom::fill(&mut random).map_err(|error| {
-            StoreError::io(
-                "reading the system random source",
-                std::io::Error::other(error.to_string()),
-            )
-        })?;
-        let mut config = RepositoryConfig::new(Id(random), chunker);
-        config.compression.level = compression_level;
         // Validate what will be written exactly as readers will.
         RepositoryConfig::decode(&config.encode())?;
         let key_object = PublicKeyObject::new(signer).encode();

@@ -3,7 +3,7 @@
 use crate::args::InitArgs;
 use crate::context::Context;
 use crate::exit;
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use cairn_chunker::ChunkerParams;
 use cairn_store::Repository;
 use cairn_store::backend::Backend;
@@ -14,8 +14,20 @@ use serde_json::json;
 
 pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
     let path = context.repository_path()?;
-    let params = ChunkerParams::new(args.chunk_min, args.chunk_avg, args.chunk_max)
-        .map_err(|error| anyhow::anyhow!("--chunk-min/--chunk-avg/--chunk-max: {error}"))?;
+    // Chunking decides which chunks exist: the same parameters make the
+    // same chunks, so copies between the two stay deduplicated.
+    let like = match &args.like {
+        Some(location) => Some(context.open_repository_at(location).context("--like")?),
+        None => None,
+    };
+    let (params, compression_level) = match &like {
+        Some(like) => (like.chunker_params()?, like.config().compression.level),
+        None => (
+            ChunkerParams::new(args.chunk_min, args.chunk_avg, args.chunk_max)
+                .map_err(|error| anyhow::anyhow!("--chunk-min/--chunk-avg/--chunk-max: {error}"))?,
+            args.compression_level,
+        ),
+    };
     let backend = context.backend()?;
     if path.exists() {
         if Repository::open(backend.clone()).is_ok()
@@ -54,7 +66,10 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         }
     };
     let public = public_key_of(&key);
-    let repository = Repository::init(backend, params, args.compression_level, public)?;
+    let repository = match &like {
+        Some(like) => Repository::init_like(backend, like.config(), public)?,
+        None => Repository::init(backend, params, compression_level, public)?,
+    };
     TrustStore::new(&context.config_dir()?).trust(public)?;
 
     if context.global.json {
@@ -65,6 +80,8 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
             "key_file": key_path.display().to_string(),
             "key_created": key_is_new,
             "chunker": { "min_size": params.min_size, "avg_size": params.avg_size, "max_size": params.max_size },
+            "compression_level": compression_level,
+            "like": args.like,
         }))?;
     } else {
         println!("created repository {}", path.display());
@@ -82,6 +99,10 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
             "  chunking    FastCDC {}/{}/{} bytes (min/avg/max)",
             params.min_size, params.avg_size, params.max_size
         );
+        println!("  compression zstd level {compression_level}");
+        if let Some(like) = &args.like {
+            println!("  settings    taken from {like} (copies between the two stay deduplicated)");
+        }
     }
     Ok(exit::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 mod backup;
 mod cat;
+mod copy;
 mod drill;
 mod forget;
 mod init;
@@ -22,6 +23,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Init(args) => init::run(context, &args),
         Command::Backup(args) => backup::run(context, &args),
+        Command::Copy(args) => copy::run(context, &args),
         Command::Snapshots(args) => snapshots::run(context, &args),
         Command::Ls(args) => ls::run(context, &args),
         Command::Restore(args) => restore::run(context, &args),

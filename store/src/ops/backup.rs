@@ -767,7 +767,7 @@ const SECURE_ROUNDS: usize = 3;
 /// needs it; a mark written after this check is therefore followed by a
 /// manifest listing that includes this snapshot, as long as this check and
 /// the manifest write are closer together than the grace period.
-fn secure_against_prune(
+pub(crate) fn secure_against_prune(
     repository: &Repository,
     index: &dyn IndexCache,
     mut relied: HashSet<Id>,
@@ -828,7 +828,7 @@ fn secure_against_prune(
 }
 
 /// Packs present in the repository that no index file lists.
-fn unindexed_packs(
+pub(crate) fn unindexed_packs(
     repository: &Repository,
     index: &dyn IndexCache,
     present: &HashMap<Id, u64>,

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod cat;
+pub mod copy;
 pub mod fan_out;
 pub mod forget;
 pub mod listing;

@@ -1,0 +1,665 @@
+//! Copy: snapshots from one repository (the source) into another (the
+//! target), storing only the blobs the target lacks.
+//!
+//! Per snapshot, oldest first:
+//! 1. Its manifest is read from the source, checked against its name and
+//!    its signature checked against the trusted keys.
+//! 2. Its trees are walked in the source (every tree is read, even one the
+//!    target has: a tree being present never proves its chunks are). Each
+//!    tree and chunk the target lacks is read from the source, checked
+//!    against its BLAKE3 id, and stored through the target's
+//!    [`BlobWriter`], exactly as a backup stores it (packs, index files,
+//!    deletion marks avoided). Chunks are read grouped by pack, each pack's
+//!    needed ranges once, packs in parallel.
+//! 3. The writer's packs and index files are finished, the packs relied on
+//!    are checked against deletion marks ([`secure_against_prune`]), the
+//!    signer's public key object is added if the target lacks it, and only
+//!    then is the manifest created in the target, byte for byte as it is in
+//!    the source: it is named by its hash and its signature stays valid.
+//!
+//! Damage found in the source (a corrupt or missing pack, chunk, tree or
+//! manifest) fails only that snapshot: its manifest is never written, what
+//! was copied for it so far is indexed (unreferenced until a later copy
+//! uses it) and the other snapshots are still copied. Any other error
+//! (writing the target, a concurrent prune) stops the copy.
+//!
+//! Never writes to the source, never signs anything, never deletes.
+
+use crate::backend::ObjectKind;
+use crate::blob_writer::{BlobWriter, WriterStatistics};
+use crate::error::{Result, StoreError};
+use crate::id::Id;
+use crate::index::{BlobLocation, IndexCache};
+use crate::keys::{PublicKey, PublicKeyObject};
+use crate::manifest::{SignedManifest, SnapshotBody, TrustFailure};
+use crate::ops::backup::{secure_against_prune, unindexed_packs};
+use crate::ops::forget::read_forget_records;
+use crate::pack::{BlobEntry, BlobKind, decode_blob};
+use crate::records::{marked_packs, read_marks};
+use crate::repository::Repository;
+use crate::tree::Tree;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Chunks gathered before they are fetched: bounds the memory the list of
+/// wanted chunks takes, while still grouping many per pack.
+const FETCH_BATCH: usize = 100_000;
+/// Blobs this close together in a pack are read with one request, the gap
+/// read and dropped: cheaper than another round trip to object storage.
+const MAX_GAP: u64 = 256 * 1024;
+/// Longest single read; with one read in flight per thread this bounds the
+/// memory a copy holds in pack data.
+const MAX_RUN: u64 = 16 * 1024 * 1024;
+
+#[derive(Clone, Debug, Default)]
+pub struct CopyOptions {
+    /// Snapshots to copy (ids, unique prefixes or `latest`). Empty: every
+    /// snapshot in the source signed by a trusted key that the target
+    /// lacks.
+    pub snapshots: Vec<String>,
+    /// Walk and count what would be copied; write nothing.
+    pub dry_run: bool,
+}
+
+/// What happened to one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CopyResult {
+    Copied,
+    /// A dry run would have copied it.
+    WouldCopy,
+    /// The target already holds this manifest.
+    AlreadyPresent,
+    /// A forget record in the target (signed by a trusted key) names it:
+    /// copying it back would only have the target's next forget or prune
+    /// delete it again.
+    ForgottenInTarget,
+    /// Not signed by a trusted key (only when copying the default set).
+    Untrusted(String),
+    /// Damage in the source; nothing of it was committed in the target.
+    Damaged(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct SnapshotCopy {
+    pub id: Id,
+    /// The body, if the manifest could be read.
+    pub body: Option<SnapshotBody>,
+    pub result: CopyResult,
+    /// Trees and chunks stored in the target for it (or that would be).
+    pub blobs_copied: u64,
+    /// Trees and chunks it reaches that the target already had.
+    pub blobs_present: u64,
+    /// Bytes read from the source's packs for it.
+    pub bytes_read: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CopyOutcome {
+    /// Every snapshot considered, in the order handled.
+    pub snapshots: Vec<SnapshotCopy>,
+    /// What the target's writers added (packs, index files, bytes).
+    pub written: WriterStatistics,
+    /// Public key objects added to the target.
+    pub keys_copied: Vec<PublicKey>,
+    /// Things the user should hear about (e.g. different chunker settings).
+    pub notices: Vec<String>,
+}
+
+impl CopyOutcome {
+    pub fn count(&self, wanted: &CopyResult) -> usize {
+        self.snapshots
+            .iter()
+            .filter(|snapshot| &snapshot.result == wanted)
+            .count()
+    }
+
+    pub fn damaged(&self) -> Vec<&SnapshotCopy> {
+        self.snapshots
+            .iter()
+            .filter(|snapshot| matches!(snapshot.result, CopyResult::Damaged(_)))
+            .collect()
+    }
+
+    pub fn blobs_copied(&self) -> u64 {
+        self.snapshots.iter().map(|s| s.blobs_copied).sum()
+    }
+
+    pub fn blobs_present(&self) -> u64 {
+        self.snapshots.iter().map(|s| s.blobs_present).sum()
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.snapshots.iter().map(|s| s.bytes_read).sum()
+    }
+}
+
+/// The two repositories and their indexes.
+pub struct Endpoints<'a> {
+    pub source: &'a Repository,
+    pub source_index: &'a dyn IndexCache,
+    pub target: &'a Repository,
+    pub target_index: &'a dyn IndexCache,
+}
+
+/// Why copying one snapshot stopped.
+enum Failure {
+    /// Damage in the source: this snapshot fails, the copy goes on.
+    Damage(StoreError),
+    /// Anything else stops the whole copy.
+    Abort(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Abort(error)
+    }
+}
+
+/// Classifies an error from reading the source: a corrupt or missing
+/// object is damage there; an I/O failure is not (the same copy may well
+/// succeed when run again).
+fn from_source(error: StoreError) -> Failure {
+    match error {
+        StoreError::Corrupt { .. } | StoreError::Missing { .. } => Failure::Damage(error),
+        other => Failure::Abort(other),
+    }
+}
+
+/// A snapshot chosen for copying, with its manifest's exact bytes.
+struct Candidate {
+    id: Id,
+    bytes: Vec<u8>,
+    signer: PublicKey,
+    body: SnapshotBody,
+}
+
+pub fn copy(
+    endpoints: &Endpoints,
+    trusted: &[PublicKey],
+    options: &CopyOptions,
+) -> Result<CopyOutcome> {
+    let Endpoints { source, target, .. } = *endpoints;
+    let mut outcome = CopyOutcome::default();
+    check_distinct(source, target)?;
+    if source.config().chunker != target.config().chunker {
+        let params = |repository: &Repository| {
+            let chunker = &repository.config().chunker;
+            format!(
+                "{}/{}/{}",
+                chunker.min_size, chunker.avg_size, chunker.max_size
+            )
+        };
+        outcome.notices.push(format!(
+            "the repositories chunk differently ({} has {}, {} has {} bytes min/avg/max): \
+             the copies are complete, but backups into {} will not deduplicate against them \
+             (create a target with `cairn init --like SOURCE` to share the settings)",
+            source.backend().location(),
+            params(source),
+            target.backend().location(),
+            params(target),
+            target.backend().location(),
+        ));
+    }
+    let (candidates, skipped) = select(source, target, trusted, options)?;
+    outcome.snapshots.extend(skipped);
+    let mut published: HashSet<PublicKey> = target.published_keys()?.into_iter().collect();
+    let mut session = Session {
+        endpoints,
+        dry_run: options.dry_run,
+        planned: HashSet::new(),
+        adopted: false,
+    };
+    for candidate in candidates {
+        let mut copied = SnapshotCopy {
+            id: candidate.id,
+            body: Some(candidate.body.clone()),
+            result: CopyResult::Copied,
+            blobs_copied: 0,
+            blobs_present: 0,
+            bytes_read: 0,
+        };
+        match session.copy_blobs(&candidate, &mut copied) {
+            Ok(written) => outcome.written.add_new(&written),
+            Err(Failure::Damage(error)) => {
+                copied.result = CopyResult::Damaged(error.to_string());
+                outcome.snapshots.push(copied);
+                continue;
+            }
+            Err(Failure::Abort(error)) => return Err(error),
+        }
+        if options.dry_run {
+            copied.result = CopyResult::WouldCopy;
+        } else {
+            // The key before the manifest, so that whoever finds the
+            // snapshot in the target also finds the key to pin.
+            if published.insert(candidate.signer) {
+                let key = PublicKeyObject::new(candidate.signer).encode();
+                target.write_object(ObjectKind::Key, &key)?;
+                outcome.keys_copied.push(candidate.signer);
+            }
+            let written = target.write_object(ObjectKind::Snapshot, &candidate.bytes)?;
+            if written != candidate.id {
+                return Err(StoreError::Invalid(format!(
+                    "snapshot {} was written to the target as {written}",
+                    candidate.id
+                )));
+            }
+        }
+        outcome.snapshots.push(copied);
+    }
+    Ok(outcome)
+}
+
+/// Refuses a copy of a repository onto itself (the same id at the same
+/// location).
+pub fn check_distinct(source: &Repository, target: &Repository) -> Result<()> {
+    if source.config().repository_id == target.config().repository_id
+        && source.backend().location() == target.backend().location()
+    {
+        return Err(StoreError::Invalid(format!(
+            "{} is both the source and the target of the copy",
+            source.backend().location()
+        )));
+    }
+    Ok(())
+}
+
+/// The snapshots to copy (oldest first), and those considered but skipped.
+fn select(
+    source: &Repository,
+    target: &Repository,
+    trusted: &[PublicKey],
+    options: &CopyOptions,
+) -> Result<(Vec<Candidate>, Vec<SnapshotCopy>)> {
+    let in_target: HashSet<Id> = target.list_ids(ObjectKind::Snapshot)?.into_iter().collect();
+    let forgotten: HashSet<Id> = read_forget_records(target, trusted)?
+        .iter()
+        .flat_map(|(_, record, _)| record.snapshots.iter().map(|snapshot| snapshot.id))
+        .collect();
+    let skip = |id: Id, body: Option<SnapshotBody>, result: CopyResult| SnapshotCopy {
+        id,
+        body,
+        result,
+        blobs_copied: 0,
+        blobs_present: 0,
+        bytes_read: 0,
+    };
+    let mut candidates = Vec::new();
+    let mut skipped = Vec::new();
+    if options.snapshots.is_empty() {
+        for id in source.list_ids(ObjectKind::Snapshot)? {
+            if in_target.contains(&id) {
+                continue;
+            }
+            match read_candidate(source, &id) {
+                Ok((candidate, manifest)) => match manifest.verify(trusted) {
+                    Ok(()) if forgotten.contains(&id) => skipped.push(skip(
+                        id,
+                        Some(candidate.body),
+                        CopyResult::ForgottenInTarget,
+                    )),
+                    Ok(()) => candidates.push(candidate),
+                    Err(failure @ TrustFailure::UntrustedSigner(_)) => skipped.push(skip(
+                        id,
+                        Some(candidate.body),
+                        CopyResult::Untrusted(failure.to_string()),
+                    )),
+                    Err(failure @ TrustFailure::BadSignature) => skipped.push(skip(
+                        id,
+                        Some(candidate.body),
+                        CopyResult::Damaged(format!("snapshot {id}: {failure}")),
+                    )),
+                },
+                Err(error @ StoreError::Io { .. }) => return Err(error),
+                // Forgotten in the source since it was listed.
+                Err(StoreError::Missing { .. }) => {}
+                Err(error) => skipped.push(skip(id, None, CopyResult::Damaged(error.to_string()))),
+            }
+        }
+    } else {
+        let mut chosen = HashSet::new();
+        for spec in &options.snapshots {
+            let id = source.resolve_snapshot_trusted(spec, Some(trusted))?;
+            if !chosen.insert(id) {
+                continue;
+            }
+            // Every named snapshot is checked before anything is copied,
+            // so a mistake in the list costs nothing.
+            let (candidate, manifest) = read_candidate(source, &id)?;
+            manifest.verified_body(
+                trusted,
+                &format!("snapshot {id} in {}", source.backend().location()),
+            )?;
+            if in_target.contains(&id) {
+                skipped.push(skip(id, Some(candidate.body), CopyResult::AlreadyPresent));
+            } else if forgotten.contains(&id) {
+                skipped.push(skip(
+                    id,
+                    Some(candidate.body),
+                    CopyResult::ForgottenInTarget,
+                ));
+            } else {
+                candidates.push(candidate);
+            }
+        }
+    }
+    candidates.sort_by(|a, b| (&a.body.time, a.id).cmp(&(&b.body.time, b.id)));
+    Ok((candidates, skipped))
+}
+
+/// Reads a manifest's exact bytes (checked against its name) and decodes
+/// it; the signature is the caller's to check.
+fn read_candidate(source: &Repository, id: &Id) -> Result<(Candidate, SignedManifest)> {
+    let object = format!("snapshot {id}");
+    let bytes = source.read_verified(ObjectKind::Snapshot, id)?;
+    let manifest = SignedManifest::decode(&bytes, &object)?;
+    let body = manifest
+        .body_unverified()
+        .map_err(|error| StoreError::corrupt(&object, error.to_string()))?;
+    Ok((
+        Candidate {
+            id: *id,
+            bytes,
+            signer: manifest.signer(),
+            body,
+        },
+        manifest,
+    ))
+}
+
+/// State shared by the snapshots of one copy.
+struct Session<'a> {
+    endpoints: &'a Endpoints<'a>,
+    dry_run: bool,
+    /// Dry run: blobs an earlier snapshot would already have copied.
+    planned: HashSet<Id>,
+    /// Whether packs an interrupted copy or backup left unindexed in the
+    /// target have been adopted.
+    adopted: bool,
+}
+
+/// Per-snapshot counters, updated from parallel fetches.
+#[derive(Default)]
+struct Counters {
+    copied: AtomicU64,
+    present: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+impl Session<'_> {
+    /// Stores every blob `candidate` reaches that the target lacks, and
+    /// makes them durable and safe from a concurrent prune; returns what
+    /// the writers added.
+    fn copy_blobs(
+        &mut self,
+        candidate: &Candidate,
+        report: &mut SnapshotCopy,
+    ) -> std::result::Result<WriterStatistics, Failure> {
+        let target = self.endpoints.target;
+        let target_index = self.endpoints.target_index;
+        // Marks before packs, as in a backup (FORMAT.md 12.7, B1).
+        let (marks, _unreadable) = read_marks(target, &[])?;
+        let marked = marked_packs(&marks);
+        let mut present = target.list_packs()?;
+        present.retain(|pack, _| !marked.contains(pack));
+        let writer = BlobWriter::new(target, target_index, present.clone());
+        if !self.adopted && !self.dry_run {
+            writer.adopt(unindexed_packs(target, target_index, &present)?)?;
+            self.adopted = true;
+        }
+        let roots: Vec<Id> = candidate
+            .body
+            .components
+            .iter()
+            .map(|component| component.tree)
+            .collect();
+        let counters = Counters::default();
+        let walked = self.walk(&writer, &roots, &counters);
+        report.blobs_copied = counters.copied.load(Ordering::Relaxed);
+        report.blobs_present = counters.present.load(Ordering::Relaxed);
+        report.bytes_read = counters.bytes_read.load(Ordering::Relaxed);
+        if let Err(failure) = walked {
+            // Index what was copied, so that running the copy again (once
+            // the source is repaired) does not copy it twice; a failure
+            // here changes nothing about the snapshot's fate.
+            if !self.dry_run {
+                let _ = writer.finish();
+            }
+            return Err(failure);
+        }
+        if self.dry_run {
+            return Ok(WriterStatistics::default());
+        }
+        let mut written = writer.finish()?;
+        let rescued = secure_against_prune(target, target_index, writer.relied_packs(), &roots)
+            .map_err(|error| match error {
+                // Its messages speak of a backup; the advice is the same.
+                StoreError::Conflict(message) => StoreError::Conflict(format!(
+                    "copying snapshot {}: {}",
+                    candidate.id,
+                    message.replace("backup", "copy")
+                )),
+                other => other,
+            })?;
+        written.add_new(&rescued);
+        Ok(written)
+    }
+
+    /// Walks the snapshot's trees in the source, storing trees as they are
+    /// read and gathering the chunks to fetch in batches.
+    fn walk(
+        &mut self,
+        writer: &BlobWriter,
+        roots: &[Id],
+        counters: &Counters,
+    ) -> std::result::Result<(), Failure> {
+        let Endpoints {
+            source,
+            source_index,
+            ..
+        } = *self.endpoints;
+        let mut stack: Vec<Id> = roots.to_vec();
+        let mut seen: HashSet<Id> = HashSet::new();
+        let mut wanted: Vec<BlobLocation> = Vec::new();
+        while let Some(tree_id) = stack.pop() {
+            if !seen.insert(tree_id) {
+                continue;
+            }
+            let location = locate(source_index, &tree_id, "tree")?;
+            let raw = source.read_blob(&location).map_err(from_source)?;
+            counters
+                .bytes_read
+                .fetch_add(u64::from(location.entry.length), Ordering::Relaxed);
+            let tree = Tree::decode(&raw, &format!("tree {tree_id}")).map_err(from_source)?;
+            if self.has(writer, &tree_id)? {
+                counters.present.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.copied.fetch_add(1, Ordering::Relaxed);
+                if self.dry_run {
+                    self.planned.insert(tree_id);
+                } else {
+                    writer.add(BlobKind::Tree, tree_id, &raw)?;
+                }
+            }
+            for entry in &tree.entries {
+                for chunk in entry.chunks.iter().flatten() {
+                    if !seen.insert(*chunk) {
+                        continue;
+                    }
+                    if self.has(writer, chunk)? {
+                        counters.present.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        wanted.push(locate(source_index, chunk, "chunk")?);
+                    }
+                }
+                stack.extend(entry.subtree);
+            }
+            if wanted.len() >= FETCH_BATCH {
+                self.fetch(writer, std::mem::take(&mut wanted), counters)?;
+            }
+        }
+        self.fetch(writer, wanted, counters)
+    }
+
+    /// Whether the target holds `id` (or, in a dry run, an earlier snapshot
+    /// would have copied it).
+    fn has(&self, writer: &BlobWriter, id: &Id) -> Result<bool> {
+        Ok(self.planned.contains(id) || writer.is_stored(id)?)
+    }
+
+    /// Reads the wanted chunks from the source, grouped by pack, packs in
+    /// parallel, and stores each in the target once its id checks out.
+    fn fetch(
+        &mut self,
+        writer: &BlobWriter,
+        wanted: Vec<BlobLocation>,
+        counters: &Counters,
+    ) -> std::result::Result<(), Failure> {
+        if self.dry_run {
+            for location in wanted {
+                counters.copied.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .bytes_read
+                    .fetch_add(u64::from(location.entry.length), Ordering::Relaxed);
+                self.planned.insert(location.entry.id);
+            }
+            return Ok(());
+        }
+        let mut by_pack: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
+        for location in wanted {
+            by_pack
+                .entry(location.pack)
+                .or_default()
+                .push(location.entry);
+        }
+        let source = self.endpoints.source;
+        by_pack.into_par_iter().try_for_each(|(pack, entries)| {
+            copy_from_pack(source, writer, &pack, entries, counters)
+        })
+    }
+}
+
+/// Where the source's index says a blob is; a blob no index file lists is
+/// damage in the source.
+fn locate(
+    index: &dyn IndexCache,
+    id: &Id,
+    what: &str,
+) -> std::result::Result<BlobLocation, Failure> {
+    index.lookup(id)?.ok_or_else(|| {
+        Failure::Damage(StoreError::Missing {
+            object: format!("{what} {id} (not in any index file of the source)"),
+        })
+    })
+}
+
+/// Reads `entries` of one pack in as few ranged reads as their layout
+/// allows and stores each decoded, checked blob through `writer`.
+fn copy_from_pack(
+    source: &Repository,
+    writer: &BlobWriter,
+    pack: &Id,
+    mut entries: Vec<BlobEntry>,
+    counters: &Counters,
+) -> std::result::Result<(), Failure> {
+    entries.sort_by_key(|entry| entry.offset);
+    let name = pack.to_hex();
+    for run in runs(&entries) {
+        let first = &run[0];
+        let last = &run[run.len() - 1];
+        let start = first.offset;
+        let end = last.offset + u64::from(last.length);
+        let bytes = source
+            .backend()
+            .read_range(ObjectKind::Pack, &name, start, end - start)
+            .map_err(from_source)?;
+        counters
+            .bytes_read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        for entry in run {
+            let from = (entry.offset - start) as usize;
+            let stored = bytes
+                .get(from..from + entry.length as usize)
+                .ok_or_else(|| {
+                    Failure::Damage(StoreError::corrupt(
+                        format!("pack {pack}"),
+                        format!("blob {} lies past the end of the range read", entry.id),
+                    ))
+                })?;
+            let raw = decode_blob(entry, stored, pack).map_err(from_source)?;
+            if writer.add(entry.kind, entry.id, &raw)? {
+                counters.copied.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.present.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Splits entries sorted by offset into runs read with one request each:
+/// neighbours at most [`MAX_GAP`] apart, at most [`MAX_RUN`] bytes in all
+/// (a single larger blob is a run of its own).
+fn runs(entries: &[BlobEntry]) -> Vec<&[BlobEntry]> {
+    let mut runs = Vec::new();
+    let mut begin = 0;
+    for position in 1..=entries.len() {
+        let split = match entries.get(position) {
+            None => true,
+            Some(next) => {
+                let previous = &entries[position - 1];
+                let previous_end = previous.offset + u64::from(previous.length);
+                let next_end = next.offset + u64::from(next.length);
+                next.offset.saturating_sub(previous_end) > MAX_GAP
+                    || next_end.saturating_sub(entries[begin].offset) > MAX_RUN
+            }
+        };
+        if split {
+            runs.push(&entries[begin..position]);
+            begin = position;
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::Compression;
+
+    fn entry(offset: u64, length: u32) -> BlobEntry {
+        BlobEntry {
+            kind: BlobKind::Data,
+            id: Id::of(&offset.to_le_bytes()),
+            offset,
+            length,
+            raw_length: length,
+            compression: Compression::None,
+        }
+    }
+
+    #[test]
+    fn neighbours_share_a_read_and_distant_or_huge_runs_are_split() {
+        let entries = [
+            entry(8, 100),
+            entry(108, 100),
+            // A small gap (another snapshot's blob) is read through.
+            entry(1000, 100),
+            // A large gap is not.
+            entry(1000 + MAX_GAP + 200, 100),
+        ];
+        let lengths: Vec<usize> = runs(&entries).iter().map(|run| run.len()).collect();
+        assert_eq!(lengths, vec![3, 1]);
+
+        let big = (MAX_RUN / 2) as u32;
+        let entries = [
+            entry(8, big),
+            entry(8 + u64::from(big), big),
+            entry(8 + 2 * u64::from(big), 10),
+        ];
+        let lengths: Vec<usize> = runs(&entries).iter().map(|run| run.len()).collect();
+        assert_eq!(lengths, vec![2, 1]);
+        assert!(runs(&[]).is_empty());
+    }
+}
