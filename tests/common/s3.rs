@@ -61,6 +61,15 @@ elif op == "get":
         f.write(s3.get_object(Bucket=bucket, Key=sys.argv[3])["Body"].read())
 elif op == "delete":
     s3.delete_object(Bucket=bucket, Key=sys.argv[3])
+elif op == "download":
+    import os
+    prefix, target = sys.argv[3], sys.argv[4]
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            path = os.path.join(target, item["Key"][len(prefix):].lstrip("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
 elif op == "list":
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=sys.argv[3]):
         for item in page.get("Contents", []):
@@ -162,6 +171,18 @@ impl S3Server {
 
     pub fn delete(&self, key: &str) {
         self.tool(&["delete", BUCKET, key]);
+    }
+
+    /// Copies every object under `prefix` into `target`, keys becoming
+    /// paths, so the local test helpers can inspect an S3 repository.
+    pub fn download(&self, prefix: &str, target: &std::path::Path) {
+        std::fs::create_dir_all(target).expect("create download directory");
+        self.tool(&[
+            "download",
+            BUCKET,
+            prefix,
+            target.to_str().expect("utf-8 path"),
+        ]);
     }
 
     /// Keys under `prefix` with their sizes, sorted.
