@@ -117,7 +117,8 @@ impl S3Backend {
             || has("AWS_CONTAINER_CREDENTIALS_FULL_URI");
         // Without this check the client would quietly ask the EC2 instance
         // metadata service, which off EC2 fails only after long timeouts.
-        if !federated && !(has("AWS_ACCESS_KEY_ID") && has("AWS_SECRET_ACCESS_KEY")) {
+        let keys = has("AWS_ACCESS_KEY_ID") && has("AWS_SECRET_ACCESS_KEY");
+        if !(federated || keys) {
             return Err(StoreError::Invalid(format!(
                 "repository {url}: no AWS credentials: set AWS_ACCESS_KEY_ID and \
                  AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)"
