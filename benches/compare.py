@@ -8,7 +8,9 @@ tool sees exactly the same bytes):
 
   first backup -> [workload.py next-night] -> next-night backup
   -> unchanged re-backup -> full restore into an empty directory
-  -> full data verification
+  -> full data verification -> forget + prune
+  -> (with --s3-venv) backup and restore of the latest state over a
+     loopback S3 server (moto's), cairn and restic only
 
 Before every measured step it syncs and drops the page cache (when the
 kernel lets it) and records whether that worked. Each step runs under
@@ -25,8 +27,10 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -186,6 +190,9 @@ def main():
                         help="borg init --encryption mode (default none; e.g. repokey-blake2)")
     parser.add_argument("--keep", action="store_true",
                         help="keep workload, repositories and restores (default: delete the big ones)")
+    parser.add_argument("--s3-venv",
+                        help="venv with moto's server (scripts/s3-server.sh): also measure "
+                             "backup and restore over S3 on loopback, cairn against restic")
     args = parser.parse_args()
 
     out = os.path.abspath(args.out)
@@ -362,6 +369,11 @@ def main():
         measured["repo_bytes_before"] = before
         record("forget + prune", tool, measured, before)
 
+    if args.s3_venv:
+        s3_steps(args.s3_venv, cairn, out, work, runner, results, environments, night1_bytes,
+                 args.keep)
+        save()
+
     results["cache_bytes"] = {
         "cairn": du_bytes(environments["cairn"]["CAIRN_CACHE_DIR"]),
         "restic": du_bytes(environments["restic"]["RESTIC_CACHE_DIR"]),
@@ -382,8 +394,96 @@ def main():
             shutil.rmtree(path, ignore_errors=True)
     failures = [(step, tool) for step, tools in results["steps"].items()
                 for tool, measured in tools.items() if measured["exit_status"] != 0]
-    if failures or not results["restore_check"]["cairn"]["identical"]:
+    s3_identical = all(check["identical"] for check in results.get("restore_check_s3", {}).values())
+    if failures or not results["restore_check"]["cairn"]["identical"] or not s3_identical:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------------
+# Over S3
+
+S3_TOOLS = ["restic", "cairn"]
+S3_BUCKET = "cairn-bench"
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "cairn-bench", "AWS_SECRET_ACCESS_KEY": "cairn-bench",
+                  "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def start_moto(venv, logs):
+    """moto's S3 server on a free loopback port, with the bucket made."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_file = open(os.path.join(logs, "moto.log"), "wb")
+    server = subprocess.Popen([os.path.join(venv, "bin", "moto_server"), "-H", "127.0.0.1",
+                               "-p", str(port)], stdout=log_file, stderr=log_file)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                sys.exit(f"compare: moto's server did not start; see {logs}/moto.log")
+            time.sleep(0.1)
+    make_bucket = ("import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1])"
+                   ".create_bucket(Bucket=sys.argv[2])")
+    subprocess.run([os.path.join(venv, "bin", "python"), "-c", make_bucket, endpoint, S3_BUCKET],
+                   env={**os.environ, **S3_CREDENTIALS}, check=True)
+    return server, endpoint
+
+
+def s3_steps(venv, cairn, out, work, runner, results, environments, source_bytes, keep):
+    """Backup of the latest state into a fresh repository on a loopback S3
+    server, then a full restore, for cairn and restic, on the same server."""
+    server, endpoint = start_moto(venv, runner.logs)
+    env_root = os.path.join(out, "env")
+    try:
+        s3_env = {
+            "cairn": {**environments["cairn"], **S3_CREDENTIALS, "CAIRN_S3_ENDPOINT": endpoint,
+                      "CAIRN_CACHE_DIR": os.path.join(env_root, "cairn-s3-cache"),
+                      "CAIRN_REPO": f"s3://{S3_BUCKET}/cairn"},
+            "restic": {**environments["restic"], **S3_CREDENTIALS,
+                       "RESTIC_CACHE_DIR": os.path.join(env_root, "restic-s3-cache"),
+                       "RESTIC_REPOSITORY": f"s3:{endpoint}/{S3_BUCKET}/restic"},
+        }
+        runner.environments.update({f"{tool}-s3": s3_env[tool] for tool in S3_TOOLS})
+        runner.measure("s3-init-cairn", [cairn, "init"], tool="cairn-s3", drop=False)
+        runner.measure("s3-init-restic", ["restic", "init"], tool="restic-s3", drop=False)
+        backups = {
+            "cairn": [cairn, "backup", "--json"] +
+                     [arg for name in COMPONENTS for arg in
+                      ("--component", f"{name}={os.path.join(work, name)}")],
+            "restic": ["restic", "backup"] + COMPONENTS,
+        }
+        for tool in S3_TOOLS:
+            measured = runner.measure(f"s3-backup-{tool}", backups[tool], tool=f"{tool}-s3",
+                                      cwd=work)
+            measured["source_bytes"] = source_bytes
+            results["steps"].setdefault("backup over S3", {})[tool] = measured
+        results.setdefault("restore_check_s3", {})
+        for tool in S3_TOOLS:
+            target = os.path.join(out, "restore", f"{tool}-s3")
+            os.makedirs(target)
+            restore = ([cairn, "restore", "latest", "--target", target] if tool == "cairn"
+                       else ["restic", "restore", "latest", "--target", target])
+            measured = runner.measure(f"s3-restore-{tool}", restore, tool=f"{tool}-s3",
+                                      cwd=target)
+            measured["source_bytes"] = source_bytes
+            results["steps"].setdefault("restore over S3", {})[tool] = measured
+            diff = subprocess.run(["diff", "-r", "--no-dereference", "-q", "--exclude",
+                                   ".workload.json", work, target], capture_output=True, text=True)
+            results["restore_check_s3"][tool] = {"identical": diff.returncode == 0,
+                                                 "differences": diff.stdout.splitlines()[:20]}
+            log(f"s3-restore-{tool}: {'identical' if diff.returncode == 0 else 'DIFFERENT'}")
+            if not keep:
+                shutil.rmtree(target, ignore_errors=True)
+        results["s3"] = {"server": version_of([os.path.join(venv, "bin", "python"), "-c",
+                                               "import moto; print('moto', moto.__version__)"]),
+                         "endpoint": "loopback"}
+    finally:
+        server.terminate()
+        server.wait()
 
 
 # ---------------------------------------------------------------------------
@@ -489,8 +589,13 @@ def render(results):
         row(step, "peak RSS", lambda m: m["peak_rss_bytes"], lambda v: f"{v / 2**20:,.0f} MiB")
 
     for step in ["first backup", "next-night backup", "unchanged re-backup",
-                 "full restore", "full verification", "forget + prune"]:
+                 "full restore", "full verification", "forget + prune",
+                 "backup over S3", "restore over S3"]:
         if step not in steps:
+            continue
+        if step.endswith("over S3"):
+            row(step, "throughput", throughput, lambda v: f"{v / MB:,.1f} MB/s")
+            common(step)
             continue
         if step == "forget + prune":
             common(step)
@@ -513,6 +618,13 @@ def render(results):
             verdict = ("byte-identical to the source (`diff -r`)" if check[tool]["identical"]
                        else "DIFFERS from the source: " + "; ".join(check[tool]["differences"][:5]))
             add(f"- {tool} restore: {verdict}")
+    for tool, verdict in results.get("restore_check_s3", {}).items():
+        add(f"- {tool} restore over S3: " +
+            ("byte-identical to the source" if verdict["identical"] else "DIFFERS from the source"))
+    if "s3" in results:
+        add(f"- Over S3: a fresh repository per tool on {results['s3']['server']}'s server on "
+            "loopback (in-memory, single-process Python), holding the next-night state; "
+            "the server's own speed bounds both tools")
     stats = steps.get("next-night backup", {}).get("cairn", {}).get("cairn_stats")
     if stats:
         add(f"- cairn next-night backup: {stats.get('new_chunks')} new chunks "

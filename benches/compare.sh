@@ -2,14 +2,16 @@
 # cairn vs restic vs borg on the nightly workload, in one run.
 #
 #   bash benches/compare.sh [--scale S] [--out DIR] [--seed N]
-#                           [--borg-encryption MODE] [--keep]
+#                           [--borg-encryption MODE] [--keep] [--no-s3]
 #
 # Installs what is missing (restic, borgbackup, b3sum, zstd, sqlite3, GNU
 # time) with apt, builds cairn in release, then hands over to
 # benches/compare.py, which generates the workload (benches/workload.py),
 # measures the hardware references and every tool's first backup, next-night
 # backup, unchanged re-backup, full restore, full verification and forget +
-# prune of all but the newest snapshot, and writes
+# prune of all but the newest snapshot, then cairn's and restic's backup and
+# restore over a loopback S3 server (moto's, installed into a venv by
+# scripts/s3-server.sh; --no-s3 skips it), and writes
 # OUT/results.md (also printed) and OUT/results.json.
 #
 # Defaults: --scale 1.0 (725 MB of source data in 20,003 files; needs ~4 GB
@@ -25,6 +27,7 @@ root="$(dirname "$here")"
 scale=1.0
 out="$root/target/compare"
 extra=()
+s3=1
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
         --out) out="${2:?--out needs a value}"; shift 2 ;;
         --seed | --borg-encryption) extra+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
         --keep) extra+=("$1"); shift ;;
+        --no-s3) s3=0; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -60,5 +64,10 @@ echo "[compare] building cairn (release)" >&2
 (cd "$root" && cargo build --release --quiet -p cairn-cli)
 cairn="${CARGO_TARGET_DIR:-$root/target}/release/cairn"
 case "$cairn" in /*) ;; *) cairn="$root/$cairn" ;; esac
+
+if [ "$s3" = 1 ]; then
+    echo "[compare] installing moto's S3 server (scripts/s3-server.sh)" >&2
+    extra+=(--s3-venv "$(bash "$root/scripts/s3-server.sh")")
+fi
 
 exec python3 "$here/compare.py" --cairn "$cairn" --scale "$scale" --out "$out" "${extra[@]}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test cairn has, on a fresh machine with only the Rust toolchain,
-# cargo-nextest, gcc and Python 3. Installs whatever else the tests need.
+# cargo-nextest, gcc and Python 3. Installs whatever else the tests need
+# (cargo-nextest if missing; moto's S3 server into target/s3-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,10 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "cargo-nextest not found; installing it with cargo" >&2
   cargo install --locked cargo-nextest
 fi
+
+# The S3 tests run against moto's S3 server on loopback, from a venv.
+CAIRN_S3_VENV="$(bash scripts/s3-server.sh)"
+export CAIRN_S3_VENV
 
 cargo nextest run --workspace --no-fail-fast "$@"
 # nextest does not run doctests; the chunker's crate docs carry an example.

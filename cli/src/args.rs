@@ -25,9 +25,15 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
-    /// Repository directory.
-    #[arg(long, global = true, env = "CAIRN_REPO")]
-    pub repo: Option<PathBuf>,
+    /// Repository: a directory, or s3://BUCKET/PREFIX (credentials and
+    /// region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN, AWS_REGION).
+    #[arg(long, global = true, env = "CAIRN_REPO", value_name = "LOCATION")]
+    pub repo: Option<String>,
+    /// URL of an S3-compatible service for s3:// repositories (e.g.
+    /// http://127.0.0.1:9000); Amazon S3 when not given.
+    #[arg(long, global = true, env = "CAIRN_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,

@@ -4,7 +4,7 @@
 
 use crate::args::GlobalArgs;
 use anyhow::{Context as _, Result, anyhow, bail};
-use cairn_store::backend::LocalBackend;
+use cairn_store::backend::{Backend, S3Options, open_backend};
 use cairn_store::index::{OpenedIndex, open_index};
 use cairn_store::keys::{
     PublicKey, SigningKey, TrustStore, parse_public_key_argument, read_secret_key,
@@ -18,23 +18,45 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn repository_path(&self) -> Result<&Path> {
+    /// The repository as given: a directory or `s3://BUCKET/PREFIX`.
+    pub fn repository_location(&self) -> Result<&str> {
         self.global
             .repo
             .as_deref()
-            .ok_or_else(|| anyhow!("no repository given: use --repo PATH or set CAIRN_REPO"))
+            .filter(|location| !location.is_empty())
+            .ok_or_else(|| {
+                anyhow!(
+                    "no repository given: use --repo PATH (or s3://BUCKET/PREFIX) or set CAIRN_REPO"
+                )
+            })
     }
 
-    pub fn backend(&self) -> Result<Arc<LocalBackend>> {
-        Ok(Arc::new(LocalBackend::new(self.repository_path()?)))
+    /// The repository's directory, if it is a local one.
+    pub fn local_repository(&self) -> Result<Option<&Path>> {
+        let location = self.repository_location()?;
+        Ok((!is_s3(location)).then(|| Path::new(location)))
+    }
+
+    /// The backend for `location` with this command line's S3 options.
+    pub fn backend_at(&self, location: &str) -> Result<Arc<dyn Backend>> {
+        let options = S3Options {
+            endpoint: self.global.s3_endpoint.clone(),
+        };
+        Ok(open_backend(location, &options)?)
+    }
+
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        self.backend_at(self.repository_location()?)
     }
 
     pub fn open_repository(&self) -> Result<Repository> {
-        let path = self.repository_path()?;
-        if !path.is_dir() {
+        let backend = self.backend()?;
+        if let Some(path) = self.local_repository()?
+            && !path.is_dir()
+        {
             bail!("repository {} does not exist", path.display());
         }
-        Ok(Repository::open(self.backend()?)?)
+        Ok(Repository::open(backend)?)
     }
 
     /// Opens the repository a command names by a location string rather
@@ -44,11 +66,10 @@ impl Context {
         if location.is_empty() {
             bail!("empty repository location");
         }
-        let path = Path::new(location);
-        if !path.is_dir() {
+        if !is_s3(location) && !Path::new(location).is_dir() {
             bail!("repository {location} does not exist");
         }
-        Repository::open(Arc::new(LocalBackend::new(path)))
+        Repository::open(self.backend_at(location)?)
             .with_context(|| format!("opening repository {location}"))
     }
 
@@ -164,4 +185,10 @@ impl Context {
         }
         Ok(keys)
     }
+}
+
+/// Whether a repository location names object storage rather than a
+/// directory.
+pub fn is_s3(location: &str) -> bool {
+    location.starts_with("s3://")
 }

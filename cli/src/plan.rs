@@ -111,7 +111,9 @@ pub struct Hooks {
 /// A validated plan.
 #[derive(Debug)]
 pub struct Plan {
-    pub repository: Option<PathBuf>,
+    /// A directory (relative paths resolved against the plan's folder)
+    /// or an `s3://` location.
+    pub repository: Option<String>,
     pub host: Option<String>,
     pub tags: Vec<String>,
     pub labels: BTreeMap<String, String>,
@@ -259,7 +261,14 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
         return Err(mistakes);
     }
     Ok(Plan {
-        repository: file.repository.map(|given| resolve(given.get_ref())),
+        repository: file.repository.map(|given| {
+            let given = given.get_ref();
+            if given.starts_with("s3://") {
+                given.clone()
+            } else {
+                resolve(given).display().to_string()
+            }
+        }),
         host: file.host,
         tags: file.tags,
         labels: file.labels,

@@ -8,9 +8,12 @@
 //! backups deduplicate against each other, not only against what existed
 //! when they started.
 //!
-//! Full packs are handed to one uploader thread through a queue of
+//! Full packs are handed to uploader threads through a queue of
 //! [`UPLOAD_QUEUE`] packs, so workers keep chunking while a pack is written
-//! and synced; the queue bounds memory.
+//! and synced. There are as many uploaders as the backend wants requests in
+//! flight (one for a local disk, several for object storage, where each
+//! upload waits on round trips); the queue and the uploader count bound
+//! memory.
 //!
 //! Order of writes (what a crash at any instant leaves behind):
 //! 1. A pack is uploaded whole (the backend makes it appear atomically).
@@ -34,7 +37,7 @@ use crate::repository::Repository;
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,7 +45,7 @@ use std::time::{Duration, Instant};
 /// Packs per index file: small enough that an interrupted backup leaves
 /// little to adopt, large enough to keep the number of index files low.
 const INDEX_FILE_PACKS: usize = 64;
-/// Full packs waiting for the uploader.
+/// Full packs waiting for an uploader.
 const UPLOAD_QUEUE: usize = 2;
 /// How often a session shares its index and takes in others'.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(20);
@@ -54,13 +57,15 @@ struct FinishedPack {
     blobs: Vec<BlobEntry>,
 }
 
-/// What the uploader thread shares with the writer.
+/// What the uploader threads share with the writer.
 #[derive(Default)]
 struct Uploaded {
     /// Uploaded packs that no index file lists yet.
     unindexed: Vec<PackEntry>,
-    /// The first upload error; the uploader stops after it.
+    /// The first upload error; the uploaders stop after it.
     error: Option<StoreError>,
+    /// Set with the first error, and stays set once the error is taken.
+    stopped: bool,
 }
 
 pub struct BlobWriter<'a> {
@@ -83,7 +88,7 @@ pub struct BlobWriter<'a> {
     relied: Arc<Mutex<HashSet<Id>>>,
     uploaded: Arc<Mutex<Uploaded>>,
     queue: Mutex<Option<SyncSender<FinishedPack>>>,
-    uploader: Mutex<Option<JoinHandle<()>>>,
+    uploaders: Mutex<Vec<JoinHandle<()>>>,
     statistics: WriterCounters,
 }
 
@@ -124,7 +129,7 @@ impl WriterStatistics {
 
 impl Drop for BlobWriter<'_> {
     /// A backup that failed part way still lets queued packs finish, so
-    /// the uploader never outlives the writer.
+    /// no uploader outlives the writer.
     fn drop(&mut self) {
         let _ = self.drain_uploads();
     }
@@ -134,6 +139,48 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The guarded values stay consistent even if a holder panicked: every
     // update is a single push or insert.
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// One uploader thread: takes packs off the queue until it closes or any
+/// uploader fails. When every uploader has returned, the receiver is gone
+/// and the writer's next send fails, so it learns of the error.
+fn upload_packs(
+    repository: &Repository,
+    receiver: &Mutex<Receiver<FinishedPack>>,
+    uploaded: &Mutex<Uploaded>,
+    relied: &Mutex<HashSet<Id>>,
+) {
+    loop {
+        if lock(uploaded).stopped {
+            return;
+        }
+        // The lock is held only while waiting for the next pack, so the
+        // other uploaders upload meanwhile.
+        let Ok(pack) = lock(receiver).recv() else {
+            return;
+        };
+        let created = repository
+            .backend()
+            .create(ObjectKind::Pack, &pack.id.to_hex(), &pack.bytes);
+        let mut shared = lock(uploaded);
+        match created {
+            Ok(_) => {
+                lock(relied).insert(pack.id);
+                shared.unindexed.push(PackEntry {
+                    id: pack.id,
+                    size: pack.bytes.len() as u64,
+                    blobs: pack.blobs,
+                })
+            }
+            Err(error) => {
+                if shared.error.is_none() {
+                    shared.error = Some(error);
+                }
+                shared.stopped = true;
+                return;
+            }
+        }
+    }
 }
 
 impl<'a> BlobWriter<'a> {
@@ -148,35 +195,16 @@ impl<'a> BlobWriter<'a> {
         let uploaded = Arc::new(Mutex::new(Uploaded::default()));
         let relied = Arc::new(Mutex::new(HashSet::new()));
         let (queue, receiver) = sync_channel::<FinishedPack>(UPLOAD_QUEUE);
-        let uploader = {
-            let repository = repository.clone();
-            let uploaded = uploaded.clone();
-            let relied = relied.clone();
-            std::thread::spawn(move || {
-                for pack in receiver {
-                    let created = repository.backend().create(
-                        ObjectKind::Pack,
-                        &pack.id.to_hex(),
-                        &pack.bytes,
-                    );
-                    let mut shared = lock(&uploaded);
-                    match created {
-                        Ok(_) => {
-                            lock(&relied).insert(pack.id);
-                            shared.unindexed.push(PackEntry {
-                                id: pack.id,
-                                size: pack.bytes.len() as u64,
-                                blobs: pack.blobs,
-                            })
-                        }
-                        Err(error) => {
-                            shared.error = Some(error);
-                            return;
-                        }
-                    }
-                }
+        let receiver = Arc::new(Mutex::new(receiver));
+        let uploaders = (0..repository.backend().parallelism().max(1))
+            .map(|_| {
+                let repository = repository.clone();
+                let receiver = receiver.clone();
+                let uploaded = uploaded.clone();
+                let relied = relied.clone();
+                std::thread::spawn(move || upload_packs(&repository, &receiver, &uploaded, &relied))
             })
-        };
+            .collect();
         BlobWriter {
             repository,
             index,
@@ -191,7 +219,7 @@ impl<'a> BlobWriter<'a> {
             relied,
             uploaded,
             queue: Mutex::new(Some(queue)),
-            uploader: Mutex::new(Some(uploader)),
+            uploaders: Mutex::new(uploaders),
             statistics: WriterCounters::default(),
         }
     }
@@ -361,9 +389,12 @@ impl<'a> BlobWriter<'a> {
     /// Waits until every queued pack is uploaded (or one failed).
     fn drain_uploads(&self) -> Result<()> {
         drop(lock(&self.queue).take());
-        if let Some(handle) = lock(&self.uploader).take()
-            && handle.join().is_err()
-        {
+        let handles = std::mem::take(&mut *lock(&self.uploaders));
+        let mut panicked = false;
+        for handle in handles {
+            panicked |= handle.join().is_err();
+        }
+        if panicked {
             return Err(self.upload_error());
         }
         match lock(&self.uploaded).error.take() {

@@ -3,6 +3,8 @@
 //! [`Run`], the result of running the real `cairn` binary.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use cairn_store::Id;
 use cairn_store::pack::{BlobKind, PackHeader, parse_pack};
 use serde_json::Value;

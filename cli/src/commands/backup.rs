@@ -226,7 +226,7 @@ fn run_backup(
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.
     cairn_store::ops::backup::check_sources(&options.components)?;
-    let removed = context.backend()?.remove_stale_temporaries()?;
+    let removed = repository.backend().remove_stale_temporaries()?;
     if removed > 0 {
         eprintln!(
             "cairn: removed {removed} temporary file(s) left by crashed writers over a day ago"

@@ -6,14 +6,15 @@ use crate::exit;
 use anyhow::{Context as _, Result, bail};
 use cairn_chunker::ChunkerParams;
 use cairn_store::Repository;
-use cairn_store::backend::Backend;
+use cairn_store::backend::{Backend, ObjectKind};
 use cairn_store::keys::{
     TrustStore, generate_signing_key, public_key_of, read_secret_key, write_secret_key,
 };
 use serde_json::json;
+use std::path::Path;
 
 pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
-    let path = context.repository_path()?;
+    let location = context.repository_location()?;
     // Chunking decides which chunks exist: the same parameters make the
     // same chunks, so copies between the two stay deduplicated.
     let like = match &args.like {
@@ -29,22 +30,14 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         ),
     };
     let backend = context.backend()?;
-    if path.exists() {
-        if Repository::open(backend.clone()).is_ok()
-            || !backend
-                .list(cairn_store::backend::ObjectKind::Config)?
-                .is_empty()
-        {
-            bail!("{} already holds a cairn repository", path.display());
-        }
-        let empty = std::fs::read_dir(path)
-            .map(|mut entries| entries.next().is_none())
-            .unwrap_or(false);
-        if !empty {
-            bail!(
-                "{} exists and is not empty; give a new or empty directory",
-                path.display()
-            );
+    match context.local_repository()? {
+        Some(path) => check_local_target(path, backend.as_ref())?,
+        // The first request: a missing bucket or bad credentials show here,
+        // before a key is made.
+        None => {
+            if !backend.list(ObjectKind::Config)?.is_empty() {
+                bail!("{location} already holds a cairn repository");
+            }
         }
     }
     // The key is made (or read) before the repository, so that a
@@ -74,7 +67,7 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
 
     if context.global.json {
         crate::output::print_json(&json!({
-            "repository": path.display().to_string(),
+            "repository": location,
             "repository_id": repository.config().repository_id.to_hex(),
             "public_key": public.to_hex(),
             "key_file": key_path.display().to_string(),
@@ -84,7 +77,7 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
             "like": args.like,
         }))?;
     } else {
-        println!("created repository {}", path.display());
+        println!("created repository {location}");
         println!("  public key  {}", public.to_hex());
         println!(
             "  secret key  {}{}",
@@ -105,4 +98,24 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         }
     }
     Ok(exit::SUCCESS)
+}
+
+/// A local repository goes into a new or empty directory.
+fn check_local_target(path: &Path, backend: &dyn Backend) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if !backend.list(ObjectKind::Config)?.is_empty() {
+        bail!("{} already holds a cairn repository", path.display());
+    }
+    let empty = std::fs::read_dir(path)
+        .map(|mut entries| entries.next().is_none())
+        .unwrap_or(false);
+    if !empty {
+        bail!(
+            "{} exists and is not empty; give a new or empty directory",
+            path.display()
+        );
+    }
+    Ok(())
 }

@@ -253,7 +253,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         .iter()
         .all(|check| check.problems.is_empty());
 
-    let repo_path = context.repository_path()?.display().to_string();
+    let repo_path = context.repository_location()?;
     let undo = outcome
         .safety_snapshot
         .map(|safety| format!("cairn --repo {repo_path} undo-restore {}", safety.to_hex()));

@@ -9,7 +9,7 @@
 //! fsynced. A crash leaves at most a stray file in `tmp/`, which no reader
 //! ever looks at and later writers remove once it is old.
 
-use super::{Backend, Created, ObjectInfo, ObjectKind};
+use super::{Backend, Created, ObjectInfo, ObjectKind, check_name};
 use crate::error::{Result, StoreError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -52,51 +52,10 @@ impl LocalBackend {
             _ => self.directory(kind).join(name),
         })
     }
-
-    /// Removes temporary files left by writers that crashed long ago and
-    /// returns how many it removed. A young temporary file may belong to a
-    /// running writer, so it is left alone.
-    pub fn remove_stale_temporaries(&self) -> Result<usize> {
-        let directory = self.root.join("tmp");
-        let entries = match fs::read_dir(&directory) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(0),
-            Err(error) => return Err(io_error("listing", &directory, error)),
-        };
-        let mut removed = 0;
-        for entry in entries {
-            let entry = entry.map_err(|error| io_error("listing", &directory, error))?;
-            let old = entry
-                .metadata()
-                .and_then(|meta| meta.modified())
-                .ok()
-                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
-                .is_some_and(|age| age > STALE_TEMPORARY_AGE);
-            if old && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
 }
 
 fn io_error(action: &str, path: &Path, source: std::io::Error) -> StoreError {
     StoreError::io(format!("{action} {}", path.display()), source)
-}
-
-/// Object names are hex ids or `config`; anything else could escape the
-/// repository directory.
-fn check_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!("invalid object name {name:?}")))
-    }
 }
 
 fn sync_directory(path: &Path) -> Result<()> {
@@ -142,6 +101,32 @@ fn random_suffix() -> String {
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
+    }
+
+    /// Removes temporary files left by writers that crashed long ago and
+    /// returns how many it removed. A young temporary file may belong to a
+    /// running writer, so it is left alone.
+    fn remove_stale_temporaries(&self) -> Result<usize> {
+        let directory = self.root.join("tmp");
+        let entries = match fs::read_dir(&directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(io_error("listing", &directory, error)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(|error| io_error("listing", &directory, error))?;
+            let old = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+                .is_some_and(|age| age > STALE_TEMPORARY_AGE);
+            if old && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     fn create(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> Result<Created> {

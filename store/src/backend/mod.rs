@@ -1,4 +1,5 @@
-//! Where repository objects live, shaped for object storage.
+//! Where repository objects live, shaped for object storage: a local
+//! directory ([`LocalBackend`]) or a prefix of an S3 bucket ([`S3Backend`]).
 //!
 //! A backend stores immutable objects, each under a kind and a name. It can
 //! create an object only if absent, read all of it or a byte range, list the
@@ -11,10 +12,42 @@
 //! Durability: once `create` returns, the object survives a crash.
 
 mod local;
+mod s3;
 
 pub use local::LocalBackend;
+pub use s3::{MULTIPART_THRESHOLD, S3Backend, S3Location, S3Options};
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
+use std::sync::Arc;
+
+/// The backend for a repository location: `s3://bucket/prefix` is S3 (see
+/// [`S3Backend::open`] for credentials), anything else a local directory.
+pub fn open_backend(location: &str, s3: &S3Options) -> Result<Arc<dyn Backend>> {
+    if location.starts_with("s3://") {
+        Ok(Arc::new(S3Backend::open(S3Location::parse(location)?, s3)?))
+    } else if location.contains("://") {
+        Err(StoreError::Invalid(format!(
+            "repository {location:?}: unknown scheme (a repository is a directory or s3://BUCKET/PREFIX)"
+        )))
+    } else {
+        Ok(Arc::new(LocalBackend::new(location)))
+    }
+}
+
+/// Object names are hex ids or `config`; anything else could escape the
+/// repository's directory or prefix.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!("invalid object name {name:?}")))
+    }
+}
 
 /// The kinds of object a repository holds, each in its own namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +103,19 @@ pub enum Created {
 pub trait Backend: Send + Sync {
     /// A human-readable location, for messages.
     fn location(&self) -> String;
+
+    /// How many requests callers should keep in flight at once: one for a
+    /// local disk, several for object storage, where each request waits a
+    /// round trip.
+    fn parallelism(&self) -> usize {
+        1
+    }
+
+    /// Removes what writers that crashed long ago left outside the
+    /// repository's objects, and returns how many it removed.
+    fn remove_stale_temporaries(&self) -> Result<usize> {
+        Ok(0)
+    }
 
     /// Stores `bytes` under `kind`/`name` unless an object of that name
     /// exists, in which case nothing is written.

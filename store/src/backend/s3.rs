@@ -1,0 +1,593 @@
+//! [`S3Backend`]: a repository under a prefix of an S3 bucket (Amazon S3 or
+//! any S3-compatible service), through `object_store`'s S3 client.
+//!
+//! Owns the key layout under the prefix (the local layout's, without
+//! `tmp/`), create-only writes, ranged reads, paginated listing, multipart
+//! upload of large objects, retries, and turning the service's errors into
+//! messages that name the bucket, the operation and the object. Never
+//! overwrites an object cairn might hold different bytes under: only
+//! content-addressed objects, whose bytes their name fixes, are ever written
+//! without a precondition (see [`S3Backend::create`]).
+//!
+//! The `Backend` trait is synchronous; the backend owns a small tokio
+//! runtime and blocks on it. Callers on several threads each block on their
+//! own request, so as many requests are in flight as callers, up to
+//! [`Backend::parallelism`] by the callers' own bounds.
+
+use super::{Backend, Created, ObjectInfo, ObjectKind, check_name};
+use crate::error::{Result, StoreError};
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::MultipartStore;
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, RetryConfig,
+};
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// Requests a caller may keep in flight: enough that a backup or restore
+/// over a long round trip is limited by bandwidth, few enough that memory
+/// (one pack per upload) stays bounded.
+pub const S3_PARALLELISM: usize = 8;
+/// Objects larger than this are uploaded in parts. Packs are 16 MiB by
+/// default, which one PUT handles best; larger pack sizes go multipart.
+pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
+/// Size of each part but the last (S3's minimum is 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts of one object uploaded at a time.
+const PART_CONCURRENCY: usize = 4;
+
+/// Where a repository lives in S3: `s3://bucket/prefix`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty for the bucket's root.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses `s3://bucket` or `s3://bucket/some/prefix`.
+    pub fn parse(url: &str) -> Result<S3Location> {
+        let invalid = |reason: &str| StoreError::Invalid(format!("repository {url:?}: {reason}"));
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| invalid("an S3 repository is written s3://BUCKET/PREFIX"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        // S3's bucket naming rules, loosely: what a URL can carry unescaped.
+        let bucket_valid = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b".-_".contains(&byte));
+        if !bucket_valid {
+            return Err(invalid(
+                "the bucket name must be 3 to 63 letters, digits, dots, hyphens or underscores",
+            ));
+        }
+        let prefix = prefix.trim_matches('/').to_string();
+        if !prefix.is_empty() && Path::parse(&prefix).is_err() {
+            return Err(invalid(
+                "the prefix must be /-separated names, none empty, `.` or `..`",
+            ));
+        }
+        Ok(S3Location {
+            bucket: bucket.to_string(),
+            prefix,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// How to reach S3, beyond what the AWS environment variables say.
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    /// The service's URL, for S3-compatible services (`http://` allowed,
+    /// e.g. for a server on loopback); Amazon S3 when absent.
+    pub endpoint: Option<String>,
+}
+
+pub struct S3Backend {
+    store: AmazonS3,
+    runtime: tokio::runtime::Runtime,
+    location: S3Location,
+    /// Cleared for good once the service answers that it does not support
+    /// conditional puts; `create` then checks before it writes.
+    conditional_put: AtomicBool,
+}
+
+impl S3Backend {
+    /// A backend for `location`. Credentials and region come from the
+    /// usual AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN, AWS_REGION or AWS_DEFAULT_REGION). Sends no
+    /// request: a missing bucket shows at the first operation.
+    pub fn open(location: S3Location, options: &S3Options) -> Result<S3Backend> {
+        let url = location.url();
+        let has = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+        let federated = has("AWS_WEB_IDENTITY_TOKEN_FILE")
+            || has("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            || has("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+        // Without this check the client would quietly ask the EC2 instance
+        // metadata service, which off EC2 fails only after long timeouts.
+        let keys = has("AWS_ACCESS_KEY_ID") && has("AWS_SECRET_ACCESS_KEY");
+        if !(federated || keys) {
+            return Err(StoreError::Invalid(format!(
+                "repository {url}: no AWS credentials: set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)"
+            )));
+        }
+        install_tls_provider();
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&location.bucket)
+            .with_client_options(client_options(options.endpoint.as_deref()))
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(10),
+                    base: 2.0,
+                },
+                max_retries: 8,
+                retry_timeout: Duration::from_secs(120),
+            });
+        if let Some(endpoint) = &options.endpoint {
+            // S3-compatible services address buckets by path, not by host.
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+        }
+        let store = builder.build().map_err(|error| {
+            StoreError::Invalid(format!(
+                "repository {url}: cannot set up the S3 client: {error}"
+            ))
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-s3")
+            .enable_all()
+            .build()
+            .map_err(|error| StoreError::io("starting the S3 client's runtime", error))?;
+        Ok(S3Backend {
+            store,
+            runtime,
+            location,
+            conditional_put: AtomicBool::new(true),
+        })
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.location.bucket
+    }
+
+    /// The key of the folder of `kind` (the prefix itself for `config`).
+    fn folder(&self, kind: ObjectKind) -> String {
+        let folder = match kind {
+            ObjectKind::Config => "",
+            ObjectKind::Key => "keys",
+            ObjectKind::Pack => "data",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Forget => "forgotten",
+            ObjectKind::Deletion => "deletions",
+        };
+        match (self.location.prefix.as_str(), folder) {
+            (prefix, "") => prefix.to_string(),
+            ("", folder) => folder.to_string(),
+            (prefix, folder) => format!("{prefix}/{folder}"),
+        }
+    }
+
+    fn path(&self, kind: ObjectKind, name: &str) -> Result<Path> {
+        check_name(name)?;
+        let folder = self.folder(kind);
+        let relative = match kind {
+            ObjectKind::Pack if name.len() >= 2 => format!("{}/{name}", &name[..2]),
+            _ => name.to_string(),
+        };
+        let key = if folder.is_empty() {
+            relative
+        } else {
+            format!("{folder}/{relative}")
+        };
+        Path::parse(&key)
+            .map_err(|error| StoreError::Invalid(format!("invalid S3 key {key:?}: {error}")))
+    }
+
+    /// An error that names the bucket, what was being done and to what.
+    fn failure(&self, action: &str, what: &str, error: &object_store::Error) -> StoreError {
+        let (kind, reason) = classify(error);
+        StoreError::io(
+            format!("S3 bucket `{}`: {action} {what}", self.location.bucket),
+            std::io::Error::new(kind, reason),
+        )
+    }
+
+    /// `Missing` for an absent object (but not for an absent bucket).
+    fn read_failure(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        error: &object_store::Error,
+    ) -> StoreError {
+        if is_missing_object(error) {
+            StoreError::Missing {
+                object: format!("{} {name}", kind.label()),
+            }
+        } else {
+            self.failure("reading", &format!("{} {name}", kind.label()), error)
+        }
+    }
+
+    /// The object's size, or `None` if it does not exist.
+    fn size(&self, kind: ObjectKind, name: &str) -> Result<Option<u64>> {
+        let path = self.path(kind, name)?;
+        match self.runtime.block_on(self.store.head(&path)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(error) if is_missing_object(&error) => Ok(None),
+            Err(error) => {
+                Err(self.failure("looking up", &format!("{} {name}", kind.label()), &error))
+            }
+        }
+    }
+
+    /// Fails clearly if the bucket does not exist. A HEAD's 404 has no body
+    /// to tell a missing bucket from a missing object; a listing's has.
+    fn check_bucket(&self) -> Result<()> {
+        let probe = Path::from(
+            format!("{}/config", self.folder(ObjectKind::Config)).trim_start_matches('/'),
+        );
+        let mut listing = self.store.list(Some(&probe));
+        match self.runtime.block_on(listing.next()) {
+            Some(Err(error)) => Err(self.failure("looking up", "config", &error)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A single PUT; `Ok(None)` if the service refuses the precondition
+    /// as unsupported.
+    fn put(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        create_only: bool,
+    ) -> Result<Option<Created>, object_store::Error> {
+        let mode = if create_only {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        let put = self.store.put_opts(
+            path,
+            PutPayload::from(bytes.to_vec()),
+            PutOptions::from(mode),
+        );
+        match self.runtime.block_on(put) {
+            Ok(_) => Ok(Some(Created::New)),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Some(Created::AlreadyExisted)),
+            Err(error) if create_only && is_unsupported(&error) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Uploads `bytes` in parts, several at a time. Completing a multipart
+    /// upload cannot be made conditional through `object_store`, so this
+    /// overwrites; callers use it only for content-addressed objects, after
+    /// checking that the object is absent.
+    fn put_multipart(&self, path: &Path, bytes: &[u8]) -> Result<(), object_store::Error> {
+        self.runtime.block_on(async {
+            let id = self.store.create_multipart(path).await?;
+            let parts = futures_util::stream::iter(bytes.chunks(PART_SIZE).enumerate())
+                .map(|(index, part)| {
+                    self.store
+                        .put_part(path, &id, index, PutPayload::from(part.to_vec()))
+                })
+                .buffered(PART_CONCURRENCY)
+                .try_collect::<Vec<_>>()
+                .await;
+            let completed = match parts {
+                Ok(parts) => self.store.complete_multipart(path, &id, parts).await,
+                Err(error) => Err(error),
+            };
+            if completed.is_err() {
+                // Best effort: an upload left behind costs storage until a
+                // lifecycle rule aborts it, and is never read.
+                let _ = self.store.abort_multipart(path, &id).await;
+            }
+            completed.map(|_| ())
+        })
+    }
+}
+
+/// Picks ring as rustls's provider once per process; reqwest is built
+/// without one so that aws-lc is not compiled.
+fn install_tls_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Fails only if another provider is already installed, which will do.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn client_options(endpoint: Option<&str>) -> ClientOptions {
+    ClientOptions::new()
+        .with_allow_http(endpoint.is_some_and(|endpoint| endpoint.starts_with("http://")))
+        .with_pool_max_idle_per_host(S3_PARALLELISM)
+        .with_connect_timeout(Duration::from_secs(10))
+        // A whole pack must go up within one request's timeout.
+        .with_timeout(Duration::from_secs(300))
+}
+
+/// The error, with its causes, as one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text = format!("{text}: {line}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The text between `<tag>` and `</tag>` in an S3 XML error body.
+fn xml_field<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let start = text.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + text[start..].find(&format!("</{tag}>"))?;
+    Some(&text[start..end])
+}
+
+fn is_no_such_bucket(error: &object_store::Error) -> bool {
+    chain(error).contains("NoSuchBucket")
+}
+
+fn is_missing_object(error: &object_store::Error) -> bool {
+    matches!(error, object_store::Error::NotFound { .. }) && !is_no_such_bucket(error)
+}
+
+/// Whether the service rejected a conditional put as not implemented.
+fn is_unsupported(error: &object_store::Error) -> bool {
+    let text = chain(error);
+    matches!(error, object_store::Error::NotImplemented { .. })
+        || text.contains("501 Not Implemented")
+        || xml_field(&text, "Code") == Some("NotImplemented")
+}
+
+/// A short reason and an I/O kind for an S3 error, with the service's own
+/// code and message (or the client's error) in brackets.
+fn classify(error: &object_store::Error) -> (ErrorKind, String) {
+    use object_store::Error as E;
+    let text = chain(error);
+    let (kind, reason) = if is_no_such_bucket(error) {
+        (ErrorKind::NotFound, "no such bucket")
+    } else {
+        match error {
+            E::PermissionDenied { .. } => (ErrorKind::PermissionDenied, "access denied"),
+            E::Unauthenticated { .. } => (
+                ErrorKind::PermissionDenied,
+                "not authenticated (check the AWS credentials)",
+            ),
+            E::NotFound { .. } => (ErrorKind::NotFound, "not found"),
+            _ if text.contains("error sending request") || text.contains("onnection") => {
+                (ErrorKind::ConnectionRefused, "cannot reach the S3 service")
+            }
+            _ => (ErrorKind::Other, "request failed"),
+        }
+    };
+    let detail = match (xml_field(&text, "Code"), xml_field(&text, "Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => text,
+    };
+    (kind, format!("{reason} ({detail})"))
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.location.url()
+    }
+
+    fn parallelism(&self) -> usize {
+        S3_PARALLELISM
+    }
+
+    /// A conditional PUT (`If-None-Match: *`): the service refuses it if the
+    /// key exists, which gives create-if-absent without a race. A service
+    /// that does not support conditional puts gets a HEAD, then a plain PUT:
+    /// two writers may then both write, which for a content-addressed name
+    /// writes the same bytes twice, and for `config` is the race FORMAT.md
+    /// §3.4 describes. Objects above [`MULTIPART_THRESHOLD`] (never
+    /// `config`) are checked with a HEAD and uploaded in parts.
+    fn create(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> Result<Created> {
+        let path = self.path(kind, name)?;
+        let what = format!("{} {name}", kind.label());
+        let multipart = bytes.len() > MULTIPART_THRESHOLD && kind != ObjectKind::Config;
+        if !multipart && self.conditional_put.load(Ordering::Relaxed) {
+            match self.put(&path, bytes, true) {
+                Ok(Some(created)) => return Ok(created),
+                Ok(None) => self.conditional_put.store(false, Ordering::Relaxed),
+                Err(error) => return Err(self.failure("writing", &what, &error)),
+            }
+        }
+        if self.size(kind, name)?.is_some() {
+            return Ok(Created::AlreadyExisted);
+        }
+        let written = if multipart {
+            self.put_multipart(&path, bytes)
+        } else {
+            self.put(&path, bytes, false).map(|_| ())
+        };
+        written
+            .map(|()| Created::New)
+            .map_err(|error| self.failure("writing", &what, &error))
+    }
+
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        let read = async {
+            let result = self.store.get_opts(&path, GetOptions::default()).await?;
+            result.bytes().await
+        };
+        self.runtime
+            .block_on(read)
+            .map(|bytes| bytes.to_vec())
+            .map_err(|error| self.read_failure(kind, name, &error))
+    }
+
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        let past_end = |size: u64| {
+            StoreError::corrupt(
+                format!("{} {name}", kind.label()),
+                format!("range {offset}+{length} lies past its end ({size} bytes)"),
+            )
+        };
+        let Some(end) = offset.checked_add(length) else {
+            return Err(past_end(0));
+        };
+        if length == 0 {
+            // S3 has no empty range; only the bounds need checking.
+            return match self.size(kind, name)? {
+                Some(size) if offset <= size => Ok(Vec::new()),
+                Some(size) => Err(past_end(size)),
+                None => Err(StoreError::Missing {
+                    object: format!("{} {name}", kind.label()),
+                }),
+            };
+        }
+        let read = async {
+            let options = GetOptions::default().with_range(Some(GetRange::Bounded(offset..end)));
+            let result = self.store.get_opts(&path, options).await?;
+            let size = result.meta.size;
+            Ok::<_, object_store::Error>((size, result.bytes().await?))
+        };
+        match self.runtime.block_on(read) {
+            // S3 answers a range that runs past the end with what there is.
+            Ok((size, _)) if size < end => Err(past_end(size)),
+            Ok((size, bytes)) if bytes.len() as u64 != length => Err(past_end(size)),
+            Ok((_, bytes)) => Ok(bytes.to_vec()),
+            Err(error) if is_missing_object(&error) => Err(StoreError::Missing {
+                object: format!("{} {name}", kind.label()),
+            }),
+            // A range that starts past the end is an error (416); say so
+            // as corruption, like the local backend, if that is what it is.
+            Err(error) => match self.size(kind, name) {
+                Ok(Some(size)) if size < end => Err(past_end(size)),
+                _ => Err(self.read_failure(kind, name, &error)),
+            },
+        }
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        if kind == ObjectKind::Config {
+            let path = self.path(kind, crate::config::CONFIG_NAME)?;
+            return match self.runtime.block_on(self.store.head(&path)) {
+                Ok(meta) => Ok(vec![ObjectInfo {
+                    name: crate::config::CONFIG_NAME.into(),
+                    size: meta.size,
+                    modified: Some(SystemTime::from(meta.last_modified)),
+                }]),
+                Err(error) if is_missing_object(&error) => {
+                    self.check_bucket()?;
+                    Ok(Vec::new())
+                }
+                Err(error) => Err(self.failure("looking up", "config", &error)),
+            };
+        }
+        let folder = self.folder(kind);
+        let listed = self
+            .runtime
+            .block_on(
+                self.store
+                    .list(Some(&Path::from(folder.as_str())))
+                    .try_collect::<Vec<_>>(),
+            )
+            .map_err(|error| self.failure("listing", &format!("{folder}/"), &error))?;
+        let mut objects = Vec::with_capacity(listed.len());
+        for meta in listed {
+            let key = meta.location.as_ref();
+            let Some(relative) = key
+                .strip_prefix(folder.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+            else {
+                continue;
+            };
+            // Only keys in the layout: data/<2 hex>/<name>, <folder>/<name>.
+            let name = match (kind, relative.split_once('/')) {
+                (ObjectKind::Pack, Some((fan, name)))
+                    if fan.len() == 2 && name.starts_with(fan) && !name.contains('/') =>
+                {
+                    name
+                }
+                (ObjectKind::Pack, _) | (_, Some(_)) => continue,
+                (_, None) => relative,
+            };
+            if check_name(name).is_ok() {
+                objects.push(ObjectInfo {
+                    name: name.to_string(),
+                    size: meta.size,
+                    modified: Some(SystemTime::from(meta.last_modified)),
+                });
+            }
+        }
+        Ok(objects)
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
+        let path = self.path(kind, name)?;
+        match self.runtime.block_on(self.store.delete(&path)) {
+            Ok(()) => Ok(()),
+            Err(error) if is_missing_object(&error) => Ok(()),
+            Err(error) => {
+                Err(self.failure("deleting", &format!("{} {name}", kind.label()), &error))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse() {
+        assert_eq!(
+            S3Location::parse("s3://bucket/a/b/").unwrap(),
+            S3Location {
+                bucket: "bucket".into(),
+                prefix: "a/b".into()
+            }
+        );
+        assert_eq!(S3Location::parse("s3://bucket").unwrap().prefix, "");
+        assert_eq!(
+            S3Location::parse("s3://bucket/a").unwrap().url(),
+            "s3://bucket/a"
+        );
+        assert!(S3Location::parse("s3://").is_err());
+        assert!(S3Location::parse("s3://b").is_err());
+        assert!(S3Location::parse("s3://bucket/a//b").is_err());
+        assert!(S3Location::parse("s3://bucket/../b").is_err());
+    }
+
+    #[test]
+    fn service_error_codes_are_found() {
+        let body = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+        assert_eq!(xml_field(body, "Code"), Some("AccessDenied"));
+        assert_eq!(xml_field(body, "Message"), Some("Access Denied"));
+        assert_eq!(xml_field(body, "Key"), None);
+    }
+}
