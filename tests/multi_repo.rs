@@ -75,7 +75,9 @@ fn one_pass_writes_a_complete_signed_snapshot_into_each_repository() {
     )
     .ok()
     .json();
-    let results = report["repositories"].as_array().expect("one result per repository");
+    let results = report["repositories"]
+        .as_array()
+        .expect("one result per repository");
     assert_eq!(results.len(), 2, "{report}");
     for (result, repo) in results.iter().zip(&both) {
         assert_eq!(result["ok"], true, "{report}");
@@ -108,7 +110,10 @@ fn one_pass_writes_a_complete_signed_snapshot_into_each_repository() {
 
     // The next night each repository's snapshot has its own parent and
     // stores only what changed.
-    write(&source.join("notes/readme.md"), b"# nightly state, night two\n");
+    write(
+        &source.join("notes/readme.md"),
+        b"# nightly state, night two\n",
+    );
     let second = cairn_repos(
         &workspace,
         &both,
@@ -116,7 +121,10 @@ fn one_pass_writes_a_complete_signed_snapshot_into_each_repository() {
     )
     .ok()
     .json();
-    for (first, next) in results.iter().zip(second["repositories"].as_array().unwrap()) {
+    for (first, next) in results
+        .iter()
+        .zip(second["repositories"].as_array().unwrap())
+    {
         assert_eq!(next["parent"], first["snapshot"], "{second}");
         assert!(next["stored_bytes"].as_u64().unwrap() < 10_000, "{second}");
     }
@@ -149,13 +157,21 @@ fn a_repository_that_fails_mid_way_leaves_the_others_to_finish() {
     let far = &both[1];
     let deadline = Instant::now() + Duration::from_secs(120);
     while packs_in(far).is_empty() {
-        assert!(Instant::now() < deadline, "no pack reached {}", far.display());
+        assert!(
+            Instant::now() < deadline,
+            "no pack reached {}",
+            far.display()
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     fs::remove_dir_all(far.join("tmp")).unwrap();
     fs::write(far.join("tmp"), b"not a directory").unwrap();
     let run = run_of(child.wait_with_output().unwrap());
-    assert_eq!(run.code, SOME_REPOSITORIES_FAILED, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, SOME_REPOSITORIES_FAILED,
+        "{}\n{}",
+        run.stdout, run.stderr
+    );
     let report = run.json();
     let results = report["repositories"].as_array().unwrap();
     assert_eq!(results[0]["ok"], true, "{report}");
@@ -182,7 +198,11 @@ fn a_repository_that_fails_mid_way_leaves_the_others_to_finish() {
     .ok();
     assert_same_tree(&source, &target.join("data"));
     for repo in &both {
-        let run = cairn_repos(&workspace, std::slice::from_ref(repo), &["--json", "verify"]);
+        let run = cairn_repos(
+            &workspace,
+            std::slice::from_ref(repo),
+            &["--json", "verify"],
+        );
         assert_eq!(run.code, 0, "{}: {}", repo.display(), brief(&run.json()));
     }
 
@@ -197,13 +217,21 @@ fn a_repository_that_fails_mid_way_leaves_the_others_to_finish() {
     .json();
     let far_result = &again["repositories"][1];
     assert_eq!(far_result["ok"], true, "{again}");
-    assert!(far_result["adopted_packs"].as_u64().unwrap() >= 1, "{again}");
+    assert!(
+        far_result["adopted_packs"].as_u64().unwrap() >= 1,
+        "{again}"
+    );
     let far_snapshot = far_result["snapshot"].as_str().unwrap();
     let far_target = workspace.path("far-restored");
     cairn_repos(
         &workspace,
         &both[1..],
-        &["restore", far_snapshot, "--target", far_target.to_str().unwrap()],
+        &[
+            "restore",
+            far_snapshot,
+            "--target",
+            far_target.to_str().unwrap(),
+        ],
     )
     .ok();
     assert_same_tree(&source, &far_target.join("data"));
@@ -223,7 +251,10 @@ fn restore_fetches_a_chunk_from_the_next_repository_when_the_first_is_damaged() 
     )
     .ok()
     .json();
-    let snapshot = report["repositories"][0]["snapshot"].as_str().unwrap().to_string();
+    let snapshot = report["repositories"][0]["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Damage the near repository's data pack in the middle of its blobs.
     let pack = data_packs(&packs_in(&both[0]))
@@ -252,7 +283,13 @@ fn restore_fetches_a_chunk_from_the_next_repository_when_the_first_is_damaged() 
     let restored = cairn_repos(
         &workspace,
         &both,
-        &["--json", "restore", &snapshot, "--target", target.to_str().unwrap()],
+        &[
+            "--json",
+            "restore",
+            &snapshot,
+            "--target",
+            target.to_str().unwrap(),
+        ],
     )
     .ok()
     .json();
@@ -261,9 +298,15 @@ fn restore_fetches_a_chunk_from_the_next_repository_when_the_first_is_damaged() 
     assert_eq!(fallbacks.len(), 1, "{restored}");
     assert_eq!(fallbacks[0]["repository"], both[1].display().to_string());
     assert!(fallbacks[0]["blobs"].as_u64().unwrap() >= 1, "{restored}");
-    assert!(restored["main_failures"].as_u64().unwrap() >= 1, "{restored}");
+    assert!(
+        restored["main_failures"].as_u64().unwrap() >= 1,
+        "{restored}"
+    );
     let why = restored["main_failure_examples"][0].as_str().unwrap();
-    assert!(why.contains(&blob.id.to_hex()), "names the damaged chunk: {why}");
+    assert!(
+        why.contains(&blob.id.to_hex()),
+        "names the damaged chunk: {why}"
+    );
 }
 
 #[test]

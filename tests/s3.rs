@@ -456,3 +456,107 @@ fn forget_and_prune_in_a_bucket_mark_first_then_delete() {
     repo.restore(&kept, &target).ok();
     assert_same_tree(&source, &target.join("src"));
 }
+
+/// `cairn --repo LOCATION… ARGS` with the server's endpoint and credentials,
+/// for tests that mix local repositories with the bucket.
+fn cairn_with(repo: &S3Repo, locations: &[&str], args: &[&str]) -> Run {
+    let mut command = repo.workspace.command();
+    repo.server.configure(&mut command);
+    for location in locations {
+        command.arg("--repo").arg(location);
+    }
+    run_of(command.args(args).output().expect("run cairn"))
+}
+
+#[test]
+fn copies_go_local_to_bucket_to_local_and_a_bucket_backs_up_a_local_repository() {
+    let repo = S3Repo::new();
+    let bucket = repo.location();
+    let near = repo.path("near").display().to_string();
+    let back = repo.path("back").display().to_string();
+    let source = repo.path("src");
+    make_source(&source, 5);
+    cairn_with(&repo, &[&near], &["init"]).ok();
+    cairn_with(&repo, &[&bucket], &["init", "--like", &near]).ok();
+    cairn_with(&repo, &[&back], &["init", "--like", &near]).ok();
+    let first = cairn_with(
+        &repo,
+        &[&near],
+        &["--json", "backup", source.to_str().unwrap()],
+    )
+    .ok()
+    .json();
+    let snapshot = first["snapshot"].as_str().unwrap().to_string();
+
+    // Local → bucket → local: the manifest travels unchanged, every chunk
+    // checked on the way, and the far end restores byte for byte.
+    let up = cairn_with(
+        &repo,
+        &[],
+        &["--json", "copy", "--from", &near, "--to", &bucket],
+    )
+    .ok()
+    .json();
+    assert_eq!(up["snapshots_copied"], 1, "{up}");
+    let down = cairn_with(
+        &repo,
+        &[],
+        &["--json", "copy", "--from", &bucket, "--to", &back],
+    )
+    .ok()
+    .json();
+    assert_eq!(down["snapshots_copied"], 1, "{down}");
+    let target = repo.path("from-back");
+    cairn_with(
+        &repo,
+        &[&back],
+        &["restore", &snapshot, "--target", target.to_str().unwrap()],
+    )
+    .ok();
+    assert_same_tree(&source, &target.join("src"));
+    let verify = cairn_with(&repo, &[&back], &["--json", "verify", "--read-data"]);
+    assert_eq!(verify.code, 0, "{}", brief(&verify.json()));
+
+    // One pass into the local repository and the bucket; then the local
+    // copy of a pack is damaged and the bucket serves what it lost.
+    write(&source.join("notes/late.txt"), &noise(9, 3 * MIB));
+    let both = cairn_with(
+        &repo,
+        &[&near, &bucket],
+        &["--json", "backup", source.to_str().unwrap()],
+    )
+    .ok()
+    .json();
+    let results = both["repositories"].as_array().unwrap();
+    assert!(results.iter().all(|result| result["ok"] == true), "{both}");
+    let second = results[0]["snapshot"].as_str().unwrap().to_string();
+    let newest = walk(&repo.path("near/data"))
+        .into_iter()
+        .filter(|path| path.is_file())
+        .max_by_key(|path| fs::metadata(path).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&newest, bytes).unwrap();
+    let target = repo.path("with-fallback");
+    let restored = cairn_with(
+        &repo,
+        &[&near, &bucket],
+        &[
+            "--json",
+            "restore",
+            &second,
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    )
+    .ok()
+    .json();
+    assert_same_tree(&source, &target.join("src"));
+    assert_eq!(restored["fallbacks"][0]["repository"], bucket.as_str());
+    assert!(
+        restored["fallbacks"][0]["blobs"].as_u64().unwrap() >= 1,
+        "{restored}"
+    );
+}

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 4 damage found (verify, copy) or some files could not be restored (restore); \
 5 restore refused by a preflight check (untrusted, too-old, missing-chunks); \
 6 a concurrent prune deleted data this backup reused (nothing written; run it again); \
-7 a critical component failed (the other components were stored)."
+7 a critical component failed (the other components were stored); \
+8 a backup into several repositories failed in some of them (the others hold their snapshot)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -27,9 +28,11 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// Repository: a directory, or s3://BUCKET/PREFIX (credentials and
     /// region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_SESSION_TOKEN, AWS_REGION).
+    /// AWS_SESSION_TOKEN, AWS_REGION). Repeat it for `backup` (one pass
+    /// writes a snapshot into each) and for `restore` (later ones, in order
+    /// of preference, serve what the first cannot give intact).
     #[arg(long, global = true, env = "CAIRN_REPO", value_name = "LOCATION")]
-    pub repo: Option<String>,
+    pub repo: Vec<String>,
     /// URL of an S3-compatible service for s3:// repositories (e.g.
     /// http://127.0.0.1:9000); Amazon S3 when not given.
     #[arg(long, global = true, env = "CAIRN_S3_ENDPOINT", value_name = "URL")]

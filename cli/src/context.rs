@@ -18,17 +18,29 @@ pub struct Context {
 }
 
 impl Context {
-    /// The repository as given: a directory or `s3://BUCKET/PREFIX`.
+    /// Every repository given, in order: directories or
+    /// `s3://BUCKET/PREFIX`; at least one.
+    pub fn repository_locations(&self) -> Result<&[String]> {
+        if self.global.repo.is_empty() {
+            bail!("no repository given: use --repo PATH (or s3://BUCKET/PREFIX) or set CAIRN_REPO");
+        }
+        if let Some(empty) = self.global.repo.iter().position(String::is_empty) {
+            bail!("--repo number {} is empty", empty + 1);
+        }
+        Ok(&self.global.repo)
+    }
+
+    /// The one repository a command works on; more than one is a usage
+    /// error for every command but backup and restore.
     pub fn repository_location(&self) -> Result<&str> {
-        self.global
-            .repo
-            .as_deref()
-            .filter(|location| !location.is_empty())
-            .ok_or_else(|| {
-                anyhow!(
-                    "no repository given: use --repo PATH (or s3://BUCKET/PREFIX) or set CAIRN_REPO"
-                )
-            })
+        match self.repository_locations()? {
+            [one] => Ok(one),
+            many => Err(Usage(format!(
+                "this command works on one repository, but --repo was given {} times (only backup and restore take several)",
+                many.len()
+            ))
+            .into()),
+        }
     }
 
     /// The repository's directory, if it is a local one.
@@ -50,13 +62,7 @@ impl Context {
     }
 
     pub fn open_repository(&self) -> Result<Repository> {
-        let backend = self.backend()?;
-        if let Some(path) = self.local_repository()?
-            && !path.is_dir()
-        {
-            bail!("repository {} does not exist", path.display());
-        }
-        Ok(Repository::open(backend)?)
+        self.open_repository_at(self.repository_location()?)
     }
 
     /// Opens the repository a command names by a location string rather
@@ -186,6 +192,18 @@ impl Context {
         Ok(keys)
     }
 }
+
+/// A mistake in how cairn was called (exit code 2, as for clap's own).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
 
 /// Whether a repository location names object storage rather than a
 /// directory.

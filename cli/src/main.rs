@@ -28,6 +28,11 @@ pub mod exit {
     pub const CONFLICT: u8 = 6;
     /// A component marked critical failed; the others were stored.
     pub const CRITICAL: u8 = 7;
+    /// A backup into several repositories failed in some; the others hold
+    /// their snapshot.
+    pub const SOME_REPOSITORIES_FAILED: u8 = 8;
+    /// How cairn was called is wrong (clap uses the same code).
+    pub const USAGE: u8 = 2;
 }
 
 fn main() -> ExitCode {
@@ -48,8 +53,11 @@ fn main() -> ExitCode {
                 error.downcast_ref::<cairn_store::StoreError>(),
                 Some(cairn_store::StoreError::Conflict(_))
             );
+            let usage = error.downcast_ref::<context::Usage>().is_some();
             ExitCode::from(if conflict {
                 exit::CONFLICT
+            } else if usage {
+                exit::USAGE
             } else {
                 exit::ERROR
             })

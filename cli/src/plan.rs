@@ -4,7 +4,8 @@
 //! anything: hooks are run by the backup command.
 //!
 //! ```toml
-//! repository = "/backups/repo"
+//! repository = "/backups/repo"     # or repositories = ["/backups/repo",
+//!                                   #   "s3://bucket/cairn"]: one pass into each
 //! host = "db1"                      # optional
 //! tags = ["nightly"]
 //! labels = { env = "prod" }
@@ -48,6 +49,8 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 struct PlanFile {
     repository: Option<Spanned<String>>,
+    #[serde(default)]
+    repositories: Vec<Spanned<String>>,
     host: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
@@ -113,7 +116,8 @@ pub struct Hooks {
 pub struct Plan {
     /// A directory (relative paths resolved against the plan's folder)
     /// or an `s3://` location.
-    pub repository: Option<String>,
+    /// Where backups go: one repository, or several (one pass into each).
+    pub repositories: Vec<String>,
     pub host: Option<String>,
     pub tags: Vec<String>,
     pub labels: BTreeMap<String, String>,
@@ -140,6 +144,12 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
         vec![format!("{place}: {}", error.message())]
     })?;
     let mut mistakes = Vec::new();
+    if let (Some(one), false) = (&file.repository, file.repositories.is_empty()) {
+        mistakes.push(format!(
+            "{}: give either repository or repositories, not both",
+            at(one.span())
+        ));
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |given: &str| {
         let given = Path::new(given);
@@ -261,14 +271,19 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
         return Err(mistakes);
     }
     Ok(Plan {
-        repository: file.repository.map(|given| {
-            let given = given.get_ref();
-            if given.starts_with("s3://") {
-                given.clone()
-            } else {
-                resolve(given).display().to_string()
-            }
-        }),
+        repositories: file
+            .repository
+            .iter()
+            .chain(&file.repositories)
+            .map(|given| {
+                let given = given.get_ref();
+                if given.starts_with("s3://") {
+                    given.clone()
+                } else {
+                    resolve(given).display().to_string()
+                }
+            })
+            .collect(),
         host: file.host,
         tags: file.tags,
         labels: file.labels,
@@ -338,11 +353,11 @@ pub fn context_for(
     context: &crate::context::Context,
     plan: Option<&Plan>,
 ) -> Option<crate::context::Context> {
-    let repository = plan?.repository.clone()?;
-    if context.global.repo.is_some() {
+    let plan = plan?;
+    if plan.repositories.is_empty() || !context.global.repo.is_empty() {
         return None;
     }
     let mut global = context.global.clone();
-    global.repo = Some(repository);
+    global.repo = plan.repositories.clone();
     Some(crate::context::Context { global })
 }

@@ -5,8 +5,13 @@ use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
 use anyhow::{Result, anyhow};
+use cairn_store::Repository;
+use cairn_store::index::OpenedIndex;
+use cairn_store::keys::SigningKey;
+use cairn_store::manifest::SnapshotBody;
 use cairn_store::ops::backup::{
-    BackupOptions, ChunkingChoice, ComponentSource, SourceKind, backup, component_from_path,
+    BackupOptions, BackupOutcome, ChunkingChoice, ComponentSource, Destination, SourceKind, backup,
+    backup_to_each, component_from_path,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -212,8 +217,6 @@ fn run_backup(
     if let Some(tag) = tags.iter().find(|tag| tag.is_empty()) {
         return Err(anyhow!("--tag {tag:?}: a tag cannot be empty"));
     }
-    let repository = context.open_repository()?;
-    let key = context.signing_key(&repository)?;
     let options = BackupOptions {
         components,
         tags,
@@ -226,14 +229,16 @@ fn run_backup(
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.
     cairn_store::ops::backup::check_sources(&options.components)?;
-    let removed = repository.backend().remove_stale_temporaries()?;
-    if removed > 0 {
-        eprintln!(
-            "cairn: removed {removed} temporary file(s) left by crashed writers over a day ago"
-        );
+    if context.repository_locations()?.len() > 1 {
+        return run_backup_to_each(context, &options, metrics);
     }
-    let opened = context.open_index(&repository)?;
-    let outcome = backup(&repository, opened.index.as_ref(), &key, &options)?;
+    let target = open_target(context, context.repository_location()?)?;
+    let outcome = backup(
+        &target.repository,
+        target.index.index.as_ref(),
+        &target.key,
+        &options,
+    )?;
     let failed: Vec<String> = outcome
         .failed_components
         .iter()
@@ -248,12 +253,7 @@ fn run_backup(
             "time": body.time,
             "host": body.host,
             "parent": body.parent.map(|id| id.to_hex()),
-            "components": body.components.iter().map(|c| json!({
-                "name": c.name, "kind": c.kind, "source": c.source, "tree": c.tree.to_hex(),
-                "files": c.stats.files, "directories": c.stats.directories, "symlinks": c.stats.symlinks,
-                "bytes": c.stats.bytes, "chunks": c.stats.chunks,
-                "chunking": c.chunking(&body.chunker).to_string(),
-            })).collect::<Vec<_>>(),
+            "components": summarise_components(body),
             "new_chunks": written.new_blobs,
             "reused_chunks": written.reused_blobs,
             "new_bytes": written.new_raw_bytes,
@@ -298,8 +298,30 @@ fn run_backup(
             );
         }
     }
+    Ok((report_problems(&outcome), failed))
+}
+
+/// Each component of a snapshot, for `--json`.
+fn summarise_components(body: &SnapshotBody) -> Vec<serde_json::Value> {
+    body.components
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name, "kind": c.kind, "source": c.source, "tree": c.tree.to_hex(),
+                "files": c.stats.files, "directories": c.stats.directories, "symlinks": c.stats.symlinks,
+                "bytes": c.stats.bytes, "chunks": c.stats.chunks,
+                "chunking": c.chunking(&body.chunker).to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Says what the snapshot could not hold; the exit code that follows from
+/// it (0, 3, or 7 for a failed critical component).
+fn report_problems(outcome: &BackupOutcome) -> u8 {
+    let body = &outcome.body;
     if body.problems.is_empty() {
-        return Ok((exit::SUCCESS, failed));
+        return exit::SUCCESS;
     }
     eprintln!(
         "cairn: snapshot {} is incomplete: {} problem(s)",
@@ -324,9 +346,183 @@ fn run_backup(
             critical.join(", "),
             outcome.snapshot.short()
         );
-        return Ok((exit::CRITICAL, failed));
+        return exit::CRITICAL;
     }
-    Ok((exit::INCOMPLETE, failed))
+    exit::INCOMPLETE
+}
+
+/// A repository opened for a backup, with its index and signing key.
+struct Target {
+    repository: Repository,
+    index: OpenedIndex,
+    key: SigningKey,
+}
+
+fn open_target(context: &Context, location: &str) -> Result<Target> {
+    let repository = context.open_repository_at(location)?;
+    let key = context.signing_key(&repository)?;
+    let removed = repository.backend().remove_stale_temporaries()?;
+    if removed > 0 {
+        eprintln!(
+            "cairn: removed {removed} temporary file(s) left by crashed writers over a day ago in {location}"
+        );
+    }
+    let index = context.open_index(&repository)?;
+    Ok(Target {
+        repository,
+        index,
+        key,
+    })
+}
+
+/// One pass into every `--repo`: each repository that can be opened gets
+/// its own snapshot; one failing leaves the others to finish. Exit code 8
+/// if some failed, an error if all did.
+fn run_backup_to_each(
+    context: &Context,
+    options: &BackupOptions,
+    metrics: &mut crate::metrics::Metrics,
+) -> Result<(u8, Vec<String>)> {
+    let locations = context.repository_locations()?;
+    let mut opened = Vec::new();
+    let mut results: Vec<Option<std::result::Result<BackupOutcome, String>>> = Vec::new();
+    for location in locations {
+        match open_target(context, location) {
+            Ok(target) => {
+                opened.push(target);
+                results.push(None);
+            }
+            Err(error) => results.push(Some(Err(format!("{error:#}")))),
+        }
+    }
+    if opened.is_empty() {
+        let whys: Vec<String> = locations
+            .iter()
+            .zip(&results)
+            .filter_map(|(location, result)| match result {
+                Some(Err(why)) => Some(format!("{location}: {why}")),
+                _ => None,
+            })
+            .collect();
+        return Err(anyhow!(
+            "no repository could be opened: {}",
+            whys.join("; ")
+        ));
+    }
+    let destinations: Vec<Destination> = opened
+        .iter()
+        .map(|target| Destination {
+            repository: &target.repository,
+            index: target.index.index.as_ref(),
+            key: &target.key,
+        })
+        .collect();
+    let mut outcomes = backup_to_each(&destinations, options)?.into_iter();
+    for slot in results.iter_mut().filter(|slot| slot.is_none()) {
+        *slot = outcomes
+            .next()
+            .map(|outcome| outcome.map_err(|error| format!("{:#}", anyhow::Error::from(error))));
+    }
+    let results: Vec<(&String, std::result::Result<BackupOutcome, String>)> = locations
+        .iter()
+        .zip(results)
+        .map(|(location, result)| {
+            (
+                location,
+                result.unwrap_or_else(|| Err("no outcome".to_string())),
+            )
+        })
+        .collect();
+    let first = results.iter().find_map(|(_, result)| result.as_ref().ok());
+    let failed_repositories: Vec<&String> = results
+        .iter()
+        .filter(|(_, result)| result.is_err())
+        .map(|(location, _)| *location)
+        .collect();
+    if let Some(outcome) = first {
+        record_metrics(metrics, outcome);
+    }
+    for (location, result) in &results {
+        metrics.gauge(
+            "backup_repository_ok",
+            "1 for each repository this backup stored its snapshot in, 0 for each it failed.",
+            &[("repository", location)],
+            if result.is_ok() { 1.0 } else { 0.0 },
+        );
+    }
+    if context.global.json {
+        let repositories: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(location, result)| match result {
+                Ok(outcome) => json!({
+                    "repository": location,
+                    "ok": true,
+                    "snapshot": outcome.snapshot.to_hex(),
+                    "parent": outcome.body.parent.map(|id| id.to_hex()),
+                    "new_chunks": outcome.written.new_blobs,
+                    "reused_chunks": outcome.written.reused_blobs,
+                    "new_bytes": outcome.written.new_raw_bytes,
+                    "stored_bytes": outcome.written.new_stored_bytes,
+                    "packs_written": outcome.written.packs_written,
+                    "adopted_packs": outcome.adopted_packs,
+                }),
+                Err(why) => json!({"repository": location, "ok": false, "error": why}),
+            })
+            .collect();
+        crate::output::print_json(&json!({
+            "repositories": repositories,
+            "components": first.map(|outcome| summarise_components(&outcome.body)),
+            "unchanged_files": first.map(|outcome| outcome.unchanged_files),
+            "problems": first.map(|outcome| &outcome.body.problems),
+            "complete": failed_repositories.is_empty() && first.is_some_and(|outcome| outcome.body.problems.is_empty()),
+        }))?;
+    } else {
+        for (location, result) in &results {
+            if let Ok(outcome) = result {
+                println!(
+                    "snapshot {} saved in {location}: {} new chunks ({} stored)",
+                    outcome.snapshot.short(),
+                    outcome.written.new_blobs,
+                    bytes(outcome.written.new_stored_bytes)
+                );
+            }
+        }
+    }
+    for (location, result) in &results {
+        if let Err(why) = result {
+            eprintln!("cairn: backup into {location} FAILED: {why}");
+        }
+    }
+    let failed_components = first
+        .map(|outcome| {
+            outcome
+                .failed_components
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(outcome) = first else {
+        return Err(anyhow!(
+            "the backup failed in every repository ({})",
+            locations.join(", ")
+        ));
+    };
+    let code = report_problems(outcome);
+    if !failed_repositories.is_empty() {
+        eprintln!(
+            "cairn: backup stored in {} of {} repositories; failed in {}",
+            results.len() - failed_repositories.len(),
+            results.len(),
+            failed_repositories
+                .iter()
+                .map(|location| location.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok((exit::SOME_REPOSITORIES_FAILED, failed_components));
+    }
+    Ok((code, failed_components))
 }
 
 /// What a backup did, as metrics: totals, then per component.

@@ -15,7 +15,7 @@ pub fn run(context: &Context, command: &PlanCommand) -> Result<u8> {
                     "plan": plan.display().to_string(),
                     "valid": true,
                     "components": loaded.components.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
-                    "repository": loaded.repository,
+                    "repositories": loaded.repositories,
                     "retention": loaded.retention.map(|policy| policy.describe()),
                 }))?;
             } else {

@@ -6,10 +6,13 @@ use crate::exit;
 use crate::output::bytes;
 use crate::progress::CliProgress;
 use anyhow::{Result, anyhow};
+use cairn_store::Repository;
+use cairn_store::index::OpenedIndex;
 use cairn_store::manifest::ComponentKind;
 use cairn_store::ops::restore::preflight::{self, Status, Verdict};
 use cairn_store::ops::restore::{
-    Action, RestoreOptions, RestorePlan, Selection, Sources, execute_restore, plan_restore,
+    Action, Fallback, RestoreOptions, RestorePlan, Selection, Sources, execute_restore,
+    plan_restore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -121,6 +124,25 @@ fn print_plan_paths(plan: &RestorePlan) {
     }
 }
 
+/// The repositories after the first, each with its index; one that cannot
+/// be opened is skipped with a warning (the restore may not need it).
+fn open_fallbacks(context: &Context, locations: &[String]) -> Vec<(Repository, OpenedIndex)> {
+    let mut opened = Vec::new();
+    for location in locations {
+        let attempt = context.open_repository_at(location).and_then(|repository| {
+            let index = context.open_index(&repository)?;
+            Ok((repository, index))
+        });
+        match attempt {
+            Ok(pair) => opened.push(pair),
+            Err(error) => {
+                eprintln!("cairn: fallback repository {location} is unavailable: {error:#}")
+            }
+        }
+    }
+    opened
+}
+
 pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let max_age = args
         .max_age
@@ -128,7 +150,8 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         .map(|text| preflight::parse_duration(text).map_err(|error| anyhow!("--max-age: {error}")))
         .transpose()?;
     let selection = selection(args)?;
-    let repository = context.open_repository()?;
+    let locations = context.repository_locations()?;
+    let repository = context.open_repository_at(&locations[0])?;
     let trusted = if args.allow_untrusted {
         context.trusted_keys().unwrap_or_default()
     } else {
@@ -165,13 +188,22 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         .iter()
         .any(|verdict| !overridden(args, verdict.status));
     let opened = context.open_index(&repository)?;
+    let others = open_fallbacks(context, &locations[1..]);
+    let fallbacks: Vec<Fallback> = others
+        .iter()
+        .map(|(repository, opened)| Fallback {
+            repository,
+            index: opened.index.as_ref(),
+        })
+        .collect();
+    let sources = Sources::new(&fallbacks);
     let plan = if refused_early {
         None
     } else {
         let plan = plan_restore(
             &repository,
             opened.index.as_ref(),
-            &Sources::new(&[]),
+            &sources,
             id,
             &body,
             &options,
@@ -238,7 +270,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let outcome = execute_restore(
         &repository,
         opened.index.as_ref(),
-        &Sources::new(&[]),
+        &sources,
         &plan,
         safety_key.as_ref(),
         &progress,
@@ -253,7 +285,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         .iter()
         .all(|check| check.problems.is_empty());
 
-    let repo_path = context.repository_location()?;
+    let repo_path = &locations[0];
     let undo = outcome
         .safety_snapshot
         .map(|safety| format!("cairn --repo {repo_path} undo-restore {}", safety.to_hex()));
@@ -270,6 +302,11 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             "bytes_fetched": outcome.bytes_fetched,
             "bytes_reused": outcome.bytes_reused,
             "deleted": outcome.deleted,
+            "fallbacks": outcome.fallbacks.iter().map(|used| json!({
+                "repository": used.repository, "blobs": used.blobs, "bytes": used.bytes,
+            })).collect::<Vec<_>>(),
+            "main_failures": outcome.main_failures,
+            "main_failure_examples": outcome.main_failure_examples,
             "safety_snapshot": outcome.safety_snapshot.map(|safety| safety.to_hex()),
             "undo_command": if outcome.rolled_back { None } else { undo.clone() },
             "rolled_back": outcome.rolled_back,
@@ -295,6 +332,21 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             bytes(outcome.bytes_reused),
             outcome.deleted
         );
+        for used in outcome.fallbacks.iter().filter(|used| used.blobs > 0) {
+            println!(
+                "  {} chunks ({}) came from {} because {} could not give them intact",
+                used.blobs,
+                bytes(used.bytes),
+                used.repository,
+                repo_path
+            );
+        }
+        if let Some(first) = outcome.main_failure_examples.first() {
+            println!(
+                "  {} failed {} time(s); first: {first}",
+                repo_path, outcome.main_failures
+            );
+        }
         if let (Some(safety), Some(undo), false) =
             (outcome.safety_snapshot, &undo, outcome.rolled_back)
         {
