@@ -144,7 +144,7 @@ fn a_repository_that_fails_mid_way_leaves_the_others_to_finish() {
         args.extend(["--repo".into(), repo.into()]);
     }
     args.extend(["--json", "backup", "--component", &component].map(OsString::from));
-    let mut child = workspace
+    let child = workspace
         .command()
         .args(&args)
         .stdout(std::process::Stdio::piped())
