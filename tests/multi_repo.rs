@@ -268,6 +268,18 @@ fn restore_fetches_a_chunk_from_the_next_repository_when_the_first_is_damaged() 
     bytes[at] ^= 0x55;
     fs::write(&pack, bytes).unwrap();
 
+    // Verify given both audits each and finds every damaged chunk intact
+    // in the other.
+    let run = cairn_repos(&workspace, &both, &["--json", "verify", "--read-data"]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let audit = run.json();
+    let near = &audit["repositories"][0];
+    assert_eq!(near["report"]["clean"], false, "{audit}");
+    assert!(near["unreadable_blobs"].as_u64().unwrap() >= 1, "{audit}");
+    assert_eq!(near["intact_elsewhere"], near["unreadable_blobs"], "{audit}");
+    assert_eq!(audit["repositories"][1]["report"]["clean"], true, "{audit}");
+    assert_eq!(audit["restorable_from_all"], true, "{audit}");
+
     // Alone, the near repository cannot restore everything.
     let alone = workspace.path("alone");
     let run = cairn_repos(

@@ -29,8 +29,9 @@ pub struct GlobalArgs {
     /// Repository: a directory, or s3://BUCKET/PREFIX (credentials and
     /// region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
     /// AWS_SESSION_TOKEN, AWS_REGION). Repeat it for `backup` (one pass
-    /// writes a snapshot into each) and for `restore` (later ones, in order
-    /// of preference, serve what the first cannot give intact).
+    /// writes a snapshot into each), `restore` (later ones, in order of
+    /// preference, serve what the first cannot give intact) and `verify`
+    /// (each audited; damage looked for intact in the others).
     #[arg(long, global = true, env = "CAIRN_REPO", value_name = "LOCATION")]
     pub repo: Vec<String>,
     /// URL of an S3-compatible service for s3:// repositories (e.g.

@@ -31,12 +31,12 @@ impl Context {
     }
 
     /// The one repository a command works on; more than one is a usage
-    /// error for every command but backup and restore.
+    /// error for every command but backup, restore and verify.
     pub fn repository_location(&self) -> Result<&str> {
         match self.repository_locations()? {
             [one] => Ok(one),
             many => Err(Usage(format!(
-                "this command works on one repository, but --repo was given {} times (only backup and restore take several)",
+                "this command works on one repository, but --repo was given {} times (only backup, restore and verify take several)",
                 many.len()
             ))
             .into()),

@@ -6,11 +6,16 @@ use crate::exit;
 use crate::output::bytes;
 use anyhow::Result;
 use anyhow::anyhow;
-use cairn_store::ops::verify::{DataCheck, Severity, Subset, VerifyOptions, verify};
+use cairn_store::Repository;
+use cairn_store::keys::PublicKey;
+use cairn_store::ops::verify::{DataCheck, Severity, Subset, VerifyOptions, VerifyReport, verify};
 
-pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
-    let repository = context.open_repository()?;
-    let trusted = context.trusted_keys()?;
+/// Audits one repository as the flags say.
+fn audit(
+    repository: &Repository,
+    trusted: &[PublicKey],
+    args: &VerifyArgs,
+) -> Result<VerifyReport> {
     let data = match (&args.read_data_subset, args.read_data) {
         (Some(spec), _) => DataCheck::Subset(
             Subset::parse(spec).map_err(|error| anyhow!("--read-data-subset {error}"))?,
@@ -21,16 +26,29 @@ pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
     let snapshots = args
         .snapshots
         .iter()
-        .map(|spec| repository.resolve_snapshot_trusted(spec, Some(&trusted)))
+        .map(|spec| repository.resolve_snapshot_trusted(spec, Some(trusted)))
         .collect::<Result<Vec<_>, _>>()?;
     let options = VerifyOptions {
         data,
         snapshots,
         components: args.components.clone(),
     };
-    let reads_data = options.data != DataCheck::None;
+    Ok(verify(repository, trusted, options)?)
+}
+
+fn reads_data(args: &VerifyArgs) -> bool {
+    args.read_data || args.read_data_subset.is_some()
+}
+
+pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
+    if context.repository_locations()?.len() > 1 {
+        return run_on_each(context, args);
+    }
+    let repository = context.open_repository()?;
+    let trusted = context.trusted_keys()?;
+    let reads_data = reads_data(args);
     let started = std::time::Instant::now();
-    let report = verify(&repository, &trusted, options)?;
+    let report = audit(&repository, &trusted, args)?;
     let clean = report.is_clean();
     let mut metrics = crate::metrics::Metrics::default();
     metrics.gauge(
@@ -65,54 +83,183 @@ pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
     // A verify that ran is a success as a job; health says what it found.
     crate::metrics::finish(context, "verify", metrics, true, started)?;
     if context.global.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["clean"] = serde_json::Value::Bool(clean);
-        value["read_data"] = serde_json::Value::Bool(reads_data);
-        value["damaged_snapshots"] = serde_json::to_value(report.damaged_snapshots())?;
-        crate::output::print_json(&value)?;
+        crate::output::print_json(&report_json(&report, reads_data)?)?;
     } else {
-        println!(
-            "checked {} snapshots, {} index files, {} packs, {} trees, {} chunk references",
-            report.snapshots,
-            report.index_files,
-            report.packs,
-            report.trees,
-            report.chunk_references
-        );
-        if reads_data {
-            println!(
-                "read {} of {} packs, {} blobs, {}",
-                report.packs_read,
-                report.packs_in_scope,
-                report.blobs_read,
-                bytes(report.bytes_read)
-            );
-        }
-        for finding in &report.findings {
-            let label = match finding.severity {
-                Severity::Damage => "DAMAGE",
-                Severity::Notice => "notice",
-            };
-            println!("{label}: {}: {}", finding.object, finding.message);
-            for affected in &finding.affected {
-                println!(
-                    "    affects snapshot {} component {} path {}",
-                    affected.snapshot, affected.component, affected.path
-                );
-            }
-            let unlisted = finding.affected_total - finding.affected.len() as u64;
-            if unlisted > 0 {
-                println!("    … and {unlisted} more paths");
-            }
-        }
-        if clean {
-            println!("no damage found");
-        } else {
-            println!(
-                "DAMAGED: snapshots that cannot be restored in full: {}",
-                report.damaged_snapshots().join(", ")
-            );
-        }
+        print_report(&report, reads_data);
     }
     Ok(if clean { exit::SUCCESS } else { exit::DAMAGE })
+}
+
+fn report_json(report: &VerifyReport, reads_data: bool) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(report)?;
+    value["clean"] = serde_json::Value::Bool(report.is_clean());
+    value["read_data"] = serde_json::Value::Bool(reads_data);
+    value["damaged_snapshots"] = serde_json::to_value(report.damaged_snapshots())?;
+    Ok(value)
+}
+
+fn print_report(report: &VerifyReport, reads_data: bool) {
+    let clean = report.is_clean();
+    println!(
+        "checked {} snapshots, {} index files, {} packs, {} trees, {} chunk references",
+        report.snapshots, report.index_files, report.packs, report.trees, report.chunk_references
+    );
+    if reads_data {
+        println!(
+            "read {} of {} packs, {} blobs, {}",
+            report.packs_read,
+            report.packs_in_scope,
+            report.blobs_read,
+            bytes(report.bytes_read)
+        );
+    }
+    for finding in &report.findings {
+        let label = match finding.severity {
+            Severity::Damage => "DAMAGE",
+            Severity::Notice => "notice",
+        };
+        println!("{label}: {}: {}", finding.object, finding.message);
+        for affected in &finding.affected {
+            println!(
+                "    affects snapshot {} component {} path {}",
+                affected.snapshot, affected.component, affected.path
+            );
+        }
+        let unlisted = finding.affected_total - finding.affected.len() as u64;
+        if unlisted > 0 {
+            println!("    … and {unlisted} more paths");
+        }
+    }
+    if clean {
+        println!("no damage found");
+    } else {
+        println!(
+            "DAMAGED: snapshots that cannot be restored in full: {}",
+            report.damaged_snapshots().join(", ")
+        );
+    }
+}
+
+/// One repository's audit and, for what it cannot give intact, whether
+/// another repository given holds an intact copy.
+struct Audited {
+    location: String,
+    report: std::result::Result<VerifyReport, String>,
+    /// Of the report's unreadable blobs, those another repository holds
+    /// intact (each read and checked against its id).
+    stand_ins: usize,
+}
+
+/// `verify` with several `--repo`: each repository audited in turn; the
+/// blobs one cannot give intact are looked for in the others, so the report
+/// says whether a restore given all of them would still be whole.
+fn run_on_each(context: &Context, args: &VerifyArgs) -> Result<u8> {
+    let started = std::time::Instant::now();
+    let trusted = context.trusted_keys()?;
+    let reads_data = reads_data(args);
+    let mut opened = Vec::new();
+    for location in context.repository_locations()? {
+        let repository = context.open_repository_at(location).and_then(|repository| {
+            let index = context.open_index(&repository)?;
+            Ok((repository, index))
+        });
+        opened.push((location.clone(), repository));
+    }
+    let mut audited = Vec::new();
+    for (position, (location, repository)) in opened.iter().enumerate() {
+        let report = match repository {
+            Ok((repository, _)) => {
+                audit(repository, &trusted, args).map_err(|error| format!("{error:#}"))
+            }
+            Err(error) => Err(format!("{error:#}")),
+        };
+        let stand_ins = match &report {
+            Ok(report) => report
+                .unreadable_blobs
+                .iter()
+                .filter(|blob| {
+                    opened.iter().enumerate().any(|(other, (_, candidate))| {
+                        other != position
+                            && candidate.as_ref().is_ok_and(|(repository, index)| {
+                                matches!(index.index.lookup(blob), Ok(Some(location))
+                                    if repository.read_blob(&location).is_ok())
+                            })
+                    })
+                })
+                .count(),
+            Err(_) => 0,
+        };
+        audited.push(Audited {
+            location: location.clone(),
+            report,
+            stand_ins,
+        });
+    }
+    let mut metrics = crate::metrics::Metrics::default();
+    for each in &audited {
+        metrics.gauge(
+            "verify_healthy",
+            "1 if the last verify found no damage, else 0.",
+            &[("repository", &each.location)],
+            if each.report.as_ref().is_ok_and(VerifyReport::is_clean) {
+                1.0
+            } else {
+                0.0
+            },
+        );
+    }
+    crate::metrics::finish(context, "verify", metrics, true, started)?;
+    let all_clean = audited
+        .iter()
+        .all(|each| each.report.as_ref().is_ok_and(VerifyReport::is_clean));
+    let whole = audited.iter().all(|each| match &each.report {
+        Ok(report) => each.stand_ins == report.unreadable_blobs.len(),
+        Err(_) => false,
+    });
+    if context.global.json {
+        let mut repositories = Vec::new();
+        for each in &audited {
+            repositories.push(match &each.report {
+                Ok(report) => serde_json::json!({
+                    "repository": each.location,
+                    "report": report_json(report, reads_data)?,
+                    "unreadable_blobs": report.unreadable_blobs.len(),
+                    "intact_elsewhere": each.stand_ins,
+                }),
+                Err(why) => serde_json::json!({"repository": each.location, "error": why}),
+            });
+        }
+        crate::output::print_json(&serde_json::json!({
+            "repositories": repositories,
+            "clean": all_clean,
+            "restorable_from_all": whole,
+        }))?;
+    } else {
+        for each in &audited {
+            println!("== {}", each.location);
+            match &each.report {
+                Ok(report) => {
+                    print_report(report, reads_data);
+                    if !report.unreadable_blobs.is_empty() {
+                        println!(
+                            "{} of the {} blobs it cannot give intact are intact in another repository given{}",
+                            each.stand_ins,
+                            report.unreadable_blobs.len(),
+                            if each.stand_ins == report.unreadable_blobs.len() {
+                                ": a restore given all of them is whole"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
+                Err(why) => println!("cannot audit: {why}"),
+            }
+        }
+    }
+    Ok(if all_clean {
+        exit::SUCCESS
+    } else {
+        exit::DAMAGE
+    })
 }

@@ -180,6 +180,11 @@ pub struct VerifyReport {
     pub bytes_read: u64,
     /// Blobs whose stored bytes failed their check when read.
     pub corrupt_blobs: Vec<Id>,
+    /// Blobs an audited snapshot needs that this repository cannot give
+    /// intact (missing, in a lost pack, or failing their check), sorted:
+    /// what another repository holding the same chunks could stand in for.
+    #[serde(skip)]
+    pub unreadable_blobs: Vec<Id>,
 }
 
 impl VerifyReport {
@@ -297,6 +302,8 @@ pub fn verify(
             !unneeded.contains(&(position - 1))
         });
     }
+    audit.report.unreadable_blobs.sort();
+    audit.report.unreadable_blobs.dedup();
     Ok(audit.report)
 }
 
@@ -765,6 +772,14 @@ impl Audit {
 
     /// Where a blob's damage is recorded, if it is damaged.
     fn damage_of(&mut self, blob: &Id, kind: &str) -> Option<usize> {
+        let damage = self.find_damage(blob, kind);
+        if damage.is_some() {
+            self.report.unreadable_blobs.push(*blob);
+        }
+        damage
+    }
+
+    fn find_damage(&mut self, blob: &Id, kind: &str) -> Option<usize> {
         match self.blobs.get(blob) {
             None => Some(*self.blob_findings.entry(*blob).or_insert_with(|| {
                 self.report.findings.push(finding(
