@@ -276,7 +276,10 @@ fn restore_fetches_a_chunk_from_the_next_repository_when_the_first_is_damaged() 
     let near = &audit["repositories"][0];
     assert_eq!(near["report"]["clean"], false, "{audit}");
     assert!(near["unreadable_blobs"].as_u64().unwrap() >= 1, "{audit}");
-    assert_eq!(near["intact_elsewhere"], near["unreadable_blobs"], "{audit}");
+    assert_eq!(
+        near["intact_elsewhere"], near["unreadable_blobs"],
+        "{audit}"
+    );
     assert_eq!(audit["repositories"][1]["report"]["clean"], true, "{audit}");
     assert_eq!(audit["restorable_from_all"], true, "{audit}");
 

@@ -72,11 +72,12 @@ impl Context {
         if location.is_empty() {
             bail!("empty repository location");
         }
+        // The backend first: it names a location it cannot use at all.
+        let backend = self.backend_at(location)?;
         if !is_s3(location) && !Path::new(location).is_dir() {
             bail!("repository {location} does not exist");
         }
-        Repository::open(self.backend_at(location)?)
-            .with_context(|| format!("opening repository {location}"))
+        Repository::open(backend).with_context(|| format!("opening repository {location}"))
     }
 
     pub fn config_dir(&self) -> Result<PathBuf> {

@@ -83,14 +83,7 @@ impl PublicKeyObject {
 
 /// A fresh signing key from the operating system's random source.
 pub fn generate_signing_key() -> Result<SigningKey> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|error| {
-        StoreError::io(
-            "reading the system random source",
-            std::io::Error::other(error.to_string()),
-        )
-    })?;
-    Ok(SigningKey::from_bytes(&secret))
+    Ok(SigningKey::from_bytes(&crate::random::random_bytes()?))
 }
 
 pub fn public_key_of(key: &SigningKey) -> PublicKey {

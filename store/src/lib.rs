@@ -26,6 +26,7 @@ pub mod keys;
 pub mod manifest;
 pub mod ops;
 pub mod pack;
+pub mod random;
 pub mod records;
 pub mod repository;
 pub mod sqlite;

@@ -18,14 +18,7 @@ use std::sync::Arc;
 
 /// 32 random bytes: a repository's id names it, e.g. for local caches.
 fn random_repository_id() -> Result<Id> {
-    let mut random = [0u8; 32];
-    getrandom::fill(&mut random).map_err(|error| {
-        StoreError::io(
-            "reading the system random source",
-            std::io::Error::other(error.to_string()),
-        )
-    })?;
-    Ok(Id(random))
+    Ok(Id(crate::random::random_bytes()?))
 }
 
 #[derive(Clone)]

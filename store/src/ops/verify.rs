@@ -317,13 +317,7 @@ struct Root {
 
 /// A stable, per-run random order: BLAKE3 of a fresh seed and the pack id.
 fn shuffled(packs: &[Id]) -> Result<Vec<Id>> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|error| {
-        crate::StoreError::io(
-            "reading the system random source",
-            std::io::Error::other(error.to_string()),
-        )
-    })?;
+    let seed: [u8; 32] = crate::random::random_bytes()?;
     let mut keyed: Vec<(Id, Id)> = packs
         .iter()
         .map(|pack| (Id(*blake3::keyed_hash(&seed, &pack.0).as_bytes()), *pack))
