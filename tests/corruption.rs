@@ -628,3 +628,78 @@ fn a_manifest_signed_by_a_key_not_trusted_here_is_reported_as_untrusted() {
     restore(&workspace, &own, &target).ok();
     assert_same_tree(&source, &target.join("src"));
 }
+
+#[test]
+fn a_damaged_blob_in_a_prefetched_span_costs_only_its_file() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    let files = 300u64;
+    for index in 0..files {
+        write(
+            &source.join(format!("small/f{index:03}")),
+            &noise(900 + index, 2_000 + (index as usize % 7) * 1_000),
+        );
+    }
+    let snapshot = backup(&workspace, &source);
+
+    let packs = data_packs(&workspace.packs());
+    assert_eq!(packs.len(), 1, "one data pack for 1.5 MB: {packs:?}");
+    let pack = &packs[0];
+    let header = header_of(pack);
+    let hit = &header.blobs[header.blobs.len() / 2];
+    let listing = workspace
+        .cairn_repo(["--json", "ls", &snapshot])
+        .ok()
+        .json();
+    let holders: Vec<String> = listing
+        .as_array()
+        .expect("ls entries")
+        .iter()
+        .filter(|entry| {
+            entry["chunks"].as_array().is_some_and(|chunks| {
+                chunks
+                    .iter()
+                    .any(|c| c.as_str() == Some(hit.id.to_hex().as_str()))
+            })
+        })
+        .map(|entry| entry["path"].as_str().expect("path").to_string())
+        .collect();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    let damaged = holders[0].strip_prefix("src/").expect("in src").to_string();
+    let mut bytes = fs::read(pack).unwrap();
+    bytes[(hit.offset + u64::from(hit.length) / 2) as usize] ^= 0x10;
+    fs::write(pack, &bytes).unwrap();
+
+    let target = workspace.path("out");
+    let run = workspace
+        .cairn_repo([
+            "--json".as_ref(),
+            "restore".as_ref(),
+            snapshot.as_ref(),
+            "--target".as_ref(),
+            target.as_os_str(),
+        ])
+        .expect(4);
+    let report = run.json();
+    let failures = report["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["path"], damaged.as_str());
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains(&hit.id.to_hex())),
+        "the error names the damaged chunk: {failures:?}"
+    );
+    assert!(!target.join("src").join(&damaged).exists());
+    assert_eq!(leftover_temporaries(&target), Vec::<PathBuf>::new());
+    assert_restored_except(&source, &target.join("src"), &[&damaged]);
+    // The other 299 came from one prefetched span; the damaged blob was
+    // left out of it and read once more on its own, which failed again.
+    let requests = report["requests"].as_u64().expect("requests");
+    assert!(
+        (2..=4).contains(&requests),
+        "{requests} requests for {files} files"
+    );
+    assert_eq!(report["files_written"], files - 1);
+}

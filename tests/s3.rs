@@ -1,6 +1,8 @@
 //! A repository in an S3 bucket behaves as one on a local disk: the full
 //! round trip, damage found and kept out of a restore, backups killed
-//! mid-way, two backups at once, and the two-phase forget + prune. Each test
+//! mid-way, two backups at once, and the two-phase forget + prune; and a
+//! restore of many small files reads packs in a few spans, not a range per
+//! file. Each test
 //! runs the real `cairn` against a real S3-compatible server (moto's) on
 //! loopback, with made-up credentials.
 
@@ -314,6 +316,62 @@ fn a_damaged_pack_in_the_bucket_is_found_and_kept_out_of_a_restore() {
         }
     }
     assert_eq!(lost, 1, "one file held the damaged byte: {}", run.stderr);
+}
+
+/// `cairn --json restore SNAPSHOT --target TARGET`.
+fn restore_json(repo: &S3Repo, snapshot: &str, target: &Path) -> Run {
+    repo.cairn([
+        OsStr::new("--json"),
+        OsStr::new("restore"),
+        OsStr::new(snapshot),
+        OsStr::new("--target"),
+        target.as_os_str(),
+    ])
+}
+
+#[test]
+fn a_restore_of_many_small_files_reads_packs_in_a_few_requests() {
+    let repo = S3Repo::new();
+    repo.cairn(["init"]).ok();
+    let source = repo.path("src");
+    let files = 2_000u64;
+    for index in 0..files {
+        let path = source.join(format!("d{}/f{index}", index % 20));
+        if index % 2 == 0 {
+            write(
+                &path,
+                &noise(7_000 + index, 1_000 + (index as usize % 13) * 700),
+            );
+        } else {
+            let text =
+                format!("line {index} of a small text file\n").repeat(index as usize % 40 + 1);
+            write(&path, text.as_bytes());
+        }
+    }
+    let snapshot = repo.backup_of(&source);
+
+    let target = repo.path("restored");
+    let report = restore_json(&repo, &snapshot, &target).ok().json();
+    assert_same_tree(&source, &target.join("src"));
+    let counts = format!(
+        "files_written {}, chunks_fetched {}, bytes_fetched {}, requests {}",
+        report["files_written"],
+        report["chunks_fetched"],
+        report["bytes_fetched"],
+        report["requests"]
+    );
+    assert_eq!(report["files_written"], files, "{counts}");
+    let requests = report["requests"].as_u64().expect("requests in the JSON");
+    // Four batches of at most 512 files, each a span or two per pack; one
+    // request per file would be 2,000.
+    assert!(
+        (1..=40).contains(&requests),
+        "{requests} requests for {files} files: {counts}"
+    );
+    assert!(
+        report["chunks_fetched"].as_u64().unwrap() >= files,
+        "{counts}"
+    );
 }
 
 /// `cairn backup SOURCE` to the bucket in the background, output discarded.

@@ -301,6 +301,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             "chunks_fetched": outcome.chunks_fetched,
             "bytes_fetched": outcome.bytes_fetched,
             "bytes_reused": outcome.bytes_reused,
+            "requests": outcome.requests,
             "deleted": outcome.deleted,
             "fallbacks": outcome.fallbacks.iter().map(|used| json!({
                 "repository": used.repository, "blobs": used.blobs, "bytes": used.bytes,
@@ -324,11 +325,12 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     } else {
         print_plan(&plan);
         println!(
-            "  wrote {} files ({}); fetched {} chunks ({}) from the repository, reused {} from the target; deleted {}",
+            "  wrote {} files ({}); fetched {} chunks ({}, {} reads) from the repository, reused {} from the target; deleted {}",
             outcome.files_written,
             bytes(outcome.bytes_written),
             outcome.chunks_fetched,
             bytes(outcome.bytes_fetched),
+            outcome.requests,
             bytes(outcome.bytes_reused),
             outcome.deleted
         );

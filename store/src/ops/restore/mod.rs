@@ -9,9 +9,12 @@
 //!      safety snapshot of exactly those paths, plus a journal of what will
 //!      be created ([`safety`]); if it cannot be taken, stop;
 //!    - remove leftover temporaries, then what is replaced or extra;
-//!    - create directories, write files in parallel (each to a temporary
-//!      name, verified, then renamed), create symlinks, and set directory
-//!      metadata deepest first;
+//!    - create directories, write files in batches: each batch's chunks
+//!      are read from the repository pack by pack ([`prefetch`], the next
+//!      batch's while this one is written), then its files are written in
+//!      parallel, each to a temporary name, verified ([`write`]), made
+//!      durable with one sync, then renamed; then create symlinks, and set
+//!      directory metadata deepest first;
 //!    - if anything failed and a safety snapshot was taken, undo: remove
 //!      what was created, restore the saved paths, and say so.
 //!
@@ -21,6 +24,7 @@
 //! finishes the job and skips what is already right.
 
 pub mod plan;
+pub mod prefetch;
 pub mod preflight;
 pub mod safety;
 pub mod select;
@@ -40,7 +44,7 @@ use crate::manifest::{ComponentKind, SnapshotBody};
 use crate::ops::backup::{BackupOptions, ComponentSource, backup};
 use crate::repository::Repository;
 use crate::tree::EntryKind;
-use plan::Planner;
+use plan::{PlannedEntry, Planner};
 use rayon::prelude::*;
 use safety::{JOURNAL_COMPONENT, Journal, RESTORED_LABEL, SAFETY_TAG};
 use select::PathFilter;
@@ -53,8 +57,6 @@ use write::{WriteCounters, Writer};
 
 /// Threads that write files during a restore.
 const RESTORE_THREADS: usize = 8;
-/// Files made durable together by one filesystem sync.
-const RESTORE_BATCH: usize = 512;
 
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
@@ -116,6 +118,9 @@ pub struct RestoreOutcome {
     pub chunks_fetched: u64,
     pub bytes_fetched: u64,
     pub bytes_reused: u64,
+    /// Reads of the main repository's packs while writing files (one GET
+    /// each over S3).
+    pub requests: u64,
     pub deleted: u64,
     /// What each fallback repository served, in order of preference.
     pub fallbacks: Vec<FallbackUse>,
@@ -212,6 +217,7 @@ pub fn execute_restore(
     outcome.chunks_fetched = counters.chunks_fetched.load(Ordering::Relaxed);
     outcome.bytes_fetched = counters.bytes_fetched.load(Ordering::Relaxed);
     outcome.bytes_reused = counters.bytes_reused.load(Ordering::Relaxed);
+    outcome.requests = counters.requests.load(Ordering::Relaxed);
     outcome.fallbacks = sources.uses();
     (outcome.main_failures, outcome.main_failure_examples) = sources.main_failures();
 
@@ -327,50 +333,30 @@ fn write_component(
         }
     }
     let files: Vec<_> = writes(EntryKind::File).collect();
-    // Files are written and checked in parallel under temporary names, a
-    // batch at a time; the batch is made durable with one filesystem sync,
-    // and only then is each file renamed into place.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(RESTORE_THREADS)
         .build()
         .ok();
-    for batch in files.chunks(RESTORE_BATCH) {
-        let prepare = || -> Vec<(usize, Result<Option<PathBuf>>)> {
-            batch
-                .par_iter()
-                .enumerate()
-                .map(|(position, item)| {
-                    let result = if item.action == Action::Metadata {
-                        write::fix_file_metadata(&item.entry, &item.destination).map(|()| None)
-                    } else {
-                        writer.prepare_file(item).map(Some)
-                    };
-                    (position, result)
-                })
-                .collect()
-        };
-        let prepared = match &pool {
-            Some(pool) => pool.install(prepare),
-            None => prepare(),
-        };
-        let synced = write::sync_filesystem(root);
-        for (position, result) in prepared {
-            let item = batch[position];
-            let outcome = match (result, &synced) {
-                (Ok(Some(temporary)), Ok(())) => write::commit(&temporary, &item.destination),
-                (Ok(Some(temporary)), Err(error)) => {
-                    let _ = fs::remove_file(&temporary);
-                    Err(StoreError::Invalid(error.to_string()))
-                }
-                (Ok(None), _) => Ok(()),
-                (Err(error), _) => Err(error),
-            };
-            writer.progress.file_done();
-            if let Err(error) = outcome {
-                failures.push((item.relative.clone(), error.to_string()));
-            }
+    let batches = prefetch::batches(&files);
+    let fetch = |batch: &[&PlannedEntry]| {
+        prefetch::prefetch(writer.repository, writer.index, batch, writer.counters)
+    };
+    // The next batch's chunks are read while this batch is written, so
+    // the repository's round trips overlap the disk's work.
+    std::thread::scope(|scope| {
+        let mut next = batches.first().map(|batch| scope.spawn(|| fetch(batch)));
+        for (number, batch) in batches.iter().enumerate() {
+            // A prefetch that panicked leaves everything to the per-file path.
+            let cache = next
+                .take()
+                .and_then(|handle| handle.join().ok())
+                .unwrap_or_default();
+            next = batches
+                .get(number + 1)
+                .map(|batch| scope.spawn(|| fetch(batch)));
+            failures.extend(write_batch(writer, batch, &cache, pool.as_ref(), root));
         }
-    }
+    });
     for item in writes(EntryKind::Symlink) {
         if let Err(error) = write::write_symlink(&item.entry, &item.destination) {
             failures.push((item.relative.clone(), error.to_string()));
@@ -404,6 +390,55 @@ fn write_component(
         && let Err(error) = write::apply_root_metadata(&root, &plan.destination)
     {
         failures.push(("/".into(), error.to_string()));
+    }
+    failures
+}
+
+/// Writes one batch of files: in parallel and checked under temporary
+/// names, made durable with one filesystem sync, and only then each
+/// renamed into place. Returns the failures (path, error).
+fn write_batch(
+    writer: &Writer,
+    batch: &[&PlannedEntry],
+    cache: &prefetch::BlobCache,
+    pool: Option<&rayon::ThreadPool>,
+    root: &Path,
+) -> Vec<(String, String)> {
+    let prepare = || -> Vec<(usize, Result<Option<PathBuf>>)> {
+        batch
+            .par_iter()
+            .enumerate()
+            .map(|(position, item)| {
+                let result = if item.action == Action::Metadata {
+                    write::fix_file_metadata(&item.entry, &item.destination).map(|()| None)
+                } else {
+                    writer.prepare_file(item, cache).map(Some)
+                };
+                (position, result)
+            })
+            .collect()
+    };
+    let prepared = match pool {
+        Some(pool) => pool.install(prepare),
+        None => prepare(),
+    };
+    let synced = write::sync_filesystem(root);
+    let mut failures = Vec::new();
+    for (position, result) in prepared {
+        let item = batch[position];
+        let outcome = match (result, &synced) {
+            (Ok(Some(temporary)), Ok(())) => write::commit(&temporary, &item.destination),
+            (Ok(Some(temporary)), Err(error)) => {
+                let _ = fs::remove_file(&temporary);
+                Err(StoreError::Invalid(error.to_string()))
+            }
+            (Ok(None), _) => Ok(()),
+            (Err(error), _) => Err(error),
+        };
+        writer.progress.file_done();
+        if let Err(error) = outcome {
+            failures.push((item.relative.clone(), error.to_string()));
+        }
     }
     failures
 }

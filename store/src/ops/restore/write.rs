@@ -2,14 +2,22 @@
 //!
 //! Each file is written to a temporary name beside its final place: chunks
 //! the old copy already holds are read from it (and re-hashed, in case it
-//! changed since planning), the rest come from the repository in runs of
-//! chunks that lie next to each other in a pack, one ranged read per run.
+//! changed since planning); the rest come from the batch's prefetched
+//! [`BlobCache`] (see [`super::prefetch`]) or, for what it lacks (a large
+//! file, or a blob the prefetch could not read or check), from the
+//! repository in runs of chunks that lie next to each other in a pack, one
+//! ranged read per run, and then from other repositories ([`Sources`]).
 //! Every chunk is checked against its id, the whole file against its
 //! BLAKE3 hash; the file gets its metadata; the caller syncs a batch of
-//! such files with one `syncfs` and only then renames each into place. A chunk that fails its check never reaches the target.
+//! such files with one `syncfs` and only then renames each into place. A
+//! chunk that fails its check never reaches the target.
 //! Runs of zeros are skipped with a seek, so sparse files stay sparse.
+//!
+//! Owns the per-file write and its counters; never renames a file into
+//! place before its whole-file hash matched.
 
 use super::plan::{LocalChunk, PlannedEntry, TEMPORARY_PREFIX};
+use super::prefetch::BlobCache;
 use super::sources::Sources;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
@@ -18,6 +26,7 @@ use crate::pack::decode_blob;
 use crate::repository::Repository;
 use crate::tree::TreeEntry;
 use filetime::FileTime;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -51,6 +60,8 @@ pub struct WriteCounters {
     pub bytes_fetched: AtomicU64,
     /// Bytes taken from the target's old copies.
     pub bytes_reused: AtomicU64,
+    /// Reads of the main repository's packs (one GET each over S3).
+    pub requests: AtomicU64,
 }
 
 pub struct Writer<'a> {
@@ -94,14 +105,14 @@ struct Run {
 }
 
 impl Writer<'_> {
-    /// Writes a file under a temporary name, checks it, renames it into place.
     /// Writes a file under a temporary name beside its destination and
     /// checks it; returns that name. Not yet durable: the caller syncs a
     /// batch of these at once ([`sync_filesystem`]) and then renames each
     /// into place ([`commit`]).
-    pub fn prepare_file(&self, item: &PlannedEntry) -> Result<PathBuf> {
+    /// Chunks in `cache` are taken from it.
+    pub fn prepare_file(&self, item: &PlannedEntry, cache: &BlobCache) -> Result<PathBuf> {
         let temporary = temporary_beside(&item.destination)?;
-        match self.write_verified(item, &temporary) {
+        match self.write_verified(item, cache, &temporary) {
             Ok(()) => Ok(temporary),
             Err(error) => {
                 let _ = fs::remove_file(&temporary);
@@ -110,7 +121,12 @@ impl Writer<'_> {
         }
     }
 
-    fn write_verified(&self, item: &PlannedEntry, temporary: &Path) -> Result<()> {
+    fn write_verified(
+        &self,
+        item: &PlannedEntry,
+        cache: &BlobCache,
+        temporary: &Path,
+    ) -> Result<()> {
         let entry = &item.entry;
         let chunks = entry.chunks.as_deref().unwrap_or_default();
         let old_copy = if item.local_chunks.is_empty() {
@@ -120,8 +136,13 @@ impl Writer<'_> {
         };
         let mut locations: Vec<Option<BlobLocation>> = Vec::with_capacity(chunks.len());
         for id in chunks {
-            let local = old_copy.is_some() && item.local_chunks.contains_key(id);
-            locations.push(if local { None } else { self.index.lookup(id)? });
+            let elsewhere = cache.get(id).is_some()
+                || (old_copy.is_some() && item.local_chunks.contains_key(id));
+            locations.push(if elsewhere {
+                None
+            } else {
+                self.index.lookup(id)?
+            });
         }
 
         let file = OpenOptions::new()
@@ -136,23 +157,26 @@ impl Writer<'_> {
         let mut run: Option<Run> = None;
         // Consecutive repeats of one chunk (runs of zeros above all) are
         // decoded once.
-        let mut previous: Option<(Id, Vec<u8>, bool)> = None;
+        let mut previous: Option<(Id, Cow<[u8]>, bool)> = None;
         for (position, id) in chunks.iter().enumerate() {
             if previous.as_ref().is_none_or(|(last, _, _)| last != id) {
-                let data = match (&old_copy, item.local_chunks.get(id)) {
-                    (Some(old), Some(local)) => match read_local(old, id, local) {
+                let cached = cache.get(id);
+                let data: Cow<[u8]> = match (&old_copy, item.local_chunks.get(id), cached) {
+                    (Some(old), Some(local), _) => match read_local(old, id, local) {
                         Some(data) => {
                             self.counters
                                 .bytes_reused
                                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-                            data
+                            Cow::Owned(data)
                         }
                         // The old copy changed since planning: fetch instead.
-                        None => self
-                            .locate(id)
-                            .and_then(|location| self.fetch_single(&location))
-                            .or_else(|why| self.sources.fetch(id, why))?,
+                        None => Cow::Owned(
+                            self.locate(id)
+                                .and_then(|location| self.fetch_single(&location))
+                                .or_else(|why| self.sources.fetch(id, why))?,
+                        ),
                     },
+                    (_, _, Some(data)) => Cow::Borrowed(data),
                     _ => {
                         let fetched = match &locations[position] {
                             Some(location) => {
@@ -160,11 +184,11 @@ impl Writer<'_> {
                             }
                             None => Err(missing(id)),
                         };
-                        fetched.or_else(|why| {
+                        Cow::Owned(fetched.or_else(|why| {
                             // The run may hold the damage; never reuse it.
                             run = None;
                             self.sources.fetch(id, why)
-                        })?
+                        })?)
                     }
                 };
                 let zeros = data.iter().all(|&byte| byte == 0);
@@ -211,6 +235,7 @@ impl Writer<'_> {
     }
 
     fn fetch_single(&self, location: &BlobLocation) -> Result<Vec<u8>> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         self.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_fetched
@@ -244,6 +269,7 @@ impl Writer<'_> {
                 }
                 run_end = grown;
             }
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let bytes = self.repository.backend().read_range(
                 crate::backend::ObjectKind::Pack,
                 &location.pack.to_hex(),
