@@ -220,6 +220,14 @@ pub fn execute_restore(
     outcome.requests = counters.requests.load(Ordering::Relaxed);
     outcome.fallbacks = sources.uses();
     (outcome.main_failures, outcome.main_failure_examples) = sources.main_failures();
+    // Prefetch reads that failed were retried file by file; they still
+    // count as the main repository failing, so damage is never hidden.
+    let (prefetch_failures, examples) = counters
+        .prefetch_failures
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner());
+    outcome.main_failures += prefetch_failures;
+    outcome.main_failure_examples.extend(examples);
 
     if !outcome.failures.is_empty()
         && let Some(safety) = safety_snapshot

@@ -187,13 +187,17 @@ fn read_span(
     blobs: &mut Vec<(Id, Vec<u8>)>,
 ) {
     counters.requests.fetch_add(1, Ordering::Relaxed);
-    let Ok(bytes) = repository.backend().read_range(
+    let bytes = match repository.backend().read_range(
         ObjectKind::Pack,
         &span.pack.to_hex(),
         span.start,
         span.end - span.start,
-    ) else {
-        return;
+    ) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            counters.note_prefetch_failure(format!("reading pack {}: {error}", span.pack));
+            return;
+        }
     };
     counters
         .bytes_fetched
@@ -203,9 +207,12 @@ fn read_span(
         let Some(stored) = bytes.get(from..from + entry.length as usize) else {
             continue;
         };
-        if let Ok(raw) = decode_blob(entry, stored, &span.pack) {
-            counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
-            blobs.push((entry.id, raw));
+        match decode_blob(entry, stored, &span.pack) {
+            Ok(raw) => {
+                counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
+                blobs.push((entry.id, raw));
+            }
+            Err(error) => counters.note_prefetch_failure(error.to_string()),
         }
     }
 }

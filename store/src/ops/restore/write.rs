@@ -62,6 +62,24 @@ pub struct WriteCounters {
     pub bytes_reused: AtomicU64,
     /// Reads of the main repository's packs (one GET each over S3).
     pub requests: AtomicU64,
+    /// What went wrong in prefetch reads (a failed read, a blob failing its
+    /// check): the blob was fetched again file by file, but the damage or
+    /// fault is reported, never hidden. The count, and the first few whys.
+    pub prefetch_failures: std::sync::Mutex<(u64, Vec<String>)>,
+}
+
+impl WriteCounters {
+    /// Keeps a prefetch failure for the report.
+    pub fn note_prefetch_failure(&self, why: String) {
+        let mut failures = self
+            .prefetch_failures
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        failures.0 += 1;
+        if failures.1.len() < 20 {
+            failures.1.push(why);
+        }
+    }
 }
 
 pub struct Writer<'a> {
