@@ -1,8 +1,9 @@
 //! Prefetch for one batch of a restore: read the chunks a batch of files
 //! needs from the repository pack by pack, not file by file.
 //!
-//! Owns choosing which files are prefetched (small ones; a large file
-//! streams its own runs so it is never held in memory), forming batches by
+//! Owns choosing which files are prefetched (small ones; a large file is
+//! read a window at a time, with [`fetch_blobs`], so it is never held in
+//! memory whole), forming batches by
 //! file count and by bytes to fetch, grouping the batch's chunks by pack
 //! into spans (neighbours merged across small gaps, a span capped in
 //! size), reading the spans with a bounded number of requests in flight,
@@ -29,9 +30,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
-/// Files needing more than this from the repository stream their own runs
-/// instead of going through the cache.
+/// Files needing more than this from the repository are not prefetched
+/// with their batch: they read their own windows (see [`fetch_blobs`]).
 pub const LARGE_FILE_BYTES: u64 = 4 * MIB;
+/// Raw bytes of a large file read ahead at once, in spans as a batch is.
+pub const WINDOW_BYTES: u64 = 8 * MIB;
 /// Raw bytes one batch may prefetch: what its cache holds at most.
 pub const BATCH_FETCH_BYTES: u64 = 32 * MIB;
 /// Files made durable together by one filesystem sync.
@@ -149,6 +152,16 @@ pub fn prefetch(
             }
         }
     }
+    fetch_blobs(repository, wanted, counters)
+}
+
+/// Reads `wanted` blobs (pack, entry) in spans, up to the backend's
+/// parallelism at once, into a cache of those that pass their check.
+pub fn fetch_blobs(
+    repository: &Repository,
+    wanted: Vec<(Id, BlobEntry)>,
+    counters: &WriteCounters,
+) -> BlobCache {
     let spans = spans(wanted);
     if spans.is_empty() {
         return BlobCache::default();
@@ -167,6 +180,10 @@ pub fn prefetch(
         blobs
     };
     let mut cache = BlobCache::default();
+    if readers == 1 {
+        cache.blobs.extend(read_some());
+        return cache;
+    }
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..readers).map(|_| scope.spawn(read_some)).collect();
         for handle in handles {

@@ -3,10 +3,10 @@
 //! Each file is written to a temporary name beside its final place: chunks
 //! the old copy already holds are read from it (and re-hashed, in case it
 //! changed since planning); the rest come from the batch's prefetched
-//! [`BlobCache`] (see [`super::prefetch`]) or, for what it lacks (a large
-//! file, or a blob the prefetch could not read or check), from the
-//! repository in runs of chunks that lie next to each other in a pack, one
-//! ranged read per run, and then from other repositories ([`Sources`]).
+//! [`BlobCache`] (see [`super::prefetch`]); a large file, which its batch
+//! does not prefetch, reads its chunks a window at a time, in spans as a
+//! batch does. A blob neither gave intact is read on its own, and then
+//! asked of other repositories ([`Sources`]).
 //! Every chunk is checked against its id, the whole file against its
 //! BLAKE3 hash; the file gets its metadata; the caller syncs a batch of
 //! such files with one `syncfs` and only then renames each into place. A
@@ -17,17 +17,16 @@
 //! place before its whole-file hash matched.
 
 use super::plan::{LocalChunk, PlannedEntry, TEMPORARY_PREFIX};
-use super::prefetch::BlobCache;
+use super::prefetch::{BlobCache, WINDOW_BYTES, fetch_blobs};
 use super::sources::Sources;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexCache};
-use crate::pack::decode_blob;
 use crate::repository::Repository;
 use crate::tree::TreeEntry;
 use filetime::FileTime;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -35,9 +34,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// A ranged read never spans more than this, which bounds memory per file.
-const MAX_RUN_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Reports progress; the CLI renders it. Every method has a default that
 /// does nothing.
@@ -115,13 +111,6 @@ fn temporary_beside(destination: &Path) -> Result<PathBuf> {
     Ok(parent.join(format!("{TEMPORARY_PREFIX}{}", hex::encode(random))))
 }
 
-/// A run of adjacent chunks read from one pack.
-struct Run {
-    pack: Id,
-    start: u64,
-    bytes: Vec<u8>,
-}
-
 impl Writer<'_> {
     /// Writes a file under a temporary name beside its destination and
     /// checks it; returns that name. Not yet durable: the caller syncs a
@@ -172,7 +161,8 @@ impl Writer<'_> {
         let mut output = BufWriter::with_capacity(1 << 20, file);
         let mut hasher = blake3::Hasher::new();
         let mut written = 0u64;
-        let mut run: Option<Run> = None;
+        let mut window = BlobCache::default();
+        let mut window_end = 0;
         // Consecutive repeats of one chunk (runs of zeros above all) are
         // decoded once.
         let mut previous: Option<(Id, Cow<[u8]>, bool)> = None;
@@ -196,17 +186,16 @@ impl Writer<'_> {
                     },
                     (_, _, Some(data)) => Cow::Borrowed(data),
                     _ => {
-                        let fetched = match &locations[position] {
-                            Some(location) => {
-                                self.fetch_in_run(&mut run, &locations, position, location)
-                            }
-                            None => Err(missing(id)),
+                        if position >= window_end {
+                            (window, window_end) = self.read_window(&locations, position);
+                        }
+                        // Copied, as the next window replaces this one.
+                        let fetched = match (window.get(id), &locations[position]) {
+                            (Some(data), _) => Ok(data.to_vec()),
+                            (None, Some(location)) => self.fetch_single(location),
+                            (None, None) => Err(missing(id)),
                         };
-                        Cow::Owned(fetched.or_else(|why| {
-                            // The run may hold the damage; never reuse it.
-                            run = None;
-                            self.sources.fetch(id, why)
-                        })?)
+                        Cow::Owned(fetched.or_else(|why| self.sources.fetch(id, why))?)
                     }
                 };
                 let zeros = data.iter().all(|&byte| byte == 0);
@@ -261,55 +250,34 @@ impl Writer<'_> {
         self.repository.read_blob(location)
     }
 
-    /// Decodes the chunk at `position`, reading a new run of adjacent
-    /// chunks from its pack when the current run does not hold it.
-    fn fetch_in_run(
+    /// Reads the located chunks from `position` on, each once, until
+    /// [`WINDOW_BYTES`] of them; returns them and the position after the
+    /// last one the window covers.
+    fn read_window(
         &self,
-        run: &mut Option<Run>,
         locations: &[Option<BlobLocation>],
         position: usize,
-        location: &BlobLocation,
-    ) -> Result<Vec<u8>> {
-        let entry = &location.entry;
-        let end = entry.offset + u64::from(entry.length);
-        let inside = run.as_ref().is_some_and(|run| {
-            run.pack == location.pack
-                && run.start <= entry.offset
-                && end <= run.start + run.bytes.len() as u64
-        });
-        if !inside {
-            let mut run_end = end;
-            for next in locations[position + 1..].iter().flatten() {
-                let adjacent = next.pack == location.pack && next.entry.offset == run_end;
-                let grown = next.entry.offset + u64::from(next.entry.length);
-                if !adjacent || grown - entry.offset > MAX_RUN_BYTES {
-                    break;
-                }
-                run_end = grown;
+    ) -> (BlobCache, usize) {
+        let mut seen = HashSet::new();
+        let mut wanted = Vec::new();
+        let mut bytes = 0u64;
+        let mut end = position;
+        for location in &locations[position..] {
+            if bytes >= WINDOW_BYTES {
+                break;
             }
-            self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let bytes = self.repository.backend().read_range(
-                crate::backend::ObjectKind::Pack,
-                &location.pack.to_hex(),
-                entry.offset,
-                run_end - entry.offset,
-            )?;
-            self.counters
-                .bytes_fetched
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            *run = Some(Run {
-                pack: location.pack,
-                start: entry.offset,
-                bytes,
-            });
+            end += 1;
+            if let Some(location) = location
+                && seen.insert(location.entry.id)
+            {
+                bytes += u64::from(location.entry.raw_length);
+                wanted.push((location.pack, location.entry));
+            }
         }
-        let run = run
-            .as_ref()
-            .ok_or_else(|| StoreError::Invalid("no run read".into()))?;
-        let from = (entry.offset - run.start) as usize;
-        let stored = &run.bytes[from..from + entry.length as usize];
-        self.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
-        decode_blob(entry, stored, &location.pack)
+        (
+            fetch_blobs(self.repository, wanted, self.counters),
+            end.max(position + 1),
+        )
     }
 }
 
