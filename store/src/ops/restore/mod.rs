@@ -228,6 +228,13 @@ pub fn execute_restore(
         .unwrap_or_else(|poison| poison.into_inner());
     outcome.main_failures += prefetch_failures;
     outcome.main_failure_examples.extend(examples);
+    for component in &plan.components {
+        let (count, examples) = &component.prefetch_failures;
+        outcome.main_failures += count;
+        outcome
+            .main_failure_examples
+            .extend(examples.iter().cloned());
+    }
 
     if !outcome.failures.is_empty()
         && let Some(safety) = safety_snapshot

@@ -10,9 +10,18 @@
 //! target that the snapshot lacks (within the selection) are deleted.
 //! Leftover temporary files of an interrupted restore are always removed.
 //! Planning reads the target but never writes to it.
+//!
+//! A directory component's trees are read level by level before planning,
+//! each level's in pack spans with several reads in flight (over object
+//! storage a tree read one at a time costs a round trip per directory).
+//! A tree that prefetch could not read or check is read again, on its own,
+//! when planning reaches it; the failed read is kept in the plan for the
+//! restore's report even when the second read succeeds.
 
+use super::prefetch::fetch_blobs;
 use super::select::{PathFilter, PathVerdict};
 use super::sources::Sources;
+use super::write::WriteCounters;
 use crate::chunking::FileChunking;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
@@ -21,7 +30,7 @@ use crate::manifest::ChunkerRecord;
 use crate::manifest::{ComponentKind, ComponentRecord};
 use crate::ops::join_relative;
 use crate::repository::Repository;
-use crate::tree::{EntryKind, TreeEntry};
+use crate::tree::{EntryKind, Tree, TreeEntry};
 use cairn_chunker::ChunkStream;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -106,6 +115,10 @@ pub struct ComponentPlan {
     pub unreadable: Vec<(String, String)>,
     /// Files needing a chunk that no index file lists: (path, chunk).
     pub missing_chunks: Vec<(String, Id)>,
+    /// Tree reads that failed or failed their check during prefetch and were
+    /// read again: how many, and the first few whys. Reported by the
+    /// restore as the main repository's failures.
+    pub prefetch_failures: (u64, Vec<String>),
     /// A directory component's own metadata, applied to the destination.
     pub root: Option<crate::manifest::RootMetadata>,
 }
@@ -200,6 +213,7 @@ impl Planner<'_> {
             counts: PlanCounts::default(),
             unreadable: Vec::new(),
             missing_chunks: Vec::new(),
+            prefetch_failures: (0, Vec::new()),
             root: component.root,
         };
         match component.kind {
@@ -213,11 +227,13 @@ impl Planner<'_> {
                         component.name
                     )));
                 }
+                let trees = self.prefetch_trees(&component.tree, &mut plan);
                 self.plan_directory(
                     &component.tree,
                     "",
                     destination,
                     PathVerdict::Traverse,
+                    &trees,
                     &mut plan,
                 );
             }
@@ -324,9 +340,14 @@ impl Planner<'_> {
         relative: &str,
         directory: &Path,
         verdict: PathVerdict,
+        trees: &HashMap<Id, Tree>,
         plan: &mut ComponentPlan,
     ) {
-        let tree = match self.sources.read_tree(self.repository, self.index, tree_id) {
+        let read = match trees.get(tree_id) {
+            Some(tree) => Ok(tree.clone()),
+            None => self.sources.read_tree(self.repository, self.index, tree_id),
+        };
+        let tree = match read {
             Ok(tree) => tree,
             Err(error) => {
                 let shown = if relative.is_empty() { "/" } else { relative };
@@ -348,7 +369,14 @@ impl Planner<'_> {
             let position = plan.entries.len();
             self.push_entry(entry, child_relative.clone(), destination.clone(), plan);
             if let Some(subtree) = subtree {
-                self.plan_directory(&subtree, &child_relative, &destination, child_verdict, plan);
+                self.plan_directory(
+                    &subtree,
+                    &child_relative,
+                    &destination,
+                    child_verdict,
+                    trees,
+                    plan,
+                );
                 // A directory kept only to reach selected entries below it
                 // is not worth creating when nothing below was selected.
                 if child_verdict == PathVerdict::Traverse && plan.entries.len() == position + 1 {
@@ -359,6 +387,57 @@ impl Planner<'_> {
             }
         }
         self.plan_extras(relative, directory, verdict, &names, plan);
+    }
+
+    /// Reads the trees below `root` that the selection reaches, a level at
+    /// a time. Trees that cannot be read or checked are left out (the
+    /// planner reads them again) and the failures kept in `plan`.
+    fn prefetch_trees(&self, root: &Id, plan: &mut ComponentPlan) -> HashMap<Id, Tree> {
+        let counters = WriteCounters::default();
+        let mut trees: HashMap<Id, Tree> = HashMap::new();
+        let mut level = vec![(*root, String::new(), PathVerdict::Traverse)];
+        while !level.is_empty() {
+            let mut wanted = Vec::new();
+            for (id, _, _) in &level {
+                if let Ok(Some(location)) = self.index.lookup(id) {
+                    wanted.push((location.pack, location.entry));
+                }
+            }
+            let blobs = fetch_blobs(self.repository, wanted, &counters);
+            let mut next = Vec::new();
+            for (id, relative, verdict) in level {
+                if trees.contains_key(&id) {
+                    continue;
+                }
+                let Some(raw) = blobs.get(&id) else { continue };
+                let tree = match Tree::decode(raw, &format!("tree {id}")) {
+                    Ok(tree) => tree,
+                    Err(error) => {
+                        counters.note_prefetch_failure(error.to_string());
+                        continue;
+                    }
+                };
+                for entry in &tree.entries {
+                    let Some(subtree) =
+                        entry.subtree.filter(|_| entry.kind == EntryKind::Directory)
+                    else {
+                        continue;
+                    };
+                    let child_relative = join_relative(&relative, &entry.display_name());
+                    let child_verdict = self.filter.judge(&child_relative, true, verdict);
+                    if child_verdict != PathVerdict::Skipped && !trees.contains_key(&subtree) {
+                        next.push((subtree, child_relative, child_verdict));
+                    }
+                }
+                trees.insert(id, tree);
+            }
+            level = next;
+        }
+        plan.prefetch_failures = counters
+            .prefetch_failures
+            .into_inner()
+            .unwrap_or_else(|poison| poison.into_inner());
+        trees
     }
 
     /// Finds what the target holds that the snapshot does not.
