@@ -14,6 +14,7 @@
 //! and never touches a backend except through `read_header`.
 
 mod writer;
+mod zstd_contexts;
 
 pub use writer::{PackWriter, compress_blob};
 
@@ -147,7 +148,7 @@ pub fn decode_blob(entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Vec<u8
     }
     let raw = match entry.compression {
         Compression::None => stored.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(stored, entry.raw_length as usize)
+        Compression::Zstd => zstd_contexts::decompress(stored, entry.raw_length as usize)
             .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?,
     };
     if raw.len() != entry.raw_length as usize {

@@ -1,6 +1,7 @@
 //! [`PackWriter`]: assembles one pack in memory. Owns the byte layout of a
 //! pack being written; never chooses what to store or writes to a backend.
 
+use super::zstd_contexts;
 use super::{BlobEntry, BlobKind, Compression, HEADER_VERSION, PACK_MAGIC, PackHeader};
 use crate::codec::to_cbor;
 use crate::id::Id;
@@ -98,7 +99,7 @@ pub fn compress_blob(raw: &[u8], level: i32) -> (Compression, Vec<u8>) {
     if raw.len() > SAMPLE_THRESHOLD && !sample_compresses(&raw[..SAMPLE_SIZE]) {
         return (Compression::None, raw.to_vec());
     }
-    match zstd::bulk::compress(raw, level) {
+    match zstd_contexts::compress(raw, level) {
         Ok(compressed) if saves_enough(compressed.len(), raw.len()) => {
             (Compression::Zstd, compressed)
         }
@@ -111,7 +112,7 @@ fn saves_enough(compressed: usize, raw: usize) -> bool {
 }
 
 fn sample_compresses(sample: &[u8]) -> bool {
-    zstd::bulk::compress(sample, 1)
+    zstd_contexts::compress(sample, 1)
         .map(|compressed| saves_enough(compressed.len(), sample.len()))
         .unwrap_or(true)
 }
