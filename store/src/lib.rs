@@ -27,6 +27,7 @@ pub mod manifest;
 pub mod ops;
 pub mod pack;
 pub mod random;
+pub mod read_ahead;
 pub mod records;
 pub mod repository;
 pub mod sqlite;

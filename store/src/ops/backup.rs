@@ -36,6 +36,7 @@ use crate::manifest::{
 use crate::ops::fan_out::FanOut;
 use crate::ops::{join_relative, read_tree};
 use crate::pack::{BlobKind, read_header};
+use crate::read_ahead::{self, ReadAhead};
 use crate::records::{marked_packs, read_marks};
 use crate::repository::Repository;
 use crate::tree::{EntryKind, Tree, TreeEntry};
@@ -50,6 +51,18 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Files larger than this are read ahead on a thread of their own.
+const READ_AHEAD_FROM: u64 = 2 * read_ahead::BLOCK_SIZE as u64;
+/// Files of a directory whose reading is asked for at once.
+const HINT_WINDOW: usize = 64;
+
+/// A file's content as stored: its chunks, its hash and its length.
+struct StoredContent {
+    chunks: Vec<Id>,
+    hash: Id,
+    size: u64,
+}
 
 /// One named thing to back up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1023,11 +1036,19 @@ impl Walker<'_> {
         parent: Option<&Tree>,
     ) -> Result<(Id, ComponentStats)> {
         let mut names = Vec::new();
+        let mut files = HashSet::new();
         match fs::read_dir(path) {
             Ok(entries) => {
                 for entry in entries {
                     match entry {
-                        Ok(entry) => names.push(entry.file_name()),
+                        Ok(entry) => {
+                            // The listing's own file type (no stat): a
+                            // hint, not a decision.
+                            if entry.file_type().is_ok_and(|kind| kind.is_file()) {
+                                files.insert(entry.file_name());
+                            }
+                            names.push(entry.file_name());
+                        }
                         Err(error) => {
                             self.problem(relative, format!("listing failed part way: {error}"))
                         }
@@ -1047,7 +1068,42 @@ impl Walker<'_> {
             names
                 .retain(|name| !exclude.is_match(join_relative(relative, &name.to_string_lossy())));
         }
-        let walked: Vec<Option<Walked>> = names
+        // Small files cost a disk round trip each when read one by one; the
+        // next window's are asked for while this window's are processed.
+        let windows: Vec<&[std::ffi::OsString]> = names.chunks(HINT_WINDOW).collect();
+        let hint = |window: Option<&&[std::ffi::OsString]>| {
+            let paths: Vec<PathBuf> = window
+                .into_iter()
+                .flat_map(|names| names.iter())
+                .filter(|name| files.contains(*name))
+                .map(|name| path.join(name))
+                .collect();
+            read_ahead::hint_files(paths.iter().map(PathBuf::as_path));
+        };
+        hint(windows.first());
+        let mut walked: Vec<Option<Walked>> = Vec::with_capacity(names.len());
+        for (position, window) in windows.iter().enumerate() {
+            hint(windows.get(position + 1));
+            walked.extend(self.entries(path, relative, parent, window)?);
+        }
+        let mut stats = ComponentStats::default();
+        let mut entries = Vec::with_capacity(walked.len());
+        for (entry, child) in walked.into_iter().flatten() {
+            add_stats(&mut stats, &child);
+            entries.push(entry);
+        }
+        Ok((self.store_tree(Tree::new(entries))?, stats))
+    }
+
+    /// Walks the entries `names` of the directory at `path`, in parallel.
+    fn entries(
+        &self,
+        path: &Path,
+        relative: &str,
+        parent: Option<&Tree>,
+        names: &[std::ffi::OsString],
+    ) -> Result<Vec<Option<Walked>>> {
+        names
             .par_iter()
             .map(|name| {
                 let display = join_relative(relative, &name.to_string_lossy());
@@ -1064,14 +1120,7 @@ impl Walker<'_> {
                     previous,
                 )
             })
-            .collect::<Result<_>>()?;
-        let mut stats = ComponentStats::default();
-        let mut entries = Vec::with_capacity(walked.len());
-        for (entry, child) in walked.into_iter().flatten() {
-            add_stats(&mut stats, &child);
-            entries.push(entry);
-        }
-        Ok((self.store_tree(Tree::new(entries))?, stats))
+            .collect()
     }
 
     fn entry(
@@ -1164,29 +1213,23 @@ impl Walker<'_> {
                 return Ok(None);
             }
         }
-        let mut stream =
-            ChunkStream::with_expected_length(&file, self.chunking.for_file(&file), before.len());
-        let mut hasher = blake3::Hasher::new();
-        let mut chunks = Vec::new();
-        loop {
-            let batch = match stream.next_batch() {
-                Ok(Some(batch)) => batch,
-                Ok(None) => break,
-                Err(error) => {
-                    self.problem(relative, format!("read failed: {error}"));
-                    return Ok(None);
-                }
-            };
-            batch.chunks.par_iter().try_for_each(|chunk| {
-                self.writer
-                    .add(BlobKind::Data, chunk.id.into(), batch.bytes(chunk))
-                    .map(|_| ())
-            })?;
-            hasher.update_rayon(batch.data);
-            chunks.extend(batch.chunks.iter().map(|chunk| Id::from(chunk.id)));
-        }
-        let size = stream.bytes_read();
-        drop(stream);
+        let chunking = self.chunking.for_file(&file);
+        // A large file is read on a thread of its own, ahead of the
+        // chunking, so the disk is never idle while the CPU works.
+        let stored = if before.len() > READ_AHEAD_FROM {
+            std::thread::scope(|scope| {
+                self.store_chunks(ReadAhead::start(scope, &file), chunking, before.len())
+            })
+        } else {
+            self.store_chunks(&file, chunking, before.len())
+        };
+        let StoredContent { chunks, hash, size } = match stored? {
+            Ok(stored) => stored,
+            Err(error) => {
+                self.problem(relative, format!("read failed: {error}"));
+                return Ok(None);
+            }
+        };
         let changed = match file.metadata() {
             Ok(after) => {
                 after.len() != before.len()
@@ -1211,8 +1254,43 @@ impl Walker<'_> {
             ..ComponentStats::default()
         };
         entry.chunks = Some(chunks);
-        entry.hash = Some(Id(*hasher.finalize().as_bytes()));
+        entry.hash = Some(hash);
         Ok(Some((entry, stats)))
+    }
+
+    /// Cuts what `reader` gives into chunks and stores them. The outer
+    /// error is the repository's (it aborts the backup); the inner one is
+    /// the source's (the file is left out as a problem). On success: the
+    /// chunk ids, the whole content's hash and its length.
+    fn store_chunks(
+        &self,
+        reader: impl std::io::Read,
+        chunking: Chunking,
+        expected_length: u64,
+    ) -> Result<std::result::Result<StoredContent, std::io::Error>> {
+        let mut stream = ChunkStream::with_expected_length(reader, chunking, expected_length);
+        let mut hasher = blake3::Hasher::new();
+        let mut chunks = Vec::new();
+        loop {
+            let batch = match stream.next_batch() {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(error) => return Ok(Err(error)),
+            };
+            batch.chunks.par_iter().try_for_each(|chunk| {
+                self.writer
+                    .add(BlobKind::Data, chunk.id.into(), batch.bytes(chunk))
+                    .map(|_| ())
+            })?;
+            hasher.update_rayon(batch.data);
+            chunks.extend(batch.chunks.iter().map(|chunk| Id::from(chunk.id)));
+        }
+        let size = stream.bytes_read();
+        Ok(Ok(StoredContent {
+            chunks,
+            hash: Id(*hasher.finalize().as_bytes()),
+            size,
+        }))
     }
 }
 
