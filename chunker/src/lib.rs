@@ -12,7 +12,9 @@
 //!   cuts; fixed sizes suit files changed in place in aligned pages.
 //! - [`chunk_slice`]: the boundaries of an in-memory buffer.
 //! - [`ChunkStream`]: reads any `Read` in large batches and yields, per batch,
-//!   the buffer and its chunks with their [`ChunkId`]s, hashed in parallel.
+//!   the buffer and its chunks with their [`ChunkId`]s, hashed in parallel;
+//!   a large buffer's cut points are also searched on several threads, with
+//!   exactly the result of one.
 //!
 //! Invariant: boundaries depend only on content. Chunking a stream through
 //! [`ChunkStream`] with any buffer size yields exactly the chunks that
@@ -27,6 +29,7 @@
 //! ```
 
 mod id;
+mod parallel;
 mod params;
 mod stream;
 
@@ -98,6 +101,12 @@ impl Cutter {
                 max_size: (size as usize).max(1),
             },
         }
+    }
+
+    /// Whether cut points depend on content (and so are worth searching on
+    /// several threads).
+    pub(crate) fn is_content_defined(&self) -> bool {
+        self.content_defined.is_some()
     }
 
     /// Length of the chunk that starts at `rest[0]`; `rest` must be non-empty.

@@ -2,6 +2,7 @@
 //! chunks in parallel. Owns buffering and the carry-over of the unfinished
 //! tail between batches; never looks at what the bytes mean.
 
+use crate::parallel::cut_ranges;
 use crate::{ChunkId, Chunking, Cutter};
 use rayon::prelude::*;
 use std::io::{self, Read};
@@ -94,19 +95,8 @@ impl<R: Read> ChunkStream<R> {
             return Ok(None);
         }
 
-        let mut ranges = Vec::new();
-        let mut position = 0;
-        while position < self.filled {
-            let rest = self.filled - position;
-            // A chunk's cut point is only final once max_size bytes after its
-            // start are known (or the stream has ended).
-            if rest < self.cutter.max_size && !self.at_eof {
-                break;
-            }
-            let length = self.cutter.cut(&self.buffer[position..self.filled]);
-            ranges.push(position..position + length);
-            position += length;
-        }
+        let ranges = cut_ranges(&self.cutter, &self.buffer[..self.filled], self.at_eof);
+        let position = ranges.last().map_or(0, |range| range.end);
         self.handed_out = position;
 
         let data = &self.buffer[..self.filled];

@@ -546,61 +546,73 @@ fn walk_components(
     parent_body: Option<&SnapshotBody>,
     tallies: &Tallies,
 ) -> Result<ReadSources> {
-    let mut components = Vec::new();
-    let mut failed_components = Vec::new();
     let problems = &tallies.problems;
     let unchanged_files = &tallies.unchanged_files;
-    let each = sources
+    let work: Vec<_> = sources
         .options
         .components
         .iter()
         .zip(&sources.prepared)
-        .zip(&sources.excludes);
-    for ((source, preparation), exclude) in each {
-        if let Prepared::Failed(why) = preparation {
-            problems
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .push(Problem {
-                    component: source.name.clone(),
-                    path: String::new(),
-                    problem: why.clone(),
-                });
-            failed_components.push((source.name.clone(), source.critical));
-            continue;
-        }
-        let walker = Walker {
-            repository: primary.repository,
-            index: primary.index,
-            writer: fan_out,
-            chunking: resolve_chunking(primary.repository.config(), params, source.chunking),
-            component: &source.name,
-            only: source.only.as_ref(),
-            exclude: exclude.as_ref(),
-            problems,
-            unchanged_files,
-        };
-        // A parent cut differently would hand down chunk lists cut the old
-        // way: correct, but they would never deduplicate again.
-        let parent_component = parent_body
-            .and_then(|body| {
-                body.component(&source.name)
-                    .filter(|component| component.chunking(&body.chunker) == walker.chunking)
-            })
-            .filter(|component| component.source == source.path.display().to_string());
-        let record = match preparation {
-            Prepared::Made(_directory, made, kind) => {
-                let mut record = walker.component(made, parent_component.map(|c| c.tree))?;
-                record.kind = *kind;
-                record.source = match &source.kind {
-                    SourceKind::Command(command) => command.clone(),
-                    _ => source.path.display().to_string(),
-                };
-                record
+        .zip(&sources.excludes)
+        .collect();
+    // Components are read side by side: one's small files wait on the disk
+    // while another's large ones keep the CPU busy.
+    // Ok(Err(critical)): the component could not be prepared.
+    let walked: Vec<std::result::Result<ComponentRecord, bool>> = work
+        .into_par_iter()
+        .map(|((source, preparation), exclude)| {
+            if let Prepared::Failed(why) = preparation {
+                problems
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .push(Problem {
+                        component: source.name.clone(),
+                        path: String::new(),
+                        problem: why.clone(),
+                    });
+                return Ok(Err(source.critical));
             }
-            _ => walker.component(source, parent_component.map(|c| c.tree))?,
-        };
-        components.push(record);
+            let walker = Walker {
+                repository: primary.repository,
+                index: primary.index,
+                writer: fan_out,
+                chunking: resolve_chunking(primary.repository.config(), params, source.chunking),
+                component: &source.name,
+                only: source.only.as_ref(),
+                exclude: exclude.as_ref(),
+                problems,
+                unchanged_files,
+            };
+            // A parent cut differently would hand down chunk lists cut the
+            // old way: correct, but they would never deduplicate again.
+            let parent_component = parent_body
+                .and_then(|body| {
+                    body.component(&source.name)
+                        .filter(|component| component.chunking(&body.chunker) == walker.chunking)
+                })
+                .filter(|component| component.source == source.path.display().to_string());
+            let record = match preparation {
+                Prepared::Made(_directory, made, kind) => {
+                    let mut record = walker.component(made, parent_component.map(|c| c.tree))?;
+                    record.kind = *kind;
+                    record.source = match &source.kind {
+                        SourceKind::Command(command) => command.clone(),
+                        _ => source.path.display().to_string(),
+                    };
+                    record
+                }
+                _ => walker.component(source, parent_component.map(|c| c.tree))?,
+            };
+            Ok(Ok(record))
+        })
+        .collect::<Result<_>>()?;
+    let mut components = Vec::new();
+    let mut failed_components = Vec::new();
+    for (walked, source) in walked.into_iter().zip(&sources.options.components) {
+        match walked {
+            Ok(record) => components.push(record),
+            Err(critical) => failed_components.push((source.name.clone(), critical)),
+        }
     }
     Ok(ReadSources {
         components,

@@ -34,23 +34,18 @@ use crate::keys::{PublicKey, PublicKeyObject};
 use crate::manifest::{SignedManifest, SnapshotBody, TrustFailure};
 use crate::ops::backup::{secure_against_prune, unindexed_packs};
 use crate::ops::forget::read_forget_records;
-use crate::pack::{BlobEntry, BlobKind, decode_blob};
+use crate::pack::spans::{Span, spans};
+use crate::pack::{BlobKind, decode_blob};
 use crate::records::{marked_packs, read_marks};
 use crate::repository::Repository;
 use crate::tree::Tree;
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Chunks gathered before they are fetched: bounds the memory the list of
 /// wanted chunks takes, while still grouping many per pack.
 const FETCH_BATCH: usize = 100_000;
-/// Blobs this close together in a pack are read with one request, the gap
-/// read and dropped: cheaper than another round trip to object storage.
-const MAX_GAP: u64 = 256 * 1024;
-/// Longest single read; with one read in flight per thread this bounds the
-/// memory a copy holds in pack data.
-const MAX_RUN: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone, Debug, Default)]
 pub struct CopyOptions {
@@ -526,17 +521,18 @@ impl Session<'_> {
             }
             return Ok(());
         }
-        let mut by_pack: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
-        for location in wanted {
-            by_pack
-                .entry(location.pack)
-                .or_default()
-                .push(location.entry);
-        }
+        // Spans are capped in size, so with one read in flight per thread
+        // the pack data a copy holds stays bounded.
+        let spans = spans(
+            wanted
+                .into_iter()
+                .map(|location| (location.pack, location.entry))
+                .collect(),
+        );
         let source = self.endpoints.source;
-        by_pack.into_par_iter().try_for_each(|(pack, entries)| {
-            copy_from_pack(source, writer, &pack, entries, counters)
-        })
+        spans
+            .into_par_iter()
+            .try_for_each(|span| copy_span(source, writer, &span, counters))
     }
 }
 
@@ -554,112 +550,40 @@ fn locate(
     })
 }
 
-/// Reads `entries` of one pack in as few ranged reads as their layout
-/// allows and stores each decoded, checked blob through `writer`.
-fn copy_from_pack(
+/// Reads one span of a source pack and stores each decoded, checked blob
+/// in it through `writer`.
+fn copy_span(
     source: &Repository,
     writer: &BlobWriter,
-    pack: &Id,
-    mut entries: Vec<BlobEntry>,
+    span: &Span,
     counters: &Counters,
 ) -> std::result::Result<(), Failure> {
-    entries.sort_by_key(|entry| entry.offset);
-    let name = pack.to_hex();
-    for run in runs(&entries) {
-        let first = &run[0];
-        let last = &run[run.len() - 1];
-        let start = first.offset;
-        let end = last.offset + u64::from(last.length);
-        let bytes = source
-            .backend()
-            .read_range(ObjectKind::Pack, &name, start, end - start)
-            .map_err(from_source)?;
-        counters
-            .bytes_read
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        for entry in run {
-            let from = (entry.offset - start) as usize;
-            let stored = bytes
-                .get(from..from + entry.length as usize)
-                .ok_or_else(|| {
-                    Failure::Damage(StoreError::corrupt(
-                        format!("pack {pack}"),
-                        format!("blob {} lies past the end of the range read", entry.id),
-                    ))
-                })?;
-            let raw = decode_blob(entry, stored, pack).map_err(from_source)?;
-            if writer.add(entry.kind, entry.id, &raw)? {
-                counters.copied.fetch_add(1, Ordering::Relaxed);
-            } else {
-                counters.present.fetch_add(1, Ordering::Relaxed);
-            }
+    let pack = &span.pack;
+    let bytes = source
+        .backend()
+        .read_range(
+            ObjectKind::Pack,
+            &pack.to_hex(),
+            span.start,
+            span.end - span.start,
+        )
+        .map_err(from_source)?;
+    counters
+        .bytes_read
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    for entry in &span.blobs {
+        let stored = span.blob_bytes(&bytes, entry).ok_or_else(|| {
+            Failure::Damage(StoreError::corrupt(
+                format!("pack {pack}"),
+                format!("blob {} lies past the end of the range read", entry.id),
+            ))
+        })?;
+        let raw = decode_blob(entry, stored, pack).map_err(from_source)?;
+        if writer.add(entry.kind, entry.id, &raw)? {
+            counters.copied.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.present.fetch_add(1, Ordering::Relaxed);
         }
     }
     Ok(())
-}
-
-/// Splits entries sorted by offset into runs read with one request each:
-/// neighbours at most [`MAX_GAP`] apart, at most [`MAX_RUN`] bytes in all
-/// (a single larger blob is a run of its own).
-fn runs(entries: &[BlobEntry]) -> Vec<&[BlobEntry]> {
-    let mut runs = Vec::new();
-    let mut begin = 0;
-    for position in 1..=entries.len() {
-        let split = match entries.get(position) {
-            None => true,
-            Some(next) => {
-                let previous = &entries[position - 1];
-                let previous_end = previous.offset + u64::from(previous.length);
-                let next_end = next.offset + u64::from(next.length);
-                next.offset.saturating_sub(previous_end) > MAX_GAP
-                    || next_end.saturating_sub(entries[begin].offset) > MAX_RUN
-            }
-        };
-        if split {
-            runs.push(&entries[begin..position]);
-            begin = position;
-        }
-    }
-    runs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pack::Compression;
-
-    fn entry(offset: u64, length: u32) -> BlobEntry {
-        BlobEntry {
-            kind: BlobKind::Data,
-            id: Id::of(&offset.to_le_bytes()),
-            offset,
-            length,
-            raw_length: length,
-            compression: Compression::None,
-        }
-    }
-
-    #[test]
-    fn neighbours_share_a_read_and_distant_or_huge_runs_are_split() {
-        let entries = [
-            entry(8, 100),
-            entry(108, 100),
-            // A small gap (another snapshot's blob) is read through.
-            entry(1000, 100),
-            // A large gap is not.
-            entry(1000 + MAX_GAP + 200, 100),
-        ];
-        let lengths: Vec<usize> = runs(&entries).iter().map(|run| run.len()).collect();
-        assert_eq!(lengths, vec![3, 1]);
-
-        let big = (MAX_RUN / 2) as u32;
-        let entries = [
-            entry(8, big),
-            entry(8 + u64::from(big), big),
-            entry(8 + 2 * u64::from(big), 10),
-        ];
-        let lengths: Vec<usize> = runs(&entries).iter().map(|run| run.len()).collect();
-        assert_eq!(lengths, vec![2, 1]);
-        assert!(runs(&[]).is_empty());
-    }
 }

@@ -13,6 +13,7 @@
 //! one blob (zstd or raw); it never decides which blobs go into which pack
 //! and never touches a backend except through `read_header`.
 
+pub mod spans;
 mod writer;
 mod zstd_contexts;
 

@@ -21,6 +21,7 @@ use super::write::WriteCounters;
 use crate::backend::ObjectKind;
 use crate::id::Id;
 use crate::index::IndexCache;
+use crate::pack::spans::{Span, spans};
 use crate::pack::{BlobEntry, decode_blob};
 use crate::repository::Repository;
 use crate::tree::EntryKind;
@@ -39,11 +40,6 @@ pub const WINDOW_BYTES: u64 = 8 * MIB;
 pub const BATCH_FETCH_BYTES: u64 = 32 * MIB;
 /// Files made durable together by one filesystem sync.
 pub const BATCH_FILES: usize = 512;
-/// Blobs this close in a pack are read in one request, gap included: a
-/// request costs more than reading a few hundred KiB more.
-const SPAN_GAP: u64 = 256 * KIB;
-/// A span never reads more than this, so a request's buffer stays small.
-const SPAN_MAX: u64 = 16 * MIB;
 /// Reads in flight at least, even where the backend asks for one: a local
 /// disk gains from a few, and each reader also decodes what it read.
 const MIN_READERS: usize = 2;
@@ -95,40 +91,6 @@ pub fn batches<'a, 'b>(files: &'b [&'a PlannedEntry]) -> Vec<&'b [&'a PlannedEnt
         batches.push(&files[start..]);
     }
     batches
-}
-
-/// A range of one pack read with one request, and the blobs wanted in it.
-#[derive(Debug, PartialEq, Eq)]
-struct Span {
-    pack: Id,
-    start: u64,
-    end: u64,
-    blobs: Vec<BlobEntry>,
-}
-
-/// Groups blobs by pack and merges neighbours into spans.
-fn spans(mut wanted: Vec<(Id, BlobEntry)>) -> Vec<Span> {
-    wanted.sort_by_key(|(pack, entry)| (*pack, entry.offset));
-    let mut spans: Vec<Span> = Vec::new();
-    for (pack, entry) in wanted {
-        let end = entry.offset + u64::from(entry.length);
-        if let Some(span) = spans.last_mut()
-            && span.pack == pack
-            && entry.offset <= span.end + SPAN_GAP
-            && end.max(span.end) - span.start <= SPAN_MAX
-        {
-            span.end = span.end.max(end);
-            span.blobs.push(entry);
-            continue;
-        }
-        spans.push(Span {
-            pack,
-            start: entry.offset,
-            end,
-            blobs: vec![entry],
-        });
-    }
-    spans
 }
 
 /// Reads the chunks `batch` needs from the repository into a cache. What
@@ -220,8 +182,7 @@ fn read_span(
         .bytes_fetched
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     for entry in &span.blobs {
-        let from = (entry.offset - span.start) as usize;
-        let Some(stored) = bytes.get(from..from + entry.length as usize) else {
+        let Some(stored) = span.blob_bytes(&bytes, entry) else {
             continue;
         };
         match decode_blob(entry, stored, &span.pack) {
@@ -231,67 +192,5 @@ fn read_span(
             }
             Err(error) => counters.note_prefetch_failure(error.to_string()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pack::{BlobKind, Compression};
-
-    fn blob(offset: u64, length: u32) -> BlobEntry {
-        BlobEntry {
-            kind: BlobKind::Data,
-            id: Id::of(&offset.to_le_bytes()),
-            offset,
-            length,
-            raw_length: length,
-            compression: Compression::None,
-        }
-    }
-
-    #[test]
-    fn neighbours_merge_across_small_gaps_and_spans_stay_capped() {
-        let a = Id::of(b"pack a");
-        let b = Id::of(b"pack b");
-        let chunk = 64 * 1024;
-        let wanted = vec![
-            (a, blob(10 * MIB, chunk)),
-            (a, blob(0, chunk)),
-            (b, blob(0, chunk)),
-            (a, blob(u64::from(chunk) + SPAN_GAP, chunk)),
-            (a, blob(u64::from(chunk) * 2 + SPAN_GAP * 2 + 1, chunk)),
-        ];
-        let found = spans(wanted);
-        let summary: Vec<(Id, u64, u64, usize)> = found
-            .iter()
-            .map(|span| (span.pack, span.start, span.end, span.blobs.len()))
-            .collect();
-        let mut expected = vec![
-            (a, 0, u64::from(chunk) * 2 + SPAN_GAP, 2),
-            (
-                a,
-                u64::from(chunk) * 2 + SPAN_GAP * 2 + 1,
-                u64::from(chunk) * 3 + SPAN_GAP * 2 + 1,
-                1,
-            ),
-            (a, 10 * MIB, 10 * MIB + u64::from(chunk), 1),
-            (b, 0, u64::from(chunk), 1),
-        ];
-        expected.sort();
-        let mut summary = summary;
-        summary.sort();
-        assert_eq!(summary, expected);
-
-        let many: Vec<(Id, BlobEntry)> = (0..600)
-            .map(|index| (a, blob(index * u64::from(chunk), chunk)))
-            .collect();
-        let found = spans(many);
-        assert!(found.iter().all(|span| span.end - span.start <= SPAN_MAX));
-        assert_eq!(found.len(), 3, "600 × 64 KiB in 16 MiB spans");
-        assert_eq!(
-            found.iter().map(|span| span.blobs.len()).sum::<usize>(),
-            600
-        );
     }
 }
