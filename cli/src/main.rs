@@ -35,6 +35,21 @@ pub mod exit {
     pub const USAGE: u8 = 2;
 }
 
+/// One malloc arena for all threads. glibc gives each thread its own, and
+/// buffers of several MiB freed in one were kept there rather than reused by
+/// another: on the full-scale benchmark a restore peaked at 256 MiB RSS
+/// with the default and 109 MiB with one arena, a first backup at 141 and
+/// 107 MiB, in about the same wall time. (mimalloc, tried instead, peaked
+/// at 212 and 214 MiB.)
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called before any other thread exists; mallopt only tunes
+    // the allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> ExitCode {
     // Like other command-line tools, end quietly when a reader such as
     // `head` closes the pipe, instead of panicking on the failed write.
@@ -43,6 +58,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    limit_malloc_arenas();
     let cli = args::Cli::parse();
     let context = context::Context { global: cli.global };
     match commands::run(&context, cli.command) {
