@@ -158,85 +158,107 @@ impl Writer<'_> {
             .mode(0o600)
             .open(temporary)
             .map_err(io_at("creating", temporary))?;
-        let mut output = BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = blake3::Hasher::new();
-        let mut written = 0u64;
-        let mut window = BlobCache::default();
-        let mut window_end = 0;
-        // Consecutive repeats of one chunk (runs of zeros above all) are
-        // decoded once.
-        let mut previous: Option<(Id, Cow<[u8]>, bool)> = None;
-        for (position, id) in chunks.iter().enumerate() {
-            if previous.as_ref().is_none_or(|(last, _, _)| last != id) {
-                let cached = cache.get(id);
-                let data: Cow<[u8]> = match (&old_copy, item.local_chunks.get(id), cached) {
-                    (Some(old), Some(local), _) => match read_local(old, id, local) {
-                        Some(data) => {
-                            self.counters
-                                .bytes_reused
-                                .fetch_add(data.len() as u64, Ordering::Relaxed);
-                            Cow::Owned(data)
+        std::thread::scope(|scope| -> Result<()> {
+            let mut output = BufWriter::with_capacity(1 << 20, file);
+            let mut hasher = blake3::Hasher::new();
+            let mut written = 0u64;
+            let mut window = BlobCache::default();
+            let mut window_end = 0;
+            // The window after the current one, read while this one is written
+            // (a large file over object storage would otherwise wait for each
+            // window's round trips in turn): where it starts, and its reader.
+            let mut ahead: Option<(usize, std::thread::ScopedJoinHandle<(BlobCache, usize)>)> =
+                None;
+            // Consecutive repeats of one chunk (runs of zeros above all) are
+            // decoded once.
+            let mut previous: Option<(Id, Cow<[u8]>, bool)> = None;
+            for (position, id) in chunks.iter().enumerate() {
+                if previous.as_ref().is_none_or(|(last, _, _)| last != id) {
+                    let cached = cache.get(id);
+                    let data: Cow<[u8]> = match (&old_copy, item.local_chunks.get(id), cached) {
+                        (Some(old), Some(local), _) => match read_local(old, id, local) {
+                            Some(data) => {
+                                self.counters
+                                    .bytes_reused
+                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                                Cow::Owned(data)
+                            }
+                            // The old copy changed since planning: fetch instead.
+                            None => Cow::Owned(
+                                self.locate(id)
+                                    .and_then(|location| self.fetch_single(&location))
+                                    .or_else(|why| self.sources.fetch(id, why))?,
+                            ),
+                        },
+                        (_, _, Some(data)) => Cow::Borrowed(data),
+                        _ => {
+                            if position >= window_end {
+                                (window, window_end) = match ahead.take() {
+                                    Some((start, reader)) if start <= position => {
+                                        match reader.join() {
+                                            Ok((read, end)) if position < end => (read, end),
+                                            _ => self.read_window(&locations, position),
+                                        }
+                                    }
+                                    _ => self.read_window(&locations, position),
+                                };
+                                if window_end < locations.len() {
+                                    let (locations, start) = (&locations, window_end);
+                                    ahead = Some((
+                                        start,
+                                        scope.spawn(move || self.read_window(locations, start)),
+                                    ));
+                                }
+                            }
+                            // Copied, as the next window replaces this one.
+                            let fetched = match (window.get(id), &locations[position]) {
+                                (Some(data), _) => Ok(data.to_vec()),
+                                (None, Some(location)) => self.fetch_single(location),
+                                (None, None) => Err(missing(id)),
+                            };
+                            Cow::Owned(fetched.or_else(|why| self.sources.fetch(id, why))?)
                         }
-                        // The old copy changed since planning: fetch instead.
-                        None => Cow::Owned(
-                            self.locate(id)
-                                .and_then(|location| self.fetch_single(&location))
-                                .or_else(|why| self.sources.fetch(id, why))?,
-                        ),
-                    },
-                    (_, _, Some(data)) => Cow::Borrowed(data),
-                    _ => {
-                        if position >= window_end {
-                            (window, window_end) = self.read_window(&locations, position);
-                        }
-                        // Copied, as the next window replaces this one.
-                        let fetched = match (window.get(id), &locations[position]) {
-                            (Some(data), _) => Ok(data.to_vec()),
-                            (None, Some(location)) => self.fetch_single(location),
-                            (None, None) => Err(missing(id)),
-                        };
-                        Cow::Owned(fetched.or_else(|why| self.sources.fetch(id, why))?)
-                    }
-                };
-                let zeros = data.iter().all(|&byte| byte == 0);
-                previous = Some((*id, data, zeros));
-            }
-            if let Some((_, data, zeros)) = &previous {
-                if *zeros {
-                    output
-                        .seek(SeekFrom::Current(data.len() as i64))
-                        .map_err(io_at("writing", temporary))?;
-                } else {
-                    output
-                        .write_all(data)
-                        .map_err(io_at("writing", temporary))?;
+                    };
+                    let zeros = data.iter().all(|&byte| byte == 0);
+                    previous = Some((*id, data, zeros));
                 }
-                hasher.update(data);
-                written += data.len() as u64;
-                self.progress.advance(data.len() as u64);
+                if let Some((_, data, zeros)) = &previous {
+                    if *zeros {
+                        output
+                            .seek(SeekFrom::Current(data.len() as i64))
+                            .map_err(io_at("writing", temporary))?;
+                    } else {
+                        output
+                            .write_all(data)
+                            .map_err(io_at("writing", temporary))?;
+                    }
+                    hasher.update(data);
+                    written += data.len() as u64;
+                    self.progress.advance(data.len() as u64);
+                }
             }
-        }
-        let file = output.into_inner().map_err(|error| {
-            StoreError::io(
-                format!("writing {}", temporary.display()),
-                error.into_error(),
-            )
+            let file = output.into_inner().map_err(|error| {
+                StoreError::io(
+                    format!("writing {}", temporary.display()),
+                    error.into_error(),
+                )
+            })?;
+            file.set_len(written).map_err(io_at("sizing", temporary))?;
+            if written != entry.size || entry.hash != Some(Id(*hasher.finalize().as_bytes())) {
+                return Err(StoreError::corrupt(
+                    format!("restored file {}", item.relative),
+                    "content does not match the snapshot's whole-file hash",
+                ));
+            }
+            apply_file_metadata(&file, entry, temporary)?;
+            self.counters
+                .bytes_written
+                .fetch_add(written, Ordering::Relaxed);
+            Ok(())
         })?;
-        file.set_len(written).map_err(io_at("sizing", temporary))?;
-        if written != entry.size || entry.hash != Some(Id(*hasher.finalize().as_bytes())) {
-            return Err(StoreError::corrupt(
-                format!("restored file {}", item.relative),
-                "content does not match the snapshot's whole-file hash",
-            ));
-        }
-        apply_file_metadata(&file, entry, temporary)?;
         self.counters.files_written.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes_written
-            .fetch_add(written, Ordering::Relaxed);
         Ok(())
     }
-
     fn locate(&self, id: &Id) -> Result<BlobLocation> {
         self.index.lookup(id)?.ok_or_else(|| missing(id))
     }
