@@ -1082,13 +1082,22 @@ impl Walker<'_> {
         }
         // Small files cost a disk round trip each when read one by one; the
         // next window's are asked for while this window's are processed.
+        // Files the parent snapshot already holds unchanged are not read at
+        // all, so they are not asked for.
         let windows: Vec<&[std::ffi::OsString]> = names.chunks(HINT_WINDOW).collect();
         let hint = |window: Option<&&[std::ffi::OsString]>| {
             let paths: Vec<PathBuf> = window
                 .into_iter()
                 .flat_map(|names| names.iter())
                 .filter(|name| files.contains(*name))
-                .map(|name| path.join(name))
+                .map(|name| (path.join(name), previous_entry(parent, name)))
+                .filter(|(path, previous)| {
+                    let unchanged = previous
+                        .zip(fs::symlink_metadata(path).ok())
+                        .is_some_and(|(previous, meta)| looks_unchanged(previous, &meta));
+                    !unchanged
+                })
+                .map(|(path, _)| path)
                 .collect();
             read_ahead::hint_files(paths.iter().map(PathBuf::as_path));
         };
@@ -1119,12 +1128,7 @@ impl Walker<'_> {
             .par_iter()
             .map(|name| {
                 let display = join_relative(relative, &name.to_string_lossy());
-                let previous = parent.and_then(|tree| {
-                    tree.entries
-                        .binary_search_by(|entry| entry.name.as_slice().cmp(name.as_bytes()))
-                        .ok()
-                        .map(|position| &tree.entries[position])
-                });
+                let previous = previous_entry(parent, name);
                 self.entry(
                     &path.join(name),
                     name.as_bytes().to_vec(),
@@ -1321,13 +1325,7 @@ impl Walker<'_> {
             return Ok(None);
         };
         let mut current = entry_from_metadata(name.to_vec(), meta);
-        let same = previous.kind == EntryKind::File
-            && previous.size == meta.len()
-            && previous.mtime == current.mtime
-            && previous.mtime_nanos == current.mtime_nanos
-            && previous.ctime == current.ctime
-            && previous.ctime_nanos == current.ctime_nanos
-            && previous.inode == current.inode;
+        let same = looks_unchanged(previous, meta);
         let (Some(chunks), Some(hash), true) = (&previous.chunks, previous.hash, same) else {
             return Ok(None);
         };
@@ -1349,6 +1347,29 @@ impl Walker<'_> {
         };
         Ok(Some((current, stats)))
     }
+}
+
+/// Whether a file's metadata now is what the parent snapshot recorded:
+/// same size, mtime, ctime and inode. ctime cannot be set by a user, so a
+/// rewrite that restores the mtime is still caught.
+fn looks_unchanged(previous: &TreeEntry, meta: &Metadata) -> bool {
+    let current = entry_from_metadata(Vec::new(), meta);
+    previous.kind == EntryKind::File
+        && previous.size == meta.len()
+        && previous.mtime == current.mtime
+        && previous.mtime_nanos == current.mtime_nanos
+        && previous.ctime == current.ctime
+        && previous.ctime_nanos == current.ctime_nanos
+        && previous.inode == current.inode
+}
+
+/// The parent tree's entry named `name`, if any.
+fn previous_entry<'t>(parent: Option<&'t Tree>, name: &std::ffi::OsStr) -> Option<&'t TreeEntry> {
+    let tree = parent?;
+    tree.entries
+        .binary_search_by(|entry| entry.name.as_slice().cmp(name.as_bytes()))
+        .ok()
+        .map(|position| &tree.entries[position])
 }
 
 fn add_stats(total: &mut ComponentStats, part: &ComponentStats) {
