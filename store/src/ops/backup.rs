@@ -1329,10 +1329,8 @@ impl Walker<'_> {
         let (Some(chunks), Some(hash), true) = (&previous.chunks, previous.hash, same) else {
             return Ok(None);
         };
-        for chunk in chunks {
-            if !self.writer.is_stored(chunk)? {
-                return Ok(None);
-            }
+        if !self.writer.all_stored(chunks)? {
+            return Ok(None);
         }
         self.unchanged_files.fetch_add(1, Ordering::Relaxed);
         current.kind = EntryKind::File;

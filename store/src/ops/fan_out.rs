@@ -75,12 +75,13 @@ impl<'a> FanOut<'a> {
         Ok(new)
     }
 
-    /// Whether every live repository holds `id`: a file may be taken from
-    /// the parent snapshot unread only if no repository would miss a chunk.
-    pub fn is_stored(&self, id: &Id) -> Result<bool> {
+    /// Whether every live repository holds every one of `ids`: a file may
+    /// be taken from the parent snapshot unread only if no repository would
+    /// miss a chunk.
+    pub fn all_stored(&self, ids: &[Id]) -> Result<bool> {
         let mut live = 0;
         for lane in self.lanes.iter().filter(|lane| Self::is_live(lane)) {
-            match lane.writer.is_stored(id) {
+            match lane.writer.all_stored(ids) {
                 Ok(true) => live += 1,
                 Ok(false) => return Ok(false),
                 Err(error) => Self::fail(lane, error),
