@@ -122,6 +122,22 @@ fn noise_tree(root: &Path, names: &[&str], size: usize) {
     );
 }
 
+/// The paths `cairn ls` lists as holding chunk `chunk` (hex) in `snapshot`.
+fn files_holding(workspace: &Workspace, snapshot: &str, chunk: &str) -> Vec<String> {
+    let listing = workspace.cairn_repo(["--json", "ls", snapshot]).ok().json();
+    listing
+        .as_array()
+        .expect("ls entries")
+        .iter()
+        .filter(|entry| {
+            entry["chunks"]
+                .as_array()
+                .is_some_and(|chunks| chunks.iter().any(|c| c.as_str() == Some(chunk)))
+        })
+        .map(|entry| entry["path"].as_str().expect("path").to_string())
+        .collect()
+}
+
 #[test]
 fn a_flipped_byte_in_a_data_pack_is_found_by_read_data_and_kept_out_of_a_restore() {
     let workspace = Workspace::new();
@@ -147,21 +163,7 @@ fn a_flipped_byte_in_a_data_pack_is_found_by_read_data_and_kept_out_of_a_restore
     let chunk = hit.id.to_hex();
 
     // Which file holds that chunk, as `ls` tells it.
-    let listing = workspace
-        .cairn_repo(["--json", "ls", &snapshot])
-        .ok()
-        .json();
-    let holders: Vec<String> = listing
-        .as_array()
-        .expect("ls entries")
-        .iter()
-        .filter(|entry| {
-            entry["chunks"]
-                .as_array()
-                .is_some_and(|chunks| chunks.iter().any(|c| c.as_str() == Some(chunk.as_str())))
-        })
-        .map(|entry| entry["path"].as_str().expect("path").to_string())
-        .collect();
+    let holders = files_holding(&workspace, &snapshot, &chunk);
     assert_eq!(
         holders.len(),
         1,
@@ -648,23 +650,7 @@ fn a_damaged_blob_in_a_prefetched_span_costs_only_its_file() {
     let pack = &packs[0];
     let header = header_of(pack);
     let hit = &header.blobs[header.blobs.len() / 2];
-    let listing = workspace
-        .cairn_repo(["--json", "ls", &snapshot])
-        .ok()
-        .json();
-    let holders: Vec<String> = listing
-        .as_array()
-        .expect("ls entries")
-        .iter()
-        .filter(|entry| {
-            entry["chunks"].as_array().is_some_and(|chunks| {
-                chunks
-                    .iter()
-                    .any(|c| c.as_str() == Some(hit.id.to_hex().as_str()))
-            })
-        })
-        .map(|entry| entry["path"].as_str().expect("path").to_string())
-        .collect();
+    let holders = files_holding(&workspace, &snapshot, &hit.id.to_hex());
     assert_eq!(holders.len(), 1, "{holders:?}");
     let damaged = holders[0].strip_prefix("src/").expect("in src").to_string();
     let mut bytes = fs::read(pack).unwrap();
