@@ -438,24 +438,33 @@ fn write_batch(
         None => prepare(),
     };
     let synced = write::sync_filesystem(root);
-    let mut failures = Vec::new();
-    for (position, result) in prepared {
-        let item = batch[position];
-        let outcome = match (result, &synced) {
-            (Ok(Some(temporary)), Ok(())) => write::commit(&temporary, &item.destination),
-            (Ok(Some(temporary)), Err(error)) => {
-                let _ = fs::remove_file(&temporary);
-                Err(StoreError::Invalid(error.to_string()))
-            }
-            (Ok(None), _) => Ok(()),
-            (Err(error), _) => Err(error),
-        };
-        writer.progress.file_done();
-        if let Err(error) = outcome {
-            failures.push((item.relative.clone(), error.to_string()));
-        }
+    // Renamed in parallel too: a rename is a directory update in the
+    // kernel, and a batch of small files has hundreds.
+    let commit = || -> Vec<(String, String)> {
+        prepared
+            .into_par_iter()
+            .filter_map(|(position, result)| {
+                let item = batch[position];
+                let outcome = match (result, &synced) {
+                    (Ok(Some(temporary)), Ok(())) => write::commit(&temporary, &item.destination),
+                    (Ok(Some(temporary)), Err(error)) => {
+                        let _ = fs::remove_file(&temporary);
+                        Err(StoreError::Invalid(error.to_string()))
+                    }
+                    (Ok(None), _) => Ok(()),
+                    (Err(error), _) => Err(error),
+                };
+                writer.progress.file_done();
+                outcome
+                    .err()
+                    .map(|error| (item.relative.clone(), error.to_string()))
+            })
+            .collect()
+    };
+    match pool {
+        Some(pool) => pool.install(commit),
+        None => commit(),
     }
-    failures
 }
 
 /// Puts the target back as the safety snapshot and journal describe:

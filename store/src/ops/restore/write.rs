@@ -33,6 +33,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Reports progress; the CLI renders it. Every method has a default that
@@ -88,8 +89,10 @@ pub struct Writer<'a> {
 }
 
 pub(crate) fn running_as_root() -> bool {
+    // Asked once: a restore would otherwise ask for every file it writes.
+    static ROOT: OnceLock<bool> = OnceLock::new();
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    *ROOT.get_or_init(|| unsafe { libc::geteuid() == 0 })
 }
 
 fn io_at(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -97,18 +100,31 @@ fn io_at(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError
     move |error| StoreError::io(context, error)
 }
 
+/// A name beside `destination` that no other temporary of any restore
+/// uses: this process's random tag (drawn once, not once per file) and a
+/// count. Files are created with `create_new`, so a clash fails rather
+/// than overwrites.
 fn temporary_beside(destination: &Path) -> Result<PathBuf> {
+    static TAG: OnceLock<String> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
     let parent = destination.parent().ok_or_else(|| {
         StoreError::Invalid(format!("{} has no parent directory", destination.display()))
     })?;
-    let mut random = [0u8; 8];
-    getrandom::fill(&mut random).map_err(|error| {
-        StoreError::io(
-            "reading the system random source",
-            std::io::Error::other(error.to_string()),
-        )
-    })?;
-    Ok(parent.join(format!("{TEMPORARY_PREFIX}{}", hex::encode(random))))
+    let tag = match TAG.get() {
+        Some(tag) => tag,
+        None => {
+            let mut random = [0u8; 8];
+            getrandom::fill(&mut random).map_err(|error| {
+                StoreError::io(
+                    "reading the system random source",
+                    std::io::Error::other(error.to_string()),
+                )
+            })?;
+            TAG.get_or_init(|| hex::encode(random))
+        }
+    };
+    let count = COUNT.fetch_add(1, Ordering::Relaxed);
+    Ok(parent.join(format!("{TEMPORARY_PREFIX}{tag}-{count:x}")))
 }
 
 impl Writer<'_> {
@@ -159,7 +175,13 @@ impl Writer<'_> {
             .open(temporary)
             .map_err(io_at("creating", temporary))?;
         std::thread::scope(|scope| -> Result<()> {
-            let mut output = BufWriter::with_capacity(1 << 20, file);
+            // Sized to the file: a 1 MiB buffer for each of 20,000 small
+            // files kept the allocator busy consolidating freed memory.
+            let capacity = entry.size.clamp(4096, 1 << 20) as usize;
+            let mut output = BufWriter::with_capacity(capacity, file);
+            // Whether the file ends in a skipped run of zeros, which only
+            // setting its length creates.
+            let mut ends_in_hole = false;
             let mut hasher = blake3::Hasher::new();
             let mut written = 0u64;
             let mut window = BlobCache::default();
@@ -223,6 +245,7 @@ impl Writer<'_> {
                     previous = Some((*id, data, zeros));
                 }
                 if let Some((_, data, zeros)) = &previous {
+                    ends_in_hole = *zeros && !data.is_empty();
                     if *zeros {
                         output
                             .seek(SeekFrom::Current(data.len() as i64))
@@ -243,7 +266,9 @@ impl Writer<'_> {
                     error.into_error(),
                 )
             })?;
-            file.set_len(written).map_err(io_at("sizing", temporary))?;
+            if ends_in_hole {
+                file.set_len(written).map_err(io_at("sizing", temporary))?;
+            }
             if written != entry.size || entry.hash != Some(Id(*hasher.finalize().as_bytes())) {
                 return Err(StoreError::corrupt(
                     format!("restored file {}", item.relative),
@@ -340,13 +365,20 @@ fn read_local(old: &File, id: &Id, local: &LocalChunk) -> Option<Vec<u8>> {
     (Id::of(&data) == *id).then_some(data)
 }
 
+/// Gives `file` the entry's owner, mode and mtime, changing owner and mode
+/// only where they differ (each change dirties the inode again).
 fn apply_file_metadata(file: &File, entry: &TreeEntry, path: &Path) -> Result<()> {
-    if running_as_root() {
+    use std::os::unix::fs::MetadataExt;
+    let current = file.metadata().map_err(io_at("reading", path))?;
+    if running_as_root() && (current.uid() != entry.uid || current.gid() != entry.gid) {
         std::os::unix::fs::fchown(file, Some(entry.uid), Some(entry.gid))
             .map_err(io_at("changing owner of", path))?;
     }
-    file.set_permissions(fs::Permissions::from_mode(entry.mode))
-        .map_err(io_at("setting mode of", path))?;
+    // After the owner: changing it clears set-user-id and set-group-id.
+    if current.mode() & 0o7777 != entry.mode || (entry.mode & 0o6000 != 0) {
+        file.set_permissions(fs::Permissions::from_mode(entry.mode))
+            .map_err(io_at("setting mode of", path))?;
+    }
     let mtime = FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
     filetime::set_file_handle_times(file, None, Some(mtime))
         .map_err(io_at("setting times of", path))
