@@ -32,6 +32,15 @@ pub trait IndexCache: Send + Sync {
     fn insert_pack(&self, pack: &PackEntry) -> Result<()>;
     /// Whether any index file taken in so far lists this pack.
     fn has_pack(&self, pack: &Id) -> Result<bool>;
+    /// Packs that held every blob of `snapshot` when a backup on this
+    /// machine wrote it (see [`IndexCache::remember_snapshot_packs`]);
+    /// `None` if not remembered.
+    fn snapshot_packs(&self, snapshot: &Id) -> Result<Option<Vec<Id>>>;
+    /// Remembers the packs a finished backup's snapshot relies on, so the
+    /// next backup can take unchanged files from it without looking up
+    /// each of their chunks: if all these packs still exist, so does every
+    /// chunk the snapshot names (packs are immutable).
+    fn remember_snapshot_packs(&self, snapshot: &Id, packs: &[Id]) -> Result<()>;
     fn mark_index_file(&self, index_file: &Id) -> Result<()>;
     fn index_files(&self) -> Result<HashSet<Id>>;
     /// Forgets everything, to rebuild.
@@ -50,6 +59,7 @@ struct MemoryState {
     blobs: HashMap<Id, BlobLocation>,
     packs: HashSet<Id>,
     index_files: HashSet<Id>,
+    snapshot_packs: HashMap<Id, Vec<Id>>,
 }
 
 impl MemoryIndex {
@@ -97,6 +107,17 @@ impl IndexCache for MemoryIndex {
         Ok(self.read().packs.contains(pack))
     }
 
+    fn snapshot_packs(&self, snapshot: &Id) -> Result<Option<Vec<Id>>> {
+        Ok(self.read().snapshot_packs.get(snapshot).cloned())
+    }
+
+    fn remember_snapshot_packs(&self, snapshot: &Id, packs: &[Id]) -> Result<()> {
+        self.write()
+            .snapshot_packs
+            .insert(*snapshot, packs.to_vec());
+        Ok(())
+    }
+
     fn mark_index_file(&self, index_file: &Id) -> Result<()> {
         self.write().index_files.insert(*index_file);
         Ok(())
@@ -116,13 +137,15 @@ impl IndexCache for MemoryIndex {
     }
 }
 
-/// The on-disk cache: three sled trees keyed by 32-byte ids.
+/// The on-disk cache: four sled trees keyed by 32-byte ids.
 pub struct SledIndex {
     path: PathBuf,
     database: sled::Db,
     blobs: sled::Tree,
     packs: sled::Tree,
     index_files: sled::Tree,
+    /// Snapshot id to the pack ids it relies on, 32 bytes each.
+    snapshot_packs: sled::Tree,
 }
 
 /// Bytes of one blob location in the sled cache: pack id, offset (u64 LE),
@@ -153,6 +176,7 @@ impl SledIndex {
             blobs: tree("blobs")?,
             packs: tree("packs")?,
             index_files: tree("index_files")?,
+            snapshot_packs: tree("snapshot_packs")?,
             database,
         })
     }
@@ -251,6 +275,36 @@ impl IndexCache for SledIndex {
             .map_err(|error| self.error(error))
     }
 
+    fn snapshot_packs(&self, snapshot: &Id) -> Result<Option<Vec<Id>>> {
+        let Some(bytes) = self
+            .snapshot_packs
+            .get(snapshot.0)
+            .map_err(|error| self.error(error))?
+        else {
+            return Ok(None);
+        };
+        if bytes.len() % 32 != 0 {
+            return Err(StoreError::corrupt(
+                format!("index cache {}", self.path.display()),
+                format!("malformed pack list for snapshot {snapshot}"),
+            ));
+        }
+        Ok(Some(
+            bytes
+                .chunks_exact(32)
+                .filter_map(|id| id.try_into().ok().map(Id))
+                .collect(),
+        ))
+    }
+
+    fn remember_snapshot_packs(&self, snapshot: &Id, packs: &[Id]) -> Result<()> {
+        let bytes: Vec<u8> = packs.iter().flat_map(|pack| pack.0).collect();
+        self.snapshot_packs
+            .insert(snapshot.0, bytes)
+            .map_err(|error| self.error(error))?;
+        Ok(())
+    }
+
     fn mark_index_file(&self, index_file: &Id) -> Result<()> {
         self.index_files
             .insert(index_file.0, &[])
@@ -274,7 +328,12 @@ impl IndexCache for SledIndex {
     }
 
     fn clear(&self) -> Result<()> {
-        for tree in [&self.blobs, &self.packs, &self.index_files] {
+        for tree in [
+            &self.blobs,
+            &self.packs,
+            &self.index_files,
+            &self.snapshot_packs,
+        ] {
             tree.clear().map_err(|error| self.error(error))?;
         }
         Ok(())
@@ -471,4 +530,48 @@ fn synchronise_once(
         index.mark_index_file(id).map_err(SyncFailure::Cache)?;
     }
     Ok(vanished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remembers_snapshot_packs_until_cleared(index: &dyn IndexCache) {
+        let snapshot = Id::of(b"snapshot");
+        let packs = vec![Id::of(b"pack one"), Id::of(b"pack two")];
+        assert_eq!(index.snapshot_packs(&snapshot).unwrap(), None);
+        index.remember_snapshot_packs(&snapshot, &packs).unwrap();
+        assert_eq!(index.snapshot_packs(&snapshot).unwrap(), Some(packs));
+        assert_eq!(index.snapshot_packs(&Id::of(b"other")).unwrap(), None);
+        // A rebuild (an index file vanished: a prune rewrote the index)
+        // forgets them with everything else.
+        index.clear().unwrap();
+        assert_eq!(index.snapshot_packs(&snapshot).unwrap(), None);
+    }
+
+    #[test]
+    fn the_memory_index_remembers_snapshot_packs_until_cleared() {
+        remembers_snapshot_packs_until_cleared(&MemoryIndex::new());
+    }
+
+    #[test]
+    fn the_sled_index_remembers_snapshot_packs_across_reopening_until_cleared() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("cache");
+        let snapshot = Id::of(b"kept");
+        {
+            let index = SledIndex::open(&path).unwrap();
+            index
+                .remember_snapshot_packs(&snapshot, &[Id::of(b"pack")])
+                .unwrap();
+            index.flush().unwrap();
+        }
+        let index = SledIndex::open(&path).unwrap();
+        assert_eq!(
+            index.snapshot_packs(&snapshot).unwrap(),
+            Some(vec![Id::of(b"pack")])
+        );
+        index.clear().unwrap();
+        remembers_snapshot_packs_until_cleared(&index);
+    }
 }

@@ -447,6 +447,11 @@ pub fn backup_to_each(
         .as_ref()
         .filter(|_| !options.force_read)
         .map(|(_, body)| body.clone());
+    if let (Some((parent, _)), false) = (primary_parent, options.force_read) {
+        for writer in &mut writers {
+            writer.set_parent(*parent);
+        }
+    }
     let params = destinations[primary].repository.chunker_params()?;
     let fan_out = FanOut::new(writers);
 
@@ -660,6 +665,10 @@ fn commit(
     };
     let manifest = SignedManifest::sign(&body, key);
     let id = repository.write_object(ObjectKind::Snapshot, &manifest.encode())?;
+    // For the next backup's unchanged files. Only a cache: failing to
+    // remember costs that backup its lookups, nothing else.
+    let relied: Vec<Id> = writer.relied_packs().into_iter().collect();
+    let _ = index.remember_snapshot_packs(&id, &relied);
     Ok((id, body, written))
 }
 
