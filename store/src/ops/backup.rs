@@ -443,11 +443,9 @@ pub fn backup_to_each(
     };
     // Files unchanged since the first repository's parent snapshot are not
     // read again; the fan-out checks every repository holds their chunks.
-    let parent_body = primary_parent
-        .as_ref()
-        .filter(|_| !options.force_read)
-        .map(|(_, body)| body.clone());
-    if let (Some((parent, _)), false) = (primary_parent, options.force_read) {
+    let parent = primary_parent.as_ref().filter(|_| !options.force_read);
+    let parent_body = parent.map(|(_, body)| body.clone());
+    if let Some((parent, _)) = parent {
         for writer in &mut writers {
             writer.set_parent(*parent);
         }

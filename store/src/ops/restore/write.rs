@@ -113,13 +113,7 @@ fn temporary_beside(destination: &Path) -> Result<PathBuf> {
     let tag = match TAG.get() {
         Some(tag) => tag,
         None => {
-            let mut random = [0u8; 8];
-            getrandom::fill(&mut random).map_err(|error| {
-                StoreError::io(
-                    "reading the system random source",
-                    std::io::Error::other(error.to_string()),
-                )
-            })?;
+            let random: [u8; 8] = crate::random::random_bytes()?;
             TAG.get_or_init(|| hex::encode(random))
         }
     };
@@ -370,12 +364,13 @@ fn read_local(old: &File, id: &Id, local: &LocalChunk) -> Option<Vec<u8>> {
 fn apply_file_metadata(file: &File, entry: &TreeEntry, path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let current = file.metadata().map_err(io_at("reading", path))?;
-    if running_as_root() && (current.uid() != entry.uid || current.gid() != entry.gid) {
+    let chown = running_as_root() && (current.uid() != entry.uid || current.gid() != entry.gid);
+    if chown {
         std::os::unix::fs::fchown(file, Some(entry.uid), Some(entry.gid))
             .map_err(io_at("changing owner of", path))?;
     }
     // After the owner: changing it clears set-user-id and set-group-id.
-    if current.mode() & 0o7777 != entry.mode || (entry.mode & 0o6000 != 0) {
+    if chown || current.mode() & 0o7777 != entry.mode {
         file.set_permissions(fs::Permissions::from_mode(entry.mode))
             .map_err(io_at("setting mode of", path))?;
     }
