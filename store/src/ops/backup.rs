@@ -45,6 +45,7 @@ use ed25519_dalek::SigningKey;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, Metadata, OpenOptions};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -1090,29 +1091,44 @@ impl Walker<'_> {
         // Small files cost a disk round trip each when read one by one; the
         // next window's are asked for while this window's are processed.
         // Files the parent snapshot already holds unchanged are not read at
-        // all, so they are not asked for.
+        // all, so they are not asked for. Each name is stat'ed once, as its
+        // window is looked ahead at, and walked with that metadata.
         let windows: Vec<&[std::ffi::OsString]> = names.chunks(HINT_WINDOW).collect();
-        let hint = |window: Option<&&[std::ffi::OsString]>| {
-            let paths: Vec<PathBuf> = window
-                .into_iter()
-                .flat_map(|names| names.iter())
-                .filter(|name| files.contains(*name))
-                .map(|name| (path.join(name), previous_entry(parent, name)))
-                .filter(|(path, previous)| {
-                    let unchanged = previous
-                        .zip(fs::symlink_metadata(path).ok())
-                        .is_some_and(|(previous, meta)| looks_unchanged(previous, &meta));
-                    !unchanged
+        let look_ahead = |window: Option<&&[std::ffi::OsString]>| -> Vec<io::Result<Metadata>> {
+            let Some(window) = window else {
+                return Vec::new();
+            };
+            let paths: Vec<PathBuf> = window.iter().map(|name| path.join(name)).collect();
+            // With a parent most files are expected unchanged, and the walk
+            // is mostly waiting for metadata: several requests at once keep
+            // the disk busy. Without one, the cores are busy with content,
+            // and the disk-waiting pool's threads would only compete.
+            let metas = if parent.is_some() {
+                read_ahead::stat_all(&paths)
+            } else {
+                paths.iter().map(fs::symlink_metadata).collect()
+            };
+            let to_read: Vec<PathBuf> = window
+                .iter()
+                .zip(&metas)
+                .zip(paths)
+                .filter(|((name, meta), _)| {
+                    files.contains(*name)
+                        && !previous_entry(parent, name)
+                            .zip(meta.as_ref().ok())
+                            .is_some_and(|(previous, meta)| looks_unchanged(previous, meta))
                 })
-                .map(|(path, _)| path)
+                .map(|(_, path)| path)
                 .collect();
-            read_ahead::hint_files(paths.iter().map(PathBuf::as_path));
+            read_ahead::hint_files(&to_read);
+            metas
         };
-        hint(windows.first());
+        let mut metas = look_ahead(windows.first());
         let mut walked: Vec<Option<Walked>> = Vec::with_capacity(names.len());
         for (position, window) in windows.iter().enumerate() {
-            hint(windows.get(position + 1));
-            walked.extend(self.entries(path, relative, parent, window)?);
+            let next = look_ahead(windows.get(position + 1));
+            let current = std::mem::replace(&mut metas, next);
+            walked.extend(self.entries(path, relative, parent, window, current)?);
         }
         let mut stats = ComponentStats::default();
         let mut entries = Vec::with_capacity(walked.len());
@@ -1123,21 +1139,25 @@ impl Walker<'_> {
         Ok((self.store_tree(Tree::new(entries))?, stats))
     }
 
-    /// Walks the entries `names` of the directory at `path`, in parallel.
+    /// Walks the entries `names` of the directory at `path`, whose
+    /// metadata `metas` holds in the same order, in parallel.
     fn entries(
         &self,
         path: &Path,
         relative: &str,
         parent: Option<&Tree>,
         names: &[std::ffi::OsString],
+        metas: Vec<io::Result<Metadata>>,
     ) -> Result<Vec<Option<Walked>>> {
         names
             .par_iter()
-            .map(|name| {
+            .zip(metas)
+            .map(|(name, meta)| {
                 let display = join_relative(relative, &name.to_string_lossy());
                 let previous = previous_entry(parent, name);
                 self.entry(
                     &path.join(name),
+                    meta,
                     name.as_bytes().to_vec(),
                     &display,
                     previous,
@@ -1149,11 +1169,12 @@ impl Walker<'_> {
     fn entry(
         &self,
         path: &Path,
+        meta: io::Result<Metadata>,
         name: Vec<u8>,
         relative: &str,
         previous: Option<&TreeEntry>,
     ) -> Result<Option<Walked>> {
-        let meta = match fs::symlink_metadata(path) {
+        let meta = match meta {
             Ok(meta) => meta,
             Err(error) => {
                 self.problem(relative, format!("cannot read metadata: {error}"));
