@@ -13,7 +13,8 @@
 //!      are read from the repository pack by pack ([`prefetch`], the next
 //!      batch's while this one is written), then its files are written in
 //!      parallel, each to a temporary name, verified ([`write`]), made
-//!      durable with one sync, then renamed; then create symlinks, and set
+//!      durable with one sync, then renamed (the sync and renames run while
+//!      the next batch is written); then create symlinks, and set
 //!      directory metadata deepest first;
 //!    - if anything failed and a safety snapshot was taken, undo: remove
 //!      what was created, restore the saved paths, and say so.
@@ -356,10 +357,15 @@ fn write_component(
     let fetch = |batch: &[&PlannedEntry]| {
         prefetch::prefetch(writer.repository, writer.index, batch, writer.counters)
     };
-    // The next batch's chunks are read while this batch is written, so
-    // the repository's round trips overlap the disk's work.
+    // Three batches are in flight: the next one's chunks are read while
+    // this one is written, so the repository's round trips overlap the
+    // disk's work; and the previous one is synced and renamed into place,
+    // so the CPU does not wait for the disk. One sync at a time, so every
+    // batch is renamed only after a sync that began once it was written.
     std::thread::scope(|scope| {
+        let pool = pool.as_ref();
         let mut next = batches.first().map(|batch| scope.spawn(|| fetch(batch)));
+        let mut committing = None;
         for (number, batch) in batches.iter().enumerate() {
             // A prefetch that panicked leaves everything to the per-file path.
             let cache = next
@@ -369,7 +375,19 @@ fn write_component(
             next = batches
                 .get(number + 1)
                 .map(|batch| scope.spawn(|| fetch(batch)));
-            failures.extend(write_batch(writer, batch, &cache, pool.as_ref(), root));
+            let prepared = prepare_batch(writer, batch, &cache, pool);
+            drop(cache);
+            if let Some((handle, batch)) = committing.take() {
+                failures.extend(committed(handle, batch));
+            }
+            let batch = *batch;
+            committing = Some((
+                scope.spawn(move || commit_batch(writer, batch, prepared, pool, root)),
+                batch,
+            ));
+        }
+        if let Some((handle, batch)) = committing.take() {
+            failures.extend(committed(handle, batch));
         }
     });
     for item in writes(EntryKind::Symlink) {
@@ -409,17 +427,19 @@ fn write_component(
     failures
 }
 
-/// Writes one batch of files: in parallel and checked under temporary
-/// names, made durable with one filesystem sync, and only then each
-/// renamed into place. Returns the failures (path, error).
-fn write_batch(
+/// A batch's files written and checked under temporary names (`None`:
+/// only metadata was fixed, in place), by position in the batch.
+type Prepared = Vec<(usize, Result<Option<PathBuf>>)>;
+
+/// Writes one batch of files in parallel, each checked under a temporary
+/// name.
+fn prepare_batch(
     writer: &Writer,
     batch: &[&PlannedEntry],
     cache: &prefetch::BlobCache,
     pool: Option<&rayon::ThreadPool>,
-    root: &Path,
-) -> Vec<(String, String)> {
-    let prepare = || -> Vec<(usize, Result<Option<PathBuf>>)> {
+) -> Prepared {
+    let prepare = || -> Prepared {
         batch
             .par_iter()
             .enumerate()
@@ -433,10 +453,21 @@ fn write_batch(
             })
             .collect()
     };
-    let prepared = match pool {
+    match pool {
         Some(pool) => pool.install(prepare),
         None => prepare(),
-    };
+    }
+}
+
+/// Makes a prepared batch durable with one filesystem sync, and only then
+/// renames each file into place. Returns the failures (path, error).
+fn commit_batch(
+    writer: &Writer,
+    batch: &[&PlannedEntry],
+    prepared: Prepared,
+    pool: Option<&rayon::ThreadPool>,
+    root: &Path,
+) -> Vec<(String, String)> {
     let synced = write::sync_filesystem(root);
     // Renamed in parallel too: a rename is a directory update in the
     // kernel, and a batch of small files has hundreds.
@@ -465,6 +496,25 @@ fn write_batch(
         Some(pool) => pool.install(commit),
         None => commit(),
     }
+}
+
+/// The failures of a batch's commit; if its thread panicked, every file of
+/// the batch counts as failed (none can be known to be in place).
+fn committed(
+    handle: std::thread::ScopedJoinHandle<'_, Vec<(String, String)>>,
+    batch: &[&PlannedEntry],
+) -> Vec<(String, String)> {
+    handle.join().unwrap_or_else(|_| {
+        batch
+            .iter()
+            .map(|item| {
+                (
+                    item.relative.clone(),
+                    "internal error while syncing and renaming its batch".into(),
+                )
+            })
+            .collect()
+    })
 }
 
 /// Puts the target back as the safety snapshot and journal describe:
