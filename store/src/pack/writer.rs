@@ -93,11 +93,17 @@ const SAMPLE_SIZE: usize = 4 * 1024;
 /// Compresses a blob with zstd unless that saves less than 3%, in which case
 /// the blob is stored raw: decompressing costs time on every restore, so a
 /// tiny saving is not worth it. Large blobs are judged first by a 4 KiB
-/// sample at zstd's fastest level, so incompressible data (vector floats,
-/// already-compressed files) costs almost no compression time.
+/// sample, so incompressible data (already-compressed files, random bytes)
+/// costs almost no compression time: a sample whose byte frequencies alone
+/// promise the saving goes straight to compression; only one that looks
+/// random is tried with zstd's fastest level, since repeats could still
+/// make it compress.
 pub fn compress_blob(raw: &[u8], level: i32) -> (Compression, Vec<u8>) {
-    if raw.len() > SAMPLE_THRESHOLD && !sample_compresses(&raw[..SAMPLE_SIZE]) {
-        return (Compression::None, raw.to_vec());
+    if raw.len() > SAMPLE_THRESHOLD {
+        let sample = &raw[..SAMPLE_SIZE];
+        if !bytes_skewed(sample) && !sample_compresses(sample) {
+            return (Compression::None, raw.to_vec());
+        }
     }
     match zstd_contexts::compress(raw, level) {
         Ok(compressed) if saves_enough(compressed.len(), raw.len()) => {
@@ -109,6 +115,29 @@ pub fn compress_blob(raw: &[u8], level: i32) -> (Compression, Vec<u8>) {
 
 fn saves_enough(compressed: usize, raw: usize) -> bool {
     compressed * 100 < raw * 97
+}
+
+/// Whether `sample`'s byte frequencies (order-0 entropy) put it below 94%
+/// of 8 bits a byte: then zstd's entropy stage alone saves more than the 3%
+/// `saves_enough` asks, whatever the matches. Text and float arrays are
+/// (their exponent bytes repeat); compressed and random data are not. A
+/// histogram costs a fraction of a trial compression, which this spares on
+/// every compressible blob.
+fn bytes_skewed(sample: &[u8]) -> bool {
+    let mut counts = [0u32; 256];
+    for &byte in sample {
+        counts[usize::from(byte)] += 1;
+    }
+    let total = sample.len() as f64;
+    let bits: f64 = counts
+        .iter()
+        .filter(|&&count| count > 0)
+        .map(|&count| {
+            let count = f64::from(count);
+            count * (total / count).log2()
+        })
+        .sum();
+    bits < total * 8.0 * 0.94
 }
 
 fn sample_compresses(sample: &[u8]) -> bool {
@@ -135,5 +164,33 @@ mod tests {
         let (compression, stored) = compress_blob(&noise, 3);
         assert_eq!(compression, Compression::None);
         assert_eq!(stored, noise);
+    }
+
+    #[test]
+    fn byte_frequencies_tell_text_and_floats_from_noise() {
+        let text: Vec<u8> = b"{\"id\": 17, \"note\": \"the quick brown fox\"}\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(SAMPLE_SIZE)
+            .collect();
+        assert!(bytes_skewed(&text));
+        // Floats in [-1, 1): every fourth byte is one of a few exponents.
+        let mut noise = vec![0u8; SAMPLE_SIZE];
+        blake3::Hasher::new().finalize_xof().fill(&mut noise);
+        let floats: Vec<u8> = noise
+            .chunks(4)
+            .flat_map(|bytes| {
+                let unit = f32::from(u16::from_le_bytes([bytes[0], bytes[1]])) / 32768.0 - 1.0;
+                (unit * f32::from(bytes[2]) / 255.0).to_le_bytes()
+            })
+            .collect();
+        assert!(bytes_skewed(&floats));
+        assert!(!bytes_skewed(&noise));
+        // Random bytes repeated: not skewed, yet they compress, and the
+        // trial compression still finds it.
+        let repeated: Vec<u8> = noise[..512].repeat(16);
+        assert!(!bytes_skewed(&repeated[..SAMPLE_SIZE]));
+        assert_eq!(compress_blob(&repeated, 3).0, Compression::Zstd);
     }
 }
