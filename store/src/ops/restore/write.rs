@@ -17,7 +17,7 @@
 //! place before its whole-file hash matched.
 
 use super::plan::{LocalChunk, PlannedEntry, TEMPORARY_PREFIX};
-use super::prefetch::{BlobCache, WINDOW_BYTES, fetch_blobs};
+use super::prefetch::{BlobCache, fetch_blobs, window_bytes};
 use super::sources::Sources;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
@@ -292,7 +292,7 @@ impl Writer<'_> {
     }
 
     /// Reads the located chunks from `position` on, each once, until
-    /// [`WINDOW_BYTES`] of them; returns them and the position after the
+    /// [`window_bytes`] of them; returns them and the position after the
     /// last one the window covers.
     fn read_window(
         &self,
@@ -303,8 +303,9 @@ impl Writer<'_> {
         let mut wanted = Vec::new();
         let mut bytes = 0u64;
         let mut end = position;
+        let limit = window_bytes(self.repository.backend().parallelism());
         for location in &locations[position..] {
-            if bytes >= WINDOW_BYTES {
+            if bytes >= limit {
                 break;
             }
             end += 1;
