@@ -969,6 +969,10 @@ struct Walker<'a> {
 /// An entry and the statistics of everything under it.
 type Walked = (TreeEntry, ComponentStats);
 
+/// A directory entry's path and its `lstat`, taken once as its window is
+/// looked ahead at.
+type Looked = (PathBuf, io::Result<Metadata>);
+
 impl Walker<'_> {
     fn problem(&self, path: &str, problem: String) {
         self.problems
@@ -1091,10 +1095,11 @@ impl Walker<'_> {
         // Small files cost a disk round trip each when read one by one; the
         // next window's are asked for while this window's are processed.
         // Files the parent snapshot already holds unchanged are not read at
-        // all, so they are not asked for. Each name is stat'ed once, as its
-        // window is looked ahead at, and walked with that metadata.
+        // all, so they are not asked for. Each name is joined to the path
+        // and stat'ed once, as its window is looked ahead at, and walked
+        // with that path and metadata.
         let windows: Vec<&[std::ffi::OsString]> = names.chunks(HINT_WINDOW).collect();
-        let look_ahead = |window: Option<&&[std::ffi::OsString]>| -> Vec<io::Result<Metadata>> {
+        let look_ahead = |window: Option<&&[std::ffi::OsString]>| -> Vec<Looked> {
             let Some(window) = window else {
                 return Vec::new();
             };
@@ -1108,27 +1113,27 @@ impl Walker<'_> {
             } else {
                 paths.iter().map(fs::symlink_metadata).collect()
             };
+            let looked: Vec<Looked> = paths.into_iter().zip(metas).collect();
             let to_read: Vec<PathBuf> = window
                 .iter()
-                .zip(&metas)
-                .zip(paths)
-                .filter(|((name, meta), _)| {
+                .zip(&looked)
+                .filter(|(name, (_, meta))| {
                     files.contains(*name)
                         && !previous_entry(parent, name)
                             .zip(meta.as_ref().ok())
                             .is_some_and(|(previous, meta)| looks_unchanged(previous, meta))
                 })
-                .map(|(_, path)| path)
+                .map(|(_, (path, _))| path.clone())
                 .collect();
             read_ahead::hint_files(&to_read);
-            metas
+            looked
         };
-        let mut metas = look_ahead(windows.first());
+        let mut looked = look_ahead(windows.first());
         let mut walked: Vec<Option<Walked>> = Vec::with_capacity(names.len());
         for (position, window) in windows.iter().enumerate() {
             let next = look_ahead(windows.get(position + 1));
-            let current = std::mem::replace(&mut metas, next);
-            walked.extend(self.entries(path, relative, parent, window, current)?);
+            let current = std::mem::replace(&mut looked, next);
+            walked.extend(self.entries(relative, parent, window, current)?);
         }
         let mut stats = ComponentStats::default();
         let mut entries = Vec::with_capacity(walked.len());
@@ -1139,29 +1144,22 @@ impl Walker<'_> {
         Ok((self.store_tree(Tree::new(entries))?, stats))
     }
 
-    /// Walks the entries `names` of the directory at `path`, whose
-    /// metadata `metas` holds in the same order, in parallel.
+    /// Walks the entries `names` of a directory, whose paths and metadata
+    /// `looked` holds in the same order, in parallel.
     fn entries(
         &self,
-        path: &Path,
         relative: &str,
         parent: Option<&Tree>,
         names: &[std::ffi::OsString],
-        metas: Vec<io::Result<Metadata>>,
+        looked: Vec<Looked>,
     ) -> Result<Vec<Option<Walked>>> {
         names
             .par_iter()
-            .zip(metas)
-            .map(|(name, meta)| {
+            .zip(looked)
+            .map(|(name, (path, meta))| {
                 let display = join_relative(relative, &name.to_string_lossy());
                 let previous = previous_entry(parent, name);
-                self.entry(
-                    &path.join(name),
-                    meta,
-                    name.as_bytes().to_vec(),
-                    &display,
-                    previous,
-                )
+                self.entry(&path, meta, name.as_bytes().to_vec(), &display, previous)
             })
             .collect()
     }
