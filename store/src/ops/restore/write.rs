@@ -95,9 +95,10 @@ pub(crate) fn running_as_root() -> bool {
     *ROOT.get_or_init(|| unsafe { libc::geteuid() == 0 })
 }
 
-fn io_at(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
-    let context = format!("{action} {}", path.display());
-    move |error| StoreError::io(context, error)
+fn io_at<'a>(action: &'a str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    // Formatted only on error: this wraps every chunk's write, and naming
+    // the path each time showed in a restore's profile.
+    move |error| StoreError::io(format!("{action} {}", path.display()), error)
 }
 
 /// A name beside `destination` that no other temporary of any restore
