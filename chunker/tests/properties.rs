@@ -85,6 +85,35 @@ proptest! {
     }
 
     #[test]
+    fn a_stream_of_any_announced_length_equals_whole_input(
+        seed: u64,
+        len in 0usize..80_000,
+        announced in 0u64..80_000,
+        step in 1usize..9_000,
+    ) {
+        // A file can grow or shrink between its stat and its read: the
+        // announced length only sizes the first buffer, never the chunks.
+        let data = noise(seed, len);
+        let whole: Vec<(u64, usize, ChunkId)> = chunk_slice(&data, &SMALL)
+            .map(|range| (range.start as u64, range.len(), ChunkId::of(&data[range])))
+            .collect();
+        let reader = Trickle { data: &data, step };
+        let mut stream =
+            ChunkStream::with_expected_length(reader, Chunking::ContentDefined(SMALL), announced);
+        let mut streamed = Vec::new();
+        while let Some(batch) = stream.next_batch().unwrap() {
+            // A batch without a chunk would make no progress, for ever.
+            prop_assert!(!batch.chunks.is_empty());
+            for chunk in &batch.chunks {
+                prop_assert_eq!(chunk.id, ChunkId::of(batch.bytes(chunk)));
+                streamed.push((chunk.stream_offset, chunk.range.len(), chunk.id));
+            }
+        }
+        prop_assert_eq!(stream.bytes_read(), len as u64);
+        prop_assert_eq!(streamed, whole);
+    }
+
+    #[test]
     fn fixed_chunks_are_aligned_and_stream_alike(
         seed: u64,
         len in 0usize..80_000,
