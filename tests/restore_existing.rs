@@ -258,6 +258,36 @@ fn restoring_over_an_identical_target_touches_nothing() {
 // ---------------------------------------------------------------- 2
 
 #[test]
+fn progress_ends_at_its_totals_when_chunks_repeat_and_directories_exist() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    // Zeros and a repeated block: the same chunk is written many times, but
+    // fetched, and counted by the plan, once.
+    write(&source.join("zeros.img"), &vec![0u8; 3 * MIB]);
+    write(
+        &source.join("a/b/repeated.bin"),
+        &noise(7, 64 * KIB).repeat(40),
+    );
+    write(&source.join("a/note.md"), b"# a note\n");
+    write(&source.join("c/empty"), b"");
+    let snapshot = backup(&workspace, &[&source]);
+    let run = restore(&workspace, &snapshot, &workspace.path("out"), &[]).ok();
+    let last = run
+        .stderr
+        .lines()
+        .rfind(|line| line.starts_with('{'))
+        .expect("a progress line");
+    let last: Value = serde_json::from_str(last).expect("progress line is JSON");
+    let progress = &last["progress"];
+    let bytes = (3 * MIB + 40 * 64 * KIB + 9) as u64;
+    assert_eq!(progress["files_done"], 4, "{}", run.stderr);
+    assert_eq!(progress["files_total"], 4, "{}", run.stderr);
+    assert_eq!(progress["bytes_done"], bytes, "{}", run.stderr);
+    assert_eq!(progress["bytes_total"], bytes, "{}", run.stderr);
+}
+
+#[test]
 fn one_changed_byte_in_a_large_file_fetches_only_the_chunks_around_it() {
     let workspace = Workspace::new();
     workspace.init();

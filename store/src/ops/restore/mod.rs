@@ -194,11 +194,8 @@ pub fn execute_restore(
         counters: &counters,
         progress,
     };
-    let totals = plan.totals();
-    progress.start(
-        totals.create + totals.update + totals.metadata,
-        totals.bytes_to_fetch + totals.bytes_reused,
-    );
+    let (files_total, bytes_total) = progress_totals(plan);
+    progress.start(files_total, bytes_total);
     let mut outcome = RestoreOutcome {
         safety_snapshot,
         ..RestoreOutcome::default()
@@ -425,6 +422,26 @@ fn write_component(
         failures.push(("/".into(), error.to_string()));
     }
     failures
+}
+
+/// What the progress counts up to: one `file_done` for every file not
+/// left unchanged, and `advance` for every byte of those whose content is
+/// written (a repeated chunk counts each time it is written). The plan's
+/// own totals count each distinct chunk once and directories as entries,
+/// which left the progress past 100% at the end.
+fn progress_totals(plan: &RestorePlan) -> (u64, u64) {
+    plan.components
+        .iter()
+        .flat_map(|component| &component.entries)
+        .filter(|item| item.entry.kind == EntryKind::File && item.action != Action::Unchanged)
+        .fold((0, 0), |(files, bytes), item| {
+            let written = if item.action == Action::Metadata {
+                0
+            } else {
+                item.entry.size
+            };
+            (files + 1, bytes + written)
+        })
 }
 
 /// A batch's files written and checked under temporary names (`None`:
