@@ -223,6 +223,46 @@ fn restore_only_restores_exactly_the_named_components() {
 }
 
 #[test]
+fn restoring_one_component_reads_little_beyond_its_own_data() {
+    // Two components of incompressible bytes, read side by side: each keeps
+    // its own packs, so restoring one does not also read the other's blobs
+    // lying between its own.
+    let workspace = Workspace::new();
+    workspace.init();
+    let mut args: Vec<OsString> = Vec::new();
+    for (name, seed) in [("a", 11), ("b", 12)] {
+        let source = workspace.path(&format!("sources/{name}"));
+        write(&source.join("data.bin"), &noise(seed, 6 * MIB));
+        args.push("--component".into());
+        args.push(format!("{name}={}", source.display()).into());
+    }
+    let snapshot = workspace.backup_json(args)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = workspace.path("only-a");
+    let report = workspace
+        .cairn_repo([
+            OsStr::new("--json"),
+            OsStr::new("restore"),
+            OsStr::new(&snapshot),
+            OsStr::new("--target"),
+            target.as_os_str(),
+            OsStr::new("--only"),
+            OsStr::new("a"),
+        ])
+        .ok()
+        .json();
+    assert_same_tree(&workspace.path("sources/a"), &target.join("a"));
+    let fetched = report["bytes_fetched"].as_u64().unwrap();
+    assert!(fetched >= (6 * MIB) as u64, "{report:#}");
+    assert!(
+        fetched < (6 * MIB + MIB / 2) as u64,
+        "read {fetched} bytes for a component of 6 MiB: {report:#}"
+    );
+}
+
+#[test]
 fn restore_skip_leaves_out_the_named_components() {
     let workspace = Workspace::new();
     let snapshot = three_components(&workspace);

@@ -75,7 +75,11 @@ pub struct BlobWriter<'a> {
     pack_target_size: u64,
     /// Blobs stored (or being stored) by this session.
     session: Mutex<HashSet<Id>>,
-    data_pack: Mutex<PackWriter>,
+    /// Data packs being filled, one per group (a backup's component), so
+    /// that restoring one component reads its own packs, not the gaps left
+    /// by the others' blobs. Together they hold at most about one pack's
+    /// target size: past that, the fullest goes out.
+    data_packs: Mutex<Vec<PackWriter>>,
     tree_pack: Mutex<PackWriter>,
     /// Packs that existed when the backup started, less those a prune has
     /// marked for deletion.
@@ -216,7 +220,7 @@ impl<'a> BlobWriter<'a> {
             compression_level: config.compression.level,
             pack_target_size: config.pack_target_size,
             session: Mutex::new(HashSet::new()),
-            data_pack: Mutex::new(PackWriter::new()),
+            data_packs: Mutex::new(Vec::new()),
             tree_pack: Mutex::new(PackWriter::new()),
             present: RwLock::new(present),
             last_refresh: Mutex::new(Instant::now()),
@@ -234,6 +238,12 @@ impl<'a> BlobWriter<'a> {
     /// Stores a blob unless the repository or this session already has it.
     /// Returns whether it was new.
     pub fn add(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<bool> {
+        self.add_in(kind, id, raw, 0)
+    }
+
+    /// [`Self::add`], keeping data blobs of one `group` together in packs
+    /// of their own (trees share one pack whatever their group).
+    pub fn add_in(&self, kind: BlobKind, id: Id, raw: &[u8], group: usize) -> Result<bool> {
         // Readers refuse larger blobs, so writing one would make the
         // snapshot unreadable; refuse it here, loudly.
         if raw.len() > MAX_BLOB_SIZE as usize {
@@ -257,17 +267,20 @@ impl<'a> BlobWriter<'a> {
             return Ok(false);
         }
         let (compression, stored) = compress_blob(raw, self.compression_level);
-        let full_pack = {
-            let slot = match kind {
-                BlobKind::Data => &self.data_pack,
-                BlobKind::Tree => &self.tree_pack,
-            };
-            let mut pack = lock(slot);
-            pack.add(kind, id, raw.len() as u32, compression, &stored);
-            if pack.len() >= self.pack_target_size {
-                Some(std::mem::take(&mut *pack))
-            } else {
-                None
+        let raw_length = raw.len() as u32;
+        let full_pack = match kind {
+            BlobKind::Data => {
+                let mut packs = lock(&self.data_packs);
+                if packs.len() <= group {
+                    packs.resize_with(group + 1, PackWriter::new);
+                }
+                packs[group].add(kind, id, raw_length, compression, &stored);
+                take_fullest(&mut packs, self.pack_target_size)
+            }
+            BlobKind::Tree => {
+                let mut pack = lock(&self.tree_pack);
+                pack.add(kind, id, raw_length, compression, &stored);
+                (pack.len() >= self.pack_target_size).then(|| std::mem::take(&mut *pack))
             }
         };
         let counters = &self.statistics;
@@ -484,8 +497,9 @@ impl<'a> BlobWriter<'a> {
     /// Uploads the partly filled packs and indexes everything uploaded.
     /// After this returns, every blob added is in an index file.
     pub fn finish(&self) -> Result<WriterStatistics> {
-        for slot in [&self.data_pack, &self.tree_pack] {
-            let pack = std::mem::take(&mut *lock(slot));
+        let data_packs = std::mem::take(&mut *lock(&self.data_packs));
+        let tree_pack = std::mem::take(&mut *lock(&self.tree_pack));
+        for pack in data_packs.into_iter().chain([tree_pack]) {
             if !pack.is_empty() {
                 self.upload(pack)?;
             }
@@ -506,4 +520,19 @@ impl<'a> BlobWriter<'a> {
             index_files_written: counters.index_files_written.load(Ordering::Relaxed),
         })
     }
+}
+
+/// The fullest of the data packs being filled, once they hold a pack's
+/// target size between them. With one group this is the classic rule (a
+/// pack goes out at the target size); with several, memory stays at one
+/// pack's worth and each group's packs stay its own.
+fn take_fullest(packs: &mut [PackWriter], target: u64) -> Option<PackWriter> {
+    let total: u64 = packs.iter().map(PackWriter::len).sum();
+    if total < target {
+        return None;
+    }
+    packs
+        .iter_mut()
+        .max_by_key(|pack| pack.len())
+        .map(std::mem::take)
 }

@@ -176,8 +176,8 @@ struct Scene {
     repo: PathBuf,
     /// The files X every scenario backs up.
     source: PathBuf,
-    /// Another file, E, backed up with X when X's packs must hold more
-    /// than X.
+    /// Another file, E, backed up beside X as a second component, whose
+    /// blobs are dead once that snapshot is forgotten.
     extra: PathBuf,
     key: SigningKey,
     trusted: Vec<PublicKey>,
@@ -223,9 +223,9 @@ impl Scene {
         [("data", self.source.as_path())]
     }
 
-    /// X as component `data` and E as component `extra`: packs that hold
-    /// all of X's blobs and more, so that no backup of X alone can write a
-    /// pack with the same bytes (and so the same name) as one of them.
+    /// X as component `data` and E as component `extra`, each kept in data
+    /// packs of its own (their trees share one); a pack's nonce keeps a
+    /// later backup of X alone from writing a pack of the same name.
     fn x_and_extra(&self) -> [(&'static str, &Path); 2] {
         [
             ("data", self.source.as_path()),
@@ -556,35 +556,46 @@ fn a_mark_landing_after_a_backups_check_is_revived_not_carried_out() {
     assert_eq!(scene.marked(), a_packs);
     assert_eq!(b.written.new_blobs, 0, "B reused everything from A's packs");
     let copies = scene.copies();
+    let mut needed = HashSet::new();
     for blob in scene.blobs_of(b.snapshot) {
         assert!(copies[&blob].is_subset(&a_packs));
+        needed.extend(copies[&blob].iter().copied());
     }
+    // A kept each component's data in packs of its own: E's pack holds
+    // nothing B needs.
+    let e_only: HashSet<Id> = a_packs.difference(&needed).copied().collect();
+    assert!(!e_only.is_empty(), "E's data in a pack of its own");
 
     let second = scene.prune();
     assert_eq!(second.plan.due_marks.len(), 1);
     assert_eq!(
         ids(&second.plan.revived),
-        a_packs,
-        "B needs A's packs again"
+        needed,
+        "B needs these packs again"
     );
-    assert!(second.plan.delete.is_empty(), "{:?}", second.plan.delete);
-    assert_eq!(second.packs_deleted, 0);
+    assert_eq!(
+        ids(&second.plan.delete),
+        e_only,
+        "the mark is carried out for the rest"
+    );
+    assert_eq!(second.packs_deleted, e_only.len() as u64);
     assert_eq!(second.marks_removed, 1);
     assert!(
         second.mark_written.is_none(),
         "live packs are not marked again"
     );
-    assert!(a_packs.is_subset(&scene.packs()));
+    assert!(needed.is_subset(&scene.packs()));
+    assert!(scene.packs().is_disjoint(&e_only));
     assert!(scene.marked().is_empty());
     scene.assert_clean("after the revival");
 
-    // A's packs hold B's blobs and E's dead ones: never marked unused, at
-    // most repacked (B's blobs copied first).
+    // The revived packs hold B's blobs (and E's dead trees): never marked
+    // unused, at most repacked (B's blobs copied first).
     let third = scene.prune();
     assert!(third.plan.delete.is_empty());
-    assert!(ids(&third.plan.mark_unused).is_disjoint(&a_packs));
-    assert_eq!(ids(&third.plan.repack), a_packs);
-    assert!(a_packs.is_subset(&scene.packs()));
+    assert!(ids(&third.plan.mark_unused).is_disjoint(&needed));
+    assert!(ids(&third.plan.repack).is_subset(&needed));
+    assert!(needed.is_subset(&scene.packs()));
     scene.assert_clean("after a third prune");
     scene.assert_restores(b.snapshot, &scene.x());
 }

@@ -564,7 +564,8 @@ fn walk_components(
     // Ok(Err(critical)): the component could not be prepared.
     let walked: Vec<std::result::Result<ComponentRecord, bool>> = work
         .into_par_iter()
-        .map(|((source, preparation), exclude)| {
+        .enumerate()
+        .map(|(group, ((source, preparation), exclude))| {
             if let Prepared::Failed(why) = preparation {
                 problems
                     .lock()
@@ -580,6 +581,7 @@ fn walk_components(
                 repository: primary.repository,
                 index: primary.index,
                 writer: fan_out,
+                group,
                 chunking: resolve_chunking(primary.repository.config(), params, source.chunking),
                 component: &source.name,
                 only: source.only.as_ref(),
@@ -958,6 +960,8 @@ struct Walker<'a> {
     repository: &'a Repository,
     index: &'a dyn IndexCache,
     writer: &'a FanOut<'a>,
+    /// This component's packs (see [`BlobWriter::add_in`]).
+    group: usize,
     chunking: FileChunking,
     component: &'a str,
     only: Option<&'a BTreeSet<String>>,
@@ -1321,7 +1325,12 @@ impl Walker<'_> {
             };
             batch.chunks.par_iter().try_for_each(|chunk| {
                 self.writer
-                    .add(BlobKind::Data, chunk.id.into(), batch.bytes(chunk))
+                    .add_in(
+                        BlobKind::Data,
+                        chunk.id.into(),
+                        batch.bytes(chunk),
+                        self.group,
+                    )
                     .map(|_| ())
             })?;
             hasher.update_rayon(batch.data);

@@ -58,10 +58,15 @@ impl<'a> FanOut<'a> {
     /// Stores a blob in every live repository that lacks it; true if any
     /// stored it as new. Fails only when no repository is left.
     pub fn add(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<bool> {
+        self.add_in(kind, id, raw, 0)
+    }
+
+    /// [`BlobWriter::add_in`] in every live repository.
+    pub fn add_in(&self, kind: BlobKind, id: Id, raw: &[u8], group: usize) -> Result<bool> {
         let mut new = false;
         let mut live = 0;
         for lane in self.lanes.iter().filter(|lane| Self::is_live(lane)) {
-            match lane.writer.add(kind, id, raw) {
+            match lane.writer.add_in(kind, id, raw, group) {
                 Ok(added) => {
                     new |= added;
                     live += 1;
