@@ -47,15 +47,33 @@ fn stream_chunks_with(
     step: usize,
     chunking: Chunking,
 ) -> Vec<(u64, usize, ChunkId)> {
-    let mut stream = ChunkStream::with_buffer_size(Trickle { data, step }, chunking, buffer);
+    streamed(ChunkStream::with_buffer_size(
+        Trickle { data, step },
+        chunking,
+        buffer,
+    ))
+}
+
+/// Every chunk a stream hands out, checking each against its id and that
+/// every batch hands out one at least (one without would make no progress,
+/// for ever).
+fn streamed<R: Read>(mut stream: ChunkStream<R>) -> Vec<(u64, usize, ChunkId)> {
     let mut out = Vec::new();
     while let Some(batch) = stream.next_batch().unwrap() {
+        assert!(!batch.chunks.is_empty(), "a batch without a chunk");
         for chunk in &batch.chunks {
             assert_eq!(chunk.id, ChunkId::of(batch.bytes(chunk)));
             out.push((chunk.stream_offset, chunk.range.len(), chunk.id));
         }
     }
     out
+}
+
+/// The chunks of `data` cut in one piece, as a stream should hand them out.
+fn whole_chunks(data: &[u8], chunking: impl Into<Chunking>) -> Vec<(u64, usize, ChunkId)> {
+    chunk_slice(data, chunking)
+        .map(|range| (range.start as u64, range.len(), ChunkId::of(&data[range])))
+        .collect()
 }
 
 proptest! {
@@ -78,10 +96,7 @@ proptest! {
         step in 1usize..9_000,
     ) {
         let data = noise(seed, len);
-        let whole: Vec<(u64, usize, ChunkId)> = chunk_slice(&data, &SMALL)
-            .map(|range| (range.start as u64, range.len(), ChunkId::of(&data[range])))
-            .collect();
-        prop_assert_eq!(stream_chunks(&data, buffer, step), whole);
+        prop_assert_eq!(stream_chunks(&data, buffer, step), whole_chunks(&data, SMALL));
     }
 
     #[test]
@@ -94,23 +109,10 @@ proptest! {
         // A file can grow or shrink between its stat and its read: the
         // announced length only sizes the first buffer, never the chunks.
         let data = noise(seed, len);
-        let whole: Vec<(u64, usize, ChunkId)> = chunk_slice(&data, &SMALL)
-            .map(|range| (range.start as u64, range.len(), ChunkId::of(&data[range])))
-            .collect();
         let reader = Trickle { data: &data, step };
-        let mut stream =
+        let stream =
             ChunkStream::with_expected_length(reader, Chunking::ContentDefined(SMALL), announced);
-        let mut streamed = Vec::new();
-        while let Some(batch) = stream.next_batch().unwrap() {
-            // A batch without a chunk would make no progress, for ever.
-            prop_assert!(!batch.chunks.is_empty());
-            for chunk in &batch.chunks {
-                prop_assert_eq!(chunk.id, ChunkId::of(batch.bytes(chunk)));
-                streamed.push((chunk.stream_offset, chunk.range.len(), chunk.id));
-            }
-        }
-        prop_assert_eq!(stream.bytes_read(), len as u64);
-        prop_assert_eq!(streamed, whole);
+        prop_assert_eq!(streamed(stream), whole_chunks(&data, SMALL));
     }
 
     #[test]
@@ -123,9 +125,7 @@ proptest! {
     ) {
         let data = noise(seed, len);
         let chunking = Chunking::Fixed(size);
-        let whole: Vec<(u64, usize, ChunkId)> = chunk_slice(&data, chunking)
-            .map(|range| (range.start as u64, range.len(), ChunkId::of(&data[range])))
-            .collect();
+        let whole = whole_chunks(&data, chunking);
         for (position, (offset, length, _)) in whole.iter().enumerate() {
             prop_assert_eq!(*offset, position as u64 * u64::from(size));
             let last = position + 1 == whole.len();
