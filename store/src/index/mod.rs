@@ -65,7 +65,7 @@ impl IndexFile {
         for pack in &index.packs {
             let blob_area_end = pack.size.saturating_sub(TRAILER_SIZE);
             for blob in &pack.blobs {
-                check_blob_lengths(blob, object)?;
+                check_blob_lengths(blob, || object.to_string())?;
                 let end = blob.offset.checked_add(u64::from(blob.length));
                 if blob.offset < PACK_MAGIC.len() as u64
                     || end.is_none_or(|end| end > blob_area_end)

@@ -98,7 +98,7 @@ impl PackHeader {
                     ),
                 ));
             }
-            check_blob_lengths(blob, object)?;
+            check_blob_lengths(blob, || object.to_string())?;
             expected_offset += u64::from(blob.length);
         }
         if expected_offset != header_start {
@@ -114,12 +114,21 @@ impl PackHeader {
 }
 
 /// Lengths that no writer produces are refused before anything is allocated.
-pub fn check_blob_lengths(blob: &BlobEntry, object: &str) -> Result<()> {
-    if lengths_plausible(blob) {
+/// `object` names what holds the blob; it is asked for only on failure.
+pub fn check_blob_lengths(blob: &BlobEntry, object: impl FnOnce() -> String) -> Result<()> {
+    let plausible = blob.raw_length <= MAX_BLOB_SIZE
+        && match blob.compression {
+            Compression::None => blob.length == blob.raw_length,
+            // zstd never expands input by more than a small bound.
+            Compression::Zstd => {
+                blob.length as usize <= zstd::zstd_safe::compress_bound(blob.raw_length as usize)
+            }
+        };
+    if plausible {
         Ok(())
     } else {
         Err(StoreError::corrupt(
-            object,
+            object(),
             format!(
                 "blob {} claims implausible lengths (stored {}, raw {}, {:?})",
                 blob.id, blob.length, blob.raw_length, blob.compression
@@ -128,26 +137,13 @@ pub fn check_blob_lengths(blob: &BlobEntry, object: &str) -> Result<()> {
     }
 }
 
-fn lengths_plausible(blob: &BlobEntry) -> bool {
-    blob.raw_length <= MAX_BLOB_SIZE
-        && match blob.compression {
-            Compression::None => blob.length == blob.raw_length,
-            // zstd never expands input by more than a small bound.
-            Compression::Zstd => {
-                blob.length as usize <= zstd::zstd_safe::compress_bound(blob.raw_length as usize)
-            }
-        }
-}
-
 /// Turns a blob's stored bytes back into its content, checking every length
 /// and the BLAKE3 id. Corrupt data is an error, never returned.
 pub fn decode_blob(entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Vec<u8>> {
     // Named only when something is wrong: formatting two ids for every
     // blob was a visible share of a verify's CPU.
     let object = || format!("blob {} in pack {}", entry.id, pack);
-    if !lengths_plausible(entry) {
-        check_blob_lengths(entry, &object())?;
-    }
+    check_blob_lengths(entry, object)?;
     if stored.len() != entry.length as usize {
         return Err(StoreError::corrupt(
             object(),
