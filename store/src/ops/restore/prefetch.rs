@@ -25,6 +25,7 @@ use crate::pack::spans::{Span, spans};
 use crate::pack::{BlobEntry, decode_blob};
 use crate::repository::Repository;
 use crate::tree::EntryKind;
+use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -55,6 +56,10 @@ pub const BATCH_FILES: usize = 512;
 /// Reads in flight at least, even where the backend asks for one: a local
 /// disk gains from a few, and each reader also decodes what it read.
 const MIN_READERS: usize = 2;
+
+/// Blobs of a span one decoding task takes at least: enough that handing
+/// work between threads costs little beside decompressing and hashing.
+const DECODE_BATCH_BLOBS: usize = 16;
 
 /// Checked blobs of one batch, by id.
 #[derive(Default)]
@@ -193,14 +198,23 @@ fn read_span(
     counters
         .bytes_fetched
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    for entry in &span.blobs {
-        let Some(stored) = span.blob_bytes(&bytes, entry) else {
-            continue;
-        };
-        match decode_blob(entry, stored, &span.pack) {
-            Ok(raw) => {
+    // Decoded side by side: a large file's window is often one span, and
+    // decoding it on the reader's thread alone left the restore of one
+    // large file on one core.
+    let decoded: Vec<_> = span
+        .blobs
+        .par_iter()
+        .with_min_len(DECODE_BATCH_BLOBS)
+        .filter_map(|entry| {
+            let stored = span.blob_bytes(&bytes, entry)?;
+            Some(decode_blob(entry, stored, &span.pack).map(|raw| (entry.id, raw)))
+        })
+        .collect();
+    for result in decoded {
+        match result {
+            Ok(blob) => {
                 counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
-                blobs.push((entry.id, raw));
+                blobs.push(blob);
             }
             Err(error) => counters.note_prefetch_failure(error.to_string()),
         }
