@@ -103,7 +103,9 @@ impl Context {
         };
         Ok(Some(
             base.join(repository.config().repository_id.to_hex())
-                .join("index"),
+                // Not `index`: that held the sled-only layout, which a cairn
+                // from before run files would still read.
+                .join("index.v2"),
         ))
     }
 

@@ -14,13 +14,14 @@
 //! repository, and say so. The cache never decides anything the repository
 //! contradicts.
 
+use super::runs::{Run, merge, parse_run_name};
 use super::{BlobLocation, IndexFile, PackEntry};
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
-use crate::pack::{BlobEntry, BlobKind, Compression};
 use crate::repository::Repository;
 use std::collections::{HashMap, HashSet};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -137,26 +138,49 @@ impl IndexCache for MemoryIndex {
     }
 }
 
-/// The on-disk cache: four sled trees keyed by 32-byte ids.
+/// The on-disk cache: blob locations in sorted run files (see
+/// [`super::runs`]), everything else in sled trees keyed by 32-byte ids.
 pub struct SledIndex {
     path: PathBuf,
     database: sled::Db,
-    blobs: sled::Tree,
     packs: sled::Tree,
     index_files: sled::Tree,
     /// Snapshot id to the pack ids it relies on, 32 bytes each.
     snapshot_packs: sled::Tree,
+    runs_directory: PathBuf,
+    /// Oldest first; a lookup asks the newest first.
+    runs: RwLock<Vec<Run>>,
+    /// Taken in but not yet in a run; written out by `flush` (or once
+    /// [`PENDING_LIMIT`] blobs gather).
+    pending: RwLock<Pending>,
 }
 
-/// Bytes of one blob location in the sled cache: pack id, offset (u64 LE),
-/// length, raw length (u32 LE each), kind, compression (one byte each).
-const LOCATION_SIZE: usize = 32 + 8 + 4 + 4 + 1 + 1;
+#[derive(Default)]
+struct Pending {
+    blobs: HashMap<Id, BlobLocation>,
+    /// Index files whose packs are all in `blobs` or in a run. Recorded in
+    /// sled only once their blobs' run is on disk.
+    index_files: Vec<Id>,
+}
+
+/// Blobs held in memory before they are written as a run, so a rebuild
+/// from a large repository stays within about 40 MiB.
+const PENDING_LIMIT: usize = 256 * 1024;
 
 fn cache_error(path: &Path, error: sled::Error) -> StoreError {
     StoreError::io(
         format!("index cache {}", path.display()),
         std::io::Error::other(error.to_string()),
     )
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // A panic elsewhere cannot leave these plain values inconsistent.
+    lock.read().unwrap_or_else(|poison| poison.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poison| poison.into_inner())
 }
 
 impl SledIndex {
@@ -171,97 +195,127 @@ impl SledIndex {
                 .open_tree(name)
                 .map_err(|error| cache_error(path, error))
         };
-        Ok(SledIndex {
+        let index = SledIndex {
             path: path.to_path_buf(),
-            blobs: tree("blobs")?,
             packs: tree("packs")?,
             index_files: tree("index_files")?,
             snapshot_packs: tree("snapshot_packs")?,
+            runs_directory: path.join("runs"),
+            runs: RwLock::new(Vec::new()),
+            pending: RwLock::new(Pending::default()),
             database,
-        })
+        };
+        *write(&index.runs) = index.open_runs()?;
+        Ok(index)
     }
 
     fn error(&self, error: sled::Error) -> StoreError {
         cache_error(&self.path, error)
     }
-}
 
-fn encode_location(location: &BlobLocation) -> [u8; LOCATION_SIZE] {
-    let mut bytes = [0u8; LOCATION_SIZE];
-    let entry = &location.entry;
-    bytes[..32].copy_from_slice(&location.pack.0);
-    bytes[32..40].copy_from_slice(&entry.offset.to_le_bytes());
-    bytes[40..44].copy_from_slice(&entry.length.to_le_bytes());
-    bytes[44..48].copy_from_slice(&entry.raw_length.to_le_bytes());
-    bytes[48] = match entry.kind {
-        BlobKind::Data => 0,
-        BlobKind::Tree => 1,
-    };
-    bytes[49] = match entry.compression {
-        Compression::None => 0,
-        Compression::Zstd => 1,
-    };
-    bytes
-}
-
-fn decode_location(id: &Id, bytes: &[u8]) -> Option<BlobLocation> {
-    if bytes.len() != LOCATION_SIZE {
-        return None;
+    fn directory_error(&self, error: std::io::Error) -> StoreError {
+        StoreError::io(
+            format!("index cache {}", self.runs_directory.display()),
+            error,
+        )
     }
-    let pack = Id(bytes[..32].try_into().ok()?);
-    let offset = u64::from_le_bytes(bytes[32..40].try_into().ok()?);
-    let length = u32::from_le_bytes(bytes[40..44].try_into().ok()?);
-    let raw_length = u32::from_le_bytes(bytes[44..48].try_into().ok()?);
-    let kind = match bytes[48] {
-        0 => BlobKind::Data,
-        1 => BlobKind::Tree,
-        _ => return None,
-    };
-    let compression = match bytes[49] {
-        0 => Compression::None,
-        1 => Compression::Zstd,
-        _ => return None,
-    };
-    Some(BlobLocation {
-        pack,
-        entry: BlobEntry {
-            kind,
-            id: *id,
-            offset,
-            length,
-            raw_length,
-            compression,
-        },
-    })
+
+    /// Opens every run in the runs directory, oldest first, and removes
+    /// temporaries a crash left.
+    fn open_runs(&self) -> Result<Vec<Run>> {
+        fs::create_dir_all(&self.runs_directory).map_err(|error| self.directory_error(error))?;
+        let mut found = Vec::new();
+        let listing =
+            fs::read_dir(&self.runs_directory).map_err(|error| self.directory_error(error))?;
+        for item in listing {
+            let item = item.map_err(|error| self.directory_error(error))?;
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            match parse_run_name(&name) {
+                Some(sequence) => found.push((sequence, item.path())),
+                None => {
+                    let _ = fs::remove_file(item.path());
+                }
+            }
+        }
+        found.sort();
+        found
+            .into_iter()
+            .map(|(sequence, path)| Run::open(&path, sequence))
+            .collect()
+    }
+
+    /// Writes the pending blobs as a run, merges runs of similar size, and
+    /// only then records the pending index files as taken in.
+    fn write_pending(&self) -> Result<()> {
+        let mut pending = write(&self.pending);
+        let mut runs = write(&self.runs);
+        if !pending.blobs.is_empty() {
+            let sequence = runs.last().map_or(0, |run| run.sequence() + 1);
+            let blobs: Vec<_> = pending.blobs.drain().collect();
+            runs.push(Run::write(&self.runs_directory, sequence, blobs)?);
+            self.merge_similar(&mut runs)?;
+        }
+        for index_file in pending.index_files.drain(..) {
+            self.index_files
+                .insert(index_file.0, &[])
+                .map_err(|error| self.error(error))?;
+        }
+        Ok(())
+    }
+
+    /// Merges the newest two runs while the newer is at least half the
+    /// older's size, so runs grow geometrically: a lookup asks a number of
+    /// runs that grows with the logarithm of the cache's size, and each
+    /// entry is rewritten that many times at most.
+    fn merge_similar(&self, runs: &mut Vec<Run>) -> Result<()> {
+        while let [.., older, newer] = runs.as_slice() {
+            if newer.len() * 2 < older.len() {
+                break;
+            }
+            let merged = merge(&self.runs_directory, newer.sequence() + 1, older, newer)?;
+            let paths = [older.path().to_path_buf(), newer.path().to_path_buf()];
+            runs.truncate(runs.len() - 2);
+            runs.push(merged);
+            // A crash before these removals leaves runs the merged one
+            // repeats; lookups still find the same locations.
+            for path in paths {
+                fs::remove_file(&path).map_err(|error| self.directory_error(error))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl IndexCache for SledIndex {
     fn lookup(&self, blob: &Id) -> Result<Option<BlobLocation>> {
-        match self.blobs.get(blob.0).map_err(|error| self.error(error))? {
-            None => Ok(None),
-            Some(bytes) => decode_location(blob, &bytes).map(Some).ok_or_else(|| {
-                StoreError::corrupt(
-                    format!("index cache {}", self.path.display()),
-                    format!("undecodable entry for blob {blob}"),
-                )
-            }),
+        if let Some(location) = read(&self.pending).blobs.get(blob) {
+            return Ok(Some(*location));
         }
+        for run in read(&self.runs).iter().rev() {
+            if let Some(location) = run.lookup(blob)? {
+                return Ok(Some(location));
+            }
+        }
+        Ok(None)
     }
 
     fn insert_pack(&self, pack: &PackEntry) -> Result<()> {
         // A blob listed twice (by overlapping index files) keeps the last
-        // location written; every listed location holds the same bytes.
-        // One insert at a time, not `apply_batch`: sled 0.34 keeps batched
-        // pages in memory (a million-blob rebuild peaked at 3.0 GB, against
-        // 0.4 GB this way, in the same time; sled issues #1093, #1303).
-        for entry in &pack.blobs {
-            let location = BlobLocation {
-                pack: pack.id,
-                entry: *entry,
-            };
-            self.blobs
-                .insert(entry.id.0, &encode_location(&location)[..])
-                .map_err(|error| self.error(error))?;
+        // location taken in; every listed location holds the same bytes.
+        let full = {
+            let mut pending = write(&self.pending);
+            for entry in &pack.blobs {
+                let location = BlobLocation {
+                    pack: pack.id,
+                    entry: *entry,
+                };
+                pending.blobs.insert(entry.id, location);
+            }
+            pending.blobs.len() >= PENDING_LIMIT
+        };
+        if full {
+            self.write_pending()?;
         }
         self.packs
             .insert(pack.id.0, &pack.size.to_le_bytes())
@@ -306,14 +360,12 @@ impl IndexCache for SledIndex {
     }
 
     fn mark_index_file(&self, index_file: &Id) -> Result<()> {
-        self.index_files
-            .insert(index_file.0, &[])
-            .map_err(|error| self.error(error))?;
+        write(&self.pending).index_files.push(*index_file);
         Ok(())
     }
 
     fn index_files(&self) -> Result<HashSet<Id>> {
-        let mut ids = HashSet::new();
+        let mut ids: HashSet<Id> = read(&self.pending).index_files.iter().copied().collect();
         for item in self.index_files.iter() {
             let (key, _) = item.map_err(|error| self.error(error))?;
             let id: [u8; 32] = key.as_ref().try_into().map_err(|_| {
@@ -328,18 +380,22 @@ impl IndexCache for SledIndex {
     }
 
     fn clear(&self) -> Result<()> {
-        for tree in [
-            &self.blobs,
-            &self.packs,
-            &self.index_files,
-            &self.snapshot_packs,
-        ] {
+        // Marks first: a crash part way must not leave a mark whose run is
+        // gone.
+        for tree in [&self.index_files, &self.packs, &self.snapshot_packs] {
             tree.clear().map_err(|error| self.error(error))?;
+        }
+        self.database.flush().map_err(|error| self.error(error))?;
+        *write(&self.pending) = Pending::default();
+        let mut runs = write(&self.runs);
+        for run in runs.drain(..) {
+            fs::remove_file(run.path()).map_err(|error| self.directory_error(error))?;
         }
         Ok(())
     }
 
     fn flush(&self) -> Result<()> {
+        self.write_pending()?;
         self.database
             .flush()
             .map(|_| ())
@@ -535,6 +591,7 @@ fn synchronise_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pack::{BlobEntry, BlobKind, Compression};
 
     fn remembers_snapshot_packs_until_cleared(index: &dyn IndexCache) {
         let snapshot = Id::of(b"snapshot");
@@ -547,6 +604,94 @@ mod tests {
         // forgets them with everything else.
         index.clear().unwrap();
         assert_eq!(index.snapshot_packs(&snapshot).unwrap(), None);
+    }
+
+    fn pack_of(name: &[u8], blobs: u64, shared: Option<Id>) -> PackEntry {
+        let entry = |offset: u64, id: Id| BlobEntry {
+            kind: BlobKind::Data,
+            id,
+            offset,
+            length: 10,
+            raw_length: 20,
+            compression: Compression::Zstd,
+        };
+        let mut entries: Vec<BlobEntry> = (0..blobs)
+            .map(|number| entry(number * 10, Id::of(&[name, &number.to_le_bytes()].concat())))
+            .collect();
+        entries.extend(shared.map(|id| entry(blobs * 10, id)));
+        PackEntry {
+            id: Id::of(name),
+            size: (entries.len() * 10) as u64,
+            blobs: entries,
+        }
+    }
+
+    fn found_in(index: &dyn IndexCache, id: &Id) -> Option<Id> {
+        index.lookup(id).unwrap().map(|location| location.pack)
+    }
+
+    fn run_files(path: &Path) -> usize {
+        fs::read_dir(path.join("runs")).unwrap().count()
+    }
+
+    #[test]
+    fn the_sled_index_keeps_what_it_flushed_in_runs_newest_first_and_merges_them() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("cache");
+        let shared = Id::of(b"stored twice");
+        let first = pack_of(b"first", 1000, Some(shared));
+        let second = pack_of(b"second", 10, Some(shared));
+        let some_first_blob = first.blobs[500].id;
+        let a_second_blob = second.blobs[3].id;
+        let (index_one, index_two) = (Id::of(b"index one"), Id::of(b"index two"));
+        {
+            let index = SledIndex::open(&path).unwrap();
+            index.insert_pack(&first).unwrap();
+            index.mark_index_file(&index_one).unwrap();
+            // Found before any run is written.
+            assert_eq!(found_in(&index, &some_first_blob), Some(first.id));
+            index.flush().unwrap();
+            index.insert_pack(&second).unwrap();
+            index.mark_index_file(&index_two).unwrap();
+            assert_eq!(
+                index.index_files().unwrap(),
+                HashSet::from([index_one, index_two])
+            );
+            // Dropped without a flush: the second pack is not kept, and
+            // neither is its index file's mark, so it is taken in again.
+        }
+        let index = SledIndex::open(&path).unwrap();
+        assert_eq!(index.index_files().unwrap(), HashSet::from([index_one]));
+        assert_eq!(found_in(&index, &some_first_blob), Some(first.id));
+        assert_eq!(found_in(&index, &shared), Some(first.id));
+        assert_eq!(found_in(&index, &a_second_blob), None);
+
+        index.insert_pack(&second).unwrap();
+        index.flush().unwrap();
+        // Too small to merge with the first run; asked first all the same.
+        assert_eq!(run_files(&path), 2);
+        assert_eq!(found_in(&index, &shared), Some(second.id));
+        assert_eq!(found_in(&index, &a_second_blob), Some(second.id));
+
+        // A run as large as the first: the three merge into one.
+        let third = pack_of(b"third", 1000, None);
+        index.insert_pack(&third).unwrap();
+        index.flush().unwrap();
+        assert_eq!(run_files(&path), 1);
+        for (id, pack) in [
+            (some_first_blob, first.id),
+            (shared, second.id),
+            (a_second_blob, second.id),
+            (third.blobs[999].id, third.id),
+        ] {
+            assert_eq!(found_in(&index, &id), Some(pack));
+        }
+        drop(index);
+        let index = SledIndex::open(&path).unwrap();
+        assert_eq!(found_in(&index, &shared), Some(second.id));
+        index.clear().unwrap();
+        assert_eq!(found_in(&index, &some_first_blob), None);
+        assert_eq!(run_files(&path), 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! reads pack contents.
 
 mod cache;
+mod runs;
 
 pub use cache::{
     IndexCache, MemoryIndex, OpenedIndex, SledIndex, open_index, take_in_new_index_files,
