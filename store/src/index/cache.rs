@@ -2,7 +2,9 @@
 //! the repository, behind [`IndexCache`].
 //!
 //! Two implementations: [`SledIndex`], on disk under the user's cache
-//! directory, so lookups need not hold every entry in RAM; and
+//! directory (blob locations in memory-mapped run files, see
+//! [`super::runs`]; the rest in sled trees), so lookups need not hold every
+//! entry in RAM; and
 //! [`MemoryIndex`], for one-off runs and as the fallback when the on-disk
 //! cache cannot be used. The cache remembers which index files it has taken
 //! in. [`open_index`] brings it up to date with the repository: new index
@@ -10,8 +12,8 @@
 //! took in has vanished, it starts over.
 //!
 //! sled 0.34 is old and has open crash-corruption reports, so any error
-//! opening or reading the sled cache means: throw it away, rebuild from the
-//! repository, and say so. The cache never decides anything the repository
+//! opening or reading the on-disk cache (sled's or a run file's) means:
+//! throw it away, rebuild from the repository, and say so. The cache never decides anything the repository
 //! contradicts.
 
 use super::runs::{Run, merge, parse_run_name};
