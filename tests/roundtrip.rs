@@ -479,3 +479,47 @@ fn relative_repository_source_and_target_paths_work() {
     assert_same_tree(&workspace.path("notes"), &workspace.path("out/notes"));
     here(&["--repo", "./repo", "verify", "--read-data"]).ok();
 }
+
+#[test]
+fn every_file_hash_is_the_blake3_of_its_content_whatever_its_chunks() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let files: [(&str, Vec<u8>); 4] = [
+        ("empty", Vec::new()),
+        (
+            "one-chunk",
+            b"a file well under the smallest chunk".to_vec(),
+        ),
+        ("just-one-chunk", noise(11, 4096)),
+        ("many-chunks", noise(12, 400_000)),
+    ];
+    for (name, contents) in &files {
+        write(&workspace.path("src").join(name), contents);
+    }
+    workspace.backup_json([workspace.path("src")]);
+    let listed = workspace
+        .cairn_repo(["--json", "ls", "latest", "src"])
+        .ok()
+        .json();
+    for (name, contents) in &files {
+        let entry = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["path"].as_str().unwrap().rsplit('/').next() == Some(*name))
+            .unwrap_or_else(|| panic!("{name} listed: {listed}"));
+        assert_eq!(
+            entry["hash"].as_str().unwrap(),
+            blake3::hash(contents).to_hex().as_str(),
+            "{name}"
+        );
+        let chunks = entry["chunks"].as_array().map_or(0, Vec::len);
+        assert!(
+            (*name != "many-chunks" || chunks > 1) && (*name != "one-chunk" || chunks == 1),
+            "{name}: {chunks} chunks"
+        );
+    }
+    // Restored, each is checked against that hash and comes back whole.
+    workspace.restore("latest", &workspace.path("out")).ok();
+    assert_same_tree(&workspace.path("src"), &workspace.path("out/src"));
+}

@@ -1317,12 +1317,19 @@ impl Walker<'_> {
         let mut stream = ChunkStream::with_expected_length(reader, chunking, expected_length);
         let mut hasher = blake3::Hasher::new();
         let mut chunks = Vec::new();
+        // A file of one chunk hashes to that chunk's id, so a lone first
+        // chunk is only hashed into the file's hash if more follows (most
+        // small files never pay for a second hash of their bytes).
+        let mut lone_first: Option<Vec<u8>> = None;
         loop {
             let batch = match stream.next_batch() {
                 Ok(Some(batch)) => batch,
                 Ok(None) => break,
                 Err(error) => return Ok(Err(error)),
             };
+            if let Some(first) = lone_first.take() {
+                hasher.update(&first);
+            }
             batch.chunks.par_iter().try_for_each(|chunk| {
                 self.writer
                     .add_in(
@@ -1333,15 +1340,19 @@ impl Walker<'_> {
                     )
                     .map(|_| ())
             })?;
-            hasher.update_rayon(batch.data);
+            if chunks.is_empty() && batch.chunks.len() == 1 {
+                lone_first = Some(batch.data.to_vec());
+            } else {
+                hasher.update_rayon(batch.data);
+            }
             chunks.extend(batch.chunks.iter().map(|chunk| Id::from(chunk.id)));
         }
         let size = stream.bytes_read();
-        Ok(Ok(StoredContent {
-            chunks,
-            hash: Id(*hasher.finalize().as_bytes()),
-            size,
-        }))
+        let hash = match (&chunks[..], lone_first) {
+            ([only], Some(_)) => *only,
+            _ => Id(*hasher.finalize().as_bytes()),
+        };
+        Ok(Ok(StoredContent { chunks, hash, size }))
     }
 }
 

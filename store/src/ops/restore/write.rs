@@ -178,6 +178,7 @@ impl Writer<'_> {
             // setting its length creates.
             let mut ends_in_hole = false;
             let mut hasher = blake3::Hasher::new();
+            let single_chunk = chunks.len() == 1;
             let mut written = 0u64;
             let mut window = BlobCache::default();
             let mut window_end = 0;
@@ -250,7 +251,9 @@ impl Writer<'_> {
                             .write_all(data)
                             .map_err(io_at("writing", temporary))?;
                     }
-                    hasher.update(data);
+                    if !single_chunk {
+                        hasher.update(data);
+                    }
                     written += data.len() as u64;
                     self.progress.advance(data.len() as u64);
                 }
@@ -264,7 +267,13 @@ impl Writer<'_> {
             if ends_in_hole {
                 file.set_len(written).map_err(io_at("sizing", temporary))?;
             }
-            if written != entry.size || entry.hash != Some(Id(*hasher.finalize().as_bytes())) {
+            // A file of one chunk hashes to that chunk's id (FORMAT section 10),
+            // and its bytes were checked against that id when read.
+            let hash = match chunks {
+                [only] if single_chunk => *only,
+                _ => Id(*hasher.finalize().as_bytes()),
+            };
+            if written != entry.size || entry.hash != Some(hash) {
                 return Err(StoreError::corrupt(
                     format!("restored file {}", item.relative),
                     "content does not match the snapshot's whole-file hash",
