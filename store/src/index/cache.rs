@@ -13,8 +13,8 @@
 //!
 //! sled 0.34 is old and has open crash-corruption reports, so any error
 //! opening or reading the on-disk cache (sled's or a run file's) means:
-//! throw it away, rebuild from the repository, and say so. The cache never decides anything the repository
-//! contradicts.
+//! throw it away, rebuild from the repository, and say so. The cache never
+//! decides anything the repository contradicts.
 
 use super::runs::{Run, merge, parse_run_name};
 use super::{BlobLocation, IndexFile, PackEntry};
@@ -255,7 +255,15 @@ impl SledIndex {
         if !pending.blobs.is_empty() {
             let sequence = runs.last().map_or(0, |run| run.sequence() + 1);
             let blobs: Vec<_> = pending.blobs.drain().collect();
-            runs.push(Run::write(&self.runs_directory, sequence, blobs)?);
+            match Run::write(&self.runs_directory, sequence, blobs) {
+                Ok(run) => runs.push(run),
+                Err(error) => {
+                    // Their blobs are gone from memory and not on disk: no
+                    // index file may count as taken in on their account.
+                    pending.index_files.clear();
+                    return Err(error);
+                }
+            }
             self.merge_similar(&mut runs)?;
         }
         for index_file in pending.index_files.drain(..) {
@@ -694,6 +702,19 @@ mod tests {
         index.clear().unwrap();
         assert_eq!(found_in(&index, &some_first_blob), None);
         assert_eq!(run_files(&path), 0);
+    }
+
+    #[test]
+    fn a_run_that_cannot_be_written_leaves_no_index_file_counted_as_taken_in() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("cache");
+        let index = SledIndex::open(&path).unwrap();
+        index.insert_pack(&pack_of(b"pack", 10, None)).unwrap();
+        index.mark_index_file(&Id::of(b"index file")).unwrap();
+        fs::remove_dir_all(path.join("runs")).unwrap();
+        assert!(index.flush().is_err());
+        // Taken in again by the next synchronisation, not trusted blindly.
+        assert!(index.index_files().unwrap().is_empty());
     }
 
     #[test]
