@@ -689,3 +689,88 @@ fn a_damaged_blob_in_a_prefetched_span_costs_only_its_file() {
     );
     assert_eq!(report["files_written"], files - 1);
 }
+
+#[test]
+fn a_damaged_shared_frame_costs_exactly_the_files_whose_chunks_it_holds() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    let files = 300u64;
+    for index in 0..files {
+        let record = format!(
+            "{{\"id\": {index}, \"note\": \"memory {} of the nightly job\", \"noise\": \"{}\"}}\n",
+            index * 7919 % 1000,
+            noise(index, 8)
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect::<String>()
+        );
+        write(
+            &source.join(format!("memory/m{index:03}.json")),
+            record.repeat(40 + (index as usize % 9) * 20).as_bytes(),
+        );
+    }
+    let snapshot = backup(&workspace, &source);
+
+    // Small compressible chunks are stored in shared frames; damage one.
+    let packs = data_packs(&workspace.packs());
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let pack = &packs[0];
+    let header = header_of(pack);
+    assert_eq!(header.version, 2, "a header with shared frames");
+    let frame_start = header
+        .blobs
+        .iter()
+        .filter(|blob| blob.frame_offset == Some(0))
+        .nth(2)
+        .expect("at least three shared frames");
+    let members: Vec<&BlobEntry> = header
+        .blobs
+        .iter()
+        .filter(|blob| blob.frame_offset.is_some() && blob.offset == frame_start.offset)
+        .collect();
+    assert!(members.len() > 2, "{} blobs in the frame", members.len());
+    let mut bytes = fs::read(pack).unwrap();
+    bytes[(frame_start.offset + u64::from(frame_start.length) / 2) as usize] ^= 0x10;
+    fs::write(pack, &bytes).unwrap();
+
+    // read-data names chunks of that frame only: those whose bytes the
+    // damage changed (all of them if zstd cannot decode the frame; a
+    // frame carries no checksum, so a flipped literal may cost one blob).
+    let (code, report) = workspace.verify_json(&["--read-data"]);
+    assert_eq!(code, 4, "{report:#}");
+    let corrupt: Vec<String> = findings(&report, "corrupt-chunk")
+        .iter()
+        .map(|finding| finding["object"].as_str().expect("object").to_string())
+        .collect();
+    let corrupt_members: Vec<&&BlobEntry> = members
+        .iter()
+        .filter(|member| {
+            corrupt
+                .iter()
+                .any(|object| object.contains(&member.id.to_hex()))
+        })
+        .collect();
+    assert!(!corrupt.is_empty(), "{report:#}");
+    assert_eq!(
+        corrupt_members.len(),
+        corrupt.len(),
+        "only chunks of the frame: {corrupt:#?}"
+    );
+    let mut damaged: BTreeSet<String> = BTreeSet::new();
+    for member in corrupt_members {
+        for holder in files_holding(&workspace, &snapshot, &member.id.to_hex()) {
+            damaged.insert(holder.strip_prefix("src/").expect("in src").to_string());
+        }
+    }
+
+    // A restore keeps exactly those files out and restores the rest.
+    let target = workspace.path("out");
+    let run = restore(&workspace, &snapshot, &target).expect(4);
+    for path in &damaged {
+        assert!(run.stderr.contains(path.as_str()), "{path}: {}", run.stderr);
+    }
+    let missing: Vec<&str> = damaged.iter().map(String::as_str).collect();
+    assert_eq!(leftover_temporaries(&target), Vec::<PathBuf>::new());
+    assert_restored_except(&source, &target.join("src"), &missing);
+}

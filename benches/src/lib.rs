@@ -125,6 +125,7 @@ pub fn pack_entries(ids: &[Id], per_pack: usize, seed: u64) -> Vec<PackEntry> {
                         length,
                         raw_length,
                         compression: Compression::Zstd,
+                        frame_offset: None,
                     };
                     offset += u64::from(length);
                     entry

@@ -103,9 +103,10 @@ impl Context {
         };
         Ok(Some(
             base.join(repository.config().repository_id.to_hex())
-                // Not `index`: that held the sled-only layout, which a cairn
-                // from before run files would still read.
-                .join("index.v2"),
+                // Each cache layout has its own directory, so a cairn of
+                // another layout never reads it: `index` held the sled-only
+                // layout, `index.v2` run records without frame offsets.
+                .join("index.v3"),
         ))
     }
 

@@ -8,6 +8,12 @@
 //! backups deduplicate against each other, not only against what existed
 //! when they started.
 //!
+//! Small compressible data blobs are gathered per group into shared zstd
+//! frames of about [`FRAME_TARGET`] bytes (docs/FORMAT.md section 7): a
+//! 4 KiB database page compressed alone pays for zstd's tables as much as
+//! for its bytes, and misses the repeats in its neighbours. A frame is
+//! compressed by the worker that fills it, outside every lock.
+//!
 //! Full packs are handed to uploader threads through a queue of
 //! [`UPLOAD_QUEUE`] packs, so workers keep chunking while a pack is written
 //! and synced. There are as many uploaders as the backend wants requests in
@@ -31,7 +37,10 @@ use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{IndexCache, IndexFile, PackEntry, take_in_new_index_files};
-use crate::pack::{BlobEntry, BlobKind, MAX_BLOB_SIZE, PackWriter, compress_blob};
+use crate::pack::{
+    BlobEntry, BlobKind, Compression, FRAME_TARGET, MAX_BLOB_SIZE, PackWriter, compress_blob,
+    compress_frame, looks_incompressible,
+};
 use crate::records::{marked_packs, read_marks};
 use crate::repository::Repository;
 use std::collections::{HashMap, HashSet};
@@ -80,6 +89,8 @@ pub struct BlobWriter<'a> {
     /// by the others' blobs. Together they hold at most about one pack's
     /// target size: past that, the fullest goes out.
     data_packs: Mutex<Vec<PackWriter>>,
+    /// Blobs gathered for each group's next shared frame.
+    frames: Mutex<Vec<FrameBuilder>>,
     tree_pack: Mutex<PackWriter>,
     /// Packs that existed when the backup started, less those a prune has
     /// marked for deletion.
@@ -221,6 +232,7 @@ impl<'a> BlobWriter<'a> {
             pack_target_size: config.pack_target_size,
             session: Mutex::new(HashSet::new()),
             data_packs: Mutex::new(Vec::new()),
+            frames: Mutex::new(Vec::new()),
             tree_pack: Mutex::new(PackWriter::new()),
             present: RwLock::new(present),
             last_refresh: Mutex::new(Instant::now()),
@@ -266,7 +278,46 @@ impl<'a> BlobWriter<'a> {
             self.statistics.reused_blobs.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
-        let (compression, stored) = compress_blob(raw, self.compression_level);
+        let counters = &self.statistics;
+        counters.new_blobs.fetch_add(1, Ordering::Relaxed);
+        counters
+            .new_raw_bytes
+            .fetch_add(raw.len() as u64, Ordering::Relaxed);
+        if kind == BlobKind::Data && raw.len() < FRAME_TARGET && !raw.is_empty() {
+            if !looks_incompressible(raw) {
+                let full = {
+                    let mut frames = lock(&self.frames);
+                    if frames.len() <= group {
+                        frames.resize_with(group + 1, FrameBuilder::default);
+                    }
+                    let frame = &mut frames[group];
+                    frame.members.push((kind, id, raw.len() as u32));
+                    frame.raw.extend_from_slice(raw);
+                    (frame.raw.len() >= FRAME_TARGET).then(|| std::mem::take(frame))
+                };
+                if let Some(frame) = full {
+                    self.store_frame(frame, group)?;
+                }
+                return Ok(true);
+            }
+            // Incompressible: stored raw on its own, without a trial.
+            self.store_sole(kind, id, raw, group, (Compression::None, raw.to_vec()))?;
+            return Ok(true);
+        }
+        let compressed = compress_blob(raw, self.compression_level);
+        self.store_sole(kind, id, raw, group, compressed)?;
+        Ok(true)
+    }
+
+    /// Puts one blob with stored bytes of its own into its pack.
+    fn store_sole(
+        &self,
+        kind: BlobKind,
+        id: Id,
+        raw: &[u8],
+        group: usize,
+        (compression, stored): (Compression, Vec<u8>),
+    ) -> Result<()> {
         let raw_length = raw.len() as u32;
         let full_pack = match kind {
             BlobKind::Data => {
@@ -283,18 +334,53 @@ impl<'a> BlobWriter<'a> {
                 (pack.len() >= self.pack_target_size).then(|| std::mem::take(&mut *pack))
             }
         };
-        let counters = &self.statistics;
-        counters.new_blobs.fetch_add(1, Ordering::Relaxed);
-        counters
-            .new_raw_bytes
-            .fetch_add(raw.len() as u64, Ordering::Relaxed);
-        counters
+        self.statistics
             .new_stored_bytes
             .fetch_add(stored.len() as u64, Ordering::Relaxed);
-        if let Some(pack) = full_pack {
-            self.upload(pack)?;
+        match full_pack {
+            Some(pack) => self.upload(pack),
+            None => Ok(()),
         }
-        Ok(true)
+    }
+
+    /// Compresses a gathered frame and puts it into its group's pack; a
+    /// lone blob, or a frame that does not compress, goes in blob by blob.
+    fn store_frame(&self, frame: FrameBuilder, group: usize) -> Result<()> {
+        let compressed = match frame.members.as_slice() {
+            [] => return Ok(()),
+            [_] => None,
+            _ => compress_frame(&frame.raw, self.compression_level),
+        };
+        let Some(compressed) = compressed else {
+            let mut at = 0;
+            for &(kind, id, raw_length) in &frame.members {
+                let raw = &frame.raw[at..at + raw_length as usize];
+                at += raw_length as usize;
+                self.store_sole(
+                    kind,
+                    id,
+                    raw,
+                    group,
+                    compress_blob(raw, self.compression_level),
+                )?;
+            }
+            return Ok(());
+        };
+        let full_pack = {
+            let mut packs = lock(&self.data_packs);
+            if packs.len() <= group {
+                packs.resize_with(group + 1, PackWriter::new);
+            }
+            packs[group].add_frame(&frame.members, &compressed);
+            take_fullest(&mut packs, self.pack_target_size)
+        };
+        self.statistics
+            .new_stored_bytes
+            .fetch_add(compressed.len() as u64, Ordering::Relaxed);
+        match full_pack {
+            Some(pack) => self.upload(pack),
+            None => Ok(()),
+        }
     }
 
     /// Whether the repository or this session holds `id` in a pack that
@@ -497,6 +583,10 @@ impl<'a> BlobWriter<'a> {
     /// Uploads the partly filled packs and indexes everything uploaded.
     /// After this returns, every blob added is in an index file.
     pub fn finish(&self) -> Result<WriterStatistics> {
+        let frames = std::mem::take(&mut *lock(&self.frames));
+        for (group, frame) in frames.into_iter().enumerate() {
+            self.store_frame(frame, group)?;
+        }
         let data_packs = std::mem::take(&mut *lock(&self.data_packs));
         let tree_pack = std::mem::take(&mut *lock(&self.tree_pack));
         for pack in data_packs.into_iter().chain([tree_pack]) {
@@ -520,6 +610,14 @@ impl<'a> BlobWriter<'a> {
             index_files_written: counters.index_files_written.load(Ordering::Relaxed),
         })
     }
+}
+
+/// Data blobs waiting to be compressed together: their kinds, ids and raw
+/// lengths, and their bytes one after another.
+#[derive(Default)]
+struct FrameBuilder {
+    members: Vec<(BlobKind, Id, u32)>,
+    raw: Vec<u8>,
 }
 
 /// The fullest of the data packs being filled, once they hold a pack's

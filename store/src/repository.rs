@@ -12,7 +12,7 @@ use crate::id::Id;
 use crate::index::{BlobLocation, IndexFile};
 use crate::keys::{PublicKey, PublicKeyObject};
 use crate::manifest::SignedManifest;
-use crate::pack::decode_blob;
+use crate::pack::{BlobDecoder, decode_blob};
 use cairn_chunker::ChunkerParams;
 use std::sync::Arc;
 
@@ -175,6 +175,27 @@ impl Repository {
             u64::from(location.entry.length),
         )?;
         decode_blob(&location.entry, &stored, &location.pack)
+    }
+
+    /// [`Self::read_blob`], through `decoder`: a blob in the shared frame
+    /// it decoded last is taken from there, with no read, so a caller
+    /// reading the blobs of a frame one by one reads and decompresses it
+    /// once.
+    pub fn read_blob_with(
+        &self,
+        decoder: &mut BlobDecoder,
+        location: &BlobLocation,
+    ) -> Result<Vec<u8>> {
+        if let Some(decoded) = decoder.decode_from_held_frame(&location.entry, &location.pack) {
+            return decoded;
+        }
+        let stored = self.backend.read_range(
+            ObjectKind::Pack,
+            &location.pack.to_hex(),
+            location.entry.offset,
+            u64::from(location.entry.length),
+        )?;
+        decoder.decode(&location.entry, &stored, &location.pack)
     }
 
     /// Resolves `latest` (the newest snapshot that is not a restore's

@@ -624,6 +624,7 @@ mod tests {
             length: 10,
             raw_length: 20,
             compression: Compression::Zstd,
+            frame_offset: None,
         };
         let mut entries: Vec<BlobEntry> = (0..blobs)
             .map(|number| entry(number * 10, Id::of(&[name, &number.to_le_bytes()].concat())))

@@ -15,13 +15,13 @@ pub use cache::{
     IndexCache, MemoryIndex, OpenedIndex, SledIndex, open_index, take_in_new_index_files,
 };
 
-use crate::codec::{check_version, from_cbor, to_cbor};
+use crate::codec::{from_cbor, to_cbor};
 use crate::error::{Result, StoreError};
 use crate::id::Id;
-use crate::pack::{BlobEntry, PACK_MAGIC, TRAILER_SIZE, check_blob_lengths};
+use crate::pack::{
+    BlobEntry, PACK_MAGIC, TRAILER_SIZE, check_blob_lengths, check_listing_version, listing_version,
+};
 use serde::{Deserialize, Serialize};
-
-const INDEX_VERSION: u32 = 1;
 
 /// One pack as an index file lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,8 +49,10 @@ pub struct BlobLocation {
 
 impl IndexFile {
     pub fn new(packs: Vec<PackEntry>) -> Self {
+        // Version 1 unless a pack has shared frames, so that index files
+        // without them stay readable by a cairn from before them.
         IndexFile {
-            version: INDEX_VERSION,
+            version: listing_version(packs.iter().flat_map(|pack| &pack.blobs)),
             packs,
         }
     }
@@ -62,8 +64,9 @@ impl IndexFile {
     /// Decodes and checks that every blob lies inside its pack's blob area.
     pub fn decode(bytes: &[u8], object: &str) -> Result<Self> {
         let index: IndexFile = from_cbor(bytes, object)?;
-        check_version(index.version, INDEX_VERSION, object)?;
+        check_listing_version(index.version, &[], object)?;
         for pack in &index.packs {
+            check_listing_version(index.version, &pack.blobs, object)?;
             let blob_area_end = pack.size.saturating_sub(TRAILER_SIZE);
             for blob in &pack.blobs {
                 check_blob_lengths(blob, || object.to_string())?;

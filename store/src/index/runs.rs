@@ -22,14 +22,18 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CAIRNRUN";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Magic, version, four reserved zero bytes.
 const HEADER_SIZE: usize = 16;
 /// Record count (u64 LE) and the BLAKE3 hash of every byte before it.
 const FOOTER_SIZE: usize = 8 + 32;
 /// Blob id, pack id, offset (u64 LE), length, raw length (u32 LE each),
-/// kind, compression (one byte each).
-pub const RECORD_SIZE: usize = 32 + 32 + 8 + 4 + 4 + 1 + 1;
+/// kind, compression (one byte each), frame offset (u32 LE, all ones for
+/// a blob with stored bytes of its own).
+pub const RECORD_SIZE: usize = 32 + 32 + 8 + 4 + 4 + 1 + 1 + 4;
+/// The frame offset of a blob that shares no frame; no real frame offset
+/// comes near it (a frame holds at most 256 MiB).
+const SOLE: u32 = u32::MAX;
 const SUFFIX: &str = ".run";
 
 /// One opened run file.
@@ -79,6 +83,7 @@ fn encode_record(id: &Id, location: &BlobLocation) -> [u8; RECORD_SIZE] {
         Compression::None => 0,
         Compression::Zstd => 1,
     };
+    bytes[82..86].copy_from_slice(&entry.frame_offset.unwrap_or(SOLE).to_le_bytes());
     bytes
 }
 
@@ -98,6 +103,10 @@ fn decode_record(bytes: &[u8]) -> Option<BlobLocation> {
         1 => Compression::Zstd,
         _ => return None,
     };
+    let frame_offset = match u32::from_le_bytes(bytes.get(82..86)?.try_into().ok()?) {
+        SOLE => None,
+        start => Some(start),
+    };
     Some(BlobLocation {
         pack,
         entry: BlobEntry {
@@ -107,6 +116,7 @@ fn decode_record(bytes: &[u8]) -> Option<BlobLocation> {
             length,
             raw_length,
             compression,
+            frame_offset,
         },
     })
 }
@@ -341,6 +351,7 @@ mod tests {
                 length: 100,
                 raw_length: 200,
                 compression: Compression::Zstd,
+                frame_offset: None,
             },
         }
     }

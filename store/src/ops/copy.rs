@@ -35,7 +35,7 @@ use crate::manifest::{SignedManifest, SnapshotBody, TrustFailure};
 use crate::ops::backup::{secure_against_prune, unindexed_packs};
 use crate::ops::forget::read_forget_records;
 use crate::pack::spans::{Span, spans};
-use crate::pack::{BlobKind, decode_blob};
+use crate::pack::{BlobDecoder, BlobKind};
 use crate::records::{marked_packs, read_marks};
 use crate::repository::Repository;
 use crate::tree::Tree;
@@ -571,6 +571,7 @@ fn copy_span(
     counters
         .bytes_read
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    let mut decoder = BlobDecoder::default();
     for entry in &span.blobs {
         let stored = span.blob_bytes(&bytes, entry).ok_or_else(|| {
             Failure::Damage(StoreError::corrupt(
@@ -578,7 +579,7 @@ fn copy_span(
                 format!("blob {} lies past the end of the range read", entry.id),
             ))
         })?;
-        let raw = decode_blob(entry, stored, pack).map_err(from_source)?;
+        let raw = decoder.decode(entry, stored, pack).map_err(from_source)?;
         if writer.add(entry.kind, entry.id, &raw)? {
             counters.copied.fetch_add(1, Ordering::Relaxed);
         } else {

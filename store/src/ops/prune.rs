@@ -32,7 +32,7 @@ use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexCache, IndexFile, PackEntry};
 use crate::keys::{PublicKey, SigningKey};
-use crate::pack::{BlobEntry, BlobKind, decode_blob, parse_pack, read_header};
+use crate::pack::{BlobDecoder, BlobEntry, BlobKind, parse_pack, read_header, stored_shares};
 use crate::records::{
     DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, ReadMark, SignedRecord, read_marks,
 };
@@ -574,13 +574,13 @@ fn read_index(repository: &Repository, id: &Id) -> Result<IndexFile> {
 }
 
 fn count_use(usage: &mut PackUse, blobs: &[BlobEntry], live: &BlobSet) {
-    for blob in blobs {
+    for (blob, share) in blobs.iter().zip(stored_shares(blobs)) {
         if live.is_live(&blob.id) {
             usage.live_blobs += 1;
-            usage.live_bytes += u64::from(blob.length);
+            usage.live_bytes += share;
         } else {
             usage.dead_blobs += 1;
-            usage.dead_bytes += u64::from(blob.length);
+            usage.dead_bytes += share;
         }
     }
 }
@@ -842,6 +842,7 @@ fn repack(
             ));
         }
         let header = parse_pack(&bytes, &pack.id)?;
+        let mut decoder = BlobDecoder::default();
         for entry in header
             .blobs
             .iter()
@@ -853,7 +854,7 @@ fn repack(
                 .ok_or_else(|| {
                     StoreError::corrupt(format!("pack {}", pack.id), "blob past the end")
                 })?;
-            let raw = decode_blob(entry, stored, &pack.id)?;
+            let raw = decoder.decode(entry, stored, &pack.id)?;
             writer.add(entry.kind, entry.id, &raw)?;
         }
     }

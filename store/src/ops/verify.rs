@@ -22,7 +22,7 @@ use crate::index::BlobLocation;
 use crate::keys::PublicKey;
 use crate::manifest::{ComponentKind, TrustFailure};
 use crate::ops::join_relative;
-use crate::pack::{decode_blob, parse_pack};
+use crate::pack::{BlobDecoder, parse_pack};
 use crate::records::{FORGET_DOMAIN, SignedRecord, read_marks, read_record};
 use crate::repository::Repository;
 use crate::tree::{EntryKind, Tree};
@@ -961,13 +961,17 @@ fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocation]) -> Pack
             error.to_string(),
         )),
     }
-    for location in blobs {
+    // In pack order, so that each shared frame is decompressed once.
+    let mut blobs = blobs.to_vec();
+    blobs.sort_by_key(|location| location.entry.offset);
+    let mut decoder = BlobDecoder::default();
+    for location in &blobs {
         let entry = &location.entry;
         reading.blobs_read += 1;
         let start = entry.offset as usize;
         let stored = bytes.get(start..start.saturating_add(entry.length as usize));
         let result = match stored {
-            Some(stored) => decode_blob(entry, stored, pack).map(|_| ()),
+            Some(stored) => decoder.decode(entry, stored, pack).map(|_| ()),
             None => Err(crate::StoreError::corrupt(
                 format!("blob {}", entry.id),
                 "lies past the end of its pack",

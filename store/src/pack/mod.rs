@@ -10,14 +10,15 @@
 //! Blobs lie back to back from offset 8; the header lists them in order, so
 //! the index can be rebuilt from packs alone. A pack is named by the BLAKE3
 //! hash of all its bytes. This module owns that layout and the encoding of
-//! one blob (zstd or raw); it never decides which blobs go into which pack
-//! and never touches a backend except through `read_header`.
+//! blobs (raw, one zstd frame each, or several small blobs sharing one
+//! frame); it never decides which blobs go into which pack and never
+//! touches a backend except through `read_header`.
 
 pub mod spans;
 mod writer;
 mod zstd_contexts;
 
-pub use writer::{PackWriter, compress_blob};
+pub use writer::{FRAME_TARGET, PackWriter, compress_blob, compress_frame, looks_incompressible};
 
 use crate::backend::{Backend, ObjectKind};
 use crate::codec::{check_version, from_cbor};
@@ -28,7 +29,10 @@ use serde::{Deserialize, Serialize};
 pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPK1";
 /// Header length (u32 LE) plus the closing magic.
 pub const TRAILER_SIZE: u64 = 12;
-const HEADER_VERSION: u32 = 1;
+/// Headers without shared frames are written as version 1, which every
+/// cairn reads; version 2 adds shared frames (`frame_offset`).
+pub const HEADER_VERSION_SOLE: u32 = 1;
+pub const HEADER_VERSION_SHARED: u32 = 2;
 /// No blob cairn writes is larger (chunks are at most 16 MiB; a tree of a
 /// directory with a million entries stays below this). Larger claims are lies.
 pub const MAX_BLOB_SIZE: u32 = 256 * 1024 * 1024;
@@ -67,6 +71,61 @@ pub struct BlobEntry {
     /// Length once decompressed.
     pub raw_length: u32,
     pub compression: Compression,
+    /// Set when the blob shares its stored zstd frame (`offset`, `length`)
+    /// with its neighbours in the pack: where its bytes start in the
+    /// frame's decompressed content. Compressing a few small blobs
+    /// together spares zstd's per-frame tables and finds repeats across
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_offset: Option<u32>,
+}
+
+impl BlobEntry {
+    /// The entry of a blob with stored bytes of its own.
+    pub fn sole(
+        kind: BlobKind,
+        id: Id,
+        offset: u64,
+        length: u32,
+        raw_length: u32,
+        compression: Compression,
+    ) -> Self {
+        BlobEntry {
+            kind,
+            id,
+            offset,
+            length,
+            raw_length,
+            compression,
+            frame_offset: None,
+        }
+    }
+}
+
+/// The version a header or index file listing `blobs` is written with.
+pub fn listing_version<'a>(blobs: impl IntoIterator<Item = &'a BlobEntry>) -> u32 {
+    if blobs.into_iter().any(|blob| blob.frame_offset.is_some()) {
+        HEADER_VERSION_SHARED
+    } else {
+        HEADER_VERSION_SOLE
+    }
+}
+
+/// Refuses a listing version this build does not read, and shared frames
+/// in a version-1 listing.
+pub fn check_listing_version(version: u32, blobs: &[BlobEntry], object: &str) -> Result<()> {
+    if version == HEADER_VERSION_SOLE && blobs.iter().any(|blob| blob.frame_offset.is_some()) {
+        return Err(StoreError::corrupt(
+            object,
+            "a version 1 listing has blobs in shared frames",
+        ));
+    }
+    let known = if version == HEADER_VERSION_SOLE {
+        HEADER_VERSION_SOLE
+    } else {
+        HEADER_VERSION_SHARED
+    };
+    check_version(version, known, object)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,9 +145,35 @@ impl PackHeader {
     /// `[8, header_start)` exactly, in order.
     pub fn decode(bytes: &[u8], header_start: u64, object: &str) -> Result<Self> {
         let header: PackHeader = from_cbor(bytes, object)?;
-        check_version(header.version, HEADER_VERSION, object)?;
+        check_listing_version(header.version, &header.blobs, object)?;
         let mut expected_offset = PACK_MAGIC.len() as u64;
+        let mut frame: Option<OpenFrame> = None;
         for blob in &header.blobs {
+            check_blob_lengths(blob, || object.to_string())?;
+            match blob.frame_offset {
+                Some(start) if start > 0 => {
+                    let follows = frame.as_mut().filter(|open| {
+                        open.offset == blob.offset
+                            && open.length == blob.length
+                            && open.raw_total == u64::from(start)
+                    });
+                    let Some(open) = follows else {
+                        return Err(StoreError::corrupt(
+                            object,
+                            format!(
+                                "header places blob {} at {} in a frame at offset {} that does not hold the blobs before it",
+                                blob.id, start, blob.offset
+                            ),
+                        ));
+                    };
+                    open.raw_total += u64::from(blob.raw_length);
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(open) = frame.take() {
+                open.check(object)?;
+            }
             if blob.offset != expected_offset {
                 return Err(StoreError::corrupt(
                     object,
@@ -98,8 +183,17 @@ impl PackHeader {
                     ),
                 ));
             }
-            check_blob_lengths(blob, || object.to_string())?;
+            if blob.frame_offset.is_some() {
+                frame = Some(OpenFrame {
+                    offset: blob.offset,
+                    length: blob.length,
+                    raw_total: u64::from(blob.raw_length),
+                });
+            }
             expected_offset += u64::from(blob.length);
+        }
+        if let Some(open) = frame.take() {
+            open.check(object)?;
         }
         if expected_offset != header_start {
             return Err(StoreError::corrupt(
@@ -113,16 +207,48 @@ impl PackHeader {
     }
 }
 
+/// A shared frame met while checking a header: its stored bytes and the
+/// raw bytes of the blobs listed in it so far.
+struct OpenFrame {
+    offset: u64,
+    length: u32,
+    raw_total: u64,
+}
+
+impl OpenFrame {
+    fn check(&self, object: &str) -> Result<()> {
+        let plausible = self.raw_total <= u64::from(MAX_BLOB_SIZE)
+            && self.length as usize <= zstd::zstd_safe::compress_bound(self.raw_total as usize);
+        if plausible {
+            Ok(())
+        } else {
+            Err(StoreError::corrupt(
+                object,
+                format!(
+                    "the frame at offset {} claims implausible lengths (stored {}, raw {})",
+                    self.offset, self.length, self.raw_total
+                ),
+            ))
+        }
+    }
+}
+
 /// Lengths that no writer produces are refused before anything is allocated.
 /// `object` names what holds the blob; it is asked for only on failure.
 pub fn check_blob_lengths(blob: &BlobEntry, object: impl FnOnce() -> String) -> Result<()> {
     let plausible = blob.raw_length <= MAX_BLOB_SIZE
-        && match blob.compression {
-            Compression::None => blob.length == blob.raw_length,
+        && match (blob.compression, blob.frame_offset) {
+            (Compression::None, None) => blob.length == blob.raw_length,
             // zstd never expands input by more than a small bound.
-            Compression::Zstd => {
+            (Compression::Zstd, None) => {
                 blob.length as usize <= zstd::zstd_safe::compress_bound(blob.raw_length as usize)
             }
+            // A frame's own bound is checked against all its blobs (a
+            // header's); one entry can only be checked to fit in a frame.
+            (Compression::Zstd, Some(start)) => {
+                u64::from(start) + u64::from(blob.raw_length) <= u64::from(MAX_BLOB_SIZE)
+            }
+            (Compression::None, Some(_)) => false,
         };
     if plausible {
         Ok(())
@@ -130,31 +256,125 @@ pub fn check_blob_lengths(blob: &BlobEntry, object: impl FnOnce() -> String) -> 
         Err(StoreError::corrupt(
             object(),
             format!(
-                "blob {} claims implausible lengths (stored {}, raw {}, {:?})",
-                blob.id, blob.length, blob.raw_length, blob.compression
+                "blob {} claims implausible lengths (stored {}, raw {}, {:?}{})",
+                blob.id,
+                blob.length,
+                blob.raw_length,
+                blob.compression,
+                match blob.frame_offset {
+                    Some(start) => format!(", at {start} in a shared frame"),
+                    None => String::new(),
+                }
             ),
         ))
     }
 }
 
 /// Turns a blob's stored bytes back into its content, checking every length
-/// and the BLAKE3 id. Corrupt data is an error, never returned.
+/// and the BLAKE3 id. Corrupt data is an error, never returned. For a blob
+/// in a shared frame, `stored` is the whole frame.
 pub fn decode_blob(entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Vec<u8>> {
-    // Named only when something is wrong: formatting two ids for every
-    // blob was a visible share of a verify's CPU.
-    let object = || format!("blob {} in pack {}", entry.id, pack);
-    check_blob_lengths(entry, object)?;
-    if stored.len() != entry.length as usize {
-        return Err(StoreError::corrupt(
-            object(),
-            format!("{} stored bytes, index says {}", stored.len(), entry.length),
-        ));
+    BlobDecoder::default().decode(entry, stored, pack)
+}
+
+/// Decodes blobs one after another, decompressing a shared frame once for
+/// all the consecutive blobs taken from it.
+#[derive(Default)]
+pub struct BlobDecoder {
+    /// The last shared frame decompressed: its pack, offset and content.
+    frame: Option<(Id, u64, Vec<u8>)>,
+}
+
+impl BlobDecoder {
+    /// As [`decode_blob`].
+    pub fn decode(&mut self, entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Vec<u8>> {
+        // Named only when something is wrong: formatting two ids for every
+        // blob was a visible share of a verify's CPU.
+        let object = || format!("blob {} in pack {}", entry.id, pack);
+        check_blob_lengths(entry, object)?;
+        if stored.len() != entry.length as usize {
+            return Err(StoreError::corrupt(
+                object(),
+                format!("{} stored bytes, index says {}", stored.len(), entry.length),
+            ));
+        }
+        let raw = match (entry.compression, entry.frame_offset) {
+            (Compression::None, _) => stored.to_vec(),
+            (Compression::Zstd, None) => {
+                zstd_contexts::decompress(stored, entry.raw_length as usize)
+                    .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?
+            }
+            (Compression::Zstd, Some(start)) => {
+                let content = self.frame_content(entry, stored, pack, object)?;
+                slice_of_frame(entry, start, content, object)?
+            }
+        };
+        check_content(entry, &raw, object)?;
+        Ok(raw)
     }
-    let raw = match entry.compression {
-        Compression::None => stored.to_vec(),
-        Compression::Zstd => zstd_contexts::decompress(stored, entry.raw_length as usize)
-            .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?,
-    };
+
+    /// `entry`'s blob, if it lies in the shared frame this decoder
+    /// decompressed last, so that its stored bytes need not be read again.
+    pub fn decode_from_held_frame(&self, entry: &BlobEntry, pack: &Id) -> Option<Result<Vec<u8>>> {
+        let start = entry.frame_offset?;
+        let (_, _, content) = self
+            .frame
+            .as_ref()
+            .filter(|(in_pack, offset, _)| in_pack == pack && *offset == entry.offset)?;
+        let object = || format!("blob {} in pack {}", entry.id, pack);
+        Some(
+            check_blob_lengths(entry, object)
+                .and_then(|()| slice_of_frame(entry, start, content, object))
+                .and_then(|raw| check_content(entry, &raw, object).map(|()| raw)),
+        )
+    }
+
+    /// The decompressed content of `entry`'s shared frame, decompressed
+    /// now unless it is the frame decoded last.
+    fn frame_content(
+        &mut self,
+        entry: &BlobEntry,
+        stored: &[u8],
+        pack: &Id,
+        object: impl FnOnce() -> String,
+    ) -> Result<&[u8]> {
+        let cached = matches!(&self.frame, Some((in_pack, offset, _)) if in_pack == pack && *offset == entry.offset);
+        if !cached {
+            let content = zstd_contexts::decompress_frame(stored, MAX_BLOB_SIZE as usize)
+                .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?;
+            self.frame = Some((*pack, entry.offset, content));
+        }
+        Ok(self
+            .frame
+            .as_ref()
+            .map(|(_, _, content)| content.as_slice())
+            .unwrap_or_default())
+    }
+}
+
+/// The bytes of `entry` (at `start`) in its frame's decompressed content.
+fn slice_of_frame(
+    entry: &BlobEntry,
+    start: u32,
+    content: &[u8],
+    object: impl FnOnce() -> String,
+) -> Result<Vec<u8>> {
+    let from = start as usize;
+    match content.get(from..from + entry.raw_length as usize) {
+        Some(bytes) => Ok(bytes.to_vec()),
+        None => Err(StoreError::corrupt(
+            object(),
+            format!(
+                "its frame holds {} bytes, too few for {} bytes at {start}",
+                content.len(),
+                entry.raw_length
+            ),
+        )),
+    }
+}
+
+/// Checks decoded bytes against the entry's raw length and BLAKE3 id.
+fn check_content(entry: &BlobEntry, raw: &[u8], object: impl FnOnce() -> String) -> Result<()> {
     if raw.len() != entry.raw_length as usize {
         return Err(StoreError::corrupt(
             object(),
@@ -165,13 +385,35 @@ pub fn decode_blob(entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Vec<u8
             ),
         ));
     }
-    if Id::of(&raw) != entry.id {
+    if Id::of(raw) != entry.id {
         return Err(StoreError::corrupt(
             object(),
             "content does not match its BLAKE3 id",
         ));
     }
-    Ok(raw)
+    Ok(())
+}
+
+/// Each blob's share of the stored bytes, in `blobs`' order: its own
+/// length, or for blobs sharing a frame the frame's length split in
+/// proportion to their raw lengths (what deleting them would free).
+pub fn stored_shares(blobs: &[BlobEntry]) -> Vec<u64> {
+    let mut shares = Vec::with_capacity(blobs.len());
+    for frame in blobs.chunk_by(|a, b| {
+        a.frame_offset.is_some()
+            && b.frame_offset.is_some_and(|start| start > 0)
+            && a.offset == b.offset
+    }) {
+        let raw_total: u64 = frame.iter().map(|blob| u64::from(blob.raw_length)).sum();
+        for blob in frame {
+            shares.push(if frame.len() == 1 || raw_total == 0 {
+                u64::from(blob.length)
+            } else {
+                u64::from(blob.length) * u64::from(blob.raw_length) / raw_total
+            });
+        }
+    }
+    shares
 }
 
 /// Splits a whole pack into its header, checking magic, trailer and layout.
@@ -289,5 +531,129 @@ mod tests {
         let mut truncated = bytes.clone();
         truncated.truncate(bytes.len() - 3);
         assert!(parse_pack(&truncated, &id).is_err());
+    }
+
+    /// A pack of a sole blob and a shared frame of three blobs.
+    fn framed_pack() -> (Id, Vec<u8>, Vec<BlobEntry>, Vec<Vec<u8>>) {
+        let contents: Vec<Vec<u8>> = (0..3u8)
+            .map(|n| {
+                format!("row {n}: the quick brown fox ")
+                    .repeat(40 + usize::from(n))
+                    .into_bytes()
+            })
+            .collect();
+        let mut writer = PackWriter::new();
+        writer.add(BlobKind::Tree, Id::of(b"t"), 1, Compression::None, b"t");
+        let members: Vec<_> = contents
+            .iter()
+            .map(|content| (BlobKind::Data, Id::of(content), content.len() as u32))
+            .collect();
+        let frame = compress_frame(&contents.concat(), 1).unwrap();
+        writer.add_frame(&members, &frame);
+        let (id, bytes, entries) = writer.finish();
+        (id, bytes, entries, contents)
+    }
+
+    #[test]
+    fn blobs_sharing_a_frame_decode_one_by_one_and_from_the_held_frame() {
+        let (id, bytes, entries, contents) = framed_pack();
+        let header = parse_pack(&bytes, &id).unwrap();
+        assert_eq!(header.version, HEADER_VERSION_SHARED);
+        assert_eq!(header.blobs, entries);
+        assert_eq!(entries[1].frame_offset, Some(0));
+        assert_eq!(entries[2].offset, entries[1].offset);
+        assert_eq!(
+            entries[3].frame_offset,
+            Some((contents[0].len() + contents[1].len()) as u32)
+        );
+        let mut decoder = BlobDecoder::default();
+        assert!(decoder.decode_from_held_frame(&entries[2], &id).is_none());
+        for (entry, content) in entries[1..].iter().zip(&contents) {
+            let stored = &bytes[entry.offset as usize..][..entry.length as usize];
+            assert_eq!(&decode_blob(entry, stored, &id).unwrap(), content);
+            assert_eq!(&decoder.decode(entry, stored, &id).unwrap(), content);
+        }
+        let held = decoder.decode_from_held_frame(&entries[2], &id).unwrap();
+        assert_eq!(held.unwrap(), contents[1]);
+        // Another pack's frame at the same offset is not the one held.
+        assert!(
+            decoder
+                .decode_from_held_frame(&entries[2], &Id::of(b"other"))
+                .is_none()
+        );
+        // An entry that claims the wrong place in the frame fails its check.
+        let mut shifted = entries[2];
+        shifted.frame_offset = Some(1);
+        assert!(
+            decoder
+                .decode_from_held_frame(&shifted, &id)
+                .unwrap()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_frame_fails_every_blob_in_it() {
+        let (id, mut bytes, entries, _) = framed_pack();
+        bytes[entries[1].offset as usize + entries[1].length as usize / 2] ^= 0x40;
+        for entry in &entries[1..] {
+            let stored = &bytes[entry.offset as usize..][..entry.length as usize];
+            assert!(matches!(
+                decode_blob(entry, stored, &id),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn headers_with_frames_that_do_not_add_up_are_refused() {
+        let (id, bytes, _, _) = framed_pack();
+        let header = parse_pack(&bytes, &id).unwrap();
+        let start = bytes.len() as u64 - TRAILER_SIZE - to_cbor_len(&header);
+        assert!(PackHeader::decode(&crate::codec::to_cbor(&header), start, "test").is_ok());
+        let refused = |change: &dyn Fn(&mut PackHeader)| {
+            let mut lying = header.clone();
+            change(&mut lying);
+            let encoded = crate::codec::to_cbor(&lying);
+            let start = bytes.len() as u64 - TRAILER_SIZE - encoded.len() as u64;
+            PackHeader::decode(&encoded, start, "test").is_err()
+        };
+        // A gap or overlap between the blobs of a frame.
+        assert!(refused(&|h| h.blobs[2].frame_offset = Some(1)));
+        // A member that names another frame's bytes.
+        assert!(refused(&|h| h.blobs[3].length -= 1));
+        // A frame listed in a version 1 header.
+        assert!(refused(&|h| h.version = HEADER_VERSION_SOLE));
+        // An unknown version.
+        assert!(refused(&|h| h.version = 3));
+        // Raw blobs cannot share a frame.
+        assert!(refused(&|h| h.blobs[1].compression = Compression::None));
+        // A frame longer than zstd's bound for its blobs' raw bytes.
+        let mut writer = PackWriter::new();
+        let tiny = [
+            (BlobKind::Data, Id::of(b"a"), 1),
+            (BlobKind::Data, Id::of(b"b"), 1),
+        ];
+        writer.add_frame(&tiny, &[0u8; 200]);
+        let (id, bytes, _) = writer.finish();
+        let error = parse_pack(&bytes, &id).unwrap_err().to_string();
+        assert!(error.contains("implausible lengths"), "{error}");
+    }
+
+    fn to_cbor_len(header: &PackHeader) -> u64 {
+        crate::codec::to_cbor(header).len() as u64
+    }
+
+    #[test]
+    fn a_frame_is_shared_out_among_its_blobs_by_raw_length() {
+        let (_, _, entries, contents) = framed_pack();
+        let shares = stored_shares(&entries);
+        assert_eq!(shares[0], 1);
+        let frame = u64::from(entries[1].length);
+        let raw: u64 = contents.iter().map(|content| content.len() as u64).sum();
+        for (share, content) in shares[1..].iter().zip(&contents) {
+            assert_eq!(*share, frame * content.len() as u64 / raw);
+        }
+        assert!(shares[1..].iter().sum::<u64>() <= frame);
     }
 }

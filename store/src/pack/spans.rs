@@ -73,6 +73,7 @@ mod tests {
             length,
             raw_length: length,
             compression: Compression::None,
+            frame_offset: None,
         }
     }
 

@@ -45,6 +45,33 @@ pub fn decompress(data: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
     })
 }
 
+/// A whole zstd frame decompressed, refusing more than `limit` bytes. The
+/// frame's declared content size (cairn always writes it) sizes the
+/// output; without one, it is decoded as a stream.
+pub fn decompress_frame(data: &[u8], limit: usize) -> io::Result<Vec<u8>> {
+    let declared = zstd::zstd_safe::get_frame_content_size(data)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not a zstd frame"))?;
+    match declared {
+        Some(size) if size > limit as u64 => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the frame declares {size} bytes, more than {limit}"),
+        )),
+        Some(size) => decompress(data, size as usize),
+        None => {
+            let mut content = Vec::new();
+            let decoder = zstd::stream::read::Decoder::with_buffer(data)?;
+            io::Read::read_to_end(&mut io::Read::take(decoder, limit as u64 + 1), &mut content)?;
+            if content.len() > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the frame holds more than {limit} bytes"),
+                ));
+            }
+            Ok(content)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +94,22 @@ mod tests {
         assert!(decompress(b"not zstd at all", 1024).is_err());
         // A context that saw an error still works.
         assert_eq!(decompress(&compressed, text.len()).unwrap(), text);
+    }
+
+    #[test]
+    fn frames_decode_whole_within_their_limit_with_or_without_a_declared_size() {
+        let text = b"frame of several blobs, ".repeat(500);
+        let declared = compress(&text, 1).unwrap();
+        assert_eq!(decompress_frame(&declared, text.len()).unwrap(), text);
+        assert!(decompress_frame(&declared, text.len() - 1).is_err());
+        // A streamed frame does not declare its size.
+        let streamed = zstd::stream::encode_all(&text[..], 1).unwrap();
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&streamed),
+            Ok(None)
+        ));
+        assert_eq!(decompress_frame(&streamed, text.len()).unwrap(), text);
+        assert!(decompress_frame(&streamed, text.len() - 1).is_err());
+        assert!(decompress_frame(b"not zstd at all", 1024).is_err());
     }
 }

@@ -22,7 +22,7 @@ use crate::backend::ObjectKind;
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::pack::spans::{Span, spans};
-use crate::pack::{BlobEntry, decode_blob};
+use crate::pack::{BlobDecoder, BlobEntry};
 use crate::repository::Repository;
 use crate::tree::EntryKind;
 use rayon::prelude::*;
@@ -57,9 +57,11 @@ pub const BATCH_FILES: usize = 512;
 /// disk gains from a few, and each reader also decodes what it read.
 const MIN_READERS: usize = 2;
 
-/// Blobs of a span one decoding task takes at least: enough that handing
-/// work between threads costs little beside decompressing and hashing.
-const DECODE_BATCH_BLOBS: usize = 16;
+/// Frames of a span one decoding task takes at least: a shared frame
+/// holds about 128 KiB, enough that handing work between threads costs
+/// little beside decompressing and hashing it; two keep a run of sole
+/// blobs from being handed out one by one.
+const DECODE_BATCH_FRAMES: usize = 2;
 
 /// Checked blobs of one batch, by id.
 #[derive(Default)]
@@ -201,13 +203,25 @@ fn read_span(
     // Decoded side by side: a large file's window is often one span, and
     // decoding it on the reader's thread alone left the restore of one
     // large file on one core.
-    let decoded: Vec<_> = span
+    let bytes = bytes.as_slice();
+    // Blobs sharing a frame stay together, so it is decompressed once.
+    let frames: Vec<&[BlobEntry]> = span
         .blobs
+        .chunk_by(|a, b| a.frame_offset.is_some() && a.offset == b.offset)
+        .collect();
+    let decoded: Vec<_> = frames
         .par_iter()
-        .with_min_len(DECODE_BATCH_BLOBS)
-        .filter_map(|entry| {
-            let stored = span.blob_bytes(&bytes, entry)?;
-            Some(decode_blob(entry, stored, &span.pack).map(|raw| (entry.id, raw)))
+        .with_min_len(DECODE_BATCH_FRAMES)
+        .flat_map_iter(|frame| {
+            let mut decoder = BlobDecoder::default();
+            frame.iter().filter_map(move |entry| {
+                let stored = span.blob_bytes(bytes, entry)?;
+                Some(
+                    decoder
+                        .decode(entry, stored, &span.pack)
+                        .map(|raw| (entry.id, raw)),
+                )
+            })
         })
         .collect();
     for result in decoded {

@@ -22,6 +22,7 @@ use super::sources::Sources;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexCache};
+use crate::pack::BlobDecoder;
 use crate::repository::Repository;
 use crate::tree::TreeEntry;
 use filetime::FileTime;
@@ -478,10 +479,11 @@ pub fn read_file_bytes(
 ) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(entry.size as usize);
     let mut cache: HashMap<Id, Vec<u8>> = HashMap::new();
+    let mut decoder = BlobDecoder::default();
     for id in entry.chunks.as_deref().unwrap_or_default() {
         if !cache.contains_key(id) {
             let location = index.lookup(id)?.ok_or_else(|| missing(id))?;
-            cache.insert(*id, repository.read_blob(&location)?);
+            cache.insert(*id, repository.read_blob_with(&mut decoder, &location)?);
         }
         bytes.extend_from_slice(&cache[id]);
     }
