@@ -103,6 +103,34 @@ fn a_damaged_index_cache_is_discarded_and_rebuilt_with_a_message() {
 }
 
 #[test]
+fn caches_of_earlier_layouts_are_removed_and_the_current_one_kept() {
+    let workspace = Workspace::new();
+    workspace.init();
+    write(
+        &workspace.path("src/file.txt"),
+        b"kept in the current cache\n",
+    );
+    workspace.backup_json([workspace.path("src")]);
+    let repositories: Vec<_> = std::fs::read_dir(workspace.path("cache"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(repositories.len(), 1, "{repositories:?}");
+    let for_repository = &repositories[0];
+    assert!(for_repository.join("index.v3").is_dir());
+    for outdated in ["index", "index.v2"] {
+        write(
+            &for_repository.join(outdated).join("db"),
+            b"an older cairn's cache",
+        );
+    }
+    workspace.cairn_repo(["ls", "latest"]).ok();
+    assert!(!for_repository.join("index").exists());
+    assert!(!for_repository.join("index.v2").exists());
+    assert!(for_repository.join("index.v3").is_dir());
+}
+
+#[test]
 fn deleting_the_index_cache_only_costs_a_rebuild() {
     let workspace = Workspace::new();
     workspace.init();

@@ -101,13 +101,11 @@ impl Context {
                     anyhow!("cannot find a cache directory: set CAIRN_CACHE_DIR or pass --no-cache")
                 })?,
         };
-        Ok(Some(
-            base.join(repository.config().repository_id.to_hex())
-                // Each cache layout has its own directory, so a cairn of
-                // another layout never reads it: `index` held the sled-only
-                // layout, `index.v2` run records without frame offsets.
-                .join("index.v3"),
-        ))
+        let for_repository = base.join(repository.config().repository_id.to_hex());
+        remove_outdated_caches(&for_repository);
+        // Each cache layout has its own directory, so a cairn of another
+        // layout never reads it.
+        Ok(Some(for_repository.join(CACHE_LAYOUT)))
     }
 
     /// The index, synchronised; notices about the cache go to stderr.
@@ -213,4 +211,21 @@ impl std::error::Error for Usage {}
 /// directory.
 pub fn is_s3(location: &str) -> bool {
     location.starts_with("s3://")
+}
+
+/// The index cache's directory under a repository's cache directory.
+const CACHE_LAYOUT: &str = "index.v3";
+/// Layouts of earlier cairn versions: `index` held blob locations in sled,
+/// `index.v2` run records without frame offsets. This cairn never reads
+/// them, and left behind they would hold tens of megabytes per repository
+/// for good.
+const OUTDATED_CACHE_LAYOUTS: [&str; 2] = ["index", "index.v2"];
+
+/// Removes caches of earlier layouts. Best effort: a cache is only a copy
+/// of the repository's index, and one that cannot be removed now costs
+/// nothing but space.
+fn remove_outdated_caches(for_repository: &Path) {
+    for layout in OUTDATED_CACHE_LAYOUTS {
+        let _ = std::fs::remove_dir_all(for_repository.join(layout));
+    }
 }
