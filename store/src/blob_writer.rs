@@ -320,27 +320,42 @@ impl<'a> BlobWriter<'a> {
     ) -> Result<()> {
         let raw_length = raw.len() as u32;
         let full_pack = match kind {
-            BlobKind::Data => {
-                let mut packs = lock(&self.data_packs);
-                if packs.len() <= group {
-                    packs.resize_with(group + 1, PackWriter::new);
-                }
-                packs[group].add(kind, id, raw_length, compression, &stored);
-                take_fullest(&mut packs, self.pack_target_size)
-            }
+            BlobKind::Data => self.add_to_data_pack(group, |pack| {
+                pack.add(kind, id, raw_length, compression, &stored)
+            }),
             BlobKind::Tree => {
                 let mut pack = lock(&self.tree_pack);
                 pack.add(kind, id, raw_length, compression, &stored);
                 (pack.len() >= self.pack_target_size).then(|| std::mem::take(&mut *pack))
             }
         };
+        self.stored(stored.len(), full_pack)
+    }
+
+    /// Counts `length` stored bytes, and uploads the pack they filled.
+    fn stored(&self, length: usize, full_pack: Option<PackWriter>) -> Result<()> {
         self.statistics
             .new_stored_bytes
-            .fetch_add(stored.len() as u64, Ordering::Relaxed);
+            .fetch_add(length as u64, Ordering::Relaxed);
         match full_pack {
             Some(pack) => self.upload(pack),
             None => Ok(()),
         }
+    }
+
+    /// Adds to `group`'s data pack; returns the fullest pack if the packs
+    /// being filled now hold a pack's target size between them.
+    fn add_to_data_pack(
+        &self,
+        group: usize,
+        add: impl FnOnce(&mut PackWriter),
+    ) -> Option<PackWriter> {
+        let mut packs = lock(&self.data_packs);
+        if packs.len() <= group {
+            packs.resize_with(group + 1, PackWriter::new);
+        }
+        add(&mut packs[group]);
+        take_fullest(&mut packs, self.pack_target_size)
     }
 
     /// Compresses a gathered frame and puts it into its group's pack; a
@@ -366,21 +381,9 @@ impl<'a> BlobWriter<'a> {
             }
             return Ok(());
         };
-        let full_pack = {
-            let mut packs = lock(&self.data_packs);
-            if packs.len() <= group {
-                packs.resize_with(group + 1, PackWriter::new);
-            }
-            packs[group].add_frame(&frame.members, &compressed);
-            take_fullest(&mut packs, self.pack_target_size)
-        };
-        self.statistics
-            .new_stored_bytes
-            .fetch_add(compressed.len() as u64, Ordering::Relaxed);
-        match full_pack {
-            Some(pack) => self.upload(pack),
-            None => Ok(()),
-        }
+        let full_pack =
+            self.add_to_data_pack(group, |pack| pack.add_frame(&frame.members, &compressed));
+        self.stored(compressed.len(), full_pack)
     }
 
     /// Whether the repository or this session holds `id` in a pack that

@@ -12,7 +12,7 @@ use crate::id::Id;
 use crate::index::{BlobLocation, IndexFile};
 use crate::keys::{PublicKey, PublicKeyObject};
 use crate::manifest::SignedManifest;
-use crate::pack::{BlobDecoder, decode_blob};
+use crate::pack::BlobDecoder;
 use cairn_chunker::ChunkerParams;
 use std::sync::Arc;
 
@@ -168,13 +168,7 @@ impl Repository {
 
     /// Reads one blob with a ranged read and checks it against its id.
     pub fn read_blob(&self, location: &BlobLocation) -> Result<Vec<u8>> {
-        let stored = self.backend.read_range(
-            ObjectKind::Pack,
-            &location.pack.to_hex(),
-            location.entry.offset,
-            u64::from(location.entry.length),
-        )?;
-        decode_blob(&location.entry, &stored, &location.pack)
+        self.read_blob_with(&mut BlobDecoder::default(), location)
     }
 
     /// [`Self::read_blob`], through `decoder`: a blob in the shared frame
