@@ -15,7 +15,10 @@
 //!      parallel, each to a temporary name, verified ([`write`]), made
 //!      durable with one sync, then renamed (the sync and renames run while
 //!      the next batch is written); then create symlinks, and set
-//!      directory metadata deepest first;
+//!      directory metadata deepest first. Components are written one
+//!      after another, but the next one starts once the last batch of the
+//!      one before is written: that batch's sync and renames, and the
+//!      symlinks and directory metadata after them, run meanwhile;
 //!    - if anything failed and a safety snapshot was taken, undo: remove
 //!      what was created, restore the saved paths, and say so.
 //!
@@ -54,6 +57,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, sync_channel};
 use write::{WriteCounters, Writer};
 
 /// Threads that write files during a restore.
@@ -200,8 +204,9 @@ pub fn execute_restore(
         safety_snapshot,
         ..RestoreOutcome::default()
     };
-    for component in &plan.components {
-        let failures = write_component(&writer, component, &mut outcome.deleted);
+    let written = write_components(&writer, &plan.components);
+    for (component, (failures, deleted)) in plan.components.iter().zip(written) {
+        outcome.deleted += deleted;
         outcome
             .failures
             .extend(failures.into_iter().map(|(path, error)| RestoreFailure {
@@ -296,11 +301,55 @@ fn take_safety_snapshot(
 }
 
 /// Writes one component's plan; returns the failures (path, error).
+/// Writes the components in order, each on a thread of its own that waits
+/// until the one before has written its last batch (so one component's
+/// files are written at a time, and memory stays that of one), while the
+/// one before syncs and renames that batch and sets its directories'
+/// metadata. Returns each component's failures and deletions, in order.
+fn write_components(writer: &Writer, components: &[ComponentPlan]) -> Vec<(Failures, u64)> {
+    std::thread::scope(|scope| {
+        let mut turn: Option<Receiver<()>> = None;
+        let handles: Vec<_> = components
+            .iter()
+            .map(|component| {
+                let (next_turn, next) = sync_channel::<()>(1);
+                let wait = turn.replace(next);
+                scope.spawn(move || {
+                    // An error means the one before ended without handing
+                    // over (it failed early or panicked): go on regardless.
+                    if let Some(wait) = wait {
+                        let _ = wait.recv();
+                    }
+                    let mut deleted = 0;
+                    let failures = write_component(writer, component, &mut deleted, || {
+                        let _ = next_turn.send(());
+                    });
+                    (failures, deleted)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// Paths that could not be restored, each with why.
+type Failures = Vec<(String, String)>;
+
+/// Writes one component; calls `hand_over` once its last batch of files
+/// is written (before that batch is synced and renamed into place).
 fn write_component(
     writer: &Writer,
     plan: &ComponentPlan,
     deleted: &mut u64,
-) -> Vec<(String, String)> {
+    hand_over: impl FnOnce(),
+) -> Failures {
     let mut failures = Vec::new();
     for temporary in &plan.stale_temporaries {
         let _ = fs::remove_file(temporary);
@@ -383,6 +432,7 @@ fn write_component(
                 batch,
             ));
         }
+        hand_over();
         if let Some((handle, batch)) = committing.take() {
             failures.extend(committed(handle, batch));
         }
