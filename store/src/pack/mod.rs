@@ -317,10 +317,7 @@ impl BlobDecoder {
     /// decompressed last, so that its stored bytes need not be read again.
     pub fn decode_from_held_frame(&self, entry: &BlobEntry, pack: &Id) -> Option<Result<Vec<u8>>> {
         let start = entry.frame_offset?;
-        let (_, _, content) = self
-            .frame
-            .as_ref()
-            .filter(|(in_pack, offset, _)| in_pack == pack && *offset == entry.offset)?;
+        let content = self.held(entry, pack)?;
         let object = || format!("blob {} in pack {}", entry.id, pack);
         Some(
             check_blob_lengths(entry, object)
@@ -338,17 +335,22 @@ impl BlobDecoder {
         pack: &Id,
         object: impl FnOnce() -> String,
     ) -> Result<&[u8]> {
-        let cached = matches!(&self.frame, Some((in_pack, offset, _)) if in_pack == pack && *offset == entry.offset);
-        if !cached {
+        if self.held(entry, pack).is_none() {
             let content = zstd_contexts::decompress_frame(stored, MAX_BLOB_SIZE as usize)
                 .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?;
             self.frame = Some((*pack, entry.offset, content));
         }
-        Ok(self
-            .frame
-            .as_ref()
-            .map(|(_, _, content)| content.as_slice())
-            .unwrap_or_default())
+        Ok(self.held(entry, pack).unwrap_or_default())
+    }
+
+    /// The content of the frame decoded last, if it is `entry`'s.
+    fn held(&self, entry: &BlobEntry, pack: &Id) -> Option<&[u8]> {
+        match &self.frame {
+            Some((in_pack, offset, content)) if in_pack == pack && *offset == entry.offset => {
+                Some(content)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -394,16 +396,22 @@ fn check_content(entry: &BlobEntry, raw: &[u8], object: impl FnOnce() -> String)
     Ok(())
 }
 
+/// `blobs` (in pack order) cut into runs that share stored bytes: each
+/// shared frame's blobs together, every other blob alone.
+pub fn by_stored_bytes(blobs: &[BlobEntry]) -> impl Iterator<Item = &[BlobEntry]> {
+    blobs.chunk_by(|a, b| {
+        a.frame_offset.is_some()
+            && b.frame_offset.is_some_and(|start| start > 0)
+            && a.offset == b.offset
+    })
+}
+
 /// Each blob's share of the stored bytes, in `blobs`' order: its own
 /// length, or for blobs sharing a frame the frame's length split in
 /// proportion to their raw lengths (what deleting them would free).
 pub fn stored_shares(blobs: &[BlobEntry]) -> Vec<u64> {
     let mut shares = Vec::with_capacity(blobs.len());
-    for frame in blobs.chunk_by(|a, b| {
-        a.frame_offset.is_some()
-            && b.frame_offset.is_some_and(|start| start > 0)
-            && a.offset == b.offset
-    }) {
+    for frame in by_stored_bytes(blobs) {
         let raw_total: u64 = frame.iter().map(|blob| u64::from(blob.raw_length)).sum();
         for blob in frame {
             shares.push(if frame.len() == 1 || raw_total == 0 {

@@ -22,7 +22,7 @@ use crate::backend::ObjectKind;
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::pack::spans::{Span, spans};
-use crate::pack::{BlobDecoder, BlobEntry};
+use crate::pack::{BlobDecoder, BlobEntry, by_stored_bytes};
 use crate::repository::Repository;
 use crate::tree::EntryKind;
 use rayon::prelude::*;
@@ -205,10 +205,7 @@ fn read_span(
     // large file on one core.
     let bytes = bytes.as_slice();
     // Blobs sharing a frame stay together, so it is decompressed once.
-    let frames: Vec<&[BlobEntry]> = span
-        .blobs
-        .chunk_by(|a, b| a.frame_offset.is_some() && a.offset == b.offset)
-        .collect();
+    let frames: Vec<&[BlobEntry]> = by_stored_bytes(&span.blobs).collect();
     let decoded: Vec<_> = frames
         .par_iter()
         .with_min_len(DECODE_BATCH_FRAMES)
