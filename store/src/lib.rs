@@ -19,6 +19,7 @@ pub mod blob_writer;
 pub mod chunking;
 pub mod codec;
 pub mod config;
+pub mod direct_io;
 pub mod error;
 pub mod id;
 pub mod index;

@@ -11,7 +11,8 @@
 //! BLAKE3 hash; the file gets its metadata; the caller syncs a batch of
 //! such files with one `syncfs` and only then renames each into place. A
 //! chunk that fails its check never reaches the target.
-//! Runs of zeros are skipped with a seek, so sparse files stay sparse.
+//! Runs of zeros are left as holes, so sparse files stay sparse. Large
+//! files are written with `O_DIRECT` where the filesystem allows it.
 //!
 //! Owns the per-file write and its counters; never renames a file into
 //! place before its whole-file hash matched.
@@ -19,6 +20,7 @@
 use super::plan::{LocalChunk, PlannedEntry, TEMPORARY_PREFIX};
 use super::prefetch::{BlobCache, fetch_blobs, window_bytes};
 use super::sources::Sources;
+use crate::direct_io::{self, AlignedBuffer};
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexCache};
@@ -30,7 +32,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -128,51 +130,69 @@ fn temporary_beside(destination: &Path) -> Result<PathBuf> {
 /// a 4 KiB page handed to it alone used a quarter of its SIMD lanes (with
 /// AVX-512), where a full buffer uses them all.
 ///
-/// Every [`WRITEBACK_STEP`] bytes it asks the kernel to start writing the
-/// file's pages out, without waiting: the batch's `syncfs` then finds
+/// A large file is written with `O_DIRECT` where the filesystem allows it
+/// ([`DIRECT_MIN`], [`crate::direct_io`] says why): its buffer is flushed
+/// only in aligned lengths, the tail padded with zeros and the file cut
+/// back to its length.
+///
+/// A buffered file asks the kernel every [`WRITEBACK_STEP`] bytes to start
+/// writing its pages out, without waiting: the batch's `syncfs` then finds
 /// little left to do, where it used to find a whole large file dirty
 /// (with much RAM, the kernel writes nothing back on its own for a long
 /// time) and the restore waited for all of it at once.
 struct HashingWriter {
     file: File,
-    buffer: Vec<u8>,
+    buffer: AlignedBuffer,
+    filled: usize,
     /// `None` when the caller needs no whole-file hash.
     hasher: Option<blake3::Hasher>,
-    /// Bytes written (holes included), and where writeback was last asked.
-    position: u64,
+    /// Where the buffer's first byte goes in the file (holes included).
+    flushed: u64,
+    /// Where the last write ended, padding included.
+    file_end: u64,
+    /// Where writeback was last asked (buffered files only).
     written_back: u64,
+    direct: bool,
 }
 
-/// How much of a large file is written before its writeback is started.
+/// How much of a large buffered file is written before its writeback is
+/// started.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
+/// Files from this size on are written with `O_DIRECT`. A direct write
+/// waits for the device, so small files, written by the hundred and
+/// synced together, stay buffered.
+const DIRECT_MIN: u64 = 4 << 20;
+
+/// The buffer of a file written with `O_DIRECT`.
+const DIRECT_BUFFER: usize = 1 << 20;
+
 impl HashingWriter {
-    fn new(file: File, capacity: usize, hash: bool) -> Self {
+    /// `size` is the file's length, which sizes the buffer and decides
+    /// whether it is written directly.
+    fn new(file: File, size: u64, hash: bool) -> Self {
+        let direct = size >= DIRECT_MIN && direct_io::enable(&file);
+        // Sized to the file: a 1 MiB buffer for each of 20,000 small
+        // files kept the allocator busy consolidating freed memory.
+        let capacity = if direct {
+            DIRECT_BUFFER
+        } else {
+            size.clamp(4096, 1 << 20) as usize
+        };
         HashingWriter {
             file,
-            buffer: Vec::with_capacity(capacity),
+            buffer: AlignedBuffer::new(capacity),
+            filled: 0,
             hasher: hash.then(blake3::Hasher::new),
-            position: 0,
+            flushed: 0,
+            file_end: 0,
             written_back: 0,
+            direct,
         }
     }
 
-    fn advance(&mut self, length: usize) {
-        self.position += length as u64;
-        if self.position - self.written_back >= WRITEBACK_STEP {
-            // SAFETY: the descriptor is valid for the life of `self.file`.
-            // Only a hint: should it fail, the batch's sync still writes
-            // everything, so its result is not needed.
-            unsafe {
-                libc::sync_file_range(
-                    std::os::fd::AsRawFd::as_raw_fd(&self.file),
-                    self.written_back as libc::off64_t,
-                    (self.position - self.written_back) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-            self.written_back = self.position;
-        }
+    fn position(&self) -> u64 {
+        self.flushed + self.filled as u64
     }
 
     fn hash(&mut self, data: &[u8]) {
@@ -181,47 +201,110 @@ impl HashingWriter {
         }
     }
 
-    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        if self.buffer.len() + data.len() > self.buffer.capacity() {
-            self.flush_buffer()?;
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let capacity = self.buffer.capacity();
+            let taken = data.len().min(capacity - self.filled);
+            self.buffer.as_mut_slice()[self.filled..self.filled + taken]
+                .copy_from_slice(&data[..taken]);
+            self.filled += taken;
+            data = &data[taken..];
+            if self.filled == capacity {
+                self.flush_buffer()?;
+            }
         }
-        if data.len() >= self.buffer.capacity() {
-            self.hash(data);
-            self.file.write_all(data)?;
-            self.advance(data.len());
-            Ok(())
-        } else {
-            self.buffer.extend_from_slice(data);
-            Ok(())
-        }
-    }
-
-    /// Leaves `zeros` (all zero bytes) as a hole, counting them in the hash.
-    fn skip(&mut self, zeros: &[u8]) -> std::io::Result<()> {
-        self.flush_buffer()?;
-        self.hash(zeros);
-        self.file.seek(SeekFrom::Current(zeros.len() as i64))?;
-        self.position += zeros.len() as u64;
         Ok(())
     }
 
-    fn flush_buffer(&mut self) -> std::io::Result<()> {
-        let buffer = std::mem::take(&mut self.buffer);
-        self.hash(&buffer);
-        let written = self.file.write_all(&buffer);
-        if written.is_ok() {
-            self.advance(buffer.len());
+    /// Leaves `zeros` (all zero bytes) as a hole, counting them in the
+    /// hash. A direct file's holes must keep its writes aligned: the
+    /// zeros before the first aligned place and after the last are
+    /// written as data, the aligned stretch between left as a hole.
+    fn skip(&mut self, zeros: &[u8]) -> std::io::Result<()> {
+        let (before, hole, after) = if self.direct {
+            let align = direct_io::ALIGN;
+            let before = ((align - self.filled % align) % align).min(zeros.len());
+            let hole = (zeros.len() - before) / align * align;
+            (before, hole, zeros.len() - before - hole)
+        } else {
+            (0, zeros.len(), 0)
+        };
+        self.write(&zeros[..before])?;
+        if hole > 0 {
+            self.flush_buffer()?;
+            self.hash(&zeros[before..before + hole]);
+            self.flushed += hole as u64;
         }
-        self.buffer = buffer;
-        self.buffer.clear();
-        written
+        self.write(&zeros[before + hole..before + hole + after])
     }
 
-    /// The file, everything written to it, and the hash of all its bytes.
-    fn finish(mut self) -> std::io::Result<(File, Option<Id>)> {
+    /// Writes what the buffer holds. A direct file's buffer is flushed
+    /// whole, or at a hole on an aligned length, or at the end, padded.
+    fn flush_buffer(&mut self) -> std::io::Result<()> {
+        if self.filled == 0 {
+            return Ok(());
+        }
+        let length = self.filled;
+        let buffer = self.buffer.as_mut_slice();
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buffer[..length]);
+        }
+        if self.direct {
+            let padded = length.next_multiple_of(direct_io::ALIGN);
+            buffer[length..padded].fill(0);
+            match self.file.write_all_at(&buffer[..padded], self.flushed) {
+                Ok(()) => self.file_end = self.flushed + padded as u64,
+                // A filesystem may refuse what it accepted at open (a
+                // larger block size than direct_io::ALIGN); the rest of
+                // the file is then written through the page cache.
+                Err(error) if direct_io::refused(&error) => {
+                    direct_io::disable(&self.file)?;
+                    self.direct = false;
+                    self.file.write_all_at(&buffer[..length], self.flushed)?;
+                    self.file_end = self.flushed + length as u64;
+                }
+                Err(error) => return Err(error),
+            }
+        } else {
+            self.file.write_all_at(&buffer[..length], self.flushed)?;
+            self.file_end = self.flushed + length as u64;
+        }
+        self.flushed += length as u64;
+        self.filled = 0;
+        if !self.direct {
+            self.start_writeback();
+        }
+        Ok(())
+    }
+
+    fn start_writeback(&mut self) {
+        if self.flushed - self.written_back < WRITEBACK_STEP {
+            return;
+        }
+        // SAFETY: the descriptor is valid for the life of `self.file`.
+        // Only a hint: should it fail, the batch's sync still writes
+        // everything, so its result is not needed.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                self.written_back as libc::off64_t,
+                (self.flushed - self.written_back) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.written_back = self.flushed;
+    }
+
+    /// The file, everything written to it, its length set (a trailing
+    /// hole, a direct file's padding), and the hash of all its bytes.
+    fn finish(mut self) -> std::io::Result<(File, u64, Option<Id>)> {
         self.flush_buffer()?;
+        let length = self.position();
+        if self.file_end != length {
+            self.file.set_len(length)?;
+        }
         let hash = self.hasher.map(|hasher| Id(*hasher.finalize().as_bytes()));
-        Ok((self.file, hash))
+        Ok((self.file, length, hash))
     }
 }
 
@@ -273,15 +356,8 @@ impl Writer<'_> {
             .open(temporary)
             .map_err(io_at("creating", temporary))?;
         std::thread::scope(|scope| -> Result<()> {
-            // Sized to the file: a 1 MiB buffer for each of 20,000 small
-            // files kept the allocator busy consolidating freed memory.
-            let capacity = entry.size.clamp(4096, 1 << 20) as usize;
             let single_chunk = chunks.len() == 1;
-            let mut output = HashingWriter::new(file, capacity, !single_chunk);
-            // Whether the file ends in a skipped run of zeros, which only
-            // setting its length creates.
-            let mut ends_in_hole = false;
-            let mut written = 0u64;
+            let mut output = HashingWriter::new(file, entry.size, !single_chunk);
             let mut window = BlobCache::default();
             let mut window_end = 0;
             // The window after the current one, read while this one is written
@@ -343,20 +419,16 @@ impl Writer<'_> {
                     previous = Some((*id, data, zeros));
                 }
                 if let Some((_, data, zeros)) = &previous {
-                    ends_in_hole = *zeros && !data.is_empty();
                     if *zeros {
                         output.skip(data).map_err(io_at("writing", temporary))?;
                     } else {
                         output.write(data).map_err(io_at("writing", temporary))?;
                     }
-                    written += data.len() as u64;
                     self.progress.advance(data.len() as u64);
                 }
             }
-            let (file, file_hash) = output.finish().map_err(io_at("writing", temporary))?;
-            if ends_in_hole {
-                file.set_len(written).map_err(io_at("sizing", temporary))?;
-            }
+            let (file, written, file_hash) =
+                output.finish().map_err(io_at("writing", temporary))?;
             // A file of one chunk hashes to that chunk's id (FORMAT section 10),
             // and its bytes were checked against that id when read.
             let hash = file_hash.or(match chunks {
@@ -583,4 +655,99 @@ pub fn read_file_bytes(
         ));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn noise(seed: u8, length: usize) -> Vec<u8> {
+        let mut bytes = vec![0; length];
+        blake3::Hasher::new()
+            .update(&[seed])
+            .finalize_xof()
+            .fill(&mut bytes);
+        bytes
+    }
+
+    /// Writes `pieces` (bytes, and whether they are zeros to skip) through
+    /// a writer for a file of their total size. Returns whether it wrote
+    /// directly, the file's bytes, its allocated bytes, the hash the writer
+    /// computed and the one expected.
+    fn write_pieces(pieces: &[(Vec<u8>, bool)]) -> (bool, Vec<u8>, u64, Option<Id>, Id) {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("file");
+        let file = File::create(&path).expect("create");
+        let size: usize = pieces.iter().map(|(bytes, _)| bytes.len()).sum();
+        let mut writer = HashingWriter::new(file, size as u64, true);
+        let direct = writer.direct;
+        for (bytes, zeros) in pieces {
+            if *zeros {
+                writer.skip(bytes).expect("skip");
+            } else {
+                writer.write(bytes).expect("write");
+            }
+        }
+        let (file, length, hash) = writer.finish().expect("finish");
+        assert_eq!(length, size as u64);
+        drop(file);
+        let expected: Vec<u8> = pieces.iter().flat_map(|(bytes, _)| bytes.clone()).collect();
+        let allocated = fs::metadata(&path).expect("metadata").blocks() * 512;
+        let read = fs::read(&path).expect("read back");
+        assert_eq!(read.len(), expected.len());
+        (
+            direct,
+            read,
+            allocated,
+            hash,
+            Id(*blake3::hash(&expected).as_bytes()),
+        )
+    }
+
+    #[test]
+    fn a_large_file_with_holes_anywhere_reads_back_exactly_and_stays_sparse() {
+        // Zero runs that start and end off the 4 KiB grid, one that ends
+        // the file, and a data tail that is not a whole block.
+        let pieces = vec![
+            (noise(1, 5_000), false),
+            (vec![0; 70_001], true),
+            (noise(2, 3 << 20), false),
+            (vec![0; 8 << 20], true),
+            (noise(3, 1_234), false),
+            (vec![0; 12_289], true),
+            (noise(4, 1 << 20), false),
+            (vec![0; 777], true),
+        ];
+        let expected: Vec<u8> = pieces.iter().flat_map(|(bytes, _)| bytes.clone()).collect();
+        let (direct, read, allocated, hash, wanted) = write_pieces(&pieces);
+        assert!(read == expected, "file differs (direct: {direct})");
+        assert_eq!(hash, Some(wanted));
+        assert!(
+            allocated < 6 << 20,
+            "{allocated} bytes allocated: the 8 MiB of zeros left no hole (direct: {direct})"
+        );
+    }
+
+    #[test]
+    fn a_large_file_is_written_directly_where_the_filesystem_allows() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let probe = File::create(directory.path().join("probe")).expect("create");
+        let supported = direct_io::enable(&probe);
+        let pieces = vec![(noise(5, (DIRECT_MIN as usize) + 4_095), false)];
+        let (direct, read, _, hash, wanted) = write_pieces(&pieces);
+        assert_eq!(direct, supported);
+        assert!(read == pieces[0].0);
+        assert_eq!(hash, Some(wanted));
+    }
+
+    #[test]
+    fn a_small_file_ending_in_zeros_is_written_buffered_and_whole() {
+        let pieces = vec![(noise(6, 10_000), false), (vec![0; 9_000], true)];
+        let (direct, read, _, hash, wanted) = write_pieces(&pieces);
+        assert!(!direct);
+        assert_eq!(read.len(), 19_000);
+        assert!(read[10_000..].iter().all(|&byte| byte == 0));
+        assert_eq!(hash, Some(wanted));
+    }
 }
