@@ -300,13 +300,17 @@ fn take_safety_snapshot(
     Ok(outcome.snapshot)
 }
 
-/// Writes one component's plan; returns the failures (path, error).
-/// Writes the components in order, each on a thread of its own that waits
-/// until the one before has written its last batch (so one component's
-/// files are written at a time, and memory stays that of one), while the
-/// one before syncs and renames that batch and sets its directories'
-/// metadata. Returns each component's failures and deletions, in order.
+/// Writes the components in order, each on a thread of its own. A
+/// component starts once the one before has begun its last batch of files
+/// and a writing slot is free: at most [`WRITING_COMPONENTS`] write at
+/// once, so memory stays that of two, while a component of a few large
+/// files (each written by one thread) shares the cores with the next
+/// one's small files. A component gives its slot back once its last batch
+/// is written; the sync and renames of that batch, and its directories'
+/// metadata, run after that. Returns each component's failures and
+/// deletions, in order.
 fn write_components(writer: &Writer, components: &[ComponentPlan]) -> Vec<(Failures, u64)> {
+    let slots = WritingSlots::new(WRITING_COMPONENTS);
     std::thread::scope(|scope| {
         let mut turn: Option<Receiver<()>> = None;
         let handles: Vec<_> = components
@@ -314,16 +318,24 @@ fn write_components(writer: &Writer, components: &[ComponentPlan]) -> Vec<(Failu
             .map(|component| {
                 let (next_turn, next) = sync_channel::<()>(1);
                 let wait = turn.replace(next);
+                let slots = &slots;
                 scope.spawn(move || {
                     // An error means the one before ended without handing
                     // over (it failed early or panicked): go on regardless.
                     if let Some(wait) = wait {
                         let _ = wait.recv();
                     }
+                    let slot = slots.take();
                     let mut deleted = 0;
-                    let failures = write_component(writer, component, &mut deleted, || {
-                        let _ = next_turn.send(());
-                    });
+                    let failures = write_component(
+                        writer,
+                        component,
+                        &mut deleted,
+                        || {
+                            let _ = next_turn.send(());
+                        },
+                        || drop(slot),
+                    );
                     (failures, deleted)
                 })
             })
@@ -339,17 +351,70 @@ fn write_components(writer: &Writer, components: &[ComponentPlan]) -> Vec<(Failu
     })
 }
 
+/// Components whose files are written at the same time.
+const WRITING_COMPONENTS: usize = 2;
+
+/// A counting semaphore: a component holds a slot while it writes files.
+struct WritingSlots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A slot taken; given back when dropped (a component that panics too).
+struct WritingSlot<'a>(&'a WritingSlots);
+
+impl WritingSlots {
+    fn new(count: usize) -> Self {
+        WritingSlots {
+            free: std::sync::Mutex::new(count),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> WritingSlot<'_> {
+        // A poisoned count is still a count: the panic that poisoned it
+        // gave its slot back on unwinding.
+        let mut free = self
+            .free
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        while *free == 0 {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(|poison| poison.into_inner());
+        }
+        *free -= 1;
+        WritingSlot(self)
+    }
+}
+
+impl Drop for WritingSlot<'_> {
+    fn drop(&mut self) {
+        let mut free = self
+            .0
+            .free
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        *free += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// Paths that could not be restored, each with why.
 type Failures = Vec<(String, String)>;
 
-/// Writes one component; calls `hand_over` once its last batch of files
-/// is written (before that batch is synced and renamed into place).
+/// Writes one component; calls `hand_over` as it begins its last batch
+/// of files (or has none), and `written` once that batch is written
+/// (before it is synced and renamed into place).
 fn write_component(
     writer: &Writer,
     plan: &ComponentPlan,
     deleted: &mut u64,
     hand_over: impl FnOnce(),
+    written: impl FnOnce(),
 ) -> Failures {
+    let mut hand_over = Some(hand_over);
     let mut failures = Vec::new();
     for temporary in &plan.stale_temporaries {
         let _ = fs::remove_file(temporary);
@@ -421,6 +486,11 @@ fn write_component(
             next = batches
                 .get(number + 1)
                 .map(|batch| scope.spawn(|| fetch(batch)));
+            if number + 1 == batches.len()
+                && let Some(hand_over) = hand_over.take()
+            {
+                hand_over();
+            }
             let prepared = prepare_batch(writer, batch, &cache, pool);
             drop(cache);
             if let Some((handle, batch)) = committing.take() {
@@ -432,7 +502,10 @@ fn write_component(
                 batch,
             ));
         }
-        hand_over();
+        if let Some(hand_over) = hand_over.take() {
+            hand_over();
+        }
+        written();
         if let Some((handle, batch)) = committing.take() {
             failures.extend(committed(handle, batch));
         }
