@@ -16,6 +16,11 @@ use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// Objects from this size on (packs, mostly) are written with `O_DIRECT`
+/// where the filesystem allows it (see `crate::direct_io` for why);
+/// smaller ones, through the page cache.
+const DIRECT_WRITE_MIN: usize = 1 << 20;
+
 /// Temporary files older than this belong to a crashed writer.
 const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(24 * 3600);
 
@@ -142,7 +147,11 @@ impl Backend for LocalBackend {
                 .write(true)
                 .create_new(true)
                 .open(&temporary)?;
-            file.write_all(bytes)?;
+            let direct =
+                bytes.len() >= DIRECT_WRITE_MIN && crate::direct_io::write_whole(&file, bytes)?;
+            if !direct {
+                file.write_all(bytes)?;
+            }
             file.sync_all()
         };
         if let Err(error) = write() {
@@ -277,6 +286,7 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::Id;
 
     #[test]
     fn create_is_create_if_absent() {
@@ -303,6 +313,39 @@ mod tests {
             (name.as_str(), 5)
         );
         assert!(listed[0].modified.is_some());
+    }
+
+    #[test]
+    fn large_objects_read_back_whole_whatever_their_length() {
+        // Written with O_DIRECT where /tmp allows it: in pieces, the last
+        // padded to a block and cut back.
+        let directory = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(directory.path());
+        for (seed, length) in [
+            (1u8, DIRECT_WRITE_MIN),
+            (2, 4 << 20),
+            (3, (9 << 20) + 4_097),
+        ] {
+            let mut bytes = vec![0; length];
+            blake3::Hasher::new()
+                .update(&[seed])
+                .finalize_xof()
+                .fill(&mut bytes);
+            let name = Id::of(&bytes).to_hex();
+            assert_eq!(
+                backend.create(ObjectKind::Pack, &name, &bytes).unwrap(),
+                Created::New
+            );
+            let read = backend.read(ObjectKind::Pack, &name).unwrap();
+            assert_eq!(read.len(), length);
+            assert!(read == bytes, "object of {length} bytes differs");
+            assert!(
+                fs::read_dir(directory.path().join("tmp"))
+                    .unwrap()
+                    .next()
+                    .is_none()
+            );
+        }
     }
 
     #[test]
