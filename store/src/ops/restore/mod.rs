@@ -15,10 +15,12 @@
 //!      parallel, each to a temporary name, verified ([`write`]), made
 //!      durable with one sync, then renamed (the sync and renames run while
 //!      the next batch is written); then create symlinks, and set
-//!      directory metadata deepest first. Components are written one
-//!      after another, but the next one starts once the last batch of the
-//!      one before is written: that batch's sync and renames, and the
-//!      symlinks and directory metadata after them, run meanwhile;
+//!      directory metadata deepest first. Components are written in
+//!      order, two at a time at most: the next one starts once the one
+//!      before has begun its last batch and a writing slot is free; a
+//!      component frees its slot once its last batch is written, and that
+//!      batch's sync and renames, and the symlinks and directory metadata
+//!      after them, run meanwhile;
 //!    - if anything failed and a safety snapshot was taken, undo: remove
 //!      what was created, restore the saved paths, and say so.
 //!
