@@ -618,3 +618,53 @@ fn restore_include_exclude_and_component_target_pick_paths_and_places() {
         "the component also landed in TARGET/site"
     );
 }
+
+#[test]
+fn components_that_cannot_be_placed_fail_alone_and_the_others_still_restore() {
+    // Components write two at a time, in order; the first two here fail
+    // before writing anything (their places lie below a regular file).
+    // They must still let the third start: were their writing slots or
+    // turns never given back, the restore would hang, so it runs under a
+    // deadline.
+    let workspace = Workspace::new();
+    let snapshot = three_components(&workspace);
+    let blocker = workspace.path("blocker");
+    write(&blocker, b"a regular file\n");
+    let target = workspace.path("out");
+    let mut child = workspace
+        .command()
+        .arg("--repo")
+        .arg(workspace.repo())
+        .args(["restore", &snapshot, "--target"])
+        .arg(&target)
+        .arg("--component-target")
+        .arg(format!("a={}", blocker.join("a").display()))
+        .arg("--component-target")
+        .arg(format!("b={}", blocker.join("b").display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start cairn restore");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("poll cairn").is_none() {
+        if std::time::Instant::now() > deadline {
+            kill(&mut child);
+            panic!("the restore hangs after its first components failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let run = run_of(child.wait_with_output().expect("collect output"));
+    assert_eq!(
+        run.code, 4,
+        "partial restore exit code; stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("cannot create") && run.stderr.contains("blocker"),
+        "the failure names the place: {}",
+        run.stderr
+    );
+    assert_eq!(names_in(&target), ["c"]);
+    assert_same_tree(&workspace.path("sources/c"), &target.join("c"));
+    assert!(fs::read(&blocker).unwrap() == b"a regular file\n");
+}
