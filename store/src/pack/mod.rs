@@ -21,7 +21,7 @@ mod zstd_contexts;
 pub use writer::{FRAME_TARGET, PackWriter, compress_blob, compress_frame, looks_incompressible};
 
 use crate::backend::{Backend, ObjectKind};
-use crate::codec::{check_version, from_cbor};
+use crate::codec::from_cbor;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use serde::{Deserialize, Serialize};
@@ -120,12 +120,15 @@ pub fn check_listing_version(version: u32, blobs: &[BlobEntry], object: &str) ->
             "a version 1 listing has blobs in shared frames",
         ));
     }
-    let known = if version == HEADER_VERSION_SOLE {
-        HEADER_VERSION_SOLE
-    } else {
-        HEADER_VERSION_SHARED
-    };
-    check_version(version, known, object)
+    if version == HEADER_VERSION_SOLE || version == HEADER_VERSION_SHARED {
+        return Ok(());
+    }
+    Err(StoreError::corrupt(
+        object,
+        format!(
+            "format version {version} is not supported (this cairn reads versions {HEADER_VERSION_SOLE} and {HEADER_VERSION_SHARED})"
+        ),
+    ))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -632,8 +635,15 @@ mod tests {
         assert!(refused(&|h| h.blobs[3].length -= 1));
         // A frame listed in a version 1 header.
         assert!(refused(&|h| h.version = HEADER_VERSION_SOLE));
-        // An unknown version.
+        // An unknown version, named with the ones this cairn reads.
         assert!(refused(&|h| h.version = 3));
+        let error = check_listing_version(3, &header.blobs, "pack x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("version 3") && error.contains("versions 1 and 2"),
+            "{error}"
+        );
         // Raw blobs cannot share a frame.
         assert!(refused(&|h| h.blobs[1].compression = Compression::None));
         // A frame longer than zstd's bound for its blobs' raw bytes.
