@@ -100,34 +100,52 @@ impl AlignedBuffer {
 /// The largest piece of an object [`write_whole`] hands the device at once.
 const WHOLE_PIECE: usize = 4 << 20;
 
+/// Writes the first `length` bytes of `block`, the slice of an
+/// [`AlignedBuffer`], at `offset` of `file`. With `direct`, they are
+/// padded with zeros to a whole block first; should the filesystem refuse
+/// (a block size larger than [`ALIGN`]), direct I/O is turned off and they
+/// are written unpadded. Returns whether the file is still written
+/// directly, and where the write ended (padding included), so the caller
+/// knows whether to cut the file back.
+pub fn write_at(
+    file: &File,
+    block: &mut [u8],
+    length: usize,
+    offset: u64,
+    direct: bool,
+) -> io::Result<(bool, u64)> {
+    if direct {
+        let padded = length.next_multiple_of(ALIGN);
+        block[length..padded].fill(0);
+        match file.write_all_at(&block[..padded], offset) {
+            Ok(()) => return Ok((true, offset + padded as u64)),
+            Err(error) if refused(&error) => disable(file)?,
+            Err(error) => return Err(error),
+        }
+    }
+    file.write_all_at(&block[..length], offset)?;
+    Ok((false, offset + length as u64))
+}
+
 /// Writes all of `bytes` to the empty `file` with `O_DIRECT`, a piece at a
-/// time through an aligned buffer, the last piece padded to a block and
-/// the file then cut back to `bytes.len()`. `Ok(false)` where the
-/// filesystem refuses direct writes: the file is then empty and buffered
-/// again, for the caller to write as usual.
+/// time through an aligned buffer ([`write_at`]), and cuts the file back to
+/// `bytes.len()` if the last piece was padded. `Ok(false)` where the
+/// filesystem refuses direct I/O at once: nothing is written, for the
+/// caller to write as usual.
 pub fn write_whole(file: &File, bytes: &[u8]) -> io::Result<bool> {
     if !enable(file) {
         return Ok(false);
     }
     let mut buffer = AlignedBuffer::new(WHOLE_PIECE.min(bytes.len().next_multiple_of(ALIGN)));
-    let mut offset = 0u64;
+    let (mut direct, mut end, mut offset) = (true, 0, 0u64);
     for piece in bytes.chunks(buffer.capacity()) {
-        let padded = piece.len().next_multiple_of(ALIGN);
         let block = buffer.as_mut_slice();
         block[..piece.len()].copy_from_slice(piece);
-        block[piece.len()..padded].fill(0);
-        match file.write_all_at(&block[..padded], offset) {
-            Ok(()) => offset += piece.len() as u64,
-            Err(error) if refused(&error) => {
-                disable(file)?;
-                file.set_len(0)?;
-                return Ok(false);
-            }
-            Err(error) => return Err(error),
-        }
+        (direct, end) = write_at(file, block, piece.len(), offset, direct)?;
+        offset += piece.len() as u64;
     }
-    if !bytes.len().is_multiple_of(ALIGN) {
-        file.set_len(bytes.len() as u64)?;
+    if end != offset {
+        file.set_len(offset)?;
     }
     Ok(true)
 }

@@ -293,27 +293,13 @@ impl HashingWriter {
         }
         self.hash_buffered();
         let length = self.filled;
-        let buffer = self.buffer.as_mut_slice();
-        if self.direct {
-            let padded = length.next_multiple_of(direct_io::ALIGN);
-            buffer[length..padded].fill(0);
-            match self.file.write_all_at(&buffer[..padded], self.flushed) {
-                Ok(()) => self.file_end = self.flushed + padded as u64,
-                // A filesystem may refuse what it accepted at open (a
-                // larger block size than direct_io::ALIGN); the rest of
-                // the file is then written through the page cache.
-                Err(error) if direct_io::refused(&error) => {
-                    direct_io::disable(&self.file)?;
-                    self.direct = false;
-                    self.file.write_all_at(&buffer[..length], self.flushed)?;
-                    self.file_end = self.flushed + length as u64;
-                }
-                Err(error) => return Err(error),
-            }
-        } else {
-            self.file.write_all_at(&buffer[..length], self.flushed)?;
-            self.file_end = self.flushed + length as u64;
-        }
+        (self.direct, self.file_end) = direct_io::write_at(
+            &self.file,
+            self.buffer.as_mut_slice(),
+            length,
+            self.flushed,
+            self.direct,
+        )?;
         self.flushed += length as u64;
         self.filled = 0;
         self.hashed = 0;
