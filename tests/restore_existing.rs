@@ -673,6 +673,146 @@ fn a_restore_killed_mid_way_leaves_whole_files_and_a_rerun_finishes_it() {
     assert_eq!(leftover_temporaries(&target), Vec::<PathBuf>::new());
 }
 
+/// A component restored where nothing exists yet is built in a staging
+/// directory beside its destination and renamed into place whole: killed
+/// while the staging directory fills, the target shows nothing of the
+/// component; a rerun removes the leftover and restores all of it, with
+/// its directories' and its own metadata.
+#[test]
+fn a_new_component_appears_whole_or_not_at_all_and_a_rerun_clears_what_a_kill_left() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("src");
+    for n in 0..600 {
+        write(
+            &source.join(format!("d{}/f-{n}.json", n % 6)),
+            &noise(n, 12 * KIB),
+        );
+    }
+    for n in 0..4 {
+        write(
+            &source.join(format!("big-{n}.bin")),
+            &noise(900 + n, 6 * MIB),
+        );
+    }
+    std::os::unix::fs::symlink("d0/f-0.json", source.join("link")).expect("symlink");
+    fs::create_dir(source.join("empty")).expect("empty dir");
+    chmod(&source.join("d1"), 0o750);
+    chmod(&source, 0o751);
+    let snapshot = backup(&workspace, &[&source]);
+    let target = workspace.path("out");
+    fs::create_dir(&target).expect("target");
+
+    let mut child = workspace
+        .command()
+        .arg("--repo")
+        .arg(workspace.repo())
+        .arg("restore")
+        .arg(&snapshot)
+        .arg("--target")
+        .arg(&target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cairn restore");
+    // Killed once the staging directory holds a written file.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut staged_file = None;
+    while staged_file.is_none()
+        && Instant::now() < deadline
+        && child.try_wait().expect("poll").is_none()
+    {
+        staged_file = leftover_temporaries(&target)
+            .into_iter()
+            .flat_map(|staging| walk(&staging))
+            .find(|path| {
+                path.is_file()
+                    && path
+                        .extension()
+                        .is_some_and(|extension| extension == "json")
+            });
+        if staged_file.is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let killed = kill(&mut child);
+    let staged_file = staged_file.expect("a file appeared in a staging directory");
+    assert!(killed, "the restore was still running when killed");
+    // Written under its final name, inside the staging directory.
+    assert!(
+        staged_file
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("f-")),
+        "{} is not under its final name",
+        staged_file.display()
+    );
+    let left: Vec<PathBuf> = fs::read_dir(&target)
+        .expect("list target")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert!(
+        !target.join("src").exists() && left.iter().all(|path| is_temporary(path)),
+        "after the kill the target shows only the staging directory: {left:?}"
+    );
+
+    let report = restore(&workspace, &snapshot, &target, &[]).ok().json();
+    assert_eq!(report["files_written"].as_u64(), Some(604), "{report:#}");
+    assert_same_tree(&source, &target.join("src"));
+    assert_eq!(
+        fs::symlink_metadata(target.join("src"))
+            .expect("component")
+            .mode()
+            & 0o7777,
+        0o751
+    );
+    let entries: Vec<PathBuf> = fs::read_dir(&target)
+        .expect("list target")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert_eq!(entries, vec![target.join("src")], "leftovers in the target");
+}
+
+/// One new component landing inside another new one: neither may be built
+/// aside and renamed into place (the inner one's writes would make the
+/// outer one's destination exist), and both restore whole.
+#[test]
+fn a_component_landing_inside_another_new_one_restores_with_it() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let (outer, inner) = (workspace.path("outer"), workspace.path("inner"));
+    for n in 0..40 {
+        write(&outer.join(format!("o/{n}.txt")), &noise(n, 3 * KIB));
+        write(&inner.join(format!("i/{n}.txt")), &noise(100 + n, 3 * KIB));
+    }
+    let snapshot = backup(
+        &workspace,
+        &[
+            OsString::from("--component"),
+            format!("outer={}", outer.display()).into(),
+            "--component".into(),
+            format!("inner={}", inner.display()).into(),
+        ],
+    );
+    let target = workspace.path("out");
+    let nested = target.join("outer").join("nested-inner");
+    let spec = format!("inner={}", nested.display());
+    restore(
+        &workspace,
+        &snapshot,
+        &target,
+        &["--component-target", &spec],
+    )
+    .ok();
+    let outer_restored: BTreeSet<String> = relative_paths(&target.join("outer"))
+        .into_iter()
+        .filter(|path| !path.starts_with("nested-inner"))
+        .collect();
+    assert_eq!(outer_restored, relative_paths(&outer));
+    assert_same_tree(&inner, &nested);
+    assert_eq!(leftover_temporaries(&target), Vec::<PathBuf>::new());
+}
+
 // ---------------------------------------------------------------- 6
 
 /// Only the files and symlinks of a state.

@@ -15,7 +15,11 @@
 //!      parallel, each to a temporary name, verified ([`write`]), made
 //!      durable with one sync, then renamed (the sync and renames run while
 //!      the next batch is written); then create symlinks, and set
-//!      directory metadata deepest first. Components are written in
+//!      directory metadata deepest first. A directory component whose
+//!      destination does not exist is built in a staging directory beside
+//!      it instead ([`ComponentPlan::staging`]): files go under their final
+//!      names there, with no rename each, and the whole directory is
+//!      renamed into place at the end. Components are written in
 //!      order, two at a time at most: the next one starts once the one
 //!      before has begun its last batch and a writing slot is free; a
 //!      component frees its slot once its last batch is written, and that
@@ -165,9 +169,26 @@ pub fn plan_restore(
         filter: &filter,
         delete: options.delete,
     };
+    let destinations: Vec<PathBuf> = selected
+        .iter()
+        .map(|(_, destination)| destination.clone())
+        .collect();
     let components = selected
         .into_iter()
-        .map(|(component, destination)| planner.plan_component(component, &destination))
+        .enumerate()
+        .map(|(position, (component, destination))| {
+            // A component landing inside another (or holding another) is
+            // written in place: renaming one into place whole would race
+            // with the other's writes.
+            let alone = destinations
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other != position)
+                .all(|(_, other)| {
+                    !other.starts_with(&destination) && !destination.starts_with(other)
+                });
+            planner.plan_component(component, &destination, alone)
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(RestorePlan {
         snapshot,
@@ -419,7 +440,8 @@ fn write_component(
     let mut hand_over = Some(hand_over);
     let mut failures = Vec::new();
     for temporary in &plan.stale_temporaries {
-        let _ = fs::remove_file(temporary);
+        let is_directory = fs::symlink_metadata(temporary).is_ok_and(|meta| meta.is_dir());
+        let _ = write::remove_path(temporary, is_directory);
     }
     for deletion in &plan.deletions {
         match write::remove_path(&deletion.destination, deletion.is_directory) {
@@ -430,12 +452,18 @@ fn write_component(
     for (path, error) in &plan.unreadable {
         failures.push((path.clone(), format!("cannot read its tree: {error}")));
     }
-    let root = if plan.kind.is_single_file() {
-        plan.destination.parent().unwrap_or(Path::new("/"))
-    } else {
-        plan.destination.as_path()
+    let root = match &plan.staging {
+        Some(staging) => staging.as_path(),
+        None if plan.kind.is_single_file() => plan.destination.parent().unwrap_or(Path::new("/")),
+        None => plan.destination.as_path(),
     };
-    if let Err(error) = fs::create_dir_all(root) {
+    let created = match (&plan.staging, plan.destination.parent()) {
+        (Some(staging), Some(parent)) => {
+            fs::create_dir_all(parent).and_then(|()| fs::create_dir(staging))
+        }
+        _ => fs::create_dir_all(root),
+    };
+    if let Err(error) = created {
         failures.push((
             "/".into(),
             format!("cannot create {}: {error}", root.display()),
@@ -449,7 +477,7 @@ fn write_component(
     };
     for item in writes(EntryKind::Directory) {
         if matches!(item.action, Action::Create | Action::Replace)
-            && let Err(error) = fs::create_dir(&item.destination)
+            && let Err(error) = fs::create_dir(plan.written_at(&item.destination))
             && error.kind() != std::io::ErrorKind::AlreadyExists
         {
             failures.push((
@@ -493,14 +521,14 @@ fn write_component(
             {
                 hand_over();
             }
-            let prepared = prepare_batch(writer, batch, &cache, pool);
+            let prepared = prepare_batch(writer, plan, batch, &cache, pool);
             drop(cache);
             if let Some((handle, batch)) = committing.take() {
                 failures.extend(committed(handle, batch));
             }
             let batch = *batch;
             committing = Some((
-                scope.spawn(move || commit_batch(writer, batch, prepared, pool, root)),
+                scope.spawn(move || commit_batch(writer, plan, batch, prepared, pool, root)),
                 batch,
             ));
         }
@@ -512,8 +540,10 @@ fn write_component(
             failures.extend(committed(handle, batch));
         }
     });
+    let staged = plan.staging.is_some();
     for item in writes(EntryKind::Symlink) {
-        if let Err(error) = write::write_symlink(&item.entry, &item.destination) {
+        let at = plan.written_at(&item.destination);
+        if let Err(error) = write::write_symlink(&item.entry, &at, staged) {
             failures.push((item.relative.clone(), error.to_string()));
         }
     }
@@ -525,7 +555,8 @@ fn write_component(
         .rev()
         .filter(|item| item.entry.kind == EntryKind::Directory)
     {
-        let current = fs::symlink_metadata(&item.destination);
+        let at = plan.written_at(&item.destination);
+        let current = fs::symlink_metadata(&at);
         let differs = current.is_ok_and(|meta| {
             meta.mode() & 0o7777 != item.entry.mode
                 || meta.mtime() != item.entry.mtime
@@ -533,11 +564,17 @@ fn write_component(
                 || (write::running_as_root()
                     && (meta.uid() != item.entry.uid || meta.gid() != item.entry.gid))
         });
-        if differs
-            && let Err(error) = write::apply_directory_metadata(&item.entry, &item.destination)
-        {
+        if differs && let Err(error) = write::apply_directory_metadata(&item.entry, &at) {
             failures.push((item.relative.clone(), error.to_string()));
         }
+    }
+    if let Some(staging) = &plan.staging
+        && let Err(error) = write::move_into_place(staging, &plan.destination)
+    {
+        // Nothing of the component is in place: all of it failed.
+        let _ = fs::remove_dir_all(staging);
+        failures.push(("/".into(), error.to_string()));
+        return failures;
     }
     // The selection may leave the root's contents partly untouched; its own
     // metadata is the snapshot's whenever the component is restored.
@@ -577,6 +614,7 @@ type Prepared = Vec<(usize, Result<Option<PathBuf>>)>;
 /// name.
 fn prepare_batch(
     writer: &Writer,
+    plan: &ComponentPlan,
     batch: &[&PlannedEntry],
     cache: &prefetch::BlobCache,
     pool: Option<&rayon::ThreadPool>,
@@ -589,7 +627,13 @@ fn prepare_batch(
                 let result = if item.action == Action::Metadata {
                     write::fix_file_metadata(&item.entry, &item.destination).map(|()| None)
                 } else {
-                    writer.prepare_file(item, cache).map(Some)
+                    let staged_at = plan
+                        .staging
+                        .is_some()
+                        .then(|| plan.written_at(&item.destination));
+                    writer
+                        .prepare_file(item, cache, staged_at.as_deref())
+                        .map(Some)
                 };
                 (position, result)
             })
@@ -602,9 +646,11 @@ fn prepare_batch(
 }
 
 /// Makes a prepared batch durable with one filesystem sync, and only then
-/// renames each file into place. Returns the failures (path, error).
+/// renames each file into place (a staged component's files are in place
+/// in its staging directory already). Returns the failures (path, error).
 fn commit_batch(
     writer: &Writer,
+    plan: &ComponentPlan,
     batch: &[&PlannedEntry],
     prepared: Prepared,
     pool: Option<&rayon::ThreadPool>,
@@ -619,6 +665,7 @@ fn commit_batch(
             .filter_map(|(position, result)| {
                 let item = batch[position];
                 let outcome = match (result, &synced) {
+                    (Ok(Some(_)), Ok(())) if plan.staging.is_some() => Ok(()),
                     (Ok(Some(temporary)), Ok(())) => write::commit(&temporary, &item.destination),
                     (Ok(Some(temporary)), Err(error)) => {
                         let _ = fs::remove_file(&temporary);

@@ -9,6 +9,9 @@
 //! something of the wrong type is replaced. With `delete`, paths in the
 //! target that the snapshot lacks (within the selection) are deleted.
 //! Leftover temporary files of an interrupted restore are always removed.
+//! A directory component whose destination does not exist is planned to be
+//! built in a staging directory beside it (its leftovers there removed
+//! too), unless it nests with another component.
 //! Planning reads the target but never writes to it.
 //!
 //! A directory component's trees are read level by level before planning,
@@ -121,9 +124,25 @@ pub struct ComponentPlan {
     pub prefetch_failures: (u64, Vec<String>),
     /// A directory component's own metadata, applied to the destination.
     pub root: Option<crate::manifest::RootMetadata>,
+    /// Where a directory component whose destination does not exist yet is
+    /// built: a temporary directory beside the destination, renamed into
+    /// place once everything in it is written and synced. Its files are
+    /// written under their final names (no rename each), and the component
+    /// appears whole or not at all. Entries' `destination`s stay the final
+    /// paths; [`ComponentPlan::written_at`] maps them into here.
+    pub staging: Option<PathBuf>,
 }
 
 impl ComponentPlan {
+    /// Where the entry planned for `destination` is written: the path
+    /// itself, or its place in the staging directory.
+    pub fn written_at<'p>(&self, destination: &'p Path) -> std::borrow::Cow<'p, Path> {
+        match (&self.staging, destination.strip_prefix(&self.destination)) {
+            (Some(staging), Ok(inside)) => std::borrow::Cow::Owned(staging.join(inside)),
+            _ => std::borrow::Cow::Borrowed(destination),
+        }
+    }
+
     /// Relative paths of everything the restore will overwrite or delete.
     pub fn touched_paths(&self) -> Vec<String> {
         let mut paths: Vec<String> = self
@@ -197,11 +216,34 @@ fn scan_file(path: &Path, chunking: FileChunking) -> std::io::Result<Scanned> {
     })
 }
 
+/// Temporaries an interrupted restore left beside `destination` (its
+/// staging directory, above all), found in the destination's parent.
+fn stale_temporaries_beside(destination: &Path) -> Vec<PathBuf> {
+    let Some(Ok(listing)) = destination.parent().map(fs::read_dir) else {
+        return Vec::new();
+    };
+    listing
+        .flatten()
+        .filter(|item| {
+            item.file_name()
+                .as_bytes()
+                .starts_with(TEMPORARY_PREFIX.as_bytes())
+        })
+        .map(|item| item.path())
+        .collect()
+}
+
 impl Planner<'_> {
+    /// Plans one component restored to `destination`. With `may_stage`, a
+    /// directory component whose destination does not exist is built in a
+    /// staging directory beside it (see [`ComponentPlan::staging`]); the
+    /// caller forbids it where another component lands inside this one or
+    /// this one inside another.
     pub fn plan_component(
         &self,
         component: &ComponentRecord,
         destination: &Path,
+        may_stage: bool,
     ) -> Result<ComponentPlan> {
         let mut plan = ComponentPlan {
             name: component.name.clone(),
@@ -215,17 +257,23 @@ impl Planner<'_> {
             missing_chunks: Vec::new(),
             prefetch_failures: (0, Vec::new()),
             root: component.root,
+            staging: None,
         };
         match component.kind {
             ComponentKind::Directory => {
-                if let Ok(meta) = fs::symlink_metadata(destination)
-                    && !meta.is_dir()
-                {
-                    return Err(StoreError::Invalid(format!(
-                        "restore destination {} of component {} exists and is not a directory",
-                        destination.display(),
-                        component.name
-                    )));
+                match fs::symlink_metadata(destination) {
+                    Ok(meta) if !meta.is_dir() => {
+                        return Err(StoreError::Invalid(format!(
+                            "restore destination {} of component {} exists and is not a directory",
+                            destination.display(),
+                            component.name
+                        )));
+                    }
+                    Err(error) if may_stage && error.kind() == std::io::ErrorKind::NotFound => {
+                        plan.staging = Some(super::write::temporary_beside(destination)?);
+                        plan.stale_temporaries = stale_temporaries_beside(destination);
+                    }
+                    _ => {}
                 }
                 let trees = self.prefetch_trees(&component.tree, &mut plan);
                 self.plan_directory(
@@ -291,7 +339,13 @@ impl Planner<'_> {
         destination: PathBuf,
         plan: &mut ComponentPlan,
     ) {
-        let existing = fs::symlink_metadata(&destination).ok();
+        // Nothing exists below a destination that does not exist: 20,000
+        // lookups of missing paths are spared.
+        let existing = if plan.staging.is_some() {
+            None
+        } else {
+            fs::symlink_metadata(&destination).ok()
+        };
         let action = match (&existing, entry.kind) {
             (None, _) => Action::Create,
             (Some(meta), EntryKind::Directory) if meta.is_dir() => {
@@ -449,6 +503,9 @@ impl Planner<'_> {
         names: &HashSet<Vec<u8>>,
         plan: &mut ComponentPlan,
     ) {
+        if plan.staging.is_some() {
+            return;
+        }
         let Ok(listing) = fs::read_dir(directory) else {
             return;
         };

@@ -9,8 +9,11 @@
 //! asked of other repositories ([`Sources`]).
 //! Every chunk is checked against its id, the whole file against its
 //! BLAKE3 hash; the file gets its metadata; the caller syncs a batch of
-//! such files with one `syncfs` and only then renames each into place. A
-//! chunk that fails its check never reaches the target.
+//! such files with one `syncfs` and only then renames each into place (or,
+//! for a component built in a staging directory, writes each under its
+//! final name there and moves the whole directory into place at the end,
+//! [`move_into_place`]). A chunk that fails its check never reaches the
+//! target.
 //! Runs of zeros are left as holes, so sparse files stay sparse. Large
 //! files are written with `O_DIRECT` where the filesystem allows it.
 //!
@@ -108,7 +111,7 @@ fn io_at<'a>(action: &'a str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 /// uses: this process's random tag (drawn once, not once per file) and a
 /// count. Files are created with `create_new`, so a clash fails rather
 /// than overwrites.
-fn temporary_beside(destination: &Path) -> Result<PathBuf> {
+pub(super) fn temporary_beside(destination: &Path) -> Result<PathBuf> {
     static TAG: OnceLock<String> = OnceLock::new();
     static COUNT: AtomicU64 = AtomicU64::new(0);
     let parent = destination.parent().ok_or_else(|| {
@@ -347,8 +350,19 @@ impl Writer<'_> {
     /// batch of these at once ([`sync_filesystem`]) and then renames each
     /// into place ([`commit`]).
     /// Chunks in `cache` are taken from it.
-    pub fn prepare_file(&self, item: &PlannedEntry, cache: &BlobCache) -> Result<PathBuf> {
-        let temporary = temporary_beside(&item.destination)?;
+    /// `staged_at`: the file's place in its component's staging directory,
+    /// where it is written under its final name, renamed with the whole
+    /// directory later.
+    pub fn prepare_file(
+        &self,
+        item: &PlannedEntry,
+        cache: &BlobCache,
+        staged_at: Option<&Path>,
+    ) -> Result<PathBuf> {
+        let temporary = match staged_at {
+            Some(path) => path.to_path_buf(),
+            None => temporary_beside(&item.destination)?,
+        };
         match self.write_verified(item, cache, &temporary) {
             Ok(()) => Ok(temporary),
             Err(error) => {
@@ -552,6 +566,55 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
     }
 }
 
+/// Puts a component's staging directory, written whole, in place at
+/// `destination`: syncs the filesystem (the directories' metadata and
+/// symlinks written since the last batch's sync), renames it there unless
+/// something appeared at `destination` meanwhile, and syncs the parent
+/// directory so that the rename itself is durable.
+pub fn move_into_place(staging: &Path, destination: &Path) -> Result<()> {
+    sync_filesystem(staging)?;
+    rename_no_replace(staging, destination)
+        .map_err(io_at("moving the restored component into", destination))?;
+    if let Some(parent) = destination.parent() {
+        File::open(parent)
+            .and_then(|directory| directory.sync_all())
+            .map_err(io_at("syncing", parent))?;
+    }
+    Ok(())
+}
+
+/// `rename`, failing where `to` exists: a plain rename would put a
+/// directory over an empty one that appeared since planning.
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    let c_path = |path: &Path| {
+        std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (from_c, to_c) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let result = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if result == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    // A filesystem without RENAME_NOREPLACE: check, then rename.
+    if error.raw_os_error() == Some(libc::EINVAL) {
+        if fs::symlink_metadata(to).is_ok() {
+            return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+        }
+        return fs::rename(from, to);
+    }
+    Err(error)
+}
+
 fn missing(id: &Id) -> StoreError {
     StoreError::Missing {
         object: format!("chunk {id} (not in any index file)"),
@@ -595,8 +658,15 @@ pub fn fix_file_metadata(entry: &TreeEntry, path: &Path) -> Result<()> {
     apply_file_metadata(&file, entry, path)
 }
 
-pub fn write_symlink(entry: &TreeEntry, destination: &Path) -> Result<()> {
-    let temporary = temporary_beside(destination)?;
+/// Creates a symlink at `destination`: under a temporary name renamed
+/// into place, or, `staged`, right there (a staging directory is renamed
+/// into place whole).
+pub fn write_symlink(entry: &TreeEntry, destination: &Path, staged: bool) -> Result<()> {
+    let temporary = if staged {
+        destination.to_path_buf()
+    } else {
+        temporary_beside(destination)?
+    };
     let target = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
     let result = (|| {
         std::os::unix::fs::symlink(target, &temporary)
@@ -608,6 +678,9 @@ pub fn write_symlink(entry: &TreeEntry, destination: &Path) -> Result<()> {
         let mtime = FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
         filetime::set_symlink_file_times(&temporary, mtime, mtime)
             .map_err(io_at("setting times of", &temporary))?;
+        if staged {
+            return Ok(());
+        }
         fs::rename(&temporary, destination).map_err(io_at("renaming into", destination))
     })();
     if result.is_err() {
@@ -694,6 +767,34 @@ pub fn read_file_bytes(
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_staging_directory_never_replaces_what_appeared_at_its_destination() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let staging = directory.path().join(".cairn-restore-stage");
+        let destination = directory.path().join("component");
+        fs::create_dir(&staging).expect("staging");
+        fs::write(staging.join("file"), b"restored").expect("file");
+        // An empty directory that a plain rename would silently replace.
+        fs::create_dir(&destination).expect("destination");
+        let error = move_into_place(&staging, &destination).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains(&destination.display().to_string()),
+            "{error}"
+        );
+        assert!(staging.join("file").is_file(), "staging left as it was");
+        assert_eq!(fs::read_dir(&destination).expect("list").count(), 0);
+
+        fs::remove_dir(&destination).expect("remove");
+        move_into_place(&staging, &destination).expect("moved");
+        assert_eq!(
+            fs::read(destination.join("file")).expect("read"),
+            b"restored"
+        );
+        assert!(!staging.exists());
+    }
 
     fn noise(seed: u8, length: usize) -> Vec<u8> {
         let mut bytes = vec![0; length];
