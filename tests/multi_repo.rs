@@ -351,3 +351,102 @@ fn commands_that_take_one_repository_say_so() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("one repository"), "{}", run.stderr);
 }
+
+/// A large file's chunks are read a window at a time and checked through
+/// the file's whole hash rather than one by one; a damaged one must still
+/// be found, named, and fetched from the next repository.
+#[test]
+fn a_damaged_chunk_of_a_large_file_is_named_and_fetched_from_the_next_repository() {
+    let workspace = Workspace::new();
+    let both = repos(&workspace, &["near", "far"]);
+    init_all(&workspace, &both);
+    let source = source_tree(&workspace, 1, 10 << 20);
+    let component = format!("data={}", source.display());
+    let report = cairn_repos(
+        &workspace,
+        &both,
+        &["--json", "backup", "--component", &component],
+    )
+    .ok()
+    .json();
+    let snapshot = report["repositories"][0]["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Noise is stored as it is: a flipped byte still decodes, to the
+    // right length, and only a hash can tell.
+    let pack = data_packs(&packs_in(&both[0]))
+        .into_iter()
+        .max_by_key(|pack| fs::metadata(pack).map(|meta| meta.len()).unwrap_or(0))
+        .expect("a data pack");
+    let header = header_of(&pack);
+    let blob = &header.blobs[header.blobs.len() / 2];
+    assert!(
+        blob.raw_length > 1024,
+        "a chunk of the large file: {blob:?}"
+    );
+    let mut bytes = fs::read(&pack).unwrap();
+    let at = (blob.offset + u64::from(blob.length) / 2) as usize;
+    bytes[at] ^= 0x55;
+    fs::write(&pack, bytes).unwrap();
+
+    let alone = workspace.path("alone");
+    let run = cairn_repos(
+        &workspace,
+        &both[..1],
+        &[
+            "--json",
+            "restore",
+            &snapshot,
+            "--target",
+            alone.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        !alone.join("data/part-0.bin").exists(),
+        "bad bytes kept out"
+    );
+    let failed = run.json();
+    assert!(
+        failed["main_failure_examples"]
+            .as_array()
+            .expect("examples")
+            .iter()
+            .any(|why| why
+                .as_str()
+                .is_some_and(|why| why.contains(&blob.id.to_hex()))),
+        "names the damaged chunk: {failed:#}"
+    );
+
+    let target = workspace.path("out");
+    let restored = cairn_repos(
+        &workspace,
+        &both,
+        &[
+            "--json",
+            "restore",
+            &snapshot,
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    )
+    .ok()
+    .json();
+    assert_same_tree(&source, &target.join("data"));
+    assert!(
+        restored["fallbacks"][0]["blobs"].as_u64().unwrap() >= 1,
+        "{restored:#}"
+    );
+    assert!(
+        restored["main_failure_examples"]
+            .as_array()
+            .expect("examples")
+            .iter()
+            .any(|why| why
+                .as_str()
+                .is_some_and(|why| why.contains(&blob.id.to_hex()))),
+        "names the damaged chunk: {restored:#}"
+    );
+}

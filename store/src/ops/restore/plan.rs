@@ -457,7 +457,7 @@ impl Planner<'_> {
                     wanted.push((location.pack, location.entry));
                 }
             }
-            let blobs = fetch_blobs(self.repository, wanted, &counters);
+            let blobs = fetch_blobs(self.repository, wanted, &counters, true);
             let mut next = Vec::new();
             for (id, relative, verdict) in level {
                 if trees.contains_key(&id) {

@@ -8,7 +8,9 @@
 //! into spans (neighbours merged across small gaps, a span capped in
 //! size), reading the spans with a bounded number of requests in flight,
 //! and checking every blob (`decode_blob`) before it enters the
-//! [`BlobCache`] the batch's writers read from.
+//! [`BlobCache`] the batch's writers read from (a large file's windows,
+//! read with the same code, may leave the check of content to the file's
+//! whole hash: see [`fetch_blobs`]).
 //!
 //! Never fails a restore and never hands out a blob that failed its check:
 //! a span that cannot be read, or a blob in it that does not decode to its
@@ -133,15 +135,19 @@ pub fn prefetch(
             }
         }
     }
-    fetch_blobs(repository, wanted, counters)
+    fetch_blobs(repository, wanted, counters, true)
 }
 
 /// Reads `wanted` blobs (pack, entry) in spans, up to the backend's
-/// parallelism at once, into a cache of those that pass their check.
+/// parallelism at once, into a cache of those that pass their check:
+/// against their ids with `check_ids`, otherwise of their lengths only,
+/// for a caller that checks their content itself (see
+/// [`crate::pack::BlobDecoder::decode_unchecked`]).
 pub fn fetch_blobs(
     repository: &Repository,
     wanted: Vec<(Id, BlobEntry)>,
     counters: &WriteCounters,
+    check_ids: bool,
 ) -> BlobCache {
     let spans = spans(wanted);
     if spans.is_empty() {
@@ -156,7 +162,7 @@ pub fn fetch_blobs(
     let read_some = || {
         let mut blobs = Vec::new();
         while let Some(span) = spans.get(next.fetch_add(1, Ordering::Relaxed)) {
-            read_span(repository, span, counters, &mut blobs);
+            read_span(repository, span, counters, check_ids, &mut blobs);
         }
         blobs
     };
@@ -182,6 +188,7 @@ fn read_span(
     repository: &Repository,
     span: &Span,
     counters: &WriteCounters,
+    check_ids: bool,
     blobs: &mut Vec<(Id, Vec<u8>)>,
 ) {
     counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -213,11 +220,12 @@ fn read_span(
             let mut decoder = BlobDecoder::default();
             frame.iter().filter_map(move |entry| {
                 let stored = span.blob_bytes(bytes, entry)?;
-                Some(
-                    decoder
-                        .decode(entry, stored, &span.pack)
-                        .map(|raw| (entry.id, raw)),
-                )
+                let decoded = if check_ids {
+                    decoder.decode(entry, stored, &span.pack)
+                } else {
+                    decoder.decode_unchecked(entry, stored, &span.pack)
+                };
+                Some(decoded.map(|raw| (entry.id, raw)))
             })
         })
         .collect();

@@ -8,7 +8,11 @@
 //! batch does. A blob neither gave intact is read on its own, and then
 //! asked of other repositories ([`Sources`]).
 //! Every chunk is checked against its id, the whole file against its
-//! BLAKE3 hash; the file gets its metadata; the caller syncs a batch of
+//! BLAKE3 hash; except that the chunks a file of several reads in windows
+//! are checked through that whole-file hash alone (it covers every byte of
+//! them), and only if it fails is the file written again with each chunk
+//! checked, which names the damaged one and fetches it from elsewhere.
+//! The file gets its metadata; the caller syncs a batch of
 //! such files with one `syncfs` and only then renames each into place (or,
 //! for a component built in a staging directory, writes each under its
 //! final name there and moves the whole directory into place at the end,
@@ -31,7 +35,6 @@ use crate::pack::BlobDecoder;
 use crate::repository::Repository;
 use crate::tree::TreeEntry;
 use filetime::FileTime;
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -363,7 +366,23 @@ impl Writer<'_> {
             Some(path) => path.to_path_buf(),
             None => temporary_beside(&item.destination)?,
         };
-        match self.write_verified(item, cache, &temporary) {
+        // A file of several chunks is hashed whole anyway, and that hash
+        // covers every chunk of it: so the chunks it reads in windows are
+        // not hashed each as well (that was a second BLAKE3 pass over most
+        // of a restore's bytes). Should the file not match, it is written
+        // again with every chunk checked, which names a damaged chunk and
+        // fetches it from elsewhere.
+        let several_chunks = item
+            .entry
+            .chunks
+            .as_ref()
+            .is_some_and(|chunks| chunks.len() > 1);
+        let mut written = self.write_verified(item, cache, &temporary, !several_chunks);
+        if several_chunks && matches!(written, Err(StoreError::Corrupt { .. })) {
+            let _ = fs::remove_file(&temporary);
+            written = self.write_verified(item, cache, &temporary, true);
+        }
+        match written {
             Ok(()) => Ok(temporary),
             Err(error) => {
                 let _ = fs::remove_file(&temporary);
@@ -372,11 +391,15 @@ impl Writer<'_> {
         }
     }
 
+    /// Writes the file at `temporary` and checks it against its whole-file
+    /// hash; `check_ids`: also checks each chunk read in windows against
+    /// its id.
     fn write_verified(
         &self,
         item: &PlannedEntry,
         cache: &BlobCache,
         temporary: &Path,
+        check_ids: bool,
     ) -> Result<()> {
         let entry = &item.entry;
         let chunks = entry.chunks.as_deref().unwrap_or_default();
@@ -414,58 +437,64 @@ impl Writer<'_> {
                 None;
             // Consecutive repeats of one chunk (runs of zeros above all) are
             // decoded once.
-            let mut previous: Option<(Id, Cow<[u8]>, bool)> = None;
+            let mut previous: Option<(Id, Held, bool)> = None;
             for (position, id) in chunks.iter().enumerate() {
                 if previous.as_ref().is_none_or(|(last, _, _)| last != id) {
                     let cached = cache.get(id);
-                    let data: Cow<[u8]> = match (&old_copy, item.local_chunks.get(id), cached) {
+                    let held = match (&old_copy, item.local_chunks.get(id), cached) {
                         (Some(old), Some(local), _) => match read_local(old, id, local) {
                             Some(data) => {
                                 self.counters
                                     .bytes_reused
                                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                                Cow::Owned(data)
+                                Held::Owned(data)
                             }
                             // The old copy changed since planning: fetch instead.
-                            None => Cow::Owned(
+                            None => Held::Owned(
                                 self.locate(id)
                                     .and_then(|location| self.fetch_single(&location))
                                     .or_else(|why| self.sources.fetch(id, why))?,
                             ),
                         },
-                        (_, _, Some(data)) => Cow::Borrowed(data),
+                        (_, _, Some(data)) => Held::Cached(data),
                         _ => {
                             if position >= window_end {
                                 (window, window_end) = match ahead.take() {
                                     Some((start, reader)) if start <= position => {
                                         match reader.join() {
                                             Ok((read, end)) if position < end => (read, end),
-                                            _ => self.read_window(&locations, position),
+                                            _ => self.read_window(&locations, position, check_ids),
                                         }
                                     }
-                                    _ => self.read_window(&locations, position),
+                                    _ => self.read_window(&locations, position, check_ids),
                                 };
                                 if window_end < locations.len() {
                                     let (locations, start) = (&locations, window_end);
                                     ahead = Some((
                                         start,
-                                        scope.spawn(move || self.read_window(locations, start)),
+                                        scope.spawn(move || {
+                                            self.read_window(locations, start, check_ids)
+                                        }),
                                     ));
                                 }
                             }
-                            // Copied, as the next window replaces this one.
                             let fetched = match (window.get(id), &locations[position]) {
-                                (Some(data), _) => Ok(data.to_vec()),
-                                (None, Some(location)) => self.fetch_single(location),
+                                (Some(_), _) => Ok(None),
+                                (None, Some(location)) => self.fetch_single(location).map(Some),
                                 (None, None) => Err(missing(id)),
                             };
-                            Cow::Owned(fetched.or_else(|why| self.sources.fetch(id, why))?)
+                            match fetched.or_else(|why| self.sources.fetch(id, why).map(Some))? {
+                                Some(data) => Held::Owned(data),
+                                None => Held::InWindow,
+                            }
                         }
                     };
+                    let data = held.bytes(id, &window)?;
                     let zeros = data.iter().all(|&byte| byte == 0);
-                    previous = Some((*id, data, zeros));
+                    previous = Some((*id, held, zeros));
                 }
-                if let Some((_, data, zeros)) = &previous {
+                if let Some((id, held, zeros)) = &previous {
+                    let data = held.bytes(id, &window)?;
                     if *zeros {
                         output.skip(data);
                     } else {
@@ -517,6 +546,7 @@ impl Writer<'_> {
         &self,
         locations: &[Option<BlobLocation>],
         position: usize,
+        check_ids: bool,
     ) -> (BlobCache, usize) {
         let mut seen = HashSet::new();
         let mut wanted = Vec::new();
@@ -536,9 +566,31 @@ impl Writer<'_> {
             }
         }
         (
-            fetch_blobs(self.repository, wanted, self.counters),
+            fetch_blobs(self.repository, wanted, self.counters, check_ids),
             end.max(position + 1),
         )
+    }
+}
+
+/// Where the chunk being written lies.
+enum Held<'c> {
+    /// In the batch's prefetched cache.
+    Cached(&'c [u8]),
+    /// In the large file's current window, under its id: looked up again
+    /// rather than copied out, as the window is replaced only when the
+    /// next chunk is another one.
+    InWindow,
+    /// Read on its own, from the target's old copy or from elsewhere.
+    Owned(Vec<u8>),
+}
+
+impl Held<'_> {
+    fn bytes<'a>(&'a self, id: &Id, window: &'a BlobCache) -> Result<&'a [u8]> {
+        match self {
+            Held::Cached(data) => Ok(data),
+            Held::InWindow => window.get(id).ok_or_else(|| missing(id)),
+            Held::Owned(data) => Ok(data),
+        }
     }
 }
 
