@@ -206,13 +206,17 @@ pub fn execute_restore(
     safety_key: Option<&SigningKey>,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreOutcome> {
-    let journal = Journal::new(plan.snapshot, &plan.components);
-    let safety_snapshot = match safety_key {
-        Some(key) if plan.touches_existing() => Some(take_safety_snapshot(
-            repository, index, key, plan, &journal,
-        )?),
+    // The journal (a stat of every path created) only goes with a safety
+    // snapshot.
+    let safety = match safety_key {
+        Some(key) if plan.touches_existing() => {
+            let journal = Journal::new(plan.snapshot, &plan.components);
+            let snapshot = take_safety_snapshot(repository, index, key, plan, &journal)?;
+            Some((snapshot, journal))
+        }
         _ => None,
     };
+    let safety_snapshot = safety.as_ref().map(|(snapshot, _)| *snapshot);
     let counters = WriteCounters::default();
     let writer = Writer {
         repository,
@@ -263,9 +267,9 @@ pub fn execute_restore(
     }
 
     if !outcome.failures.is_empty()
-        && let Some(safety) = safety_snapshot
+        && let Some((safety, journal)) = &safety
     {
-        outcome.rollback_problems = roll_back(repository, index, safety, &journal)?;
+        outcome.rollback_problems = roll_back(repository, index, *safety, journal)?;
         outcome.rolled_back = true;
     }
     Ok(outcome)
