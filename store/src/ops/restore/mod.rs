@@ -173,8 +173,10 @@ pub fn plan_restore(
         .iter()
         .map(|(_, destination)| destination.clone())
         .collect();
+    // Side by side: reading and decoding a component's trees waits on
+    // the disk and runs on one thread.
     let components = selected
-        .into_iter()
+        .into_par_iter()
         .enumerate()
         .map(|(position, (component, destination))| {
             // A component landing inside another (or holding another) is
