@@ -158,6 +158,7 @@ def machine_info(out):
     found = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", out],
                            capture_output=True, text=True)
     info["filesystem"] = " on ".join(found.stdout.split()) or "unknown"
+    info["ext4_without_journal"] = ext4_without_journal(found.stdout.split())
     try:
         with open("/etc/os-release") as source:
             for line in source:
@@ -166,6 +167,25 @@ def machine_info(out):
     except OSError:
         pass
     return info
+
+
+def ext4_without_journal(fstype_and_source):
+    """Whether OUT lies on ext4 without a journal (None: not ext4, or
+    unknown). Such an ext4, allocating an inode, skips those freed in the
+    last seconds (minutes while their inode table block is unwritten), and
+    the skipping cost the benchmark's restores, every tool's, up to half
+    again their kernel time after mass deletions (measured on the 2-core
+    VM of docs/PERFORMANCE.md). Its mount options name a data mode only
+    when there is a journal."""
+    if len(fstype_and_source) != 2 or fstype_and_source[0] != "ext4":
+        return None
+    device = os.path.basename(os.path.realpath(fstype_and_source[1]))
+    try:
+        with open(f"/proc/fs/ext4/{device}/options") as source:
+            options = source.read().split()
+    except OSError:
+        return None
+    return not any(option.startswith("data=") for option in options)
 
 
 def version_of(command):
@@ -551,6 +571,12 @@ def render(results):
     add(f"- Machine: {machine.get('nproc')} CPUs ({machine.get('cpu', 'unknown CPU')}), "
         f"{machine.get('ram_bytes', 0) / 2**30:.1f} GiB RAM, kernel {machine['kernel']}, "
         f"{machine.get('os', '')}; filesystem {machine['filesystem']}")
+    if machine.get("ext4_without_journal"):
+        add("- The filesystem is ext4 without a journal: allocating an inode, it skips "
+            "those freed in the last seconds (minutes while their inode table block is "
+            "unwritten), so deleting many files shortly before this run (a previous run's "
+            "clean-up included) slows every tool's restore. This script deletes its own "
+            "trees only after all its restores.")
     versions = results["versions"]
     add(f"- Versions: {versions['cairn']} ({versions['cairn_git']}), {versions['restic']}, "
         f"{versions['borg']}")

@@ -19,7 +19,9 @@
 # --borg-encryption none. --keep keeps the workload, repositories and
 # restores in OUT; otherwise only results, logs and caches stay. Dropping the
 # page cache before each step needs root; without it the run still works and
-# the report says so.
+# the report says so. On ext4 without a journal, run it five minutes or more
+# after deleting many files (a previous run's clean-up too): recently freed
+# inodes slow every tool's restore, and the report says when that applies.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
