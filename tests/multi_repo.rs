@@ -47,6 +47,46 @@ fn source_tree(workspace: &Workspace, files: usize, size: usize) -> PathBuf {
     source
 }
 
+/// `cairn --repo … --json backup --component data=SOURCE`; returns the
+/// snapshot's id in the first repository.
+fn backup_data(workspace: &Workspace, repos: &[PathBuf], source: &Path) -> String {
+    let component = format!("data={}", source.display());
+    let report = cairn_repos(
+        workspace,
+        repos,
+        &["--json", "backup", "--component", &component],
+    )
+    .ok()
+    .json();
+    report["repositories"][0]["snapshot"]
+        .as_str()
+        .expect("snapshot id")
+        .to_string()
+}
+
+/// Flips a byte in the middle of the middle blob of `pack`; returns it.
+fn damage_middle_blob(pack: &Path) -> cairn_store::pack::BlobEntry {
+    let header = header_of(pack);
+    let blob = header.blobs[header.blobs.len() / 2];
+    let mut bytes = fs::read(pack).unwrap();
+    let at = (blob.offset + u64::from(blob.length) / 2) as usize;
+    bytes[at] ^= 0x55;
+    fs::write(pack, bytes).unwrap();
+    blob
+}
+
+/// Whether one of a restore report's main failures names `blob`.
+fn names_blob(report: &serde_json::Value, blob: &cairn_store::pack::BlobEntry) -> bool {
+    report["main_failure_examples"]
+        .as_array()
+        .expect("examples")
+        .iter()
+        .any(|why| {
+            why.as_str()
+                .is_some_and(|why| why.contains(&blob.id.to_hex()))
+        })
+}
+
 fn packs_in(repo: &Path) -> Vec<PathBuf> {
     walk(&repo.join("data"))
         .into_iter()
@@ -243,30 +283,14 @@ fn restore_fetches_a_chunk_from_the_next_repository_when_the_first_is_damaged() 
     let both = repos(&workspace, &["near", "far"]);
     init_all(&workspace, &both);
     let source = source_tree(&workspace, 4, 400_000);
-    let component = format!("data={}", source.display());
-    let report = cairn_repos(
-        &workspace,
-        &both,
-        &["--json", "backup", "--component", &component],
-    )
-    .ok()
-    .json();
-    let snapshot = report["repositories"][0]["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let snapshot = backup_data(&workspace, &both, &source);
 
     // Damage the near repository's data pack in the middle of its blobs.
     let pack = data_packs(&packs_in(&both[0]))
         .into_iter()
         .next()
         .expect("a data pack");
-    let header = header_of(&pack);
-    let blob = &header.blobs[header.blobs.len() / 2];
-    let mut bytes = fs::read(&pack).unwrap();
-    let at = (blob.offset + u64::from(blob.length) / 2) as usize;
-    bytes[at] ^= 0x55;
-    fs::write(&pack, bytes).unwrap();
+    let blob = damage_middle_blob(&pack);
 
     // Verify given both audits each and finds every damaged chunk intact
     // in the other.
@@ -361,18 +385,7 @@ fn a_damaged_chunk_of_a_large_file_is_named_and_fetched_from_the_next_repository
     let both = repos(&workspace, &["near", "far"]);
     init_all(&workspace, &both);
     let source = source_tree(&workspace, 1, 10 << 20);
-    let component = format!("data={}", source.display());
-    let report = cairn_repos(
-        &workspace,
-        &both,
-        &["--json", "backup", "--component", &component],
-    )
-    .ok()
-    .json();
-    let snapshot = report["repositories"][0]["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let snapshot = backup_data(&workspace, &both, &source);
 
     // Noise is stored as it is: a flipped byte still decodes, to the
     // right length, and only a hash can tell.
@@ -380,29 +393,27 @@ fn a_damaged_chunk_of_a_large_file_is_named_and_fetched_from_the_next_repository
         .into_iter()
         .max_by_key(|pack| fs::metadata(pack).map(|meta| meta.len()).unwrap_or(0))
         .expect("a data pack");
-    let header = header_of(&pack);
-    let blob = &header.blobs[header.blobs.len() / 2];
+    let blob = damage_middle_blob(&pack);
     assert!(
         blob.raw_length > 1024,
         "a chunk of the large file: {blob:?}"
     );
-    let mut bytes = fs::read(&pack).unwrap();
-    let at = (blob.offset + u64::from(blob.length) / 2) as usize;
-    bytes[at] ^= 0x55;
-    fs::write(&pack, bytes).unwrap();
 
+    let restore_from = |repos: &[PathBuf], target: &Path| {
+        cairn_repos(
+            &workspace,
+            repos,
+            &[
+                "--json",
+                "restore",
+                &snapshot,
+                "--target",
+                target.to_str().unwrap(),
+            ],
+        )
+    };
     let alone = workspace.path("alone");
-    let run = cairn_repos(
-        &workspace,
-        &both[..1],
-        &[
-            "--json",
-            "restore",
-            &snapshot,
-            "--target",
-            alone.to_str().unwrap(),
-        ],
-    );
+    let run = restore_from(&both[..1], &alone);
     assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
     assert!(
         !alone.join("data/part-0.bin").exists(),
@@ -410,43 +421,19 @@ fn a_damaged_chunk_of_a_large_file_is_named_and_fetched_from_the_next_repository
     );
     let failed = run.json();
     assert!(
-        failed["main_failure_examples"]
-            .as_array()
-            .expect("examples")
-            .iter()
-            .any(|why| why
-                .as_str()
-                .is_some_and(|why| why.contains(&blob.id.to_hex()))),
+        names_blob(&failed, &blob),
         "names the damaged chunk: {failed:#}"
     );
 
     let target = workspace.path("out");
-    let restored = cairn_repos(
-        &workspace,
-        &both,
-        &[
-            "--json",
-            "restore",
-            &snapshot,
-            "--target",
-            target.to_str().unwrap(),
-        ],
-    )
-    .ok()
-    .json();
+    let restored = restore_from(&both, &target).ok().json();
     assert_same_tree(&source, &target.join("data"));
     assert!(
         restored["fallbacks"][0]["blobs"].as_u64().unwrap() >= 1,
         "{restored:#}"
     );
     assert!(
-        restored["main_failure_examples"]
-            .as_array()
-            .expect("examples")
-            .iter()
-            .any(|why| why
-                .as_str()
-                .is_some_and(|why| why.contains(&blob.id.to_hex()))),
+        names_blob(&restored, &blob),
         "names the damaged chunk: {restored:#}"
     );
 }

@@ -34,6 +34,20 @@ fn backup<S: Into<OsString> + Clone>(workspace: &Workspace, args: &[S]) -> Strin
         .to_string()
 }
 
+/// Backs up each (name, path) as a component; returns the snapshot's id.
+fn backup_components(workspace: &Workspace, components: &[(&str, &Path)]) -> String {
+    let args: Vec<OsString> = components
+        .iter()
+        .flat_map(|(name, path)| {
+            [
+                OsString::from("--component"),
+                format!("{name}={}", path.display()).into(),
+            ]
+        })
+        .collect();
+    backup(workspace, &args)
+}
+
 /// `cairn --repo REPO --json restore SNAPSHOT --target TARGET EXTRA...`
 fn restore(workspace: &Workspace, snapshot: &str, target: &Path, extra: &[&str]) -> Run {
     let mut args: Vec<OsString> = vec![
@@ -355,15 +369,7 @@ fn delete_removes_the_extras_of_the_selected_component_and_nothing_else() {
     let (a, b) = (workspace.path("a"), workspace.path("b"));
     sample_tree(&a);
     write(&b.join("b.txt"), b"component b\n");
-    let snapshot = backup(
-        &workspace,
-        &[
-            OsString::from("--component"),
-            format!("a={}", a.display()).into(),
-            "--component".into(),
-            format!("b={}", b.display()).into(),
-        ],
-    );
+    let snapshot = backup_components(&workspace, &[("a", &a), ("b", &b)]);
     let target = workspace.path("out");
     restore(&workspace, &snapshot, &target, &[]).ok();
 
@@ -451,15 +457,7 @@ fn include_exclude_and_component_target_restore_exactly_the_selected_paths() {
         write(&a.join(name), &noise(seed, 5 * KIB));
     }
     write(&b.join("b.txt"), b"component b\n");
-    let snapshot = backup(
-        &workspace,
-        &[
-            OsString::from("--component"),
-            format!("a={}", a.display()).into(),
-            "--component".into(),
-            format!("b={}", b.display()).into(),
-        ],
-    );
+    let snapshot = backup_components(&workspace, &[("a", &a), ("b", &b)]);
     let everything = relative_paths(&a);
     let without = |gone: &[&str]| -> BTreeSet<String> {
         everything
@@ -785,15 +783,7 @@ fn a_component_landing_inside_another_new_one_restores_with_it() {
         write(&outer.join(format!("o/{n}.txt")), &noise(n, 3 * KIB));
         write(&inner.join(format!("i/{n}.txt")), &noise(100 + n, 3 * KIB));
     }
-    let snapshot = backup(
-        &workspace,
-        &[
-            OsString::from("--component"),
-            format!("outer={}", outer.display()).into(),
-            "--component".into(),
-            format!("inner={}", inner.display()).into(),
-        ],
-    );
+    let snapshot = backup_components(&workspace, &[("outer", &outer), ("inner", &inner)]);
     let target = workspace.path("out");
     let nested = target.join("outer").join("nested-inner");
     let spec = format!("inner={}", nested.display());
