@@ -556,6 +556,24 @@ enum Moment {
     FirstReplaced,
 }
 
+/// `cairn --repo REPO restore SNAPSHOT --target TARGET`, started in the
+/// background with its output discarded.
+fn spawn_restore(workspace: &Workspace, snapshot: &str, target: &Path) -> std::process::Child {
+    workspace
+        .command()
+        .arg("--repo")
+        .arg(workspace.repo())
+        .arg("restore")
+        .arg(snapshot)
+        .arg("--target")
+        .arg(target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cairn restore")
+}
+
 /// `cairn --repo REPO restore SNAPSHOT --target TARGET` in the background,
 /// SIGKILLed at `moment`. Panics unless the kill is what ended it.
 fn kill_restore_at(workspace: &Workspace, snapshot: &str, target: &Path, moment: Moment) {
@@ -575,19 +593,7 @@ fn kill_restore_at(workspace: &Workspace, snapshot: &str, target: &Path, moment:
         .filter(|path| path.is_file() && !is_temporary(path))
         .collect();
     let inodes_before = inodes(&files);
-    let mut child = workspace
-        .command()
-        .arg("--repo")
-        .arg(workspace.repo())
-        .arg("restore")
-        .arg(snapshot)
-        .arg("--target")
-        .arg(target)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start cairn restore");
+    let mut child = spawn_restore(workspace, snapshot, target);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut reached = false;
     while !reached && Instant::now() < deadline && child.try_wait().expect("poll").is_none() {
@@ -701,19 +707,7 @@ fn a_new_component_appears_whole_or_not_at_all_and_a_rerun_clears_what_a_kill_le
     let target = workspace.path("out");
     fs::create_dir(&target).expect("target");
 
-    let mut child = workspace
-        .command()
-        .arg("--repo")
-        .arg(workspace.repo())
-        .arg("restore")
-        .arg(&snapshot)
-        .arg("--target")
-        .arg(&target)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start cairn restore");
+    let mut child = spawn_restore(&workspace, &snapshot, &target);
     // Killed once the staging directory holds a written file.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut staged_file = None;
