@@ -250,9 +250,18 @@ impl Backend for LocalBackend {
             };
             for entry in entries {
                 let entry = entry.map_err(|error| io_error("listing", &directory, error))?;
-                let meta = entry
-                    .metadata()
-                    .map_err(|error| io_error("reading metadata of", &entry.path(), error))?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Deleted since the directory was read (a prune, or a
+                    // backup's own clean-up, running beside this one): a
+                    // listing may or may not name what is removed while it
+                    // runs, and every caller reads what it lists as a
+                    // possibly missing object already.
+                    Err(error) if error.kind() == ErrorKind::NotFound => continue,
+                    Err(error) => {
+                        return Err(io_error("reading metadata of", &entry.path(), error));
+                    }
+                };
                 if meta.is_dir() {
                     if kind == ObjectKind::Pack {
                         directories.push(entry.path());
