@@ -407,7 +407,7 @@ fn slice_of_frame(
     }
 }
 
-/// Checks decoded bytes against the entry's raw length and BLAKE3 id.
+/// Checks decoded bytes against the entry's raw length.
 fn check_length(entry: &BlobEntry, raw: &[u8], object: impl FnOnce() -> String) -> Result<()> {
     if raw.len() != entry.raw_length as usize {
         return Err(StoreError::corrupt(
@@ -422,6 +422,7 @@ fn check_length(entry: &BlobEntry, raw: &[u8], object: impl FnOnce() -> String) 
     Ok(())
 }
 
+/// Checks decoded bytes against the entry's raw length and BLAKE3 id.
 fn check_content(entry: &BlobEntry, raw: &[u8], object: impl Fn() -> String) -> Result<()> {
     check_length(entry, raw, &object)?;
     if Id::of(raw) != entry.id {

@@ -216,6 +216,12 @@ fn scan_file(path: &Path, chunking: FileChunking) -> std::io::Result<Scanned> {
     })
 }
 
+/// Whether a name is one of a restore's temporaries (a file, a symlink or
+/// a staging directory).
+fn is_temporary(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(TEMPORARY_PREFIX.as_bytes())
+}
+
 /// Temporaries an interrupted restore left beside `destination` (its
 /// staging directory, above all), found in the destination's parent.
 fn stale_temporaries_beside(destination: &Path) -> Vec<PathBuf> {
@@ -224,11 +230,7 @@ fn stale_temporaries_beside(destination: &Path) -> Vec<PathBuf> {
     };
     listing
         .flatten()
-        .filter(|item| {
-            item.file_name()
-                .as_bytes()
-                .starts_with(TEMPORARY_PREFIX.as_bytes())
-        })
+        .filter(|item| is_temporary(&item.file_name()))
         .map(|item| item.path())
         .collect()
 }
@@ -511,7 +513,7 @@ impl Planner<'_> {
         };
         for item in listing.flatten() {
             let name = item.file_name();
-            if name.as_bytes().starts_with(TEMPORARY_PREFIX.as_bytes()) {
+            if is_temporary(&name) {
                 plan.stale_temporaries.push(item.path());
                 continue;
             }
