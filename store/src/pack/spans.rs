@@ -35,7 +35,10 @@ impl Span {
 /// Groups `wanted` blobs (pack, entry) by pack and merges neighbours into
 /// spans. Every blob lands in exactly one span.
 pub fn spans(mut wanted: Vec<(Id, BlobEntry)>) -> Vec<Span> {
-    wanted.sort_by_key(|(pack, entry)| (*pack, entry.offset));
+    // Blobs sharing a frame share its offset; within it they go in frame
+    // order, so that a reader finds them together, the frame's first blob
+    // first ([`super::by_stored_bytes`]), and decompresses it once.
+    wanted.sort_by_key(|(pack, entry)| (*pack, entry.offset, entry.frame_offset));
     let mut spans: Vec<Span> = Vec::new();
     for (pack, entry) in wanted {
         let end = entry.offset + u64::from(entry.length);
@@ -119,6 +122,38 @@ mod tests {
         assert_eq!(
             found.iter().map(|span| span.blobs.len()).sum::<usize>(),
             600
+        );
+    }
+
+    /// A frame's blobs asked for out of order (a restore asks in path
+    /// order, not pack order) still come out together, its first blob
+    /// first, so they are read as one frame, not as several.
+    #[test]
+    fn the_blobs_of_a_frame_come_out_together_in_frame_order() {
+        let pack = Id::of(b"pack");
+        let in_frame = |frame_offset: u32| BlobEntry {
+            id: Id::of(&frame_offset.to_le_bytes()),
+            offset: 4096,
+            length: 1000,
+            raw_length: 100,
+            compression: Compression::Zstd,
+            frame_offset: Some(frame_offset),
+            ..blob(4096, 1000)
+        };
+        let wanted = vec![
+            (pack, in_frame(200)),
+            (pack, blob(0, 100)),
+            (pack, in_frame(0)),
+            (pack, in_frame(100)),
+        ];
+        let found = spans(wanted);
+        assert_eq!(found.len(), 1);
+        let groups: Vec<Vec<Option<u32>>> = crate::pack::by_stored_bytes(&found[0].blobs)
+            .map(|group| group.iter().map(|entry| entry.frame_offset).collect())
+            .collect();
+        assert_eq!(
+            groups,
+            vec![vec![None], vec![Some(0), Some(100), Some(200)]]
         );
     }
 }
