@@ -8,11 +8,12 @@
 //! backups deduplicate against each other, not only against what existed
 //! when they started.
 //!
-//! Small compressible data blobs are gathered per group into shared zstd
-//! frames of about [`FRAME_TARGET`] bytes (docs/FORMAT.md section 7): a
-//! 4 KiB database page compressed alone pays for zstd's tables as much as
-//! for its bytes, and misses the repeats in its neighbours. A frame is
-//! compressed by the worker that fills it, outside every lock.
+//! Small compressible data blobs are gathered per group and per thread
+//! into shared zstd frames of about [`FRAME_TARGET`] bytes (docs/FORMAT.md
+//! section 7): a 4 KiB database page compressed alone pays for zstd's
+//! tables as much as for its bytes, and misses the repeats in its
+//! neighbours. A frame is compressed by the worker that fills it, outside
+//! every lock.
 //!
 //! Full packs are handed to uploader threads through a queue of
 //! [`UPLOAD_QUEUE`] packs, so workers keep chunking while a pack is written
@@ -48,7 +49,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 /// Packs per index file: small enough that an interrupted backup leaves
@@ -89,8 +90,12 @@ pub struct BlobWriter<'a> {
     /// by the others' blobs. Together they hold at most about one pack's
     /// target size: past that, the fullest goes out.
     data_packs: Mutex<Vec<PackWriter>>,
-    /// Blobs gathered for each group's next shared frame.
-    frames: Mutex<Vec<FrameBuilder>>,
+    /// Blobs gathered for the next shared frame of each group, one frame
+    /// per thread adding to it: a backup walks sibling directories on
+    /// different threads, and one frame for them all mixed files from
+    /// distant parts of the tree, so that a restore, which writes files in
+    /// path order, decompressed most frames once for each part.
+    frames: Mutex<HashMap<(usize, ThreadId), FrameBuilder>>,
     tree_pack: Mutex<PackWriter>,
     /// Packs that existed when the backup started, less those a prune has
     /// marked for deletion.
@@ -232,7 +237,7 @@ impl<'a> BlobWriter<'a> {
             pack_target_size: config.pack_target_size,
             session: Mutex::new(HashSet::new()),
             data_packs: Mutex::new(Vec::new()),
-            frames: Mutex::new(Vec::new()),
+            frames: Mutex::new(HashMap::new()),
             tree_pack: Mutex::new(PackWriter::new()),
             present: RwLock::new(present),
             last_refresh: Mutex::new(Instant::now()),
@@ -287,10 +292,9 @@ impl<'a> BlobWriter<'a> {
             if !looks_incompressible(raw) {
                 let full = {
                     let mut frames = lock(&self.frames);
-                    if frames.len() <= group {
-                        frames.resize_with(group + 1, FrameBuilder::default);
-                    }
-                    let frame = &mut frames[group];
+                    let frame = frames
+                        .entry((group, std::thread::current().id()))
+                        .or_default();
                     frame.members.push((kind, id, raw.len() as u32));
                     frame.raw.extend_from_slice(raw);
                     (frame.raw.len() >= FRAME_TARGET).then(|| std::mem::take(frame))
@@ -586,8 +590,12 @@ impl<'a> BlobWriter<'a> {
     /// Uploads the partly filled packs and indexes everything uploaded.
     /// After this returns, every blob added is in an index file.
     pub fn finish(&self) -> Result<WriterStatistics> {
-        let frames = std::mem::take(&mut *lock(&self.frames));
-        for (group, frame) in frames.into_iter().enumerate() {
+        let mut frames: Vec<_> = std::mem::take(&mut *lock(&self.frames))
+            .into_iter()
+            .map(|((group, _), frame)| (group, frame))
+            .collect();
+        frames.sort_by_key(|(group, _)| *group);
+        for (group, frame) in frames {
             self.store_frame(frame, group)?;
         }
         let data_packs = std::mem::take(&mut *lock(&self.data_packs));
@@ -636,4 +644,82 @@ fn take_fullest(packs: &mut [PackWriter], target: u64) -> Option<PackWriter> {
         .iter_mut()
         .max_by_key(|pack| pack.len())
         .map(std::mem::take)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::index::MemoryIndex;
+    use crate::keys::{generate_signing_key, public_key_of};
+    use crate::pack::read_header;
+    use cairn_chunker::ChunkerParams;
+    use std::sync::Barrier;
+
+    /// Compressible bytes unlike any other call's: a counter spelled out.
+    fn text(thread: usize, round: usize) -> Vec<u8> {
+        format!("thread {thread} round {round}: ")
+            .repeat(200)
+            .into_bytes()
+    }
+
+    /// Two threads adding small blobs to one group, in lockstep so that
+    /// their blobs arrive interleaved, as when a backup walks two sibling
+    /// directories side by side: every shared frame holds one thread's.
+    #[test]
+    fn a_shared_frame_holds_the_blobs_of_one_thread() {
+        let directory = tempfile::tempdir().unwrap();
+        let backend = Arc::new(LocalBackend::new(directory.path()));
+        let key = generate_signing_key().unwrap();
+        let repository =
+            Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
+        let index = MemoryIndex::new();
+        let writer = BlobWriter::new(&repository, &index, HashMap::new());
+        let barrier = Barrier::new(2);
+        let ids: Vec<HashSet<Id>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|thread| {
+                    let (writer, barrier) = (&writer, &barrier);
+                    scope.spawn(move || {
+                        let mut ids = HashSet::new();
+                        for round in 0..8 {
+                            let raw = text(thread, round);
+                            let id = Id::of(&raw);
+                            barrier.wait();
+                            assert!(writer.add_in(BlobKind::Data, id, &raw, 0).unwrap());
+                            ids.insert(id);
+                        }
+                        ids
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        writer.finish().unwrap();
+
+        let mut frames: HashMap<(Id, u64), Vec<Id>> = HashMap::new();
+        for pack in repository.backend().list(ObjectKind::Pack).unwrap() {
+            let pack_id = Id::from_hex(&pack.name).unwrap();
+            let header = read_header(repository.backend(), &pack_id, pack.size).unwrap();
+            for blob in header.blobs {
+                assert!(blob.frame_offset.is_some(), "small text goes in a frame");
+                frames
+                    .entry((pack_id, blob.offset))
+                    .or_default()
+                    .push(blob.id);
+            }
+        }
+        assert_eq!(frames.len(), 2, "one frame per thread: {frames:?}");
+        for members in frames.values() {
+            let thread = ids
+                .iter()
+                .position(|set| set.contains(&members[0]))
+                .unwrap();
+            assert!(
+                members.iter().all(|id| ids[thread].contains(id)),
+                "a frame mixes the two threads' blobs"
+            );
+            assert_eq!(members.len(), 8);
+        }
+    }
 }
