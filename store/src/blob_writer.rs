@@ -90,12 +90,10 @@ pub struct BlobWriter<'a> {
     /// by the others' blobs. Together they hold at most about one pack's
     /// target size: past that, the fullest goes out.
     data_packs: Mutex<Vec<PackWriter>>,
-    /// Blobs gathered for the next shared frame of each group, one frame
-    /// per thread adding to it: a backup walks sibling directories on
-    /// different threads, and one frame for them all mixed files from
-    /// distant parts of the tree, so that a restore, which writes files in
-    /// path order, decompressed most frames once for each part.
-    frames: Mutex<HashMap<(usize, ThreadId), FrameBuilder>>,
+    /// Blobs gathered for the next shared frames of each group: one frame
+    /// for the group, and one for each thread adding small files' blobs
+    /// (see [`FrameSharing`]).
+    frames: Mutex<HashMap<(usize, Option<ThreadId>), FrameBuilder>>,
     tree_pack: Mutex<PackWriter>,
     /// Packs that existed when the backup started, less those a prune has
     /// marked for deletion.
@@ -255,12 +253,20 @@ impl<'a> BlobWriter<'a> {
     /// Stores a blob unless the repository or this session already has it.
     /// Returns whether it was new.
     pub fn add(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<bool> {
-        self.add_in(kind, id, raw, 0)
+        self.add_in(kind, id, raw, 0, FrameSharing::Group)
     }
 
     /// [`Self::add`], keeping data blobs of one `group` together in packs
-    /// of their own (trees share one pack whatever their group).
-    pub fn add_in(&self, kind: BlobKind, id: Id, raw: &[u8], group: usize) -> Result<bool> {
+    /// of their own (trees share one pack whatever their group); a small
+    /// data blob joins the shared frame `sharing` names.
+    pub fn add_in(
+        &self,
+        kind: BlobKind,
+        id: Id,
+        raw: &[u8],
+        group: usize,
+        sharing: FrameSharing,
+    ) -> Result<bool> {
         // Readers refuse larger blobs, so writing one would make the
         // snapshot unreadable; refuse it here, loudly.
         if raw.len() > MAX_BLOB_SIZE as usize {
@@ -292,9 +298,11 @@ impl<'a> BlobWriter<'a> {
             if !looks_incompressible(raw) {
                 let full = {
                     let mut frames = lock(&self.frames);
-                    let frame = frames
-                        .entry((group, std::thread::current().id()))
-                        .or_default();
+                    let thread = match sharing {
+                        FrameSharing::Group => None,
+                        FrameSharing::Thread => Some(std::thread::current().id()),
+                    };
+                    let frame = frames.entry((group, thread)).or_default();
                     frame.members.push((kind, id, raw.len() as u32));
                     frame.raw.extend_from_slice(raw);
                     (frame.raw.len() >= FRAME_TARGET).then(|| std::mem::take(frame))
@@ -623,6 +631,23 @@ impl<'a> BlobWriter<'a> {
     }
 }
 
+/// Which shared frame a small data blob joins, within its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameSharing {
+    /// The group's one frame: for the chunks of a large file, which the
+    /// cores hash and store side by side, a batch at a time, so that its
+    /// frames hold neighbouring parts of the file.
+    Group,
+    /// The adding thread's own frame in the group: for small files. A
+    /// backup walks sibling directories on different threads; one frame
+    /// for them all mixed files from distant parts of the tree, and a
+    /// restore, which writes files in path order, decompressed most frames
+    /// once for each part. (Large files keep the group's frame: each
+    /// thread's frame would hold its share of several batches, parts of the
+    /// file far apart.)
+    Thread,
+}
+
 /// Data blobs waiting to be compressed together: their kinds, ids and raw
 /// lengths, and their bytes one after another.
 #[derive(Default)]
@@ -663,9 +688,10 @@ mod tests {
             .into_bytes()
     }
 
-    /// Two threads adding small blobs to one group, in lockstep so that
-    /// their blobs arrive interleaved, as when a backup walks two sibling
-    /// directories side by side: every shared frame holds one thread's.
+    /// Two threads adding small files' blobs to one group, in lockstep so
+    /// that their blobs arrive interleaved, as when a backup walks two
+    /// sibling directories side by side: every shared frame holds one
+    /// thread's.
     #[test]
     fn a_shared_frame_holds_the_blobs_of_one_thread() {
         let directory = tempfile::tempdir().unwrap();
@@ -686,7 +712,11 @@ mod tests {
                             let raw = text(thread, round);
                             let id = Id::of(&raw);
                             barrier.wait();
-                            assert!(writer.add_in(BlobKind::Data, id, &raw, 0).unwrap());
+                            assert!(
+                                writer
+                                    .add_in(BlobKind::Data, id, &raw, 0, FrameSharing::Thread)
+                                    .unwrap()
+                            );
                             ids.insert(id);
                         }
                         ids

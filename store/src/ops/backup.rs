@@ -22,7 +22,7 @@
 //! leaves the repository as it was plus unreferenced data.
 
 use crate::backend::ObjectKind;
-use crate::blob_writer::{BlobWriter, WriterStatistics};
+use crate::blob_writer::{BlobWriter, FrameSharing, WriterStatistics};
 use crate::chunking::FileChunking;
 use crate::config::RepositoryConfig;
 use crate::error::{Result, StoreError};
@@ -35,7 +35,7 @@ use crate::manifest::{
 };
 use crate::ops::fan_out::FanOut;
 use crate::ops::{join_relative, read_tree};
-use crate::pack::{BlobKind, read_header};
+use crate::pack::{BlobKind, FRAME_TARGET, read_header};
 use crate::read_ahead::{self, ReadAhead};
 use crate::records::{marked_packs, read_marks};
 use crate::repository::Repository;
@@ -1315,6 +1315,11 @@ impl Walker<'_> {
         expected_length: u64,
     ) -> Result<std::result::Result<StoredContent, std::io::Error>> {
         let mut stream = ChunkStream::with_expected_length(reader, chunking, expected_length);
+        let sharing = if expected_length < FRAME_TARGET as u64 {
+            FrameSharing::Thread
+        } else {
+            FrameSharing::Group
+        };
         let mut hasher = blake3::Hasher::new();
         let mut chunks = Vec::new();
         // A file of one chunk hashes to that chunk's id, so a lone first
@@ -1337,6 +1342,7 @@ impl Walker<'_> {
                         chunk.id.into(),
                         batch.bytes(chunk),
                         self.group,
+                        sharing,
                     )
                     .map(|_| ())
             })?;

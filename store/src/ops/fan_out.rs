@@ -6,7 +6,7 @@
 //! writer that fails is set aside with its error and the rest go on. Never
 //! decides what a backup stores or signs anything.
 
-use crate::blob_writer::{BlobWriter, WriterStatistics};
+use crate::blob_writer::{BlobWriter, FrameSharing, WriterStatistics};
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::pack::BlobKind;
@@ -58,15 +58,22 @@ impl<'a> FanOut<'a> {
     /// Stores a blob in every live repository that lacks it; true if any
     /// stored it as new. Fails only when no repository is left.
     pub fn add(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<bool> {
-        self.add_in(kind, id, raw, 0)
+        self.add_in(kind, id, raw, 0, FrameSharing::Group)
     }
 
     /// [`BlobWriter::add_in`] in every live repository.
-    pub fn add_in(&self, kind: BlobKind, id: Id, raw: &[u8], group: usize) -> Result<bool> {
+    pub fn add_in(
+        &self,
+        kind: BlobKind,
+        id: Id,
+        raw: &[u8],
+        group: usize,
+        sharing: FrameSharing,
+    ) -> Result<bool> {
         let mut new = false;
         let mut live = 0;
         for lane in self.lanes.iter().filter(|lane| Self::is_live(lane)) {
-            match lane.writer.add_in(kind, id, raw, group) {
+            match lane.writer.add_in(kind, id, raw, group, sharing) {
                 Ok(added) => {
                     new |= added;
                     live += 1;
