@@ -540,7 +540,9 @@ impl Writer<'_> {
     }
 
     /// Reads the located chunks from `position` on, each once, until
-    /// [`window_bytes`] of them; returns them and the position after the
+    /// [`window_bytes`] of them, and on to the end of the shared frame the
+    /// last one lies in (a frame cut between two windows was read and
+    /// decompressed for each); returns them and the position after the
     /// last one the window covers.
     fn read_window(
         &self,
@@ -553,8 +555,10 @@ impl Writer<'_> {
         let mut bytes = 0u64;
         let mut end = position;
         let limit = window_bytes(self.repository.backend().parallelism());
+        let mut last_frame = None;
         for location in &locations[position..] {
-            if bytes >= limit {
+            let frame = location.as_ref().and_then(shared_frame);
+            if bytes >= limit && (frame.is_none() || frame != last_frame) {
                 break;
             }
             end += 1;
@@ -564,12 +568,22 @@ impl Writer<'_> {
                 bytes += u64::from(location.entry.raw_length);
                 wanted.push((location.pack, location.entry));
             }
+            last_frame = frame;
         }
         (
             fetch_blobs(self.repository, wanted, self.counters, check_ids),
             end.max(position + 1),
         )
     }
+}
+
+/// The shared frame a blob lies in (its pack and the frame's offset), if
+/// it shares one.
+fn shared_frame(location: &BlobLocation) -> Option<(Id, u64)> {
+    location
+        .entry
+        .frame_offset
+        .map(|_| (location.pack, location.entry.offset))
 }
 
 /// Where the chunk being written lies.
