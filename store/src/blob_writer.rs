@@ -8,12 +8,12 @@
 //! backups deduplicate against each other, not only against what existed
 //! when they started.
 //!
-//! Small compressible data blobs are gathered per group and per thread
-//! into shared zstd frames of about [`FRAME_TARGET`] bytes (docs/FORMAT.md
-//! section 7): a 4 KiB database page compressed alone pays for zstd's
-//! tables as much as for its bytes, and misses the repeats in its
-//! neighbours. A frame is compressed by the worker that fills it, outside
-//! every lock.
+//! Small compressible data blobs are gathered per group (small files'
+//! per thread as well, see [`FrameSharing`]) into shared zstd frames of
+//! about [`FRAME_TARGET`] bytes (docs/FORMAT.md section 7): a 4 KiB
+//! database page compressed alone pays for zstd's tables as much as for
+//! its bytes, and misses the repeats in its neighbours. A frame is
+//! compressed by the worker that fills it, outside every lock.
 //!
 //! Full packs are handed to uploader threads through a queue of
 //! [`UPLOAD_QUEUE`] packs, so workers keep chunking while a pack is written
@@ -296,12 +296,12 @@ impl<'a> BlobWriter<'a> {
             .fetch_add(raw.len() as u64, Ordering::Relaxed);
         if kind == BlobKind::Data && raw.len() < FRAME_TARGET && !raw.is_empty() {
             if !looks_incompressible(raw) {
+                let thread = match sharing {
+                    FrameSharing::Group => None,
+                    FrameSharing::Thread => Some(std::thread::current().id()),
+                };
                 let full = {
                     let mut frames = lock(&self.frames);
-                    let thread = match sharing {
-                        FrameSharing::Group => None,
-                        FrameSharing::Thread => Some(std::thread::current().id()),
-                    };
                     let frame = frames.entry((group, thread)).or_default();
                     frame.members.push((kind, id, raw.len() as u32));
                     frame.raw.extend_from_slice(raw);
