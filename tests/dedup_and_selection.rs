@@ -167,8 +167,13 @@ fn inserting_one_byte_reuses_almost_every_chunk() {
 
 /// A snapshot of three components `a`, `b` and `c`.
 fn three_components(workspace: &Workspace) -> String {
+    components_named(workspace, &["a", "b", "c"])
+}
+
+/// A snapshot of one small component per name, in that order.
+fn components_named(workspace: &Workspace, names: &[&str]) -> String {
     workspace.init();
-    for name in ["a", "b", "c"] {
+    for name in names {
         write(
             &workspace.path(&format!("sources/{name}/file-{name}.txt")),
             format!("contents of {name}\n").as_bytes(),
@@ -179,7 +184,7 @@ fn three_components(workspace: &Workspace) -> String {
         );
     }
     let mut args: Vec<OsString> = Vec::new();
-    for name in ["a", "b", "c"] {
+    for name in names {
         args.push("--component".into());
         args.push(
             format!(
@@ -190,13 +195,13 @@ fn three_components(workspace: &Workspace) -> String {
         );
     }
     let summary = workspace.backup_json(args);
-    let names: Vec<&str> = summary["components"]
+    let backed_up: Vec<&str> = summary["components"]
         .as_array()
         .unwrap()
         .iter()
         .map(|component| component["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(backed_up, names);
     summary["snapshot"].as_str().unwrap().to_string()
 }
 
@@ -621,13 +626,13 @@ fn restore_include_exclude_and_component_target_pick_paths_and_places() {
 
 #[test]
 fn components_that_cannot_be_placed_fail_alone_and_the_others_still_restore() {
-    // Components write two at a time, in order; the first two here fail
-    // before writing anything (their places lie below a regular file).
-    // They must still let the third start: were their writing slots or
-    // turns never given back, the restore would hang, so it runs under a
+    // Components write three at a time, in order; the first three here
+    // fail before writing anything (their places lie below a regular
+    // file). They must still let the fourth start: were their writing
+    // slots never given back, the restore would hang, so it runs under a
     // deadline.
     let workspace = Workspace::new();
-    let snapshot = three_components(&workspace);
+    let snapshot = components_named(&workspace, &["a", "b", "c", "d"]);
     let blocker = workspace.path("blocker");
     write(&blocker, b"a regular file\n");
     let target = workspace.path("out");
@@ -641,6 +646,8 @@ fn components_that_cannot_be_placed_fail_alone_and_the_others_still_restore() {
         .arg(format!("a={}", blocker.join("a").display()))
         .arg("--component-target")
         .arg(format!("b={}", blocker.join("b").display()))
+        .arg("--component-target")
+        .arg(format!("c={}", blocker.join("c").display()))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -664,7 +671,7 @@ fn components_that_cannot_be_placed_fail_alone_and_the_others_still_restore() {
         "the failure names the place: {}",
         run.stderr
     );
-    assert_eq!(names_in(&target), ["c"]);
-    assert_same_tree(&workspace.path("sources/c"), &target.join("c"));
+    assert_eq!(names_in(&target), ["d"]);
+    assert_same_tree(&workspace.path("sources/d"), &target.join("d"));
     assert!(fs::read(&blocker).unwrap() == b"a regular file\n");
 }
