@@ -999,7 +999,18 @@ impl Walker<'_> {
             .map_err(|_| StoreError::SourceMissing(source.path.clone()))?;
         let parent = parent_tree.and_then(|id| self.parent_tree(&id));
         let (kind, tree, stats) = if meta.is_dir() {
-            let (tree, stats) = self.directory(&source.path, "", parent.as_ref())?;
+            let (tree, stats) = match parent {
+                // With a parent most files are expected unchanged, and the
+                // walk waits mostly on their metadata.
+                Some(_) => {
+                    let skip = |relative: &str| self.skipped(relative);
+                    std::thread::scope(|scope| {
+                        let _warm_up = read_ahead::warm_tree(scope, &source.path, &skip);
+                        self.directory(&source.path, "", parent.as_ref())
+                    })?
+                }
+                None => self.directory(&source.path, "", parent.as_ref())?,
+            };
             (ComponentKind::Directory, tree, stats)
         } else {
             let name = source
@@ -1057,6 +1068,16 @@ impl Walker<'_> {
         read_tree(self.repository, self.index, id).ok()
     }
 
+    /// Whether the path `relative` to the component's root is left out of
+    /// the walk (not in `--only`, or excluded), with all below it.
+    fn skipped(&self, relative: &str) -> bool {
+        self.only
+            .is_some_and(|only| !covered(only, relative) && !leads_to(only, relative))
+            || self
+                .exclude
+                .is_some_and(|exclude| exclude.is_match(relative))
+    }
+
     fn directory(
         &self,
         path: &Path,
@@ -1086,16 +1107,7 @@ impl Walker<'_> {
             Err(error) => self.problem(relative, format!("cannot list directory: {error}")),
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        if let Some(only) = self.only {
-            names.retain(|name| {
-                let child = join_relative(relative, &name.to_string_lossy());
-                covered(only, &child) || leads_to(only, &child)
-            });
-        }
-        if let Some(exclude) = self.exclude {
-            names
-                .retain(|name| !exclude.is_match(join_relative(relative, &name.to_string_lossy())));
-        }
+        names.retain(|name| !self.skipped(&join_relative(relative, &name.to_string_lossy())));
         // Small files cost a disk round trip each when read one by one; the
         // next window's are asked for while this window's are processed.
         // Files the parent snapshot already holds unchanged are not read at
@@ -1107,17 +1119,16 @@ impl Walker<'_> {
             let Some(window) = window else {
                 return Vec::new();
             };
-            let paths: Vec<PathBuf> = window.iter().map(|name| path.join(name)).collect();
-            // With a parent most files are expected unchanged, and the walk
-            // is mostly waiting for metadata: several requests at once keep
-            // the disk busy. Without one, the cores are busy with content,
-            // and the disk-waiting pool's threads would only compete.
-            let metas = if parent.is_some() {
-                read_ahead::stat_all(&paths)
-            } else {
-                paths.iter().map(fs::symlink_metadata).collect()
-            };
-            let looked: Vec<Looked> = paths.into_iter().zip(metas).collect();
+            // With a parent, the component's warm-up has most of this
+            // metadata in memory already (see `component`).
+            let looked: Vec<Looked> = window
+                .iter()
+                .map(|name| {
+                    let path = path.join(name);
+                    let meta = fs::symlink_metadata(&path);
+                    (path, meta)
+                })
+                .collect();
             let to_read: Vec<PathBuf> = window
                 .iter()
                 .zip(&looked)
