@@ -422,7 +422,7 @@ impl Writer<'_> {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(creation_mode(entry.mode))
             .open(temporary)
             .map_err(io_at("creating", temporary))?;
         std::thread::scope(|scope| -> Result<()> {
@@ -692,6 +692,20 @@ fn read_local(old: &File, id: &Id, local: &LocalChunk) -> Option<Vec<u8>> {
     let mut data = vec![0u8; local.length as usize];
     old.read_exact_at(&mut data, local.offset).ok()?;
     (Id::of(&data) == *id).then_some(data)
+}
+
+/// The mode a file is created with before its content is written and
+/// checked: its own where that grants nothing special, so that (the
+/// umask allowing) no `fchmod` follows, a change of the inode the kernel
+/// pays for again on each of a restore's small files; owner-only where
+/// the mode carries set-user-id, set-group-id or sticky bits, which it
+/// gets only once the content has been checked.
+fn creation_mode(mode: u32) -> u32 {
+    if mode & 0o7000 == 0 {
+        mode & 0o777
+    } else {
+        0o600
+    }
 }
 
 /// Gives `file` the entry's owner, mode and mtime, changing owner and mode
