@@ -290,14 +290,38 @@ impl Run {
     }
 
     /// The location this run lists for `id`.
+    ///
+    /// Ids are BLAKE3 hashes, spread evenly over their range, so the first
+    /// probes guess the place from where the id's leading bytes fall
+    /// between the bounds found so far (interpolation), which lands within
+    /// a few records in two or three probes where bisecting a run of
+    /// 100,000 records takes 17, each on another page. Bisection takes over
+    /// after [`GUESSES`] probes, so a run of ids that are not spread evenly
+    /// still costs no more than a bisection and a few probes.
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        let target = leading_key(&id.0);
+        // Every record in low..high lies, by its leading key, within
+        // low_key..=high_key.
         let (mut low, mut high) = (0, self.count);
+        let (mut low_key, mut high_key) = (0u64, u64::MAX);
+        let mut probes = 0;
         while low < high {
-            let middle = low + (high - low) / 2;
+            let middle = if probes < GUESSES {
+                low + guess(target - low_key, high_key - low_key, high - low)
+            } else {
+                low + (high - low) / 2
+            };
+            probes += 1;
             let record = self.record(middle);
             match record[..32].cmp(&id.0[..]) {
-                std::cmp::Ordering::Less => low = middle + 1,
-                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Less => {
+                    low = middle + 1;
+                    low_key = leading_key(record);
+                }
+                std::cmp::Ordering::Greater => {
+                    high = middle;
+                    high_key = leading_key(record);
+                }
                 std::cmp::Ordering::Equal => {
                     return decode_record(record).map(Some).ok_or_else(|| {
                         run_error(&self.path, format!("undecodable entry for blob {id}"))
@@ -307,6 +331,25 @@ impl Run {
         }
         Ok(None)
     }
+}
+
+/// Interpolation probes a lookup makes before it bisects.
+const GUESSES: u32 = 4;
+
+/// The first eight bytes of an id (or of a record, which starts with
+/// one), as a number that orders as the id does.
+fn leading_key(bytes: &[u8]) -> u64 {
+    let mut leading = [0u8; 8];
+    leading.copy_from_slice(&bytes[..8]);
+    u64::from_be_bytes(leading)
+}
+
+/// Where among `count` records (at least one) a key `offset` above the
+/// range's lowest key should lie, when the range spans `span` keys:
+/// always less than `count`.
+fn guess(offset: u64, span: u64, count: usize) -> usize {
+    let place = u128::from(offset) * count as u128 / (u128::from(span) + 1);
+    (place as usize).min(count - 1)
 }
 
 /// Merges two runs into run `sequence`; where both list an id, `newer`
@@ -363,6 +406,39 @@ mod tests {
                 (id, location(pack, id, number * 100))
             })
             .collect()
+    }
+
+    #[test]
+    fn ids_that_are_not_spread_evenly_are_found_all_the_same() {
+        // Leading bytes bunched at both ends, and many ids sharing their
+        // first eight bytes, mislead every interpolation guess.
+        let mut listed = Vec::new();
+        let mut absent = Vec::new();
+        for number in 0u64..600 {
+            let mut id = Id::of(&number.to_le_bytes());
+            id.0[..8].copy_from_slice(&match number % 3 {
+                0 => [0u8; 8],
+                1 => [0xff; 8],
+                _ => (number * 3).to_be_bytes(),
+            });
+            let mut neighbour = id;
+            neighbour.0[31] ^= 1;
+            listed.push((id, location(b"pack", id, number)));
+            absent.push(neighbour);
+        }
+        absent.push(Id([0u8; 32]));
+        absent.push(Id([0xff; 32]));
+        let directory = tempfile::tempdir().unwrap();
+        let run = Run::write(directory.path(), 1, listed.clone()).unwrap();
+        for (id, expected) in &listed {
+            assert_eq!(run.lookup(id).unwrap(), Some(*expected));
+        }
+        for id in absent
+            .iter()
+            .filter(|id| listed.iter().all(|(l, _)| l != *id))
+        {
+            assert_eq!(run.lookup(id).unwrap(), None, "{id}");
+        }
     }
 
     #[test]
