@@ -393,9 +393,11 @@ impl<'a> BlobWriter<'a> {
             }
             return Ok(());
         };
-        let full_pack =
-            self.add_to_data_pack(group, |pack| pack.add_frame(&frame.members, &compressed));
-        self.stored(compressed.len(), full_pack)
+        let (compression, stored) = compressed;
+        let full_pack = self.add_to_data_pack(group, |pack| {
+            pack.add_frame(&frame.members, (compression, &stored))
+        });
+        self.stored(stored.len(), full_pack)
     }
 
     /// Whether the repository or this session holds `id` in a pack that

@@ -82,6 +82,7 @@ fn encode_record(id: &Id, location: &BlobLocation) -> [u8; RECORD_SIZE] {
     bytes[81] = match entry.compression {
         Compression::None => 0,
         Compression::Zstd => 1,
+        Compression::ZstdPlanes => 2,
     };
     bytes[82..86].copy_from_slice(&entry.frame_offset.unwrap_or(SOLE).to_le_bytes());
     bytes
@@ -101,6 +102,7 @@ fn decode_record(bytes: &[u8]) -> Option<BlobLocation> {
     let compression = match bytes.get(81)? {
         0 => Compression::None,
         1 => Compression::Zstd,
+        2 => Compression::ZstdPlanes,
         _ => return None,
     };
     let frame_offset = match u32::from_le_bytes(bytes.get(82..86)?.try_into().ok()?) {

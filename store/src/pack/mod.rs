@@ -11,9 +11,10 @@
 //! the index can be rebuilt from packs alone. A pack is named by the BLAKE3
 //! hash of all its bytes. This module owns that layout and the encoding of
 //! blobs (raw, one zstd frame each, or several small blobs sharing one
-//! frame); it never decides which blobs go into which pack and never
+//! frame; the bytes as they are or as byte planes, [`planes`]); it never decides which blobs go into which pack and never
 //! touches a backend except through `read_header`.
 
+pub mod planes;
 pub mod spans;
 mod writer;
 mod zstd_contexts;
@@ -33,6 +34,8 @@ pub const TRAILER_SIZE: u64 = 12;
 /// cairn reads; version 2 adds shared frames (`frame_offset`).
 pub const HEADER_VERSION_SOLE: u32 = 1;
 pub const HEADER_VERSION_SHARED: u32 = 2;
+/// Version 3 adds blobs stored as byte planes (`zstd-planes`).
+pub const HEADER_VERSION_PLANES: u32 = 3;
 /// No blob cairn writes is larger (chunks are at most 16 MiB; a tree of a
 /// directory with a million entries stays below this). Larger claims are lies.
 pub const MAX_BLOB_SIZE: u32 = 256 * 1024 * 1024;
@@ -55,6 +58,24 @@ pub enum Compression {
     None,
     /// One zstd frame.
     Zstd,
+    /// Four zstd frames, one per byte plane ([`planes`]).
+    #[serde(rename = "zstd-planes")]
+    ZstdPlanes,
+}
+
+impl Compression {
+    /// The most stored bytes a writer can produce for `raw` bytes: what
+    /// zstd may expand them to, or their four planes to.
+    pub fn stored_bound(self, raw: usize) -> usize {
+        match self {
+            Compression::None => raw,
+            Compression::Zstd => zstd::zstd_safe::compress_bound(raw),
+            Compression::ZstdPlanes => planes::plane_lengths(raw)
+                .into_iter()
+                .map(zstd::zstd_safe::compress_bound)
+                .sum(),
+        }
+    }
 }
 
 /// Where one blob lies in its pack and how to turn it back into its bytes.
@@ -103,32 +124,54 @@ impl BlobEntry {
 }
 
 /// The version a header or index file listing `blobs` is written with.
-pub fn listing_version<'a>(blobs: impl IntoIterator<Item = &'a BlobEntry>) -> u32 {
-    if blobs.into_iter().any(|blob| blob.frame_offset.is_some()) {
+/// The lowest version that can list `blob`.
+fn version_needed(blob: &BlobEntry) -> u32 {
+    if blob.compression == Compression::ZstdPlanes {
+        HEADER_VERSION_PLANES
+    } else if blob.frame_offset.is_some() {
         HEADER_VERSION_SHARED
     } else {
         HEADER_VERSION_SOLE
     }
 }
 
-/// Refuses a listing version this build does not read, and shared frames
-/// in a version-1 listing.
+/// The version a header or index file listing `blobs` is written with:
+/// the lowest that lists them all, so that a listing without shared
+/// frames or planes stays readable by a cairn from before them.
+pub fn listing_version<'a>(blobs: impl IntoIterator<Item = &'a BlobEntry>) -> u32 {
+    blobs
+        .into_iter()
+        .map(version_needed)
+        .max()
+        .unwrap_or(HEADER_VERSION_SOLE)
+}
+
+/// Refuses a listing version this build does not read, and entries its
+/// version cannot hold (shared frames in version 1, planes before 3).
 pub fn check_listing_version(version: u32, blobs: &[BlobEntry], object: &str) -> Result<()> {
-    if version == HEADER_VERSION_SOLE && blobs.iter().any(|blob| blob.frame_offset.is_some()) {
+    if !(HEADER_VERSION_SOLE..=HEADER_VERSION_PLANES).contains(&version) {
         return Err(StoreError::corrupt(
             object,
-            "a version 1 listing has blobs in shared frames",
+            format!(
+                "format version {version} is not supported (this cairn reads versions {HEADER_VERSION_SOLE} to {HEADER_VERSION_PLANES})"
+            ),
         ));
     }
-    if version == HEADER_VERSION_SOLE || version == HEADER_VERSION_SHARED {
-        return Ok(());
+    match blobs.iter().find(|blob| version_needed(blob) > version) {
+        Some(blob) => Err(StoreError::corrupt(
+            object,
+            format!(
+                "a version {version} listing has blob {} {}",
+                blob.id,
+                if blob.compression == Compression::ZstdPlanes {
+                    "stored as planes"
+                } else {
+                    "in a shared frame"
+                }
+            ),
+        )),
+        None => Ok(()),
     }
-    Err(StoreError::corrupt(
-        object,
-        format!(
-            "format version {version} is not supported (this cairn reads versions {HEADER_VERSION_SOLE} and {HEADER_VERSION_SHARED})"
-        ),
-    ))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +201,7 @@ impl PackHeader {
                     let follows = frame.as_mut().filter(|open| {
                         open.offset == blob.offset
                             && open.length == blob.length
+                            && open.compression == blob.compression
                             && open.raw_total == u64::from(start)
                     });
                     let Some(open) = follows else {
@@ -190,6 +234,7 @@ impl PackHeader {
                 frame = Some(OpenFrame {
                     offset: blob.offset,
                     length: blob.length,
+                    compression: blob.compression,
                     raw_total: u64::from(blob.raw_length),
                 });
             }
@@ -215,13 +260,14 @@ impl PackHeader {
 struct OpenFrame {
     offset: u64,
     length: u32,
+    compression: Compression,
     raw_total: u64,
 }
 
 impl OpenFrame {
     fn check(&self, object: &str) -> Result<()> {
         let plausible = self.raw_total <= u64::from(MAX_BLOB_SIZE)
-            && self.length as usize <= zstd::zstd_safe::compress_bound(self.raw_total as usize);
+            && self.length as usize <= self.compression.stored_bound(self.raw_total as usize);
         if plausible {
             Ok(())
         } else {
@@ -243,12 +289,12 @@ pub fn check_blob_lengths(blob: &BlobEntry, object: impl FnOnce() -> String) -> 
         && match (blob.compression, blob.frame_offset) {
             (Compression::None, None) => blob.length == blob.raw_length,
             // zstd never expands input by more than a small bound.
-            (Compression::Zstd, None) => {
-                blob.length as usize <= zstd::zstd_safe::compress_bound(blob.raw_length as usize)
+            (compression, None) => {
+                blob.length as usize <= compression.stored_bound(blob.raw_length as usize)
             }
             // A frame's own bound is checked against all its blobs (a
             // header's); one entry can only be checked to fit in a frame.
-            (Compression::Zstd, Some(start)) => {
+            (Compression::Zstd | Compression::ZstdPlanes, Some(start)) => {
                 u64::from(start) + u64::from(blob.raw_length) <= u64::from(MAX_BLOB_SIZE)
             }
             (Compression::None, Some(_)) => false,
@@ -332,7 +378,12 @@ impl BlobDecoder {
                 zstd_contexts::decompress(stored, entry.raw_length as usize)
                     .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?
             }
-            (Compression::Zstd, Some(start)) => {
+            (Compression::ZstdPlanes, None) => {
+                zstd_contexts::decompress_planes(stored, entry.raw_length as usize).map_err(
+                    |error| StoreError::corrupt(object(), format!("zstd planes: {error}")),
+                )?
+            }
+            (Compression::Zstd | Compression::ZstdPlanes, Some(start)) => {
                 let content = self.frame_content(entry, stored, pack, object)?;
                 slice_of_frame(entry, start, content, object)?
             }
@@ -368,8 +419,12 @@ impl BlobDecoder {
         object: impl FnOnce() -> String,
     ) -> Result<&[u8]> {
         if self.held(entry, pack).is_none() {
-            let content = zstd_contexts::decompress_frame(stored, MAX_BLOB_SIZE as usize)
-                .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?;
+            let limit = MAX_BLOB_SIZE as usize;
+            let content = match entry.compression {
+                Compression::ZstdPlanes => zstd_contexts::decompress_planes(stored, limit),
+                _ => zstd_contexts::decompress_frame(stored, limit),
+            }
+            .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?;
             self.frame = Some((*pack, entry.offset, content));
         }
         Ok(self.held(entry, pack).unwrap_or_default())
@@ -594,10 +649,72 @@ mod tests {
             .iter()
             .map(|content| (BlobKind::Data, Id::of(content), content.len() as u32))
             .collect();
-        let frame = compress_frame(&contents.concat(), 1).unwrap();
-        writer.add_frame(&members, &frame);
+        let (compression, frame) = compress_frame(&contents.concat(), 1).unwrap();
+        writer.add_frame(&members, (compression, &frame));
         let (id, bytes, entries) = writer.finish();
         (id, bytes, entries, contents)
+    }
+
+    #[test]
+    fn float_vectors_are_stored_as_planes_alone_and_in_frames_and_decode_back() {
+        let floats = planes::tests::floats(64 * 1024);
+        let (compression, stored) = compress_blob(&floats, 1);
+        assert_eq!(compression, Compression::ZstdPlanes);
+        let plain = zstd::bulk::compress(&floats, 1).unwrap();
+        assert!(
+            stored.len() < plain.len(),
+            "{} vs {}",
+            stored.len(),
+            plain.len()
+        );
+        let mut writer = PackWriter::new();
+        writer.add(
+            BlobKind::Data,
+            Id::of(&floats),
+            floats.len() as u32,
+            compression,
+            &stored,
+        );
+        let members: Vec<_> = floats
+            .chunks(10_001)
+            .take(3)
+            .map(|blob| (BlobKind::Data, Id::of(blob), blob.len() as u32))
+            .collect();
+        let (frame_compression, frame) = compress_frame(&floats[..30_003], 1).unwrap();
+        assert_eq!(frame_compression, Compression::ZstdPlanes);
+        writer.add_frame(&members, (frame_compression, &frame));
+        let (id, bytes, entries) = writer.finish();
+        let header = parse_pack(&bytes, &id).unwrap();
+        assert_eq!(header.version, HEADER_VERSION_PLANES);
+        let expected = std::iter::once(&floats[..]).chain(floats.chunks(10_001).take(3));
+        for (entry, content) in entries.iter().zip(expected) {
+            let stored = &bytes[entry.offset as usize..][..entry.length as usize];
+            assert_eq!(decode_blob(entry, stored, &id).unwrap(), content);
+        }
+        // A flipped byte in the planes fails the blob it lands in; a blob
+        // of the frame it misses decodes to its own bytes, never others.
+        let contents: Vec<&[u8]> = std::iter::once(&floats[..])
+            .chain(floats.chunks(10_001).take(3))
+            .collect();
+        for damaged_entry in [&entries[0], &entries[2]] {
+            let mut damaged = bytes.clone();
+            damaged[damaged_entry.offset as usize + damaged_entry.length as usize / 2] ^= 0x10;
+            let mut failed = 0;
+            for (entry, content) in entries.iter().zip(&contents) {
+                let stored = &damaged[entry.offset as usize..][..entry.length as usize];
+                match decode_blob(entry, stored, &id) {
+                    Ok(raw) => assert_eq!(raw, *content),
+                    Err(StoreError::Corrupt { .. }) => failed += 1,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            assert_eq!(failed, 1);
+        }
+        // Planes in a listing of an earlier version are refused.
+        let error = check_listing_version(HEADER_VERSION_SHARED, &header.blobs, "pack x")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("stored as planes"), "{error}");
     }
 
     #[test]
@@ -671,12 +788,12 @@ mod tests {
         // A frame listed in a version 1 header.
         assert!(refused(&|h| h.version = HEADER_VERSION_SOLE));
         // An unknown version, named with the ones this cairn reads.
-        assert!(refused(&|h| h.version = 3));
-        let error = check_listing_version(3, &header.blobs, "pack x")
+        assert!(refused(&|h| h.version = 4));
+        let error = check_listing_version(4, &header.blobs, "pack x")
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("version 3") && error.contains("versions 1 and 2"),
+            error.contains("version 4") && error.contains("versions 1 to 3"),
             "{error}"
         );
         // Raw blobs cannot share a frame.
@@ -687,7 +804,7 @@ mod tests {
             (BlobKind::Data, Id::of(b"a"), 1),
             (BlobKind::Data, Id::of(b"b"), 1),
         ];
-        writer.add_frame(&tiny, &[0u8; 200]);
+        writer.add_frame(&tiny, (Compression::Zstd, &[0u8; 200]));
         let (id, bytes, _) = writer.finish();
         let error = parse_pack(&bytes, &id).unwrap_err().to_string();
         assert!(error.contains("implausible lengths"), "{error}");

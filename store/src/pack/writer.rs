@@ -1,8 +1,8 @@
 //! [`PackWriter`]: assembles one pack in memory. Owns the byte layout of a
 //! pack being written; never chooses what to store or writes to a backend.
 
-use super::zstd_contexts;
 use super::{BlobEntry, BlobKind, Compression, PACK_MAGIC, PackHeader, listing_version};
+use super::{planes, zstd_contexts};
 use crate::codec::to_cbor;
 use crate::id::Id;
 
@@ -45,9 +45,14 @@ impl PackWriter {
         self.bytes.extend_from_slice(stored);
     }
 
-    /// Appends one zstd frame holding the blobs `members` (kind, id, raw
-    /// length), whose contents it decompresses to one after another.
-    pub fn add_frame(&mut self, members: &[(BlobKind, Id, u32)], frame: &[u8]) {
+    /// Appends one shared frame holding the blobs `members` (kind, id, raw
+    /// length), whose contents it decompresses to one after another;
+    /// `compression` says how (`Zstd` or `ZstdPlanes`).
+    pub fn add_frame(
+        &mut self,
+        members: &[(BlobKind, Id, u32)],
+        (compression, frame): (Compression, &[u8]),
+    ) {
         let offset = self.bytes.len() as u64;
         let mut start = 0u32;
         for &(kind, id, raw_length) in members {
@@ -57,7 +62,7 @@ impl PackWriter {
                 offset,
                 length: frame.len() as u32,
                 raw_length,
-                compression: Compression::Zstd,
+                compression,
                 frame_offset: Some(start),
             });
             start += raw_length;
@@ -118,25 +123,37 @@ pub const FRAME_TARGET: usize = 128 * 1024;
 /// Compresses a blob with zstd unless that saves less than 3%, in which case
 /// the blob is stored raw: decompressing costs time on every restore, so a
 /// tiny saving is not worth it. Large blobs are judged first by a 4 KiB
-/// sample (see [`looks_incompressible`]).
+/// sample (see [`looks_incompressible`]); a blob whose start looks like
+/// 32-bit numbers is compressed as byte planes ([`planes`]).
 pub fn compress_blob(raw: &[u8], level: i32) -> (Compression, Vec<u8>) {
     if looks_incompressible(raw) {
         return (Compression::None, raw.to_vec());
     }
-    match zstd_contexts::compress(raw, level) {
-        Ok(compressed) if saves_enough(compressed.len(), raw.len()) => {
-            (Compression::Zstd, compressed)
-        }
-        _ => (Compression::None, raw.to_vec()),
+    match compress_frame(raw, level) {
+        Some(compressed) => compressed,
+        None => (Compression::None, raw.to_vec()),
     }
 }
 
-/// The zstd frame of `raw` (several blobs' bytes one after another), if
-/// it saves enough to be worth decompressing.
-pub fn compress_frame(raw: &[u8], level: i32) -> Option<Vec<u8>> {
-    zstd_contexts::compress(raw, level)
+/// The stored bytes of `raw` (one blob's bytes, or several blobs' one
+/// after another) and how they were compressed: as byte planes if its
+/// start looks like 32-bit numbers ([`planes::looks_like_words`]),
+/// otherwise as one zstd frame; `None` if that does not save enough to be
+/// worth decompressing.
+pub fn compress_frame(raw: &[u8], level: i32) -> Option<(Compression, Vec<u8>)> {
+    let sample = &raw[..raw.len().min(planes::SAMPLE_SIZE)];
+    let (compression, compressed) = if planes::looks_like_words(sample) {
+        (
+            Compression::ZstdPlanes,
+            zstd_contexts::compress_planes(raw, level),
+        )
+    } else {
+        (Compression::Zstd, zstd_contexts::compress(raw, level))
+    };
+    compressed
         .ok()
         .filter(|compressed| saves_enough(compressed.len(), raw.len()))
+        .map(|compressed| (compression, compressed))
 }
 
 /// Whether a blob larger than 8 KiB is judged incompressible by its first
@@ -163,20 +180,7 @@ fn saves_enough(compressed: usize, raw: usize) -> bool {
 /// histogram costs a fraction of a trial compression, which this spares on
 /// every compressible blob.
 fn bytes_skewed(sample: &[u8]) -> bool {
-    let mut counts = [0u32; 256];
-    for &byte in sample {
-        counts[usize::from(byte)] += 1;
-    }
-    let total = sample.len() as f64;
-    let bits: f64 = counts
-        .iter()
-        .filter(|&&count| count > 0)
-        .map(|&count| {
-            let count = f64::from(count);
-            count * (total / count).log2()
-        })
-        .sum();
-    bits < total * 8.0 * 0.94
+    planes::entropy_bits(sample.iter().copied()) < sample.len() as f64 * 8.0 * 0.94
 }
 
 fn sample_compresses(sample: &[u8]) -> bool {
@@ -227,8 +231,10 @@ mod tests {
         assert!(bytes_skewed(&floats));
         assert!(!bytes_skewed(&noise));
         // Random bytes repeated: not skewed, yet they compress, and the
-        // trial compression still finds it.
-        let repeated: Vec<u8> = noise[..512].repeat(16);
+        // trial compression still finds it. (With a period that is a
+        // multiple of four, each byte plane would repeat too few values,
+        // and the blob would go to planes, compressing as well.)
+        let repeated: Vec<u8> = noise[..513].repeat(16);
         assert!(!bytes_skewed(&repeated[..SAMPLE_SIZE]));
         assert_eq!(compress_blob(&repeated, 3).0, Compression::Zstd);
     }

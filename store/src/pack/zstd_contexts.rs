@@ -6,6 +6,7 @@
 //! compressing it. Never decides whether a blob is compressed, and never
 //! keeps data between calls: only zstd's working memory survives.
 
+use super::planes;
 use std::cell::RefCell;
 use std::io;
 use zstd::bulk::{Compressor, Decompressor};
@@ -72,6 +73,85 @@ pub fn decompress_frame(data: &[u8], limit: usize) -> io::Result<Vec<u8>> {
     }
 }
 
+/// `raw` as its four byte planes (see [`planes`]), each compressed at
+/// `level` into a frame of its own, the frames one after another.
+pub fn compress_planes(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let planes = planes::split(raw);
+    let mut stored = Vec::new();
+    let mut at = 0;
+    for length in planes::plane_lengths(raw.len()) {
+        stored.extend_from_slice(&compress(&planes[at..at + length], level)?);
+        at += length;
+    }
+    Ok(stored)
+}
+
+/// The bytes `stored` holds as four zstd frames of their planes, as
+/// [`compress_planes`] writes them, refusing more than `limit` bytes in
+/// all. Each frame must declare its content size, and the four sizes must
+/// be the plane lengths of their sum.
+pub fn decompress_planes(stored: &[u8], limit: usize) -> io::Result<Vec<u8>> {
+    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    let mut frames = Vec::with_capacity(4);
+    let mut rest = stored;
+    for plane in 0..4 {
+        let size = zstd::zstd_safe::find_frame_compressed_size(rest)
+            .map_err(|_| invalid(format!("plane {plane} is not a whole zstd frame")))?;
+        let (frame, after) = rest.split_at(size);
+        match zstd::zstd_safe::get_frame_content_size(frame) {
+            Ok(Some(declared)) => frames.push((frame, declared)),
+            _ => return Err(invalid(format!("plane {plane}'s frame declares no size"))),
+        }
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(invalid(format!(
+            "{} bytes follow the fourth plane",
+            rest.len()
+        )));
+    }
+    let total: u64 = frames.iter().map(|(_, declared)| declared).sum();
+    if total > limit as u64 {
+        return Err(invalid(format!(
+            "the planes declare {total} bytes, more than {limit}"
+        )));
+    }
+    let lengths = planes::plane_lengths(total as usize);
+    if frames
+        .iter()
+        .zip(lengths)
+        .any(|((_, declared), length)| *declared != length as u64)
+    {
+        return Err(invalid(format!(
+            "planes of {:?} bytes are not the planes of {total} bytes",
+            frames
+                .iter()
+                .map(|(_, declared)| declared)
+                .collect::<Vec<_>>()
+        )));
+    }
+    let mut joined = vec![0u8; total as usize];
+    DECOMPRESSOR.with(|cell| -> io::Result<()> {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(decompressor) => decompressor,
+            None => slot.insert(Decompressor::new()?),
+        };
+        let mut at = 0;
+        for ((frame, _), length) in frames.iter().zip(lengths) {
+            let written = decompressor.decompress_to_buffer(frame, &mut joined[at..at + length])?;
+            if written != length {
+                return Err(invalid(format!(
+                    "a plane decompressed to {written} bytes, expected {length}"
+                )));
+            }
+            at += length;
+        }
+        Ok(())
+    })?;
+    Ok(planes::merge(&joined))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +174,45 @@ mod tests {
         assert!(decompress(b"not zstd at all", 1024).is_err());
         // A context that saw an error still works.
         assert_eq!(decompress(&compressed, text.len()).unwrap(), text);
+    }
+
+    #[test]
+    fn planes_round_trip_and_refuse_what_does_not_add_up() {
+        let raw = planes::tests::floats(5000);
+        let odd = &raw[..raw.len() - 3];
+        for bytes in [&raw[..], odd, &[][..]] {
+            let stored = compress_planes(bytes, 1).unwrap();
+            assert_eq!(decompress_planes(&stored, bytes.len()).unwrap(), bytes);
+        }
+        let stored = compress_planes(&raw, 1).unwrap();
+        assert!(
+            stored.len() < raw.len() * 95 / 100,
+            "{} of {}",
+            stored.len(),
+            raw.len()
+        );
+        assert!(decompress_planes(&stored, raw.len() - 1).is_err());
+        // Three frames, or five, or trailing bytes, are refused.
+        let first = zstd::zstd_safe::find_frame_compressed_size(&stored).unwrap();
+        assert!(decompress_planes(&stored[first..], raw.len()).is_err());
+        let mut five = stored.clone();
+        five.extend_from_slice(&stored[..first]);
+        assert!(decompress_planes(&five, raw.len() * 2).is_err());
+        let mut trailing = stored.clone();
+        trailing.push(0);
+        assert!(decompress_planes(&trailing, raw.len()).is_err());
+        // Frames whose sizes are not the planes of their sum are refused:
+        // of 19,997 bytes, the planes hold 5,000, 4,999, 4,999 and 4,999.
+        let stored = compress_planes(odd, 1).unwrap();
+        let mut frames = Vec::new();
+        let mut rest = &stored[..];
+        while !rest.is_empty() {
+            let size = zstd::zstd_safe::find_frame_compressed_size(rest).unwrap();
+            frames.push(&rest[..size]);
+            rest = &rest[size..];
+        }
+        let misplaced = [frames[0], frames[1], frames[2], frames[0]].concat();
+        assert!(decompress_planes(&misplaced, raw.len()).is_err());
     }
 
     #[test]
