@@ -971,7 +971,9 @@ fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocation]) -> Pack
         let start = entry.offset as usize;
         let stored = bytes.get(start..start.saturating_add(entry.length as usize));
         let result = match stored {
-            Some(stored) => decoder.decode(entry, stored, pack).map(|_| ()),
+            Some(stored) => decoder
+                .decode_sharing(entry, stored, pack, true)
+                .map(|_| ()),
             None => Err(crate::StoreError::corrupt(
                 format!("blob {}", entry.id),
                 "lies past the end of its pack",

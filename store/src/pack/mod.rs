@@ -26,6 +26,8 @@ use crate::codec::from_cbor;
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
+use std::sync::Arc;
 
 pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPK1";
 /// Header length (u32 LE) plus the closing magic.
@@ -326,33 +328,44 @@ pub fn decode_blob(entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Vec<u8
     BlobDecoder::default().decode(entry, stored, pack)
 }
 
+/// A decoded and checked blob: bytes of its own, or its place in a shared
+/// frame's decompressed content, which the blobs of one frame share
+/// rather than each copying itself out (a restore copied and allocated
+/// every blob of every frame once more that way).
+#[derive(Clone, Debug)]
+pub enum Decoded {
+    Own(Vec<u8>),
+    InFrame(Arc<Vec<u8>>, Range<usize>),
+}
+
+impl Decoded {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Decoded::Own(bytes) => bytes,
+            Decoded::InFrame(content, range) => &content[range.clone()],
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Decoded::Own(bytes) => bytes,
+            Decoded::InFrame(content, range) => content[range].to_vec(),
+        }
+    }
+}
+
 /// Decodes blobs one after another, decompressing a shared frame once for
 /// all the consecutive blobs taken from it.
 #[derive(Default)]
 pub struct BlobDecoder {
     /// The last shared frame decompressed: its pack, offset and content.
-    frame: Option<(Id, u64, Vec<u8>)>,
+    frame: Option<(Id, u64, Arc<Vec<u8>>)>,
 }
 
 impl BlobDecoder {
     /// As [`decode_blob`].
     pub fn decode(&mut self, entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Vec<u8>> {
         self.decode_checking(entry, stored, pack, true)
-    }
-
-    /// As [`BlobDecoder::decode`], but without hashing the content against
-    /// the blob's id (its length is still checked). Only for a caller that
-    /// checks every byte otherwise, before anything is trusted: a restore
-    /// checks a large file's whole-file hash, which covers all its chunks,
-    /// and decodes with [`BlobDecoder::decode`] to find the culprit when
-    /// that hash does not match.
-    pub fn decode_unchecked(
-        &mut self,
-        entry: &BlobEntry,
-        stored: &[u8],
-        pack: &Id,
-    ) -> Result<Vec<u8>> {
-        self.decode_checking(entry, stored, pack, false)
     }
 
     fn decode_checking(
@@ -362,6 +375,24 @@ impl BlobDecoder {
         pack: &Id,
         check: bool,
     ) -> Result<Vec<u8>> {
+        self.decode_sharing(entry, stored, pack, check)
+            .map(Decoded::into_vec)
+    }
+
+    /// As [`BlobDecoder::decode`], but a blob in a shared frame is handed
+    /// out as its place in the frame's content, not copied; and without
+    /// `check`, its content is not hashed against its id (its length still
+    /// is). Not checking is only for a caller that checks every byte
+    /// otherwise, before anything is trusted: a restore checks a large
+    /// file's whole-file hash, which covers all its chunks, and decodes
+    /// with `check` to find the culprit when that hash does not match.
+    pub fn decode_sharing(
+        &mut self,
+        entry: &BlobEntry,
+        stored: &[u8],
+        pack: &Id,
+        check: bool,
+    ) -> Result<Decoded> {
         // Named only when something is wrong: formatting two ids for every
         // blob was a visible share of a verify's CPU.
         let object = || format!("blob {} in pack {}", entry.id, pack);
@@ -373,25 +404,26 @@ impl BlobDecoder {
             ));
         }
         let raw = match (entry.compression, entry.frame_offset) {
-            (Compression::None, _) => stored.to_vec(),
-            (Compression::Zstd, None) => {
+            (Compression::None, _) => Decoded::Own(stored.to_vec()),
+            (Compression::Zstd, None) => Decoded::Own(
                 zstd_contexts::decompress(stored, entry.raw_length as usize)
-                    .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?
-            }
-            (Compression::ZstdPlanes, None) => {
+                    .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?,
+            ),
+            (Compression::ZstdPlanes, None) => Decoded::Own(
                 zstd_contexts::decompress_planes(stored, entry.raw_length as usize).map_err(
                     |error| StoreError::corrupt(object(), format!("zstd planes: {error}")),
-                )?
-            }
+                )?,
+            ),
             (Compression::Zstd | Compression::ZstdPlanes, Some(start)) => {
                 let content = self.frame_content(entry, stored, pack, object)?;
-                slice_of_frame(entry, start, content, object)?
+                let range = range_in_frame(entry, start, content, object)?;
+                Decoded::InFrame(Arc::clone(content), range)
             }
         };
         if check {
-            check_content(entry, &raw, object)?;
+            check_content(entry, raw.bytes(), object)?;
         } else {
-            check_length(entry, &raw, object)?;
+            check_length(entry, raw.bytes(), object)?;
         }
         Ok(raw)
     }
@@ -404,7 +436,8 @@ impl BlobDecoder {
         let object = || format!("blob {} in pack {}", entry.id, pack);
         Some(
             check_blob_lengths(entry, object)
-                .and_then(|()| slice_of_frame(entry, start, content, object))
+                .and_then(|()| range_in_frame(entry, start, content, object))
+                .map(|range| content[range].to_vec())
                 .and_then(|raw| check_content(entry, &raw, object).map(|()| raw)),
         )
     }
@@ -416,8 +449,8 @@ impl BlobDecoder {
         entry: &BlobEntry,
         stored: &[u8],
         pack: &Id,
-        object: impl FnOnce() -> String,
-    ) -> Result<&[u8]> {
+        object: impl Fn() -> String,
+    ) -> Result<&Arc<Vec<u8>>> {
         if self.held(entry, pack).is_none() {
             let limit = MAX_BLOB_SIZE as usize;
             let content = match entry.compression {
@@ -425,13 +458,16 @@ impl BlobDecoder {
                 _ => zstd_contexts::decompress_frame(stored, limit),
             }
             .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?;
-            self.frame = Some((*pack, entry.offset, content));
+            self.frame = Some((*pack, entry.offset, Arc::new(content)));
         }
-        Ok(self.held(entry, pack).unwrap_or_default())
+        match &self.frame {
+            Some((_, _, content)) => Ok(content),
+            None => Err(StoreError::corrupt(object(), "its frame was not kept")),
+        }
     }
 
     /// The content of the frame decoded last, if it is `entry`'s.
-    fn held(&self, entry: &BlobEntry, pack: &Id) -> Option<&[u8]> {
+    fn held(&self, entry: &BlobEntry, pack: &Id) -> Option<&Arc<Vec<u8>>> {
         match &self.frame {
             Some((in_pack, offset, content)) if in_pack == pack && *offset == entry.offset => {
                 Some(content)
@@ -441,16 +477,18 @@ impl BlobDecoder {
     }
 }
 
-/// The bytes of `entry` (at `start`) in its frame's decompressed content.
-fn slice_of_frame(
+/// Where the bytes of `entry` (at `start`) lie in its frame's decompressed
+/// content.
+fn range_in_frame(
     entry: &BlobEntry,
     start: u32,
     content: &[u8],
     object: impl FnOnce() -> String,
-) -> Result<Vec<u8>> {
+) -> Result<Range<usize>> {
     let from = start as usize;
-    match content.get(from..from + entry.raw_length as usize) {
-        Some(bytes) => Ok(bytes.to_vec()),
+    let range = from..from + entry.raw_length as usize;
+    match content.get(range.clone()) {
+        Some(_) => Ok(range),
         None => Err(StoreError::corrupt(
             object(),
             format!(
@@ -738,6 +776,35 @@ mod tests {
         }
         let held = decoder.decode_from_held_frame(&entries[2], &id).unwrap();
         assert_eq!(held.unwrap(), contents[1]);
+        // Shared, the frame's blobs are places in one decompressed content;
+        // checked or not, a blob whose place is wrong fails.
+        let mut sharing = BlobDecoder::default();
+        let shared: Vec<Decoded> = entries[1..]
+            .iter()
+            .map(|entry| {
+                let stored = &bytes[entry.offset as usize..][..entry.length as usize];
+                sharing.decode_sharing(entry, stored, &id, true).unwrap()
+            })
+            .collect();
+        for (decoded, content) in shared.iter().zip(&contents) {
+            assert_eq!(decoded.bytes(), content.as_slice());
+        }
+        match (&shared[0], &shared[2]) {
+            (Decoded::InFrame(first, _), Decoded::InFrame(last, _)) => {
+                assert!(Arc::ptr_eq(first, last));
+            }
+            other => panic!("not shared: {other:?}"),
+        }
+        let mut too_long = entries[3];
+        too_long.raw_length += 1;
+        let stored = &bytes[too_long.offset as usize..][..too_long.length as usize];
+        for check in [true, false] {
+            assert!(
+                sharing
+                    .decode_sharing(&too_long, stored, &id, check)
+                    .is_err()
+            );
+        }
         // Another pack's frame at the same offset is not the one held.
         assert!(
             decoder

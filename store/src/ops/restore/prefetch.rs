@@ -24,7 +24,7 @@ use crate::backend::ObjectKind;
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::pack::spans::{Span, spans};
-use crate::pack::{BlobDecoder, BlobEntry, by_stored_bytes};
+use crate::pack::{BlobDecoder, BlobEntry, Decoded, by_stored_bytes};
 use crate::repository::Repository;
 use crate::tree::EntryKind;
 use rayon::prelude::*;
@@ -65,15 +65,16 @@ const MIN_READERS: usize = 2;
 /// blobs from being handed out one by one.
 const DECODE_BATCH_FRAMES: usize = 2;
 
-/// Checked blobs of one batch, by id.
+/// Checked blobs of one batch, by id; the blobs of a shared frame are
+/// held as places in its content, not copies.
 #[derive(Default)]
 pub struct BlobCache {
-    blobs: HashMap<Id, Vec<u8>>,
+    blobs: HashMap<Id, Decoded>,
 }
 
 impl BlobCache {
     pub fn get(&self, id: &Id) -> Option<&[u8]> {
-        self.blobs.get(id).map(Vec::as_slice)
+        self.blobs.get(id).map(Decoded::bytes)
     }
 }
 
@@ -142,7 +143,7 @@ pub fn prefetch(
 /// parallelism at once, into a cache of those that pass their check:
 /// against their ids with `check_ids`, otherwise of their lengths only,
 /// for a caller that checks their content itself (see
-/// [`crate::pack::BlobDecoder::decode_unchecked`]).
+/// [`crate::pack::BlobDecoder::decode_sharing`]).
 pub fn fetch_blobs(
     repository: &Repository,
     wanted: Vec<(Id, BlobEntry)>,
@@ -189,7 +190,7 @@ fn read_span(
     span: &Span,
     counters: &WriteCounters,
     check_ids: bool,
-    blobs: &mut Vec<(Id, Vec<u8>)>,
+    blobs: &mut Vec<(Id, Decoded)>,
 ) {
     counters.requests.fetch_add(1, Ordering::Relaxed);
     let bytes = match repository.backend().read_range(
@@ -220,11 +221,7 @@ fn read_span(
             let mut decoder = BlobDecoder::default();
             frame.iter().filter_map(move |entry| {
                 let stored = span.blob_bytes(bytes, entry)?;
-                let decoded = if check_ids {
-                    decoder.decode(entry, stored, &span.pack)
-                } else {
-                    decoder.decode_unchecked(entry, stored, &span.pack)
-                };
+                let decoded = decoder.decode_sharing(entry, stored, &span.pack, check_ids);
                 Some(decoded.map(|raw| (entry.id, raw)))
             })
         })

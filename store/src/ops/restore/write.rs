@@ -230,6 +230,17 @@ impl HashingWriter {
 
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         self.place_pending_zeros()?;
+        // A buffered file's piece of at least a buffer goes to the file as
+        // it is (a small file's only chunk is one): through the buffer, it
+        // was copied once more for nothing.
+        if !self.direct && self.filled == 0 && data.len() >= self.buffer.capacity() {
+            self.hash(data);
+            self.file.write_all_at(data, self.flushed)?;
+            self.flushed += data.len() as u64;
+            self.file_end = self.flushed;
+            self.start_writeback();
+            return Ok(());
+        }
         while !data.is_empty() {
             let capacity = self.buffer.capacity();
             let taken = data.len().min(capacity - self.filled);
