@@ -17,6 +17,7 @@
 //!   its threads mostly wait, never pass anything to the backup, and stop
 //!   when the walk ends.
 
+use crate::ops::join_relative;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -240,12 +241,7 @@ fn list_and_stat(
         if state.stop.load(Ordering::Relaxed) {
             break;
         }
-        let name = entry.file_name();
-        let child = if relative.is_empty() {
-            name.to_string_lossy().into_owned()
-        } else {
-            format!("{relative}/{}", name.to_string_lossy())
-        };
+        let child = join_relative(relative, &entry.file_name().to_string_lossy());
         if skip(&child) {
             continue;
         }

@@ -365,17 +365,7 @@ pub struct BlobDecoder {
 impl BlobDecoder {
     /// As [`decode_blob`].
     pub fn decode(&mut self, entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Vec<u8>> {
-        self.decode_checking(entry, stored, pack, true)
-    }
-
-    fn decode_checking(
-        &mut self,
-        entry: &BlobEntry,
-        stored: &[u8],
-        pack: &Id,
-        check: bool,
-    ) -> Result<Vec<u8>> {
-        self.decode_sharing(entry, stored, pack, check)
+        self.decode_sharing(entry, stored, pack, true)
             .map(Decoded::into_vec)
     }
 
@@ -451,19 +441,19 @@ impl BlobDecoder {
         pack: &Id,
         object: impl Fn() -> String,
     ) -> Result<&Arc<Vec<u8>>> {
-        if self.held(entry, pack).is_none() {
-            let limit = MAX_BLOB_SIZE as usize;
-            let content = match entry.compression {
-                Compression::ZstdPlanes => zstd_contexts::decompress_planes(stored, limit),
-                _ => zstd_contexts::decompress_frame(stored, limit),
+        let frame = match self.frame.take() {
+            Some(held) if held.0 == *pack && held.1 == entry.offset => held,
+            _ => {
+                let limit = MAX_BLOB_SIZE as usize;
+                let content = match entry.compression {
+                    Compression::ZstdPlanes => zstd_contexts::decompress_planes(stored, limit),
+                    _ => zstd_contexts::decompress_frame(stored, limit),
+                }
+                .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?;
+                (*pack, entry.offset, Arc::new(content))
             }
-            .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?;
-            self.frame = Some((*pack, entry.offset, Arc::new(content)));
-        }
-        match &self.frame {
-            Some((_, _, content)) => Ok(content),
-            None => Err(StoreError::corrupt(object(), "its frame was not kept")),
-        }
+        };
+        Ok(&self.frame.insert(frame).2)
     }
 
     /// The content of the frame decoded last, if it is `entry`'s.

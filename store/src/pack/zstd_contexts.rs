@@ -36,13 +36,19 @@ pub fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
 /// `data` decompressed, refusing more than `capacity` bytes of output, as
 /// `zstd::bulk::decompress` would.
 pub fn decompress(data: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
+    with_decompressor(|decompressor| decompressor.decompress(data, capacity))
+}
+
+/// Runs `work` with this thread's decompressor, made on first use.
+fn with_decompressor<T>(
+    work: impl FnOnce(&mut Decompressor<'static>) -> io::Result<T>,
+) -> io::Result<T> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let decompressor = match slot.as_mut() {
-            Some(decompressor) => decompressor,
-            None => slot.insert(Decompressor::new()?),
-        };
-        decompressor.decompress(data, capacity)
+        match slot.as_mut() {
+            Some(decompressor) => work(decompressor),
+            None => work(slot.insert(Decompressor::new()?)),
+        }
     })
 }
 
@@ -131,12 +137,7 @@ pub fn decompress_planes(stored: &[u8], limit: usize) -> io::Result<Vec<u8>> {
         )));
     }
     let mut joined = vec![0u8; total as usize];
-    DECOMPRESSOR.with(|cell| -> io::Result<()> {
-        let mut slot = cell.borrow_mut();
-        let decompressor = match slot.as_mut() {
-            Some(decompressor) => decompressor,
-            None => slot.insert(Decompressor::new()?),
-        };
+    with_decompressor(|decompressor| {
         let mut at = 0;
         for ((frame, _), length) in frames.iter().zip(lengths) {
             let written = decompressor.decompress_to_buffer(frame, &mut joined[at..at + length])?;
