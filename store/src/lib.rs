@@ -27,6 +27,7 @@ pub mod keys;
 pub mod manifest;
 pub mod ops;
 pub mod pack;
+pub mod progress;
 pub mod random;
 pub mod read_ahead;
 pub mod records;

@@ -43,8 +43,9 @@ pub mod write;
 pub use plan::{Action, ComponentPlan, PlanCounts};
 pub use select::{Selection, select_components};
 pub use sources::{Fallback, FallbackUse, Sources};
-pub use write::{NoProgress, RestoreProgress};
+pub use crate::progress::{NoProgress, Progress};
 
+use crate::progress::{Amount, Phase};
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::IndexCache;
@@ -204,7 +205,7 @@ pub fn execute_restore(
     sources: &Sources,
     plan: &RestorePlan,
     safety_key: Option<&SigningKey>,
-    progress: &dyn RestoreProgress,
+    progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
     // The journal (a stat of every path created) only goes with a safety
     // snapshot.
@@ -226,7 +227,13 @@ pub fn execute_restore(
         progress,
     };
     let (files_total, bytes_total) = progress_totals(plan);
-    progress.start(files_total, bytes_total);
+    progress.phase(
+        Phase::Restore,
+        Amount {
+            bytes: bytes_total,
+            items: files_total,
+        },
+    );
     let mut outcome = RestoreOutcome {
         safety_snapshot,
         ..RestoreOutcome::default()
@@ -656,7 +663,7 @@ fn commit_batch(
                     (Ok(None), _) => Ok(()),
                     (Err(error), _) => Err(error),
                 };
-                writer.progress.file_done();
+                writer.progress.advance(Amount::items(1));
                 outcome
                     .err()
                     .map(|error| (item.relative.clone(), error.to_string()))

@@ -37,6 +37,7 @@ use crate::tree::TreeEntry;
 use filetime::FileTime;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
+use crate::progress::{Amount, Progress};
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -44,18 +45,6 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Reports progress; the CLI renders it. Every method has a default that
-/// does nothing.
-pub trait RestoreProgress: Sync {
-    fn start(&self, _files: u64, _bytes: u64) {}
-    fn advance(&self, _bytes: u64) {}
-    fn file_done(&self) {}
-}
-
-/// A progress sink that ignores everything.
-pub struct NoProgress;
-impl RestoreProgress for NoProgress {}
 
 #[derive(Default)]
 pub struct WriteCounters {
@@ -94,7 +83,7 @@ pub struct Writer<'a> {
     /// Where a chunk comes from when the repository cannot give it intact.
     pub sources: &'a Sources<'a>,
     pub counters: &'a WriteCounters,
-    pub progress: &'a dyn RestoreProgress,
+    pub progress: &'a dyn Progress,
 }
 
 pub(crate) fn running_as_root() -> bool {
@@ -511,7 +500,7 @@ impl Writer<'_> {
                     } else {
                         output.write(data).map_err(io_at("writing", temporary))?;
                     }
-                    self.progress.advance(data.len() as u64);
+                    self.progress.advance(Amount::bytes(data.len() as u64));
                 }
             }
             let (file, written, file_hash) =
