@@ -1,8 +1,8 @@
-//! BLAKE3 chunk ids (`ChunkId::of`, one thread) for the default minimum,
+//! BLAKE3 chunk ids (`Id::of`, one thread) for the default minimum,
 //! average and maximum chunk sizes; 16 KiB is the typical chunk.
 
 use cairn_benches::noise;
-use cairn_chunker::ChunkId;
+use cairn_chunker::Id;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -12,9 +12,9 @@ fn hashing(c: &mut Criterion) {
         let chunk = noise(size, 2);
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(
-            BenchmarkId::new("ChunkId::of", format!("{}KiB", size / 1024)),
+            BenchmarkId::new("Id::of", format!("{}KiB", size / 1024)),
             &chunk,
-            |b, chunk| b.iter(|| ChunkId::of(black_box(chunk))),
+            |b, chunk| b.iter(|| Id::of(black_box(chunk))),
         );
     }
     group.finish();

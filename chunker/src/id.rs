@@ -1,32 +1,85 @@
-//! [`ChunkId`]: the BLAKE3 hash that names a chunk. Owns hex formatting and
-//! parsing; never anything about where a chunk is stored.
+//! [`Id`]: the 32-byte BLAKE3 hash that names every chunk, and every
+//! repository object and blob above this crate. Owns hex and serde encodings
+//! (a CBOR byte string, a hex string in JSON); never knows what kind of
+//! thing an id names or where it is stored.
 
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
-/// The BLAKE3 hash of a chunk's uncompressed bytes.
+/// The BLAKE3 hash of some bytes: a chunk's uncompressed content, or a
+/// repository object's stored bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChunkId(pub [u8; 32]);
+pub struct Id(pub [u8; 32]);
 
-impl ChunkId {
-    /// Hash `bytes` into their id.
+impl Id {
+    /// The BLAKE3 hash of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        ChunkId(*blake3::hash(bytes).as_bytes())
+        Id(*blake3::hash(bytes).as_bytes())
     }
 
     /// Lower-case hex, 64 characters.
     pub fn to_hex(&self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
+
+    /// The first 8 hex digits, as shown to people.
+    pub fn short(&self) -> String {
+        self.to_hex()[..8].to_string()
+    }
+
+    /// Parses a full 64-digit hex id (either case).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        blake3::Hash::from_hex(text)
+            .ok()
+            .map(|hash| Id(*hash.as_bytes()))
+    }
 }
 
-impl fmt::Display for ChunkId {
+impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
     }
 }
 
-impl fmt::Debug for ChunkId {
+impl fmt::Debug for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ChunkId({})", &self.to_hex()[..16])
+        write!(f, "Id({})", self.short())
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_hex())
+        } else {
+            serializer.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl Visitor<'_> for IdVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("32 bytes or 64 hex digits")
+            }
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Id, E> {
+                let array: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| E::invalid_length(bytes.len(), &self))?;
+                Ok(Id(array))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Id, E> {
+                Id::from_hex(text).ok_or_else(|| E::invalid_value(de::Unexpected::Str(text), &self))
+            }
+        }
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_str(IdVisitor)
+        } else {
+            deserializer.deserialize_bytes(IdVisitor)
+        }
     }
 }

@@ -12,7 +12,7 @@
 //!   cuts; fixed sizes suit files changed in place in aligned pages.
 //! - [`chunk_slice`]: the boundaries of an in-memory buffer.
 //! - [`ChunkStream`]: reads any `Read` in large batches and yields, per batch,
-//!   the buffer and its chunks with their [`ChunkId`]s, hashed in parallel;
+//!   the buffer and its chunks with their [`Id`]s, hashed in parallel;
 //!   a large buffer's cut points are also searched on several threads, with
 //!   exactly the result of one.
 //!
@@ -33,7 +33,7 @@ mod parallel;
 mod params;
 mod stream;
 
-pub use id::ChunkId;
+pub use id::Id;
 pub use params::{ChunkerParams, Chunking, ParamsError};
 pub use stream::{Batch, ChunkStream, StreamChunk};
 

@@ -3,7 +3,7 @@
 //! tail between batches; never looks at what the bytes mean.
 
 use crate::parallel::cut_ranges;
-use crate::{ChunkId, Chunking, Cutter};
+use crate::{Chunking, Cutter, Id};
 use rayon::prelude::*;
 use std::io::{self, Read};
 use std::ops::Range;
@@ -19,7 +19,7 @@ pub struct StreamChunk {
     pub stream_offset: u64,
     /// Where the chunk's bytes lie in [`Batch::data`].
     pub range: Range<usize>,
-    pub id: ChunkId,
+    pub id: Id,
 }
 
 /// Chunks cut from one buffer-full of the stream.
@@ -128,7 +128,7 @@ impl<R: Read> ChunkStream<R> {
             .into_par_iter()
             .map(|range| StreamChunk {
                 stream_offset: buffer_offset + range.start as u64,
-                id: ChunkId::of(&data[range.clone()]),
+                id: Id::of(&data[range.clone()]),
                 range,
             })
             .collect();

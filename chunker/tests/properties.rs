@@ -1,7 +1,7 @@
 //! Property tests: chunks cover the input exactly, boundaries depend only on
 //! content (not on how the stream is read), and ids are BLAKE3 of the bytes.
 
-use cairn_chunker::{ChunkId, ChunkStream, ChunkerParams, Chunking, chunk_slice};
+use cairn_chunker::{ChunkStream, ChunkerParams, Chunking, Id, chunk_slice};
 use proptest::prelude::*;
 use std::io::Read;
 
@@ -37,7 +37,7 @@ impl Read for Trickle<'_> {
     }
 }
 
-fn stream_chunks(data: &[u8], buffer: usize, step: usize) -> Vec<(u64, usize, ChunkId)> {
+fn stream_chunks(data: &[u8], buffer: usize, step: usize) -> Vec<(u64, usize, Id)> {
     stream_chunks_with(data, buffer, step, Chunking::ContentDefined(SMALL))
 }
 
@@ -46,7 +46,7 @@ fn stream_chunks_with(
     buffer: usize,
     step: usize,
     chunking: Chunking,
-) -> Vec<(u64, usize, ChunkId)> {
+) -> Vec<(u64, usize, Id)> {
     streamed(ChunkStream::with_buffer_size(
         Trickle { data, step },
         chunking,
@@ -57,12 +57,12 @@ fn stream_chunks_with(
 /// Every chunk a stream hands out, checking each against its id and that
 /// every batch hands out one at least (one without would make no progress,
 /// for ever).
-fn streamed<R: Read>(mut stream: ChunkStream<R>) -> Vec<(u64, usize, ChunkId)> {
+fn streamed<R: Read>(mut stream: ChunkStream<R>) -> Vec<(u64, usize, Id)> {
     let mut out = Vec::new();
     while let Some(batch) = stream.next_batch().unwrap() {
         assert!(!batch.chunks.is_empty(), "a batch without a chunk");
         for chunk in &batch.chunks {
-            assert_eq!(chunk.id, ChunkId::of(batch.bytes(chunk)));
+            assert_eq!(chunk.id, Id::of(batch.bytes(chunk)));
             out.push((chunk.stream_offset, chunk.range.len(), chunk.id));
         }
     }
@@ -70,9 +70,9 @@ fn streamed<R: Read>(mut stream: ChunkStream<R>) -> Vec<(u64, usize, ChunkId)> {
 }
 
 /// The chunks of `data` cut in one piece, as a stream should hand them out.
-fn whole_chunks(data: &[u8], chunking: impl Into<Chunking>) -> Vec<(u64, usize, ChunkId)> {
+fn whole_chunks(data: &[u8], chunking: impl Into<Chunking>) -> Vec<(u64, usize, Id)> {
     chunk_slice(data, chunking)
-        .map(|range| (range.start as u64, range.len(), ChunkId::of(&data[range])))
+        .map(|range| (range.start as u64, range.len(), Id::of(&data[range])))
         .collect()
 }
 
@@ -142,8 +142,8 @@ proptest! {
         let data = noise(seed, 100_000);
         let mut edited = data.clone();
         edited.insert(at, 0xA5);
-        let ids = |bytes: &[u8]| -> Vec<ChunkId> {
-            chunk_slice(bytes, &SMALL).map(|range| ChunkId::of(&bytes[range])).collect()
+        let ids = |bytes: &[u8]| -> Vec<Id> {
+            chunk_slice(bytes, &SMALL).map(|range| Id::of(&bytes[range])).collect()
         };
         let before = ids(&data);
         let after = ids(&edited);
@@ -159,9 +159,9 @@ fn one_inserted_byte_in_a_large_input_reuses_almost_every_chunk() {
     let data = noise(7, 8 << 20);
     let mut edited = data.clone();
     edited.insert(data.len() / 2, 1);
-    let ids = |bytes: &[u8]| -> std::collections::HashSet<ChunkId> {
+    let ids = |bytes: &[u8]| -> std::collections::HashSet<Id> {
         chunk_slice(bytes, &params)
-            .map(|range| ChunkId::of(&bytes[range]))
+            .map(|range| Id::of(&bytes[range]))
             .collect()
     };
     let before = ids(&data);

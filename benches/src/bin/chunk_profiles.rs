@@ -9,17 +9,17 @@
 //! since every chunk costs an index entry and a pack header entry. It
 //! measures sizes only, never time, and never writes anything.
 
-use cairn_chunker::{ChunkId, ChunkerParams, Chunking, chunk_slice};
-use cairn_store::pack::compress_blob;
+use cairn_chunker::{ChunkerParams, Chunking, Id, chunk_slice};
+use cairn_store::format::pack::compress_blob;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::process::ExitCode;
 
 /// Bytes and count of the chunks of `data` not in `known`, compressed;
 /// every new chunk is added to `known`.
-fn store(data: &[u8], chunking: Chunking, known: &mut HashSet<ChunkId>, level: i32) -> (u64, u64) {
-    let chunks: Vec<(ChunkId, &[u8])> = chunk_slice(data, chunking)
-        .map(|range| (ChunkId::of(&data[range.clone()]), &data[range]))
+fn store(data: &[u8], chunking: Chunking, known: &mut HashSet<Id>, level: i32) -> (u64, u64) {
+    let chunks: Vec<(Id, &[u8])> = chunk_slice(data, chunking)
+        .map(|range| (Id::of(&data[range.clone()]), &data[range]))
         .collect();
     let new: Vec<&[u8]> = chunks
         .into_iter()
