@@ -7,9 +7,9 @@ mod common;
 use common::*;
 
 use cairn_store::Id;
-use cairn_store::manifest::{SignedManifest, SnapshotBody};
-use cairn_store::pack::{BlobEntry, BlobKind, decode_blob};
-use cairn_store::tree::Tree;
+use cairn_store::format::manifest::{SignedManifest, SnapshotBody};
+use cairn_store::format::pack::{BlobEntry, BlobKind, decode_blob};
+use cairn_store::format::tree::Tree;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
@@ -339,7 +339,7 @@ fn a_manifest_tampered_under_its_old_signature_is_refused_by_verify_and_restore(
     let mut body: SnapshotBody = manifest.body_unverified().unwrap();
     body.components[0].tree = old_body.components[0].tree;
     body.host = "somewhere-else".into();
-    manifest.body = cairn_store::codec::to_cbor(&body);
+    manifest.body = cairn_store::format::codec::to_cbor(&body);
     let tampered = write_manifest(&workspace, &manifest);
     fs::remove_file(snapshot_path(&workspace, &new)).unwrap();
 

@@ -33,9 +33,10 @@ fn repository() -> Workspace {
     write(&source.join("two.bin"), &noise(2, 200_000));
     workspace.backup_json([&source]);
     // A second published key, so key objects can be swapped too.
-    let other =
-        cairn_store::keys::public_key_of(&cairn_store::keys::generate_signing_key().unwrap());
-    let bytes = cairn_store::keys::PublicKeyObject::new(other).encode();
+    let other = cairn_store::format::keys::public_key_of(
+        &cairn_store::format::keys::generate_signing_key().unwrap(),
+    );
+    let bytes = cairn_store::format::keys::PublicKeyObject::new(other).encode();
     write(
         &workspace
             .repo()

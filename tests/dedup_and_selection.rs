@@ -456,10 +456,10 @@ fn forge_parent_swapping_contents(
 ) -> String {
     use cairn_store::backend::{LocalBackend, ObjectKind};
     use cairn_store::blob_writer::BlobWriter;
+    use cairn_store::format::manifest::SignedManifest;
+    use cairn_store::format::pack::BlobKind;
+    use cairn_store::format::tree::Tree;
     use cairn_store::index::open_index;
-    use cairn_store::manifest::SignedManifest;
-    use cairn_store::pack::BlobKind;
-    use cairn_store::tree::Tree;
     use cairn_store::{Id, Repository};
 
     let repository = Repository::open(std::sync::Arc::new(LocalBackend::new(repo))).unwrap();
@@ -502,7 +502,7 @@ fn forge_parent_swapping_contents(
     // A year later, so it is the newest snapshot of this host and component.
     let year: u32 = body.time[..4].parse().unwrap();
     body.time = format!("{}{}", year + 1, &body.time[4..]);
-    let stranger = cairn_store::keys::generate_signing_key().unwrap();
+    let stranger = cairn_store::format::keys::generate_signing_key().unwrap();
     let manifest = SignedManifest::sign(&body, &stranger);
     repository
         .write_object(ObjectKind::Snapshot, &manifest.encode())

@@ -65,7 +65,7 @@ fn backup_data(workspace: &Workspace, repos: &[PathBuf], source: &Path) -> Strin
 }
 
 /// Flips a byte in the middle of the middle blob of `pack`; returns it.
-fn damage_middle_blob(pack: &Path) -> cairn_store::pack::BlobEntry {
+fn damage_middle_blob(pack: &Path) -> cairn_store::format::pack::BlobEntry {
     let header = header_of(pack);
     let blob = header.blobs[header.blobs.len() / 2];
     let mut bytes = fs::read(pack).unwrap();
@@ -76,7 +76,7 @@ fn damage_middle_blob(pack: &Path) -> cairn_store::pack::BlobEntry {
 }
 
 /// Whether one of a restore report's main failures names `blob`.
-fn names_blob(report: &serde_json::Value, blob: &cairn_store::pack::BlobEntry) -> bool {
+fn names_blob(report: &serde_json::Value, blob: &cairn_store::format::pack::BlobEntry) -> bool {
     report["main_failure_examples"]
         .as_array()
         .expect("examples")

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 
 use cairn_store::Id;
-use cairn_store::index::IndexFile;
+use cairn_store::format::index::IndexFile;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

@@ -9,7 +9,8 @@
 
 use cairn_benches::{SplitMix64, pack_entries, random_ids};
 use cairn_store::Id;
-use cairn_store::index::{IndexCache, MemoryIndex, PackEntry, SledIndex};
+use cairn_store::format::index::PackEntry;
+use cairn_store::index::{IndexCache, MemoryIndex, SledIndex};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use std::cell::OnceCell;

@@ -8,8 +8,8 @@
 use cairn_benches::{noise, text};
 use cairn_chunker::{ChunkerParams, chunk_slice};
 use cairn_store::Id;
-use cairn_store::config::{DEFAULT_PACK_TARGET_SIZE, DEFAULT_ZSTD_LEVEL};
-use cairn_store::pack::{BlobKind, PackWriter, compress_blob};
+use cairn_store::format::config::{DEFAULT_PACK_TARGET_SIZE, DEFAULT_ZSTD_LEVEL};
+use cairn_store::format::pack::{BlobKind, PackWriter, compress_blob};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::ops::Range;

@@ -3,7 +3,7 @@
 //!
 //! - criterion micro-benchmarks of the hot paths, under `benches/benches/`:
 //!   `chunker` (FastCDC cut points and [`cairn_chunker::ChunkStream`]),
-//!   `hashing` (BLAKE3 of 16 KiB chunks), `pack` ([`cairn_store::pack::PackWriter`]
+//!   `hashing` (BLAKE3 of 16 KiB chunks), `pack` ([`cairn_store::format::pack::PackWriter`]
 //!   with `compress_blob` on noise and on text) and `index`
 //!   ([`cairn_store::index::MemoryIndex`] and `SledIndex` lookups). Run them
 //!   with `cargo bench -p cairn-benches`; throughput is in bytes (or lookups)
@@ -18,8 +18,8 @@
 //! share, so every run measures the same bytes without a `rand` dependency.
 
 use cairn_store::Id;
-use cairn_store::index::PackEntry;
-use cairn_store::pack::{BlobEntry, BlobKind, Compression};
+use cairn_store::format::index::PackEntry;
+use cairn_store::format::pack::{BlobEntry, BlobKind, Compression};
 
 /// SplitMix64: a tiny, fast, seeded generator; plenty for test data.
 #[derive(Clone, Debug)]

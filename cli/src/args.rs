@@ -261,7 +261,7 @@ pub struct InitArgs {
     #[arg(long, default_value_t = 65536)]
     pub chunk_max: u32,
     /// zstd level for compressible chunks (1 = fastest, 19 = smallest).
-    #[arg(long, default_value_t = cairn_store::config::DEFAULT_ZSTD_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, default_value_t = cairn_store::format::config::DEFAULT_ZSTD_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub compression_level: i32,
     /// Take the chunker and compression settings of repository REPO (the
     /// new repository still gets its own id), so that `cairn copy` between

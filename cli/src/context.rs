@@ -5,10 +5,9 @@
 use crate::args::GlobalArgs;
 use anyhow::{Context as _, Result, anyhow, bail};
 use cairn_store::backend::{Backend, S3Options, open_backend};
+use cairn_store::format::keys::{PublicKey, SigningKey};
 use cairn_store::index::{OpenedIndex, open_index};
-use cairn_store::keys::{
-    PublicKey, SigningKey, TrustStore, parse_public_key_argument, read_secret_key,
-};
+use cairn_store::keystore::{TrustStore, parse_public_key_argument, read_secret_key};
 use cairn_store::{Repository, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -154,7 +153,7 @@ impl Context {
                 }
             }
         };
-        let public = cairn_store::keys::public_key_of(&key);
+        let public = cairn_store::format::keys::public_key_of(&key);
         if !published.contains(&public) {
             bail!(
                 "key {} (public key {}) is not a signing key of repository {}",

@@ -169,7 +169,7 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
         let here = at(spanned.span());
         let component = spanned.get_ref();
         let name = component.name.get_ref();
-        if let Err(error) = cairn_store::manifest::check_component_name(name) {
+        if let Err(error) = cairn_store::format::manifest::check_component_name(name) {
             mistakes.push(format!("{}: {error}", at(component.name.span())));
         }
         if !names.insert(name.clone()) {

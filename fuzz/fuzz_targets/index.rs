@@ -1,5 +1,5 @@
 //! The index file decoder meets arbitrary bytes.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
-    let _ = cairn_store::index::IndexFile::decode(bytes, "index");
+    let _ = cairn_store::format::index::IndexFile::decode(bytes, "index");
 });

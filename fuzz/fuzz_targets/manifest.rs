@@ -2,7 +2,7 @@
 //! arbitrary bytes.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
-    if let Ok(manifest) = cairn_store::manifest::SignedManifest::decode(bytes, "manifest") {
+    if let Ok(manifest) = cairn_store::format::manifest::SignedManifest::decode(bytes, "manifest") {
         let _ = manifest.body_unverified();
         let _ = manifest.verify(&[manifest.signer()]);
     }

@@ -2,7 +2,7 @@
 //! meets the blob decoder.
 #![no_main]
 use cairn_store::Id;
-use cairn_store::pack::{decode_blob, parse_pack};
+use cairn_store::format::pack::{decode_blob, parse_pack};
 
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
     let id = Id::of(bytes);

@@ -36,14 +36,15 @@
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
-use crate::id::Id;
-use crate::index::{IndexCache, IndexFile, PackEntry, take_in_new_index_files};
-use crate::pack::{
+use crate::format::index::{IndexFile, PackEntry};
+use crate::format::pack::{
     BlobEntry, BlobKind, Compression, FRAME_TARGET, MAX_BLOB_SIZE, PackWriter, compress_blob,
     compress_frame, looks_incompressible,
 };
-use crate::records::{marked_packs, read_marks};
+use crate::id::Id;
+use crate::index::{IndexCache, take_in_new_index_files};
 use crate::repository::Repository;
+use crate::repository::{marked_packs, read_marks};
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -677,9 +678,8 @@ fn take_fullest(packs: &mut [PackWriter], target: u64) -> Option<PackWriter> {
 mod tests {
     use super::*;
     use crate::backend::LocalBackend;
+    use crate::format::keys::{generate_signing_key, public_key_of};
     use crate::index::MemoryIndex;
-    use crate::keys::{generate_signing_key, public_key_of};
-    use crate::pack::read_header;
     use cairn_chunker::ChunkerParams;
     use std::sync::Barrier;
 
@@ -732,7 +732,7 @@ mod tests {
         let mut frames: HashMap<(Id, u64), Vec<Id>> = HashMap::new();
         for pack in repository.backend().list(ObjectKind::Pack).unwrap() {
             let pack_id = Id::from_hex(&pack.name).unwrap();
-            let header = read_header(repository.backend(), &pack_id, pack.size).unwrap();
+            let header = repository.read_pack_header(&pack_id, pack.size).unwrap();
             for blob in header.blobs {
                 assert!(blob.frame_offset.is_some(), "small text goes in a frame");
                 frames

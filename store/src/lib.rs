@@ -1,39 +1,37 @@
 //! The cairn repository and the operations on it.
 //!
-//! Layers, lowest first; each only uses those before it:
-//! - [`backend`]: immutable objects by kind and name (local directory today,
-//!   object storage later), create-if-absent, ranged reads, listing.
-//! - [`pack`], [`index`], [`tree`], [`manifest`], [`config`], [`keys`]: one
-//!   module per kind of thing the repository holds, each owning its encoding
-//!   and validation.
+//! Layers, lowest first; each only uses those before it (the layering test
+//! in `store/tests/layering.rs` checks the `use` lines):
+//! - [`error`], [`id`], [`os`]: typed errors, the one id type, OS helpers.
+//! - [`format`]: one module per kind of object the repository holds, each
+//!   owning its encoding and validation; [`format::seal`] signs and opens
+//!   objects. No I/O.
+//! - [`backend`]: immutable objects by kind and name (a local directory, S3,
+//!   memory), create-if-absent, ranged reads, listing.
+//! - [`keystore`]: secret key files and the trust store on this machine.
 //! - [`repository`]: a backend plus its config; verified object reads.
-//! - [`ops`]: backup, restore, verify, listing; one operation per file, each
-//!   with an options type and an outcome with statistics.
+//! - [`index`]: the local cache of the repository's index files.
+//! - [`progress`]: how long operations report how far they are.
+//! - [`ops`]: backup, restore, verify, prune and the rest; each with an
+//!   options type and an outcome with statistics.
 //!
 //! The library never prints: operations return outcomes and notices, and the
 //! CLI decides what to show. The on-disk format is specified in
-//! `docs/FORMAT.md`.
+//! `docs/FORMAT.md`; the layers and their invariants in `docs/DESIGN.md`.
 
 pub mod backend;
 pub mod blob_writer;
-pub mod chunking;
-pub mod codec;
-pub mod config;
-pub mod direct_io;
 pub mod error;
+pub mod format;
 pub mod id;
 pub mod index;
-pub mod keys;
-pub mod manifest;
+pub mod keystore;
 pub mod ops;
-pub mod pack;
+pub mod os;
 pub mod progress;
-pub mod random;
 pub mod read_ahead;
-pub mod records;
 pub mod repository;
 pub mod sqlite;
-pub mod tree;
 
 pub use error::{Result, StoreError};
 pub use id::Id;

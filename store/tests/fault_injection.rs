@@ -5,8 +5,8 @@
 
 use cairn_chunker::ChunkerParams;
 use cairn_store::backend::{Backend, Created, LocalBackend, ObjectInfo, ObjectKind};
+use cairn_store::format::keys::{PublicKey, SigningKey, generate_signing_key, public_key_of};
 use cairn_store::index::open_index;
-use cairn_store::keys::{PublicKey, SigningKey, generate_signing_key, public_key_of};
 use cairn_store::ops::backup::{BackupOptions, ComponentSource, backup};
 use cairn_store::ops::restore::{
     NoProgress, RestoreOptions, Sources, execute_restore, plan_restore,

@@ -5,14 +5,14 @@
 
 use cairn_chunker::ChunkerParams;
 use cairn_store::Id;
-use cairn_store::config::RepositoryConfig;
-use cairn_store::index::{IndexFile, PackEntry};
-use cairn_store::keys::{PublicKeyObject, generate_signing_key, public_key_of};
-use cairn_store::manifest::{
+use cairn_store::format::config::RepositoryConfig;
+use cairn_store::format::index::{IndexFile, PackEntry};
+use cairn_store::format::keys::{PublicKeyObject, generate_signing_key, public_key_of};
+use cairn_store::format::manifest::{
     ChunkerRecord, ComponentKind, ComponentRecord, ComponentStats, SignedManifest, SnapshotBody,
 };
-use cairn_store::pack::{BlobKind, PackWriter, compress_blob, decode_blob, parse_pack};
-use cairn_store::tree::{EntryKind, Tree, TreeEntry};
+use cairn_store::format::pack::{BlobKind, PackWriter, compress_blob, decode_blob, parse_pack};
+use cairn_store::format::tree::{EntryKind, Tree, TreeEntry};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 

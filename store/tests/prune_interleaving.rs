@@ -13,8 +13,12 @@
 use cairn_chunker::ChunkerParams;
 use cairn_store::backend::{Backend, Created, LocalBackend, ObjectInfo, ObjectKind};
 use cairn_store::blob_writer::BlobWriter;
+use cairn_store::format::keys::{PublicKey, SigningKey, generate_signing_key, public_key_of};
+use cairn_store::format::pack::BlobKind;
+use cairn_store::format::records::{
+    DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, SignedRecord,
+};
 use cairn_store::index::{MemoryIndex, open_index};
-use cairn_store::keys::{PublicKey, SigningKey, generate_signing_key, public_key_of};
 use cairn_store::ops::backup::{
     BackupOptions, BackupOutcome, ComponentSource, backup, now_rfc3339,
 };
@@ -25,10 +29,7 @@ use cairn_store::ops::restore::{
 };
 use cairn_store::ops::verify::{DataCheck, VerifyOptions, verify};
 use cairn_store::ops::visit_blobs;
-use cairn_store::pack::BlobKind;
-use cairn_store::records::{
-    DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, SignedRecord, marked_packs, read_marks,
-};
+use cairn_store::repository::{marked_packs, read_marks};
 use cairn_store::{Id, Repository, Result, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

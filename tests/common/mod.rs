@@ -6,7 +6,7 @@
 pub mod s3;
 
 use cairn_store::Id;
-use cairn_store::pack::{BlobKind, PackHeader, parse_pack};
+use cairn_store::format::pack::{BlobKind, PackHeader, parse_pack};
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::fs;

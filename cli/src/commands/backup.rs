@@ -6,9 +6,9 @@ use crate::exit;
 use crate::output::bytes;
 use anyhow::{Result, anyhow};
 use cairn_store::Repository;
+use cairn_store::format::keys::SigningKey;
+use cairn_store::format::manifest::SnapshotBody;
 use cairn_store::index::OpenedIndex;
-use cairn_store::keys::SigningKey;
-use cairn_store::manifest::SnapshotBody;
 use cairn_store::ops::backup::{
     BackupOptions, BackupOutcome, ChunkingChoice, ComponentSource, Destination, SourceKind, backup,
     backup_to_each, component_from_path,
@@ -224,7 +224,7 @@ fn run_backup(
         host,
         force_read: args.force_read,
         // Parents must be signed by a key trusted here (or our own).
-        trusted: cairn_store::keys::TrustStore::new(&context.config_dir()?).trusted_keys()?,
+        trusted: cairn_store::keystore::TrustStore::new(&context.config_dir()?).trusted_keys()?,
     };
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.

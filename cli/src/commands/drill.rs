@@ -8,7 +8,7 @@ use crate::args::DrillArgs;
 use crate::context::Context;
 use crate::exit;
 use anyhow::{Context as _, Result};
-use cairn_store::manifest::{ComponentKind, ComponentRecord};
+use cairn_store::format::manifest::{ComponentKind, ComponentRecord};
 use cairn_store::ops::restore::{
     NoProgress, RestoreOptions, Selection, Sources, execute_restore, plan_restore,
 };
@@ -145,7 +145,7 @@ fn drill_component(
     repository: &Repository,
     index: &dyn cairn_store::index::IndexCache,
     snapshot: Id,
-    body: &cairn_store::manifest::SnapshotBody,
+    body: &cairn_store::format::manifest::SnapshotBody,
     component: &ComponentRecord,
     scratch: &Path,
     check: Option<&str>,

@@ -7,9 +7,8 @@ use anyhow::{Context as _, Result, bail};
 use cairn_chunker::ChunkerParams;
 use cairn_store::Repository;
 use cairn_store::backend::{Backend, ObjectKind};
-use cairn_store::keys::{
-    TrustStore, generate_signing_key, public_key_of, read_secret_key, write_secret_key,
-};
+use cairn_store::format::keys::{generate_signing_key, public_key_of};
+use cairn_store::keystore::{TrustStore, read_secret_key, write_secret_key};
 use serde_json::json;
 use std::path::Path;
 

@@ -5,8 +5,8 @@ use crate::commands::verified_snapshot;
 use crate::context::Context;
 use crate::exit;
 use anyhow::Result;
+use cairn_store::format::tree::EntryKind;
 use cairn_store::ops::listing::list_entries;
-use cairn_store::tree::EntryKind;
 use serde_json::json;
 
 pub fn run(context: &Context, args: &LsArgs) -> Result<u8> {

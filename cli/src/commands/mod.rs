@@ -43,7 +43,7 @@ pub fn verified_snapshot(
     context: &Context,
     repository: &cairn_store::Repository,
     spec: &str,
-) -> anyhow::Result<(cairn_store::Id, cairn_store::manifest::SnapshotBody)> {
+) -> anyhow::Result<(cairn_store::Id, cairn_store::format::manifest::SnapshotBody)> {
     let trusted = context.trusted_keys()?;
     let id = repository.resolve_snapshot_trusted(spec, Some(&trusted))?;
     let manifest = repository.read_manifest(&id)?;

@@ -7,8 +7,8 @@ use crate::output::bytes;
 use crate::progress::CliProgress;
 use anyhow::{Result, anyhow};
 use cairn_store::Repository;
+use cairn_store::format::manifest::ComponentKind;
 use cairn_store::index::OpenedIndex;
-use cairn_store::manifest::ComponentKind;
 use cairn_store::ops::restore::preflight::{self, Status, Verdict};
 use cairn_store::ops::restore::{
     Action, Fallback, RestoreOptions, RestorePlan, Selection, Sources, execute_restore,

@@ -5,7 +5,7 @@ use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
 use anyhow::Result;
-use cairn_store::keys::TrustStore;
+use cairn_store::keystore::TrustStore;
 use cairn_store::ops::listing::list_snapshots;
 use serde_json::json;
 

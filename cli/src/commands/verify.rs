@@ -7,7 +7,7 @@ use crate::output::bytes;
 use anyhow::Result;
 use anyhow::anyhow;
 use cairn_store::Repository;
-use cairn_store::keys::PublicKey;
+use cairn_store::format::keys::PublicKey;
 use cairn_store::ops::verify::{DataCheck, Severity, Subset, VerifyOptions, VerifyReport, verify};
 
 /// Audits one repository as the flags say.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Objects from this size on (packs, mostly) are written with `O_DIRECT`
-/// where the filesystem allows it (see `crate::direct_io` for why);
+/// where the filesystem allows it (see `crate::os::direct_io` for why);
 /// smaller ones, through the page cache.
 const DIRECT_WRITE_MIN: usize = 1 << 20;
 
@@ -148,7 +148,7 @@ impl Backend for LocalBackend {
                 .create_new(true)
                 .open(&temporary)?;
             let direct =
-                bytes.len() >= DIRECT_WRITE_MIN && crate::direct_io::write_whole(&file, bytes)?;
+                bytes.len() >= DIRECT_WRITE_MIN && crate::os::direct_io::write_whole(&file, bytes)?;
             if !direct {
                 file.write_all(bytes)?;
             }

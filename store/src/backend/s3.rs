@@ -494,10 +494,10 @@ impl Backend for S3Backend {
 
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         if kind == ObjectKind::Config {
-            let path = self.path(kind, crate::config::CONFIG_NAME)?;
+            let path = self.path(kind, crate::format::config::CONFIG_NAME)?;
             return match self.runtime.block_on(self.store.head(&path)) {
                 Ok(meta) => Ok(vec![ObjectInfo {
-                    name: crate::config::CONFIG_NAME.into(),
+                    name: crate::format::config::CONFIG_NAME.into(),
                     size: meta.size,
                     modified: Some(SystemTime::from(meta.last_modified)),
                 }]),

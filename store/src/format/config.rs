@@ -2,8 +2,8 @@
 //! document written once by `init` and never changed. Owns its encoding and
 //! validation; never reads or writes anything itself.
 
-use crate::codec::{check_version, from_json, to_json};
 use crate::error::Result;
+use crate::format::codec::{check_version, from_json, to_json};
 use crate::id::Id;
 use cairn_chunker::ChunkerParams;
 use serde::{Deserialize, Serialize};

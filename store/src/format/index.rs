@@ -1,26 +1,18 @@
-//! The index: which pack holds each blob, and where.
+//! Index files: which pack holds each blob, and where.
 //!
 //! Index files in the repository are the truth: immutable CBOR objects, each
 //! listing some packs with their sizes and blobs, named by their BLAKE3 hash.
 //! Index files may overlap (a blob or pack may be listed twice, e.g. by two
-//! concurrent backups); readers take any listing. The local cache (`cache`)
-//! is a copy for fast lookups that can always be thrown away and rebuilt.
-//! This module owns the index file encoding and its validation; it never
-//! reads pack contents.
+//! concurrent backups); readers take any listing. This module owns the index
+//! file encoding and its validation; it never reads pack contents and does
+//! no I/O (the local cache of lookups is `crate::index`).
 
-mod cache;
-mod runs;
-
-pub use cache::{
-    IndexCache, MemoryIndex, OpenedIndex, SledIndex, open_index, take_in_new_index_files,
-};
-
-use crate::codec::{from_cbor, to_cbor};
 use crate::error::{Result, StoreError};
-use crate::id::Id;
-use crate::pack::{
+use crate::format::codec::{from_cbor, to_cbor};
+use crate::format::pack::{
     BlobEntry, PACK_MAGIC, TRAILER_SIZE, check_blob_lengths, check_listing_version, listing_version,
 };
+use crate::id::Id;
 use serde::{Deserialize, Serialize};
 
 /// One pack as an index file lists it.

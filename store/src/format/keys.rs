@@ -1,22 +1,14 @@
-//! Signing keys and trust.
-//!
-//! Owns three things: the secret key file (JSON, mode 0600, kept outside the
-//! repository), the public-key object stored in the repository, and the local
-//! list of trusted public keys (one file per key under the config
-//! directory's `trusted/`). A key found in a repository is never trusted just
-//! for being there: trust comes only from the local list or from a key the
-//! user pins explicitly. Never signs or verifies manifests itself (see
-//! `manifest`).
+//! Signing keys as the repository holds them: the ed25519 public key and
+//! the public-key object that publishes it. No I/O: secret key files and
+//! the local list of trusted keys are `crate::keystore`. A key found in a
+//! repository is never trusted just for being there; signing and verifying
+//! is `seal`'s.
 
-use crate::codec::{from_json, to_json};
 use crate::error::{Result, StoreError};
+use crate::format::codec::{from_json, to_json};
 pub use ed25519_dalek::SigningKey;
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 
 /// An ed25519 public key, shown as 64 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -34,16 +26,6 @@ impl PublicKey {
         VerifyingKey::from_bytes(&bytes).ok()?;
         Some(PublicKey(bytes))
     }
-}
-
-/// The secret key file's contents.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SecretKeyFile {
-    format: String,
-    algorithm: String,
-    secret_key: String,
-    public_key: String,
 }
 
 /// The repository object that publishes a public key.
@@ -83,129 +65,11 @@ impl PublicKeyObject {
 
 /// A fresh signing key from the operating system's random source.
 pub fn generate_signing_key() -> Result<SigningKey> {
-    Ok(SigningKey::from_bytes(&crate::random::random_bytes()?))
+    Ok(SigningKey::from_bytes(&crate::os::random::random_bytes()?))
 }
 
 pub fn public_key_of(key: &SigningKey) -> PublicKey {
     PublicKey(key.verifying_key().to_bytes())
-}
-
-/// Writes a new secret key file with mode 0600; refuses to replace one.
-pub fn write_secret_key(path: &Path, key: &SigningKey) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)
-            .map_err(|error| StoreError::io(format!("creating {}", parent.display()), error))?;
-    }
-    let contents = to_json(&SecretKeyFile {
-        format: "cairn-secret-key-v1".into(),
-        algorithm: "ed25519".into(),
-        secret_key: hex::encode(key.to_bytes()),
-        public_key: public_key_of(key).to_hex(),
-    });
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|error| StoreError::io(format!("creating key file {}", path.display()), error))?;
-    file.write_all(&contents)
-        .and_then(|_| file.sync_all())
-        .map_err(|error| StoreError::io(format!("writing key file {}", path.display()), error))
-}
-
-pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StoreError::KeyMissing(path.to_path_buf()));
-        }
-        Err(error) => {
-            return Err(StoreError::io(
-                format!("reading key file {}", path.display()),
-                error,
-            ));
-        }
-    };
-    let bad = |reason: &str| StoreError::BadKeyFile {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    };
-    let file: SecretKeyFile =
-        serde_json::from_slice(&bytes).map_err(|_| bad("not a cairn secret key file"))?;
-    if file.format != "cairn-secret-key-v1" || file.algorithm != "ed25519" {
-        return Err(bad("not a cairn ed25519 secret key"));
-    }
-    let mut secret = [0u8; 32];
-    hex::decode_to_slice(&file.secret_key, &mut secret)
-        .map_err(|_| bad("secret key is not 64 hex digits"))?;
-    let key = SigningKey::from_bytes(&secret);
-    if public_key_of(&key).to_hex() != file.public_key {
-        return Err(bad("public key does not match the secret key"));
-    }
-    Ok(key)
-}
-
-/// The local list of trusted public keys: `<config dir>/trusted/<hex>`.
-pub struct TrustStore {
-    directory: PathBuf,
-}
-
-impl TrustStore {
-    pub fn new(config_directory: &Path) -> Self {
-        TrustStore {
-            directory: config_directory.join("trusted"),
-        }
-    }
-
-    pub fn trust(&self, key: PublicKey) -> Result<()> {
-        fs::create_dir_all(&self.directory).map_err(|error| {
-            StoreError::io(format!("creating {}", self.directory.display()), error)
-        })?;
-        let path = self.directory.join(key.to_hex());
-        fs::write(&path, format!("{}\n", key.to_hex()))
-            .map_err(|error| StoreError::io(format!("writing {}", path.display()), error))
-    }
-
-    /// Every trusted key; a missing directory means none.
-    pub fn trusted_keys(&self) -> Result<Vec<PublicKey>> {
-        let entries = match fs::read_dir(&self.directory) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => {
-                return Err(StoreError::io(
-                    format!("listing {}", self.directory.display()),
-                    error,
-                ));
-            }
-        };
-        let mut keys = Vec::new();
-        for entry in entries.flatten() {
-            if let Some(key) = entry.file_name().to_str().and_then(PublicKey::from_hex) {
-                keys.push(key);
-            }
-        }
-        keys.sort();
-        Ok(keys)
-    }
-}
-
-/// Parses a key given on the command line: 64 hex digits, or the path of a
-/// file holding them or a public-key object.
-pub fn parse_public_key_argument(argument: &str) -> Result<PublicKey> {
-    if let Some(key) = PublicKey::from_hex(argument) {
-        return Ok(key);
-    }
-    let path = Path::new(argument);
-    let bytes = fs::read(path).map_err(|error| {
-        StoreError::Invalid(format!(
-            "trusted key {argument:?} is neither 64 hex digits nor a readable file ({error})"
-        ))
-    })?;
-    let text = String::from_utf8_lossy(&bytes);
-    if let Some(key) = PublicKey::from_hex(&text) {
-        return Ok(key);
-    }
-    PublicKeyObject::decode(&bytes, &format!("trusted key file {argument}"))
 }
 
 #[cfg(test)]
@@ -213,32 +77,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secret_key_file_round_trips_with_private_mode() {
-        use std::os::unix::fs::PermissionsExt;
-        let directory = tempfile::tempdir().unwrap();
-        let path = directory.path().join("keys/repo.key");
-        let key = generate_signing_key().unwrap();
-        write_secret_key(&path, &key).unwrap();
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert_eq!(read_secret_key(&path).unwrap().to_bytes(), key.to_bytes());
-        assert!(
-            write_secret_key(&path, &key).is_err(),
-            "never overwrites a key"
-        );
-    }
-
-    #[test]
-    fn public_key_arguments_parse_from_hex_or_file() {
+    fn public_keys_parse_only_from_64_hex_digits_of_a_curve_point() {
         let key = public_key_of(&generate_signing_key().unwrap());
-        assert_eq!(parse_public_key_argument(&key.to_hex()).unwrap(), key);
-        let directory = tempfile::tempdir().unwrap();
-        let path = directory.path().join("key.pub");
-        fs::write(&path, PublicKeyObject::new(key).encode()).unwrap();
-        assert_eq!(
-            parse_public_key_argument(path.to_str().unwrap()).unwrap(),
-            key
-        );
-        assert!(parse_public_key_argument("not-a-key").is_err());
+        assert_eq!(PublicKey::from_hex(&key.to_hex()), Some(key));
+        assert_eq!(PublicKey::from_hex(&key.to_hex()[..63]), None);
+        assert_eq!(PublicKey::from_hex("zz"), None);
+        let object = PublicKeyObject::new(key).encode();
+        assert_eq!(PublicKeyObject::decode(&object, "key").unwrap(), key);
     }
 }

@@ -1,25 +1,24 @@
 //! Snapshot manifests: what a snapshot holds, signed with ed25519.
 //!
-//! A manifest object is a CBOR map `{version, body, signer, signature}`
-//! where `body` is the CBOR encoding of [`SnapshotBody`] kept as bytes, so
-//! the signature covers exactly those bytes (prefixed by a domain string)
-//! and re-encoding can never break it. The body names each component's
+//! A manifest object is a sealed envelope (`format::seal`) whose body is
+//! the CBOR encoding of [`SnapshotBody`], signed under [`SIGNING_DOMAIN`]. The body names each component's
 //! root tree by its hash, and trees name chunks by their hashes, so one
 //! signature vouches for every byte of the snapshot. This module owns
-//! signing, verification against a set of trusted keys, and the encoding;
-//! it never decides which keys are trusted.
+//! the body's encoding and validation; it never decides which keys are
+//! trusted.
 
-use crate::chunking::FileChunking;
-use crate::codec::{check_version, from_cbor, to_cbor};
 use crate::error::{Result, StoreError};
+use crate::format::chunking::FileChunking;
+use crate::format::codec::{check_version, from_cbor, to_cbor};
+use crate::format::keys::PublicKey;
+use crate::format::seal::Envelope;
+pub use crate::format::seal::TrustFailure;
 use crate::id::Id;
-use crate::keys::PublicKey;
 use cairn_chunker::{ChunkerParams, Chunking};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-const MANIFEST_VERSION: u32 = 1;
 /// The tag of a safety snapshot taken by a restore before it changed a
 /// target; `latest` never means one of these.
 pub const SAFETY_TAG: &str = "pre-restore";
@@ -28,16 +27,23 @@ const BODY_VERSION: u32 = 1;
 /// never be replayed as a signature over anything else.
 pub const SIGNING_DOMAIN: &[u8] = b"cairn snapshot manifest v1\0";
 
+/// A manifest in its sealed envelope (`format::seal`), signed under
+/// [`SIGNING_DOMAIN`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedManifest {
-    pub version: u32,
-    #[serde(with = "serde_bytes")]
-    pub body: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    pub signer: [u8; 32],
-    #[serde(with = "serde_bytes")]
-    pub signature: [u8; 64],
+#[serde(transparent)]
+pub struct SignedManifest(Envelope);
+
+impl std::ops::Deref for SignedManifest {
+    type Target = Envelope;
+    fn deref(&self) -> &Envelope {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SignedManifest {
+    fn deref_mut(&mut self) -> &mut Envelope {
+        &mut self.0
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,26 +169,6 @@ pub struct Problem {
     pub problem: String,
 }
 
-/// Why a manifest was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TrustFailure {
-    /// Signed by a key that is not trusted here.
-    UntrustedSigner(PublicKey),
-    /// The signature does not match the body.
-    BadSignature,
-}
-
-impl std::fmt::Display for TrustFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TrustFailure::UntrustedSigner(key) => {
-                write!(f, "signed by untrusted key {}", key.to_hex())
-            }
-            TrustFailure::BadSignature => f.write_str("signature does not match its contents"),
-        }
-    }
-}
-
 impl SnapshotBody {
     pub fn new_version() -> u32 {
         BODY_VERSION
@@ -201,55 +187,21 @@ impl SnapshotBody {
 
 impl SignedManifest {
     pub fn sign(body: &SnapshotBody, key: &SigningKey) -> Self {
-        Self::sign_bytes(to_cbor(body), SIGNING_DOMAIN, key)
-    }
-
-    /// Signs encoded body bytes under `domain`: the envelope is shared with
-    /// forget records and deletion marks, each with its own domain.
-    pub fn sign_bytes(body: Vec<u8>, domain: &[u8], key: &SigningKey) -> Self {
-        let signature = key.sign(&signed_message(domain, &body));
-        SignedManifest {
-            version: MANIFEST_VERSION,
-            body,
-            signer: key.verifying_key().to_bytes(),
-            signature: signature.to_bytes(),
-        }
+        SignedManifest(Envelope::seal(to_cbor(body), SIGNING_DOMAIN, key))
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        to_cbor(self)
+        self.0.encode()
     }
 
     pub fn decode(bytes: &[u8], object: &str) -> Result<Self> {
-        let manifest: SignedManifest = from_cbor(bytes, object)?;
-        check_version(manifest.version, MANIFEST_VERSION, object)?;
-        Ok(manifest)
-    }
-
-    pub fn signer(&self) -> PublicKey {
-        PublicKey(self.signer)
+        Envelope::decode(bytes, object).map(SignedManifest)
     }
 
     /// Checks the signer is trusted and the signature valid; only then is
     /// the body worth reading.
     pub fn verify(&self, trusted: &[PublicKey]) -> std::result::Result<(), TrustFailure> {
-        self.verify_domain(SIGNING_DOMAIN, trusted)
-    }
-
-    /// [`SignedManifest::verify`] for an envelope signed under `domain`.
-    pub fn verify_domain(
-        &self,
-        domain: &[u8],
-        trusted: &[PublicKey],
-    ) -> std::result::Result<(), TrustFailure> {
-        let signer = self.signer();
-        if !trusted.contains(&signer) {
-            return Err(TrustFailure::UntrustedSigner(signer));
-        }
-        let key = VerifyingKey::from_bytes(&self.signer).map_err(|_| TrustFailure::BadSignature)?;
-        let signature = Signature::from_bytes(&self.signature);
-        key.verify_strict(&signed_message(domain, &self.body), &signature)
-            .map_err(|_| TrustFailure::BadSignature)
+        self.0.open(SIGNING_DOMAIN, trusted)
     }
 
     /// The body, for a caller that has checked [`SignedManifest::verify`]
@@ -276,7 +228,7 @@ impl SignedManifest {
                 ));
             }
             if let Some(pages) = component.sqlite_pages_per_chunk
-                && !(1..=crate::config::MAX_SQLITE_PAGES_PER_CHUNK).contains(&pages)
+                && !(1..=crate::format::config::MAX_SQLITE_PAGES_PER_CHUNK).contains(&pages)
             {
                 return Err(StoreError::corrupt(
                     object,
@@ -336,17 +288,10 @@ pub fn check_component_name(name: &str) -> Result<()> {
     }
 }
 
-fn signed_message(domain: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(domain.len() + body.len());
-    message.extend_from_slice(domain);
-    message.extend_from_slice(body);
-    message
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{generate_signing_key, public_key_of};
+    use crate::format::keys::{generate_signing_key, public_key_of};
 
     fn body() -> SnapshotBody {
         SnapshotBody {

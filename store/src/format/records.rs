@@ -2,16 +2,16 @@
 //! forgotten, when, by which key and under which policy) and deletion marks
 //! (which packs a prune intends to delete once a grace period has passed).
 //!
-//! Both use the manifest's envelope, `{version, body, signer, signature}`,
+//! Both are sealed envelopes (`format::seal`), like manifests,
 //! each with its own signing domain so that no signature can be replayed as
 //! another kind of object. This module owns their encoding and signing; it
 //! never decides what to forget or delete, and never deletes anything.
 
-use crate::codec::{check_version, from_cbor, to_cbor};
-use crate::error::{Result, StoreError};
+use crate::error::Result;
+use crate::format::codec::{check_version, from_cbor, to_cbor};
+use crate::format::keys::PublicKey;
+use crate::format::seal::{Envelope, TrustFailure};
 use crate::id::Id;
-use crate::keys::PublicKey;
-use crate::manifest::{SignedManifest, TrustFailure};
 use ed25519_dalek::SigningKey;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -117,14 +117,14 @@ impl DeletionMark {
 
 /// A record in its signed envelope (the same shape as a manifest).
 pub struct SignedRecord {
-    envelope: SignedManifest,
+    envelope: Envelope,
     domain: &'static [u8],
 }
 
 impl SignedRecord {
     pub fn sign<T: Serialize>(body: &T, domain: &'static [u8], key: &SigningKey) -> Self {
         SignedRecord {
-            envelope: SignedManifest::sign_bytes(to_cbor(body), domain, key),
+            envelope: Envelope::seal(to_cbor(body), domain, key),
             domain,
         }
     }
@@ -135,7 +135,7 @@ impl SignedRecord {
 
     pub fn decode(bytes: &[u8], domain: &'static [u8], object: &str) -> Result<Self> {
         Ok(SignedRecord {
-            envelope: SignedManifest::decode(bytes, object)?,
+            envelope: Envelope::decode(bytes, object)?,
             domain,
         })
     }
@@ -145,7 +145,7 @@ impl SignedRecord {
     }
 
     pub fn verify(&self, trusted: &[PublicKey]) -> std::result::Result<(), TrustFailure> {
-        self.envelope.verify_domain(self.domain, trusted)
+        self.envelope.open(self.domain, trusted)
     }
 
     /// The body, decoded without checking the signature: for callers that
@@ -173,80 +173,4 @@ impl Versioned for DeletionMark {
     fn version(&self) -> u32 {
         self.version
     }
-}
-
-/// A deletion mark as read from the repository.
-pub struct ReadMark {
-    pub id: Id,
-    pub mark: DeletionMark,
-    /// Whether a trusted key signed it; only trusted marks are ever acted
-    /// on by a prune, while every mark is avoided by a backup.
-    pub trusted: bool,
-}
-
-/// Reads a record object (checked against its name) and decodes its
-/// envelope and body; the signature is the caller's to check.
-pub fn read_record<T: DeserializeOwned + Versioned>(
-    repository: &crate::repository::Repository,
-    kind: crate::backend::ObjectKind,
-    domain: &'static [u8],
-    id: &Id,
-) -> Result<(T, SignedRecord)> {
-    let object = format!("{} {id}", kind.label());
-    let bytes = repository.read_verified(kind, id)?;
-    let record = SignedRecord::decode(&bytes, domain, &object)?;
-    let body = record.body_unverified(&object)?;
-    Ok((body, record))
-}
-
-/// Reads and decodes one deletion mark; the caller decides what an error
-/// means (a backup must treat an unreadable mark as a reason to stop).
-pub fn read_mark(
-    repository: &crate::repository::Repository,
-    id: &Id,
-    trusted: &[PublicKey],
-) -> Result<ReadMark> {
-    let (mark, record): (DeletionMark, _) = read_record(
-        repository,
-        crate::backend::ObjectKind::Deletion,
-        DELETION_DOMAIN,
-        id,
-    )?;
-    Ok(ReadMark {
-        id: *id,
-        trusted: record.verify(trusted).is_ok(),
-        mark,
-    })
-}
-
-/// A mark that could not be read, and why.
-pub type UnreadableMark = (Id, String);
-
-/// Every readable deletion mark in the repository, and those that cannot
-/// be read (with why). An unreadable mark is acted on by nobody: a prune
-/// deletes only what a mark it has read and verified names.
-pub fn read_marks(
-    repository: &crate::repository::Repository,
-    trusted: &[PublicKey],
-) -> Result<(Vec<ReadMark>, Vec<UnreadableMark>)> {
-    let mut marks = Vec::new();
-    let mut unreadable = Vec::new();
-    for id in repository.list_ids(crate::backend::ObjectKind::Deletion)? {
-        match read_mark(repository, &id, trusted) {
-            Ok(mark) => marks.push(mark),
-            // Deleted by a prune between listing and reading: it is done.
-            Err(StoreError::Missing { .. }) => {}
-            Err(error @ StoreError::Io { .. }) => return Err(error),
-            Err(error) => unreadable.push((id, error.to_string())),
-        }
-    }
-    Ok((marks, unreadable))
-}
-
-/// The packs named by any of `marks`.
-pub fn marked_packs(marks: &[ReadMark]) -> std::collections::HashSet<Id> {
-    marks
-        .iter()
-        .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
-        .collect()
 }

@@ -7,8 +7,8 @@
 //! directory. This module owns the encoding and those checks; it never reads
 //! the filesystem.
 
-use crate::codec::{check_version, from_cbor, to_cbor};
 use crate::error::{Result, StoreError};
+use crate::format::codec::{check_version, from_cbor, to_cbor};
 use crate::id::Id;
 use serde::{Deserialize, Serialize};
 

@@ -17,9 +17,9 @@
 //! decides anything the repository contradicts.
 
 use super::runs::{Run, merge, parse_run_name};
-use super::{BlobLocation, IndexFile, PackEntry};
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
+use crate::format::index::{BlobLocation, IndexFile, PackEntry};
 use crate::id::Id;
 use crate::repository::Repository;
 use std::collections::{HashMap, HashSet};
@@ -601,7 +601,7 @@ fn synchronise_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::{BlobEntry, BlobKind, Compression};
+    use crate::format::pack::{BlobEntry, BlobKind, Compression};
 
     fn remembers_snapshot_packs_until_cleared(index: &dyn IndexCache) {
         let snapshot = Id::of(b"snapshot");

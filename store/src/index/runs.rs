@@ -12,10 +12,10 @@
 //! opened, and merging two runs. Never decides when to write or merge (the
 //! cache does), and never reads the repository.
 
-use super::BlobLocation;
 use crate::error::{Result, StoreError};
+use crate::format::index::BlobLocation;
+use crate::format::pack::{BlobEntry, BlobKind, Compression};
 use crate::id::Id;
-use crate::pack::{BlobEntry, BlobKind, Compression};
 use memmap2::Mmap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};

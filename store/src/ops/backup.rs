@@ -23,23 +23,24 @@
 
 use crate::backend::ObjectKind;
 use crate::blob_writer::{BlobWriter, FrameSharing, WriterStatistics};
-use crate::chunking::FileChunking;
-use crate::config::RepositoryConfig;
 use crate::error::{Result, StoreError};
-use crate::id::Id;
-use crate::index::{IndexCache, PackEntry};
-use crate::keys::PublicKey;
-use crate::manifest::{
+use crate::format::chunking::FileChunking;
+use crate::format::config::RepositoryConfig;
+use crate::format::index::PackEntry;
+use crate::format::keys::PublicKey;
+use crate::format::manifest::{
     ChunkerRecord, ComponentKind, ComponentRecord, ComponentStats, Problem, RootMetadata,
     SignedManifest, SnapshotBody,
 };
+use crate::format::pack::{BlobKind, FRAME_TARGET};
+use crate::format::tree::{EntryKind, Tree, TreeEntry};
+use crate::id::Id;
+use crate::index::IndexCache;
 use crate::ops::fan_out::FanOut;
 use crate::ops::{join_relative, read_tree};
-use crate::pack::{BlobKind, FRAME_TARGET, read_header};
 use crate::read_ahead::{self, ReadAhead};
-use crate::records::{marked_packs, read_marks};
 use crate::repository::Repository;
-use crate::tree::{EntryKind, Tree, TreeEntry};
+use crate::repository::{marked_packs, read_marks};
 use cairn_chunker::{ChunkStream, ChunkerParams, Chunking};
 use ed25519_dalek::SigningKey;
 use rayon::prelude::*;
@@ -257,7 +258,7 @@ pub struct BackupOutcome {
     pub failed_components: Vec<(String, bool)>,
 }
 
-pub use crate::manifest::check_component_name;
+pub use crate::format::manifest::check_component_name;
 
 /// A bare path becomes a component named after its last element.
 pub fn component_from_path(path: &Path) -> Result<ComponentSource> {
@@ -429,7 +430,7 @@ pub fn backup_to_each(
     let mut lanes = Vec::new();
     for (position, destination) in destinations.iter().enumerate() {
         let mut trusted = options.trusted.clone();
-        trusted.push(crate::keys::public_key_of(destination.key));
+        trusted.push(crate::format::keys::public_key_of(destination.key));
         match start(destination, &host, &names, &trusted) {
             Ok(started) => {
                 writers.push(started.writer);
@@ -875,7 +876,7 @@ pub(crate) fn unindexed_packs(
         }
         // A pack whose header cannot be read is left for verify to report;
         // adopting it would only spread the damage.
-        if let Ok(header) = read_header(repository.backend(), &id, size) {
+        if let Ok(header) = repository.read_pack_header(&id, size) {
             orphans.push(PackEntry {
                 id,
                 size,
@@ -908,7 +909,7 @@ fn find_parent(
         if body
             .tags
             .iter()
-            .any(|tag| tag == crate::manifest::SAFETY_TAG)
+            .any(|tag| tag == crate::format::manifest::SAFETY_TAG)
         {
             continue;
         }
@@ -1350,7 +1351,7 @@ impl Walker<'_> {
                 self.writer
                     .add_in(
                         BlobKind::Data,
-                        chunk.id.into(),
+                        chunk.id,
                         batch.bytes(chunk),
                         self.group,
                         sharing,
@@ -1362,7 +1363,7 @@ impl Walker<'_> {
             } else {
                 hasher.update_rayon(batch.data);
             }
-            chunks.extend(batch.chunks.iter().map(|chunk| Id::from(chunk.id)));
+            chunks.extend(batch.chunks.iter().map(|chunk| chunk.id));
         }
         let size = stream.bytes_read();
         let hash = match (&chunks[..], lone_first) {

@@ -4,9 +4,9 @@
 //! the filesystem.
 
 use crate::error::{Result, StoreError};
+use crate::format::tree::{EntryKind, TreeEntry};
 use crate::index::IndexCache;
 use crate::repository::Repository;
-use crate::tree::{EntryKind, TreeEntry};
 use std::io::Write;
 
 /// Writes the content of `entry` (a file) to `out`; returns its size.

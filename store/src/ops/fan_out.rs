@@ -8,8 +8,8 @@
 
 use crate::blob_writer::{BlobWriter, FrameSharing, WriterStatistics};
 use crate::error::{Result, StoreError};
+use crate::format::pack::BlobKind;
 use crate::id::Id;
-use crate::pack::BlobKind;
 use std::sync::Mutex;
 
 /// One repository's writer, or why it stopped.

@@ -15,13 +15,14 @@
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
+use crate::format::keys::{PublicKey, SigningKey};
+use crate::format::manifest::SAFETY_TAG;
+use crate::format::records::{FORGET_DOMAIN, ForgetRecord, ForgottenSnapshot, SignedRecord};
 use crate::id::Id;
-use crate::keys::{PublicKey, SigningKey};
-use crate::manifest::SAFETY_TAG;
 use crate::ops::listing::list_snapshots;
 use crate::ops::retention::{Candidate, GroupBy, GroupDecision, Policy, apply};
-use crate::records::{FORGET_DOMAIN, ForgetRecord, ForgottenSnapshot, SignedRecord, read_record};
 use crate::repository::Repository;
+use crate::repository::read_record;
 
 #[derive(Clone, Debug, Default)]
 pub struct ForgetOptions {
@@ -181,7 +182,7 @@ pub fn forget(
         }
     }
     let mut signers = trusted.to_vec();
-    signers.push(crate::keys::public_key_of(key));
+    signers.push(crate::format::keys::public_key_of(key));
     outcome.completed = complete_forgets(repository, &signers)?;
     Ok(outcome)
 }

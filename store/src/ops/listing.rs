@@ -3,13 +3,13 @@
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
+use crate::format::keys::PublicKey;
+use crate::format::manifest::SnapshotBody;
+use crate::format::tree::{EntryKind, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::keys::PublicKey;
-use crate::manifest::SnapshotBody;
 use crate::ops::{join_relative, read_tree};
 use crate::repository::Repository;
-use crate::tree::{EntryKind, TreeEntry};
 
 /// One snapshot as listed; `trust` says whether its signature holds.
 pub struct SnapshotSummary {

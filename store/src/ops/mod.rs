@@ -14,10 +14,10 @@ pub mod retention;
 pub mod verify;
 
 use crate::error::{Result, StoreError};
+use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::repository::Repository;
-use crate::tree::Tree;
 
 /// Reads and decodes one tree blob through the index.
 pub fn read_tree(repository: &Repository, index: &dyn IndexCache, id: &Id) -> Result<Tree> {
@@ -46,18 +46,18 @@ pub fn visit_blobs(
     index: &dyn IndexCache,
     roots: impl IntoIterator<Item = Id>,
     seen: &mut std::collections::HashSet<Id>,
-    visit: &mut dyn FnMut(crate::pack::BlobKind, &Id) -> Result<()>,
+    visit: &mut dyn FnMut(crate::format::pack::BlobKind, &Id) -> Result<()>,
 ) -> Result<()> {
     let mut stack: Vec<Id> = roots.into_iter().collect();
     while let Some(tree_id) = stack.pop() {
         if !seen.insert(tree_id) {
             continue;
         }
-        visit(crate::pack::BlobKind::Tree, &tree_id)?;
+        visit(crate::format::pack::BlobKind::Tree, &tree_id)?;
         let tree = read_tree(repository, index, &tree_id)?;
         for entry in &tree.entries {
             for chunk in entry.chunks.iter().flatten() {
-                visit(crate::pack::BlobKind::Data, chunk)?;
+                visit(crate::format::pack::BlobKind::Data, chunk)?;
             }
             if let Some(subtree) = entry.subtree {
                 stack.push(subtree);

@@ -29,15 +29,15 @@
 use crate::backend::ObjectKind;
 use crate::blob_writer::{BlobWriter, WriterStatistics};
 use crate::error::{Result, StoreError};
+use crate::format::index::{BlobLocation, IndexFile, PackEntry};
+use crate::format::keys::{PublicKey, SigningKey};
+use crate::format::pack::{BlobDecoder, BlobEntry, BlobKind, parse_pack, stored_shares};
+use crate::format::records::{DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, SignedRecord};
+use crate::format::tree::Tree;
 use crate::id::Id;
-use crate::index::{BlobLocation, IndexCache, IndexFile, PackEntry};
-use crate::keys::{PublicKey, SigningKey};
-use crate::pack::{BlobDecoder, BlobEntry, BlobKind, parse_pack, read_header, stored_shares};
-use crate::records::{
-    DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, ReadMark, SignedRecord, read_marks,
-};
+use crate::index::IndexCache;
 use crate::repository::Repository;
-use crate::tree::Tree;
+use crate::repository::{ReadMark, read_marks};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
@@ -274,7 +274,7 @@ pub fn prune(
 ) -> Result<PruneOutcome> {
     if !options.dry_run {
         let mut signers = trusted.to_vec();
-        signers.push(crate::keys::public_key_of(key));
+        signers.push(crate::format::keys::public_key_of(key));
         crate::ops::forget::complete_forgets(repository, &signers)?;
     }
     let now = jiff::Timestamp::now();
@@ -642,7 +642,7 @@ fn read_unindexed(
         if survey.packs.contains_key(id) || is_young(*modified, grace) {
             continue;
         }
-        match read_header(repository.backend(), id, *size) {
+        match repository.read_pack_header(id, *size) {
             Ok(header) => {
                 let mut usage = PackUse::unused(*id, *size);
                 count_use(&mut usage, &header.blobs, &survey.live);
@@ -816,7 +816,7 @@ fn repack(
     // Live blobs that already have a copy in a pack that stays need none.
     let mut wanted = HashSet::new();
     for pack in &plan.repack {
-        let header = read_header(repository.backend(), &pack.id, pack.size)?;
+        let header = repository.read_pack_header(&pack.id, pack.size)?;
         let live = header
             .blobs
             .iter()

@@ -24,15 +24,15 @@
 use crate::backend::ObjectKind;
 use crate::blob_writer::BlobWriter;
 use crate::error::Result;
+use crate::format::index::{IndexFile, PackEntry};
+use crate::format::keys::{PublicKey, SigningKey};
+use crate::format::manifest::{Problem, SignedManifest};
+use crate::format::pack::BlobKind;
+use crate::format::tree::{EntryKind, Tree};
 use crate::id::Id;
-use crate::index::{IndexCache, IndexFile, PackEntry};
-use crate::keys::{PublicKey, SigningKey};
-use crate::manifest::{Problem, SignedManifest};
+use crate::index::IndexCache;
 use crate::ops::{join_relative, read_tree};
-use crate::pack::BlobKind;
-use crate::pack::read_header;
 use crate::repository::Repository;
-use crate::tree::{EntryKind, Tree};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -56,7 +56,8 @@ pub fn repair_index(repository: &Repository) -> Result<RepairIndexOutcome> {
     let headers: Vec<(Id, std::result::Result<PackEntry, String>)> = listed
         .par_iter()
         .map(|&(id, size)| {
-            let header = read_header(repository.backend(), &id, size)
+            let header = repository
+                .read_pack_header(&id, size)
                 .map(|header| PackEntry {
                     id,
                     size,

@@ -17,15 +17,16 @@
 
 use crate::backend::ObjectKind;
 use crate::error::Result;
+use crate::format::index::BlobLocation;
+use crate::format::keys::PublicKey;
+use crate::format::manifest::{ComponentKind, TrustFailure};
+use crate::format::pack::{BlobDecoder, parse_pack};
+use crate::format::records::{FORGET_DOMAIN, SignedRecord};
+use crate::format::tree::{EntryKind, Tree};
 use crate::id::Id;
-use crate::index::BlobLocation;
-use crate::keys::PublicKey;
-use crate::manifest::{ComponentKind, TrustFailure};
 use crate::ops::join_relative;
-use crate::pack::{BlobDecoder, parse_pack};
-use crate::records::{FORGET_DOMAIN, SignedRecord, read_marks, read_record};
 use crate::repository::Repository;
-use crate::tree::{EntryKind, Tree};
+use crate::repository::{read_marks, read_record};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -317,7 +318,7 @@ struct Root {
 
 /// A stable, per-run random order: BLAKE3 of a fresh seed and the pack id.
 fn shuffled(packs: &[Id]) -> Result<Vec<Id>> {
-    let seed: [u8; 32] = crate::random::random_bytes()?;
+    let seed: [u8; 32] = crate::os::random::random_bytes()?;
     let mut keyed: Vec<(Id, Id)> = packs
         .iter()
         .map(|pack| (Id(*blake3::keyed_hash(&seed, &pack.0).as_bytes()), *pack))
@@ -384,7 +385,7 @@ impl Audit {
             let decoded = repository
                 .read_verified(ObjectKind::Key, &id)
                 .and_then(|bytes| {
-                    crate::keys::PublicKeyObject::decode(&bytes, &format!("key {id}"))
+                    crate::format::keys::PublicKeyObject::decode(&bytes, &format!("key {id}"))
                 });
             if let Err(error) = decoded {
                 self.add(finding(
@@ -406,7 +407,7 @@ impl Audit {
     ) -> Result<()> {
         for id in repository.list_ids(ObjectKind::Forget)? {
             let object = format!("forget record {id}");
-            let read = read_record::<crate::records::ForgetRecord>(
+            let read = read_record::<crate::format::records::ForgetRecord>(
                 repository,
                 ObjectKind::Forget,
                 FORGET_DOMAIN,
@@ -981,8 +982,8 @@ fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocation]) -> Pack
         };
         if let Err(error) = result {
             let kind = match entry.kind {
-                crate::pack::BlobKind::Data => "chunk",
-                crate::pack::BlobKind::Tree => "tree",
+                crate::format::pack::BlobKind::Data => "chunk",
+                crate::format::pack::BlobKind::Tree => "tree",
             };
             reading.bad_blobs.push((
                 entry.id,

@@ -5,20 +5,24 @@
 //! hash of its bytes) before it is decoded; a mismatch is corruption, never
 //! a silent skip. This module never walks trees or decides what to back up.
 
+mod records;
+
+pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks, read_record};
+
 use crate::backend::{Backend, Created, ObjectKind};
-use crate::config::{CONFIG_NAME, RepositoryConfig};
 use crate::error::{Result, StoreError};
+use crate::format::config::{CONFIG_NAME, RepositoryConfig};
+use crate::format::index::{BlobLocation, IndexFile};
+use crate::format::keys::{PublicKey, PublicKeyObject};
+use crate::format::manifest::SignedManifest;
+use crate::format::pack::{BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer};
 use crate::id::Id;
-use crate::index::{BlobLocation, IndexFile};
-use crate::keys::{PublicKey, PublicKeyObject};
-use crate::manifest::SignedManifest;
-use crate::pack::BlobDecoder;
 use cairn_chunker::ChunkerParams;
 use std::sync::Arc;
 
 /// 32 random bytes: a repository's id names it, e.g. for local caches.
 fn random_repository_id() -> Result<Id> {
-    Ok(Id(crate::random::random_bytes()?))
+    Ok(Id(crate::os::random::random_bytes()?))
 }
 
 #[derive(Clone)]
@@ -231,7 +235,7 @@ impl Repository {
                 if body
                     .tags
                     .iter()
-                    .any(|tag| tag == crate::manifest::SAFETY_TAG)
+                    .any(|tag| tag == crate::format::manifest::SAFETY_TAG)
                 {
                     continue;
                 }
@@ -260,5 +264,32 @@ impl Repository {
                 count,
             }),
         }
+    }
+}
+
+impl Repository {
+    /// Reads only a pack's header, with two ranged reads (trailer, then
+    /// header), each bounded by the pack's listed size before it is made.
+    pub fn read_pack_header(&self, pack: &Id, pack_size: u64) -> Result<PackHeader> {
+        let object = format!("pack {pack}");
+        let name = pack.to_hex();
+        if pack_size < PACK_MAGIC.len() as u64 + TRAILER_SIZE {
+            return Err(StoreError::corrupt(
+                &object,
+                format!("only {pack_size} bytes long"),
+            ));
+        }
+        let trailer = self.backend.read_range(
+            ObjectKind::Pack,
+            &name,
+            pack_size - TRAILER_SIZE,
+            TRAILER_SIZE,
+        )?;
+        let header_length = parse_trailer(&trailer, pack_size, &object)?;
+        let header_start = pack_size - TRAILER_SIZE - header_length;
+        let header =
+            self.backend
+                .read_range(ObjectKind::Pack, &name, header_start, header_length)?;
+        PackHeader::decode(&header, header_start, &object)
     }
 }

@@ -21,9 +21,8 @@ mod zstd_contexts;
 
 pub use writer::{FRAME_TARGET, PackWriter, compress_blob, compress_frame, looks_incompressible};
 
-use crate::backend::{Backend, ObjectKind};
-use crate::codec::from_cbor;
 use crate::error::{Result, StoreError};
+use crate::format::codec::from_cbor;
 use crate::id::Id;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -563,7 +562,7 @@ pub fn parse_pack(bytes: &[u8], pack: &Id) -> Result<PackHeader> {
     PackHeader::decode(header, header_start, &object)
 }
 
-fn parse_trailer(trailer: &[u8], pack_size: u64, object: &str) -> Result<u64> {
+pub fn parse_trailer(trailer: &[u8], pack_size: u64, object: &str) -> Result<u64> {
     if trailer.len() != TRAILER_SIZE as usize || &trailer[4..] != PACK_MAGIC {
         return Err(StoreError::corrupt(
             object,
@@ -581,28 +580,6 @@ fn parse_trailer(trailer: &[u8], pack_size: u64, object: &str) -> Result<u64> {
         ));
     }
     Ok(header_length)
-}
-
-/// Reads only a pack's header, with two ranged reads (trailer, header).
-pub fn read_header(backend: &dyn Backend, pack: &Id, pack_size: u64) -> Result<PackHeader> {
-    let object = format!("pack {pack}");
-    let name = pack.to_hex();
-    if pack_size < PACK_MAGIC.len() as u64 + TRAILER_SIZE {
-        return Err(StoreError::corrupt(
-            &object,
-            format!("only {pack_size} bytes long"),
-        ));
-    }
-    let trailer = backend.read_range(
-        ObjectKind::Pack,
-        &name,
-        pack_size - TRAILER_SIZE,
-        TRAILER_SIZE,
-    )?;
-    let header_length = parse_trailer(&trailer, pack_size, &object)?;
-    let header_start = pack_size - TRAILER_SIZE - header_length;
-    let header = backend.read_range(ObjectKind::Pack, &name, header_start, header_length)?;
-    PackHeader::decode(&header, header_start, &object)
 }
 
 #[cfg(test)]
@@ -654,7 +631,7 @@ mod tests {
         let header = parse_pack(&bytes, &id).unwrap();
         let mut lying = header.clone();
         lying.blobs[0].length += 1;
-        let encoded = crate::codec::to_cbor(&lying);
+        let encoded = crate::format::codec::to_cbor(&lying);
         let start = bytes.len() as u64 - TRAILER_SIZE - encoded.len() as u64;
         assert!(PackHeader::decode(&encoded, start, "test").is_err());
         let mut truncated = bytes.clone();
@@ -830,11 +807,11 @@ mod tests {
         let (id, bytes, _, _) = framed_pack();
         let header = parse_pack(&bytes, &id).unwrap();
         let start = bytes.len() as u64 - TRAILER_SIZE - to_cbor_len(&header);
-        assert!(PackHeader::decode(&crate::codec::to_cbor(&header), start, "test").is_ok());
+        assert!(PackHeader::decode(&crate::format::codec::to_cbor(&header), start, "test").is_ok());
         let refused = |change: &dyn Fn(&mut PackHeader)| {
             let mut lying = header.clone();
             change(&mut lying);
-            let encoded = crate::codec::to_cbor(&lying);
+            let encoded = crate::format::codec::to_cbor(&lying);
             let start = bytes.len() as u64 - TRAILER_SIZE - encoded.len() as u64;
             PackHeader::decode(&encoded, start, "test").is_err()
         };
@@ -868,7 +845,7 @@ mod tests {
     }
 
     fn to_cbor_len(header: &PackHeader) -> u64 {
-        crate::codec::to_cbor(header).len() as u64
+        crate::format::codec::to_cbor(header).len() as u64
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub fn spans(mut wanted: Vec<(Id, BlobEntry)>) -> Vec<Span> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::{BlobKind, Compression};
+    use crate::format::pack::{BlobKind, Compression};
 
     const MIB: u64 = 1024 * 1024;
 
@@ -148,7 +148,7 @@ mod tests {
         ];
         let found = spans(wanted);
         assert_eq!(found.len(), 1);
-        let groups: Vec<Vec<Option<u32>>> = crate::pack::by_stored_bytes(&found[0].blobs)
+        let groups: Vec<Vec<Option<u32>>> = crate::format::pack::by_stored_bytes(&found[0].blobs)
             .map(|group| group.iter().map(|entry| entry.frame_offset).collect())
             .collect();
         assert_eq!(

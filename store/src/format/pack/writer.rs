@@ -3,7 +3,7 @@
 
 use super::{BlobEntry, BlobKind, Compression, PACK_MAGIC, PackHeader, listing_version};
 use super::{planes, zstd_contexts};
-use crate::codec::to_cbor;
+use crate::format::codec::to_cbor;
 use crate::id::Id;
 
 pub struct PackWriter {

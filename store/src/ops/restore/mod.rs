@@ -40,20 +40,20 @@ pub mod select;
 pub mod sources;
 pub mod write;
 
+pub use crate::progress::{NoProgress, Progress};
 pub use plan::{Action, ComponentPlan, PlanCounts};
 pub use select::{Selection, select_components};
 pub use sources::{Fallback, FallbackUse, Sources};
-pub use crate::progress::{NoProgress, Progress};
 
-use crate::progress::{Amount, Phase};
 use crate::error::{Result, StoreError};
+use crate::format::keys::SigningKey;
+use crate::format::manifest::{ComponentKind, SnapshotBody};
+use crate::format::tree::EntryKind;
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::keys::SigningKey;
-use crate::manifest::{ComponentKind, SnapshotBody};
 use crate::ops::backup::{BackupOptions, ComponentSource, backup};
+use crate::progress::{Amount, Phase};
 use crate::repository::Repository;
-use crate::tree::EntryKind;
 use plan::{PlannedEntry, Planner};
 use rayon::prelude::*;
 use safety::{JOURNAL_COMPONENT, Journal, RESTORED_LABEL, SAFETY_TAG};

@@ -25,15 +25,15 @@ use super::prefetch::fetch_blobs;
 use super::select::{PathFilter, PathVerdict};
 use super::sources::Sources;
 use super::write::WriteCounters;
-use crate::chunking::FileChunking;
 use crate::error::{Result, StoreError};
+use crate::format::chunking::FileChunking;
+use crate::format::manifest::ChunkerRecord;
+use crate::format::manifest::{ComponentKind, ComponentRecord};
+use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::manifest::ChunkerRecord;
-use crate::manifest::{ComponentKind, ComponentRecord};
 use crate::ops::join_relative;
 use crate::repository::Repository;
-use crate::tree::{EntryKind, Tree, TreeEntry};
 use cairn_chunker::ChunkStream;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -123,7 +123,7 @@ pub struct ComponentPlan {
     /// restore as the main repository's failures.
     pub prefetch_failures: (u64, Vec<String>),
     /// A directory component's own metadata, applied to the destination.
-    pub root: Option<crate::manifest::RootMetadata>,
+    pub root: Option<crate::format::manifest::RootMetadata>,
     /// Where a directory component whose destination does not exist yet is
     /// built: a temporary directory beside the destination, renamed into
     /// place once everything in it is written and synced. Its files are
@@ -204,7 +204,7 @@ fn scan_file(path: &Path, chunking: FileChunking) -> std::io::Result<Scanned> {
     while let Some(batch) = stream.next_batch()? {
         hasher.update(batch.data);
         for chunk in &batch.chunks {
-            chunks.entry(chunk.id.into()).or_insert(LocalChunk {
+            chunks.entry(chunk.id).or_insert(LocalChunk {
                 offset: chunk.stream_offset,
                 length: chunk.range.len() as u32,
             });

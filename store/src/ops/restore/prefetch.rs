@@ -21,12 +21,12 @@
 use super::plan::{Action, PlannedEntry};
 use super::write::WriteCounters;
 use crate::backend::ObjectKind;
+use crate::format::pack::spans::{Span, spans};
+use crate::format::pack::{BlobDecoder, BlobEntry, Decoded, by_stored_bytes};
+use crate::format::tree::EntryKind;
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::pack::spans::{Span, spans};
-use crate::pack::{BlobDecoder, BlobEntry, Decoded, by_stored_bytes};
 use crate::repository::Repository;
-use crate::tree::EntryKind;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -143,7 +143,7 @@ pub fn prefetch(
 /// parallelism at once, into a cache of those that pass their check:
 /// against their ids with `check_ids`, otherwise of their lengths only,
 /// for a caller that checks their content itself (see
-/// [`crate::pack::BlobDecoder::decode_sharing`]).
+/// [`crate::format::pack::BlobDecoder::decode_sharing`]).
 pub fn fetch_blobs(
     repository: &Repository,
     wanted: Vec<(Id, BlobEntry)>,

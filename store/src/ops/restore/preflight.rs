@@ -4,8 +4,8 @@
 
 use super::RestorePlan;
 use crate::error::{Result, StoreError};
-use crate::keys::PublicKey;
-use crate::manifest::{SignedManifest, SnapshotBody, TrustFailure};
+use crate::format::keys::PublicKey;
+use crate::format::manifest::{SignedManifest, SnapshotBody, TrustFailure};
 use serde::Serialize;
 use std::time::Duration;
 

@@ -13,8 +13,8 @@
 
 use super::plan::ComponentPlan;
 use crate::error::{Result, StoreError};
+use crate::format::tree::EntryKind;
 use crate::id::Id;
-use crate::tree::EntryKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs;
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 /// The safety snapshot's journal component.
 pub const JOURNAL_COMPONENT: &str = "cairn-restore-journal";
-pub use crate::manifest::SAFETY_TAG;
+pub use crate::format::manifest::SAFETY_TAG;
 pub const RESTORED_LABEL: &str = "restore-of";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,11 +96,11 @@ impl Journal {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        crate::codec::to_json(self)
+        crate::format::codec::to_json(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let journal: Journal = crate::codec::from_json(bytes, "restore journal")?;
+        let journal: Journal = crate::format::codec::from_json(bytes, "restore journal")?;
         if journal.format != "cairn-restore-journal-v1" {
             return Err(StoreError::corrupt("restore journal", "unknown format"));
         }
@@ -114,7 +114,7 @@ fn created_paths(plan: &ComponentPlan) -> Vec<CreatedPath> {
     use super::plan::Action;
     let mut created = Vec::new();
     if fs::symlink_metadata(&plan.destination).is_err()
-        && plan.kind == crate::manifest::ComponentKind::Directory
+        && plan.kind == crate::format::manifest::ComponentKind::Directory
     {
         created.push(CreatedPath {
             path: plan.destination.clone(),
@@ -147,7 +147,7 @@ fn changed_directories(plan: &ComponentPlan) -> Vec<SavedDirectory> {
     use super::plan::Action;
     use std::os::unix::fs::MetadataExt;
     let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
-    if plan.kind == crate::manifest::ComponentKind::Directory {
+    if plan.kind == crate::format::manifest::ComponentKind::Directory {
         paths.insert(plan.destination.clone());
     }
     for item in &plan.entries {
@@ -198,7 +198,7 @@ pub fn restore_directory_metadata(journal: &Journal) -> Vec<(PathBuf, String)> {
         if !fs::symlink_metadata(&directory.path).is_ok_and(|meta| meta.is_dir()) {
             continue;
         }
-        let root = crate::manifest::RootMetadata {
+        let root = crate::format::manifest::RootMetadata {
             mode: directory.mode,
             uid: directory.uid,
             gid: directory.gid,

@@ -9,7 +9,7 @@
 //! selected or leads to something selected.
 
 use crate::error::{Result, StoreError};
-use crate::manifest::{ComponentRecord, SnapshotBody};
+use crate::format::manifest::{ComponentRecord, SnapshotBody};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,11 +9,11 @@
 //! `decode_blob`), and never writes to any repository.
 
 use crate::error::{Result, StoreError};
+use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::read_tree;
 use crate::repository::Repository;
-use crate::tree::Tree;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -27,17 +27,18 @@
 use super::plan::{LocalChunk, PlannedEntry, TEMPORARY_PREFIX};
 use super::prefetch::{BlobCache, fetch_blobs, window_bytes};
 use super::sources::Sources;
-use crate::direct_io::{self, AlignedBuffer};
 use crate::error::{Result, StoreError};
+use crate::format::index::BlobLocation;
+use crate::format::pack::BlobDecoder;
+use crate::format::tree::TreeEntry;
 use crate::id::Id;
-use crate::index::{BlobLocation, IndexCache};
-use crate::pack::BlobDecoder;
+use crate::index::IndexCache;
+use crate::os::direct_io::{self, AlignedBuffer};
+use crate::progress::{Amount, Progress};
 use crate::repository::Repository;
-use crate::tree::TreeEntry;
 use filetime::FileTime;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use crate::progress::{Amount, Progress};
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -112,7 +113,7 @@ pub(super) fn temporary_beside(destination: &Path) -> Result<PathBuf> {
     let tag = match TAG.get() {
         Some(tag) => tag,
         None => {
-            let random: [u8; 8] = crate::random::random_bytes()?;
+            let random: [u8; 8] = crate::os::random::random_bytes()?;
             TAG.get_or_init(|| hex::encode(random))
         }
     };
@@ -126,7 +127,7 @@ pub(super) fn temporary_beside(destination: &Path) -> Result<PathBuf> {
 /// AVX-512), where a full buffer uses them all.
 ///
 /// A large file is written with `O_DIRECT` where the filesystem allows it
-/// ([`DIRECT_MIN`], [`crate::direct_io`] says why): its buffer is flushed
+/// ([`DIRECT_MIN`], [`crate::os::direct_io`] says why): its buffer is flushed
 /// only in aligned lengths, the tail padded with zeros and the file cut
 /// back to its length.
 ///
@@ -781,7 +782,10 @@ pub fn apply_directory_metadata(entry: &TreeEntry, destination: &Path) -> Result
 }
 
 /// Applies a directory component's own metadata where it differs.
-pub fn apply_root_metadata(root: &crate::manifest::RootMetadata, destination: &Path) -> Result<()> {
+pub fn apply_root_metadata(
+    root: &crate::format::manifest::RootMetadata,
+    destination: &Path,
+) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = fs::metadata(destination).map_err(io_at("reading", destination))?;
     let owner_differs = running_as_root() && (meta.uid() != root.uid || meta.gid() != root.gid);

@@ -1,0 +1,18 @@
+//! The format layer: one module per kind of thing the repository holds,
+//! each owning its encoding, its decoding and its validation, with the
+//! limits a reader checks before it trusts a length. `seal` is the one place
+//! where an object's bytes are signed and opened.
+//!
+//! Nothing here does I/O or knows where objects live: the layers above hand
+//! bytes in and take bytes out. docs/FORMAT.md specifies every encoding.
+
+pub mod chunking;
+pub mod codec;
+pub mod config;
+pub mod index;
+pub mod keys;
+pub mod manifest;
+pub mod pack;
+pub mod records;
+pub mod seal;
+pub mod tree;
