@@ -28,6 +28,11 @@
 //! assert_eq!(total, data.len());
 //! ```
 
+// Guard rails (docs/DESIGN.md): no unwrap or expect outside tests.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+// The library never prints: it returns outcomes and reports progress.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod id;
 mod parallel;
 mod params;

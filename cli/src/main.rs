@@ -2,6 +2,9 @@
 //! its outcome into output and an exit code. All repository work happens in
 //! `cairn-store`; this crate owns wording, formatting and exit codes.
 
+// Guard rails (docs/DESIGN.md): no unwrap or expect outside tests.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 mod args;
 mod commands;
 mod context;

@@ -19,6 +19,11 @@
 //! CLI decides what to show. The on-disk format is specified in
 //! `docs/FORMAT.md`; the layers and their invariants in `docs/DESIGN.md`.
 
+// Guard rails (docs/DESIGN.md): no unwrap or expect outside tests.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+// The library never prints: it returns outcomes and reports progress.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod backend;
 pub mod blob_writer;
 pub mod error;

@@ -313,6 +313,75 @@ fn no_files_refer_to_each_other_in_a_circle() {
     );
 }
 
+/// The bodies of the types in `code` that derive `Serialize`, by name.
+fn serialized_types(code: &str) -> Vec<(String, String)> {
+    let mut types = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("#[derive(") {
+        rest = &rest[at..];
+        let derive_end = rest.find(")]").unwrap_or(rest.len());
+        let serialized = rest[..derive_end].contains("Serialize");
+        let Some(open) = rest.find('{') else { break };
+        let head = &rest[derive_end..open];
+        let name = head
+            .split_whitespace()
+            .skip_while(|word| *word != "struct" && *word != "enum")
+            .nth(1)
+            .unwrap_or("?")
+            .to_string();
+        // Find the matching close brace.
+        let mut depth = 0usize;
+        let mut close = open;
+        for (offset, c) in rest[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = open + offset;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if serialized && !head.contains(';') {
+            types.push((name, rest[open..=close].to_string()));
+        }
+        rest = &rest[close.max(open) + 1..];
+    }
+    types
+}
+
+#[test]
+fn persisted_types_use_fixed_width_integers() {
+    let mut files = Vec::new();
+    rust_files(&source_root().join("format"), &mut files);
+    let mut wrong = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable source file");
+        for (name, body) in serialized_types(&code_of(&text)) {
+            for width in ["usize", "isize"] {
+                if body
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .any(|word| word == width)
+                {
+                    wrong.push(format!("{}: {name} has a {width}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "on-disk types must not depend on the platform's word size:\n{}",
+        wrong.join("\n")
+    );
+    // The check sees what it is for.
+    let example = "#[derive(Serialize)]\nstruct Bad { length: usize }";
+    assert_eq!(serialized_types(example).len(), 1);
+    assert!(serialized_types(example)[0].1.contains("usize"));
+}
+
 #[test]
 fn the_checker_sees_references_and_resolves_super() {
     let module: Vec<String> = ["ops", "restore", "plan"].map(String::from).to_vec();

@@ -12,6 +12,10 @@ use serde::de::DeserializeOwned;
 /// input cannot exhaust the stack.
 const RECURSION_LIMIT: usize = 32;
 
+#[allow(
+    clippy::expect_used,
+    reason = "encoding our own types into memory has no failure to report"
+)]
 pub fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = Vec::new();
     // Writing into a Vec cannot fail, and every type we encode has only
@@ -25,7 +29,12 @@ pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8], object: &str) -> Result<T> {
         .map_err(|error| StoreError::corrupt(object, format!("undecodable CBOR: {error}")))
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "encoding our own types into memory has no failure to report"
+)]
 pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our types have string keys and no failing Serialize impls.
     let mut bytes = serde_json::to_vec_pretty(value).expect("JSON encoding cannot fail");
     bytes.push(b'\n');
     bytes
