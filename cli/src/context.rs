@@ -119,10 +119,10 @@ impl Context {
 
     /// Where `init` puts the secret key for `public`, unless --key-file says.
     pub fn default_key_path(&self, public: &PublicKey) -> Result<PathBuf> {
-        Ok(self
-            .config_dir()?
-            .join("keys")
-            .join(format!("{}.key", public.to_hex())))
+        Ok(cairn_store::keystore::default_key_path(
+            &self.config_dir()?,
+            public,
+        ))
     }
 
     /// The signing key for backups: --key-file, or the config directory's

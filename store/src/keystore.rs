@@ -24,6 +24,13 @@ struct SecretKeyFile {
     public_key: String,
 }
 
+/// Where a new key is kept by default: `<config dir>/keys/<public key>.key`.
+pub fn default_key_path(config_directory: &Path, public: &PublicKey) -> PathBuf {
+    config_directory
+        .join("keys")
+        .join(format!("{}.key", public.to_hex()))
+}
+
 /// Writes a new secret key file with mode 0600; refuses to replace one.
 pub fn write_secret_key(path: &Path, key: &SigningKey) -> Result<()> {
     if let Some(parent) = path.parent() {

@@ -3,14 +3,10 @@
 use crate::args::InitArgs;
 use crate::context::Context;
 use crate::exit;
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use cairn_chunker::ChunkerParams;
-use cairn_store::Repository;
-use cairn_store::backend::{Backend, ObjectKind};
-use cairn_store::format::keys::{generate_signing_key, public_key_of};
-use cairn_store::keystore::{TrustStore, read_secret_key, write_secret_key};
+use cairn_store::ops::init::{InitOptions, KeyChoice, Settings, init};
 use serde_json::json;
-use std::path::Path;
 
 pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
     let location = context.repository_location()?;
@@ -28,41 +24,32 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
             args.compression_level,
         ),
     };
-    let backend = context.backend()?;
-    match context.local_repository()? {
-        Some(path) => check_local_target(path, backend.as_ref())?,
-        // The first request: a missing bucket or bad credentials show here,
-        // before a key is made.
-        None => {
-            if !backend.list(ObjectKind::Config)?.is_empty() {
-                bail!("{location} already holds a cairn repository");
-            }
-        }
-    }
-    // The key is made (or read) before the repository, so that a
-    // repository never exists without its secret key somewhere.
-    let (key, key_path, key_is_new) = match &context.global.key_file {
-        Some(key_path) if key_path.exists() => {
-            (read_secret_key(key_path)?, key_path.clone(), false)
-        }
-        Some(key_path) => {
-            let key = generate_signing_key()?;
-            write_secret_key(key_path, &key)?;
-            (key, key_path.clone(), true)
-        }
-        None => {
-            let key = generate_signing_key()?;
-            let key_path = context.default_key_path(&public_key_of(&key))?;
-            write_secret_key(&key_path, &key)?;
-            (key, key_path, true)
-        }
-    };
-    let public = public_key_of(&key);
-    let repository = match &like {
-        Some(like) => Repository::init_like(backend, like.config(), public)?,
-        None => Repository::init(backend, params, compression_level, public)?,
-    };
-    TrustStore::new(&context.config_dir()?).trust(public)?;
+    let config_directory = context.config_dir()?;
+    let local_path = context.local_repository()?;
+    let made = init(InitOptions {
+        backend: context.backend()?,
+        local_path,
+        location,
+        settings: match &like {
+            Some(like) => Settings::Like(like.config()),
+            None => Settings::Fresh {
+                chunker: params,
+                compression_level,
+            },
+        },
+        key: match &context.global.key_file {
+            Some(path) if path.exists() => KeyChoice::Existing(path.clone()),
+            Some(path) => KeyChoice::NewAt(path.clone()),
+            None => KeyChoice::NewInConfigDirectory,
+        },
+        config_directory: &config_directory,
+    })?;
+    let (repository, public, key_path, key_is_new) = (
+        made.repository,
+        made.public_key,
+        made.key_path,
+        made.key_created,
+    );
 
     if context.global.json {
         crate::output::print_json(&json!({
@@ -97,24 +84,4 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         }
     }
     Ok(exit::SUCCESS)
-}
-
-/// A local repository goes into a new or empty directory.
-fn check_local_target(path: &Path, backend: &dyn Backend) -> Result<()> {
-    if !path.exists() {
-        return Ok(());
-    }
-    if !backend.list(ObjectKind::Config)?.is_empty() {
-        bail!("{} already holds a cairn repository", path.display());
-    }
-    let empty = std::fs::read_dir(path)
-        .map(|mut entries| entries.next().is_none())
-        .unwrap_or(false);
-    if !empty {
-        bail!(
-            "{} exists and is not empty; give a new or empty directory",
-            path.display()
-        );
-    }
-    Ok(())
 }
