@@ -450,7 +450,12 @@ impl Backend for S3Backend {
         let path = self.path(kind, name)?;
         let beyond = |size: u64| past_end(kind, name, offset, length, size);
         let Some(end) = offset.checked_add(length) else {
-            return Err(beyond(0));
+            // No such range in any object, but an absent one is `Missing`,
+            // as everywhere else.
+            return match self.size(kind, name)? {
+                Some(size) => Err(beyond(size)),
+                None => Err(missing(kind, name)),
+            };
         };
         if length == 0 {
             // S3 has no empty range; only the bounds need checking.
@@ -515,13 +520,16 @@ impl Backend for S3Backend {
             else {
                 continue;
             };
-            // Only keys in the layout: data/<2 hex>/<name>, <folder>/<name>.
+            // Only keys in the layout: data/<2 hex>/<name>, <folder>/<name>,
+            // and data/<name> for a pack name too short for a fan-out (as
+            // `path` writes it).
             let name = match (kind, relative.split_once('/')) {
                 (ObjectKind::Pack, Some((fan, name)))
                     if fan.len() == 2 && name.starts_with(fan) && !name.contains('/') =>
                 {
                     name
                 }
+                (ObjectKind::Pack, None) if relative.len() < 2 => relative,
                 (ObjectKind::Pack, _) | (_, Some(_)) => continue,
                 (_, None) => relative,
             };
