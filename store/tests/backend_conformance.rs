@@ -24,13 +24,17 @@ use std::sync::{Arc, Once};
 /// A backend under test and what must outlive it (a directory, a server).
 struct Fixture {
     backend: Arc<dyn Backend>,
+    /// What its location must name.
+    location: String,
     _keep: Box<dyn Any>,
 }
 
 fn local() -> Fixture {
     let directory = tempfile::tempdir().expect("temporary directory");
+    let root = directory.path().join("repository");
     Fixture {
-        backend: Arc::new(LocalBackend::new(directory.path().join("repository"))),
+        backend: Arc::new(LocalBackend::new(&root)),
+        location: root.display().to_string(),
         _keep: Box::new(directory),
     }
 }
@@ -38,6 +42,7 @@ fn local() -> Fixture {
 fn memory() -> Fixture {
     Fixture {
         backend: Arc::new(MemoryBackend::new()),
+        location: "memory:".into(),
         _keep: Box::new(()),
     }
 }
@@ -57,10 +62,11 @@ fn s3() -> Fixture {
     let options = S3Options {
         endpoint: Some(server.endpoint.clone()),
     };
-    let location = S3Location::parse(&format!("s3://{}/conformance", s3_server::BUCKET))
-        .expect("an S3 location");
+    let url = format!("s3://{}/conformance", s3_server::BUCKET);
+    let location = S3Location::parse(&url).expect("an S3 location");
     Fixture {
         backend: Arc::new(S3Backend::open(location, &options).expect("open the S3 backend")),
+        location: url,
         _keep: Box::new(server),
     }
 }
@@ -77,7 +83,13 @@ macro_rules! conformance_tests {
 
             #[test]
             fn location_says_where() {
-                conformance::location_says_where(&backend().backend);
+                let fixture = backend();
+                conformance::location_says_where(&fixture.backend, &fixture.location);
+            }
+
+            #[test]
+            fn removing_stale_temporaries_keeps_objects() {
+                conformance::removing_stale_temporaries_keeps_objects(&backend().backend);
             }
 
             #[test]

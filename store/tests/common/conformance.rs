@@ -99,9 +99,47 @@ fn assert_past_end(result: cairn_store::Result<Vec<u8>>, kind: ObjectKind, name:
     }
 }
 
-pub fn location_says_where(backend: &Arc<dyn Backend>) {
-    assert!(!backend.location().is_empty());
+/// The location names where the objects are, for messages.
+pub fn location_says_where(backend: &Arc<dyn Backend>, expected: &str) {
+    let location = backend.location();
+    assert!(
+        location.contains(expected),
+        "{location:?}, not {expected:?}"
+    );
     assert!(backend.parallelism() >= 1);
+}
+
+/// Clearing away what crashed writers left never touches an object, nor
+/// one being written while it runs.
+pub fn removing_stale_temporaries_keeps_objects(backend: &Arc<dyn Backend>) {
+    let kind = ObjectKind::Pack;
+    for seed in 0..5 {
+        backend
+            .create(kind, &id(seed), &content(seed, 5_000))
+            .unwrap();
+    }
+    let writer = {
+        let backend = Arc::clone(backend);
+        std::thread::spawn(move || {
+            for seed in 5..25 {
+                backend
+                    .create(kind, &id(seed), &content(seed, 200_000))
+                    .unwrap();
+            }
+        })
+    };
+    for _ in 0..5 {
+        // Nothing here is a day old, so nothing is stale.
+        assert_eq!(backend.remove_stale_temporaries().unwrap(), 0);
+    }
+    writer.join().expect("writer thread");
+    for seed in 0..25 {
+        let size = if seed < 5 { 5_000 } else { 200_000 };
+        assert!(
+            backend.read(kind, &id(seed)).unwrap() == content(seed, size),
+            "{seed}"
+        );
+    }
 }
 
 /// A second create of a name leaves the first bytes, in every kind, and an
