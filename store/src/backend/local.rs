@@ -9,7 +9,7 @@
 //! fsynced. A crash leaves at most a stray file in `tmp/`, which no reader
 //! ever looks at and later writers remove once it is old.
 
-use super::{Backend, Created, ObjectInfo, ObjectKind, check_name};
+use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end};
 use crate::error::{Result, StoreError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -51,7 +51,7 @@ impl LocalBackend {
     }
 
     fn path(&self, kind: ObjectKind, name: &str) -> Result<PathBuf> {
-        check_name(name)?;
+        check_name(kind, name)?;
         Ok(match kind {
             ObjectKind::Pack if name.len() >= 2 => self.directory(kind).join(&name[..2]).join(name),
             _ => self.directory(kind).join(name),
@@ -177,9 +177,7 @@ impl Backend for LocalBackend {
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
         fs::read(&path).map_err(|error| match error.kind() {
-            ErrorKind::NotFound => StoreError::Missing {
-                object: format!("{} {name}", kind.label()),
-            },
+            ErrorKind::NotFound => missing(kind, name),
             _ => io_error("reading", &path, error),
         })
     }
@@ -193,9 +191,7 @@ impl Backend for LocalBackend {
     ) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
         let mut file = File::open(&path).map_err(|error| match error.kind() {
-            ErrorKind::NotFound => StoreError::Missing {
-                object: format!("{} {name}", kind.label()),
-            },
+            ErrorKind::NotFound => missing(kind, name),
             _ => io_error("opening", &path, error),
         })?;
         let size = file
@@ -203,10 +199,7 @@ impl Backend for LocalBackend {
             .map_err(|error| io_error("reading metadata of", &path, error))?
             .len();
         if offset.checked_add(length).is_none_or(|end| end > size) {
-            return Err(StoreError::corrupt(
-                format!("{} {name}", kind.label()),
-                format!("range {offset}+{length} lies past its end ({size} bytes)"),
-            ));
+            return Err(past_end(kind, name, offset, length, size));
         }
         // Read into spare capacity rather than a zero-filled buffer: spans
         // run to 16 MiB, and filling them with zeros first showed in a
@@ -269,7 +262,7 @@ impl Backend for LocalBackend {
                     continue;
                 }
                 if let Some(name) = entry.file_name().to_str()
-                    && check_name(name).is_ok()
+                    && check_name(kind, name).is_ok()
                 {
                     objects.push(ObjectInfo {
                         name: name.to_string(),

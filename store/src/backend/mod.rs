@@ -7,14 +7,21 @@
 //! append or overwrite above this line, so an S3 backend can implement the
 //! same trait. Atomicity is the backend's job: a reader never sees part of
 //! an object. Checking that an object's bytes match its name is not: the
-//! layers above verify every object they read.
+//! layers above verify every object they read. [`MemoryBackend`] keeps
+//! objects in memory, for tests of the layers above.
 //!
 //! Durability: once `create` returns, the object survives a crash.
+//!
+//! Every backend passes one conformance suite,
+//! `store/tests/backend_conformance.rs`, which checks each promise the
+//! [`Backend`] trait's documentation makes.
 
 mod local;
+mod memory;
 mod s3;
 
 pub use local::LocalBackend;
+pub use memory::MemoryBackend;
 pub use s3::{MULTIPART_THRESHOLD, S3Backend, S3Location, S3Options};
 
 use crate::error::{Result, StoreError};
@@ -35,18 +42,46 @@ pub fn open_backend(location: &str, s3: &S3Options) -> Result<Arc<dyn Backend>> 
 }
 
 /// Object names are hex ids or `config`; anything else could escape the
-/// repository's directory or prefix.
-pub(crate) fn check_name(name: &str) -> Result<()> {
+/// repository's directory or prefix. The config kind holds only `config`:
+/// the local backend keeps it in the repository's root, where any other
+/// name could be one of the folders.
+pub(crate) fn check_name(kind: ObjectKind, name: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 128
         && name
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!("invalid object name {name:?}")))
+    if !valid {
+        return Err(StoreError::Invalid(format!("invalid object name {name:?}")));
     }
+    if kind == ObjectKind::Config && name != crate::format::config::CONFIG_NAME {
+        return Err(StoreError::Invalid(format!(
+            "invalid object name {name:?}: the only config object is `{}`",
+            crate::format::config::CONFIG_NAME
+        )));
+    }
+    Ok(())
+}
+
+/// What every backend returns for an absent object.
+pub(crate) fn missing(kind: ObjectKind, name: &str) -> StoreError {
+    StoreError::Missing {
+        object: format!("{} {name}", kind.label()),
+    }
+}
+
+/// What every backend returns for a range that ends past the object's end.
+pub(crate) fn past_end(
+    kind: ObjectKind,
+    name: &str,
+    offset: u64,
+    length: u64,
+    size: u64,
+) -> StoreError {
+    StoreError::corrupt(
+        format!("{} {name}", kind.label()),
+        format!("range {offset}+{length} lies past its end ({size} bytes)"),
+    )
 }
 
 /// The kinds of object a repository holds, each in its own namespace.
@@ -100,6 +135,10 @@ pub enum Created {
     AlreadyExisted,
 }
 
+/// Immutable objects by kind and name. Names are 1 to 128 ASCII letters,
+/// digits, `-` or `_`, and the config kind's one object is `config`; every
+/// method refuses any other name with `StoreError::Invalid` before it
+/// touches storage. Every method may be called from many threads at once.
 pub trait Backend: Send + Sync {
     /// A human-readable location, for messages.
     fn location(&self) -> String;
@@ -118,17 +157,34 @@ pub trait Backend: Send + Sync {
     }
 
     /// Stores `bytes` under `kind`/`name` unless an object of that name
-    /// exists, in which case nothing is written.
+    /// exists, in which case nothing is written and the object keeps its
+    /// bytes (`AlreadyExisted`). Of writers racing for one name, exactly
+    /// one gets `New` and the object holds its bytes, whole. An empty
+    /// object is an object.
+    ///
+    /// On error the name holds either nothing or, if the failure came
+    /// after the object was stored (a lost reply, a failed directory
+    /// sync), the whole object; never part of one. A retry then gets
+    /// `New` or `AlreadyExisted`.
     fn create(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> Result<Created>;
 
-    /// The whole object; `StoreError::Missing` if absent.
+    /// The whole object; `StoreError::Missing` naming the kind and the name
+    /// if absent.
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
 
-    /// `length` bytes from `offset`; a range past the end is `Corrupt`.
+    /// `length` bytes from `offset`. A range that ends past the object's
+    /// end (or whose end overflows) is `StoreError::Corrupt`, naming the
+    /// object: callers take ranges from an index, so a short object is a
+    /// damaged one. An empty range that starts at or before the end is an
+    /// empty read. `StoreError::Missing` if absent.
     fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, length: u64)
     -> Result<Vec<u8>>;
 
-    /// Every object of `kind`, in no particular order.
+    /// Every object of `kind`, each once, in no particular order, with its
+    /// whole size; never an object being written. An object created before
+    /// the listing starts and not deleted while it runs is listed; one
+    /// created or deleted while it runs may or may not be, and its deletion
+    /// is not an error. The config kind lists `config` or nothing.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
 
     /// Removes an object; removing an absent one is not an error.

@@ -14,7 +14,7 @@
 //! own request, so as many requests are in flight as callers, up to
 //! [`Backend::parallelism`] by the callers' own bounds.
 
-use super::{Backend, Created, ObjectInfo, ObjectKind, check_name};
+use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end};
 use crate::error::{Result, StoreError};
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -185,7 +185,7 @@ impl S3Backend {
     }
 
     fn path(&self, kind: ObjectKind, name: &str) -> Result<Path> {
-        check_name(name)?;
+        check_name(kind, name)?;
         let folder = self.folder(kind);
         let relative = match kind {
             ObjectKind::Pack if name.len() >= 2 => format!("{}/{name}", &name[..2]),
@@ -217,9 +217,7 @@ impl S3Backend {
         error: &object_store::Error,
     ) -> StoreError {
         if is_missing_object(error) {
-            StoreError::Missing {
-                object: format!("{} {name}", kind.label()),
-            }
+            missing(kind, name)
         } else {
             self.failure("reading", &format!("{} {name}", kind.label()), error)
         }
@@ -450,23 +448,21 @@ impl Backend for S3Backend {
         length: u64,
     ) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
-        let past_end = |size: u64| {
-            StoreError::corrupt(
-                format!("{} {name}", kind.label()),
-                format!("range {offset}+{length} lies past its end ({size} bytes)"),
-            )
-        };
+        let beyond = |size: u64| past_end(kind, name, offset, length, size);
         let Some(end) = offset.checked_add(length) else {
-            return Err(past_end(0));
+            // No such range in any object, but an absent one is `Missing`,
+            // as everywhere else.
+            return match self.size(kind, name)? {
+                Some(size) => Err(beyond(size)),
+                None => Err(missing(kind, name)),
+            };
         };
         if length == 0 {
             // S3 has no empty range; only the bounds need checking.
             return match self.size(kind, name)? {
                 Some(size) if offset <= size => Ok(Vec::new()),
-                Some(size) => Err(past_end(size)),
-                None => Err(StoreError::Missing {
-                    object: format!("{} {name}", kind.label()),
-                }),
+                Some(size) => Err(beyond(size)),
+                None => Err(missing(kind, name)),
             };
         }
         let read = async {
@@ -477,16 +473,14 @@ impl Backend for S3Backend {
         };
         match self.runtime.block_on(read) {
             // S3 answers a range that runs past the end with what there is.
-            Ok((size, _)) if size < end => Err(past_end(size)),
-            Ok((size, bytes)) if bytes.len() as u64 != length => Err(past_end(size)),
+            Ok((size, _)) if size < end => Err(beyond(size)),
+            Ok((size, bytes)) if bytes.len() as u64 != length => Err(beyond(size)),
             Ok((_, bytes)) => Ok(bytes.to_vec()),
-            Err(error) if is_missing_object(&error) => Err(StoreError::Missing {
-                object: format!("{} {name}", kind.label()),
-            }),
+            Err(error) if is_missing_object(&error) => Err(missing(kind, name)),
             // A range that starts past the end is an error (416); say so
             // as corruption, like the local backend, if that is what it is.
             Err(error) => match self.size(kind, name) {
-                Ok(Some(size)) if size < end => Err(past_end(size)),
+                Ok(Some(size)) if size < end => Err(beyond(size)),
                 _ => Err(self.read_failure(kind, name, &error)),
             },
         }
@@ -526,17 +520,20 @@ impl Backend for S3Backend {
             else {
                 continue;
             };
-            // Only keys in the layout: data/<2 hex>/<name>, <folder>/<name>.
+            // Only keys in the layout: data/<2 hex>/<name>, <folder>/<name>,
+            // and data/<name> for a pack name too short for a fan-out (as
+            // `path` writes it).
             let name = match (kind, relative.split_once('/')) {
                 (ObjectKind::Pack, Some((fan, name)))
                     if fan.len() == 2 && name.starts_with(fan) && !name.contains('/') =>
                 {
                     name
                 }
+                (ObjectKind::Pack, None) if relative.len() < 2 => relative,
                 (ObjectKind::Pack, _) | (_, Some(_)) => continue,
                 (_, None) => relative,
             };
-            if check_name(name).is_ok() {
+            if check_name(kind, name).is_ok() {
                 objects.push(ObjectInfo {
                     name: name.to_string(),
                     size: meta.size,
