@@ -6,6 +6,7 @@ pub mod cat;
 pub mod copy;
 pub mod fan_out;
 pub mod forget;
+pub mod hooks;
 pub mod listing;
 pub mod prune;
 pub mod repair;
