@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod cat;
 pub mod copy;
+pub mod drill;
 pub mod fan_out;
 pub mod forget;
 pub mod hooks;
