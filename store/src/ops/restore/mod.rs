@@ -42,8 +42,9 @@
 //! [`safety`] and [`prefetch`] import [`plan`] and files before it;
 //! [`write`](mod@write) imports [`plan`], [`fetch`], [`place`] and
 //! [`output`]; then come [`prepare`], [`pipeline`],
-//! [`execute`](mod@execute) and [`undo`], in that order. Planning fetches trees and writing fetches chunks, but
-//! fetching knows neither. This module only names the files.
+//! [`execute`](mod@execute) and [`undo`], in that order. Planning fetches
+//! trees and writing fetches chunks, but fetching knows neither. This
+//! module only names the files.
 //!
 //! Without a safety snapshot (a target whose existing contents the restore
 //! does not touch, or `--no-safety-snapshot`), a file that fails is
