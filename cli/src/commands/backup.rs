@@ -13,6 +13,7 @@ use cairn_store::ops::backup::{
     BackupOptions, BackupOutcome, ChunkingChoice, ComponentSource, Destination, SourceKind, backup,
     backup_to_each, component_from_path,
 };
+use cairn_store::ops::hooks::Hook;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -187,21 +188,13 @@ fn run_hook(
     phase: &str,
     result: Option<&str>,
 ) -> std::result::Result<(), String> {
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg(hook)
+    let mut hook = Hook::new(hook)
         .env("CAIRN_COMPONENT", component)
-        .env("CAIRN_PHASE", phase)
-        .stdin(std::process::Stdio::null());
+        .env("CAIRN_PHASE", phase);
     if let Some(result) = result {
-        command.env("CAIRN_RESULT", result);
+        hook = hook.env("CAIRN_RESULT", result);
     }
-    match command.status() {
-        Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(format!("{hook:?} exited with {status}")),
-        Err(error) => Err(format!("{hook:?} could not start: {error}")),
-    }
+    hook.run().map_err(|failure| failure.to_string())
 }
 
 /// The backup proper: its exit code and the components that failed.

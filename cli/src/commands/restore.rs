@@ -1,4 +1,7 @@
-//! `cairn restore`: preflight, plan, safety snapshot, verified writes.
+//! `cairn restore`: parses the arguments into a restore request, has the
+//! library check, prepare and execute it, and renders each step (text,
+//! `--json`, the progress bar) and its exit code. Decides nothing itself:
+//! which verdicts refuse a restore is the request's policy.
 
 use crate::args::RestoreArgs;
 use crate::context::Context;
@@ -7,12 +10,12 @@ use crate::output::bytes;
 use crate::progress::CliProgress;
 use anyhow::{Result, anyhow};
 use cairn_store::Repository;
-use cairn_store::format::manifest::ComponentKind;
 use cairn_store::index::OpenedIndex;
-use cairn_store::ops::restore::preflight::{self, Status, Verdict};
+use cairn_store::ops::restore::preflight;
 use cairn_store::ops::restore::{
-    Action, Fallback, RestoreOptions, RestorePlan, Selection, Sources, execute_restore,
-    plan_restore,
+    Action, DatabaseCheck, Decision, Fallback, PreflightPolicy, PreparedRestore, RestoreOptions,
+    RestoreOutcome, RestorePlan, RestoreRequest, Selection, Sources, check_snapshot, execute,
+    prepare_restore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -37,15 +40,6 @@ fn selection(args: &RestoreArgs) -> Result<Selection> {
         include: args.include.clone(),
         exclude: args.exclude.clone(),
     })
-}
-
-fn overridden(args: &RestoreArgs, status: Status) -> bool {
-    match status {
-        Status::Ok => true,
-        Status::Untrusted | Status::BadSignature => args.allow_untrusted,
-        Status::TooOld => args.allow_too_old,
-        Status::MissingChunks => args.allow_missing_chunks,
-    }
 }
 
 fn plan_json(plan: &RestorePlan) -> Value {
@@ -157,36 +151,22 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     } else {
         context.trusted_keys()?
     };
-    let id = repository.resolve_snapshot_trusted(
-        &args.snapshot,
-        (!args.allow_untrusted).then_some(trusted.as_slice()),
-    )?;
-    let manifest = repository.read_manifest(&id)?;
-    let mut verdicts: Vec<Verdict> = vec![preflight::signature(&manifest, &trusted)];
-    let body = manifest.body_unverified()?;
-    verdicts.push(preflight::age(&body, max_age)?);
-    if let Ok(meta) = std::fs::metadata(&args.target)
-        && !meta.is_dir()
-    {
-        return Err(anyhow!(
-            "restore target {} exists and is not a directory",
-            args.target.display()
-        ));
-    }
-    let options = RestoreOptions {
-        target: args.target.clone(),
-        selection,
-        delete: args.delete,
+    let request = RestoreRequest {
+        snapshot: args.snapshot.clone(),
+        trusted,
+        options: RestoreOptions {
+            target: args.target.clone(),
+            selection,
+            delete: args.delete,
+        },
+        policy: PreflightPolicy {
+            max_age,
+            allow_untrusted: args.allow_untrusted,
+            allow_too_old: args.allow_too_old,
+            allow_missing_chunks: args.allow_missing_chunks,
+        },
     };
-    cairn_store::ops::restore::select_components(
-        &body,
-        &options.selection,
-        &options.target,
-        &id.short(),
-    )?;
-    let refused_early = verdicts
-        .iter()
-        .any(|verdict| !overridden(args, verdict.status));
+    let checked = check_snapshot(&repository, &request)?;
     let opened = context.open_index(&repository)?;
     let others = open_fallbacks(context, &locations[1..]);
     let fallbacks: Vec<Fallback> = others
@@ -197,32 +177,23 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         })
         .collect();
     let sources = Sources::new(&fallbacks);
-    let plan = if refused_early {
-        None
-    } else {
-        let plan = plan_restore(
-            &repository,
-            opened.index.as_ref(),
-            &sources,
-            id,
-            &body,
-            &options,
-        )?;
-        verdicts.push(preflight::chunks(&plan));
-        Some(plan)
-    };
-    let refused = verdicts
-        .iter()
-        .find(|verdict| !overridden(args, verdict.status));
+    let prepared = prepare_restore(
+        &repository,
+        opened.index.as_ref(),
+        &sources,
+        checked,
+        &request,
+    )?;
+    let id = prepared.snapshot;
 
     if !context.global.json {
         println!(
             "snapshot {} ({}, host {})",
             id.short(),
-            body.time,
-            body.host
+            prepared.body.time,
+            prepared.body.host
         );
-        for verdict in &verdicts {
+        for verdict in &prepared.verdicts {
             let status = serde_json::to_value(verdict.status)?;
             println!(
                 "  preflight {:<9} {}: {}",
@@ -232,29 +203,31 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             );
         }
     }
-    let (Some(plan), None) = (plan, refused) else {
-        let refused = refused.map(|verdict| verdict.check).unwrap_or("preflight");
-        if context.global.json {
-            crate::output::print_json(
-                &json!({"snapshot": id.to_hex(), "verdicts": verdicts, "refused": refused}),
-            )?;
+    let plan = match &prepared.decision {
+        Decision::Proceed(plan) => plan,
+        Decision::Refused { check } => {
+            if context.global.json {
+                crate::output::print_json(
+                    &json!({"snapshot": id.to_hex(), "verdicts": prepared.verdicts, "refused": check}),
+                )?;
+            }
+            eprintln!(
+                "cairn: restore refused by the {check} check (see the verdicts; each has an --allow-… override)"
+            );
+            return Ok(exit::REFUSED);
         }
-        eprintln!(
-            "cairn: restore refused by the {refused} check (see the verdicts; each has an --allow-… override)"
-        );
-        return Ok(exit::REFUSED);
     };
 
     if args.dry_run {
         if context.global.json {
             crate::output::print_json(&json!({
-                "snapshot": id.to_hex(), "dry_run": true, "verdicts": verdicts,
-                "totals": plan.totals(), "components": plan_json(&plan),
+                "snapshot": id.to_hex(), "dry_run": true, "verdicts": prepared.verdicts,
+                "totals": plan.totals(), "components": plan_json(plan),
             }))?;
         } else {
             println!("plan (dry run, nothing written):");
-            print_plan(&plan);
-            print_plan_paths(&plan);
+            print_plan(plan);
+            print_plan_paths(plan);
         }
         return Ok(exit::SUCCESS);
     }
@@ -267,35 +240,36 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         None
     };
     let progress = CliProgress::new(context.global.json);
-    let outcome = execute_restore(
+    let outcome = execute(
         &repository,
         opened.index.as_ref(),
         &sources,
-        &plan,
+        &prepared,
         safety_key.as_ref(),
         &progress,
     )?;
     progress.finish();
-    let database_checks = if outcome.rolled_back {
-        Vec::new()
-    } else {
-        check_databases(&plan)
-    };
-    let databases_sound = database_checks
-        .iter()
-        .all(|check| check.problems.is_empty());
+    report(context, &locations[0], &prepared, plan, &outcome)
+}
 
-    let repo_path = &locations[0];
+/// Renders a finished restore's outcome; returns its exit code.
+fn report(
+    context: &Context,
+    repo_path: &str,
+    prepared: &PreparedRestore,
+    plan: &RestorePlan,
+    outcome: &RestoreOutcome,
+) -> Result<u8> {
     let undo = outcome
         .safety_snapshot
         .map(|safety| format!("cairn --repo {repo_path} undo-restore {}", safety.to_hex()));
     if context.global.json {
         crate::output::print_json(&json!({
-            "snapshot": id.to_hex(),
+            "snapshot": prepared.snapshot.to_hex(),
             "dry_run": false,
-            "verdicts": verdicts,
+            "verdicts": prepared.verdicts,
             "totals": plan.totals(),
-            "components": plan_json(&plan),
+            "components": plan_json(plan),
             "files_written": outcome.files_written,
             "bytes_written": outcome.bytes_written,
             "chunks_fetched": outcome.chunks_fetched,
@@ -315,15 +289,15 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             "failures": outcome.failures.iter().map(|f| json!({
                 "component": f.component, "path": f.path, "error": f.error,
             })).collect::<Vec<_>>(),
-            "database_checks": database_checks.iter().map(|check| json!({
+            "database_checks": outcome.database_checks.iter().map(|check| json!({
                 "component": check.component,
                 "path": check.path.display().to_string(),
-                "ok": check.problems.is_empty(),
+                "ok": check.passed(),
                 "problems": check.problems,
             })).collect::<Vec<_>>(),
         }))?;
     } else {
-        print_plan(&plan);
+        print_plan(plan);
         println!(
             "  wrote {} files ({}); fetched {} chunks ({}, {} reads) from the repository, reused {} from the target; deleted {}",
             outcome.files_written,
@@ -358,19 +332,22 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             );
             println!("    {undo}");
         }
-        for check in &database_checks {
-            if check.problems.is_empty() {
-                println!(
-                    "  SQLite integrity check of {} ({}): ok",
-                    check.component,
-                    check.path.display()
-                );
-            }
+        for check in outcome
+            .database_checks
+            .iter()
+            .filter(|check| check.passed())
+        {
+            println!(
+                "  SQLite integrity check of {} ({}): ok",
+                check.component,
+                check.path.display()
+            );
         }
     }
-    for check in database_checks
+    for check in outcome
+        .database_checks
         .iter()
-        .filter(|check| !check.problems.is_empty())
+        .filter(|check| !check.passed())
     {
         eprintln!(
             "cairn: SQLite integrity check of {} ({}) failed:",
@@ -382,6 +359,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         }
     }
     if outcome.failures.is_empty() {
+        let databases_sound = outcome.database_checks.iter().all(DatabaseCheck::passed);
         return Ok(if databases_sound {
             exit::SUCCESS
         } else {
@@ -415,29 +393,4 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         }
     }
     Ok(exit::DAMAGE)
-}
-
-/// The outcome of SQLite's integrity check on one restored database.
-struct DatabaseCheck {
-    component: String,
-    path: std::path::PathBuf,
-    /// Empty when SQLite says "ok"; its messages (or why the check could
-    /// not run) otherwise.
-    problems: Vec<String>,
-}
-
-/// Runs SQLite's integrity check on every restored database component
-/// (one left out by --include or --only is not there to check).
-fn check_databases(plan: &RestorePlan) -> Vec<DatabaseCheck> {
-    plan.components
-        .iter()
-        .filter(|component| component.kind == ComponentKind::Sqlite)
-        .filter(|component| component.destination.is_file())
-        .map(|component| DatabaseCheck {
-            component: component.name.clone(),
-            path: component.destination.clone(),
-            problems: cairn_store::sqlite::integrity_check(&component.destination)
-                .unwrap_or_else(|error| vec![error.to_string()]),
-        })
-        .collect()
 }

@@ -4,8 +4,10 @@
 pub mod backup;
 pub mod cat;
 pub mod copy;
+pub mod drill;
 pub mod fan_out;
 pub mod forget;
+pub mod hooks;
 pub mod init;
 pub mod listing;
 pub mod prune;

@@ -21,10 +21,9 @@
 //! when planning reaches it; the failed read is kept in the plan for the
 //! restore's report even when the second read succeeds.
 
-use super::prefetch::fetch_blobs;
+use super::fetch::{FetchCounters, Sources, fetch_blobs};
+use super::place::{TEMPORARY_PREFIX, running_as_root};
 use super::select::{PathFilter, PathVerdict};
-use super::sources::Sources;
-use super::write::WriteCounters;
 use crate::error::{Result, StoreError};
 use crate::format::chunking::FileChunking;
 use crate::format::manifest::ChunkerRecord;
@@ -43,9 +42,6 @@ use std::fs::{self, File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-/// Prefix of the temporary files a restore writes beside their final place.
-pub const TEMPORARY_PREFIX: &str = ".cairn-restore-";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -181,8 +177,7 @@ pub struct Planner<'a> {
 }
 
 fn metadata_matches(entry: &TreeEntry, meta: &Metadata) -> bool {
-    let owner_matches =
-        !super::write::running_as_root() || (meta.uid() == entry.uid && meta.gid() == entry.gid);
+    let owner_matches = !running_as_root() || (meta.uid() == entry.uid && meta.gid() == entry.gid);
     meta.mode() & 0o7777 == entry.mode
         && meta.mtime() == entry.mtime
         && meta.mtime_nsec() == i64::from(entry.mtime_nanos)
@@ -272,7 +267,7 @@ impl Planner<'_> {
                         )));
                     }
                     Err(error) if may_stage && error.kind() == std::io::ErrorKind::NotFound => {
-                        plan.staging = Some(super::write::temporary_beside(destination)?);
+                        plan.staging = Some(super::place::temporary_beside(destination)?);
                         plan.stale_temporaries = stale_temporaries_beside(destination);
                     }
                     _ => {}
@@ -449,7 +444,7 @@ impl Planner<'_> {
     /// a time. Trees that cannot be read or checked are left out (the
     /// planner reads them again) and the failures kept in `plan`.
     fn prefetch_trees(&self, root: &Id, plan: &mut ComponentPlan) -> HashMap<Id, Tree> {
-        let counters = WriteCounters::default();
+        let counters = FetchCounters::default();
         let mut trees: HashMap<Id, Tree> = HashMap::new();
         let mut level = vec![(*root, String::new(), PathVerdict::Traverse)];
         while !level.is_empty() {
@@ -469,7 +464,7 @@ impl Planner<'_> {
                 let tree = match Tree::decode(raw, &format!("tree {id}")) {
                     Ok(tree) => tree,
                     Err(error) => {
-                        counters.note_prefetch_failure(error.to_string());
+                        counters.note_failure(error.to_string());
                         continue;
                     }
                 };
@@ -489,10 +484,7 @@ impl Planner<'_> {
             }
             level = next;
         }
-        plan.prefetch_failures = counters
-            .prefetch_failures
-            .into_inner()
-            .unwrap_or_else(|poison| poison.into_inner());
+        plan.prefetch_failures = counters.into_failures();
         trees
     }
 

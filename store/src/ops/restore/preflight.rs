@@ -1,8 +1,10 @@
 //! Preflight verdicts: checks a snapshot must pass before a restore writes
-//! anything. Each check yields `ok` or names what is wrong; the CLI stops
-//! on anything but `ok` unless the user overrides that one check.
+//! anything. Each check yields `ok` or names what is wrong; a
+//! [`PreflightPolicy`] says which of them stop the restore: anything but
+//! `ok`, unless the policy overrides that one check. Judges; never reads
+//! the target or writes anything.
 
-use super::RestorePlan;
+use super::plan::ComponentPlan;
 use crate::error::{Result, StoreError};
 use crate::format::keys::PublicKey;
 use crate::format::manifest::{SignedManifest, SnapshotBody, TrustFailure};
@@ -17,6 +19,37 @@ pub enum Status {
     BadSignature,
     TooOld,
     MissingChunks,
+}
+
+/// Which verdicts stop a restore. The default stops on anything but `ok`
+/// and sets no age limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PreflightPolicy {
+    /// A snapshot taken longer ago than this is `too-old`.
+    pub max_age: Option<Duration>,
+    /// Restore a snapshot whose signer is not trusted, or whose signature
+    /// does not verify.
+    pub allow_untrusted: bool,
+    pub allow_too_old: bool,
+    /// Restore what can be restored though chunks or trees are missing.
+    pub allow_missing_chunks: bool,
+}
+
+impl PreflightPolicy {
+    /// Whether a verdict of this status lets the restore go on.
+    pub fn allows(&self, status: Status) -> bool {
+        match status {
+            Status::Ok => true,
+            Status::Untrusted | Status::BadSignature => self.allow_untrusted,
+            Status::TooOld => self.allow_too_old,
+            Status::MissingChunks => self.allow_missing_chunks,
+        }
+    }
+
+    /// The first verdict that stops the restore, if any.
+    pub fn refusal<'v>(&self, verdicts: &'v [Verdict]) -> Option<&'v Verdict> {
+        verdicts.iter().find(|verdict| !self.allows(verdict.status))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -69,24 +102,24 @@ pub fn age(body: &SnapshotBody, max_age: Option<Duration>) -> Result<Verdict> {
     })
 }
 
-pub fn chunks(plan: &RestorePlan) -> Verdict {
-    let missing: Vec<String> =
-        plan.components
-            .iter()
-            .flat_map(|component| {
-                component
-                    .missing_chunks
-                    .iter()
-                    .map(move |(path, chunk)| {
-                        format!("{}/{path} needs chunk {}", component.name, chunk.short())
-                    })
-                    .chain(
-                        component.unreadable.iter().map(move |(path, error)| {
-                            format!("{}/{path}: {error}", component.name)
-                        }),
-                    )
-            })
-            .collect();
+pub fn chunks(components: &[ComponentPlan]) -> Verdict {
+    let missing: Vec<String> = components
+        .iter()
+        .flat_map(|component| {
+            component
+                .missing_chunks
+                .iter()
+                .map(move |(path, chunk)| {
+                    format!("{}/{path} needs chunk {}", component.name, chunk.short())
+                })
+                .chain(
+                    component
+                        .unreadable
+                        .iter()
+                        .map(move |(path, error)| format!("{}/{path}: {error}", component.name)),
+                )
+        })
+        .collect();
     if missing.is_empty() {
         Verdict {
             check: "chunks",
@@ -142,5 +175,103 @@ mod tests {
         assert!(parse_duration("7 parsecs").is_err());
         assert!(parse_duration("-3d").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    fn verdict(check: &'static str, status: Status) -> Verdict {
+        Verdict {
+            check,
+            status,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_default_policy_stops_on_every_status_but_ok() {
+        let policy = PreflightPolicy::default();
+        assert!(policy.allows(Status::Ok));
+        for status in [
+            Status::Untrusted,
+            Status::BadSignature,
+            Status::TooOld,
+            Status::MissingChunks,
+        ] {
+            assert!(!policy.allows(status), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn each_override_lets_through_its_own_check_and_no_other() {
+        let untrusted = PreflightPolicy {
+            allow_untrusted: true,
+            ..PreflightPolicy::default()
+        };
+        assert!(untrusted.allows(Status::Untrusted) && untrusted.allows(Status::BadSignature));
+        assert!(!untrusted.allows(Status::TooOld) && !untrusted.allows(Status::MissingChunks));
+        let too_old = PreflightPolicy {
+            allow_too_old: true,
+            ..PreflightPolicy::default()
+        };
+        assert!(too_old.allows(Status::TooOld));
+        assert!(!too_old.allows(Status::Untrusted) && !too_old.allows(Status::MissingChunks));
+        let missing = PreflightPolicy {
+            allow_missing_chunks: true,
+            ..PreflightPolicy::default()
+        };
+        assert!(missing.allows(Status::MissingChunks));
+        assert!(!missing.allows(Status::BadSignature) && !missing.allows(Status::TooOld));
+    }
+
+    #[test]
+    fn the_refusal_is_the_first_verdict_the_policy_does_not_override() {
+        let verdicts = [
+            verdict("signature", Status::BadSignature),
+            verdict("age", Status::TooOld),
+            verdict("chunks", Status::Ok),
+        ];
+        let strict = PreflightPolicy::default();
+        assert_eq!(
+            strict.refusal(&verdicts).map(|v| v.check),
+            Some("signature")
+        );
+        let untrusted = PreflightPolicy {
+            allow_untrusted: true,
+            ..PreflightPolicy::default()
+        };
+        assert_eq!(untrusted.refusal(&verdicts).map(|v| v.check), Some("age"));
+        let both = PreflightPolicy {
+            allow_too_old: true,
+            ..untrusted
+        };
+        assert_eq!(both.refusal(&verdicts), None);
+    }
+
+    #[test]
+    fn a_snapshot_older_than_the_policy_allows_is_too_old() {
+        let scene = crate::ops::restore::testing::Scene::new(|root| {
+            std::fs::write(root.join("file"), b"x").expect("file");
+            vec![("file", root.join("file"), false)]
+        });
+        let body = |time: &str| SnapshotBody {
+            time: time.into(),
+            ..scene.body.clone()
+        };
+        let day = Some(Duration::from_secs(86_400));
+        let old = age(&body("2020-01-01T00:00:00Z"), day).expect("a verdict");
+        assert_eq!(old.status, Status::TooOld);
+        assert!(
+            old.detail.contains("more than --max-age 86400s"),
+            "{}",
+            old.detail
+        );
+        let now = crate::ops::backup::now_rfc3339();
+        assert_eq!(age(&body(&now), day).expect("a verdict").status, Status::Ok);
+        assert_eq!(
+            age(&body("2020-01-01T00:00:00Z"), None)
+                .expect("a verdict")
+                .status,
+            Status::Ok,
+            "no limit, no verdict against it"
+        );
+        assert!(age(&body("yesterday"), day).is_err());
     }
 }

@@ -205,7 +205,7 @@ pub fn restore_directory_metadata(journal: &Journal) -> Vec<(PathBuf, String)> {
             mtime: directory.mtime,
             mtime_nanos: directory.mtime_nanos,
         };
-        if let Err(error) = super::write::apply_root_metadata(&root, &directory.path) {
+        if let Err(error) = super::place::apply_root_metadata(&root, &directory.path) {
             problems.push((directory.path.clone(), error.to_string()));
         }
     }

@@ -1,0 +1,475 @@
+//! Executing a restore's plan: the safety snapshot taken first, the
+//! components written ([`super::pipeline`]), the outcome counted, the
+//! rollback if anything failed, and SQLite's check of the restored
+//! databases.
+//!
+//! Owns the order of those steps and the [`RestoreOutcome`]. Never writes
+//! to the target before the safety snapshot, when one is asked for, is
+//! committed; never leaves a failed restore half done when one was taken.
+
+use super::fetch::{FallbackUse, Sources};
+use super::pipeline::write_components;
+use super::plan::Action;
+use super::prepare::{Decision, PreparedRestore, RestoreOptions, RestorePlan, plan_restore};
+use super::safety::{self, JOURNAL_COMPONENT, Journal, RESTORED_LABEL, SAFETY_TAG};
+use super::select::Selection;
+use super::write::{WriteCounters, Writer};
+use crate::error::{Result, StoreError};
+use crate::format::keys::SigningKey;
+use crate::format::manifest::{ComponentKind, SnapshotBody};
+use crate::format::tree::EntryKind;
+use crate::id::Id;
+use crate::index::IndexCache;
+use crate::ops::backup::{BackupOptions, ComponentSource, backup};
+use crate::progress::{Amount, NoProgress, Phase, Progress};
+use crate::repository::Repository;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+/// A path that could not be restored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreFailure {
+    pub component: String,
+    /// Path inside the component.
+    pub path: String,
+    pub error: String,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOutcome {
+    pub failures: Vec<RestoreFailure>,
+    pub safety_snapshot: Option<Id>,
+    /// The restore failed and the target was put back as it was.
+    pub rolled_back: bool,
+    /// What the rollback could not put back: (path, why).
+    pub rollback_problems: Vec<(String, String)>,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub chunks_fetched: u64,
+    pub bytes_fetched: u64,
+    pub bytes_reused: u64,
+    /// Reads of the main repository's packs while writing files (one GET
+    /// each over S3).
+    pub requests: u64,
+    pub deleted: u64,
+    /// What each fallback repository served, in order of preference.
+    pub fallbacks: Vec<FallbackUse>,
+    /// How many blobs the main repository could not give intact, and the
+    /// first few reasons.
+    pub main_failures: u64,
+    pub main_failure_examples: Vec<String>,
+    /// SQLite's integrity check of each restored database component (see
+    /// [`execute`]; empty from [`execute_restore`] and after a rollback).
+    pub database_checks: Vec<DatabaseCheck>,
+}
+
+/// The outcome of SQLite's integrity check on one restored database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseCheck {
+    pub component: String,
+    pub path: PathBuf,
+    /// Empty when SQLite says "ok"; its messages (or why the check could
+    /// not run) otherwise.
+    pub problems: Vec<String>,
+}
+
+impl DatabaseCheck {
+    /// Runs SQLite's integrity check on the database at `path`.
+    pub fn run(component: &str, path: &Path) -> Self {
+        DatabaseCheck {
+            component: component.to_string(),
+            path: path.to_path_buf(),
+            problems: crate::sqlite::integrity_check(path)
+                .unwrap_or_else(|error| vec![error.to_string()]),
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Executes a prepared restore (one its preflight refused is an error):
+/// [`execute_restore`], then SQLite's integrity check of every restored
+/// database component, unless the restore was rolled back.
+pub fn execute(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    sources: &Sources,
+    prepared: &PreparedRestore,
+    safety_key: Option<&SigningKey>,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
+    let plan = match &prepared.decision {
+        Decision::Proceed(plan) => plan,
+        Decision::Refused { check } => {
+            return Err(StoreError::Invalid(format!(
+                "restore refused by the {check} check"
+            )));
+        }
+    };
+    let mut outcome = execute_restore(repository, index, sources, plan, safety_key, progress)?;
+    if !outcome.rolled_back {
+        outcome.database_checks = check_databases(plan);
+    }
+    Ok(outcome)
+}
+
+/// Runs SQLite's integrity check on every restored database component
+/// (one left out by the selection is not there to check).
+fn check_databases(plan: &RestorePlan) -> Vec<DatabaseCheck> {
+    plan.components
+        .iter()
+        .filter(|component| component.kind == ComponentKind::Sqlite)
+        .filter(|component| component.destination.is_file())
+        .map(|component| DatabaseCheck::run(&component.name, &component.destination))
+        .collect()
+}
+
+/// Executes a plan. `safety_key` signs the safety snapshot; `None` means
+/// none is taken (the caller has made the user say so).
+pub fn execute_restore(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    sources: &Sources,
+    plan: &RestorePlan,
+    safety_key: Option<&SigningKey>,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
+    // The journal (a stat of every path created) only goes with a safety
+    // snapshot.
+    let safety = match safety_key {
+        Some(key) if plan.touches_existing() => {
+            let journal = Journal::new(plan.snapshot, &plan.components);
+            let snapshot = take_safety_snapshot(repository, index, key, plan, &journal)?;
+            Some((snapshot, journal))
+        }
+        _ => None,
+    };
+    let safety_snapshot = safety.as_ref().map(|(snapshot, _)| *snapshot);
+    let counters = WriteCounters::default();
+    let writer = Writer {
+        repository,
+        index,
+        sources,
+        counters: &counters,
+        progress,
+    };
+    let (files_total, bytes_total) = progress_totals(plan);
+    progress.phase(
+        Phase::Restore,
+        Amount {
+            bytes: bytes_total,
+            items: files_total,
+        },
+    );
+    let mut outcome = RestoreOutcome {
+        safety_snapshot,
+        ..RestoreOutcome::default()
+    };
+    let written = write_components(&writer, &plan.components);
+    for (component, (failures, deleted)) in plan.components.iter().zip(written) {
+        outcome.deleted += deleted;
+        outcome
+            .failures
+            .extend(failures.into_iter().map(|(path, error)| RestoreFailure {
+                component: component.name.clone(),
+                path,
+                error,
+            }));
+    }
+    outcome.files_written = counters.files_written.load(Ordering::Relaxed);
+    outcome.bytes_written = counters.bytes_written.load(Ordering::Relaxed);
+    outcome.chunks_fetched = counters.fetch.chunks_fetched.load(Ordering::Relaxed);
+    outcome.bytes_fetched = counters.fetch.bytes_fetched.load(Ordering::Relaxed);
+    outcome.bytes_reused = counters.bytes_reused.load(Ordering::Relaxed);
+    outcome.requests = counters.fetch.requests.load(Ordering::Relaxed);
+    outcome.fallbacks = sources.uses();
+    (outcome.main_failures, outcome.main_failure_examples) = sources.main_failures();
+    // Prefetch reads that failed were retried file by file; they still
+    // count as the main repository failing, so damage is never hidden.
+    let (prefetch_failures, examples) = counters.fetch.into_failures();
+    outcome.main_failures += prefetch_failures;
+    outcome.main_failure_examples.extend(examples);
+    for component in &plan.components {
+        let (count, examples) = &component.prefetch_failures;
+        outcome.main_failures += count;
+        outcome
+            .main_failure_examples
+            .extend(examples.iter().cloned());
+    }
+
+    if !outcome.failures.is_empty()
+        && let Some((safety, journal)) = &safety
+    {
+        outcome.rollback_problems = roll_back(repository, index, *safety, journal)?;
+        outcome.rolled_back = true;
+    }
+    Ok(outcome)
+}
+
+fn take_safety_snapshot(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    key: &SigningKey,
+    plan: &RestorePlan,
+    journal: &Journal,
+) -> Result<Id> {
+    let scratch = std::env::temp_dir().join(format!(
+        "cairn-restore-journal-{}-{}",
+        std::process::id(),
+        plan.snapshot.short()
+    ));
+    fs::create_dir_all(&scratch)
+        .map_err(|error| StoreError::io(format!("creating {}", scratch.display()), error))?;
+    let journal_path = scratch.join("journal.json");
+    fs::write(&journal_path, journal.encode())
+        .map_err(|error| StoreError::io(format!("writing {}", journal_path.display()), error))?;
+    let mut components = vec![ComponentSource::new(JOURNAL_COMPONENT, &journal_path)];
+    for component in &plan.components {
+        let saved = safety::saved_paths(component);
+        if saved.is_empty() {
+            continue;
+        }
+        let mut source =
+            ComponentSource::new(component.name.clone(), component.destination.clone());
+        if component.kind == ComponentKind::Directory {
+            source.only = Some(saved);
+        }
+        components.push(source);
+    }
+    let mut labels = BTreeMap::new();
+    labels.insert(RESTORED_LABEL.to_string(), plan.snapshot.to_hex());
+    let options = BackupOptions {
+        components,
+        tags: vec![SAFETY_TAG.into()],
+        labels,
+        host: None,
+        force_read: true,
+        trusted: Vec::new(),
+    };
+    let result = backup(repository, index, key, &options);
+    let _ = fs::remove_dir_all(&scratch);
+    let outcome = result?;
+    if let Some(problem) = outcome.body.problems.first() {
+        return Err(StoreError::Invalid(format!(
+            "the safety snapshot could not save {}/{} ({}); nothing was changed (use --no-safety-snapshot to restore anyway)",
+            problem.component, problem.path, problem.problem
+        )));
+    }
+    Ok(outcome.snapshot)
+}
+
+/// What the progress counts up to: one `file_done` for every file not
+/// left unchanged, and `advance` for every byte of those whose content is
+/// written (a repeated chunk counts each time it is written). The plan's
+/// own totals count each distinct chunk once and directories as entries,
+/// which left the progress past 100% at the end.
+fn progress_totals(plan: &RestorePlan) -> (u64, u64) {
+    plan.components
+        .iter()
+        .flat_map(|component| &component.entries)
+        .filter(|item| item.entry.kind == EntryKind::File && item.action != Action::Unchanged)
+        .fold((0, 0), |(files, bytes), item| {
+            let written = if item.action == Action::Metadata {
+                0
+            } else {
+                item.entry.size
+            };
+            (files + 1, bytes + written)
+        })
+}
+
+/// Puts the target back as the safety snapshot and journal describe:
+/// removes what the restore created, then restores the saved paths.
+fn roll_back(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    safety: Id,
+    journal: &Journal,
+) -> Result<Vec<(String, String)>> {
+    let mut problems: Vec<(String, String)> = safety::remove_created(journal)
+        .into_iter()
+        .map(|(path, why)| (path.display().to_string(), why))
+        .collect();
+    let body = repository.read_manifest(&safety)?.body_unverified()?;
+    problems.extend(restore_saved(repository, index, safety, &body, journal)?);
+    problems.extend(
+        safety::restore_directory_metadata(journal)
+            .into_iter()
+            .map(|(path, why)| (path.display().to_string(), why)),
+    );
+    Ok(problems)
+}
+
+/// Restores a safety snapshot's saved components over their destinations.
+pub(super) fn restore_saved(
+    repository: &Repository,
+    index: &dyn IndexCache,
+    safety: Id,
+    body: &SnapshotBody,
+    journal: &Journal,
+) -> Result<Vec<(String, String)>> {
+    let mut selection = Selection::default();
+    for component in &journal.components {
+        if component.saved && body.component(&component.name).is_some() {
+            selection.only.push(component.name.clone());
+            selection
+                .component_targets
+                .insert(component.name.clone(), component.destination.clone());
+        }
+    }
+    if selection.only.is_empty() {
+        return Ok(Vec::new());
+    }
+    let options = RestoreOptions {
+        target: PathBuf::from("/"),
+        selection,
+        delete: false,
+    };
+    let sources = Sources::new(&[]);
+    let plan = plan_restore(repository, index, &sources, safety, body, &options)?;
+    let outcome = execute_restore(repository, index, &sources, &plan, None, &NoProgress)?;
+    Ok(outcome
+        .failures
+        .into_iter()
+        .map(|failure| {
+            (
+                format!("{}/{}", failure.component, failure.path),
+                failure.error,
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::restore::preflight::PreflightPolicy;
+    use crate::ops::restore::prepare::{RestoreRequest, check_snapshot, prepare_restore};
+    use crate::ops::restore::testing::Scene;
+
+    /// A snapshot of a SQLite database `db` and a directory `notes`.
+    fn scene() -> Scene {
+        Scene::new(|root| {
+            let database = root.join("app.db");
+            let connection = rusqlite::Connection::open(&database).expect("open");
+            connection
+                .execute_batch("create table notes(text); insert into notes values ('kept');")
+                .expect("fill");
+            drop(connection);
+            let notes = root.join("notes");
+            std::fs::create_dir_all(&notes).expect("notes");
+            std::fs::write(notes.join("a.md"), b"# notes\n").expect("a.md");
+            vec![("db", database, true), ("notes", notes, false)]
+        })
+    }
+
+    fn prepared(scene: &Scene, only: &[&str], policy: PreflightPolicy) -> PreparedRestore {
+        let request = RestoreRequest {
+            snapshot: scene.snapshot.to_hex(),
+            trusted: vec![scene.public],
+            options: RestoreOptions {
+                target: scene.path("target"),
+                selection: Selection {
+                    only: only.iter().map(|name| name.to_string()).collect(),
+                    ..Selection::default()
+                },
+                delete: false,
+            },
+            policy,
+        };
+        let checked = check_snapshot(&scene.repository, &request).expect("checked");
+        prepare_restore(
+            &scene.repository,
+            scene.index.as_ref(),
+            &Sources::new(&[]),
+            checked,
+            &request,
+        )
+        .expect("prepared")
+    }
+
+    fn run(scene: &Scene, prepared: &PreparedRestore, key: Option<&SigningKey>) -> RestoreOutcome {
+        execute(
+            &scene.repository,
+            scene.index.as_ref(),
+            &Sources::new(&[]),
+            prepared,
+            key,
+            &NoProgress,
+        )
+        .expect("executed")
+    }
+
+    #[test]
+    fn the_outcome_reports_the_integrity_check_of_each_restored_database_only() {
+        let scene = scene();
+        let outcome = run(
+            &scene,
+            &prepared(&scene, &[], PreflightPolicy::default()),
+            None,
+        );
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+        assert_eq!(
+            outcome.database_checks,
+            [DatabaseCheck {
+                component: "db".into(),
+                path: scene.path("target/db"),
+                problems: Vec::new(),
+            }]
+        );
+
+        let notes_only = prepared(&scene, &["notes"], PreflightPolicy::default());
+        std::fs::remove_dir_all(scene.path("target")).expect("clean target");
+        let outcome = run(&scene, &notes_only, None);
+        assert!(outcome.database_checks.is_empty(), "no database restored");
+    }
+
+    #[test]
+    fn the_database_checked_is_the_one_restored_over_a_damaged_copy() {
+        let scene = scene();
+        run(
+            &scene,
+            &prepared(&scene, &["db"], PreflightPolicy::default()),
+            None,
+        );
+        let restored = scene.path("target/db");
+        std::fs::write(&restored, vec![0x5a; 8192]).expect("damage the target's copy");
+        assert!(!DatabaseCheck::run("db", &restored).passed());
+
+        let again = prepared(&scene, &["db"], PreflightPolicy::default());
+        let outcome = run(&scene, &again, Some(&scene.key));
+        assert!(
+            outcome.safety_snapshot.is_some(),
+            "an overwrite is saved first"
+        );
+        assert_eq!(outcome.database_checks.len(), 1);
+        assert!(
+            outcome.database_checks[0].passed(),
+            "{:?}",
+            outcome.database_checks
+        );
+    }
+
+    #[test]
+    fn a_refused_restore_cannot_be_executed() {
+        let scene = scene();
+        let mut refused = prepared(&scene, &[], PreflightPolicy::default());
+        refused.decision = Decision::Refused { check: "signature" };
+        let error = execute(
+            &scene.repository,
+            scene.index.as_ref(),
+            &Sources::new(&[]),
+            &refused,
+            None,
+            &NoProgress,
+        )
+        .expect_err("refused");
+        assert_eq!(error.to_string(), "restore refused by the signature check");
+        assert!(!scene.path("target").exists(), "nothing written");
+    }
+}

@@ -1,0 +1,324 @@
+//! Fetching blobs for a restore: from the main repository's packs in
+//! spans ([`fetch_blobs`]), and from other repositories when the main one
+//! cannot give a blob intact ([`Sources`]).
+//!
+//! [`fetch_blobs`] groups wanted blobs by pack into spans (neighbours
+//! merged across small gaps, a span capped in size), reads the spans with a
+//! bounded number of requests in flight, and checks every blob
+//! (`decode_blob`) before it enters the [`BlobCache`] that planning and
+//! writing read from (a large file's windows may leave the check of content
+//! to the file's whole hash: see [`fetch_blobs`]). It never fails: a span
+//! that cannot be read, or a blob in it that does not decode to its id, is
+//! left out of the cache and counted in [`FetchCounters`], and the caller
+//! reads it again on its own.
+//!
+//! [`Sources`] owns the fallback order and its accounting: other
+//! repositories holding the same chunks (written by the same
+//! multi-repository backup, or by `cairn copy`), in order of preference,
+//! are asked in turn; whichever serves a blob is counted, and why the main
+//! repository could not is kept for the report.
+//!
+//! Knows nothing of plans, files or the target: planning and writing call
+//! down into this module, never the other way. Never hands out a blob it
+//! has not checked, and never writes to any repository.
+
+use crate::backend::ObjectKind;
+use crate::error::{Result, StoreError};
+use crate::format::pack::spans::{Span, spans};
+use crate::format::pack::{BlobDecoder, BlobEntry, Decoded, by_stored_bytes};
+use crate::format::tree::Tree;
+use crate::id::Id;
+use crate::index::IndexCache;
+use crate::ops::read_tree;
+use crate::repository::Repository;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+const KIB: u64 = 1024;
+pub(super) const MIB: u64 = 1024 * KIB;
+
+/// Raw bytes of a large file read ahead at once, in spans as a batch is.
+/// Each large file being written holds two windows (the one written and
+/// the one read ahead), and a component may write several side by side. A
+/// local disk answers at once, so its windows are small: 8 MiB windows put
+/// a full restore's peak RSS above restic's (114 vs 110 MiB), 4 MiB ones
+/// brought it to 95 MiB. Object storage pays a round trip per span, so its
+/// windows stay larger.
+pub fn window_bytes(backend_parallelism: usize) -> u64 {
+    if backend_parallelism > 1 {
+        8 * MIB
+    } else {
+        4 * MIB
+    }
+}
+/// Reads in flight at least, even where the backend asks for one: a local
+/// disk gains from a few, and each reader also decodes what it read.
+const MIN_READERS: usize = 2;
+
+/// Frames of a span one decoding task takes at least: a shared frame
+/// holds about 128 KiB, enough that handing work between threads costs
+/// little beside decompressing and hashing it; two keep a run of sole
+/// blobs from being handed out one by one.
+const DECODE_BATCH_FRAMES: usize = 2;
+
+/// At most this many of the main repository's failures are kept word for
+/// word; the rest are only counted.
+const KEPT_FAILURES: usize = 20;
+
+/// What fetching from the main repository did, shared by the threads of
+/// one restore (or one plan's tree reads).
+#[derive(Default)]
+pub struct FetchCounters {
+    pub chunks_fetched: AtomicU64,
+    /// Stored (possibly compressed) bytes read from the repository.
+    pub bytes_fetched: AtomicU64,
+    /// Reads of the main repository's packs (one GET each over S3).
+    pub requests: AtomicU64,
+    /// What went wrong in span reads (a failed read, a blob failing its
+    /// check): the blob was fetched again on its own, but the damage or
+    /// fault is reported, never hidden. The count, and the first few whys.
+    pub failures: Mutex<(u64, Vec<String>)>,
+}
+
+impl FetchCounters {
+    /// Keeps a failed read or check for the report.
+    pub fn note_failure(&self, why: String) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        failures.0 += 1;
+        if failures.1.len() < KEPT_FAILURES {
+            failures.1.push(why);
+        }
+    }
+
+    /// The failures noted: how many, and the first few whys.
+    pub fn into_failures(self) -> (u64, Vec<String>) {
+        self.failures
+            .into_inner()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Checked blobs of one batch, by id; the blobs of a shared frame are
+/// held as places in its content, not copies.
+#[derive(Default)]
+pub struct BlobCache {
+    blobs: HashMap<Id, Decoded>,
+}
+
+impl BlobCache {
+    pub fn get(&self, id: &Id) -> Option<&[u8]> {
+        self.blobs.get(id).map(Decoded::bytes)
+    }
+}
+
+/// Reads `wanted` blobs (pack, entry) in spans, up to the backend's
+/// parallelism at once, into a cache of those that pass their check:
+/// against their ids with `check_ids`, otherwise of their lengths only,
+/// for a caller that checks their content itself (see
+/// [`crate::format::pack::BlobDecoder::decode_sharing`]).
+pub fn fetch_blobs(
+    repository: &Repository,
+    wanted: Vec<(Id, BlobEntry)>,
+    counters: &FetchCounters,
+    check_ids: bool,
+) -> BlobCache {
+    let spans = spans(wanted);
+    if spans.is_empty() {
+        return BlobCache::default();
+    }
+    let readers = repository
+        .backend()
+        .parallelism()
+        .max(MIN_READERS)
+        .min(spans.len());
+    let next = AtomicUsize::new(0);
+    let read_some = || {
+        let mut blobs = Vec::new();
+        while let Some(span) = spans.get(next.fetch_add(1, Ordering::Relaxed)) {
+            read_span(repository, span, counters, check_ids, &mut blobs);
+        }
+        blobs
+    };
+    let mut cache = BlobCache::default();
+    if readers == 1 {
+        cache.blobs.extend(read_some());
+        return cache;
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..readers).map(|_| scope.spawn(read_some)).collect();
+        for handle in handles {
+            // A reader that panicked leaves its blobs to the per-file path.
+            if let Ok(blobs) = handle.join() {
+                cache.blobs.extend(blobs);
+            }
+        }
+    });
+    cache
+}
+
+/// Reads one span and appends the blobs in it that pass their check.
+fn read_span(
+    repository: &Repository,
+    span: &Span,
+    counters: &FetchCounters,
+    check_ids: bool,
+    blobs: &mut Vec<(Id, Decoded)>,
+) {
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    let bytes = match repository.backend().read_range(
+        ObjectKind::Pack,
+        &span.pack.to_hex(),
+        span.start,
+        span.end - span.start,
+    ) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            counters.note_failure(format!("reading pack {}: {error}", span.pack));
+            return;
+        }
+    };
+    counters
+        .bytes_fetched
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    // Decoded side by side: a large file's window is often one span, and
+    // decoding it on the reader's thread alone left the restore of one
+    // large file on one core.
+    let bytes = bytes.as_slice();
+    // Blobs sharing a frame stay together, so it is decompressed once.
+    let frames: Vec<&[BlobEntry]> = by_stored_bytes(&span.blobs).collect();
+    let decoded: Vec<_> = frames
+        .par_iter()
+        .with_min_len(DECODE_BATCH_FRAMES)
+        .flat_map_iter(|frame| {
+            let mut decoder = BlobDecoder::default();
+            frame.iter().filter_map(move |entry| {
+                let stored = span.blob_bytes(bytes, entry)?;
+                let decoded = decoder.decode_sharing(entry, stored, &span.pack, check_ids);
+                Some(decoded.map(|raw| (entry.id, raw)))
+            })
+        })
+        .collect();
+    for result in decoded {
+        match result {
+            Ok(blob) => {
+                counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
+                blobs.push(blob);
+            }
+            Err(error) => counters.note_failure(error.to_string()),
+        }
+    }
+}
+
+/// A repository to fetch from when the main one fails.
+#[derive(Clone, Copy)]
+pub struct Fallback<'a> {
+    pub repository: &'a Repository,
+    pub index: &'a dyn IndexCache,
+}
+
+/// What one fallback served.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FallbackUse {
+    /// The repository's location.
+    pub repository: String,
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+struct Served {
+    blobs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+pub struct Sources<'a> {
+    fallbacks: &'a [Fallback<'a>],
+    served: Vec<Served>,
+    failures: Mutex<(u64, Vec<String>)>,
+}
+
+impl<'a> Sources<'a> {
+    pub fn new(fallbacks: &'a [Fallback<'a>]) -> Self {
+        Sources {
+            fallbacks,
+            served: fallbacks.iter().map(|_| Served::default()).collect(),
+            failures: Mutex::new((0, Vec::new())),
+        }
+    }
+
+    fn note_failure(&self, why: &StoreError) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        failures.0 += 1;
+        if failures.1.len() < KEPT_FAILURES {
+            failures.1.push(why.to_string());
+        }
+    }
+
+    /// Blob `id`, which the main repository failed to give (`why`), from
+    /// the first fallback that holds it intact; `why` itself if none does.
+    pub fn fetch(&self, id: &Id, why: StoreError) -> Result<Vec<u8>> {
+        if self.fallbacks.is_empty() {
+            return Err(why);
+        }
+        self.note_failure(&why);
+        for (fallback, served) in self.fallbacks.iter().zip(&self.served) {
+            let Ok(Some(location)) = fallback.index.lookup(id) else {
+                continue;
+            };
+            if let Ok(raw) = fallback.repository.read_blob(&location) {
+                served.blobs.fetch_add(1, Ordering::Relaxed);
+                served.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+                return Ok(raw);
+            }
+        }
+        Err(why)
+    }
+
+    /// Tree `id` from the main repository, or from a fallback if the main
+    /// one cannot give it intact.
+    pub fn read_tree(&self, main: &Repository, index: &dyn IndexCache, id: &Id) -> Result<Tree> {
+        match read_tree(main, index, id) {
+            Ok(tree) => Ok(tree),
+            Err(why) => {
+                let raw = self.fetch(id, why)?;
+                Tree::decode(&raw, &format!("tree {id}"))
+            }
+        }
+    }
+
+    /// Whether some fallback's index lists `id`.
+    pub fn lists(&self, id: &Id) -> bool {
+        self.fallbacks
+            .iter()
+            .any(|fallback| matches!(fallback.index.lookup(id), Ok(Some(_))))
+    }
+
+    /// What each fallback served, in order of preference.
+    pub fn uses(&self) -> Vec<FallbackUse> {
+        self.fallbacks
+            .iter()
+            .zip(&self.served)
+            .map(|(fallback, served)| FallbackUse {
+                repository: fallback.repository.backend().location(),
+                blobs: served.blobs.load(Ordering::Relaxed),
+                bytes: served.bytes.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// How many times the main repository failed, and the first few whys.
+    pub fn main_failures(&self) -> (u64, Vec<String>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+}
