@@ -455,9 +455,9 @@ fn forge_parent_swapping_contents(
     donor: &[u8],
 ) -> String {
     use cairn_store::backend::{LocalBackend, ObjectKind};
-    use cairn_store::blob_writer::BlobWriter;
     use cairn_store::index::open_index;
     use cairn_store::manifest::SignedManifest;
+    use cairn_store::ops::common::blob_writer::BlobWriter;
     use cairn_store::pack::BlobKind;
     use cairn_store::tree::Tree;
     use cairn_store::{Id, Repository};

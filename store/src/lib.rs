@@ -15,7 +15,6 @@
 //! `docs/FORMAT.md`.
 
 pub mod backend;
-pub mod blob_writer;
 pub mod chunking;
 pub mod codec;
 pub mod config;
@@ -29,7 +28,6 @@ pub mod ops;
 pub mod pack;
 pub mod progress;
 pub mod random;
-pub mod read_ahead;
 pub mod records;
 pub mod repository;
 pub mod sqlite;

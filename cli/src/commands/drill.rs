@@ -66,7 +66,7 @@ pub fn run(context: &Context, args: &DrillArgs) -> Result<u8> {
         .iter()
         .all(|component| component.problems.is_empty());
     let record = json!({
-        "time": cairn_store::ops::backup::now_rfc3339(),
+        "time": cairn_store::ops::common::now_rfc3339(),
         "repository": context.repository_location()?,
         "snapshot": snapshot.to_hex(),
         "snapshot_time": body.time,

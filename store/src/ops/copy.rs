@@ -26,13 +26,13 @@
 //! Never writes to the source, never signs anything, never deletes.
 
 use crate::backend::ObjectKind;
-use crate::blob_writer::{BlobWriter, WriterStatistics};
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexCache};
 use crate::keys::{PublicKey, PublicKeyObject};
 use crate::manifest::{SignedManifest, SnapshotBody, TrustFailure};
-use crate::ops::backup::{secure_against_prune, unindexed_packs};
+use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
+use crate::ops::common::packs::{secure_against_prune, unindexed_packs};
 use crate::ops::forget::read_forget_records;
 use crate::pack::spans::{Span, spans};
 use crate::pack::{BlobDecoder, BlobKind};

@@ -7,7 +7,7 @@ use crate::id::Id;
 use crate::index::IndexCache;
 use crate::keys::PublicKey;
 use crate::manifest::SnapshotBody;
-use crate::ops::{join_relative, read_tree};
+use crate::ops::{common::join_relative, read_tree};
 use crate::repository::Repository;
 use crate::tree::{EntryKind, TreeEntry};
 

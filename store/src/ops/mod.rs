@@ -3,8 +3,8 @@
 
 pub mod backup;
 pub mod cat;
+pub mod common;
 pub mod copy;
-pub mod fan_out;
 pub mod forget;
 pub mod listing;
 pub mod prune;
@@ -26,15 +26,6 @@ pub fn read_tree(repository: &Repository, index: &dyn IndexCache, id: &Id) -> Re
     })?;
     let bytes = repository.read_blob(&location)?;
     Tree::decode(&bytes, &format!("tree {id}"))
-}
-
-/// Joins a component-relative path and a name, `/`-separated.
-pub fn join_relative(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}/{name}")
-    }
 }
 
 /// Calls `visit` once for every tree and every chunk reachable from `roots`

@@ -27,11 +27,11 @@
 //! never writes or deletes snapshots (forget does that).
 
 use crate::backend::ObjectKind;
-use crate::blob_writer::{BlobWriter, WriterStatistics};
 use crate::error::{Result, StoreError};
 use crate::id::Id;
 use crate::index::{BlobLocation, IndexCache, IndexFile, PackEntry};
 use crate::keys::{PublicKey, SigningKey};
+use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
 use crate::pack::{BlobDecoder, BlobEntry, BlobKind, parse_pack, read_header, stored_shares};
 use crate::records::{
     DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, ReadMark, SignedRecord, read_marks,
@@ -316,9 +316,9 @@ pub fn prune(
             })
             .collect();
         let mark = DeletionMark::new(
-            crate::ops::backup::now_rfc3339(),
+            crate::ops::common::now_rfc3339(),
             options.grace.as_secs(),
-            crate::ops::backup::host_name(),
+            crate::ops::common::host_name(),
             packs,
         );
         let record = SignedRecord::sign(&mark, DELETION_DOMAIN, key);

@@ -22,13 +22,13 @@
 //! its packs stay indexed.
 
 use crate::backend::ObjectKind;
-use crate::blob_writer::BlobWriter;
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::{IndexCache, IndexFile, PackEntry};
 use crate::keys::{PublicKey, SigningKey};
 use crate::manifest::{Problem, SignedManifest};
-use crate::ops::{join_relative, read_tree};
+use crate::ops::common::blob_writer::BlobWriter;
+use crate::ops::{common::join_relative, read_tree};
 use crate::pack::BlobKind;
 use crate::pack::read_header;
 use crate::repository::Repository;

@@ -21,7 +21,7 @@ use crate::id::Id;
 use crate::index::BlobLocation;
 use crate::keys::PublicKey;
 use crate::manifest::{ComponentKind, TrustFailure};
-use crate::ops::join_relative;
+use crate::ops::common::join_relative;
 use crate::pack::{BlobDecoder, parse_pack};
 use crate::records::{FORGET_DOMAIN, SignedRecord, read_marks, read_record};
 use crate::repository::Repository;

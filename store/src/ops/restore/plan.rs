@@ -31,7 +31,7 @@ use crate::id::Id;
 use crate::index::IndexCache;
 use crate::manifest::ChunkerRecord;
 use crate::manifest::{ComponentKind, ComponentRecord};
-use crate::ops::join_relative;
+use crate::ops::common::join_relative;
 use crate::repository::Repository;
 use crate::tree::{EntryKind, Tree, TreeEntry};
 use cairn_chunker::ChunkStream;
