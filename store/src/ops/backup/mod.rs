@@ -224,3 +224,132 @@ pub fn backup_to_each(
     }
     Ok(results.into_iter().flatten().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::progress::Counting;
+    use super::testing::TestRepository;
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// A source tree of a few files over two levels, with one large
+    /// enough to be read ahead.
+    fn sources(root: &std::path::Path) {
+        for (path, length) in [
+            ("a", 10),
+            ("b/c", 5000),
+            ("b/d/e", 9 * 1024 * 1024),
+            ("f", 0),
+        ] {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let content: Vec<u8> = (0..length).map(|at| (at * 7 % 251) as u8).collect();
+            std::fs::write(path, content).unwrap();
+        }
+    }
+
+    fn totals(progress: &Counting) -> [u64; 4] {
+        [
+            progress.expected_files.load(Ordering::Relaxed),
+            progress.expected_bytes.load(Ordering::Relaxed),
+            progress.done_files.load(Ordering::Relaxed),
+            progress.done_bytes.load(Ordering::Relaxed),
+        ]
+    }
+
+    #[test]
+    fn progress_expects_and_finishes_the_files_backed_up_read_or_unchanged() {
+        let repository = TestRepository::new();
+        let root = repository.directory.path().join("data");
+        sources(&root);
+        let options = BackupOptions {
+            components: vec![ComponentSource::new("data", &root)],
+            ..BackupOptions::default()
+        };
+        for (round, unchanged) in [(1, 0), (2, 4)] {
+            let progress = Counting::default();
+            let outcome =
+                backup_with_progress(&repository.destination(), &options, &progress).unwrap();
+            let stats = &outcome.body.components[0].stats;
+            assert_eq!(stats.files, 4, "round {round}");
+            assert_eq!(outcome.unchanged_files, unchanged, "round {round}");
+            assert_eq!(
+                totals(&progress),
+                [stats.files, stats.bytes, stats.files, stats.bytes],
+                "round {round}"
+            );
+            assert_eq!(*progress.components.lock().unwrap(), ["data"]);
+            assert_eq!(outcome.verdict(), Verdict::Complete);
+        }
+    }
+
+    #[test]
+    fn a_failed_component_makes_the_backup_incomplete_or_failed_if_critical() {
+        let repository = TestRepository::new();
+        let root = repository.directory.path().join("data");
+        sources(&root);
+        let mut dump = ComponentSource::new("dump", "");
+        dump.kind = SourceKind::Command("exit 1".into());
+        let mut options = BackupOptions {
+            components: vec![ComponentSource::new("data", &root), dump],
+            ..BackupOptions::default()
+        };
+        let outcome = backup(
+            &repository.repository,
+            &repository.index,
+            &repository.key,
+            &options,
+        )
+        .unwrap();
+        assert_eq!(outcome.verdict(), Verdict::Incomplete);
+        assert_eq!(outcome.failed_component_names(), ["dump"]);
+        assert!(outcome.critical_failures().is_empty());
+        options.components[1].critical = true;
+        let outcome = backup(
+            &repository.repository,
+            &repository.index,
+            &repository.key,
+            &options,
+        )
+        .unwrap();
+        assert_eq!(outcome.verdict(), Verdict::CriticalFailed);
+        assert_eq!(outcome.critical_failures(), ["dump"]);
+    }
+
+    #[test]
+    fn a_repository_set_aside_leaves_the_others_their_snapshot() {
+        let (first, third) = (TestRepository::new(), TestRepository::new());
+        let root = first.directory.path().join("data");
+        sources(&root);
+        let options = BackupOptions {
+            components: vec![ComponentSource::new("data", &root)],
+            ..BackupOptions::default()
+        };
+        let targets = vec![
+            Target {
+                location: "first".into(),
+                opened: Ok(first.destination()),
+            },
+            Target {
+                location: "second".into(),
+                opened: Err("no such repository".into()),
+            },
+            Target {
+                location: "third".into(),
+                opened: Ok(third.destination()),
+            },
+        ];
+        let outcome = backup_into_targets(targets, &options, &NoProgress).unwrap();
+        assert_eq!(outcome.verdict(), Verdict::SomeRepositoriesFailed);
+        assert_eq!(outcome.failed_locations(), ["second"]);
+        for (position, repository) in [(0, &first), (2, &third)] {
+            let stored = outcome.repositories[position].1.as_ref().unwrap();
+            let listed = repository
+                .repository
+                .list_ids(crate::backend::ObjectKind::Snapshot)
+                .unwrap();
+            assert_eq!(listed, [stored.snapshot]);
+        }
+        assert_eq!(outcome.first().map(|o| o.body.components.len()), Some(1));
+    }
+}

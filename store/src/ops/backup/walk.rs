@@ -547,3 +547,117 @@ fn add_stats(total: &mut ComponentStats, part: &ComponentStats) {
     total.bytes += part.bytes;
     total.chunks += part.chunks;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::prepare::prepare_components;
+    use super::super::progress::Counting;
+    use super::super::sources::exclusion_set;
+    use super::super::testing::TestRepository;
+    use super::*;
+
+    /// Walks `components` once into a fresh repository, without a parent.
+    fn walk(components: &[ComponentSource]) -> (ReadSources, Vec<Problem>, Counting) {
+        let repository = TestRepository::new();
+        let fan_out = FanOut::new(vec![repository.writer()]);
+        let sink = Counting::default();
+        let reporter = Reporter::new(&sink);
+        let sources = Sources {
+            components,
+            prepared: prepare_components(components).unwrap(),
+            excludes: components
+                .iter()
+                .map(exclusion_set)
+                .collect::<Result<_>>()
+                .unwrap(),
+        };
+        let walk = Walk::new(
+            &repository.repository,
+            &repository.index,
+            &fan_out,
+            &reporter,
+        );
+        let read = walk
+            .components(ChunkerParams::DEFAULT, &sources, None)
+            .unwrap();
+        reporter.flush();
+        let (problems, unchanged) = walk.into_tallies();
+        assert_eq!(unchanged, 0, "no parent, nothing unchanged");
+        for finished in fan_out.finish() {
+            finished.unwrap();
+        }
+        (read, problems, sink)
+    }
+
+    fn tree(root: &Path, files: &[(&str, &[u8])]) {
+        for (path, content) in files {
+            let path = root.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, content).unwrap();
+        }
+    }
+
+    #[test]
+    fn only_and_excludes_leave_paths_out_with_everything_below_them() {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path().join("app");
+        tree(
+            &root,
+            &[
+                ("etc/app.conf", b"conf"),
+                ("etc/other.conf", b"other"),
+                ("var/log/a.log", b"log"),
+                ("var/cache/blob.tmp", b"tmp"),
+                ("var/cache/keep", b"keep"),
+                ("home/user/notes", b"notes"),
+            ],
+        );
+        let mut source = ComponentSource::new("app", &root);
+        source.only = Some(["etc/app.conf", "var"].map(String::from).into());
+        source.exclude = vec!["*.tmp".into(), "var/log".into()];
+        let (read, problems, progress) = walk(&[source]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let stats = &read.components[0].stats;
+        // etc/app.conf and var/cache/keep.
+        assert_eq!(stats.files, 2);
+        assert_eq!(stats.bytes, 8);
+        assert_eq!(progress.expected_files.load(Ordering::Relaxed), 2);
+        assert_eq!(progress.done_bytes.load(Ordering::Relaxed), 8);
+    }
+
+    #[test]
+    fn what_cannot_be_stored_is_a_problem_and_the_rest_is_stored() {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path().join("app");
+        tree(&root, &[("a", b"first"), ("b", b"second")]);
+        let fifo = std::ffi::CString::new(root.join("pipe").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("a", root.join("link")).unwrap();
+        let (read, problems, progress) = walk(&[ComponentSource::new("app", &root)]);
+        let stats = &read.components[0].stats;
+        assert_eq!((stats.files, stats.symlinks, stats.bytes), (2, 1, 11));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "pipe");
+        assert!(problems[0].problem.contains("special file"));
+        assert_eq!(progress.done_files.load(Ordering::Relaxed), 2);
+        assert_eq!(*progress.components.lock().unwrap(), ["app"]);
+    }
+
+    #[test]
+    fn a_component_that_could_not_be_prepared_is_left_out_with_its_reason() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut failing = ComponentSource::new("dump", "");
+        failing.kind = SourceKind::Command("exit 4".into());
+        failing.critical = true;
+        tree(directory.path(), &[("file", b"content")]);
+        let file = ComponentSource::new("file", directory.path().join("file"));
+        let (read, problems, _) = walk(&[failing, file]);
+        assert_eq!(read.failed_components, [("dump".to_string(), true)]);
+        assert_eq!(read.components.len(), 1);
+        assert_eq!(read.components[0].kind, ComponentKind::File);
+        assert_eq!(read.components[0].stats.files, 1);
+        assert_eq!(problems[0].component, "dump");
+        assert!(problems[0].problem.contains("status 4"), "{problems:?}");
+    }
+}
