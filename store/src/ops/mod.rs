@@ -1,5 +1,7 @@
-//! Operations on a repository, one per file. Each takes an options value and
-//! returns an outcome with statistics; none prints.
+//! Operations on a repository, one per file (or folder, for backup and
+//! restore). Each takes an options value and returns an outcome with
+//! statistics; none prints. What several share lives in [`common`], below
+//! them all; no operation borrows from another's module.
 
 pub mod backup;
 pub mod cat;

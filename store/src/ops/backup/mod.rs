@@ -52,6 +52,8 @@ pub use targets::{Target, TargetFailure, TargetsOutcome, Verdict};
 
 use crate::config::RepositoryConfig;
 use crate::error::{Result, StoreError};
+use crate::index::IndexCache;
+use crate::keys::SigningKey;
 use crate::ops::common::host_name;
 use crate::progress::{Amount, NoProgress, Phase, Progress};
 use crate::repository::Repository;
@@ -78,8 +80,8 @@ pub fn backup_into_targets(
 /// Backs up into one repository, reporting nothing.
 pub fn backup(
     repository: &Repository,
-    index: &dyn crate::index::IndexCache,
-    key: &ed25519_dalek::SigningKey,
+    index: &dyn IndexCache,
+    key: &SigningKey,
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
     let destination = Destination {
