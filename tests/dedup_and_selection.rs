@@ -455,11 +455,11 @@ fn forge_parent_swapping_contents(
     donor: &[u8],
 ) -> String {
     use cairn_store::backend::{LocalBackend, ObjectKind};
-    use cairn_store::blob_writer::BlobWriter;
     use cairn_store::format::manifest::SignedManifest;
     use cairn_store::format::pack::BlobKind;
     use cairn_store::format::tree::Tree;
     use cairn_store::index::open_index;
+    use cairn_store::ops::common::blob_writer::BlobWriter;
     use cairn_store::{Id, Repository};
 
     let repository = Repository::open(std::sync::Arc::new(LocalBackend::new(repo))).unwrap();

@@ -25,7 +25,6 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod backend;
-pub mod blob_writer;
 pub mod error;
 pub mod format;
 pub mod id;
@@ -34,7 +33,6 @@ pub mod keystore;
 pub mod ops;
 pub mod os;
 pub mod progress;
-pub mod read_ahead;
 pub mod repository;
 pub mod sqlite;
 

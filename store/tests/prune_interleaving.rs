@@ -12,16 +12,15 @@
 
 use cairn_chunker::ChunkerParams;
 use cairn_store::backend::{Backend, Created, LocalBackend, ObjectInfo, ObjectKind};
-use cairn_store::blob_writer::BlobWriter;
 use cairn_store::format::keys::{PublicKey, SigningKey, generate_signing_key, public_key_of};
 use cairn_store::format::pack::BlobKind;
 use cairn_store::format::records::{
     DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, SignedRecord,
 };
 use cairn_store::index::{MemoryIndex, open_index};
-use cairn_store::ops::backup::{
-    BackupOptions, BackupOutcome, ComponentSource, backup, now_rfc3339,
-};
+use cairn_store::ops::backup::{BackupOptions, BackupOutcome, ComponentSource, backup};
+use cairn_store::ops::common::blob_writer::BlobWriter;
+use cairn_store::ops::common::now_rfc3339;
 use cairn_store::ops::forget::{ForgetOptions, forget};
 use cairn_store::ops::prune::{MaxUnused, PackUse, PruneOptions, PruneOutcome, prune};
 use cairn_store::ops::restore::{

@@ -5,11 +5,11 @@
 use cairn_chunker::ChunkerParams;
 use cairn_store::Repository;
 use cairn_store::backend::LocalBackend;
-use cairn_store::blob_writer::BlobWriter;
 use cairn_store::format::keys::{generate_signing_key, public_key_of};
 use cairn_store::format::pack::BlobKind;
 use cairn_store::id::Id;
 use cairn_store::index::MemoryIndex;
+use cairn_store::ops::common::blob_writer::BlobWriter;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,14 +4,16 @@ use crate::args::BackupArgs;
 use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
+use crate::progress::CliProgress;
 use anyhow::{Result, anyhow};
 use cairn_store::Repository;
 use cairn_store::format::keys::SigningKey;
 use cairn_store::format::manifest::SnapshotBody;
 use cairn_store::index::OpenedIndex;
 use cairn_store::ops::backup::{
-    BackupOptions, BackupOutcome, ChunkingChoice, ComponentSource, Destination, SourceKind, backup,
-    backup_to_each, component_from_path,
+    BackupOptions, BackupOutcome, ChunkingChoice, ComponentSource, Destination, SourceKind, Target,
+    TargetFailure, TargetsOutcome, Verdict, backup_into_targets, backup_with_progress,
+    component_from_path,
 };
 use cairn_store::ops::hooks::Hook;
 use serde_json::json;
@@ -226,17 +228,11 @@ fn run_backup(
         return run_backup_to_each(context, &options, metrics);
     }
     let target = open_target(context, context.repository_location()?)?;
-    let outcome = backup(
-        &target.repository,
-        target.index.index.as_ref(),
-        &target.key,
-        &options,
-    )?;
-    let failed: Vec<String> = outcome
-        .failed_components
-        .iter()
-        .map(|(name, _)| name.clone())
-        .collect();
+    let progress = CliProgress::new(context.global.json);
+    let outcome = backup_with_progress(&target.destination(), &options, &progress);
+    progress.finish();
+    let outcome = outcome?;
+    let failed = outcome.failed_component_names();
     record_metrics(metrics, &outcome);
     let body = &outcome.body;
     let written = &outcome.written;
@@ -309,11 +305,23 @@ fn summarise_components(body: &SnapshotBody) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The exit status a verdict stands for.
+fn exit_code(verdict: Verdict) -> u8 {
+    match verdict {
+        Verdict::Complete => exit::SUCCESS,
+        Verdict::Incomplete => exit::INCOMPLETE,
+        Verdict::CriticalFailed => exit::CRITICAL,
+        Verdict::SomeRepositoriesFailed => exit::SOME_REPOSITORIES_FAILED,
+        Verdict::Failed => exit::ERROR,
+    }
+}
+
 /// Says what the snapshot could not hold; the exit code that follows from
 /// it (0, 3, or 7 for a failed critical component).
 fn report_problems(outcome: &BackupOutcome) -> u8 {
     let body = &outcome.body;
-    if body.problems.is_empty() {
+    let verdict = outcome.verdict();
+    if verdict == Verdict::Complete {
         return exit::SUCCESS;
     }
     eprintln!(
@@ -327,31 +335,24 @@ fn report_problems(outcome: &BackupOutcome) -> u8 {
             problem.component, problem.path, problem.problem
         );
     }
-    let critical: Vec<&str> = outcome
-        .failed_components
-        .iter()
-        .filter(|(_, critical)| *critical)
-        .map(|(name, _)| name.as_str())
-        .collect();
-    if !critical.is_empty() {
+    if verdict == Verdict::CriticalFailed {
         eprintln!(
             "cairn: backup FAILED: critical component(s) {} failed (the others are stored in snapshot {})",
-            critical.join(", "),
+            outcome.critical_failures().join(", "),
             outcome.snapshot.short()
         );
-        return exit::CRITICAL;
     }
-    exit::INCOMPLETE
+    exit_code(verdict)
 }
 
 /// A repository opened for a backup, with its index and signing key.
-struct Target {
+struct OpenedTarget {
     repository: Repository,
     index: OpenedIndex,
     key: SigningKey,
 }
 
-fn open_target(context: &Context, location: &str) -> Result<Target> {
+fn open_target(context: &Context, location: &str) -> Result<OpenedTarget> {
     let repository = context.open_repository_at(location)?;
     let key = context.signing_key(&repository)?;
     let removed = repository.backend().remove_stale_temporaries()?;
@@ -361,11 +362,21 @@ fn open_target(context: &Context, location: &str) -> Result<Target> {
         );
     }
     let index = context.open_index(&repository)?;
-    Ok(Target {
+    Ok(OpenedTarget {
         repository,
         index,
         key,
     })
+}
+
+impl OpenedTarget {
+    fn destination(&self) -> Destination<'_> {
+        Destination {
+            repository: &self.repository,
+            index: self.index.index.as_ref(),
+            key: &self.key,
+        }
+    }
 }
 
 /// One pass into every `--repo`: each repository that can be opened gets
@@ -377,65 +388,30 @@ fn run_backup_to_each(
     metrics: &mut crate::metrics::Metrics,
 ) -> Result<(u8, Vec<String>)> {
     let locations = context.repository_locations()?;
-    let mut opened = Vec::new();
-    let mut results: Vec<Option<std::result::Result<BackupOutcome, String>>> = Vec::new();
-    for location in locations {
-        match open_target(context, location) {
-            Ok(target) => {
-                opened.push(target);
-                results.push(None);
-            }
-            Err(error) => results.push(Some(Err(format!("{error:#}")))),
-        }
-    }
-    if opened.is_empty() {
-        let whys: Vec<String> = locations
-            .iter()
-            .zip(&results)
-            .filter_map(|(location, result)| match result {
-                Some(Err(why)) => Some(format!("{location}: {why}")),
-                _ => None,
-            })
-            .collect();
-        return Err(anyhow!(
-            "no repository could be opened: {}",
-            whys.join("; ")
-        ));
-    }
-    let destinations: Vec<Destination> = opened
+    let opened: Vec<std::result::Result<OpenedTarget, String>> = locations
         .iter()
-        .map(|target| Destination {
-            repository: &target.repository,
-            index: target.index.index.as_ref(),
-            key: &target.key,
+        .map(|location| open_target(context, location).map_err(|error| format!("{error:#}")))
+        .collect();
+    let targets = locations
+        .iter()
+        .zip(&opened)
+        .map(|(location, target)| Target {
+            location: location.clone(),
+            opened: target
+                .as_ref()
+                .map(OpenedTarget::destination)
+                .map_err(Clone::clone),
         })
         .collect();
-    let mut outcomes = backup_to_each(&destinations, options)?.into_iter();
-    for slot in results.iter_mut().filter(|slot| slot.is_none()) {
-        *slot = outcomes
-            .next()
-            .map(|outcome| outcome.map_err(|error| format!("{:#}", anyhow::Error::from(error))));
+    let progress = CliProgress::new(context.global.json);
+    let outcome = backup_into_targets(targets, options, &progress);
+    progress.finish();
+    let outcome = outcome?;
+    let first = outcome.first();
+    if let Some(first) = first {
+        record_metrics(metrics, first);
     }
-    let results: Vec<(&String, std::result::Result<BackupOutcome, String>)> = locations
-        .iter()
-        .zip(results)
-        .map(|(location, result)| {
-            (
-                location,
-                result.unwrap_or_else(|| Err("no outcome".to_string())),
-            )
-        })
-        .collect();
-    let first = results.iter().find_map(|(_, result)| result.as_ref().ok());
-    let failed_repositories: Vec<&String> = results
-        .iter()
-        .filter(|(_, result)| result.is_err())
-        .map(|(location, _)| *location)
-        .collect();
-    if let Some(outcome) = first {
-        record_metrics(metrics, outcome);
-    }
-    for (location, result) in &results {
+    for (location, result) in &outcome.repositories {
         metrics.gauge(
             "backup_repository_ok",
             "1 for each repository this backup stored its snapshot in, 0 for each it failed.",
@@ -443,8 +419,10 @@ fn run_backup_to_each(
             if result.is_ok() { 1.0 } else { 0.0 },
         );
     }
+    let verdict = outcome.verdict();
     if context.global.json {
-        let repositories: Vec<serde_json::Value> = results
+        let repositories: Vec<serde_json::Value> = outcome
+            .repositories
             .iter()
             .map(|(location, result)| match result {
                 Ok(outcome) => json!({
@@ -459,7 +437,7 @@ fn run_backup_to_each(
                     "packs_written": outcome.written.packs_written,
                     "adopted_packs": outcome.adopted_packs,
                 }),
-                Err(why) => json!({"repository": location, "ok": false, "error": why}),
+                Err(why) => json!({"repository": location, "ok": false, "error": failure(why)}),
             })
             .collect();
         crate::output::print_json(&json!({
@@ -467,10 +445,10 @@ fn run_backup_to_each(
             "components": first.map(|outcome| summarise_components(&outcome.body)),
             "unchanged_files": first.map(|outcome| outcome.unchanged_files),
             "problems": first.map(|outcome| &outcome.body.problems),
-            "complete": failed_repositories.is_empty() && first.is_some_and(|outcome| outcome.body.problems.is_empty()),
+            "complete": verdict == Verdict::Complete,
         }))?;
     } else {
-        for (location, result) in &results {
+        for (location, result) in &outcome.repositories {
             if let Ok(outcome) = result {
                 println!(
                     "snapshot {} saved in {location}: {} new chunks ({} stored)",
@@ -481,41 +459,49 @@ fn run_backup_to_each(
             }
         }
     }
-    for (location, result) in &results {
+    for (location, result) in &outcome.repositories {
         if let Err(why) = result {
-            eprintln!("cairn: backup into {location} FAILED: {why}");
+            eprintln!("cairn: backup into {location} FAILED: {}", failure(why));
         }
     }
-    let failed_components = first
-        .map(|outcome| {
-            outcome
-                .failed_components
-                .iter()
-                .map(|(name, _)| name.clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    let Some(outcome) = first else {
+    let Some(first) = first else {
         return Err(anyhow!(
             "the backup failed in every repository ({})",
             locations.join(", ")
         ));
     };
-    let code = report_problems(outcome);
-    if !failed_repositories.is_empty() {
-        eprintln!(
-            "cairn: backup stored in {} of {} repositories; failed in {}",
-            results.len() - failed_repositories.len(),
-            results.len(),
-            failed_repositories
-                .iter()
-                .map(|location| location.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        return Ok((exit::SOME_REPOSITORIES_FAILED, failed_components));
+    let code = report_problems(first);
+    if verdict == Verdict::SomeRepositoriesFailed {
+        report_failed_repositories(&outcome);
+        return Ok((exit_code(verdict), outcome.failed_components()));
     }
-    Ok((code, failed_components))
+    Ok((code, outcome.failed_components()))
+}
+
+/// Why a repository holds no snapshot, as one line.
+fn failure(failure: &TargetFailure) -> String {
+    match failure {
+        TargetFailure::NotOpened(why) => why.clone(),
+        TargetFailure::Failed(error) => {
+            let mut line = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                line.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            line
+        }
+    }
+}
+
+fn report_failed_repositories(outcome: &TargetsOutcome) {
+    let failed = outcome.failed_locations();
+    let total = outcome.repositories.len();
+    eprintln!(
+        "cairn: backup stored in {} of {total} repositories; failed in {}",
+        total - failed.len(),
+        failed.join(", ")
+    );
 }
 
 /// What a backup did, as metrics: totals, then per component.

@@ -26,7 +26,6 @@
 //! Never writes to the source, never signs anything, never deletes.
 
 use crate::backend::ObjectKind;
-use crate::blob_writer::{BlobWriter, WriterStatistics};
 use crate::error::{Result, StoreError};
 use crate::format::index::BlobLocation;
 use crate::format::keys::{PublicKey, PublicKeyObject};
@@ -36,7 +35,8 @@ use crate::format::pack::{BlobDecoder, BlobKind};
 use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::ops::backup::{secure_against_prune, unindexed_packs};
+use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
+use crate::ops::common::packs::{secure_against_prune, unindexed_packs};
 use crate::ops::forget::read_forget_records;
 use crate::repository::Repository;
 use crate::repository::{marked_packs, read_marks};

@@ -137,7 +137,7 @@ pub fn drill(
     Ok(DrillReport {
         snapshot,
         snapshot_time: body.time.clone(),
-        time: crate::ops::backup::now_rfc3339(),
+        time: crate::ops::common::now_rfc3339(),
         seconds: started.elapsed().as_secs_f64(),
         components,
     })

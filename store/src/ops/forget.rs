@@ -167,9 +167,9 @@ pub fn forget(
     }
     if !outcome.forgotten.is_empty() {
         let record = ForgetRecord::new(
-            crate::ops::backup::now_rfc3339(),
-            crate::ops::backup::host_name(),
-            crate::ops::backup::user_name(),
+            crate::ops::common::now_rfc3339(),
+            crate::ops::common::host_name(),
+            crate::ops::common::user_name(),
             policy_text,
             outcome.forgotten.clone(),
         );

@@ -8,7 +8,7 @@ use crate::format::manifest::SnapshotBody;
 use crate::format::tree::{EntryKind, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::ops::{join_relative, read_tree};
+use crate::ops::{common::join_relative, read_tree};
 use crate::repository::Repository;
 
 /// One snapshot as listed; `trust` says whether its signature holds.

@@ -1,11 +1,13 @@
-//! Operations on a repository, one per file. Each takes an options value and
-//! returns an outcome with statistics; none prints.
+//! Operations on a repository, one per file (or folder, for backup and
+//! restore). Each takes an options value and returns an outcome with
+//! statistics; none prints. What several share lives in [`common`], below
+//! them all; no operation borrows from another's module.
 
 pub mod backup;
 pub mod cat;
+pub mod common;
 pub mod copy;
 pub mod drill;
-pub mod fan_out;
 pub mod forget;
 pub mod hooks;
 pub mod init;
@@ -29,15 +31,6 @@ pub fn read_tree(repository: &Repository, index: &dyn IndexCache, id: &Id) -> Re
     })?;
     let bytes = repository.read_blob(&location)?;
     Tree::decode(&bytes, &format!("tree {id}"))
-}
-
-/// Joins a component-relative path and a name, `/`-separated.
-pub fn join_relative(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}/{name}")
-    }
 }
 
 /// Calls `visit` once for every tree and every chunk reachable from `roots`

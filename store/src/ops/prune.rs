@@ -27,7 +27,6 @@
 //! never writes or deletes snapshots (forget does that).
 
 use crate::backend::ObjectKind;
-use crate::blob_writer::{BlobWriter, WriterStatistics};
 use crate::error::{Result, StoreError};
 use crate::format::index::{BlobLocation, IndexFile, PackEntry};
 use crate::format::keys::{PublicKey, SigningKey};
@@ -36,6 +35,7 @@ use crate::format::records::{DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPa
 use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::IndexCache;
+use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
 use crate::repository::Repository;
 use crate::repository::{ReadMark, read_marks};
 use std::collections::{HashMap, HashSet};
@@ -316,9 +316,9 @@ pub fn prune(
             })
             .collect();
         let mark = DeletionMark::new(
-            crate::ops::backup::now_rfc3339(),
+            crate::ops::common::now_rfc3339(),
             options.grace.as_secs(),
-            crate::ops::backup::host_name(),
+            crate::ops::common::host_name(),
             packs,
         );
         let record = SignedRecord::sign(&mark, DELETION_DOMAIN, key);

@@ -22,7 +22,6 @@
 //! its packs stay indexed.
 
 use crate::backend::ObjectKind;
-use crate::blob_writer::BlobWriter;
 use crate::error::Result;
 use crate::format::index::{IndexFile, PackEntry};
 use crate::format::keys::{PublicKey, SigningKey};
@@ -31,7 +30,8 @@ use crate::format::pack::BlobKind;
 use crate::format::tree::{EntryKind, Tree};
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::ops::{join_relative, read_tree};
+use crate::ops::common::blob_writer::BlobWriter;
+use crate::ops::{common::join_relative, read_tree};
 use crate::repository::Repository;
 use rayon::prelude::*;
 use std::collections::HashMap;

@@ -24,7 +24,7 @@ use crate::format::pack::{BlobDecoder, parse_pack};
 use crate::format::records::{FORGET_DOMAIN, SignedRecord};
 use crate::format::tree::{EntryKind, Tree};
 use crate::id::Id;
-use crate::ops::join_relative;
+use crate::ops::common::join_relative;
 use crate::repository::Repository;
 use crate::repository::{read_marks, read_record};
 use rayon::prelude::*;

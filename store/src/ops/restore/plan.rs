@@ -31,7 +31,7 @@ use crate::format::manifest::{ComponentKind, ComponentRecord};
 use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::ops::join_relative;
+use crate::ops::common::join_relative;
 use crate::repository::Repository;
 use cairn_chunker::ChunkStream;
 use rayon::prelude::*;

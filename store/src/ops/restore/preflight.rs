@@ -263,7 +263,7 @@ mod tests {
             "{}",
             old.detail
         );
-        let now = crate::ops::backup::now_rfc3339();
+        let now = crate::ops::common::now_rfc3339();
         assert_eq!(age(&body(&now), day).expect("a verdict").status, Status::Ok);
         assert_eq!(
             age(&body("2020-01-01T00:00:00Z"), None)

@@ -6,10 +6,10 @@
 //! writer that fails is set aside with its error and the rest go on. Never
 //! decides what a backup stores or signs anything.
 
-use crate::blob_writer::{BlobWriter, FrameSharing, WriterStatistics};
 use crate::error::{Result, StoreError};
 use crate::format::pack::BlobKind;
 use crate::id::Id;
+use crate::ops::common::blob_writer::{BlobWriter, FrameSharing, WriterStatistics};
 use std::sync::Mutex;
 
 /// One repository's writer, or why it stopped.
@@ -133,5 +133,78 @@ impl<'a> FanOut<'a> {
                 Ok((lane.writer, statistics))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::TestRepository;
+    use super::*;
+    use std::fs;
+
+    /// Makes every later write into `repository` fail: its temporary
+    /// directory, where every object is written first, becomes a file.
+    fn break_writes(repository: &TestRepository) {
+        let tmp = repository.directory.path().join("repository/tmp");
+        let _ = fs::remove_dir_all(&tmp);
+        fs::write(&tmp, b"not a directory").unwrap();
+    }
+
+    #[test]
+    fn a_blob_goes_to_each_repository_that_lacks_it() {
+        let (first, second) = (TestRepository::new(), TestRepository::new());
+        let (first_writer, second_writer) = (first.writer(), second.writer());
+        let raw = b"only the first repository has this".to_vec();
+        let id = Id::of(&raw);
+        assert!(first_writer.add(BlobKind::Data, id, &raw).unwrap());
+        let fan_out = FanOut::new(vec![first_writer, second_writer]);
+        assert!(!fan_out.all_stored(&[id]).unwrap(), "the second lacks it");
+        assert!(fan_out.add(BlobKind::Data, id, &raw).unwrap(), "new to one");
+        assert!(fan_out.all_stored(&[id]).unwrap());
+        assert!(
+            !fan_out.add(BlobKind::Data, id, &raw).unwrap(),
+            "new to none"
+        );
+        let finished = fan_out.finish();
+        let statistics: Vec<WriterStatistics> = finished
+            .into_iter()
+            .map(|result| result.unwrap().1)
+            .collect();
+        assert_eq!(statistics[0].new_blobs, 1);
+        assert_eq!(statistics[1].new_blobs, 1);
+        assert_eq!(statistics[1].reused_blobs, 1);
+    }
+
+    #[test]
+    fn a_repository_that_fails_is_set_aside_and_the_others_finish() {
+        let (healthy, broken) = (TestRepository::new(), TestRepository::new());
+        let fan_out = FanOut::new(vec![healthy.writer(), broken.writer()]);
+        break_writes(&broken);
+        let raw = b"stored where it can be".to_vec();
+        fan_out.add(BlobKind::Data, Id::of(&raw), &raw).unwrap();
+        let mut finished = fan_out.finish().into_iter();
+        let (_, statistics) = finished.next().unwrap().expect("the healthy one finishes");
+        assert_eq!(statistics.packs_written, 1);
+        assert!(finished.next().unwrap().is_err(), "the broken one fails");
+        assert_eq!(healthy.repository.list_packs().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_walk_failing_sets_every_repository_aside_and_the_first_keeps_the_error() {
+        let (first, second) = (TestRepository::new(), TestRepository::new());
+        let fan_out = FanOut::new(vec![first.writer(), second.writer()]);
+        fan_out.fail_all(StoreError::Conflict("a prune got in the way".into()));
+        let raw = b"too late".to_vec();
+        let refused = fan_out.add(BlobKind::Data, Id::of(&raw), &raw).unwrap_err();
+        assert!(
+            refused.to_string().contains("every repository"),
+            "{refused}"
+        );
+        let finished = fan_out.finish();
+        assert!(matches!(&finished[0], Err(StoreError::Conflict(_))));
+        match &finished[1] {
+            Err(StoreError::Invalid(message)) => assert_eq!(message, "a prune got in the way"),
+            _ => panic!("the second repository keeps the message"),
+        }
     }
 }

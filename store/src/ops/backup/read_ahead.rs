@@ -17,7 +17,7 @@
 //!   its threads mostly wait, never pass anything to the backup, and stop
 //!   when the walk ends.
 
-use crate::ops::join_relative;
+use crate::ops::common::join_relative;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;

@@ -1,0 +1,218 @@
+//! Chunk and hash: one opened file is read (ahead on a thread of its own if
+//! it is large), cut into chunks in large batches, and each batch's chunks
+//! are stored in parallel through the fan-out while the file's hash is
+//! computed.
+//!
+//! Keeps two kinds of failure apart: the repository's (the outer error,
+//! which aborts the backup) and the source's (the inner one, which leaves
+//! only this file out). Never decides whether a file needs reading.
+
+use super::fan_out::FanOut;
+use super::progress::Reporter;
+use super::read_ahead::{self, ReadAhead};
+use crate::error::Result;
+use crate::format::pack::{BlobKind, FRAME_TARGET};
+use crate::id::Id;
+use crate::ops::common::blob_writer::FrameSharing;
+use cairn_chunker::{ChunkStream, Chunking};
+use rayon::prelude::*;
+use std::fs::File;
+use std::io;
+
+/// Files larger than this are read ahead on a thread of their own.
+const READ_AHEAD_FROM: u64 = 2 * read_ahead::BLOCK_SIZE as u64;
+
+/// A file's content as stored: its chunks, its hash and its length.
+pub(super) struct StoredContent {
+    pub(super) chunks: Vec<Id>,
+    pub(super) hash: Id,
+    pub(super) size: u64,
+}
+
+/// Where one component's chunks go.
+pub(super) struct ChunkTarget<'a> {
+    pub(super) writer: &'a FanOut<'a>,
+    /// This component's packs (see [`BlobWriter::add_in`]).
+    ///
+    /// [`BlobWriter::add_in`]: crate::ops::common::blob_writer::BlobWriter::add_in
+    pub(super) group: usize,
+    pub(super) reporter: &'a Reporter<'a>,
+}
+
+impl ChunkTarget<'_> {
+    /// Stores `file` from its current position; `expected_length` is its
+    /// size as listed. A large file is read on a thread of its own, ahead
+    /// of the chunking, so the disk is never idle while the CPU works.
+    pub(super) fn store_file(
+        &self,
+        file: &File,
+        chunking: Chunking,
+        expected_length: u64,
+    ) -> Result<io::Result<StoredContent>> {
+        if expected_length > READ_AHEAD_FROM {
+            std::thread::scope(|scope| {
+                self.store_chunks(ReadAhead::start(scope, file), chunking, expected_length)
+            })
+        } else {
+            self.store_chunks(file, chunking, expected_length)
+        }
+    }
+
+    /// Cuts what `reader` gives into chunks and stores them. On success:
+    /// the chunk ids, the whole content's hash and its length.
+    fn store_chunks(
+        &self,
+        reader: impl io::Read,
+        chunking: Chunking,
+        expected_length: u64,
+    ) -> Result<io::Result<StoredContent>> {
+        let mut stream = ChunkStream::with_expected_length(reader, chunking, expected_length);
+        let sharing = if expected_length < FRAME_TARGET as u64 {
+            FrameSharing::Thread
+        } else {
+            FrameSharing::Group
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut chunks = Vec::new();
+        // A file of one chunk hashes to that chunk's id, so a lone first
+        // chunk is only hashed into the file's hash if more follows (most
+        // small files never pay for a second hash of their bytes).
+        let mut lone_first: Option<Vec<u8>> = None;
+        loop {
+            let batch = match stream.next_batch() {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(error) => return Ok(Err(error)),
+            };
+            if let Some(first) = lone_first.take() {
+                hasher.update(&first);
+            }
+            batch.chunks.par_iter().try_for_each(|chunk| {
+                self.writer
+                    .add_in(
+                        BlobKind::Data,
+                        chunk.id,
+                        batch.bytes(chunk),
+                        self.group,
+                        sharing,
+                    )
+                    .map(|_| ())
+            })?;
+            self.reporter.read(batch.data.len() as u64);
+            if chunks.is_empty() && batch.chunks.len() == 1 {
+                lone_first = Some(batch.data.to_vec());
+            } else {
+                hasher.update_rayon(batch.data);
+            }
+            chunks.extend(batch.chunks.iter().map(|chunk| chunk.id));
+        }
+        let size = stream.bytes_read();
+        let hash = match (&chunks[..], lone_first) {
+            ([only], Some(_)) => *only,
+            _ => Id(*hasher.finalize().as_bytes()),
+        };
+        Ok(Ok(StoredContent { chunks, hash, size }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::progress::Counting;
+    use super::super::testing::TestRepository;
+    use super::*;
+    use cairn_chunker::ChunkerParams;
+    use std::sync::atomic::Ordering;
+
+    /// Bytes that do not repeat, so content-defined cuts fall at several
+    /// places in them.
+    fn noise(length: usize) -> Vec<u8> {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        (0..length)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn store(
+        repository: &TestRepository,
+        content: &[u8],
+    ) -> (
+        StoredContent,
+        crate::ops::common::blob_writer::WriterStatistics,
+        u64,
+    ) {
+        let path = repository.directory.path().join("source");
+        std::fs::write(&path, content).unwrap();
+        let file = File::open(&path).unwrap();
+        let fan_out = FanOut::new(vec![repository.writer()]);
+        let sink = Counting::default();
+        let reporter = Reporter::new(&sink);
+        let target = ChunkTarget {
+            writer: &fan_out,
+            group: 0,
+            reporter: &reporter,
+        };
+        let chunking = Chunking::ContentDefined(ChunkerParams::DEFAULT);
+        let stored = target
+            .store_file(&file, chunking, content.len() as u64)
+            .unwrap()
+            .unwrap();
+        reporter.flush();
+        let mut finished = fan_out.finish();
+        let (_, statistics) = finished.remove(0).unwrap();
+        (stored, statistics, sink.done_bytes.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn a_file_of_one_chunk_hashes_to_that_chunk() {
+        let repository = TestRepository::new();
+        let content = b"a small file".to_vec();
+        let (stored, written, reported) = store(&repository, &content);
+        assert_eq!(stored.chunks, vec![Id::of(&content)]);
+        assert_eq!(stored.hash, Id::of(&content));
+        assert_eq!(stored.size, content.len() as u64);
+        assert_eq!(written.new_blobs, 1);
+        assert_eq!(reported, content.len() as u64);
+    }
+
+    #[test]
+    fn a_large_file_is_read_ahead_and_hashed_whole() {
+        let repository = TestRepository::new();
+        let content = noise(READ_AHEAD_FROM as usize + 12_345);
+        let (stored, written, reported) = store(&repository, &content);
+        assert!(stored.chunks.len() > 1);
+        assert_eq!(stored.hash, Id::of(&content));
+        assert_eq!(stored.size, content.len() as u64);
+        assert_eq!(written.new_blobs, stored.chunks.len() as u64);
+        assert_eq!(reported, content.len() as u64);
+        // Stored again, every chunk is found already there.
+        let (again, written, _) = store(&repository, &content);
+        assert_eq!(again.chunks, stored.chunks);
+        assert_eq!(written.new_blobs, 0);
+    }
+
+    #[test]
+    fn a_read_error_is_the_sources_not_the_repositorys() {
+        let repository = TestRepository::new();
+        // Reading a directory fails with EISDIR on Linux.
+        let directory = File::open(repository.directory.path()).unwrap();
+        let fan_out = FanOut::new(vec![repository.writer()]);
+        let sink = Counting::default();
+        let reporter = Reporter::new(&sink);
+        let target = ChunkTarget {
+            writer: &fan_out,
+            group: 0,
+            reporter: &reporter,
+        };
+        let chunking = Chunking::ContentDefined(ChunkerParams::DEFAULT);
+        let inner = target.store_file(&directory, chunking, 10).unwrap();
+        assert_eq!(
+            inner.err().and_then(|error| error.raw_os_error()),
+            Some(libc::EISDIR)
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! What a caller hands a backup and gets back: the options, the
+//! repositories to write to, and each repository's outcome. Plain data;
+//! the rules that use it live in the stages.
+
+use super::sources::ComponentSource;
+use crate::format::keys::PublicKey;
+use crate::format::manifest::SnapshotBody;
+use crate::id::Id;
+use crate::index::IndexCache;
+use crate::ops::common::blob_writer::WriterStatistics;
+use crate::repository::Repository;
+use ed25519_dalek::SigningKey;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    pub components: Vec<ComponentSource>,
+    pub tags: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Defaults to this machine's host name.
+    pub host: Option<String>,
+    /// Read every file, even those whose size, mtime, ctime and inode match
+    /// the parent snapshot.
+    pub force_read: bool,
+    /// Keys whose snapshots may serve as parent (the signing key's own is
+    /// always trusted).
+    pub trusted: Vec<PublicKey>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BackupOutcome {
+    pub snapshot: Id,
+    pub body: SnapshotBody,
+    pub written: WriterStatistics,
+    /// Packs left by an interrupted backup that this one indexed.
+    pub adopted_packs: usize,
+    /// Files taken from the parent snapshot without reading them, because
+    /// their size, mtimes and inode had not changed.
+    pub unchanged_files: u64,
+    /// Components left out because their command failed (the snapshot's
+    /// problems say why), each with whether it was critical.
+    pub failed_components: Vec<(String, bool)>,
+}
+
+/// One repository a backup writes to, with the key that signs its snapshot.
+pub struct Destination<'a> {
+    pub repository: &'a Repository,
+    pub index: &'a dyn IndexCache,
+    pub key: &'a SigningKey,
+}

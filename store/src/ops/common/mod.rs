@@ -1,0 +1,78 @@
+//! What several operations share, below all of them: the blob writer, the
+//! packs a writer must adopt or avoid, and small helpers for time, host and
+//! user names and component-relative paths.
+//!
+//! Owns no operation's rules. Must never import an operation (`ops::backup`,
+//! `ops::restore`, ...): operations build on this module, not it on them.
+
+pub mod blob_writer;
+pub mod packs;
+
+/// Fixed width, so that times compare correctly as strings.
+pub fn now_rfc3339() -> String {
+    let now = jiff::Timestamp::now();
+    format!(
+        "{}.{:09}Z",
+        now.strftime("%Y-%m-%dT%H:%M:%S"),
+        now.subsec_nanosecond()
+    )
+}
+
+pub(crate) fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length; gethostname writes at
+    // most that many bytes.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if result != 0 {
+        return "unknown".into();
+    }
+    let end = buffer
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+pub(crate) fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            // SAFETY: getuid has no preconditions and cannot fail.
+            format!("uid {}", unsafe { libc::getuid() })
+        })
+}
+
+/// Joins a component-relative path and a name, `/`-separated.
+pub fn join_relative(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_have_one_width_so_they_sort_as_strings() {
+        let earlier = now_rfc3339();
+        let later = now_rfc3339();
+        assert_eq!(earlier.len(), "2026-01-02T03:04:05.123456789Z".len());
+        assert!(earlier.ends_with('Z'));
+        assert!(earlier <= later);
+    }
+
+    #[test]
+    fn a_relative_path_joins_without_a_leading_slash() {
+        assert_eq!(join_relative("", "a"), "a");
+        assert_eq!(join_relative("a/b", "c"), "a/b/c");
+    }
+
+    #[test]
+    fn host_and_user_names_are_never_empty() {
+        assert!(!host_name().is_empty());
+        assert!(!user_name().is_empty());
+    }
+}
