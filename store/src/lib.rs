@@ -34,7 +34,6 @@ pub mod ops;
 pub mod os;
 pub mod progress;
 pub mod repository;
-pub mod sqlite;
 
 pub use error::{Result, StoreError};
 pub use id::Id;

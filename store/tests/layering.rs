@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["keystore"],
     &["repository"],
     &["index"],
-    &["ops", "blob_writer", "read_ahead", "sqlite"],
+    &["ops"],
 ];
 
 /// Within `ops`, shared modules every operation may use; operations may use

@@ -7,6 +7,7 @@
 
 pub mod blob_writer;
 pub mod packs;
+pub mod sqlite;
 
 /// Fixed width, so that times compare correctly as strings.
 pub fn now_rfc3339() -> String {

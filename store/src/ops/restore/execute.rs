@@ -82,7 +82,7 @@ impl DatabaseCheck {
         DatabaseCheck {
             component: component.to_string(),
             path: path.to_path_buf(),
-            problems: crate::sqlite::integrity_check(path)
+            problems: crate::ops::common::sqlite::integrity_check(path)
                 .unwrap_or_else(|error| vec![error.to_string()]),
         }
     }
