@@ -32,7 +32,7 @@ impl<'a> Reporter<'a> {
 
     /// The walk found files to back up: once per directory window, so
     /// passed on at once.
-    pub(super) fn expect(&self, more: Amount) {
+    pub(super) fn found(&self, more: Amount) {
         if more != Amount::default() {
             self.sink.expect_more(more);
         }

@@ -238,7 +238,7 @@ impl Walker<'_> {
             let previous = parent
                 .as_ref()
                 .and_then(|tree| tree.entries.iter().find(|entry| entry.name == name));
-            self.chunks.reporter.expect(Amount {
+            self.chunks.reporter.found(Amount {
                 bytes: meta.len(),
                 items: 1,
             });
@@ -349,7 +349,7 @@ impl Walker<'_> {
                     (path, meta)
                 })
                 .collect();
-            self.chunks.reporter.expect(found_files(&looked));
+            self.chunks.reporter.found(found_files(&looked));
             let to_read: Vec<PathBuf> = window
                 .iter()
                 .zip(&looked)
