@@ -337,7 +337,7 @@ impl Scene {
             data: DataCheck::All,
             ..VerifyOptions::default()
         };
-        let report = verify(&self.open(), &self.trusted, options).unwrap();
+        let report = verify(&self.open(), &self.trusted, options, &NoProgress).unwrap();
         assert!(
             report.is_clean(),
             "{context}: verify found {:#?}",
