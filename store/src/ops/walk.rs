@@ -6,7 +6,9 @@
 //! nesting cannot overflow the call stack), asks the visitor to read it,
 //! hands it each entry in order, then pushes the entries' subtrees. A
 //! tree's subdirectories are therefore walked last first, as every walk
-//! before this one did; callers that show entries sort them.
+//! before this one did; callers that show entries sort them. Once all of
+//! a tree's subtrees are done the visitor is told it is left, so a
+//! rewrite (repair) can build new trees bottom up.
 //!
 //! The visitor decides how a tree is read (through the index, from a map
 //! of checked blobs, from another repository) and what a tree that cannot
@@ -72,6 +74,20 @@ pub trait TreeVisitor {
     fn entry(&mut self, _entry: &TreeEntry, _path: &str) -> std::result::Result<Flow, Self::Error> {
         Ok(Flow::Continue)
     }
+
+    /// A tree that was read is done: every subtree below it has been
+    /// walked (or skipped). Lets a visitor work bottom up, as a rewrite
+    /// of the trees must, without recursion.
+    fn leave(&mut self, _id: &Id, _path: &str) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// What the walk's stack holds: a tree to walk, or one to leave once the
+/// subtrees pushed above it are done.
+enum Step {
+    Enter(Id, String),
+    Leave(Id, String),
 }
 
 /// A walk's options and, when it skips trees already seen, the trees it
@@ -116,10 +132,20 @@ impl TreeWalk {
         roots: impl IntoIterator<Item = (Id, String)>,
         visitor: &mut V,
     ) -> std::result::Result<Walked, V::Error> {
-        let mut stack: Vec<(Id, String)> = roots.into_iter().collect();
+        let mut stack: Vec<Step> = roots
+            .into_iter()
+            .map(|(id, path)| Step::Enter(id, path))
+            .collect();
         stack.reverse();
         let mut subtrees = Vec::new();
-        while let Some((id, path)) = stack.pop() {
+        while let Some(step) = stack.pop() {
+            let (id, path) = match step {
+                Step::Enter(id, path) => (id, path),
+                Step::Leave(id, path) => {
+                    visitor.leave(&id, &path)?;
+                    continue;
+                }
+            };
             if let Some(seen) = &mut self.seen
                 && !seen.insert(id)
             {
@@ -145,9 +171,10 @@ impl TreeWalk {
                     Flow::Stop => return Ok(Walked::Stopped),
                 }
                 if let Some(subtree) = entry.subtree {
-                    subtrees.push((subtree, entry_path));
+                    subtrees.push(Step::Enter(subtree, entry_path));
                 }
             }
+            stack.push(Step::Leave(id, path));
             stack.append(&mut subtrees);
         }
         Ok(Walked::Finished)
@@ -281,6 +308,7 @@ mod tests {
         events: Vec<String>,
         skip: Option<&'static str>,
         stop_after: Option<usize>,
+        leaves: bool,
     }
 
     impl<'a> Recorder<'a> {
@@ -290,6 +318,7 @@ mod tests {
                 events: Vec::new(),
                 skip: None,
                 stop_after: None,
+                leaves: false,
             }
         }
     }
@@ -302,6 +331,12 @@ mod tests {
         }
         fn read(&mut self, id: &Id, _: &str) -> Result<Option<Tree>> {
             read_tree(&self.fixture.repository, &self.fixture.index, id).map(Some)
+        }
+        fn leave(&mut self, _: &Id, path: &str) -> Result<()> {
+            if self.leaves {
+                self.events.push(format!("leave {path}"));
+            }
+            Ok(())
         }
         fn entry(&mut self, _: &TreeEntry, path: &str) -> Result<Flow> {
             self.events.push(path.to_string());
@@ -457,5 +492,38 @@ mod tests {
             }
             other => panic!("expected a missing tree, got {other}"),
         }
+    }
+
+    #[test]
+    fn a_tree_is_left_after_everything_below_it() {
+        let fixture = fixture();
+        let root = sample(&fixture);
+        let mut recorder = Recorder::new(&fixture);
+        recorder.leaves = true;
+        TreeWalk::new()
+            .with_paths()
+            .walk([(root, String::new())], &mut recorder)
+            .unwrap();
+        let trees: Vec<&str> = recorder
+            .events
+            .iter()
+            .filter(|event| event.starts_with("tree ") || event.starts_with("leave "))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            trees,
+            [
+                "tree ",
+                "tree c",
+                "leave c",
+                "tree b",
+                "leave b",
+                "tree a",
+                "tree a/y",
+                "leave a/y",
+                "leave a",
+                "leave ",
+            ]
+        );
     }
 }
