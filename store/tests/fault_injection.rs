@@ -156,7 +156,7 @@ fn clean_verify(scene: &Scene, data: DataCheck) -> bool {
         data,
         ..VerifyOptions::default()
     };
-    verify(&repository, &scene.trusted, options)
+    verify(&repository, &scene.trusted, options, &NoProgress)
         .unwrap()
         .is_clean()
 }
@@ -271,7 +271,7 @@ fn a_corrupt_read_during_verify_is_reported_as_damage() {
         ..VerifyOptions::default()
     };
     assert!(
-        verify(&repository, &scene.trusted, options.clone())
+        verify(&repository, &scene.trusted, options.clone(), &NoProgress)
             .unwrap()
             .is_clean()
     );
@@ -280,8 +280,9 @@ fn a_corrupt_read_during_verify_is_reported_as_damage() {
         for fault in [Fault::CorruptRead(at), Fault::FailRead(at)] {
             // An error (the config read failing, say) or a finding: never a
             // clean report.
-            let report = Repository::open(Faulty::new(&scene.repo, fault))
-                .and_then(|repository| verify(&repository, &scene.trusted, options.clone()));
+            let report = Repository::open(Faulty::new(&scene.repo, fault)).and_then(|repository| {
+                verify(&repository, &scene.trusted, options.clone(), &NoProgress)
+            });
             if let Ok(report) = report {
                 assert!(
                     !report.is_clean(),

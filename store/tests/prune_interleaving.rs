@@ -140,7 +140,14 @@ fn prune_through(
         max_unused: MaxUnused::Percent(0.0),
         dry_run: false,
     };
-    prune(&repository, index.as_ref(), key, trusted, &options)
+    prune(
+        &repository,
+        index.as_ref(),
+        key,
+        trusted,
+        &options,
+        &NoProgress,
+    )
 }
 
 /// The same through its own plain backend.
@@ -337,7 +344,7 @@ impl Scene {
             data: DataCheck::All,
             ..VerifyOptions::default()
         };
-        let report = verify(&self.open(), &self.trusted, options).unwrap();
+        let report = verify(&self.open(), &self.trusted, options, &NoProgress).unwrap();
         assert!(
             report.is_clean(),
             "{context}: verify found {:#?}",
@@ -945,7 +952,15 @@ fn a_repack_does_not_copy_a_live_blob_that_another_pack_already_holds() {
         dry_run: false,
     };
     let empty = MemoryIndex::new();
-    let marked = prune(&repository, &empty, &scene.key, &scene.trusted, &options).unwrap();
+    let marked = prune(
+        &repository,
+        &empty,
+        &scene.key,
+        &scene.trusted,
+        &options,
+        &NoProgress,
+    )
+    .unwrap();
     assert_eq!(marked.plan.repack.len(), 1, "{:?}", marked.plan);
     assert_eq!(
         marked.repacked.new_blobs, 0,

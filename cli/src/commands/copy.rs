@@ -6,6 +6,7 @@ use crate::args::CopyArgs;
 use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
+use crate::progress::CliProgress;
 use anyhow::Result;
 use cairn_store::StoreError;
 use cairn_store::index::{OpenedIndex, open_index};
@@ -30,7 +31,10 @@ pub fn run(context: &Context, args: &CopyArgs) -> Result<u8> {
         target: &target,
         target_index: target_index.index.as_ref(),
     };
-    let outcome = match copy(&endpoints, &trusted, &options) {
+    let progress = CliProgress::new(context.global.json);
+    let copied = copy(&endpoints, &trusted, &options, &progress);
+    progress.finish();
+    let outcome = match copied {
         Ok(outcome) => outcome,
         // A named snapshot whose manifest is damaged in the source.
         Err(error @ StoreError::Corrupt { .. }) => {

@@ -4,6 +4,7 @@ use crate::args::{PruneArgs, PruneTuning};
 use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
+use crate::progress::CliProgress;
 use anyhow::{Result, anyhow};
 use cairn_store::StoreError;
 use cairn_store::index::MemoryIndex;
@@ -52,7 +53,10 @@ pub fn execute(context: &Context, options: &PruneOptions) -> Result<Pruned> {
     // repacked packs, so an empty in-memory one spares a sled rebuild.
     let index = MemoryIndex::new();
     let started = std::time::Instant::now();
-    let outcome = match prune(&repository, &index, &key, &trusted, options) {
+    let progress = CliProgress::new(context.global.json);
+    let pruned = prune(&repository, &index, &key, &trusted, options, &progress);
+    progress.finish();
+    let outcome = match pruned {
         Ok(outcome) => outcome,
         Err(error @ StoreError::Corrupt { .. }) => {
             let metrics = crate::metrics::Metrics::default();

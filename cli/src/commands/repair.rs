@@ -7,6 +7,7 @@ use crate::exit;
 use anyhow::Result;
 use cairn_store::ops::repair::{repair_index, repair_snapshots};
 use cairn_store::ops::verify::{DataCheck, VerifyOptions, verify};
+use cairn_store::progress::NoProgress;
 use serde_json::json;
 use std::collections::HashSet;
 
@@ -26,7 +27,7 @@ fn snapshots(context: &Context, read_data: bool) -> Result<u8> {
             data: DataCheck::All,
             ..VerifyOptions::default()
         };
-        verify(&repository, &trusted, options)?
+        verify(&repository, &trusted, options, &NoProgress)?
             .corrupt_blobs
             .into_iter()
             .collect()

@@ -4,17 +4,23 @@ use crate::args::VerifyArgs;
 use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
+use crate::progress::CliProgress;
 use anyhow::Result;
 use anyhow::anyhow;
 use cairn_store::Repository;
 use cairn_store::format::keys::PublicKey;
-use cairn_store::ops::verify::{DataCheck, Severity, Subset, VerifyOptions, VerifyReport, verify};
+use cairn_store::index::IndexCache;
+use cairn_store::ops::verify::{
+    CrossCheck, DataCheck, Severity, Subset, VerifyOptions, VerifyReport, cross_check, verify,
+};
+use cairn_store::progress::Progress;
 
 /// Audits one repository as the flags say.
 fn audit(
     repository: &Repository,
     trusted: &[PublicKey],
     args: &VerifyArgs,
+    progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let data = match (&args.read_data_subset, args.read_data) {
         (Some(spec), _) => DataCheck::Subset(
@@ -33,7 +39,7 @@ fn audit(
         snapshots,
         components: args.components.clone(),
     };
-    Ok(verify(repository, trusted, options)?)
+    Ok(verify(repository, trusted, options, progress)?)
 }
 
 fn reads_data(args: &VerifyArgs) -> bool {
@@ -48,7 +54,10 @@ pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
     let trusted = context.trusted_keys()?;
     let reads_data = reads_data(args);
     let started = std::time::Instant::now();
-    let report = audit(&repository, &trusted, args)?;
+    let progress = CliProgress::new(context.global.json);
+    let report = audit(&repository, &trusted, args, &progress);
+    progress.finish();
+    let report = report?;
     let clean = report.is_clean();
     let mut metrics = crate::metrics::Metrics::default();
     metrics.gauge(
@@ -145,9 +154,7 @@ fn print_report(report: &VerifyReport, reads_data: bool) {
 struct Audited {
     location: String,
     report: std::result::Result<VerifyReport, String>,
-    /// Of the report's unreadable blobs, those another repository holds
-    /// intact (each read and checked against its id).
-    stand_ins: usize,
+    cross: CrossCheck,
 }
 
 /// `verify` with several `--repo`: each repository audited in turn; the
@@ -165,36 +172,33 @@ fn run_on_each(context: &Context, args: &VerifyArgs) -> Result<u8> {
         });
         opened.push((location.clone(), repository));
     }
+    let progress = CliProgress::new(context.global.json);
     let mut audited = Vec::new();
     for (position, (location, repository)) in opened.iter().enumerate() {
         let report = match repository {
             Ok((repository, _)) => {
-                audit(repository, &trusted, args).map_err(|error| format!("{error:#}"))
+                audit(repository, &trusted, args, &progress).map_err(|error| format!("{error:#}"))
             }
             Err(error) => Err(format!("{error:#}")),
         };
-        let stand_ins = match &report {
-            Ok(report) => report
-                .unreadable_blobs
-                .iter()
-                .filter(|blob| {
-                    opened.iter().enumerate().any(|(other, (_, candidate))| {
-                        other != position
-                            && candidate.as_ref().is_ok_and(|(repository, index)| {
-                                matches!(index.index.lookup(blob), Ok(Some(location))
-                                    if repository.read_blob(&location).is_ok())
-                            })
-                    })
-                })
-                .count(),
-            Err(_) => 0,
+        let others: Vec<(&Repository, &dyn IndexCache)> = opened
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != position)
+            .filter_map(|(_, (_, candidate))| candidate.as_ref().ok())
+            .map(|(repository, index)| (repository, index.index.as_ref()))
+            .collect();
+        let cross = match &report {
+            Ok(report) => cross_check(report, &others),
+            Err(_) => CrossCheck::default(),
         };
         audited.push(Audited {
             location: location.clone(),
             report,
-            stand_ins,
+            cross,
         });
     }
+    progress.finish();
     let mut metrics = crate::metrics::Metrics::default();
     for each in &audited {
         metrics.gauge(
@@ -212,10 +216,9 @@ fn run_on_each(context: &Context, args: &VerifyArgs) -> Result<u8> {
     let all_clean = audited
         .iter()
         .all(|each| each.report.as_ref().is_ok_and(VerifyReport::is_clean));
-    let whole = audited.iter().all(|each| match &each.report {
-        Ok(report) => each.stand_ins == report.unreadable_blobs.len(),
-        Err(_) => false,
-    });
+    let whole = audited
+        .iter()
+        .all(|each| each.report.is_ok() && each.cross.is_whole());
     if context.global.json {
         let mut repositories = Vec::new();
         for each in &audited {
@@ -223,8 +226,8 @@ fn run_on_each(context: &Context, args: &VerifyArgs) -> Result<u8> {
                 Ok(report) => serde_json::json!({
                     "repository": each.location,
                     "report": report_json(report, reads_data)?,
-                    "unreadable_blobs": report.unreadable_blobs.len(),
-                    "intact_elsewhere": each.stand_ins,
+                    "unreadable_blobs": each.cross.unreadable,
+                    "intact_elsewhere": each.cross.intact_elsewhere,
                 }),
                 Err(why) => serde_json::json!({"repository": each.location, "error": why}),
             });
@@ -240,12 +243,12 @@ fn run_on_each(context: &Context, args: &VerifyArgs) -> Result<u8> {
             match &each.report {
                 Ok(report) => {
                     print_report(report, reads_data);
-                    if !report.unreadable_blobs.is_empty() {
+                    if each.cross.unreadable > 0 {
                         println!(
                             "{} of the {} blobs it cannot give intact are intact in another repository given{}",
-                            each.stand_ins,
-                            report.unreadable_blobs.len(),
-                            if each.stand_ins == report.unreadable_blobs.len() {
+                            each.cross.intact_elsewhere,
+                            each.cross.unreadable,
+                            if each.cross.is_whole() {
                                 ": a restore given all of them is whole"
                             } else {
                                 ""

@@ -32,12 +32,14 @@ use crate::format::keys::{PublicKey, PublicKeyObject};
 use crate::format::manifest::{SignedManifest, SnapshotBody, TrustFailure};
 use crate::format::pack::spans::{Span, spans};
 use crate::format::pack::{BlobDecoder, BlobKind};
-use crate::format::tree::Tree;
+use crate::format::tree::{Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
 use crate::ops::common::packs::{secure_against_prune, unindexed_packs};
 use crate::ops::forget::read_forget_records;
+use crate::ops::walk::{Flow, TreeVisitor, TreeWalk};
+use crate::progress::{Amount, Phase, Progress};
 use crate::repository::Repository;
 use crate::repository::{marked_packs, read_marks};
 use rayon::prelude::*;
@@ -174,6 +176,7 @@ pub fn copy(
     endpoints: &Endpoints,
     trusted: &[PublicKey],
     options: &CopyOptions,
+    progress: &dyn Progress,
 ) -> Result<CopyOutcome> {
     let Endpoints { source, target, .. } = *endpoints;
     let mut outcome = CopyOutcome::default();
@@ -200,8 +203,10 @@ pub fn copy(
     let (candidates, skipped) = select(source, target, trusted, options)?;
     outcome.snapshots.extend(skipped);
     let mut published: HashSet<PublicKey> = target.published_keys()?.into_iter().collect();
+    progress.phase(Phase::Copy, Amount::items(candidates.len() as u64));
     let mut session = Session {
         endpoints,
+        progress,
         dry_run: options.dry_run,
         planned: HashSet::new(),
         adopted: false,
@@ -220,6 +225,7 @@ pub fn copy(
             Err(Failure::Damage(error)) => {
                 copied.result = CopyResult::Damaged(error.to_string());
                 outcome.snapshots.push(copied);
+                progress.advance(Amount::items(1));
                 continue;
             }
             Err(Failure::Abort(error)) => return Err(error),
@@ -243,6 +249,7 @@ pub fn copy(
             }
         }
         outcome.snapshots.push(copied);
+        progress.advance(Amount::items(1));
     }
     Ok(outcome)
 }
@@ -367,6 +374,7 @@ fn read_candidate(source: &Repository, id: &Id) -> Result<(Candidate, SignedMani
 /// State shared by the snapshots of one copy.
 struct Session<'a> {
     endpoints: &'a Endpoints<'a>,
+    progress: &'a dyn Progress,
     dry_run: bool,
     /// Dry run: blobs an earlier snapshot would already have copied.
     planned: HashSet<Id>,
@@ -376,11 +384,28 @@ struct Session<'a> {
 }
 
 /// Per-snapshot counters, updated from parallel fetches.
-#[derive(Default)]
-struct Counters {
+struct Counters<'a> {
     copied: AtomicU64,
     present: AtomicU64,
     bytes_read: AtomicU64,
+    progress: &'a dyn Progress,
+}
+
+impl<'a> Counters<'a> {
+    fn new(progress: &'a dyn Progress) -> Self {
+        Counters {
+            copied: AtomicU64::new(0),
+            present: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            progress,
+        }
+    }
+
+    /// Counts bytes read from the source, and reports them.
+    fn read(&self, bytes: u64) {
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+        self.progress.advance(Amount::bytes(bytes));
+    }
 }
 
 impl Session<'_> {
@@ -410,8 +435,8 @@ impl Session<'_> {
             .iter()
             .map(|component| component.tree)
             .collect();
-        let counters = Counters::default();
-        let walked = self.walk(&writer, &roots, &counters);
+        let counters = Counters::new(self.progress);
+        let walked = self.walk(&writer, &candidate.body, &counters);
         report.blobs_copied = counters.copied.load(Ordering::Relaxed);
         report.blobs_present = counters.present.load(Ordering::Relaxed);
         report.bytes_read = counters.bytes_read.load(Ordering::Relaxed);
@@ -442,59 +467,28 @@ impl Session<'_> {
         Ok(written)
     }
 
-    /// Walks the snapshot's trees in the source, storing trees as they are
-    /// read and gathering the chunks to fetch in batches.
+    /// Walks the snapshot's trees in the source, component by component,
+    /// storing trees as they are read and gathering the chunks to fetch in
+    /// batches.
     fn walk(
         &mut self,
         writer: &BlobWriter,
-        roots: &[Id],
+        body: &SnapshotBody,
         counters: &Counters,
     ) -> std::result::Result<(), Failure> {
-        let Endpoints {
-            source,
-            source_index,
-            ..
-        } = *self.endpoints;
-        let mut stack: Vec<Id> = roots.to_vec();
-        let mut seen: HashSet<Id> = HashSet::new();
-        let mut wanted: Vec<BlobLocation> = Vec::new();
-        while let Some(tree_id) = stack.pop() {
-            if !seen.insert(tree_id) {
-                continue;
-            }
-            let location = locate(source_index, &tree_id, "tree")?;
-            let raw = source.read_blob(&location).map_err(from_source)?;
-            counters
-                .bytes_read
-                .fetch_add(u64::from(location.entry.length), Ordering::Relaxed);
-            let tree = Tree::decode(&raw, &format!("tree {tree_id}")).map_err(from_source)?;
-            if self.has(writer, &tree_id)? {
-                counters.present.fetch_add(1, Ordering::Relaxed);
-            } else {
-                counters.copied.fetch_add(1, Ordering::Relaxed);
-                if self.dry_run {
-                    self.planned.insert(tree_id);
-                } else {
-                    writer.add(BlobKind::Tree, tree_id, &raw)?;
-                }
-            }
-            for entry in &tree.entries {
-                for chunk in entry.chunks.iter().flatten() {
-                    if !seen.insert(*chunk) {
-                        continue;
-                    }
-                    if self.has(writer, chunk)? {
-                        counters.present.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        wanted.push(locate(source_index, chunk, "chunk")?);
-                    }
-                }
-                stack.extend(entry.subtree);
-            }
-            if wanted.len() >= FETCH_BATCH {
-                self.fetch(writer, std::mem::take(&mut wanted), counters)?;
-            }
+        let mut visitor = CopyWalk {
+            session: self,
+            writer,
+            counters,
+            chunks_seen: HashSet::new(),
+            wanted: Vec::new(),
+        };
+        let mut walk = TreeWalk::new().skipping_seen();
+        for component in &body.components {
+            visitor.session.progress.component(&component.name);
+            walk.walk([(component.tree, String::new())], &mut visitor)?;
         }
+        let wanted = std::mem::take(&mut visitor.wanted);
         self.fetch(writer, wanted, counters)
     }
 
@@ -515,9 +509,7 @@ impl Session<'_> {
         if self.dry_run {
             for location in wanted {
                 counters.copied.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .bytes_read
-                    .fetch_add(u64::from(location.entry.length), Ordering::Relaxed);
+                counters.read(u64::from(location.entry.length));
                 self.planned.insert(location.entry.id);
             }
             return Ok(());
@@ -534,6 +526,67 @@ impl Session<'_> {
         spans
             .into_par_iter()
             .try_for_each(|span| copy_span(source, writer, &span, counters))
+    }
+}
+
+/// One snapshot's walk in the source: each tree is stored as it is read,
+/// each chunk the target lacks is gathered, and gathered chunks are
+/// fetched in batches between trees.
+struct CopyWalk<'s, 'a, 'w> {
+    session: &'s mut Session<'a>,
+    writer: &'w BlobWriter<'w>,
+    counters: &'w Counters<'w>,
+    chunks_seen: HashSet<Id>,
+    wanted: Vec<BlobLocation>,
+}
+
+impl TreeVisitor for CopyWalk<'_, '_, '_> {
+    type Error = Failure;
+
+    fn enter(&mut self, _: &Id, _: &str) -> std::result::Result<Flow, Failure> {
+        if self.wanted.len() >= FETCH_BATCH {
+            let wanted = std::mem::take(&mut self.wanted);
+            self.session.fetch(self.writer, wanted, self.counters)?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn read(&mut self, id: &Id, _: &str) -> std::result::Result<Option<Tree>, Failure> {
+        let location = locate(self.session.endpoints.source_index, id, "tree")?;
+        let raw = self
+            .session
+            .endpoints
+            .source
+            .read_blob(&location)
+            .map_err(from_source)?;
+        self.counters.read(u64::from(location.entry.length));
+        let tree = Tree::decode(&raw, &format!("tree {id}")).map_err(from_source)?;
+        if self.session.has(self.writer, id)? {
+            self.counters.present.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.copied.fetch_add(1, Ordering::Relaxed);
+            if self.session.dry_run {
+                self.session.planned.insert(*id);
+            } else {
+                self.writer.add(BlobKind::Tree, *id, &raw)?;
+            }
+        }
+        Ok(Some(tree))
+    }
+
+    fn entry(&mut self, entry: &TreeEntry, _: &str) -> std::result::Result<Flow, Failure> {
+        for chunk in entry.chunks.iter().flatten() {
+            if !self.chunks_seen.insert(*chunk) {
+                continue;
+            }
+            if self.session.has(self.writer, chunk)? {
+                self.counters.present.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let source_index = self.session.endpoints.source_index;
+                self.wanted.push(locate(source_index, chunk, "chunk")?);
+            }
+        }
+        Ok(Flow::Continue)
     }
 }
 
@@ -569,9 +622,7 @@ fn copy_span(
             span.end - span.start,
         )
         .map_err(from_source)?;
-    counters
-        .bytes_read
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    counters.read(bytes.len() as u64);
     let mut decoder = BlobDecoder::default();
     for entry in &span.blobs {
         let stored = span.blob_bytes(&bytes, entry).ok_or_else(|| {

@@ -5,10 +5,10 @@ use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::keys::PublicKey;
 use crate::format::manifest::SnapshotBody;
-use crate::format::tree::{EntryKind, TreeEntry};
+use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::ops::{common::join_relative, read_tree};
+use crate::ops::walk::{Flow, TreeVisitor, TreeWalk, read_tree};
 use crate::repository::Repository;
 
 /// One snapshot as listed; `trust` says whether its signature holds.
@@ -78,21 +78,15 @@ pub fn list_entries(
         if component_name.is_some_and(|name| name != component.name) {
             continue;
         }
-        let mut stack = vec![(component.tree, component.name.clone())];
-        while let Some((tree_id, prefix)) = stack.pop() {
-            let tree = read_tree(repository, index, &tree_id)?;
-            for entry in tree.entries.into_iter().rev() {
-                let path = if component.kind.is_single_file() {
-                    prefix.clone()
-                } else {
-                    join_relative(&prefix, &entry.display_name())
-                };
-                if let (EntryKind::Directory, Some(subtree)) = (entry.kind, entry.subtree) {
-                    stack.push((subtree, path.clone()));
-                }
-                listed.push(ListedEntry { path, entry });
-            }
-        }
+        let mut lister = Lister {
+            repository,
+            index,
+            single_file: component.kind.is_single_file().then_some(&component.name),
+            listed: &mut listed,
+        };
+        TreeWalk::new()
+            .with_paths()
+            .walk([(component.tree, component.name.clone())], &mut lister)?;
     }
     if let Some(name) = component_name
         && body.component(name).is_none()
@@ -114,4 +108,35 @@ pub fn list_entries(
         }
     }
     Ok(listed)
+}
+
+/// Collects every entry the walk gives, with its path.
+struct Lister<'a> {
+    repository: &'a Repository,
+    index: &'a dyn IndexCache,
+    /// A single-file component's one entry is listed as the component.
+    single_file: Option<&'a String>,
+    listed: &'a mut Vec<ListedEntry>,
+}
+
+impl TreeVisitor for Lister<'_> {
+    type Error = StoreError;
+
+    fn read(&mut self, id: &Id, _: &str) -> Result<Option<Tree>> {
+        read_tree(self.repository, self.index, id).map(Some)
+    }
+
+    fn entry(&mut self, entry: &TreeEntry, path: &str) -> Result<Flow> {
+        self.listed.push(ListedEntry {
+            path: self
+                .single_file
+                .cloned()
+                .unwrap_or_else(|| path.to_string()),
+            entry: entry.clone(),
+        });
+        Ok(match entry.kind {
+            EntryKind::Directory => Flow::Continue,
+            _ => Flow::SkipSubtree,
+        })
+    }
 }

@@ -22,16 +22,16 @@
 //! its packs stay indexed.
 
 use crate::backend::ObjectKind;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::format::index::{IndexFile, PackEntry};
 use crate::format::keys::{PublicKey, SigningKey};
 use crate::format::manifest::{Problem, SignedManifest};
 use crate::format::pack::BlobKind;
-use crate::format::tree::{EntryKind, Tree};
+use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::blob_writer::BlobWriter;
-use crate::ops::{common::join_relative, read_tree};
+use crate::ops::walk::{Flow, TreeVisitor, TreeWalk, read_tree};
 use crate::repository::Repository;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -156,7 +156,7 @@ pub fn repair_snapshots(
         let writer = BlobWriter::new(repository, index, present.clone());
         for component in &mut new_body.components {
             let mut lost = Vec::new();
-            let tree = salvage.rewrite(&writer, &component.tree, "", &mut lost)?;
+            let tree = salvage.rewrite(&writer, &component.tree, &mut lost)?;
             let tree = match tree {
                 Some(tree) => tree,
                 None => store_tree(&writer, Tree::new(Vec::new()))?,
@@ -211,77 +211,289 @@ impl Salvage<'_> {
                 .is_some_and(|location| self.present.contains_key(&location.pack)))
     }
 
-    /// The tree with every damaged file left out, or `None` if the tree
-    /// itself cannot be read. Records what it leaves out in `lost`.
+    /// The component's tree with every damaged file left out, or `None`
+    /// if its root cannot be read. Records what it leaves out in `lost`,
+    /// in the order of the paths' components (a directory before what is
+    /// in it).
     fn rewrite(
         &self,
         writer: &BlobWriter,
-        tree_id: &Id,
-        relative: &str,
+        root: &Id,
         lost: &mut Vec<(String, String)>,
     ) -> Result<Option<Id>> {
-        let shown = |path: &str| {
-            if path.is_empty() {
-                "/".to_string()
-            } else {
-                path.to_string()
+        let mut rewrite = Rewrite {
+            salvage: self,
+            writer,
+            lost,
+            frames: Vec::new(),
+            root: None,
+        };
+        TreeWalk::new()
+            .with_paths()
+            .walk([(*root, String::new())], &mut rewrite)?;
+        let root = rewrite.root;
+        lost.sort_by(|(a, _), (b, _)| a.split('/').cmp(b.split('/')));
+        Ok(root)
+    }
+}
+
+/// A tree being rewritten: the entries it keeps (`None`: a directory
+/// left out because its listing is lost), and which of them are
+/// directories whose rewritten subtree is still to come, by path.
+struct Frame {
+    kept: Vec<Option<TreeEntry>>,
+    directories: HashMap<String, usize>,
+    changed: bool,
+}
+
+/// The walk that rewrites one component bottom up: a tree's entries are
+/// sorted into kept and lost as it is read, and its new tree is written
+/// when it is left, once every directory below it has its own.
+struct Rewrite<'s, 'a> {
+    salvage: &'s Salvage<'a>,
+    writer: &'s BlobWriter<'a>,
+    lost: &'s mut Vec<(String, String)>,
+    /// The trees on the way from the root to the one being walked.
+    frames: Vec<Frame>,
+    /// The root's rewritten tree, once it is left.
+    root: Option<Id>,
+}
+
+impl Rewrite<'_, '_> {
+    /// Gives the directory at `path` its rewritten tree in its parent;
+    /// `None` leaves it out.
+    fn settle(&mut self, path: &str, original: &Id, new: Option<Id>) {
+        let Some(parent) = self.frames.last_mut() else {
+            self.root = new;
+            return;
+        };
+        let Some(index) = parent.directories.remove(path) else {
+            return;
+        };
+        match new {
+            Some(new) => {
+                if let Some(entry) = &mut parent.kept[index] {
+                    parent.changed |= new != *original;
+                    entry.subtree = Some(new);
+                }
             }
-        };
-        let tree = match self.available(tree_id)? {
-            true => read_tree(self.repository, self.index, tree_id).ok(),
-            false => None,
-        };
-        let Some(tree) = tree else {
-            lost.push((
-                shown(relative),
-                "omitted by repair: its directory listing is lost".into(),
-            ));
-            return Ok(None);
-        };
-        let mut changed = false;
-        let mut kept = Vec::with_capacity(tree.entries.len());
-        for mut entry in tree.entries {
-            let path = join_relative(relative, &entry.display_name());
-            match entry.kind {
-                EntryKind::File => {
-                    let mut whole = true;
-                    for chunk in entry.chunks.as_deref().unwrap_or_default() {
-                        if !self.available(chunk)? {
-                            whole = false;
-                            break;
-                        }
-                    }
-                    if !whole {
-                        lost.push((
-                            path,
+            None => {
+                parent.kept[index] = None;
+                parent.changed = true;
+            }
+        }
+    }
+
+    fn lose_directory(&mut self, path: &str, id: &Id) {
+        let shown = if path.is_empty() { "/" } else { path };
+        self.lost.push((
+            shown.to_string(),
+            "omitted by repair: its directory listing is lost".into(),
+        ));
+        self.settle(path, id, None);
+    }
+}
+
+impl TreeVisitor for Rewrite<'_, '_> {
+    type Error = StoreError;
+
+    fn enter(&mut self, id: &Id, path: &str) -> Result<Flow> {
+        if self.salvage.available(id)? {
+            return Ok(Flow::Continue);
+        }
+        self.lose_directory(path, id);
+        Ok(Flow::SkipSubtree)
+    }
+
+    fn read(&mut self, id: &Id, path: &str) -> Result<Option<Tree>> {
+        match read_tree(self.salvage.repository, self.salvage.index, id) {
+            Ok(tree) => {
+                self.frames.push(Frame {
+                    kept: Vec::with_capacity(tree.entries.len()),
+                    directories: HashMap::new(),
+                    changed: false,
+                });
+                Ok(Some(tree))
+            }
+            Err(_) => {
+                self.lose_directory(path, id);
+                Ok(None)
+            }
+        }
+    }
+
+    fn entry(&mut self, entry: &TreeEntry, path: &str) -> Result<Flow> {
+        let mut flow = Flow::SkipSubtree;
+        match entry.kind {
+            EntryKind::File => {
+                for chunk in entry.chunks.as_deref().unwrap_or_default() {
+                    if !self.salvage.available(chunk)? {
+                        self.lost.push((
+                            path.to_string(),
                             "omitted by repair: some of its chunks are lost".into(),
                         ));
-                        changed = true;
-                        continue;
+                        if let Some(frame) = self.frames.last_mut() {
+                            frame.changed = true;
+                        }
+                        return Ok(Flow::SkipSubtree);
                     }
                 }
-                EntryKind::Directory => {
-                    let Some(subtree) = entry.subtree else {
-                        continue;
-                    };
-                    match self.rewrite(writer, &subtree, &path, lost)? {
-                        Some(new) => {
-                            changed |= new != subtree;
-                            entry.subtree = Some(new);
-                        }
-                        None => {
-                            changed = true;
-                            continue;
-                        }
-                    }
-                }
-                EntryKind::Symlink => {}
             }
-            kept.push(entry);
+            // A directory without a subtree is dropped from a tree that
+            // changes for another reason, as it always was.
+            EntryKind::Directory if entry.subtree.is_none() => return Ok(Flow::SkipSubtree),
+            EntryKind::Directory => flow = Flow::Continue,
+            EntryKind::Symlink => {}
         }
-        if !changed {
-            return Ok(Some(*tree_id));
+        if let Some(frame) = self.frames.last_mut() {
+            if flow == Flow::Continue {
+                frame.directories.insert(path.to_string(), frame.kept.len());
+            }
+            frame.kept.push(Some(entry.clone()));
         }
-        store_tree(writer, Tree::new(kept)).map(Some)
+        Ok(flow)
+    }
+
+    fn leave(&mut self, id: &Id, path: &str) -> Result<()> {
+        let Some(frame) = self.frames.pop() else {
+            return Ok(());
+        };
+        let new = match frame.changed {
+            true => store_tree(
+                self.writer,
+                Tree::new(frame.kept.into_iter().flatten().collect()),
+            )?,
+            false => *id,
+        };
+        self.settle(path, id, Some(new));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::format::keys::{generate_signing_key, public_key_of};
+    use crate::index::MemoryIndex;
+    use cairn_chunker::ChunkerParams;
+    use std::sync::Arc;
+
+    fn entry(name: &str, kind: EntryKind) -> TreeEntry {
+        TreeEntry {
+            name: name.as_bytes().to_vec(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nanos: 0,
+            ctime: 0,
+            ctime_nanos: 0,
+            inode: 0,
+            size: 0,
+            chunks: None,
+            hash: None,
+            subtree: None,
+            target: None,
+        }
+    }
+
+    /// A file whose one chunk is stored when `stored`, lost otherwise.
+    fn file(writer: &BlobWriter, name: &str, stored: bool) -> TreeEntry {
+        let content = format!("content of {name}").into_bytes();
+        let id = Id::of(&content);
+        if stored {
+            writer.add(BlobKind::Data, id, &content).unwrap();
+        }
+        let mut file = entry(name, EntryKind::File);
+        file.size = content.len() as u64;
+        file.chunks = Some(vec![id]);
+        file.hash = Some(id);
+        file
+    }
+
+    fn directory(name: &str, subtree: Id) -> TreeEntry {
+        let mut directory = entry(name, EntryKind::Directory);
+        directory.subtree = Some(subtree);
+        directory
+    }
+
+    fn names(repository: &Repository, index: &MemoryIndex, tree: &Id) -> Vec<String> {
+        let tree = read_tree(repository, index, tree).unwrap();
+        tree.entries.iter().map(TreeEntry::display_name).collect()
+    }
+
+    /// root: a/ (b/ (lost, kept), x.bin lost), a.txt lost, keep, z/ (listing lost)
+    #[test]
+    fn a_rewrite_leaves_out_lost_files_and_listings_and_rewrites_every_tree_above_them() {
+        let scratch = tempfile::tempdir().unwrap();
+        let backend = Arc::new(LocalBackend::new(scratch.path()));
+        let key = generate_signing_key().unwrap();
+        let repository =
+            Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
+        let index = MemoryIndex::new();
+        let writer = BlobWriter::new(&repository, &index, HashMap::new());
+        let b = store_tree(
+            &writer,
+            Tree::new(vec![
+                file(&writer, "lost", false),
+                file(&writer, "kept", true),
+            ]),
+        )
+        .unwrap();
+        let a = store_tree(
+            &writer,
+            Tree::new(vec![directory("b", b), file(&writer, "x.bin", false)]),
+        )
+        .unwrap();
+        let unstored = Id::of(b"a listing nobody stored");
+        let untouched = store_tree(&writer, Tree::new(vec![file(&writer, "s", true)])).unwrap();
+        let root = store_tree(
+            &writer,
+            Tree::new(vec![
+                directory("a", a),
+                file(&writer, "a.txt", false),
+                file(&writer, "keep", true),
+                directory("u", untouched),
+                directory("z", unstored),
+            ]),
+        )
+        .unwrap();
+        writer.finish().unwrap();
+
+        let present = repository.list_packs().unwrap();
+        let corrupt = HashSet::new();
+        let salvage = Salvage {
+            repository: &repository,
+            index: &index,
+            present: &present,
+            corrupt: &corrupt,
+        };
+        let writer = BlobWriter::new(&repository, &index, present.clone());
+        let mut lost = Vec::new();
+        let new_root = salvage
+            .rewrite(&writer, &root, &mut lost)
+            .unwrap()
+            .expect("the root is readable");
+        writer.finish().unwrap();
+
+        let paths: Vec<&str> = lost.iter().map(|(path, _)| path.as_str()).collect();
+        assert_eq!(paths, ["a/b/lost", "a/x.bin", "a.txt", "z"]);
+        assert_ne!(new_root, root);
+        assert_eq!(names(&repository, &index, &new_root), ["a", "keep", "u"]);
+        let tree = read_tree(&repository, &index, &new_root).unwrap();
+        let new_a = tree.entries[0].subtree.unwrap();
+        assert_ne!(new_a, a);
+        assert_eq!(
+            tree.entries[2].subtree,
+            Some(untouched),
+            "an intact tree is kept as it is"
+        );
+        assert_eq!(names(&repository, &index, &new_a), ["b"]);
+        let new_b = read_tree(&repository, &index, &new_a).unwrap().entries[0]
+            .subtree
+            .unwrap();
+        assert_eq!(names(&repository, &index, &new_b), ["kept"]);
     }
 }

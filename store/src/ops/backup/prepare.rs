@@ -60,7 +60,8 @@ pub(super) fn prepare_components(components: &[ComponentSource]) -> Result<Vec<P
                 })?;
                 let directory = temporary()?;
                 let copy = directory.path().join(file_name);
-                crate::ops::common::sqlite::copy_database(&source.path, &copy).map_err(in_component)?;
+                crate::ops::common::sqlite::copy_database(&source.path, &copy)
+                    .map_err(in_component)?;
                 let walked = ComponentSource::new(source.name.clone(), copy);
                 prepared.push(Prepared::Made(directory, walked, ComponentKind::Sqlite));
             }

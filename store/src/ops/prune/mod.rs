@@ -17,6 +17,8 @@
 //!    the unused space is under `--max-unused`, and marked too. One signed
 //!    mark is written; nothing is deleted in this phase.
 //!
+//! Steps 1 and 2 are in `survey`; the decisions and writes here.
+//!
 //! Memory: the live set is the sorted ids of every blob in a present pack
 //! with one bit each (about 33 bytes per blob), and trees' locations; index
 //! files are read one at a time, twice, rather than held. No per-blob
@@ -26,18 +28,21 @@
 //! period has passed, never deletes anything when it finds damage, and
 //! never writes or deletes snapshots (forget does that).
 
+mod survey;
+
+use survey::{Survey, copies_outside, count_use, read_index, survey};
+
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
-use crate::format::index::{BlobLocation, IndexFile, PackEntry};
+use crate::format::index::{IndexFile, PackEntry};
 use crate::format::keys::{PublicKey, SigningKey};
-use crate::format::pack::{BlobDecoder, BlobEntry, BlobKind, parse_pack, stored_shares};
+use crate::format::pack::{BlobDecoder, BlobEntry, parse_pack};
 use crate::format::records::{DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, SignedRecord};
-use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
+use crate::progress::{Amount, Phase, Progress};
 use crate::repository::Repository;
-use crate::repository::{ReadMark, read_marks};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
@@ -206,71 +211,13 @@ pub struct PruneOutcome {
     pub repacked: WriterStatistics,
 }
 
-/// A referenced blob the repository cannot provide; the prune stops.
-fn damage_error(missing: &[String]) -> StoreError {
-    StoreError::corrupt(
-        "repository",
-        format!(
-            "prune stopped before deleting anything: {} (run `cairn verify`, then `cairn repair`)",
-            missing.join("; ")
-        ),
-    )
-}
-
-/// Every blob in a present, indexed pack, as a sorted array of ids, with
-/// one "live" bit each: about 33 bytes per blob, exact, and no per-blob
-/// record or hash-table overhead.
-struct BlobSet {
-    ids: Vec<Id>,
-    live: Vec<u64>,
-}
-
-impl BlobSet {
-    fn new(mut ids: Vec<Id>) -> Self {
-        ids.sort_unstable();
-        ids.dedup();
-        ids.shrink_to_fit();
-        let words = ids.len().div_ceil(64);
-        BlobSet {
-            ids,
-            live: vec![0; words],
-        }
-    }
-
-    /// Marks `id` live; false if no present pack holds it.
-    fn mark_live(&mut self, id: &Id) -> bool {
-        match self.ids.binary_search(id) {
-            Ok(at) => {
-                self.live[at / 64] |= 1 << (at % 64);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn is_live(&self, id: &Id) -> bool {
-        self.ids
-            .binary_search(id)
-            .is_ok_and(|at| self.live[at / 64] & (1 << (at % 64)) != 0)
-    }
-}
-
-/// Everything read before deciding.
-struct Survey {
-    marks: Vec<ReadMark>,
-    live: BlobSet,
-    /// Every indexed pack: its blobs' use, and the index files listing it.
-    packs: HashMap<Id, PackUse>,
-    listed_in: HashMap<Id, Vec<Id>>,
-    present: HashMap<Id, (u64, Option<SystemTime>)>,
-}
-
 pub fn prune(
     repository: &Repository,
     index: &dyn IndexCache,
     key: &SigningKey,
     trusted: &[PublicKey],
     options: &PruneOptions,
+    progress: &dyn Progress,
 ) -> Result<PruneOutcome> {
     if !options.dry_run {
         let mut signers = trusted.to_vec();
@@ -279,7 +226,7 @@ pub fn prune(
     }
     let now = jiff::Timestamp::now();
     let mut plan = PrunePlan::default();
-    let survey = survey(repository, trusted, now, &mut plan)?;
+    let survey = survey(repository, trusted, now, &mut plan, progress)?;
     plan_phase_two(&survey, now, &mut plan);
     let marked_after_phase_two: HashSet<Id> = survey
         .marks
@@ -301,9 +248,24 @@ pub fn prune(
         outcome.plan = plan;
         return Ok(outcome);
     }
-    delete_due(repository, &survey, &plan, &mut outcome)?;
+    let leaving = plan.delete.iter().chain(&plan.repack);
+    progress.phase(
+        Phase::PruneDelete,
+        Amount {
+            bytes: leaving.clone().map(|pack| pack.size).sum(),
+            items: leaving.count() as u64,
+        },
+    );
+    delete_due(repository, &survey, &plan, &mut outcome, progress)?;
     if !plan.mark_unused.is_empty() || !plan.repack.is_empty() {
-        outcome.repacked = repack(repository, index, &survey, &marked_after_phase_two, &plan)?;
+        outcome.repacked = repack(
+            repository,
+            index,
+            &survey,
+            &marked_after_phase_two,
+            &plan,
+            progress,
+        )?;
         let packs: Vec<MarkedPack> = plan
             .mark_unused
             .iter()
@@ -327,262 +289,6 @@ pub fn prune(
     }
     outcome.plan = plan;
     Ok(outcome)
-}
-
-/// Steps 1 and 2: marks, manifests, the live set, and every indexed pack's
-/// use of space.
-fn survey(
-    repository: &Repository,
-    trusted: &[PublicKey],
-    now: jiff::Timestamp,
-    plan: &mut PrunePlan,
-) -> Result<Survey> {
-    // Marks before snapshots: a mark listed here that becomes due is
-    // checked against every manifest written up to the listing below.
-    let (marks, unreadable) = read_marks(repository, trusted)?;
-    for (id, why) in unreadable {
-        plan.ignored_marks.push((id, format!("unreadable: {why}")));
-    }
-    let mut roots = Vec::new();
-    let mut damage = Vec::new();
-    for id in repository.list_ids(ObjectKind::Snapshot)? {
-        let body = repository
-            .read_manifest(&id)
-            .and_then(|manifest| manifest.body_unverified());
-        match body {
-            Ok(body) => roots.extend(body.components.iter().map(|c| c.tree)),
-            Err(StoreError::Missing { .. }) => continue,
-            Err(error) => damage.push(format!("snapshot {id} cannot be read ({error})")),
-        }
-        plan.snapshots += 1;
-    }
-    if !damage.is_empty() {
-        return Err(damage_error(&damage));
-    }
-    // Index files are read after the manifests, so every blob those
-    // manifests need is in a file read here (backups index before they
-    // write their manifest); packs are listed after the index files, so
-    // every pack those files name that exists is in the listing.
-    let index_files = repository.list_ids(ObjectKind::Index)?;
-    let present: HashMap<Id, (u64, Option<SystemTime>)> = repository
-        .backend()
-        .list(ObjectKind::Pack)?
-        .into_iter()
-        .filter_map(|object| Some((Id::from_hex(&object.name)?, (object.size, object.modified))))
-        .collect();
-    let mut packs: HashMap<Id, PackUse> = HashMap::new();
-    let mut listed_in: HashMap<Id, Vec<Id>> = HashMap::new();
-    // First pass: pack sizes, the ids of blobs in present packs, and where
-    // trees are (trees are few; data blobs are not kept as records).
-    let mut ids = Vec::new();
-    let mut trees: HashMap<Id, BlobLocation> = HashMap::new();
-    for file_id in &index_files {
-        let file = read_index(repository, file_id)?;
-        for pack in file.packs {
-            listed_in.entry(pack.id).or_default().push(*file_id);
-            if packs.contains_key(&pack.id) {
-                continue;
-            }
-            packs.insert(pack.id, PackUse::unused(pack.id, pack.size));
-            if !present.contains_key(&pack.id) {
-                continue;
-            }
-            for blob in &pack.blobs {
-                ids.push(blob.id);
-                if blob.kind == BlobKind::Tree {
-                    trees.insert(
-                        blob.id,
-                        BlobLocation {
-                            pack: pack.id,
-                            entry: *blob,
-                        },
-                    );
-                }
-            }
-        }
-    }
-
-    // The walk: every tree and chunk reachable from a snapshot is live. One
-    // that no present pack holds is damage (a lost pack whose blobs were
-    // not stored again elsewhere).
-    let mut live = BlobSet::new(ids);
-    let mut seen = HashSet::new();
-    let mut stack = roots;
-    while let Some(tree_id) = stack.pop() {
-        if !seen.insert(tree_id) {
-            continue;
-        }
-        let Some(location) = trees.get(&tree_id).filter(|_| live.mark_live(&tree_id)) else {
-            damage.push(format!(
-                "tree {tree_id} is referenced but no present pack holds it"
-            ));
-            if damage.len() >= DAMAGE_LIMIT {
-                break;
-            }
-            continue;
-        };
-        let tree = repository
-            .read_blob(location)
-            .and_then(|bytes| Tree::decode(&bytes, &format!("tree {tree_id}")))
-            .map_err(|error| match error {
-                StoreError::Io { .. } => error,
-                other => damage_error(&[other.to_string()]),
-            })?;
-        for entry in &tree.entries {
-            for chunk in entry.chunks.iter().flatten() {
-                if !live.mark_live(chunk) && damage.len() < DAMAGE_LIMIT {
-                    damage.push(format!(
-                        "chunk {chunk} is referenced but no present pack holds it"
-                    ));
-                }
-            }
-            stack.extend(entry.subtree);
-        }
-    }
-    drop(trees);
-    if !damage.is_empty() {
-        name_lost_packs(repository, &index_files, &present, &mut damage)?;
-        return Err(damage_error(&damage));
-    }
-    plan.trees = seen.len() as u64;
-
-    // Packs a trusted mark names, and those of them whose mark is due.
-    let trusted_marked: HashSet<Id> = marks
-        .iter()
-        .filter(|read| read.trusted)
-        .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
-        .collect();
-    let due_marked: HashSet<Id> = marks
-        .iter()
-        .filter(|read| read.trusted && read.mark.due().is_some_and(|due| due <= now))
-        .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
-        .collect();
-    // Second pass: each pack's live and dead bytes, counted once, and the
-    // live blobs of packs due for deletion.
-    let mut counted = HashSet::new();
-    let mut due_live: HashMap<Id, Vec<Id>> = HashMap::new();
-    for file_id in &index_files {
-        let file = read_index(repository, file_id)?;
-        for pack in file.packs {
-            if !counted.insert(pack.id) {
-                continue;
-            }
-            let Some(usage) = packs.get_mut(&pack.id) else {
-                continue;
-            };
-            count_use(usage, &pack.blobs, &live);
-            if due_marked.contains(&pack.id) && usage.live_blobs > 0 {
-                let ids = pack.blobs.iter().map(|blob| blob.id);
-                due_live.insert(pack.id, ids.filter(|id| live.is_live(id)).collect());
-            }
-        }
-    }
-    // Third pass, only if a due pack holds live blobs: are there copies in
-    // packs that stay (present, indexed, named by no trusted mark)? A
-    // backup that copied blobs out of marked packs, or a repack, made them.
-    if !due_live.is_empty() {
-        let wanted: HashSet<Id> = due_live.values().flatten().copied().collect();
-        let covered = copies_outside(repository, &index_files, &present, &trusted_marked, &wanted)?;
-        for (pack, blobs) in due_live {
-            if let Some(usage) = packs.get_mut(&pack) {
-                usage.sole_copies = blobs.iter().filter(|id| !covered.contains(id)).count() as u64;
-            }
-        }
-    }
-    packs.retain(|id, _| present.contains_key(id));
-    plan.packs = present.len() as u64;
-    plan.pack_bytes = present.values().map(|(size, _)| size).sum();
-    plan.unused_bytes = packs.values().map(|usage| usage.dead_bytes).sum();
-    Ok(Survey {
-        marks,
-        live,
-        packs,
-        listed_in,
-        present,
-    })
-}
-
-/// Adds to the damage report which missing packs the index says held the
-/// lost blobs, so the user knows what to look for.
-fn name_lost_packs(
-    repository: &Repository,
-    index_files: &[Id],
-    present: &HashMap<Id, (u64, Option<SystemTime>)>,
-    damage: &mut Vec<String>,
-) -> Result<()> {
-    let mut lost = std::collections::BTreeSet::new();
-    for file_id in index_files {
-        let file = read_index(repository, file_id)?;
-        for pack in file
-            .packs
-            .iter()
-            .filter(|pack| !present.contains_key(&pack.id))
-        {
-            let holds_lost = pack
-                .blobs
-                .iter()
-                .any(|blob| damage.iter().any(|line| line.contains(&blob.id.to_hex())));
-            if holds_lost {
-                lost.insert(pack.id);
-            }
-        }
-    }
-    for pack in lost {
-        damage.push(format!("pack {pack}, which held them, is missing"));
-    }
-    Ok(())
-}
-
-/// Which of `wanted` have a copy in a pack that stays: present, listed by
-/// one of `index_files`, and not in `leaving`.
-fn copies_outside(
-    repository: &Repository,
-    index_files: &[Id],
-    present: &HashMap<Id, (u64, Option<SystemTime>)>,
-    leaving: &HashSet<Id>,
-    wanted: &HashSet<Id>,
-) -> Result<HashSet<Id>> {
-    let mut covered = HashSet::new();
-    for file_id in index_files {
-        // A file gone since listing only hides copies: fewer blobs count as
-        // covered, which keeps or copies more, never less.
-        let file = match repository.read_index_file(file_id) {
-            Ok(file) => file,
-            Err(StoreError::Missing { .. }) => continue,
-            Err(error) => return Err(error),
-        };
-        for pack in file.packs {
-            if leaving.contains(&pack.id) || !present.contains_key(&pack.id) {
-                continue;
-            }
-            let ids = pack.blobs.iter().map(|blob| blob.id);
-            covered.extend(ids.filter(|id| wanted.contains(id)));
-        }
-    }
-    Ok(covered)
-}
-
-/// An index file listed a moment ago; gone means another prune or a repair
-/// rewrote the index meanwhile, and this run's picture is out of date.
-fn read_index(repository: &Repository, id: &Id) -> Result<IndexFile> {
-    repository.read_index_file(id).map_err(|error| match error {
-        StoreError::Missing { .. } => StoreError::Conflict(format!(
-            "index file {id} was removed while this prune read the index (another prune or a repair ran at the same time); nothing was deleted; run the prune again"
-        )),
-        other => other,
-    })
-}
-
-fn count_use(usage: &mut PackUse, blobs: &[BlobEntry], live: &BlobSet) {
-    for (blob, share) in blobs.iter().zip(stored_shares(blobs)) {
-        if live.is_live(&blob.id) {
-            usage.live_blobs += 1;
-            usage.live_bytes += share;
-        } else {
-            usage.dead_blobs += 1;
-            usage.dead_bytes += share;
-        }
-    }
 }
 
 /// Step 3's decisions: which due marks' packs are deleted, which revived.
@@ -732,6 +438,7 @@ fn delete_due(
     survey: &Survey,
     plan: &PrunePlan,
     outcome: &mut PruneOutcome,
+    progress: &dyn Progress,
 ) -> Result<()> {
     if plan.due_marks.is_empty() {
         return Ok(());
@@ -770,6 +477,10 @@ fn delete_due(
             .backend()
             .delete(ObjectKind::Pack, &pack.id.to_hex())?;
         outcome.packs_deleted += 1;
+        progress.advance(Amount {
+            bytes: pack.size,
+            items: 1,
+        });
     }
     for file_id in stale.difference(&written) {
         repository
@@ -795,6 +506,7 @@ fn repack(
     survey: &Survey,
     already_marked: &HashSet<Id>,
     plan: &PrunePlan,
+    progress: &dyn Progress,
 ) -> Result<WriterStatistics> {
     let leaving: HashSet<Id> = plan
         .repack
@@ -857,6 +569,10 @@ fn repack(
             let raw = decoder.decode(entry, stored, &pack.id)?;
             writer.add(entry.kind, entry.id, &raw)?;
         }
+        progress.advance(Amount {
+            bytes: pack.size,
+            items: 1,
+        });
     }
     writer.finish()
 }

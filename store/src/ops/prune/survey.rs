@@ -1,0 +1,389 @@
+//! Prune's steps 1 and 2: read marks, manifests and index files, and walk
+//! every snapshot's trees into the live set; then each indexed pack's use
+//! of space. Reads only: a referenced blob that no present pack holds
+//! stops the prune here, before anything is written or deleted.
+
+use super::{DAMAGE_LIMIT, PackUse, PrunePlan};
+use crate::backend::ObjectKind;
+use crate::error::{Result, StoreError};
+use crate::format::index::{BlobLocation, IndexFile};
+use crate::format::keys::PublicKey;
+use crate::format::pack::{BlobEntry, BlobKind, stored_shares};
+use crate::format::tree::{Tree, TreeEntry};
+use crate::id::Id;
+use crate::ops::walk::{Flow, TreeVisitor, TreeWalk, Walked};
+use crate::progress::{Amount, Phase, Progress};
+use crate::repository::Repository;
+use crate::repository::{ReadMark, read_marks};
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+/// A referenced blob the repository cannot provide; the prune stops.
+fn damage_error(missing: &[String]) -> StoreError {
+    StoreError::corrupt(
+        "repository",
+        format!(
+            "prune stopped before deleting anything: {} (run `cairn verify`, then `cairn repair`)",
+            missing.join("; ")
+        ),
+    )
+}
+
+/// Every blob in a present, indexed pack, as a sorted array of ids, with
+/// one "live" bit each: about 33 bytes per blob, exact, and no per-blob
+/// record or hash-table overhead.
+pub(super) struct BlobSet {
+    ids: Vec<Id>,
+    live: Vec<u64>,
+}
+
+impl BlobSet {
+    fn new(mut ids: Vec<Id>) -> Self {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.shrink_to_fit();
+        let words = ids.len().div_ceil(64);
+        BlobSet {
+            ids,
+            live: vec![0; words],
+        }
+    }
+
+    /// Marks `id` live; false if no present pack holds it.
+    fn mark_live(&mut self, id: &Id) -> bool {
+        match self.ids.binary_search(id) {
+            Ok(at) => {
+                self.live[at / 64] |= 1 << (at % 64);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub(super) fn is_live(&self, id: &Id) -> bool {
+        self.ids
+            .binary_search(id)
+            .is_ok_and(|at| self.live[at / 64] & (1 << (at % 64)) != 0)
+    }
+}
+
+/// Step 2's walk: every tree and chunk a snapshot reaches is marked live;
+/// one that no present pack holds is damage.
+struct LiveWalk<'a> {
+    repository: &'a Repository,
+    trees: &'a HashMap<Id, BlobLocation>,
+    live: BlobSet,
+    damage: Vec<String>,
+    /// Bytes of trees read since the last progress report.
+    bytes_read: u64,
+}
+
+impl TreeVisitor for LiveWalk<'_> {
+    type Error = StoreError;
+
+    fn enter(&mut self, id: &Id, _: &str) -> Result<Flow> {
+        if self.trees.contains_key(id) && self.live.mark_live(id) {
+            return Ok(Flow::Continue);
+        }
+        self.damage.push(format!(
+            "tree {id} is referenced but no present pack holds it"
+        ));
+        Ok(match self.damage.len() >= DAMAGE_LIMIT {
+            true => Flow::Stop,
+            false => Flow::SkipSubtree,
+        })
+    }
+
+    fn read(&mut self, id: &Id, _: &str) -> Result<Option<Tree>> {
+        let Some(location) = self.trees.get(id) else {
+            return Ok(None);
+        };
+        self.bytes_read += u64::from(location.entry.length);
+        self.repository
+            .read_blob(location)
+            .and_then(|bytes| Tree::decode(&bytes, &format!("tree {id}")))
+            .map(Some)
+            .map_err(|error| match error {
+                StoreError::Io { .. } => error,
+                other => damage_error(&[other.to_string()]),
+            })
+    }
+
+    fn entry(&mut self, entry: &TreeEntry, _: &str) -> Result<Flow> {
+        for chunk in entry.chunks.iter().flatten() {
+            if !self.live.mark_live(chunk) && self.damage.len() < DAMAGE_LIMIT {
+                self.damage.push(format!(
+                    "chunk {chunk} is referenced but no present pack holds it"
+                ));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// Everything read before deciding.
+pub(super) struct Survey {
+    pub(super) marks: Vec<ReadMark>,
+    pub(super) live: BlobSet,
+    /// Every indexed pack: its blobs' use, and the index files listing it.
+    pub(super) packs: HashMap<Id, PackUse>,
+    pub(super) listed_in: HashMap<Id, Vec<Id>>,
+    pub(super) present: HashMap<Id, (u64, Option<SystemTime>)>,
+}
+/// Steps 1 and 2: marks, manifests, the live set, and every indexed pack's
+/// use of space.
+pub(super) fn survey(
+    repository: &Repository,
+    trusted: &[PublicKey],
+    now: jiff::Timestamp,
+    plan: &mut PrunePlan,
+    progress: &dyn Progress,
+) -> Result<Survey> {
+    // Marks before snapshots: a mark listed here that becomes due is
+    // checked against every manifest written up to the listing below.
+    let (marks, unreadable) = read_marks(repository, trusted)?;
+    for (id, why) in unreadable {
+        plan.ignored_marks.push((id, format!("unreadable: {why}")));
+    }
+    let mut roots = Vec::new();
+    let mut damage = Vec::new();
+    for id in repository.list_ids(ObjectKind::Snapshot)? {
+        let body = repository
+            .read_manifest(&id)
+            .and_then(|manifest| manifest.body_unverified());
+        match body {
+            Ok(body) => roots.push(body.components.iter().map(|c| c.tree).collect::<Vec<_>>()),
+            Err(StoreError::Missing { .. }) => continue,
+            Err(error) => damage.push(format!("snapshot {id} cannot be read ({error})")),
+        }
+        plan.snapshots += 1;
+    }
+    if !damage.is_empty() {
+        return Err(damage_error(&damage));
+    }
+    // Index files are read after the manifests, so every blob those
+    // manifests need is in a file read here (backups index before they
+    // write their manifest); packs are listed after the index files, so
+    // every pack those files name that exists is in the listing.
+    let index_files = repository.list_ids(ObjectKind::Index)?;
+    let present: HashMap<Id, (u64, Option<SystemTime>)> = repository
+        .backend()
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .filter_map(|object| Some((Id::from_hex(&object.name)?, (object.size, object.modified))))
+        .collect();
+    let mut packs: HashMap<Id, PackUse> = HashMap::new();
+    let mut listed_in: HashMap<Id, Vec<Id>> = HashMap::new();
+    // First pass: pack sizes, the ids of blobs in present packs, and where
+    // trees are (trees are few; data blobs are not kept as records).
+    let mut ids = Vec::new();
+    let mut trees: HashMap<Id, BlobLocation> = HashMap::new();
+    for file_id in &index_files {
+        let file = read_index(repository, file_id)?;
+        for pack in file.packs {
+            listed_in.entry(pack.id).or_default().push(*file_id);
+            if packs.contains_key(&pack.id) {
+                continue;
+            }
+            packs.insert(pack.id, PackUse::unused(pack.id, pack.size));
+            if !present.contains_key(&pack.id) {
+                continue;
+            }
+            for blob in &pack.blobs {
+                ids.push(blob.id);
+                if blob.kind == BlobKind::Tree {
+                    trees.insert(
+                        blob.id,
+                        BlobLocation {
+                            pack: pack.id,
+                            entry: *blob,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    // The walk: every tree and chunk reachable from a snapshot is live. One
+    // that no present pack holds is damage (a lost pack whose blobs were
+    // not stored again elsewhere).
+    // Every indexed tree is the most the walk can read.
+    progress.phase(
+        Phase::PruneSurvey,
+        Amount {
+            bytes: trees
+                .values()
+                .map(|tree| u64::from(tree.entry.length))
+                .sum(),
+            items: roots.len() as u64,
+        },
+    );
+    let mut visitor = LiveWalk {
+        repository,
+        trees: &trees,
+        live: BlobSet::new(ids),
+        damage,
+        bytes_read: 0,
+    };
+    let mut walk = TreeWalk::new().skipping_seen();
+    for snapshot_roots in roots {
+        let walked = walk.walk(
+            snapshot_roots.into_iter().map(|root| (root, String::new())),
+            &mut visitor,
+        )?;
+        progress.advance(Amount {
+            bytes: std::mem::take(&mut visitor.bytes_read),
+            items: 1,
+        });
+        if walked == Walked::Stopped {
+            break;
+        }
+    }
+    let LiveWalk {
+        live, mut damage, ..
+    } = visitor;
+    drop(trees);
+    if !damage.is_empty() {
+        name_lost_packs(repository, &index_files, &present, &mut damage)?;
+        return Err(damage_error(&damage));
+    }
+    plan.trees = walk.seen().map_or(0, |seen| seen.len() as u64);
+
+    // Packs a trusted mark names, and those of them whose mark is due.
+    let trusted_marked: HashSet<Id> = marks
+        .iter()
+        .filter(|read| read.trusted)
+        .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
+        .collect();
+    let due_marked: HashSet<Id> = marks
+        .iter()
+        .filter(|read| read.trusted && read.mark.due().is_some_and(|due| due <= now))
+        .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
+        .collect();
+    // Second pass: each pack's live and dead bytes, counted once, and the
+    // live blobs of packs due for deletion.
+    let mut counted = HashSet::new();
+    let mut due_live: HashMap<Id, Vec<Id>> = HashMap::new();
+    for file_id in &index_files {
+        let file = read_index(repository, file_id)?;
+        for pack in file.packs {
+            if !counted.insert(pack.id) {
+                continue;
+            }
+            let Some(usage) = packs.get_mut(&pack.id) else {
+                continue;
+            };
+            count_use(usage, &pack.blobs, &live);
+            if due_marked.contains(&pack.id) && usage.live_blobs > 0 {
+                let ids = pack.blobs.iter().map(|blob| blob.id);
+                due_live.insert(pack.id, ids.filter(|id| live.is_live(id)).collect());
+            }
+        }
+    }
+    // Third pass, only if a due pack holds live blobs: are there copies in
+    // packs that stay (present, indexed, named by no trusted mark)? A
+    // backup that copied blobs out of marked packs, or a repack, made them.
+    if !due_live.is_empty() {
+        let wanted: HashSet<Id> = due_live.values().flatten().copied().collect();
+        let covered = copies_outside(repository, &index_files, &present, &trusted_marked, &wanted)?;
+        for (pack, blobs) in due_live {
+            if let Some(usage) = packs.get_mut(&pack) {
+                usage.sole_copies = blobs.iter().filter(|id| !covered.contains(id)).count() as u64;
+            }
+        }
+    }
+    packs.retain(|id, _| present.contains_key(id));
+    plan.packs = present.len() as u64;
+    plan.pack_bytes = present.values().map(|(size, _)| size).sum();
+    plan.unused_bytes = packs.values().map(|usage| usage.dead_bytes).sum();
+    Ok(Survey {
+        marks,
+        live,
+        packs,
+        listed_in,
+        present,
+    })
+}
+
+/// Adds to the damage report which missing packs the index says held the
+/// lost blobs, so the user knows what to look for.
+fn name_lost_packs(
+    repository: &Repository,
+    index_files: &[Id],
+    present: &HashMap<Id, (u64, Option<SystemTime>)>,
+    damage: &mut Vec<String>,
+) -> Result<()> {
+    let mut lost = std::collections::BTreeSet::new();
+    for file_id in index_files {
+        let file = read_index(repository, file_id)?;
+        for pack in file
+            .packs
+            .iter()
+            .filter(|pack| !present.contains_key(&pack.id))
+        {
+            let holds_lost = pack
+                .blobs
+                .iter()
+                .any(|blob| damage.iter().any(|line| line.contains(&blob.id.to_hex())));
+            if holds_lost {
+                lost.insert(pack.id);
+            }
+        }
+    }
+    for pack in lost {
+        damage.push(format!("pack {pack}, which held them, is missing"));
+    }
+    Ok(())
+}
+
+/// Which of `wanted` have a copy in a pack that stays: present, listed by
+/// one of `index_files`, and not in `leaving`.
+pub(super) fn copies_outside(
+    repository: &Repository,
+    index_files: &[Id],
+    present: &HashMap<Id, (u64, Option<SystemTime>)>,
+    leaving: &HashSet<Id>,
+    wanted: &HashSet<Id>,
+) -> Result<HashSet<Id>> {
+    let mut covered = HashSet::new();
+    for file_id in index_files {
+        // A file gone since listing only hides copies: fewer blobs count as
+        // covered, which keeps or copies more, never less.
+        let file = match repository.read_index_file(file_id) {
+            Ok(file) => file,
+            Err(StoreError::Missing { .. }) => continue,
+            Err(error) => return Err(error),
+        };
+        for pack in file.packs {
+            if leaving.contains(&pack.id) || !present.contains_key(&pack.id) {
+                continue;
+            }
+            let ids = pack.blobs.iter().map(|blob| blob.id);
+            covered.extend(ids.filter(|id| wanted.contains(id)));
+        }
+    }
+    Ok(covered)
+}
+
+/// An index file listed a moment ago; gone means another prune or a repair
+/// rewrote the index meanwhile, and this run's picture is out of date.
+pub(super) fn read_index(repository: &Repository, id: &Id) -> Result<IndexFile> {
+    repository.read_index_file(id).map_err(|error| match error {
+        StoreError::Missing { .. } => StoreError::Conflict(format!(
+            "index file {id} was removed while this prune read the index (another prune or a repair ran at the same time); nothing was deleted; run the prune again"
+        )),
+        other => other,
+    })
+}
+
+pub(super) fn count_use(usage: &mut PackUse, blobs: &[BlobEntry], live: &BlobSet) {
+    for (blob, share) in blobs.iter().zip(stored_shares(blobs)) {
+        if live.is_live(&blob.id) {
+            usage.live_blobs += 1;
+            usage.live_bytes += share;
+        } else {
+            usage.dead_blobs += 1;
+            usage.dead_bytes += share;
+        }
+    }
+}

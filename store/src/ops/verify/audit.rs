@@ -1,0 +1,621 @@
+//! The audit's state: the index as read, the findings so far, and the
+//! trees read once each. Its checks (keys, records, marks, index, packs,
+//! manifests) add findings; its two walks over a snapshot's trees find the
+//! packs the audited roots need and name the files each finding damages.
+//! Never writes anything.
+
+use super::packs::{PackReading, read_pack};
+use super::{
+    AFFECTED_LIMIT, Affected, Finding, FindingKind, Root, Severity, VerifyReport, finding,
+};
+use crate::backend::ObjectKind;
+use crate::error::Result;
+use crate::format::index::BlobLocation;
+use crate::format::keys::PublicKey;
+use crate::format::manifest::TrustFailure;
+use crate::format::records::{FORGET_DOMAIN, SignedRecord};
+use crate::format::tree::{EntryKind, Tree, TreeEntry};
+use crate::id::Id;
+use crate::ops::walk::{Flow, TreeVisitor, TreeWalk};
+use crate::progress::{Amount, Progress};
+use crate::repository::Repository;
+use crate::repository::{read_marks, read_record};
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+
+#[derive(Default)]
+pub(super) struct Audit {
+    pub(super) report: VerifyReport,
+    pub(super) blobs: HashMap<Id, BlobLocation>,
+    /// Findings that damage every blob in a pack (missing, wrong size).
+    pub(super) pack_findings: HashMap<Id, usize>,
+    /// Findings for single blobs (corrupt chunk, or missing from the index).
+    blob_findings: HashMap<Id, usize>,
+    trees: HashMap<Id, Option<Tree>>,
+    /// Further locations of blobs listed in more than one pack.
+    alternates: HashMap<Id, Vec<BlobLocation>>,
+}
+
+impl Audit {
+    fn add(&mut self, finding: Finding) -> usize {
+        self.report.findings.push(finding);
+        self.report.findings.len() - 1
+    }
+
+    fn affect(&mut self, finding: usize, affected: Affected) {
+        let finding = &mut self.report.findings[finding];
+        // Whatever it was, a finding that costs a file is damage.
+        finding.severity = Severity::Damage;
+        finding.affected_total += 1;
+        if finding.affected.len() < AFFECTED_LIMIT {
+            finding.affected.push(affected);
+        }
+    }
+
+    /// Every published key object must match its name and decode.
+    pub(super) fn check_keys(&mut self, repository: &Repository) -> Result<()> {
+        for id in repository.list_ids(ObjectKind::Key)? {
+            let decoded = repository
+                .read_verified(ObjectKind::Key, &id)
+                .and_then(|bytes| {
+                    crate::format::keys::PublicKeyObject::decode(&bytes, &format!("key {id}"))
+                });
+            if let Err(error) = decoded {
+                self.add(finding(
+                    FindingKind::CorruptKey,
+                    format!("key {id}"),
+                    error.to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget records must be intact and signed by a trusted key (one that
+    /// is not could hide snapshots from a reader who trusts it).
+    pub(super) fn check_forget_records(
+        &mut self,
+        repository: &Repository,
+        trusted: &[PublicKey],
+    ) -> Result<()> {
+        for id in repository.list_ids(ObjectKind::Forget)? {
+            let object = format!("forget record {id}");
+            let read = read_record::<crate::format::records::ForgetRecord>(
+                repository,
+                ObjectKind::Forget,
+                FORGET_DOMAIN,
+                &id,
+            );
+            match read.map(|(_, signed)| signed) {
+                Err(error) => {
+                    self.add(finding(
+                        FindingKind::CorruptRecord,
+                        object,
+                        error.to_string(),
+                    ));
+                }
+                Ok(signed) => self.check_record_signature(&signed, object, trusted),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletion marks must be intact; returns the packs they name, each
+    /// with its mark.
+    pub(super) fn check_marks(
+        &mut self,
+        repository: &Repository,
+        trusted: &[PublicKey],
+    ) -> Result<HashMap<Id, Id>> {
+        let (marks, unreadable) = read_marks(repository, trusted)?;
+        for (id, why) in unreadable {
+            self.add(finding(
+                FindingKind::CorruptRecord,
+                format!("deletion mark {id}"),
+                why,
+            ));
+        }
+        let mut marked = HashMap::new();
+        for read in marks {
+            if !read.trusted {
+                let mut notice = finding(
+                    FindingKind::UntrustedSigner,
+                    format!("deletion mark {}", read.id),
+                    "not signed by a trusted key; no prune here will act on it".into(),
+                );
+                notice.severity = Severity::Notice;
+                self.add(notice);
+            }
+            for pack in &read.mark.packs {
+                marked.insert(pack.id, read.id);
+            }
+        }
+        Ok(marked)
+    }
+
+    fn check_record_signature(
+        &mut self,
+        signed: &SignedRecord,
+        object: String,
+        trusted: &[PublicKey],
+    ) {
+        match signed.verify(trusted) {
+            Ok(()) => {}
+            Err(TrustFailure::BadSignature) => {
+                self.add(finding(
+                    FindingKind::BadSignature,
+                    object,
+                    "signature does not match its contents (tampered?)".into(),
+                ));
+            }
+            Err(TrustFailure::UntrustedSigner(key)) => {
+                self.add(finding(
+                    FindingKind::UntrustedSigner,
+                    object,
+                    format!("signed by untrusted key {}", key.to_hex()),
+                ));
+            }
+        }
+    }
+
+    /// Returns every indexed pack with its indexed size.
+    pub(super) fn read_index(&mut self, repository: &Repository) -> Result<HashMap<Id, u64>> {
+        let mut packs = HashMap::new();
+        for id in repository.list_ids(ObjectKind::Index)? {
+            self.report.index_files += 1;
+            let file = match repository.read_index_file(&id) {
+                Ok(file) => file,
+                // Removed since listing (a prune or repair replaced it).
+                Err(crate::StoreError::Missing { .. }) => {
+                    self.report.index_files -= 1;
+                    continue;
+                }
+                Err(error) => {
+                    self.add(finding(
+                        FindingKind::CorruptIndex,
+                        format!("index file {id}"),
+                        error.to_string(),
+                    ));
+                    continue;
+                }
+            };
+            for pack in file.packs {
+                if let Some(size) = packs.insert(pack.id, pack.size)
+                    && size != pack.size
+                {
+                    self.add(finding(
+                        FindingKind::CorruptIndex,
+                        format!("index file {id}"),
+                        format!(
+                            "lists pack {} as {} bytes where another index file says {size}",
+                            pack.id, pack.size
+                        ),
+                    ));
+                }
+                for entry in pack.blobs {
+                    let location = BlobLocation {
+                        pack: pack.id,
+                        entry,
+                    };
+                    match self.blobs.entry(entry.id) {
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(location);
+                        }
+                        std::collections::hash_map::Entry::Occupied(first) => {
+                            if first.get().pack != pack.id {
+                                self.alternates.entry(entry.id).or_default().push(location);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(packs)
+    }
+
+    /// Checks every indexed pack exists with its size; returns those that do.
+    pub(super) fn check_packs(
+        &mut self,
+        repository: &Repository,
+        indexed: &HashMap<Id, u64>,
+        marked: &HashMap<Id, Id>,
+    ) -> Result<Vec<Id>> {
+        let present: HashMap<Id, u64> = repository.list_packs()?;
+        self.report.packs = present.len() as u64;
+        let mut readable = Vec::new();
+        for (pack, size) in indexed {
+            match present.get(pack) {
+                None if marked.contains_key(pack) => {
+                    // A notice unless the walk finds a snapshot needing it.
+                    let index = self.add(finding(
+                        FindingKind::DeletedPack,
+                        format!("pack {pack}"),
+                        format!(
+                            "deleted by a prune (deletion mark {}) and still listed in the index; the next prune rewrites the index",
+                            marked[pack].short()
+                        ),
+                    ));
+                    self.pack_findings.insert(*pack, index);
+                }
+                None => {
+                    let index = self.add(finding(
+                        FindingKind::MissingPack,
+                        format!("pack {pack}"),
+                        "listed in the index but missing from the repository".into(),
+                    ));
+                    self.pack_findings.insert(*pack, index);
+                }
+                Some(actual) if actual != size => {
+                    let index = self.add(finding(
+                        FindingKind::PackSizeMismatch,
+                        format!("pack {pack}"),
+                        format!("is {actual} bytes, the index says {size}"),
+                    ));
+                    self.pack_findings.insert(*pack, index);
+                }
+                Some(_) => readable.push(*pack),
+            }
+        }
+        for (pack, size) in &present {
+            if !indexed.contains_key(pack) {
+                self.add(finding(
+                    FindingKind::UnreferencedPack,
+                    format!("pack {pack}"),
+                    format!(
+                        "{size} bytes that no index file lists (left by an interrupted backup?)"
+                    ),
+                ));
+            }
+        }
+        Ok(readable)
+    }
+
+    /// Points each blob whose pack is missing or the wrong size at another
+    /// copy in a sound pack, if the index lists one (a later backup stores a
+    /// lost blob again). A lost pack none of whose blobs is needed from it
+    /// any more is only a notice.
+    pub(super) fn prefer_present_copies(&mut self) {
+        let bad_packs: HashSet<Id> = self.pack_findings.keys().copied().collect();
+        if bad_packs.is_empty() {
+            return;
+        }
+        for (blob, location) in self.blobs.iter_mut() {
+            if !bad_packs.contains(&location.pack) {
+                continue;
+            }
+            if let Some(sound) = self
+                .alternates
+                .get(blob)
+                .and_then(|copies| copies.iter().find(|copy| !bad_packs.contains(&copy.pack)))
+            {
+                *location = *sound;
+            }
+        }
+        let still_needed: HashSet<Id> = self
+            .blobs
+            .values()
+            .filter(|location| bad_packs.contains(&location.pack))
+            .map(|location| location.pack)
+            .collect();
+        for (pack, index) in &self.pack_findings {
+            let finding = &mut self.report.findings[*index];
+            if !still_needed.contains(pack) && finding.kind != FindingKind::DeletedPack {
+                finding.severity = Severity::Notice;
+                finding.message.push_str("; every blob it held is stored again in other packs (`cairn repair index` forgets it)");
+            }
+        }
+    }
+
+    /// Packs holding a blob that the roots reach.
+    pub(super) fn referenced_packs(
+        &mut self,
+        repository: &Repository,
+        roots: &[Root],
+    ) -> HashSet<Id> {
+        let mut visitor = PacksReached {
+            audit: self,
+            repository,
+            packs: HashSet::new(),
+        };
+        // Last root first, as findings for unreadable trees were always
+        // made in that order.
+        let roots = roots.iter().rev().map(|root| (root.tree, String::new()));
+        let Ok(_) = TreeWalk::new().skipping_seen().walk(roots, &mut visitor);
+        visitor.packs
+    }
+
+    pub(super) fn read_packs(
+        &mut self,
+        repository: &Repository,
+        packs: &[Id],
+        progress: &dyn Progress,
+    ) {
+        let mut by_pack: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
+        for location in self.blobs.values() {
+            by_pack.entry(location.pack).or_default().push(*location);
+        }
+        let results: Vec<PackReading> = packs
+            .par_iter()
+            .map(|pack| {
+                let reading = read_pack(
+                    repository,
+                    pack,
+                    by_pack.get(pack).map(Vec::as_slice).unwrap_or_default(),
+                );
+                progress.advance(Amount {
+                    bytes: reading.bytes_read,
+                    items: 1,
+                });
+                reading
+            })
+            .collect();
+        for reading in results {
+            self.report.packs_read += 1;
+            self.report.blobs_read += reading.blobs_read;
+            self.report.bytes_read += reading.bytes_read;
+            for finding in reading.pack_findings {
+                self.add(finding);
+            }
+            for (blob, finding) in reading.bad_blobs {
+                self.report.corrupt_blobs.push(blob);
+                // A tree already found unreadable keeps its one finding.
+                if self.blob_findings.contains_key(&blob) {
+                    continue;
+                }
+                let index = self.add(finding);
+                self.blob_findings.insert(blob, index);
+            }
+        }
+    }
+
+    /// Checks each manifest; returns the component roots to walk.
+    pub(super) fn check_snapshots(
+        &mut self,
+        repository: &Repository,
+        trusted: &[PublicKey],
+        ids: Vec<Id>,
+        components: &[String],
+    ) -> Result<Vec<Root>> {
+        let mut roots = Vec::new();
+        let mut found_components = HashSet::new();
+        for id in ids {
+            self.report.snapshots += 1;
+            let object = format!("snapshot {id}");
+            let manifest = match repository.read_manifest(&id) {
+                Ok(manifest) => manifest,
+                Err(error) => {
+                    self.add(finding(
+                        FindingKind::CorruptManifest,
+                        object,
+                        error.to_string(),
+                    ));
+                    continue;
+                }
+            };
+            if let Err(failure) = manifest.verify(trusted) {
+                let kind = match failure {
+                    TrustFailure::UntrustedSigner(_) => FindingKind::UntrustedSigner,
+                    TrustFailure::BadSignature => FindingKind::BadSignature,
+                };
+                self.add(finding(kind, object, failure.to_string()));
+                continue;
+            }
+            let body = match manifest.body_unverified() {
+                Ok(body) => body,
+                Err(error) => {
+                    self.add(finding(
+                        FindingKind::CorruptManifest,
+                        object,
+                        error.to_string(),
+                    ));
+                    continue;
+                }
+            };
+            for component in &body.components {
+                if !components.is_empty() && !components.contains(&component.name) {
+                    continue;
+                }
+                found_components.insert(component.name.clone());
+                roots.push(Root {
+                    snapshot: id.short(),
+                    component: component.name.clone(),
+                    tree: component.tree,
+                });
+            }
+        }
+        if let Some(missing) = components
+            .iter()
+            .find(|name| !found_components.contains(*name))
+        {
+            return Err(crate::StoreError::Invalid(format!(
+                "no audited snapshot has a component named {missing:?}"
+            )));
+        }
+        Ok(roots)
+    }
+
+    /// Where a blob's damage is recorded, if it is damaged.
+    fn damage_of(&mut self, blob: &Id, kind: &str) -> Option<usize> {
+        let damage = self.find_damage(blob, kind);
+        if damage.is_some() {
+            self.report.unreadable_blobs.push(*blob);
+        }
+        damage
+    }
+
+    fn find_damage(&mut self, blob: &Id, kind: &str) -> Option<usize> {
+        match self.blobs.get(blob) {
+            None => Some(*self.blob_findings.entry(*blob).or_insert_with(|| {
+                self.report.findings.push(finding(
+                    FindingKind::MissingBlob,
+                    format!("{kind} {blob}"),
+                    "referenced by a snapshot but in no index file".into(),
+                ));
+                self.report.findings.len() - 1
+            })),
+            Some(location) => self
+                .blob_findings
+                .get(blob)
+                .or_else(|| self.pack_findings.get(&location.pack))
+                .copied(),
+        }
+    }
+
+    /// Walks one component, recording the paths each finding damages;
+    /// returns the bytes of the trees it walked.
+    pub(super) fn walk(&mut self, repository: &Repository, root: &Root) -> u64 {
+        let mut visitor = DamageWalk {
+            audit: self,
+            repository,
+            root,
+            bytes_read: 0,
+        };
+        let Ok(_) = TreeWalk::new()
+            .with_paths()
+            .walk([(root.tree, String::new())], &mut visitor);
+        visitor.bytes_read
+    }
+
+    /// Reads a tree once; a tree that fails to read gets one finding.
+    fn load_tree(&mut self, repository: &Repository, id: &Id) -> std::result::Result<Tree, usize> {
+        if let Some(Some(tree)) = self.trees.get(id) {
+            return Ok(tree.clone());
+        }
+        if let Some(index) = self.blob_findings.get(id) {
+            return Err(*index);
+        }
+        self.report.trees += 1;
+        let decoded = self
+            .blobs
+            .get(id)
+            .ok_or_else(|| "not indexed".to_string())
+            .and_then(|location| {
+                repository
+                    .read_blob(location)
+                    .map_err(|error| error.to_string())
+            })
+            .and_then(|bytes| {
+                Tree::decode(&bytes, &format!("tree {id}")).map_err(|error| error.to_string())
+            });
+        match decoded {
+            Ok(tree) => {
+                self.trees.insert(*id, Some(tree.clone()));
+                Ok(tree)
+            }
+            Err(message) => {
+                let index = self.add(finding(
+                    FindingKind::CorruptTree,
+                    format!("tree {id}"),
+                    message,
+                ));
+                self.blob_findings.insert(*id, index);
+                Err(index)
+            }
+        }
+    }
+}
+
+/// The walk that finds which packs the audited roots need.
+struct PacksReached<'a> {
+    audit: &'a mut Audit,
+    repository: &'a Repository,
+    packs: HashSet<Id>,
+}
+
+impl TreeVisitor for PacksReached<'_> {
+    type Error = Infallible;
+
+    fn enter(&mut self, id: &Id, _: &str) -> std::result::Result<Flow, Infallible> {
+        if let Some(location) = self.audit.blobs.get(id) {
+            self.packs.insert(location.pack);
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn read(&mut self, id: &Id, _: &str) -> std::result::Result<Option<Tree>, Infallible> {
+        Ok(self.audit.load_tree(self.repository, id).ok())
+    }
+
+    fn entry(&mut self, entry: &TreeEntry, _: &str) -> std::result::Result<Flow, Infallible> {
+        for chunk in entry.chunks.as_deref().unwrap_or_default() {
+            if let Some(location) = self.audit.blobs.get(chunk) {
+                self.packs.insert(location.pack);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// The walk of one component that names the files each finding damages.
+struct DamageWalk<'a> {
+    audit: &'a mut Audit,
+    repository: &'a Repository,
+    root: &'a Root,
+    bytes_read: u64,
+}
+
+impl DamageWalk<'_> {
+    fn affected(&self, path: &str) -> Affected {
+        Affected {
+            snapshot: self.root.snapshot.clone(),
+            component: self.root.component.clone(),
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            },
+        }
+    }
+}
+
+impl TreeVisitor for DamageWalk<'_> {
+    type Error = Infallible;
+
+    fn enter(&mut self, id: &Id, path: &str) -> std::result::Result<Flow, Infallible> {
+        match self.audit.damage_of(id, "tree") {
+            Some(damage) => {
+                let affected = self.affected(path);
+                self.audit.affect(damage, affected);
+                Ok(Flow::SkipSubtree)
+            }
+            None => Ok(Flow::Continue),
+        }
+    }
+
+    fn read(&mut self, id: &Id, path: &str) -> std::result::Result<Option<Tree>, Infallible> {
+        if let Some(location) = self.audit.blobs.get(id) {
+            self.bytes_read += u64::from(location.entry.length);
+        }
+        match self.audit.load_tree(self.repository, id) {
+            Ok(tree) => Ok(Some(tree)),
+            Err(index) => {
+                let affected = self.affected(path);
+                self.audit.affect(index, affected);
+                Ok(None)
+            }
+        }
+    }
+
+    fn entry(&mut self, entry: &TreeEntry, path: &str) -> std::result::Result<Flow, Infallible> {
+        match entry.kind {
+            EntryKind::Directory => return Ok(Flow::Continue),
+            EntryKind::Symlink => return Ok(Flow::SkipSubtree),
+            EntryKind::File => {}
+        }
+        let mut damaged = Vec::new();
+        for chunk in entry.chunks.as_deref().unwrap_or_default() {
+            self.audit.report.chunk_references += 1;
+            if let Some(damage) = self.audit.damage_of(chunk, "chunk")
+                && !damaged.contains(&damage)
+            {
+                damaged.push(damage);
+            }
+        }
+        for damage in damaged {
+            let affected = self.affected(path);
+            self.audit.affect(damage, affected);
+        }
+        Ok(Flow::SkipSubtree)
+    }
+}

@@ -1,0 +1,179 @@
+//! Progress as a user sees it: on a terminal every long operation draws a
+//! bar naming its phase with bytes done out of a total; with `--json` it
+//! writes JSON lines on stderr with the documented fields; when stderr is
+//! neither, nothing is drawn. The real `cairn` runs on a pseudo-terminal
+//! (see `common::pty`).
+
+mod common;
+use common::pty::TerminalRun;
+use common::*;
+use serde_json::Value;
+
+/// A repository holding one snapshot of a few MB in nested directories.
+fn workspace_with_snapshot() -> (Workspace, String) {
+    let workspace = Workspace::new();
+    let source = workspace.path("src");
+    for index in 0..6u64 {
+        write(
+            &source.join(format!("dir{}/file{index}.bin", index % 2)),
+            &noise(index, 600_000),
+        );
+    }
+    workspace.init();
+    let summary = workspace.backup_json(["--component", &format!("data={}", source.display())]);
+    let snapshot = summary["snapshot"]
+        .as_str()
+        .expect("snapshot id")
+        .to_string();
+    (workspace, snapshot)
+}
+
+fn assert_bar(run: &TerminalRun, phase: &str) {
+    assert!(
+        run.terminal.contains(phase),
+        "no {phase:?} on the terminal:\n{:?}",
+        run.terminal
+    );
+    assert!(
+        run.shows_byte_count(),
+        "no byte count on the terminal:\n{:?}",
+        run.terminal
+    );
+}
+
+#[test]
+fn restore_draws_a_bar_on_a_terminal() {
+    let (workspace, snapshot) = workspace_with_snapshot();
+    let target = workspace.path("restored");
+    let run = workspace
+        .cairn_repo_on_terminal(["restore", &snapshot, "--target", target.to_str().unwrap()])
+        .ok();
+    assert_bar(&run, "restore");
+    assert_same_tree(&workspace.path("src"), &target.join("data"));
+}
+
+#[test]
+fn verify_read_data_draws_a_bar_on_a_terminal() {
+    let (workspace, _) = workspace_with_snapshot();
+    let run = workspace
+        .cairn_repo_on_terminal(["verify", "--read-data"])
+        .ok();
+    assert_bar(&run, "verify-data");
+    assert!(run.stdout.contains("no damage found"), "{}", run.stdout);
+}
+
+#[test]
+fn prune_draws_a_bar_on_a_terminal() {
+    let (workspace, first) = workspace_with_snapshot();
+    write(&workspace.path("src/dir0/late.bin"), &noise(99, 300_000));
+    workspace.backup_json([
+        "--component",
+        &format!("data={}", workspace.path("src").display()),
+    ]);
+    workspace.cairn_repo(["forget", &first]).ok();
+    let run = workspace
+        .cairn_repo_on_terminal(["prune", "--grace", "0s"])
+        .ok();
+    assert_bar(&run, "prune-survey");
+    assert!(run.terminal.contains("prune-delete"), "{:?}", run.terminal);
+}
+
+#[test]
+fn copy_draws_a_bar_on_a_terminal() {
+    let (workspace, _) = workspace_with_snapshot();
+    let target = workspace.path("copy");
+    workspace
+        .cairn(["--repo", target.to_str().unwrap(), "init"])
+        .ok();
+    let mut command = workspace.command();
+    command
+        .args(["copy", "--from"])
+        .arg(workspace.repo())
+        .arg("--to")
+        .arg(&target);
+    let run = common::pty::on_terminal(command).ok();
+    assert_bar(&run, "copy data");
+}
+
+#[test]
+fn nothing_is_drawn_when_stderr_is_not_a_terminal() {
+    let (workspace, _) = workspace_with_snapshot();
+    let run = workspace.cairn_repo(["verify", "--read-data"]).ok();
+    assert!(
+        !run.stderr.contains("verify-") && !run.stderr.contains('\u{1b}'),
+        "drawn on a pipe: {:?}",
+        run.stderr
+    );
+    assert!(!shows_byte_count_in(&run.stderr), "{:?}", run.stderr);
+}
+
+fn shows_byte_count_in(text: &str) -> bool {
+    common::pty::shows_byte_count(text)
+}
+
+/// The JSON progress lines of a run's stderr.
+fn progress_lines(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|value| value.get("progress").cloned())
+        .collect()
+}
+
+#[test]
+fn json_progress_lines_carry_the_documented_fields() {
+    let (workspace, _) = workspace_with_snapshot();
+    let run = workspace
+        .cairn_repo(["--json", "verify", "--read-data"])
+        .ok();
+    assert_eq!(run.json()["clean"], true, "the report is still on stdout");
+    let lines = progress_lines(&run.stderr);
+    let data = lines
+        .iter()
+        .find(|line| line["phase"] == "verify-data")
+        .unwrap_or_else(|| panic!("no verify-data line in {:?}", run.stderr));
+    for field in [
+        "component",
+        "bytes_done",
+        "bytes_total",
+        "packs_done",
+        "packs_total",
+    ] {
+        assert!(data.get(field).is_some(), "{field} missing from {data}");
+    }
+    assert!(data["packs_total"].as_u64().unwrap() >= 1, "{data}");
+    assert!(data["bytes_total"].as_u64().unwrap() >= 3_000_000, "{data}");
+    // The last line, written when the run ends, is the structure check
+    // of the one snapshot, complete.
+    let last = lines.last().expect("a progress line");
+    assert_eq!(last["phase"], "verify-structure", "{last}");
+    assert_eq!(last["component"], "data", "{last}");
+    assert_eq!(last["snapshots_done"], 1, "{last}");
+    assert_eq!(last["snapshots_total"], 1, "{last}");
+}
+
+#[test]
+fn json_progress_of_a_copy_counts_snapshots_and_bytes() {
+    let (workspace, _) = workspace_with_snapshot();
+    let target = workspace.path("copy");
+    workspace
+        .cairn(["--repo", target.to_str().unwrap(), "init"])
+        .ok();
+    let run = workspace
+        .cairn([
+            "--json",
+            "copy",
+            "--from",
+            workspace.repo().to_str().unwrap(),
+            "--to",
+            target.to_str().unwrap(),
+        ])
+        .ok();
+    let last = progress_lines(&run.stderr)
+        .pop()
+        .unwrap_or_else(|| panic!("no progress line in {:?}", run.stderr));
+    assert_eq!(last["phase"], "copy", "{last}");
+    assert_eq!(last["snapshots_done"], 1, "{last}");
+    assert_eq!(last["snapshots_total"], 1, "{last}");
+    assert!(last["bytes_done"].as_u64().unwrap() >= 3_000_000, "{last}");
+}
