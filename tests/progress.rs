@@ -53,6 +53,39 @@ fn restore_draws_a_bar_on_a_terminal() {
 }
 
 #[test]
+fn backup_draws_a_bar_on_a_terminal() {
+    let workspace = Workspace::new();
+    let source = workspace.path("src");
+    for index in 0..4u64 {
+        write(
+            &source.join(format!("file{index}.bin")),
+            &noise(index, 700_000),
+        );
+    }
+    workspace.init();
+    let component = format!("data={}", source.display());
+    let run = workspace
+        .cairn_repo_on_terminal(["backup", "--component", &component])
+        .ok();
+    assert_bar(&run, "backup");
+    assert!(
+        run.terminal.contains("data"),
+        "the bar names the component:\n{:?}",
+        run.terminal
+    );
+}
+
+#[test]
+fn drill_draws_a_bar_on_a_terminal() {
+    let (workspace, _) = workspace_with_snapshot();
+    let history = workspace.path("drills.jsonl");
+    let run = workspace
+        .cairn_repo_on_terminal(["drill", "--history", history.to_str().unwrap()])
+        .ok();
+    assert_bar(&run, "restore data");
+}
+
+#[test]
 fn verify_read_data_draws_a_bar_on_a_terminal() {
     let (workspace, _) = workspace_with_snapshot();
     let run = workspace

@@ -62,6 +62,17 @@ impl CliProgress {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    /// `PHASE COMPONENT`, either left out while unknown.
+    fn prefix(&self) -> String {
+        let state = self.state();
+        let phase = state.phase.map_or("", Phase::name);
+        match &state.component {
+            Some(component) if phase.is_empty() => component.clone(),
+            Some(component) => format!("{phase} {component}"),
+            None => phase.to_string(),
+        }
+    }
+
     fn unit(&self) -> &'static str {
         self.state().phase.map_or("items", Phase::unit)
     }
@@ -127,7 +138,7 @@ impl Progress for CliProgress {
         if let Some(bar) = &self.bar {
             bar.reset();
             bar.set_length(expected.bytes);
-            bar.set_prefix(phase.name());
+            bar.set_prefix(self.prefix());
         }
         self.update_message();
         self.json_line(true);
@@ -157,8 +168,7 @@ impl Progress for CliProgress {
     fn component(&self, name: &str) {
         self.state().component = Some(name.to_string());
         if let Some(bar) = &self.bar {
-            let phase = self.state().phase.map_or("", Phase::name);
-            bar.set_prefix(format!("{phase} {name}"));
+            bar.set_prefix(self.prefix());
         }
         self.json_line(true);
     }

@@ -31,7 +31,7 @@ pub mod id;
 pub mod index;
 pub mod keystore;
 pub mod ops;
-pub mod os;
+pub(crate) mod os;
 pub mod progress;
 pub mod repository;
 

@@ -11,11 +11,10 @@ use crate::progress::CliProgress;
 use anyhow::{Result, anyhow};
 use cairn_store::Repository;
 use cairn_store::index::OpenedIndex;
-use cairn_store::ops::restore::preflight;
 use cairn_store::ops::restore::{
     Action, DatabaseCheck, Decision, Fallback, PreflightPolicy, PreparedRestore, RestoreOptions,
     RestoreOutcome, RestorePlan, RestoreRequest, Selection, Sources, check_snapshot, execute,
-    prepare_restore,
+    parse_duration, prepare_restore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -141,7 +140,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let max_age = args
         .max_age
         .as_deref()
-        .map(|text| preflight::parse_duration(text).map_err(|error| anyhow!("--max-age: {error}")))
+        .map(|text| parse_duration(text).map_err(|error| anyhow!("--max-age: {error}")))
         .transpose()?;
     let selection = selection(args)?;
     let locations = context.repository_locations()?;

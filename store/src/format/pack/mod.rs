@@ -14,8 +14,8 @@
 //! frame; the bytes as they are or as byte planes, [`planes`]); it never decides which blobs go into which pack and never
 //! touches a backend except through `read_header`.
 
-pub mod planes;
-pub mod spans;
+pub(crate) mod planes;
+pub(crate) mod spans;
 mod writer;
 mod zstd_contexts;
 

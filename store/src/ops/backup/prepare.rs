@@ -11,6 +11,7 @@
 use super::sources::{ComponentSource, SourceKind};
 use crate::error::{Result, StoreError};
 use crate::format::manifest::ComponentKind;
+use crate::ops::hooks::{Hook, HookFailure};
 use std::fs;
 use std::path::Path;
 
@@ -68,7 +69,7 @@ pub(super) fn prepare_components(components: &[ComponentSource]) -> Result<Vec<P
             SourceKind::Command(command) => {
                 let directory = temporary()?;
                 let output = directory.path().join(&source.name);
-                match run_command(command, &output, directory.path()) {
+                match run_command(command, &output) {
                     Ok(()) => {
                         let walked = ComponentSource::new(source.name.clone(), output);
                         prepared.push(Prepared::Made(directory, walked, ComponentKind::Command));
@@ -83,31 +84,21 @@ pub(super) fn prepare_components(components: &[ComponentSource]) -> Result<Vec<P
 
 /// Runs `command` with `sh -c`, its stdout into `output`; on failure, why
 /// (with the end of its stderr).
-fn run_command(command: &str, output: &Path, scratch: &Path) -> std::result::Result<(), String> {
+fn run_command(command: &str, output: &Path) -> std::result::Result<(), String> {
     let stdout = fs::File::create(output)
         .map_err(|error| format!("cannot create its output file: {error}"))?;
-    let stderr_path = scratch.join("stderr");
-    let stderr = fs::File::create(&stderr_path)
-        .map_err(|error| format!("cannot capture its stderr: {error}"))?;
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(std::process::Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .status()
-        .map_err(|error| format!("command {command:?} could not start: {error}"))?;
-    if status.success() {
-        return Ok(());
-    }
-    let said = fs::read(&stderr_path).unwrap_or_default();
-    let tail = String::from_utf8_lossy(&said[said.len().saturating_sub(400)..])
-        .trim()
-        .to_string();
-    let how = match status.code() {
-        Some(code) => format!("exited with status {code}"),
-        None => "was killed by a signal".to_string(),
+    let failure = match Hook::new(command).stdout_to(stdout).capture_stderr().run() {
+        Ok(()) => return Ok(()),
+        Err(failure) => failure,
     };
+    let how = match &failure {
+        HookFailure::NotStarted { .. } => return Err(format!("command {failure}")),
+        HookFailure::Exited { status, .. } => match status.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => "was killed by a signal".to_string(),
+        },
+    };
+    let tail = failure.stderr_tail(400);
     Err(if tail.is_empty() {
         format!("command {command:?} {how}")
     } else {

@@ -6,8 +6,8 @@
 //! `ops::restore`, ...): operations build on this module, not it on them.
 
 pub mod blob_writer;
-pub mod packs;
-pub mod sqlite;
+pub(crate) mod packs;
+pub(crate) mod sqlite;
 
 /// Fixed width, so that times compare correctly as strings.
 pub fn now_rfc3339() -> String {

@@ -51,27 +51,27 @@
 //! reported and the others stay restored; running the same restore again
 //! finishes the job and skips what is already right.
 
-pub mod execute;
-pub mod fetch;
-pub mod output;
-pub mod pipeline;
-pub mod place;
-pub mod plan;
-pub mod prefetch;
-pub mod preflight;
-pub mod prepare;
-pub mod safety;
-pub mod select;
+pub(crate) mod execute;
+pub(crate) mod fetch;
+pub(crate) mod output;
+pub(crate) mod pipeline;
+pub(crate) mod place;
+pub(crate) mod plan;
+pub(crate) mod prefetch;
+pub(crate) mod preflight;
+pub(crate) mod prepare;
+pub(crate) mod safety;
+pub(crate) mod select;
 #[cfg(test)]
 pub(crate) mod testing;
-pub mod undo;
-pub mod write;
+pub(crate) mod undo;
+pub(crate) mod write;
 
 pub use crate::progress::{NoProgress, Progress};
 pub use execute::{DatabaseCheck, RestoreFailure, RestoreOutcome, execute, execute_restore};
 pub use fetch::{Fallback, FallbackUse, Sources};
 pub use plan::{Action, ComponentPlan, PlanCounts};
-pub use preflight::{PreflightPolicy, Status, Verdict};
+pub use preflight::{PreflightPolicy, Status, Verdict, parse_duration};
 pub use prepare::{
     CheckedSnapshot, Decision, PreparedRestore, RestoreOptions, RestorePlan, RestoreRequest,
     check_snapshot, plan_restore, prepare_restore,

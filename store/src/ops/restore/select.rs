@@ -81,10 +81,6 @@ impl PathFilter {
             Some(_) => PathVerdict::Skipped,
         }
     }
-
-    pub fn filters_paths(&self) -> bool {
-        self.include.is_some() || !self.exclude.is_empty()
-    }
 }
 
 /// The components to restore and where each lands. Unknown names in any
