@@ -231,7 +231,7 @@ pub fn visit_blobs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::LocalBackend;
+    use crate::backend::MemoryBackend;
     use crate::format::keys::{generate_signing_key, public_key_of};
     use crate::format::tree::EntryKind;
     use crate::index::MemoryIndex;
@@ -240,21 +240,19 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Arc;
 
-    /// A repository in a temporary directory, with an index in memory.
+    /// A repository and its index, both in memory: the walker's tests are
+    /// about trees, not disks.
     struct Fixture {
-        _directory: tempfile::TempDir,
         repository: Repository,
         index: MemoryIndex,
     }
 
     fn fixture() -> Fixture {
-        let directory = tempfile::tempdir().unwrap();
-        let backend = Arc::new(LocalBackend::new(directory.path()));
+        let backend = Arc::new(MemoryBackend::new());
         let key = generate_signing_key().unwrap();
         let repository =
             Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
         Fixture {
-            _directory: directory,
             repository,
             index: MemoryIndex::new(),
         }
