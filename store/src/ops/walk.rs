@@ -27,6 +27,7 @@ use crate::id::Id;
 use crate::index::IndexCache;
 use crate::repository::Repository;
 use std::collections::HashSet;
+use std::rc::Rc;
 
 /// Reads and decodes one tree blob through the index. A tree the index
 /// does not list is [`StoreError::Missing`], naming the tree's id.
@@ -83,10 +84,12 @@ pub trait TreeVisitor {
     }
 }
 
-/// What the walk's stack holds: a tree to walk, or one to leave once the
-/// subtrees pushed above it are done.
+/// What the walk's stack holds: a tree to walk, one entry of a tree that
+/// was read (in order only), or a tree to leave once everything pushed
+/// above it is done.
 enum Step {
     Enter(Id, String),
+    Entry(Rc<(Tree, String)>, usize),
     Leave(Id, String),
 }
 
@@ -96,6 +99,7 @@ enum Step {
 pub struct TreeWalk {
     seen: Option<HashSet<Id>>,
     paths: bool,
+    in_order: bool,
 }
 
 impl TreeWalk {
@@ -113,6 +117,15 @@ impl TreeWalk {
     /// Gives every tree and entry its path below its root's path.
     pub fn with_paths(mut self) -> Self {
         self.paths = true;
+        self
+    }
+
+    /// Walks into an entry's subtree as soon as the entry is visited, before
+    /// the entries after it: entries come in path order (`a`, `a/x`, `b`),
+    /// as a restore's plan must list them, instead of a tree's entries
+    /// first and its subtrees after.
+    pub fn in_order(mut self) -> Self {
+        self.in_order = true;
         self
     }
 
@@ -141,6 +154,20 @@ impl TreeWalk {
         while let Some(step) = stack.pop() {
             let (id, path) = match step {
                 Step::Enter(id, path) => (id, path),
+                Step::Entry(tree, index) => {
+                    let (tree, path) = &*tree;
+                    let entry = &tree.entries[index];
+                    let entry_path = self.entry_path(path, entry);
+                    match visitor.entry(entry, &entry_path)? {
+                        Flow::Continue => {}
+                        Flow::SkipSubtree => continue,
+                        Flow::Stop => return Ok(Walked::Stopped),
+                    }
+                    if let Some(subtree) = entry.subtree {
+                        stack.push(Step::Enter(subtree, entry_path));
+                    }
+                    continue;
+                }
                 Step::Leave(id, path) => {
                     visitor.leave(&id, &path)?;
                     continue;
@@ -159,12 +186,19 @@ impl TreeWalk {
             let Some(tree) = visitor.read(&id, &path)? else {
                 continue;
             };
+            if self.in_order {
+                let count = tree.entries.len();
+                stack.push(Step::Leave(id, path.clone()));
+                let shared = Rc::new((tree, path));
+                stack.extend(
+                    (0..count)
+                        .rev()
+                        .map(|index| Step::Entry(shared.clone(), index)),
+                );
+                continue;
+            }
             for entry in &tree.entries {
-                let entry_path = if self.paths {
-                    crate::ops::common::join_relative(&path, &entry.display_name())
-                } else {
-                    String::new()
-                };
+                let entry_path = self.entry_path(&path, entry);
                 match visitor.entry(entry, &entry_path)? {
                     Flow::Continue => {}
                     Flow::SkipSubtree => continue,
@@ -178,6 +212,14 @@ impl TreeWalk {
             stack.append(&mut subtrees);
         }
         Ok(Walked::Finished)
+    }
+
+    fn entry_path(&self, tree_path: &str, entry: &TreeEntry) -> String {
+        if self.paths {
+            crate::ops::common::join_relative(tree_path, &entry.display_name())
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -215,6 +257,7 @@ pub fn visit_blobs(
     let mut walk = TreeWalk {
         seen: Some(std::mem::take(seen)),
         paths: false,
+        in_order: false,
     };
     let walked = walk.walk(
         roots.into_iter().map(|root| (root, String::new())),
@@ -365,6 +408,42 @@ mod tests {
         );
         writer.finish().unwrap();
         root
+    }
+
+    #[test]
+    fn in_order_an_entry_is_followed_by_everything_below_it_then_its_tree_is_left() {
+        let fixture = fixture();
+        let root = sample(&fixture);
+        let mut recorder = Recorder::new(&fixture);
+        recorder.leaves = true;
+        recorder.skip = Some("b");
+        let walked = TreeWalk::new()
+            .with_paths()
+            .in_order()
+            .walk([(root, String::new())], &mut recorder)
+            .unwrap();
+        assert_eq!(walked, Walked::Finished);
+        assert_eq!(
+            recorder.events,
+            [
+                "tree ",
+                "a",
+                "tree a",
+                "a/x",
+                "a/y",
+                "tree a/y",
+                "a/y/z",
+                "leave a/y",
+                "leave a",
+                "b",
+                "c",
+                "tree c",
+                "c/s",
+                "leave c",
+                "f",
+                "leave ",
+            ]
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::join_relative;
+use crate::ops::walk::{Flow, TreeVisitor, TreeWalk};
 use crate::repository::Repository;
 use cairn_chunker::ChunkStream;
 use rayon::prelude::*;
@@ -273,14 +274,7 @@ impl Planner<'_> {
                     _ => {}
                 }
                 let trees = self.prefetch_trees(&component.tree, &mut plan);
-                self.plan_directory(
-                    &component.tree,
-                    "",
-                    destination,
-                    PathVerdict::Traverse,
-                    &trees,
-                    &mut plan,
-                );
+                self.plan_directory(&component.tree, destination, &trees, &mut plan);
             }
             ComponentKind::File | ComponentKind::Sqlite | ComponentKind::Command => {
                 let tree = self
@@ -385,59 +379,35 @@ impl Planner<'_> {
         });
     }
 
+    /// Plans the directory tree `tree_id` at `directory` and everything
+    /// below it, in path order, through the one tree walker.
     fn plan_directory(
         &self,
         tree_id: &Id,
-        relative: &str,
         directory: &Path,
-        verdict: PathVerdict,
         trees: &HashMap<Id, Tree>,
         plan: &mut ComponentPlan,
     ) {
-        let read = match trees.get(tree_id) {
-            Some(tree) => Ok(tree.clone()),
-            None => self.sources.read_tree(self.repository, self.index, tree_id),
+        let mut planning = DirectoryPlanning {
+            planner: self,
+            trees,
+            plan,
+            next: Some(Directory {
+                relative: String::new(),
+                destination: directory.to_path_buf(),
+                verdict: PathVerdict::Traverse,
+                position: None,
+            }),
+            open: Vec::new(),
         };
-        let tree = match read {
-            Ok(tree) => tree,
-            Err(error) => {
-                let shown = if relative.is_empty() { "/" } else { relative };
-                plan.unreadable.push((shown.into(), error.to_string()));
-                return;
-            }
-        };
-        let mut names: HashSet<Vec<u8>> = HashSet::new();
-        for entry in tree.entries {
-            names.insert(entry.name.clone());
-            let child_relative = join_relative(relative, &entry.display_name());
-            let is_directory = entry.kind == EntryKind::Directory;
-            let child_verdict = self.filter.judge(&child_relative, is_directory, verdict);
-            if child_verdict == PathVerdict::Skipped {
-                continue;
-            }
-            let destination = directory.join(OsStr::from_bytes(&entry.name));
-            let subtree = entry.subtree.filter(|_| is_directory);
-            let position = plan.entries.len();
-            self.push_entry(entry, child_relative.clone(), destination.clone(), plan);
-            if let Some(subtree) = subtree {
-                self.plan_directory(
-                    &subtree,
-                    &child_relative,
-                    &destination,
-                    child_verdict,
-                    trees,
-                    plan,
-                );
-                // A directory kept only to reach selected entries below it
-                // is not worth creating when nothing below was selected.
-                if child_verdict == PathVerdict::Traverse && plan.entries.len() == position + 1 {
-                    plan.entries.truncate(position);
-                    plan.deletions
-                        .retain(|deletion| deletion.relative != child_relative);
-                }
-            }
+        let walked = TreeWalk::new()
+            .with_paths()
+            .in_order()
+            .walk([(*tree_id, String::new())], &mut planning);
+        match walked {
+            Ok(_) => {}
+            Err(never) => match never {},
         }
-        self.plan_extras(relative, directory, verdict, &names, plan);
     }
 
     /// Reads the trees below `root` that the selection reaches, a level at
@@ -578,6 +548,130 @@ impl Planner<'_> {
             .flatten()
             .collect();
         plan.missing_chunks = missing;
+        Ok(())
+    }
+}
+/// A directory the walk is about to read or is inside: where it lands,
+/// its path, the selection's verdict on it, and where its own entry stands
+/// in the plan (none for the component's root).
+struct Directory {
+    relative: String,
+    destination: PathBuf,
+    verdict: PathVerdict,
+    position: Option<usize>,
+}
+
+/// The planner as a visitor of the walk: each entry the selection keeps is
+/// planned in path order; once a directory's tree is done, what the target
+/// has there and the snapshot does not is planned (`plan_extras`), and a
+/// directory kept only to reach selected entries below it is dropped if
+/// nothing below was selected. A tree that cannot be read is noted, not
+/// fatal: the rest of the component is still planned.
+struct DirectoryPlanning<'p, 'a> {
+    planner: &'p Planner<'a>,
+    trees: &'p HashMap<Id, Tree>,
+    plan: &'p mut ComponentPlan,
+    /// The directory whose tree the walk reads next.
+    next: Option<Directory>,
+    /// The directories being planned, innermost last, with the names their
+    /// trees hold.
+    open: Vec<(Directory, HashSet<Vec<u8>>)>,
+}
+
+impl DirectoryPlanning<'_, '_> {
+    fn subtree_done(&mut self, directory: &Directory) {
+        let Some(position) = directory.position else {
+            return;
+        };
+        // A directory kept only to reach selected entries below it is not
+        // worth creating when nothing below was selected.
+        if directory.verdict == PathVerdict::Traverse && self.plan.entries.len() == position + 1 {
+            self.plan.entries.truncate(position);
+            self.plan
+                .deletions
+                .retain(|deletion| deletion.relative != directory.relative);
+        }
+    }
+}
+
+impl TreeVisitor for DirectoryPlanning<'_, '_> {
+    type Error = std::convert::Infallible;
+
+    fn read(&mut self, tree_id: &Id, _: &str) -> std::result::Result<Option<Tree>, Self::Error> {
+        let Some(directory) = self.next.take() else {
+            return Ok(None);
+        };
+        let read = match self.trees.get(tree_id) {
+            Some(tree) => Ok(tree.clone()),
+            None => {
+                self.planner
+                    .sources
+                    .read_tree(self.planner.repository, self.planner.index, tree_id)
+            }
+        };
+        match read {
+            Ok(tree) => {
+                self.open.push((directory, HashSet::new()));
+                Ok(Some(tree))
+            }
+            Err(error) => {
+                let shown = if directory.relative.is_empty() {
+                    "/"
+                } else {
+                    directory.relative.as_str()
+                };
+                self.plan.unreadable.push((shown.into(), error.to_string()));
+                self.subtree_done(&directory);
+                Ok(None)
+            }
+        }
+    }
+
+    fn entry(&mut self, entry: &TreeEntry, path: &str) -> std::result::Result<Flow, Self::Error> {
+        let Some((parent, names)) = self.open.last_mut() else {
+            return Ok(Flow::SkipSubtree);
+        };
+        names.insert(entry.name.clone());
+        let is_directory = entry.kind == EntryKind::Directory;
+        let verdict = self
+            .planner
+            .filter
+            .judge(path, is_directory, parent.verdict);
+        if verdict == PathVerdict::Skipped {
+            return Ok(Flow::SkipSubtree);
+        }
+        let destination = parent.destination.join(OsStr::from_bytes(&entry.name));
+        let position = self.plan.entries.len();
+        self.planner.push_entry(
+            entry.clone(),
+            path.to_string(),
+            destination.clone(),
+            self.plan,
+        );
+        if is_directory && entry.subtree.is_some() {
+            self.next = Some(Directory {
+                relative: path.to_string(),
+                destination,
+                verdict,
+                position: Some(position),
+            });
+            Ok(Flow::Continue)
+        } else {
+            Ok(Flow::SkipSubtree)
+        }
+    }
+
+    fn leave(&mut self, _: &Id, _: &str) -> std::result::Result<(), Self::Error> {
+        if let Some((directory, names)) = self.open.pop() {
+            self.planner.plan_extras(
+                &directory.relative,
+                &directory.destination,
+                directory.verdict,
+                &names,
+                self.plan,
+            );
+            self.subtree_done(&directory);
+        }
         Ok(())
     }
 }
