@@ -1,6 +1,7 @@
 //! The one walk over a snapshot's trees, used by every operation that
-//! follows trees from a root: listing, verify, prune, copy, a backup's
-//! rescue of blobs in marked packs.
+//! follows trees from a root: listing, verify, prune, copy, repair, a
+//! backup's rescue of blobs in marked packs, and a restore's planner (in
+//! path order, [`TreeWalk::in_order`]).
 //!
 //! [`TreeWalk::walk`] pops a tree from an explicit stack (so deep directory
 //! nesting cannot overflow the call stack), asks the visitor to read it,
