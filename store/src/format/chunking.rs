@@ -3,11 +3,13 @@
 //! when the component says so (docs/FORMAT.md §6.1).
 //!
 //! Owns the SQLite header rule, which backup and restore must apply alike;
-//! never reads more of a file than its header and never chunks anything.
+//! reads no file (the caller hands it the header) and never chunks anything.
 
 use cairn_chunker::Chunking;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+
+/// How many of a file's first bytes the rule looks at (the SQLite header
+/// up to its page size).
+pub const HEADER_LENGTH: usize = 18;
 
 /// The first 16 bytes of every SQLite 3 database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -37,24 +39,6 @@ impl FileChunking {
             }
             _ => self.base,
         }
-    }
-
-    /// [`FileChunking::for_header`] with the header read from `file`; a
-    /// file whose header cannot be read gets the base chunking (reading it
-    /// whole will report the error).
-    pub fn for_file(&self, file: &File) -> Chunking {
-        if self.sqlite_pages_per_chunk.is_none() {
-            return self.base;
-        }
-        let mut header = [0u8; 18];
-        let mut filled = 0;
-        while filled < header.len() {
-            match file.read_at(&mut header[filled..], filled as u64) {
-                Ok(0) | Err(_) => break,
-                Ok(count) => filled += count,
-            }
-        }
-        self.for_header(&header[..filled])
     }
 }
 

@@ -27,7 +27,7 @@ use crate::format::pack::BlobKind;
 use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::ops::common::join_relative;
+use crate::ops::common::{chunking_of_file, join_relative};
 use crate::ops::read_tree;
 use crate::progress::Amount;
 use crate::repository::Repository;
@@ -496,7 +496,7 @@ impl Walker<'_> {
                 return Ok(None);
             }
         }
-        let chunking = self.chunking.for_file(&file);
+        let chunking = chunking_of_file(&self.chunking, &file);
         let stored = self.chunks.store_file(&file, chunking, before.len());
         let StoredContent { chunks, hash, size } = match stored? {
             Ok(stored) => stored,

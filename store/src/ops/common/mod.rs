@@ -1,6 +1,7 @@
 //! What several operations share, below all of them: the blob writer, the
-//! packs a writer must adopt or avoid, and small helpers for time, host and
-//! user names and component-relative paths.
+//! packs a writer must adopt or avoid, SQLite, which chunking a file on
+//! disk gets (backup and restore must agree), and small helpers for time,
+//! host and user names and component-relative paths.
 //!
 //! Owns no operation's rules. Must never import an operation (`ops::backup`,
 //! `ops::restore`, ...): operations build on this module, not it on them.
@@ -8,6 +9,11 @@
 pub mod blob_writer;
 pub(crate) mod packs;
 pub(crate) mod sqlite;
+
+use crate::format::chunking::{FileChunking, HEADER_LENGTH};
+use cairn_chunker::Chunking;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 /// Fixed width, so that times compare correctly as strings.
 pub fn now_rfc3339() -> String {
@@ -50,6 +56,24 @@ pub fn join_relative(parent: &str, name: &str) -> String {
     } else {
         format!("{parent}/{name}")
     }
+}
+
+/// The chunking `chunking` gives `file`, from the file's first
+/// [`HEADER_LENGTH`] bytes (the SQLite rule); a file whose header cannot
+/// be read gets the base chunking (reading it whole will report the error).
+pub fn chunking_of_file(chunking: &FileChunking, file: &File) -> Chunking {
+    if chunking.sqlite_pages_per_chunk.is_none() {
+        return chunking.base;
+    }
+    let mut header = [0u8; HEADER_LENGTH];
+    let mut filled = 0;
+    while filled < header.len() {
+        match file.read_at(&mut header[filled..], filled as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(count) => filled += count,
+        }
+    }
+    chunking.for_header(&header[..filled])
 }
 
 #[cfg(test)]

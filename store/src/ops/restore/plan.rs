@@ -31,7 +31,7 @@ use crate::format::manifest::{ComponentKind, ComponentRecord};
 use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::ops::common::join_relative;
+use crate::ops::common::{chunking_of_file, join_relative};
 use crate::ops::walk::{Flow, TreeVisitor, TreeWalk};
 use crate::repository::Repository;
 use cairn_chunker::ChunkStream;
@@ -194,7 +194,8 @@ struct Scanned {
 fn scan_file(path: &Path, chunking: FileChunking) -> std::io::Result<Scanned> {
     let file = File::open(path)?;
     let length = file.metadata()?.len();
-    let mut stream = ChunkStream::with_expected_length(&file, chunking.for_file(&file), length);
+    let mut stream =
+        ChunkStream::with_expected_length(&file, chunking_of_file(&chunking, &file), length);
     let mut hasher = blake3::Hasher::new();
     let mut chunks = HashMap::new();
     while let Some(batch) = stream.next_batch()? {
