@@ -70,6 +70,18 @@ pub(crate) fn missing(kind: ObjectKind, name: &str) -> StoreError {
     }
 }
 
+/// What every backend returns for an object larger than a whole read
+/// allows.
+pub(crate) fn too_large(kind: ObjectKind, name: &str, size: u64, limit: u64) -> StoreError {
+    StoreError::corrupt(
+        format!("{} {name}", kind.label()),
+        format!(
+            "is {size} bytes, more than the {limit} a {} may be; not read",
+            kind.label()
+        ),
+    )
+}
+
 /// What every backend returns for a range that ends past the object's end.
 pub(crate) fn past_end(
     kind: ObjectKind,
@@ -168,9 +180,12 @@ pub trait Backend: Send + Sync {
     /// `New` or `AlreadyExisted`.
     fn create(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> Result<Created>;
 
-    /// The whole object; `StoreError::Missing` naming the kind and the name
-    /// if absent.
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
+    /// The whole object, if it is at most `limit` bytes long.
+    /// `StoreError::Missing` naming the kind and the name if absent. A
+    /// larger object is `StoreError::Corrupt`, naming it and both sizes,
+    /// refused from its size alone before any of its bytes is read or
+    /// anything is allocated for them: a planted giant costs nothing.
+    fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>>;
 
     /// `length` bytes from `offset`. A range that ends past the object's
     /// end (or whose end overflows) is `StoreError::Corrupt`, naming the

@@ -14,7 +14,7 @@
 //! own request, so as many requests are in flight as callers, up to
 //! [`Backend::parallelism`] by the callers' own bounds.
 
-use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end};
+use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end, too_large};
 use crate::error::{Result, StoreError};
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -428,16 +428,26 @@ impl Backend for S3Backend {
             .map_err(|error| self.failure("writing", &what, &error))
     }
 
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+    fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
+        // The response's headers give the size; a larger object's body is
+        // dropped unread.
         let read = async {
             let result = self.store.get_opts(&path, GetOptions::default()).await?;
-            result.bytes().await
+            let size = result.meta.size;
+            if size > limit {
+                return Ok(Err(size));
+            }
+            result.bytes().await.map(Ok)
         };
-        self.runtime
-            .block_on(read)
-            .map(|bytes| bytes.to_vec())
-            .map_err(|error| self.read_failure(kind, name, &error))
+        match self.runtime.block_on(read) {
+            Ok(Ok(bytes)) if bytes.len() as u64 > limit => {
+                Err(too_large(kind, name, bytes.len() as u64, limit))
+            }
+            Ok(Ok(bytes)) => Ok(bytes.to_vec()),
+            Ok(Err(size)) => Err(too_large(kind, name, size, limit)),
+            Err(error) => Err(self.read_failure(kind, name, &error)),
+        }
     }
 
     fn read_range(
