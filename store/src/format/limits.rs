@@ -24,13 +24,15 @@ pub const MAX_RECORD_SIZE: u64 = 64 << 20;
 
 /// Directories nest at most this many levels below a component's root
 /// tree: a walk refuses a deeper tree, naming it, and a backup does not
-/// store one (a path that deep is longer than any a system call takes).
+/// store one (it leaves the directory out as a problem naming its path).
 pub const MAX_TREE_DEPTH: usize = 1024;
 
-/// A walk that expands every reference to a tree (a restore's plan, a
-/// listing, verify naming damaged paths) walks a tree it has already
-/// walked once (the same directory contents at another path) at most this
-/// many entries' worth in all; past it, the walk refuses the tree, naming
-/// it. A tree of two entries naming one subtree twice, forty levels deep,
-/// would otherwise expand to 2^40 entries from 40 small trees.
+/// A walk that expands every reference to a tree is given a budget from
+/// the component's signed record where it has one (restore's plan, a
+/// listing, verify naming damaged paths: `ops::walk::entry_budget`).
+/// Without one, it walks trees it has already walked once (the same
+/// directory contents at another path) at most this many entries' worth in
+/// all; past either, it refuses the tree, naming it. A tree of two entries
+/// naming one subtree twice, forty levels deep, would otherwise expand to
+/// 2^40 entries from 40 small trees.
 pub const MAX_REPEATED_ENTRIES: u64 = 1 << 27;

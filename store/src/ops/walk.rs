@@ -21,9 +21,11 @@
 //!
 //! Bounds (docs/FORMAT.md section 15): a tree deeper than
 //! [`MAX_TREE_DEPTH`] below its root is refused, and a walk that expands
-//! every reference to a tree walks trees it has already walked (a shared
-//! subtree, reached again at another path) for at most
-//! [`MAX_REPEATED_ENTRIES`] entries in all, then refuses them: a small
+//! every reference to a tree visits at most its budget of entries
+//! ([`TreeWalk::within`], from the component's signed record:
+//! [`entry_budget`]) or, without one, walks trees it has already walked (a
+//! shared subtree, reached again at another path) for at most
+//! [`MAX_REPEATED_ENTRIES`] entries, then refuses the rest: a small
 //! snapshot whose trees name one subtree twice at every level would
 //! otherwise expand to 2^depth entries. A refused tree is handed to the
 //! visitor's [`TreeVisitor::refused`] and passed by unread. Trees cannot
