@@ -64,9 +64,30 @@ fn finding_7_oversized_planted_index_is_skipped_not_read() {
     );
     assert_same_tree(&source, &target.join("src"));
 
-    // The audit names it as damage, without reading it either.
+    // A key object over its 64 KiB does not stop the owner's backup.
+    let planted_key = workspace.repo().join("keys").join("cd".repeat(32));
+    let file = fs::File::create(&planted_key).unwrap();
+    file.set_len(1 << 20).unwrap();
+    drop(file);
+    write(&source.join("b.txt"), b"backed up after the planting\n");
+    workspace.backup_json([&source]);
+    let target = workspace.path("again");
+    workspace.restore("latest", &target).ok();
+    assert_same_tree(&source, &target.join("src"));
+
+    // The audit names both as damage, without reading them either.
     let (code, report) = workspace.verify_json(&[]);
     assert_eq!(code, 4, "{}", brief(&report));
+    assert!(
+        findings(&report)
+            .iter()
+            .any(|finding| finding["kind"] == "corrupt-key"
+                && finding["object"]
+                    .as_str()
+                    .is_some_and(|object| object.contains(&"cd".repeat(32)))),
+        "{}",
+        brief(&report)
+    );
     let named = findings(&report).iter().any(|finding| {
         finding["kind"] == "corrupt-index"
             && finding["object"]
@@ -148,14 +169,11 @@ fn finding_7_zstd_bomb_is_refused_before_allocation() {
 fn finding_7_shared_frame_entry_is_bounded_by_its_frame() {
     let workspace = Workspace::new();
     let source = workspace.path("src");
-    write(
-        &source.join("small.txt"),
-        &b"small words, shared frame. ".repeat(40),
-    );
-    write(
-        &source.join("other.txt"),
-        &b"other words, same frame. ".repeat(40),
-    );
+    // A large compressible file: its chunks share the component's frames.
+    let lines: String = (0..20_000)
+        .map(|number| format!("line {number}: words that compress\n"))
+        .collect();
+    write(&source.join("lines.txt"), lines.as_bytes());
     backed_up(&workspace, &source);
     let (pack, entry) = workspace
         .packs()

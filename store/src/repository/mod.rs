@@ -181,11 +181,20 @@ impl Repository {
     }
 
     /// The public keys published in the repository (not trusted for that).
+    /// A key object that cannot be used (over its size limit, not matching
+    /// its name, not decoding: damaged or planted) is left out rather than
+    /// stopping the caller; `verify` names it. An I/O error is an error.
     pub fn published_keys(&self) -> Result<Vec<PublicKey>> {
         let mut keys = Vec::new();
         for id in self.list_ids(ObjectKind::Key)? {
-            let bytes = self.read_verified(ObjectKind::Key, &id)?;
-            keys.push(PublicKeyObject::decode(&bytes, &format!("key {id}"))?);
+            let key = self
+                .read_verified(ObjectKind::Key, &id)
+                .and_then(|bytes| PublicKeyObject::decode(&bytes, &format!("key {id}")));
+            match key {
+                Ok(key) => keys.push(key),
+                Err(error @ StoreError::Io { .. }) => return Err(error),
+                Err(_) => {}
+            }
         }
         Ok(keys)
     }
