@@ -8,7 +8,8 @@ mod s3_server;
 
 use cairn_store::StoreError;
 use cairn_store::backend::{
-    Backend, Created, MULTIPART_THRESHOLD, ObjectKind, S3Backend, S3Location, S3Options,
+    Backend, ConditionalPut, Created, MULTIPART_THRESHOLD, ObjectKind, S3Backend, S3Location,
+    S3Options,
 };
 use s3_server::{BUCKET, S3Server};
 use std::sync::Once;
@@ -243,4 +244,53 @@ fn an_unreachable_service_fails_with_the_bucket_and_the_operation() {
         "{message}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(120));
+}
+
+#[test]
+fn the_conditional_put_is_probed_before_a_config_is_created() {
+    let server = S3Server::start();
+    let backend = backend(&server, &format!("s3://{BUCKET}/probed"));
+    assert_eq!(
+        backend.probe_conditional_put().unwrap(),
+        ConditionalPut::Honoured,
+        "moto honours If-None-Match: *"
+    );
+    // The probe leaves no object a reader would see.
+    for kind in [ObjectKind::Config, ObjectKind::Index, ObjectKind::Key] {
+        assert!(backend.list(kind).unwrap().is_empty(), "{kind:?}");
+    }
+    assert_eq!(
+        backend
+            .create(ObjectKind::Config, "config", b"one")
+            .unwrap(),
+        Created::New
+    );
+    assert_eq!(
+        backend
+            .create(ObjectKind::Config, "config", b"two")
+            .unwrap(),
+        Created::AlreadyExisted
+    );
+}
+
+#[test]
+fn without_conditional_puts_a_create_still_keeps_what_exists() {
+    // The fallback of a service that lacks (or ignores) conditional puts:
+    // a HEAD, then a plain PUT only if the key is absent.
+    let server = S3Server::start();
+    let backend = backend(&server, &format!("s3://{BUCKET}/fallback")).without_conditional_put();
+    let name = "cd".repeat(32);
+    for kind in [ObjectKind::Index, ObjectKind::Config] {
+        let name = if kind == ObjectKind::Config {
+            "config"
+        } else {
+            &name
+        };
+        assert_eq!(backend.create(kind, name, b"first").unwrap(), Created::New);
+        assert_eq!(
+            backend.create(kind, name, b"second").unwrap(),
+            Created::AlreadyExisted
+        );
+        assert_eq!(backend.read(kind, name, 1024).unwrap(), b"first");
+    }
 }

@@ -22,7 +22,7 @@ mod s3;
 
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
-pub use s3::{MULTIPART_THRESHOLD, S3Backend, S3Location, S3Options};
+pub use s3::{ConditionalPut, MULTIPART_THRESHOLD, S3Backend, S3Location, S3Options};
 
 use crate::error::{Result, StoreError};
 use std::sync::Arc;
