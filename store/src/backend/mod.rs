@@ -75,10 +75,7 @@ pub(crate) fn missing(kind: ObjectKind, name: &str) -> StoreError {
 pub(crate) fn too_large(kind: ObjectKind, name: &str, size: u64, limit: u64) -> StoreError {
     StoreError::corrupt(
         format!("{} {name}", kind.label()),
-        format!(
-            "is {size} bytes, more than the {limit} a {} may be; not read",
-            kind.label()
-        ),
+        format!("is {size} bytes, more than the {limit} its kind may take; not read"),
     )
 }
 
