@@ -90,8 +90,8 @@ impl Backend for Hooked {
         self.before(Call::Create(kind));
         self.inner.create(kind, name, bytes)
     }
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        self.inner.read(kind, name)
+    fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>> {
+        self.inner.read(kind, name, limit)
     }
     fn read_range(
         &self,

@@ -66,11 +66,7 @@ pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
         &[],
         if clean { 1.0 } else { 0.0 },
     );
-    let damage = report
-        .findings
-        .iter()
-        .filter(|finding| finding.severity == Severity::Damage)
-        .count();
+    let damage = report.damage_count();
     metrics.gauge(
         "verify_damage_findings",
         "Findings that cost data.",
@@ -99,10 +95,21 @@ pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
     Ok(if clean { exit::SUCCESS } else { exit::DAMAGE })
 }
 
+/// Said whenever a verify read no pack: its "clean" covers structure only.
+const READ_NO_DATA: &str =
+    "read no data: packs were checked by their listed size only, not read (--read-data reads them)";
+
+/// Said when objects failed their check but no snapshot lost anything.
+const DAMAGED_BUT_RESTORABLE: &str =
+    "objects failed their check; every snapshot is still restorable from other copies";
+
 fn report_json(report: &VerifyReport, reads_data: bool) -> Result<serde_json::Value> {
     let mut value = serde_json::to_value(report)?;
     value["clean"] = serde_json::Value::Bool(report.is_clean());
     value["read_data"] = serde_json::Value::Bool(reads_data);
+    if !reads_data {
+        value["data_check"] = serde_json::Value::String(READ_NO_DATA.into());
+    }
     value["damaged_snapshots"] = serde_json::to_value(report.damaged_snapshots())?;
     Ok(value)
 }
@@ -121,6 +128,8 @@ fn print_report(report: &VerifyReport, reads_data: bool) {
             report.blobs_read,
             bytes(report.bytes_read)
         );
+    } else {
+        println!("{READ_NO_DATA}");
     }
     for finding in &report.findings {
         let label = match finding.severity {
@@ -139,12 +148,18 @@ fn print_report(report: &VerifyReport, reads_data: bool) {
             println!("    … and {unlisted} more paths");
         }
     }
+    let damaged = report.damaged_snapshots();
     if clean {
         println!("no damage found");
+    } else if damaged.is_empty() {
+        println!(
+            "DAMAGED: {} {DAMAGED_BUT_RESTORABLE}",
+            report.damage_count()
+        );
     } else {
         println!(
             "DAMAGED: snapshots that cannot be restored in full: {}",
-            report.damaged_snapshots().join(", ")
+            damaged.join(", ")
         );
     }
 }
@@ -232,11 +247,16 @@ fn run_on_each(context: &Context, args: &VerifyArgs) -> Result<u8> {
                 Err(why) => serde_json::json!({"repository": each.location, "error": why}),
             });
         }
-        crate::output::print_json(&serde_json::json!({
+        let mut summary = serde_json::json!({
             "repositories": repositories,
             "clean": all_clean,
             "restorable_from_all": whole,
-        }))?;
+            "read_data": reads_data,
+        });
+        if !reads_data {
+            summary["data_check"] = serde_json::Value::String(READ_NO_DATA.into());
+        }
+        crate::output::print_json(&summary)?;
     } else {
         for each in &audited {
             println!("== {}", each.location);

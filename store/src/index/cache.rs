@@ -426,11 +426,14 @@ pub fn open_index(repository: &Repository, cache_path: Option<&Path>) -> Result<
     let mut notices = Vec::new();
     let Some(path) = cache_path else {
         let index: Box<dyn IndexCache> = Box::new(MemoryIndex::new());
-        synchronise(repository, index.as_ref())?;
+        notices.extend(synchronise(repository, index.as_ref())?);
         return Ok(OpenedIndex { index, notices });
     };
     match open_and_synchronise_sled(repository, path) {
-        Ok(index) => return Ok(OpenedIndex { index, notices }),
+        Ok((index, skipped)) => {
+            notices.extend(skipped);
+            return Ok(OpenedIndex { index, notices });
+        }
         Err(CacheFailure::Repository(error)) => return Err(error),
         Err(CacheFailure::Locked(_)) => {
             notices.push(format!(
@@ -445,7 +448,10 @@ pub fn open_index(repository: &Repository, cache_path: Option<&Path>) -> Result<
             ));
             let _ = std::fs::remove_dir_all(path);
             match open_and_synchronise_sled(repository, path) {
-                Ok(index) => return Ok(OpenedIndex { index, notices }),
+                Ok((index, skipped)) => {
+                    notices.extend(skipped);
+                    return Ok(OpenedIndex { index, notices });
+                }
                 Err(CacheFailure::Repository(error)) => return Err(error),
                 Err(CacheFailure::Locked(reason) | CacheFailure::Cache(reason)) => {
                     notices.push(format!(
@@ -456,7 +462,7 @@ pub fn open_index(repository: &Repository, cache_path: Option<&Path>) -> Result<
         }
     }
     let index: Box<dyn IndexCache> = Box::new(MemoryIndex::new());
-    synchronise(repository, index.as_ref())?;
+    notices.extend(synchronise(repository, index.as_ref())?);
     Ok(OpenedIndex { index, notices })
 }
 
@@ -471,7 +477,7 @@ enum CacheFailure {
 fn open_and_synchronise_sled(
     repository: &Repository,
     path: &Path,
-) -> std::result::Result<Box<dyn IndexCache>, CacheFailure> {
+) -> std::result::Result<(Box<dyn IndexCache>, Vec<String>), CacheFailure> {
     let index = SledIndex::open(path).map_err(|error| {
         let reason = error.to_string();
         if reason.contains("could not acquire lock") {
@@ -481,7 +487,7 @@ fn open_and_synchronise_sled(
         }
     })?;
     match synchronise(repository, &index) {
-        Ok(()) => Ok(Box::new(index)),
+        Ok(skipped) => Ok((Box::new(index), skipped)),
         Err(SyncFailure::Repository(error)) => Err(CacheFailure::Repository(error)),
         Err(SyncFailure::Cache(error)) => Err(CacheFailure::Cache(error.to_string())),
     }
@@ -525,7 +531,10 @@ pub fn take_in_new_index_files(
             Ok(file) => file,
             // Removed by a prune or repair since listing: nothing to take.
             Err(StoreError::Missing { .. }) => continue,
-            Err(error) => return Err(error),
+            Err(error @ StoreError::Io { .. }) => return Err(error),
+            // Too large, damaged or planted: named when the index was
+            // opened (see `skipped_notice`); never a reason to stop.
+            Err(_) => continue,
         };
         for pack in &file.packs {
             if let Some(&size) = present.get(&pack.id) {
@@ -538,27 +547,39 @@ pub fn take_in_new_index_files(
     Ok(taken)
 }
 
+/// What the user hears about an index file that cannot be read: it is
+/// left out, and everything else goes on.
+fn skipped_notice(id: &Id, error: &StoreError) -> String {
+    format!("skipped index file {id}: {error}")
+}
+
 /// Takes in every index file the cache has not seen; starts over if the
-/// repository no longer has one the cache took in.
+/// repository no longer has one the cache took in. Returns a notice for
+/// each index file that could not be read (too large for its kind,
+/// damaged or planted): it is left out, named, and not marked as taken
+/// in, so it is named again next time.
 fn synchronise(
     repository: &Repository,
     index: &dyn IndexCache,
-) -> std::result::Result<(), SyncFailure> {
+) -> std::result::Result<Vec<String>, SyncFailure> {
     // A file that vanishes between listing and reading was replaced (by a
     // prune or repair, which write the replacement first): list again.
+    let mut skipped = Vec::new();
     for _ in 0..3 {
-        if !synchronise_once(repository, index)? {
+        skipped.clear();
+        if !synchronise_once(repository, index, &mut skipped)? {
             break;
         }
     }
     index.flush().map_err(SyncFailure::Cache)?;
-    Ok(())
+    Ok(skipped)
 }
 
 /// One pass of [`synchronise`]; returns whether a listed file had vanished.
 fn synchronise_once(
     repository: &Repository,
     index: &dyn IndexCache,
+    skipped: &mut Vec<String>,
 ) -> std::result::Result<bool, SyncFailure> {
     let listed: HashSet<Id> = repository
         .list_ids(ObjectKind::Index)
@@ -587,7 +608,11 @@ fn synchronise_once(
                 vanished = true;
                 continue;
             }
-            Err(error) => return Err(SyncFailure::Repository(error)),
+            Err(error @ StoreError::Io { .. }) => return Err(SyncFailure::Repository(error)),
+            Err(error) => {
+                skipped.push(skipped_notice(id, &error));
+                continue;
+            }
         };
         for pack in file.packs.iter().filter(|pack| present.contains(&pack.id)) {
             index.insert_pack(pack).map_err(SyncFailure::Cache)?;

@@ -38,7 +38,7 @@ use crate::index::IndexCache;
 use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
 use crate::ops::common::packs::{secure_against_prune, unindexed_packs};
 use crate::ops::forget::read_forget_records;
-use crate::ops::walk::{Flow, TreeVisitor, TreeWalk};
+use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk};
 use crate::progress::{Amount, Phase, Progress};
 use crate::repository::Repository;
 use crate::repository::{marked_packs, read_marks};
@@ -542,6 +542,16 @@ struct CopyWalk<'s, 'a, 'w> {
 
 impl TreeVisitor for CopyWalk<'_, '_, '_> {
     type Error = Failure;
+
+    /// Damage in the source: this snapshot is not copied.
+    fn refused(
+        &mut self,
+        id: &Id,
+        path: &str,
+        refusal: Refusal,
+    ) -> std::result::Result<(), Failure> {
+        Err(Failure::Damage(refusal.error(id, path)))
+    }
 
     fn enter(&mut self, _: &Id, _: &str) -> std::result::Result<Flow, Failure> {
         if self.wanted.len() >= FETCH_BATCH {

@@ -31,7 +31,7 @@ use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::blob_writer::BlobWriter;
-use crate::ops::walk::{Flow, TreeVisitor, TreeWalk, read_tree};
+use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk, read_tree};
 use crate::repository::Repository;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -85,16 +85,22 @@ pub fn repair_index(repository: &Repository) -> Result<RepairIndexOutcome> {
     let mut written = HashSet::new();
     for batch in packs.chunks(PACKS_PER_INDEX_FILE) {
         let bytes = IndexFile::new(batch.to_vec()).encode();
-        let id = repository.write_object(ObjectKind::Index, &bytes)?;
-        // An object of that name may already exist with damaged content
-        // (create-if-absent then keeps it): put the right bytes back.
-        if repository.read_index_file(&id).is_err() {
-            repository
-                .backend()
-                .delete(ObjectKind::Index, &id.to_hex())?;
-            repository.write_object(ObjectKind::Index, &bytes)?;
-            outcome.index_files_removed += 1;
-        }
+        let id = match repository.write_object(ObjectKind::Index, &bytes) {
+            Ok(id) => id,
+            // An object of that name already exists with damaged content
+            // (create-if-absent keeps it, and the write says so): put the
+            // right bytes back.
+            Err(StoreError::Corrupt { .. }) => {
+                let id = Id::of(&bytes);
+                repository
+                    .backend()
+                    .delete(ObjectKind::Index, &id.to_hex())?;
+                repository.write_object(ObjectKind::Index, &bytes)?;
+                outcome.index_files_removed += 1;
+                id
+            }
+            Err(error) => return Err(error),
+        };
         written.insert(id);
         outcome.index_files_written += 1;
     }
@@ -296,6 +302,10 @@ impl Rewrite<'_, '_> {
 
 impl TreeVisitor for Rewrite<'_, '_> {
     type Error = StoreError;
+
+    fn refused(&mut self, id: &Id, path: &str, refusal: Refusal) -> Result<()> {
+        Err(refusal.error(id, path))
+    }
 
     fn enter(&mut self, id: &Id, path: &str) -> Result<Flow> {
         if self.salvage.available(id)? {

@@ -5,8 +5,10 @@
 //! hash of its bytes) before it is decoded; a mismatch is corruption, never
 //! a silent skip. This module never walks trees or decides what to back up.
 
+mod pack_scan;
 mod records;
 
+pub use pack_scan::{PackScan, SCAN_WINDOW};
 pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks, read_record};
 
 use crate::backend::{Backend, Created, ObjectKind};
@@ -14,6 +16,7 @@ use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
 use crate::format::index::{BlobLocation, IndexFile};
 use crate::format::keys::{PublicKey, PublicKeyObject};
+use crate::format::limits;
 use crate::format::manifest::SignedManifest;
 use crate::format::pack::{BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer};
 use crate::id::Id;
@@ -84,7 +87,7 @@ impl Repository {
     }
 
     pub fn open(backend: Arc<dyn Backend>) -> Result<Self> {
-        let bytes = match backend.read(ObjectKind::Config, CONFIG_NAME) {
+        let bytes = match backend.read(ObjectKind::Config, CONFIG_NAME, limits::MAX_CONFIG_SIZE) {
             Ok(bytes) => bytes,
             Err(StoreError::Missing { .. }) => {
                 return Err(StoreError::NotARepository {
@@ -131,9 +134,12 @@ impl Repository {
             .collect())
     }
 
-    /// Reads a whole object and checks it hashes to its name.
+    /// Reads a whole object, refusing one larger than its kind may be
+    /// before reading it, and checks it hashes to its name.
     pub fn read_verified(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
-        let bytes = self.backend.read(kind, &id.to_hex())?;
+        let bytes = self
+            .backend
+            .read(kind, &id.to_hex(), whole_read_limit(kind)?)?;
         if Id::of(&bytes) != *id {
             return Err(StoreError::corrupt(
                 format!("{} {id}", kind.label()),
@@ -143,10 +149,24 @@ impl Repository {
         Ok(bytes)
     }
 
-    /// Stores an object under the hash of its bytes.
+    /// Stores an object under the hash of its bytes. A small object (all
+    /// but packs) found already there is read back and compared: an object
+    /// under that name with other bytes is damaged or planted, and is
+    /// reported rather than taken for this one.
     pub fn write_object(&self, kind: ObjectKind, bytes: &[u8]) -> Result<Id> {
         let id = Id::of(bytes);
-        self.backend.create(kind, &id.to_hex(), bytes)?;
+        let created = self.backend.create(kind, &id.to_hex(), bytes)?;
+        if created == Created::AlreadyExisted && kind != ObjectKind::Pack {
+            let existing = self
+                .backend
+                .read(kind, &id.to_hex(), whole_read_limit(kind)?)?;
+            if existing != bytes {
+                return Err(StoreError::corrupt(
+                    format!("{} {id}", kind.label()),
+                    "already exists with other bytes (damaged or planted): the object being written was not stored",
+                ));
+            }
+        }
         Ok(id)
     }
 
@@ -161,11 +181,20 @@ impl Repository {
     }
 
     /// The public keys published in the repository (not trusted for that).
+    /// A key object that cannot be used (over its size limit, not matching
+    /// its name, not decoding: damaged or planted) is left out rather than
+    /// stopping the caller; `verify` names it. An I/O error is an error.
     pub fn published_keys(&self) -> Result<Vec<PublicKey>> {
         let mut keys = Vec::new();
         for id in self.list_ids(ObjectKind::Key)? {
-            let bytes = self.read_verified(ObjectKind::Key, &id)?;
-            keys.push(PublicKeyObject::decode(&bytes, &format!("key {id}"))?);
+            let key = self
+                .read_verified(ObjectKind::Key, &id)
+                .and_then(|bytes| PublicKeyObject::decode(&bytes, &format!("key {id}")));
+            match key {
+                Ok(key) => keys.push(key),
+                Err(error @ StoreError::Io { .. }) => return Err(error),
+                Err(_) => {}
+            }
         }
         Ok(keys)
     }
@@ -267,6 +296,23 @@ impl Repository {
     }
 }
 
+/// The most a whole read of `kind` takes (docs/FORMAT.md section 15);
+/// packs are never read whole.
+pub fn whole_read_limit(kind: ObjectKind) -> Result<u64> {
+    Ok(match kind {
+        ObjectKind::Config => limits::MAX_CONFIG_SIZE,
+        ObjectKind::Key => limits::MAX_KEY_SIZE,
+        ObjectKind::Index => limits::MAX_INDEX_FILE_SIZE,
+        ObjectKind::Snapshot => limits::MAX_MANIFEST_SIZE,
+        ObjectKind::Forget | ObjectKind::Deletion => limits::MAX_RECORD_SIZE,
+        ObjectKind::Pack => {
+            return Err(StoreError::Invalid(
+                "packs are read in ranges, never whole".into(),
+            ));
+        }
+    })
+}
+
 impl Repository {
     /// Reads only a pack's header, with two ranged reads (trailer, then
     /// header), each bounded by the pack's listed size before it is made.
@@ -291,5 +337,83 @@ impl Repository {
             self.backend
                 .read_range(ObjectKind::Pack, &name, header_start, header_length)?;
         PackHeader::decode(&header, header_start, &object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::format::keys::{generate_signing_key, public_key_of};
+
+    fn repository(directory: &std::path::Path) -> Repository {
+        let key = generate_signing_key().unwrap();
+        Repository::init(
+            Arc::new(LocalBackend::new(directory)),
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_object_over_its_kinds_limit_is_refused_from_its_size_before_it_is_read() {
+        let directory = tempfile::tempdir().unwrap();
+        let repository = repository(directory.path());
+        // 1 TiB, sparse: reading any of it, let alone all, would show.
+        let id = Id::of(b"planted");
+        let path = directory.path().join("index").join(id.to_hex());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let error = repository.read_index_file(&id).unwrap_err().to_string();
+        assert!(
+            error.contains(&id.to_hex())
+                && error.contains("1099511627776 bytes, more than the 268435456")
+                && error.contains("not read"),
+            "{error}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Every kind read whole has its limit; packs are never read whole.
+        for kind in [
+            ObjectKind::Config,
+            ObjectKind::Key,
+            ObjectKind::Index,
+            ObjectKind::Snapshot,
+            ObjectKind::Forget,
+            ObjectKind::Deletion,
+        ] {
+            assert!(whole_read_limit(kind).unwrap() <= limits::MAX_INDEX_FILE_SIZE);
+        }
+        assert!(whole_read_limit(ObjectKind::Pack).is_err());
+    }
+
+    #[test]
+    fn writing_a_small_object_that_exists_with_other_bytes_is_reported() {
+        let directory = tempfile::tempdir().unwrap();
+        let repository = repository(directory.path());
+        let bytes = b"an index file's bytes".to_vec();
+        let id = repository.write_object(ObjectKind::Index, &bytes).unwrap();
+        // Written again with the same bytes: nothing to report.
+        assert_eq!(
+            repository.write_object(ObjectKind::Index, &bytes).unwrap(),
+            id
+        );
+        // Someone put other bytes under that name first.
+        let other = b"the next index file".to_vec();
+        let planted = directory.path().join("index").join(Id::of(&other).to_hex());
+        std::fs::write(&planted, b"planted").unwrap();
+        let error = repository
+            .write_object(ObjectKind::Index, &other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&Id::of(&other).to_hex()) && error.contains("other bytes"),
+            "{error}"
+        );
     }
 }

@@ -20,6 +20,7 @@ use super::unchanged::{
 };
 use crate::error::{Result, StoreError};
 use crate::format::chunking::FileChunking;
+use crate::format::limits::MAX_TREE_DEPTH;
 use crate::format::manifest::{
     ComponentKind, ComponentRecord, ComponentStats, Problem, RootMetadata, SnapshotBody,
 };
@@ -424,6 +425,15 @@ impl Walker<'_> {
         let mut entry = entry_from_metadata(name, &meta);
         let mut stats = ComponentStats::default();
         if file_type.is_dir() {
+            // Its tree would lie this many levels below the root tree.
+            let depth = relative.bytes().filter(|byte| *byte == b'/').count() + 1;
+            if depth > MAX_TREE_DEPTH {
+                self.problem(
+                    relative,
+                    format!("skipped: nests more than {MAX_TREE_DEPTH} directories deep, the most a reader accepts"),
+                );
+                return Ok(None);
+            }
             let parent = previous
                 .filter(|entry| entry.kind == EntryKind::Directory)
                 .and_then(|entry| entry.subtree)

@@ -36,7 +36,7 @@ use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::{IndexFile, PackEntry};
 use crate::format::keys::{PublicKey, SigningKey};
-use crate::format::pack::{BlobDecoder, BlobEntry, parse_pack};
+use crate::format::pack::{BlobDecoder, BlobEntry};
 use crate::format::records::{DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, SignedRecord};
 use crate::id::Id;
 use crate::index::IndexCache;
@@ -544,30 +544,36 @@ fn repack(
         &wanted,
     )?;
     for pack in &plan.repack {
-        let bytes = repository
-            .backend()
-            .read(ObjectKind::Pack, &pack.id.to_hex())?;
-        if Id::of(&bytes) != pack.id {
+        // Read in bounded windows, never whole; every blob copied is
+        // checked against its id on the way, and the pack against its
+        // name once it has been read to the end.
+        let header = repository.read_pack_header(&pack.id, pack.size)?;
+        let copied: Vec<BlobEntry> = header
+            .blobs
+            .into_iter()
+            .filter(|entry| survey.live.is_live(&entry.id) && !elsewhere.contains(&entry.id))
+            .collect();
+        let mut decoder = BlobDecoder::default();
+        let mut failure = None;
+        let scan = repository.scan_pack(&pack.id, pack.size, &copied, &mut |entry, stored| {
+            if failure.is_some() {
+                return;
+            }
+            let added = stored
+                .and_then(|stored| decoder.decode(entry, stored, &pack.id))
+                .and_then(|raw| writer.add(entry.kind, entry.id, &raw));
+            if let Err(error) = added {
+                failure = Some(error);
+            }
+        })?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if !scan.matches_name {
             return Err(StoreError::corrupt(
                 format!("pack {}", pack.id),
                 "content does not match its name; prune stopped before marking anything",
             ));
-        }
-        let header = parse_pack(&bytes, &pack.id)?;
-        let mut decoder = BlobDecoder::default();
-        for entry in header
-            .blobs
-            .iter()
-            .filter(|entry| survey.live.is_live(&entry.id) && !elsewhere.contains(&entry.id))
-        {
-            let start = entry.offset as usize;
-            let stored = bytes
-                .get(start..start + entry.length as usize)
-                .ok_or_else(|| {
-                    StoreError::corrupt(format!("pack {}", pack.id), "blob past the end")
-                })?;
-            let raw = decoder.decode(entry, stored, &pack.id)?;
-            writer.add(entry.kind, entry.id, &raw)?;
         }
         progress.advance(Amount {
             bytes: pack.size,

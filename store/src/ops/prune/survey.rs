@@ -11,7 +11,7 @@ use crate::format::keys::PublicKey;
 use crate::format::pack::{BlobEntry, BlobKind, stored_shares};
 use crate::format::tree::{Tree, TreeEntry};
 use crate::id::Id;
-use crate::ops::walk::{Flow, TreeVisitor, TreeWalk, Walked};
+use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk, Walked};
 use crate::progress::{Amount, Phase, Progress};
 use crate::repository::Repository;
 use crate::repository::{ReadMark, read_marks};
@@ -80,6 +80,11 @@ struct LiveWalk<'a> {
 
 impl TreeVisitor for LiveWalk<'_> {
     type Error = StoreError;
+
+    /// A tree passed by would leave its blobs unmarked: the prune stops.
+    fn refused(&mut self, id: &Id, path: &str, refusal: Refusal) -> Result<()> {
+        Err(refusal.error(id, path))
+    }
 
     fn enter(&mut self, id: &Id, _: &str) -> Result<Flow> {
         if self.trees.contains_key(id) && self.live.mark_live(id) {

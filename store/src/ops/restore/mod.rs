@@ -53,6 +53,8 @@
 
 pub(crate) mod execute;
 pub(crate) mod fetch;
+#[cfg(test)]
+mod hostile_journal;
 pub(crate) mod output;
 pub(crate) mod pipeline;
 pub(crate) mod place;

@@ -32,7 +32,7 @@ use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::{chunking_of_file, join_relative};
-use crate::ops::walk::{Flow, TreeVisitor, TreeWalk};
+use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk, entry_budget};
 use crate::repository::Repository;
 use cairn_chunker::ChunkStream;
 use rayon::prelude::*;
@@ -275,7 +275,8 @@ impl Planner<'_> {
                     _ => {}
                 }
                 let trees = self.prefetch_trees(&component.tree, &mut plan);
-                self.plan_directory(&component.tree, destination, &trees, &mut plan);
+                let budget = entry_budget(&component.stats);
+                self.plan_directory(&component.tree, destination, &trees, budget, &mut plan);
             }
             ComponentKind::File | ComponentKind::Sqlite | ComponentKind::Command => {
                 let tree = self
@@ -387,6 +388,7 @@ impl Planner<'_> {
         tree_id: &Id,
         directory: &Path,
         trees: &HashMap<Id, Tree>,
+        budget: u64,
         plan: &mut ComponentPlan,
     ) {
         let mut planning = DirectoryPlanning {
@@ -404,6 +406,7 @@ impl Planner<'_> {
         let walked = TreeWalk::new()
             .with_paths()
             .in_order()
+            .within(budget)
             .walk([(*tree_id, String::new())], &mut planning);
         match walked {
             Ok(_) => {}
@@ -595,6 +598,19 @@ impl DirectoryPlanning<'_, '_> {
     }
 }
 
+impl DirectoryPlanning<'_, '_> {
+    /// Notes `directory`'s tree as one that cannot be restored, and why.
+    fn unreadable(&mut self, directory: &Directory, error: StoreError) {
+        let shown = if directory.relative.is_empty() {
+            "/"
+        } else {
+            directory.relative.as_str()
+        };
+        self.plan.unreadable.push((shown.into(), error.to_string()));
+        self.subtree_done(directory);
+    }
+}
+
 impl TreeVisitor for DirectoryPlanning<'_, '_> {
     type Error = std::convert::Infallible;
 
@@ -616,16 +632,23 @@ impl TreeVisitor for DirectoryPlanning<'_, '_> {
                 Ok(Some(tree))
             }
             Err(error) => {
-                let shown = if directory.relative.is_empty() {
-                    "/"
-                } else {
-                    directory.relative.as_str()
-                };
-                self.plan.unreadable.push((shown.into(), error.to_string()));
-                self.subtree_done(&directory);
+                self.unreadable(&directory, error);
                 Ok(None)
             }
         }
+    }
+
+    /// A tree the walk will not go into is left out as an unreadable one.
+    fn refused(
+        &mut self,
+        tree_id: &Id,
+        path: &str,
+        refusal: Refusal,
+    ) -> std::result::Result<(), Self::Error> {
+        if let Some(directory) = self.next.take() {
+            self.unreadable(&directory, refusal.error(tree_id, path));
+        }
+        Ok(())
     }
 
     fn entry(&mut self, entry: &TreeEntry, path: &str) -> std::result::Result<Flow, Self::Error> {

@@ -346,7 +346,9 @@ pub fn read_file_bytes(
     index: &dyn IndexCache,
     entry: &TreeEntry,
 ) -> Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(entry.size as usize);
+    // The recorded size is a claim: it sizes nothing up front beyond a
+    // little, and the bytes may not grow past it.
+    let mut bytes = Vec::with_capacity(entry.size.min(1 << 20) as usize);
     let mut cache: HashMap<Id, Vec<u8>> = HashMap::new();
     let mut decoder = BlobDecoder::default();
     for id in entry.chunks.as_deref().unwrap_or_default() {
@@ -355,6 +357,15 @@ pub fn read_file_bytes(
             cache.insert(*id, repository.read_blob_with(&mut decoder, &location)?);
         }
         bytes.extend_from_slice(&cache[id]);
+        if bytes.len() as u64 > entry.size {
+            return Err(StoreError::corrupt(
+                format!("file {}", entry.display_name()),
+                format!(
+                    "its chunks hold more than its recorded {} bytes",
+                    entry.size
+                ),
+            ));
+        }
     }
     if entry.hash != Some(Id::of(&bytes)) {
         return Err(StoreError::corrupt(
