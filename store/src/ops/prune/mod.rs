@@ -173,6 +173,10 @@ pub struct PrunePlan {
     pub waiting_marks: Vec<(Id, String, usize)>,
     /// Marks not signed by a trusted key, or unreadable: never acted on.
     pub ignored_marks: Vec<(Id, String)>,
+    /// Manifests that cannot be read (not what their name says, or not a
+    /// manifest): they name no tree that can be known, so they keep
+    /// nothing alive and stop nothing; reported by id.
+    pub ignored_snapshots: Vec<(Id, String)>,
     /// Phase one: packs with no live blob, to be marked.
     pub mark_unused: Vec<PackUse>,
     /// Phase one: packs to repack (live blobs copied), then mark.
@@ -283,7 +287,7 @@ pub fn prune(
             crate::ops::common::host_name(),
             packs,
         );
-        let record = SignedRecord::sign(&mark, DELETION_DOMAIN, key);
+        let record = SignedRecord::sign(&mark, DELETION_DOMAIN, repository.id(), key);
         outcome.mark_written =
             Some(repository.write_object(ObjectKind::Deletion, &record.encode())?);
     }

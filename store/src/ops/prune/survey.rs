@@ -145,8 +145,11 @@ pub(super) fn survey(
     for (id, why) in unreadable {
         plan.ignored_marks.push((id, format!("unreadable: {why}")));
     }
+    // Every decodable manifest keeps its trees alive, trusted or not (the
+    // safe direction). One that cannot be decoded names no tree anyone
+    // could restore, so it keeps nothing alive; stopping here would let
+    // one planted object block every prune, so it is reported and passed.
     let mut roots = Vec::new();
-    let mut damage = Vec::new();
     for id in repository.list_ids(ObjectKind::Snapshot)? {
         let body = repository
             .read_manifest(&id)
@@ -154,12 +157,13 @@ pub(super) fn survey(
         match body {
             Ok(body) => roots.push(body.components.iter().map(|c| c.tree).collect::<Vec<_>>()),
             Err(StoreError::Missing { .. }) => continue,
-            Err(error) => damage.push(format!("snapshot {id} cannot be read ({error})")),
+            Err(error @ StoreError::Io { .. }) => return Err(error),
+            Err(error) => {
+                plan.ignored_snapshots.push((id, error.to_string()));
+                continue;
+            }
         }
         plan.snapshots += 1;
-    }
-    if !damage.is_empty() {
-        return Err(damage_error(&damage));
     }
     // Index files are read after the manifests, so every blob those
     // manifests need is in a file read here (backups index before they
@@ -222,7 +226,7 @@ pub(super) fn survey(
         repository,
         trees: &trees,
         live: BlobSet::new(ids),
-        damage,
+        damage: Vec::new(),
         bytes_read: 0,
     };
     let mut walk = TreeWalk::new().skipping_seen();
