@@ -296,6 +296,24 @@ impl SignedManifest {
     }
 }
 
+/// Whether `bytes`, which this cairn cannot read as a manifest, declare an
+/// envelope or body version newer than it reads: then a newer writer made
+/// them (not garbage), and what they name must not be taken for dead.
+pub fn from_a_newer_writer(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Declared {
+        version: u32,
+        #[serde(default, with = "serde_bytes")]
+        body: Vec<u8>,
+    }
+    let Ok(envelope) = from_cbor::<Declared>(bytes, "manifest") else {
+        return false;
+    };
+    envelope.version > crate::format::seal::ENVELOPE_VERSION
+        || from_cbor::<Declared>(&envelope.body, "manifest body")
+            .is_ok_and(|body| body.version > BODY_VERSION)
+}
+
 /// Component names: `[a-z0-9_.-]+`, not `.` or `..`, at most 64 bytes.
 pub fn check_component_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
@@ -373,5 +391,19 @@ mod tests {
             tampered.verify(&here, &trusted),
             Err(TrustFailure::BadSignature)
         );
+    }
+
+    #[test]
+    fn only_a_newer_version_counts_as_a_newer_writer() {
+        let key = generate_signing_key().unwrap();
+        let mut manifest = SignedManifest::sign(&body(), &Id([1; 32]), &key);
+        assert!(!from_a_newer_writer(b"garbage"));
+        assert!(!from_a_newer_writer(&manifest.encode()));
+        manifest.version = crate::format::seal::ENVELOPE_VERSION + 1;
+        assert!(from_a_newer_writer(&manifest.encode()));
+        let mut newer_body = body();
+        newer_body.version = BODY_VERSION + 1;
+        let manifest = SignedManifest::sign(&newer_body, &Id([1; 32]), &key);
+        assert!(from_a_newer_writer(&manifest.encode()));
     }
 }

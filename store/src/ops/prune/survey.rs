@@ -8,6 +8,7 @@ use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::{BlobLocation, IndexFile};
 use crate::format::keys::PublicKey;
+use crate::format::manifest::{SignedManifest, from_a_newer_writer};
 use crate::format::pack::{BlobEntry, BlobKind, stored_shares};
 use crate::format::tree::{Tree, TreeEntry};
 use crate::id::Id;
@@ -146,24 +147,40 @@ pub(super) fn survey(
         plan.ignored_marks.push((id, format!("unreadable: {why}")));
     }
     // Every decodable manifest keeps its trees alive, trusted or not (the
-    // safe direction). One that cannot be decoded names no tree anyone
-    // could restore, so it keeps nothing alive; stopping here would let
-    // one planted object block every prune, so it is reported and passed.
+    // safe direction). Bytes that hash to their name but are no manifest
+    // were never written by a cairn (damage would break the hash): they
+    // name no tree anyone could restore, keep nothing alive and are
+    // reported and passed, so one planted object cannot block every prune.
+    // A manifest that no longer matches its name (a damaged real one?) or
+    // that a newer cairn wrote may need data: the prune stops, as before.
     let mut roots = Vec::new();
+    let mut damage = Vec::new();
     for id in repository.list_ids(ObjectKind::Snapshot)? {
-        let body = repository
-            .read_manifest(&id)
+        let bytes = match repository.read_verified(ObjectKind::Snapshot, &id) {
+            Ok(bytes) => bytes,
+            Err(StoreError::Missing { .. }) => continue,
+            Err(error @ StoreError::Io { .. }) => return Err(error),
+            Err(error) => {
+                damage.push(format!("snapshot {id} cannot be read ({error})"));
+                continue;
+            }
+        };
+        let body = SignedManifest::decode(&bytes, &format!("snapshot {id}"))
             .and_then(|manifest| manifest.body_unverified());
         match body {
             Ok(body) => roots.push(body.components.iter().map(|c| c.tree).collect::<Vec<_>>()),
-            Err(StoreError::Missing { .. }) => continue,
-            Err(error @ StoreError::Io { .. }) => return Err(error),
+            Err(error) if from_a_newer_writer(&bytes) => damage.push(format!(
+                "snapshot {id} was written by a newer cairn ({error}); prune with that version"
+            )),
             Err(error) => {
                 plan.ignored_snapshots.push((id, error.to_string()));
                 continue;
             }
         }
         plan.snapshots += 1;
+    }
+    if !damage.is_empty() {
+        return Err(damage_error(&damage));
     }
     // Index files are read after the manifests, so every blob those
     // manifests need is in a file read here (backups index before they
@@ -226,7 +243,7 @@ pub(super) fn survey(
         repository,
         trees: &trees,
         live: BlobSet::new(ids),
-        damage: Vec::new(),
+        damage,
         bytes_read: 0,
     };
     let mut walk = TreeWalk::new().skipping_seen();
