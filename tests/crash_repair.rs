@@ -114,7 +114,10 @@ fn pack_names(repo: &Path) -> BTreeSet<String> {
 /// repository back as it was on purpose, which is not a roll-back.
 fn link_copy(workspace: &Workspace, from: &Path, to: &Path) {
     for memory in walk(&workspace.path("cache")) {
-        if memory.file_name().is_some_and(|name| name == "newest-seen.json") {
+        if memory
+            .file_name()
+            .is_some_and(|name| name == "newest-seen.json")
+        {
             fs::remove_file(&memory).unwrap();
         }
     }
