@@ -425,3 +425,64 @@ fn finding_8_undecodable_planted_manifest_blocks_nothing() {
     );
     assert_same_tree(&docs, &target.join("docs"));
 }
+
+#[test]
+fn finding_3_replaced_config_naming_another_repository_is_refused() {
+    let workspace = Workspace::new();
+    let (a, b) = (workspace.path("a"), workspace.path("b"));
+    let key = init(&workspace, &a, &[]);
+    at(
+        &workspace,
+        &b,
+        ["--key-file", key.to_str().unwrap(), "init"],
+    )
+    .ok();
+    let docs = workspace.path("docs");
+    write(&docs.join("a.txt"), b"a's data");
+    backup(&workspace, &a, &[&docs]);
+    // The attacker gives A the config (so the id) of B, which trusts the
+    // same key, so that B's signed objects would pass in A.
+    fs::remove_file(a.join("config")).unwrap();
+    fs::copy(b.join("config"), a.join("config")).unwrap();
+    let run = at(&workspace, &a, ["snapshots"]);
+    assert_ne!(run.code, 0, "a replaced config was accepted");
+    assert!(
+        run.stderr.contains("replaced") && run.stderr.contains("repositories"),
+        "the refusal does not say why or which pin: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn finding_3_legacy_global_trust_serves_only_until_the_repository_has_its_own() {
+    let workspace = Workspace::new();
+    let repo = workspace.repo();
+    init(&workspace, &repo, &[]);
+    let docs = workspace.path("docs");
+    write(&docs.join("a.txt"), b"data");
+    backup(&workspace, &repo, &[&docs]);
+    // Trust as an older cairn kept it: one global list, trusted/<key>.
+    let trusted = workspace.path("config/trusted");
+    let own = walk(&trusted)
+        .into_iter()
+        .find(|path| path.is_file())
+        .unwrap();
+    let key = own.file_name().unwrap().to_str().unwrap().to_string();
+    fs::rename(&own, trusted.join(&key)).unwrap();
+    fs::remove_dir(own.parent().unwrap()).unwrap();
+
+    let target = workspace.path("out");
+    let (_, warnings) = restore_latest(&workspace, &repo, &target, &[]);
+    assert!(
+        warnings.contains("trust"),
+        "no word of the legacy list: {warnings}"
+    );
+    assert_same_tree(&docs, &target.join("docs"));
+    at(&workspace, &repo, ["trust", &key]).ok();
+    let run = at(&workspace, &repo, ["snapshots"]).ok();
+    assert!(!run.stderr.contains("older cairn"), "{}", run.stderr);
+    // Its own list now serves it, without the legacy file.
+    fs::remove_file(trusted.join(&key)).unwrap();
+    let listing = at(&workspace, &repo, ["--json", "snapshots"]).ok().json();
+    assert_eq!(listing["snapshots"][0]["trusted"], true, "{listing}");
+}
