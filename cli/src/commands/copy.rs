@@ -159,8 +159,9 @@ fn print_text(args: &CopyArgs, outcome: &CopyOutcome) {
             Some(reason) => println!("{result:<20} {}{when}: {reason}", snapshot.id.short()),
             None if matches!(snapshot.result, CopyResult::Copied | CopyResult::WouldCopy) => {
                 println!(
-                    "{result:<20} {}{when}: {} blobs copied, {} already present, {} read",
+                    "{result:<20} {} as {}{when}: {} blobs copied, {} already present, {} read",
                     snapshot.id.short(),
+                    snapshot.target_id.short(),
                     snapshot.blobs_copied,
                     snapshot.blobs_present,
                     bytes(snapshot.bytes_read)
