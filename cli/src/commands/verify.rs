@@ -36,7 +36,11 @@ fn audit(
     let snapshots = args
         .snapshots
         .iter()
-        .map(|spec| repository.resolve_snapshot(spec, &trusted))
+        .map(|spec| {
+            let (id, passed_over) = repository.resolve_snapshot_reporting(spec, &trusted)?;
+            super::warn_passed_over(&passed_over);
+            Ok::<_, cairn_store::StoreError>(id)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let options = VerifyOptions {
         data,
