@@ -486,3 +486,92 @@ fn finding_3_legacy_global_trust_serves_only_until_the_repository_has_its_own() 
     let listing = at(&workspace, &repo, ["--json", "snapshots"]).ok().json();
     assert_eq!(listing["snapshots"][0]["trusted"], true, "{listing}");
 }
+
+/// Rewrites `snapshot`'s manifest as a cairn before envelope version 2
+/// wrote it (no repository, `domain || body` signed) with `key`; returns
+/// the legacy manifest's id. The version-2 manifest is removed.
+fn make_legacy(repo: &Path, snapshot: &str, key: &SigningKey) -> String {
+    use cairn_store::format::seal::{Envelope, LEGACY_ENVELOPE_VERSION};
+    use ed25519_dalek::Signer;
+    let path = repo.join("snapshots").join(snapshot);
+    let current = Envelope::decode(&fs::read(&path).unwrap(), "manifest").unwrap();
+    let mut message = cairn_store::format::manifest::SIGNING_DOMAIN.to_vec();
+    message.extend_from_slice(&current.body);
+    let legacy = Envelope {
+        version: LEGACY_ENVELOPE_VERSION,
+        repository: None,
+        signature: key.sign(&message).to_bytes(),
+        ..current
+    };
+    let bytes = legacy.encode();
+    let id = Id::of(&bytes).to_hex();
+    fs::write(repo.join("snapshots").join(&id), &bytes).unwrap();
+    fs::remove_file(&path).unwrap();
+    id
+}
+
+#[test]
+fn finding_3_a_repository_written_before_envelope_version_2_still_opens() {
+    let workspace = Workspace::new();
+    let (a, b) = (workspace.path("a"), workspace.path("b"));
+    let key_file = init(&workspace, &a, &[]);
+    let key = cairn_store::keystore::read_secret_key(&key_file).unwrap();
+    let docs = workspace.path("docs");
+    write(&docs.join("a.txt"), b"written long ago");
+    let (snapshot, _) = backup(&workspace, &a, &[&docs]);
+    let legacy = make_legacy(&a, &snapshot, &key);
+
+    // Read as before: trusted, latest, restorable, verified clean.
+    let target = workspace.path("out");
+    let (restored, _) = restore_latest(&workspace, &a, &target, &[]);
+    assert_eq!(restored, legacy);
+    assert_same_tree(&docs, &target.join("docs"));
+    // (The version-2 manifest it replaced is gone, which this machine
+    // reports as a roll-back: that is the only finding.)
+    let (_, report) = workspace_verify(&workspace, &a);
+    let kinds: Vec<&Value> = findings(&report).iter().map(|f| &f["kind"]).collect();
+    assert!(
+        kinds.iter().all(|kind| *kind == "rolled-back"),
+        "{}",
+        brief(&report)
+    );
+    let (listing, _) = listed(&workspace, &a);
+    assert_eq!(listing["snapshots"][0]["trusted"], true, "{listing}");
+
+    // A target that an older cairn copied it into (the same object) holds
+    // it already: copying again adds no second snapshot.
+    at(
+        &workspace,
+        &b,
+        [
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "init",
+            "--like",
+            a.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    fs::create_dir_all(b.join("snapshots")).unwrap();
+    fs::copy(
+        a.join("snapshots").join(&legacy),
+        b.join("snapshots").join(&legacy),
+    )
+    .unwrap();
+    let report = workspace
+        .cairn([
+            "--json",
+            "copy",
+            "--from",
+            a.to_str().unwrap(),
+            "--to",
+            b.to_str().unwrap(),
+            &legacy,
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        report["snapshots"][0]["result"], "already-present",
+        "{report}"
+    );
+}

@@ -310,16 +310,18 @@ fn select(
     if options.snapshots.is_empty() {
         for id in source.list_ids(ObjectKind::Snapshot)? {
             match read_candidate(source, target, key, &id) {
-                Ok((candidate, _)) if in_target.contains(&candidate.target_id) => {}
+                Ok((candidate, manifest)) if present_in(&in_target, &candidate, &manifest) => {}
                 Ok((candidate, manifest)) => {
                     let target_id = candidate.target_id;
                     match manifest.verify(source.id(), trusted.source) {
-                        Ok(()) if forgotten.contains(&target_id) => skipped.push(skip(
-                            id,
-                            target_id,
-                            Some(candidate.body),
-                            CopyResult::ForgottenInTarget,
-                        )),
+                        Ok(()) if present_in(&forgotten, &candidate, &manifest) => {
+                            skipped.push(skip(
+                                id,
+                                target_id,
+                                Some(candidate.body),
+                                CopyResult::ForgottenInTarget,
+                            ))
+                        }
                         Ok(()) => candidates.push(candidate),
                         Err(
                             failure @ (TrustFailure::UntrustedSigner(_)
@@ -362,14 +364,14 @@ fn select(
                 &format!("snapshot {id} in {}", source.backend().location()),
             )?;
             let target_id = candidate.target_id;
-            if in_target.contains(&target_id) {
+            if present_in(&in_target, &candidate, &manifest) {
                 skipped.push(skip(
                     id,
                     target_id,
                     Some(candidate.body),
                     CopyResult::AlreadyPresent,
                 ));
-            } else if forgotten.contains(&target_id) {
+            } else if present_in(&forgotten, &candidate, &manifest) {
                 skipped.push(skip(
                     id,
                     target_id,
@@ -383,6 +385,15 @@ fn select(
     }
     candidates.sort_by(|a, b| (&a.body.time, a.id).cmp(&(&b.body.time, b.id)));
     Ok((candidates, skipped))
+}
+
+/// Whether `ids` (the target's snapshots, or those its forget records
+/// name) hold the snapshot: its manifest signed for the target, or (for a
+/// version-1 manifest, which names no repository) the very same object, as
+/// a cairn before envelope version 2 copied it.
+fn present_in(ids: &HashSet<Id>, candidate: &Candidate, manifest: &SignedManifest) -> bool {
+    ids.contains(&candidate.target_id)
+        || (manifest.repository.is_none() && ids.contains(&candidate.id))
 }
 
 /// Reads a manifest (checked against its name), decodes it and signs its
