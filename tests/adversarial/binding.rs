@@ -403,6 +403,9 @@ fn finding_8_undecodable_planted_manifest_blocks_nothing() {
     let garbage = b"not a manifest at all".to_vec();
     let planted = Id::of(&garbage).to_hex();
     fs::write(repo.join("snapshots").join(&planted), &garbage).unwrap();
+    // And one under a name its bytes do not hash to.
+    let misnamed = Id::of(b"another name").to_hex();
+    fs::write(repo.join("snapshots").join(&misnamed), &garbage).unwrap();
 
     let target = workspace.path("out");
     let (restored, warnings) = restore_latest(&workspace, &repo, &target, &[]);
@@ -411,13 +414,19 @@ fn finding_8_undecodable_planted_manifest_blocks_nothing() {
         warnings.contains(&planted),
         "restore does not name it: {warnings}"
     );
-    let pruned = at(&workspace, &repo, ["prune"]).ok();
     assert!(
-        format!("{}{}", pruned.stdout, pruned.stderr).contains(&planted),
-        "prune does not name it: {}{}",
-        pruned.stdout,
-        pruned.stderr
+        warnings.contains(&misnamed),
+        "restore does not name it: {warnings}"
     );
+    let pruned = at(&workspace, &repo, ["prune"]).ok();
+    for name in [&planted, &misnamed] {
+        assert!(
+            format!("{}{}", pruned.stdout, pruned.stderr).contains(name.as_str()),
+            "prune does not name {name}: {}{}",
+            pruned.stdout,
+            pruned.stderr
+        );
+    }
     let (listing, warnings) = listed(&workspace, &repo);
     assert!(
         listing.to_string().contains(&planted) || warnings.contains(&planted),

@@ -159,6 +159,9 @@ pub fn report_json(outcome: &PruneOutcome, dry_run: bool) -> serde_json::Value {
         "ignored_snapshots": plan.ignored_snapshots.iter()
             .map(|(id, why)| json!({"snapshot": id.to_hex(), "why": why}))
             .collect::<Vec<_>>(),
+        "unsure_snapshots": plan.unsure_snapshots.iter()
+            .map(|(id, why)| json!({"snapshot": id.to_hex(), "why": why}))
+            .collect::<Vec<_>>(),
         "mark_unused": packs_json(&plan.mark_unused),
         "repack": packs_json(&plan.repack),
         "young_packs": plan.young_packs,
@@ -212,6 +215,11 @@ fn print_report(outcome: &PruneOutcome, dry_run: bool) {
     }
     for (snapshot, why) in &plan.ignored_snapshots {
         eprintln!("cairn: warning: snapshot {snapshot} ignored (it keeps nothing alive): {why}");
+    }
+    for (snapshot, why) in &plan.unsure_snapshots {
+        eprintln!(
+            "cairn: warning: snapshot {snapshot} {why}: nothing new is marked or repacked while it is there (due marks are still carried out); run `cairn verify`, then restore it from a replica or remove it"
+        );
     }
     println!(
         "phase 1: {would}mark {} unused pack(s) and repack {} pack(s) ({} of live data to rewrite); {} to be freed after the grace period",
