@@ -165,8 +165,11 @@ fn sample_manifest() -> Vec<u8> {
         problems: vec![],
         cairn_version: "test".into(),
     };
-    SignedManifest::sign(&body, &generate_signing_key().unwrap()).encode()
+    SignedManifest::sign(&body, &SAMPLE_REPOSITORY, &generate_signing_key().unwrap()).encode()
 }
+
+/// The repository the sample manifest is signed for.
+const SAMPLE_REPOSITORY: Id = Id([7; 32]);
 
 /// Runs every decoder on `bytes`; only a panic fails.
 fn decode_everything(bytes: &[u8]) {
@@ -197,7 +200,7 @@ fn decode_everything(bytes: &[u8]) {
     let _ = Tree::decode(bytes, "tree");
     if let Ok(manifest) = SignedManifest::decode(bytes, "manifest") {
         let _ = manifest.body_unverified();
-        let _ = manifest.verify(&[]);
+        let _ = manifest.verify(&SAMPLE_REPOSITORY, &[]);
     }
     if let Ok(index) = IndexFile::decode(bytes, "index") {
         for pack in &index.packs {
@@ -330,7 +333,7 @@ fn every_single_byte_flip_of_a_manifest_is_caught() {
         bytes[at] ^= 0x01;
         if let Ok(manifest) = SignedManifest::decode(&bytes, "m") {
             assert!(
-                manifest.verify(&[signer]).is_err(),
+                manifest.verify(&SAMPLE_REPOSITORY, &[signer]).is_err(),
                 "flipping byte {at} left a manifest that verifies"
             );
         }

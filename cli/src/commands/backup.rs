@@ -218,8 +218,6 @@ fn run_backup(
         labels,
         host,
         force_read: args.force_read,
-        // Parents must be signed by a key trusted here (or our own).
-        trusted: cairn_store::keystore::TrustStore::new(&context.config_dir()?).trusted_keys()?,
     };
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.
@@ -232,6 +230,7 @@ fn run_backup(
     let outcome = backup_with_progress(&target.destination(), &options, &progress);
     progress.finish();
     let outcome = outcome?;
+    remember(context, &target.repository, &outcome);
     let failed = outcome.failed_component_names();
     record_metrics(metrics, &outcome);
     let body = &outcome.body;
@@ -352,6 +351,28 @@ struct OpenedTarget {
     key: SigningKey,
 }
 
+/// Remembers the snapshot just written as the newest of its group, so that
+/// its disappearance is noticed (roll-back detection). Only a cache: a
+/// failure is said and costs nothing else.
+fn remember(context: &Context, repository: &Repository, outcome: &BackupOutcome) {
+    let remembered = context
+        .rollback_memory(repository)
+        .and_then(|path| match path {
+            Some(path) => Ok(cairn_store::ops::rollback::remember(
+                &path,
+                repository.id(),
+                outcome.snapshot,
+                &outcome.body,
+            )?),
+            None => Ok(()),
+        });
+    if let Err(error) = remembered {
+        eprintln!(
+            "cairn: warning: cannot remember the new snapshot for roll-back detection: {error:#}"
+        );
+    }
+}
+
 fn open_target(context: &Context, location: &str) -> Result<OpenedTarget> {
     let repository = context.open_repository_at(location)?;
     let key = context.signing_key(&repository)?;
@@ -407,6 +428,11 @@ fn run_backup_to_each(
     let outcome = backup_into_targets(targets, options, &progress);
     progress.finish();
     let outcome = outcome?;
+    for (target, (_, result)) in opened.iter().zip(&outcome.repositories) {
+        if let (Ok(target), Ok(done)) = (target, result) {
+            remember(context, &target.repository, done);
+        }
+    }
     let first = outcome.first();
     if let Some(first) = first {
         record_metrics(metrics, first);

@@ -146,9 +146,9 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let locations = context.repository_locations()?;
     let repository = context.open_repository_at(&locations[0])?;
     let trusted = if args.allow_untrusted {
-        context.trusted_keys().unwrap_or_default()
+        context.trusted_keys(&repository).unwrap_or_default()
     } else {
-        context.trusted_keys()?
+        context.trusted_keys(&repository)?
     };
     let request = RestoreRequest {
         snapshot: args.snapshot.clone(),
@@ -166,6 +166,8 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         },
     };
     let checked = check_snapshot(&repository, &request)?;
+    super::warn_passed_over(&checked.passed_over);
+    super::warn_rolled_back(&super::rolled_back(context, &repository, &request.trusted));
     let opened = context.open_index(&repository)?;
     let others = open_fallbacks(context, &locations[1..]);
     let fallbacks: Vec<Fallback> = others

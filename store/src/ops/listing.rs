@@ -37,7 +37,7 @@ pub fn list_snapshots(
                 id,
                 body,
                 trusted: manifest
-                    .verify(trusted)
+                    .verify(repository.id(), trusted)
                     .map_err(|failure| failure.to_string()),
             }),
             Err(error) => broken.push((id, error.to_string())),

@@ -147,7 +147,7 @@ pub fn repair_snapshots(
         // to report.
         let Ok(body) = repository
             .read_manifest(&id)
-            .and_then(|manifest| manifest.verified_body(trusted, "snapshot"))
+            .and_then(|manifest| manifest.verified_body(repository.id(), trusted, "snapshot"))
         else {
             continue;
         };
@@ -183,7 +183,7 @@ pub fn repair_snapshots(
         new_body
             .labels
             .insert(REPAIRED_FROM_LABEL.into(), id.to_hex());
-        let manifest = SignedManifest::sign(&new_body, key);
+        let manifest = SignedManifest::sign(&new_body, repository.id(), key);
         let new_id = repository.write_object(ObjectKind::Snapshot, &manifest.encode())?;
         repaired.push(RepairedSnapshot {
             original: id,

@@ -17,7 +17,7 @@ use crate::format::config::{CONFIG_NAME, RepositoryConfig};
 use crate::format::index::{BlobLocation, IndexFile};
 use crate::format::keys::{PublicKey, PublicKeyObject};
 use crate::format::limits;
-use crate::format::manifest::SignedManifest;
+use crate::format::manifest::{SAFETY_TAG, SignedManifest};
 use crate::format::pack::{BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer};
 use crate::id::Id;
 use cairn_chunker::ChunkerParams;
@@ -225,58 +225,24 @@ impl Repository {
         decoder.decode(&location.entry, &stored, &location.pack)
     }
 
-    /// Resolves `latest` (the newest snapshot that is not a restore's
-    /// safety snapshot), a full id or a unique prefix of at least 4 hex
-    /// digits to a snapshot id.
-    pub fn resolve_snapshot(&self, spec: &str) -> Result<Id> {
-        self.resolve_snapshot_trusted(spec, None)
+    /// Resolves `latest`, a full id or a unique prefix of at least 4 hex
+    /// digits to a snapshot id; see [`Repository::latest_snapshot`].
+    pub fn resolve_snapshot(&self, spec: &str, trusted: &[PublicKey]) -> Result<Id> {
+        self.resolve_snapshot_reporting(spec, trusted)
+            .map(|(id, _)| id)
     }
 
-    /// As [`Repository::resolve_snapshot`]; with `trusted`, `latest` skips
-    /// snapshots not validly signed by one of those keys, so a planted
-    /// manifest cannot become "latest".
-    pub fn resolve_snapshot_trusted(
+    /// As [`Repository::resolve_snapshot`], with the manifests `latest`
+    /// passed over (none for an id or prefix).
+    pub fn resolve_snapshot_reporting(
         &self,
         spec: &str,
-        trusted: Option<&[PublicKey]>,
-    ) -> Result<Id> {
-        let ids = self.list_ids(ObjectKind::Snapshot)?;
+        trusted: &[PublicKey],
+    ) -> Result<(Id, Vec<SkippedSnapshot>)> {
         if spec == "latest" {
-            let mut newest: Option<(String, Id)> = None;
-            for id in ids {
-                // Skipping an unreadable manifest could pick an older
-                // snapshot than the user means; refuse and say why.
-                let manifest = self.read_manifest(&id).map_err(|error| {
-                    StoreError::Invalid(format!(
-                        "cannot tell which snapshot is latest: {error}; name a snapshot id instead"
-                    ))
-                })?;
-                if let Some(trusted) = trusted
-                    && manifest.verify(trusted).is_err()
-                {
-                    continue;
-                }
-                let body = manifest.body_unverified().map_err(|error| {
-                    StoreError::Invalid(format!(
-                        "cannot tell which snapshot is latest: {error}; name a snapshot id instead"
-                    ))
-                })?;
-                if body
-                    .tags
-                    .iter()
-                    .any(|tag| tag == crate::format::manifest::SAFETY_TAG)
-                {
-                    continue;
-                }
-                let time = body.time;
-                if newest.as_ref().is_none_or(|(best, _)| time > *best) {
-                    newest = Some((time, id));
-                }
-            }
-            return newest
-                .map(|(_, id)| id)
-                .ok_or_else(|| StoreError::SnapshotNotFound(spec.into()));
+            return self.latest_snapshot(trusted);
         }
+        let ids = self.list_ids(ObjectKind::Snapshot)?;
         let prefix = spec.to_ascii_lowercase();
         if prefix.len() < 4 || !prefix.bytes().all(|byte| byte.is_ascii_hexdigit()) {
             return Err(StoreError::SnapshotNotFound(spec.into()));
@@ -287,7 +253,7 @@ impl Repository {
             .collect();
         match matching.len() {
             0 => Err(StoreError::SnapshotNotFound(spec.into())),
-            1 => Ok(matching[0]),
+            1 => Ok((matching[0], Vec::new())),
             count => Err(StoreError::AmbiguousSnapshot {
                 prefix: spec.into(),
                 count,
@@ -311,6 +277,89 @@ pub fn whole_read_limit(kind: ObjectKind) -> Result<u64> {
             ));
         }
     })
+}
+
+impl Repository {
+    /// `latest`: the newest snapshot, by its signed time, among the
+    /// manifests of this repository validly signed by a key in `trusted`
+    /// (the keys trusted for it), leaving out restores' safety snapshots.
+    /// Whatever a caller allows elsewhere, nothing else can become
+    /// `latest`: an unreadable, unsigned, untrusted or other repository's
+    /// manifest, or one dated more than [`FUTURE_TOLERANCE_SECONDS`] ahead
+    /// of this machine's clock (which would stay `latest` for good), is
+    /// passed over and returned with why, for the caller to report.
+    pub fn latest_snapshot(&self, trusted: &[PublicKey]) -> Result<(Id, Vec<SkippedSnapshot>)> {
+        let now = jiff::Timestamp::now();
+        let mut skipped = Vec::new();
+        let mut newest: Option<(jiff::Timestamp, Id)> = None;
+        for id in self.list_ids(ObjectKind::Snapshot)? {
+            let body = match self.read_manifest(&id).and_then(|manifest| {
+                manifest.verified_body(self.id(), trusted, &format!("snapshot {id}"))
+            }) {
+                Ok(body) => body,
+                // Deleted (by a forget) between listing and reading.
+                Err(StoreError::Missing { .. }) => continue,
+                Err(error @ StoreError::Io { .. }) => return Err(error),
+                Err(error) => {
+                    skipped.push((id, error.to_string()));
+                    continue;
+                }
+            };
+            if body.tags.iter().any(|tag| tag == SAFETY_TAG) {
+                continue;
+            }
+            let Ok(time) = body.time.parse::<jiff::Timestamp>() else {
+                skipped.push((id, format!("its time {:?} does not parse", body.time)));
+                continue;
+            };
+            if time.as_second() > now.as_second().saturating_add(FUTURE_TOLERANCE_SECONDS) {
+                let why = format!(
+                    "dated {}, ahead of this machine's clock ({now}); name it by id to use it",
+                    body.time
+                );
+                skipped.push((id, why));
+                continue;
+            }
+            if newest
+                .as_ref()
+                .is_none_or(|(best, best_id)| (time, id) > (*best, *best_id))
+            {
+                newest = Some((time, id));
+            }
+        }
+        match newest {
+            Some((_, id)) => Ok((id, skipped)),
+            None => Err(StoreError::SnapshotNotFound(latest_not_found(&skipped))),
+        }
+    }
+
+    /// This repository's id (from its config).
+    pub fn id(&self) -> &Id {
+        &self.config.repository_id
+    }
+}
+
+/// How far ahead of this machine's clock a trusted snapshot may be dated
+/// and still be `latest`: clocks of backup hosts disagree by seconds, not
+/// an hour; a snapshot dated further ahead would stay `latest` until then.
+pub const FUTURE_TOLERANCE_SECONDS: i64 = 3600;
+
+/// A manifest `latest` passed over, and why.
+pub type SkippedSnapshot = (Id, String);
+
+/// What "latest" could not be resolved to, saying what was passed over.
+fn latest_not_found(skipped: &[SkippedSnapshot]) -> String {
+    if skipped.is_empty() {
+        return "latest".into();
+    }
+    format!(
+        "latest (no trusted snapshot of this repository; passed over: {})",
+        skipped
+            .iter()
+            .map(|(id, why)| format!("{id}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
 }
 
 impl Repository {

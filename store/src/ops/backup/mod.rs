@@ -148,9 +148,7 @@ pub fn backup_to_each(
     let mut writers = Vec::new();
     let mut lanes = Vec::new();
     for (position, destination) in destinations.iter().enumerate() {
-        let mut trusted = options.trusted.clone();
-        trusted.push(crate::format::keys::public_key_of(destination.key));
-        match start(destination, &host, &names, &trusted) {
+        match start(destination, &host, &names) {
             Ok(started) => {
                 writers.push(started.writer);
                 lanes.push((position, started.adopted_packs, started.parent));

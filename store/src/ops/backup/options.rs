@@ -3,7 +3,6 @@
 //! the rules that use it live in the stages.
 
 use super::sources::ComponentSource;
-use crate::format::keys::PublicKey;
 use crate::format::manifest::SnapshotBody;
 use crate::id::Id;
 use crate::index::IndexCache;
@@ -22,9 +21,6 @@ pub struct BackupOptions {
     /// Read every file, even those whose size, mtime, ctime and inode match
     /// the parent snapshot.
     pub force_read: bool,
-    /// Keys whose snapshots may serve as parent (the signing key's own is
-    /// always trusted).
-    pub trusted: Vec<PublicKey>,
 }
 
 #[derive(Clone, Debug)]

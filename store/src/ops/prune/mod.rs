@@ -173,6 +173,15 @@ pub struct PrunePlan {
     pub waiting_marks: Vec<(Id, String, usize)>,
     /// Marks not signed by a trusted key, or unreadable: never acted on.
     pub ignored_marks: Vec<(Id, String)>,
+    /// Manifests that cannot be read (not what their name says, or not a
+    /// manifest): they name no tree that can be known, so they keep
+    /// nothing alive and stop nothing; reported by id.
+    pub ignored_snapshots: Vec<(Id, String)>,
+    /// Manifests that may be real but cannot be used (bytes that no longer
+    /// match their name, or a newer cairn's): what they need is unknown, so
+    /// while any is there phase one (marking and repacking) is withheld;
+    /// due marks are still carried out. Reported by id.
+    pub unsure_snapshots: Vec<(Id, String)>,
     /// Phase one: packs with no live blob, to be marked.
     pub mark_unused: Vec<PackUse>,
     /// Phase one: packs to repack (live blobs copied), then mark.
@@ -235,13 +244,15 @@ pub fn prune(
         .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
         .collect();
     let unindexed = read_unindexed(repository, &survey, options.grace, &mut plan);
-    plan_phase_one(
-        &survey,
-        &unindexed,
-        &marked_after_phase_two,
-        options,
-        &mut plan,
-    );
+    if plan.unsure_snapshots.is_empty() {
+        plan_phase_one(
+            &survey,
+            &unindexed,
+            &marked_after_phase_two,
+            options,
+            &mut plan,
+        );
+    }
 
     let mut outcome = PruneOutcome::default();
     if options.dry_run {
@@ -283,7 +294,7 @@ pub fn prune(
             crate::ops::common::host_name(),
             packs,
         );
-        let record = SignedRecord::sign(&mark, DELETION_DOMAIN, key);
+        let record = SignedRecord::sign(&mark, DELETION_DOMAIN, repository.id(), key);
         outcome.mark_written =
             Some(repository.write_object(ObjectKind::Deletion, &record.encode())?);
     }

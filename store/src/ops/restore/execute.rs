@@ -249,7 +249,6 @@ fn take_safety_snapshot(
         labels,
         host: None,
         force_read: true,
-        trusted: Vec::new(),
     };
     let result = backup(repository, index, key, &options);
     let _ = fs::remove_dir_all(&scratch);

@@ -91,6 +91,9 @@ pub struct CheckedSnapshot {
     pub snapshot: Id,
     pub body: SnapshotBody,
     pub verdicts: Vec<Verdict>,
+    /// Manifests `latest` passed over (unreadable, untrusted, another
+    /// repository's, dated ahead), with why: for the caller to report.
+    pub passed_over: Vec<crate::repository::SkippedSnapshot>,
 }
 
 /// Whether a prepared restore goes ahead.
@@ -132,12 +135,17 @@ pub fn check_snapshot(
     request: &RestoreRequest,
 ) -> Result<CheckedSnapshot> {
     let policy = &request.policy;
-    let snapshot = repository.resolve_snapshot_trusted(
-        &request.snapshot,
-        (!policy.allow_untrusted).then_some(request.trusted.as_slice()),
-    )?;
+    // `latest` is chosen among trusted snapshots of this repository even
+    // with --allow-untrusted: that flag lets the user restore a snapshot
+    // they name, never one an attacker planted.
+    let (snapshot, passed_over) =
+        repository.resolve_snapshot_reporting(&request.snapshot, &request.trusted)?;
     let manifest = repository.read_manifest(&snapshot)?;
-    let mut verdicts = vec![preflight::signature(&manifest, &request.trusted)];
+    let mut verdicts = vec![preflight::signature(
+        &manifest,
+        repository.id(),
+        &request.trusted,
+    )];
     let body = manifest.body_unverified()?;
     verdicts.push(preflight::age(&body, policy.max_age)?);
     let options = &request.options;
@@ -159,6 +167,7 @@ pub fn check_snapshot(
         snapshot,
         body,
         verdicts,
+        passed_over,
     })
 }
 
@@ -176,6 +185,7 @@ pub fn prepare_restore(
         snapshot,
         body,
         mut verdicts,
+        ..
     } = checked;
     let policy = &request.policy;
     let decision = match policy.refusal(&verdicts) {

@@ -102,7 +102,9 @@ impl Audit {
                         error.to_string(),
                     ));
                 }
-                Ok(signed) => self.check_record_signature(&signed, object, trusted),
+                Ok(signed) => {
+                    self.check_record_signature(&signed, object, repository.id(), trusted)
+                }
             }
         }
         Ok(())
@@ -145,10 +147,18 @@ impl Audit {
         &mut self,
         signed: &SignedRecord,
         object: String,
+        repository: &Id,
         trusted: &[PublicKey],
     ) {
-        match signed.verify(trusted) {
+        match signed.verify(repository, trusted) {
             Ok(()) => {}
+            Err(failure @ TrustFailure::OtherRepository(_)) => {
+                self.add(finding(
+                    FindingKind::OtherRepository,
+                    object,
+                    failure.to_string(),
+                ));
+            }
             Err(TrustFailure::BadSignature) => {
                 self.add(finding(
                     FindingKind::BadSignature,
@@ -405,10 +415,11 @@ impl Audit {
                     continue;
                 }
             };
-            if let Err(failure) = manifest.verify(trusted) {
+            if let Err(failure) = manifest.verify(repository.id(), trusted) {
                 let kind = match failure {
                     TrustFailure::UntrustedSigner(_) => FindingKind::UntrustedSigner,
                     TrustFailure::BadSignature => FindingKind::BadSignature,
+                    TrustFailure::OtherRepository(_) => FindingKind::OtherRepository,
                 };
                 self.add(finding(kind, object, failure.to_string()));
                 continue;

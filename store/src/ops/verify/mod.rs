@@ -137,6 +137,13 @@ pub enum FindingKind {
     CorruptKey,
     BadSignature,
     UntrustedSigner,
+    /// A signed object made for another repository (copied or replayed
+    /// from there).
+    OtherRepository,
+    /// A snapshot this machine saw as the newest of its host and
+    /// components has disappeared without a trusted forget record naming
+    /// it: the repository was rolled back.
+    RolledBack,
     UnreferencedPack,
     /// A forget record or deletion mark that cannot be read.
     CorruptRecord,
@@ -225,7 +232,8 @@ impl VerifyReport {
     }
 }
 
-pub(super) fn finding(kind: FindingKind, object: String, message: String) -> Finding {
+/// A finding of `kind` about `object`, with the severity that kind has.
+pub fn finding(kind: FindingKind, object: String, message: String) -> Finding {
     let severity = match kind {
         FindingKind::UnreferencedPack | FindingKind::DeletedPack => Severity::Notice,
         _ => Severity::Damage,
