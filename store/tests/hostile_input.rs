@@ -82,7 +82,13 @@ fn sample_forget_record() -> Vec<u8> {
             tags: vec!["nightly".into()],
         }],
     );
-    SignedRecord::sign(&record, FORGET_DOMAIN, &generate_signing_key().unwrap()).encode()
+    SignedRecord::sign(
+        &record,
+        FORGET_DOMAIN,
+        &SAMPLE_REPOSITORY,
+        &generate_signing_key().unwrap(),
+    )
+    .encode()
 }
 
 fn sample_deletion_mark() -> Vec<u8> {
@@ -96,7 +102,13 @@ fn sample_deletion_mark() -> Vec<u8> {
             reason: MarkReason::Repacked,
         }],
     );
-    SignedRecord::sign(&mark, DELETION_DOMAIN, &generate_signing_key().unwrap()).encode()
+    SignedRecord::sign(
+        &mark,
+        DELETION_DOMAIN,
+        &SAMPLE_REPOSITORY,
+        &generate_signing_key().unwrap(),
+    )
+    .encode()
 }
 
 fn sample_tree() -> Vec<u8> {
@@ -168,7 +180,7 @@ fn sample_manifest() -> Vec<u8> {
     SignedManifest::sign(&body, &SAMPLE_REPOSITORY, &generate_signing_key().unwrap()).encode()
 }
 
-/// The repository the sample manifest is signed for.
+/// The repository the sample manifest and records are sealed for.
 const SAMPLE_REPOSITORY: Id = Id([7; 32]);
 
 /// Runs every decoder on `bytes`; only a panic fails.
@@ -189,7 +201,7 @@ fn decode_everything(bytes: &[u8]) {
     }
     for domain in [FORGET_DOMAIN, DELETION_DOMAIN] {
         if let Ok(record) = SignedRecord::decode(bytes, domain, "record") {
-            let _ = record.verify(&[]);
+            let _ = record.verify(&SAMPLE_REPOSITORY, &[]);
             let _ = record.body_unverified::<ForgetRecord>("forget record");
             if let Ok(mark) = record.body_unverified::<DeletionMark>("deletion mark") {
                 let _ = mark.due();
