@@ -88,18 +88,58 @@ impl Context {
             .ok_or_else(|| anyhow!("cannot find a config directory: set CAIRN_CONFIG_DIR"))
     }
 
-    fn cache_path(&self, repository: &Repository) -> Result<Option<PathBuf>> {
-        if self.global.no_cache {
-            return Ok(None);
-        }
-        let base = match &self.global.cache_dir {
-            Some(directory) => directory.clone(),
+    /// The cache directory: --cache-dir, or the user's cache directory's
+    /// `cairn`.
+    fn cache_base(&self) -> Result<PathBuf> {
+        match &self.global.cache_dir {
+            Some(directory) => Ok(directory.clone()),
             None => dirs::cache_dir()
                 .map(|directory| directory.join("cairn"))
                 .ok_or_else(|| {
                     anyhow!("cannot find a cache directory: set CAIRN_CACHE_DIR or pass --no-cache")
-                })?,
+                }),
+        }
+    }
+
+    /// A private directory (0700) for this run's staging files (copies of
+    /// databases, commands' output) under the cache directory's
+    /// `staging/`, removed when dropped and when cairn is interrupted.
+    /// Without a cache directory (--no-cache and none to be found), one in
+    /// the system's temporary directory, as private.
+    pub fn staging_directory(&self) -> Result<tempfile::TempDir> {
+        let directory = match self.cache_base() {
+            Ok(base) => cairn_store::private::private_directory_in(&base.join("staging"), "run-")?,
+            Err(_) => cairn_store::private::private_temporary_directory("cairn-staging-")?,
         };
+        crate::interrupt::remove_on_interrupt(directory.path().to_path_buf());
+        Ok(directory)
+    }
+
+    /// Where this host keeps the journals of the restores it made (the
+    /// config directory's `restore-journals/`, private): `undo-restore`
+    /// acts only on a journal found there.
+    pub fn journal_directory(&self) -> Result<PathBuf> {
+        Ok(self.config_dir()?.join("restore-journals"))
+    }
+
+    /// Secret key files a backup must never store: the config directory's
+    /// `keys/` and the --key-file given.
+    pub fn secret_key_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
+            .config_dir()
+            .ok()
+            .map(|config| config.join("keys"))
+            .into_iter()
+            .collect();
+        paths.extend(self.global.key_file.clone());
+        paths
+    }
+
+    fn cache_path(&self, repository: &Repository) -> Result<Option<PathBuf>> {
+        if self.global.no_cache {
+            return Ok(None);
+        }
+        let base = self.cache_base()?;
         let for_repository = base.join(repository.config().repository_id.to_hex());
         remove_outdated_caches(&for_repository);
         // Each cache layout has its own directory, so a cairn of another

@@ -220,6 +220,8 @@ fn run_backup(
         force_read: args.force_read,
         // Parents must be signed by a key trusted here (or our own).
         trusted: cairn_store::keystore::TrustStore::new(&context.config_dir()?).trusted_keys()?,
+        staging: None,
+        secret_keys: context.secret_key_paths(),
     };
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.
@@ -228,8 +230,14 @@ fn run_backup(
         return run_backup_to_each(context, &options, metrics);
     }
     let target = open_target(context, context.repository_location()?)?;
+    let staging = context.staging_directory()?;
+    let options = BackupOptions {
+        staging: Some(staging.path().to_path_buf()),
+        ..options
+    };
     let progress = CliProgress::new(context.global.json);
     let outcome = backup_with_progress(&target.destination(), &options, &progress);
+    drop(staging);
     progress.finish();
     let outcome = outcome?;
     let failed = outcome.failed_component_names();
@@ -253,6 +261,7 @@ fn run_backup(
             "unchanged_files": outcome.unchanged_files,
             "problems": body.problems,
             "complete": body.problems.is_empty(),
+            "secret_keys_left_out": secret_keys_json(&outcome),
         }))?;
     } else {
         println!("snapshot {} saved", outcome.snapshot.short());
@@ -287,7 +296,27 @@ fn run_backup(
             );
         }
     }
+    warn_secret_keys(&outcome);
     Ok((report_problems(&outcome), failed))
+}
+
+/// Secret key files left out, for `--json`.
+fn secret_keys_json(outcome: &BackupOutcome) -> serde_json::Value {
+    json!(
+        outcome
+            .secret_keys_left_out
+            .iter()
+            .map(|(path, why)| json!({"path": path, "why": why}))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// Names each secret key file the backup left out (cairn never stores
+/// its own secrets; README, "Secret keys are never backed up").
+fn warn_secret_keys(outcome: &BackupOutcome) {
+    for (path, why) in &outcome.secret_keys_left_out {
+        eprintln!("cairn: warning: left out {path}: {why} (cairn never stores secret keys)");
+    }
 }
 
 /// Each component of a snapshot, for `--json`.
@@ -404,7 +433,13 @@ fn run_backup_to_each(
         })
         .collect();
     let progress = CliProgress::new(context.global.json);
-    let outcome = backup_into_targets(targets, options, &progress);
+    let staging = context.staging_directory()?;
+    let options = BackupOptions {
+        staging: Some(staging.path().to_path_buf()),
+        ..options.clone()
+    };
+    let outcome = backup_into_targets(targets, &options, &progress);
+    drop(staging);
     progress.finish();
     let outcome = outcome?;
     let first = outcome.first();
@@ -445,6 +480,7 @@ fn run_backup_to_each(
             "components": first.map(|outcome| summarise_components(&outcome.body)),
             "unchanged_files": first.map(|outcome| outcome.unchanged_files),
             "problems": first.map(|outcome| &outcome.body.problems),
+            "secret_keys_left_out": first.map(secret_keys_json),
             "complete": verdict == Verdict::Complete,
         }))?;
     } else {
@@ -470,6 +506,7 @@ fn run_backup_to_each(
             locations.join(", ")
         ));
     };
+    warn_secret_keys(first);
     let code = report_problems(first);
     if verdict == Verdict::SomeRepositoriesFailed {
         report_failed_repositories(&outcome);

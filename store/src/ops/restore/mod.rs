@@ -53,6 +53,7 @@
 
 pub(crate) mod execute;
 pub(crate) mod fetch;
+pub(crate) mod ground;
 pub(crate) mod output;
 pub(crate) mod pipeline;
 pub(crate) mod place;
@@ -70,6 +71,7 @@ pub(crate) mod write;
 pub use crate::progress::{NoProgress, Progress};
 pub use execute::{DatabaseCheck, RestoreFailure, RestoreOutcome, execute, execute_restore};
 pub use fetch::{Fallback, FallbackUse, Sources};
+pub use place::MetadataPolicy;
 pub use plan::{Action, ComponentPlan, PlanCounts};
 pub use preflight::{PreflightPolicy, Status, Verdict, parse_duration};
 pub use prepare::{
