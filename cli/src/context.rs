@@ -16,6 +16,28 @@ pub struct Context {
     pub global: GlobalArgs,
 }
 
+/// A run's private staging directory (see [`Context::staging_directory`]):
+/// removed when dropped, and the cache's `staging/` with it once empty.
+pub struct Staging {
+    directory: Option<tempfile::TempDir>,
+    parent: Option<PathBuf>,
+}
+
+impl Staging {
+    pub fn path(&self) -> Option<&Path> {
+        self.directory.as_ref().map(|directory| directory.path())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        drop(self.directory.take());
+        if let Some(parent) = &self.parent {
+            cairn_store::private::remove_if_empty(parent);
+        }
+    }
+}
+
 impl Context {
     /// Every repository given, in order: directories or
     /// `s3://BUCKET/PREFIX`; at least one.
@@ -106,13 +128,23 @@ impl Context {
     /// `staging/`, removed when dropped and when cairn is interrupted.
     /// Without a cache directory (--no-cache and none to be found), one in
     /// the system's temporary directory, as private.
-    pub fn staging_directory(&self) -> Result<tempfile::TempDir> {
-        let directory = match self.cache_base() {
-            Ok(base) => cairn_store::private::private_directory_in(&base.join("staging"), "run-")?,
-            Err(_) => cairn_store::private::private_temporary_directory("cairn-staging-")?,
+    pub fn staging_directory(&self) -> Result<Staging> {
+        let (directory, parent) = match self.cache_base() {
+            Ok(base) => {
+                let parent = base.join("staging");
+                let directory = cairn_store::private::private_directory_in(&parent, "run-")?;
+                (directory, Some(parent))
+            }
+            Err(_) => (
+                cairn_store::private::private_temporary_directory("cairn-staging-")?,
+                None,
+            ),
         };
         crate::interrupt::remove_on_interrupt(directory.path().to_path_buf());
-        Ok(directory)
+        Ok(Staging {
+            directory: Some(directory),
+            parent,
+        })
     }
 
     /// Where this host keeps the journals of the restores it made (the

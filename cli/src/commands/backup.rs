@@ -18,7 +18,7 @@ use cairn_store::ops::backup::{
 use cairn_store::ops::hooks::Hook;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The plan's components (if any) followed by those the flags give.
 fn parse_components(
@@ -232,7 +232,7 @@ fn run_backup(
     let target = open_target(context, context.repository_location()?)?;
     let staging = context.staging_directory()?;
     let options = BackupOptions {
-        staging: Some(staging.path().to_path_buf()),
+        staging: staging.path().map(Path::to_path_buf),
         ..options
     };
     let progress = CliProgress::new(context.global.json);
@@ -435,7 +435,7 @@ fn run_backup_to_each(
     let progress = CliProgress::new(context.global.json);
     let staging = context.staging_directory()?;
     let options = BackupOptions {
-        staging: Some(staging.path().to_path_buf()),
+        staging: staging.path().map(Path::to_path_buf),
         ..options.clone()
     };
     let outcome = backup_into_targets(targets, &options, &progress);

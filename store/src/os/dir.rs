@@ -54,6 +54,14 @@ impl Dir {
         Ok(Dir::from_fd(fd))
     }
 
+    /// Opens the directory at `path`, following a symlink at its last name
+    /// too: for a directory the user named (a restore's target).
+    pub(crate) fn open_following(path: &Path) -> io::Result<Dir> {
+        let flags = DIRECTORY_FLAGS.difference(OFlags::NOFOLLOW);
+        let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(io_error)?;
+        Ok(Dir::from_fd(fd))
+    }
+
     fn from_fd(fd: OwnedFd) -> Dir {
         Dir {
             file: File::from(fd),

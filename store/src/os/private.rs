@@ -18,17 +18,34 @@ use std::path::Path;
 /// (0700) if it does not exist, and must be a real directory owned by this
 /// user ([`ensure_private_directory`]).
 pub fn private_directory_in(parent: &Path, prefix: &str) -> Result<tempfile::TempDir> {
+    let make = || {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir_in(parent)
+    };
     ensure_private_directory(parent)?;
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .permissions(fs::Permissions::from_mode(0o700))
-        .tempdir_in(parent)
-        .map_err(|error| {
-            StoreError::io(
-                format!("creating a private directory in {}", parent.display()),
-                error,
-            )
-        })
+    let made = match make() {
+        // Another run removed `parent`, empty, as it finished (see
+        // [`remove_if_empty`]): make it again.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            ensure_private_directory(parent)?;
+            make()
+        }
+        other => other,
+    };
+    made.map_err(|error| {
+        StoreError::io(
+            format!("creating a private directory in {}", parent.display()),
+            error,
+        )
+    })
+}
+
+/// Removes the directory `path` if it is empty (a shared parent of
+/// private directories, once the last is gone); anything else is left.
+pub fn remove_if_empty(path: &Path) {
+    let _ = fs::remove_dir(path);
 }
 
 /// A new directory with a random name, mode 0700, in the system's

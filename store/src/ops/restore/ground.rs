@@ -38,9 +38,16 @@ pub(crate) struct Ground {
 }
 
 impl Ground {
-    /// Opens the root (which must exist and be a directory, not a symlink).
-    pub(crate) fn open(root: &Path) -> Result<Ground> {
-        let dir = Dir::open(root).map_err(|error| not_a_directory(root, error))?;
+    /// Opens the root, which must exist and be a directory: not a symlink
+    /// unless `named_by_user` (a file component's root is the target
+    /// directory the user gave, which may be one).
+    pub(crate) fn open(root: &Path, named_by_user: bool) -> Result<Ground> {
+        let opened = if named_by_user {
+            Dir::open_following(root)
+        } else {
+            Dir::open(root)
+        };
+        let dir = opened.map_err(|error| not_a_directory(root, error))?;
         Ok(Ground {
             root_path: root.to_path_buf(),
             root: Arc::new(held(dir, root)?),
@@ -202,7 +209,7 @@ mod tests {
         let outside = scratch.path().join("outside");
         std::fs::create_dir_all(&outside).expect("outside");
         std::fs::create_dir_all(&root).expect("root");
-        let ground = Ground::open(&root).expect("ground");
+        let ground = Ground::open(&root, false).expect("ground");
         let sub = root.join("sub");
         ground.create_directory(&sub).expect("sub");
         ground.directory(&sub).expect("held");

@@ -20,7 +20,6 @@ use crate::format::manifest::ComponentKind;
 use crate::format::tree::EntryKind;
 use crate::progress::Amount;
 use rayon::prelude::*;
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -154,7 +153,12 @@ fn write_component(
         _ => fs::create_dir_all(root)
             .map_err(|error| format!("cannot create {}: {error}", root.display())),
     };
-    let ground = created.and_then(|()| Ground::open(root).map_err(|error| error.to_string()));
+    // A file component's root is the directory the user named; a
+    // directory component's is its own destination (or staging directory),
+    // which must not be a symlink (planning refused one already).
+    let named_by_user = plan.staging.is_none() && plan.kind.is_single_file();
+    let ground =
+        created.and_then(|()| Ground::open(root, named_by_user).map_err(|error| error.to_string()));
     let ground = match ground {
         Ok(ground) => ground,
         Err(error) => {
@@ -282,6 +286,17 @@ fn write_component(
     {
         failures.push(("/".into(), error.to_string()));
     }
+    // Written in place: the last batch's renames, the symlinks and the
+    // directories' metadata are made durable before the restore says it is
+    // done. One `syncfs` (each earlier batch's renames were made durable by
+    // the next batch's): an fsync of every directory renamed into, tried
+    // first, cost a journal commit each, and the 20,000-file restore took
+    // longer (5.7-7.3 s against 3.9-5.9 s, alternating, loaded machine).
+    if plan.staging.is_none()
+        && let Err(error) = place::sync_filesystem(root)
+    {
+        failures.push(("/".into(), error.to_string()));
+    }
     failures
 }
 
@@ -329,9 +344,9 @@ fn prepare_batch(
 
 /// Makes a prepared batch durable with one filesystem sync, and only then
 /// renames each file into place (a staged component's files are in place
-/// in its staging directory already), then syncs each directory renamed
-/// into, once, so the renames are durable too. Returns the failures
-/// (path, error).
+/// in its staging directory already). The renames become durable with the
+/// next batch's sync, the last batch's with the component's final one
+/// ([`write_component`]). Returns the failures (path, error).
 fn commit_batch(
     writer: &Writer,
     plan: &ComponentPlan,
@@ -342,11 +357,6 @@ fn commit_batch(
     ground: &Ground,
 ) -> Vec<(String, String)> {
     let synced = place::sync_filesystem(root);
-    let renamed_into: BTreeSet<&Path> = prepared
-        .iter()
-        .filter(|(_, result)| plan.staging.is_none() && matches!(result, Ok(Some(_))))
-        .filter_map(|(position, _)| batch[*position].destination.parent())
-        .collect();
     // Renamed in parallel too: a rename is a directory update in the
     // kernel, and a batch of small files has hundreds.
     let commit = || -> Vec<(String, String)> {
@@ -373,18 +383,10 @@ fn commit_batch(
             })
             .collect()
     };
-    let mut failures = match pool {
+    match pool {
         Some(pool) => pool.install(commit),
         None => commit(),
-    };
-    if synced.is_ok() {
-        for directory in renamed_into {
-            if let Err(error) = place::sync_directory(ground, directory) {
-                failures.push((directory.display().to_string(), error.to_string()));
-            }
-        }
     }
-    failures
 }
 
 /// The failures of a batch's commit; if its thread panicked, every file of

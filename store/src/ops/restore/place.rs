@@ -120,16 +120,6 @@ pub fn commit(ground: &Ground, temporary: &Path, destination: &Path) -> Result<(
         })
 }
 
-/// Makes the renames into the directory `path` durable (an fsync of the
-/// directory itself: the batch's sync came before its renames).
-pub fn sync_directory(ground: &Ground, path: &Path) -> Result<()> {
-    ground
-        .directory(path)?
-        .dir
-        .sync()
-        .map_err(io_at("syncing directory", path))
-}
-
 /// Flushes everything written to the filesystem holding `path`: one
 /// `syncfs` for a whole batch of files costs far less than an fsync each.
 pub fn sync_filesystem(path: &Path) -> Result<()> {
