@@ -402,6 +402,16 @@ pub struct RestoreArgs {
     /// Restore what can be restored even if chunks or trees are missing.
     #[arg(long)]
     pub allow_missing_chunks: bool,
+    /// As root, give restored files the owner and group the snapshot
+    /// records (as tar's --same-owner). By default what the restore
+    /// creates belongs to whoever runs it, and existing owners are kept.
+    #[arg(long)]
+    pub same_owner: bool,
+    /// Apply the set-user-id, set-group-id and sticky bits the snapshot
+    /// records. By default they are cleared: a snapshot does not decide
+    /// which programs run with raised privileges here.
+    #[arg(long)]
+    pub keep_special_bits: bool,
 }
 
 #[derive(Args)]

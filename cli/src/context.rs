@@ -20,6 +20,28 @@ pub struct Context {
     pub global: GlobalArgs,
 }
 
+/// A run's private staging directory (see [`Context::staging_directory`]):
+/// removed when dropped, and the cache's `staging/` with it once empty.
+pub struct Staging {
+    directory: Option<tempfile::TempDir>,
+    parent: Option<PathBuf>,
+}
+
+impl Staging {
+    pub fn path(&self) -> Option<&Path> {
+        self.directory.as_ref().map(|directory| directory.path())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        drop(self.directory.take());
+        if let Some(parent) = &self.parent {
+            cairn_store::private::remove_if_empty(parent);
+        }
+    }
+}
+
 impl Context {
     /// Every repository given, in order: directories or
     /// `s3://BUCKET/PREFIX`; at least one.
@@ -101,20 +123,72 @@ impl Context {
             .ok_or_else(|| anyhow!("cannot find a config directory: set CAIRN_CONFIG_DIR"))
     }
 
+    /// The cache directory: --cache-dir, or the user's cache directory's
+    /// `cairn`.
+    fn cache_base(&self) -> Result<PathBuf> {
+        match &self.global.cache_dir {
+            Some(directory) => Ok(directory.clone()),
+            None => dirs::cache_dir()
+                .map(|directory| directory.join("cairn"))
+                .ok_or_else(|| {
+                    anyhow!("cannot find a cache directory: set CAIRN_CACHE_DIR or pass --no-cache")
+                }),
+        }
+    }
+
+    /// A private directory (0700) for this run's staging files (copies of
+    /// databases, commands' output) under the cache directory's
+    /// `staging/`, removed when dropped and when cairn is interrupted.
+    /// Without a cache directory (--no-cache and none to be found), one in
+    /// the system's temporary directory, as private.
+    pub fn staging_directory(&self) -> Result<Staging> {
+        let (directory, parent) = match self.cache_base() {
+            Ok(base) => {
+                let parent = base.join("staging");
+                let directory = cairn_store::private::private_directory_in(&parent, "run-")?;
+                (directory, Some(parent))
+            }
+            Err(_) => (
+                cairn_store::private::private_temporary_directory("cairn-staging-")?,
+                None,
+            ),
+        };
+        crate::interrupt::remove_on_interrupt(directory.path().to_path_buf());
+        Ok(Staging {
+            directory: Some(directory),
+            parent,
+        })
+    }
+
+    /// Where this host keeps the journals of the restores it made (the
+    /// config directory's `restore-journals/`, private): `undo-restore`
+    /// acts only on a journal found there.
+    pub fn journal_directory(&self) -> Result<PathBuf> {
+        Ok(self.config_dir()?.join("restore-journals"))
+    }
+
+    /// Secret key files a backup must never store: the config directory's
+    /// `keys/` and the --key-file given.
+    pub fn secret_key_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
+            .config_dir()
+            .ok()
+            .map(|config| config.join("keys"))
+            .into_iter()
+            .collect();
+        paths.extend(self.global.key_file.clone());
+        paths
+    }
+
     /// This machine's cache directory for `repository`, unless --no-cache.
     fn repository_cache(&self, repository: &Repository) -> Result<Option<PathBuf>> {
         if self.global.no_cache {
             return Ok(None);
         }
-        let base = match &self.global.cache_dir {
-            Some(directory) => directory.clone(),
-            None => dirs::cache_dir()
-                .map(|directory| directory.join("cairn"))
-                .ok_or_else(|| {
-                    anyhow!("cannot find a cache directory: set CAIRN_CACHE_DIR or pass --no-cache")
-                })?,
-        };
-        Ok(Some(base.join(repository.config().repository_id.to_hex())))
+        Ok(Some(
+            self.cache_base()?
+                .join(repository.config().repository_id.to_hex()),
+        ))
     }
 
     /// Where this machine remembers the newest snapshots it has seen of

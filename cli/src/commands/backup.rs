@@ -18,7 +18,7 @@ use cairn_store::ops::backup::{
 use cairn_store::ops::hooks::Hook;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The plan's components (if any) followed by those the flags give.
 fn parse_components(
@@ -218,6 +218,8 @@ fn run_backup(
         labels,
         host,
         force_read: args.force_read,
+        staging: None,
+        secret_keys: context.secret_key_paths(),
     };
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.
@@ -226,8 +228,14 @@ fn run_backup(
         return run_backup_to_each(context, &options, metrics);
     }
     let target = open_target(context, context.repository_location()?)?;
+    let staging = context.staging_directory()?;
+    let options = BackupOptions {
+        staging: staging.path().map(Path::to_path_buf),
+        ..options
+    };
     let progress = CliProgress::new(context.global.json);
     let outcome = backup_with_progress(&target.destination(), &options, &progress);
+    drop(staging);
     progress.finish();
     let outcome = outcome?;
     remember(context, &target.repository, &outcome);
@@ -252,6 +260,7 @@ fn run_backup(
             "unchanged_files": outcome.unchanged_files,
             "problems": body.problems,
             "complete": body.problems.is_empty(),
+            "secret_keys_left_out": secret_keys_json(&outcome),
         }))?;
     } else {
         println!("snapshot {} saved", outcome.snapshot.short());
@@ -286,7 +295,27 @@ fn run_backup(
             );
         }
     }
+    warn_secret_keys(&outcome);
     Ok((report_problems(&outcome), failed))
+}
+
+/// Secret key files left out, for `--json`.
+fn secret_keys_json(outcome: &BackupOutcome) -> serde_json::Value {
+    json!(
+        outcome
+            .secret_keys_left_out
+            .iter()
+            .map(|(path, why)| json!({"path": path, "why": why}))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// Names each secret key file the backup left out (cairn never stores
+/// its own secrets; README, "Secret keys are never backed up").
+fn warn_secret_keys(outcome: &BackupOutcome) {
+    for (path, why) in &outcome.secret_keys_left_out {
+        eprintln!("cairn: warning: left out {path}: {why} (cairn never stores secret keys)");
+    }
 }
 
 /// Each component of a snapshot, for `--json`.
@@ -425,7 +454,13 @@ fn run_backup_to_each(
         })
         .collect();
     let progress = CliProgress::new(context.global.json);
-    let outcome = backup_into_targets(targets, options, &progress);
+    let staging = context.staging_directory()?;
+    let options = BackupOptions {
+        staging: staging.path().map(Path::to_path_buf),
+        ..options.clone()
+    };
+    let outcome = backup_into_targets(targets, &options, &progress);
+    drop(staging);
     progress.finish();
     let outcome = outcome?;
     for (target, (_, result)) in opened.iter().zip(&outcome.repositories) {
@@ -471,6 +506,7 @@ fn run_backup_to_each(
             "components": first.map(|outcome| summarise_components(&outcome.body)),
             "unchanged_files": first.map(|outcome| outcome.unchanged_files),
             "problems": first.map(|outcome| &outcome.body.problems),
+            "secret_keys_left_out": first.map(secret_keys_json),
             "complete": verdict == Verdict::Complete,
         }))?;
     } else {
@@ -496,6 +532,7 @@ fn run_backup_to_each(
             locations.join(", ")
         ));
     };
+    warn_secret_keys(first);
     let code = report_problems(first);
     if verdict == Verdict::SomeRepositoriesFailed {
         report_failed_repositories(&outcome);

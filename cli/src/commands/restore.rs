@@ -12,9 +12,9 @@ use anyhow::{Result, anyhow};
 use cairn_store::Repository;
 use cairn_store::index::OpenedIndex;
 use cairn_store::ops::restore::{
-    Action, DatabaseCheck, Decision, Fallback, PreflightPolicy, PreparedRestore, RestoreOptions,
-    RestoreOutcome, RestorePlan, RestoreRequest, Selection, Sources, check_snapshot, execute,
-    parse_duration, prepare_restore,
+    Action, DatabaseCheck, Decision, Fallback, MetadataPolicy, PreflightPolicy, PreparedRestore,
+    RestoreOptions, RestoreOutcome, RestorePlan, RestoreRequest, Selection, Sources,
+    check_snapshot, execute, parse_duration, prepare_restore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -157,6 +157,11 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             target: args.target.clone(),
             selection,
             delete: args.delete,
+            metadata: MetadataPolicy {
+                same_owner: args.same_owner,
+                special_bits: args.keep_special_bits,
+            },
+            journals: Some(context.journal_directory()?),
         },
         policy: PreflightPolicy {
             max_age,

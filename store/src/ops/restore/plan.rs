@@ -22,7 +22,7 @@
 //! restore's report even when the second read succeeds.
 
 use super::fetch::{FetchCounters, Sources, fetch_blobs};
-use super::place::{TEMPORARY_PREFIX, running_as_root};
+use super::place::{MetadataPolicy, TEMPORARY_PREFIX, running_as_root};
 use super::select::{PathFilter, PathVerdict};
 use crate::error::{Result, StoreError};
 use crate::format::chunking::FileChunking;
@@ -128,6 +128,10 @@ pub struct ComponentPlan {
     /// appears whole or not at all. Entries' `destination`s stay the final
     /// paths; [`ComponentPlan::written_at`] maps them into here.
     pub staging: Option<PathBuf>,
+    /// Whether the snapshot's owners are applied (as root, with
+    /// `--same-owner`); otherwise what the restore creates belongs to
+    /// whoever runs it and existing owners are left alone.
+    pub apply_owners: bool,
 }
 
 impl ComponentPlan {
@@ -175,10 +179,13 @@ pub struct Planner<'a> {
     pub sources: &'a Sources<'a>,
     pub filter: &'a PathFilter,
     pub delete: bool,
+    /// Which of the snapshot's owners and mode bits are applied.
+    pub metadata: MetadataPolicy,
 }
 
-fn metadata_matches(entry: &TreeEntry, meta: &Metadata) -> bool {
-    let owner_matches = !running_as_root() || (meta.uid() == entry.uid && meta.gid() == entry.gid);
+fn metadata_matches(entry: &TreeEntry, meta: &Metadata, owners: bool) -> bool {
+    let owner_matches =
+        !(owners && running_as_root()) || (meta.uid() == entry.uid && meta.gid() == entry.gid);
     meta.mode() & 0o7777 == entry.mode
         && meta.mtime() == entry.mtime
         && meta.mtime_nsec() == i64::from(entry.mtime_nanos)
@@ -255,8 +262,9 @@ impl Planner<'_> {
             unreadable: Vec::new(),
             missing_chunks: Vec::new(),
             prefetch_failures: (0, Vec::new()),
-            root: component.root,
+            root: component.root.map(|root| self.metadata.root(root)),
             staging: None,
+            apply_owners: self.metadata.same_owner,
         };
         match component.kind {
             ComponentKind::Directory => {
@@ -327,11 +335,12 @@ impl Planner<'_> {
 
     fn push_entry(
         &self,
-        entry: TreeEntry,
+        mut entry: TreeEntry,
         relative: String,
         destination: PathBuf,
         plan: &mut ComponentPlan,
     ) {
+        self.metadata.apply(&mut entry);
         // Nothing exists below a destination that does not exist: 20,000
         // lookups of missing paths are spared.
         let existing = if plan.staging.is_some() {
@@ -342,7 +351,7 @@ impl Planner<'_> {
         let action = match (&existing, entry.kind) {
             (None, _) => Action::Create,
             (Some(meta), EntryKind::Directory) if meta.is_dir() => {
-                if metadata_matches(&entry, meta) {
+                if metadata_matches(&entry, meta, self.metadata.same_owner) {
                     Action::Unchanged
                 } else {
                     Action::Metadata
@@ -521,7 +530,8 @@ impl Planner<'_> {
                     let meta = fs::symlink_metadata(&item.destination).map_err(|error| {
                         StoreError::io(format!("reading {}", item.destination.display()), error)
                     })?;
-                    item.action = if metadata_matches(&item.entry, &meta) {
+                    item.action = if metadata_matches(&item.entry, &meta, self.metadata.same_owner)
+                    {
                         Action::Unchanged
                     } else {
                         Action::Metadata

@@ -17,6 +17,7 @@
 //! repository and the target; never writes to either.
 
 use super::fetch::Sources;
+use super::place::MetadataPolicy;
 use super::plan::{ComponentPlan, PlanCounts, Planner};
 use super::preflight::{self, PreflightPolicy, Verdict};
 use super::safety::{JOURNAL_COMPONENT, SAFETY_TAG};
@@ -38,6 +39,15 @@ pub struct RestoreOptions {
     /// Delete what the target holds and the snapshot does not (within the
     /// selection).
     pub delete: bool,
+    /// Which of the snapshot's owners and set-user-id, set-group-id and
+    /// sticky bits are applied; by default none (`--same-owner`,
+    /// `--keep-special-bits`).
+    pub metadata: MetadataPolicy,
+    /// This host's private directory of restore journals (the CLI's is the
+    /// config directory's `restore-journals/`): a restore that takes a
+    /// safety snapshot keeps its journal there, and `undo-restore` acts
+    /// only on a journal found there. `None`: none is kept.
+    pub journals: Option<PathBuf>,
 }
 
 /// What a restore will do, component by component; made by
@@ -46,6 +56,9 @@ pub struct RestoreOptions {
 pub struct RestorePlan {
     pub snapshot: Id,
     pub components: Vec<ComponentPlan>,
+    /// Where this host keeps the restore's journal (see
+    /// [`RestoreOptions::journals`]).
+    pub journals: Option<PathBuf>,
 }
 
 impl RestorePlan {
@@ -245,6 +258,7 @@ pub fn plan_restore(
         sources,
         filter: &filter,
         delete: options.delete,
+        metadata: options.metadata,
     };
     let destinations: Vec<PathBuf> = selected
         .iter()
@@ -272,6 +286,7 @@ pub fn plan_restore(
     Ok(RestorePlan {
         snapshot,
         components,
+        journals: options.journals.clone(),
     })
 }
 
