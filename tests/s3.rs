@@ -547,8 +547,10 @@ fn copies_go_local_to_bucket_to_local_and_a_bucket_backs_up_a_local_repository()
     .json();
     let snapshot = first["snapshot"].as_str().unwrap().to_string();
 
-    // Local → bucket → local: the manifest travels unchanged, every chunk
-    // checked on the way, and the far end restores byte for byte.
+    // Local → bucket → local: the signed body travels unchanged, sealed
+    // again for each repository it reaches (so it has an id of its own
+    // there), every chunk checked on the way, and the far end restores
+    // byte for byte.
     let up = cairn_with(
         &repo,
         &[],
@@ -565,11 +567,15 @@ fn copies_go_local_to_bucket_to_local_and_a_bucket_backs_up_a_local_repository()
     .ok()
     .json();
     assert_eq!(down["snapshots_copied"], 1, "{down}");
+    let in_bucket = up["snapshots"][0]["target_id"].as_str().unwrap();
+    assert_eq!(up["snapshots"][0]["id"], snapshot.as_str(), "{up}");
+    assert_eq!(down["snapshots"][0]["id"], in_bucket, "{down}");
+    let in_back = down["snapshots"][0]["target_id"].as_str().unwrap();
     let target = repo.path("from-back");
     cairn_with(
         &repo,
         &[&back],
-        &["restore", &snapshot, "--target", target.to_str().unwrap()],
+        &["restore", in_back, "--target", target.to_str().unwrap()],
     )
     .ok();
     assert_same_tree(&source, &target.join("src"));

@@ -371,15 +371,7 @@ fn finding_9_undo_restore_refuses_a_foreign_journal() {
     // Another machine (its own config directory, trusting the same key)
     // is handed the safety snapshot: its journal was not written there.
     let elsewhere = ws.path("elsewhere");
-    fs::create_dir_all(elsewhere.join("trusted")).expect("config");
-    for entry in fs::read_dir(ws.path("config/trusted")).expect("trusted") {
-        let entry = entry.expect("entry");
-        fs::copy(
-            entry.path(),
-            elsewhere.join("trusted").join(entry.file_name()),
-        )
-        .expect("copy");
-    }
+    copy_tree(&ws.path("config/trusted"), &elsewhere.join("trusted"));
     let run = run_of(
         ws.command()
             .env("CAIRN_CONFIG_DIR", &elsewhere)
@@ -450,4 +442,19 @@ fn finding_9_undo_restore_refuses_a_foreign_journal() {
         fs::read(target.join("app/a.txt")).expect("a"),
         b"changed since\n"
     );
+}
+
+/// Copies a directory tree of plain files (the trust store: one directory
+/// per repository, one file per key).
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create");
+    for entry in fs::read_dir(from).expect("list") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }

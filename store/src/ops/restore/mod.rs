@@ -57,9 +57,9 @@
 
 pub(crate) mod execute;
 pub(crate) mod fetch;
+pub(crate) mod ground;
 #[cfg(test)]
 mod hostile_journal;
-pub(crate) mod ground;
 pub(crate) mod output;
 pub(crate) mod pipeline;
 pub(crate) mod place;
