@@ -21,6 +21,9 @@ pub fn run(context: &Context, args: &CopyArgs) -> Result<u8> {
     check_distinct(&source, &target)?;
     let trusted = context.trusted_keys()?;
     let (source_index, target_index) = open_indexes(context, &source, &target)?;
+    // Seals the index files written into the target, if a key of the
+    // target's is at hand (a copy works without one; see its notice).
+    let signer = context.signing_key(&target).ok();
     let options = CopyOptions {
         snapshots: args.snapshots.clone(),
         dry_run: args.dry_run,
@@ -30,6 +33,7 @@ pub fn run(context: &Context, args: &CopyArgs) -> Result<u8> {
         source_index: source_index.index.as_ref(),
         target: &target,
         target_index: target_index.index.as_ref(),
+        signer: signer.as_ref(),
     };
     let progress = CliProgress::new(context.global.json);
     let copied = copy(&endpoints, &trusted, &options, &progress);
@@ -74,7 +78,11 @@ fn open_indexes(
         source.backend().location(),
         target.backend().location()
     );
-    Ok((open_index(source, None)?, open_index(target, None)?))
+    let trusted = context.index_vouchers();
+    Ok((
+        open_index(source, None, &trusted)?,
+        open_index(target, None, &trusted)?,
+    ))
 }
 
 fn result_label(result: &CopyResult) -> (&'static str, Option<&str>) {

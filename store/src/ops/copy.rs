@@ -28,7 +28,7 @@
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::BlobLocation;
-use crate::format::keys::{PublicKey, PublicKeyObject};
+use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
 use crate::format::manifest::{SignedManifest, SnapshotBody, TrustFailure};
 use crate::format::pack::spans::{Span, spans};
 use crate::format::pack::{BlobDecoder, BlobKind};
@@ -138,6 +138,10 @@ pub struct Endpoints<'a> {
     pub source_index: &'a dyn IndexCache,
     pub target: &'a Repository,
     pub target_index: &'a dyn IndexCache,
+    /// Seals the index files written into the target (FORMAT.md section
+    /// 9); without it they are unsigned, and backups into the target store
+    /// the copied chunks again rather than trust them.
+    pub signer: Option<&'a SigningKey>,
 }
 
 /// Why copying one snapshot stopped.
@@ -178,9 +182,22 @@ pub fn copy(
     options: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<CopyOutcome> {
-    let Endpoints { source, target, .. } = *endpoints;
+    let Endpoints {
+        source,
+        target,
+        signer,
+        ..
+    } = *endpoints;
     let mut outcome = CopyOutcome::default();
     check_distinct(source, target)?;
+    if signer.is_none() && !options.dry_run {
+        outcome.notices.push(format!(
+            "no signing key of {} is at hand: the index files this copy writes there are unsigned, \
+             so backups into it will store the copied data again rather than trust them \
+             (pass --key-file with one of its keys to avoid that)",
+            target.backend().location()
+        ));
+    }
     if source.config().chunker != target.config().chunker {
         let params = |repository: &Repository| {
             let chunker = &repository.config().chunker;
@@ -424,7 +441,8 @@ impl Session<'_> {
         let marked = marked_packs(&marks);
         let mut present = target.list_packs()?;
         present.retain(|pack, _| !marked.contains(pack));
-        let writer = BlobWriter::new(target, target_index, present.clone());
+        let signer = self.endpoints.signer;
+        let writer = BlobWriter::new(target, target_index, present.clone(), signer);
         if !self.adopted && !self.dry_run {
             writer.adopt(unindexed_packs(target, target_index, &present)?)?;
             self.adopted = true;
@@ -453,7 +471,8 @@ impl Session<'_> {
             return Ok(WriterStatistics::default());
         }
         let mut written = writer.finish()?;
-        let rescued = secure_against_prune(target, target_index, writer.relied_packs(), &roots)
+        let rescued =
+            secure_against_prune(target, target_index, signer, writer.relied_packs(), &roots)
             .map_err(|error| match error {
                 // Its messages speak of a backup; the advice is the same.
                 StoreError::Conflict(message) => StoreError::Conflict(format!(

@@ -394,7 +394,7 @@ mod tests {
 
     /// root: a/ (x, y/ (z)), b/ (shared), c/ (shared), f
     fn sample(fixture: &Fixture) -> Id {
-        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new());
+        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new(), None);
         let y = store(&writer, vec![file("z", "z")]);
         let a = store(&writer, vec![file("x", "x"), directory("y", y)]);
         let shared = store(&writer, vec![file("s", "s")]);
@@ -531,7 +531,7 @@ mod tests {
     fn deep_nesting_does_not_overflow_the_stack() {
         const DEPTH: usize = 20_000;
         let fixture = fixture();
-        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new());
+        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new(), None);
         let mut tree = store(&writer, vec![file("bottom", "bottom")]);
         for _ in 0..DEPTH {
             tree = store(&writer, vec![directory("d", tree)]);
@@ -557,7 +557,7 @@ mod tests {
     #[test]
     fn a_missing_tree_ends_the_walk_with_its_id() {
         let fixture = fixture();
-        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new());
+        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new(), None);
         let lost = Id::of(b"a tree nobody stored");
         let root = store(&writer, vec![directory("gone", lost)]);
         writer.finish().unwrap();

@@ -12,8 +12,8 @@ pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks,
 use crate::backend::{Backend, Created, ObjectKind};
 use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
-use crate::format::index::{BlobLocation, IndexFile};
-use crate::format::keys::{PublicKey, PublicKeyObject};
+use crate::format::index::{BlobLocation, IndexFile, Vouching};
+use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
 use crate::format::manifest::SignedManifest;
 use crate::format::pack::{BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer};
 use crate::id::Id;
@@ -150,9 +150,33 @@ impl Repository {
         Ok(id)
     }
 
+    /// An index file's listings, whoever wrote them: hints of where blobs
+    /// are (every blob read is checked against its id), never grounds to
+    /// skip storing or to delete anything (see [`Self::open_index_file`]).
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
+        self.open_index_file(id, &[]).map(|(file, _)| file)
+    }
+
+    /// An index file's listings, and whether they are vouched for: sealed
+    /// for this repository by one of `trusted` (FORMAT.md section 9).
+    pub fn open_index_file(&self, id: &Id, trusted: &[PublicKey]) -> Result<(IndexFile, Vouching)> {
         let bytes = self.read_verified(ObjectKind::Index, id)?;
-        IndexFile::decode(&bytes, &format!("index file {id}"))
+        IndexFile::open(
+            &bytes,
+            &format!("index file {id}"),
+            &self.config.repository_id,
+            trusted,
+        )
+    }
+
+    /// Stores an index file: sealed for this repository by `signer`, or,
+    /// without one, unsigned (a hint that no reader acts on).
+    pub fn write_index_file(&self, file: &IndexFile, signer: Option<&SigningKey>) -> Result<Id> {
+        let bytes = match signer {
+            Some(key) => file.seal(&self.config.repository_id, key),
+            None => file.encode(),
+        };
+        self.write_object(ObjectKind::Index, &bytes)
     }
 
     pub fn read_manifest(&self, id: &Id) -> Result<SignedManifest> {

@@ -45,7 +45,9 @@ pub(super) fn start<'a>(
     trusted: &[PublicKey],
 ) -> Result<Started<'a>> {
     let Destination {
-        repository, index, ..
+        repository,
+        index,
+        key,
     } = *destination;
     // Marks are listed before packs, so every pack a mark names that the
     // pack listing shows is left out (see FORMAT.md, deletion protocol).
@@ -53,10 +55,10 @@ pub(super) fn start<'a>(
     let marked = marked_packs(&marks);
     let mut present = repository.list_packs()?;
     present.retain(|pack, _| !marked.contains(pack));
-    let writer = BlobWriter::new(repository, index, present.clone());
+    let writer = BlobWriter::new(repository, index, present.clone(), Some(key));
     let orphans = unindexed_packs(repository, index, &present)?;
-    let adopted_packs = orphans.len();
-    writer.adopt(orphans)?;
+    // A pack that fails its check stays unindexed; verify reports it.
+    let adopted_packs = orphans.len() - writer.adopt(orphans)?.len();
     let parent = find_parent(repository, host, names, trusted)?;
     Ok(Started {
         writer,
@@ -93,7 +95,7 @@ pub(super) fn commit(
         .iter()
         .map(|component| component.tree)
         .collect();
-    let rescued = secure_against_prune(repository, index, writer.relied_packs(), &roots)?;
+    let rescued = secure_against_prune(repository, index, Some(key), writer.relied_packs(), &roots)?;
     written.add_new(&rescued);
     let body = SnapshotBody {
         version: SnapshotBody::new_version(),
@@ -234,7 +236,7 @@ mod tests {
         // by one session whose index is then forgotten.
         let lost = crate::index::MemoryIndex::new();
         let present = repository.repository.list_packs().unwrap();
-        let writer = BlobWriter::new(&repository.repository, &lost, present);
+        let writer = BlobWriter::new(&repository.repository, &lost, present, None);
         let raw = b"left by a crash".to_vec();
         writer
             .add(crate::format::pack::BlobKind::Data, Id::of(&raw), &raw)

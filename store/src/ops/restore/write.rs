@@ -168,7 +168,7 @@ impl Writer<'_> {
                             None => Held::Owned(
                                 self.locate(id)
                                     .and_then(|location| self.fetch_single(&location))
-                                    .or_else(|why| self.sources.fetch(id, why))?,
+                                    .or_else(|why| self.sources.fetch(self.repository, id, why))?,
                             ),
                         },
                         (_, _, Some(data)) => Held::Cached(data),
@@ -198,7 +198,10 @@ impl Writer<'_> {
                                 (None, Some(location)) => self.fetch_single(location).map(Some),
                                 (None, None) => Err(missing(id)),
                             };
-                            match fetched.or_else(|why| self.sources.fetch(id, why).map(Some))? {
+                            let fetched = fetched.or_else(|why| {
+                                self.sources.fetch(self.repository, id, why).map(Some)
+                            });
+                            match fetched? {
                                 Some(data) => Held::Owned(data),
                                 None => Held::InWindow,
                             }

@@ -67,14 +67,25 @@ pub(super) struct PackReading {
     pub(super) bytes_read: u64,
     pub(super) pack_findings: Vec<Finding>,
     pub(super) bad_blobs: Vec<(Id, Finding)>,
+    /// Blobs of `hinted` the pack's header does not hold: an unvouched
+    /// index file's false claim, not damage to the pack.
+    pub(super) false_hints: Vec<Id>,
 }
 
-pub(super) fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocation]) -> PackReading {
+/// `hinted`: blobs whose listing in this pack comes only from index files
+/// not vouched for (FORMAT.md section 9).
+pub(super) fn read_pack(
+    repository: &Repository,
+    pack: &Id,
+    blobs: &[BlobLocation],
+    hinted: &HashSet<Id>,
+) -> PackReading {
     let mut reading = PackReading {
         blobs_read: 0,
         bytes_read: 0,
         pack_findings: Vec::new(),
         bad_blobs: Vec::new(),
+        false_hints: Vec::new(),
     };
     let object = format!("pack {pack}");
     let bytes = match repository.backend().read(ObjectKind::Pack, &pack.to_hex()) {
@@ -110,9 +121,15 @@ pub(super) fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocatio
             "content does not match its name (BLAKE3 hash)".into(),
         ));
     }
+    let mut blobs = blobs.to_vec();
     match parse_pack(&bytes, pack) {
         Ok(header) => {
             let listed: HashSet<_> = header.blobs.iter().collect();
+            let (false_hints, kept): (Vec<_>, Vec<_>) = blobs.into_iter().partition(|location| {
+                hinted.contains(&location.entry.id) && !listed.contains(&location.entry)
+            });
+            reading.false_hints = false_hints.iter().map(|location| location.entry.id).collect();
+            blobs = kept;
             if blobs
                 .iter()
                 .any(|location| !listed.contains(&location.entry))
@@ -131,7 +148,6 @@ pub(super) fn read_pack(repository: &Repository, pack: &Id, blobs: &[BlobLocatio
         )),
     }
     // In pack order, so that each shared frame is decompressed once.
-    let mut blobs = blobs.to_vec();
     blobs.sort_by_key(|location| location.entry.offset);
     let mut decoder = BlobDecoder::default();
     for location in &blobs {
