@@ -853,6 +853,84 @@ mod tests {
         assert_eq!(run_files(&path), 0);
     }
 
+    /// A planted listing, taken in after the true one, must not shadow it;
+    /// only a vouched location counts for deduplication.
+    fn keeps_the_vouched_location(index: &dyn IndexCache) {
+        let true_pack = pack_of(b"true", 3, None);
+        let blob = true_pack.blobs[1].id;
+        let mut planted = pack_of(b"planted", 0, Some(blob));
+        planted.blobs[0].offset = 999;
+        let hint_only = pack_of(b"hint only", 1, None);
+        index.insert_pack(&true_pack, true).unwrap();
+        index.insert_pack(&planted, false).unwrap();
+        index.insert_pack(&hint_only, false).unwrap();
+        index.flush().unwrap();
+        index.insert_pack(&planted, false).unwrap();
+        assert_eq!(found_in(index, &blob), Some(true_pack.id));
+        assert_eq!(
+            index.lookup_vouched(&blob).unwrap().map(|at| at.pack),
+            Some(true_pack.id)
+        );
+        let hinted = hint_only.blobs[0].id;
+        assert_eq!(found_in(index, &hinted), Some(hint_only.id));
+        assert_eq!(index.lookup_vouched(&hinted).unwrap(), None);
+    }
+
+    #[test]
+    fn both_caches_keep_the_vouched_location_of_a_blob() {
+        keeps_the_vouched_location(&MemoryIndex::new());
+        let directory = tempfile::tempdir().unwrap();
+        keeps_the_vouched_location(&SledIndex::open(&directory.path().join("cache")).unwrap());
+    }
+
+    #[test]
+    fn a_change_of_trusted_keys_rebuilds_the_cache() {
+        use crate::backend::MemoryBackend;
+        use crate::format::keys::{generate_signing_key, public_key_of};
+        let key = generate_signing_key().unwrap();
+        let repository = Repository::init(
+            std::sync::Arc::new(MemoryBackend::new()),
+            cairn_chunker::ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+        )
+        .unwrap();
+        let mut pack = pack_of(b"pack", 2, None);
+        pack.size = 100_000;
+        for (number, blob) in pack.blobs.iter_mut().enumerate() {
+            blob.offset = 8 + 10 * number as u64;
+        }
+        repository
+            .backend()
+            .create(ObjectKind::Pack, &pack.id.to_hex(), b"pack")
+            .unwrap();
+        repository
+            .write_index_file(&IndexFile::new(vec![pack.clone()]), Some(&key))
+            .unwrap();
+        repository
+            .backend()
+            .create(ObjectKind::Index, &Id::of(b"junk").to_hex(), b"junk")
+            .unwrap();
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("cache");
+        let blob = pack.blobs[0].id;
+        let opened = open_index(&repository, Some(&path), &[public_key_of(&key)]).unwrap();
+        assert!(opened.index.lookup_vouched(&blob).unwrap().is_some());
+        // The junk object is named and skipped, not fatal.
+        assert!(
+            opened
+                .notices
+                .iter()
+                .any(|notice| notice.contains(&Id::of(b"junk").to_hex())),
+            "{:?}",
+            opened.notices
+        );
+        drop(opened);
+        let opened = open_index(&repository, Some(&path), &[]).unwrap();
+        assert!(opened.index.lookup_vouched(&blob).unwrap().is_none());
+        assert!(opened.index.lookup(&blob).unwrap().is_some());
+    }
+
     #[test]
     fn a_run_that_cannot_be_written_leaves_no_index_file_counted_as_taken_in() {
         let directory = tempfile::tempdir().unwrap();

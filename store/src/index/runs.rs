@@ -510,6 +510,36 @@ mod tests {
     }
 
     #[test]
+    fn a_vouched_location_is_never_superseded_by_one_that_is_not() {
+        let directory = tempfile::tempdir().unwrap();
+        let id = Id::of(b"claimed twice");
+        let vouched = location(b"true pack", id, 1);
+        let planted = Located {
+            vouched: false,
+            ..location(b"planted pack", id, 2)
+        };
+        let mut listed = entries(30, b"pack");
+        listed.push((id, vouched));
+        listed.push((id, planted));
+        let run = Run::write(directory.path(), 1, listed).unwrap();
+        assert_eq!(run.lookup(&id).unwrap(), Some(vouched));
+        // Across a merge, whichever run is newer.
+        let only_planted = Run::write(directory.path(), 2, vec![(id, planted)]).unwrap();
+        let merged = merge(directory.path(), 3, &run, &only_planted).unwrap();
+        assert_eq!(merged.lookup(&id).unwrap(), Some(vouched));
+        assert_eq!(merged.len(), 31);
+        let merged = merge(directory.path(), 4, &only_planted, &run).unwrap();
+        assert_eq!(merged.lookup(&id).unwrap(), Some(vouched));
+        // Among hints, the newer wins, as among vouched locations.
+        let newer_hint = Located {
+            vouched: false,
+            ..location(b"newer pack", id, 3)
+        };
+        let hints = Run::write(directory.path(), 5, vec![(id, planted), (id, newer_hint)]).unwrap();
+        assert_eq!(hints.lookup(&id).unwrap(), Some(newer_hint));
+    }
+
+    #[test]
     fn the_last_listing_of_an_id_wins_within_a_run_and_across_a_merge() {
         let directory = tempfile::tempdir().unwrap();
         let id = Id::of(b"stored twice");

@@ -37,7 +37,6 @@ use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::blob_writer::BlobWriter;
-use crate::ops::common::packs::verified_listing;
 use crate::ops::walk::{Flow, TreeVisitor, TreeWalk, read_tree};
 use crate::repository::Repository;
 use rayon::prelude::*;
@@ -143,7 +142,7 @@ fn list_pack(
     id: Id,
     size: u64,
 ) -> Result<std::result::Result<Listed, String>> {
-    let why = match verified_listing(repository, &id) {
+    let why = match repository.verified_pack_listing(&id) {
         Ok(entry) => return Ok(Ok(Listed::Verified(entry))),
         Err(error @ StoreError::Io { .. }) => return Err(error),
         Err(error) => error.to_string(),

@@ -12,10 +12,12 @@ pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks,
 use crate::backend::{Backend, Created, ObjectKind};
 use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
-use crate::format::index::{BlobLocation, IndexFile, Vouching};
+use crate::format::index::{BlobLocation, IndexFile, PackEntry, Vouching};
 use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
 use crate::format::manifest::SignedManifest;
-use crate::format::pack::{BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer};
+use crate::format::pack::{
+    BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_pack, parse_trailer,
+};
 use crate::id::Id;
 use cairn_chunker::ChunkerParams;
 use std::sync::Arc;
@@ -218,6 +220,31 @@ impl Repository {
             u64::from(location.entry.length),
         )?;
         decoder.decode(&location.entry, &stored, &location.pack)
+    }
+
+    /// Reads a whole pack, checks it against its name and every blob in it
+    /// against its id, and returns its listing: what a writer may vouch
+    /// for in an index file it seals (a pack's header alone says only what
+    /// the pack's writer claimed, and anyone may add a pack).
+    pub fn verified_pack_listing(&self, id: &Id) -> Result<PackEntry> {
+        let object = format!("pack {id}");
+        let bytes = self.read_verified(ObjectKind::Pack, id)?;
+        let header = parse_pack(&bytes, id)?;
+        let mut decoder = BlobDecoder::default();
+        for entry in &header.blobs {
+            let stored = usize::try_from(entry.offset)
+                .ok()
+                .and_then(|start| bytes.get(start..start.checked_add(entry.length as usize)?))
+                .ok_or_else(|| {
+                    StoreError::corrupt(&object, format!("blob {} lies past the end", entry.id))
+                })?;
+            decoder.decode(entry, stored, id)?;
+        }
+        Ok(PackEntry {
+            id: *id,
+            size: bytes.len() as u64,
+            blobs: header.blobs,
+        })
     }
 
     /// Resolves `latest` (the newest snapshot that is not a restore's

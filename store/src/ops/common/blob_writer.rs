@@ -534,7 +534,7 @@ impl<'a> BlobWriter<'a> {
         let mut adopted = Vec::new();
         let mut refused = Vec::new();
         for pack in packs {
-            match super::packs::verified_listing(self.repository, &pack.id) {
+            match self.repository.verified_pack_listing(&pack.id) {
                 Ok(listing) => adopted.push(listing),
                 Err(error @ StoreError::Io { .. }) => return Err(error),
                 Err(error) => refused.push((pack.id, error.to_string())),
@@ -734,6 +734,44 @@ mod tests {
         format!("thread {thread} round {round}: ")
             .repeat(200)
             .into_bytes()
+    }
+
+    /// A blob only an unvouched listing places in a present pack is stored
+    /// again, and counted; one a vouched listing places there is reused.
+    #[test]
+    fn only_a_vouched_listing_lets_a_blob_be_skipped() {
+        let directory = tempfile::tempdir().unwrap();
+        let backend = Arc::new(LocalBackend::new(directory.path()));
+        let key = generate_signing_key().unwrap();
+        let repository =
+            Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
+        let claimed = |raw: &[u8]| PackEntry {
+            id: Id::of(b"some pack"),
+            size: 1 << 20,
+            blobs: vec![BlobEntry {
+                kind: BlobKind::Data,
+                id: Id::of(raw),
+                offset: 8,
+                length: raw.len() as u32,
+                raw_length: raw.len() as u32,
+                compression: Compression::None,
+                frame_offset: None,
+            }],
+        };
+        let (hinted, vouched) = (text(1, 1), text(2, 2));
+        let index = MemoryIndex::new();
+        index.insert_pack(&claimed(&hinted), false).unwrap();
+        index.insert_pack(&claimed(&vouched), true).unwrap();
+        let present = HashMap::from([(Id::of(b"some pack"), 1 << 20)]);
+        let writer = BlobWriter::new(&repository, &index, present, Some(&key));
+        assert!(writer.add(BlobKind::Data, Id::of(&hinted), &hinted).unwrap());
+        assert!(!writer.add(BlobKind::Data, Id::of(&vouched), &vouched).unwrap());
+        assert!(!writer.all_stored(&[Id::of(&hinted), Id::of(&text(3, 3))]).unwrap());
+        let statistics = writer.finish().unwrap();
+        assert_eq!(
+            (statistics.new_blobs, statistics.unvouched_stored_again),
+            (1, 1)
+        );
     }
 
     /// Two threads adding small files' blobs to one group, in lockstep so

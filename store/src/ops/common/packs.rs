@@ -5,11 +5,9 @@
 //! Used by backup and copy, the operations that write snapshots. Never
 //! deletes a pack and never writes a manifest.
 
-use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::PackEntry;
 use crate::format::keys::SigningKey;
-use crate::format::pack::{BlobDecoder, parse_pack};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
@@ -117,31 +115,3 @@ pub(crate) fn unindexed_packs(
     Ok(orphans)
 }
 
-/// Reads a whole pack, checks it against its name and every blob in it
-/// against its id, and returns its listing: what a writer may vouch for in
-/// an index file it seals (a pack's header alone says only what the pack's
-/// writer claimed, and anyone may add a pack).
-pub(crate) fn verified_listing(repository: &Repository, id: &Id) -> Result<PackEntry> {
-    let object = format!("pack {id}");
-    let bytes = repository.backend().read(ObjectKind::Pack, &id.to_hex())?;
-    if Id::of(&bytes) != *id {
-        return Err(StoreError::corrupt(
-            &object,
-            "content does not match its name (BLAKE3 hash)",
-        ));
-    }
-    let header = parse_pack(&bytes, id)?;
-    let mut decoder = BlobDecoder::default();
-    for entry in &header.blobs {
-        let stored = usize::try_from(entry.offset)
-            .ok()
-            .and_then(|start| bytes.get(start..start.checked_add(entry.length as usize)?))
-            .ok_or_else(|| StoreError::corrupt(&object, format!("blob {} past the end", entry.id)))?;
-        decoder.decode(entry, stored, id)?;
-    }
-    Ok(PackEntry {
-        id: *id,
-        size: bytes.len() as u64,
-        blobs: header.blobs,
-    })
-}

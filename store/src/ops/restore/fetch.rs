@@ -405,3 +405,73 @@ fn locations_listed_twice(repository: &Repository) -> HashMap<Id, Vec<BlobLocati
     listed.retain(|_, places| places.len() > 1);
     listed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::format::index::IndexFile;
+    use crate::format::keys::{generate_signing_key, public_key_of};
+    use crate::format::pack::BlobKind;
+    use crate::index::MemoryIndex;
+    use crate::ops::common::blob_writer::BlobWriter;
+
+    /// The cache knows only a planted place for a blob (as when a planted
+    /// index file shadows the true one in a repository whose index files
+    /// are all unsigned): the fetch finds the true place in the index
+    /// files and says it served from there.
+    #[test]
+    fn a_blob_whose_known_place_fails_is_read_from_another_listed_place() {
+        let directory = tempfile::tempdir().unwrap();
+        let key = generate_signing_key().unwrap();
+        let repository = Repository::init(
+            std::sync::Arc::new(LocalBackend::new(directory.path())),
+            cairn_chunker::ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+        )
+        .unwrap();
+        // Incompressible, so it is stored as it is, alone.
+        let mut raw = vec![0u8; 50_000];
+        blake3::Hasher::new()
+            .update(b"noise")
+            .finalize_xof()
+            .fill(&mut raw);
+        let id = Id::of(&raw);
+        let scratch = MemoryIndex::new();
+        let writer = BlobWriter::new(&repository, &scratch, HashMap::new(), Some(&key));
+        writer.add(BlobKind::Data, id, &raw).unwrap();
+        writer.finish().unwrap();
+        let true_place = repository
+            .read_index_file(&repository.list_ids(ObjectKind::Index).unwrap()[0])
+            .unwrap()
+            .packs
+            .remove(0);
+        let mut planted = true_place.clone();
+        planted.blobs[0].offset += 1;
+        planted.blobs[0].length -= 1;
+        planted.blobs[0].raw_length -= 1;
+        repository
+            .write_index_file(&IndexFile::new(vec![planted.clone()]), None)
+            .unwrap();
+        let shadowed = MemoryIndex::new();
+        shadowed.insert_pack(&planted, false).unwrap();
+        let known = shadowed.lookup(&id).unwrap().unwrap();
+        let why = repository.read_blob(&known).unwrap_err();
+
+        let sources = Sources::new(&[]);
+        assert_eq!(sources.fetch(&repository, &id, why).unwrap(), raw);
+        let uses = sources.uses();
+        assert_eq!((uses.len(), uses[0].blobs), (1, 1), "{uses:?}");
+        assert_eq!(sources.main_failures().0, 1);
+        // A blob listed nowhere else still fails, with the first error.
+        let unknown = Id::of(b"listed nowhere");
+        let missing = StoreError::Missing {
+            object: format!("blob {unknown}"),
+        };
+        assert!(matches!(
+            sources.fetch(&repository, &unknown, missing),
+            Err(StoreError::Missing { .. })
+        ));
+    }
+}
