@@ -171,3 +171,58 @@ fn finding_8_planted_index_does_not_break_restore() {
     assert!(!said.contains("unrestorable"), "{said}");
     assert_verify_clean_naming(&workspace, &planted);
 }
+
+/// Rewrites every index file of the repository in the unsigned encoding
+/// of a cairn from before sealed index files.
+fn make_legacy(workspace: &Workspace) {
+    let directory = workspace.repo().join("index");
+    for entry in fs::read_dir(&directory).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = fs::read(&path).unwrap();
+        let (file, _) = IndexFile::open(&bytes, "index file", &Id::of(b"any"), &[]).unwrap();
+        fs::remove_file(&path).unwrap();
+        let legacy = file.encode();
+        fs::write(directory.join(Id::of(&legacy).to_hex()), legacy).unwrap();
+    }
+}
+
+/// Finding 8 in a repository written before sealed index files: every
+/// listing is a hint, so the planted one may win in the cache; restore
+/// then finds the true place among the other listed ones. Backups still
+/// work (storing again what they cannot vouch for, and saying so), and
+/// `repair index` makes the repository vouched for.
+#[test]
+fn finding_8_planted_index_does_not_break_restore_in_a_legacy_repository() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("source");
+    write(&source.join("file"), &noise(6, 150_000));
+    let snapshot = snapshot_of(&workspace.backup_json([&source]));
+    let packs = workspace.packs();
+    let data = data_packs(&packs);
+    let trees: Vec<_> = packs.iter().filter(|pack| !data.contains(pack)).collect();
+    make_legacy(&workspace);
+    let planted = plant_index(&workspace, &false_claim(trees[0], &data_blobs(&data[0])));
+
+    let target = workspace.path("restored");
+    workspace.restore(&snapshot, &target).ok();
+    assert_same_tree(&source, &target.join("source"));
+
+    write(&source.join("more"), &noise(7, 20_000));
+    let run = workspace.cairn_repo(["backup", source.to_str().unwrap()]).ok();
+    assert!(run.stderr.contains("stored again"), "{}", run.stderr);
+
+    workspace.cairn_repo(["repair", "index"]).ok();
+    let run = workspace.cairn_repo(["--json", "verify", "--read-data"]);
+    let report = run.json();
+    assert_eq!(run.code, 0, "{}", brief(&report));
+    let text = report.to_string();
+    assert!(
+        !text.contains("unvouched") && !text.contains(&planted.to_hex()),
+        "after repair index every index file is vouched for:\n{}",
+        brief(&report)
+    );
+    let target = workspace.path("restored again");
+    workspace.restore("latest", &target).ok();
+    assert_same_tree(&source, &target.join("source"));
+}
