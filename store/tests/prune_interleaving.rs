@@ -317,9 +317,7 @@ impl Scene {
     /// Every tree and chunk a snapshot reaches.
     fn blobs_of(&self, snapshot: Id) -> HashSet<Id> {
         let repository = self.open();
-        let index = open_index(&repository, None, &self.trusted)
-            .unwrap()
-            .index;
+        let index = open_index(&repository, None, &self.trusted).unwrap().index;
         let body = repository
             .read_manifest(&snapshot)
             .unwrap()
@@ -358,9 +356,7 @@ impl Scene {
     /// `components` with its source, file by file and byte by byte.
     fn assert_restores(&self, snapshot: Id, components: &[(&str, &Path)]) {
         let repository = self.open();
-        let index = open_index(&repository, None, &self.trusted)
-            .unwrap()
-            .index;
+        let index = open_index(&repository, None, &self.trusted).unwrap().index;
         let body = repository
             .read_manifest(&snapshot)
             .unwrap()
@@ -925,9 +921,7 @@ fn a_repack_does_not_copy_a_live_blob_that_another_pack_already_holds() {
     let scene = scene(ChunkerParams::DEFAULT);
     let snapshot = scene.backup(&scene.x()).snapshot;
     let repository = scene.open();
-    let index = open_index(&repository, None, &scene.trusted)
-        .unwrap()
-        .index;
+    let index = open_index(&repository, None, &scene.trusted).unwrap().index;
     let live_chunk = *scene
         .blobs_of(snapshot)
         .iter()

@@ -53,8 +53,8 @@ fn a_running_writer_takes_in_what_another_indexed_after_it_started() {
         .expect("trust");
     let present = repository.list_packs().expect("list packs");
     let first = BlobWriter::new(&repository, &first_index, present.clone(), Some(&key));
-    let second =
-        BlobWriter::new(&repository, &second_index, present, Some(&key)).with_refresh_interval(Duration::ZERO);
+    let second = BlobWriter::new(&repository, &second_index, present, Some(&key))
+        .with_refresh_interval(Duration::ZERO);
 
     // The first writer stores and indexes 4 MiB while the second runs.
     let shared: Vec<Vec<u8>> = (0..4).map(|seed| noise(seed, MIB)).collect();

@@ -209,7 +209,9 @@ fn finding_8_planted_index_does_not_break_restore_in_a_legacy_repository() {
     assert_same_tree(&source, &target.join("source"));
 
     write(&source.join("more"), &noise(7, 20_000));
-    let run = workspace.cairn_repo(["backup", source.to_str().unwrap()]).ok();
+    let run = workspace
+        .cairn_repo(["backup", source.to_str().unwrap()])
+        .ok();
     assert!(run.stderr.contains("stored again"), "{}", run.stderr);
 
     workspace.cairn_repo(["repair", "index"]).ok();

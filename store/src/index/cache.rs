@@ -936,7 +936,9 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("cache");
         let index = SledIndex::open(&path).unwrap();
-        index.insert_pack(&pack_of(b"pack", 10, None), true).unwrap();
+        index
+            .insert_pack(&pack_of(b"pack", 10, None), true)
+            .unwrap();
         index.mark_index_file(&Id::of(b"index file")).unwrap();
         fs::remove_dir_all(path.join("runs")).unwrap();
         assert!(index.flush().is_err());

@@ -473,15 +473,15 @@ impl Session<'_> {
         let mut written = writer.finish()?;
         let rescued =
             secure_against_prune(target, target_index, signer, writer.relied_packs(), &roots)
-            .map_err(|error| match error {
-                // Its messages speak of a backup; the advice is the same.
-                StoreError::Conflict(message) => StoreError::Conflict(format!(
-                    "copying snapshot {}: {}",
-                    candidate.id,
-                    message.replace("backup", "copy")
-                )),
-                other => other,
-            })?;
+                .map_err(|error| match error {
+                    // Its messages speak of a backup; the advice is the same.
+                    StoreError::Conflict(message) => StoreError::Conflict(format!(
+                        "copying snapshot {}: {}",
+                        candidate.id,
+                        message.replace("backup", "copy")
+                    )),
+                    other => other,
+                })?;
         written.add_new(&rescued);
         Ok(written)
     }

@@ -95,7 +95,8 @@ pub(super) fn commit(
         .iter()
         .map(|component| component.tree)
         .collect();
-    let rescued = secure_against_prune(repository, index, Some(key), writer.relied_packs(), &roots)?;
+    let rescued =
+        secure_against_prune(repository, index, Some(key), writer.relied_packs(), &roots)?;
     written.add_new(&rescued);
     let body = SnapshotBody {
         version: SnapshotBody::new_version(),

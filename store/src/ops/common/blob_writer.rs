@@ -251,8 +251,7 @@ impl<'a> BlobWriter<'a> {
                 std::thread::spawn(move || upload_packs(&repository, &receiver, &uploaded, &relied))
             })
             .collect();
-        let vouches =
-            signer.is_some_and(|key| index.trusted().contains(&public_key_of(key)));
+        let vouches = signer.is_some_and(|key| index.trusted().contains(&public_key_of(key)));
         BlobWriter {
             repository,
             index,
@@ -764,9 +763,21 @@ mod tests {
         index.insert_pack(&claimed(&vouched), true).unwrap();
         let present = HashMap::from([(Id::of(b"some pack"), 1 << 20)]);
         let writer = BlobWriter::new(&repository, &index, present, Some(&key));
-        assert!(writer.add(BlobKind::Data, Id::of(&hinted), &hinted).unwrap());
-        assert!(!writer.add(BlobKind::Data, Id::of(&vouched), &vouched).unwrap());
-        assert!(!writer.all_stored(&[Id::of(&hinted), Id::of(&text(3, 3))]).unwrap());
+        assert!(
+            writer
+                .add(BlobKind::Data, Id::of(&hinted), &hinted)
+                .unwrap()
+        );
+        assert!(
+            !writer
+                .add(BlobKind::Data, Id::of(&vouched), &vouched)
+                .unwrap()
+        );
+        assert!(
+            !writer
+                .all_stored(&[Id::of(&hinted), Id::of(&text(3, 3))])
+                .unwrap()
+        );
         let statistics = writer.finish().unwrap();
         assert_eq!(
             (statistics.new_blobs, statistics.unvouched_stored_again),

@@ -114,4 +114,3 @@ pub(crate) fn unindexed_packs(
     }
     Ok(orphans)
 }
-

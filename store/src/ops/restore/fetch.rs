@@ -27,8 +27,8 @@
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
-use crate::format::pack::spans::{Span, spans};
 use crate::format::index::BlobLocation;
+use crate::format::pack::spans::{Span, spans};
 use crate::format::pack::{BlobDecoder, BlobEntry, Decoded, by_stored_bytes};
 use crate::format::tree::Tree;
 use crate::id::Id;
@@ -37,8 +37,8 @@ use crate::ops::read_tree;
 use crate::repository::Repository;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 const KIB: u64 = 1024;
 pub(super) const MIB: u64 = 1024 * KIB;
@@ -265,12 +265,9 @@ impl<'a> Sources<'a> {
 
     /// Blob `id` from another place `main`'s index files list for it.
     fn from_elsewhere_in(&self, main: &Repository, id: &Id) -> Option<Vec<u8>> {
-        let (_, listed) = self.elsewhere.get_or_init(|| {
-            (
-                main.backend().location(),
-                locations_listed_twice(main),
-            )
-        });
+        let (_, listed) = self
+            .elsewhere
+            .get_or_init(|| (main.backend().location(), locations_listed_twice(main)));
         for location in listed.get(id)? {
             if let Ok(raw) = main.read_blob(location) {
                 let served = &self.served_elsewhere;
@@ -382,9 +379,7 @@ impl<'a> Sources<'a> {
 /// that cannot be read is skipped (the index's opening named it).
 fn locations_listed_twice(repository: &Repository) -> HashMap<Id, Vec<BlobLocation>> {
     let mut listed: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
-    let files = repository
-        .list_ids(ObjectKind::Index)
-        .unwrap_or_default();
+    let files = repository.list_ids(ObjectKind::Index).unwrap_or_default();
     for file in files {
         let Ok(file) = repository.read_index_file(&file) else {
             continue;

@@ -128,7 +128,10 @@ pub(super) fn read_pack(
             let (false_hints, kept): (Vec<_>, Vec<_>) = blobs.into_iter().partition(|location| {
                 hinted.contains(&location.entry.id) && !listed.contains(&location.entry)
             });
-            reading.false_hints = false_hints.iter().map(|location| location.entry.id).collect();
+            reading.false_hints = false_hints
+                .iter()
+                .map(|location| location.entry.id)
+                .collect();
             blobs = kept;
             if blobs
                 .iter()
