@@ -264,7 +264,7 @@ impl<'a> Sources<'a> {
     }
 
     /// Blob `id` from another place `main`'s index files list for it.
-    fn from_elsewhere_in(&self, main: &Repository, id: &Id) -> Option<Vec<u8>> {
+    fn read_elsewhere_in(&self, main: &Repository, id: &Id) -> Option<Vec<u8>> {
         let (_, listed) = self
             .elsewhere
             .get_or_init(|| (main.backend().location(), locations_listed_twice(main)));
@@ -294,7 +294,7 @@ impl<'a> Sources<'a> {
     /// another place the main repository's index files list it, or else
     /// the first fallback that holds it intact; `why` itself if none does.
     pub fn fetch(&self, main: &Repository, id: &Id, why: StoreError) -> Result<Vec<u8>> {
-        if let Some(raw) = self.from_elsewhere_in(main, id) {
+        if let Some(raw) = self.read_elsewhere_in(main, id) {
             self.note_failure(&why);
             return Ok(raw);
         }
