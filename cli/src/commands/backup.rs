@@ -472,6 +472,11 @@ fn run_backup_to_each(
             locations.join(", ")
         ));
     };
+    for (_, result) in &outcome.repositories {
+        if let Ok(stored) = result {
+            warn_unvouched(stored.written.unvouched_stored_again);
+        }
+    }
     let code = report_problems(first);
     if verdict == Verdict::SomeRepositoriesFailed {
         report_failed_repositories(&outcome);
