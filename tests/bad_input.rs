@@ -94,10 +94,12 @@ fn second_repository(workspace: &Workspace) -> (PathBuf, PathBuf, String) {
     (repo, key, public)
 }
 
-/// The public key of the workspace's own repository, as pinned at init.
+/// The public key of the workspace's own repository, as pinned at init
+/// (`trusted/<repository id>/<key>`).
 fn own_public_key(workspace: &Workspace) -> String {
     let trusted: Vec<String> = fs::read_dir(workspace.path("config/trusted"))
         .unwrap()
+        .flat_map(|repository| fs::read_dir(repository.unwrap().path()).unwrap())
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(trusted.len(), 1, "{trusted:?}");

@@ -1,7 +1,7 @@
 //! `cairn copy` and `cairn init --like`: snapshots move between
-//! repositories with only the missing chunks, their signed manifests
-//! byte for byte, and damage in the source never becomes a snapshot in the
-//! target.
+//! repositories with only the missing chunks, their bodies byte for byte
+//! (each manifest signed for the target), and damage in the source never
+//! becomes a snapshot in the target.
 
 mod common;
 use common::*;
@@ -65,6 +65,52 @@ fn snapshot_ids(workspace: &Workspace, repo: &Path) -> Vec<String> {
     ids
 }
 
+/// A copy report's snapshots as the target names them (`target_id`),
+/// each paired with its id in the source.
+fn target_ids(report: &Value) -> Vec<(String, String)> {
+    report["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .map(|snapshot| {
+            (
+                snapshot["id"].as_str().expect("id").to_string(),
+                snapshot["target_id"]
+                    .as_str()
+                    .expect("target id")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The target id of source snapshot `id` in a copy report.
+fn target_id_of(report: &Value, id: &str) -> String {
+    target_ids(report)
+        .into_iter()
+        .find(|(source, _)| source == id)
+        .unwrap_or_else(|| panic!("{id} is not in {report}"))
+        .1
+}
+
+/// Each snapshot's time, host and components, as `snapshots` lists them.
+fn summaries(workspace: &Workspace, repo: &Path) -> Vec<String> {
+    let mut listed: Vec<String> =
+        at(workspace, repo, ["--json", "snapshots"]).ok().json()["snapshots"]
+            .as_array()
+            .expect("snapshots")
+            .iter()
+            .map(|snapshot| {
+                format!(
+                    "{} {} {}",
+                    snapshot["time"], snapshot["host"], snapshot["components"]
+                )
+            })
+            .collect();
+    listed.sort();
+    listed
+}
+
 fn verify_clean(workspace: &Workspace, repo: &Path, extra: &[&str]) {
     let mut args = vec!["--json", "verify", "--read-data"];
     args.extend_from_slice(extra);
@@ -96,23 +142,8 @@ fn make_source(root: &Path, seed: u64) {
     std::os::unix::fs::symlink("notes.txt", root.join("link")).unwrap();
 }
 
-fn files_in(directory: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = walk(directory)
-        .into_iter()
-        .filter(|path| path.is_file())
-        .map(|path| {
-            (
-                path.strip_prefix(directory).unwrap().display().to_string(),
-                fs::read(&path).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 #[test]
-fn a_copy_restores_byte_identical_keeps_signatures_and_a_second_copy_copies_nothing() {
+fn a_copy_restores_byte_identical_is_signed_for_the_target_and_a_second_copy_copies_nothing() {
     let workspace = Workspace::new();
     let (a, b) = (workspace.path("a"), workspace.path("b"));
     let source = workspace.path("src");
@@ -121,19 +152,28 @@ fn a_copy_restores_byte_identical_keeps_signatures_and_a_second_copy_copies_noth
     backup(&workspace, &a, &source);
     write(&source.join("dir0/late.bin"), &noise(77, 50_000));
     backup(&workspace, &a, &source);
-    at(&workspace, &b, ["init", "--like", a.to_str().unwrap()]).ok();
+    let b_key = public_key(
+        &at(
+            &workspace,
+            &b,
+            ["--json", "init", "--like", a.to_str().unwrap()],
+        )
+        .ok(),
+    );
 
     let first = copy(&workspace, &a, &b, &[]).ok().json();
     assert_eq!(first["snapshots_copied"], 2, "{first}");
     assert_eq!(first["snapshots_damaged"], 0);
     assert!(first["blobs_copied"].as_u64().unwrap() > 12, "{first}");
-    assert_eq!(first["keys_copied"], serde_json::json!([a_key]));
 
-    // The manifests are the source's, byte for byte.
-    assert_eq!(
-        files_in(&a.join("snapshots")),
-        files_in(&b.join("snapshots"))
-    );
+    // The snapshots say in B what they say in A; each manifest is signed
+    // for B (a manifest names its repository), under the id the report
+    // gives.
+    assert_eq!(summaries(&workspace, &a), summaries(&workspace, &b));
+    let mut copied: Vec<String> = target_ids(&first).into_iter().map(|(_, id)| id).collect();
+    copied.sort();
+    assert_eq!(snapshot_ids(&workspace, &b), copied);
+    assert_ne!(snapshot_ids(&workspace, &a), copied);
     assert_objects_named_by_their_hash(&b);
     let out = workspace.path("out");
     at(
@@ -149,8 +189,14 @@ fn a_copy_restores_byte_identical_keeps_signatures_and_a_second_copy_copies_noth
     .ok();
     assert_same_tree(&source, &out.join("data"));
     verify_clean(&workspace, &b, &[]);
-    // The original signer's key alone vouches for the copies.
-    verify_clean(&workspace, &b, &["--trusted-key", &a_key]);
+    // B's own key vouches for the copies; A's key is not needed there.
+    verify_clean(&workspace, &b, &["--trusted-key", &b_key]);
+    let refused = at(
+        &workspace,
+        &b,
+        ["--json", "--trusted-key", &a_key, "verify"],
+    );
+    assert_ne!(refused.code, 0, "A's key vouches for B's copies");
 
     let size = tree_size(&b);
     let second = copy(&workspace, &a, &b, &[]).ok().json();
@@ -295,6 +341,7 @@ fn damage_in_the_source_fails_only_its_snapshot_and_names_the_pack() {
     assert!(reason.contains(&blob.id.to_hex()), "{reason}");
 
     // B holds only the healthy snapshot and nothing broken.
+    let healthy = target_id_of(&report, &healthy);
     assert_eq!(snapshot_ids(&workspace, &b), vec![healthy.clone()]);
     verify_clean(&workspace, &b, &[]);
 
@@ -333,7 +380,10 @@ fn named_snapshots_are_copied_alone_and_untrusted_ones_are_refused() {
         .ok()
         .json();
     assert_eq!(report["snapshots_copied"], 2, "{report}");
-    let mut expected = vec![ids[0].clone(), ids[2].clone()];
+    let mut expected = vec![
+        target_id_of(&report, &ids[0]),
+        target_id_of(&report, &ids[2]),
+    ];
     expected.sort();
     assert_eq!(snapshot_ids(&workspace, &b), expected);
     verify_clean(&workspace, &b, &[]);
@@ -362,9 +412,9 @@ fn named_snapshots_are_copied_alone_and_untrusted_ones_are_refused() {
     assert_eq!(tree_size(&b), size);
     let rest = copy(&workspace, &a, &b, &[]).ok().json();
     assert_eq!(rest["snapshots_copied"], 1, "{rest}");
-    let mut all = ids.clone();
-    all.sort();
-    assert_eq!(snapshot_ids(&workspace, &b), all);
+    expected.push(target_id_of(&rest, &ids[1]));
+    expected.sort();
+    assert_eq!(snapshot_ids(&workspace, &b), expected);
 }
 
 #[test]

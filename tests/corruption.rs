@@ -353,10 +353,18 @@ fn a_manifest_tampered_under_its_old_signature_is_refused_by_verify_and_restore(
         "{:#}",
         bad[0]
     );
+    // The real manifest it replaced is gone without a forget record: this
+    // machine saw it as the newest, so that is a roll-back, named too.
+    let rolled_back = findings(&report, "rolled-back");
+    assert_eq!(rolled_back.len(), 1, "{report:#}");
+    assert!(
+        rolled_back[0]["object"].as_str().unwrap().contains(&new),
+        "{report:#}"
+    );
     assert_eq!(
         report["findings"].as_array().unwrap().len(),
-        1,
-        "only the tampered manifest is at fault: {report:#}"
+        2,
+        "only the tampered manifest and the roll-back are at fault: {report:#}"
     );
 
     let listed = workspace.cairn_repo(["--json", "snapshots"]).ok().json();

@@ -109,8 +109,18 @@ fn pack_names(repo: &Path) -> BTreeSet<String> {
 /// A copy of a repository made of hard links. Every object is written once
 /// (to `tmp/`, then linked to its name) and never changed, and deleting one
 /// only unlinks its name, so what cairn does to the copy never shows in the
-/// original.
-fn link_copy(from: &Path, to: &Path) {
+/// original. The copies share the original's id, so the workspace's memory
+/// of the newest snapshots seen is forgotten too: each copy puts the
+/// repository back as it was on purpose, which is not a roll-back.
+fn link_copy(workspace: &Workspace, from: &Path, to: &Path) {
+    for memory in walk(&workspace.path("cache")) {
+        if memory
+            .file_name()
+            .is_some_and(|name| name == "newest-seen.json")
+        {
+            fs::remove_file(&memory).unwrap();
+        }
+    }
     fs::create_dir_all(to).unwrap();
     for path in walk(from) {
         let target = to.join(path.strip_prefix(from).unwrap());
@@ -331,7 +341,7 @@ fn repair_index_killed_at_any_moment_loses_nothing_and_the_next_run_finishes() {
 
     // One complete run on a copy: how long it takes, and what it leaves.
     let copy = workspace.path("copy-complete");
-    link_copy(&repo, &copy);
+    link_copy(&workspace, &repo, &copy);
     let started = Instant::now();
     let complete = cairn_at(&workspace, &copy, ["--json", "repair", "index"])
         .ok()
@@ -372,7 +382,7 @@ fn repair_index_killed_at_any_moment_loses_nothing_and_the_next_run_finishes() {
     let mut landed_mid_deletion = 0;
     for (attempt, plan) in plans.iter().enumerate() {
         let copy = workspace.path(&format!("copy-{attempt:02}"));
-        link_copy(&repo, &copy);
+        link_copy(&workspace, &repo, &copy);
         for (step, &moment) in plan.iter().enumerate() {
             let round = format!("attempt {attempt} step {step} ({moment:?})");
             let index_before = names(&copy.join("index"));
@@ -730,7 +740,7 @@ fn repair_snapshots_killed_at_any_moment_keeps_the_originals_and_writes_only_sou
 
     // One complete run on a copy: how long it takes, and what it writes.
     let copy = workspace.path("copy-complete");
-    link_copy(&repo, &copy);
+    link_copy(&workspace, &repo, &copy);
     let started = Instant::now();
     let summary = cairn_at(&workspace, &copy, ["--json", "repair", "snapshots"])
         .ok()
@@ -802,7 +812,7 @@ fn repair_snapshots_killed_at_any_moment_keeps_the_originals_and_writes_only_sou
     let mut partial = 0;
     for (attempt, plan) in plans.iter().enumerate() {
         let copy = workspace.path(&format!("copy-{attempt}"));
-        link_copy(&repo, &copy);
+        link_copy(&workspace, &repo, &copy);
         let snapshots_dir = copy.join("snapshots");
         let index_dir = copy.join("index");
         for (number, &step) in plan.iter().enumerate() {

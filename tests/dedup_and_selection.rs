@@ -503,7 +503,7 @@ fn forge_parent_swapping_contents(
     let year: u32 = body.time[..4].parse().unwrap();
     body.time = format!("{}{}", year + 1, &body.time[4..]);
     let stranger = cairn_store::format::keys::generate_signing_key().unwrap();
-    let manifest = SignedManifest::sign(&body, &stranger);
+    let manifest = SignedManifest::sign(&body, repository.id(), &stranger);
     repository
         .write_object(ObjectKind::Snapshot, &manifest.encode())
         .unwrap()

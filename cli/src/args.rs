@@ -72,8 +72,12 @@ pub enum Command {
     /// Back up one or more components into a new snapshot.
     Backup(BackupArgs),
     /// Copy snapshots from one repository into another, storing only the
-    /// chunks the target lacks; the signed manifests are copied unchanged.
+    /// chunks the target lacks; each copied manifest is signed for the
+    /// target with the target's key.
     Copy(CopyArgs),
+    /// Trust public keys for this repository on this machine (snapshots
+    /// and records they sign for it are accepted from then on).
+    Trust(TrustArgs),
     /// List snapshots (or, with --forgotten, the record of forgotten ones).
     Snapshots(SnapshotsArgs),
     /// List the files of a snapshot.
@@ -104,6 +108,13 @@ pub enum Command {
     /// file's hash checked, each kind's own check run, each timed; one JSON
     /// line per drill appended to a history file.
     Drill(DrillArgs),
+}
+
+#[derive(Args)]
+pub struct TrustArgs {
+    /// Public keys: 64 hex digits, or files holding them.
+    #[arg(required = true, value_name = "KEY")]
+    pub keys: Vec<String>,
 }
 
 #[derive(Args)]
@@ -391,6 +402,16 @@ pub struct RestoreArgs {
     /// Restore what can be restored even if chunks or trees are missing.
     #[arg(long)]
     pub allow_missing_chunks: bool,
+    /// As root, give restored files the owner and group the snapshot
+    /// records (as tar's --same-owner). By default what the restore
+    /// creates belongs to whoever runs it, and existing owners are kept.
+    #[arg(long)]
+    pub same_owner: bool,
+    /// Apply the set-user-id, set-group-id and sticky bits the snapshot
+    /// records. By default they are cleared: a snapshot does not decide
+    /// which programs run with raised privileges here.
+    #[arg(long)]
+    pub keep_special_bits: bool,
 }
 
 #[derive(Args)]

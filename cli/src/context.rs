@@ -7,13 +7,39 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use cairn_store::backend::{Backend, S3Options, open_backend};
 use cairn_store::format::keys::{PublicKey, SigningKey};
 use cairn_store::index::{OpenedIndex, open_index};
-use cairn_store::keystore::{TrustStore, parse_public_key_argument, read_secret_key};
+use cairn_store::keystore::{LocationPins, TrustStore, parse_public_key_argument, read_secret_key};
 use cairn_store::{Repository, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The legacy-trust warning is said once per command.
+static LEGACY_TRUST_WARNED: AtomicBool = AtomicBool::new(false);
 
 pub struct Context {
     pub global: GlobalArgs,
+}
+
+/// A run's private staging directory (see [`Context::staging_directory`]):
+/// removed when dropped, and the cache's `staging/` with it once empty.
+pub struct Staging {
+    directory: Option<tempfile::TempDir>,
+    parent: Option<PathBuf>,
+}
+
+impl Staging {
+    pub fn path(&self) -> Option<&Path> {
+        self.directory.as_ref().map(|directory| directory.path())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        drop(self.directory.take());
+        if let Some(parent) = &self.parent {
+            cairn_store::private::remove_if_empty(parent);
+        }
+    }
 }
 
 impl Context {
@@ -76,7 +102,16 @@ impl Context {
         if !is_s3(location) && !Path::new(location).is_dir() {
             bail!("repository {location} does not exist");
         }
-        Repository::open(backend).with_context(|| format!("opening repository {location}"))
+        let repository =
+            Repository::open(backend).with_context(|| format!("opening repository {location}"))?;
+        LocationPins::new(&self.config_dir()?).check(&pin_key(location), repository.id())?;
+        Ok(repository)
+    }
+
+    /// Records that `location` now holds `repository` (after `init`).
+    pub fn pin_location(&self, location: &str, repository: &Repository) -> Result<()> {
+        LocationPins::new(&self.config_dir()?).pin(&pin_key(location), repository.id())?;
+        Ok(())
     }
 
     pub fn config_dir(&self) -> Result<PathBuf> {
@@ -88,19 +123,86 @@ impl Context {
             .ok_or_else(|| anyhow!("cannot find a config directory: set CAIRN_CONFIG_DIR"))
     }
 
-    fn cache_path(&self, repository: &Repository) -> Result<Option<PathBuf>> {
-        if self.global.no_cache {
-            return Ok(None);
-        }
-        let base = match &self.global.cache_dir {
-            Some(directory) => directory.clone(),
+    /// The cache directory: --cache-dir, or the user's cache directory's
+    /// `cairn`.
+    fn cache_base(&self) -> Result<PathBuf> {
+        match &self.global.cache_dir {
+            Some(directory) => Ok(directory.clone()),
             None => dirs::cache_dir()
                 .map(|directory| directory.join("cairn"))
                 .ok_or_else(|| {
                     anyhow!("cannot find a cache directory: set CAIRN_CACHE_DIR or pass --no-cache")
-                })?,
+                }),
+        }
+    }
+
+    /// A private directory (0700) for this run's staging files (copies of
+    /// databases, commands' output) under the cache directory's
+    /// `staging/`, removed when dropped and when cairn is interrupted.
+    /// Without a cache directory (--no-cache and none to be found), one in
+    /// the system's temporary directory, as private.
+    pub fn staging_directory(&self) -> Result<Staging> {
+        let (directory, parent) = match self.cache_base() {
+            Ok(base) => {
+                let parent = base.join("staging");
+                let directory = cairn_store::private::private_directory_in(&parent, "run-")?;
+                (directory, Some(parent))
+            }
+            Err(_) => (
+                cairn_store::private::private_temporary_directory("cairn-staging-")?,
+                None,
+            ),
         };
-        let for_repository = base.join(repository.config().repository_id.to_hex());
+        crate::interrupt::remove_on_interrupt(directory.path().to_path_buf());
+        Ok(Staging {
+            directory: Some(directory),
+            parent,
+        })
+    }
+
+    /// Where this host keeps the journals of the restores it made (the
+    /// config directory's `restore-journals/`, private): `undo-restore`
+    /// acts only on a journal found there.
+    pub fn journal_directory(&self) -> Result<PathBuf> {
+        Ok(self.config_dir()?.join("restore-journals"))
+    }
+
+    /// Secret key files a backup must never store: the config directory's
+    /// `keys/` and the --key-file given.
+    pub fn secret_key_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
+            .config_dir()
+            .ok()
+            .map(|config| config.join("keys"))
+            .into_iter()
+            .collect();
+        paths.extend(self.global.key_file.clone());
+        paths
+    }
+
+    /// This machine's cache directory for `repository`, unless --no-cache.
+    fn repository_cache(&self, repository: &Repository) -> Result<Option<PathBuf>> {
+        if self.global.no_cache {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.cache_base()?
+                .join(repository.config().repository_id.to_hex()),
+        ))
+    }
+
+    /// Where this machine remembers the newest snapshots it has seen of
+    /// `repository` (roll-back detection); none with --no-cache.
+    pub fn rollback_memory(&self, repository: &Repository) -> Result<Option<PathBuf>> {
+        Ok(self
+            .repository_cache(repository)?
+            .map(|directory| directory.join(cairn_store::ops::rollback::MEMORY_FILE)))
+    }
+
+    fn cache_path(&self, repository: &Repository) -> Result<Option<PathBuf>> {
+        let Some(for_repository) = self.repository_cache(repository)? else {
+            return Ok(None);
+        };
         remove_outdated_caches(&for_repository);
         // Each cache layout has its own directory, so a cairn of another
         // layout never reads it.
@@ -111,15 +213,19 @@ impl Context {
     /// section 9): the trusted keys, or none where none are set up (then
     /// every index entry is only a hint: backups store every chunk again
     /// and prunes keep what they cannot prove has a copy).
-    pub fn index_vouchers(&self) -> Vec<PublicKey> {
-        self.trusted_keys().unwrap_or_default()
+    pub fn index_vouchers(&self, repository: &Repository) -> Vec<PublicKey> {
+        self.trusted_keys_or_none(repository).unwrap_or_default()
     }
 
     /// The index, synchronised; notices about the cache, and index files
     /// that were skipped as unreadable, go to stderr.
     pub fn open_index(&self, repository: &Repository) -> Result<OpenedIndex> {
         let cache = self.cache_path(repository)?;
-        let opened = open_index(repository, cache.as_deref(), &self.index_vouchers())?;
+        let opened = open_index(
+            repository,
+            cache.as_deref(),
+            &self.index_vouchers(repository),
+        )?;
         for notice in &opened.notices {
             eprintln!("cairn: {notice}");
         }
@@ -178,9 +284,27 @@ impl Context {
         Ok(key)
     }
 
-    /// Keys whose signatures are accepted: --trusted-key if given, else the
-    /// config directory's trusted keys. Never the repository's own word.
-    pub fn trusted_keys(&self) -> Result<Vec<PublicKey>> {
+    /// Keys whose signatures are accepted in `repository`: --trusted-key
+    /// if given, else this machine's list for that repository. Never the
+    /// repository's own word.
+    pub fn trusted_keys(&self, repository: &Repository) -> Result<Vec<PublicKey>> {
+        let keys = self.trusted_keys_or_none(repository)?;
+        if keys.is_empty() {
+            bail!(
+                "no trusted keys for repository {} in {}: pin the repository's public key with --trusted-key HEX, or for good with `cairn --repo {} trust HEX`",
+                repository.backend().location(),
+                TrustStore::new(&self.config_dir()?, repository.id())
+                    .directory()
+                    .display(),
+                repository.backend().location(),
+            );
+        }
+        Ok(keys)
+    }
+
+    /// As [`Context::trusted_keys`], where no key is no error (a listing
+    /// only reports trust).
+    pub fn trusted_keys_or_none(&self, repository: &Repository) -> Result<Vec<PublicKey>> {
         if !self.global.trusted_keys.is_empty() {
             return self
                 .global
@@ -192,14 +316,17 @@ impl Context {
                 })
                 .collect();
         }
-        let keys = TrustStore::new(&self.config_dir()?).trusted_keys()?;
-        if keys.is_empty() {
-            bail!(
-                "no trusted keys in {}: pin the repository's public key with --trusted-key HEX",
-                self.config_dir()?.join("trusted").display()
+        let store = TrustStore::new(&self.config_dir()?, repository.id());
+        let trusted = store.trusted_keys()?;
+        if trusted.legacy && !LEGACY_TRUST_WARNED.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "cairn: warning: repository {location} has no list of trusted keys of its own, so the {} key(s) in {} (trusted for every repository by an older cairn) are used; pin this repository's own with `cairn --repo {location} trust HEX` (then only those are trusted for it)",
+                trusted.keys.len(),
+                store.legacy_directory().display(),
+                location = repository.backend().location(),
             );
         }
-        Ok(keys)
+        Ok(trusted.keys)
     }
 }
 
@@ -214,6 +341,18 @@ impl std::fmt::Display for Usage {
 }
 
 impl std::error::Error for Usage {}
+
+/// How a location is named in its pin: a directory by its canonical path
+/// (so `./repo` and `/home/me/repo` are one location), object storage as
+/// given.
+fn pin_key(location: &str) -> String {
+    if is_s3(location) {
+        return location.to_string();
+    }
+    std::fs::canonicalize(location)
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| location.to_string())
+}
 
 /// Whether a repository location names object storage rather than a
 /// directory.

@@ -8,6 +8,7 @@
 mod args;
 mod commands;
 mod context;
+mod interrupt;
 mod metrics;
 mod output;
 mod plan;
@@ -63,6 +64,9 @@ fn main() -> ExitCode {
     }
     limit_malloc_arenas();
     let cli = args::Cli::parse();
+    if let Err(error) = interrupt::install() {
+        eprintln!("cairn: warning: {error:#}; Ctrl-C may leave staging files behind");
+    }
     let context = context::Context { global: cli.global };
     match commands::run(&context, cli.command) {
         Ok(code) => ExitCode::from(code),

@@ -1,13 +1,15 @@
 //! Keys on this machine: the secret key file (JSON, mode 0600, kept outside
-//! the repository), the local list of trusted public keys (one file per key
-//! under the config directory's `trusted/`), and public keys given on the
-//! command line. Trust comes only from that list or from a key the user pins
-//! explicitly, never from a repository. Never signs or verifies anything
-//! (that is `format::seal`).
+//! the repository), the local lists of trusted public keys (one per
+//! repository, one file per key under the config directory's
+//! `trusted/<repository id>/`), the pin of which repository lives at each
+//! location, and public keys given on the command line. Trust comes only
+//! from those lists or from a key the user pins explicitly, never from a
+//! repository. Never signs or verifies anything (that is `format::seal`).
 
 use crate::error::{Result, StoreError};
 use crate::format::codec::to_json;
 use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey, public_key_of};
+use crate::id::Id;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -51,7 +53,13 @@ pub fn write_secret_key(path: &Path, key: &SigningKey) -> Result<()> {
         .map_err(|error| StoreError::io(format!("creating key file {}", path.display()), error))?;
     file.write_all(&contents)
         .and_then(|_| file.sync_all())
-        .map_err(|error| StoreError::io(format!("writing key file {}", path.display()), error))
+        .map_err(|error| StoreError::io(format!("writing key file {}", path.display()), error))?;
+    // The key is the only way to sign for its repository: its directory
+    // entry must survive a crash too.
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_directory(parent),
+        _ => Ok(()),
+    }
 }
 
 pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
@@ -86,47 +94,173 @@ pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
     Ok(key)
 }
 
-/// The local list of trusted public keys: `<config dir>/trusted/<hex>`.
+/// Makes `path`'s directory entry durable: a file just created or renamed
+/// there survives a crash only once its directory is synced.
+fn sync_directory(path: &Path) -> Result<()> {
+    fs::File::open(path)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|error| StoreError::io(format!("syncing directory {}", path.display()), error))
+}
+
+/// The keys trusted for one repository, and where they came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedKeys {
+    pub keys: Vec<PublicKey>,
+    /// Taken from the legacy list of keys trusted for every repository
+    /// (`trusted/<hex>`), because this repository has no list of its own.
+    pub legacy: bool,
+}
+
+/// The local lists of trusted public keys, one per repository:
+/// `<config dir>/trusted/<repository id>/<key hex>`. Files directly under
+/// `trusted/` (`trusted/<key hex>`, written by cairn before per-repository
+/// trust) are the legacy list: used only for a repository that has no
+/// list of its own, never added to one.
 pub struct TrustStore {
-    directory: PathBuf,
+    root: PathBuf,
+    repository: Id,
 }
 
 impl TrustStore {
-    pub fn new(config_directory: &Path) -> Self {
+    pub fn new(config_directory: &Path, repository: &Id) -> Self {
         TrustStore {
-            directory: config_directory.join("trusted"),
+            root: config_directory.join("trusted"),
+            repository: *repository,
         }
     }
 
+    /// This repository's own list.
+    pub fn directory(&self) -> PathBuf {
+        self.root.join(self.repository.to_hex())
+    }
+
+    /// The legacy list of keys trusted for every repository.
+    pub fn legacy_directory(&self) -> &Path {
+        &self.root
+    }
+
+    /// Trusts `key` for this repository only; durable when it returns.
     pub fn trust(&self, key: PublicKey) -> Result<()> {
+        let directory = self.directory();
+        fs::create_dir_all(&directory)
+            .map_err(|error| StoreError::io(format!("creating {}", directory.display()), error))?;
+        let path = directory.join(key.to_hex());
+        let mut file = fs::File::create(&path)
+            .map_err(|error| StoreError::io(format!("writing {}", path.display()), error))?;
+        file.write_all(format!("{}\n", key.to_hex()).as_bytes())
+            .and_then(|_| file.sync_all())
+            .map_err(|error| StoreError::io(format!("writing {}", path.display()), error))?;
+        sync_directory(&directory)?;
+        sync_directory(&self.root)
+    }
+
+    /// The keys trusted for this repository: its own list if it has one
+    /// with a key in it, else the legacy list (said in the result).
+    pub fn trusted_keys(&self) -> Result<TrustedKeys> {
+        let own = keys_in(&self.directory())?;
+        if !own.is_empty() {
+            return Ok(TrustedKeys {
+                keys: own,
+                legacy: false,
+            });
+        }
+        let legacy = keys_in(&self.root)?;
+        Ok(TrustedKeys {
+            legacy: !legacy.is_empty(),
+            keys: legacy,
+        })
+    }
+}
+
+/// Every file in `directory` named by a public key; a missing directory
+/// means none. Directories (other repositories' lists) are not keys.
+fn keys_in(directory: &Path) -> Result<Vec<PublicKey>> {
+    let entries = match fs::read_dir(directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => {
+            return Err(StoreError::io(
+                format!("listing {}", directory.display()),
+                error,
+            ));
+        }
+    };
+    let mut keys = Vec::new();
+    for entry in entries.flatten() {
+        let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+        if let (true, Some(key)) = (
+            is_file,
+            entry.file_name().to_str().and_then(PublicKey::from_hex),
+        ) {
+            keys.push(key);
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+/// Which repository was found at each location on this machine:
+/// `<config dir>/repositories/<BLAKE3 of the location>` holds the
+/// repository id and the location. A config replaced by another
+/// repository's (another id at a known location) is refused, so objects
+/// signed for that other repository cannot be made to pass as this one's.
+pub struct LocationPins {
+    directory: PathBuf,
+}
+
+impl LocationPins {
+    pub fn new(config_directory: &Path) -> Self {
+        LocationPins {
+            directory: config_directory.join("repositories"),
+        }
+    }
+
+    fn path_of(&self, location: &str) -> PathBuf {
+        self.directory.join(Id::of(location.as_bytes()).to_hex())
+    }
+
+    /// Checks that `location` holds the repository `id` it held before;
+    /// pins it on first sight.
+    pub fn check(&self, location: &str, id: &Id) -> Result<()> {
+        let path = self.path_of(location);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let pinned = text.lines().next().and_then(Id::from_hex);
+                match pinned {
+                    Some(pinned) if pinned == *id => Ok(()),
+                    Some(pinned) => Err(StoreError::Invalid(format!(
+                        "repository {location} has id {id}, but this machine knows it as {pinned}: \
+                         its config was replaced, and objects signed for another repository could \
+                         pass as its own; refusing. If you replaced the repository on purpose, \
+                         delete {} and run the command again",
+                        path.display()
+                    ))),
+                    None => Err(StoreError::corrupt(
+                        path.display().to_string(),
+                        "not a repository pin (a repository id, then its location)",
+                    )),
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => self.pin(location, id),
+            Err(error) => Err(StoreError::io(format!("reading {}", path.display()), error)),
+        }
+    }
+
+    /// Records that `location` holds repository `id` (a new repository
+    /// there replaces the pin).
+    pub fn pin(&self, location: &str, id: &Id) -> Result<()> {
         fs::create_dir_all(&self.directory).map_err(|error| {
             StoreError::io(format!("creating {}", self.directory.display()), error)
         })?;
-        let path = self.directory.join(key.to_hex());
-        fs::write(&path, format!("{}\n", key.to_hex()))
-            .map_err(|error| StoreError::io(format!("writing {}", path.display()), error))
-    }
-
-    /// Every trusted key; a missing directory means none.
-    pub fn trusted_keys(&self) -> Result<Vec<PublicKey>> {
-        let entries = match fs::read_dir(&self.directory) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => {
-                return Err(StoreError::io(
-                    format!("listing {}", self.directory.display()),
-                    error,
-                ));
-            }
-        };
-        let mut keys = Vec::new();
-        for entry in entries.flatten() {
-            if let Some(key) = entry.file_name().to_str().and_then(PublicKey::from_hex) {
-                keys.push(key);
-            }
-        }
-        keys.sort();
-        Ok(keys)
+        let path = self.path_of(location);
+        let temporary = path.with_extension("tmp");
+        let mut file = fs::File::create(&temporary)
+            .map_err(|error| StoreError::io(format!("writing {}", temporary.display()), error))?;
+        file.write_all(format!("{id}\n{location}\n").as_bytes())
+            .and_then(|_| file.sync_all())
+            .and_then(|_| fs::rename(&temporary, &path))
+            .map_err(|error| StoreError::io(format!("writing {}", path.display()), error))?;
+        sync_directory(&self.directory)
     }
 }
 
@@ -168,6 +302,71 @@ mod tests {
             write_secret_key(&path, &key).is_err(),
             "never overwrites a key"
         );
+    }
+
+    #[test]
+    fn trust_is_per_repository_and_the_legacy_list_serves_only_repositories_without_one() {
+        let config = tempfile::tempdir().unwrap();
+        let (one, two) = (Id([1; 32]), Id([2; 32]));
+        let key = |seed| public_key_of(&SigningKey::from_bytes(&[seed; 32]));
+        TrustStore::new(config.path(), &one).trust(key(1)).unwrap();
+        let trusted = |repository| {
+            TrustStore::new(config.path(), repository)
+                .trusted_keys()
+                .unwrap()
+        };
+        assert_eq!(
+            trusted(&one),
+            TrustedKeys {
+                keys: vec![key(1)],
+                legacy: false
+            }
+        );
+        assert_eq!(
+            trusted(&two),
+            TrustedKeys {
+                keys: vec![],
+                legacy: false
+            }
+        );
+        // A key trusted by an older cairn, for every repository.
+        fs::write(config.path().join("trusted").join(key(9).to_hex()), "").unwrap();
+        assert_eq!(
+            trusted(&two),
+            TrustedKeys {
+                keys: vec![key(9)],
+                legacy: true
+            }
+        );
+        assert_eq!(
+            trusted(&one),
+            TrustedKeys {
+                keys: vec![key(1)],
+                legacy: false
+            }
+        );
+        TrustStore::new(config.path(), &two).trust(key(2)).unwrap();
+        assert_eq!(
+            trusted(&two),
+            TrustedKeys {
+                keys: vec![key(2)],
+                legacy: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_location_keeps_its_repository_id() {
+        let config = tempfile::tempdir().unwrap();
+        let pins = LocationPins::new(config.path());
+        pins.check("/backups/repo", &Id([1; 32])).unwrap();
+        pins.check("/backups/repo", &Id([1; 32])).unwrap();
+        pins.check("/backups/other", &Id([2; 32])).unwrap();
+        let error = pins.check("/backups/repo", &Id([2; 32])).unwrap_err();
+        assert!(error.to_string().contains("replaced"), "{error}");
+        // A new repository made there on purpose (init) moves the pin.
+        pins.pin("/backups/repo", &Id([2; 32])).unwrap();
+        pins.check("/backups/repo", &Id([2; 32])).unwrap();
     }
 
     #[test]

@@ -37,4 +37,6 @@ pub mod repository;
 
 pub use error::{Result, StoreError};
 pub use id::Id;
+/// Private (0700/0600) scratch places, for a caller's staging directory.
+pub use os::private;
 pub use repository::Repository;

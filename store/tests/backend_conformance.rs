@@ -259,7 +259,7 @@ mod local_faults {
         assert_eq!(listed, [id(3)]);
         for seed in [1, 2] {
             assert!(matches!(
-                backend.read(ObjectKind::Pack, &id(seed)),
+                backend.read(ObjectKind::Pack, &id(seed), u64::MAX),
                 Err(StoreError::Missing { .. })
             ));
         }

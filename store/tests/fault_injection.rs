@@ -74,8 +74,8 @@ impl Backend for Faulty {
         }
         self.inner.create(kind, name, bytes)
     }
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        let bytes = self.inner.read(kind, name)?;
+    fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>> {
+        let bytes = self.inner.read(kind, name, limit)?;
         self.after_read(bytes)
     }
     fn read_range(

@@ -2,6 +2,13 @@
 //! valid objects with bytes flipped, truncated or extended, and random
 //! bytes. Each must return an error (or a value that passes its own
 //! checks), never panic, and never hang.
+//!
+//! This is how CI fuzzes (it has no nightly toolchain): a bounded number of
+//! cases per decoder, a few seconds in all. `fuzz/` holds the same decoders
+//! as cargo-fuzz targets for longer local runs (`cargo +nightly fuzz run
+//! TARGET`). The decoders of local files (the index cache's run files, the
+//! restore journal) are crate-private and meet hostile bytes in their own
+//! unit tests (`index::runs`, `ops::restore::hostile_journal`).
 
 use cairn_chunker::ChunkerParams;
 use cairn_store::Id;
@@ -11,14 +18,31 @@ use cairn_store::format::keys::{PublicKeyObject, generate_signing_key, public_ke
 use cairn_store::format::manifest::{
     ChunkerRecord, ComponentKind, ComponentRecord, ComponentStats, SignedManifest, SnapshotBody,
 };
-use cairn_store::format::pack::{BlobKind, PackWriter, compress_blob, decode_blob, parse_pack};
+use cairn_store::format::pack::{
+    BlobKind, PackWriter, compress_blob, compress_frame, decode_blob, parse_pack,
+};
+use cairn_store::format::records::{
+    DELETION_DOMAIN, DeletionMark, FORGET_DOMAIN, ForgetRecord, ForgottenSnapshot, MarkReason,
+    MarkedPack, SignedRecord,
+};
 use cairn_store::format::tree::{EntryKind, Tree, TreeEntry};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
+/// A pack of blobs stored every way: as they are, one zstd frame each, as
+/// byte planes, and three small blobs sharing one frame.
 fn sample_pack() -> Vec<u8> {
     let mut writer = PackWriter::new();
-    for content in [&b"alpha alpha alpha alpha"[..], &[7u8; 3000][..], b"z"] {
+    let floats: Vec<u8> = (0..2048u32)
+        .flat_map(|n| (n as f32 * 0.37).sin().to_le_bytes())
+        .collect();
+    for content in [
+        &b"alpha alpha alpha alpha"[..],
+        &[7u8; 3000][..],
+        b"z",
+        &floats,
+    ] {
         let (compression, stored) = compress_blob(content, 3);
         writer.add(
             BlobKind::Data,
@@ -28,7 +52,63 @@ fn sample_pack() -> Vec<u8> {
             &stored,
         );
     }
+    let members: Vec<Vec<u8>> = (0..3u8)
+        .map(|n| {
+            format!("row {n}, words and words; ")
+                .repeat(20)
+                .into_bytes()
+        })
+        .collect();
+    let listed: Vec<_> = members
+        .iter()
+        .map(|member| (BlobKind::Data, Id::of(member), member.len() as u32))
+        .collect();
+    let frame = compress_frame(&members.concat(), 3).expect("the rows compress");
+    writer.add_frame(&listed, (frame.0, &frame.1));
     writer.finish().1
+}
+
+fn sample_forget_record() -> Vec<u8> {
+    let record = ForgetRecord::new(
+        "2026-11-22T03:24:49.000000000Z".into(),
+        "host".into(),
+        "user".into(),
+        "keep-daily 7".into(),
+        vec![ForgottenSnapshot {
+            id: Id::of(b"old snapshot"),
+            time: "2026-11-01T03:00:00Z".into(),
+            host: "host".into(),
+            components: vec!["db".into()],
+            tags: vec!["nightly".into()],
+        }],
+    );
+    SignedRecord::sign(
+        &record,
+        FORGET_DOMAIN,
+        &SAMPLE_REPOSITORY,
+        &generate_signing_key().unwrap(),
+    )
+    .encode()
+}
+
+fn sample_deletion_mark() -> Vec<u8> {
+    let mark = DeletionMark::new(
+        "2026-11-22T03:24:49.000000000Z".into(),
+        3600,
+        "host".into(),
+        vec![MarkedPack {
+            id: Id::of(b"pack"),
+            size: 4096,
+            reason: MarkReason::Repacked,
+        }],
+    );
+    SignedRecord::sign(
+        &mark,
+        DELETION_DOMAIN,
+        &SAMPLE_REPOSITORY,
+        &generate_signing_key().unwrap(),
+    )
+    .encode()
 }
 
 fn sample_tree() -> Vec<u8> {
@@ -97,20 +177,42 @@ fn sample_manifest() -> Vec<u8> {
         problems: vec![],
         cairn_version: "test".into(),
     };
-    SignedManifest::sign(&body, &generate_signing_key().unwrap()).encode()
+    SignedManifest::sign(&body, &SAMPLE_REPOSITORY, &generate_signing_key().unwrap()).encode()
 }
+
+/// The repository the sample manifest and records are sealed for.
+const SAMPLE_REPOSITORY: Id = Id([7; 32]);
 
 /// Runs every decoder on `bytes`; only a panic fails.
 fn decode_everything(bytes: &[u8]) {
     let id = Id::of(bytes);
     let _ = RepositoryConfig::decode(bytes);
     let _ = PublicKeyObject::decode(bytes, "key");
-    let _ = parse_pack(bytes, &id);
+    if let Ok(header) = parse_pack(bytes, &id) {
+        // Every blob from its stored bytes, as verify and repack take them.
+        for blob in &header.blobs {
+            let stored = usize::try_from(blob.offset)
+                .ok()
+                .and_then(|start| bytes.get(start..start.checked_add(blob.length as usize)?));
+            if let Some(stored) = stored {
+                let _ = decode_blob(blob, stored, &id);
+            }
+        }
+    }
+    for domain in [FORGET_DOMAIN, DELETION_DOMAIN] {
+        if let Ok(record) = SignedRecord::decode(bytes, domain, "record") {
+            let _ = record.verify(&SAMPLE_REPOSITORY, &[]);
+            let _ = record.body_unverified::<ForgetRecord>("forget record");
+            if let Ok(mark) = record.body_unverified::<DeletionMark>("deletion mark") {
+                let _ = mark.due();
+            }
+        }
+    }
     let _ = IndexFile::decode(bytes, "index");
     let _ = Tree::decode(bytes, "tree");
     if let Ok(manifest) = SignedManifest::decode(bytes, "manifest") {
         let _ = manifest.body_unverified();
-        let _ = manifest.verify(&[]);
+        let _ = manifest.verify(&SAMPLE_REPOSITORY, &[]);
     }
     if let Ok(index) = IndexFile::decode(bytes, "index") {
         for pack in &index.packs {
@@ -121,16 +223,23 @@ fn decode_everything(bytes: &[u8]) {
     }
 }
 
-fn samples() -> Vec<Vec<u8>> {
-    let key = public_key_of(&generate_signing_key().unwrap());
-    vec![
-        RepositoryConfig::new(Id::of(b"repo"), ChunkerParams::DEFAULT).encode(),
-        PublicKeyObject::new(key).encode(),
-        sample_pack(),
-        sample_index(),
-        sample_tree(),
-        sample_manifest(),
-    ]
+/// One intact object of every kind, made once (signing keys are slow to
+/// make in a debug build).
+fn samples() -> &'static [Vec<u8>] {
+    static SAMPLES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    SAMPLES.get_or_init(|| {
+        let key = public_key_of(&generate_signing_key().unwrap());
+        vec![
+            RepositoryConfig::new(Id::of(b"repo"), ChunkerParams::DEFAULT).encode(),
+            PublicKeyObject::new(key).encode(),
+            sample_pack(),
+            sample_index(),
+            sample_tree(),
+            sample_manifest(),
+            sample_forget_record(),
+            sample_deletion_mark(),
+        ]
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -177,14 +286,16 @@ fn apply(mut bytes: Vec<u8>, damage: &[Damage]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    // Each decoder meets tens of thousands of hostile inputs in a few seconds
+    // of a debug build.
+    #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
 
     #[test]
     fn damaged_objects_never_panic_a_decoder(
-        which in 0usize..6,
+        which in 0usize..8,
         damage in proptest::collection::vec(damage(), 1..4),
     ) {
-        let bytes = apply(samples().swap_remove(which), &damage);
+        let bytes = apply(samples()[which].clone(), &damage);
         decode_everything(&bytes);
     }
 
@@ -202,6 +313,25 @@ fn intact_samples_decode() {
     assert!(Tree::decode(&sample_tree(), "tree").is_ok());
     let manifest = SignedManifest::decode(&sample_manifest(), "manifest").unwrap();
     assert!(manifest.body_unverified().is_ok());
+    let header = parse_pack(&pack, &Id::of(&pack)).unwrap();
+    assert_eq!(
+        header.blobs.len(),
+        7,
+        "four sole blobs and a frame of three"
+    );
+    for blob in &header.blobs {
+        let stored = &pack[blob.offset as usize..][..blob.length as usize];
+        assert!(decode_blob(blob, stored, &Id::of(&pack)).is_ok());
+    }
+    let forget = SignedRecord::decode(&sample_forget_record(), FORGET_DOMAIN, "f").unwrap();
+    assert!(forget.body_unverified::<ForgetRecord>("f").is_ok());
+    let mark = SignedRecord::decode(&sample_deletion_mark(), DELETION_DOMAIN, "d").unwrap();
+    assert!(
+        mark.body_unverified::<DeletionMark>("d")
+            .unwrap()
+            .due()
+            .is_some()
+    );
 }
 
 #[test]
@@ -215,7 +345,7 @@ fn every_single_byte_flip_of_a_manifest_is_caught() {
         bytes[at] ^= 0x01;
         if let Ok(manifest) = SignedManifest::decode(&bytes, "m") {
             assert!(
-                manifest.verify(&[signer]).is_err(),
+                manifest.verify(&SAMPLE_REPOSITORY, &[signer]).is_err(),
                 "flipping byte {at} left a manifest that verifies"
             );
         }

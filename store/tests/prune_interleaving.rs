@@ -90,8 +90,8 @@ impl Backend for Hooked {
         self.before(Call::Create(kind));
         self.inner.create(kind, name, bytes)
     }
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        self.inner.read(kind, name)
+    fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>> {
+        self.inner.read(kind, name, limit)
     }
     fn read_range(
         &self,
@@ -321,7 +321,7 @@ impl Scene {
         let body = repository
             .read_manifest(&snapshot)
             .unwrap()
-            .verified_body(&self.trusted, "snapshot")
+            .verified_body(repository.id(), &self.trusted, "snapshot")
             .unwrap();
         let mut blobs = HashSet::new();
         let mut seen = HashSet::new();
@@ -360,7 +360,7 @@ impl Scene {
         let body = repository
             .read_manifest(&snapshot)
             .unwrap()
-            .verified_body(&self.trusted, "snapshot")
+            .verified_body(repository.id(), &self.trusted, "snapshot")
             .unwrap();
         let target = tempfile::tempdir_in(self.dir.path()).unwrap();
         let options = RestoreOptions {
@@ -733,7 +733,7 @@ fn an_untrusted_mark_is_never_acted_on_but_still_avoided() {
         .collect();
     packs.sort_by_key(|pack| pack.id);
     let mark = DeletionMark::new(now_rfc3339(), 0, "elsewhere".into(), packs);
-    let record = SignedRecord::sign(&mark, DELETION_DOMAIN, &stranger);
+    let record = SignedRecord::sign(&mark, DELETION_DOMAIN, repository.id(), &stranger);
     let mark_id = repository
         .write_object(ObjectKind::Deletion, &record.encode())
         .unwrap();

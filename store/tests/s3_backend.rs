@@ -8,7 +8,8 @@ mod s3_server;
 
 use cairn_store::StoreError;
 use cairn_store::backend::{
-    Backend, Created, MULTIPART_THRESHOLD, ObjectKind, S3Backend, S3Location, S3Options,
+    Backend, ConditionalPut, Created, MULTIPART_THRESHOLD, ObjectKind, S3Backend, S3Location,
+    S3Options,
 };
 use s3_server::{BUCKET, S3Server};
 use std::sync::Once;
@@ -53,7 +54,10 @@ fn create_is_create_only_and_reads_are_exact() {
         backend.create(ObjectKind::Pack, &name, b"second").unwrap(),
         Created::AlreadyExisted
     );
-    assert_eq!(backend.read(ObjectKind::Pack, &name).unwrap(), b"first");
+    assert_eq!(
+        backend.read(ObjectKind::Pack, &name, u64::MAX).unwrap(),
+        b"first"
+    );
     // The key layout mirrors the local one, under the prefix.
     assert_eq!(server.get(&format!("repo/data/ab/{name}")), b"first");
     assert_eq!(
@@ -99,7 +103,7 @@ fn missing_objects_are_missing_and_deletes_are_idempotent() {
     let backend = backend(&server, &format!("s3://{BUCKET}"));
     assert!(backend.list(ObjectKind::Config).unwrap().is_empty());
     for result in [
-        backend.read(ObjectKind::Index, &id(1)),
+        backend.read(ObjectKind::Index, &id(1), u64::MAX),
         backend.read_range(ObjectKind::Index, &id(1), 0, 4),
     ] {
         match result {
@@ -115,7 +119,7 @@ fn missing_objects_are_missing_and_deletes_are_idempotent() {
     backend.delete(ObjectKind::Snapshot, &id(2)).unwrap();
     assert!(backend.list(ObjectKind::Snapshot).unwrap().is_empty());
     assert!(matches!(
-        backend.read(ObjectKind::Snapshot, &id(2)),
+        backend.read(ObjectKind::Snapshot, &id(2), u64::MAX),
         Err(StoreError::Missing { .. })
     ));
     // Names that could leave the prefix are refused before any request.
@@ -177,7 +181,7 @@ fn large_objects_go_up_in_parts_and_read_back_whole() {
         backend.create(ObjectKind::Pack, &name, &bytes).unwrap(),
         Created::AlreadyExisted
     );
-    assert!(backend.read(ObjectKind::Pack, &name).unwrap() == bytes);
+    assert!(backend.read(ObjectKind::Pack, &name, u64::MAX).unwrap() == bytes);
     let offset = MULTIPART_THRESHOLD as u64 - 10;
     assert_eq!(
         backend
@@ -194,7 +198,9 @@ fn a_missing_bucket_is_a_clear_error_naming_it() {
     let server = S3Server::start();
     let backend = backend(&server, "s3://no-such-bucket-here/repo");
     let errors = [
-        backend.read(ObjectKind::Config, "config").unwrap_err(),
+        backend
+            .read(ObjectKind::Config, "config", u64::MAX)
+            .unwrap_err(),
         backend.list(ObjectKind::Config).unwrap_err(),
         backend.list(ObjectKind::Pack).unwrap_err(),
         backend.create(ObjectKind::Key, &id(1), b"key").unwrap_err(),
@@ -229,7 +235,7 @@ fn an_unreachable_service_fails_with_the_bucket_and_the_operation() {
     .unwrap();
     let started = std::time::Instant::now();
     let message = backend
-        .read(ObjectKind::Index, &id(3))
+        .read(ObjectKind::Index, &id(3), u64::MAX)
         .unwrap_err()
         .to_string();
     assert!(
@@ -238,4 +244,53 @@ fn an_unreachable_service_fails_with_the_bucket_and_the_operation() {
         "{message}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(120));
+}
+
+#[test]
+fn the_conditional_put_is_probed_before_a_config_is_created() {
+    let server = S3Server::start();
+    let backend = backend(&server, &format!("s3://{BUCKET}/probed"));
+    assert_eq!(
+        backend.probe_conditional_put().unwrap(),
+        ConditionalPut::Honoured,
+        "moto honours If-None-Match: *"
+    );
+    // The probe leaves no object a reader would see.
+    for kind in [ObjectKind::Config, ObjectKind::Index, ObjectKind::Key] {
+        assert!(backend.list(kind).unwrap().is_empty(), "{kind:?}");
+    }
+    assert_eq!(
+        backend
+            .create(ObjectKind::Config, "config", b"one")
+            .unwrap(),
+        Created::New
+    );
+    assert_eq!(
+        backend
+            .create(ObjectKind::Config, "config", b"two")
+            .unwrap(),
+        Created::AlreadyExisted
+    );
+}
+
+#[test]
+fn without_conditional_puts_a_create_still_keeps_what_exists() {
+    // The fallback of a service that lacks (or ignores) conditional puts:
+    // a HEAD, then a plain PUT only if the key is absent.
+    let server = S3Server::start();
+    let backend = backend(&server, &format!("s3://{BUCKET}/fallback")).without_conditional_put();
+    let name = "cd".repeat(32);
+    for kind in [ObjectKind::Index, ObjectKind::Config] {
+        let name = if kind == ObjectKind::Config {
+            "config"
+        } else {
+            &name
+        };
+        assert_eq!(backend.create(kind, name, b"first").unwrap(), Created::New);
+        assert_eq!(
+            backend.create(kind, name, b"second").unwrap(),
+            Created::AlreadyExisted
+        );
+        assert_eq!(backend.read(kind, name, 1024).unwrap(), b"first");
+    }
 }

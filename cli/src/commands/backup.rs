@@ -18,7 +18,7 @@ use cairn_store::ops::backup::{
 use cairn_store::ops::hooks::Hook;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The plan's components (if any) followed by those the flags give.
 fn parse_components(
@@ -218,8 +218,8 @@ fn run_backup(
         labels,
         host,
         force_read: args.force_read,
-        // Parents must be signed by a key trusted here (or our own).
-        trusted: cairn_store::keystore::TrustStore::new(&context.config_dir()?).trusted_keys()?,
+        staging: None,
+        secret_keys: context.secret_key_paths(),
     };
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.
@@ -228,10 +228,17 @@ fn run_backup(
         return run_backup_to_each(context, &options, metrics);
     }
     let target = open_target(context, context.repository_location()?)?;
+    let staging = context.staging_directory()?;
+    let options = BackupOptions {
+        staging: staging.path().map(Path::to_path_buf),
+        ..options
+    };
     let progress = CliProgress::new(context.global.json);
     let outcome = backup_with_progress(&target.destination(), &options, &progress);
+    drop(staging);
     progress.finish();
     let outcome = outcome?;
+    remember(context, &target.repository, &outcome);
     let failed = outcome.failed_component_names();
     record_metrics(metrics, &outcome);
     let body = &outcome.body;
@@ -254,6 +261,7 @@ fn run_backup(
             "unchanged_files": outcome.unchanged_files,
             "problems": body.problems,
             "complete": body.problems.is_empty(),
+            "secret_keys_left_out": secret_keys_json(&outcome),
         }))?;
     } else {
         println!("snapshot {} saved", outcome.snapshot.short());
@@ -289,7 +297,27 @@ fn run_backup(
         }
     }
     warn_unvouched(written.unvouched_stored_again);
+    warn_secret_keys(&outcome);
     Ok((report_problems(&outcome), failed))
+}
+
+/// Secret key files left out, for `--json`.
+fn secret_keys_json(outcome: &BackupOutcome) -> serde_json::Value {
+    json!(
+        outcome
+            .secret_keys_left_out
+            .iter()
+            .map(|(path, why)| json!({"path": path, "why": why}))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// Names each secret key file the backup left out (cairn never stores
+/// its own secrets; README, "Secret keys are never backed up").
+fn warn_secret_keys(outcome: &BackupOutcome) {
+    for (path, why) in &outcome.secret_keys_left_out {
+        eprintln!("cairn: warning: left out {path}: {why} (cairn never stores secret keys)");
+    }
 }
 
 /// Each component of a snapshot, for `--json`.
@@ -354,6 +382,28 @@ struct OpenedTarget {
     key: SigningKey,
 }
 
+/// Remembers the snapshot just written as the newest of its group, so that
+/// its disappearance is noticed (roll-back detection). Only a cache: a
+/// failure is said and costs nothing else.
+fn remember(context: &Context, repository: &Repository, outcome: &BackupOutcome) {
+    let remembered = context
+        .rollback_memory(repository)
+        .and_then(|path| match path {
+            Some(path) => Ok(cairn_store::ops::rollback::remember(
+                &path,
+                repository.id(),
+                outcome.snapshot,
+                &outcome.body,
+            )?),
+            None => Ok(()),
+        });
+    if let Err(error) = remembered {
+        eprintln!(
+            "cairn: warning: cannot remember the new snapshot for roll-back detection: {error:#}"
+        );
+    }
+}
+
 fn open_target(context: &Context, location: &str) -> Result<OpenedTarget> {
     let repository = context.open_repository_at(location)?;
     let key = context.signing_key(&repository)?;
@@ -406,9 +456,20 @@ fn run_backup_to_each(
         })
         .collect();
     let progress = CliProgress::new(context.global.json);
-    let outcome = backup_into_targets(targets, options, &progress);
+    let staging = context.staging_directory()?;
+    let options = BackupOptions {
+        staging: staging.path().map(Path::to_path_buf),
+        ..options.clone()
+    };
+    let outcome = backup_into_targets(targets, &options, &progress);
+    drop(staging);
     progress.finish();
     let outcome = outcome?;
+    for (target, (_, result)) in opened.iter().zip(&outcome.repositories) {
+        if let (Ok(target), Ok(done)) = (target, result) {
+            remember(context, &target.repository, done);
+        }
+    }
     let first = outcome.first();
     if let Some(first) = first {
         record_metrics(metrics, first);
@@ -447,6 +508,7 @@ fn run_backup_to_each(
             "components": first.map(|outcome| summarise_components(&outcome.body)),
             "unchanged_files": first.map(|outcome| outcome.unchanged_files),
             "problems": first.map(|outcome| &outcome.body.problems),
+            "secret_keys_left_out": first.map(secret_keys_json),
             "complete": verdict == Verdict::Complete,
         }))?;
     } else {
@@ -477,6 +539,7 @@ fn run_backup_to_each(
             warn_unvouched(stored.written.unvouched_stored_again);
         }
     }
+    warn_secret_keys(first);
     let code = report_problems(first);
     if verdict == Verdict::SomeRepositoriesFailed {
         report_failed_repositories(&outcome);

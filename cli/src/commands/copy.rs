@@ -11,7 +11,7 @@ use anyhow::Result;
 use cairn_store::StoreError;
 use cairn_store::index::{OpenedIndex, open_index};
 use cairn_store::ops::copy::{
-    CopyOptions, CopyOutcome, CopyResult, Endpoints, check_distinct, copy,
+    CopyOptions, CopyOutcome, CopyResult, CopyTrust, Endpoints, check_distinct, copy,
 };
 use serde_json::json;
 
@@ -19,11 +19,13 @@ pub fn run(context: &Context, args: &CopyArgs) -> Result<u8> {
     let source = context.open_repository_at(&args.from)?;
     let target = context.open_repository_at(&args.to)?;
     check_distinct(&source, &target)?;
-    let trusted = context.trusted_keys()?;
+    // Source manifests are checked against the keys trusted for the
+    // source; the target's forget records against those for the target.
+    // The copies are signed for the target with the target's key.
+    let source_trusted = context.trusted_keys(&source)?;
+    let target_trusted = context.trusted_keys_or_none(&target)?;
+    let key = context.signing_key(&target)?;
     let (source_index, target_index) = open_indexes(context, &source, &target)?;
-    // Seals the index files written into the target, if a key of the
-    // target's is at hand (a copy works without one; see its notice).
-    let signer = context.signing_key(&target).ok();
     let options = CopyOptions {
         snapshots: args.snapshots.clone(),
         dry_run: args.dry_run,
@@ -33,10 +35,13 @@ pub fn run(context: &Context, args: &CopyArgs) -> Result<u8> {
         source_index: source_index.index.as_ref(),
         target: &target,
         target_index: target_index.index.as_ref(),
-        signer: signer.as_ref(),
     };
     let progress = CliProgress::new(context.global.json);
-    let copied = copy(&endpoints, &trusted, &options, &progress);
+    let trusted = CopyTrust {
+        source: &source_trusted,
+        target: &target_trusted,
+    };
+    let copied = copy(&endpoints, trusted, &key, &options, &progress);
     progress.finish();
     let outcome = match copied {
         Ok(outcome) => outcome,
@@ -78,10 +83,9 @@ fn open_indexes(
         source.backend().location(),
         target.backend().location()
     );
-    let trusted = context.index_vouchers();
     Ok((
-        open_index(source, None, &trusted)?,
-        open_index(target, None, &trusted)?,
+        open_index(source, None, &context.index_vouchers(source))?,
+        open_index(target, None, &context.index_vouchers(target))?,
     ))
 }
 
@@ -104,6 +108,7 @@ fn print_json(args: &CopyArgs, outcome: &CopyOutcome) -> Result<()> {
             let (result, reason) = result_label(&snapshot.result);
             json!({
                 "id": snapshot.id.to_hex(),
+                "target_id": snapshot.target_id.to_hex(),
                 "time": snapshot.body.as_ref().map(|body| &body.time),
                 "host": snapshot.body.as_ref().map(|body| &body.host),
                 "result": result,
@@ -134,7 +139,6 @@ fn print_json(args: &CopyArgs, outcome: &CopyOutcome) -> Result<()> {
         "bytes_written": written.new_stored_bytes,
         "packs_written": written.packs_written,
         "index_files_written": written.index_files_written,
-        "keys_copied": outcome.keys_copied.iter().map(|key| key.to_hex()).collect::<Vec<_>>(),
         "notices": outcome.notices,
     }))
 }
@@ -158,8 +162,9 @@ fn print_text(args: &CopyArgs, outcome: &CopyOutcome) {
             Some(reason) => println!("{result:<20} {}{when}: {reason}", snapshot.id.short()),
             None if matches!(snapshot.result, CopyResult::Copied | CopyResult::WouldCopy) => {
                 println!(
-                    "{result:<20} {}{when}: {} blobs copied, {} already present, {} read",
+                    "{result:<20} {} as {}{when}: {} blobs copied, {} already present, {} read",
                     snapshot.id.short(),
+                    snapshot.target_id.short(),
                     snapshot.blobs_copied,
                     snapshot.blobs_present,
                     bytes(snapshot.bytes_read)
@@ -180,9 +185,6 @@ fn print_text(args: &CopyArgs, outcome: &CopyOutcome) {
         bytes(outcome.written.new_stored_bytes),
         outcome.written.packs_written,
     );
-    for key in &outcome.keys_copied {
-        println!("  published signing key {} in {}", key.to_hex(), args.to);
-    }
     if damaged > 0 {
         println!(
             "DAMAGED: {damaged} snapshots of {} could not be copied (nothing of them is committed in {}); run `cairn verify --read-data` on {}",

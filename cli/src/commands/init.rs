@@ -44,6 +44,7 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         },
         config_directory: &config_directory,
     })?;
+    context.pin_location(location, &made.repository)?;
     let (repository, public, key_path, key_is_new) = (
         made.repository,
         made.public_key,

@@ -12,6 +12,7 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod trust;
 mod undo_restore;
 mod verify;
 
@@ -25,6 +26,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Backup(args) => backup::run(context, &args),
         Command::Copy(args) => copy::run(context, &args),
         Command::Snapshots(args) => snapshots::run(context, &args),
+        Command::Trust(args) => trust::run(context, &args),
         Command::Ls(args) => ls::run(context, &args),
         Command::Restore(args) => restore::run(context, &args),
         Command::UndoRestore(args) => undo_restore::run(context, &args),
@@ -44,11 +46,56 @@ pub fn verified_snapshot(
     repository: &cairn_store::Repository,
     spec: &str,
 ) -> anyhow::Result<(cairn_store::Id, cairn_store::format::manifest::SnapshotBody)> {
-    let trusted = context.trusted_keys()?;
-    let id = repository.resolve_snapshot_trusted(spec, Some(&trusted))?;
+    let trusted = context.trusted_keys(repository)?;
+    let (id, passed_over) = repository.resolve_snapshot_reporting(spec, &trusted)?;
+    warn_passed_over(&passed_over);
     let manifest = repository.read_manifest(&id)?;
-    let body = manifest.verified_body(&trusted, &format!("snapshot {}", id.short()))?;
+    let body = manifest.verified_body(
+        repository.id(),
+        &trusted,
+        &format!("snapshot {}", id.short()),
+    )?;
     Ok((id, body))
+}
+
+/// Says which manifests `latest` passed over, and why.
+pub fn warn_passed_over(passed_over: &[cairn_store::repository::SkippedSnapshot]) {
+    for (id, why) in passed_over {
+        eprintln!("cairn: warning: snapshot {id} cannot be latest: {why}");
+    }
+}
+
+/// Compares `repository` with the newest snapshots this machine has seen
+/// there and remembers what it sees now; returns what has gone without a
+/// trusted forget record. A memory that cannot be read or written is
+/// said, never fatal: it is a local cache.
+pub fn rolled_back(
+    context: &Context,
+    repository: &cairn_store::Repository,
+    trusted: &[cairn_store::format::keys::PublicKey],
+) -> Vec<cairn_store::ops::rollback::RolledBack> {
+    let checked = context
+        .rollback_memory(repository)
+        .and_then(|path| match path {
+            Some(path) => Ok(cairn_store::ops::rollback::check_and_remember(
+                repository, trusted, &path,
+            )?),
+            None => Ok(Vec::new()),
+        });
+    checked.unwrap_or_else(|error| {
+        eprintln!("cairn: warning: cannot check for a roll-back: {error:#}");
+        Vec::new()
+    })
+}
+
+/// Warns of each rolled-back snapshot.
+pub fn warn_rolled_back(rolled_back: &[cairn_store::ops::rollback::RolledBack]) {
+    for gone in rolled_back {
+        eprintln!(
+            "cairn: warning: {}",
+            cairn_store::ops::rollback::describe(gone)
+        );
+    }
 }
 
 /// Splits a `NAME=VALUE` argument of `flag`; `form` (e.g. `NAME=PATH`) is

@@ -46,7 +46,7 @@ pub enum Pruned {
 /// Runs a prune and writes its metrics (if asked); prints nothing.
 pub fn execute(context: &Context, options: &PruneOptions) -> Result<Pruned> {
     let repository = context.open_repository()?;
-    let trusted = context.trusted_keys()?;
+    let trusted = context.trusted_keys(&repository)?;
     let key = context.signing_key(&repository)?;
     warn_if_short_grace(options);
     // Prune reads the index files itself; the cache only receives the
@@ -157,6 +157,12 @@ pub fn report_json(outcome: &PruneOutcome, dry_run: bool) -> serde_json::Value {
         "ignored_marks": plan.ignored_marks.iter()
             .map(|(id, why)| json!({"mark": id.to_hex(), "why": why}))
             .collect::<Vec<_>>(),
+        "ignored_snapshots": plan.ignored_snapshots.iter()
+            .map(|(id, why)| json!({"snapshot": id.to_hex(), "why": why}))
+            .collect::<Vec<_>>(),
+        "unsure_snapshots": plan.unsure_snapshots.iter()
+            .map(|(id, why)| json!({"snapshot": id.to_hex(), "why": why}))
+            .collect::<Vec<_>>(),
         "mark_unused": packs_json(&plan.mark_unused),
         "repack": packs_json(&plan.repack),
         "young_packs": plan.young_packs,
@@ -213,6 +219,14 @@ fn print_report(outcome: &PruneOutcome, dry_run: bool) {
     }
     for (mark, why) in &plan.ignored_marks {
         println!("mark {} ignored: {why}", mark.short());
+    }
+    for (snapshot, why) in &plan.ignored_snapshots {
+        eprintln!("cairn: warning: snapshot {snapshot} ignored (it keeps nothing alive): {why}");
+    }
+    for (snapshot, why) in &plan.unsure_snapshots {
+        eprintln!(
+            "cairn: warning: snapshot {snapshot} {why}: nothing new is marked or repacked while it is there (due marks are still carried out); run `cairn verify`, then restore it from a replica or remove it"
+        );
     }
     println!(
         "phase 1: {would}mark {} unused pack(s) and repack {} pack(s) ({} of live data to rewrite); {} to be freed after the grace period",

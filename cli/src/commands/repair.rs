@@ -22,7 +22,7 @@ pub fn run(context: &Context, command: &RepairCommand) -> Result<u8> {
 
 fn snapshots(context: &Context, read_data: bool) -> Result<u8> {
     let repository = context.open_repository()?;
-    let trusted = context.trusted_keys()?;
+    let trusted = context.trusted_keys(&repository)?;
     let key = context.signing_key(&repository)?;
     let corrupt: HashSet<_> = if read_data {
         let options = VerifyOptions {

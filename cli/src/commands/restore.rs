@@ -12,9 +12,9 @@ use anyhow::{Result, anyhow};
 use cairn_store::Repository;
 use cairn_store::index::OpenedIndex;
 use cairn_store::ops::restore::{
-    Action, DatabaseCheck, Decision, Fallback, PreflightPolicy, PreparedRestore, RestoreOptions,
-    RestoreOutcome, RestorePlan, RestoreRequest, Selection, Sources, check_snapshot, execute,
-    parse_duration, prepare_restore,
+    Action, DatabaseCheck, Decision, Fallback, MetadataPolicy, PreflightPolicy, PreparedRestore,
+    RestoreOptions, RestoreOutcome, RestorePlan, RestoreRequest, Selection, Sources,
+    check_snapshot, execute, parse_duration, prepare_restore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -146,9 +146,9 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let locations = context.repository_locations()?;
     let repository = context.open_repository_at(&locations[0])?;
     let trusted = if args.allow_untrusted {
-        context.trusted_keys().unwrap_or_default()
+        context.trusted_keys(&repository).unwrap_or_default()
     } else {
-        context.trusted_keys()?
+        context.trusted_keys(&repository)?
     };
     let request = RestoreRequest {
         snapshot: args.snapshot.clone(),
@@ -157,6 +157,11 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             target: args.target.clone(),
             selection,
             delete: args.delete,
+            metadata: MetadataPolicy {
+                same_owner: args.same_owner,
+                special_bits: args.keep_special_bits,
+            },
+            journals: Some(context.journal_directory()?),
         },
         policy: PreflightPolicy {
             max_age,
@@ -166,6 +171,8 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         },
     };
     let checked = check_snapshot(&repository, &request)?;
+    super::warn_passed_over(&checked.passed_over);
+    super::warn_rolled_back(&super::rolled_back(context, &repository, &request.trusted));
     let opened = context.open_index(&repository)?;
     let others = open_fallbacks(context, &locations[1..]);
     let fallbacks: Vec<Fallback> = others

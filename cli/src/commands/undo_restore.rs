@@ -12,7 +12,13 @@ pub fn run(context: &Context, args: &UndoRestoreArgs) -> Result<u8> {
     let repository = context.open_repository()?;
     let (id, body) = verified_snapshot(context, &repository, &args.safety_snapshot)?;
     let opened = context.open_index(&repository)?;
-    let problems = undo_restore(&repository, opened.index.as_ref(), id, &body)?;
+    let problems = undo_restore(
+        &repository,
+        opened.index.as_ref(),
+        id,
+        &body,
+        &context.journal_directory()?,
+    )?;
     if context.global.json {
         crate::output::print_json(&json!({
             "safety_snapshot": id.to_hex(),

@@ -9,7 +9,7 @@
 //! fsynced. A crash leaves at most a stray file in `tmp/`, which no reader
 //! ever looks at and later writers remove once it is old.
 
-use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end};
+use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end, too_large};
 use crate::error::{Result, StoreError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -174,12 +174,30 @@ impl Backend for LocalBackend {
         }
     }
 
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+    fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
-        fs::read(&path).map_err(|error| match error.kind() {
+        let mut file = File::open(&path).map_err(|error| match error.kind() {
             ErrorKind::NotFound => missing(kind, name),
-            _ => io_error("reading", &path, error),
-        })
+            _ => io_error("opening", &path, error),
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|error| io_error("reading metadata of", &path, error))?
+            .len();
+        if size > limit {
+            return Err(too_large(kind, name, size, limit));
+        }
+        // At most one byte past the limit, should the file grow meanwhile
+        // (objects are immutable, but the directory is not ours alone).
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut file)
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|error| io_error("reading", &path, error))?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large(kind, name, bytes.len() as u64, limit));
+        }
+        Ok(bytes)
     }
 
     fn read_range(
@@ -303,7 +321,10 @@ mod tests {
             backend.create(ObjectKind::Pack, &name, b"second").unwrap(),
             Created::AlreadyExisted
         );
-        assert_eq!(backend.read(ObjectKind::Pack, &name).unwrap(), b"first");
+        assert_eq!(
+            backend.read(ObjectKind::Pack, &name, u64::MAX).unwrap(),
+            b"first"
+        );
         assert_eq!(
             backend.read_range(ObjectKind::Pack, &name, 1, 3).unwrap(),
             b"irs"
@@ -338,7 +359,7 @@ mod tests {
                 backend.create(ObjectKind::Pack, &name, &bytes).unwrap(),
                 Created::New
             );
-            let read = backend.read(ObjectKind::Pack, &name).unwrap();
+            let read = backend.read(ObjectKind::Pack, &name, u64::MAX).unwrap();
             assert_eq!(read.len(), length);
             assert!(read == bytes, "object of {length} bytes differs");
             assert!(
@@ -366,6 +387,6 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(directory.path());
         assert!(backend.create(ObjectKind::Index, "../x", b"1").is_err());
-        assert!(backend.read(ObjectKind::Index, "a/b").is_err());
+        assert!(backend.read(ObjectKind::Index, "a/b", 1024).is_err());
     }
 }

@@ -12,7 +12,7 @@
 //! the process, so the durability promise holds only for as long as the
 //! backend lives.
 
-use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end};
+use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end, too_large};
 use crate::error::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,8 +88,12 @@ impl Backend for MemoryBackend {
         Ok(Created::New)
     }
 
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        Ok(self.bytes(kind, name)?.to_vec())
+    fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>> {
+        let bytes = self.bytes(kind, name)?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large(kind, name, bytes.len() as u64, limit));
+        }
+        Ok(bytes.to_vec())
     }
 
     fn read_range(
@@ -157,7 +161,7 @@ mod tests {
             backend.create(ObjectKind::Pack, &name, b"other").unwrap(),
             Created::AlreadyExisted
         );
-        assert_eq!(backend.read(ObjectKind::Pack, &name).unwrap(), b"pack");
+        assert_eq!(backend.read(ObjectKind::Pack, &name, 4).unwrap(), b"pack");
         assert_eq!(
             backend.read_range(ObjectKind::Index, &name, 1, 3).unwrap(),
             b"nde"
@@ -165,7 +169,7 @@ mod tests {
         assert!(backend.list(ObjectKind::Snapshot).unwrap().is_empty());
         backend.delete(ObjectKind::Pack, &name).unwrap();
         assert!(matches!(
-            backend.read(ObjectKind::Pack, &name),
+            backend.read(ObjectKind::Pack, &name, 4),
             Err(StoreError::Missing { .. })
         ));
         assert_eq!(backend.list(ObjectKind::Index).unwrap()[0].size, 5);

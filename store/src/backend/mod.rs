@@ -22,7 +22,7 @@ mod s3;
 
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
-pub use s3::{MULTIPART_THRESHOLD, S3Backend, S3Location, S3Options};
+pub use s3::{ConditionalPut, MULTIPART_THRESHOLD, S3Backend, S3Location, S3Options};
 
 use crate::error::{Result, StoreError};
 use std::sync::Arc;
@@ -68,6 +68,15 @@ pub(crate) fn missing(kind: ObjectKind, name: &str) -> StoreError {
     StoreError::Missing {
         object: format!("{} {name}", kind.label()),
     }
+}
+
+/// What every backend returns for an object larger than a whole read
+/// allows.
+pub(crate) fn too_large(kind: ObjectKind, name: &str, size: u64, limit: u64) -> StoreError {
+    StoreError::corrupt(
+        format!("{} {name}", kind.label()),
+        format!("is {size} bytes, more than the {limit} its kind may take; not read"),
+    )
 }
 
 /// What every backend returns for a range that ends past the object's end.
@@ -168,9 +177,12 @@ pub trait Backend: Send + Sync {
     /// `New` or `AlreadyExisted`.
     fn create(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> Result<Created>;
 
-    /// The whole object; `StoreError::Missing` naming the kind and the name
-    /// if absent.
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
+    /// The whole object, if it is at most `limit` bytes long.
+    /// `StoreError::Missing` naming the kind and the name if absent. A
+    /// larger object is `StoreError::Corrupt`, naming it and both sizes,
+    /// refused from its size alone before any of its bytes is read or
+    /// anything is allocated for them: a planted giant costs nothing.
+    fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>>;
 
     /// `length` bytes from `offset`. A range that ends past the object's
     /// end (or whose end overflows) is `StoreError::Corrupt`, naming the

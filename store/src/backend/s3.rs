@@ -14,7 +14,7 @@
 //! own request, so as many requests are in flight as callers, up to
 //! [`Backend::parallelism`] by the callers' own bounds.
 
-use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end};
+use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end, too_large};
 use crate::error::{Result, StoreError};
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -100,8 +100,25 @@ pub struct S3Backend {
     runtime: tokio::runtime::Runtime,
     location: S3Location,
     /// Cleared for good once the service answers that it does not support
-    /// conditional puts; `create` then checks before it writes.
+    /// conditional puts, or a probe finds it ignores them; `create` then
+    /// checks before it writes.
     conditional_put: AtomicBool,
+    /// Set once the conditional put has been probed (before the first
+    /// `config` is created: the one object whose race matters).
+    probed: AtomicBool,
+}
+
+/// What a probe found the service does with `If-None-Match: *`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionalPut {
+    /// A second create-only write of a key is refused: create-if-absent
+    /// without a race.
+    Honoured,
+    /// The service answers that conditional writes are not implemented.
+    NotImplemented,
+    /// The service accepted a second create-only write of one key: it
+    /// ignores the condition, and would let a write replace an object.
+    Ignored,
 }
 
 impl S3Backend {
@@ -159,7 +176,54 @@ impl S3Backend {
             runtime,
             location,
             conditional_put: AtomicBool::new(true),
+            probed: AtomicBool::new(false),
         })
+    }
+
+    /// This backend without conditional puts: every create is a `HEAD`
+    /// then a plain `PUT` (FORMAT.md section 3.4, step 2), as on a service
+    /// that lacks them; for services known to, and to test that path.
+    pub fn without_conditional_put(self) -> Self {
+        self.conditional_put.store(false, Ordering::Relaxed);
+        self.probed.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// Writes a scratch key (`<prefix>/probe/<32 hex digits>`, which no
+    /// reader looks at) twice with `If-None-Match: *`, deletes it where the
+    /// credentials allow, and says what the service did; unless it honoured
+    /// the condition, later creates use the fallback.
+    pub fn probe_conditional_put(&self) -> Result<ConditionalPut> {
+        self.probed.store(true, Ordering::Relaxed);
+        let name = hex::encode(crate::os::random::random_bytes::<16>()?);
+        let key = match self.location.prefix.as_str() {
+            "" => format!("probe/{name}"),
+            prefix => format!("{prefix}/probe/{name}"),
+        };
+        let path = Path::parse(&key)
+            .map_err(|error| StoreError::Invalid(format!("invalid S3 key {key:?}: {error}")))?;
+        let what = format!("the conditional-put probe {key}");
+        let first = self
+            .put(&path, b"first", true)
+            .map_err(|error| self.failure("writing", &what, &error))?;
+        let found = match first {
+            None => ConditionalPut::NotImplemented,
+            Some(_) => match self
+                .put(&path, b"second", true)
+                .map_err(|error| self.failure("writing", &what, &error))?
+            {
+                Some(Created::AlreadyExisted) => ConditionalPut::Honoured,
+                Some(Created::New) => ConditionalPut::Ignored,
+                None => ConditionalPut::NotImplemented,
+            },
+        };
+        // Best effort: an add-only role cannot delete, and a leftover
+        // scratch key of a few bytes is never read.
+        let _ = self.runtime.block_on(self.store.delete(&path));
+        if found != ConditionalPut::Honoured {
+            self.conditional_put.store(false, Ordering::Relaxed);
+        }
+        Ok(found)
     }
 
     pub fn bucket(&self) -> &str {
@@ -406,6 +470,11 @@ impl Backend for S3Backend {
     /// `config`) are checked with a HEAD and uploaded in parts.
     fn create(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> Result<Created> {
         let path = self.path(kind, name)?;
+        // A service that silently ignores the condition would let two
+        // `init`s race for the config unseen: find out first.
+        if kind == ObjectKind::Config && !self.probed.load(Ordering::Relaxed) {
+            self.probe_conditional_put()?;
+        }
         let what = format!("{} {name}", kind.label());
         let multipart = bytes.len() > MULTIPART_THRESHOLD && kind != ObjectKind::Config;
         if !multipart && self.conditional_put.load(Ordering::Relaxed) {
@@ -428,16 +497,26 @@ impl Backend for S3Backend {
             .map_err(|error| self.failure("writing", &what, &error))
     }
 
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+    fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
+        // The response's headers give the size; a larger object's body is
+        // dropped unread.
         let read = async {
             let result = self.store.get_opts(&path, GetOptions::default()).await?;
-            result.bytes().await
+            let size = result.meta.size;
+            if size > limit {
+                return Ok(Err(size));
+            }
+            result.bytes().await.map(Ok)
         };
-        self.runtime
-            .block_on(read)
-            .map(|bytes| bytes.to_vec())
-            .map_err(|error| self.read_failure(kind, name, &error))
+        match self.runtime.block_on(read) {
+            Ok(Ok(bytes)) if bytes.len() as u64 > limit => {
+                Err(too_large(kind, name, bytes.len() as u64, limit))
+            }
+            Ok(Ok(bytes)) => Ok(bytes.to_vec()),
+            Ok(Err(size)) => Err(too_large(kind, name, size, limit)),
+            Err(error) => Err(self.read_failure(kind, name, &error)),
+        }
     }
 
     fn read_range(

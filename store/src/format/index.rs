@@ -123,7 +123,7 @@ impl IndexFile {
             repository: *repository,
             packs: self.packs.clone(),
         };
-        Envelope::seal(to_cbor(&body), INDEX_DOMAIN, key).encode()
+        Envelope::seal(to_cbor(&body), INDEX_DOMAIN, repository, key).encode()
     }
 
     /// Decodes either encoding and checks its listings, and says whether
@@ -144,17 +144,24 @@ impl IndexFile {
             packs: body.packs,
         };
         file.check(object)?;
-        let vouching = match envelope.open(INDEX_DOMAIN, trusted) {
+        let vouching = match envelope.open(INDEX_DOMAIN, repository, trusted) {
             Err(TrustFailure::UntrustedSigner(key)) => {
                 Vouching::NotTrusted(format!("signed by key {}, not trusted here", key.to_hex()))
             }
             Err(TrustFailure::BadSignature) => {
                 Vouching::NotTrusted("its signature does not match its contents".into())
             }
-            Ok(()) if body.repository != *repository => Vouching::NotTrusted(format!(
-                "written for another repository ({})",
-                body.repository
-            )),
+            Err(TrustFailure::OtherRepository(other)) => {
+                Vouching::NotTrusted(format!("written for another repository ({other})"))
+            }
+            // Sealed index files exist only in envelope version 2, which
+            // names the repository; the body names it too.
+            Ok(()) if envelope.repository.is_none() || body.repository != *repository => {
+                Vouching::NotTrusted(format!(
+                    "written for another repository ({})",
+                    body.repository
+                ))
+            }
             Ok(()) => Vouching::Vouched,
         };
         Ok((file, vouching))

@@ -186,8 +186,28 @@ impl SnapshotBody {
 }
 
 impl SignedManifest {
-    pub fn sign(body: &SnapshotBody, key: &SigningKey) -> Self {
-        SignedManifest(Envelope::seal(to_cbor(body), SIGNING_DOMAIN, key))
+    /// Signs `body` for `repository` (envelope version 2).
+    pub fn sign(body: &SnapshotBody, repository: &Id, key: &SigningKey) -> Self {
+        SignedManifest(Envelope::seal(
+            to_cbor(body),
+            SIGNING_DOMAIN,
+            repository,
+            key,
+        ))
+    }
+
+    /// The same body bytes, signed by `key` for `repository`: how a copy
+    /// vouches, in the target, for a snapshot it verified in the source
+    /// (a manifest names one repository, so it cannot move as it is).
+    /// Signing is deterministic: the same body, key and repository always
+    /// give the same manifest, and so the same snapshot id.
+    pub fn resign(&self, repository: &Id, key: &SigningKey) -> Self {
+        SignedManifest(Envelope::seal(
+            self.0.body.clone(),
+            SIGNING_DOMAIN,
+            repository,
+            key,
+        ))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -198,10 +218,15 @@ impl SignedManifest {
         Envelope::decode(bytes, object).map(SignedManifest)
     }
 
-    /// Checks the signer is trusted and the signature valid; only then is
-    /// the body worth reading.
-    pub fn verify(&self, trusted: &[PublicKey]) -> std::result::Result<(), TrustFailure> {
-        self.0.open(SIGNING_DOMAIN, trusted)
+    /// Checks the signer is trusted, the signature valid and the manifest
+    /// made for `repository` (`trusted`: the keys trusted for it); only then
+    /// is the body worth reading.
+    pub fn verify(
+        &self,
+        repository: &Id,
+        trusted: &[PublicKey],
+    ) -> std::result::Result<(), TrustFailure> {
+        self.0.open(SIGNING_DOMAIN, repository, trusted)
     }
 
     /// The body, for a caller that has checked [`SignedManifest::verify`]
@@ -249,8 +274,13 @@ impl SignedManifest {
     }
 
     /// Verifies, then decodes the body; `object` names the manifest in errors.
-    pub fn verified_body(&self, trusted: &[PublicKey], object: &str) -> Result<SnapshotBody> {
-        self.verify(trusted).map_err(|failure| match failure {
+    pub fn verified_body(
+        &self,
+        repository: &Id,
+        trusted: &[PublicKey],
+        object: &str,
+    ) -> Result<SnapshotBody> {
+        self.verify(repository, trusted).map_err(|failure| match failure {
             TrustFailure::UntrustedSigner(key) => StoreError::KeyMismatch(format!(
                 "{object} is signed by key {}, which is not trusted here (pin it with --trusted-key if it is yours)",
                 key.to_hex()
@@ -258,9 +288,30 @@ impl SignedManifest {
             TrustFailure::BadSignature => {
                 StoreError::corrupt(object, "signature does not match its contents (tampered?)")
             }
+            other @ TrustFailure::OtherRepository(_) => {
+                StoreError::corrupt(object, other.to_string())
+            }
         })?;
         self.body_unverified()
     }
+}
+
+/// Whether `bytes`, which this cairn cannot read as a manifest, declare an
+/// envelope or body version newer than it reads: then a newer writer made
+/// them (not garbage), and what they name must not be taken for dead.
+pub fn from_a_newer_writer(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Declared {
+        version: u32,
+        #[serde(default, with = "serde_bytes")]
+        body: Vec<u8>,
+    }
+    let Ok(envelope) = from_cbor::<Declared>(bytes, "manifest") else {
+        return false;
+    };
+    envelope.version > crate::format::seal::ENVELOPE_VERSION
+        || from_cbor::<Declared>(&envelope.body, "manifest body")
+            .is_ok_and(|body| body.version > BODY_VERSION)
 }
 
 /// Component names: `[a-z0-9_.-]+`, not `.` or `..`, at most 64 bytes.
@@ -317,13 +368,18 @@ mod tests {
     fn a_signed_manifest_verifies_only_for_trusted_keys_and_intact_bodies() {
         let key = generate_signing_key().unwrap();
         let trusted = [public_key_of(&key)];
-        let manifest = SignedManifest::sign(&body(), &key);
+        let here = Id([1; 32]);
+        let manifest = SignedManifest::sign(&body(), &here, &key);
         let decoded = SignedManifest::decode(&manifest.encode(), "m").unwrap();
-        assert_eq!(decoded.verified_body(&trusted, "m").unwrap(), body());
+        assert_eq!(decoded.verified_body(&here, &trusted, "m").unwrap(), body());
+        assert_eq!(
+            decoded.verify(&Id([2; 32]), &trusted),
+            Err(TrustFailure::OtherRepository(here))
+        );
 
         let stranger = [public_key_of(&generate_signing_key().unwrap())];
         assert!(matches!(
-            decoded.verify(&stranger),
+            decoded.verify(&here, &stranger),
             Err(TrustFailure::UntrustedSigner(_))
         ));
 
@@ -331,6 +387,23 @@ mod tests {
         tampered_body.host = "evil".into();
         let mut tampered = decoded.clone();
         tampered.body = to_cbor(&tampered_body);
-        assert_eq!(tampered.verify(&trusted), Err(TrustFailure::BadSignature));
+        assert_eq!(
+            tampered.verify(&here, &trusted),
+            Err(TrustFailure::BadSignature)
+        );
+    }
+
+    #[test]
+    fn only_a_newer_version_counts_as_a_newer_writer() {
+        let key = generate_signing_key().unwrap();
+        let mut manifest = SignedManifest::sign(&body(), &Id([1; 32]), &key);
+        assert!(!from_a_newer_writer(b"garbage"));
+        assert!(!from_a_newer_writer(&manifest.encode()));
+        manifest.version = crate::format::seal::ENVELOPE_VERSION + 1;
+        assert!(from_a_newer_writer(&manifest.encode()));
+        let mut newer_body = body();
+        newer_body.version = BODY_VERSION + 1;
+        let manifest = SignedManifest::sign(&newer_body, &Id([1; 32]), &key);
+        assert!(from_a_newer_writer(&manifest.encode()));
     }
 }

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod index;
 pub mod keys;
+pub mod limits;
 pub mod manifest;
 pub mod pack;
 pub mod records;

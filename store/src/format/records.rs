@@ -122,9 +122,15 @@ pub struct SignedRecord {
 }
 
 impl SignedRecord {
-    pub fn sign<T: Serialize>(body: &T, domain: &'static [u8], key: &SigningKey) -> Self {
+    /// Signs `body` under `domain` for `repository` (envelope version 2).
+    pub fn sign<T: Serialize>(
+        body: &T,
+        domain: &'static [u8],
+        repository: &Id,
+        key: &SigningKey,
+    ) -> Self {
         SignedRecord {
-            envelope: Envelope::seal(to_cbor(body), domain, key),
+            envelope: Envelope::seal(to_cbor(body), domain, repository, key),
             domain,
         }
     }
@@ -144,8 +150,14 @@ impl SignedRecord {
         self.envelope.signer()
     }
 
-    pub fn verify(&self, trusted: &[PublicKey]) -> std::result::Result<(), TrustFailure> {
-        self.envelope.open(self.domain, trusted)
+    /// As [`crate::format::seal::Envelope::open`]: trusted signer, valid
+    /// signature, made for `repository`.
+    pub fn verify(
+        &self,
+        repository: &Id,
+        trusted: &[PublicKey],
+    ) -> std::result::Result<(), TrustFailure> {
+        self.envelope.open(self.domain, repository, trusted)
     }
 
     /// The body, decoded without checking the signature: for callers that

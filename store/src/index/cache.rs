@@ -625,10 +625,11 @@ fn take(repository: &Repository, id: &Id, trusted: &[PublicKey]) -> Result<Taken
     match repository.open_index_file(id, trusted) {
         Ok((file, vouching)) => Ok(Taken::Read(file, vouching.is_vouched())),
         Err(StoreError::Missing { .. }) => Ok(Taken::Vanished),
-        Err(error @ StoreError::Corrupt { .. }) => Ok(Taken::Unreadable(format!(
-            "{error}; skipped (remove it if no cairn of yours wrote it, or run `cairn repair index`)"
-        ))),
-        Err(error) => Err(error),
+        Err(error @ StoreError::Io { .. }) => Err(error),
+        // Too large for its kind, damaged or planted: never a reason to
+        // stop (remove it if no cairn of yours wrote it, or run `cairn
+        // repair index`).
+        Err(error) => Ok(Taken::Unreadable(skipped_notice(id, &error))),
     }
 }
 
@@ -669,6 +670,12 @@ pub fn take_in_new_index_files(
     Ok(taken)
 }
 
+/// What the user hears about an index file that cannot be read: it is
+/// left out, and everything else goes on.
+fn skipped_notice(id: &Id, error: &StoreError) -> String {
+    format!("skipped index file {id}: {error}")
+}
+
 /// Takes in every index file the cache has not seen; starts over if the
 /// repository no longer has one the cache took in, or if the trusted keys
 /// changed since the cache decided what is vouched.
@@ -685,7 +692,7 @@ fn synchronise(
     // A file that vanishes between listing and reading was replaced (by a
     // prune or repair, which write the replacement first): list again.
     for _ in 0..3 {
-        notices.retain(|notice| !notice.starts_with("index file "));
+        notices.retain(|notice| !notice.starts_with("skipped index file "));
         if !synchronise_once(repository, index, trusted, notices)? {
             break;
         }
@@ -730,8 +737,8 @@ fn synchronise_once(
                     vanished = true;
                     continue;
                 }
-                Taken::Unreadable(why) => {
-                    notices.push(format!("index file {id}: {why}"));
+                Taken::Unreadable(notice) => {
+                    notices.push(notice);
                     continue;
                 }
             };

@@ -12,10 +12,15 @@
 //!    deletion marks avoided). Chunks are read grouped by pack, each pack's
 //!    needed ranges once, packs in parallel.
 //! 3. The writer's packs and index files are finished, the packs relied on
-//!    are checked against deletion marks ([`secure_against_prune`]), the
-//!    signer's public key object is added if the target lacks it, and only
-//!    then is the manifest created in the target, byte for byte as it is in
-//!    the source: it is named by its hash and its signature stays valid.
+//!    are checked against deletion marks ([`secure_against_prune`]), and
+//!    only then is the manifest created in the target: the source's body,
+//!    byte for byte, signed for the target by the copier's key (one of the
+//!    target's). A manifest names its repository (FORMAT.md, envelope
+//!    version 2), so the source's signature cannot serve in the target;
+//!    the copier vouches there for what it verified here. Signing is
+//!    deterministic, so a snapshot always has the same id in the target,
+//!    and that id (not the source's) is what "already present" and the
+//!    target's forget records are checked against.
 //!
 //! Damage found in the source (a corrupt or missing pack, chunk, tree or
 //! manifest) fails only that snapshot: its manifest is never written, what
@@ -23,12 +28,13 @@
 //! uses it) and the other snapshots are still copied. Any other error
 //! (writing the target, a concurrent prune) stops the copy.
 //!
-//! Never writes to the source, never signs anything, never deletes.
+//! Never writes to the source, never deletes; signs only the target's
+//! manifests.
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::BlobLocation;
-use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
+use crate::format::keys::{PublicKey, SigningKey};
 use crate::format::manifest::{SignedManifest, SnapshotBody, TrustFailure};
 use crate::format::pack::spans::{Span, spans};
 use crate::format::pack::{BlobDecoder, BlobKind};
@@ -38,7 +44,7 @@ use crate::index::IndexCache;
 use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
 use crate::ops::common::packs::{secure_against_prune, unindexed_packs};
 use crate::ops::forget::read_forget_records;
-use crate::ops::walk::{Flow, TreeVisitor, TreeWalk};
+use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk};
 use crate::progress::{Amount, Phase, Progress};
 use crate::repository::Repository;
 use crate::repository::{marked_packs, read_marks};
@@ -80,7 +86,10 @@ pub enum CopyResult {
 
 #[derive(Clone, Debug)]
 pub struct SnapshotCopy {
+    /// Its id in the source.
     pub id: Id,
+    /// Its id in the target (its manifest signed for the target).
+    pub target_id: Id,
     /// The body, if the manifest could be read.
     pub body: Option<SnapshotBody>,
     pub result: CopyResult,
@@ -98,8 +107,6 @@ pub struct CopyOutcome {
     pub snapshots: Vec<SnapshotCopy>,
     /// What the target's writers added (packs, index files, bytes).
     pub written: WriterStatistics,
-    /// Public key objects added to the target.
-    pub keys_copied: Vec<PublicKey>,
     /// Things the user should hear about (e.g. different chunker settings).
     pub notices: Vec<String>,
 }
@@ -138,10 +145,6 @@ pub struct Endpoints<'a> {
     pub source_index: &'a dyn IndexCache,
     pub target: &'a Repository,
     pub target_index: &'a dyn IndexCache,
-    /// Seals the index files written into the target (FORMAT.md section
-    /// 9); without it they are unsigned, and backups into the target store
-    /// the copied chunks again rather than trust them.
-    pub signer: Option<&'a SigningKey>,
 }
 
 /// Why copying one snapshot stopped.
@@ -168,36 +171,37 @@ fn from_source(error: StoreError) -> Failure {
     }
 }
 
-/// A snapshot chosen for copying, with its manifest's exact bytes.
+/// A snapshot chosen for copying, with its manifest for the target.
 struct Candidate {
+    /// Its id in the source.
     id: Id,
+    /// Its manifest signed for the target, and that manifest's id.
     bytes: Vec<u8>,
-    signer: PublicKey,
+    target_id: Id,
     body: SnapshotBody,
 }
 
+/// The keys trusted for each repository of a copy.
+#[derive(Clone, Copy)]
+pub struct CopyTrust<'a> {
+    /// Source manifests must be signed by one of these.
+    pub source: &'a [PublicKey],
+    /// The target's forget records count when signed by one of these.
+    pub target: &'a [PublicKey],
+}
+
+/// Copies; `key` signs the copied manifests for the target and must be
+/// one of the target's keys.
 pub fn copy(
     endpoints: &Endpoints,
-    trusted: &[PublicKey],
+    trusted: CopyTrust,
+    key: &SigningKey,
     options: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<CopyOutcome> {
-    let Endpoints {
-        source,
-        target,
-        signer,
-        ..
-    } = *endpoints;
+    let Endpoints { source, target, .. } = *endpoints;
     let mut outcome = CopyOutcome::default();
     check_distinct(source, target)?;
-    if signer.is_none() && !options.dry_run {
-        outcome.notices.push(format!(
-            "no signing key of {} is at hand: the index files this copy writes there are unsigned, \
-             so backups into it will store the copied data again rather than trust them \
-             (pass --key-file with one of its keys to avoid that)",
-            target.backend().location()
-        ));
-    }
     if source.config().chunker != target.config().chunker {
         let params = |repository: &Repository| {
             let chunker = &repository.config().chunker;
@@ -217,12 +221,12 @@ pub fn copy(
             target.backend().location(),
         ));
     }
-    let (candidates, skipped) = select(source, target, trusted, options)?;
+    let (candidates, skipped) = select(source, target, trusted, key, options)?;
     outcome.snapshots.extend(skipped);
-    let mut published: HashSet<PublicKey> = target.published_keys()?.into_iter().collect();
     progress.phase(Phase::Copy, Amount::items(candidates.len() as u64));
     let mut session = Session {
         endpoints,
+        key,
         progress,
         dry_run: options.dry_run,
         planned: HashSet::new(),
@@ -231,6 +235,7 @@ pub fn copy(
     for candidate in candidates {
         let mut copied = SnapshotCopy {
             id: candidate.id,
+            target_id: candidate.target_id,
             body: Some(candidate.body.clone()),
             result: CopyResult::Copied,
             blobs_copied: 0,
@@ -250,15 +255,8 @@ pub fn copy(
         if options.dry_run {
             copied.result = CopyResult::WouldCopy;
         } else {
-            // The key before the manifest, so that whoever finds the
-            // snapshot in the target also finds the key to pin.
-            if published.insert(candidate.signer) {
-                let key = PublicKeyObject::new(candidate.signer).encode();
-                target.write_object(ObjectKind::Key, &key)?;
-                outcome.keys_copied.push(candidate.signer);
-            }
             let written = target.write_object(ObjectKind::Snapshot, &candidate.bytes)?;
-            if written != candidate.id {
+            if written != candidate.target_id {
                 return Err(StoreError::Invalid(format!(
                     "snapshot {} was written to the target as {written}",
                     candidate.id
@@ -289,73 +287,95 @@ pub fn check_distinct(source: &Repository, target: &Repository) -> Result<()> {
 fn select(
     source: &Repository,
     target: &Repository,
-    trusted: &[PublicKey],
+    trusted: CopyTrust,
+    key: &SigningKey,
     options: &CopyOptions,
 ) -> Result<(Vec<Candidate>, Vec<SnapshotCopy>)> {
     let in_target: HashSet<Id> = target.list_ids(ObjectKind::Snapshot)?.into_iter().collect();
-    let forgotten: HashSet<Id> = read_forget_records(target, trusted)?
+    let forgotten: HashSet<Id> = read_forget_records(target, trusted.target)?
         .iter()
         .flat_map(|(_, record, _)| record.snapshots.iter().map(|snapshot| snapshot.id))
         .collect();
-    let skip = |id: Id, body: Option<SnapshotBody>, result: CopyResult| SnapshotCopy {
-        id,
-        body,
-        result,
-        blobs_copied: 0,
-        blobs_present: 0,
-        bytes_read: 0,
-    };
+    let skip =
+        |id: Id, target_id: Id, body: Option<SnapshotBody>, result: CopyResult| SnapshotCopy {
+            id,
+            target_id,
+            body,
+            result,
+            blobs_copied: 0,
+            blobs_present: 0,
+            bytes_read: 0,
+        };
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
     if options.snapshots.is_empty() {
         for id in source.list_ids(ObjectKind::Snapshot)? {
-            if in_target.contains(&id) {
-                continue;
-            }
-            match read_candidate(source, &id) {
-                Ok((candidate, manifest)) => match manifest.verify(trusted) {
-                    Ok(()) if forgotten.contains(&id) => skipped.push(skip(
-                        id,
-                        Some(candidate.body),
-                        CopyResult::ForgottenInTarget,
-                    )),
-                    Ok(()) => candidates.push(candidate),
-                    Err(failure @ TrustFailure::UntrustedSigner(_)) => skipped.push(skip(
-                        id,
-                        Some(candidate.body),
-                        CopyResult::Untrusted(failure.to_string()),
-                    )),
-                    Err(failure @ TrustFailure::BadSignature) => skipped.push(skip(
-                        id,
-                        Some(candidate.body),
-                        CopyResult::Damaged(format!("snapshot {id}: {failure}")),
-                    )),
-                },
+            match read_candidate(source, target, key, &id) {
+                Ok((candidate, manifest)) if present_in(&in_target, &candidate, &manifest) => {}
+                Ok((candidate, manifest)) => {
+                    let target_id = candidate.target_id;
+                    match manifest.verify(source.id(), trusted.source) {
+                        Ok(()) if present_in(&forgotten, &candidate, &manifest) => {
+                            skipped.push(skip(
+                                id,
+                                target_id,
+                                Some(candidate.body),
+                                CopyResult::ForgottenInTarget,
+                            ))
+                        }
+                        Ok(()) => candidates.push(candidate),
+                        Err(
+                            failure @ (TrustFailure::UntrustedSigner(_)
+                            | TrustFailure::OtherRepository(_)),
+                        ) => skipped.push(skip(
+                            id,
+                            target_id,
+                            Some(candidate.body),
+                            CopyResult::Untrusted(failure.to_string()),
+                        )),
+                        Err(failure @ TrustFailure::BadSignature) => skipped.push(skip(
+                            id,
+                            target_id,
+                            Some(candidate.body),
+                            CopyResult::Damaged(format!("snapshot {id}: {failure}")),
+                        )),
+                    }
+                }
                 Err(error @ StoreError::Io { .. }) => return Err(error),
                 // Forgotten in the source since it was listed.
                 Err(StoreError::Missing { .. }) => {}
-                Err(error) => skipped.push(skip(id, None, CopyResult::Damaged(error.to_string()))),
+                Err(error) => {
+                    skipped.push(skip(id, id, None, CopyResult::Damaged(error.to_string())))
+                }
             }
         }
     } else {
         let mut chosen = HashSet::new();
         for spec in &options.snapshots {
-            let id = source.resolve_snapshot_trusted(spec, Some(trusted))?;
+            let id = source.resolve_snapshot(spec, trusted.source)?;
             if !chosen.insert(id) {
                 continue;
             }
             // Every named snapshot is checked before anything is copied,
             // so a mistake in the list costs nothing.
-            let (candidate, manifest) = read_candidate(source, &id)?;
+            let (candidate, manifest) = read_candidate(source, target, key, &id)?;
             manifest.verified_body(
-                trusted,
+                source.id(),
+                trusted.source,
                 &format!("snapshot {id} in {}", source.backend().location()),
             )?;
-            if in_target.contains(&id) {
-                skipped.push(skip(id, Some(candidate.body), CopyResult::AlreadyPresent));
-            } else if forgotten.contains(&id) {
+            let target_id = candidate.target_id;
+            if present_in(&in_target, &candidate, &manifest) {
                 skipped.push(skip(
                     id,
+                    target_id,
+                    Some(candidate.body),
+                    CopyResult::AlreadyPresent,
+                ));
+            } else if present_in(&forgotten, &candidate, &manifest) {
+                skipped.push(skip(
+                    id,
+                    target_id,
                     Some(candidate.body),
                     CopyResult::ForgottenInTarget,
                 ));
@@ -368,20 +388,36 @@ fn select(
     Ok((candidates, skipped))
 }
 
-/// Reads a manifest's exact bytes (checked against its name) and decodes
-/// it; the signature is the caller's to check.
-fn read_candidate(source: &Repository, id: &Id) -> Result<(Candidate, SignedManifest)> {
+/// Whether `ids` (the target's snapshots, or those its forget records
+/// name) hold the snapshot: its manifest signed for the target, or (for a
+/// version-1 manifest, which names no repository) the very same object, as
+/// a cairn before envelope version 2 copied it.
+fn present_in(ids: &HashSet<Id>, candidate: &Candidate, manifest: &SignedManifest) -> bool {
+    ids.contains(&candidate.target_id)
+        || (manifest.repository.is_none() && ids.contains(&candidate.id))
+}
+
+/// Reads a manifest (checked against its name), decodes it and signs its
+/// body for `target` with `key`; the source signature is the caller's to
+/// check.
+fn read_candidate(
+    source: &Repository,
+    target: &Repository,
+    key: &SigningKey,
+    id: &Id,
+) -> Result<(Candidate, SignedManifest)> {
     let object = format!("snapshot {id}");
     let bytes = source.read_verified(ObjectKind::Snapshot, id)?;
     let manifest = SignedManifest::decode(&bytes, &object)?;
     let body = manifest
         .body_unverified()
         .map_err(|error| StoreError::corrupt(&object, error.to_string()))?;
+    let for_target = manifest.resign(target.id(), key).encode();
     Ok((
         Candidate {
             id: *id,
-            bytes,
-            signer: manifest.signer(),
+            target_id: Id::of(&for_target),
+            bytes: for_target,
             body,
         },
         manifest,
@@ -391,6 +427,9 @@ fn read_candidate(source: &Repository, id: &Id) -> Result<(Candidate, SignedMani
 /// State shared by the snapshots of one copy.
 struct Session<'a> {
     endpoints: &'a Endpoints<'a>,
+    /// The copier's key: it also seals the index files written into the
+    /// target (FORMAT.md section 9).
+    key: &'a SigningKey,
     progress: &'a dyn Progress,
     dry_run: bool,
     /// Dry run: blobs an earlier snapshot would already have copied.
@@ -441,7 +480,7 @@ impl Session<'_> {
         let marked = marked_packs(&marks);
         let mut present = target.list_packs()?;
         present.retain(|pack, _| !marked.contains(pack));
-        let signer = self.endpoints.signer;
+        let signer = Some(self.key);
         let writer = BlobWriter::new(target, target_index, present.clone(), signer);
         if !self.adopted && !self.dry_run {
             writer.adopt(unindexed_packs(target, target_index, &present)?)?;
@@ -561,6 +600,16 @@ struct CopyWalk<'s, 'a, 'w> {
 
 impl TreeVisitor for CopyWalk<'_, '_, '_> {
     type Error = Failure;
+
+    /// Damage in the source: this snapshot is not copied.
+    fn refused(
+        &mut self,
+        id: &Id,
+        path: &str,
+        refusal: Refusal,
+    ) -> std::result::Result<(), Failure> {
+        Err(Failure::Damage(refusal.error(id, path)))
+    }
 
     fn enter(&mut self, _: &Id, _: &str) -> std::result::Result<Flow, Failure> {
         if self.wanted.len() >= FETCH_BATCH {

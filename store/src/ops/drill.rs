@@ -191,6 +191,7 @@ impl Rehearsal<'_> {
                 ..Selection::default()
             },
             delete: false,
+            ..RestoreOptions::default()
         };
         let (repository, index) = (self.repository, self.index);
         let sources = Sources::new(&[]);

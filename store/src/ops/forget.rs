@@ -97,7 +97,7 @@ pub fn forget(
                         .into(),
                 ));
             }
-            let id = repository.resolve_snapshot(spec)?;
+            let id = repository.resolve_snapshot(spec, trusted)?;
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -173,7 +173,7 @@ pub fn forget(
             policy_text,
             outcome.forgotten.clone(),
         );
-        let signed = SignedRecord::sign(&record, FORGET_DOMAIN, key);
+        let signed = SignedRecord::sign(&record, FORGET_DOMAIN, repository.id(), key);
         outcome.record = Some(repository.write_object(ObjectKind::Forget, &signed.encode())?);
         for snapshot in &outcome.forgotten {
             repository
@@ -199,7 +199,7 @@ pub fn read_forget_records(
         let decoded =
             read_record::<ForgetRecord>(repository, ObjectKind::Forget, FORGET_DOMAIN, &id)
                 .and_then(|(record, signed)| {
-                    signed.verify(trusted).map_err(|failure| {
+                    signed.verify(repository.id(), trusted).map_err(|failure| {
                         StoreError::corrupt(format!("forget record {id}"), failure.to_string())
                     })?;
                     Ok((record, signed.signer()))

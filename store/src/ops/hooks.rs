@@ -9,10 +9,64 @@
 //! what it wrote to stderr), or it could not start. Never decides what a
 //! failure means for the operation that ran it, and never prints: a hook's
 //! own stdout and stderr go where the caller says (inherited by default).
+//!
+//! Each command runs in a process group of its own, and the commands
+//! running at any moment are known to [`stop_commands`]: a caller that is
+//! interrupted (the CLI on SIGINT or SIGTERM) stops them with it, so no
+//! command outlives the operation that started it. The library installs no
+//! signal handler itself.
 
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Process groups of the commands running now (each command leads its own).
+static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// Set by [`stop_commands`]: no command starts after it.
+static STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// Stops every command started through [`Hook`] that is still running
+/// (SIGTERM to its whole process group, so a pipeline's other commands go
+/// too), and lets no new one start. For a caller that is being
+/// interrupted; the operations that waited for those commands then see
+/// them fail.
+pub fn stop_commands() {
+    STOPPED.store(true, Ordering::SeqCst);
+    let running = RUNNING.lock().unwrap_or_else(|poison| poison.into_inner());
+    for group in running.iter() {
+        if let Some(group) = rustix::process::Pid::from_raw(*group) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
+        }
+    }
+}
+
+/// A running command's process group, known to [`stop_commands`] until
+/// dropped.
+struct Registered(i32);
+
+impl Registered {
+    fn new(pid: u32) -> Self {
+        let group = pid as i32;
+        RUNNING
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(group);
+        Registered(group)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(&self.0);
+    }
+}
 
 /// A command to run with `sh -c`.
 #[derive(Debug)]
@@ -99,7 +153,9 @@ impl Hook {
             .arg("-c")
             .arg(&self.command)
             .envs(self.env.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            // A group of its own, which `stop_commands` signals whole.
+            .process_group(0);
         if let Some(file) = self.stdout {
             command.stdout(file);
         }
@@ -110,17 +166,24 @@ impl Hook {
             command: self.command.clone(),
             error,
         };
-        let (status, stderr) = if self.capture_stderr {
-            // Read while it runs: a command that fills the pipe would
-            // otherwise wait for us forever.
-            let output = command
-                .spawn()
-                .and_then(|child| child.wait_with_output())
-                .map_err(not_started)?;
-            (output.status, output.stderr)
-        } else {
-            (command.status().map_err(not_started)?, Vec::new())
-        };
+        if STOPPED.load(Ordering::SeqCst) {
+            return Err(not_started(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "cairn is being interrupted",
+            )));
+        }
+        let child = command.spawn().map_err(not_started)?;
+        let registered = Registered::new(child.id());
+        // A stop that came between the check above and the registration
+        // would have missed this command.
+        if STOPPED.load(Ordering::SeqCst) {
+            stop_commands();
+        }
+        // stderr is read while it runs: a command that fills the pipe would
+        // otherwise wait for us forever.
+        let output = child.wait_with_output().map_err(not_started)?;
+        drop(registered);
+        let (status, stderr) = (output.status, output.stderr);
         if status.success() {
             return Ok(());
         }

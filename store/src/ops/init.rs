@@ -2,7 +2,7 @@
 //! without its secret key: check that the target holds no repository (and,
 //! for a directory, is new or empty), make or read the signing key, write
 //! the repository (public key first, config last), then trust the key on
-//! this machine. Never prints, never chooses defaults for the caller.
+//! this machine for this repository only. Never prints, never chooses defaults for the caller.
 
 use crate::backend::{Backend, ObjectKind};
 use crate::error::{Result, StoreError};
@@ -79,7 +79,9 @@ pub fn init(options: InitOptions) -> Result<Initialised> {
             compression_level,
         } => Repository::init(options.backend, chunker, compression_level, public_key)?,
     };
-    TrustStore::new(options.config_directory).trust(public_key)?;
+    // Trusted for this repository only: a key made for one repository
+    // vouches for nothing in another.
+    TrustStore::new(options.config_directory, repository.id()).trust(public_key)?;
     Ok(Initialised {
         repository,
         public_key,
@@ -151,10 +153,16 @@ mod tests {
             public_key_of(&read_secret_key(&made.key_path).unwrap()),
             made.public_key
         );
+        let trust = TrustStore::new(&config, made.repository.id());
         assert_eq!(
-            TrustStore::new(&config).trusted_keys().unwrap(),
-            vec![made.public_key]
+            trust.trusted_keys().unwrap(),
+            crate::keystore::TrustedKeys {
+                keys: vec![made.public_key],
+                legacy: false
+            }
         );
+        let elsewhere = TrustStore::new(&config, &crate::id::Id([0; 32]));
+        assert!(elsewhere.trusted_keys().unwrap().keys.is_empty());
         assert_eq!(
             made.repository.published_keys().unwrap(),
             vec![made.public_key]

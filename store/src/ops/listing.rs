@@ -8,7 +8,7 @@ use crate::format::manifest::SnapshotBody;
 use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
-use crate::ops::walk::{Flow, TreeVisitor, TreeWalk, read_tree};
+use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk, entry_budget, read_tree};
 use crate::repository::Repository;
 
 /// One snapshot as listed; `trust` says whether its signature holds.
@@ -37,7 +37,7 @@ pub fn list_snapshots(
                 id,
                 body,
                 trusted: manifest
-                    .verify(trusted)
+                    .verify(repository.id(), trusted)
                     .map_err(|failure| failure.to_string()),
             }),
             Err(error) => broken.push((id, error.to_string())),
@@ -86,6 +86,7 @@ pub fn list_entries(
         };
         TreeWalk::new()
             .with_paths()
+            .within(entry_budget(&component.stats))
             .walk([(component.tree, component.name.clone())], &mut lister)?;
     }
     if let Some(name) = component_name
@@ -121,6 +122,10 @@ struct Lister<'a> {
 
 impl TreeVisitor for Lister<'_> {
     type Error = StoreError;
+
+    fn refused(&mut self, id: &Id, path: &str, refusal: Refusal) -> Result<()> {
+        Err(refusal.error(id, path))
+    }
 
     fn read(&mut self, id: &Id, _: &str) -> Result<Option<Tree>> {
         read_tree(self.repository, self.index, id).map(Some)

@@ -18,6 +18,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod retention;
+pub mod rollback;
 pub mod verify;
 pub mod walk;
 

@@ -37,7 +37,7 @@ use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::blob_writer::BlobWriter;
-use crate::ops::walk::{Flow, TreeVisitor, TreeWalk, read_tree};
+use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk, read_tree};
 use crate::repository::Repository;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -109,16 +109,22 @@ pub fn repair_index(
         packs.sort_by_key(|pack| pack.id);
         for batch in packs.chunks(PACKS_PER_INDEX_FILE) {
             let file = IndexFile::new(batch.to_vec());
-            let id = repository.write_index_file(&file, signer)?;
-            // An object of that name may already exist with damaged content
-            // (create-if-absent then keeps it): put the right bytes back.
-            if repository.read_index_file(&id).is_err() {
-                repository
-                    .backend()
-                    .delete(ObjectKind::Index, &id.to_hex())?;
-                repository.write_index_file(&file, signer)?;
-                outcome.index_files_removed += 1;
-            }
+            let id = match repository.write_index_file(&file, signer) {
+                Ok(id) => id,
+                // An object of that name already exists with damaged
+                // content (create-if-absent keeps it, and the write says
+                // so): put the right bytes back.
+                Err(StoreError::Corrupt { .. }) => {
+                    let id = repository.index_file_id(&file, signer);
+                    repository
+                        .backend()
+                        .delete(ObjectKind::Index, &id.to_hex())?;
+                    repository.write_index_file(&file, signer)?;
+                    outcome.index_files_removed += 1;
+                    id
+                }
+                Err(error) => return Err(error),
+            };
             written.insert(id);
             outcome.index_files_written += 1;
         }
@@ -142,7 +148,7 @@ fn list_pack(
     id: Id,
     size: u64,
 ) -> Result<std::result::Result<Listed, String>> {
-    let why = match repository.verified_pack_listing(&id) {
+    let why = match repository.verified_pack_listing(&id, size) {
         Ok(entry) => return Ok(Ok(Listed::Verified(entry))),
         Err(error @ StoreError::Io { .. }) => return Err(error),
         Err(error) => error.to_string(),
@@ -192,7 +198,7 @@ pub fn repair_snapshots(
         // to report.
         let Ok(body) = repository
             .read_manifest(&id)
-            .and_then(|manifest| manifest.verified_body(trusted, "snapshot"))
+            .and_then(|manifest| manifest.verified_body(repository.id(), trusted, "snapshot"))
         else {
             continue;
         };
@@ -228,7 +234,7 @@ pub fn repair_snapshots(
         new_body
             .labels
             .insert(REPAIRED_FROM_LABEL.into(), id.to_hex());
-        let manifest = SignedManifest::sign(&new_body, key);
+        let manifest = SignedManifest::sign(&new_body, repository.id(), key);
         let new_id = repository.write_object(ObjectKind::Snapshot, &manifest.encode())?;
         repaired.push(RepairedSnapshot {
             original: id,
@@ -347,6 +353,10 @@ impl Rewrite<'_, '_> {
 
 impl TreeVisitor for Rewrite<'_, '_> {
     type Error = StoreError;
+
+    fn refused(&mut self, id: &Id, path: &str, refusal: Refusal) -> Result<()> {
+        Err(refusal.error(id, path))
+    }
 
     fn enter(&mut self, id: &Id, path: &str) -> Result<Flow> {
         if self.salvage.available(id)? {

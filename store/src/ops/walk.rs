@@ -19,9 +19,24 @@
 //! component-relative path (off by default: building paths costs an
 //! allocation per entry).
 //!
+//! Bounds (docs/FORMAT.md section 15): a tree deeper than
+//! [`MAX_TREE_DEPTH`] below its root is refused, and a walk that expands
+//! every reference to a tree visits at most its budget of entries
+//! ([`TreeWalk::within`], from the component's signed record:
+//! [`entry_budget`]) or, without one, walks trees it has already walked (a
+//! shared subtree, reached again at another path) for at most
+//! [`MAX_REPEATED_ENTRIES`] entries, then refuses the rest: a small
+//! snapshot whose trees name one subtree twice at every level would
+//! otherwise expand to 2^depth entries. A refused tree is handed to the
+//! visitor's [`TreeVisitor::refused`] and passed by unread. Trees cannot
+//! form a cycle (a tree is named by the hash of its bytes, which name its
+//! subtrees' hashes), so depth and repeats are all there is to bound.
+//!
 //! Never writes anything, and owns no policy about damage.
 
 use crate::error::{Result, StoreError};
+pub use crate::format::limits::{MAX_REPEATED_ENTRIES, MAX_TREE_DEPTH};
+use crate::format::manifest::ComponentStats;
 use crate::format::pack::BlobKind;
 use crate::format::tree::{Tree, TreeEntry};
 use crate::id::Id;
@@ -58,6 +73,44 @@ pub enum Walked {
     Stopped,
 }
 
+/// Why a walk passed a tree by unread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// It lies more than [`MAX_TREE_DEPTH`] levels below its root.
+    TooDeep,
+    /// The walk has already walked [`MAX_REPEATED_ENTRIES`] entries of
+    /// trees it had walked before.
+    RepeatedTooOften,
+    /// The walk has visited as many entries as its budget allows
+    /// ([`TreeWalk::within`]): more than the snapshot records.
+    OverBudget(u64),
+}
+
+impl Refusal {
+    /// The error that names the tree and says why.
+    pub fn error(self, id: &Id, path: &str) -> StoreError {
+        let at = if path.is_empty() {
+            String::new()
+        } else {
+            format!(" at {path}")
+        };
+        StoreError::corrupt(
+            format!("tree {id}{at}"),
+            match self {
+                Refusal::TooDeep => format!(
+                    "nests more than {MAX_TREE_DEPTH} directories deep, the most a reader accepts; not walked"
+                ),
+                Refusal::RepeatedTooOften => format!(
+                    "repeats subtrees already walked beyond {MAX_REPEATED_ENTRIES} entries (a tree naming the same subtree many times over); not walked"
+                ),
+                Refusal::OverBudget(budget) => format!(
+                    "expands past {budget} entries, far more than its snapshot records (a tree naming the same subtree many times over); not walked"
+                ),
+            },
+        )
+    }
+}
+
 /// The caller's side of a walk. `path` is the component-relative path of
 /// the tree or entry when the walk gives paths, and empty otherwise.
 pub trait TreeVisitor {
@@ -70,6 +123,17 @@ pub trait TreeVisitor {
 
     /// Reads the tree; `None` passes it by (the visitor has noted why).
     fn read(&mut self, id: &Id, path: &str) -> std::result::Result<Option<Tree>, Self::Error>;
+
+    /// The walk will not go into tree `id` (why: `refusal`, see
+    /// [`Refusal::error`]); it passes it by, unread and unentered, once
+    /// this returns. A visitor either ends the walk with an error or notes
+    /// the tree as damage, as it does for a tree it cannot read.
+    fn refused(
+        &mut self,
+        id: &Id,
+        path: &str,
+        refusal: Refusal,
+    ) -> std::result::Result<(), Self::Error>;
 
     /// One entry of a tree that was read. Any entry with a subtree is
     /// walked into unless this returns [`Flow::SkipSubtree`].
@@ -89,8 +153,10 @@ pub trait TreeVisitor {
 /// was read (in order only), or a tree to leave once everything pushed
 /// above it is done.
 enum Step {
-    Enter(Id, String),
-    Entry(Rc<(Tree, String)>, usize),
+    /// A tree, its path and its depth below its root.
+    Enter(Id, String, usize),
+    /// An entry of a tree read at the given depth.
+    Entry(Rc<(Tree, String, usize)>, usize),
     Leave(Id, String),
 }
 
@@ -101,6 +167,20 @@ pub struct TreeWalk {
     seen: Option<HashSet<Id>>,
     paths: bool,
     in_order: bool,
+    budget: Option<u64>,
+}
+
+/// The entries a walk of a component may visit: twice what its signed
+/// record counts (files, directories and symlinks, each once per path),
+/// plus a million. A component's walk visits exactly its count; the slack
+/// only keeps a miscounted record from costing a restore.
+pub fn entry_budget(stats: &ComponentStats) -> u64 {
+    stats
+        .files
+        .saturating_add(stats.directories)
+        .saturating_add(stats.symlinks)
+        .saturating_mul(2)
+        .saturating_add(1 << 20)
 }
 
 impl TreeWalk {
@@ -112,6 +192,15 @@ impl TreeWalk {
     /// Passes by trees already met, in this walk or an earlier one.
     pub fn skipping_seen(mut self) -> Self {
         self.seen = Some(HashSet::new());
+        self
+    }
+
+    /// Visits at most `budget` entries in each call to [`TreeWalk::walk`]
+    /// (see [`entry_budget`]), refusing the trees past it; without a
+    /// budget, a walk that expands every reference bounds only its repeats
+    /// ([`MAX_REPEATED_ENTRIES`]).
+    pub fn within(mut self, budget: u64) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -148,15 +237,20 @@ impl TreeWalk {
     ) -> std::result::Result<Walked, V::Error> {
         let mut stack: Vec<Step> = roots
             .into_iter()
-            .map(|(id, path)| Step::Enter(id, path))
+            .map(|(id, path)| Step::Enter(id, path, 0))
             .collect();
         stack.reverse();
         let mut subtrees = Vec::new();
+        // Trees walked in this call, and the entries of trees walked again:
+        // only a walk that expands every reference keeps them.
+        let mut walked: HashSet<Id> = HashSet::new();
+        let mut repeated_entries = 0u64;
+        let mut entries = 0u64;
         while let Some(step) = stack.pop() {
-            let (id, path) = match step {
-                Step::Enter(id, path) => (id, path),
+            let (id, path, depth) = match step {
+                Step::Enter(id, path, depth) => (id, path, depth),
                 Step::Entry(tree, index) => {
-                    let (tree, path) = &*tree;
+                    let (tree, path, depth) = &*tree;
                     let entry = &tree.entries[index];
                     let entry_path = self.entry_path(path, entry);
                     match visitor.entry(entry, &entry_path)? {
@@ -165,7 +259,7 @@ impl TreeWalk {
                         Flow::Stop => return Ok(Walked::Stopped),
                     }
                     if let Some(subtree) = entry.subtree {
-                        stack.push(Step::Enter(subtree, entry_path));
+                        stack.push(Step::Enter(subtree, entry_path, depth + 1));
                     }
                     continue;
                 }
@@ -179,6 +273,20 @@ impl TreeWalk {
             {
                 continue;
             }
+            let repeat = self.seen.is_none() && !walked.insert(id);
+            let refusal = if depth > MAX_TREE_DEPTH {
+                Some(Refusal::TooDeep)
+            } else if let Some(budget) = self.budget.filter(|budget| entries >= *budget) {
+                Some(Refusal::OverBudget(budget))
+            } else if repeat && self.budget.is_none() && repeated_entries >= MAX_REPEATED_ENTRIES {
+                Some(Refusal::RepeatedTooOften)
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                visitor.refused(&id, &path, refusal)?;
+                continue;
+            }
             match visitor.enter(&id, &path)? {
                 Flow::Continue => {}
                 Flow::SkipSubtree => continue,
@@ -187,10 +295,14 @@ impl TreeWalk {
             let Some(tree) = visitor.read(&id, &path)? else {
                 continue;
             };
+            entries += tree.entries.len() as u64;
+            if repeat {
+                repeated_entries += tree.entries.len() as u64;
+            }
             if self.in_order {
                 let count = tree.entries.len();
                 stack.push(Step::Leave(id, path.clone()));
-                let shared = Rc::new((tree, path));
+                let shared = Rc::new((tree, path, depth));
                 stack.extend(
                     (0..count)
                         .rev()
@@ -206,7 +318,7 @@ impl TreeWalk {
                     Flow::Stop => return Ok(Walked::Stopped),
                 }
                 if let Some(subtree) = entry.subtree {
-                    subtrees.push(Step::Enter(subtree, entry_path));
+                    subtrees.push(Step::Enter(subtree, entry_path, depth + 1));
                 }
             }
             stack.push(Step::Leave(id, path));
@@ -248,6 +360,9 @@ pub fn visit_blobs(
         fn read(&mut self, id: &Id, _: &str) -> Result<Option<Tree>> {
             read_tree(self.repository, self.index, id).map(Some)
         }
+        fn refused(&mut self, id: &Id, path: &str, refusal: Refusal) -> Result<()> {
+            Err(refusal.error(id, path))
+        }
         fn entry(&mut self, entry: &TreeEntry, _: &str) -> Result<Flow> {
             for chunk in entry.chunks.iter().flatten() {
                 (self.visit)(BlobKind::Data, chunk)?;
@@ -259,6 +374,7 @@ pub fn visit_blobs(
         seen: Some(std::mem::take(seen)),
         paths: false,
         in_order: false,
+        budget: None,
     };
     let walked = walk.walk(
         roots.into_iter().map(|root| (root, String::new())),
@@ -373,6 +489,10 @@ mod tests {
         }
         fn read(&mut self, id: &Id, _: &str) -> Result<Option<Tree>> {
             read_tree(&self.fixture.repository, &self.fixture.index, id).map(Some)
+        }
+        fn refused(&mut self, _: &Id, path: &str, refusal: Refusal) -> Result<()> {
+            self.events.push(format!("refused {path}: {refusal:?}"));
+            Ok(())
         }
         fn leave(&mut self, _: &Id, path: &str) -> Result<()> {
             if self.leaves {
@@ -527,22 +647,31 @@ mod tests {
         assert_eq!(stopped.events, ["tree ", "a", "b"]);
     }
 
-    #[test]
-    fn deep_nesting_does_not_overflow_the_stack() {
-        const DEPTH: usize = 20_000;
-        let fixture = fixture();
+    /// A chain of `levels` trees below a root; returns the root and the
+    /// deepest tree.
+    fn chain(fixture: &Fixture, levels: usize) -> (Id, Id) {
         let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new(), None);
-        let mut tree = store(&writer, vec![file("bottom", "bottom")]);
-        for _ in 0..DEPTH {
+        let bottom = store(&writer, vec![file("bottom", "bottom")]);
+        let mut tree = bottom;
+        for _ in 0..levels {
             tree = store(&writer, vec![directory("d", tree)]);
         }
         writer.finish().unwrap();
+        (tree, bottom)
+    }
+
+    #[test]
+    fn nesting_to_the_limit_is_walked_and_a_level_more_is_refused_by_name() {
+        // The walk keeps its own stack: the limit is a rule of the format,
+        // not the call stack's.
+        let fixture = fixture();
+        let (root, _) = chain(&fixture, MAX_TREE_DEPTH);
         let mut blobs = 0;
         let mut seen = HashSet::new();
         visit_blobs(
             &fixture.repository,
             &fixture.index,
-            [tree],
+            [root],
             &mut seen,
             &mut |_, _| {
                 blobs += 1;
@@ -550,8 +679,86 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(blobs, DEPTH + 2, "every tree and the one chunk");
-        assert_eq!(seen.len(), DEPTH + 1);
+        assert_eq!(blobs, MAX_TREE_DEPTH + 2, "every tree and the one chunk");
+
+        let fixture = self::fixture();
+        let (root, bottom) = chain(&fixture, MAX_TREE_DEPTH + 1);
+        let error = visit_blobs(
+            &fixture.repository,
+            &fixture.index,
+            [root],
+            &mut HashSet::new(),
+            &mut |_, _| Ok(()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(&bottom.to_string()) && error.contains("1024 directories deep"),
+            "{error}"
+        );
+        // A visitor that notes damage instead is told, and the walk goes on.
+        let mut recorder = Recorder::new(&fixture);
+        let walked = TreeWalk::new()
+            .walk([(root, String::new())], &mut recorder)
+            .unwrap();
+        assert_eq!(walked, Walked::Finished);
+        assert_eq!(
+            recorder.events.last().map(String::as_str),
+            Some("refused : TooDeep")
+        );
+    }
+
+    #[test]
+    fn a_subtree_named_twice_at_every_level_expands_only_within_its_budget() {
+        // 40 trees of two entries each that name the tree below: 2^40
+        // entries if expanded without bound.
+        let fixture = fixture();
+        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new(), None);
+        let mut tree = store(&writer, vec![file("f", "f")]);
+        for _ in 0..40 {
+            tree = store(&writer, vec![directory("a", tree), directory("b", tree)]);
+        }
+        writer.finish().unwrap();
+        let mut recorder = Recorder::new(&fixture);
+        let walked = TreeWalk::new()
+            .within(1000)
+            .walk([(tree, String::new())], &mut recorder)
+            .unwrap();
+        assert_eq!(walked, Walked::Finished);
+        let entries = recorder
+            .events
+            .iter()
+            .filter(|event| !event.starts_with("tree ") && !event.starts_with("refused "))
+            .count();
+        assert!((1000..1100).contains(&entries), "{entries} entries visited");
+        assert!(
+            recorder
+                .events
+                .iter()
+                .any(|event| event.ends_with("OverBudget(1000)")),
+            "the trees past the budget are refused"
+        );
+        // Skipping trees already seen reads each of the 41 once.
+        let mut once = Recorder::new(&fixture);
+        TreeWalk::new()
+            .skipping_seen()
+            .walk([(tree, String::new())], &mut once)
+            .unwrap();
+        assert_eq!(
+            once.events
+                .iter()
+                .filter(|event| event.starts_with("tree "))
+                .count(),
+            41
+        );
+        // A component's budget: twice its recorded entries and a million.
+        let stats = ComponentStats {
+            files: 10,
+            directories: 5,
+            symlinks: 1,
+            ..ComponentStats::default()
+        };
+        assert_eq!(entry_budget(&stats), 32 + (1 << 20));
     }
 
     #[test]

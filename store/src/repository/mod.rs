@@ -5,8 +5,10 @@
 //! hash of its bytes) before it is decoded; a mismatch is corruption, never
 //! a silent skip. This module never walks trees or decides what to back up.
 
+mod pack_scan;
 mod records;
 
+pub use pack_scan::{PackScan, SCAN_WINDOW};
 pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks, read_record};
 
 use crate::backend::{Backend, Created, ObjectKind};
@@ -14,10 +16,9 @@ use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
 use crate::format::index::{BlobLocation, IndexFile, PackEntry, Vouching};
 use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
-use crate::format::manifest::SignedManifest;
-use crate::format::pack::{
-    BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_pack, parse_trailer,
-};
+use crate::format::limits;
+use crate::format::manifest::{SAFETY_TAG, SignedManifest};
+use crate::format::pack::{BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer};
 use crate::id::Id;
 use cairn_chunker::ChunkerParams;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ impl Repository {
     }
 
     pub fn open(backend: Arc<dyn Backend>) -> Result<Self> {
-        let bytes = match backend.read(ObjectKind::Config, CONFIG_NAME) {
+        let bytes = match backend.read(ObjectKind::Config, CONFIG_NAME, limits::MAX_CONFIG_SIZE) {
             Ok(bytes) => bytes,
             Err(StoreError::Missing { .. }) => {
                 return Err(StoreError::NotARepository {
@@ -133,9 +134,12 @@ impl Repository {
             .collect())
     }
 
-    /// Reads a whole object and checks it hashes to its name.
+    /// Reads a whole object, refusing one larger than its kind may be
+    /// before reading it, and checks it hashes to its name.
     pub fn read_verified(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
-        let bytes = self.backend.read(kind, &id.to_hex())?;
+        let bytes = self
+            .backend
+            .read(kind, &id.to_hex(), whole_read_limit(kind)?)?;
         if Id::of(&bytes) != *id {
             return Err(StoreError::corrupt(
                 format!("{} {id}", kind.label()),
@@ -145,10 +149,24 @@ impl Repository {
         Ok(bytes)
     }
 
-    /// Stores an object under the hash of its bytes.
+    /// Stores an object under the hash of its bytes. A small object (all
+    /// but packs) found already there is read back and compared: an object
+    /// under that name with other bytes is damaged or planted, and is
+    /// reported rather than taken for this one.
     pub fn write_object(&self, kind: ObjectKind, bytes: &[u8]) -> Result<Id> {
         let id = Id::of(bytes);
-        self.backend.create(kind, &id.to_hex(), bytes)?;
+        let created = self.backend.create(kind, &id.to_hex(), bytes)?;
+        if created == Created::AlreadyExisted && kind != ObjectKind::Pack {
+            let existing = self
+                .backend
+                .read(kind, &id.to_hex(), whole_read_limit(kind)?)?;
+            if existing != bytes {
+                return Err(StoreError::corrupt(
+                    format!("{} {id}", kind.label()),
+                    "already exists with other bytes (damaged or planted): the object being written was not stored",
+                ));
+            }
+        }
         Ok(id)
     }
 
@@ -174,11 +192,7 @@ impl Repository {
     /// Stores an index file: sealed for this repository by `signer`, or,
     /// without one, unsigned (a hint that no reader acts on).
     pub fn write_index_file(&self, file: &IndexFile, signer: Option<&SigningKey>) -> Result<Id> {
-        let bytes = match signer {
-            Some(key) => file.seal(&self.config.repository_id, key),
-            None => file.encode(),
-        };
-        self.write_object(ObjectKind::Index, &bytes)
+        self.write_object(ObjectKind::Index, &self.index_file_bytes(file, signer))
     }
 
     pub fn read_manifest(&self, id: &Id) -> Result<SignedManifest> {
@@ -187,11 +201,20 @@ impl Repository {
     }
 
     /// The public keys published in the repository (not trusted for that).
+    /// A key object that cannot be used (over its size limit, not matching
+    /// its name, not decoding: damaged or planted) is left out rather than
+    /// stopping the caller; `verify` names it. An I/O error is an error.
     pub fn published_keys(&self) -> Result<Vec<PublicKey>> {
         let mut keys = Vec::new();
         for id in self.list_ids(ObjectKind::Key)? {
-            let bytes = self.read_verified(ObjectKind::Key, &id)?;
-            keys.push(PublicKeyObject::decode(&bytes, &format!("key {id}"))?);
+            let key = self
+                .read_verified(ObjectKind::Key, &id)
+                .and_then(|bytes| PublicKeyObject::decode(&bytes, &format!("key {id}")));
+            match key {
+                Ok(key) => keys.push(key),
+                Err(error @ StoreError::Io { .. }) => return Err(error),
+                Err(_) => {}
+            }
         }
         Ok(keys)
     }
@@ -222,83 +245,70 @@ impl Repository {
         decoder.decode(&location.entry, &stored, &location.pack)
     }
 
-    /// Reads a whole pack, checks it against its name and every blob in it
-    /// against its id, and returns its listing: what a writer may vouch
-    /// for in an index file it seals (a pack's header alone says only what
-    /// the pack's writer claimed, and anyone may add a pack).
-    pub fn verified_pack_listing(&self, id: &Id) -> Result<PackEntry> {
+    /// Reads a whole pack (`size` bytes as listed, in bounded windows),
+    /// checks it against its name and every blob in it against its id, and
+    /// returns its listing: what a writer may vouch for in an index file it
+    /// seals (a pack's header alone says only what the pack's writer
+    /// claimed, and anyone may add a pack).
+    pub fn verified_pack_listing(&self, id: &Id, size: u64) -> Result<PackEntry> {
         let object = format!("pack {id}");
-        let bytes = self.read_verified(ObjectKind::Pack, id)?;
-        let header = parse_pack(&bytes, id)?;
+        let header = self.read_pack_header(id, size)?;
         let mut decoder = BlobDecoder::default();
-        for entry in &header.blobs {
-            let stored = usize::try_from(entry.offset)
-                .ok()
-                .and_then(|start| bytes.get(start..start.checked_add(entry.length as usize)?))
-                .ok_or_else(|| {
-                    StoreError::corrupt(&object, format!("blob {} lies past the end", entry.id))
-                })?;
-            decoder.decode(entry, stored, id)?;
+        let mut failure = None;
+        let scan = self.scan_pack(id, size, &header.blobs, &mut |entry, stored| {
+            if failure.is_none()
+                && let Err(error) =
+                    stored.and_then(|stored| decoder.decode_sharing(entry, stored, id, true))
+            {
+                failure = Some(error);
+            }
+        })?;
+        if !scan.matches_name {
+            return Err(StoreError::corrupt(
+                &object,
+                "content does not match its name (BLAKE3 hash)",
+            ));
+        }
+        if let Some(error) = failure {
+            return Err(error);
         }
         Ok(PackEntry {
             id: *id,
-            size: bytes.len() as u64,
+            size,
             blobs: header.blobs,
         })
     }
 
-    /// Resolves `latest` (the newest snapshot that is not a restore's
-    /// safety snapshot), a full id or a unique prefix of at least 4 hex
-    /// digits to a snapshot id.
-    pub fn resolve_snapshot(&self, spec: &str) -> Result<Id> {
-        self.resolve_snapshot_trusted(spec, None)
+    /// The name [`Self::write_index_file`] gives `file` sealed by `signer`.
+    pub fn index_file_id(&self, file: &IndexFile, signer: Option<&SigningKey>) -> Id {
+        Id::of(&self.index_file_bytes(file, signer))
     }
 
-    /// As [`Repository::resolve_snapshot`]; with `trusted`, `latest` skips
-    /// snapshots not validly signed by one of those keys, so a planted
-    /// manifest cannot become "latest".
-    pub fn resolve_snapshot_trusted(
+    fn index_file_bytes(&self, file: &IndexFile, signer: Option<&SigningKey>) -> Vec<u8> {
+        match signer {
+            Some(key) => file.seal(&self.config.repository_id, key),
+            None => file.encode(),
+        }
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix of at least 4 hex
+    /// digits to a snapshot id; see [`Repository::latest_snapshot`].
+    pub fn resolve_snapshot(&self, spec: &str, trusted: &[PublicKey]) -> Result<Id> {
+        self.resolve_snapshot_reporting(spec, trusted)
+            .map(|(id, _)| id)
+    }
+
+    /// As [`Repository::resolve_snapshot`], with the manifests `latest`
+    /// passed over (none for an id or prefix).
+    pub fn resolve_snapshot_reporting(
         &self,
         spec: &str,
-        trusted: Option<&[PublicKey]>,
-    ) -> Result<Id> {
-        let ids = self.list_ids(ObjectKind::Snapshot)?;
+        trusted: &[PublicKey],
+    ) -> Result<(Id, Vec<SkippedSnapshot>)> {
         if spec == "latest" {
-            let mut newest: Option<(String, Id)> = None;
-            for id in ids {
-                // Skipping an unreadable manifest could pick an older
-                // snapshot than the user means; refuse and say why.
-                let manifest = self.read_manifest(&id).map_err(|error| {
-                    StoreError::Invalid(format!(
-                        "cannot tell which snapshot is latest: {error}; name a snapshot id instead"
-                    ))
-                })?;
-                if let Some(trusted) = trusted
-                    && manifest.verify(trusted).is_err()
-                {
-                    continue;
-                }
-                let body = manifest.body_unverified().map_err(|error| {
-                    StoreError::Invalid(format!(
-                        "cannot tell which snapshot is latest: {error}; name a snapshot id instead"
-                    ))
-                })?;
-                if body
-                    .tags
-                    .iter()
-                    .any(|tag| tag == crate::format::manifest::SAFETY_TAG)
-                {
-                    continue;
-                }
-                let time = body.time;
-                if newest.as_ref().is_none_or(|(best, _)| time > *best) {
-                    newest = Some((time, id));
-                }
-            }
-            return newest
-                .map(|(_, id)| id)
-                .ok_or_else(|| StoreError::SnapshotNotFound(spec.into()));
+            return self.latest_snapshot(trusted);
         }
+        let ids = self.list_ids(ObjectKind::Snapshot)?;
         let prefix = spec.to_ascii_lowercase();
         if prefix.len() < 4 || !prefix.bytes().all(|byte| byte.is_ascii_hexdigit()) {
             return Err(StoreError::SnapshotNotFound(spec.into()));
@@ -309,13 +319,113 @@ impl Repository {
             .collect();
         match matching.len() {
             0 => Err(StoreError::SnapshotNotFound(spec.into())),
-            1 => Ok(matching[0]),
+            1 => Ok((matching[0], Vec::new())),
             count => Err(StoreError::AmbiguousSnapshot {
                 prefix: spec.into(),
                 count,
             }),
         }
     }
+}
+
+/// The most a whole read of `kind` takes (docs/FORMAT.md section 15);
+/// packs are never read whole.
+pub fn whole_read_limit(kind: ObjectKind) -> Result<u64> {
+    Ok(match kind {
+        ObjectKind::Config => limits::MAX_CONFIG_SIZE,
+        ObjectKind::Key => limits::MAX_KEY_SIZE,
+        ObjectKind::Index => limits::MAX_INDEX_FILE_SIZE,
+        ObjectKind::Snapshot => limits::MAX_MANIFEST_SIZE,
+        ObjectKind::Forget | ObjectKind::Deletion => limits::MAX_RECORD_SIZE,
+        ObjectKind::Pack => {
+            return Err(StoreError::Invalid(
+                "packs are read in ranges, never whole".into(),
+            ));
+        }
+    })
+}
+
+impl Repository {
+    /// `latest`: the newest snapshot, by its signed time, among the
+    /// manifests of this repository validly signed by a key in `trusted`
+    /// (the keys trusted for it), leaving out restores' safety snapshots.
+    /// Whatever a caller allows elsewhere, nothing else can become
+    /// `latest`: an unreadable, unsigned, untrusted or other repository's
+    /// manifest, or one dated more than [`FUTURE_TOLERANCE_SECONDS`] ahead
+    /// of this machine's clock (which would stay `latest` for good), is
+    /// passed over and returned with why, for the caller to report.
+    pub fn latest_snapshot(&self, trusted: &[PublicKey]) -> Result<(Id, Vec<SkippedSnapshot>)> {
+        let now = jiff::Timestamp::now();
+        let mut skipped = Vec::new();
+        let mut newest: Option<(jiff::Timestamp, Id)> = None;
+        for id in self.list_ids(ObjectKind::Snapshot)? {
+            let body = match self.read_manifest(&id).and_then(|manifest| {
+                manifest.verified_body(self.id(), trusted, &format!("snapshot {id}"))
+            }) {
+                Ok(body) => body,
+                // Deleted (by a forget) between listing and reading.
+                Err(StoreError::Missing { .. }) => continue,
+                Err(error @ StoreError::Io { .. }) => return Err(error),
+                Err(error) => {
+                    skipped.push((id, error.to_string()));
+                    continue;
+                }
+            };
+            if body.tags.iter().any(|tag| tag == SAFETY_TAG) {
+                continue;
+            }
+            let Ok(time) = body.time.parse::<jiff::Timestamp>() else {
+                skipped.push((id, format!("its time {:?} does not parse", body.time)));
+                continue;
+            };
+            if time.as_second() > now.as_second().saturating_add(FUTURE_TOLERANCE_SECONDS) {
+                let why = format!(
+                    "dated {}, ahead of this machine's clock ({now}); name it by id to use it",
+                    body.time
+                );
+                skipped.push((id, why));
+                continue;
+            }
+            if newest
+                .as_ref()
+                .is_none_or(|(best, best_id)| (time, id) > (*best, *best_id))
+            {
+                newest = Some((time, id));
+            }
+        }
+        match newest {
+            Some((_, id)) => Ok((id, skipped)),
+            None => Err(StoreError::SnapshotNotFound(latest_not_found(&skipped))),
+        }
+    }
+
+    /// This repository's id (from its config).
+    pub fn id(&self) -> &Id {
+        &self.config.repository_id
+    }
+}
+
+/// How far ahead of this machine's clock a trusted snapshot may be dated
+/// and still be `latest`: clocks of backup hosts disagree by seconds, not
+/// an hour; a snapshot dated further ahead would stay `latest` until then.
+pub const FUTURE_TOLERANCE_SECONDS: i64 = 3600;
+
+/// A manifest `latest` passed over, and why.
+pub type SkippedSnapshot = (Id, String);
+
+/// What "latest" could not be resolved to, saying what was passed over.
+fn latest_not_found(skipped: &[SkippedSnapshot]) -> String {
+    if skipped.is_empty() {
+        return "latest".into();
+    }
+    format!(
+        "latest (no trusted snapshot of this repository; passed over: {})",
+        skipped
+            .iter()
+            .map(|(id, why)| format!("{id}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
 }
 
 impl Repository {
@@ -342,5 +452,83 @@ impl Repository {
             self.backend
                 .read_range(ObjectKind::Pack, &name, header_start, header_length)?;
         PackHeader::decode(&header, header_start, &object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::format::keys::{generate_signing_key, public_key_of};
+
+    fn repository(directory: &std::path::Path) -> Repository {
+        let key = generate_signing_key().unwrap();
+        Repository::init(
+            Arc::new(LocalBackend::new(directory)),
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_object_over_its_kinds_limit_is_refused_from_its_size_before_it_is_read() {
+        let directory = tempfile::tempdir().unwrap();
+        let repository = repository(directory.path());
+        // 1 TiB, sparse: reading any of it, let alone all, would show.
+        let id = Id::of(b"planted");
+        let path = directory.path().join("index").join(id.to_hex());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let error = repository.read_index_file(&id).unwrap_err().to_string();
+        assert!(
+            error.contains(&id.to_hex())
+                && error.contains("1099511627776 bytes, more than the 268435456")
+                && error.contains("not read"),
+            "{error}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Every kind read whole has its limit; packs are never read whole.
+        for kind in [
+            ObjectKind::Config,
+            ObjectKind::Key,
+            ObjectKind::Index,
+            ObjectKind::Snapshot,
+            ObjectKind::Forget,
+            ObjectKind::Deletion,
+        ] {
+            assert!(whole_read_limit(kind).unwrap() <= limits::MAX_INDEX_FILE_SIZE);
+        }
+        assert!(whole_read_limit(ObjectKind::Pack).is_err());
+    }
+
+    #[test]
+    fn writing_a_small_object_that_exists_with_other_bytes_is_reported() {
+        let directory = tempfile::tempdir().unwrap();
+        let repository = repository(directory.path());
+        let bytes = b"an index file's bytes".to_vec();
+        let id = repository.write_object(ObjectKind::Index, &bytes).unwrap();
+        // Written again with the same bytes: nothing to report.
+        assert_eq!(
+            repository.write_object(ObjectKind::Index, &bytes).unwrap(),
+            id
+        );
+        // Someone put other bytes under that name first.
+        let other = b"the next index file".to_vec();
+        let planted = directory.path().join("index").join(Id::of(&other).to_hex());
+        std::fs::write(&planted, b"planted").unwrap();
+        let error = repository
+            .write_object(ObjectKind::Index, &other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&Id::of(&other).to_hex()) && error.contains("other bytes"),
+            "{error}"
+        );
     }
 }

@@ -42,7 +42,7 @@ pub fn read_mark(repository: &Repository, id: &Id, trusted: &[PublicKey]) -> Res
         read_record(repository, ObjectKind::Deletion, DELETION_DOMAIN, id)?;
     Ok(ReadMark {
         id: *id,
-        trusted: record.verify(trusted).is_ok(),
+        trusted: record.verify(repository.id(), trusted).is_ok(),
         mark,
     })
 }

@@ -136,7 +136,7 @@ pub fn removing_stale_temporaries_keeps_objects(backend: &Arc<dyn Backend>) {
     for seed in 0..25 {
         let size = if seed < 5 { 5_000 } else { 200_000 };
         assert!(
-            backend.read(kind, &id(seed)).unwrap() == content(seed, size),
+            backend.read(kind, &id(seed), u64::MAX).unwrap() == content(seed, size),
             "{seed}"
         );
     }
@@ -157,7 +157,10 @@ pub fn create_is_create_if_absent(backend: &Arc<dyn Backend>) {
                 kind.label()
             );
         }
-        assert!(backend.read(kind, &name).unwrap() == first, "{name}");
+        assert!(
+            backend.read(kind, &name, u64::MAX).unwrap() == first,
+            "{name}"
+        );
         assert_eq!(listed(backend.as_ref(), kind)[&name], first.len() as u64);
     }
     let empty = id(99);
@@ -169,7 +172,10 @@ pub fn create_is_create_if_absent(backend: &Arc<dyn Backend>) {
         backend.create(ObjectKind::Index, &empty, b"late").unwrap(),
         Created::AlreadyExisted
     );
-    assert_eq!(backend.read(ObjectKind::Index, &empty).unwrap(), b"");
+    assert_eq!(
+        backend.read(ObjectKind::Index, &empty, u64::MAX).unwrap(),
+        b""
+    );
     assert_eq!(listed(backend.as_ref(), ObjectKind::Index)[&empty], 0);
 }
 
@@ -209,7 +215,7 @@ pub fn racing_writers_one_wins_whole(backend: &Arc<dyn Backend>, rounds: u32) {
             .map(|(_, bytes)| bytes)
             .collect();
         assert_eq!(winners.len(), 1, "round {round}: {} winners", winners.len());
-        let stored = backend.read(kind, &name).unwrap();
+        let stored = backend.read(kind, &name, u64::MAX).unwrap();
         assert!(
             &stored == winners[0],
             "round {round}: the object is not the winner's bytes ({} bytes stored)",
@@ -225,7 +231,20 @@ pub fn whole_and_ranged_reads(backend: &Arc<dyn Backend>) {
     let name = id(7);
     let bytes = content(7, 1_000);
     backend.create(kind, &name, &bytes).unwrap();
-    assert!(backend.read(kind, &name).unwrap() == bytes);
+    assert!(backend.read(kind, &name, u64::MAX).unwrap() == bytes);
+    // A whole read takes a limit: an object of exactly the limit is read,
+    // a larger one refused as corruption naming it and both sizes.
+    assert!(backend.read(kind, &name, 1_000).unwrap() == bytes);
+    match backend.read(kind, &name, 999) {
+        Err(StoreError::Corrupt { object, reason }) => {
+            assert!(object.contains(&name), "{object}");
+            assert!(
+                reason.contains("1000 bytes") && reason.contains("999"),
+                "{reason}"
+            );
+        }
+        other => panic!("an object over the limit must be refused: {other:?}"),
+    }
     for (offset, length) in [
         (0, 1_000),
         (0, 1),
@@ -256,7 +275,7 @@ pub fn whole_and_ranged_reads(backend: &Arc<dyn Backend>) {
 
     let empty = id(8);
     backend.create(kind, &empty, b"").unwrap();
-    assert_eq!(backend.read(kind, &empty).unwrap(), b"");
+    assert_eq!(backend.read(kind, &empty, u64::MAX).unwrap(), b"");
     assert_eq!(backend.read_range(kind, &empty, 0, 0).unwrap(), b"");
     assert_past_end(backend.read_range(kind, &empty, 0, 1), kind, &empty);
     assert_past_end(backend.read_range(kind, &empty, 1, 0), kind, &empty);
@@ -272,7 +291,7 @@ pub fn missing_objects_are_missing(backend: &Arc<dyn Backend>) {
             continue;
         }
         let name = name_in(kind, seed);
-        assert_missing(backend.read(kind, &name), kind, &name);
+        assert_missing(backend.read(kind, &name, u64::MAX), kind, &name);
         for (offset, length) in [(0, 4), (0, 0), (u64::MAX, 1)] {
             assert_missing(backend.read_range(kind, &name, offset, length), kind, &name);
         }
@@ -423,10 +442,10 @@ pub fn delete_of_missing_is_not_an_error(backend: &Arc<dyn Backend>) {
     backend.create(kind, &name, b"manifest").unwrap();
     backend.delete(kind, &name).unwrap();
     backend.delete(kind, &name).unwrap();
-    assert_missing(backend.read(kind, &name), kind, &name);
+    assert_missing(backend.read(kind, &name, u64::MAX), kind, &name);
     assert!(listed(backend.as_ref(), kind).is_empty());
     assert_eq!(backend.create(kind, &name, b"again").unwrap(), Created::New);
-    assert_eq!(backend.read(kind, &name).unwrap(), b"again");
+    assert_eq!(backend.read(kind, &name, u64::MAX).unwrap(), b"again");
 }
 
 /// Names that could escape the repository's folders, or that are not
@@ -445,7 +464,7 @@ pub fn invalid_names_are_refused(backend: &Arc<dyn Backend>) {
     for kind in KINDS {
         for name in names {
             invalid(backend.create(kind, name, b"x").map(drop), "create", name);
-            invalid(backend.read(kind, name).map(drop), "read", name);
+            invalid(backend.read(kind, name, u64::MAX).map(drop), "read", name);
             invalid(
                 backend.read_range(kind, name, 0, 1).map(drop),
                 "read_range",
@@ -458,7 +477,7 @@ pub fn invalid_names_are_refused(backend: &Arc<dyn Backend>) {
     for name in ["other", "keys", "data", "tmp", &id(1)] {
         let kind = ObjectKind::Config;
         invalid(backend.create(kind, name, b"x").map(drop), "create", name);
-        invalid(backend.read(kind, name).map(drop), "read", name);
+        invalid(backend.read(kind, name, u64::MAX).map(drop), "read", name);
     }
     for kind in KINDS {
         assert!(
@@ -505,11 +524,11 @@ pub fn injected_write_failures(backend: &Arc<dyn Backend>) {
         match strike {
             Strike::BeforeRequest => {
                 assert!(!names.contains_key(&failed), "a failed write left {failed}");
-                assert_missing(backend.read(kind, &failed), kind, &failed);
+                assert_missing(backend.read(kind, &failed, u64::MAX), kind, &failed);
             }
             Strike::AfterRequest => {
                 assert_eq!(names.get(&failed), Some(&(failed_bytes.len() as u64)));
-                assert!(backend.read(kind, &failed).unwrap() == failed_bytes);
+                assert!(backend.read(kind, &failed, u64::MAX).unwrap() == failed_bytes);
             }
         }
         let retried = faulty.create(kind, &failed, &failed_bytes).unwrap();
@@ -520,7 +539,10 @@ pub fn injected_write_failures(backend: &Arc<dyn Backend>) {
         assert_eq!(retried, expected, "{strike:?}");
         for seed in &seeds {
             let bytes = content(*seed, 10_000 + *seed as usize);
-            assert!(backend.read(kind, &id(*seed)).unwrap() == bytes, "{seed}");
+            assert!(
+                backend.read(kind, &id(*seed), u64::MAX).unwrap() == bytes,
+                "{seed}"
+            );
             assert_eq!(
                 listed(backend.as_ref(), kind)[&id(*seed)],
                 bytes.len() as u64
@@ -548,7 +570,7 @@ pub fn injected_read_failures(backend: &Arc<dyn Backend>) {
             );
             for number in 0..4u64 {
                 let result = if number % 2 == 0 {
-                    faulty.read(kind, &name).map(|read| read == bytes)
+                    faulty.read(kind, &name, u64::MAX).map(|read| read == bytes)
                 } else {
                     faulty
                         .read_range(kind, &name, 1_000, 20_000)
@@ -581,7 +603,7 @@ pub fn readers_never_see_partial_objects(backend: &Arc<dyn Backend>, objects: u3
                     assert_eq!(listed_size, size as u64, "{name} listed at a partial size");
                     if verified.insert(name.clone()) {
                         let seed = u32::from_str_radix(&name, 16).expect("a name this check made");
-                        let read = backend.read(kind, &name).unwrap();
+                        let read = backend.read(kind, &name, u64::MAX).unwrap();
                         assert!(read == content(seed, size), "{name} read partial or wrong");
                     }
                 }

@@ -80,8 +80,8 @@ impl Backend for FaultyBackend {
         self.guard(&self.writes, true, || self.inner.create(kind, name, bytes))
     }
 
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        self.guard(&self.reads, false, || self.inner.read(kind, name))
+    fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>> {
+        self.guard(&self.reads, false, || self.inner.read(kind, name, limit))
     }
 
     fn read_range(

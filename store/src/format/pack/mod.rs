@@ -20,6 +20,7 @@ mod writer;
 mod zstd_contexts;
 
 pub use writer::{FRAME_TARGET, PackWriter, compress_blob, compress_frame, looks_incompressible};
+pub use zstd_contexts::Expected;
 
 use crate::error::{Result, StoreError};
 use crate::format::codec::from_cbor;
@@ -42,6 +43,12 @@ pub const HEADER_VERSION_PLANES: u32 = 3;
 pub const MAX_BLOB_SIZE: u32 = 256 * 1024 * 1024;
 /// Headers are read whole into memory; this bounds what a lying trailer costs.
 pub const MAX_HEADER_SIZE: u64 = 64 * 1024 * 1024;
+/// A shared frame's content (the raw bytes of all its blobs) is at most
+/// this long. cairn closes a frame once it holds [`FRAME_TARGET`] bytes of
+/// blobs each smaller than that, so it never writes one of 256 KiB; a
+/// reader holding only an index entry bounds what it decompresses by this,
+/// not by the 256 MiB of a blob.
+pub const MAX_FRAME_SIZE: u32 = 1024 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -267,7 +274,7 @@ struct OpenFrame {
 
 impl OpenFrame {
     fn check(&self, object: &str) -> Result<()> {
-        let plausible = self.raw_total <= u64::from(MAX_BLOB_SIZE)
+        let plausible = self.raw_total <= u64::from(MAX_FRAME_SIZE)
             && self.length as usize <= self.compression.stored_bound(self.raw_total as usize);
         if plausible {
             Ok(())
@@ -294,9 +301,11 @@ pub fn check_blob_lengths(blob: &BlobEntry, object: impl FnOnce() -> String) -> 
                 blob.length as usize <= compression.stored_bound(blob.raw_length as usize)
             }
             // A frame's own bound is checked against all its blobs (a
-            // header's); one entry can only be checked to fit in a frame.
-            (Compression::Zstd | Compression::ZstdPlanes, Some(start)) => {
-                u64::from(start) + u64::from(blob.raw_length) <= u64::from(MAX_BLOB_SIZE)
+            // header's); one entry can only be checked to fit in a frame,
+            // and its stored length in what the largest frame may take.
+            (compression @ (Compression::Zstd | Compression::ZstdPlanes), Some(start)) => {
+                u64::from(start) + u64::from(blob.raw_length) <= u64::from(MAX_FRAME_SIZE)
+                    && blob.length as usize <= compression.stored_bound(MAX_FRAME_SIZE as usize)
             }
             (Compression::None, Some(_)) => false,
         };
@@ -394,14 +403,21 @@ impl BlobDecoder {
         }
         let raw = match (entry.compression, entry.frame_offset) {
             (Compression::None, _) => Decoded::Own(stored.to_vec()),
+            // The frame must declare the recorded length before anything
+            // is allocated for it: a zstd bomb costs nothing.
             (Compression::Zstd, None) => Decoded::Own(
-                zstd_contexts::decompress(stored, entry.raw_length as usize)
-                    .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?,
+                zstd_contexts::decompress_frame(
+                    stored,
+                    Expected::Exactly(entry.raw_length as usize),
+                )
+                .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?,
             ),
             (Compression::ZstdPlanes, None) => Decoded::Own(
-                zstd_contexts::decompress_planes(stored, entry.raw_length as usize).map_err(
-                    |error| StoreError::corrupt(object(), format!("zstd planes: {error}")),
-                )?,
+                zstd_contexts::decompress_planes(
+                    stored,
+                    Expected::Exactly(entry.raw_length as usize),
+                )
+                .map_err(|error| StoreError::corrupt(object(), format!("zstd planes: {error}")))?,
             ),
             (Compression::Zstd | Compression::ZstdPlanes, Some(start)) => {
                 let content = self.frame_content(entry, stored, pack, object)?;
@@ -443,7 +459,7 @@ impl BlobDecoder {
         let frame = match self.frame.take() {
             Some(held) if held.0 == *pack && held.1 == entry.offset => held,
             _ => {
-                let limit = MAX_BLOB_SIZE as usize;
+                let limit = Expected::AtMost(MAX_FRAME_SIZE as usize);
                 let content = match entry.compression {
                     Compression::ZstdPlanes => zstd_contexts::decompress_planes(stored, limit),
                     _ => zstd_contexts::decompress_frame(stored, limit),
@@ -842,6 +858,44 @@ mod tests {
         let (id, bytes, _) = writer.finish();
         let error = parse_pack(&bytes, &id).unwrap_err().to_string();
         assert!(error.contains("implausible lengths"), "{error}");
+    }
+
+    #[test]
+    fn a_shared_frame_entry_is_bounded_by_the_largest_frame() {
+        let (_, _, entries, _) = framed_pack();
+        let entry = entries[2];
+        assert!(check_blob_lengths(&entry, String::new).is_ok());
+        // 1 GiB of stored frame for a blob of 12 bytes: refused from the
+        // entry alone, before anything is read or allocated.
+        let mut lying = entry;
+        lying.length = 1 << 30;
+        lying.raw_length = 12;
+        let error = check_blob_lengths(&lying, || "index file x".into())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("implausible lengths"), "{error}");
+        // A place past the largest frame's content.
+        let mut beyond = entry;
+        beyond.frame_offset = Some(MAX_FRAME_SIZE);
+        assert!(check_blob_lengths(&beyond, String::new).is_err());
+        // The frame itself may not declare more than the largest frame.
+        let mut decoder = BlobDecoder::default();
+        let big = vec![7u8; MAX_FRAME_SIZE as usize + 1];
+        let (compression, frame) = compress_frame(&big, 1).unwrap();
+        let member = BlobEntry {
+            kind: BlobKind::Data,
+            id: Id::of(&big[..12]),
+            offset: 8,
+            length: frame.len() as u32,
+            raw_length: 12,
+            compression,
+            frame_offset: Some(0),
+        };
+        let error = decoder
+            .decode(&member, &frame, &Id::of(b"pack"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("more than 1048576"), "{error}");
     }
 
     fn to_cbor_len(header: &PackHeader) -> u64 {

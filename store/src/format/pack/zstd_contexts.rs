@@ -52,27 +52,62 @@ fn with_decompressor<T>(
     })
 }
 
-/// A whole zstd frame decompressed, refusing more than `limit` bytes. The
-/// frame's declared content size (cairn always writes it) sizes the
-/// output; without one, it is decoded as a stream.
-pub fn decompress_frame(data: &[u8], limit: usize) -> io::Result<Vec<u8>> {
+/// How many bytes a frame (or a blob's four planes) must decompress to:
+/// exactly a blob's recorded `raw_length`, or at most a shared frame's
+/// limit (an index entry cannot know the frame's total).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    Exactly(usize),
+    AtMost(usize),
+}
+
+impl Expected {
+    /// Refuses a declared content size that does not fit, before anything
+    /// is allocated for it.
+    fn check_declared(self, declared: u64) -> io::Result<()> {
+        match self {
+            Expected::Exactly(length) if declared != length as u64 => Err(invalid(format!(
+                "the frame declares {declared} bytes, the blob is recorded as {length}"
+            ))),
+            Expected::AtMost(limit) if declared > limit as u64 => Err(invalid(format!(
+                "the frame declares {declared} bytes, more than {limit}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn limit(self) -> usize {
+        match self {
+            Expected::Exactly(length) | Expected::AtMost(length) => length,
+        }
+    }
+}
+
+fn invalid(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+/// A whole zstd frame decompressed as `expected` says. The frame's
+/// declared content size (cairn always writes it) must fit before the
+/// output is allocated, so a frame that claims more than the blob's
+/// recorded length costs nothing; a frame without one is decoded as a
+/// stream, stopped one byte past the limit, so the output grows only with
+/// what the frame really holds.
+pub fn decompress_frame(data: &[u8], expected: Expected) -> io::Result<Vec<u8>> {
     let declared = zstd::zstd_safe::get_frame_content_size(data)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not a zstd frame"))?;
+        .map_err(|_| invalid("not a zstd frame".into()))?;
+    let limit = expected.limit();
     match declared {
-        Some(size) if size > limit as u64 => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("the frame declares {size} bytes, more than {limit}"),
-        )),
-        Some(size) => decompress(data, size as usize),
+        Some(size) => {
+            expected.check_declared(size)?;
+            decompress(data, size as usize)
+        }
         None => {
             let mut content = Vec::new();
             let decoder = zstd::stream::read::Decoder::with_buffer(data)?;
             io::Read::read_to_end(&mut io::Read::take(decoder, limit as u64 + 1), &mut content)?;
             if content.len() > limit {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the frame holds more than {limit} bytes"),
-                ));
+                return Err(invalid(format!("the frame holds more than {limit} bytes")));
             }
             Ok(content)
         }
@@ -93,11 +128,11 @@ pub fn compress_planes(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
 }
 
 /// The bytes `stored` holds as four zstd frames of their planes, as
-/// [`compress_planes`] writes them, refusing more than `limit` bytes in
-/// all. Each frame must declare its content size, and the four sizes must
-/// be the plane lengths of their sum.
-pub fn decompress_planes(stored: &[u8], limit: usize) -> io::Result<Vec<u8>> {
-    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+/// [`compress_planes`] writes them, their total as `expected` says. Each
+/// frame must declare its content size, and the four sizes must be the
+/// plane lengths of their sum; all is checked before the output is
+/// allocated.
+pub fn decompress_planes(stored: &[u8], expected: Expected) -> io::Result<Vec<u8>> {
     let mut frames = Vec::with_capacity(4);
     let mut rest = stored;
     for plane in 0..4 {
@@ -116,12 +151,13 @@ pub fn decompress_planes(stored: &[u8], limit: usize) -> io::Result<Vec<u8>> {
             rest.len()
         )));
     }
-    let total: u64 = frames.iter().map(|(_, declared)| declared).sum();
-    if total > limit as u64 {
-        return Err(invalid(format!(
-            "the planes declare {total} bytes, more than {limit}"
-        )));
-    }
+    let total = frames
+        .iter()
+        .try_fold(0u64, |sum, (_, declared)| sum.checked_add(*declared))
+        .ok_or_else(|| invalid("the planes declare more bytes than can be counted".into()))?;
+    expected
+        .check_declared(total)
+        .map_err(|error| invalid(format!("planes: {error}")))?;
     let lengths = planes::plane_lengths(total as usize);
     if frames
         .iter()
@@ -183,7 +219,10 @@ mod tests {
         let odd = &raw[..raw.len() - 3];
         for bytes in [&raw[..], odd, &[][..]] {
             let stored = compress_planes(bytes, 1).unwrap();
-            assert_eq!(decompress_planes(&stored, bytes.len()).unwrap(), bytes);
+            assert_eq!(
+                decompress_planes(&stored, Expected::AtMost(bytes.len())).unwrap(),
+                bytes
+            );
         }
         let stored = compress_planes(&raw, 1).unwrap();
         assert!(
@@ -192,16 +231,16 @@ mod tests {
             stored.len(),
             raw.len()
         );
-        assert!(decompress_planes(&stored, raw.len() - 1).is_err());
+        assert!(decompress_planes(&stored, Expected::AtMost(raw.len() - 1)).is_err());
         // Three frames, or five, or trailing bytes, are refused.
         let first = zstd::zstd_safe::find_frame_compressed_size(&stored).unwrap();
-        assert!(decompress_planes(&stored[first..], raw.len()).is_err());
+        assert!(decompress_planes(&stored[first..], Expected::AtMost(raw.len())).is_err());
         let mut five = stored.clone();
         five.extend_from_slice(&stored[..first]);
-        assert!(decompress_planes(&five, raw.len() * 2).is_err());
+        assert!(decompress_planes(&five, Expected::AtMost(raw.len() * 2)).is_err());
         let mut trailing = stored.clone();
         trailing.push(0);
-        assert!(decompress_planes(&trailing, raw.len()).is_err());
+        assert!(decompress_planes(&trailing, Expected::AtMost(raw.len())).is_err());
         // Frames whose sizes are not the planes of their sum are refused:
         // of 19,997 bytes, the planes hold 5,000, 4,999, 4,999 and 4,999.
         let stored = compress_planes(odd, 1).unwrap();
@@ -213,23 +252,89 @@ mod tests {
             rest = &rest[size..];
         }
         let misplaced = [frames[0], frames[1], frames[2], frames[0]].concat();
-        assert!(decompress_planes(&misplaced, raw.len()).is_err());
+        assert!(decompress_planes(&misplaced, Expected::AtMost(raw.len())).is_err());
     }
 
     #[test]
     fn frames_decode_whole_within_their_limit_with_or_without_a_declared_size() {
         let text = b"frame of several blobs, ".repeat(500);
         let declared = compress(&text, 1).unwrap();
-        assert_eq!(decompress_frame(&declared, text.len()).unwrap(), text);
-        assert!(decompress_frame(&declared, text.len() - 1).is_err());
+        assert_eq!(
+            decompress_frame(&declared, Expected::AtMost(text.len())).unwrap(),
+            text
+        );
+        assert!(decompress_frame(&declared, Expected::AtMost(text.len() - 1)).is_err());
         // A streamed frame does not declare its size.
         let streamed = zstd::stream::encode_all(&text[..], 1).unwrap();
         assert!(matches!(
             zstd::zstd_safe::get_frame_content_size(&streamed),
             Ok(None)
         ));
-        assert_eq!(decompress_frame(&streamed, text.len()).unwrap(), text);
-        assert!(decompress_frame(&streamed, text.len() - 1).is_err());
-        assert!(decompress_frame(b"not zstd at all", 1024).is_err());
+        assert_eq!(
+            decompress_frame(&streamed, Expected::AtMost(text.len())).unwrap(),
+            text
+        );
+        assert!(decompress_frame(&streamed, Expected::AtMost(text.len() - 1)).is_err());
+        assert!(decompress_frame(b"not zstd at all", Expected::AtMost(1024)).is_err());
+    }
+
+    /// `frame` with its header rewritten to declare `size` bytes of
+    /// content (an 8-byte content size field), its blocks unchanged: what
+    /// a zstd bomb's header looks like, without the bomb.
+    pub(crate) fn declaring(frame: &[u8], size: u64) -> Vec<u8> {
+        let descriptor = frame[4];
+        let single_segment = descriptor & 0x20 != 0;
+        let dictionary_bytes = [0, 1, 2, 4][usize::from(descriptor & 3)];
+        let size_bytes = match descriptor >> 6 {
+            0 => usize::from(single_segment),
+            1 => 2,
+            2 => 4,
+            _ => 8,
+        };
+        let window_bytes = usize::from(!single_segment);
+        let kept = 5 + window_bytes + dictionary_bytes;
+        let mut rewritten = frame[..kept].to_vec();
+        rewritten[4] = descriptor | 0xC0;
+        rewritten.extend_from_slice(&size.to_le_bytes());
+        rewritten.extend_from_slice(&frame[kept + size_bytes..]);
+        rewritten
+    }
+
+    #[test]
+    fn a_frame_must_declare_exactly_the_recorded_length_before_anything_is_allocated() {
+        let text = b"twelve bytes".to_vec();
+        let frame = compress(&text, 3).unwrap();
+        assert_eq!(
+            decompress_frame(&frame, Expected::Exactly(text.len())).unwrap(),
+            text
+        );
+        // A frame that claims 1 GiB is refused by its header alone: the
+        // error is the declared-size check's, made before decompressing.
+        let bomb = declaring(&frame, 1 << 30);
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&bomb).unwrap(),
+            Some(1 << 30)
+        );
+        let error = decompress_frame(&bomb, Expected::Exactly(text.len()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("declares 1073741824 bytes"), "{error}");
+        // An index entry claiming 256 MiB for a 12-byte frame is refused
+        // the same way, instead of sizing the output by the claim.
+        let error = decompress_frame(&frame, Expected::Exactly(256 << 20))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("declares 12 bytes"), "{error}");
+        // Planes: their declared total must be the recorded length.
+        let raw = planes::tests::floats(5000);
+        let stored = compress_planes(&raw, 1).unwrap();
+        assert_eq!(
+            decompress_planes(&stored, Expected::Exactly(raw.len())).unwrap(),
+            raw
+        );
+        let error = decompress_planes(&stored, Expected::Exactly(raw.len() + 4))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("declares"), "{error}");
     }
 }

@@ -3,8 +3,9 @@
 //! Before the walk ([`start`]): leave out packs a prune has marked (marks
 //! are listed before packs, FORMAT.md, deletion protocol), adopt packs an
 //! interrupted backup left unindexed, and choose the parent snapshot: the
-//! newest one of the same host with the same component names, signed by a
-//! trusted key, and not a restore's safety snapshot.
+//! newest one of the same host with the same component names, signed for
+//! this repository by this backup's own key, and not a restore's safety
+//! snapshot.
 //!
 //! After the walk ([`commit`]), in this order:
 //! 1. the blob writer has finished (every pack and index file written);
@@ -42,7 +43,6 @@ pub(super) fn start<'a>(
     destination: &Destination<'a>,
     host: &str,
     names: &[&str],
-    trusted: &[PublicKey],
 ) -> Result<Started<'a>> {
     let Destination {
         repository,
@@ -59,7 +59,11 @@ pub(super) fn start<'a>(
     let orphans = unindexed_packs(repository, index, &present)?;
     // A pack that fails its check stays unindexed; verify reports it.
     let adopted_packs = orphans.len() - writer.adopt(orphans)?.len();
-    let parent = find_parent(repository, host, names, trusted)?;
+    // Files taken from the parent unread end up under this backup's
+    // signature: only what this key signed itself may be taken so, never
+    // what another key (another host's, trusted or not) vouches for.
+    let own = [crate::format::keys::public_key_of(key)];
+    let parent = find_parent(repository, host, names, &own)?;
     Ok(Started {
         writer,
         adopted_packs,
@@ -115,7 +119,7 @@ pub(super) fn commit(
         problems: snapshot.problems,
         cairn_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let manifest = SignedManifest::sign(&body, key);
+    let manifest = SignedManifest::sign(&body, repository.id(), key);
     let id = repository.write_object(ObjectKind::Snapshot, &manifest.encode())?;
     // For the next backup's unchanged files. Only a cache: failing to
     // remember costs that backup its lookups, nothing else.
@@ -125,13 +129,13 @@ pub(super) fn commit(
 }
 
 /// The newest snapshot of the same host with the same component names.
-/// Only a manifest signed by a trusted key can be a parent: files taken
-/// from it unread end up under this backup's signature.
+/// Only a manifest of this repository signed by a key in `signers` (the
+/// backup's own) can be a parent.
 fn find_parent(
     repository: &Repository,
     host: &str,
     names: &[&str],
-    trusted: &[PublicKey],
+    signers: &[PublicKey],
 ) -> Result<Option<(Id, SnapshotBody)>> {
     let mut best: Option<(Id, SnapshotBody)> = None;
     for id in repository.list_ids(ObjectKind::Snapshot)? {
@@ -139,7 +143,7 @@ fn find_parent(
         // reason to fail a backup; it just cannot be a parent.
         let Ok(body) = repository
             .read_manifest(&id)
-            .and_then(|manifest| manifest.verified_body(trusted, "parent"))
+            .and_then(|manifest| manifest.verified_body(repository.id(), signers, "parent"))
         else {
             continue;
         };
@@ -244,8 +248,7 @@ mod tests {
             .unwrap();
         writer.finish().unwrap();
         let parent = snapshot(&repository, "h1", &["data"], &[]);
-        let own = [public_key_of(&repository.key)];
-        let started = start(&repository.destination(), "h1", &["data"], &own).unwrap();
+        let started = start(&repository.destination(), "h1", &["data"]).unwrap();
         assert_eq!(started.adopted_packs, 1);
         assert_eq!(started.parent.map(|(id, _)| id), Some(parent));
         assert!(started.writer.all_stored(&[Id::of(&raw)]).unwrap());

@@ -148,9 +148,7 @@ pub fn backup_to_each(
     let mut writers = Vec::new();
     let mut lanes = Vec::new();
     for (position, destination) in destinations.iter().enumerate() {
-        let mut trusted = options.trusted.clone();
-        trusted.push(crate::format::keys::public_key_of(destination.key));
-        match start(destination, &host, &names, &trusted) {
+        match start(destination, &host, &names) {
             Ok(started) => {
                 writers.push(started.writer);
                 lanes.push((position, started.adopted_packs, started.parent));
@@ -178,7 +176,7 @@ pub fn backup_to_each(
     // be read fails the backup with the repositories untouched.
     let sources = Sources {
         components: &options.components,
-        prepared: prepare_components(&options.components)?,
+        prepared: prepare_components(&options.components, options.staging.as_deref())?,
         excludes,
     };
     progress.phase(Phase::Backup, Amount::default());
@@ -189,6 +187,7 @@ pub fn backup_to_each(
         primary_destination.index,
         &fan_out,
         &reporter,
+        walk::secret_key_identities(&options.secret_keys),
     );
     let walked = walk.components(params, &sources, parent_body.as_ref());
     reporter.flush();
@@ -199,7 +198,11 @@ pub fn backup_to_each(
         fan_out.fail_all(error);
         ReadSources::default()
     });
-    let (problems, unchanged_files) = walk.into_tallies();
+    let walk::Tallies {
+        problems,
+        unchanged_files,
+        secret_keys_left_out,
+    } = walk.into_tallies();
 
     for (finished, (position, adopted_packs, parent)) in fan_out.finish().into_iter().zip(lanes) {
         let destination = &destinations[position];
@@ -219,6 +222,7 @@ pub fn backup_to_each(
                     adopted_packs,
                     unchanged_files,
                     failed_components: failed_components.clone(),
+                    secret_keys_left_out: secret_keys_left_out.clone(),
                 },
             )
         });

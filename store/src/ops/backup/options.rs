@@ -3,7 +3,6 @@
 //! the rules that use it live in the stages.
 
 use super::sources::ComponentSource;
-use crate::format::keys::PublicKey;
 use crate::format::manifest::SnapshotBody;
 use crate::id::Id;
 use crate::index::IndexCache;
@@ -11,6 +10,7 @@ use crate::ops::common::blob_writer::WriterStatistics;
 use crate::repository::Repository;
 use ed25519_dalek::SigningKey;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 #[derive(Clone, Debug, Default)]
 pub struct BackupOptions {
@@ -22,9 +22,17 @@ pub struct BackupOptions {
     /// Read every file, even those whose size, mtime, ctime and inode match
     /// the parent snapshot.
     pub force_read: bool,
-    /// Keys whose snapshots may serve as parent (the signing key's own is
-    /// always trusted).
-    pub trusted: Vec<PublicKey>,
+    /// Where copies of databases and commands' output are staged while the
+    /// backup runs, each in a private directory of its own (the CLI's is
+    /// under the cache directory); `None`: the system's temporary
+    /// directory, privately too.
+    pub staging: Option<PathBuf>,
+    /// Secret key files, and directories of them (every `*.key` inside),
+    /// that are never stored, wherever a component reaches them: the CLI
+    /// names the config directory's `keys/` and the signing key's file.
+    /// A file that looks like a cairn secret key anywhere else is left out
+    /// too. Either way the outcome names it ([`BackupOutcome::secret_keys_left_out`]).
+    pub secret_keys: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -40,6 +48,9 @@ pub struct BackupOutcome {
     /// Components left out because their command failed (the snapshot's
     /// problems say why), each with whether it was critical.
     pub failed_components: Vec<(String, bool)>,
+    /// Files left out because they are cairn secret keys, as
+    /// `component/path`, each with why (see [`BackupOptions::secret_keys`]).
+    pub secret_keys_left_out: Vec<(String, String)>,
 }
 
 /// One repository a backup writes to, with the key that signs its snapshot.

@@ -1,7 +1,11 @@
 //! Preparing components whose content is not a path as given: a SQLite
 //! database is copied with SQLite's online backup API, and a command's
-//! standard output is captured into a file, each in a temporary directory
-//! that lives as long as the backup.
+//! standard output is captured into a file, each in a private directory
+//! (0700, the file 0600) that lives as long as the backup: inside the
+//! caller's staging directory (the CLI's is under the cache directory), or
+//! else in the system's temporary directory. A caller interrupted by a
+//! signal removes its staging directory and stops the commands
+//! ([`crate::ops::hooks::stop_commands`]).
 //!
 //! Runs before anything is stored: a database that cannot be copied fails
 //! the whole backup with every repository untouched; a command that fails
@@ -12,7 +16,6 @@ use super::sources::{ComponentSource, SourceKind};
 use crate::error::{Result, StoreError};
 use crate::format::manifest::ComponentKind;
 use crate::ops::hooks::{Hook, HookFailure};
-use std::fs;
 use std::path::Path;
 
 /// The components to read, each prepared and with its excludes compiled.
@@ -35,19 +38,18 @@ pub(super) enum Prepared {
 /// Copies every SQLite database and runs every command before anything is
 /// stored: a database that cannot be read fails the backup with the
 /// repository untouched; a failed command fails only its component.
-pub(super) fn prepare_components(components: &[ComponentSource]) -> Result<Vec<Prepared>> {
+pub(super) fn prepare_components(
+    components: &[ComponentSource],
+    staging: Option<&Path>,
+) -> Result<Vec<Prepared>> {
     let mut prepared = Vec::new();
     for source in components {
         let in_component = |error: StoreError| {
             StoreError::Invalid(format!("component {:?}: {error}", source.name))
         };
-        let temporary = || {
-            tempfile::Builder::new()
-                .prefix("cairn-component-")
-                .tempdir()
-                .map_err(|error| {
-                    StoreError::io("creating a temporary directory for a component", error)
-                })
+        let temporary = || match staging {
+            Some(parent) => crate::os::private::private_directory_in(parent, "cairn-component-"),
+            None => crate::os::private::private_temporary_directory("cairn-component-"),
         };
         if let Some(why) = &source.failed_before {
             prepared.push(Prepared::Failed(why.clone()));
@@ -85,7 +87,7 @@ pub(super) fn prepare_components(components: &[ComponentSource]) -> Result<Vec<P
 /// Runs `command` with `sh -c`, its stdout into `output`; on failure, why
 /// (with the end of its stderr).
 fn run_command(command: &str, output: &Path) -> std::result::Result<(), String> {
-    let stdout = fs::File::create(output)
+    let stdout = crate::os::private::create_private_file(output)
         .map_err(|error| format!("cannot create its output file: {error}"))?;
     let failure = match Hook::new(command).stdout_to(stdout).capture_stderr().run() {
         Ok(()) => return Ok(()),
@@ -109,6 +111,7 @@ fn run_command(command: &str, output: &Path) -> std::result::Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn command(name: &str, command: &str) -> ComponentSource {
         let mut source = ComponentSource::new(name, "");
@@ -118,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_command_output_becomes_the_component_file() {
-        let prepared = prepare_components(&[command("dump", "printf 'rows'")]).unwrap();
+        let prepared = prepare_components(&[command("dump", "printf 'rows'")], None).unwrap();
         let [Prepared::Made(directory, walked, kind)] = &prepared[..] else {
             panic!("the command should have made a file");
         };
@@ -131,11 +134,14 @@ mod tests {
     fn a_failed_command_or_before_hook_leaves_only_its_component_out() {
         let mut hooked = ComponentSource::new("files", "/nowhere");
         hooked.failed_before = Some("before-hook exited with 1".into());
-        let prepared = prepare_components(&[
-            command("dump", "echo 'no such table' >&2; exit 3"),
-            hooked,
-            command("fine", "true"),
-        ])
+        let prepared = prepare_components(
+            &[
+                command("dump", "echo 'no such table' >&2; exit 3"),
+                hooked,
+                command("fine", "true"),
+            ],
+            None,
+        )
         .unwrap();
         match &prepared[0] {
             Prepared::Failed(why) => {
@@ -161,7 +167,7 @@ mod tests {
             .unwrap();
         let mut database = ComponentSource::new("app", &path);
         database.kind = SourceKind::Sqlite;
-        let prepared = prepare_components(std::slice::from_ref(&database)).unwrap();
+        let prepared = prepare_components(std::slice::from_ref(&database), None).unwrap();
         let [Prepared::Made(_directory, copy, ComponentKind::Sqlite)] = &prepared[..] else {
             panic!("a database is copied");
         };
@@ -172,6 +178,6 @@ mod tests {
         assert_eq!(x, 42);
 
         database.path = directory.path().join("absent.db");
-        assert!(prepare_components(&[database]).is_err());
+        assert!(prepare_components(&[database], None).is_err());
     }
 }

@@ -20,6 +20,7 @@ use super::unchanged::{
 };
 use crate::error::{Result, StoreError};
 use crate::format::chunking::FileChunking;
+use crate::format::limits::MAX_TREE_DEPTH;
 use crate::format::manifest::{
     ComponentKind, ComponentRecord, ComponentStats, Problem, RootMetadata, SnapshotBody,
 };
@@ -56,6 +57,67 @@ pub(super) struct Walk<'a> {
     pub(super) reporter: &'a Reporter<'a>,
     problems: Mutex<Vec<Problem>>,
     unchanged_files: AtomicU64,
+    /// Device and inode of every secret key file named by the caller.
+    secret_keys: HashSet<(u64, u64)>,
+    /// Secret keys left out: `component/path` and why.
+    secret_keys_left_out: Mutex<Vec<(String, String)>>,
+}
+
+/// What the walk gathered besides the components: its problems, how many
+/// files were taken from the parent unread, and the secret keys it left
+/// out.
+pub(super) struct Tallies {
+    pub(super) problems: Vec<Problem>,
+    pub(super) unchanged_files: u64,
+    pub(super) secret_keys_left_out: Vec<(String, String)>,
+}
+
+/// A file no larger than this may be a cairn secret key file (one is about
+/// 200 bytes), and is looked at before it is stored.
+const SECRET_KEY_MAX: u64 = 1024;
+/// What a secret key file holds (`keystore`'s format name, in quotes).
+const SECRET_KEY_MARK: &[u8] = b"\"cairn-secret-key-v1\"";
+
+/// Device and inode of each secret key file in `paths` (a directory
+/// stands for every `*.key` file in it); what does not exist is skipped.
+pub(super) fn secret_key_identities(paths: &[PathBuf]) -> HashSet<(u64, u64)> {
+    let mut identities = HashSet::new();
+    let mut add = |path: &Path| {
+        if let Ok(meta) = fs::metadata(path)
+            && meta.is_file()
+        {
+            identities.insert((meta.dev(), meta.ino()));
+        }
+    };
+    for path in paths {
+        match fs::read_dir(path) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|extension| extension == "key"))
+                .for_each(|path| add(&path)),
+            Err(_) => add(path),
+        }
+    }
+    identities
+}
+
+/// Whether an open file of `size` bytes holds a cairn secret key: a small
+/// JSON object naming the key file format. One read, of small files only.
+fn looks_like_secret_key(file: &fs::File, size: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    if !(16..=SECRET_KEY_MAX).contains(&size) {
+        return false;
+    }
+    let mut buffer = [0u8; SECRET_KEY_MAX as usize];
+    let Ok(read) = file.read_at(&mut buffer, 0) else {
+        return false;
+    };
+    let bytes = &buffer[..read];
+    bytes.trim_ascii_start().starts_with(b"{")
+        && bytes
+            .windows(SECRET_KEY_MARK.len())
+            .any(|window| window == SECRET_KEY_MARK)
 }
 
 /// What reading the sources gave, the same for every repository.
@@ -72,6 +134,7 @@ impl<'a> Walk<'a> {
         index: &'a dyn IndexCache,
         writer: &'a FanOut<'a>,
         reporter: &'a Reporter<'a>,
+        secret_keys: HashSet<(u64, u64)>,
     ) -> Self {
         Walk {
             repository,
@@ -80,18 +143,36 @@ impl<'a> Walk<'a> {
             reporter,
             problems: Mutex::new(Vec::new()),
             unchanged_files: AtomicU64::new(0),
+            secret_keys,
+            secret_keys_left_out: Mutex::new(Vec::new()),
         }
     }
 
-    /// The problems met, in path order, and how many files were taken
-    /// from the parent unread.
-    pub(super) fn into_tallies(self) -> (Vec<Problem>, u64) {
+    /// The problems met, in path order, how many files were taken from the
+    /// parent unread, and the secret keys left out.
+    pub(super) fn into_tallies(self) -> Tallies {
         let mut problems = self
             .problems
             .into_inner()
             .unwrap_or_else(|poison| poison.into_inner());
         problems.sort_by(|a, b| (&a.component, &a.path).cmp(&(&b.component, &b.path)));
-        (problems, self.unchanged_files.into_inner())
+        let mut secret_keys_left_out = self
+            .secret_keys_left_out
+            .into_inner()
+            .unwrap_or_else(|poison| poison.into_inner());
+        secret_keys_left_out.sort();
+        Tallies {
+            problems,
+            unchanged_files: self.unchanged_files.into_inner(),
+            secret_keys_left_out,
+        }
+    }
+
+    fn secret_key_left_out(&self, component: &str, path: &str, why: &str) {
+        self.secret_keys_left_out
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .push((format!("{component}/{path}"), why.to_string()));
     }
 
     fn problem(&self, component: &str, path: &str, problem: String) {
@@ -424,6 +505,15 @@ impl Walker<'_> {
         let mut entry = entry_from_metadata(name, &meta);
         let mut stats = ComponentStats::default();
         if file_type.is_dir() {
+            // Its tree would lie this many levels below the root tree.
+            let depth = relative.bytes().filter(|byte| *byte == b'/').count() + 1;
+            if depth > MAX_TREE_DEPTH {
+                self.problem(
+                    relative,
+                    format!("skipped: nests more than {MAX_TREE_DEPTH} directories deep, the most a reader accepts"),
+                );
+                return Ok(None);
+            }
             let parent = previous
                 .filter(|entry| entry.kind == EntryKind::Directory)
                 .and_then(|entry| entry.subtree)
@@ -463,6 +553,20 @@ impl Walker<'_> {
         relative: &str,
         previous: Option<&TreeEntry>,
     ) -> Result<Option<Walked>> {
+        // cairn never stores its own secrets: not the keys it was told of,
+        // whatever name they are reached by.
+        if self
+            .walk
+            .secret_keys
+            .contains(&(before.dev(), before.ino()))
+        {
+            self.walk.secret_key_left_out(
+                self.component,
+                relative,
+                "a cairn secret key file of this machine",
+            );
+            return Ok(None);
+        }
         if let Some(entry) = taken_from_parent(self.walk.writer, before, &name, previous)? {
             self.walk.unchanged_files.fetch_add(1, Ordering::Relaxed);
             self.chunks.reporter.read(entry.size);
@@ -495,6 +599,11 @@ impl Walker<'_> {
                 self.problem(relative, format!("cannot read metadata: {error}"));
                 return Ok(None);
             }
+        }
+        if looks_like_secret_key(&file, before.len()) {
+            self.walk
+                .secret_key_left_out(self.component, relative, "it holds a cairn secret key");
+            return Ok(None);
         }
         let chunking = chunking_of_file(&self.chunking, &file);
         let stored = self.chunks.store_file(&file, chunking, before.len());
@@ -564,7 +673,7 @@ mod tests {
         let reporter = Reporter::new(&sink);
         let sources = Sources {
             components,
-            prepared: prepare_components(components).unwrap(),
+            prepared: prepare_components(components, None).unwrap(),
             excludes: components
                 .iter()
                 .map(exclusion_set)
@@ -576,12 +685,14 @@ mod tests {
             &repository.index,
             &fan_out,
             &reporter,
+            HashSet::new(),
         );
         let read = walk
             .components(ChunkerParams::DEFAULT, &sources, None)
             .unwrap();
         reporter.flush();
-        let (problems, unchanged) = walk.into_tallies();
+        let tallies = walk.into_tallies();
+        let (problems, unchanged) = (tallies.problems, tallies.unchanged_files);
         assert_eq!(unchanged, 0, "no parent, nothing unchanged");
         for finished in fan_out.finish() {
             finished.unwrap();

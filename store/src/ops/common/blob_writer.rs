@@ -533,7 +533,7 @@ impl<'a> BlobWriter<'a> {
         let mut adopted = Vec::new();
         let mut refused = Vec::new();
         for pack in packs {
-            match self.repository.verified_pack_listing(&pack.id) {
+            match self.repository.verified_pack_listing(&pack.id, pack.size) {
                 Ok(listing) => adopted.push(listing),
                 Err(error @ StoreError::Io { .. }) => return Err(error),
                 Err(error) => refused.push((pack.id, error.to_string())),

@@ -25,8 +25,9 @@ fn sqlite_error(path: &Path, error: rusqlite::Error) -> StoreError {
     StoreError::Invalid(format!("{}: {error}", path.display()))
 }
 
-/// Copies the live database at `source` into a new file at `copy`, as one
-/// committed state, however busy the writers are.
+/// Copies the live database at `source` into a new file at `copy` (mode
+/// 0600; nothing may be there yet), as one committed state, however busy
+/// the writers are.
 pub fn copy_database(source: &Path, copy: &Path) -> Result<()> {
     let from = Connection::open_with_flags(
         source,
@@ -43,6 +44,9 @@ pub fn copy_database(source: &Path, copy: &Path) -> Result<()> {
         })?;
     from.busy_timeout(Duration::from_secs(30))
         .map_err(|error| sqlite_error(source, error))?;
+    // Made first, private (0600) and exclusively: SQLite would make it
+    // readable by all.
+    drop(crate::os::private::create_private_file(copy)?);
     let mut to = Connection::open(copy).map_err(|error| sqlite_error(copy, error))?;
     let backup = rusqlite::backup::Backup::new(&from, &mut to)
         .map_err(|error| sqlite_error(source, error))?;

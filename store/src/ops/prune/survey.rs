@@ -16,10 +16,11 @@ use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::{BlobLocation, IndexFile, PackEntry, Vouching};
 use crate::format::keys::PublicKey;
+use crate::format::manifest::{SignedManifest, from_a_newer_writer};
 use crate::format::pack::{BlobEntry, BlobKind, stored_shares};
 use crate::format::tree::{Tree, TreeEntry};
 use crate::id::Id;
-use crate::ops::walk::{Flow, TreeVisitor, TreeWalk, Walked};
+use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk, Walked};
 use crate::progress::{Amount, Phase, Progress};
 use crate::repository::Repository;
 use crate::repository::{ReadMark, read_marks};
@@ -89,6 +90,11 @@ struct LiveWalk<'a> {
 
 impl TreeVisitor for LiveWalk<'_> {
     type Error = StoreError;
+
+    /// A tree passed by would leave its blobs unmarked: the prune stops.
+    fn refused(&mut self, id: &Id, path: &str, refusal: Refusal) -> Result<()> {
+        Err(refusal.error(id, path))
+    }
 
     fn enter(&mut self, id: &Id, _: &str) -> Result<Flow> {
         if self.trees.contains_key(id) && self.live.mark_live(id) {
@@ -166,21 +172,46 @@ pub(super) fn survey(
     for (id, why) in unreadable {
         plan.ignored_marks.push((id, format!("unreadable: {why}")));
     }
+    // Every decodable manifest keeps its trees alive, trusted or not (the
+    // safe direction). Bytes that hash to their name but are no manifest
+    // were never written by a cairn (damage would break the hash): they
+    // name no tree anyone could restore, keep nothing alive and are
+    // reported and passed, so one planted object cannot block a prune. A
+    // manifest that no longer matches its name (a damaged real one, or a
+    // plant under a false name) or that a newer cairn wrote may need data
+    // no tree here names: while one is there, phase one is withheld (it
+    // would mark what such a snapshot may need), but due marks are still
+    // carried out (their packs were unused by every manifest when marked,
+    // and every backup since has avoided them).
     let mut roots = Vec::new();
-    let mut damage = Vec::new();
     for id in repository.list_ids(ObjectKind::Snapshot)? {
-        let body = repository
-            .read_manifest(&id)
+        let bytes = match repository.read_verified(ObjectKind::Snapshot, &id) {
+            Ok(bytes) => bytes,
+            Err(StoreError::Missing { .. }) => continue,
+            Err(error @ StoreError::Io { .. }) => return Err(error),
+            Err(error) => {
+                plan.unsure_snapshots
+                    .push((id, format!("cannot be read ({error})")));
+                continue;
+            }
+        };
+        let body = SignedManifest::decode(&bytes, &format!("snapshot {id}"))
             .and_then(|manifest| manifest.body_unverified());
         match body {
             Ok(body) => roots.push(body.components.iter().map(|c| c.tree).collect::<Vec<_>>()),
-            Err(StoreError::Missing { .. }) => continue,
-            Err(error) => damage.push(format!("snapshot {id} cannot be read ({error})")),
+            Err(error) if from_a_newer_writer(&bytes) => {
+                plan.unsure_snapshots.push((
+                    id,
+                    format!("was written by a newer cairn ({error}); prune with that version"),
+                ));
+                continue;
+            }
+            Err(error) => {
+                plan.ignored_snapshots.push((id, error.to_string()));
+                continue;
+            }
         }
         plan.snapshots += 1;
-    }
-    if !damage.is_empty() {
-        return Err(damage_error(&damage));
     }
     // Index files are read after the manifests, so every blob those
     // manifests need is in a file read here (backups index before they
@@ -268,7 +299,7 @@ pub(super) fn survey(
         repository,
         trees: &trees,
         live: BlobSet::new(ids),
-        damage,
+        damage: Vec::new(),
         bytes_read: 0,
     };
     let mut walk = TreeWalk::new().skipping_seen();

@@ -9,6 +9,7 @@
 
 use super::fetch::{FallbackUse, Sources};
 use super::pipeline::write_components;
+use super::place::MetadataPolicy;
 use super::plan::Action;
 use super::prepare::{Decision, PreparedRestore, RestoreOptions, RestorePlan, plan_restore};
 use super::safety::{self, JOURNAL_COMPONENT, Journal, RESTORED_LABEL, SAFETY_TAG};
@@ -24,7 +25,6 @@ use crate::ops::backup::{BackupOptions, ComponentSource, backup};
 use crate::progress::{Amount, NoProgress, Phase, Progress};
 use crate::repository::Repository;
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -218,16 +218,16 @@ fn take_safety_snapshot(
     plan: &RestorePlan,
     journal: &Journal,
 ) -> Result<Id> {
-    let scratch = std::env::temp_dir().join(format!(
-        "cairn-restore-journal-{}-{}",
-        std::process::id(),
-        plan.snapshot.short()
-    ));
-    fs::create_dir_all(&scratch)
-        .map_err(|error| StoreError::io(format!("creating {}", scratch.display()), error))?;
-    let journal_path = scratch.join("journal.json");
-    fs::write(&journal_path, journal.encode())
-        .map_err(|error| StoreError::io(format!("writing {}", journal_path.display()), error))?;
+    // The journal is staged in a private directory (this host's journal
+    // directory, or else a private one in the system's temporary
+    // directory), never under a name another user could guess and plant.
+    let scratch = match &plan.journals {
+        Some(journals) => crate::os::private::private_directory_in(journals, "pending-")?,
+        None => crate::os::private::private_temporary_directory("cairn-restore-journal-")?,
+    };
+    let journal_path = scratch.path().join("journal.json");
+    let encoded = journal.encode();
+    write_private(&journal_path, &encoded)?;
     let mut components = vec![ComponentSource::new(JOURNAL_COMPONENT, &journal_path)];
     for component in &plan.components {
         let saved = safety::saved_paths(component);
@@ -249,10 +249,13 @@ fn take_safety_snapshot(
         labels,
         host: None,
         force_read: true,
-        trusted: Vec::new(),
+        staging: None,
+        // A secret key among what is overwritten is left out of the
+        // safety snapshot too (cairn never stores secrets).
+        secret_keys: Vec::new(),
     };
     let result = backup(repository, index, key, &options);
-    let _ = fs::remove_dir_all(&scratch);
+    drop(scratch);
     let outcome = result?;
     if let Some(problem) = outcome.body.problems.first() {
         return Err(StoreError::Invalid(format!(
@@ -260,7 +263,24 @@ fn take_safety_snapshot(
             problem.component, problem.path, problem.problem
         )));
     }
+    // This host's copy of the journal, under the safety snapshot's id: the
+    // one `undo-restore` acts on (a journal in the repository is not).
+    if let Some(journals) = &plan.journals {
+        write_private(
+            &safety::local_journal_path(journals, &outcome.snapshot),
+            &encoded,
+        )?;
+    }
     Ok(outcome.snapshot)
+}
+
+/// Writes a new private file (0600, created exclusively) and syncs it.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut file = crate::os::private::create_private_file(path)?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| StoreError::io(format!("writing {}", path.display()), error))
 }
 
 /// What the progress counts up to: one `file_done` for every file not
@@ -329,6 +349,9 @@ pub(super) fn restore_saved(
         target: PathBuf::from("/"),
         selection,
         delete: false,
+        // What is put back is what this host had, owners and all.
+        metadata: MetadataPolicy::everything(),
+        journals: None,
     };
     let sources = Sources::new(&[]);
     let plan = plan_restore(repository, index, &sources, safety, body, &options)?;
@@ -379,6 +402,7 @@ mod tests {
                     ..Selection::default()
                 },
                 delete: false,
+                ..RestoreOptions::default()
             },
             policy,
         };

@@ -12,6 +12,9 @@
 //!      safety snapshot of exactly those paths, plus a journal of what will
 //!      be created ([`safety`]); if it cannot be taken, stop;
 //!    - remove leftover temporaries, then what is replaced or extra;
+//!    - everything below a component's root is reached through directory
+//!      handles ([`ground`]): no symlink is followed, and a directory
+//!      swapped for something else fails by name;
 //!    - create directories, write files in batches: each batch's chunks
 //!      are read from the repository pack by pack ([`prefetch`], [`fetch`];
 //!      the next batch's while this one is written), then its files are
@@ -37,11 +40,12 @@
 //! restore's safety snapshot.
 //!
 //! The files form a line; each imports only files named before it here:
-//! [`select`], [`fetch`], [`place`] and [`output`] import none;
-//! [`plan`] imports [`select`], [`fetch`] and [`place`]; [`preflight`],
-//! [`safety`] and [`prefetch`] import [`plan`] and files before it;
-//! [`write`](mod@write) imports [`plan`], [`fetch`], [`place`] and
-//! [`output`]; then come [`prepare`], [`pipeline`],
+//! [`select`], [`fetch`], [`ground`] and [`output`] import none;
+//! [`place`] imports [`ground`]; [`plan`] imports [`select`], [`fetch`]
+//! and [`place`]; [`preflight`], [`safety`] and [`prefetch`] import
+//! [`plan`] and files before it; [`write`](mod@write) imports [`plan`],
+//! [`fetch`], [`ground`], [`place`] and [`output`]; then come
+//! [`prepare`], [`pipeline`],
 //! [`execute`](mod@execute) and [`undo`], in that order. Planning fetches
 //! trees and writing fetches chunks, but fetching knows neither. This
 //! module only names the files.
@@ -53,6 +57,9 @@
 
 pub(crate) mod execute;
 pub(crate) mod fetch;
+pub(crate) mod ground;
+#[cfg(test)]
+mod hostile_journal;
 pub(crate) mod output;
 pub(crate) mod pipeline;
 pub(crate) mod place;
@@ -70,6 +77,7 @@ pub(crate) mod write;
 pub use crate::progress::{NoProgress, Progress};
 pub use execute::{DatabaseCheck, RestoreFailure, RestoreOutcome, execute, execute_restore};
 pub use fetch::{Fallback, FallbackUse, Sources};
+pub use place::MetadataPolicy;
 pub use plan::{Action, ComponentPlan, PlanCounts};
 pub use preflight::{PreflightPolicy, Status, Verdict, parse_duration};
 pub use prepare::{

@@ -10,6 +10,7 @@
 //! written.
 
 use super::fetch::BlobCache;
+use super::ground::Ground;
 use super::place;
 use super::plan::{Action, ComponentPlan, PlannedEntry};
 use super::prefetch;
@@ -20,7 +21,6 @@ use crate::format::tree::EntryKind;
 use crate::progress::Amount;
 use rayon::prelude::*;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Threads that write files during a restore.
@@ -131,15 +131,9 @@ fn write_component(
     written: impl FnOnce(),
 ) -> Failures {
     let mut failures = Vec::new();
+    let owners = plan.apply_owners;
     for temporary in &plan.stale_temporaries {
-        let is_directory = fs::symlink_metadata(temporary).is_ok_and(|meta| meta.is_dir());
-        let _ = place::remove_path(temporary, is_directory);
-    }
-    for deletion in &plan.deletions {
-        match place::remove_path(&deletion.destination, deletion.is_directory) {
-            Ok(()) => *deleted += 1,
-            Err(error) => failures.push((deletion.relative.clone(), error.to_string())),
-        }
+        let _ = place::remove_beside(temporary);
     }
     for (path, error) in &plan.unreadable {
         failures.push((path.clone(), format!("cannot read its tree: {error}")));
@@ -149,18 +143,34 @@ fn write_component(
         None if plan.kind.is_single_file() => plan.destination.parent().unwrap_or(Path::new("/")),
         None => plan.destination.as_path(),
     };
+    // The target itself (and the places given for components) are the
+    // user's: made as paths. Below the root, everything goes through its
+    // handles.
     let created = match (&plan.staging, plan.destination.parent()) {
-        (Some(staging), Some(parent)) => {
-            fs::create_dir_all(parent).and_then(|()| fs::create_dir(staging))
-        }
-        _ => fs::create_dir_all(root),
+        (Some(staging), Some(parent)) => fs::create_dir_all(parent)
+            .map_err(|error| format!("cannot create {}: {error}", parent.display()))
+            .and_then(|()| place::create_staging(staging).map_err(|error| error.to_string())),
+        _ => fs::create_dir_all(root)
+            .map_err(|error| format!("cannot create {}: {error}", root.display())),
     };
-    if let Err(error) = created {
-        failures.push((
-            "/".into(),
-            format!("cannot create {}: {error}", root.display()),
-        ));
-        return failures;
+    // A file component's root is the directory the user named; a
+    // directory component's is its own destination (or staging directory),
+    // which must not be a symlink (planning refused one already).
+    let named_by_user = plan.staging.is_none() && plan.kind.is_single_file();
+    let ground =
+        created.and_then(|()| Ground::open(root, named_by_user).map_err(|error| error.to_string()));
+    let ground = match ground {
+        Ok(ground) => ground,
+        Err(error) => {
+            failures.push(("/".into(), error));
+            return failures;
+        }
+    };
+    for deletion in &plan.deletions {
+        match place::remove_path(&ground, &deletion.destination) {
+            Ok(()) => *deleted += 1,
+            Err(error) => failures.push((deletion.relative.clone(), error.to_string())),
+        }
     }
     let writes = |kind: EntryKind| {
         plan.entries
@@ -169,15 +179,11 @@ fn write_component(
     };
     for item in writes(EntryKind::Directory) {
         if matches!(item.action, Action::Create | Action::Replace)
-            && let Err(error) = fs::create_dir(plan.written_at(&item.destination))
-            && error.kind() != std::io::ErrorKind::AlreadyExists
+            && let Err(error) = ground.create_directory(&plan.written_at(&item.destination))
         {
             failures.push((
                 item.relative.clone(),
-                format!(
-                    "cannot create directory {}: {error}",
-                    item.destination.display()
-                ),
+                format!("cannot create directory: {error}"),
             ));
         }
     }
@@ -202,6 +208,7 @@ fn write_component(
     // batch is renamed only after a sync that began once it was written.
     std::thread::scope(|scope| {
         let pool = pool.as_ref();
+        let ground = &ground;
         let mut next = batches.first().map(|batch| scope.spawn(|| fetch(batch)));
         let mut committing = None;
         for (number, batch) in batches.iter().enumerate() {
@@ -213,14 +220,15 @@ fn write_component(
             next = batches
                 .get(number + 1)
                 .map(|batch| scope.spawn(|| fetch(batch)));
-            let prepared = prepare_batch(writer, plan, batch, &cache, pool);
+            let prepared = prepare_batch(writer, plan, batch, &cache, pool, ground);
             drop(cache);
             if let Some((handle, batch)) = committing.take() {
                 failures.extend(committed(handle, batch));
             }
             let batch = *batch;
             committing = Some((
-                scope.spawn(move || commit_batch(writer, plan, batch, prepared, pool, root)),
+                scope
+                    .spawn(move || commit_batch(writer, plan, batch, prepared, pool, root, ground)),
                 batch,
             ));
         }
@@ -232,7 +240,7 @@ fn write_component(
     let staged = plan.staging.is_some();
     for item in writes(EntryKind::Symlink) {
         let at = plan.written_at(&item.destination);
-        if let Err(error) = place::write_symlink(&item.entry, &at, staged) {
+        if let Err(error) = place::write_symlink(&ground, &item.entry, &at, staged, owners) {
             failures.push((item.relative.clone(), error.to_string()));
         }
     }
@@ -245,15 +253,21 @@ fn write_component(
         .filter(|item| item.entry.kind == EntryKind::Directory)
     {
         let at = plan.written_at(&item.destination);
-        let current = fs::symlink_metadata(&at);
-        let differs = current.is_ok_and(|meta| {
-            meta.mode() & 0o7777 != item.entry.mode
-                || meta.mtime() != item.entry.mtime
-                || meta.mtime_nsec() != i64::from(item.entry.mtime_nanos)
-                || (place::running_as_root()
-                    && (meta.uid() != item.entry.uid || meta.gid() != item.entry.gid))
+        // Opened afresh, name by name: a directory swapped for a symlink
+        // (or for another directory) since it was written is named, and
+        // nothing is applied through it.
+        let applied = ground.reopen_directory(&at).and_then(|directory| {
+            let entry = &item.entry;
+            place::apply_directory_metadata(
+                directory.dir.file(),
+                entry.mode,
+                (entry.uid, entry.gid),
+                (entry.mtime, entry.mtime_nanos),
+                &at,
+                owners,
+            )
         });
-        if differs && let Err(error) = place::apply_directory_metadata(&item.entry, &at) {
+        if let Err(error) = applied {
             failures.push((item.relative.clone(), error.to_string()));
         }
     }
@@ -261,14 +275,25 @@ fn write_component(
         && let Err(error) = place::move_into_place(staging, &plan.destination)
     {
         // Nothing of the component is in place: all of it failed.
-        let _ = fs::remove_dir_all(staging);
+        let _ = place::remove_beside(staging);
         failures.push(("/".into(), error.to_string()));
         return failures;
     }
     // The selection may leave the root's contents partly untouched; its own
     // metadata is the snapshot's whenever the component is restored.
     if let (ComponentKind::Directory, Some(root)) = (plan.kind, plan.root)
-        && let Err(error) = place::apply_root_metadata(&root, &plan.destination)
+        && let Err(error) = place::apply_root_metadata(&root, &plan.destination, owners)
+    {
+        failures.push(("/".into(), error.to_string()));
+    }
+    // Written in place: the last batch's renames, the symlinks and the
+    // directories' metadata are made durable before the restore says it is
+    // done. One `syncfs` (each earlier batch's renames were made durable by
+    // the next batch's): an fsync of every directory renamed into, tried
+    // first, cost a journal commit each, and the 20,000-file restore took
+    // longer (5.7-7.3 s against 3.9-5.9 s, alternating, loaded machine).
+    if plan.staging.is_none()
+        && let Err(error) = place::sync_filesystem(root)
     {
         failures.push(("/".into(), error.to_string()));
     }
@@ -287,21 +312,24 @@ fn prepare_batch(
     batch: &[&PlannedEntry],
     cache: &BlobCache,
     pool: Option<&rayon::ThreadPool>,
+    ground: &Ground,
 ) -> Prepared {
+    let owners = plan.apply_owners;
     let prepare = || -> Prepared {
         batch
             .par_iter()
             .enumerate()
             .map(|(position, item)| {
                 let result = if item.action == Action::Metadata {
-                    place::fix_file_metadata(&item.entry, &item.destination).map(|()| None)
+                    place::fix_file_metadata(ground, &item.entry, &item.destination, owners)
+                        .map(|()| None)
                 } else {
                     let staged_at = plan
                         .staging
                         .is_some()
                         .then(|| plan.written_at(&item.destination));
                     writer
-                        .prepare_file(item, cache, staged_at.as_deref())
+                        .prepare_file(item, cache, staged_at.as_deref(), ground, owners)
                         .map(Some)
                 };
                 (position, result)
@@ -316,7 +344,9 @@ fn prepare_batch(
 
 /// Makes a prepared batch durable with one filesystem sync, and only then
 /// renames each file into place (a staged component's files are in place
-/// in its staging directory already). Returns the failures (path, error).
+/// in its staging directory already). The renames become durable with the
+/// next batch's sync, the last batch's with the component's final one
+/// ([`write_component`]). Returns the failures (path, error).
 fn commit_batch(
     writer: &Writer,
     plan: &ComponentPlan,
@@ -324,6 +354,7 @@ fn commit_batch(
     prepared: Prepared,
     pool: Option<&rayon::ThreadPool>,
     root: &Path,
+    ground: &Ground,
 ) -> Vec<(String, String)> {
     let synced = place::sync_filesystem(root);
     // Renamed in parallel too: a rename is a directory update in the
@@ -335,9 +366,11 @@ fn commit_batch(
                 let item = batch[position];
                 let outcome = match (result, &synced) {
                     (Ok(Some(_)), Ok(())) if plan.staging.is_some() => Ok(()),
-                    (Ok(Some(temporary)), Ok(())) => place::commit(&temporary, &item.destination),
+                    (Ok(Some(temporary)), Ok(())) => {
+                        place::commit(ground, &temporary, &item.destination)
+                    }
                     (Ok(Some(temporary)), Err(error)) => {
-                        let _ = fs::remove_file(&temporary);
+                        let _ = place::remove_path(ground, &temporary);
                         Err(StoreError::Invalid(error.to_string()))
                     }
                     (Ok(None), _) => Ok(()),

@@ -2,22 +2,69 @@
 //! destination, renames (of a file, of a whole staging directory) that
 //! never replace what appeared meanwhile, the filesystem sync that makes a
 //! batch durable before its renames, owner, mode and times, and removal.
+//! Every write goes through the component's [`Ground`] (directory handles,
+//! no symlink followed), and the snapshot's owners and special mode bits
+//! are applied only as the [`MetadataPolicy`] says.
 //!
 //! Owns the order of those steps for one entry; knows nothing of plans,
 //! chunks or repositories. Never renames anything into place that the
 //! caller has not synced first.
 
+use super::ground::Ground;
 use crate::error::{Result, StoreError};
 use crate::format::manifest::RootMetadata;
 use crate::format::tree::TreeEntry;
+use crate::os::dir::Dir;
 use filetime::FileTime;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Which of a snapshot's owners and mode bits a restore applies. By
+/// default neither owners nor the set-user-id, set-group-id and sticky
+/// bits: a snapshot (whoever signed it) does not decide who owns files
+/// here or which programs run with raised privileges; the restoring user
+/// asks for them (`--same-owner`, `--keep-special-bits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetadataPolicy {
+    /// As root, give entries the snapshot's owner and group.
+    pub same_owner: bool,
+    /// Keep the snapshot's set-user-id, set-group-id and sticky bits.
+    pub special_bits: bool,
+}
+
+impl MetadataPolicy {
+    /// Owners and all mode bits: for putting back what this host had.
+    pub fn everything() -> Self {
+        MetadataPolicy {
+            same_owner: true,
+            special_bits: true,
+        }
+    }
+
+    fn mode(&self, mode: u32) -> u32 {
+        if self.special_bits {
+            mode & 0o7777
+        } else {
+            mode & 0o777
+        }
+    }
+
+    /// The entry as the restore will give it: its mode without the bits
+    /// not asked for. (Owners are applied or not where they are set.)
+    pub fn apply(&self, entry: &mut TreeEntry) {
+        entry.mode = self.mode(entry.mode);
+    }
+
+    pub fn root(&self, mut root: RootMetadata) -> RootMetadata {
+        root.mode = self.mode(root.mode);
+        root
+    }
+}
 
 /// Prefix of the temporary files a restore writes beside their final place.
 pub const TEMPORARY_PREFIX: &str = ".cairn-restore-";
@@ -40,8 +87,8 @@ pub(super) fn io_at<'a>(
 
 /// A name beside `destination` that no other temporary of any restore
 /// uses: this process's random tag (drawn once, not once per file) and a
-/// count. Files are created with `create_new`, so a clash fails rather
-/// than overwrites.
+/// count. Files are created exclusively, so a clash fails rather than
+/// overwrites.
 pub(super) fn temporary_beside(destination: &Path) -> Result<PathBuf> {
     static TAG: OnceLock<String> = OnceLock::new();
     static COUNT: AtomicU64 = AtomicU64::new(0);
@@ -59,12 +106,18 @@ pub(super) fn temporary_beside(destination: &Path) -> Result<PathBuf> {
     Ok(parent.join(format!("{TEMPORARY_PREFIX}{tag}-{count:x}")))
 }
 
-/// Renames a prepared (and synced) temporary file into place.
-pub fn commit(temporary: &Path, destination: &Path) -> Result<()> {
-    fs::rename(temporary, destination).map_err(|error| {
-        let _ = fs::remove_file(temporary);
-        StoreError::io(format!("renaming into {}", destination.display()), error)
-    })
+/// Renames a prepared (and synced) temporary file into place, within
+/// the directory both are in.
+pub fn commit(ground: &Ground, temporary: &Path, destination: &Path) -> Result<()> {
+    let (directory, name) = ground.parent_of(destination)?;
+    let temporary_name = temporary.file_name().unwrap_or_default();
+    directory
+        .dir
+        .rename(temporary_name, &directory.dir, name, false)
+        .map_err(|error| {
+            let _ = directory.dir.remove(temporary_name, false);
+            StoreError::io(format!("renaming into {}", destination.display()), error)
+        })
 }
 
 /// Flushes everything written to the filesystem holding `path`: one
@@ -83,6 +136,38 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
     }
 }
 
+/// The directory that holds `path`, opened without following a symlink at
+/// its last name (for what lies beside a component, outside its ground).
+fn parent_directory(path: &Path) -> Result<(Dir, &OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => Ok((
+            Dir::open(parent).map_err(io_at("opening directory", parent))?,
+            name,
+        )),
+        _ => Err(StoreError::Invalid(format!(
+            "{} has no parent directory",
+            path.display()
+        ))),
+    }
+}
+
+/// Creates a component's staging directory (mode 0700; nothing may be
+/// there already) beside its destination.
+pub fn create_staging(staging: &Path) -> Result<()> {
+    let (parent, name) = parent_directory(staging)?;
+    match parent.create_dir(name) {
+        Ok((_, true)) => Ok(()),
+        Ok((_, false)) => Err(StoreError::Invalid(format!(
+            "{} exists already; a staging directory must be new",
+            staging.display()
+        ))),
+        Err(error) => Err(StoreError::io(
+            format!("creating {}", staging.display()),
+            error,
+        )),
+    }
+}
+
 /// Puts a component's staging directory, written whole, in place at
 /// `destination`: syncs the filesystem (the directories' metadata and
 /// symlinks written since the last batch's sync), renames it there unless
@@ -90,46 +175,20 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
 /// directory so that the rename itself is durable.
 pub fn move_into_place(staging: &Path, destination: &Path) -> Result<()> {
     sync_filesystem(staging)?;
-    rename_no_replace(staging, destination)
+    let (parent, name) = parent_directory(destination)?;
+    let staging_name = staging.file_name().unwrap_or_default();
+    if staging.parent() != destination.parent() {
+        return Err(StoreError::Invalid(format!(
+            "{} is not beside {}",
+            staging.display(),
+            destination.display()
+        )));
+    }
+    parent
+        .rename(staging_name, &parent, name, true)
         .map_err(io_at("moving the restored component into", destination))?;
-    if let Some(parent) = destination.parent() {
-        File::open(parent)
-            .and_then(|directory| directory.sync_all())
-            .map_err(io_at("syncing", parent))?;
-    }
+    parent.sync().map_err(io_at("syncing", destination))?;
     Ok(())
-}
-
-/// `rename`, failing where `to` exists: a plain rename would put a
-/// directory over an empty one that appeared since planning.
-fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
-    let c_path = |path: &Path| {
-        std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (from_c, to_c) = (c_path(from)?, c_path(to)?);
-    // SAFETY: both are valid NUL-terminated paths that outlive the call.
-    let result = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from_c.as_ptr(),
-            libc::AT_FDCWD,
-            to_c.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if result == 0 {
-        return Ok(());
-    }
-    let error = std::io::Error::last_os_error();
-    // A filesystem without RENAME_NOREPLACE: check, then rename.
-    if error.raw_os_error() == Some(libc::EINVAL) {
-        if fs::symlink_metadata(to).is_ok() {
-            return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
-        }
-        return fs::rename(from, to);
-    }
-    Err(error)
 }
 
 /// The mode a file is created with before its content is written and
@@ -146,11 +205,22 @@ pub(super) fn creation_mode(mode: u32) -> u32 {
     }
 }
 
-/// Gives `file` the entry's owner, mode and mtime, changing owner and mode
-/// only where they differ (each change dirties the inode again).
-pub(super) fn apply_file_metadata(file: &File, entry: &TreeEntry, path: &Path) -> Result<()> {
+/// Whether owners are given: asked for, and only root can.
+fn gives_owners(owners: bool) -> bool {
+    owners && running_as_root()
+}
+
+/// Gives `file` the entry's mode and mtime, and its owner where `owners`
+/// (the policy's `same_owner`) says so, changing owner and mode only where
+/// they differ (each change dirties the inode again).
+pub(super) fn apply_file_metadata(
+    file: &File,
+    entry: &TreeEntry,
+    path: &Path,
+    owners: bool,
+) -> Result<()> {
     let current = file.metadata().map_err(io_at("reading", path))?;
-    let chown = running_as_root() && (current.uid() != entry.uid || current.gid() != entry.gid);
+    let chown = gives_owners(owners) && (current.uid() != entry.uid || current.gid() != entry.gid);
     if chown {
         std::os::unix::fs::fchown(file, Some(entry.uid), Some(entry.gid))
             .map_err(io_at("changing owner of", path))?;
@@ -166,92 +236,125 @@ pub(super) fn apply_file_metadata(file: &File, entry: &TreeEntry, path: &Path) -
 }
 
 /// Fixes mode, owner and mtime of a file whose content is already right.
-pub fn fix_file_metadata(entry: &TreeEntry, path: &Path) -> Result<()> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+pub fn fix_file_metadata(
+    ground: &Ground,
+    entry: &TreeEntry,
+    path: &Path,
+    owners: bool,
+) -> Result<()> {
+    let (directory, name) = ground.parent_of(path)?;
+    let file = directory
+        .dir
+        .open_file(name)
         .map_err(io_at("opening", path))?;
-    apply_file_metadata(&file, entry, path)
+    if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+        return Err(StoreError::Invalid(format!(
+            "{} is no longer a file",
+            path.display()
+        )));
+    }
+    apply_file_metadata(&file, entry, path, owners)
 }
 
 /// Creates a symlink at `destination`: under a temporary name renamed
 /// into place, or, `staged`, right there (a staging directory is renamed
 /// into place whole).
-pub fn write_symlink(entry: &TreeEntry, destination: &Path, staged: bool) -> Result<()> {
+pub fn write_symlink(
+    ground: &Ground,
+    entry: &TreeEntry,
+    destination: &Path,
+    staged: bool,
+    owners: bool,
+) -> Result<()> {
+    let (directory, name) = ground.parent_of(destination)?;
     let temporary = if staged {
         destination.to_path_buf()
     } else {
         temporary_beside(destination)?
     };
+    let temporary_name = temporary.file_name().unwrap_or_default();
+    let dir = &directory.dir;
     let target = OsStr::from_bytes(entry.target.as_deref().unwrap_or_default());
     let result = (|| {
-        std::os::unix::fs::symlink(target, &temporary)
+        dir.symlink(target, temporary_name)
             .map_err(io_at("creating symlink", &temporary))?;
-        if running_as_root() {
-            std::os::unix::fs::lchown(&temporary, Some(entry.uid), Some(entry.gid))
+        if gives_owners(owners) {
+            dir.chown_entry(temporary_name, entry.uid, entry.gid)
                 .map_err(io_at("changing owner of", &temporary))?;
         }
-        let mtime = FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
-        filetime::set_symlink_file_times(&temporary, mtime, mtime)
+        dir.set_entry_times(temporary_name, entry.mtime, entry.mtime_nanos)
             .map_err(io_at("setting times of", &temporary))?;
         if staged {
             return Ok(());
         }
-        fs::rename(&temporary, destination).map_err(io_at("renaming into", destination))
+        dir.rename(temporary_name, dir, name, false)
+            .map_err(io_at("renaming into", destination))
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&temporary);
+        let _ = dir.remove(temporary_name, false);
     }
     result
 }
 
-pub fn apply_directory_metadata(entry: &TreeEntry, destination: &Path) -> Result<()> {
-    if running_as_root() {
-        std::os::unix::fs::chown(destination, Some(entry.uid), Some(entry.gid))
-            .map_err(io_at("changing owner of", destination))?;
+/// Gives an open directory the entry's mode and mtime, and its owner
+/// where `owners` says so, each only where it differs; returns whether
+/// anything changed.
+pub fn apply_directory_metadata(
+    directory: &File,
+    mode: u32,
+    owner: (u32, u32),
+    mtime: (i64, u32),
+    path: &Path,
+    owners: bool,
+) -> Result<()> {
+    let meta = directory.metadata().map_err(io_at("reading", path))?;
+    let chown = gives_owners(owners) && (meta.uid() != owner.0 || meta.gid() != owner.1);
+    if chown {
+        std::os::unix::fs::fchown(directory, Some(owner.0), Some(owner.1))
+            .map_err(io_at("changing owner of", path))?;
     }
-    fs::set_permissions(destination, fs::Permissions::from_mode(entry.mode))
-        .map_err(io_at("setting mode of", destination))?;
-    let mtime = FileTime::from_unix_time(entry.mtime, entry.mtime_nanos);
-    filetime::set_file_mtime(destination, mtime).map_err(io_at("setting times of", destination))
-}
-
-/// Applies a directory component's own metadata where it differs.
-pub fn apply_root_metadata(root: &RootMetadata, destination: &Path) -> Result<()> {
-    let meta = fs::metadata(destination).map_err(io_at("reading", destination))?;
-    let owner_differs = running_as_root() && (meta.uid() != root.uid || meta.gid() != root.gid);
-    if owner_differs {
-        std::os::unix::fs::chown(destination, Some(root.uid), Some(root.gid))
-            .map_err(io_at("changing owner of", destination))?;
+    if chown || meta.mode() & 0o7777 != mode {
+        directory
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_at("setting mode of", path))?;
     }
-    if meta.mode() & 0o7777 != root.mode {
-        fs::set_permissions(destination, fs::Permissions::from_mode(root.mode))
-            .map_err(io_at("setting mode of", destination))?;
-    }
-    if meta.mtime() != root.mtime || meta.mtime_nsec() != i64::from(root.mtime_nanos) {
-        let mtime = FileTime::from_unix_time(root.mtime, root.mtime_nanos);
-        filetime::set_file_mtime(destination, mtime)
-            .map_err(io_at("setting times of", destination))?;
+    if meta.mtime() != mtime.0 || meta.mtime_nsec() != i64::from(mtime.1) {
+        let time = FileTime::from_unix_time(mtime.0, mtime.1);
+        filetime::set_file_handle_times(directory, None, Some(time))
+            .map_err(io_at("setting times of", path))?;
     }
     Ok(())
 }
 
-/// Removes a file, symlink or whole directory tree.
-pub fn remove_path(path: &Path, is_directory: bool) -> Result<()> {
-    let result = if is_directory {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
-    match result {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(StoreError::io(
-            format!("removing {}", path.display()),
-            error,
-        )),
-    }
+/// Applies a directory component's own metadata where it differs,
+/// through a handle (the destination itself must not be a symlink).
+pub fn apply_root_metadata(root: &RootMetadata, destination: &Path, owners: bool) -> Result<()> {
+    let directory = Dir::open(destination).map_err(io_at("opening directory", destination))?;
+    apply_directory_metadata(
+        directory.file(),
+        root.mode,
+        (root.uid, root.gid),
+        (root.mtime, root.mtime_nanos),
+        destination,
+        owners,
+    )
+}
+
+/// Removes a file, symlink or whole directory tree inside the ground,
+/// never following a symlink.
+pub fn remove_path(ground: &Ground, path: &Path) -> Result<()> {
+    let (directory, name) = ground.parent_of(path)?;
+    directory
+        .dir
+        .remove_tree(name)
+        .map_err(io_at("removing", path))
+}
+
+/// Removes a restore's leftover temporary beside a destination (outside
+/// the ground), never following a symlink.
+pub fn remove_beside(path: &Path) -> Result<()> {
+    let (directory, name) = parent_directory(path)?;
+    directory.remove_tree(name).map_err(io_at("removing", path))
 }
 
 #[cfg(test)]

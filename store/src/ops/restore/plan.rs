@@ -22,7 +22,7 @@
 //! restore's report even when the second read succeeds.
 
 use super::fetch::{FetchCounters, Sources, fetch_blobs};
-use super::place::{TEMPORARY_PREFIX, running_as_root};
+use super::place::{MetadataPolicy, TEMPORARY_PREFIX, running_as_root};
 use super::select::{PathFilter, PathVerdict};
 use crate::error::{Result, StoreError};
 use crate::format::chunking::FileChunking;
@@ -32,7 +32,7 @@ use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::{chunking_of_file, join_relative};
-use crate::ops::walk::{Flow, TreeVisitor, TreeWalk};
+use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk, entry_budget};
 use crate::repository::Repository;
 use cairn_chunker::ChunkStream;
 use rayon::prelude::*;
@@ -128,6 +128,10 @@ pub struct ComponentPlan {
     /// appears whole or not at all. Entries' `destination`s stay the final
     /// paths; [`ComponentPlan::written_at`] maps them into here.
     pub staging: Option<PathBuf>,
+    /// Whether the snapshot's owners are applied (as root, with
+    /// `--same-owner`); otherwise what the restore creates belongs to
+    /// whoever runs it and existing owners are left alone.
+    pub apply_owners: bool,
 }
 
 impl ComponentPlan {
@@ -175,10 +179,13 @@ pub struct Planner<'a> {
     pub sources: &'a Sources<'a>,
     pub filter: &'a PathFilter,
     pub delete: bool,
+    /// Which of the snapshot's owners and mode bits are applied.
+    pub metadata: MetadataPolicy,
 }
 
-fn metadata_matches(entry: &TreeEntry, meta: &Metadata) -> bool {
-    let owner_matches = !running_as_root() || (meta.uid() == entry.uid && meta.gid() == entry.gid);
+fn metadata_matches(entry: &TreeEntry, meta: &Metadata, owners: bool) -> bool {
+    let owner_matches =
+        !(owners && running_as_root()) || (meta.uid() == entry.uid && meta.gid() == entry.gid);
     meta.mode() & 0o7777 == entry.mode
         && meta.mtime() == entry.mtime
         && meta.mtime_nsec() == i64::from(entry.mtime_nanos)
@@ -255,8 +262,9 @@ impl Planner<'_> {
             unreadable: Vec::new(),
             missing_chunks: Vec::new(),
             prefetch_failures: (0, Vec::new()),
-            root: component.root,
+            root: component.root.map(|root| self.metadata.root(root)),
             staging: None,
+            apply_owners: self.metadata.same_owner,
         };
         match component.kind {
             ComponentKind::Directory => {
@@ -275,7 +283,8 @@ impl Planner<'_> {
                     _ => {}
                 }
                 let trees = self.prefetch_trees(&component.tree, &mut plan);
-                self.plan_directory(&component.tree, destination, &trees, &mut plan);
+                let budget = entry_budget(&component.stats);
+                self.plan_directory(&component.tree, destination, &trees, budget, &mut plan);
             }
             ComponentKind::File | ComponentKind::Sqlite | ComponentKind::Command => {
                 let tree = self
@@ -326,11 +335,12 @@ impl Planner<'_> {
 
     fn push_entry(
         &self,
-        entry: TreeEntry,
+        mut entry: TreeEntry,
         relative: String,
         destination: PathBuf,
         plan: &mut ComponentPlan,
     ) {
+        self.metadata.apply(&mut entry);
         // Nothing exists below a destination that does not exist: 20,000
         // lookups of missing paths are spared.
         let existing = if plan.staging.is_some() {
@@ -341,7 +351,7 @@ impl Planner<'_> {
         let action = match (&existing, entry.kind) {
             (None, _) => Action::Create,
             (Some(meta), EntryKind::Directory) if meta.is_dir() => {
-                if metadata_matches(&entry, meta) {
+                if metadata_matches(&entry, meta, self.metadata.same_owner) {
                     Action::Unchanged
                 } else {
                     Action::Metadata
@@ -387,6 +397,7 @@ impl Planner<'_> {
         tree_id: &Id,
         directory: &Path,
         trees: &HashMap<Id, Tree>,
+        budget: u64,
         plan: &mut ComponentPlan,
     ) {
         let mut planning = DirectoryPlanning {
@@ -404,6 +415,7 @@ impl Planner<'_> {
         let walked = TreeWalk::new()
             .with_paths()
             .in_order()
+            .within(budget)
             .walk([(*tree_id, String::new())], &mut planning);
         match walked {
             Ok(_) => {}
@@ -518,7 +530,8 @@ impl Planner<'_> {
                     let meta = fs::symlink_metadata(&item.destination).map_err(|error| {
                         StoreError::io(format!("reading {}", item.destination.display()), error)
                     })?;
-                    item.action = if metadata_matches(&item.entry, &meta) {
+                    item.action = if metadata_matches(&item.entry, &meta, self.metadata.same_owner)
+                    {
                         Action::Unchanged
                     } else {
                         Action::Metadata
@@ -595,6 +608,19 @@ impl DirectoryPlanning<'_, '_> {
     }
 }
 
+impl DirectoryPlanning<'_, '_> {
+    /// Notes `directory`'s tree as one that cannot be restored, and why.
+    fn unreadable(&mut self, directory: &Directory, error: StoreError) {
+        let shown = if directory.relative.is_empty() {
+            "/"
+        } else {
+            directory.relative.as_str()
+        };
+        self.plan.unreadable.push((shown.into(), error.to_string()));
+        self.subtree_done(directory);
+    }
+}
+
 impl TreeVisitor for DirectoryPlanning<'_, '_> {
     type Error = std::convert::Infallible;
 
@@ -616,16 +642,23 @@ impl TreeVisitor for DirectoryPlanning<'_, '_> {
                 Ok(Some(tree))
             }
             Err(error) => {
-                let shown = if directory.relative.is_empty() {
-                    "/"
-                } else {
-                    directory.relative.as_str()
-                };
-                self.plan.unreadable.push((shown.into(), error.to_string()));
-                self.subtree_done(&directory);
+                self.unreadable(&directory, error);
                 Ok(None)
             }
         }
+    }
+
+    /// A tree the walk will not go into is left out as an unreadable one.
+    fn refused(
+        &mut self,
+        tree_id: &Id,
+        path: &str,
+        refusal: Refusal,
+    ) -> std::result::Result<(), Self::Error> {
+        if let Some(directory) = self.next.take() {
+            self.unreadable(&directory, refusal.error(tree_id, path));
+        }
+        Ok(())
     }
 
     fn entry(&mut self, entry: &TreeEntry, path: &str) -> std::result::Result<Flow, Self::Error> {

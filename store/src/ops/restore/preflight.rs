@@ -8,6 +8,7 @@ use super::plan::ComponentPlan;
 use crate::error::{Result, StoreError};
 use crate::format::keys::PublicKey;
 use crate::format::manifest::{SignedManifest, SnapshotBody, TrustFailure};
+use crate::id::Id;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -60,13 +61,17 @@ pub struct Verdict {
     pub detail: String,
 }
 
-pub fn signature(manifest: &SignedManifest, trusted: &[PublicKey]) -> Verdict {
-    let (status, detail) = match manifest.verify(trusted) {
+pub fn signature(manifest: &SignedManifest, repository: &Id, trusted: &[PublicKey]) -> Verdict {
+    let (status, detail) = match manifest.verify(repository, trusted) {
         Ok(()) => (
             Status::Ok,
             format!("signed by trusted key {}", manifest.signer().to_hex()),
         ),
-        Err(failure @ TrustFailure::UntrustedSigner(_)) => (Status::Untrusted, failure.to_string()),
+        // Another repository's manifest is untrusted here, however valid
+        // its signature is there.
+        Err(failure @ (TrustFailure::UntrustedSigner(_) | TrustFailure::OtherRepository(_))) => {
+            (Status::Untrusted, failure.to_string())
+        }
         Err(failure @ TrustFailure::BadSignature) => (Status::BadSignature, failure.to_string()),
     };
     Verdict {

@@ -17,6 +17,7 @@
 //! repository and the target; never writes to either.
 
 use super::fetch::Sources;
+use super::place::MetadataPolicy;
 use super::plan::{ComponentPlan, PlanCounts, Planner};
 use super::preflight::{self, PreflightPolicy, Verdict};
 use super::safety::{JOURNAL_COMPONENT, SAFETY_TAG};
@@ -38,6 +39,15 @@ pub struct RestoreOptions {
     /// Delete what the target holds and the snapshot does not (within the
     /// selection).
     pub delete: bool,
+    /// Which of the snapshot's owners and set-user-id, set-group-id and
+    /// sticky bits are applied; by default none (`--same-owner`,
+    /// `--keep-special-bits`).
+    pub metadata: MetadataPolicy,
+    /// This host's private directory of restore journals (the CLI's is the
+    /// config directory's `restore-journals/`): a restore that takes a
+    /// safety snapshot keeps its journal there, and `undo-restore` acts
+    /// only on a journal found there. `None`: none is kept.
+    pub journals: Option<PathBuf>,
 }
 
 /// What a restore will do, component by component; made by
@@ -46,6 +56,9 @@ pub struct RestoreOptions {
 pub struct RestorePlan {
     pub snapshot: Id,
     pub components: Vec<ComponentPlan>,
+    /// Where this host keeps the restore's journal (see
+    /// [`RestoreOptions::journals`]).
+    pub journals: Option<PathBuf>,
 }
 
 impl RestorePlan {
@@ -91,6 +104,9 @@ pub struct CheckedSnapshot {
     pub snapshot: Id,
     pub body: SnapshotBody,
     pub verdicts: Vec<Verdict>,
+    /// Manifests `latest` passed over (unreadable, untrusted, another
+    /// repository's, dated ahead), with why: for the caller to report.
+    pub passed_over: Vec<crate::repository::SkippedSnapshot>,
 }
 
 /// Whether a prepared restore goes ahead.
@@ -132,12 +148,17 @@ pub fn check_snapshot(
     request: &RestoreRequest,
 ) -> Result<CheckedSnapshot> {
     let policy = &request.policy;
-    let snapshot = repository.resolve_snapshot_trusted(
-        &request.snapshot,
-        (!policy.allow_untrusted).then_some(request.trusted.as_slice()),
-    )?;
+    // `latest` is chosen among trusted snapshots of this repository even
+    // with --allow-untrusted: that flag lets the user restore a snapshot
+    // they name, never one an attacker planted.
+    let (snapshot, passed_over) =
+        repository.resolve_snapshot_reporting(&request.snapshot, &request.trusted)?;
     let manifest = repository.read_manifest(&snapshot)?;
-    let mut verdicts = vec![preflight::signature(&manifest, &request.trusted)];
+    let mut verdicts = vec![preflight::signature(
+        &manifest,
+        repository.id(),
+        &request.trusted,
+    )];
     let body = manifest.body_unverified()?;
     verdicts.push(preflight::age(&body, policy.max_age)?);
     let options = &request.options;
@@ -159,6 +180,7 @@ pub fn check_snapshot(
         snapshot,
         body,
         verdicts,
+        passed_over,
     })
 }
 
@@ -176,6 +198,7 @@ pub fn prepare_restore(
         snapshot,
         body,
         mut verdicts,
+        ..
     } = checked;
     let policy = &request.policy;
     let decision = match policy.refusal(&verdicts) {
@@ -235,6 +258,7 @@ pub fn plan_restore(
         sources,
         filter: &filter,
         delete: options.delete,
+        metadata: options.metadata,
     };
     let destinations: Vec<PathBuf> = selected
         .iter()
@@ -262,6 +286,7 @@ pub fn plan_restore(
     Ok(RestorePlan {
         snapshot,
         components,
+        journals: options.journals.clone(),
     })
 }
 

@@ -10,15 +10,24 @@
 //! restore will create, with the hash it will have. Undo deletes each
 //! created path that still holds what the restore wrote, then restores the
 //! saved paths over the target. Nothing here decides what to restore.
+//!
+//! The host that restored also keeps the journal in its own private
+//! directory ([`local_journal_path`]): `undo-restore` acts only on that
+//! copy, never on a journal read from the repository (which anyone holding
+//! a trusted key could have written), and only where every path it names
+//! lies inside its component's destination ([`check_journal_paths`]).
+//! Removals go through directory handles and never follow a symlink.
 
 use super::plan::ComponentPlan;
 use crate::error::{Result, StoreError};
 use crate::format::tree::EntryKind;
 use crate::id::Id;
+use crate::os::dir::{Dir, EntryType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// The safety snapshot's journal component.
 pub const JOURNAL_COMPONENT: &str = "cairn-restore-journal";
@@ -205,7 +214,8 @@ pub fn restore_directory_metadata(journal: &Journal) -> Vec<(PathBuf, String)> {
             mtime: directory.mtime,
             mtime_nanos: directory.mtime_nanos,
         };
-        if let Err(error) = super::place::apply_root_metadata(&root, &directory.path) {
+        // What is put back is what this host had: owners included.
+        if let Err(error) = super::place::apply_root_metadata(&root, &directory.path, true) {
             problems.push((directory.path.clone(), error.to_string()));
         }
     }
@@ -215,6 +225,95 @@ pub fn restore_directory_metadata(journal: &Journal) -> Vec<(PathBuf, String)> {
 /// The relative paths a component's safety copy must hold.
 pub fn saved_paths(plan: &ComponentPlan) -> BTreeSet<String> {
     plan.touched_paths().into_iter().collect()
+}
+
+/// Where this host keeps the journal of the restore whose safety
+/// snapshot is `safety`: `<journals>/<safety snapshot id>.json`.
+pub fn local_journal_path(journals: &Path, safety: &Id) -> PathBuf {
+    journals.join(format!("{}.json", safety.to_hex()))
+}
+
+/// The largest journal read back (about five million created paths).
+const JOURNAL_MAX: u64 = 1 << 30;
+
+/// This host's journal of the restore whose safety snapshot is `safety`,
+/// checked ([`check_journal_paths`]); refused, by name, when this host has
+/// none.
+pub fn read_local_journal(journals: &Path, safety: &Id) -> Result<Journal> {
+    let path = local_journal_path(journals, safety);
+    let refuse = |why: String| {
+        StoreError::Invalid(format!(
+            "safety snapshot {} has no restore journal on this host ({}: {why}); undo-restore acts only on restores this host made, and never on a journal read from the repository",
+            safety.to_hex(),
+            path.display()
+        ))
+    };
+    let file = match Dir::open(journals)
+        .and_then(|dir| dir.open_file(path.file_name().unwrap_or_default()))
+    {
+        Ok(file) => file,
+        Err(error) => return Err(refuse(error.to_string())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|error| StoreError::io(format!("reading {}", path.display()), error))?;
+    if !meta.is_file() || meta.len() > JOURNAL_MAX {
+        return Err(refuse("not a journal file".into()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&file, JOURNAL_MAX), &mut bytes)
+        .map_err(|error| StoreError::io(format!("reading {}", path.display()), error))?;
+    let journal = Journal::decode(&bytes)
+        .map_err(|error| StoreError::Invalid(format!("{}: {error}", path.display())))?;
+    check_journal_paths(&journal)
+        .map_err(|error| StoreError::Invalid(format!("{}: {error}", path.display())))?;
+    Ok(journal)
+}
+
+/// Every path a journal names must lie inside its component's destination
+/// (itself absolute, with no `..`); the first that does not is named.
+pub fn check_journal_paths(journal: &Journal) -> Result<()> {
+    let plain = |path: &Path| {
+        path.is_absolute()
+            && path
+                .components()
+                .all(|part| matches!(part, Component::RootDir | Component::Normal(_)))
+    };
+    for component in &journal.components {
+        let destination = &component.destination;
+        if !plain(destination) {
+            return Err(StoreError::Invalid(format!(
+                "the journal names {} as the destination of component {}, which is not a plain absolute path; nothing was undone",
+                destination.display(),
+                component.name
+            )));
+        }
+        let paths = component.created.iter().map(|created| &created.path).chain(
+            component
+                .directories
+                .iter()
+                .map(|directory| &directory.path),
+        );
+        for path in paths {
+            if !plain(path) || !path.starts_with(destination) {
+                return Err(StoreError::Invalid(format!(
+                    "the journal names {}, outside the restore's target {} (component {}); nothing was undone",
+                    path.display(),
+                    destination.display(),
+                    component.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The directory holding `path` and `path`'s last name.
+fn parent_of(path: &Path) -> std::io::Result<(Dir, &OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => Ok((Dir::open(parent)?, name)),
+        _ => Err(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
+    }
 }
 
 /// Removes what the restore created, newest and deepest first, leaving any
@@ -228,15 +327,19 @@ pub fn remove_created(journal: &Journal) -> Vec<(PathBuf, String)> {
         .collect();
     all.sort_by_key(|created| std::cmp::Reverse(created.path.as_os_str().len()));
     for created in all {
-        let Ok(meta) = fs::symlink_metadata(&created.path) else {
+        // Through the parent's handle: the last name is never followed.
+        let Ok((parent, name)) = parent_of(&created.path) else {
             continue;
         };
-        let result = match created.kind {
-            CreatedKind::Directory if meta.is_dir() => fs::remove_dir(&created.path),
-            CreatedKind::Symlink if meta.file_type().is_symlink() => fs::remove_file(&created.path),
-            CreatedKind::File if meta.is_file() => {
-                if hash_file(&created.path).ok() == created.hash {
-                    fs::remove_file(&created.path)
+        let Ok(Some(kind)) = parent.kind_of(name) else {
+            continue;
+        };
+        let result = match (created.kind, kind) {
+            (CreatedKind::Directory, EntryType::Directory) => parent.remove(name, true),
+            (CreatedKind::Symlink, EntryType::Symlink) => parent.remove(name, false),
+            (CreatedKind::File, EntryType::File) => {
+                if parent.open_file(name).and_then(hash_file).ok() == created.hash {
+                    parent.remove(name, false)
                 } else {
                     kept.push((
                         created.path.clone(),
@@ -260,8 +363,8 @@ pub fn remove_created(journal: &Journal) -> Vec<(PathBuf, String)> {
     kept
 }
 
-fn hash_file(path: &Path) -> std::io::Result<Id> {
+fn hash_file(file: fs::File) -> std::io::Result<Id> {
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(fs::File::open(path)?)?;
+    hasher.update_reader(file)?;
     Ok(Id(*hasher.finalize().as_bytes()))
 }

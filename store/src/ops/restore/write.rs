@@ -25,20 +25,19 @@
 //! place before its whole-file hash matched.
 
 use super::fetch::{BlobCache, FetchCounters, Sources, fetch_blobs, window_bytes};
+use super::ground::Ground;
 use super::output::HashingWriter;
 use super::place::{apply_file_metadata, creation_mode, io_at, temporary_beside};
 use super::plan::{LocalChunk, PlannedEntry};
 use crate::error::{Result, StoreError};
 use crate::format::index::BlobLocation;
-use crate::format::pack::BlobDecoder;
-use crate::format::tree::TreeEntry;
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::progress::{Amount, Progress};
 use crate::repository::Repository;
-use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -71,15 +70,30 @@ impl Writer<'_> {
     /// `staged_at`: the file's place in its component's staging directory,
     /// where it is written under its final name, renamed with the whole
     /// directory later.
+    /// Every file is created and opened through `ground`'s directory
+    /// handles, never through a symlink; `owners`: the snapshot's owner
+    /// is applied (as root).
     pub fn prepare_file(
         &self,
         item: &PlannedEntry,
         cache: &BlobCache,
         staged_at: Option<&Path>,
+        ground: &Ground,
+        owners: bool,
     ) -> Result<PathBuf> {
         let temporary = match staged_at {
             Some(path) => path.to_path_buf(),
             None => temporary_beside(&item.destination)?,
+        };
+        let (directory, _) = ground.parent_of(&temporary)?;
+        let temporary_name = temporary.file_name().unwrap_or_default();
+        let remove = || {
+            let _ = directory.dir.remove(temporary_name, false);
+        };
+        let place = Place {
+            ground,
+            temporary: &temporary,
+            owners,
         };
         // A file of several chunks is hashed whole anyway, and that hash
         // covers every chunk of it: so the chunks it reads in windows are
@@ -92,15 +106,15 @@ impl Writer<'_> {
             .chunks
             .as_ref()
             .is_some_and(|chunks| chunks.len() > 1);
-        let mut written = self.write_verified(item, cache, &temporary, !several_chunks);
+        let mut written = self.write_verified(item, cache, &place, !several_chunks);
         if several_chunks && matches!(written, Err(StoreError::Corrupt { .. })) {
-            let _ = fs::remove_file(&temporary);
-            written = self.write_verified(item, cache, &temporary, true);
+            remove();
+            written = self.write_verified(item, cache, &place, true);
         }
         match written {
             Ok(()) => Ok(temporary),
             Err(error) => {
-                let _ = fs::remove_file(&temporary);
+                remove();
                 Err(error)
             }
         }
@@ -113,15 +127,22 @@ impl Writer<'_> {
         &self,
         item: &PlannedEntry,
         cache: &BlobCache,
-        temporary: &Path,
+        place: &Place,
         check_ids: bool,
     ) -> Result<()> {
+        let temporary = place.temporary;
         let entry = &item.entry;
         let chunks = entry.chunks.as_deref().unwrap_or_default();
+        // The target's old copy, opened through the ground too: a symlink
+        // swapped in for it is not read.
         let old_copy = if item.local_chunks.is_empty() {
             None
         } else {
-            File::open(&item.destination).ok()
+            place
+                .ground
+                .parent_of(&item.destination)
+                .ok()
+                .and_then(|(directory, name)| directory.dir.open_file(name).ok())
         };
         let mut locations: Vec<Option<BlobLocation>> = Vec::with_capacity(chunks.len());
         for id in chunks {
@@ -134,11 +155,13 @@ impl Writer<'_> {
             });
         }
 
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(creation_mode(entry.mode))
-            .open(temporary)
+        let (directory, _) = place.ground.parent_of(temporary)?;
+        let file = directory
+            .dir
+            .create_file(
+                temporary.file_name().unwrap_or_default(),
+                creation_mode(entry.mode),
+            )
             .map_err(io_at("creating", temporary))?;
         std::thread::scope(|scope| -> Result<()> {
             let single_chunk = chunks.len() == 1;
@@ -235,7 +258,7 @@ impl Writer<'_> {
                     "content does not match the snapshot's whole-file hash",
                 ));
             }
-            apply_file_metadata(&file, entry, temporary)?;
+            apply_file_metadata(&file, entry, temporary, place.owners)?;
             self.counters
                 .bytes_written
                 .fetch_add(written, Ordering::Relaxed);
@@ -299,6 +322,14 @@ impl Writer<'_> {
     }
 }
 
+/// Where one file is written: the ground whose handles reach it, its
+/// temporary (or staged) path, and whether owners are given.
+struct Place<'a> {
+    ground: &'a Ground,
+    temporary: &'a Path,
+    owners: bool,
+}
+
 /// The shared frame a blob lies in (its pack and the frame's offset), if
 /// it shares one.
 fn shared_frame(location: &BlobLocation) -> Option<(Id, u64)> {
@@ -341,29 +372,4 @@ fn read_local(old: &File, id: &Id, local: &LocalChunk) -> Option<Vec<u8>> {
     let mut data = vec![0u8; local.length as usize];
     old.read_exact_at(&mut data, local.offset).ok()?;
     (Id::of(&data) == *id).then_some(data)
-}
-
-/// Chunks of one file by id, for callers that rebuild a file in memory.
-pub fn read_file_bytes(
-    repository: &Repository,
-    index: &dyn IndexCache,
-    entry: &TreeEntry,
-) -> Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(entry.size as usize);
-    let mut cache: HashMap<Id, Vec<u8>> = HashMap::new();
-    let mut decoder = BlobDecoder::default();
-    for id in entry.chunks.as_deref().unwrap_or_default() {
-        if !cache.contains_key(id) {
-            let location = index.lookup(id)?.ok_or_else(|| missing(id))?;
-            cache.insert(*id, repository.read_blob_with(&mut decoder, &location)?);
-        }
-        bytes.extend_from_slice(&cache[id]);
-    }
-    if entry.hash != Some(Id::of(&bytes)) {
-        return Err(StoreError::corrupt(
-            format!("file {}", entry.display_name()),
-            "content does not match the snapshot's whole-file hash",
-        ));
-    }
-    Ok(bytes)
 }

@@ -16,13 +16,17 @@ use crate::format::manifest::TrustFailure;
 use crate::format::records::{FORGET_DOMAIN, SignedRecord};
 use crate::format::tree::{EntryKind, Tree, TreeEntry};
 use crate::id::Id;
-use crate::ops::walk::{Flow, TreeVisitor, TreeWalk};
+use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk, entry_budget};
 use crate::progress::{Amount, Progress};
 use crate::repository::Repository;
 use crate::repository::{read_marks, read_record};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+
+/// Said of damage that costs no snapshot: other copies hold what it held.
+pub(super) const RESTORABLE_ELSEWHERE: &str =
+    "the pack is damaged, but every snapshot is still restorable from other copies";
 
 #[derive(Default)]
 pub(super) struct Audit {
@@ -38,6 +42,9 @@ pub(super) struct Audit {
     /// Blobs whose location in `blobs` only an index file not vouched for
     /// lists, with that file.
     hinted: HashMap<Id, Id>,
+    /// Trees a walk refused (too deep, or past its budget), with their
+    /// finding.
+    refused_trees: HashMap<Id, usize>,
 }
 
 impl Audit {
@@ -98,7 +105,9 @@ impl Audit {
                         error.to_string(),
                     ));
                 }
-                Ok(signed) => self.check_record_signature(&signed, object, trusted),
+                Ok(signed) => {
+                    self.check_record_signature(&signed, object, repository.id(), trusted)
+                }
             }
         }
         Ok(())
@@ -141,10 +150,18 @@ impl Audit {
         &mut self,
         signed: &SignedRecord,
         object: String,
+        repository: &Id,
         trusted: &[PublicKey],
     ) {
-        match signed.verify(trusted) {
+        match signed.verify(repository, trusted) {
             Ok(()) => {}
+            Err(failure @ TrustFailure::OtherRepository(_)) => {
+                self.add(finding(
+                    FindingKind::OtherRepository,
+                    object,
+                    failure.to_string(),
+                ));
+            }
             Err(TrustFailure::BadSignature) => {
                 self.add(finding(
                     FindingKind::BadSignature,
@@ -304,7 +321,8 @@ impl Audit {
     /// Points each blob whose pack is missing or the wrong size at another
     /// copy in a sound pack, if the index lists one (a later backup stores a
     /// lost blob again). A lost pack none of whose blobs is needed from it
-    /// any more is only a notice.
+    /// any more is still damage (storage that loses or truncates objects
+    /// must not pass an audit), said to cost no snapshot.
     pub(super) fn prefer_present_copies(&mut self) {
         let bad_packs: HashSet<Id> = self.pack_findings.keys().copied().collect();
         if bad_packs.is_empty() {
@@ -331,8 +349,10 @@ impl Audit {
         for (pack, index) in &self.pack_findings {
             let finding = &mut self.report.findings[*index];
             if !still_needed.contains(pack) && finding.kind != FindingKind::DeletedPack {
-                finding.severity = Severity::Notice;
-                finding.message.push_str("; every blob it held is stored again in other packs (`cairn repair index` forgets it)");
+                finding.message.push_str(&format!(
+                    "; {RESTORABLE_ELSEWHERE} (every blob it held is stored again in other packs; `cairn repair index` forgets pack {})",
+                    pack.short()
+                ));
             }
         }
     }
@@ -359,6 +379,7 @@ impl Audit {
         &mut self,
         repository: &Repository,
         packs: &[Id],
+        sizes: &HashMap<Id, u64>,
         progress: &dyn Progress,
     ) {
         let mut by_pack: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
@@ -377,6 +398,7 @@ impl Audit {
                 let reading = read_pack(
                     repository,
                     pack,
+                    sizes.get(pack).copied().unwrap_or_default(),
                     by_pack.get(pack).map(Vec::as_slice).unwrap_or_default(),
                     hinted_in.get(pack).unwrap_or(&nothing_hinted),
                 );
@@ -448,10 +470,11 @@ impl Audit {
                     continue;
                 }
             };
-            if let Err(failure) = manifest.verify(trusted) {
+            if let Err(failure) = manifest.verify(repository.id(), trusted) {
                 let kind = match failure {
                     TrustFailure::UntrustedSigner(_) => FindingKind::UntrustedSigner,
                     TrustFailure::BadSignature => FindingKind::BadSignature,
+                    TrustFailure::OtherRepository(_) => FindingKind::OtherRepository,
                 };
                 self.add(finding(kind, object, failure.to_string()));
                 continue;
@@ -476,6 +499,7 @@ impl Audit {
                     snapshot: id.short(),
                     component: component.name.clone(),
                     tree: component.tree,
+                    budget: entry_budget(&component.stats),
                 });
             }
         }
@@ -528,6 +552,7 @@ impl Audit {
         };
         let Ok(_) = TreeWalk::new()
             .with_paths()
+            .within(root.budget)
             .walk([(root.tree, String::new())], &mut visitor);
         visitor.bytes_read
     }
@@ -592,6 +617,11 @@ impl TreeVisitor for PacksReached<'_> {
         Ok(self.audit.load_tree(self.repository, id).ok())
     }
 
+    /// The damage walk reports it, with the paths it costs.
+    fn refused(&mut self, _: &Id, _: &str, _: Refusal) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+
     fn entry(&mut self, entry: &TreeEntry, _: &str) -> std::result::Result<Flow, Infallible> {
         for chunk in entry.chunks.as_deref().unwrap_or_default() {
             if let Some(location) = self.audit.blobs.get(chunk) {
@@ -650,6 +680,34 @@ impl TreeVisitor for DamageWalk<'_> {
                 Ok(None)
             }
         }
+    }
+
+    /// A tree too deep or expanding too far is damage: everything below
+    /// its path is lost to a reader.
+    fn refused(
+        &mut self,
+        id: &Id,
+        path: &str,
+        refusal: Refusal,
+    ) -> std::result::Result<(), Infallible> {
+        // Kept apart from the blob findings: the same tree may be walked
+        // whole where it is reached within bounds.
+        let index = match self.audit.refused_trees.get(id) {
+            Some(index) => *index,
+            None => {
+                let error = refusal.error(id, path);
+                let index = self.audit.add(finding(
+                    FindingKind::CorruptTree,
+                    format!("tree {id}"),
+                    error.to_string(),
+                ));
+                self.audit.refused_trees.insert(*id, index);
+                index
+            }
+        };
+        let affected = self.affected(path);
+        self.audit.affect(index, affected);
+        Ok(())
     }
 
     fn entry(&mut self, entry: &TreeEntry, path: &str) -> std::result::Result<Flow, Infallible> {

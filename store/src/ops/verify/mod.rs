@@ -5,15 +5,19 @@
 //! 2. List packs: every indexed pack must exist with the indexed size;
 //!    packs no index lists are noted (left by an interrupted backup), not
 //!    counted as damage.
-//! 3. With `read_data`, read every indexed pack whole, in parallel: its hash
-//!    must match its name, its header the index, and every blob must
-//!    decompress to bytes that hash to its id.
+//! 3. With `read_data`, read every indexed pack in bounded windows, in
+//!    parallel: its hash must match its name, its header the index, and
+//!    every blob must decompress to bytes that hash to its id.
 //! 4. Every manifest must decode and carry a valid signature by a trusted
 //!    key; its trees are walked, and every tree and chunk must be indexed in
 //!    a pack that exists. Findings collect the snapshot, component and path
 //!    of every file they damage.
 //!
-//! Never writes or repairs anything.
+//! Any object that fails its check is damage, even when other copies keep
+//! every snapshot restorable (the finding says so): an audit must not stay
+//! clean while the storage loses or rots objects. Only what costs nothing
+//! and fails no check (a pack no index lists, a pack a prune deleted) is a
+//! notice. Never writes or repairs anything.
 //!
 //! The audit's state and its walks are in `audit`; choosing and reading
 //! packs in `packs`.
@@ -133,6 +137,13 @@ pub enum FindingKind {
     CorruptKey,
     BadSignature,
     UntrustedSigner,
+    /// A signed object made for another repository (copied or replayed
+    /// from there).
+    OtherRepository,
+    /// A snapshot this machine saw as the newest of its host and
+    /// components has disappeared without a trusted forget record naming
+    /// it: the repository was rolled back.
+    RolledBack,
     UnreferencedPack,
     /// A forget record or deletion mark that cannot be read.
     CorruptRecord,
@@ -201,6 +212,15 @@ impl VerifyReport {
             .all(|finding| finding.severity == Severity::Notice)
     }
 
+    /// Damage findings: objects that failed their check, whether or not
+    /// they cost a snapshot anything.
+    pub fn damage_count(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|finding| finding.severity == Severity::Damage)
+            .count()
+    }
+
     /// Snapshots with at least one damaged file or tree.
     pub fn damaged_snapshots(&self) -> Vec<String> {
         let mut snapshots: Vec<String> = self
@@ -215,7 +235,8 @@ impl VerifyReport {
     }
 }
 
-pub(super) fn finding(kind: FindingKind, object: String, message: String) -> Finding {
+/// A finding of `kind` about `object`, with the severity that kind has.
+pub fn finding(kind: FindingKind, object: String, message: String) -> Finding {
     let severity = match kind {
         FindingKind::UnreferencedPack | FindingKind::DeletedPack | FindingKind::UnvouchedIndex => {
             Severity::Notice
@@ -278,7 +299,7 @@ pub fn verify(
                 items: chosen.len() as u64,
             },
         );
-        audit.read_packs(repository, &chosen, progress);
+        audit.read_packs(repository, &chosen, &indexed_packs, progress);
     }
     let snapshots_walked: HashSet<&str> = roots.iter().map(|root| root.snapshot.as_str()).collect();
     progress.phase(
@@ -357,6 +378,8 @@ pub(super) struct Root {
     pub(super) snapshot: String,
     pub(super) component: String,
     pub(super) tree: Id,
+    /// The entries its walk may visit (`ops::walk::entry_budget`).
+    pub(super) budget: u64,
 }
 
 #[cfg(test)]

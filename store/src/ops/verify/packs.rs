@@ -1,12 +1,11 @@
 //! Which packs a data check reads, and reading one: its hash against its
-//! name, its header against the index, every blob against its id. Never
-//! writes anything.
+//! name, its header against the index, every blob against its id, in
+//! bounded windows. Never writes anything.
 
 use super::{DataCheck, Finding, FindingKind, Subset, finding};
-use crate::backend::ObjectKind;
 use crate::error::Result;
 use crate::format::index::BlobLocation;
-use crate::format::pack::{BlobDecoder, parse_pack};
+use crate::format::pack::{BlobDecoder, BlobEntry, BlobKind};
 use crate::id::Id;
 use crate::repository::Repository;
 use std::collections::{HashMap, HashSet};
@@ -72,11 +71,28 @@ pub(super) struct PackReading {
     pub(super) false_hints: Vec<Id>,
 }
 
-/// `hinted`: blobs whose listing in this pack comes only from index files
-/// not vouched for (FORMAT.md section 9).
+/// The finding for a blob whose stored bytes failed their check.
+fn bad_blob(pack: &Id, entry: &BlobEntry, why: String) -> (Id, Finding) {
+    let (kind, label) = match entry.kind {
+        BlobKind::Data => (FindingKind::CorruptChunk, "chunk"),
+        BlobKind::Tree => (FindingKind::CorruptTree, "tree"),
+    };
+    (
+        entry.id,
+        finding(kind, format!("{label} {} in pack {pack}", entry.id), why),
+    )
+}
+
+/// Reads pack `pack` (`size` bytes, as listed and indexed) from start to
+/// end in bounded windows (`Repository::scan_pack`): its hash against its
+/// name, its header against the index, every blob of `blobs` against its
+/// id. The pack is never held whole. `hinted`: blobs whose listing in
+/// this pack comes only from index files not vouched for (FORMAT.md
+/// section 9).
 pub(super) fn read_pack(
     repository: &Repository,
     pack: &Id,
+    size: u64,
     blobs: &[BlobLocation],
     hinted: &HashSet<Id>,
 ) -> PackReading {
@@ -88,41 +104,8 @@ pub(super) fn read_pack(
         false_hints: Vec::new(),
     };
     let object = format!("pack {pack}");
-    let bytes = match repository.backend().read(ObjectKind::Pack, &pack.to_hex()) {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            reading.pack_findings.push(finding(
-                FindingKind::CorruptPack,
-                object,
-                error.to_string(),
-            ));
-            for location in blobs {
-                reading.bad_blobs.push((
-                    location.entry.id,
-                    finding(
-                        FindingKind::CorruptChunk,
-                        format!(
-                            "{:?} blob {} in pack {pack}",
-                            location.entry.kind, location.entry.id
-                        )
-                        .to_lowercase(),
-                        "its pack cannot be read".into(),
-                    ),
-                ));
-            }
-            return reading;
-        }
-    };
-    reading.bytes_read = bytes.len() as u64;
-    if Id::of(&bytes) != *pack {
-        reading.pack_findings.push(finding(
-            FindingKind::CorruptPack,
-            object.clone(),
-            "content does not match its name (BLAKE3 hash)".into(),
-        ));
-    }
     let mut blobs = blobs.to_vec();
-    match parse_pack(&bytes, pack) {
+    match repository.read_pack_header(pack, size) {
         Ok(header) => {
             let listed: HashSet<_> = header.blobs.iter().collect();
             let (false_hints, kept): (Vec<_>, Vec<_>) = blobs.into_iter().partition(|location| {
@@ -150,40 +133,48 @@ pub(super) fn read_pack(
             error.to_string(),
         )),
     }
-    // In pack order, so that each shared frame is decompressed once.
-    blobs.sort_by_key(|location| location.entry.offset);
+    let entries: Vec<BlobEntry> = blobs.iter().map(|location| location.entry).collect();
     let mut decoder = BlobDecoder::default();
-    for location in &blobs {
-        let entry = &location.entry;
-        reading.blobs_read += 1;
-        let start = entry.offset as usize;
-        let stored = bytes.get(start..start.saturating_add(entry.length as usize));
-        let result = match stored {
-            Some(stored) => decoder
+    let mut visited = 0u64;
+    let mut bad_blobs = Vec::new();
+    let scan = repository.scan_pack(pack, size, &entries, &mut |entry, stored| {
+        visited += 1;
+        let result = stored.and_then(|stored| {
+            decoder
                 .decode_sharing(entry, stored, pack, true)
-                .map(|_| ()),
-            None => Err(crate::StoreError::corrupt(
-                format!("blob {}", entry.id),
-                "lies past the end of its pack",
-            )),
-        };
+                .map(|_| ())
+        });
         if let Err(error) = result {
-            let kind = match entry.kind {
-                crate::format::pack::BlobKind::Data => "chunk",
-                crate::format::pack::BlobKind::Tree => "tree",
-            };
-            reading.bad_blobs.push((
-                entry.id,
-                finding(
-                    if kind == "tree" {
-                        FindingKind::CorruptTree
-                    } else {
-                        FindingKind::CorruptChunk
-                    },
-                    format!("{kind} {} in pack {pack}", entry.id),
-                    error.to_string(),
-                ),
+            bad_blobs.push(bad_blob(pack, entry, error.to_string()));
+        }
+    });
+    reading.blobs_read = visited;
+    reading.bad_blobs = bad_blobs;
+    match scan {
+        Ok(scan) => {
+            reading.bytes_read = scan.bytes_read;
+            if !scan.matches_name {
+                reading.pack_findings.push(finding(
+                    FindingKind::CorruptPack,
+                    object,
+                    "content does not match its name (BLAKE3 hash)".into(),
+                ));
+            }
+        }
+        Err(error) => {
+            reading.pack_findings.push(finding(
+                FindingKind::CorruptPack,
+                object,
+                error.to_string(),
             ));
+            // Blobs the scan did not reach: in pack order, the last ones.
+            let mut unread = entries;
+            unread.sort_by_key(|entry| (entry.offset, entry.frame_offset));
+            for entry in unread.iter().skip(visited as usize) {
+                reading
+                    .bad_blobs
+                    .push(bad_blob(pack, entry, "its pack cannot be read".into()));
+            }
         }
     }
     reading
