@@ -117,8 +117,8 @@ fn caches_of_earlier_layouts_are_removed_and_the_current_one_kept() {
         .collect();
     assert_eq!(repositories.len(), 1, "{repositories:?}");
     let for_repository = &repositories[0];
-    assert!(for_repository.join("index.v3").is_dir());
-    for outdated in ["index", "index.v2"] {
+    assert!(for_repository.join("index.v4").is_dir());
+    for outdated in ["index", "index.v2", "index.v3"] {
         write(
             &for_repository.join(outdated).join("db"),
             b"an older cairn's cache",
@@ -127,7 +127,8 @@ fn caches_of_earlier_layouts_are_removed_and_the_current_one_kept() {
     workspace.cairn_repo(["ls", "latest"]).ok();
     assert!(!for_repository.join("index").exists());
     assert!(!for_repository.join("index.v2").exists());
-    assert!(for_repository.join("index.v3").is_dir());
+    assert!(!for_repository.join("index.v3").exists());
+    assert!(for_repository.join("index.v4").is_dir());
 }
 
 #[test]

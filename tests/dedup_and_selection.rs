@@ -463,7 +463,7 @@ fn forge_parent_swapping_contents(
     use cairn_store::{Id, Repository};
 
     let repository = Repository::open(std::sync::Arc::new(LocalBackend::new(repo))).unwrap();
-    let opened = open_index(&repository, None).unwrap();
+    let opened = open_index(&repository, None, &[]).unwrap();
     let index = opened.index.as_ref();
     let id = Id::from_hex(snapshot).unwrap();
     let mut body = repository
@@ -495,7 +495,7 @@ fn forge_parent_swapping_contents(
         .into_iter()
         .filter_map(|object| Some((Id::from_hex(&object.name)?, object.size)))
         .collect();
-    let writer = BlobWriter::new(&repository, index, present);
+    let writer = BlobWriter::new(&repository, index, present, None);
     writer.add(BlobKind::Tree, tree_id, &bytes).unwrap();
     writer.finish().unwrap();
     body.components[0].tree = tree_id;

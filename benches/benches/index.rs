@@ -38,7 +38,7 @@ fn entry_count() -> usize {
 fn fill(name: &str, index: &dyn IndexCache, packs: &[PackEntry]) {
     let started = Instant::now();
     for pack in packs {
-        index.insert_pack(pack).expect("insert_pack");
+        index.insert_pack(pack, true).expect("insert_pack");
     }
     index.flush().expect("flush");
     let seconds = started.elapsed().as_secs_f64();

@@ -209,10 +209,23 @@ impl Context {
         Ok(Some(for_repository.join(CACHE_LAYOUT)))
     }
 
-    /// The index, synchronised; notices about the cache go to stderr.
+    /// The keys whose sealed index files are vouched for (FORMAT.md
+    /// section 9): the trusted keys, or none where none are set up (then
+    /// every index entry is only a hint: backups store every chunk again
+    /// and prunes keep what they cannot prove has a copy).
+    pub fn index_vouchers(&self, repository: &Repository) -> Vec<PublicKey> {
+        self.trusted_keys_or_none(repository).unwrap_or_default()
+    }
+
+    /// The index, synchronised; notices about the cache, and index files
+    /// that were skipped as unreadable, go to stderr.
     pub fn open_index(&self, repository: &Repository) -> Result<OpenedIndex> {
         let cache = self.cache_path(repository)?;
-        let opened = open_index(repository, cache.as_deref())?;
+        let opened = open_index(
+            repository,
+            cache.as_deref(),
+            &self.index_vouchers(repository),
+        )?;
         for notice in &opened.notices {
             eprintln!("cairn: {notice}");
         }
@@ -348,12 +361,12 @@ pub fn is_s3(location: &str) -> bool {
 }
 
 /// The index cache's directory under a repository's cache directory.
-const CACHE_LAYOUT: &str = "index.v3";
+const CACHE_LAYOUT: &str = "index.v4";
 /// Layouts of earlier cairn versions: `index` held blob locations in sled,
-/// `index.v2` run records without frame offsets. This cairn never reads
-/// them, and left behind they would hold tens of megabytes per repository
-/// for good.
-const OUTDATED_CACHE_LAYOUTS: [&str; 2] = ["index", "index.v2"];
+/// `index.v2` run records without frame offsets, `index.v3` without
+/// whether each location is vouched for. This cairn never reads them, and
+/// left behind they would hold tens of megabytes per repository for good.
+const OUTDATED_CACHE_LAYOUTS: [&str; 3] = ["index", "index.v2", "index.v3"];
 
 /// Removes caches of earlier layouts. Best effort: a cache is only a copy
 /// of the repository's index, and one that cannot be removed now costs

@@ -142,7 +142,7 @@ fn scene() -> Scene {
 
 fn run_backup(scene: &Scene, backend: Arc<dyn Backend>) -> Result<Id> {
     let repository = Repository::open(backend)?;
-    let index = open_index(&repository, None)?.index;
+    let index = open_index(&repository, None, &[public_key_of(&scene.key)])?.index;
     let options = BackupOptions {
         components: vec![ComponentSource::new("data", &scene.source)],
         ..BackupOptions::default()
@@ -201,7 +201,7 @@ fn a_corrupt_or_failed_read_during_restore_never_reaches_a_restored_file() {
         // fault being noticed; so does a file that failed.
         let failures = (|| -> Result<usize> {
             let repository = Repository::open(backend.clone())?;
-            let index = open_index(&repository, None)?.index;
+            let index = open_index(&repository, None, &[public_key_of(&scene.key)])?.index;
             let body = repository.read_manifest(&snapshot)?.body_unverified()?;
             let options = RestoreOptions {
                 target: target.path().to_path_buf(),

@@ -134,7 +134,7 @@ fn prune_through(
     trusted: &[PublicKey],
 ) -> Result<PruneOutcome> {
     let repository = Repository::open(backend)?;
-    let index = open_index(&repository, None)?.index;
+    let index = open_index(&repository, None, trusted)?.index;
     let options = PruneOptions {
         grace: Duration::ZERO,
         max_unused: MaxUnused::Percent(0.0),
@@ -163,7 +163,7 @@ fn run_backup(
     components: &[(&str, &Path)],
 ) -> Result<BackupOutcome> {
     let repository = Repository::open(backend)?;
-    let index = open_index(&repository, None)?.index;
+    let index = open_index(&repository, None, &[public_key_of(key)])?.index;
     let options = BackupOptions {
         components: components
             .iter()
@@ -317,7 +317,7 @@ impl Scene {
     /// Every tree and chunk a snapshot reaches.
     fn blobs_of(&self, snapshot: Id) -> HashSet<Id> {
         let repository = self.open();
-        let index = open_index(&repository, None).unwrap().index;
+        let index = open_index(&repository, None, &self.trusted).unwrap().index;
         let body = repository
             .read_manifest(&snapshot)
             .unwrap()
@@ -356,7 +356,7 @@ impl Scene {
     /// `components` with its source, file by file and byte by byte.
     fn assert_restores(&self, snapshot: Id, components: &[(&str, &Path)]) {
         let repository = self.open();
-        let index = open_index(&repository, None).unwrap().index;
+        let index = open_index(&repository, None, &self.trusted).unwrap().index;
         let body = repository
             .read_manifest(&snapshot)
             .unwrap()
@@ -921,7 +921,7 @@ fn a_repack_does_not_copy_a_live_blob_that_another_pack_already_holds() {
     let scene = scene(ChunkerParams::DEFAULT);
     let snapshot = scene.backup(&scene.x()).snapshot;
     let repository = scene.open();
-    let index = open_index(&repository, None).unwrap().index;
+    let index = open_index(&repository, None, &scene.trusted).unwrap().index;
     let live_chunk = *scene
         .blobs_of(snapshot)
         .iter()
@@ -938,7 +938,7 @@ fn a_repack_does_not_copy_a_live_blob_that_another_pack_already_holds() {
     // A writer that knows nothing of the repository stores the live chunk
     // again, next to a chunk no snapshot needs, in a pack of their own.
     let blind = MemoryIndex::new();
-    let writer = BlobWriter::new(&repository, &blind, HashMap::new());
+    let writer = BlobWriter::new(&repository, &blind, HashMap::new(), Some(&scene.key));
     let dead = noise(777, 50_000);
     writer.add(BlobKind::Data, live_chunk, &raw).unwrap();
     writer.add(BlobKind::Data, Id::of(&dead), &dead).unwrap();

@@ -5,10 +5,10 @@
 use cairn_chunker::ChunkerParams;
 use cairn_store::Repository;
 use cairn_store::backend::LocalBackend;
-use cairn_store::format::keys::{generate_signing_key, public_key_of};
+use cairn_store::format::keys::{SigningKey, generate_signing_key, public_key_of};
 use cairn_store::format::pack::BlobKind;
 use cairn_store::id::Id;
-use cairn_store::index::MemoryIndex;
+use cairn_store::index::{IndexCache, MemoryIndex};
 use cairn_store::ops::common::blob_writer::BlobWriter;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// A fresh repository in a temporary directory (kept alive by the guard).
-fn new_repository() -> (tempfile::TempDir, Repository) {
+fn new_repository() -> (tempfile::TempDir, Repository, SigningKey) {
     let directory = tempfile::tempdir().expect("tempdir");
     let key = generate_signing_key().expect("key");
     let repository = Repository::init(
@@ -41,17 +41,20 @@ fn new_repository() -> (tempfile::TempDir, Repository) {
         public_key_of(&key),
     )
     .expect("init");
-    (directory, repository)
+    (directory, repository, key)
 }
 
 #[test]
 fn a_running_writer_takes_in_what_another_indexed_after_it_started() {
-    let (_directory, repository) = new_repository();
+    let (_directory, repository, key) = new_repository();
     let (first_index, second_index) = (MemoryIndex::new(), MemoryIndex::new());
+    second_index
+        .set_trusted(&[public_key_of(&key)])
+        .expect("trust");
     let present = repository.list_packs().expect("list packs");
-    let first = BlobWriter::new(&repository, &first_index, present.clone());
-    let second =
-        BlobWriter::new(&repository, &second_index, present).with_refresh_interval(Duration::ZERO);
+    let first = BlobWriter::new(&repository, &first_index, present.clone(), Some(&key));
+    let second = BlobWriter::new(&repository, &second_index, present, Some(&key))
+        .with_refresh_interval(Duration::ZERO);
 
     // The first writer stores and indexes 4 MiB while the second runs.
     let shared: Vec<Vec<u8>> = (0..4).map(|seed| noise(seed, MIB)).collect();
@@ -86,11 +89,14 @@ fn without_a_refresh_the_same_writer_would_store_them_again() {
     // The control for the test above: with the default interval nothing is
     // taken in mid-run, so the blobs count as new (this is what makes the
     // first test meaningful).
-    let (_directory, repository) = new_repository();
+    let (_directory, repository, key) = new_repository();
     let (first_index, second_index) = (MemoryIndex::new(), MemoryIndex::new());
+    second_index
+        .set_trusted(&[public_key_of(&key)])
+        .expect("trust");
     let present = repository.list_packs().expect("list packs");
-    let first = BlobWriter::new(&repository, &first_index, present.clone());
-    let second = BlobWriter::new(&repository, &second_index, present);
+    let first = BlobWriter::new(&repository, &first_index, present.clone(), Some(&key));
+    let second = BlobWriter::new(&repository, &second_index, present, Some(&key));
     let blob = noise(7, MIB);
     assert!(
         first

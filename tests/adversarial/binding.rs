@@ -249,7 +249,7 @@ fn forge_parent_swapping_contents(
     use cairn_store::ops::common::blob_writer::BlobWriter;
 
     let repository = open(repo);
-    let opened = open_index(&repository, None).unwrap();
+    let opened = open_index(&repository, None, &[]).unwrap();
     let index = opened.index.as_ref();
     let mut body = body_of(repo, snapshot);
     let tree = cairn_store::ops::read_tree(&repository, index, &body.components[0].tree).unwrap();
@@ -268,7 +268,12 @@ fn forge_parent_swapping_contents(
     victim.hash = donor.hash;
     let bytes = Tree::new(entries).encode();
     let tree_id = Id::of(&bytes);
-    let writer = BlobWriter::new(&repository, index, repository.list_packs().unwrap());
+    let writer = BlobWriter::new(
+        &repository,
+        index,
+        repository.list_packs().unwrap(),
+        Some(key),
+    );
     writer.add(BlobKind::Tree, tree_id, &bytes).unwrap();
     writer.finish().unwrap();
     body.components[0].tree = tree_id;

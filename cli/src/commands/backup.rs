@@ -256,6 +256,7 @@ fn run_backup(
             "stored_bytes": written.new_stored_bytes,
             "packs_written": written.packs_written,
             "index_files_written": written.index_files_written,
+            "unvouched_stored_again": written.unvouched_stored_again,
             "adopted_packs": outcome.adopted_packs,
             "unchanged_files": outcome.unchanged_files,
             "problems": body.problems,
@@ -295,6 +296,7 @@ fn run_backup(
             );
         }
     }
+    warn_unvouched(written.unvouched_stored_again);
     warn_secret_keys(&outcome);
     Ok((report_problems(&outcome), failed))
 }
@@ -532,6 +534,11 @@ fn run_backup_to_each(
             locations.join(", ")
         ));
     };
+    for (_, result) in &outcome.repositories {
+        if let Ok(stored) = result {
+            warn_unvouched(stored.written.unvouched_stored_again);
+        }
+    }
     warn_secret_keys(first);
     let code = report_problems(first);
     if verdict == Verdict::SomeRepositoriesFailed {
@@ -634,6 +641,19 @@ fn record_metrics(
             "1 for each component that failed.",
             &[("component", name)],
             1.0,
+        );
+    }
+}
+
+/// Says, on stderr, that chunks were stored again because only index files
+/// no trusted key vouches for listed them: what a repository written
+/// before signed index files costs until `cairn repair index` seals it.
+fn warn_unvouched(stored_again: u64) {
+    if stored_again > 0 {
+        eprintln!(
+            "cairn: notice: {stored_again} chunk(s) were stored again because only unsigned or untrusted index files \
+             list them (a repository from before signed index files, or planted ones); \
+             `cairn repair index` reads every pack, checks it and seals the index so later backups reuse them"
         );
     }
 }

@@ -83,7 +83,10 @@ fn open_indexes(
         source.backend().location(),
         target.backend().location()
     );
-    Ok((open_index(source, None)?, open_index(target, None)?))
+    Ok((
+        open_index(source, None, &context.index_vouchers(source))?,
+        open_index(target, None, &context.index_vouchers(target))?,
+    ))
 }
 
 fn result_label(result: &CopyResult) -> (&'static str, Option<&str>) {

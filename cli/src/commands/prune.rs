@@ -7,7 +7,7 @@ use crate::output::bytes;
 use crate::progress::CliProgress;
 use anyhow::{Result, anyhow};
 use cairn_store::StoreError;
-use cairn_store::index::MemoryIndex;
+use cairn_store::index::{IndexCache, MemoryIndex};
 use cairn_store::ops::prune::{MaxUnused, PackUse, PruneOptions, PruneOutcome, parse_grace, prune};
 use serde_json::json;
 
@@ -52,6 +52,7 @@ pub fn execute(context: &Context, options: &PruneOptions) -> Result<Pruned> {
     // Prune reads the index files itself; the cache only receives the
     // repacked packs, so an empty in-memory one spares a sled rebuild.
     let index = MemoryIndex::new();
+    index.set_trusted(&trusted)?;
     let started = std::time::Instant::now();
     let progress = CliProgress::new(context.global.json);
     let pruned = prune(&repository, &index, &key, &trusted, options, &progress);
@@ -168,6 +169,12 @@ pub fn report_json(outcome: &PruneOutcome, dry_run: bool) -> serde_json::Value {
         "unreadable_packs": plan.unreadable_packs.iter()
             .map(|(id, why)| json!({"pack": id.to_hex(), "error": why}))
             .collect::<Vec<_>>(),
+        "unvouched_index_files": plan.unvouched_index_files.iter()
+            .map(|(id, why)| json!({"index_file": id.to_hex(), "why": why}))
+            .collect::<Vec<_>>(),
+        "unreadable_index_files": plan.unreadable_index_files.iter()
+            .map(|(id, why)| json!({"index_file": id.to_hex(), "error": why}))
+            .collect::<Vec<_>>(),
         "bytes_deleted": plan.bytes_deleted(),
         "bytes_marked": plan.bytes_marked(),
         "bytes_to_rewrite": plan.bytes_to_rewrite(),
@@ -251,6 +258,10 @@ fn print_report(outcome: &PruneOutcome, dry_run: bool) {
             pack.short()
         );
     }
+    for (file, why) in &plan.unreadable_index_files {
+        println!("index file {file} skipped: {why}");
+    }
+    print_unvouched(&plan.unvouched_index_files);
     if !dry_run {
         println!(
             "deleted {} pack(s), {} mark(s); wrote {} index file(s), removed {}{}",
@@ -263,5 +274,26 @@ fn print_report(outcome: &PruneOutcome, dry_run: bool) {
                 .map(|mark| format!("; wrote mark {}", mark.short()))
                 .unwrap_or_default()
         );
+    }
+}
+
+/// Index files shown by name before the rest are only counted.
+const UNVOUCHED_SHOWN: usize = 10;
+
+/// Index files whose listings the prune did not rely on, by name.
+fn print_unvouched(files: &[(cairn_store::Id, String)]) {
+    if files.is_empty() {
+        return;
+    }
+    println!(
+        "{} index file(s) not vouched for by a trusted key: used as hints only (their packs were read instead); \
+         if they are yours (written by a cairn before signed index files), `cairn repair index` seals them",
+        files.len()
+    );
+    for (file, why) in files.iter().take(UNVOUCHED_SHOWN) {
+        println!("    index file {file}: {why}");
+    }
+    if files.len() > UNVOUCHED_SHOWN {
+        println!("    and {} more", files.len() - UNVOUCHED_SHOWN);
     }
 }

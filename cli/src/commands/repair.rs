@@ -1,5 +1,7 @@
-//! `cairn repair index` rebuilds the index from pack headers; `cairn repair
-//! snapshots` salvages snapshots that need lost data.
+//! `cairn repair index` rebuilds the index from the packs, reading and
+//! checking every blob, and seals it with this host's key (how a
+//! repository from before signed index files becomes vouched for); `cairn
+//! repair snapshots` salvages snapshots that need lost data.
 
 use crate::args::RepairCommand;
 use crate::context::Context;
@@ -68,9 +70,20 @@ fn snapshots(context: &Context, read_data: bool) -> Result<u8> {
 
 fn index(context: &Context) -> Result<u8> {
     let repository = context.open_repository()?;
-    let outcome = repair_index(&repository)?;
+    let key = context.signing_key(&repository);
+    if let Err(error) = &key {
+        eprintln!(
+            "cairn: notice: no signing key for this repository ({error:#}); the rebuilt index files are unsigned, \
+             so backups will store data again rather than trust them and prunes will read packs' headers"
+        );
+    }
+    let outcome = repair_index(&repository, key.as_ref().ok())?;
     if context.global.json {
         crate::output::print_json(&json!({
+            "sealed": outcome.sealed,
+            "unverified_packs": outcome.unverified_packs.iter()
+                .map(|(pack, why)| json!({"pack": pack.to_hex(), "error": why}))
+                .collect::<Vec<_>>(),
             "packs_indexed": outcome.packs_indexed,
             "blobs_indexed": outcome.blobs_indexed,
             "index_files_written": outcome.index_files_written,
@@ -88,8 +101,21 @@ fn index(context: &Context) -> Result<u8> {
             outcome.index_files_removed
         );
     }
-    if outcome.unreadable_packs.is_empty() {
+    if !outcome.unverified_packs.is_empty() {
+        eprintln!(
+            "cairn: {} pack(s) failed their check (damaged, or planted by someone who can add objects); \
+             listed in unsigned index files only, as hints:",
+            outcome.unverified_packs.len()
+        );
+        for (pack, why) in &outcome.unverified_packs {
+            eprintln!("  pack {pack}: {why}");
+        }
+    }
+    if outcome.unreadable_packs.is_empty() && outcome.unverified_packs.is_empty() {
         return Ok(exit::SUCCESS);
+    }
+    if outcome.unreadable_packs.is_empty() {
+        return Ok(exit::DAMAGE);
     }
     eprintln!(
         "cairn: {} pack(s) have unreadable headers and were left out of the index:",

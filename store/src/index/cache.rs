@@ -16,10 +16,11 @@
 //! throw it away, rebuild from the repository, and say so. The cache never
 //! decides anything the repository contradicts.
 
-use super::runs::{Run, merge, parse_run_name};
+use super::runs::{Located, Run, merge, parse_run_name};
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::{BlobLocation, IndexFile, PackEntry};
+use crate::format::keys::PublicKey;
 use crate::id::Id;
 use crate::repository::Repository;
 use std::collections::{HashMap, HashSet};
@@ -28,11 +29,39 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 /// Lookups and updates of the local copy of the index.
+///
+/// The cache keeps one location per blob, and whether a vouched index file
+/// lists it there (`crate::format::index::Vouching`): a vouched location is
+/// never replaced by one that is not, so a planted index file cannot
+/// shadow where a trusted writer put a blob.
 pub trait IndexCache: Send + Sync {
-    fn lookup(&self, blob: &Id) -> Result<Option<BlobLocation>>;
-    /// Records every blob of a pack (for a blob already recorded, either
-    /// location may be kept: both hold the same bytes).
-    fn insert_pack(&self, pack: &PackEntry) -> Result<()>;
+    /// The location kept for `blob`, and whether it is vouched for.
+    fn locate(&self, blob: &Id) -> Result<Option<Located>>;
+    /// Records every blob of a pack as `vouched` or not (see the trait).
+    fn insert_pack(&self, pack: &PackEntry, vouched: bool) -> Result<()>;
+    /// Where to read `blob`: the kept location, vouched or only a hint.
+    /// Fit for reading (every blob read is checked against its id), never
+    /// for deciding that a blob is stored.
+    fn lookup(&self, blob: &Id) -> Result<Option<BlobLocation>> {
+        Ok(self.locate(blob)?.map(|located| located.location))
+    }
+    /// The location of `blob` only if a vouched index file lists it: what
+    /// deduplication and deletion decide by.
+    fn lookup_vouched(&self, blob: &Id) -> Result<Option<BlobLocation>> {
+        Ok(self
+            .locate(blob)?
+            .filter(|located| located.vouched)
+            .map(|located| located.location))
+    }
+    /// The fingerprint of the trusted keys the vouched flags were decided
+    /// by (see [`trust_fingerprint`]); `None` if never recorded.
+    fn vouchers(&self) -> Result<Option<Id>>;
+    /// Sets the keys whose index files are vouched for from now on (and
+    /// records their fingerprint); the caller clears the cache first if
+    /// they differ from those its flags were decided by.
+    fn set_trusted(&self, trusted: &[PublicKey]) -> Result<()>;
+    /// The keys set by [`IndexCache::set_trusted`].
+    fn trusted(&self) -> Vec<PublicKey>;
     /// Whether any index file taken in so far lists this pack.
     fn has_pack(&self, pack: &Id) -> Result<bool>;
     /// Packs that held every blob of `snapshot` when a backup on this
@@ -59,7 +88,8 @@ pub struct MemoryIndex {
 
 #[derive(Default)]
 struct MemoryState {
-    blobs: HashMap<Id, BlobLocation>,
+    blobs: HashMap<Id, Located>,
+    trusted: Option<Vec<PublicKey>>,
     packs: HashSet<Id>,
     index_files: HashSet<Id>,
     snapshot_packs: HashMap<Id, Vec<Id>>,
@@ -85,25 +115,30 @@ impl MemoryIndex {
 }
 
 impl IndexCache for MemoryIndex {
-    fn lookup(&self, blob: &Id) -> Result<Option<BlobLocation>> {
+    fn locate(&self, blob: &Id) -> Result<Option<Located>> {
         Ok(self.read().blobs.get(blob).copied())
     }
 
-    fn insert_pack(&self, pack: &PackEntry) -> Result<()> {
+    fn insert_pack(&self, pack: &PackEntry, vouched: bool) -> Result<()> {
         let mut state = self.write();
         state.packs.insert(pack.id);
-        // The newest listing wins, as in the sled cache: a blob stored
-        // again after its pack was lost must be found in its new pack.
         for entry in &pack.blobs {
-            state.blobs.insert(
-                entry.id,
-                BlobLocation {
-                    pack: pack.id,
-                    entry: *entry,
-                },
-            );
+            keep_better(&mut state.blobs, located_in(pack, entry, vouched));
         }
         Ok(())
+    }
+
+    fn vouchers(&self) -> Result<Option<Id>> {
+        Ok(self.read().trusted.as_deref().map(trust_fingerprint))
+    }
+
+    fn set_trusted(&self, trusted: &[PublicKey]) -> Result<()> {
+        self.write().trusted = Some(trusted.to_vec());
+        Ok(())
+    }
+
+    fn trusted(&self) -> Vec<PublicKey> {
+        self.read().trusted.clone().unwrap_or_default()
     }
 
     fn has_pack(&self, pack: &Id) -> Result<bool> {
@@ -140,6 +175,37 @@ impl IndexCache for MemoryIndex {
     }
 }
 
+fn located_in(pack: &PackEntry, entry: &crate::format::pack::BlobEntry, vouched: bool) -> Located {
+    Located {
+        location: BlobLocation {
+            pack: pack.id,
+            entry: *entry,
+        },
+        vouched,
+    }
+}
+
+/// Records `located` unless the blob's location already kept supersedes
+/// it (see [`Located::supersedes`]).
+fn keep_better(blobs: &mut HashMap<Id, Located>, located: Located) {
+    let id = located.location.entry.id;
+    match blobs.get(&id) {
+        Some(earlier) if !located.supersedes(earlier) => {}
+        _ => {
+            blobs.insert(id, located);
+        }
+    }
+}
+
+/// A fingerprint of a set of trusted keys: the cache's vouched flags hold
+/// only for the keys they were decided by, so a change of trust rebuilds it.
+pub fn trust_fingerprint(trusted: &[PublicKey]) -> Id {
+    let mut keys: Vec<[u8; 32]> = trusted.iter().map(|key| key.0).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Id::of(&keys.concat())
+}
+
 /// The on-disk cache: blob locations in sorted run files (see
 /// [`super::runs`]), everything else in sled trees keyed by 32-byte ids.
 pub struct SledIndex {
@@ -147,6 +213,10 @@ pub struct SledIndex {
     database: sled::Db,
     packs: sled::Tree,
     index_files: sled::Tree,
+    /// `vouchers`: the fingerprint of the keys the vouched flags hold for.
+    meta: sled::Tree,
+    /// Those keys, once set for this run.
+    trusted: RwLock<Vec<PublicKey>>,
     /// Snapshot id to the pack ids it relies on, 32 bytes each.
     snapshot_packs: sled::Tree,
     runs_directory: PathBuf,
@@ -159,7 +229,7 @@ pub struct SledIndex {
 
 #[derive(Default)]
 struct Pending {
-    blobs: HashMap<Id, BlobLocation>,
+    blobs: HashMap<Id, Located>,
     /// Index files whose packs are all in `blobs` or in a run. Recorded in
     /// sled only once their blobs' run is on disk.
     index_files: Vec<Id>,
@@ -201,6 +271,8 @@ impl SledIndex {
             path: path.to_path_buf(),
             packs: tree("packs")?,
             index_files: tree("index_files")?,
+            meta: tree("meta")?,
+            trusted: RwLock::new(Vec::new()),
             snapshot_packs: tree("snapshot_packs")?,
             runs_directory: path.join("runs"),
             runs: RwLock::new(Vec::new()),
@@ -298,29 +370,32 @@ impl SledIndex {
 }
 
 impl IndexCache for SledIndex {
-    fn lookup(&self, blob: &Id) -> Result<Option<BlobLocation>> {
-        if let Some(location) = read(&self.pending).blobs.get(blob) {
-            return Ok(Some(*location));
+    fn locate(&self, blob: &Id) -> Result<Option<Located>> {
+        // Newest first; the newest vouched location wins over any that is
+        // not (as `Located::supersedes` decides on insertion), so a lookup
+        // of a blob no vouched file lists asks every run.
+        let mut hint = read(&self.pending).blobs.get(blob).copied();
+        if hint.is_some_and(|located| located.vouched) {
+            return Ok(hint);
         }
         for run in read(&self.runs).iter().rev() {
-            if let Some(location) = run.lookup(blob)? {
-                return Ok(Some(location));
+            if let Some(located) = run.lookup(blob)? {
+                if located.vouched {
+                    return Ok(Some(located));
+                }
+                hint = hint.or(Some(located));
             }
         }
-        Ok(None)
+        Ok(hint)
     }
 
-    fn insert_pack(&self, pack: &PackEntry) -> Result<()> {
+    fn insert_pack(&self, pack: &PackEntry, vouched: bool) -> Result<()> {
         // A blob listed twice (by overlapping index files) keeps the last
-        // location taken in; every listed location holds the same bytes.
+        // location taken in, unless only the earlier one is vouched.
         let full = {
             let mut pending = write(&self.pending);
             for entry in &pack.blobs {
-                let location = BlobLocation {
-                    pack: pack.id,
-                    entry: *entry,
-                };
-                pending.blobs.insert(entry.id, location);
+                keep_better(&mut pending.blobs, located_in(pack, entry, vouched));
             }
             pending.blobs.len() >= PENDING_LIMIT
         };
@@ -331,6 +406,26 @@ impl IndexCache for SledIndex {
             .insert(pack.id.0, &pack.size.to_le_bytes())
             .map_err(|error| self.error(error))?;
         Ok(())
+    }
+
+    fn vouchers(&self) -> Result<Option<Id>> {
+        let value = self
+            .meta
+            .get(b"vouchers")
+            .map_err(|error| self.error(error))?;
+        Ok(value.and_then(|bytes| bytes.as_ref().try_into().ok().map(Id)))
+    }
+
+    fn set_trusted(&self, trusted: &[PublicKey]) -> Result<()> {
+        self.meta
+            .insert(b"vouchers", &trust_fingerprint(trusted).0)
+            .map_err(|error| self.error(error))?;
+        *write(&self.trusted) = trusted.to_vec();
+        Ok(())
+    }
+
+    fn trusted(&self) -> Vec<PublicKey> {
+        read(&self.trusted).clone()
     }
 
     fn has_pack(&self, pack: &Id) -> Result<bool> {
@@ -392,7 +487,12 @@ impl IndexCache for SledIndex {
     fn clear(&self) -> Result<()> {
         // Marks first: a crash part way must not leave a mark whose run is
         // gone.
-        for tree in [&self.index_files, &self.packs, &self.snapshot_packs] {
+        for tree in [
+            &self.index_files,
+            &self.packs,
+            &self.snapshot_packs,
+            &self.meta,
+        ] {
             tree.clear().map_err(|error| self.error(error))?;
         }
         self.database.flush().map_err(|error| self.error(error))?;
@@ -417,23 +517,29 @@ impl IndexCache for SledIndex {
 /// way that the user should hear about.
 pub struct OpenedIndex {
     pub index: Box<dyn IndexCache>,
+    /// About the cache, and index files that could not be read (each
+    /// named; they were skipped, as planted garbage must never stop a
+    /// command).
     pub notices: Vec<String>,
 }
 
 /// Opens the cache at `cache_path` (or an in-memory index when `None`) and
-/// brings it up to date with the repository's index files.
-pub fn open_index(repository: &Repository, cache_path: Option<&Path>) -> Result<OpenedIndex> {
+/// brings it up to date with the repository's index files; a location is
+/// vouched for when its index file is sealed by one of `trusted` for this
+/// repository (FORMAT.md section 9).
+pub fn open_index(
+    repository: &Repository,
+    cache_path: Option<&Path>,
+    trusted: &[PublicKey],
+) -> Result<OpenedIndex> {
     let mut notices = Vec::new();
     let Some(path) = cache_path else {
         let index: Box<dyn IndexCache> = Box::new(MemoryIndex::new());
-        notices.extend(synchronise(repository, index.as_ref())?);
+        synchronise(repository, index.as_ref(), trusted, &mut notices)?;
         return Ok(OpenedIndex { index, notices });
     };
-    match open_and_synchronise_sled(repository, path) {
-        Ok((index, skipped)) => {
-            notices.extend(skipped);
-            return Ok(OpenedIndex { index, notices });
-        }
+    match open_and_synchronise_sled(repository, path, trusted, &mut notices) {
+        Ok(index) => return Ok(OpenedIndex { index, notices }),
         Err(CacheFailure::Repository(error)) => return Err(error),
         Err(CacheFailure::Locked(_)) => {
             notices.push(format!(
@@ -447,11 +553,8 @@ pub fn open_index(repository: &Repository, cache_path: Option<&Path>) -> Result<
                 path.display()
             ));
             let _ = std::fs::remove_dir_all(path);
-            match open_and_synchronise_sled(repository, path) {
-                Ok((index, skipped)) => {
-                    notices.extend(skipped);
-                    return Ok(OpenedIndex { index, notices });
-                }
+            match open_and_synchronise_sled(repository, path, trusted, &mut notices) {
+                Ok(index) => return Ok(OpenedIndex { index, notices }),
                 Err(CacheFailure::Repository(error)) => return Err(error),
                 Err(CacheFailure::Locked(reason) | CacheFailure::Cache(reason)) => {
                     notices.push(format!(
@@ -462,7 +565,7 @@ pub fn open_index(repository: &Repository, cache_path: Option<&Path>) -> Result<
         }
     }
     let index: Box<dyn IndexCache> = Box::new(MemoryIndex::new());
-    notices.extend(synchronise(repository, index.as_ref())?);
+    synchronise(repository, index.as_ref(), trusted, &mut notices)?;
     Ok(OpenedIndex { index, notices })
 }
 
@@ -477,7 +580,9 @@ enum CacheFailure {
 fn open_and_synchronise_sled(
     repository: &Repository,
     path: &Path,
-) -> std::result::Result<(Box<dyn IndexCache>, Vec<String>), CacheFailure> {
+    trusted: &[PublicKey],
+    notices: &mut Vec<String>,
+) -> std::result::Result<Box<dyn IndexCache>, CacheFailure> {
     let index = SledIndex::open(path).map_err(|error| {
         let reason = error.to_string();
         if reason.contains("could not acquire lock") {
@@ -486,8 +591,8 @@ fn open_and_synchronise_sled(
             CacheFailure::Cache(reason)
         }
     })?;
-    match synchronise(repository, &index) {
-        Ok(skipped) => Ok((Box::new(index), skipped)),
+    match synchronise(repository, &index, trusted, notices) {
+        Ok(()) => Ok(Box::new(index)),
         Err(SyncFailure::Repository(error)) => Err(CacheFailure::Repository(error)),
         Err(SyncFailure::Cache(error)) => Err(CacheFailure::Cache(error.to_string())),
     }
@@ -506,14 +611,38 @@ impl From<SyncFailure> for StoreError {
     }
 }
 
+/// An index file read for the cache.
+enum Taken {
+    Read(IndexFile, bool),
+    /// Removed since listing (a prune or repair replaced it).
+    Vanished,
+    /// Undecodable or not matching its name: skipped and named, never
+    /// taken in (so it is named again next time).
+    Unreadable(String),
+}
+
+fn take(repository: &Repository, id: &Id, trusted: &[PublicKey]) -> Result<Taken> {
+    match repository.open_index_file(id, trusted) {
+        Ok((file, vouching)) => Ok(Taken::Read(file, vouching.is_vouched())),
+        Err(StoreError::Missing { .. }) => Ok(Taken::Vanished),
+        Err(error @ StoreError::Io { .. }) => Err(error),
+        // Too large for its kind, damaged or planted: never a reason to
+        // stop (remove it if no cairn of yours wrote it, or run `cairn
+        // repair index`).
+        Err(error) => Ok(Taken::Unreadable(skipped_notice(id, &error))),
+    }
+}
+
 /// Takes in index files written since the cache last looked (by other
 /// processes) without starting over, and returns the packs they list that
 /// exist, with their sizes. A long backup calls this now and then so that
-/// concurrent backups deduplicate against each other.
+/// concurrent backups deduplicate against each other. Unreadable files are
+/// skipped (the cache's opening named them).
 pub fn take_in_new_index_files(
     repository: &Repository,
     index: &dyn IndexCache,
 ) -> Result<Vec<(Id, u64)>> {
+    let trusted = &index.trusted();
     let known = index.index_files()?;
     let fresh: Vec<Id> = repository
         .list_ids(ObjectKind::Index)?
@@ -527,18 +656,12 @@ pub fn take_in_new_index_files(
     let present = repository.list_packs()?;
     let mut taken = Vec::new();
     for id in fresh {
-        let file = match repository.read_index_file(&id) {
-            Ok(file) => file,
-            // Removed by a prune or repair since listing: nothing to take.
-            Err(StoreError::Missing { .. }) => continue,
-            Err(error @ StoreError::Io { .. }) => return Err(error),
-            // Too large, damaged or planted: named when the index was
-            // opened (see `skipped_notice`); never a reason to stop.
-            Err(_) => continue,
+        let Taken::Read(file, vouched) = take(repository, &id, trusted)? else {
+            continue;
         };
         for pack in &file.packs {
             if let Some(&size) = present.get(&pack.id) {
-                index.insert_pack(pack)?;
+                index.insert_pack(pack, vouched)?;
                 taken.push((pack.id, size));
             }
         }
@@ -554,32 +677,36 @@ fn skipped_notice(id: &Id, error: &StoreError) -> String {
 }
 
 /// Takes in every index file the cache has not seen; starts over if the
-/// repository no longer has one the cache took in. Returns a notice for
-/// each index file that could not be read (too large for its kind,
-/// damaged or planted): it is left out, named, and not marked as taken
-/// in, so it is named again next time.
+/// repository no longer has one the cache took in, or if the trusted keys
+/// changed since the cache decided what is vouched.
 fn synchronise(
     repository: &Repository,
     index: &dyn IndexCache,
-) -> std::result::Result<Vec<String>, SyncFailure> {
+    trusted: &[PublicKey],
+    notices: &mut Vec<String>,
+) -> std::result::Result<(), SyncFailure> {
+    if index.vouchers().map_err(SyncFailure::Cache)? != Some(trust_fingerprint(trusted)) {
+        index.clear().map_err(SyncFailure::Cache)?;
+    }
+    index.set_trusted(trusted).map_err(SyncFailure::Cache)?;
     // A file that vanishes between listing and reading was replaced (by a
     // prune or repair, which write the replacement first): list again.
-    let mut skipped = Vec::new();
     for _ in 0..3 {
-        skipped.clear();
-        if !synchronise_once(repository, index, &mut skipped)? {
+        notices.retain(|notice| !notice.starts_with("skipped index file "));
+        if !synchronise_once(repository, index, trusted, notices)? {
             break;
         }
     }
     index.flush().map_err(SyncFailure::Cache)?;
-    Ok(skipped)
+    Ok(())
 }
 
 /// One pass of [`synchronise`]; returns whether a listed file had vanished.
 fn synchronise_once(
     repository: &Repository,
     index: &dyn IndexCache,
-    skipped: &mut Vec<String>,
+    trusted: &[PublicKey],
+    notices: &mut Vec<String>,
 ) -> std::result::Result<bool, SyncFailure> {
     let listed: HashSet<Id> = repository
         .list_ids(ObjectKind::Index)
@@ -598,24 +725,27 @@ fn synchronise_once(
     let mut known = index.index_files().map_err(SyncFailure::Cache)?;
     if !known.is_subset(&listed) {
         index.clear().map_err(SyncFailure::Cache)?;
+        index.set_trusted(trusted).map_err(SyncFailure::Cache)?;
         known.clear();
     }
     let mut vanished = false;
     for id in listed.difference(&known) {
-        let file: IndexFile = match repository.read_index_file(id) {
-            Ok(file) => file,
-            Err(StoreError::Missing { .. }) => {
-                vanished = true;
-                continue;
-            }
-            Err(error @ StoreError::Io { .. }) => return Err(SyncFailure::Repository(error)),
-            Err(error) => {
-                skipped.push(skipped_notice(id, &error));
-                continue;
-            }
-        };
+        let (file, vouched) =
+            match take(repository, id, trusted).map_err(SyncFailure::Repository)? {
+                Taken::Read(file, vouched) => (file, vouched),
+                Taken::Vanished => {
+                    vanished = true;
+                    continue;
+                }
+                Taken::Unreadable(notice) => {
+                    notices.push(notice);
+                    continue;
+                }
+            };
         for pack in file.packs.iter().filter(|pack| present.contains(&pack.id)) {
-            index.insert_pack(pack).map_err(SyncFailure::Cache)?;
+            index
+                .insert_pack(pack, vouched)
+                .map_err(SyncFailure::Cache)?;
         }
         // Marked only after its packs, so a crash mid-way redoes this file.
         index.mark_index_file(id).map_err(SyncFailure::Cache)?;
@@ -682,12 +812,12 @@ mod tests {
         let (index_one, index_two) = (Id::of(b"index one"), Id::of(b"index two"));
         {
             let index = SledIndex::open(&path).unwrap();
-            index.insert_pack(&first).unwrap();
+            index.insert_pack(&first, true).unwrap();
             index.mark_index_file(&index_one).unwrap();
             // Found before any run is written.
             assert_eq!(found_in(&index, &some_first_blob), Some(first.id));
             index.flush().unwrap();
-            index.insert_pack(&second).unwrap();
+            index.insert_pack(&second, true).unwrap();
             index.mark_index_file(&index_two).unwrap();
             assert_eq!(
                 index.index_files().unwrap(),
@@ -702,7 +832,7 @@ mod tests {
         assert_eq!(found_in(&index, &shared), Some(first.id));
         assert_eq!(found_in(&index, &a_second_blob), None);
 
-        index.insert_pack(&second).unwrap();
+        index.insert_pack(&second, true).unwrap();
         index.flush().unwrap();
         // Too small to merge with the first run; asked first all the same.
         assert_eq!(run_files(&path), 2);
@@ -711,7 +841,7 @@ mod tests {
 
         // A run as large as the first: the three merge into one.
         let third = pack_of(b"third", 1000, None);
-        index.insert_pack(&third).unwrap();
+        index.insert_pack(&third, true).unwrap();
         index.flush().unwrap();
         assert_eq!(run_files(&path), 1);
         for (id, pack) in [
@@ -730,12 +860,92 @@ mod tests {
         assert_eq!(run_files(&path), 0);
     }
 
+    /// A planted listing, taken in after the true one, must not shadow it;
+    /// only a vouched location counts for deduplication.
+    fn keeps_the_vouched_location(index: &dyn IndexCache) {
+        let true_pack = pack_of(b"true", 3, None);
+        let blob = true_pack.blobs[1].id;
+        let mut planted = pack_of(b"planted", 0, Some(blob));
+        planted.blobs[0].offset = 999;
+        let hint_only = pack_of(b"hint only", 1, None);
+        index.insert_pack(&true_pack, true).unwrap();
+        index.insert_pack(&planted, false).unwrap();
+        index.insert_pack(&hint_only, false).unwrap();
+        index.flush().unwrap();
+        index.insert_pack(&planted, false).unwrap();
+        assert_eq!(found_in(index, &blob), Some(true_pack.id));
+        assert_eq!(
+            index.lookup_vouched(&blob).unwrap().map(|at| at.pack),
+            Some(true_pack.id)
+        );
+        let hinted = hint_only.blobs[0].id;
+        assert_eq!(found_in(index, &hinted), Some(hint_only.id));
+        assert_eq!(index.lookup_vouched(&hinted).unwrap(), None);
+    }
+
+    #[test]
+    fn both_caches_keep_the_vouched_location_of_a_blob() {
+        keeps_the_vouched_location(&MemoryIndex::new());
+        let directory = tempfile::tempdir().unwrap();
+        keeps_the_vouched_location(&SledIndex::open(&directory.path().join("cache")).unwrap());
+    }
+
+    #[test]
+    fn a_change_of_trusted_keys_rebuilds_the_cache() {
+        use crate::backend::MemoryBackend;
+        use crate::format::keys::{generate_signing_key, public_key_of};
+        let key = generate_signing_key().unwrap();
+        let repository = Repository::init(
+            std::sync::Arc::new(MemoryBackend::new()),
+            cairn_chunker::ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+        )
+        .unwrap();
+        let mut pack = pack_of(b"pack", 2, None);
+        pack.size = 100_000;
+        for (number, blob) in pack.blobs.iter_mut().enumerate() {
+            blob.offset = 8 + 10 * number as u64;
+        }
+        repository
+            .backend()
+            .create(ObjectKind::Pack, &pack.id.to_hex(), b"pack")
+            .unwrap();
+        repository
+            .write_index_file(&IndexFile::new(vec![pack.clone()]), Some(&key))
+            .unwrap();
+        repository
+            .backend()
+            .create(ObjectKind::Index, &Id::of(b"junk").to_hex(), b"junk")
+            .unwrap();
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("cache");
+        let blob = pack.blobs[0].id;
+        let opened = open_index(&repository, Some(&path), &[public_key_of(&key)]).unwrap();
+        assert!(opened.index.lookup_vouched(&blob).unwrap().is_some());
+        // The junk object is named and skipped, not fatal.
+        assert!(
+            opened
+                .notices
+                .iter()
+                .any(|notice| notice.contains(&Id::of(b"junk").to_hex())),
+            "{:?}",
+            opened.notices
+        );
+        drop(opened);
+        let opened = open_index(&repository, Some(&path), &[]).unwrap();
+        assert!(opened.index.lookup_vouched(&blob).unwrap().is_none());
+        assert!(opened.index.lookup(&blob).unwrap().is_some());
+    }
+
     #[test]
     fn a_run_that_cannot_be_written_leaves_no_index_file_counted_as_taken_in() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("cache");
         let index = SledIndex::open(&path).unwrap();
-        index.insert_pack(&pack_of(b"pack", 10, None)).unwrap();
+        index
+            .insert_pack(&pack_of(b"pack", 10, None), true)
+            .unwrap();
         index.mark_index_file(&Id::of(b"index file")).unwrap();
         fs::remove_dir_all(path.join("runs")).unwrap();
         assert!(index.flush().is_err());

@@ -8,6 +8,9 @@
 mod cache;
 mod runs;
 
+pub use runs::Located;
+
 pub use cache::{
     IndexCache, MemoryIndex, OpenedIndex, SledIndex, open_index, take_in_new_index_files,
+    trust_fingerprint,
 };

@@ -22,19 +22,37 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CAIRNRUN";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Magic, version, four reserved zero bytes.
 const HEADER_SIZE: usize = 16;
 /// Record count (u64 LE) and the BLAKE3 hash of every byte before it.
 const FOOTER_SIZE: usize = 8 + 32;
 /// Blob id, pack id, offset (u64 LE), length, raw length (u32 LE each),
 /// kind, compression (one byte each), frame offset (u32 LE, all ones for
-/// a blob with stored bytes of its own).
-pub const RECORD_SIZE: usize = 32 + 32 + 8 + 4 + 4 + 1 + 1 + 4;
+/// a blob with stored bytes of its own), vouched (one byte, 0 or 1).
+pub const RECORD_SIZE: usize = 32 + 32 + 8 + 4 + 4 + 1 + 1 + 4 + 1;
 /// The frame offset of a blob that shares no frame; no real frame offset
 /// comes near it (a frame holds at most 256 MiB).
 const SOLE: u32 = u32::MAX;
 const SUFFIX: &str = ".run";
+
+/// A blob's location as the cache keeps it, and whether a vouched index
+/// file lists it there (`crate::format::index::Vouching`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub location: BlobLocation,
+    pub vouched: bool,
+}
+
+impl Located {
+    /// Whether `self` should be kept rather than `earlier`, a location of
+    /// the same blob taken in before it: a vouched location is never
+    /// replaced by one that is not; otherwise the later one wins (a blob
+    /// stored again after its pack was lost is found in its new pack).
+    pub fn supersedes(&self, earlier: &Located) -> bool {
+        self.vouched || !earlier.vouched
+    }
+}
 
 /// One opened run file.
 pub struct Run {
@@ -67,7 +85,8 @@ fn io_error(path: &Path, error: std::io::Error) -> StoreError {
     StoreError::io(format!("index cache run {}", path.display()), error)
 }
 
-fn encode_record(id: &Id, location: &BlobLocation) -> [u8; RECORD_SIZE] {
+fn encode_record(id: &Id, located: &Located) -> [u8; RECORD_SIZE] {
+    let location = &located.location;
     let mut bytes = [0u8; RECORD_SIZE];
     let entry = &location.entry;
     bytes[..32].copy_from_slice(&id.0);
@@ -85,10 +104,11 @@ fn encode_record(id: &Id, location: &BlobLocation) -> [u8; RECORD_SIZE] {
         Compression::ZstdPlanes => 2,
     };
     bytes[82..86].copy_from_slice(&entry.frame_offset.unwrap_or(SOLE).to_le_bytes());
+    bytes[86] = u8::from(located.vouched);
     bytes
 }
 
-fn decode_record(bytes: &[u8]) -> Option<BlobLocation> {
+fn decode_record(bytes: &[u8]) -> Option<Located> {
     let id = Id(bytes.get(..32)?.try_into().ok()?);
     let pack = Id(bytes.get(32..64)?.try_into().ok()?);
     let offset = u64::from_le_bytes(bytes.get(64..72)?.try_into().ok()?);
@@ -109,7 +129,12 @@ fn decode_record(bytes: &[u8]) -> Option<BlobLocation> {
         SOLE => None,
         start => Some(start),
     };
-    Some(BlobLocation {
+    let vouched = match bytes.get(86)? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let location = BlobLocation {
         pack,
         entry: BlobEntry {
             kind,
@@ -120,7 +145,14 @@ fn decode_record(bytes: &[u8]) -> Option<BlobLocation> {
             compression,
             frame_offset,
         },
-    })
+    };
+    Some(Located { location, vouched })
+}
+
+/// Whether record `newer` should be kept rather than `older`, records of
+/// the same blob (see [`Located::supersedes`]).
+fn record_supersedes(newer: &[u8], older: &[u8]) -> bool {
+    newer.get(86) == Some(&1) || older.get(86) != Some(&1)
 }
 
 /// Writes records to a temporary file while hashing them, then makes the
@@ -210,22 +242,29 @@ impl RunWriter {
 
 impl Run {
     /// Writes `entries` as run `sequence` in `directory`. Where an id is
-    /// listed more than once, the entry latest in `entries` wins.
-    pub fn write(
-        directory: &Path,
-        sequence: u64,
-        mut entries: Vec<(Id, BlobLocation)>,
-    ) -> Result<Run> {
+    /// listed more than once, the entry latest in `entries` wins unless an
+    /// earlier one is vouched and it is not ([`Located::supersedes`]).
+    pub fn write(directory: &Path, sequence: u64, mut entries: Vec<(Id, Located)>) -> Result<Run> {
         // Stable, so equal ids keep their order and the last one can win.
         entries.sort_by_key(|entry| entry.0);
         let mut writer = RunWriter::create(directory, sequence)?;
-        for (position, (id, location)) in entries.iter().enumerate() {
-            let superseded = entries
-                .get(position + 1)
-                .is_some_and(|(next, _)| next == id);
-            if !superseded {
-                writer.push(&encode_record(id, location))?;
+        let mut kept: Option<(Id, Located)> = None;
+        for (id, located) in entries {
+            match &kept {
+                Some((held, earlier)) if *held == id => {
+                    if located.supersedes(earlier) {
+                        kept = Some((id, located));
+                    }
+                }
+                _ => {
+                    if let Some((held, earlier)) = kept.replace((id, located)) {
+                        writer.push(&encode_record(&held, &earlier))?;
+                    }
+                }
             }
+        }
+        if let Some((held, earlier)) = kept {
+            writer.push(&encode_record(&held, &earlier))?;
         }
         writer.finish()
     }
@@ -300,7 +339,7 @@ impl Run {
     /// 100,000 records takes 17, each on another page. Bisection takes over
     /// after [`GUESSES`] probes, so a run of ids that are not spread evenly
     /// still costs no more than a bisection and a few probes.
-    pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
+    pub fn lookup(&self, id: &Id) -> Result<Option<Located>> {
         let target = leading_key(&id.0);
         // Every record in low..high lies, by its leading key, within
         // low_key..=high_key.
@@ -355,7 +394,8 @@ fn guess(offset: u64, span: u64, count: usize) -> usize {
 }
 
 /// Merges two runs into run `sequence`; where both list an id, `newer`
-/// wins. Streams both, so memory stays flat whatever their size.
+/// wins unless only `older`'s is vouched. Streams both, so memory stays
+/// flat whatever their size.
 pub fn merge(directory: &Path, sequence: u64, older: &Run, newer: &Run) -> Result<Run> {
     let mut writer = RunWriter::create(directory, sequence)?;
     let (mut left, mut right) = (0, 0);
@@ -365,11 +405,16 @@ pub fn merge(directory: &Path, sequence: u64, older: &Run, newer: &Run) -> Resul
         } else if right == newer.count {
             false
         } else {
-            let (a, b) = (&older.record(left)[..32], &newer.record(right)[..32]);
-            if a == b {
-                left += 1;
+            let (a, b) = (older.record(left), newer.record(right));
+            if a[..32] == b[..32] {
+                if record_supersedes(b, a) {
+                    left += 1;
+                } else {
+                    right += 1;
+                    continue;
+                }
             }
-            b <= a
+            b[..32] <= a[..32]
         };
         if take_newer {
             writer.push(newer.record(right))?;
@@ -386,8 +431,8 @@ pub fn merge(directory: &Path, sequence: u64, older: &Run, newer: &Run) -> Resul
 mod tests {
     use super::*;
 
-    fn location(pack: &[u8], id: Id, offset: u64) -> BlobLocation {
-        BlobLocation {
+    fn location(pack: &[u8], id: Id, offset: u64) -> Located {
+        let location = BlobLocation {
             pack: Id::of(pack),
             entry: BlobEntry {
                 kind: BlobKind::Data,
@@ -398,10 +443,14 @@ mod tests {
                 compression: Compression::Zstd,
                 frame_offset: None,
             },
+        };
+        Located {
+            location,
+            vouched: true,
         }
     }
 
-    fn entries(count: u64, pack: &[u8]) -> Vec<(Id, BlobLocation)> {
+    fn entries(count: u64, pack: &[u8]) -> Vec<(Id, Located)> {
         (0..count)
             .map(|number| {
                 let id = Id::of(&number.to_le_bytes());
@@ -458,6 +507,36 @@ mod tests {
         assert_eq!(reopened.lookup(&listed[5].0).unwrap(), Some(listed[5].1));
         let empty = Run::write(directory.path(), 8, Vec::new()).unwrap();
         assert_eq!(empty.lookup(&listed[5].0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_vouched_location_is_never_superseded_by_one_that_is_not() {
+        let directory = tempfile::tempdir().unwrap();
+        let id = Id::of(b"claimed twice");
+        let vouched = location(b"true pack", id, 1);
+        let planted = Located {
+            vouched: false,
+            ..location(b"planted pack", id, 2)
+        };
+        let mut listed = entries(30, b"pack");
+        listed.push((id, vouched));
+        listed.push((id, planted));
+        let run = Run::write(directory.path(), 1, listed).unwrap();
+        assert_eq!(run.lookup(&id).unwrap(), Some(vouched));
+        // Across a merge, whichever run is newer.
+        let only_planted = Run::write(directory.path(), 2, vec![(id, planted)]).unwrap();
+        let merged = merge(directory.path(), 3, &run, &only_planted).unwrap();
+        assert_eq!(merged.lookup(&id).unwrap(), Some(vouched));
+        assert_eq!(merged.len(), 31);
+        let merged = merge(directory.path(), 4, &only_planted, &run).unwrap();
+        assert_eq!(merged.lookup(&id).unwrap(), Some(vouched));
+        // Among hints, the newer wins, as among vouched locations.
+        let newer_hint = Located {
+            vouched: false,
+            ..location(b"newer pack", id, 3)
+        };
+        let hints = Run::write(directory.path(), 5, vec![(id, planted), (id, newer_hint)]).unwrap();
+        assert_eq!(hints.lookup(&id).unwrap(), Some(newer_hint));
     }
 
     #[test]

@@ -226,6 +226,7 @@ pub fn copy(
     progress.phase(Phase::Copy, Amount::items(candidates.len() as u64));
     let mut session = Session {
         endpoints,
+        key,
         progress,
         dry_run: options.dry_run,
         planned: HashSet::new(),
@@ -426,6 +427,9 @@ fn read_candidate(
 /// State shared by the snapshots of one copy.
 struct Session<'a> {
     endpoints: &'a Endpoints<'a>,
+    /// The copier's key: it also seals the index files written into the
+    /// target (FORMAT.md section 9).
+    key: &'a SigningKey,
     progress: &'a dyn Progress,
     dry_run: bool,
     /// Dry run: blobs an earlier snapshot would already have copied.
@@ -476,7 +480,8 @@ impl Session<'_> {
         let marked = marked_packs(&marks);
         let mut present = target.list_packs()?;
         present.retain(|pack, _| !marked.contains(pack));
-        let writer = BlobWriter::new(target, target_index, present.clone());
+        let signer = Some(self.key);
+        let writer = BlobWriter::new(target, target_index, present.clone(), signer);
         if !self.adopted && !self.dry_run {
             writer.adopt(unindexed_packs(target, target_index, &present)?)?;
             self.adopted = true;
@@ -505,16 +510,17 @@ impl Session<'_> {
             return Ok(WriterStatistics::default());
         }
         let mut written = writer.finish()?;
-        let rescued = secure_against_prune(target, target_index, writer.relied_packs(), &roots)
-            .map_err(|error| match error {
-                // Its messages speak of a backup; the advice is the same.
-                StoreError::Conflict(message) => StoreError::Conflict(format!(
-                    "copying snapshot {}: {}",
-                    candidate.id,
-                    message.replace("backup", "copy")
-                )),
-                other => other,
-            })?;
+        let rescued =
+            secure_against_prune(target, target_index, signer, writer.relied_packs(), &roots)
+                .map_err(|error| match error {
+                    // Its messages speak of a backup; the advice is the same.
+                    StoreError::Conflict(message) => StoreError::Conflict(format!(
+                        "copying snapshot {}: {}",
+                        candidate.id,
+                        message.replace("backup", "copy")
+                    )),
+                    other => other,
+                })?;
         written.add_new(&rescued);
         Ok(written)
     }

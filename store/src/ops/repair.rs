@@ -1,10 +1,16 @@
 //! Repair: rebuild what can be rebuilt from the repository's own data.
 //!
-//! `repair_index` rebuilds the index from pack headers alone:
+//! `repair_index` rebuilds the index from the packs themselves, and is how
+//! a repository written before signed index files becomes vouched for
+//! (FORMAT.md section 9):
 //! 1. list the index files there are now (the ones to replace);
-//! 2. list the packs and read each one's header (two ranged reads), in
-//!    parallel; a pack whose header cannot be read is reported and left out;
-//! 3. write new index files listing every readable pack;
+//! 2. list the packs and read each one whole, in parallel, checking it
+//!    against its name and every blob in it against its id; a pack that
+//!    passes is listed in index files sealed by the given key; one that
+//!    fails is listed from its header in unsigned index files (a hint that
+//!    restore may use, that no backup or prune relies on), and reported; a
+//!    pack whose header cannot be read is reported and left out;
+//! 3. write the new index files;
 //! 4. only then delete the index files listed in step 1 (unless one was
 //!    just written again under the same name; one of those whose stored
 //!    bytes are damaged is replaced by the right ones).
@@ -46,63 +52,82 @@ pub struct RepairIndexOutcome {
     pub blobs_indexed: u64,
     /// Packs left out because their header could not be read: (pack, why).
     pub unreadable_packs: Vec<(Id, String)>,
+    /// Packs listed from their header in unsigned index files only, since
+    /// they failed their check (a damaged or planted pack): (pack, why).
+    pub unverified_packs: Vec<(Id, String)>,
+    /// Whether the index files written are sealed (a signing key was
+    /// given): only then does the repository vouch for its packs.
+    pub sealed: bool,
     pub index_files_written: u64,
     pub index_files_removed: u64,
 }
 
-pub fn repair_index(repository: &Repository) -> Result<RepairIndexOutcome> {
+/// What reading one pack for `repair_index` found.
+enum Listed {
+    /// Every blob checked: fit to be vouched for.
+    Verified(PackEntry),
+    /// Its header, from a pack that failed its check (why).
+    Unverified(PackEntry, String),
+}
+
+/// Rebuilds the index from the packs; with `signer`, seals the listings of
+/// packs whose every blob checks out (see the module header).
+pub fn repair_index(
+    repository: &Repository,
+    signer: Option<&SigningKey>,
+) -> Result<RepairIndexOutcome> {
     let old_index_files = repository.list_ids(ObjectKind::Index)?;
     let listed: Vec<(Id, u64)> = repository.list_packs()?.into_iter().collect();
-    let headers: Vec<(Id, std::result::Result<PackEntry, String>)> = listed
+    let read: Vec<(Id, Result<std::result::Result<Listed, String>>)> = listed
         .par_iter()
-        .map(|&(id, size)| {
-            let header = repository
-                .read_pack_header(&id, size)
-                .map(|header| PackEntry {
-                    id,
-                    size,
-                    blobs: header.blobs,
-                })
-                .map_err(|error| error.to_string());
-            (id, header)
-        })
+        .map(|&(id, size)| (id, list_pack(repository, id, size)))
         .collect();
 
-    let mut outcome = RepairIndexOutcome::default();
-    let mut packs = Vec::new();
-    for (id, header) in headers {
-        match header {
-            Ok(entry) => {
+    let mut outcome = RepairIndexOutcome {
+        sealed: signer.is_some(),
+        ..RepairIndexOutcome::default()
+    };
+    let (mut verified, mut unverified) = (Vec::new(), Vec::new());
+    for (id, listing) in read {
+        match listing? {
+            Ok(Listed::Verified(entry)) => {
                 outcome.blobs_indexed += entry.blobs.len() as u64;
-                packs.push(entry);
+                verified.push(entry);
+            }
+            Ok(Listed::Unverified(entry, why)) => {
+                outcome.blobs_indexed += entry.blobs.len() as u64;
+                outcome.unverified_packs.push((id, why));
+                unverified.push(entry);
             }
             Err(why) => outcome.unreadable_packs.push((id, why)),
         }
     }
-    packs.sort_by_key(|pack| pack.id);
-    outcome.packs_indexed = packs.len() as u64;
+    outcome.packs_indexed = (verified.len() + unverified.len()) as u64;
 
     let mut written = HashSet::new();
-    for batch in packs.chunks(PACKS_PER_INDEX_FILE) {
-        let bytes = IndexFile::new(batch.to_vec()).encode();
-        let id = match repository.write_object(ObjectKind::Index, &bytes) {
-            Ok(id) => id,
-            // An object of that name already exists with damaged content
-            // (create-if-absent keeps it, and the write says so): put the
-            // right bytes back.
-            Err(StoreError::Corrupt { .. }) => {
-                let id = Id::of(&bytes);
-                repository
-                    .backend()
-                    .delete(ObjectKind::Index, &id.to_hex())?;
-                repository.write_object(ObjectKind::Index, &bytes)?;
-                outcome.index_files_removed += 1;
-                id
-            }
-            Err(error) => return Err(error),
-        };
-        written.insert(id);
-        outcome.index_files_written += 1;
+    for (mut packs, signer) in [(verified, signer), (unverified, None)] {
+        packs.sort_by_key(|pack| pack.id);
+        for batch in packs.chunks(PACKS_PER_INDEX_FILE) {
+            let file = IndexFile::new(batch.to_vec());
+            let id = match repository.write_index_file(&file, signer) {
+                Ok(id) => id,
+                // An object of that name already exists with damaged
+                // content (create-if-absent keeps it, and the write says
+                // so): put the right bytes back.
+                Err(StoreError::Corrupt { .. }) => {
+                    let id = repository.index_file_id(&file, signer);
+                    repository
+                        .backend()
+                        .delete(ObjectKind::Index, &id.to_hex())?;
+                    repository.write_index_file(&file, signer)?;
+                    outcome.index_files_removed += 1;
+                    id
+                }
+                Err(error) => return Err(error),
+            };
+            written.insert(id);
+            outcome.index_files_written += 1;
+        }
     }
     for old in old_index_files {
         if !written.contains(&old) {
@@ -113,6 +138,32 @@ pub fn repair_index(repository: &Repository) -> Result<RepairIndexOutcome> {
         }
     }
     Ok(outcome)
+}
+
+/// One pack read whole and checked; a pack that fails is listed from its
+/// header if that can be read (`Err(why)` if not); only a failed read of
+/// the repository itself is an error.
+fn list_pack(
+    repository: &Repository,
+    id: Id,
+    size: u64,
+) -> Result<std::result::Result<Listed, String>> {
+    let why = match repository.verified_pack_listing(&id, size) {
+        Ok(entry) => return Ok(Ok(Listed::Verified(entry))),
+        Err(error @ StoreError::Io { .. }) => return Err(error),
+        Err(error) => error.to_string(),
+    };
+    Ok(repository
+        .read_pack_header(&id, size)
+        .map(|header| {
+            let entry = PackEntry {
+                id,
+                size,
+                blobs: header.blobs,
+            };
+            Listed::Unverified(entry, why)
+        })
+        .map_err(|error| error.to_string()))
 }
 
 /// A snapshot written by `repair_snapshots`.
@@ -159,7 +210,7 @@ pub fn repair_snapshots(
         };
         let mut new_body = body.clone();
         let mut omitted = Vec::new();
-        let writer = BlobWriter::new(repository, index, present.clone());
+        let writer = BlobWriter::new(repository, index, present.clone(), Some(key));
         for component in &mut new_body.components {
             let mut lost = Vec::new();
             let tree = salvage.rewrite(&writer, &component.tree, &mut lost)?;
@@ -443,7 +494,7 @@ mod tests {
         let repository =
             Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
         let index = MemoryIndex::new();
-        let writer = BlobWriter::new(&repository, &index, HashMap::new());
+        let writer = BlobWriter::new(&repository, &index, HashMap::new(), Some(&key));
         let b = store_tree(
             &writer,
             Tree::new(vec![
@@ -480,7 +531,7 @@ mod tests {
             present: &present,
             corrupt: &corrupt,
         };
-        let writer = BlobWriter::new(&repository, &index, present.clone());
+        let writer = BlobWriter::new(&repository, &index, present.clone(), Some(&key));
         let mut lost = Vec::new();
         let new_root = salvage
             .rewrite(&writer, &root, &mut lost)

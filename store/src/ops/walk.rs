@@ -514,7 +514,7 @@ mod tests {
 
     /// root: a/ (x, y/ (z)), b/ (shared), c/ (shared), f
     fn sample(fixture: &Fixture) -> Id {
-        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new());
+        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new(), None);
         let y = store(&writer, vec![file("z", "z")]);
         let a = store(&writer, vec![file("x", "x"), directory("y", y)]);
         let shared = store(&writer, vec![file("s", "s")]);
@@ -650,7 +650,7 @@ mod tests {
     /// A chain of `levels` trees below a root; returns the root and the
     /// deepest tree.
     fn chain(fixture: &Fixture, levels: usize) -> (Id, Id) {
-        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new());
+        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new(), None);
         let bottom = store(&writer, vec![file("bottom", "bottom")]);
         let mut tree = bottom;
         for _ in 0..levels {
@@ -713,7 +713,7 @@ mod tests {
         // 40 trees of two entries each that name the tree below: 2^40
         // entries if expanded without bound.
         let fixture = fixture();
-        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new());
+        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new(), None);
         let mut tree = store(&writer, vec![file("f", "f")]);
         for _ in 0..40 {
             tree = store(&writer, vec![directory("a", tree), directory("b", tree)]);
@@ -764,7 +764,7 @@ mod tests {
     #[test]
     fn a_missing_tree_ends_the_walk_with_its_id() {
         let fixture = fixture();
-        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new());
+        let writer = BlobWriter::new(&fixture.repository, &fixture.index, HashMap::new(), None);
         let lost = Id::of(b"a tree nobody stored");
         let root = store(&writer, vec![directory("gone", lost)]);
         writer.finish().unwrap();

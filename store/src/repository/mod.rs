@@ -14,8 +14,8 @@ pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks,
 use crate::backend::{Backend, Created, ObjectKind};
 use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
-use crate::format::index::{BlobLocation, IndexFile};
-use crate::format::keys::{PublicKey, PublicKeyObject};
+use crate::format::index::{BlobLocation, IndexFile, PackEntry, Vouching};
+use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
 use crate::format::limits;
 use crate::format::manifest::{SAFETY_TAG, SignedManifest};
 use crate::format::pack::{BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer};
@@ -170,9 +170,29 @@ impl Repository {
         Ok(id)
     }
 
+    /// An index file's listings, whoever wrote them: hints of where blobs
+    /// are (every blob read is checked against its id), never grounds to
+    /// skip storing or to delete anything (see [`Self::open_index_file`]).
     pub fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
+        self.open_index_file(id, &[]).map(|(file, _)| file)
+    }
+
+    /// An index file's listings, and whether they are vouched for: sealed
+    /// for this repository by one of `trusted` (FORMAT.md section 9).
+    pub fn open_index_file(&self, id: &Id, trusted: &[PublicKey]) -> Result<(IndexFile, Vouching)> {
         let bytes = self.read_verified(ObjectKind::Index, id)?;
-        IndexFile::decode(&bytes, &format!("index file {id}"))
+        IndexFile::open(
+            &bytes,
+            &format!("index file {id}"),
+            &self.config.repository_id,
+            trusted,
+        )
+    }
+
+    /// Stores an index file: sealed for this repository by `signer`, or,
+    /// without one, unsigned (a hint that no reader acts on).
+    pub fn write_index_file(&self, file: &IndexFile, signer: Option<&SigningKey>) -> Result<Id> {
+        self.write_object(ObjectKind::Index, &self.index_file_bytes(file, signer))
     }
 
     pub fn read_manifest(&self, id: &Id) -> Result<SignedManifest> {
@@ -223,6 +243,52 @@ impl Repository {
             u64::from(location.entry.length),
         )?;
         decoder.decode(&location.entry, &stored, &location.pack)
+    }
+
+    /// Reads a whole pack (`size` bytes as listed, in bounded windows),
+    /// checks it against its name and every blob in it against its id, and
+    /// returns its listing: what a writer may vouch for in an index file it
+    /// seals (a pack's header alone says only what the pack's writer
+    /// claimed, and anyone may add a pack).
+    pub fn verified_pack_listing(&self, id: &Id, size: u64) -> Result<PackEntry> {
+        let object = format!("pack {id}");
+        let header = self.read_pack_header(id, size)?;
+        let mut decoder = BlobDecoder::default();
+        let mut failure = None;
+        let scan = self.scan_pack(id, size, &header.blobs, &mut |entry, stored| {
+            if failure.is_none()
+                && let Err(error) =
+                    stored.and_then(|stored| decoder.decode_sharing(entry, stored, id, true))
+            {
+                failure = Some(error);
+            }
+        })?;
+        if !scan.matches_name {
+            return Err(StoreError::corrupt(
+                &object,
+                "content does not match its name (BLAKE3 hash)",
+            ));
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        Ok(PackEntry {
+            id: *id,
+            size,
+            blobs: header.blobs,
+        })
+    }
+
+    /// The name [`Self::write_index_file`] gives `file` sealed by `signer`.
+    pub fn index_file_id(&self, file: &IndexFile, signer: Option<&SigningKey>) -> Id {
+        Id::of(&self.index_file_bytes(file, signer))
+    }
+
+    fn index_file_bytes(&self, file: &IndexFile, signer: Option<&SigningKey>) -> Vec<u8> {
+        match signer {
+            Some(key) => file.seal(&self.config.repository_id, key),
+            None => file.encode(),
+        }
     }
 
     /// Resolves `latest`, a full id or a unique prefix of at least 4 hex

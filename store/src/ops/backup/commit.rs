@@ -55,10 +55,10 @@ pub(super) fn start<'a>(
     let marked = marked_packs(&marks);
     let mut present = repository.list_packs()?;
     present.retain(|pack, _| !marked.contains(pack));
-    let writer = BlobWriter::new(repository, index, present.clone());
+    let writer = BlobWriter::new(repository, index, present.clone(), Some(key));
     let orphans = unindexed_packs(repository, index, &present)?;
-    let adopted_packs = orphans.len();
-    writer.adopt(orphans)?;
+    // A pack that fails its check stays unindexed; verify reports it.
+    let adopted_packs = orphans.len() - writer.adopt(orphans)?.len();
     // Files taken from the parent unread end up under this backup's
     // signature: only what this key signed itself may be taken so, never
     // what another key (another host's, trusted or not) vouches for.
@@ -99,7 +99,8 @@ pub(super) fn commit(
         .iter()
         .map(|component| component.tree)
         .collect();
-    let rescued = secure_against_prune(repository, index, writer.relied_packs(), &roots)?;
+    let rescued =
+        secure_against_prune(repository, index, Some(key), writer.relied_packs(), &roots)?;
     written.add_new(&rescued);
     let body = SnapshotBody {
         version: SnapshotBody::new_version(),
@@ -240,7 +241,7 @@ mod tests {
         // by one session whose index is then forgotten.
         let lost = crate::index::MemoryIndex::new();
         let present = repository.repository.list_packs().unwrap();
-        let writer = BlobWriter::new(&repository.repository, &lost, present);
+        let writer = BlobWriter::new(&repository.repository, &lost, present, None);
         let raw = b"left by a crash".to_vec();
         writer
             .add(crate::format::pack::BlobKind::Data, Id::of(&raw), &raw)

@@ -4,7 +4,7 @@
 use super::options::Destination;
 use crate::backend::LocalBackend;
 use crate::format::keys::{SigningKey, generate_signing_key, public_key_of};
-use crate::index::MemoryIndex;
+use crate::index::{IndexCache, MemoryIndex};
 use crate::ops::common::blob_writer::BlobWriter;
 use crate::repository::Repository;
 use cairn_chunker::ChunkerParams;
@@ -31,10 +31,12 @@ impl TestRepository {
             public_key_of(&key),
         )
         .unwrap();
+        let index = MemoryIndex::new();
+        index.set_trusted(&[public_key_of(&key)]).unwrap();
         TestRepository {
             directory,
             repository,
-            index: MemoryIndex::new(),
+            index,
             key,
         }
     }
@@ -42,7 +44,7 @@ impl TestRepository {
     /// A writer that knows the packs present now.
     pub(super) fn writer(&self) -> BlobWriter<'_> {
         let present = self.repository.list_packs().unwrap();
-        BlobWriter::new(&self.repository, &self.index, present)
+        BlobWriter::new(&self.repository, &self.index, present, Some(&self.key))
     }
 
     pub(super) fn destination(&self) -> Destination<'_> {

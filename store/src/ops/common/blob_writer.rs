@@ -25,7 +25,8 @@
 //! Order of writes (what a crash at any instant leaves behind):
 //! 1. A pack is uploaded whole (the backend makes it appear atomically).
 //! 2. Every [`INDEX_FILE_PACKS`] packs, and at `finish`, an index file
-//!    listing them is written. Only then are they added to the local cache.
+//!    listing them is written, sealed by the writer's key (FORMAT.md
+//!    section 9). Only then are they added to the local cache.
 //! 3. The caller writes the snapshot manifest after `finish` returns.
 //!
 //! A crash after 1 and before 2 leaves packs that no index file lists; the
@@ -33,10 +34,16 @@
 //! chunks are reused. A crash before 3 leaves no snapshot, which is fine:
 //! nothing refers to the new blobs yet. Never writes a manifest, never
 //! deletes anything.
+//!
+//! Deduplication trusts only vouched index entries (sealed by a key
+//! trusted here) and this session's own packs: a blob some unverified
+//! index file claims is stored again, so no snapshot written through here
+//! can name a chunk that exists only in a planted listing.
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::{IndexFile, PackEntry};
+use crate::format::keys::{SigningKey, public_key_of};
 use crate::format::pack::{
     BlobEntry, BlobKind, Compression, FRAME_TARGET, MAX_BLOB_SIZE, PackWriter, compress_blob,
     compress_frame, looks_incompressible,
@@ -82,6 +89,12 @@ struct Uploaded {
 pub struct BlobWriter<'a> {
     repository: &'a Repository,
     index: &'a dyn IndexCache,
+    /// Seals the index files written; without it they are written unsigned
+    /// (hints no reader acts on).
+    signer: Option<&'a SigningKey>,
+    /// Whether the cache counts this writer's index files as vouched (its
+    /// key is trusted here).
+    vouches: bool,
     compression_level: i32,
     pack_target_size: u64,
     /// Blobs stored (or being stored) by this session.
@@ -124,6 +137,7 @@ struct WriterCounters {
     new_stored_bytes: AtomicU64,
     packs_written: AtomicU64,
     index_files_written: AtomicU64,
+    unvouched_stored_again: AtomicU64,
 }
 
 /// What a session added to the repository.
@@ -137,6 +151,11 @@ pub struct WriterStatistics {
     pub new_stored_bytes: u64,
     pub packs_written: u64,
     pub index_files_written: u64,
+    /// New blobs that an index file no trusted key vouches for already
+    /// listed in a present pack: stored again rather than trusted (a
+    /// repository from before signed index files, until `cairn repair
+    /// index`; or a planted index file).
+    pub unvouched_stored_again: u64,
 }
 
 impl WriterStatistics {
@@ -148,6 +167,7 @@ impl WriterStatistics {
         self.new_stored_bytes += other.new_stored_bytes;
         self.packs_written += other.packs_written;
         self.index_files_written += other.index_files_written;
+        self.unvouched_stored_again += other.unvouched_stored_again;
     }
 }
 
@@ -210,10 +230,12 @@ fn upload_packs(
 impl<'a> BlobWriter<'a> {
     /// `present` lists the packs in the repository with their sizes: an
     /// indexed blob whose pack is gone is stored again (self-healing).
+    /// `signer` seals the index files written (see the field).
     pub fn new(
         repository: &'a Repository,
         index: &'a dyn IndexCache,
         present: HashMap<Id, u64>,
+        signer: Option<&'a SigningKey>,
     ) -> Self {
         let config = repository.config();
         let uploaded = Arc::new(Mutex::new(Uploaded::default()));
@@ -229,9 +251,12 @@ impl<'a> BlobWriter<'a> {
                 std::thread::spawn(move || upload_packs(&repository, &receiver, &uploaded, &relied))
             })
             .collect();
+        let vouches = signer.is_some_and(|key| index.trusted().contains(&public_key_of(key)));
         BlobWriter {
             repository,
             index,
+            signer,
+            vouches,
             compression_level: config.compression.level,
             pack_target_size: config.pack_target_size,
             session: Mutex::new(HashSet::new()),
@@ -422,7 +447,7 @@ impl<'a> BlobWriter<'a> {
         }
         let mut packs = HashSet::new();
         for id in ids {
-            match self.index.lookup(id)? {
+            match self.index.lookup_vouched(id)? {
                 Some(location) if self.is_present(&location.pack) => {
                     packs.insert(location.pack);
                 }
@@ -475,10 +500,19 @@ impl<'a> BlobWriter<'a> {
             .contains_key(pack)
     }
 
+    /// Whether a vouched index entry places `id` in a present pack; an
+    /// entry only an unverified index file vouches for is no reason to
+    /// skip storing a blob.
     fn in_present_pack(&self, id: &Id) -> Result<bool> {
-        match self.index.lookup(id)? {
-            Some(location) if self.is_present(&location.pack) => {
-                lock(&self.relied).insert(location.pack);
+        match self.index.locate(id)? {
+            Some(located) if self.is_present(&located.location.pack) => {
+                if !located.vouched {
+                    self.statistics
+                        .unvouched_stored_again
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(false);
+                }
+                lock(&self.relied).insert(located.location.pack);
                 Ok(true)
             }
             _ => Ok(false),
@@ -491,15 +525,27 @@ impl<'a> BlobWriter<'a> {
     }
 
     /// Indexes packs found in the repository that no index file lists
-    /// (left by an interrupted backup), so their blobs are reused.
-    pub fn adopt(&self, packs: Vec<PackEntry>) -> Result<()> {
+    /// (left by an interrupted backup), so their blobs are reused. Anyone
+    /// may have added such a pack, so each is read whole and every blob in
+    /// it checked before this writer vouches for it; one that fails is
+    /// left unindexed (verify reports it) and returned with why.
+    pub fn adopt(&self, packs: Vec<PackEntry>) -> Result<Vec<(Id, String)>> {
+        let mut adopted = Vec::new();
+        let mut refused = Vec::new();
+        for pack in packs {
+            match self.repository.verified_pack_listing(&pack.id, pack.size) {
+                Ok(listing) => adopted.push(listing),
+                Err(error @ StoreError::Io { .. }) => return Err(error),
+                Err(error) => refused.push((pack.id, error.to_string())),
+            }
+        }
         // Index file first, local cache second: the cache must never know a
         // pack that no index file lists, or a later backup would neither
         // adopt it nor notice that its chunks are unindexed.
-        for batch in packs.chunks(INDEX_FILE_PACKS) {
+        for batch in adopted.chunks(INDEX_FILE_PACKS) {
             self.write_index_file(batch.to_vec())?;
         }
-        Ok(())
+        Ok(refused)
     }
 
     /// Queues a pack for the uploader, then indexes what it has uploaded
@@ -586,14 +632,12 @@ impl<'a> BlobWriter<'a> {
             return Ok(());
         }
         let file = IndexFile::new(packs);
-        let id = self
-            .repository
-            .write_object(ObjectKind::Index, &file.encode())?;
+        let id = self.repository.write_index_file(&file, self.signer)?;
         self.statistics
             .index_files_written
             .fetch_add(1, Ordering::Relaxed);
         for pack in &file.packs {
-            self.index.insert_pack(pack)?;
+            self.index.insert_pack(pack, self.vouches)?;
         }
         self.index.mark_index_file(&id)
     }
@@ -630,6 +674,7 @@ impl<'a> BlobWriter<'a> {
             new_stored_bytes: counters.new_stored_bytes.load(Ordering::Relaxed),
             packs_written: counters.packs_written.load(Ordering::Relaxed),
             index_files_written: counters.index_files_written.load(Ordering::Relaxed),
+            unvouched_stored_again: counters.unvouched_stored_again.load(Ordering::Relaxed),
         })
     }
 }
@@ -690,6 +735,56 @@ mod tests {
             .into_bytes()
     }
 
+    /// A blob only an unvouched listing places in a present pack is stored
+    /// again, and counted; one a vouched listing places there is reused.
+    #[test]
+    fn only_a_vouched_listing_lets_a_blob_be_skipped() {
+        let directory = tempfile::tempdir().unwrap();
+        let backend = Arc::new(LocalBackend::new(directory.path()));
+        let key = generate_signing_key().unwrap();
+        let repository =
+            Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
+        let claimed = |raw: &[u8]| PackEntry {
+            id: Id::of(b"some pack"),
+            size: 1 << 20,
+            blobs: vec![BlobEntry {
+                kind: BlobKind::Data,
+                id: Id::of(raw),
+                offset: 8,
+                length: raw.len() as u32,
+                raw_length: raw.len() as u32,
+                compression: Compression::None,
+                frame_offset: None,
+            }],
+        };
+        let (hinted, vouched) = (text(1, 1), text(2, 2));
+        let index = MemoryIndex::new();
+        index.insert_pack(&claimed(&hinted), false).unwrap();
+        index.insert_pack(&claimed(&vouched), true).unwrap();
+        let present = HashMap::from([(Id::of(b"some pack"), 1 << 20)]);
+        let writer = BlobWriter::new(&repository, &index, present, Some(&key));
+        assert!(
+            writer
+                .add(BlobKind::Data, Id::of(&hinted), &hinted)
+                .unwrap()
+        );
+        assert!(
+            !writer
+                .add(BlobKind::Data, Id::of(&vouched), &vouched)
+                .unwrap()
+        );
+        assert!(
+            !writer
+                .all_stored(&[Id::of(&hinted), Id::of(&text(3, 3))])
+                .unwrap()
+        );
+        let statistics = writer.finish().unwrap();
+        assert_eq!(
+            (statistics.new_blobs, statistics.unvouched_stored_again),
+            (1, 1)
+        );
+    }
+
     /// Two threads adding small files' blobs to one group, in lockstep so
     /// that their blobs arrive interleaved, as when a backup walks two
     /// sibling directories side by side: every shared frame holds one
@@ -702,7 +797,7 @@ mod tests {
         let repository =
             Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
         let index = MemoryIndex::new();
-        let writer = BlobWriter::new(&repository, &index, HashMap::new());
+        let writer = BlobWriter::new(&repository, &index, HashMap::new(), Some(&key));
         let barrier = Barrier::new(2);
         let ids: Vec<HashSet<Id>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..2)

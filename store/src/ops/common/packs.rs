@@ -7,6 +7,7 @@
 
 use crate::error::{Result, StoreError};
 use crate::format::index::PackEntry;
+use crate::format::keys::SigningKey;
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
@@ -32,6 +33,7 @@ const SECURE_ROUNDS: usize = 3;
 pub(crate) fn secure_against_prune(
     repository: &Repository,
     index: &dyn IndexCache,
+    signer: Option<&SigningKey>,
     mut relied: HashSet<Id>,
     roots: &[Id],
 ) -> Result<WriterStatistics> {
@@ -49,7 +51,7 @@ pub(crate) fn secure_against_prune(
             return Ok(total);
         }
         present.retain(|pack, _| !marked.contains(pack));
-        let rescue = BlobWriter::new(repository, index, present);
+        let rescue = BlobWriter::new(repository, index, present, signer);
         let mut seen = HashSet::new();
         crate::ops::visit_blobs(
             repository,

@@ -26,7 +26,9 @@
 //!
 //! Never deletes a pack that is not named by a trusted mark whose grace
 //! period has passed, never deletes anything when it finds damage, and
-//! never writes or deletes snapshots (forget does that).
+//! never writes or deletes snapshots (forget does that). Never counts a
+//! copy of a live blob that no vouched index file lists (FORMAT.md section
+//! 9), and never seals a listing it did not read from a vouched file.
 
 mod survey;
 
@@ -188,9 +190,15 @@ pub struct PrunePlan {
     pub repack: Vec<PackUse>,
     /// Packs younger than the grace period, left alone.
     pub young_packs: u64,
-    /// Packs no index file lists whose header is unreadable; left alone
-    /// for verify and repair to deal with.
+    /// Packs whose header is unreadable, that no index file (or only an
+    /// unvouched one) lists; left alone for verify and repair to deal with.
     pub unreadable_packs: Vec<(Id, String)>,
+    /// Index files not vouched for (unsigned, or not sealed for this
+    /// repository by a trusted key), and why: their listings were not
+    /// relied on.
+    pub unvouched_index_files: Vec<(Id, String)>,
+    /// Index files that cannot be read: skipped.
+    pub unreadable_index_files: Vec<(Id, String)>,
 }
 
 impl PrunePlan {
@@ -267,11 +275,12 @@ pub fn prune(
             items: leaving.count() as u64,
         },
     );
-    delete_due(repository, &survey, &plan, &mut outcome, progress)?;
+    delete_due(repository, key, &survey, &plan, &mut outcome, progress)?;
     if !plan.mark_unused.is_empty() || !plan.repack.is_empty() {
         outcome.repacked = repack(
             repository,
             index,
+            (key, trusted),
             &survey,
             &marked_after_phase_two,
             &plan,
@@ -446,6 +455,7 @@ fn plan_phase_one(
 /// delete the packs, drop the old index files, then the marks.
 fn delete_due(
     repository: &Repository,
+    key: &SigningKey,
     survey: &Survey,
     plan: &PrunePlan,
     outcome: &mut PruneOutcome,
@@ -462,26 +472,35 @@ fn delete_due(
         .filter(|(pack, _)| deleting.contains(pack) || !survey.present.contains_key(pack))
         .flat_map(|(_, files)| files.iter().copied())
         .collect();
-    let mut keep: Vec<PackEntry> = Vec::new();
-    let mut kept_ids = HashSet::new();
+    // What vouched files list is sealed again; what unvouched ones list
+    // stays an unsigned hint (this prune never vouches for a listing it
+    // did not read from a vouched file).
+    let mut keep: [Vec<PackEntry>; 2] = [Vec::new(), Vec::new()];
+    let mut kept_ids = [HashSet::new(), HashSet::new()];
     for file_id in &stale {
-        let file: IndexFile = read_index(repository, file_id)?;
+        let vouched = usize::from(survey.vouched_files.contains(file_id));
+        let file: IndexFile = match read_index(repository, file_id, &[])? {
+            Ok((file, _)) => file,
+            Err(_) => continue,
+        };
         for pack in file.packs {
             let keep_it = !deleting.contains(&pack.id)
                 && survey.present.contains_key(&pack.id)
-                && kept_ids.insert(pack.id);
+                && kept_ids[vouched].insert(pack.id);
             if keep_it {
-                keep.push(pack);
+                keep[vouched].push(pack);
             }
         }
     }
-    keep.sort_by_key(|pack| pack.id);
     let mut written = HashSet::new();
-    for batch in keep.chunks(PACKS_PER_INDEX_FILE) {
-        let id =
-            repository.write_object(ObjectKind::Index, &IndexFile::new(batch.to_vec()).encode())?;
-        written.insert(id);
-        outcome.index_files_written += 1;
+    for (vouched, mut packs) in keep.into_iter().enumerate() {
+        packs.sort_by_key(|pack| pack.id);
+        let signer = (vouched == 1).then_some(key);
+        for batch in packs.chunks(PACKS_PER_INDEX_FILE) {
+            let id = repository.write_index_file(&IndexFile::new(batch.to_vec()), signer)?;
+            written.insert(id);
+            outcome.index_files_written += 1;
+        }
     }
     for pack in &plan.delete {
         repository
@@ -514,6 +533,7 @@ fn delete_due(
 fn repack(
     repository: &Repository,
     index: &dyn IndexCache,
+    (key, trusted): (&SigningKey, &[PublicKey]),
     survey: &Survey,
     already_marked: &HashSet<Id>,
     plan: &PrunePlan,
@@ -535,7 +555,8 @@ fn repack(
         .collect();
     // Taking in other index files mid-repack would fill the cache with
     // every blob of the repository; the repack needs none of them.
-    let writer = BlobWriter::new(repository, index, usable).with_refresh_interval(Duration::MAX);
+    let writer =
+        BlobWriter::new(repository, index, usable, Some(key)).with_refresh_interval(Duration::MAX);
     // Live blobs that already have a copy in a pack that stays need none.
     let mut wanted = HashSet::new();
     for pack in &plan.repack {
@@ -549,6 +570,7 @@ fn repack(
     // Listed afresh: phase two may just have rewritten index files.
     let elsewhere = copies_outside(
         repository,
+        trusted,
         &repository.list_ids(ObjectKind::Index)?,
         &survey.present,
         &leaving,

@@ -2,11 +2,19 @@
 //! every snapshot's trees into the live set; then each indexed pack's use
 //! of space. Reads only: a referenced blob that no present pack holds
 //! stops the prune here, before anything is written or deleted.
+//!
+//! What a pack holds is taken from a vouched listing (an index file sealed
+//! by a trusted key for this repository, FORMAT.md section 9) or else
+//! from the pack's own header (the pack is named by its hash, so its header
+//! is what it holds); a copy of a live blob counts only where a vouched
+//! listing puts it. So a planted index file can neither hide a pack's live
+//! blobs nor invent a copy that lets a prune delete the only one.
+//! Unreadable index files are named in the plan and skipped.
 
 use super::{DAMAGE_LIMIT, PackUse, PrunePlan};
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
-use crate::format::index::{BlobLocation, IndexFile};
+use crate::format::index::{BlobLocation, IndexFile, PackEntry, Vouching};
 use crate::format::keys::PublicKey;
 use crate::format::manifest::{SignedManifest, from_a_newer_writer};
 use crate::format::pack::{BlobEntry, BlobKind, stored_shares};
@@ -72,7 +80,8 @@ impl BlobSet {
 /// one that no present pack holds is damage.
 struct LiveWalk<'a> {
     repository: &'a Repository,
-    trees: &'a HashMap<Id, BlobLocation>,
+    /// Every listed location of each tree, vouched ones first.
+    trees: &'a HashMap<Id, Vec<BlobLocation>>,
     live: BlobSet,
     damage: Vec<String>,
     /// Bytes of trees read since the last progress report.
@@ -101,18 +110,28 @@ impl TreeVisitor for LiveWalk<'_> {
     }
 
     fn read(&mut self, id: &Id, _: &str) -> Result<Option<Tree>> {
-        let Some(location) = self.trees.get(id) else {
+        let Some(locations) = self.trees.get(id) else {
             return Ok(None);
         };
-        self.bytes_read += u64::from(location.entry.length);
-        self.repository
-            .read_blob(location)
-            .and_then(|bytes| Tree::decode(&bytes, &format!("tree {id}")))
-            .map(Some)
-            .map_err(|error| match error {
-                StoreError::Io { .. } => error,
-                other => damage_error(&[other.to_string()]),
-            })
+        // Each listed location in turn: a planted listing of a tree must
+        // not stop the prune while a true one exists.
+        let mut failure = None;
+        for location in locations {
+            self.bytes_read += u64::from(location.entry.length);
+            let read = self
+                .repository
+                .read_blob(location)
+                .and_then(|bytes| Tree::decode(&bytes, &format!("tree {id}")));
+            match read {
+                Ok(tree) => return Ok(Some(tree)),
+                Err(error @ StoreError::Io { .. }) => return Err(error),
+                Err(error) => failure = failure.or(Some(error)),
+            }
+        }
+        Err(damage_error(&[failure.map_or_else(
+            || format!("tree {id} has no location"),
+            |error| error.to_string(),
+        )]))
     }
 
     fn entry(&mut self, entry: &TreeEntry, _: &str) -> Result<Flow> {
@@ -134,6 +153,8 @@ pub(super) struct Survey {
     /// Every indexed pack: its blobs' use, and the index files listing it.
     pub(super) packs: HashMap<Id, PackUse>,
     pub(super) listed_in: HashMap<Id, Vec<Id>>,
+    /// Index files sealed for this repository by a trusted key.
+    pub(super) vouched_files: HashSet<Id>,
     pub(super) present: HashMap<Id, (u64, Option<SystemTime>)>,
 }
 /// Steps 1 and 2: marks, manifests, the live set, and every indexed pack's
@@ -196,7 +217,7 @@ pub(super) fn survey(
     // manifests need is in a file read here (backups index before they
     // write their manifest); packs are listed after the index files, so
     // every pack those files name that exists is in the listing.
-    let index_files = repository.list_ids(ObjectKind::Index)?;
+    let mut index_files = repository.list_ids(ObjectKind::Index)?;
     let present: HashMap<Id, (u64, Option<SystemTime>)> = repository
         .backend()
         .list(ObjectKind::Pack)?
@@ -208,32 +229,56 @@ pub(super) fn survey(
     // First pass: pack sizes, the ids of blobs in present packs, and where
     // trees are (trees are few; data blobs are not kept as records).
     let mut ids = Vec::new();
-    let mut trees: HashMap<Id, BlobLocation> = HashMap::new();
+    let mut trees: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
+    let mut vouched_files = HashSet::new();
+    let mut vouched_packs = HashSet::new();
+    let mut unreadable = HashSet::new();
     for file_id in &index_files {
-        let file = read_index(repository, file_id)?;
-        for pack in file.packs {
-            listed_in.entry(pack.id).or_default().push(*file_id);
-            if packs.contains_key(&pack.id) {
+        let (file, vouched) = match read_index(repository, file_id, trusted)? {
+            Ok((file, vouching)) => {
+                if let Some(why) = vouching.why_not() {
+                    plan.unvouched_index_files.push((*file_id, why));
+                }
+                (file, vouching.is_vouched())
+            }
+            Err(why) => {
+                plan.unreadable_index_files.push((*file_id, why));
+                unreadable.insert(*file_id);
                 continue;
             }
-            packs.insert(pack.id, PackUse::unused(pack.id, pack.size));
+        };
+        if vouched {
+            vouched_files.insert(*file_id);
+        }
+        for pack in file.packs {
+            listed_in.entry(pack.id).or_default().push(*file_id);
+            let size = present.get(&pack.id).map_or(pack.size, |(size, _)| *size);
+            packs
+                .entry(pack.id)
+                .or_insert_with(|| PackUse::unused(pack.id, size));
             if !present.contains_key(&pack.id) {
                 continue;
+            }
+            if vouched {
+                vouched_packs.insert(pack.id);
             }
             for blob in &pack.blobs {
                 ids.push(blob.id);
                 if blob.kind == BlobKind::Tree {
-                    trees.insert(
-                        blob.id,
-                        BlobLocation {
-                            pack: pack.id,
-                            entry: *blob,
-                        },
-                    );
+                    let location = BlobLocation {
+                        pack: pack.id,
+                        entry: *blob,
+                    };
+                    let listed = trees.entry(blob.id).or_default();
+                    match vouched {
+                        true => listed.insert(0, location),
+                        false => listed.push(location),
+                    }
                 }
             }
         }
     }
+    index_files.retain(|id| !unreadable.contains(id));
 
     // The walk: every tree and chunk reachable from a snapshot is live. One
     // that no present pack holds is damage (a lost pack whose blobs were
@@ -244,6 +289,7 @@ pub(super) fn survey(
         Amount {
             bytes: trees
                 .values()
+                .filter_map(|places| places.first())
                 .map(|tree| u64::from(tree.entry.length))
                 .sum(),
             items: roots.len() as u64,
@@ -275,7 +321,7 @@ pub(super) fn survey(
     } = visitor;
     drop(trees);
     if !damage.is_empty() {
-        name_lost_packs(repository, &index_files, &present, &mut damage)?;
+        name_lost_packs(repository, &index_files, &present, &mut damage);
         return Err(damage_error(&damage));
     }
     plan.trees = walk.seen().map_or(0, |seen| seen.len() as u64);
@@ -291,32 +337,70 @@ pub(super) fn survey(
         .filter(|read| read.trusted && read.mark.due().is_some_and(|due| due <= now))
         .flat_map(|read| read.mark.packs.iter().map(|pack| pack.id))
         .collect();
-    // Second pass: each pack's live and dead bytes, counted once, and the
-    // live blobs of packs due for deletion.
+    // Second pass: each pack's live and dead bytes, counted once from a
+    // vouched listing, and the live blobs of packs due for deletion.
     let mut counted = HashSet::new();
     let mut due_live: HashMap<Id, Vec<Id>> = HashMap::new();
-    for file_id in &index_files {
-        let file = read_index(repository, file_id)?;
+    let mut count = |pack: &PackEntry, usage: &mut PackUse| {
+        count_use(usage, &pack.blobs, &live);
+        if due_marked.contains(&pack.id) && usage.live_blobs > 0 {
+            let ids = pack.blobs.iter().map(|blob| blob.id);
+            due_live.insert(pack.id, ids.filter(|id| live.is_live(id)).collect());
+        }
+    };
+    for file_id in index_files.iter().filter(|id| vouched_files.contains(id)) {
+        let Ok((file, _)) = read_index(repository, file_id, trusted)? else {
+            continue;
+        };
         for pack in file.packs {
             if !counted.insert(pack.id) {
                 continue;
             }
-            let Some(usage) = packs.get_mut(&pack.id) else {
-                continue;
-            };
-            count_use(usage, &pack.blobs, &live);
-            if due_marked.contains(&pack.id) && usage.live_blobs > 0 {
-                let ids = pack.blobs.iter().map(|blob| blob.id);
-                due_live.insert(pack.id, ids.filter(|id| live.is_live(id)).collect());
+            if let Some(usage) = packs.get_mut(&pack.id) {
+                count(&pack, usage);
+            }
+        }
+    }
+    // Present packs only unvouched files list: what their own headers say.
+    for (id, usage) in packs.iter_mut() {
+        let Some((size, _)) = present.get(id) else {
+            continue;
+        };
+        if vouched_packs.contains(id) {
+            continue;
+        }
+        match repository.read_pack_header(id, *size) {
+            Ok(header) => count(
+                &PackEntry {
+                    id: *id,
+                    size: *size,
+                    blobs: header.blobs,
+                },
+                usage,
+            ),
+            Err(error @ StoreError::Io { .. }) => return Err(error),
+            // Nothing is known of it: never marked, never deleted.
+            Err(error) => {
+                usage.live_blobs = 1;
+                usage.sole_copies = 1;
+                plan.unreadable_packs.push((*id, error.to_string()));
             }
         }
     }
     // Third pass, only if a due pack holds live blobs: are there copies in
-    // packs that stay (present, indexed, named by no trusted mark)? A
-    // backup that copied blobs out of marked packs, or a repack, made them.
+    // packs that stay (present, indexed by a vouched listing, named by no
+    // trusted mark)? A backup that copied blobs out of marked packs, or a
+    // repack, made them.
     if !due_live.is_empty() {
         let wanted: HashSet<Id> = due_live.values().flatten().copied().collect();
-        let covered = copies_outside(repository, &index_files, &present, &trusted_marked, &wanted)?;
+        let covered = copies_outside(
+            repository,
+            trusted,
+            &index_files,
+            &present,
+            &trusted_marked,
+            &wanted,
+        )?;
         for (pack, blobs) in due_live {
             if let Some(usage) = packs.get_mut(&pack) {
                 usage.sole_copies = blobs.iter().filter(|id| !covered.contains(id)).count() as u64;
@@ -332,6 +416,7 @@ pub(super) fn survey(
         live,
         packs,
         listed_in,
+        vouched_files,
         present,
     })
 }
@@ -343,10 +428,12 @@ fn name_lost_packs(
     index_files: &[Id],
     present: &HashMap<Id, (u64, Option<SystemTime>)>,
     damage: &mut Vec<String>,
-) -> Result<()> {
+) {
     let mut lost = std::collections::BTreeSet::new();
     for file_id in index_files {
-        let file = read_index(repository, file_id)?;
+        let Ok(file) = repository.read_index_file(file_id) else {
+            continue;
+        };
         for pack in file
             .packs
             .iter()
@@ -364,13 +451,15 @@ fn name_lost_packs(
     for pack in lost {
         damage.push(format!("pack {pack}, which held them, is missing"));
     }
-    Ok(())
 }
 
 /// Which of `wanted` have a copy in a pack that stays: present, listed by
-/// one of `index_files`, and not in `leaving`.
+/// a vouched one of `index_files` (sealed by one of `trusted`), and not in
+/// `leaving`. A copy only an unvouched file claims does not count: a
+/// planted claim must never let a prune drop a live blob's only copy.
 pub(super) fn copies_outside(
     repository: &Repository,
+    trusted: &[PublicKey],
     index_files: &[Id],
     present: &HashMap<Id, (u64, Option<SystemTime>)>,
     leaving: &HashSet<Id>,
@@ -378,11 +467,12 @@ pub(super) fn copies_outside(
 ) -> Result<HashSet<Id>> {
     let mut covered = HashSet::new();
     for file_id in index_files {
-        // A file gone since listing only hides copies: fewer blobs count as
-        // covered, which keeps or copies more, never less.
-        let file = match repository.read_index_file(file_id) {
-            Ok(file) => file,
-            Err(StoreError::Missing { .. }) => continue,
+        // A file gone since listing, unreadable or not vouched for only
+        // hides copies: fewer blobs count as covered, which keeps or
+        // copies more, never less.
+        let file = match repository.open_index_file(file_id, trusted) {
+            Ok((file, vouching)) if vouching.is_vouched() => file,
+            Ok(_) | Err(StoreError::Missing { .. } | StoreError::Corrupt { .. }) => continue,
             Err(error) => return Err(error),
         };
         for pack in file.packs {
@@ -396,15 +486,23 @@ pub(super) fn copies_outside(
     Ok(covered)
 }
 
-/// An index file listed a moment ago; gone means another prune or a repair
-/// rewrote the index meanwhile, and this run's picture is out of date.
-pub(super) fn read_index(repository: &Repository, id: &Id) -> Result<IndexFile> {
-    repository.read_index_file(id).map_err(|error| match error {
-        StoreError::Missing { .. } => StoreError::Conflict(format!(
+/// An index file listed a moment ago, and whether it is vouched for; gone
+/// means another prune or a repair rewrote the index meanwhile, and this
+/// run's picture is out of date. One that cannot be decoded (or does not
+/// match its name) is `Ok(Err(why))`: the caller names it and skips it.
+pub(super) fn read_index(
+    repository: &Repository,
+    id: &Id,
+    trusted: &[PublicKey],
+) -> Result<std::result::Result<(IndexFile, Vouching), String>> {
+    match repository.open_index_file(id, trusted) {
+        Ok(read) => Ok(Ok(read)),
+        Err(StoreError::Missing { .. }) => Err(StoreError::Conflict(format!(
             "index file {id} was removed while this prune read the index (another prune or a repair ran at the same time); nothing was deleted; run the prune again"
-        )),
-        other => other,
-    })
+        ))),
+        Err(error @ StoreError::Corrupt { .. }) => Ok(Err(error.to_string())),
+        Err(error) => Err(error),
+    }
 }
 
 pub(super) fn count_use(usage: &mut PackUse, blobs: &[BlobEntry], live: &BlobSet) {

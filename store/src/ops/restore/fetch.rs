@@ -12,11 +12,14 @@
 //! left out of the cache and counted in [`FetchCounters`], and the caller
 //! reads it again on its own.
 //!
-//! [`Sources`] owns the fallback order and its accounting: other
-//! repositories holding the same chunks (written by the same
-//! multi-repository backup, or by `cairn copy`), in order of preference,
-//! are asked in turn; whichever serves a blob is counted, and why the main
-//! repository could not is kept for the report.
+//! [`Sources`] owns the fallback order and its accounting: first every
+//! other location the main repository's index files list for the blob (a
+//! planted index file may have shadowed the true one, or one copy may be
+//! damaged; these are read from the index files once, on the first
+//! failure), then other repositories holding the same chunks (written by
+//! the same multi-repository backup, or by `cairn copy`), in order of
+//! preference; whichever serves a blob is counted, and why the main
+//! repository's first location could not is kept for the report.
 //!
 //! Knows nothing of plans, files or the target: planning and writing call
 //! down into this module, never the other way. Never hands out a blob it
@@ -24,6 +27,7 @@
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
+use crate::format::index::BlobLocation;
 use crate::format::pack::spans::{Span, spans};
 use crate::format::pack::{BlobDecoder, BlobEntry, Decoded, by_stored_bytes};
 use crate::format::tree::Tree;
@@ -33,8 +37,8 @@ use crate::ops::read_tree;
 use crate::repository::Repository;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 const KIB: u64 = 1024;
 pub(super) const MIB: u64 = 1024 * KIB;
@@ -240,6 +244,12 @@ pub struct Sources<'a> {
     fallbacks: &'a [Fallback<'a>],
     served: Vec<Served>,
     failures: Mutex<(u64, Vec<String>)>,
+    /// The main repository's location, and every place its index files
+    /// list each blob that they list more than once; read on the first
+    /// failure.
+    elsewhere: OnceLock<(String, HashMap<Id, Vec<BlobLocation>>)>,
+    /// What those other places served.
+    served_elsewhere: Served,
 }
 
 impl<'a> Sources<'a> {
@@ -248,7 +258,25 @@ impl<'a> Sources<'a> {
             fallbacks,
             served: fallbacks.iter().map(|_| Served::default()).collect(),
             failures: Mutex::new((0, Vec::new())),
+            elsewhere: OnceLock::new(),
+            served_elsewhere: Served::default(),
         }
+    }
+
+    /// Blob `id` from another place `main`'s index files list for it.
+    fn read_elsewhere_in(&self, main: &Repository, id: &Id) -> Option<Vec<u8>> {
+        let (_, listed) = self
+            .elsewhere
+            .get_or_init(|| (main.backend().location(), locations_listed_twice(main)));
+        for location in listed.get(id)? {
+            if let Ok(raw) = main.read_blob(location) {
+                let served = &self.served_elsewhere;
+                served.blobs.fetch_add(1, Ordering::Relaxed);
+                served.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+                return Some(raw);
+            }
+        }
+        None
     }
 
     fn note_failure(&self, why: &StoreError) {
@@ -263,8 +291,13 @@ impl<'a> Sources<'a> {
     }
 
     /// Blob `id`, which the main repository failed to give (`why`), from
+    /// another place the main repository's index files list it, or else
     /// the first fallback that holds it intact; `why` itself if none does.
-    pub fn fetch(&self, id: &Id, why: StoreError) -> Result<Vec<u8>> {
+    pub fn fetch(&self, main: &Repository, id: &Id, why: StoreError) -> Result<Vec<u8>> {
+        if let Some(raw) = self.read_elsewhere_in(main, id) {
+            self.note_failure(&why);
+            return Ok(raw);
+        }
         if self.fallbacks.is_empty() {
             return Err(why);
         }
@@ -288,7 +321,7 @@ impl<'a> Sources<'a> {
         match read_tree(main, index, id) {
             Ok(tree) => Ok(tree),
             Err(why) => {
-                let raw = self.fetch(id, why)?;
+                let raw = self.fetch(main, id, why)?;
                 Tree::decode(&raw, &format!("tree {id}"))
             }
         }
@@ -301,16 +334,31 @@ impl<'a> Sources<'a> {
             .any(|fallback| matches!(fallback.index.lookup(id), Ok(Some(_))))
     }
 
-    /// What each fallback served, in order of preference.
+    /// What each fallback served, in order of preference; first, if they
+    /// served any, the main repository's other listed places.
     pub fn uses(&self) -> Vec<FallbackUse> {
-        self.fallbacks
-            .iter()
-            .zip(&self.served)
-            .map(|(fallback, served)| FallbackUse {
-                repository: fallback.repository.backend().location(),
-                blobs: served.blobs.load(Ordering::Relaxed),
-                bytes: served.bytes.load(Ordering::Relaxed),
-            })
+        let use_of = |repository: String, served: &Served| FallbackUse {
+            repository,
+            blobs: served.blobs.load(Ordering::Relaxed),
+            bytes: served.bytes.load(Ordering::Relaxed),
+        };
+        let elsewhere = self.elsewhere.get().map(|(main, _)| {
+            use_of(
+                format!("{main} (other places its index files list)"),
+                &self.served_elsewhere,
+            )
+        });
+        elsewhere
+            .filter(|used| used.blobs > 0)
+            .into_iter()
+            .chain(
+                self.fallbacks
+                    .iter()
+                    .zip(&self.served)
+                    .map(|(fallback, served)| {
+                        use_of(fallback.repository.backend().location(), served)
+                    }),
+            )
             .collect()
     }
 
@@ -320,5 +368,105 @@ impl<'a> Sources<'a> {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .clone()
+    }
+}
+
+/// Every place `repository`'s index files list each blob that they list
+/// in more than one place: the slow path of a restore whose first place
+/// for a blob failed (its pack is missing or damaged, or a planted index
+/// file named a place that never held it). Every index file counts,
+/// vouched or not, since whatever is read is checked against its id; one
+/// that cannot be read is skipped (the index's opening named it).
+fn locations_listed_twice(repository: &Repository) -> HashMap<Id, Vec<BlobLocation>> {
+    let mut listed: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
+    let files = repository.list_ids(ObjectKind::Index).unwrap_or_default();
+    for file in files {
+        let Ok(file) = repository.read_index_file(&file) else {
+            continue;
+        };
+        for pack in file.packs {
+            for entry in pack.blobs {
+                let location = BlobLocation {
+                    pack: pack.id,
+                    entry,
+                };
+                let places = listed.entry(entry.id).or_default();
+                if !places.contains(&location) {
+                    places.push(location);
+                }
+            }
+        }
+    }
+    listed.retain(|_, places| places.len() > 1);
+    listed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::format::index::IndexFile;
+    use crate::format::keys::{generate_signing_key, public_key_of};
+    use crate::format::pack::BlobKind;
+    use crate::index::MemoryIndex;
+    use crate::ops::common::blob_writer::BlobWriter;
+
+    /// The cache knows only a planted place for a blob (as when a planted
+    /// index file shadows the true one in a repository whose index files
+    /// are all unsigned): the fetch finds the true place in the index
+    /// files and says it served from there.
+    #[test]
+    fn a_blob_whose_known_place_fails_is_read_from_another_listed_place() {
+        let directory = tempfile::tempdir().unwrap();
+        let key = generate_signing_key().unwrap();
+        let repository = Repository::init(
+            std::sync::Arc::new(LocalBackend::new(directory.path())),
+            cairn_chunker::ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+        )
+        .unwrap();
+        // Incompressible, so it is stored as it is, alone.
+        let mut raw = vec![0u8; 50_000];
+        blake3::Hasher::new()
+            .update(b"noise")
+            .finalize_xof()
+            .fill(&mut raw);
+        let id = Id::of(&raw);
+        let scratch = MemoryIndex::new();
+        let writer = BlobWriter::new(&repository, &scratch, HashMap::new(), Some(&key));
+        writer.add(BlobKind::Data, id, &raw).unwrap();
+        writer.finish().unwrap();
+        let true_place = repository
+            .read_index_file(&repository.list_ids(ObjectKind::Index).unwrap()[0])
+            .unwrap()
+            .packs
+            .remove(0);
+        let mut planted = true_place.clone();
+        planted.blobs[0].offset += 1;
+        planted.blobs[0].length -= 1;
+        planted.blobs[0].raw_length -= 1;
+        repository
+            .write_index_file(&IndexFile::new(vec![planted.clone()]), None)
+            .unwrap();
+        let shadowed = MemoryIndex::new();
+        shadowed.insert_pack(&planted, false).unwrap();
+        let known = shadowed.lookup(&id).unwrap().unwrap();
+        let why = repository.read_blob(&known).unwrap_err();
+
+        let sources = Sources::new(&[]);
+        assert_eq!(sources.fetch(&repository, &id, why).unwrap(), raw);
+        let uses = sources.uses();
+        assert_eq!((uses.len(), uses[0].blobs), (1, 1), "{uses:?}");
+        assert_eq!(sources.main_failures().0, 1);
+        // A blob listed nowhere else still fails, with the first error.
+        let unknown = Id::of(b"listed nowhere");
+        let missing = StoreError::Missing {
+            object: format!("blob {unknown}"),
+        };
+        assert!(matches!(
+            sources.fetch(&repository, &unknown, missing),
+            Err(StoreError::Missing { .. })
+        ));
     }
 }

@@ -33,7 +33,9 @@ impl Scene {
         let repository =
             Repository::init(backend, cairn_chunker::ChunkerParams::DEFAULT, 3, public)
                 .expect("init");
-        let index = open_index(&repository, None).expect("index").index;
+        let index = open_index(&repository, None, &[public])
+            .expect("index")
+            .index;
         let options = BackupOptions {
             components: components
                 .into_iter()

@@ -191,7 +191,7 @@ impl Writer<'_> {
                             None => Held::Owned(
                                 self.locate(id)
                                     .and_then(|location| self.fetch_single(&location))
-                                    .or_else(|why| self.sources.fetch(id, why))?,
+                                    .or_else(|why| self.sources.fetch(self.repository, id, why))?,
                             ),
                         },
                         (_, _, Some(data)) => Held::Cached(data),
@@ -221,7 +221,10 @@ impl Writer<'_> {
                                 (None, Some(location)) => self.fetch_single(location).map(Some),
                                 (None, None) => Err(missing(id)),
                             };
-                            match fetched.or_else(|why| self.sources.fetch(id, why).map(Some))? {
+                            let fetched = fetched.or_else(|why| {
+                                self.sources.fetch(self.repository, id, why).map(Some)
+                            });
+                            match fetched? {
                                 Some(data) => Held::Owned(data),
                                 None => Held::InWindow,
                             }

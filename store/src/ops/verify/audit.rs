@@ -39,6 +39,9 @@ pub(super) struct Audit {
     trees: HashMap<Id, Option<Tree>>,
     /// Further locations of blobs listed in more than one pack.
     alternates: HashMap<Id, Vec<BlobLocation>>,
+    /// Blobs whose location in `blobs` only an index file not vouched for
+    /// lists, with that file.
+    hinted: HashMap<Id, Id>,
     /// Trees a walk refused (too deep, or past its budget), with their
     /// finding.
     refused_trees: HashMap<Id, usize>,
@@ -176,13 +179,32 @@ impl Audit {
         }
     }
 
-    /// Returns every indexed pack with its indexed size.
-    pub(super) fn read_index(&mut self, repository: &Repository) -> Result<HashMap<Id, u64>> {
+    /// Returns every indexed pack with its indexed size. Vouched index
+    /// files (FORMAT.md section 9) are taken first, so each blob's place
+    /// to check is a vouched one where there is one; the others are named
+    /// as notices, their places kept as alternates.
+    pub(super) fn read_index(
+        &mut self,
+        repository: &Repository,
+        trusted: &[PublicKey],
+    ) -> Result<HashMap<Id, u64>> {
         let mut packs = HashMap::new();
+        let mut files = Vec::new();
         for id in repository.list_ids(ObjectKind::Index)? {
             self.report.index_files += 1;
-            let file = match repository.read_index_file(&id) {
-                Ok(file) => file,
+            let file = match repository.open_index_file(&id, trusted) {
+                Ok((file, vouching)) => {
+                    if let Some(why) = vouching.why_not() {
+                        self.add(finding(
+                            FindingKind::UnvouchedIndex,
+                            format!("index file {id}"),
+                            format!(
+                                "not vouched for: {why}; used only as a hint of where blobs are, never to skip storing or to delete data (`cairn repair index` seals the index if it is yours)"
+                            ),
+                        ));
+                    }
+                    (vouching.is_vouched(), file)
+                }
                 // Removed since listing (a prune or repair replaced it).
                 Err(crate::StoreError::Missing { .. }) => {
                     self.report.index_files -= 1;
@@ -197,6 +219,11 @@ impl Audit {
                     continue;
                 }
             };
+            files.push((id, file));
+        }
+        // Vouched first (a stable sort keeps the listing's order otherwise).
+        files.sort_by_key(|(_, (vouched, _))| !vouched);
+        for (id, (vouched, file)) in files {
             for pack in file.packs {
                 if let Some(size) = packs.insert(pack.id, pack.size)
                     && size != pack.size
@@ -218,6 +245,9 @@ impl Audit {
                     match self.blobs.entry(entry.id) {
                         std::collections::hash_map::Entry::Vacant(slot) => {
                             slot.insert(location);
+                            if !vouched {
+                                self.hinted.insert(entry.id, id);
+                            }
                         }
                         std::collections::hash_map::Entry::Occupied(first) => {
                             if first.get().pack != pack.id {
@@ -353,9 +383,15 @@ impl Audit {
         progress: &dyn Progress,
     ) {
         let mut by_pack: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
+        let mut hinted_in: HashMap<Id, HashSet<Id>> = HashMap::new();
         for location in self.blobs.values() {
             by_pack.entry(location.pack).or_default().push(*location);
+            if self.hinted.contains_key(&location.entry.id) {
+                let hinted = hinted_in.entry(location.pack).or_default();
+                hinted.insert(location.entry.id);
+            }
         }
+        let nothing_hinted = HashSet::new();
         let results: Vec<PackReading> = packs
             .par_iter()
             .map(|pack| {
@@ -364,6 +400,7 @@ impl Audit {
                     pack,
                     sizes.get(pack).copied().unwrap_or_default(),
                     by_pack.get(pack).map(Vec::as_slice).unwrap_or_default(),
+                    hinted_in.get(pack).unwrap_or(&nothing_hinted),
                 );
                 progress.advance(Amount {
                     bytes: reading.bytes_read,
@@ -378,6 +415,24 @@ impl Audit {
             self.report.bytes_read += reading.bytes_read;
             for finding in reading.pack_findings {
                 self.add(finding);
+            }
+            // A notice naming the lying index file; damage only if a
+            // snapshot needs the blob (the damage walk makes it so).
+            for blob in reading.false_hints {
+                let Some(file) = self.hinted.get(&blob).copied() else {
+                    continue;
+                };
+                let pack = self.blobs.get(&blob).map(|location| location.pack);
+                self.report.corrupt_blobs.push(blob);
+                let index = self.add(finding(
+                    FindingKind::UnvouchedIndex,
+                    format!("index file {file}"),
+                    format!(
+                        "not vouched for, and claims blob {blob} is in pack {}, whose header does not list it: a false hint, ignored",
+                        pack.map(|pack| pack.to_hex()).unwrap_or_default()
+                    ),
+                ));
+                self.blob_findings.entry(blob).or_insert(index);
             }
             for (blob, finding) in reading.bad_blobs {
                 self.report.corrupt_blobs.push(blob);

@@ -150,6 +150,9 @@ pub enum FindingKind {
     /// A pack a prune deleted that an index file still lists (a prune was
     /// interrupted; the next one rewrites the index).
     DeletedPack,
+    /// An index file not vouched for (unsigned, or not sealed for this
+    /// repository by a trusted key): its listings are used as hints only.
+    UnvouchedIndex,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -235,7 +238,9 @@ impl VerifyReport {
 /// A finding of `kind` about `object`, with the severity that kind has.
 pub fn finding(kind: FindingKind, object: String, message: String) -> Finding {
     let severity = match kind {
-        FindingKind::UnreferencedPack | FindingKind::DeletedPack => Severity::Notice,
+        FindingKind::UnreferencedPack | FindingKind::DeletedPack | FindingKind::UnvouchedIndex => {
+            Severity::Notice
+        }
         _ => Severity::Damage,
     };
     Finding {
@@ -267,7 +272,7 @@ pub fn verify(
     audit.check_keys(repository)?;
     audit.check_forget_records(repository, trusted)?;
     let marked = audit.check_marks(repository, trusted)?;
-    let indexed_packs = audit.read_index(repository)?;
+    let indexed_packs = audit.read_index(repository, trusted)?;
     let readable = audit.check_packs(repository, &indexed_packs, &marked)?;
     audit.prefer_present_copies();
     let roots = audit.check_snapshots(repository, trusted, snapshots, &options.components)?;
@@ -414,7 +419,7 @@ mod tests {
         let other =
             Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
         let index = MemoryIndex::new();
-        let writer = BlobWriter::new(&other, &index, HashMap::new());
+        let writer = BlobWriter::new(&other, &index, HashMap::new(), None);
         // Incompressible, so each blob is stored as it is, alone.
         let contents: Vec<Vec<u8>> = (0..2u8)
             .map(|seed| {

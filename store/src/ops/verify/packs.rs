@@ -66,6 +66,9 @@ pub(super) struct PackReading {
     pub(super) bytes_read: u64,
     pub(super) pack_findings: Vec<Finding>,
     pub(super) bad_blobs: Vec<(Id, Finding)>,
+    /// Blobs of `hinted` the pack's header does not hold: an unvouched
+    /// index file's false claim, not damage to the pack.
+    pub(super) false_hints: Vec<Id>,
 }
 
 /// The finding for a blob whose stored bytes failed their check.
@@ -83,23 +86,36 @@ fn bad_blob(pack: &Id, entry: &BlobEntry, why: String) -> (Id, Finding) {
 /// Reads pack `pack` (`size` bytes, as listed and indexed) from start to
 /// end in bounded windows (`Repository::scan_pack`): its hash against its
 /// name, its header against the index, every blob of `blobs` against its
-/// id. The pack is never held whole.
+/// id. The pack is never held whole. `hinted`: blobs whose listing in
+/// this pack comes only from index files not vouched for (FORMAT.md
+/// section 9).
 pub(super) fn read_pack(
     repository: &Repository,
     pack: &Id,
     size: u64,
     blobs: &[BlobLocation],
+    hinted: &HashSet<Id>,
 ) -> PackReading {
     let mut reading = PackReading {
         blobs_read: 0,
         bytes_read: 0,
         pack_findings: Vec::new(),
         bad_blobs: Vec::new(),
+        false_hints: Vec::new(),
     };
     let object = format!("pack {pack}");
+    let mut blobs = blobs.to_vec();
     match repository.read_pack_header(pack, size) {
         Ok(header) => {
             let listed: HashSet<_> = header.blobs.iter().collect();
+            let (false_hints, kept): (Vec<_>, Vec<_>) = blobs.into_iter().partition(|location| {
+                hinted.contains(&location.entry.id) && !listed.contains(&location.entry)
+            });
+            reading.false_hints = false_hints
+                .iter()
+                .map(|location| location.entry.id)
+                .collect();
+            blobs = kept;
             if blobs
                 .iter()
                 .any(|location| !listed.contains(&location.entry))
