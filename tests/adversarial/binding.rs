@@ -32,6 +32,21 @@ fn init(workspace: &Workspace, repo: &Path, extra: &[&str]) -> PathBuf {
     PathBuf::from(made["key_file"].as_str().expect("key file"))
 }
 
+/// Two repositories, `a` and `b`, made by `init` with one key, trusted for
+/// both; `b_init` goes before `b`'s path in its init (e.g. `--like`, so
+/// `b` takes `a`'s chunking). Returns both paths and the key file.
+fn two_repositories_one_key(workspace: &Workspace, b_init: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    let (a, b) = (workspace.path("a"), workspace.path("b"));
+    let key = init(workspace, &a, &[]);
+    let mut args = vec!["--key-file", key.to_str().expect("utf-8 path"), "init"];
+    args.extend(b_init);
+    if !b_init.is_empty() {
+        args.push(a.to_str().expect("utf-8 path"));
+    }
+    at(workspace, &b, args).ok();
+    (a, b, key)
+}
+
 /// Backs up `sources` into `repo`; returns the snapshot id and the summary.
 fn backup(workspace: &Workspace, repo: &Path, sources: &[&Path]) -> (String, Value) {
     let mut args: Vec<&OsStr> = vec![OsStr::new("--json"), OsStr::new("backup")];
@@ -111,21 +126,8 @@ fn mentions(findings: &[Value], id: &str) -> bool {
 #[test]
 fn finding_3_forget_record_from_another_repository_is_refused() {
     let workspace = Workspace::new();
-    let (a, b) = (workspace.path("a"), workspace.path("b"));
-    let key = init(&workspace, &a, &[]);
     // The same key serves both repositories, trusted for both.
-    at(
-        &workspace,
-        &b,
-        [
-            "--key-file",
-            key.to_str().unwrap(),
-            "init",
-            "--like",
-            a.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    let (a, b, _key) = two_repositories_one_key(&workspace, &["--like"]);
     let source = workspace.path("data");
     write(&source.join("ledger.txt"), &noise(3, 40_000));
     let (in_a, _) = backup(&workspace, &a, &[&source]);
@@ -190,14 +192,7 @@ fn workspace_verify(workspace: &Workspace, repo: &Path) -> (i32, Value) {
 #[test]
 fn finding_3_manifest_from_another_repository_never_becomes_latest() {
     let workspace = Workspace::new();
-    let (a, b) = (workspace.path("a"), workspace.path("b"));
-    let key = init(&workspace, &a, &[]);
-    at(
-        &workspace,
-        &b,
-        ["--key-file", key.to_str().unwrap(), "init"],
-    )
-    .ok();
+    let (a, b, _key) = two_repositories_one_key(&workspace, &[]);
     let (mine, theirs) = (workspace.path("mine/data"), workspace.path("theirs/data"));
     write(&mine.join("a.txt"), b"this repository's data");
     write(&theirs.join("b.txt"), b"another repository's data");
@@ -443,14 +438,7 @@ fn finding_8_undecodable_planted_manifest_blocks_nothing() {
 #[test]
 fn finding_3_replaced_config_naming_another_repository_is_refused() {
     let workspace = Workspace::new();
-    let (a, b) = (workspace.path("a"), workspace.path("b"));
-    let key = init(&workspace, &a, &[]);
-    at(
-        &workspace,
-        &b,
-        ["--key-file", key.to_str().unwrap(), "init"],
-    )
-    .ok();
+    let (a, b, _key) = two_repositories_one_key(&workspace, &[]);
     let docs = workspace.path("docs");
     write(&docs.join("a.txt"), b"a's data");
     backup(&workspace, &a, &[&docs]);
