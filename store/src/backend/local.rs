@@ -29,6 +29,21 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
+    /// Opens an object for reading, with its path (for errors) and its
+    /// size as the filesystem lists it.
+    fn open_sized(&self, kind: ObjectKind, name: &str) -> Result<(PathBuf, File, u64)> {
+        let path = self.path(kind, name)?;
+        let file = File::open(&path).map_err(|error| match error.kind() {
+            ErrorKind::NotFound => missing(kind, name),
+            _ => io_error("opening", &path, error),
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|error| io_error("reading metadata of", &path, error))?
+            .len();
+        Ok((path, file, size))
+    }
+
     /// A backend over `root`; nothing is created until the first write.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalBackend { root: root.into() }
@@ -175,15 +190,7 @@ impl Backend for LocalBackend {
     }
 
     fn read(&self, kind: ObjectKind, name: &str, limit: u64) -> Result<Vec<u8>> {
-        let path = self.path(kind, name)?;
-        let mut file = File::open(&path).map_err(|error| match error.kind() {
-            ErrorKind::NotFound => missing(kind, name),
-            _ => io_error("opening", &path, error),
-        })?;
-        let size = file
-            .metadata()
-            .map_err(|error| io_error("reading metadata of", &path, error))?
-            .len();
+        let (path, mut file, size) = self.open_sized(kind, name)?;
         if size > limit {
             return Err(too_large(kind, name, size, limit));
         }
@@ -207,15 +214,7 @@ impl Backend for LocalBackend {
         offset: u64,
         length: u64,
     ) -> Result<Vec<u8>> {
-        let path = self.path(kind, name)?;
-        let mut file = File::open(&path).map_err(|error| match error.kind() {
-            ErrorKind::NotFound => missing(kind, name),
-            _ => io_error("opening", &path, error),
-        })?;
-        let size = file
-            .metadata()
-            .map_err(|error| io_error("reading metadata of", &path, error))?
-            .len();
+        let (path, mut file, size) = self.open_sized(kind, name)?;
         if offset.checked_add(length).is_none_or(|end| end > size) {
             return Err(past_end(kind, name, offset, length, size));
         }
