@@ -36,6 +36,49 @@ impl Id {
     }
 }
 
+/// How blob ids are computed. A plaintext repository names a blob by the
+/// plain BLAKE3 hash of its bytes; an encrypted one by BLAKE3 in keyed mode,
+/// under a key derived from the repository's id key (FORMAT.md 17.2), so
+/// that an id reveals nothing to whoever lacks that key, not even whether a
+/// known file is stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum IdHasher {
+    Plain,
+    Keyed([u8; 32]),
+}
+
+impl IdHasher {
+    /// The id of `bytes`.
+    pub fn id(&self, bytes: &[u8]) -> Id {
+        match self {
+            IdHasher::Plain => Id::of(bytes),
+            IdHasher::Keyed(key) => Id(*blake3::keyed_hash(key, bytes).as_bytes()),
+        }
+    }
+
+    /// A streaming hasher that ends in the same id as [`IdHasher::id`].
+    pub fn hasher(&self) -> blake3::Hasher {
+        match self {
+            IdHasher::Plain => blake3::Hasher::new(),
+            IdHasher::Keyed(key) => blake3::Hasher::new_keyed(key),
+        }
+    }
+
+    pub fn is_keyed(&self) -> bool {
+        matches!(self, IdHasher::Keyed(_))
+    }
+}
+
+impl fmt::Debug for IdHasher {
+    // Never prints the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdHasher::Plain => f.write_str("IdHasher::Plain"),
+            IdHasher::Keyed(_) => f.write_str("IdHasher::Keyed(..)"),
+        }
+    }
+}
+
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())

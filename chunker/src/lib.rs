@@ -38,7 +38,7 @@ mod parallel;
 mod params;
 mod stream;
 
-pub use id::Id;
+pub use id::{Id, IdHasher};
 pub use params::{ChunkerParams, Chunking, ParamsError};
 pub use stream::{Batch, ChunkStream, StreamChunk};
 

@@ -43,6 +43,18 @@ pub enum StoreError {
     BadKeyFile { path: PathBuf, reason: String },
     #[error("{0}")]
     KeyMismatch(String),
+    /// Decrypting `object` takes the repository's read key, and the keys
+    /// this host holds are write-only (FORMAT.md 17.6).
+    #[error(
+        "{object} can only be read with the repository's read key, and this host holds only \
+         a write-only key (open the repository with a passphrase or identity that holds the \
+         read key)"
+    )]
+    ReadKeyMissing { object: String },
+    /// No key slot opened with what was given (wrong passphrase, or an
+    /// identity no slot is wrapped for).
+    #[error("{0}")]
+    KeySlotLocked(String),
     #[error("invalid chunker parameters: {0}")]
     Params(#[from] cairn_chunker::ParamsError),
     #[error("{0}")]

@@ -62,6 +62,8 @@ impl LocalBackend {
             ObjectKind::Snapshot => self.root.join("snapshots"),
             ObjectKind::Forget => self.root.join("forgotten"),
             ObjectKind::Deletion => self.root.join("deletions"),
+            ObjectKind::KeySlot => self.root.join("keyslots"),
+            ObjectKind::Keyring => self.root.join("keyring"),
         }
     }
 

@@ -111,6 +111,12 @@ pub enum ObjectKind {
     /// Signed deletion marks: packs a prune will delete after a grace
     /// period unless something needs them again.
     Deletion,
+    /// Key slots: the repository's key material wrapped for one holder
+    /// (passphrase or recipient), FORMAT.md 17.5.
+    KeySlot,
+    /// Keyring objects: the owner's signed list of writers' keys and their
+    /// revocations, FORMAT.md 17.7.
+    Keyring,
 }
 
 impl ObjectKind {
@@ -123,6 +129,8 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Forget => "forget record",
             ObjectKind::Deletion => "deletion mark",
+            ObjectKind::KeySlot => "key slot",
+            ObjectKind::Keyring => "keyring",
         }
     }
 }

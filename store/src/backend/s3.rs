@@ -240,6 +240,8 @@ impl S3Backend {
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Forget => "forgotten",
             ObjectKind::Deletion => "deletions",
+            ObjectKind::KeySlot => "keyslots",
+            ObjectKind::Keyring => "keyring",
         };
         match (self.location.prefix.as_str(), folder) {
             (prefix, "") => prefix.to_string(),

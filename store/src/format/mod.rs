@@ -9,8 +9,10 @@
 pub mod chunking;
 pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod index;
 pub mod keys;
+pub mod keyslot;
 pub mod limits;
 pub mod manifest;
 pub mod pack;

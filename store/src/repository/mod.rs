@@ -336,7 +336,8 @@ pub fn whole_read_limit(kind: ObjectKind) -> Result<u64> {
         ObjectKind::Key => limits::MAX_KEY_SIZE,
         ObjectKind::Index => limits::MAX_INDEX_FILE_SIZE,
         ObjectKind::Snapshot => limits::MAX_MANIFEST_SIZE,
-        ObjectKind::Forget | ObjectKind::Deletion => limits::MAX_RECORD_SIZE,
+        ObjectKind::Forget | ObjectKind::Deletion | ObjectKind::Keyring => limits::MAX_RECORD_SIZE,
+        ObjectKind::KeySlot => crate::format::keyslot::MAX_KEY_SLOT_SIZE,
         ObjectKind::Pack => {
             return Err(StoreError::Invalid(
                 "packs are read in ranges, never whole".into(),

@@ -1,0 +1,700 @@
+//! Encryption: the one place where repository bytes are encrypted and
+//! decrypted (FORMAT.md section 17). Owns the repository's key material
+//! (the read key, its public half and the id key), the derivation of every
+//! working key from it, the encrypted-object container and the cipher for
+//! the pieces of a pack.
+//!
+//! It never decides which object is encrypted how beyond the fixed rule of
+//! [`SealedKind`], never reads or writes storage, never checks signatures
+//! (seal.rs does, on the bytes this module returns) and never sees a
+//! passphrase (key slots, keyslot.rs, unwrap the key material).
+//!
+//! Every primitive comes from a well-kept crate: X25519 from
+//! `x25519-dalek`, XChaCha20-Poly1305 from RustCrypto's `chacha20poly1305`,
+//! key derivation from BLAKE3's `derive_key` mode.
+
+use crate::error::{Result, StoreError};
+use crate::id::{Id, IdHasher};
+use crate::os::random::random_bytes;
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
+use zeroize::Zeroize;
+
+/// The scheme a config's `encryption.scheme` names (FORMAT.md 4, 17).
+pub const SCHEME: &str = "x25519-xchacha20poly1305-blake3";
+/// Starts every encrypted object that is not a pack.
+pub const OBJECT_MAGIC: &[u8; 8] = b"CAIRNEN1";
+/// The Poly1305 tag every sealed piece of bytes ends with.
+pub const TAG_LENGTH: usize = 16;
+/// Length of an XChaCha20 nonce.
+pub const NONCE_LENGTH: usize = 24;
+
+const BLOB_ID_CONTEXT: &str = "cairn 2026-12 blob id key v1";
+const METADATA_CONTEXT: &str = "cairn 2026-12 metadata key v1";
+const OBJECT_CONTEXT: &str = "cairn 2026-12 object key v1";
+const PACK_CONTEXT: &str = "cairn 2026-12 pack key v1";
+const OBJECT_AAD_PREFIX: &[u8] = b"cairn object v1\0";
+const PIECE_AAD_PREFIX: &[u8] = b"cairn pack piece v1\0";
+const HEADER_AAD_PREFIX: &[u8] = b"cairn pack header v1\0";
+
+/// The X25519 public half of the read key: what a writer encrypts to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EncryptionPublicKey(pub [u8; 32]);
+
+impl EncryptionPublicKey {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text).ok()?;
+        Some(EncryptionPublicKey(bytes.try_into().ok()?))
+    }
+}
+
+impl std::fmt::Debug for EncryptionPublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EncryptionPublicKey({})", &self.to_hex()[..16])
+    }
+}
+
+/// Which key an encrypted object is sealed under. Fixed per kind by the
+/// format ([`SealedKind::sealing`]): a reader never takes the mode from the
+/// object's own bytes on trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sealing {
+    /// To the read key (mode 1): only a holder of the read key decrypts.
+    ToReadKey,
+    /// Under the metadata key, derived from the id key (mode 2): every
+    /// writer decrypts, since it must deduplicate and must see deletion
+    /// marks.
+    Metadata,
+}
+
+impl Sealing {
+    fn mode(self) -> u8 {
+        match self {
+            Sealing::ToReadKey => 1,
+            Sealing::Metadata => 2,
+        }
+    }
+}
+
+/// The kinds of object stored in the encrypted-object container, each
+/// with its fixed sealing and the name the associated data binds it to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealedKind {
+    Index,
+    Deletion,
+    Snapshot,
+    Forget,
+    Keyring,
+}
+
+impl SealedKind {
+    /// The name bound into the associated data (FORMAT.md 17.4).
+    pub fn aad_name(self) -> &'static str {
+        match self {
+            SealedKind::Index => "index",
+            SealedKind::Deletion => "deletion",
+            SealedKind::Snapshot => "snapshot",
+            SealedKind::Forget => "forget",
+            SealedKind::Keyring => "keyring",
+        }
+    }
+
+    pub fn sealing(self) -> Sealing {
+        match self {
+            SealedKind::Index | SealedKind::Deletion => Sealing::Metadata,
+            SealedKind::Snapshot | SealedKind::Forget | SealedKind::Keyring => Sealing::ToReadKey,
+        }
+    }
+}
+
+/// 32 secret bytes, wiped when dropped, never printed.
+#[derive(Clone)]
+struct Secret([u8; 32]);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// A repository's key material, or the write-only part of it.
+///
+/// - the *id key* (32 random bytes) names blobs and seals what every writer
+///   must read (index files, deletion marks);
+/// - the *read key* (an X25519 secret) opens everything else; writers
+///   encrypt to its public half, so a host without it cannot read what it
+///   or anyone else wrote.
+pub struct RepositoryKeys {
+    repository: Id,
+    public: EncryptionPublicKey,
+    id_key: Secret,
+    read: Option<StaticSecret>,
+    blob_id_key: Secret,
+    metadata: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for RepositoryKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepositoryKeys")
+            .field("repository", &self.repository)
+            .field("public", &self.public)
+            .field("can_read", &self.can_read())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for RepositoryKeys {
+    fn clone(&self) -> Self {
+        Self::assemble(
+            self.repository,
+            self.public,
+            self.id_key.0,
+            self.read.as_ref().map(|read| read.to_bytes()),
+        )
+    }
+}
+
+impl RepositoryKeys {
+    /// Fresh key material for a new repository.
+    pub fn generate(repository: Id) -> Result<Self> {
+        let read = StaticSecret::from(random_bytes::<32>()?);
+        let public = EncryptionPublicKey(X25519Public::from(&read).to_bytes());
+        Ok(Self::assemble(
+            repository,
+            public,
+            random_bytes::<32>()?,
+            Some(read.to_bytes()),
+        ))
+    }
+
+    /// Key material from its stored parts (a key slot's payload). A read
+    /// key whose public half is not `public` is refused: the parts do not
+    /// belong together.
+    pub fn from_parts(
+        repository: Id,
+        public: EncryptionPublicKey,
+        id_key: [u8; 32],
+        read: Option<[u8; 32]>,
+    ) -> Result<Self> {
+        if let Some(read) = read {
+            let derived = X25519Public::from(&StaticSecret::from(read)).to_bytes();
+            if derived != public.0 {
+                return Err(StoreError::KeyMismatch(format!(
+                    "the read key of repository {repository} does not match its public key {}",
+                    public.to_hex()
+                )));
+            }
+        }
+        Ok(Self::assemble(repository, public, id_key, read))
+    }
+
+    fn assemble(
+        repository: Id,
+        public: EncryptionPublicKey,
+        id_key: [u8; 32],
+        read: Option<[u8; 32]>,
+    ) -> Self {
+        let blob_id_key = Secret(blake3::derive_key(BLOB_ID_CONTEXT, &id_key));
+        let metadata_key = Secret(blake3::derive_key(METADATA_CONTEXT, &id_key));
+        RepositoryKeys {
+            repository,
+            public,
+            id_key: Secret(id_key),
+            read: read.map(StaticSecret::from),
+            blob_id_key,
+            metadata: XChaCha20Poly1305::new(&metadata_key.0.into()),
+        }
+    }
+
+    /// The same keys without the read key: what a write-only host holds.
+    pub fn write_only(&self) -> Self {
+        Self::assemble(self.repository, self.public, self.id_key.0, None)
+    }
+
+    pub fn repository(&self) -> &Id {
+        &self.repository
+    }
+
+    pub fn public_key(&self) -> EncryptionPublicKey {
+        self.public
+    }
+
+    /// Whether these keys can decrypt what is sealed to the read key.
+    pub fn can_read(&self) -> bool {
+        self.read.is_some()
+    }
+
+    /// The id key's bytes, for wrapping in a key slot.
+    pub fn id_key_bytes(&self) -> [u8; 32] {
+        self.id_key.0
+    }
+
+    /// The read key's bytes, for wrapping in a key slot.
+    pub fn read_key_bytes(&self) -> Option<[u8; 32]> {
+        self.read.as_ref().map(|read| read.to_bytes())
+    }
+
+    /// How blobs are named in this repository: BLAKE3 keyed with the blob
+    /// id key.
+    pub fn id_hasher(&self) -> IdHasher {
+        IdHasher::Keyed(self.blob_id_key.0)
+    }
+
+    /// Encrypts `plain` as an object of `kind` (FORMAT.md 17.4).
+    pub fn encrypt_object(&self, kind: SealedKind, plain: &[u8]) -> Result<Vec<u8>> {
+        let sealing = kind.sealing();
+        let mut header = Vec::with_capacity(8 + 1 + 32 + NONCE_LENGTH);
+        header.extend_from_slice(OBJECT_MAGIC);
+        header.push(sealing.mode());
+        let derived;
+        let cipher = match sealing {
+            Sealing::Metadata => &self.metadata,
+            Sealing::ToReadKey => {
+                let ephemeral = StaticSecret::from(random_bytes::<32>()?);
+                let ephemeral_public = X25519Public::from(&ephemeral).to_bytes();
+                let key = agreed_key(OBJECT_CONTEXT, &ephemeral, &ephemeral_public, &self.public)
+                    .ok_or_else(|| {
+                    StoreError::KeyMismatch(format!(
+                        "repository {}'s public encryption key {} is not a usable X25519 key",
+                        self.repository,
+                        self.public.to_hex()
+                    ))
+                })?;
+                header.extend_from_slice(&ephemeral_public);
+                derived = XChaCha20Poly1305::new(&key.0.into());
+                &derived
+            }
+        };
+        let nonce = random_bytes::<NONCE_LENGTH>()?;
+        header.extend_from_slice(&nonce);
+        let aad = object_aad(kind, &self.repository, &header);
+        let mut sealed = header;
+        let body_start = sealed.len();
+        sealed.extend_from_slice(plain);
+        let mut body = sealed.split_off(body_start);
+        seal_in_place(cipher, &nonce, &aad, &mut body);
+        sealed.extend_from_slice(&body);
+        Ok(sealed)
+    }
+
+    /// Decrypts an object of `kind` read from storage (`object` names it in
+    /// errors). Refuses bytes that are not in the container, a mode other
+    /// than the one the kind has, a missing read key (naming it), and any
+    /// byte changed, moved to another kind, or taken from another
+    /// repository.
+    pub fn decrypt_object(&self, kind: SealedKind, bytes: &[u8], object: &str) -> Result<Vec<u8>> {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            object: object.to_string(),
+            reason: reason.to_string(),
+        };
+        let sealing = kind.sealing();
+        if bytes.len() < 9 || &bytes[..8] != OBJECT_MAGIC {
+            return Err(corrupt(
+                "is not encrypted, but this repository encrypts every such object",
+            ));
+        }
+        if bytes[8] != sealing.mode() {
+            return Err(corrupt(&format!(
+                "is sealed in mode {}, but a {} object is always sealed in mode {}",
+                bytes[8],
+                kind.aad_name(),
+                sealing.mode()
+            )));
+        }
+        let derived;
+        let (cipher, header_length) = match sealing {
+            Sealing::Metadata => (&self.metadata, 9 + NONCE_LENGTH),
+            Sealing::ToReadKey => {
+                let read = self
+                    .read
+                    .as_ref()
+                    .ok_or_else(|| StoreError::ReadKeyMissing {
+                        object: object.to_string(),
+                    })?;
+                if bytes.len() < 9 + 32 {
+                    return Err(corrupt("is too short for its header"));
+                }
+                let ephemeral: [u8; 32] = bytes[9..41]
+                    .try_into()
+                    .map_err(|_| corrupt("is too short for its header"))?;
+                let key = agreed_key_reading(OBJECT_CONTEXT, read, &ephemeral, &self.public)
+                    .ok_or_else(|| {
+                        corrupt("names an ephemeral key that is not a usable X25519 key")
+                    })?;
+                derived = XChaCha20Poly1305::new(&key.0.into());
+                (&derived, 9 + 32 + NONCE_LENGTH)
+            }
+        };
+        if bytes.len() < header_length + TAG_LENGTH {
+            return Err(corrupt("is too short for its header and tag"));
+        }
+        let (header, body) = bytes.split_at(header_length);
+        let nonce: [u8; NONCE_LENGTH] = header[header_length - NONCE_LENGTH..]
+            .try_into()
+            .map_err(|_| corrupt("is too short for its header"))?;
+        let aad = object_aad(kind, &self.repository, header);
+        let mut plain = body.to_vec();
+        open_in_place(cipher, &nonce, &aad, &mut plain).map_err(|()| {
+            corrupt(
+                "does not decrypt: its bytes were changed, or it was encrypted for another \
+                 repository or as another kind of object",
+            )
+        })?;
+        Ok(plain)
+    }
+
+    /// A cipher for the pieces of one new pack, under a fresh ephemeral key.
+    pub fn pack_sealer(&self) -> Result<PackSealer> {
+        let ephemeral = StaticSecret::from(random_bytes::<32>()?);
+        let ephemeral_public = X25519Public::from(&ephemeral).to_bytes();
+        let key = agreed_key(PACK_CONTEXT, &ephemeral, &ephemeral_public, &self.public)
+            .ok_or_else(|| {
+                StoreError::KeyMismatch(format!(
+                    "repository {}'s public encryption key is not a usable X25519 key",
+                    self.repository
+                ))
+            })?;
+        Ok(PackSealer {
+            pieces: PieceCipher::new(&key, self.repository),
+            ephemeral: ephemeral_public,
+        })
+    }
+
+    /// The cipher for the pieces of the pack whose ephemeral public key is
+    /// `ephemeral` (from the pack's start or an index listing).
+    pub fn pack_opener(&self, ephemeral: &[u8; 32], object: &str) -> Result<PackOpener> {
+        let read = self
+            .read
+            .as_ref()
+            .ok_or_else(|| StoreError::ReadKeyMissing {
+                object: object.to_string(),
+            })?;
+        let key =
+            agreed_key_reading(PACK_CONTEXT, read, ephemeral, &self.public).ok_or_else(|| {
+                StoreError::Corrupt {
+                    object: object.to_string(),
+                    reason: "names an ephemeral key that is not a usable X25519 key".to_string(),
+                }
+            })?;
+        Ok(PackOpener {
+            pieces: PieceCipher::new(&key, self.repository),
+        })
+    }
+}
+
+/// Writes one pack's pieces: every stored blob or shared frame, and the
+/// header, each sealed under the pack's own key.
+pub struct PackSealer {
+    pieces: PieceCipher,
+    ephemeral: [u8; 32],
+}
+
+impl PackSealer {
+    /// The ephemeral public key a reader derives the pack's key from; it
+    /// follows the pack's magic and is listed with the pack in index files.
+    pub fn ephemeral(&self) -> [u8; 32] {
+        self.ephemeral
+    }
+
+    /// Seals the stored bytes of the piece at `offset` in the pack, in
+    /// place (appends the tag).
+    pub fn seal_piece(&self, offset: u64, stored: &mut Vec<u8>) {
+        self.pieces.seal(Role::Piece, offset, stored);
+    }
+
+    /// Seals the header, which starts at `header_start`, in place.
+    pub fn seal_header(&self, header_start: u64, header: &mut Vec<u8>) {
+        self.pieces.seal(Role::Header, header_start, header);
+    }
+}
+
+/// Reads one pack's pieces.
+pub struct PackOpener {
+    pieces: PieceCipher,
+}
+
+impl PackOpener {
+    /// Opens the piece stored at `offset`, in place (removes the tag).
+    pub fn open_piece(&self, offset: u64, sealed: &mut Vec<u8>, object: &str) -> Result<()> {
+        self.pieces.open(Role::Piece, offset, sealed, object)
+    }
+
+    /// Opens the header stored at `header_start`, in place.
+    pub fn open_header(&self, header_start: u64, sealed: &mut Vec<u8>, object: &str) -> Result<()> {
+        self.pieces.open(Role::Header, header_start, sealed, object)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Piece,
+    Header,
+}
+
+struct PieceCipher {
+    cipher: XChaCha20Poly1305,
+    repository: Id,
+}
+
+impl PieceCipher {
+    fn new(key: &Secret, repository: Id) -> Self {
+        PieceCipher {
+            cipher: XChaCha20Poly1305::new(&key.0.into()),
+            repository,
+        }
+    }
+
+    /// The nonce is the piece's offset and role: unique within the pack,
+    /// and the pack's key is used for no other pack (FORMAT.md 17.3).
+    fn nonce_and_aad(&self, role: Role, offset: u64) -> ([u8; NONCE_LENGTH], Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LENGTH];
+        nonce[..8].copy_from_slice(&offset.to_le_bytes());
+        let prefix = match role {
+            Role::Piece => PIECE_AAD_PREFIX,
+            Role::Header => {
+                nonce[NONCE_LENGTH - 1] = 1;
+                HEADER_AAD_PREFIX
+            }
+        };
+        let mut aad = Vec::with_capacity(prefix.len() + 32 + 8);
+        aad.extend_from_slice(prefix);
+        aad.extend_from_slice(&self.repository.0);
+        aad.extend_from_slice(&offset.to_le_bytes());
+        (nonce, aad)
+    }
+
+    fn seal(&self, role: Role, offset: u64, bytes: &mut Vec<u8>) {
+        let (nonce, aad) = self.nonce_and_aad(role, offset);
+        seal_in_place(&self.cipher, &nonce, &aad, bytes);
+    }
+
+    fn open(&self, role: Role, offset: u64, bytes: &mut Vec<u8>, object: &str) -> Result<()> {
+        let (nonce, aad) = self.nonce_and_aad(role, offset);
+        open_in_place(&self.cipher, &nonce, &aad, bytes).map_err(|()| StoreError::Corrupt {
+            object: object.to_string(),
+            reason: match role {
+                Role::Piece => format!(
+                    "the piece at offset {offset} does not decrypt (its bytes were changed, \
+                     moved, or belong to another pack or repository)"
+                ),
+                Role::Header => "its header does not decrypt (its bytes were changed, or it \
+                                 belongs to another repository)"
+                    .to_string(),
+            },
+        })
+    }
+}
+
+fn object_aad(kind: SealedKind, repository: &Id, header: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(OBJECT_AAD_PREFIX.len() + 16 + 32 + header.len());
+    aad.extend_from_slice(OBJECT_AAD_PREFIX);
+    aad.extend_from_slice(kind.aad_name().as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&repository.0);
+    aad.extend_from_slice(header);
+    aad
+}
+
+/// `derive_key(context, shared || ephemeral public || recipient public)`,
+/// or `None` when the agreement is all zeros (a low-order point).
+fn agreed_key(
+    context: &str,
+    ephemeral: &StaticSecret,
+    ephemeral_public: &[u8; 32],
+    recipient: &EncryptionPublicKey,
+) -> Option<Secret> {
+    let shared = ephemeral.diffie_hellman(&X25519Public::from(recipient.0));
+    derive_agreed(context, shared, ephemeral_public, &recipient.0)
+}
+
+fn agreed_key_reading(
+    context: &str,
+    read: &StaticSecret,
+    ephemeral_public: &[u8; 32],
+    recipient: &EncryptionPublicKey,
+) -> Option<Secret> {
+    let shared = read.diffie_hellman(&X25519Public::from(*ephemeral_public));
+    derive_agreed(context, shared, ephemeral_public, &recipient.0)
+}
+
+fn derive_agreed(
+    context: &str,
+    shared: x25519_dalek::SharedSecret,
+    ephemeral_public: &[u8; 32],
+    recipient: &[u8; 32],
+) -> Option<Secret> {
+    if !shared.was_contributory() {
+        return None;
+    }
+    let mut material = [0u8; 96];
+    material[..32].copy_from_slice(shared.as_bytes());
+    material[32..64].copy_from_slice(ephemeral_public);
+    material[64..].copy_from_slice(recipient);
+    let key = Secret(blake3::derive_key(context, &material));
+    material.zeroize();
+    Some(key)
+}
+
+/// Public so key slots (keyslot.rs) seal the same way.
+pub(crate) fn seal_in_place(
+    cipher: &XChaCha20Poly1305,
+    nonce: &[u8; NONCE_LENGTH],
+    aad: &[u8],
+    bytes: &mut Vec<u8>,
+) {
+    let nonce = XNonce::from(*nonce);
+    // Vec grows as needed and XChaCha20 takes messages up to 256 GiB, far
+    // beyond any object's limit, so this cannot fail.
+    #[allow(clippy::expect_used, reason = "see above: no failure is possible")]
+    cipher
+        .encrypt_in_place(&nonce, aad, bytes)
+        .expect("sealing into a Vec cannot fail");
+}
+
+pub(crate) fn open_in_place(
+    cipher: &XChaCha20Poly1305,
+    nonce: &[u8; NONCE_LENGTH],
+    aad: &[u8],
+    bytes: &mut Vec<u8>,
+) -> std::result::Result<(), ()> {
+    let nonce = XNonce::from(*nonce);
+    cipher.decrypt_in_place(&nonce, aad, bytes).map_err(|_| ())
+}
+
+pub(crate) fn cipher_for(key: &[u8; 32]) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(&(*key).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> RepositoryKeys {
+        RepositoryKeys::generate(Id::of(b"repository")).unwrap()
+    }
+
+    #[test]
+    fn objects_round_trip_in_both_modes() {
+        let keys = keys();
+        for kind in [SealedKind::Index, SealedKind::Snapshot] {
+            let sealed = keys.encrypt_object(kind, b"secret body").unwrap();
+            assert!(!sealed.windows(6).any(|w| w == b"secret"));
+            assert_eq!(
+                keys.decrypt_object(kind, &sealed, "x").unwrap(),
+                b"secret body"
+            );
+        }
+    }
+
+    #[test]
+    fn a_write_only_host_reads_metadata_but_not_snapshots() {
+        let keys = keys();
+        let host = keys.write_only();
+        let index = host.encrypt_object(SealedKind::Index, b"listing").unwrap();
+        assert_eq!(
+            host.decrypt_object(SealedKind::Index, &index, "i").unwrap(),
+            b"listing"
+        );
+        let snapshot = host
+            .encrypt_object(SealedKind::Snapshot, b"manifest")
+            .unwrap();
+        assert!(matches!(
+            host.decrypt_object(SealedKind::Snapshot, &snapshot, "s"),
+            Err(StoreError::ReadKeyMissing { .. })
+        ));
+        assert_eq!(
+            keys.decrypt_object(SealedKind::Snapshot, &snapshot, "s")
+                .unwrap(),
+            b"manifest"
+        );
+    }
+
+    #[test]
+    fn every_byte_kind_and_repository_is_bound() {
+        let keys = keys();
+        let sealed = keys.encrypt_object(SealedKind::Forget, b"record").unwrap();
+        for position in 0..sealed.len() {
+            let mut changed = sealed.clone();
+            changed[position] ^= 1;
+            assert!(
+                keys.decrypt_object(SealedKind::Forget, &changed, "f")
+                    .is_err()
+            );
+        }
+        assert!(
+            keys.decrypt_object(SealedKind::Snapshot, &sealed, "f")
+                .is_err()
+        );
+        let other = RepositoryKeys::from_parts(
+            Id::of(b"other"),
+            keys.public_key(),
+            keys.id_key_bytes(),
+            keys.read_key_bytes(),
+        )
+        .unwrap();
+        assert!(
+            other
+                .decrypt_object(SealedKind::Forget, &sealed, "f")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn pack_pieces_are_bound_to_their_offset_and_role() {
+        let keys = keys();
+        let sealer = keys.pack_sealer().unwrap();
+        let mut piece = b"stored blob".to_vec();
+        sealer.seal_piece(40, &mut piece);
+        assert_eq!(piece.len(), 11 + TAG_LENGTH);
+        let opener = keys.pack_opener(&sealer.ephemeral(), "p").unwrap();
+        let mut moved = piece.clone();
+        assert!(opener.open_piece(51, &mut moved, "p").is_err());
+        let mut as_header = piece.clone();
+        assert!(opener.open_header(40, &mut as_header, "p").is_err());
+        opener.open_piece(40, &mut piece, "p").unwrap();
+        assert_eq!(piece, b"stored blob");
+        assert!(matches!(
+            keys.write_only().pack_opener(&sealer.ephemeral(), "p"),
+            Err(StoreError::ReadKeyMissing { .. })
+        ));
+    }
+
+    #[test]
+    fn mismatched_parts_are_refused() {
+        let keys = keys();
+        let other = RepositoryKeys::generate(Id::of(b"repository")).unwrap();
+        assert!(
+            RepositoryKeys::from_parts(
+                *keys.repository(),
+                other.public_key(),
+                keys.id_key_bytes(),
+                keys.read_key_bytes()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn keyed_ids_differ_from_plain_ones_and_between_repositories() {
+        let first = keys();
+        let second = keys();
+        let plain = IdHasher::Plain.id(b"chunk");
+        assert_ne!(first.id_hasher().id(b"chunk"), plain);
+        assert_ne!(
+            first.id_hasher().id(b"chunk"),
+            second.id_hasher().id(b"chunk")
+        );
+        let mut streaming = first.id_hasher().hasher();
+        streaming.update(b"chu");
+        streaming.update(b"nk");
+        assert_eq!(
+            Id(*streaming.finalize().as_bytes()),
+            first.id_hasher().id(b"chunk")
+        );
+    }
+}
