@@ -407,6 +407,25 @@ impl PackSealer {
         self.pieces.seal(Role::Piece, offset, stored);
     }
 
+    /// Seals `buffer[start..]`, the piece at `offset` in the pack, where it
+    /// lies, and appends its tag: a pack being assembled is sealed without
+    /// copying its pieces out.
+    pub fn seal_piece_tail(&self, offset: u64, buffer: &mut Vec<u8>, start: usize) {
+        let (nonce, aad) = self.pieces.nonce_and_aad(Role::Piece, offset);
+        let nonce = XNonce::from(nonce);
+        // As in seal_in_place: XChaCha20 takes far more than any piece.
+        #[allow(
+            clippy::expect_used,
+            reason = "no failure is possible for a piece's length"
+        )]
+        let tag = self
+            .pieces
+            .cipher
+            .encrypt_inout_detached(&nonce, &aad, (&mut buffer[start..]).into())
+            .expect("sealing a piece cannot fail");
+        buffer.extend_from_slice(&tag);
+    }
+
     /// Seals the header, which starts at `header_start`, in place.
     pub fn seal_header(&self, header_start: u64, header: &mut Vec<u8>) {
         self.pieces.seal(Role::Header, header_start, header);
