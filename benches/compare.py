@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""cairn vs restic vs borg on the nightly workload (benches/workload.py).
+"""cairn vs restic, rustic and borg on the nightly workload (benches/workload.py).
 
 Run through benches/compare.sh, which installs the tools and builds cairn.
 This script owns the measurement: it generates the workload, measures the
 hardware references, then runs, for each tool, phase by phase (so every
-tool sees exactly the same bytes):
+tool sees exactly the same bytes). cairn runs twice: encrypted (its
+default, like restic's and rustic's) and with `init --plaintext`, so the
+cost of encryption is measured in the same run. rustic runs when its
+binary is given (--rustic) or on PATH:
 
   first backup -> [workload.py next-night] -> next-night backup
   -> unchanged re-backup -> full restore into an empty directory
@@ -36,7 +39,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WORKLOAD = os.path.join(HERE, "workload.py")
-TOOLS = ["restic", "cairn", "borg"]
+ALL_TOOLS = ["restic", "rustic", "cairn", "cairn-plain", "borg"]
+# Filled in by main(): the tools this run measures, in ALL_TOOLS order.
+TOOLS = []
+CAIRN_TOOLS = ("cairn", "cairn-plain")
 COMPONENTS = ["db", "vectors", "memory"]
 MARKER = ".cairn-compare"
 TIME_FORMAT = "%e %U %S %M"
@@ -218,6 +224,8 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--borg-encryption", default="none",
                         help="borg init --encryption mode (default none; e.g. repokey-blake2)")
+    parser.add_argument("--rustic", default=shutil.which("rustic"),
+                        help="path to the rustic binary (default: rustic on PATH; none: skipped)")
     parser.add_argument("--keep", action="store_true",
                         help="keep workload, repositories and restores (default: delete the big ones)")
     parser.add_argument("--s3-venv",
@@ -228,15 +236,23 @@ def main():
     out = os.path.abspath(args.out)
     prepare_out(out)
     cairn = os.path.abspath(args.cairn)
+    rustic = os.path.abspath(args.rustic) if args.rustic else None
+    TOOLS[:] = [tool for tool in ALL_TOOLS if tool != "rustic" or rustic]
     work = os.path.join(out, "work")
-    repos = {tool: os.path.join(out, "repos", tool) for tool in TOOLS}
-    restores = {tool: os.path.join(out, "restore", tool) for tool in TOOLS}
+    repos = {tool: os.path.join(out, "repos", tool) for tool in ALL_TOOLS}
+    restores = {tool: os.path.join(out, "restore", tool) for tool in ALL_TOOLS}
     env_root = os.path.join(out, "env")
     environments = {
+        # The passphrase unlocks the repository's key slot (Argon2id at its
+        # default cost, paid once per command, as restic pays scrypt's).
         "cairn": {"CAIRN_CONFIG_DIR": os.path.join(env_root, "cairn-config"),
                   "CAIRN_CACHE_DIR": os.path.join(env_root, "cairn-cache"),
-                  # Encrypted, as restic and borg are here (the default).
                   "CAIRN_PASSWORD": "cairn-bench"},
+        "cairn-plain": {"CAIRN_CONFIG_DIR": os.path.join(env_root, "cairn-plain-config"),
+                        "CAIRN_CACHE_DIR": os.path.join(env_root, "cairn-plain-cache")},
+        "rustic": {"RUSTIC_REPOSITORY": repos["rustic"], "RUSTIC_PASSWORD": "cairn-bench",
+                   "RUSTIC_CACHE_DIR": os.path.join(env_root, "rustic-cache"),
+                   "RUSTIC_NO_PROGRESS": "true"},
         "restic": {"RESTIC_REPOSITORY": repos["restic"], "RESTIC_PASSWORD": "cairn-bench",
                    "RESTIC_CACHE_DIR": os.path.join(env_root, "restic-cache")},
         "borg": {"BORG_REPO": repos["borg"], "BORG_BASE_DIR": os.path.join(env_root, "borg"),
@@ -255,13 +271,17 @@ def main():
             "cairn": version_of([cairn, "--version"]),
             "cairn_git": version_of(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
             "restic": version_of(["restic", "version"]),
+            "rustic": version_of([rustic, "--version"]) if rustic else "not run",
             "borg": version_of(["borg", "--version"]),
             "b3sum": version_of(["b3sum", "--version"]),
             "zstd": version_of(["zstd", "--version"]),
             "python": platform.python_version(),
         },
         "settings": {
-            "cairn": "defaults: FastCDC 4/16/64 KiB, BLAKE3, zstd, ed25519-signed manifests, no encryption",
+            "cairn": "defaults: FastCDC 4/16/64 KiB, keyed BLAKE3, zstd, ed25519-signed manifests, "
+                     "XChaCha20-Poly1305 encryption (X25519 to the read key), passphrase slot",
+            "cairn-plain": "the same with `init --plaintext`: no encryption, plain BLAKE3 ids",
+            "rustic": "defaults: restic's repository format 2, compression (zstd), AES-256 encryption",
             "restic": "defaults: repository format 2 with compression auto (zstd), AES-256 encryption",
             "borg": f"--encryption {args.borg_encryption}, --compression zstd,3, default chunker (buzhash 19,23,21: ~2 MiB chunks)",
         },
@@ -299,20 +319,24 @@ def main():
     # ---- repositories
     init_commands = {
         "cairn": [cairn, "init", "--repo", repos["cairn"]],
+        "cairn-plain": [cairn, "init", "--plaintext", "--repo", repos["cairn-plain"]],
         "restic": ["restic", "init"],
+        "rustic": [rustic, "init"],
         "borg": ["borg", "init", "--encryption", args.borg_encryption],
     }
     for tool in TOOLS:
         runner.measure(f"init-{tool}", init_commands[tool], tool=tool, drop=False)
 
     def backup_command(tool, archive):
-        if tool == "cairn":
-            command = [cairn, "backup", "--repo", repos["cairn"], "--json"]
+        if tool in CAIRN_TOOLS:
+            command = [cairn, "backup", "--repo", repos[tool], "--json"]
             for name in COMPONENTS:
                 command += ["--component", f"{name}={os.path.join(work, name)}"]
             return command
         if tool == "restic":
             return ["restic", "backup"] + COMPONENTS
+        if tool == "rustic":
+            return [rustic, "backup"] + COMPONENTS
         return ["borg", "create", "--stats", "--compression", "zstd,3", f"::{archive}"] + COMPONENTS
 
     def record(step, tool, measured, source_bytes):
@@ -328,7 +352,7 @@ def main():
                                       tool=tool, cwd=work)
             measured["repo_bytes_before"] = before
             record(step, tool, measured, source_bytes)
-            if tool == "cairn" and measured["exit_status"] in (0, 3):
+            if tool in CAIRN_TOOLS and measured["exit_status"] in (0, 3):
                 try:
                     with open(os.path.join(out, measured["stdout"])) as source:
                         stats = json.load(source)
@@ -352,7 +376,10 @@ def main():
     # ---- restore
     restore_commands = {
         "cairn": [cairn, "restore", "--repo", repos["cairn"], "latest", "--target", restores["cairn"]],
+        "cairn-plain": [cairn, "restore", "--repo", repos["cairn-plain"], "latest", "--target",
+                        restores["cairn-plain"]],
         "restic": ["restic", "restore", "latest", "--target", restores["restic"]],
+        "rustic": [rustic, "restore", "latest", restores["rustic"]],
         "borg": ["borg", "extract", "::night2-again"],
     }
     results["restore_check"] = {}
@@ -398,7 +425,9 @@ def main():
     # ---- verify
     verify_commands = {
         "cairn": [cairn, "verify", "--repo", repos["cairn"], "--read-data", "--json"],
+        "cairn-plain": [cairn, "verify", "--repo", repos["cairn-plain"], "--read-data", "--json"],
         "restic": ["restic", "check", "--read-data"],
+        "rustic": [rustic, "check", "--read-data"],
         "borg": ["borg", "check", "--verify-data"],
     }
     for tool in TOOLS:
@@ -408,11 +437,15 @@ def main():
     # ---- retention: forget all but the newest snapshot, give the space back
     # cairn deletes in two phases; with --grace 0s (nothing else runs here)
     # the second prune run deletes what the first marked.
-    cairn_prune = (f"{cairn} forget --repo {repos['cairn']} --keep-last 1 --prune --grace 0s"
-                   f" && {cairn} prune --repo {repos['cairn']} --grace 0s")
+    def cairn_prune(tool):
+        repo = shlex.quote(repos[tool])
+        return shell(f"{shlex.quote(cairn)} forget --repo {repo} --keep-last 1 --prune --grace 0s"
+                     f" && {shlex.quote(cairn)} prune --repo {repo} --grace 0s")
     prune_commands = {
-        "cairn": shell(cairn_prune),
+        "cairn": cairn_prune("cairn"),
+        "cairn-plain": cairn_prune("cairn-plain"),
         "restic": ["restic", "forget", "--keep-last", "1", "--prune"],
+        "rustic": [rustic, "forget", "--keep-last", "1", "--prune"],
         "borg": shell("borg prune --keep-last 1 && borg compact"),
     }
     for tool in TOOLS:
@@ -426,11 +459,11 @@ def main():
                  args.keep)
         save()
 
-    results["cache_bytes"] = {
-        "cairn": du_bytes(environments["cairn"]["CAIRN_CACHE_DIR"]),
-        "restic": du_bytes(environments["restic"]["RESTIC_CACHE_DIR"]),
-        "borg": du_bytes(environments["borg"]["BORG_BASE_DIR"]),
-    }
+    cache_variables = {"cairn": "CAIRN_CACHE_DIR", "cairn-plain": "CAIRN_CACHE_DIR",
+                       "restic": "RESTIC_CACHE_DIR", "rustic": "RUSTIC_CACHE_DIR",
+                       "borg": "BORG_BASE_DIR"}
+    results["cache_bytes"] = {tool: du_bytes(environments[tool][cache_variables[tool]])
+                              for tool in TOOLS}
     results["workload"]["night0_bytes"] = night0_bytes
     results["workload"]["night0_files"] = night0_files
     results["workload"]["night1_bytes"] = night1_bytes
@@ -561,7 +594,10 @@ def render(results):
     lines = []
     add = lines.append
     scale = results["scale"]
-    add(f"# cairn vs restic vs borg: nightly workload at scale {scale:g}")
+    tools = [tool for tool in ALL_TOOLS if tool in results["settings"] and
+             any(tool in measured for measured in steps.values())]
+    add(f"# cairn vs {', '.join(tool for tool in tools if tool not in CAIRN_TOOLS)}: "
+        f"nightly workload at scale {scale:g}")
     add("")
     if scale != 1.0:
         add(f"> Scale {scale:g}: the data set is {scale:g}× the size of the real one. "
@@ -581,8 +617,8 @@ def render(results):
             "trees only after all its restores.")
     versions = results["versions"]
     add(f"- Versions: {versions['cairn']} ({versions['cairn_git']}), {versions['restic']}, "
-        f"{versions['borg']}")
-    for tool in TOOLS:
+        f"{versions.get('rustic', 'rustic not run')}, {versions['borg']}")
+    for tool in tools:
         add(f"- {tool}: {results['settings'][tool]}")
     # None: a step that keeps the cache on purpose (the write reference,
     # whose source is read once first so that only writing is paid).
@@ -626,19 +662,21 @@ def render(results):
 
     add("## Results")
     add("")
-    add("Ratios are cairn's or borg's figure ÷ restic's: for throughput, above 1 is "
-        "faster; for time, CPU, memory and size, below 1 is better.")
+    add("Each tool's figure, then cairn's (encrypted, its default) ÷ each peer's and ÷ "
+        "cairn's own with `--plaintext`: for throughput, above 1 is faster; for time, "
+        "CPU, memory and size, below 1 is better.")
     add("")
-    header = "| step | metric | restic | cairn | cairn ÷ restic | borg | borg ÷ restic |"
-    add(header)
-    add("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    peers = [tool for tool in tools if tool != "cairn"]
+    add("| step | metric | " + " | ".join(tools) + " | " +
+        " | ".join(f"cairn ÷ {peer}" for peer in peers) + " |")
+    add("| --- | --- |" + " ---: |" * (len(tools) + len(peers)))
 
     def row(step, metric, value, text):
-        tools = steps.get(step, {})
+        measured_here = steps.get(step, {})
         cells = {}
         values = {}
-        for tool in TOOLS:
-            measured = tools.get(tool)
+        for tool in tools:
+            measured = measured_here.get(tool)
             if measured is None:
                 cells[tool], values[tool] = "–", None
                 continue
@@ -646,9 +684,8 @@ def render(results):
             cells[tool] = text(values[tool])
             if measured["exit_status"] != 0:
                 cells[tool] += f" (exit {measured['exit_status']})"
-        base = values["restic"]
-        add(f"| {step} | {metric} | {cells['restic']} | {cells['cairn']} | "
-            f"{ratio(values['cairn'], base)} | {cells['borg']} | {ratio(values['borg'], base)} |")
+        add(f"| {step} | {metric} | " + " | ".join(cells[tool] for tool in tools) + " | " +
+            " | ".join(ratio(values.get("cairn"), values[peer]) for peer in peers) + " |")
 
     def throughput(m):
         return m["source_bytes"] / max(m["wall_s"], 0.01)
@@ -689,7 +726,7 @@ def render(results):
             row(step, "repository size after", lambda m: m["repo_bytes"], mb)
     add("")
     check = results.get("restore_check", {})
-    for tool in TOOLS:
+    for tool in tools:
         if tool in check:
             verdict = ("byte-identical to the source (`diff -r`)" if check[tool]["identical"]
                        else "DIFFERS from the source: " + "; ".join(check[tool]["differences"][:5]))

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# cairn vs restic vs borg on the nightly workload, in one run.
+# cairn vs restic, rustic and borg on the nightly workload, in one run.
 #
 #   bash benches/compare.sh [--scale S] [--out DIR] [--seed N]
 #                           [--borg-encryption MODE] [--keep] [--no-s3]
 #
 # Installs what is missing (restic, borgbackup, b3sum, zstd, sqlite3, GNU
-# time) with apt, builds cairn in release, then hands over to
+# time) with apt, rustic with `cargo install rustic-rs --no-default-features
+# --locked` into target/tools (once: about 10 minutes on 2 cores), builds
+# cairn in release, then hands over to
 # benches/compare.py, which generates the workload (benches/workload.py),
-# measures the hardware references and every tool's first backup, next-night
+# measures the hardware references and every tool's (cairn encrypted, as
+# restic and rustic are, and cairn --plaintext) first backup, next-night
 # backup, unchanged re-backup, full restore, full verification and forget +
 # prune of all but the newest snapshot, then cairn's and restic's backup and
 # restore over a loopback S3 server (moto's, installed into a venv by
@@ -61,6 +64,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
 fi
+
+rustic="$(command -v rustic || true)"
+if [ -z "$rustic" ]; then
+    rustic="$root/target/tools/bin/rustic"
+    if [ ! -x "$rustic" ]; then
+        echo "[compare] installing rustic (cargo install rustic-rs, once)" >&2
+        cargo install --quiet rustic-rs --no-default-features --locked --root "$root/target/tools"
+    fi
+fi
+extra+=(--rustic "$rustic")
 
 echo "[compare] building cairn (release)" >&2
 (cd "$root" && cargo build --release --quiet -p cairn-cli)
