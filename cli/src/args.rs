@@ -15,7 +15,8 @@ use std::path::PathBuf;
 5 restore refused by a preflight check (untrusted, too-old, missing-chunks); \
 6 a concurrent prune deleted data this backup reused (nothing written; run it again); \
 7 a critical component failed (the other components were stored); \
-8 a backup into several repositories failed in some of them (the others hold their snapshot)."
+8 a backup into several repositories failed in some of them (the others hold their snapshot); \
+10 a restore's check failed and the target was rolled back."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -412,6 +413,24 @@ pub struct RestoreArgs {
     /// which programs run with raised privileges here.
     #[arg(long)]
     pub keep_special_bits: bool,
+    /// The plan file: its repository (unless --repo says otherwise) and its
+    /// restore hooks (the `[restore]` table and each component's).
+    #[arg(long, value_name = "PATH")]
+    pub plan: Option<PathBuf>,
+    /// Run CMD (sh -c) before anything is written, e.g. to stop the
+    /// service; if it fails, nothing is touched. Replaces the plan's.
+    #[arg(long, value_name = "CMD")]
+    pub before: Option<String>,
+    /// Run CMD on the restored data (a health check, migrations); if it
+    /// fails, the target is rolled back from the safety snapshot (exit 10).
+    /// Replaces the plan's.
+    #[arg(long, value_name = "CMD")]
+    pub check: Option<String>,
+    /// Run CMD at the end, always (even when the restore or the check
+    /// failed), with CAIRN_RESULT set, e.g. to start the service again.
+    /// Replaces the plan's.
+    #[arg(long, value_name = "CMD")]
+    pub after: Option<String>,
 }
 
 #[derive(Args)]

@@ -32,13 +32,22 @@
 //! kind = "command"
 //! command = "pg_dump --format=custom app"
 //!
+//! [component.restore]              # optional: this component's
+//! check = "pg_restore --list \"$CAIRN_FILE\""  # restore hooks
+//!
 //! [retention]
 //! keep_daily = 7
 //! keep_weekly = 5
 //! keep_within = "2d"
+//!
+//! [restore]                         # optional: `cairn restore --plan`'s
+//! before = "systemctl stop app"     # hooks for the whole restore
+//! check = "curl -fsS localhost:8080/health"
+//! after = "systemctl start app"
 //! ```
 
 use cairn_store::ops::backup::{ChunkingChoice, ComponentSource, SourceKind};
+use cairn_store::ops::restore::{HookSet, RestoreHooks};
 use cairn_store::ops::retention::{Policy, parse_keep_within, validate};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -59,6 +68,27 @@ struct PlanFile {
     #[serde(default, rename = "component")]
     components: Vec<Spanned<PlanComponent>>,
     retention: Option<Spanned<PlanRetention>>,
+    /// The whole restore's hooks (`cairn restore --plan`).
+    restore: Option<PlanRestore>,
+}
+
+/// A `[restore]` table, or a component's `[component.restore]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanRestore {
+    before: Option<String>,
+    check: Option<String>,
+    after: Option<String>,
+}
+
+impl PlanRestore {
+    fn hooks(&self) -> HookSet {
+        HookSet {
+            before: self.before.clone(),
+            check: self.check.clone(),
+            after: self.after.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -86,6 +116,8 @@ struct PlanComponent {
     /// Run by `cairn drill` on the restored file or directory, whose path
     /// is in `CAIRN_FILE` (e.g. `pg_restore --list "$CAIRN_FILE"`).
     check: Option<String>,
+    /// This component's restore hooks (`cairn restore --plan`).
+    restore: Option<PlanRestore>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +157,8 @@ pub struct Plan {
     /// Per component, by name.
     pub hooks: BTreeMap<String, Hooks>,
     pub retention: Option<Policy>,
+    /// The restore hooks: the `[restore]` table's and each component's.
+    pub restore_hooks: RestoreHooks,
 }
 
 /// Reads and validates a plan; on failure, every mistake found, each as
@@ -164,6 +198,14 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
     }
     let mut components = Vec::new();
     let mut hooks = BTreeMap::new();
+    let mut restore_hooks = RestoreHooks {
+        whole: file
+            .restore
+            .as_ref()
+            .map(PlanRestore::hooks)
+            .unwrap_or_default(),
+        ..RestoreHooks::default()
+    };
     let mut names = std::collections::HashSet::new();
     for spanned in &file.components {
         let here = at(spanned.span());
@@ -255,6 +297,11 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
                 check: component.check.clone(),
             },
         );
+        if let Some(restore) = &component.restore {
+            restore_hooks
+                .components
+                .insert(name.clone(), restore.hooks());
+        }
         components.push(source);
     }
     let retention = match &file.retention {
@@ -290,6 +337,7 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
         components,
         hooks,
         retention,
+        restore_hooks,
     })
 }
 

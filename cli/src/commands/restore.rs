@@ -13,8 +13,9 @@ use cairn_store::Repository;
 use cairn_store::index::OpenedIndex;
 use cairn_store::ops::restore::{
     Action, DatabaseCheck, Decision, Fallback, MetadataPolicy, PreflightPolicy, PreparedRestore,
-    RestoreOptions, RestoreOutcome, RestorePlan, RestoreRequest, Selection, Sources,
-    check_snapshot, execute, parse_duration, prepare_restore,
+    RestoreHooks, RestoreOptions, RestoreOutcome, RestorePlan, RestoreRequest, RunbookOutcome,
+    RunbookResult, Selection, Sources, check_snapshot, execute, parse_duration, prepare_restore,
+    run_restore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -136,7 +137,32 @@ fn open_fallbacks(context: &Context, locations: &[String]) -> Vec<(Repository, O
     opened
 }
 
+/// The restore's hooks: the plan's, with each flag replacing the plan's
+/// whole-restore hook of its kind.
+fn hooks(args: &RestoreArgs, plan: Option<&crate::plan::Plan>) -> RestoreHooks {
+    let mut hooks = plan
+        .map(|plan| plan.restore_hooks.clone())
+        .unwrap_or_default();
+    let whole = &mut hooks.whole;
+    for (flag, slot) in [
+        (&args.before, &mut whole.before),
+        (&args.check, &mut whole.check),
+        (&args.after, &mut whole.after),
+    ] {
+        if flag.is_some() {
+            slot.clone_from(flag);
+        }
+    }
+    hooks
+}
+
 pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
+    let Ok(plan_file) = super::plan::load_if_given(args.plan.as_deref()) else {
+        return Ok(exit::ERROR);
+    };
+    let planned_context = crate::plan::context_for(context, plan_file.as_ref());
+    let context = planned_context.as_ref().unwrap_or(context);
+    let hooks = hooks(args, plan_file.as_ref());
     let max_age = args
         .max_age
         .as_deref()
@@ -246,16 +272,91 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         None
     };
     let progress = CliProgress::new(context.global.json);
-    let outcome = execute(
+    if hooks.is_empty() {
+        let outcome = execute(
+            &repository,
+            opened.index.as_ref(),
+            &sources,
+            &prepared,
+            safety_key.as_ref(),
+            &progress,
+        )?;
+        progress.finish();
+        return report(context, &locations[0], &prepared, plan, &outcome, None);
+    }
+    let runbook = run_restore(
         &repository,
         opened.index.as_ref(),
         &sources,
+        &request,
         &prepared,
         safety_key.as_ref(),
+        &hooks,
         &progress,
     )?;
     progress.finish();
-    report(context, &locations[0], &prepared, plan, &outcome)
+    report_runbook(context, &locations[0], &prepared, runbook)
+}
+
+/// Renders a restore run with hooks; returns its exit code.
+fn report_runbook(
+    context: &Context,
+    repo_path: &str,
+    prepared: &PreparedRestore,
+    mut runbook: RunbookOutcome,
+) -> Result<u8> {
+    for run in &runbook.hooks {
+        let whose = run.component.as_deref().unwrap_or("restore");
+        match &run.failure {
+            None if !context.global.json => {
+                println!("  {} {}-hook ok: {}", whose, run.phase, run.command)
+            }
+            None => {}
+            Some(why) => eprintln!("cairn: {} {}-hook failed: {why}", whose, run.phase),
+        }
+    }
+    if let Some(error) = runbook.error.take() {
+        return Err(
+            anyhow::Error::new(error).context("the restore could not run (after-hooks ran)")
+        );
+    }
+    let Some(outcome) = &runbook.restore else {
+        eprintln!("cairn: a before-hook failed, so nothing in the target was touched");
+        if context.global.json {
+            crate::output::print_json(&json!({
+                "snapshot": prepared.snapshot.to_hex(), "result": runbook.result,
+                "hooks": runbook.hooks,
+            }))?;
+        }
+        return Ok(exit::ERROR);
+    };
+    let plan = runbook
+        .plan
+        .as_ref()
+        .ok_or_else(|| anyhow!("a restore ran without a plan"))?;
+    let code = report(context, repo_path, prepared, plan, outcome, Some(&runbook))?;
+    match runbook.result {
+        RunbookResult::RolledBack => {
+            eprintln!(
+                "cairn: the check failed, so the target was rolled back to what it was before the restore"
+            );
+            Ok(exit::ROLLED_BACK)
+        }
+        RunbookResult::RollbackFailed => {
+            eprintln!("cairn: the check failed; rolling back left these problems:");
+            for (path, why) in &runbook.rollback_problems {
+                eprintln!("  {path}: {why}");
+            }
+            if let Some(safety) = outcome.safety_snapshot {
+                eprintln!(
+                    "cairn: everything overwritten is still in safety snapshot {}",
+                    safety.to_hex()
+                );
+            }
+            Ok(exit::DAMAGE)
+        }
+        _ => Ok(code),
+    }
 }
 
 /// Renders a finished restore's outcome; returns its exit code.
@@ -265,12 +366,23 @@ fn report(
     prepared: &PreparedRestore,
     plan: &RestorePlan,
     outcome: &RestoreOutcome,
+    runbook: Option<&RunbookOutcome>,
 ) -> Result<u8> {
+    // A check that failed has already put the target back: nothing to undo.
+    let checked_back = runbook.is_some_and(|runbook| {
+        matches!(
+            runbook.result,
+            RunbookResult::RolledBack | RunbookResult::RollbackFailed
+        )
+    });
     let undo = outcome
         .safety_snapshot
+        .filter(|_| !checked_back)
         .map(|safety| format!("cairn --repo {repo_path} undo-restore {}", safety.to_hex()));
     if context.global.json {
         crate::output::print_json(&json!({
+            "result": runbook.map(|runbook| runbook.result),
+            "hooks": runbook.map(|runbook| &runbook.hooks),
             "snapshot": prepared.snapshot.to_hex(),
             "dry_run": false,
             "verdicts": prepared.verdicts,
@@ -290,8 +402,8 @@ fn report(
             "main_failure_examples": outcome.main_failure_examples,
             "safety_snapshot": outcome.safety_snapshot.map(|safety| safety.to_hex()),
             "undo_command": if outcome.rolled_back { None } else { undo.clone() },
-            "rolled_back": outcome.rolled_back,
-            "rollback_problems": outcome.rollback_problems.iter().map(|(path, why)| json!({"path": path, "problem": why})).collect::<Vec<_>>(),
+            "rolled_back": outcome.rolled_back || checked_back,
+            "rollback_problems": outcome.rollback_problems.iter().chain(runbook.iter().flat_map(|runbook| &runbook.rollback_problems)).map(|(path, why)| json!({"path": path, "problem": why})).collect::<Vec<_>>(),
             "failures": outcome.failures.iter().map(|f| json!({
                 "component": f.component, "path": f.path, "error": f.error,
             })).collect::<Vec<_>>(),

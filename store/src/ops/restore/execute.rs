@@ -305,7 +305,7 @@ fn progress_totals(plan: &RestorePlan) -> (u64, u64) {
 
 /// Puts the target back as the safety snapshot and journal describe:
 /// removes what the restore created, then restores the saved paths.
-fn roll_back(
+pub(super) fn roll_back(
     repository: &Repository,
     index: &dyn IndexCache,
     safety: Id,
