@@ -5,6 +5,7 @@
 //! back byte for byte, and the after-hook always starts it again.
 
 mod common;
+use common::pty::on_terminal_answering;
 use common::*;
 
 use std::fs;
@@ -125,6 +126,7 @@ impl Service {
             self.snapshot.clone(),
             "--target".to_string(),
             self.workspace.path("live").display().to_string(),
+            "--yes".to_string(),
         ];
         args.extend(extra.iter().cloned());
         self.workspace.cairn_repo(args)
@@ -135,6 +137,7 @@ impl Service {
 fn a_failed_check_rolls_the_database_back_byte_for_byte_and_restarts_the_service() {
     let service = Service::new();
     let before = fs::read(service.database()).expect("live database");
+    let report_path = service.workspace.path("incident-42.json");
 
     let run = service
         .restore(&[
@@ -144,6 +147,8 @@ fn a_failed_check_rolls_the_database_back_byte_for_byte_and_restarts_the_service
             service.script("health"),
             "--after".into(),
             service.script("start"),
+            "--report".into(),
+            report_path.display().to_string(),
         ])
         .expect(10);
     let report = run.json();
@@ -184,6 +189,52 @@ fn a_failed_check_rolls_the_database_back_byte_for_byte_and_restarts_the_service
         phases,
         [("before", true), ("check", false), ("after", true)]
     );
+
+    // The report for the incident ticket.
+    let written: serde_json::Value =
+        serde_json::from_slice(&fs::read(&report_path).expect("JSON report")).expect("JSON");
+    assert_eq!(written["snapshot"], service.snapshot.as_str());
+    assert_eq!(written["manifest_hash"], service.snapshot.as_str());
+    assert_eq!(written["result"], "rolled-back");
+    assert_eq!(written["exit_code"], 10);
+    assert_eq!(written["rolled_back"], true);
+    let signer = written["signer"].as_str().expect("signer");
+    assert_eq!(signer.len(), 64, "a public key in hex: {signer}");
+    assert!(
+        verdict(&written, "signature")["detail"]
+            .as_str()
+            .expect("detail")
+            .contains(signer)
+    );
+    assert_eq!(written["plan"]["at_risk"]["overwrite"], 1);
+    assert_eq!(
+        written["plan"]["at_risk"]["overwrite_bytes"],
+        before.len() as u64
+    );
+    assert_eq!(written["plan"]["components"][0]["name"], "app");
+    let timing = &written["timings"][0];
+    assert_eq!(timing["component"], "app");
+    assert!(timing["write_seconds"].as_f64().expect("seconds") >= 0.0);
+    assert!(
+        timing["check_seconds"].as_f64().is_none(),
+        "no component check"
+    );
+    assert_eq!(written["hooks"].as_array().expect("hooks").len(), 3);
+    assert_eq!(written["hooks"][1]["phase"], "check");
+    assert_eq!(written["hooks"][1]["ok"], false);
+    let safety = written["safety_snapshot"]
+        .as_str()
+        .expect("safety snapshot");
+    assert_eq!(
+        safety,
+        report["safety_snapshot"].as_str().expect("in --json too")
+    );
+    let markdown = fs::read_to_string(service.workspace.path("incident-42.md")).expect("Markdown");
+    assert!(
+        markdown.starts_with("# cairn restore: rolled-back"),
+        "{markdown}"
+    );
+    assert!(markdown.contains(&service.snapshot) && markdown.contains(safety));
 }
 
 #[test]
@@ -218,6 +269,8 @@ after = "{start}"
         ),
     )
     .expect("plan");
+    // The source is what was lost: the plan still serves the restore.
+    fs::remove_file(service.workspace.path("source/app.db")).expect("lose the source");
     let run = service
         .workspace
         .cairn([
@@ -228,6 +281,7 @@ after = "{start}"
             service.workspace.path("live").display().to_string(),
             "--plan".to_string(),
             plan.display().to_string(),
+            "--yes".to_string(),
         ])
         .ok();
     assert_eq!(run.json()["result"], "restored");
@@ -268,4 +322,258 @@ fn a_failed_before_hook_touches_nothing_and_the_after_hook_still_runs() {
             "start phase=after result=before-failed component=app",
         ]
     );
+}
+
+/// `restore SNAPSHOT --target live` without --yes, as a command.
+fn unconfirmed(service: &Service) -> Command {
+    let mut command = service.workspace.command();
+    command
+        .arg("--repo")
+        .arg(service.workspace.repo())
+        .arg("restore")
+        .arg(&service.snapshot)
+        .arg("--target")
+        .arg(service.workspace.path("live"));
+    command
+}
+
+#[test]
+fn overwriting_asks_on_a_terminal_and_needs_yes_without_one() {
+    let service = Service::new();
+    let before = fs::read(service.database()).expect("live database");
+
+    // No terminal: refused as a usage error, naming --yes and the stakes.
+    let run = run_of(
+        unconfirmed(&service)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run cairn"),
+    )
+    .expect(2);
+    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("overwrites 1 existing file(s)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fs::read(service.database()).expect("database"), before);
+
+    // A terminal, answered no: nothing written.
+    let declined = on_terminal_answering(unconfirmed(&service), "n");
+    assert_eq!(declined.code, 1, "{}", declined.terminal);
+    assert!(declined.terminal.contains("Proceed? [y/N]"));
+    assert!(declined.terminal.contains("app -> "), "the plan is shown");
+    assert_eq!(fs::read(service.database()).expect("database"), before);
+
+    // Answered yes: restored.
+    let accepted = on_terminal_answering(unconfirmed(&service), "y");
+    assert_eq!(accepted.code, 0, "{}", accepted.terminal);
+    assert_eq!(sql(&service.database(), "select count(*) from notes"), "2");
+
+    // The same restore again changes nothing, so asks nothing.
+    run_of(
+        unconfirmed(&service)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run cairn"),
+    )
+    .ok();
+}
+
+/// A workspace with a `data` directory component backed up by `backup
+/// EXTRA...`; returns the snapshot's id.
+fn backup_data(workspace: &Workspace, contents: &str, extra: &[&str]) -> String {
+    let data = workspace.path("data");
+    fs::create_dir_all(&data).expect("data dir");
+    fs::write(data.join("file.txt"), contents).expect("data file");
+    let mut args = vec![format!("--component=data={}", data.display())];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    workspace.backup_json(args)["snapshot"]
+        .as_str()
+        .expect("snapshot id")
+        .to_string()
+}
+
+/// The verdict of `check` in a restore's JSON.
+fn verdict<'a>(report: &'a serde_json::Value, check: &str) -> &'a serde_json::Value {
+    report["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .find(|verdict| verdict["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} verdict in {report}"))
+}
+
+#[test]
+fn a_snapshot_of_a_newer_application_version_is_refused_unless_allowed() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let snapshot = backup_data(&workspace, "v2.1", &["--app-version", "2.1.0"]);
+    let restore = |target: &str, extra: &[&str]| {
+        let mut args = vec!["--json", "restore", snapshot.as_str(), "--target", target];
+        args.extend_from_slice(extra);
+        let target = workspace.path(target);
+        let mut all: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        all[4] = target.display().to_string();
+        workspace.cairn_repo(all)
+    };
+
+    let refused = restore("older", &["--current-version", "2.0.5"]).expect(5);
+    let report = refused.json();
+    assert_eq!(report["refused"], "version");
+    assert_eq!(verdict(&report, "version")["status"], "version-ahead");
+    assert!(!workspace.path("older").exists(), "nothing written");
+    // Semver precedence, not string order: 2.10.0 is newer than 2.1.0.
+    restore("newer", &["--current-version", "v2.10.0"]).ok();
+    restore("same", &["--current-version", "2.1.0"]).ok();
+    // A pre-release of 2.1.0 is older than 2.1.0.
+    restore("pre", &["--current-version", "2.1.0-rc.1"]).expect(5);
+    let allowed = restore(
+        "allowed",
+        &["--current-version", "2.0.5", "--allow-version-ahead"],
+    )
+    .ok();
+    assert_eq!(
+        verdict(&allowed.json(), "version")["status"],
+        "version-ahead",
+        "overridden, still reported"
+    );
+    assert_eq!(
+        fs::read_to_string(workspace.path("allowed/data/file.txt")).expect("restored"),
+        "v2.1"
+    );
+
+    // Not semantic versions: only equal passes.
+    let builds = Workspace::new();
+    builds.init();
+    let plan = builds.path("cairn.toml");
+    fs::create_dir_all(builds.path("data")).expect("data");
+    fs::write(builds.path("data/file.txt"), "build").expect("file");
+    fs::write(
+        &plan,
+        format!(
+            "repository = \"{}\"\napp_version = \"build-77\"\n\n[[component]]\nname = \"data\"\nkind = \"files\"\npath = \"{}\"\n",
+            builds.repo().display(),
+            builds.path("data").display()
+        ),
+    )
+    .expect("plan");
+    builds
+        .cairn(["backup", "--plan", plan.to_str().expect("utf-8")])
+        .ok();
+    let target = builds.path("t");
+    let target = target.to_str().expect("utf-8");
+    let unequal = builds
+        .cairn_repo([
+            "--json",
+            "restore",
+            "--target",
+            target,
+            "--current-version",
+            "build-78",
+        ])
+        .expect(5);
+    assert!(
+        verdict(&unequal.json(), "version")["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("not both semantic versions"),
+        "{}",
+        unequal.stdout
+    );
+    builds
+        .cairn_repo([
+            "restore",
+            "--target",
+            target,
+            "--current-version",
+            "build-77",
+        ])
+        .ok();
+
+    // A snapshot that records no version is not compared.
+    let old = Workspace::new();
+    old.init();
+    backup_data(&old, "old", &[]);
+    let run = old
+        .cairn_repo([
+            "--json",
+            "restore",
+            "--target",
+            old.path("t").to_str().expect("utf-8"),
+            "--current-version",
+            "1.0.0",
+        ])
+        .ok();
+    assert!(
+        verdict(&run.json(), "version")["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("records no application version")
+    );
+}
+
+#[test]
+fn at_chooses_the_newest_snapshot_at_or_before_a_time() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let mut snapshots = Vec::new();
+    for contents in ["one", "two", "three"] {
+        snapshots.push(backup_data(&workspace, contents, &[]));
+        // Whole seconds apart, so a time to the second falls between.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let listed = workspace.cairn_repo(["--json", "snapshots"]).ok().json();
+    let time_of = |id: &str| {
+        listed["snapshots"]
+            .as_array()
+            .expect("snapshots")
+            .iter()
+            .find(|snapshot| snapshot["id"] == id)
+            .and_then(|snapshot| snapshot["time"].as_str())
+            .expect("time")
+            .to_string()
+    };
+    let second = time_of(&snapshots[1]);
+    let restore_at = |target: &str, at: &str| {
+        let target = workspace.path(target);
+        let run = run_of(
+            workspace
+                .command()
+                .env("TZ", "UTC")
+                .arg("--repo")
+                .arg(workspace.repo())
+                .args(["--json", "restore", "--at", at, "--target"])
+                .arg(&target)
+                .output()
+                .expect("run cairn"),
+        );
+        (run, target)
+    };
+
+    // Exactly the second snapshot's time: the second snapshot.
+    let (run, target) = restore_at("exact", &second);
+    let run = run.ok();
+    assert_eq!(run.json()["snapshot"], snapshots[1].as_str());
+    assert_eq!(
+        fs::read_to_string(target.join("data/file.txt")).expect("restored"),
+        "two"
+    );
+
+    // Local time to the second (TZ=UTC), just before it: the first.
+    let local = format!("{} {}", &second[..10], &second[11..19]);
+    let (run, target) = restore_at("local", &local);
+    assert_eq!(run.ok().json()["snapshot"], snapshots[0].as_str());
+    assert_eq!(
+        fs::read_to_string(target.join("data/file.txt")).expect("restored"),
+        "one"
+    );
+
+    // Before every snapshot: none, said so.
+    let (run, target) = restore_at("none", "2001-01-01 00:00");
+    let run = run.expect(1);
+    assert!(run.stderr.contains("at or before"), "{}", run.stderr);
+    assert!(!target.exists());
+    let (run, _) = restore_at("bad", "last tuesday");
+    assert!(run.expect(1).stderr.contains("--at"));
 }

@@ -9,6 +9,7 @@
 //! host = "db1"                      # optional
 //! tags = ["nightly"]
 //! labels = { env = "prod" }
+//! app_version = "2.4.1"             # optional: recorded in each snapshot
 //!
 //! [[component]]
 //! name = "app-db"
@@ -68,6 +69,8 @@ struct PlanFile {
     #[serde(default, rename = "component")]
     components: Vec<Spanned<PlanComponent>>,
     retention: Option<Spanned<PlanRetention>>,
+    /// The application's version, recorded in each snapshot.
+    app_version: Option<Spanned<String>>,
     /// The whole restore's hooks (`cairn restore --plan`).
     restore: Option<PlanRestore>,
 }
@@ -159,11 +162,24 @@ pub struct Plan {
     pub retention: Option<Policy>,
     /// The restore hooks: the `[restore]` table's and each component's.
     pub restore_hooks: RestoreHooks,
+    /// Recorded in the snapshot (`backup --app-version` replaces it).
+    pub app_version: Option<String>,
 }
 
 /// Reads and validates a plan; on failure, every mistake found, each as
 /// `FILE:LINE: message`.
 pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
+    load_checking(path, true)
+}
+
+/// As [`load`], without checking that the components' paths exist and
+/// are what their kind needs: for a restore, whose sources may be the
+/// very thing that is lost or broken.
+pub fn load_for_restore(path: &Path) -> Result<Plan, Vec<String>> {
+    load_checking(path, false)
+}
+
+fn load_checking(path: &Path, check_paths: bool) -> Result<Plan, Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| vec![format!("{}: cannot read the plan: {error}", path.display())])?;
     let at = |span: std::ops::Range<usize>| {
@@ -234,8 +250,9 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
                     None => mistakes.push(format!("{here}: component {name:?} needs a path")),
                     Some(given) => {
                         source.path = resolve(given.get_ref());
-                        if let Some(problem) =
-                            check_path(&source.path, component.kind == PlanKind::Sqlite)
+                        if let Some(problem) = check_paths
+                            .then(|| check_path(&source.path, component.kind == PlanKind::Sqlite))
+                            .flatten()
                         {
                             mistakes.push(format!(
                                 "{}: component {name:?}: {problem}",
@@ -314,6 +331,11 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
             }
         },
     };
+    if let Some(version) = &file.app_version
+        && let Err(error) = cairn_store::format::manifest::check_app_version(version.get_ref())
+    {
+        mistakes.push(format!("{}: {error}", at(version.span())));
+    }
     if !mistakes.is_empty() {
         return Err(mistakes);
     }
@@ -338,6 +360,7 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
         hooks,
         retention,
         restore_hooks,
+        app_version: file.app_version.map(Spanned::into_inner),
     })
 }
 

@@ -14,8 +14,8 @@ use cairn_store::index::OpenedIndex;
 use cairn_store::ops::restore::{
     Action, DatabaseCheck, Decision, Fallback, MetadataPolicy, PreflightPolicy, PreparedRestore,
     RestoreHooks, RestoreOptions, RestoreOutcome, RestorePlan, RestoreRequest, RunbookOutcome,
-    RunbookResult, Selection, Sources, check_snapshot, execute, parse_duration, prepare_restore,
-    run_restore,
+    RunbookResult, Selection, Sources, check_snapshot, execute, parse_duration,
+    parse_point_in_time, prepare_restore, run_restore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -157,8 +157,14 @@ fn hooks(args: &RestoreArgs, plan: Option<&crate::plan::Plan>) -> RestoreHooks {
 }
 
 pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
-    let Ok(plan_file) = super::plan::load_if_given(args.plan.as_deref()) else {
-        return Ok(exit::ERROR);
+    let started = std::time::SystemTime::now();
+    let plan_file = match args.plan.as_deref().map(crate::plan::load_for_restore) {
+        None => None,
+        Some(Ok(plan)) => Some(plan),
+        Some(Err(mistakes)) => {
+            super::plan::report_mistakes(&mistakes);
+            return Ok(exit::ERROR);
+        }
     };
     let planned_context = crate::plan::context_for(context, plan_file.as_ref());
     let context = planned_context.as_ref().unwrap_or(context);
@@ -194,7 +200,14 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             allow_untrusted: args.allow_untrusted,
             allow_too_old: args.allow_too_old,
             allow_missing_chunks: args.allow_missing_chunks,
+            allow_version_ahead: args.allow_version_ahead,
         },
+        current_version: args.current_version.clone(),
+        at: args
+            .at
+            .as_deref()
+            .map(|text| parse_point_in_time(text).map_err(|error| anyhow!("--at: {error}")))
+            .transpose()?,
     };
     let checked = check_snapshot(&repository, &request)?;
     super::warn_passed_over(&checked.passed_over);
@@ -217,6 +230,34 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         &request,
     )?;
     let id = prepared.snapshot;
+    let signer = repository.read_manifest(&id)?.signer().to_hex();
+    let report_to = |plan: Option<&RestorePlan>,
+                     outcome: Option<&RestoreOutcome>,
+                     runbook: Option<&RunbookOutcome>,
+                     result: &str,
+                     code: u8|
+     -> Result<u8> {
+        let Some(path) = &args.report else {
+            return Ok(code);
+        };
+        let facts = super::restore_report::ReportFacts {
+            repository: &locations[0],
+            target: &args.target,
+            prepared: &prepared,
+            signer: signer.clone(),
+            plan,
+            outcome,
+            runbook,
+            result,
+            exit_code: code,
+            started: started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
+            seconds: started.elapsed().map_or(0.0, |took| took.as_secs_f64()),
+        };
+        super::restore_report::write(path, &facts)?;
+        Ok(code)
+    };
 
     if !context.global.json {
         println!(
@@ -246,7 +287,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             eprintln!(
                 "cairn: restore refused by the {check} check (see the verdicts; each has an --allow-… override)"
             );
-            return Ok(exit::REFUSED);
+            return report_to(None, None, None, "refused", exit::REFUSED);
         }
     };
 
@@ -262,6 +303,11 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             print_plan_paths(plan);
         }
         return Ok(exit::SUCCESS);
+    }
+
+    if !args.yes && !confirmed(plan)? {
+        eprintln!("cairn: not confirmed; nothing was written");
+        return Ok(exit::ERROR);
     }
 
     let safety_key = if plan.touches_existing() && !args.no_safety_snapshot {
@@ -282,7 +328,13 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             &progress,
         )?;
         progress.finish();
-        return report(context, &locations[0], &prepared, plan, &outcome, None);
+        let code = report(context, &locations[0], &prepared, plan, &outcome, None)?;
+        let result = if code == exit::SUCCESS {
+            "restored"
+        } else {
+            "restore-failed"
+        };
+        return report_to(Some(plan), Some(&outcome), None, result, code);
     }
     let runbook = run_restore(
         &repository,
@@ -295,7 +347,60 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         &progress,
     )?;
     progress.finish();
-    report_runbook(context, &locations[0], &prepared, runbook)
+    let (code, runbook) = report_runbook(context, &locations[0], &prepared, runbook)?;
+    report_to(
+        runbook.plan.as_ref().or(Some(plan)),
+        runbook.restore.as_ref(),
+        Some(&runbook),
+        runbook.result.as_str(),
+        code,
+    )
+}
+
+/// Whether the user lets a restore that loses existing data go ahead: one
+/// that loses none needs no answer; otherwise what it would overwrite and
+/// delete is shown and the question asked on the terminal. Without a
+/// terminal to ask on, it is a usage error: automation says `--yes`.
+fn confirmed(plan: &RestorePlan) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let risk = plan.at_risk();
+    if !risk.loses_data() {
+        return Ok(true);
+    }
+    let summary = format!(
+        "this restore overwrites {} existing file(s) ({}) and deletes {} ({}); a safety snapshot keeps them unless --no-safety-snapshot",
+        risk.overwrite,
+        bytes(risk.overwrite_bytes),
+        risk.delete,
+        bytes(risk.delete_bytes)
+    );
+    if !std::io::stdin().is_terminal() {
+        return Err(anyhow::Error::new(crate::context::Usage(format!(
+            "{summary}; there is no terminal to ask on, so pass --yes to confirm"
+        ))));
+    }
+    let mut stderr = std::io::stderr();
+    for component in &plan.components {
+        let counts = &component.counts;
+        if counts.update + counts.delete > 0 {
+            writeln!(
+                stderr,
+                "  {} -> {}: update {}, delete {}",
+                component.name,
+                component.destination.display(),
+                counts.update,
+                counts.delete
+            )?;
+        }
+    }
+    write!(stderr, "cairn: {summary}.\nProceed? [y/N] ")?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// Renders a restore run with hooks; returns its exit code.
@@ -304,7 +409,7 @@ fn report_runbook(
     repo_path: &str,
     prepared: &PreparedRestore,
     mut runbook: RunbookOutcome,
-) -> Result<u8> {
+) -> Result<(u8, RunbookOutcome)> {
     for run in &runbook.hooks {
         let whose = run.component.as_deref().unwrap_or("restore");
         match &run.failure {
@@ -328,7 +433,7 @@ fn report_runbook(
                 "hooks": runbook.hooks,
             }))?;
         }
-        return Ok(exit::ERROR);
+        return Ok((exit::ERROR, runbook));
     };
     let plan = runbook
         .plan
@@ -340,7 +445,7 @@ fn report_runbook(
             eprintln!(
                 "cairn: the check failed, so the target was rolled back to what it was before the restore"
             );
-            Ok(exit::ROLLED_BACK)
+            Ok((exit::ROLLED_BACK, runbook))
         }
         RunbookResult::RollbackFailed => {
             eprintln!("cairn: the check failed; rolling back left these problems:");
@@ -353,9 +458,9 @@ fn report_runbook(
                     safety.to_hex()
                 );
             }
-            Ok(exit::DAMAGE)
+            Ok((exit::DAMAGE, runbook))
         }
-        _ => Ok(code),
+        _ => Ok((code, runbook)),
     }
 }
 

@@ -84,10 +84,10 @@ pub use execute::{DatabaseCheck, RestoreFailure, RestoreOutcome, execute, execut
 pub use fetch::{Fallback, FallbackUse, Sources};
 pub use place::MetadataPolicy;
 pub use plan::{Action, ComponentPlan, PlanCounts};
-pub use preflight::{PreflightPolicy, Status, Verdict, parse_duration};
+pub use preflight::{PreflightPolicy, Status, Verdict, parse_duration, parse_point_in_time};
 pub use prepare::{
-    CheckedSnapshot, Decision, PreparedRestore, RestoreOptions, RestorePlan, RestoreRequest,
-    check_snapshot, plan_restore, prepare_restore,
+    AtRisk, CheckedSnapshot, Decision, PreparedRestore, RestoreOptions, RestorePlan,
+    RestoreRequest, check_snapshot, plan_restore, prepare_restore,
 };
 pub use runbook::{HookRun, HookSet, RestoreHooks, RunbookOutcome, RunbookResult, run_restore};
 pub use select::{Selection, select_components};
