@@ -113,8 +113,25 @@ pub fn age(body: &SnapshotBody, max_age: Option<Duration>) -> Result<Verdict> {
     })
 }
 
+/// `2` and `2.4` as `2.0.0` and `2.4.0` (release numbers often leave
+/// out what is zero); anything else as it is.
+fn padded(version: &str) -> String {
+    let end = version.find(['-', '+']).unwrap_or(version.len());
+    let (core, rest) = version.split_at(end);
+    let parts = core.split('.').count();
+    let numeric = core
+        .split('.')
+        .all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()));
+    if numeric && parts < 3 {
+        format!("{core}{}{rest}", ".0".repeat(3 - parts))
+    } else {
+        version.to_string()
+    }
+}
+
 /// Compares the application version the snapshot records with the one
-/// running (`current`). Both semantic versions (a leading `v` allowed):
+/// running (`current`). Both semantic versions (a leading `v` allowed, and
+/// `2.4` read as `2.4.0`):
 /// ahead when the snapshot's is newer by semver precedence (build metadata
 /// ignored). Otherwise they can only be equal or not: equal is `ok`, and
 /// unequal is `version-ahead`, since nothing shows the snapshot is not
@@ -132,7 +149,8 @@ pub fn version(body: &SnapshotBody, current: &str) -> Verdict {
             format!("the snapshot records no application version; not compared with {current}"),
         );
     };
-    let parse = |text: &str| semver::Version::parse(text.strip_prefix('v').unwrap_or(text)).ok();
+    let parse =
+        |text: &str| semver::Version::parse(&padded(text.strip_prefix('v').unwrap_or(text))).ok();
     match (parse(recorded), parse(current)) {
         (Some(taken), Some(running)) => {
             let key = |v: &semver::Version| (v.major, v.minor, v.patch, v.pre.clone());
@@ -246,6 +264,30 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_compare_by_semver_precedence_else_only_as_equal() {
+        let scene = crate::ops::restore::testing::Scene::new(|root| {
+            std::fs::write(root.join("file"), b"x").expect("file");
+            vec![("file", root.join("file"), false)]
+        });
+        let status = |recorded: Option<&str>, current: &str| {
+            let body = SnapshotBody {
+                app_version: recorded.map(str::to_string),
+                ..scene.body.clone()
+            };
+            version(&body, current).status
+        };
+        assert_eq!(status(Some("2.10.0"), "2.9.1"), Status::VersionAhead);
+        assert_eq!(status(Some("2.9.1"), "v2.10.0"), Status::Ok);
+        assert_eq!(status(Some("2.1.0"), "2.1.0-rc.1"), Status::VersionAhead);
+        assert_eq!(status(Some("2.1.0+build.9"), "2.1.0+build.1"), Status::Ok);
+        assert_eq!(status(Some("1.2"), "1.1"), Status::VersionAhead);
+        assert_eq!(status(Some("1.1"), "1.1.0"), Status::Ok);
+        assert_eq!(status(Some("build-77"), "build-77"), Status::Ok);
+        assert_eq!(status(Some("build-77"), "build-78"), Status::VersionAhead);
+        assert_eq!(status(None, "3.0.0"), Status::Ok);
+    }
 
     #[test]
     fn a_point_in_time_is_rfc_3339_or_local() {
