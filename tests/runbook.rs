@@ -577,3 +577,30 @@ fn at_chooses_the_newest_snapshot_at_or_before_a_time() {
     let (run, _) = restore_at("bad", "last tuesday");
     assert!(run.expect(1).stderr.contains("--at"));
 }
+
+#[test]
+fn a_failed_check_on_a_new_target_removes_what_the_restore_created() {
+    let workspace = Workspace::new();
+    workspace.init();
+    backup_data(&workspace, "fresh", &[]);
+    let target = workspace.path("new");
+    let run = workspace
+        .cairn_repo([
+            "--json",
+            "restore",
+            "--target",
+            target.to_str().expect("utf-8"),
+            "--check",
+            "test \"$(cat \"$CAIRN_TARGET/data/file.txt\")\" = expected",
+        ])
+        .expect(10);
+    assert_eq!(run.json()["result"], "rolled-back");
+    assert!(
+        run.json()["safety_snapshot"].is_null(),
+        "nothing existed to save"
+    );
+    assert!(
+        !target.join("data").exists(),
+        "the component the restore created is gone"
+    );
+}
