@@ -56,6 +56,8 @@ fn restore(workspace: &Workspace, snapshot: &str, target: &Path, extra: &[&str])
         snapshot.into(),
         "--target".into(),
         target.into(),
+        // Most restores here overwrite: confirmed, as automation does.
+        "--yes".into(),
     ];
     args.extend(extra.iter().map(OsString::from));
     workspace.cairn_repo(args)
@@ -567,6 +569,7 @@ fn spawn_restore(workspace: &Workspace, snapshot: &str, target: &Path) -> std::p
         .arg(snapshot)
         .arg("--target")
         .arg(target)
+        .arg("--yes")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -453,6 +453,7 @@ fn restoring_again_over_an_earlier_restore_gives_the_same_tree() {
             "latest".as_ref(),
             "--target".as_ref(),
             target.as_os_str(),
+            "--yes".as_ref(),
         ])
         .ok()
         .json();

@@ -387,6 +387,7 @@ fn databases_are_cut_into_their_own_pages_and_a_night_of_scattered_updates_adds_
             second_id.as_ref(),
             "--target".as_ref(),
             target.as_os_str(),
+            "--yes".as_ref(),
         ])
         .ok()
         .json();

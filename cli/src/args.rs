@@ -12,10 +12,11 @@ use std::path::PathBuf;
     after_help = "Exit codes: 0 success; 1 error (nothing done or could not run); 2 bad usage; \
 3 backup completed but some files could not be read or changed while read; \
 4 damage found (verify, copy) or some files could not be restored (restore); \
-5 restore refused by a preflight check (untrusted, too-old, missing-chunks); \
+5 restore refused by a preflight check (untrusted, too-old, missing-chunks, version-ahead); \
 6 a concurrent prune deleted data this backup reused (nothing written; run it again); \
 7 a critical component failed (the other components were stored); \
-8 a backup into several repositories failed in some of them (the others hold their snapshot)."
+8 a backup into several repositories failed in some of them (the others hold their snapshot); \
+10 a restore's check failed and the target was rolled back."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -375,6 +376,11 @@ pub struct BackupArgs {
     /// inode) since the parent snapshot.
     #[arg(long)]
     pub force_read: bool,
+    /// The backed-up application's version, recorded in the snapshot
+    /// (`restore --current-version` compares it); replaces the plan's
+    /// `app_version`.
+    #[arg(long, value_name = "VERSION")]
+    pub app_version: Option<String>,
 }
 
 #[derive(Args)]
@@ -387,7 +393,8 @@ pub struct LsArgs {
 
 #[derive(Args)]
 pub struct RestoreArgs {
-    /// Snapshot id (a unique prefix will do) or `latest`.
+    /// Snapshot id (a unique prefix will do) or `latest` [default: latest].
+    #[arg(default_value = "latest")]
     pub snapshot: String,
     /// Directory to restore into; each component lands in TARGET/NAME.
     #[arg(long)]
@@ -433,6 +440,25 @@ pub struct RestoreArgs {
     /// Restore what can be restored even if chunks or trees are missing.
     #[arg(long)]
     pub allow_missing_chunks: bool,
+    /// The application version running here: a snapshot that records a
+    /// newer one is refused (verdict version-ahead). Versions compare as
+    /// semver when both are; otherwise only equal passes.
+    #[arg(long, value_name = "VERSION")]
+    pub current_version: Option<String>,
+    /// Restore even a snapshot taken by a newer application version.
+    #[arg(long)]
+    pub allow_version_ahead: bool,
+    /// Restore the newest snapshot taken at or before TIME (instead of
+    /// naming one): RFC 3339 (2026-12-01T14:00:00Z) or local time
+    /// (2026-12-01 14:00, in TZ or the system's zone). Only snapshots that
+    /// hold the --only components count.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Write a report for the incident ticket: JSON to PATH and Markdown
+    /// to PATH with the extension .md (snapshot and manifest hash, signer,
+    /// verdicts, plan summary, timings, hooks, safety snapshot).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
     /// As root, give restored files the owner and group the snapshot
     /// records (as tar's --same-owner). By default what the restore
     /// creates belongs to whoever runs it, and existing owners are kept.
@@ -443,6 +469,29 @@ pub struct RestoreArgs {
     /// which programs run with raised privileges here.
     #[arg(long)]
     pub keep_special_bits: bool,
+    /// The plan file: its repository (unless --repo says otherwise) and its
+    /// restore hooks (the `[restore]` table and each component's).
+    #[arg(long, value_name = "PATH")]
+    pub plan: Option<PathBuf>,
+    /// Run CMD (sh -c) before anything is written, e.g. to stop the
+    /// service; if it fails, nothing is touched. Replaces the plan's.
+    #[arg(long, value_name = "CMD")]
+    pub before: Option<String>,
+    /// Run CMD on the restored data (a health check, migrations); if it
+    /// fails, the target is rolled back from the safety snapshot (exit 10).
+    /// Replaces the plan's.
+    #[arg(long, value_name = "CMD")]
+    pub check: Option<String>,
+    /// Run CMD at the end, always (even when the restore or the check
+    /// failed), with CAIRN_RESULT set, e.g. to start the service again.
+    /// Replaces the plan's.
+    #[arg(long, value_name = "CMD")]
+    pub after: Option<String>,
+    /// Overwrite or delete existing files without asking. Without it, such
+    /// a restore shows what it would lose and asks on a terminal, and is
+    /// refused (exit 2) when there is no terminal to ask on.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Args)]

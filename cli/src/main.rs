@@ -36,6 +36,9 @@ pub mod exit {
     /// A backup into several repositories failed in some; the others hold
     /// their snapshot.
     pub const SOME_REPOSITORIES_FAILED: u8 = 8;
+    /// A restore's check failed and the target was rolled back to what it
+    /// was before the restore.
+    pub const ROLLED_BACK: u8 = 10;
     /// How cairn was called is wrong (clap uses the same code).
     pub const USAGE: u8 = 2;
     /// An encrypted repository could not be opened: no key slot opens with

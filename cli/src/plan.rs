@@ -9,6 +9,7 @@
 //! host = "db1"                      # optional
 //! tags = ["nightly"]
 //! labels = { env = "prod" }
+//! app_version = "2.4.1"             # optional: recorded in each snapshot
 //!
 //! [[component]]
 //! name = "app-db"
@@ -32,13 +33,22 @@
 //! kind = "command"
 //! command = "pg_dump --format=custom app"
 //!
+//! [component.restore]              # optional: this component's
+//! check = "pg_restore --list \"$CAIRN_FILE\""  # restore hooks
+//!
 //! [retention]
 //! keep_daily = 7
 //! keep_weekly = 5
 //! keep_within = "2d"
+//!
+//! [restore]                         # optional: `cairn restore --plan`'s
+//! before = "systemctl stop app"     # hooks for the whole restore
+//! check = "curl -fsS localhost:8080/health"
+//! after = "systemctl start app"
 //! ```
 
 use cairn_store::ops::backup::{ChunkingChoice, ComponentSource, SourceKind};
+use cairn_store::ops::restore::{HookSet, RestoreHooks};
 use cairn_store::ops::retention::{Policy, parse_keep_within, validate};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -59,6 +69,29 @@ struct PlanFile {
     #[serde(default, rename = "component")]
     components: Vec<Spanned<PlanComponent>>,
     retention: Option<Spanned<PlanRetention>>,
+    /// The application's version, recorded in each snapshot.
+    app_version: Option<Spanned<String>>,
+    /// The whole restore's hooks (`cairn restore --plan`).
+    restore: Option<PlanRestore>,
+}
+
+/// A `[restore]` table, or a component's `[component.restore]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanRestore {
+    before: Option<String>,
+    check: Option<String>,
+    after: Option<String>,
+}
+
+impl PlanRestore {
+    fn hooks(&self) -> HookSet {
+        HookSet {
+            before: self.before.clone(),
+            check: self.check.clone(),
+            after: self.after.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -86,6 +119,8 @@ struct PlanComponent {
     /// Run by `cairn drill` on the restored file or directory, whose path
     /// is in `CAIRN_FILE` (e.g. `pg_restore --list "$CAIRN_FILE"`).
     check: Option<String>,
+    /// This component's restore hooks (`cairn restore --plan`).
+    restore: Option<PlanRestore>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,11 +160,26 @@ pub struct Plan {
     /// Per component, by name.
     pub hooks: BTreeMap<String, Hooks>,
     pub retention: Option<Policy>,
+    /// The restore hooks: the `[restore]` table's and each component's.
+    pub restore_hooks: RestoreHooks,
+    /// Recorded in the snapshot (`backup --app-version` replaces it).
+    pub app_version: Option<String>,
 }
 
 /// Reads and validates a plan; on failure, every mistake found, each as
 /// `FILE:LINE: message`.
 pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
+    load_checking(path, true)
+}
+
+/// As [`load`], without checking that the components' paths exist and
+/// are what their kind needs: for a restore, whose sources may be the
+/// very thing that is lost or broken.
+pub fn load_for_restore(path: &Path) -> Result<Plan, Vec<String>> {
+    load_checking(path, false)
+}
+
+fn load_checking(path: &Path, check_paths: bool) -> Result<Plan, Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| vec![format!("{}: cannot read the plan: {error}", path.display())])?;
     let at = |span: std::ops::Range<usize>| {
@@ -164,6 +214,14 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
     }
     let mut components = Vec::new();
     let mut hooks = BTreeMap::new();
+    let mut restore_hooks = RestoreHooks {
+        whole: file
+            .restore
+            .as_ref()
+            .map(PlanRestore::hooks)
+            .unwrap_or_default(),
+        ..RestoreHooks::default()
+    };
     let mut names = std::collections::HashSet::new();
     for spanned in &file.components {
         let here = at(spanned.span());
@@ -192,8 +250,9 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
                     None => mistakes.push(format!("{here}: component {name:?} needs a path")),
                     Some(given) => {
                         source.path = resolve(given.get_ref());
-                        if let Some(problem) =
-                            check_path(&source.path, component.kind == PlanKind::Sqlite)
+                        if let Some(problem) = check_paths
+                            .then(|| check_path(&source.path, component.kind == PlanKind::Sqlite))
+                            .flatten()
                         {
                             mistakes.push(format!(
                                 "{}: component {name:?}: {problem}",
@@ -255,6 +314,11 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
                 check: component.check.clone(),
             },
         );
+        if let Some(restore) = &component.restore {
+            restore_hooks
+                .components
+                .insert(name.clone(), restore.hooks());
+        }
         components.push(source);
     }
     let retention = match &file.retention {
@@ -267,6 +331,11 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
             }
         },
     };
+    if let Some(version) = &file.app_version
+        && let Err(error) = cairn_store::format::manifest::check_app_version(version.get_ref())
+    {
+        mistakes.push(format!("{}: {error}", at(version.span())));
+    }
     if !mistakes.is_empty() {
         return Err(mistakes);
     }
@@ -290,6 +359,8 @@ pub fn load(path: &Path) -> Result<Plan, Vec<String>> {
         components,
         hooks,
         retention,
+        restore_hooks,
+        app_version: file.app_version.map(Spanned::into_inner),
     })
 }
 

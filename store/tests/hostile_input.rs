@@ -176,6 +176,7 @@ fn sample_manifest() -> Vec<u8> {
         }],
         problems: vec![],
         cairn_version: "test".into(),
+        app_version: None,
     };
     SignedManifest::sign(&body, &SAMPLE_REPOSITORY, &generate_signing_key().unwrap()).encode()
 }

@@ -360,7 +360,8 @@ fn finding_9_undo_restore_refuses_a_foreign_journal() {
             "latest".as_ref(),
             "--target".as_ref(),
             target.as_os_str(),
-        ] as [&std::ffi::OsStr; 5])
+            "--yes".as_ref(),
+        ] as [&std::ffi::OsStr; 6])
         .ok()
         .json();
     let safety = report["safety_snapshot"]

@@ -117,13 +117,16 @@ impl Workspace {
         self.cairn(all)
     }
 
-    /// `cairn --repo REPO restore SNAPSHOT --target TARGET`
+    /// `cairn --repo REPO restore SNAPSHOT --target TARGET --yes`: tests
+    /// restore over earlier restores, which without a terminal needs
+    /// `--yes` (the confirmation itself is tested in tests/runbook.rs).
     pub fn restore(&self, snapshot: impl AsRef<OsStr>, target: &Path) -> Run {
         self.cairn_repo([
             OsStr::new("restore"),
             snapshot.as_ref(),
             OsStr::new("--target"),
             target.as_os_str(),
+            OsStr::new("--yes"),
         ])
     }
 

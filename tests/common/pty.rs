@@ -75,6 +75,32 @@ pub fn on_terminal(mut command: Command) -> TerminalRun {
     }
 }
 
+/// Runs `command` with stdin and stderr on a new pseudo-terminal, as a
+/// user who types `answer` (a line) at it; returns once it has exited.
+pub fn on_terminal_answering(mut command: Command, answer: &str) -> TerminalRun {
+    let (controller, terminal) = open_pty();
+    let input = terminal.try_clone().expect("second terminal descriptor");
+    command
+        .stdin(Stdio::from(input))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(terminal))
+        .env("TERM", "xterm-256color");
+    // Typed ahead: the terminal keeps the line until cairn reads it.
+    let mut typing = File::from(controller.try_clone().expect("controller"));
+    std::io::Write::write_all(&mut typing, format!("{answer}\n").as_bytes()).expect("type");
+    drop(typing);
+    let child = command.spawn().expect("run cairn");
+    drop(command);
+    let reader = std::thread::spawn(move || read_to_end(controller));
+    let output = child.wait_with_output().expect("wait for cairn");
+    let terminal = reader.join().expect("terminal reader");
+    TerminalRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        terminal: String::from_utf8_lossy(&terminal).into_owned(),
+    }
+}
+
 /// A pseudo-terminal pair: (controller, terminal), neither inherited by
 /// children except as the stdio they are given.
 fn open_pty() -> (OwnedFd, OwnedFd) {

@@ -130,7 +130,23 @@ pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
             *slot = Some(command.to_string());
         }
     }
-    backup_with_hooks(context, args, &mut components, tags, labels, host, &hooks)
+    let app_version = args
+        .app_version
+        .clone()
+        .or_else(|| plan.as_ref().and_then(|plan| plan.app_version.clone()));
+    if let Some(version) = &app_version {
+        cairn_store::format::manifest::check_app_version(version)
+            .map_err(|error| anyhow!("--app-version: {error}"))?;
+    }
+    backup_with_hooks(
+        context,
+        args,
+        &mut components,
+        tags,
+        labels,
+        (host, app_version),
+        &hooks,
+    )
 }
 
 /// Runs each component's before-hook (a failing one fails its component),
@@ -141,7 +157,7 @@ fn backup_with_hooks(
     components: &mut [ComponentSource],
     tags: Vec<String>,
     labels: BTreeMap<String, String>,
-    host: Option<String>,
+    host_and_version: (Option<String>, Option<String>),
     hooks: &BTreeMap<String, crate::plan::Hooks>,
 ) -> Result<u8> {
     for component in components.iter_mut() {
@@ -160,7 +176,7 @@ fn backup_with_hooks(
         components.to_vec(),
         tags,
         labels,
-        host,
+        host_and_version,
         &mut metrics,
     );
     let success =
@@ -206,7 +222,7 @@ fn run_backup(
     components: Vec<ComponentSource>,
     tags: Vec<String>,
     labels: BTreeMap<String, String>,
-    host: Option<String>,
+    (host, app_version): (Option<String>, Option<String>),
     metrics: &mut crate::metrics::Metrics,
 ) -> Result<(u8, Vec<String>)> {
     if let Some(tag) = tags.iter().find(|tag| tag.is_empty()) {
@@ -220,6 +236,7 @@ fn run_backup(
         force_read: args.force_read,
         staging: None,
         secret_keys: context.secret_key_paths(),
+        app_version,
     };
     // Sources are checked before the index is opened, so bad input costs
     // nothing and writes nothing.

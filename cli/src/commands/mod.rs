@@ -11,6 +11,7 @@ mod plan;
 mod prune;
 mod repair;
 mod restore;
+mod restore_report;
 mod snapshots;
 mod trust;
 mod undo_restore;

@@ -13,8 +13,9 @@ use cairn_store::Repository;
 use cairn_store::index::OpenedIndex;
 use cairn_store::ops::restore::{
     Action, DatabaseCheck, Decision, Fallback, MetadataPolicy, PreflightPolicy, PreparedRestore,
-    RestoreOptions, RestoreOutcome, RestorePlan, RestoreRequest, Selection, Sources,
-    check_snapshot, execute, parse_duration, prepare_restore,
+    RestoreHooks, RestoreOptions, RestoreOutcome, RestorePlan, RestoreRequest, RunbookOutcome,
+    RunbookResult, Selection, Sources, check_snapshot, execute, parse_duration,
+    parse_point_in_time, prepare_restore, run_restore,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -136,7 +137,38 @@ fn open_fallbacks(context: &Context, locations: &[String]) -> Vec<(Repository, O
     opened
 }
 
+/// The restore's hooks: the plan's, with each flag replacing the plan's
+/// whole-restore hook of its kind.
+fn hooks(args: &RestoreArgs, plan: Option<&crate::plan::Plan>) -> RestoreHooks {
+    let mut hooks = plan
+        .map(|plan| plan.restore_hooks.clone())
+        .unwrap_or_default();
+    let whole = &mut hooks.whole;
+    for (flag, slot) in [
+        (&args.before, &mut whole.before),
+        (&args.check, &mut whole.check),
+        (&args.after, &mut whole.after),
+    ] {
+        if flag.is_some() {
+            slot.clone_from(flag);
+        }
+    }
+    hooks
+}
+
 pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
+    let started = std::time::SystemTime::now();
+    let plan_file = match args.plan.as_deref().map(crate::plan::load_for_restore) {
+        None => None,
+        Some(Ok(plan)) => Some(plan),
+        Some(Err(mistakes)) => {
+            super::plan::report_mistakes(&mistakes);
+            return Ok(exit::ERROR);
+        }
+    };
+    let planned_context = crate::plan::context_for(context, plan_file.as_ref());
+    let context = planned_context.as_ref().unwrap_or(context);
+    let hooks = hooks(args, plan_file.as_ref());
     let max_age = args
         .max_age
         .as_deref()
@@ -168,7 +200,14 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             allow_untrusted: args.allow_untrusted,
             allow_too_old: args.allow_too_old,
             allow_missing_chunks: args.allow_missing_chunks,
+            allow_version_ahead: args.allow_version_ahead,
         },
+        current_version: args.current_version.clone(),
+        at: args
+            .at
+            .as_deref()
+            .map(|text| parse_point_in_time(text).map_err(|error| anyhow!("--at: {error}")))
+            .transpose()?,
     };
     let checked = check_snapshot(&repository, &request)?;
     super::warn_passed_over(&checked.passed_over);
@@ -191,6 +230,34 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         &request,
     )?;
     let id = prepared.snapshot;
+    let signer = repository.read_manifest(&id)?.signer().to_hex();
+    let report_to = |plan: Option<&RestorePlan>,
+                     outcome: Option<&RestoreOutcome>,
+                     runbook: Option<&RunbookOutcome>,
+                     result: &str,
+                     code: u8|
+     -> Result<u8> {
+        let Some(path) = &args.report else {
+            return Ok(code);
+        };
+        let facts = super::restore_report::ReportFacts {
+            repository: &locations[0],
+            target: &args.target,
+            prepared: &prepared,
+            signer: signer.clone(),
+            plan,
+            outcome,
+            runbook,
+            result,
+            exit_code: code,
+            started: started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
+            seconds: started.elapsed().map_or(0.0, |took| took.as_secs_f64()),
+        };
+        super::restore_report::write(path, &facts)?;
+        Ok(code)
+    };
 
     if !context.global.json {
         println!(
@@ -220,7 +287,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             eprintln!(
                 "cairn: restore refused by the {check} check (see the verdicts; each has an --allow-… override)"
             );
-            return Ok(exit::REFUSED);
+            return report_to(None, None, None, "refused", exit::REFUSED);
         }
     };
 
@@ -238,6 +305,11 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         return Ok(exit::SUCCESS);
     }
 
+    if !args.yes && !confirmed(plan)? {
+        eprintln!("cairn: not confirmed; nothing was written");
+        return Ok(exit::ERROR);
+    }
+
     let safety_key = if plan.touches_existing() && !args.no_safety_snapshot {
         Some(context.signing_key(&repository).map_err(|error| {
             anyhow!("{error:#}; the restore would overwrite or delete existing files and its safety snapshot needs the repository's signing key (or pass --no-safety-snapshot)")
@@ -246,16 +318,150 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         None
     };
     let progress = CliProgress::new(context.global.json);
-    let outcome = execute(
+    if hooks.is_empty() {
+        let outcome = execute(
+            &repository,
+            opened.index.as_ref(),
+            &sources,
+            &prepared,
+            safety_key.as_ref(),
+            &progress,
+        )?;
+        progress.finish();
+        let code = report(context, &locations[0], &prepared, plan, &outcome, None)?;
+        let result = if code == exit::SUCCESS {
+            "restored"
+        } else {
+            "restore-failed"
+        };
+        return report_to(Some(plan), Some(&outcome), None, result, code);
+    }
+    let runbook = run_restore(
         &repository,
         opened.index.as_ref(),
         &sources,
+        &request,
         &prepared,
         safety_key.as_ref(),
+        &hooks,
         &progress,
     )?;
     progress.finish();
-    report(context, &locations[0], &prepared, plan, &outcome)
+    let (code, runbook) = report_runbook(context, &locations[0], &prepared, runbook)?;
+    report_to(
+        runbook.plan.as_ref().or(Some(plan)),
+        runbook.restore.as_ref(),
+        Some(&runbook),
+        runbook.result.as_str(),
+        code,
+    )
+}
+
+/// Whether the user lets a restore that loses existing data go ahead: one
+/// that loses none needs no answer; otherwise what it would overwrite and
+/// delete is shown and the question asked on the terminal. Without a
+/// terminal to ask on, it is a usage error: automation says `--yes`.
+fn confirmed(plan: &RestorePlan) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let risk = plan.at_risk();
+    if !risk.loses_data() {
+        return Ok(true);
+    }
+    let summary = format!(
+        "this restore overwrites {} existing file(s) ({}) and deletes {} ({}); a safety snapshot keeps them unless --no-safety-snapshot",
+        risk.overwrite,
+        bytes(risk.overwrite_bytes),
+        risk.delete,
+        bytes(risk.delete_bytes)
+    );
+    if !std::io::stdin().is_terminal() {
+        return Err(anyhow::Error::new(crate::context::Usage(format!(
+            "{summary}; there is no terminal to ask on, so pass --yes to confirm"
+        ))));
+    }
+    let mut stderr = std::io::stderr();
+    for component in &plan.components {
+        let counts = &component.counts;
+        if counts.update + counts.delete > 0 {
+            writeln!(
+                stderr,
+                "  {} -> {}: update {}, delete {}",
+                component.name,
+                component.destination.display(),
+                counts.update,
+                counts.delete
+            )?;
+        }
+    }
+    write!(stderr, "cairn: {summary}.\nProceed? [y/N] ")?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// Renders a restore run with hooks; returns its exit code.
+fn report_runbook(
+    context: &Context,
+    repo_path: &str,
+    prepared: &PreparedRestore,
+    mut runbook: RunbookOutcome,
+) -> Result<(u8, RunbookOutcome)> {
+    for run in &runbook.hooks {
+        let whose = run.component.as_deref().unwrap_or("restore");
+        match &run.failure {
+            None if !context.global.json => {
+                println!("  {} {}-hook ok: {}", whose, run.phase, run.command)
+            }
+            None => {}
+            Some(why) => eprintln!("cairn: {} {}-hook failed: {why}", whose, run.phase),
+        }
+    }
+    if let Some(error) = runbook.error.take() {
+        return Err(
+            anyhow::Error::new(error).context("the restore could not run (after-hooks ran)")
+        );
+    }
+    let Some(outcome) = &runbook.restore else {
+        eprintln!("cairn: a before-hook failed, so nothing in the target was touched");
+        if context.global.json {
+            crate::output::print_json(&json!({
+                "snapshot": prepared.snapshot.to_hex(), "result": runbook.result,
+                "hooks": runbook.hooks,
+            }))?;
+        }
+        return Ok((exit::ERROR, runbook));
+    };
+    let plan = runbook
+        .plan
+        .as_ref()
+        .ok_or_else(|| anyhow!("a restore ran without a plan"))?;
+    let code = report(context, repo_path, prepared, plan, outcome, Some(&runbook))?;
+    match runbook.result {
+        RunbookResult::RolledBack => {
+            eprintln!(
+                "cairn: the check failed, so the target was rolled back to what it was before the restore"
+            );
+            Ok((exit::ROLLED_BACK, runbook))
+        }
+        RunbookResult::RollbackFailed => {
+            eprintln!("cairn: the check failed; rolling back left these problems:");
+            for (path, why) in &runbook.rollback_problems {
+                eprintln!("  {path}: {why}");
+            }
+            if let Some(safety) = outcome.safety_snapshot {
+                eprintln!(
+                    "cairn: everything overwritten is still in safety snapshot {}",
+                    safety.to_hex()
+                );
+            }
+            Ok((exit::DAMAGE, runbook))
+        }
+        _ => Ok((code, runbook)),
+    }
 }
 
 /// Renders a finished restore's outcome; returns its exit code.
@@ -265,12 +471,23 @@ fn report(
     prepared: &PreparedRestore,
     plan: &RestorePlan,
     outcome: &RestoreOutcome,
+    runbook: Option<&RunbookOutcome>,
 ) -> Result<u8> {
+    // A check that failed has already put the target back: nothing to undo.
+    let checked_back = runbook.is_some_and(|runbook| {
+        matches!(
+            runbook.result,
+            RunbookResult::RolledBack | RunbookResult::RollbackFailed
+        )
+    });
     let undo = outcome
         .safety_snapshot
+        .filter(|_| !checked_back)
         .map(|safety| format!("cairn --repo {repo_path} undo-restore {}", safety.to_hex()));
     if context.global.json {
         crate::output::print_json(&json!({
+            "result": runbook.map(|runbook| runbook.result),
+            "hooks": runbook.map(|runbook| &runbook.hooks),
             "snapshot": prepared.snapshot.to_hex(),
             "dry_run": false,
             "verdicts": prepared.verdicts,
@@ -290,8 +507,8 @@ fn report(
             "main_failure_examples": outcome.main_failure_examples,
             "safety_snapshot": outcome.safety_snapshot.map(|safety| safety.to_hex()),
             "undo_command": if outcome.rolled_back { None } else { undo.clone() },
-            "rolled_back": outcome.rolled_back,
-            "rollback_problems": outcome.rollback_problems.iter().map(|(path, why)| json!({"path": path, "problem": why})).collect::<Vec<_>>(),
+            "rolled_back": outcome.rolled_back || checked_back,
+            "rollback_problems": outcome.rollback_problems.iter().chain(runbook.iter().flat_map(|runbook| &runbook.rollback_problems)).map(|(path, why)| json!({"path": path, "problem": why})).collect::<Vec<_>>(),
             "failures": outcome.failures.iter().map(|f| json!({
                 "component": f.component, "path": f.path, "error": f.error,
             })).collect::<Vec<_>>(),

@@ -62,6 +62,31 @@ pub struct SnapshotBody {
     /// Files that could not be read or changed while being read.
     pub problems: Vec<Problem>,
     pub cairn_version: String,
+    /// The backed-up application's version, as the backup was told it
+    /// (`--app-version`); absent when not given, and in manifests written
+    /// before the key existed. A restore compares it with the running
+    /// version (verdict `version-ahead`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+}
+
+/// The longest application version a manifest may record, in bytes.
+pub const MAX_APP_VERSION: usize = 128;
+
+/// Why an application version may not be recorded, if it may not: 1 to
+/// [`MAX_APP_VERSION`] bytes, no control characters or whitespace.
+pub fn check_app_version(version: &str) -> std::result::Result<(), String> {
+    if version.is_empty() || version.len() > MAX_APP_VERSION {
+        return Err(format!(
+            "application version {version:?} must be 1 to {MAX_APP_VERSION} bytes"
+        ));
+    }
+    if version.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "application version {version:?} holds whitespace or a control character"
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +260,9 @@ impl SignedManifest {
         let object = "snapshot manifest body";
         let body: SnapshotBody = from_cbor(&self.body, object)?;
         check_version(body.version, BODY_VERSION, object)?;
+        if let Some(version) = &body.app_version {
+            check_app_version(version).map_err(|error| StoreError::corrupt(object, error))?;
+        }
         // Component names become directory names on restore: one that could
         // climb out of the target is corruption, signed or not.
         let mut seen = std::collections::HashSet::new();
@@ -361,6 +389,7 @@ mod tests {
             components: vec![],
             problems: vec![],
             cairn_version: "test".into(),
+            app_version: None,
         }
     }
 

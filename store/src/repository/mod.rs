@@ -18,7 +18,7 @@ use crate::format::crypto::{PackOpener, PackSealer, RepositoryKeys, SealedKind};
 use crate::format::index::{BlobLocation, IndexFile, PackEntry, Vouching};
 use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
 use crate::format::limits;
-use crate::format::manifest::{SAFETY_TAG, SignedManifest};
+use crate::format::manifest::{SAFETY_TAG, SignedManifest, SnapshotBody};
 use crate::format::pack::{
     BlobDecoder, ENCRYPTED_AREA_START, ENCRYPTED_PACK_MAGIC, PACK_MAGIC, PackHeader, TRAILER_SIZE,
     parse_trailer, trailer_is_encrypted,
@@ -568,6 +568,18 @@ impl Repository {
     /// of this machine's clock (which would stay `latest` for good), is
     /// passed over and returned with why, for the caller to report.
     pub fn latest_snapshot(&self, trusted: &[PublicKey]) -> Result<(Id, Vec<SkippedSnapshot>)> {
+        self.newest_snapshot(trusted, None, &|_| true)
+    }
+
+    /// As [`Repository::latest_snapshot`], among the snapshots taken at or
+    /// before `at` (when given) whose body `matches`: "the last good state
+    /// before 14:00". None there is `SnapshotNotFound`.
+    pub fn newest_snapshot(
+        &self,
+        trusted: &[PublicKey],
+        at: Option<jiff::Timestamp>,
+        matches: &dyn Fn(&SnapshotBody) -> bool,
+    ) -> Result<(Id, Vec<SkippedSnapshot>)> {
         let now = jiff::Timestamp::now();
         let mut skipped = Vec::new();
         let mut newest: Option<(jiff::Timestamp, Id)> = None;
@@ -599,6 +611,9 @@ impl Repository {
                 skipped.push((id, why));
                 continue;
             }
+            if at.is_some_and(|at| time > at) || !matches(&body) {
+                continue;
+            }
             if newest
                 .as_ref()
                 .is_none_or(|(best, best_id)| (time, id) > (*best, *best_id))
@@ -608,6 +623,10 @@ impl Repository {
         }
         match newest {
             Some((_, id)) => Ok((id, skipped)),
+            None if at.is_some() => Err(StoreError::SnapshotNotFound(format!(
+                "a matching snapshot taken at or before {}",
+                at.map(|at| at.to_string()).unwrap_or_default()
+            ))),
             None => Err(StoreError::SnapshotNotFound(latest_not_found(&skipped))),
         }
     }

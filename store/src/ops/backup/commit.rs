@@ -118,6 +118,7 @@ pub(super) fn commit(
         components: snapshot.components,
         problems: snapshot.problems,
         cairn_version: env!("CARGO_PKG_VERSION").into(),
+        app_version: options.app_version.clone(),
     };
     let manifest = SignedManifest::sign(&body, repository.id(), key);
     let id = repository.store_object(ObjectKind::Snapshot, &manifest.encode())?;

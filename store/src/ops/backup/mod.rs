@@ -147,6 +147,9 @@ pub fn backup_to_each(
     progress: &dyn Progress,
 ) -> Result<Vec<Result<BackupOutcome>>> {
     check_sources(&options.components)?;
+    if let Some(version) = &options.app_version {
+        crate::format::manifest::check_app_version(version).map_err(StoreError::Invalid)?;
+    }
     check_same_chunking(destinations)?;
     let host = options.host.clone().unwrap_or_else(host_name);
     let names: Vec<&str> = options.components.iter().map(|c| c.name.as_str()).collect();

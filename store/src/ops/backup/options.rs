@@ -33,6 +33,9 @@ pub struct BackupOptions {
     /// A file that looks like a cairn secret key anywhere else is left out
     /// too. Either way the outcome names it ([`BackupOutcome::secret_keys_left_out`]).
     pub secret_keys: Vec<PathBuf>,
+    /// The backed-up application's version, recorded in the manifest
+    /// (`--app-version`); checked with [`check_app_version`](crate::format::manifest::check_app_version).
+    pub app_version: Option<String>,
 }
 
 #[derive(Clone, Debug)]

@@ -64,6 +64,8 @@ pub struct RestoreOutcome {
     /// SQLite's integrity check of each restored database component (see
     /// [`execute`]; empty from [`execute_restore`] and after a rollback).
     pub database_checks: Vec<DatabaseCheck>,
+    /// Seconds each component took to write, by name, in the plan's order.
+    pub component_seconds: Vec<(String, f64)>,
 }
 
 /// The outcome of SQLite's integrity check on one restored database.
@@ -171,8 +173,11 @@ pub fn execute_restore(
         ..RestoreOutcome::default()
     };
     let written = write_components(&writer, &plan.components);
-    for (component, (failures, deleted)) in plan.components.iter().zip(written) {
+    for (component, (failures, deleted, seconds)) in plan.components.iter().zip(written) {
         outcome.deleted += deleted;
+        outcome
+            .component_seconds
+            .push((component.name.clone(), seconds));
         outcome
             .failures
             .extend(failures.into_iter().map(|(path, error)| RestoreFailure {
@@ -253,6 +258,7 @@ fn take_safety_snapshot(
         // A secret key among what is overwritten is left out of the
         // safety snapshot too (cairn never stores secrets).
         secret_keys: Vec::new(),
+        app_version: None,
     };
     let result = backup(repository, index, key, &options);
     drop(scratch);
@@ -305,7 +311,7 @@ fn progress_totals(plan: &RestorePlan) -> (u64, u64) {
 
 /// Puts the target back as the safety snapshot and journal describe:
 /// removes what the restore created, then restores the saved paths.
-fn roll_back(
+pub(super) fn roll_back(
     repository: &Repository,
     index: &dyn IndexCache,
     safety: Id,
@@ -406,6 +412,7 @@ mod tests {
                 ..RestoreOptions::default()
             },
             policy,
+            ..RestoreRequest::default()
         };
         let checked = check_snapshot(&scene.repository, &request).expect("checked");
         prepare_restore(

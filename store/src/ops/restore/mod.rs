@@ -36,6 +36,10 @@
 //!    - otherwise run SQLite's integrity check on each restored database
 //!      component, and report it in the outcome.
 //!
+//! [`run_restore`] ([`runbook`]) wraps the two in a runbook's steps: the
+//! before-hooks, the restore, the checks (a failed one rolls the target
+//! back from the safety snapshot) and the after-hooks, which always run.
+//!
 //! [`undo_restore`] ([`undo`]) puts a target back from a finished
 //! restore's safety snapshot.
 //!
@@ -46,7 +50,7 @@
 //! [`plan`] and files before it; [`write`](mod@write) imports [`plan`],
 //! [`fetch`], [`ground`], [`place`] and [`output`]; then come
 //! [`prepare`], [`pipeline`],
-//! [`execute`](mod@execute) and [`undo`], in that order. Planning fetches
+//! [`execute`](mod@execute), [`undo`] and [`runbook`], in that order. Planning fetches
 //! trees and writing fetches chunks, but fetching knows neither. This
 //! module only names the files.
 //!
@@ -67,6 +71,7 @@ pub(crate) mod plan;
 pub(crate) mod prefetch;
 pub(crate) mod preflight;
 pub(crate) mod prepare;
+pub(crate) mod runbook;
 pub(crate) mod safety;
 pub(crate) mod select;
 #[cfg(test)]
@@ -79,10 +84,11 @@ pub use execute::{DatabaseCheck, RestoreFailure, RestoreOutcome, execute, execut
 pub use fetch::{Fallback, FallbackUse, Sources};
 pub use place::MetadataPolicy;
 pub use plan::{Action, ComponentPlan, PlanCounts};
-pub use preflight::{PreflightPolicy, Status, Verdict, parse_duration};
+pub use preflight::{PreflightPolicy, Status, Verdict, parse_duration, parse_point_in_time};
 pub use prepare::{
-    CheckedSnapshot, Decision, PreparedRestore, RestoreOptions, RestorePlan, RestoreRequest,
-    check_snapshot, plan_restore, prepare_restore,
+    AtRisk, CheckedSnapshot, Decision, PreparedRestore, RestoreOptions, RestorePlan,
+    RestoreRequest, check_snapshot, plan_restore, prepare_restore,
 };
+pub use runbook::{HookRun, HookSet, RestoreHooks, RunbookOutcome, RunbookResult, run_restore};
 pub use select::{Selection, select_components};
 pub use undo::undo_restore;

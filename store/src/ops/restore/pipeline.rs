@@ -31,11 +31,12 @@ const RESTORE_THREADS: usize = 8;
 /// for a free slot, in the snapshot's order. A component gives its slot
 /// back once its last batch is written; the sync of that batch, and its
 /// directories' metadata, run after that. Returns each component's
-/// failures and deletions, in order.
+/// failures, deletions and seconds of writing (from taking its slot to
+/// its last rename), in order.
 pub(super) fn write_components(
     writer: &Writer,
     components: &[ComponentPlan],
-) -> Vec<(Failures, u64)> {
+) -> Vec<(Failures, u64, f64)> {
     let slots = WritingSlots::new(WRITING_COMPONENTS);
     std::thread::scope(|scope| {
         let handles: Vec<_> = components
@@ -44,9 +45,10 @@ pub(super) fn write_components(
                 let slots = &slots;
                 scope.spawn(move || {
                     let slot = slots.take();
+                    let started = std::time::Instant::now();
                     let mut deleted = 0;
                     let failures = write_component(writer, component, &mut deleted, || drop(slot));
-                    (failures, deleted)
+                    (failures, deleted, started.elapsed().as_secs_f64())
                 })
             })
             .collect();

@@ -20,6 +20,9 @@ pub enum Status {
     BadSignature,
     TooOld,
     MissingChunks,
+    /// The snapshot was taken by a newer version of the application than
+    /// the one running (or one that cannot be ordered against it).
+    VersionAhead,
 }
 
 /// Which verdicts stop a restore. The default stops on anything but `ok`
@@ -34,6 +37,8 @@ pub struct PreflightPolicy {
     pub allow_too_old: bool,
     /// Restore what can be restored though chunks or trees are missing.
     pub allow_missing_chunks: bool,
+    /// Restore a snapshot taken by a newer application version.
+    pub allow_version_ahead: bool,
 }
 
 impl PreflightPolicy {
@@ -44,6 +49,7 @@ impl PreflightPolicy {
             Status::Untrusted | Status::BadSignature => self.allow_untrusted,
             Status::TooOld => self.allow_too_old,
             Status::MissingChunks => self.allow_missing_chunks,
+            Status::VersionAhead => self.allow_version_ahead,
         }
     }
 
@@ -107,6 +113,72 @@ pub fn age(body: &SnapshotBody, max_age: Option<Duration>) -> Result<Verdict> {
     })
 }
 
+/// `2` and `2.4` as `2.0.0` and `2.4.0` (release numbers often leave
+/// out what is zero); anything else as it is.
+fn padded(version: &str) -> String {
+    let end = version.find(['-', '+']).unwrap_or(version.len());
+    let (core, rest) = version.split_at(end);
+    let parts = core.split('.').count();
+    let numeric = core
+        .split('.')
+        .all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()));
+    if numeric && parts < 3 {
+        format!("{core}{}{rest}", ".0".repeat(3 - parts))
+    } else {
+        version.to_string()
+    }
+}
+
+/// Compares the application version the snapshot records with the one
+/// running (`current`). Both semantic versions (a leading `v` allowed, and
+/// `2.4` read as `2.4.0`):
+/// ahead when the snapshot's is newer by semver precedence (build metadata
+/// ignored). Otherwise they can only be equal or not: equal is `ok`, and
+/// unequal is `version-ahead`, since nothing shows the snapshot is not
+/// newer and a runbook must not restore data from the future. A snapshot
+/// that records no version is `ok`, said in the detail.
+pub fn version(body: &SnapshotBody, current: &str) -> Verdict {
+    let verdict = |status, detail| Verdict {
+        check: "version",
+        status,
+        detail,
+    };
+    let Some(recorded) = &body.app_version else {
+        return verdict(
+            Status::Ok,
+            format!("the snapshot records no application version; not compared with {current}"),
+        );
+    };
+    let parse =
+        |text: &str| semver::Version::parse(&padded(text.strip_prefix('v').unwrap_or(text))).ok();
+    match (parse(recorded), parse(current)) {
+        (Some(taken), Some(running)) => {
+            let key = |v: &semver::Version| (v.major, v.minor, v.patch, v.pre.clone());
+            if key(&taken) > key(&running) {
+                verdict(
+                    Status::VersionAhead,
+                    format!("taken by version {recorded}, newer than the running {current}"),
+                )
+            } else {
+                verdict(
+                    Status::Ok,
+                    format!("taken by version {recorded}; running {current}"),
+                )
+            }
+        }
+        _ if recorded == current => verdict(
+            Status::Ok,
+            format!("taken by version {recorded}, the running one"),
+        ),
+        _ => verdict(
+            Status::VersionAhead,
+            format!(
+                "taken by version {recorded}, running {current}: not both semantic versions and not equal, so the snapshot cannot be shown not to be newer"
+            ),
+        ),
+    }
+}
+
 pub fn chunks(components: &[ComponentPlan]) -> Verdict {
     let missing: Vec<String> = components
         .iter()
@@ -141,6 +213,26 @@ pub fn chunks(components: &[ComponentPlan]) -> Verdict {
     }
 }
 
+/// Parses a point in time for `--at`: RFC 3339 with its offset
+/// (`2026-12-01T14:00:00Z`, `2026-12-01T14:00:00+01:00`), or a local date
+/// and time in this machine's time zone (`TZ`, else the system's):
+/// `2026-12-01 14:00`, `2026-12-01 14:00:30`, `2026-12-01T14:00`. A local
+/// time a clock change makes ambiguous is taken as the earlier instant,
+/// and one it skips as the instant after the gap.
+pub fn parse_point_in_time(text: &str) -> std::result::Result<jiff::Timestamp, String> {
+    let text = text.trim();
+    if let Ok(timestamp) = text.parse::<jiff::Timestamp>() {
+        return Ok(timestamp);
+    }
+    let civil: jiff::civil::DateTime = text.parse().map_err(|_| {
+        format!("{text:?} is not a time like 2026-12-01T14:00:00Z or 2026-12-01 14:00 (local)")
+    })?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::system())
+        .map(|zoned| zoned.timestamp())
+        .map_err(|error| format!("{text:?}: {error}"))
+}
+
 /// Parses `90s`, `15m`, `36h`, `7d`, `2w`.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let text = text.trim();
@@ -172,6 +264,43 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_compare_by_semver_precedence_else_only_as_equal() {
+        let scene = crate::ops::restore::testing::Scene::new(|root| {
+            std::fs::write(root.join("file"), b"x").expect("file");
+            vec![("file", root.join("file"), false)]
+        });
+        let status = |recorded: Option<&str>, current: &str| {
+            let body = SnapshotBody {
+                app_version: recorded.map(str::to_string),
+                ..scene.body.clone()
+            };
+            version(&body, current).status
+        };
+        assert_eq!(status(Some("2.10.0"), "2.9.1"), Status::VersionAhead);
+        assert_eq!(status(Some("2.9.1"), "v2.10.0"), Status::Ok);
+        assert_eq!(status(Some("2.1.0"), "2.1.0-rc.1"), Status::VersionAhead);
+        assert_eq!(status(Some("2.1.0+build.9"), "2.1.0+build.1"), Status::Ok);
+        assert_eq!(status(Some("1.2"), "1.1"), Status::VersionAhead);
+        assert_eq!(status(Some("1.1"), "1.1.0"), Status::Ok);
+        assert_eq!(status(Some("build-77"), "build-77"), Status::Ok);
+        assert_eq!(status(Some("build-77"), "build-78"), Status::VersionAhead);
+        assert_eq!(status(None, "3.0.0"), Status::Ok);
+    }
+
+    #[test]
+    fn a_point_in_time_is_rfc_3339_or_local() {
+        assert_eq!(
+            parse_point_in_time("2026-12-01T14:00:00+01:00")
+                .expect("rfc 3339")
+                .to_string(),
+            "2026-12-01T13:00:00Z"
+        );
+        let local = |text| parse_point_in_time(text).expect("local time");
+        assert_eq!(local("2026-12-01 14:00"), local("2026-12-01T14:00:00"));
+        assert!(parse_point_in_time("yesterday at noon").is_err());
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -69,6 +69,39 @@ impl RestorePlan {
             .any(|component| !component.touched_paths().is_empty())
     }
 
+    /// What executing it would overwrite or delete of what the target
+    /// holds now (sizes as they are on disk now): what a restore asks the
+    /// user to confirm.
+    pub fn at_risk(&self) -> AtRisk {
+        use super::plan::Action;
+        let size = |path: &std::path::Path| {
+            std::fs::symlink_metadata(path)
+                .ok()
+                .filter(|meta| meta.is_file())
+                .map_or(0, |meta| meta.len())
+        };
+        let mut risk = AtRisk::default();
+        for component in &self.components {
+            let deleted: std::collections::BTreeSet<&str> = component
+                .deletions
+                .iter()
+                .map(|deletion| deletion.relative.as_str())
+                .collect();
+            for item in &component.entries {
+                // A replaced entry's old self is among the deletions.
+                if item.action == Action::Update && !deleted.contains(item.relative.as_str()) {
+                    risk.overwrite += 1;
+                    risk.overwrite_bytes += size(&item.destination);
+                }
+            }
+            for deletion in &component.deletions {
+                risk.delete += 1;
+                risk.delete_bytes += size(&deletion.destination);
+            }
+        }
+        risk
+    }
+
     pub fn totals(&self) -> PlanCounts {
         let mut total = PlanCounts::default();
         for component in &self.components {
@@ -85,6 +118,27 @@ impl RestorePlan {
     }
 }
 
+/// What a restore would overwrite or delete of the target's existing
+/// files, and their bytes now ([`RestorePlan::at_risk`]). Metadata-only
+/// changes lose no data and are not counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AtRisk {
+    /// Existing files whose content is rewritten.
+    pub overwrite: u64,
+    pub overwrite_bytes: u64,
+    /// Paths removed (extras with `--delete`, and entries replaced by
+    /// another type).
+    pub delete: u64,
+    pub delete_bytes: u64,
+}
+
+impl AtRisk {
+    /// Whether existing data would be lost (and so a user must confirm).
+    pub fn loses_data(&self) -> bool {
+        self.overwrite + self.delete > 0
+    }
+}
+
 /// A restore as asked for: the snapshot, where it goes, and which
 /// preflight verdicts may be overridden.
 #[derive(Clone, Debug, Default)]
@@ -95,6 +149,14 @@ pub struct RestoreRequest {
     pub trusted: Vec<PublicKey>,
     pub options: RestoreOptions,
     pub policy: PreflightPolicy,
+    /// The running application's version: when given, the snapshot's
+    /// recorded one is compared with it (verdict `version`).
+    pub current_version: Option<String>,
+    /// Choose the newest matching snapshot taken at or before this time
+    /// (`--at`) instead of resolving `snapshot`, which must then be
+    /// `latest`. Matching: trusted, not a safety snapshot, holding every
+    /// component `--only` names.
+    pub at: Option<jiff::Timestamp>,
 }
 
 /// A snapshot judged before planning: its id, its body (trusted or not,
@@ -151,8 +213,21 @@ pub fn check_snapshot(
     // `latest` is chosen among trusted snapshots of this repository even
     // with --allow-untrusted: that flag lets the user restore a snapshot
     // they name, never one an attacker planted.
-    let (snapshot, passed_over) =
-        repository.resolve_snapshot_reporting(&request.snapshot, &request.trusted)?;
+    let (snapshot, passed_over) = match request.at {
+        None => repository.resolve_snapshot_reporting(&request.snapshot, &request.trusted)?,
+        Some(_) if request.snapshot != "latest" => {
+            return Err(StoreError::Invalid(format!(
+                "a point in time chooses the snapshot, so {:?} cannot be named too",
+                request.snapshot
+            )));
+        }
+        Some(at) => {
+            let only = &request.options.selection.only;
+            repository.newest_snapshot(&request.trusted, Some(at), &|body| {
+                only.iter().all(|name| body.component(name).is_some())
+            })?
+        }
+    };
     let manifest = repository.read_manifest(&snapshot)?;
     let mut verdicts = vec![preflight::signature(
         &manifest,
@@ -161,6 +236,9 @@ pub fn check_snapshot(
     )];
     let body = manifest.body_unverified()?;
     verdicts.push(preflight::age(&body, policy.max_age)?);
+    if let Some(current) = &request.current_version {
+        verdicts.push(preflight::version(&body, current));
+    }
     let options = &request.options;
     if let Ok(meta) = std::fs::metadata(&options.target)
         && !meta.is_dir()
@@ -315,6 +393,7 @@ mod tests {
                 ..RestoreOptions::default()
             },
             policy,
+            ..RestoreRequest::default()
         }
     }
 
