@@ -301,6 +301,7 @@ fn report(
                 "ok": check.passed(),
                 "problems": check.problems,
             })).collect::<Vec<_>>(),
+            "journals_set_aside": outcome.journals_set_aside.iter().map(|path| path.display().to_string()).collect::<Vec<_>>(),
         }))?;
     } else {
         print_plan(plan);
@@ -337,6 +338,12 @@ fn report(
                 safety.short()
             );
             println!("    {undo}");
+        }
+        for aside in &outcome.journals_set_aside {
+            println!(
+                "  a stale SQLite journal was moved aside (no safety snapshot holds it): {}",
+                aside.display()
+            );
         }
         for check in outcome
             .database_checks

@@ -64,9 +64,9 @@ pub struct RestorePlan {
 impl RestorePlan {
     /// Whether executing it overwrites or deletes anything that exists.
     pub fn touches_existing(&self) -> bool {
-        self.components
-            .iter()
-            .any(|component| !component.touched_paths().is_empty())
+        self.components.iter().any(|component| {
+            !component.touched_paths().is_empty() || !component.sqlite_journals.is_empty()
+        })
     }
 
     pub fn totals(&self) -> PlanCounts {
