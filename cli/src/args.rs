@@ -12,10 +12,11 @@ use std::path::PathBuf;
     after_help = "Exit codes: 0 success; 1 error (nothing done or could not run); 2 bad usage; \
 3 backup completed but some files could not be read or changed while read; \
 4 damage found (verify, copy) or some files could not be restored (restore); \
-5 restore refused by a preflight check (untrusted, too-old, missing-chunks); \
+5 restore refused by a preflight check (untrusted, too-old, missing-chunks, space); \
 6 a concurrent prune deleted data this backup reused (nothing written; run it again); \
 7 a critical component failed (the other components were stored); \
-8 a backup into several repositories failed in some of them (the others hold their snapshot)."
+8 a backup into several repositories failed in some of them (the others hold their snapshot); \
+9 restore: the target could not be written (disk full, quota, read-only; rolled back or nothing half-built left in place)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -402,6 +403,10 @@ pub struct RestoreArgs {
     /// Restore what can be restored even if chunks or trees are missing.
     #[arg(long)]
     pub allow_missing_chunks: bool,
+    /// Restore even if a target filesystem has fewer free bytes or inodes
+    /// than the restore writes (the `space` verdict).
+    #[arg(long)]
+    pub allow_low_space: bool,
     /// As root, give restored files the owner and group the snapshot
     /// records (as tar's --same-owner). By default what the restore
     /// creates belongs to whoever runs it, and existing owners are kept.

@@ -35,6 +35,9 @@ pub mod exit {
     /// A backup into several repositories failed in some; the others hold
     /// their snapshot.
     pub const SOME_REPOSITORIES_FAILED: u8 = 8;
+    /// A restore failed because the target could not be written (no
+    /// space, quota, read-only): not damage in the repository.
+    pub const TARGET_UNWRITABLE: u8 = 9;
     /// How cairn was called is wrong (clap uses the same code).
     pub const USAGE: u8 = 2;
 }

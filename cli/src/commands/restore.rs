@@ -168,6 +168,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             allow_untrusted: args.allow_untrusted,
             allow_too_old: args.allow_too_old,
             allow_missing_chunks: args.allow_missing_chunks,
+            allow_low_space: args.allow_low_space,
         },
     };
     let checked = check_snapshot(&repository, &request)?;
@@ -404,6 +405,10 @@ fn report(
                 );
             }
         }
+    }
+    if outcome.target_unwritable() {
+        eprintln!("cairn: the target could not be written (see the errors above)");
+        return Ok(exit::TARGET_UNWRITABLE);
     }
     Ok(exit::DAMAGE)
 }

@@ -271,6 +271,18 @@ fn write_component(
             failures.push((item.relative.clone(), error.to_string()));
         }
     }
+    // A staged component with any failure (a disk that filled meanwhile)
+    // is never renamed into place: it appears whole or not at all.
+    if let Some(staging) = &plan.staging
+        && !failures.is_empty()
+    {
+        let _ = place::remove_beside(staging);
+        failures.push((
+            "/".into(),
+            "not moved into place: the component was not written whole".into(),
+        ));
+        return failures;
+    }
     if let Some(staging) = &plan.staging
         && let Err(error) = place::move_into_place(staging, &plan.destination)
     {

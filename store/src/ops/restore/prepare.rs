@@ -215,6 +215,7 @@ pub fn prepare_restore(
                 &request.options,
             )?;
             verdicts.push(preflight::chunks(&plan.components));
+            verdicts.push(preflight::space(&plan.components));
             match policy.refusal(&verdicts) {
                 Some(refused) => Decision::Refused {
                     check: refused.check,
@@ -339,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn a_trusted_snapshot_is_planned_after_all_three_checks_pass() {
+    fn a_trusted_snapshot_is_planned_after_all_four_checks_pass() {
         let scene = scene();
         let request = request(&scene, vec![scene.public], PreflightPolicy::default());
         let prepared = prepare(&scene, &request);
@@ -348,7 +349,8 @@ mod tests {
             [
                 ("signature", Status::Ok),
                 ("age", Status::Ok),
-                ("chunks", Status::Ok)
+                ("chunks", Status::Ok),
+                ("space", Status::Ok)
             ]
         );
         let plan = prepared.plan().expect("a plan");
@@ -389,7 +391,8 @@ mod tests {
             [
                 ("signature", Status::Untrusted),
                 ("age", Status::Ok),
-                ("chunks", Status::Ok)
+                ("chunks", Status::Ok),
+                ("space", Status::Ok)
             ]
         );
         assert!(allowed.plan().is_some());
