@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const ACCOUNTS: i64 = 2000;
@@ -130,7 +130,7 @@ print(transfers)"
         assert_eq!(checks.len(), 1, "{report}");
         assert_eq!(checks[0]["component"], "bank");
         assert_eq!(checks[0]["ok"], true, "{report}");
-        let restored = target.join("bank");
+        let restored = target.join("bank/bank.db");
         assert_eq!(
             audit(&restored),
             format!("{TOTAL} {ACCOUNTS} ok whole"),
@@ -396,7 +396,7 @@ fn databases_are_cut_into_their_own_pages_and_a_night_of_scattered_updates_adds_
         reused > 10 * fetched,
         "reused {reused} bytes from the old copy but fetched {fetched}"
     );
-    let restored = target.join("db");
+    let restored = target.join("db/notes.db");
     let check = python(
         "import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -524,4 +524,68 @@ print(db.execute('pragma journal_mode').fetchone()[0], ','.join(tables))",
         audit(&database),
         format!("{} {} ok whole", TOTAL - 500 * 1000, ACCOUNTS - 500)
     );
+}
+
+#[test]
+fn a_database_keeps_its_file_name_the_dry_run_shows_the_paths_written_and_to_source_puts_it_back() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let database = workspace.path("srv/app/app.db");
+    std::fs::create_dir_all(database.parent().unwrap()).unwrap();
+    create_bank(&database);
+    let files = workspace.path("srv/app/files");
+    write(&files.join("f.txt"), b"a file\n");
+    workspace.backup_json([
+        "--sqlite".to_string(),
+        format!("app={}", database.display()),
+        "--component".to_string(),
+        format!("files={}", files.display()),
+    ]);
+
+    let target = workspace.path("out");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "latest", "--target", target.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        workspace.cairn_repo(args)
+    };
+    let dry = restore(&["--dry-run"]).ok();
+    let mut planned: Vec<PathBuf> = dry
+        .stdout
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("create"))
+        .map(|path| PathBuf::from(path.trim()))
+        .collect();
+    planned.sort();
+    assert_eq!(
+        planned,
+        [target.join("app/app.db"), target.join("files/f.txt")],
+        "{}",
+        dry.stdout
+    );
+    assert!(!target.exists(), "a dry run writes nothing");
+    restore(&[]).ok();
+    for path in &planned {
+        assert!(path.is_file(), "the dry run named {}", path.display());
+    }
+    assert_eq!(audit(&planned[0]), format!("{TOTAL} {ACCOUNTS} ok whole"));
+
+    // The application's directory is lost; --to-source puts each component
+    // back where it was backed up from, the database in WAL mode.
+    std::fs::remove_dir_all(workspace.path("srv")).unwrap();
+    let run = workspace.cairn_repo(["restore", "latest", "--to-source"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(audit(&database), format!("{TOTAL} {ACCOUNTS} ok whole"));
+    assert_eq!(
+        python(
+            "import sqlite3, sys
+print(sqlite3.connect(sys.argv[1]).execute('pragma journal_mode').fetchone()[0])",
+            &[&database]
+        ),
+        "wal"
+    );
+    assert_eq!(std::fs::read(files.join("f.txt")).unwrap(), b"a file\n");
+
+    // Only a trusted snapshot may say where to write.
+    let refused = workspace.cairn_repo(["restore", "latest", "--to-source", "--allow-untrusted"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
 }

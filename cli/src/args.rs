@@ -359,9 +359,16 @@ pub struct LsArgs {
 pub struct RestoreArgs {
     /// Snapshot id (a unique prefix will do) or `latest`.
     pub snapshot: String,
-    /// Directory to restore into; each component lands in TARGET/NAME.
-    #[arg(long)]
-    pub target: PathBuf,
+    /// Directory to restore into; each component lands in TARGET/NAME (a
+    /// file or database component as TARGET/NAME/FILE, keeping its name).
+    #[arg(long, required_unless_present = "to_source")]
+    pub target: Option<PathBuf>,
+    /// Restore each component to the path it was backed up from (recorded
+    /// in the snapshot); --component-target still wins for its component.
+    /// Refused with --allow-untrusted: only a trusted snapshot may say
+    /// where to write.
+    #[arg(long, conflicts_with = "allow_untrusted")]
+    pub to_source: bool,
     /// Restore only these components (comma-separated or repeated).
     #[arg(long, value_delimiter = ',', value_name = "C1,C2")]
     pub only: Vec<String>,

@@ -36,6 +36,7 @@ fn selection(args: &RestoreArgs) -> Result<Selection> {
         only: args.only.clone(),
         skip: args.skip.clone(),
         component_targets,
+        to_source: args.to_source,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
     })
@@ -48,7 +49,8 @@ fn plan_json(plan: &RestorePlan) -> Value {
         "counts": component.counts,
         "entries": component.entries.iter()
             .filter(|item| item.action != Action::Unchanged)
-            .map(|item| json!({"path": item.relative, "action": item.action, "kind": item.entry.kind,
+            .map(|item| json!({"path": item.relative, "destination": item.destination.display().to_string(),
+                               "action": item.action, "kind": item.entry.kind,
                                "fetch_bytes": item.fetch_bytes, "reuse_bytes": item.reuse_bytes}))
             .collect::<Vec<_>>(),
         "delete": component.deletions.iter().map(|deletion| deletion.relative.clone()).collect::<Vec<_>>(),
@@ -80,11 +82,12 @@ fn print_plan_paths(plan: &RestorePlan) {
             .iter()
             .filter(|item| item.action != Action::Unchanged)
             .map(|item| {
+                // The path the restore writes, not the one inside the
+                // component: a file component's name is not its path.
                 format!(
-                    "    {:<9} {}/{}",
+                    "    {:<9} {}",
                     format!("{:?}", item.action).to_lowercase(),
-                    component.name,
-                    item.relative
+                    item.destination.display()
                 )
             })
             .collect();
@@ -98,12 +101,7 @@ fn print_plan_paths(plan: &RestorePlan) {
                         .iter()
                         .any(|item| item.relative == deletion.relative)
                 })
-                .map(|deletion| {
-                    format!(
-                        "    {:<9} {}/{}",
-                        "delete", component.name, deletion.relative
-                    )
-                }),
+                .map(|deletion| format!("    {:<9} {}", "delete", deletion.destination.display())),
         );
         for line in lines.iter().take(SHOWN_PATHS) {
             println!("{line}");
@@ -154,7 +152,8 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         snapshot: args.snapshot.clone(),
         trusted,
         options: RestoreOptions {
-            target: args.target.clone(),
+            // Unused with --to-source: every component has its own place.
+            target: args.target.clone().unwrap_or_default(),
             selection,
             delete: args.delete,
             metadata: MetadataPolicy {

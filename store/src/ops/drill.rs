@@ -295,10 +295,9 @@ impl Rehearsal<'_> {
             bytes: 0,
             problems: Vec::new(),
         };
-        self.restore(component, &mut drilled);
-        if drilled.ok() {
+        let destination = self.restore(component, &mut drilled);
+        if let (true, Some(destination)) = (drilled.ok(), destination) {
             self.progress.phase(Phase::DrillCheck, Amount::items(1));
-            let destination = self.scratch.join(&component.name);
             drilled.problems.extend(check_component(
                 component.kind,
                 &component.name,
@@ -312,8 +311,12 @@ impl Rehearsal<'_> {
     }
 
     /// Restores one component into the scratch directory, noting what was
-    /// written and every problem in `drilled`.
-    fn restore(&self, component: &ComponentRecord, drilled: &mut ComponentDrill) {
+    /// written and every problem in `drilled`; returns where it landed.
+    fn restore(
+        &self,
+        component: &ComponentRecord,
+        drilled: &mut ComponentDrill,
+    ) -> Option<PathBuf> {
         let options = RestoreOptions {
             target: self.scratch.to_path_buf(),
             selection: Selection {
@@ -338,7 +341,10 @@ impl Rehearsal<'_> {
             Ok((plan, outcome))
         });
         match restored {
-            Err(error) => drilled.problems.push(format!("restore failed: {error}")),
+            Err(error) => {
+                drilled.problems.push(format!("restore failed: {error}"));
+                None
+            }
             Ok((plan, outcome)) => {
                 for planned in &plan.components {
                     for (path, why) in &planned.unreadable {
@@ -357,6 +363,9 @@ impl Rehearsal<'_> {
                 }
                 drilled.files = outcome.files_written;
                 drilled.bytes = outcome.bytes_written;
+                plan.components
+                    .first()
+                    .map(|planned| planned.destination.clone())
             }
         }
     }

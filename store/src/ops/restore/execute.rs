@@ -599,7 +599,7 @@ mod tests {
             outcome.database_checks,
             [DatabaseCheck {
                 component: "db".into(),
-                path: scene.path("target/db"),
+                path: scene.path("target/db/app.db"),
                 problems: Vec::new(),
             }]
         );
@@ -618,7 +618,7 @@ mod tests {
             &prepared(&scene, &["db"], PreflightPolicy::default()),
             None,
         );
-        let restored = scene.path("target/db");
+        let restored = scene.path("target/db/app.db");
         std::fs::write(&restored, vec![0x5a; 8192]).expect("damage the target's copy");
         assert!(!DatabaseCheck::run("db", &restored).passed());
 
