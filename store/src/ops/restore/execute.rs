@@ -69,29 +69,16 @@ pub struct RestoreOutcome {
     pub journals_set_aside: Vec<PathBuf>,
 }
 
-/// OS errors that mean the target could not be written (not that the
-/// repository is damaged): no space, quota exceeded, read-only, file too
-/// large, I/O error. The pipeline carries failures as text, whose I/O
-/// errors end in `(os error N)`.
-const TARGET_WRITE_ERRORS: [i32; 5] = [
-    libc::ENOSPC,
-    libc::EDQUOT,
-    libc::EROFS,
-    libc::EFBIG,
-    libc::EIO,
-];
-
 impl RestoreOutcome {
     /// Whether the restore failed because the target could not be written
     /// (a full disk, a quota, a read-only filesystem), with no sign of
     /// damage in the repository.
     pub fn target_unwritable(&self) -> bool {
         self.main_failures == 0
-            && self.failures.iter().any(|failure| {
-                TARGET_WRITE_ERRORS
-                    .iter()
-                    .any(|code| failure.error.contains(&format!("(os error {code})")))
-            })
+            && self
+                .failures
+                .iter()
+                .any(|failure| super::place::is_target_write_error(&failure.error))
     }
 }
 

@@ -271,10 +271,14 @@ fn write_component(
             failures.push((item.relative.clone(), error.to_string()));
         }
     }
-    // A staged component with any failure (a disk that filled meanwhile)
-    // is never renamed into place: it appears whole or not at all.
+    // A staged component the target could not take (a disk that filled
+    // meanwhile) is never renamed into place: it appears whole or not at
+    // all. (Files the repository could not give, under
+    // --allow-missing-chunks, are reported and the rest is kept.)
     if let Some(staging) = &plan.staging
-        && !failures.is_empty()
+        && failures
+            .iter()
+            .any(|(_, error)| place::is_target_write_error(error))
     {
         let _ = place::remove_beside(staging);
         failures.push((
