@@ -161,3 +161,103 @@ check = "test -s \"$CAIRN_FILE/data.sql\""
         run.stdout
     );
 }
+
+#[test]
+fn a_drill_rehearses_the_plans_last_run_and_fails_naming_a_component_that_failed_that_night() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let site = workspace.path("site");
+    write(&site.join("memory/m.txt"), b"remembered\n");
+    write(&site.join("dump-source"), b"-- the dump\n");
+    let plan = site.join("cairn.toml");
+    write(
+        &plan,
+        format!(
+            r#"repository = "{repo}"
+host = "app1"
+
+[[component]]
+name = "memory"
+kind = "files"
+path = "memory"
+
+[[component]]
+name = "dump"
+kind = "command"
+command = "cat {dump}"
+"#,
+            repo = workspace.repo().display(),
+            dump = site.join("dump-source").display(),
+        )
+        .as_bytes(),
+    );
+    let history = workspace.path("drills.jsonl");
+    let drill = || {
+        workspace.cairn([
+            "drill".as_ref(),
+            "--plan".as_ref(),
+            plan.as_os_str(),
+            "--history".as_ref(),
+            history.as_os_str(),
+        ])
+    };
+    workspace
+        .cairn(["backup".as_ref(), "--plan".as_ref(), plan.as_os_str()])
+        .ok();
+    let good = drill();
+    assert_eq!(good.code, 0, "{}\n{}", good.stdout, good.stderr);
+    let lines = history_lines(&history);
+    let chosen = lines[0]["chosen"].as_str().unwrap();
+    assert!(
+        chosen.contains("\"app1\"") && chosen.contains("dump"),
+        "{chosen}"
+    );
+
+    // Another plan's snapshot on the same host, newer: not this plan's run.
+    write(&site.join("other/o.txt"), b"other\n");
+    let other = workspace.cairn_repo([
+        "backup".to_string(),
+        "--host".into(),
+        "app1".into(),
+        "--component".into(),
+        format!("other={}", site.join("other").display()),
+    ]);
+    assert_eq!(other.code, 0, "{}\n{}", other.stdout, other.stderr);
+
+    // That night the dump failed: the snapshot holds only `memory`.
+    std::fs::remove_file(site.join("dump-source")).unwrap();
+    let night = workspace.cairn(["backup".as_ref(), "--plan".as_ref(), plan.as_os_str()]);
+    assert_ne!(night.code, 0, "{}\n{}", night.stdout, night.stderr);
+    let bad = drill();
+    assert_eq!(bad.code, 4, "{}\n{}", bad.stdout, bad.stderr);
+    assert!(
+        bad.stdout.contains("dump") && bad.stdout.contains("failed in that backup"),
+        "{}",
+        bad.stdout
+    );
+    let lines = history_lines(&history);
+    assert_eq!(lines[1]["ok"], false);
+    let failed: Vec<&str> = lines[1]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|component| component["ok"] == false)
+        .map(|component| component["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["dump"], "{}", lines[1]);
+    assert_ne!(
+        lines[1]["snapshot"], lines[0]["snapshot"],
+        "the night's snapshot is rehearsed, not the older whole one"
+    );
+    let components: Vec<&str> = lines[1]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|component| component["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        components,
+        ["memory", "dump"],
+        "not the other plan's snapshot"
+    );
+}

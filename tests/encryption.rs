@@ -2,7 +2,7 @@
 //! a reader of its storage (a local directory, or an S3 bucket) finds none
 //! of the file contents, file names, host name, command lines, nor the
 //! plain BLAKE3 hash of a file or of one of its chunks; a wrong passphrase
-//! fails clearly (exit code 9) and changes nothing; a damaged key slot is
+//! fails clearly (exit code 11) and changes nothing; a damaged key slot is
 //! named; `init --plaintext` still makes a plaintext repository, and
 //! `snapshots --json` / `verify --json` say which kind a repository is.
 //! Each runs the real `cairn` on real files.
@@ -181,7 +181,7 @@ fn a_wrong_passphrase_fails_clearly_and_changes_nothing() {
             .output()
             .expect("run cairn"),
     );
-    assert_eq!(run.code, 9, "{}", run.stderr);
+    assert_eq!(run.code, 11, "{}", run.stderr);
     assert!(
         run.stderr.contains("no key slot of")
             && run
@@ -241,7 +241,7 @@ fn a_damaged_key_slot_is_named() {
     bytes[middle] ^= 1;
     fs::write(&slots[0], &bytes).unwrap();
     let run = workspace.cairn_repo(["snapshots"]);
-    assert_eq!(run.code, 9, "{}", run.stderr);
+    assert_eq!(run.code, 11, "{}", run.stderr);
     let name = slots[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(
         run.stderr.contains(&format!("key slot {name}")),

@@ -126,7 +126,7 @@ before = "exit 9"
     );
     assert!(!target.join("memory/scratch.tmp").exists());
     assert!(!target.join("memory/cache").exists());
-    assert!(target.join("db").is_file());
+    assert!(target.join("db/app.db").is_file());
 }
 
 #[test]

@@ -326,9 +326,10 @@ fn single_file_component_restores_as_a_file_with_its_metadata() {
 
     let target = workspace.path("out");
     workspace.restore("latest", &target).ok();
-    let restored = target.join("notes");
-    let meta = fs::symlink_metadata(&restored).expect("TARGET/notes exists");
-    assert!(meta.is_file(), "TARGET/notes is not a file");
+    // A file component keeps its file name: TARGET/NAME/FILE.
+    let restored = target.join("notes/Notes.TXT");
+    let meta = fs::symlink_metadata(&restored).expect("TARGET/notes/Notes.TXT exists");
+    assert!(meta.is_file(), "TARGET/notes/Notes.TXT is not a file");
     assert_eq!(file_hash(&restored), file_hash(&file));
     assert_eq!(meta.mode() & 0o7777, 0o640);
     assert_eq!(
@@ -389,9 +390,9 @@ fn sparse_file_over_4_gib_restores_identical_and_stays_sparse() {
 
     let target = workspace.path("out");
     workspace.restore("latest", &target).ok();
-    let restored = target.join("big");
-    let meta = fs::symlink_metadata(&restored).expect("TARGET/big exists");
-    assert!(meta.is_file(), "TARGET/big is not a file");
+    let restored = target.join("big").join(file.file_name().unwrap());
+    let meta = fs::symlink_metadata(&restored).expect("TARGET/big/FILE exists");
+    assert!(meta.is_file(), "TARGET/big/FILE is not a file");
     assert_eq!(meta.len(), LEN);
     assert_eq!(file_hash(&restored), file_hash(&file));
     assert!(

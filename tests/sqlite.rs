@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const ACCOUNTS: i64 = 2000;
@@ -130,7 +130,7 @@ print(transfers)"
         assert_eq!(checks.len(), 1, "{report}");
         assert_eq!(checks[0]["component"], "bank");
         assert_eq!(checks[0]["ok"], true, "{report}");
-        let restored = target.join("bank");
+        let restored = target.join("bank/bank.db");
         assert_eq!(
             audit(&restored),
             format!("{TOTAL} {ACCOUNTS} ok whole"),
@@ -397,7 +397,7 @@ fn databases_are_cut_into_their_own_pages_and_a_night_of_scattered_updates_adds_
         reused > 10 * fetched,
         "reused {reused} bytes from the old copy but fetched {fetched}"
     );
-    let restored = target.join("db");
+    let restored = target.join("db/notes.db");
     let check = python(
         "import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -444,4 +444,149 @@ fn bad_chunking_choices_are_refused_naming_the_component() {
         .restore(made["snapshot"].as_str().unwrap(), &target)
         .ok();
     assert_same_tree(&directory, &target.join("files"));
+}
+
+#[test]
+fn a_stale_wal_beside_the_target_database_is_set_aside_and_the_restore_keeps_the_snapshots_rows_and_wal_mode()
+ {
+    let workspace = Workspace::new();
+    workspace.init();
+    let database = workspace.path("srv/app.db");
+    std::fs::create_dir_all(database.parent().unwrap()).unwrap();
+    create_bank(&database);
+    let snapshot = workspace.backup_json([
+        "--sqlite".as_ref(),
+        format!("app={}", database.display()).as_ref() as &std::ffi::OsStr,
+    ])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The application goes on, then crashes: its last transactions are only
+    // in app.db-wal (no checkpoint), and it dies without closing.
+    python(
+        "import sqlite3, sys, os
+db = sqlite3.connect(sys.argv[1])
+db.execute('pragma wal_autocheckpoint=0')
+db.execute('delete from account where id < 500')
+db.execute('create table extra(data blob)')
+db.executemany('insert into extra values (?)', [(os.urandom(3000),) for _ in range(400)])
+db.commit()
+os._exit(0)",
+        &[&database],
+    );
+    let wal = workspace.path("srv/app.db-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 100_000,
+        "the crash left a WAL"
+    );
+
+    let target = workspace.path("unused-target");
+    let run = workspace.cairn_repo([
+        "--json".as_ref(),
+        "restore".as_ref(),
+        snapshot.as_ref(),
+        "--target".as_ref(),
+        target.as_os_str(),
+        "--component-target".as_ref(),
+        format!("app={}", database.display()).as_ref() as &std::ffi::OsStr,
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let outcome = run.json();
+    assert_eq!(outcome["database_checks"][0]["ok"], true, "{outcome}");
+    assert!(outcome["safety_snapshot"].is_string(), "{outcome}");
+    assert_eq!(
+        std::fs::read_dir(workspace.path("srv"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect::<Vec<_>>(),
+        ["app.db"],
+        "no journal beside the restored database, and no copy set aside (the safety snapshot holds them)"
+    );
+    // Opened by SQLite: the snapshot's rows, sound, back in WAL mode.
+    assert_eq!(audit(&database), format!("{TOTAL} {ACCOUNTS} ok whole"));
+    let state = python(
+        "import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+tables = [row[0] for row in db.execute(\"select name from sqlite_master where type = 'table' order by name\")]
+print(db.execute('pragma journal_mode').fetchone()[0], ','.join(tables))",
+        &[&database],
+    );
+    assert_eq!(state, "wal account,ledger");
+
+    // Undo puts back what the target had: the database and its WAL.
+    let safety = outcome["safety_snapshot"].as_str().unwrap();
+    let undo = workspace.cairn_repo(["undo-restore", safety]);
+    assert_eq!(undo.code, 0, "{}\n{}", undo.stdout, undo.stderr);
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 100_000,
+        "the WAL is back"
+    );
+    assert_eq!(
+        audit(&database),
+        format!("{} {} ok whole", TOTAL - 500 * 1000, ACCOUNTS - 500)
+    );
+}
+
+#[test]
+fn a_database_keeps_its_file_name_the_dry_run_shows_the_paths_written_and_to_source_puts_it_back() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let database = workspace.path("srv/app/app.db");
+    std::fs::create_dir_all(database.parent().unwrap()).unwrap();
+    create_bank(&database);
+    let files = workspace.path("srv/app/files");
+    write(&files.join("f.txt"), b"a file\n");
+    workspace.backup_json([
+        "--sqlite".to_string(),
+        format!("app={}", database.display()),
+        "--component".to_string(),
+        format!("files={}", files.display()),
+    ]);
+
+    let target = workspace.path("out");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "latest", "--target", target.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        workspace.cairn_repo(args)
+    };
+    let dry = restore(&["--dry-run"]).ok();
+    let mut planned: Vec<PathBuf> = dry
+        .stdout
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("create"))
+        .map(|path| PathBuf::from(path.trim()))
+        .collect();
+    planned.sort();
+    assert_eq!(
+        planned,
+        [target.join("app/app.db"), target.join("files/f.txt")],
+        "{}",
+        dry.stdout
+    );
+    assert!(!target.exists(), "a dry run writes nothing");
+    restore(&[]).ok();
+    for path in &planned {
+        assert!(path.is_file(), "the dry run named {}", path.display());
+    }
+    assert_eq!(audit(&planned[0]), format!("{TOTAL} {ACCOUNTS} ok whole"));
+
+    // The application's directory is lost; --to-source puts each component
+    // back where it was backed up from, the database in WAL mode.
+    std::fs::remove_dir_all(workspace.path("srv")).unwrap();
+    let run = workspace.cairn_repo(["restore", "latest", "--to-source"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(audit(&database), format!("{TOTAL} {ACCOUNTS} ok whole"));
+    assert_eq!(
+        python(
+            "import sqlite3, sys
+print(sqlite3.connect(sys.argv[1]).execute('pragma journal_mode').fetchone()[0])",
+            &[&database]
+        ),
+        "wal"
+    );
+    assert_eq!(std::fs::read(files.join("f.txt")).unwrap(), b"a file\n");
+
+    // Only a trusted snapshot may say where to write.
+    let refused = workspace.cairn_repo(["restore", "latest", "--to-source", "--allow-untrusted"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
 }

@@ -12,11 +12,13 @@ use std::path::PathBuf;
     after_help = "Exit codes: 0 success; 1 error (nothing done or could not run); 2 bad usage; \
 3 backup completed but some files could not be read or changed while read; \
 4 damage found (verify, copy) or some files could not be restored (restore); \
-5 restore refused by a preflight check (untrusted, too-old, missing-chunks, version-ahead); \
+5 restore refused by a preflight check (untrusted, too-old, missing-chunks, version-ahead, space); \
 6 a concurrent prune deleted data this backup reused (nothing written; run it again); \
 7 a critical component failed (the other components were stored); \
 8 a backup into several repositories failed in some of them (the others hold their snapshot); \
-10 a restore's check failed and the target was rolled back."
+9 restore: the target could not be written (disk full, quota, read-only; rolled back or nothing half-built left in place); \
+10 a restore's check failed and the target was rolled back; \
+11 an encrypted repository could not be opened (no key slot opens with the passphrase given, or the read key is needed and this host holds a write-only key)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -396,9 +398,16 @@ pub struct RestoreArgs {
     /// Snapshot id (a unique prefix will do) or `latest` [default: latest].
     #[arg(default_value = "latest")]
     pub snapshot: String,
-    /// Directory to restore into; each component lands in TARGET/NAME.
-    #[arg(long)]
-    pub target: PathBuf,
+    /// Directory to restore into; each component lands in TARGET/NAME (a
+    /// file or database component as TARGET/NAME/FILE, keeping its name).
+    #[arg(long, required_unless_present = "to_source")]
+    pub target: Option<PathBuf>,
+    /// Restore each component to the path it was backed up from (recorded
+    /// in the snapshot); --component-target still wins for its component.
+    /// Refused with --allow-untrusted: only a trusted snapshot may say
+    /// where to write.
+    #[arg(long, conflicts_with = "allow_untrusted")]
+    pub to_source: bool,
     /// Restore only these components (comma-separated or repeated).
     #[arg(long, value_delimiter = ',', value_name = "C1,C2")]
     pub only: Vec<String>,
@@ -459,6 +468,10 @@ pub struct RestoreArgs {
     /// verdicts, plan summary, timings, hooks, safety snapshot).
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
+    /// Restore even if a target filesystem has fewer free bytes or inodes
+    /// than the restore writes (the `space` verdict).
+    #[arg(long)]
+    pub allow_low_space: bool,
     /// As root, give restored files the owner and group the snapshot
     /// records (as tar's --same-owner). By default what the restore
     /// creates belongs to whoever runs it, and existing owners are kept.

@@ -39,11 +39,14 @@ pub mod exit {
     /// A restore's check failed and the target was rolled back to what it
     /// was before the restore.
     pub const ROLLED_BACK: u8 = 10;
+    /// A restore failed because the target could not be written (no
+    /// space, quota, read-only): not damage in the repository.
+    pub const TARGET_UNWRITABLE: u8 = 9;
     /// How cairn was called is wrong (clap uses the same code).
     pub const USAGE: u8 = 2;
     /// An encrypted repository could not be opened: no key slot opens with
     /// the passphrase given, or no passphrase was given.
-    pub const LOCKED: u8 = 9;
+    pub const LOCKED: u8 = 11;
 }
 
 /// One malloc arena for all threads. glibc gives each thread its own, and

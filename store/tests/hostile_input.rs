@@ -173,6 +173,7 @@ fn sample_manifest() -> Vec<u8> {
             root: None,
             fixed_chunk_size: None,
             sqlite_pages_per_chunk: None,
+            sqlite_journal_mode: None,
         }],
         problems: vec![],
         cairn_version: "test".into(),

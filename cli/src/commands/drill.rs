@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::exit;
 use crate::progress::CliProgress;
 use anyhow::Result;
-use cairn_store::ops::drill::{DrillOptions, append_history, drill};
+use cairn_store::ops::drill::{DrillOptions, append_history, choose_snapshot, drill};
 use std::time::Instant;
 
 pub fn run(context: &Context, args: &DrillArgs) -> Result<u8> {
@@ -20,7 +20,29 @@ pub fn run(context: &Context, args: &DrillArgs) -> Result<u8> {
     let planned_context = crate::plan::context_for(context, plan.as_ref());
     let context = planned_context.as_ref().unwrap_or(context);
     let repository = context.open_repository()?;
-    let (snapshot, body) = super::verified_snapshot(context, &repository, &args.snapshot)?;
+    let required: Vec<String> = plan
+        .iter()
+        .flat_map(|plan| &plan.components)
+        .map(|component| component.name.clone())
+        .collect();
+    // With a plan, `latest` is the plan's own last run (its host, its
+    // components), never another plan's snapshot that happens to be newer.
+    let (snapshot, body, chosen) = match &plan {
+        Some(plan) if args.snapshot == "latest" => {
+            let trusted = context.trusted_keys(&repository)?;
+            let chosen = choose_snapshot(&repository, &trusted, plan.host.as_deref(), &required)?;
+            (chosen.id, chosen.body, chosen.why)
+        }
+        _ => {
+            let (snapshot, body) = super::verified_snapshot(context, &repository, &args.snapshot)?;
+            let why = if args.snapshot == "latest" {
+                "the newest snapshot (no plan given)".to_string()
+            } else {
+                format!("named by --snapshot {}", args.snapshot)
+            };
+            (snapshot, body, why)
+        }
+    };
     let opened = context.open_index(&repository)?;
     let checks = plan
         .iter()
@@ -30,6 +52,8 @@ pub fn run(context: &Context, args: &DrillArgs) -> Result<u8> {
     let options = DrillOptions {
         scratch_parent: args.scratch.clone(),
         checks,
+        required,
+        chosen,
     };
 
     let started = Instant::now();
@@ -72,7 +96,12 @@ pub fn run(context: &Context, args: &DrillArgs) -> Result<u8> {
     if context.global.json {
         crate::output::print_json(&record)?;
     } else {
-        println!("drill of snapshot {} ({}):", snapshot.short(), body.time);
+        println!(
+            "drill of snapshot {} ({}), {}:",
+            snapshot.short(),
+            body.time,
+            report.chosen
+        );
         for component in &report.components {
             let verdict = if component.ok() { "ok" } else { "FAILED" };
             println!(

@@ -37,6 +37,7 @@ fn selection(args: &RestoreArgs) -> Result<Selection> {
         only: args.only.clone(),
         skip: args.skip.clone(),
         component_targets,
+        to_source: args.to_source,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
     })
@@ -49,7 +50,8 @@ fn plan_json(plan: &RestorePlan) -> Value {
         "counts": component.counts,
         "entries": component.entries.iter()
             .filter(|item| item.action != Action::Unchanged)
-            .map(|item| json!({"path": item.relative, "action": item.action, "kind": item.entry.kind,
+            .map(|item| json!({"path": item.relative, "destination": item.destination.display().to_string(),
+                               "action": item.action, "kind": item.entry.kind,
                                "fetch_bytes": item.fetch_bytes, "reuse_bytes": item.reuse_bytes}))
             .collect::<Vec<_>>(),
         "delete": component.deletions.iter().map(|deletion| deletion.relative.clone()).collect::<Vec<_>>(),
@@ -81,11 +83,12 @@ fn print_plan_paths(plan: &RestorePlan) {
             .iter()
             .filter(|item| item.action != Action::Unchanged)
             .map(|item| {
+                // The path the restore writes, not the one inside the
+                // component: a file component's name is not its path.
                 format!(
-                    "    {:<9} {}/{}",
+                    "    {:<9} {}",
                     format!("{:?}", item.action).to_lowercase(),
-                    component.name,
-                    item.relative
+                    item.destination.display()
                 )
             })
             .collect();
@@ -99,12 +102,7 @@ fn print_plan_paths(plan: &RestorePlan) {
                         .iter()
                         .any(|item| item.relative == deletion.relative)
                 })
-                .map(|deletion| {
-                    format!(
-                        "    {:<9} {}/{}",
-                        "delete", component.name, deletion.relative
-                    )
-                }),
+                .map(|deletion| format!("    {:<9} {}", "delete", deletion.destination.display())),
         );
         for line in lines.iter().take(SHOWN_PATHS) {
             println!("{line}");
@@ -186,7 +184,8 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         snapshot: args.snapshot.clone(),
         trusted,
         options: RestoreOptions {
-            target: args.target.clone(),
+            // Unused with --to-source: every component has its own place.
+            target: args.target.clone().unwrap_or_default(),
             selection,
             delete: args.delete,
             metadata: MetadataPolicy {
@@ -201,6 +200,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             allow_too_old: args.allow_too_old,
             allow_missing_chunks: args.allow_missing_chunks,
             allow_version_ahead: args.allow_version_ahead,
+            allow_low_space: args.allow_low_space,
         },
         current_version: args.current_version.clone(),
         at: args
@@ -242,7 +242,10 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         };
         let facts = super::restore_report::ReportFacts {
             repository: &locations[0],
-            target: &args.target,
+            target: args
+                .target
+                .as_deref()
+                .unwrap_or(std::path::Path::new("(each component's source path: --to-source)")),
             prepared: &prepared,
             signer: signer.clone(),
             plan,
@@ -518,6 +521,7 @@ fn report(
                 "ok": check.passed(),
                 "problems": check.problems,
             })).collect::<Vec<_>>(),
+            "journals_set_aside": outcome.journals_set_aside.iter().map(|path| path.display().to_string()).collect::<Vec<_>>(),
         }))?;
     } else {
         print_plan(plan);
@@ -554,6 +558,12 @@ fn report(
                 safety.short()
             );
             println!("    {undo}");
+        }
+        for aside in &outcome.journals_set_aside {
+            println!(
+                "  a stale SQLite journal was moved aside (no safety snapshot holds it): {}",
+                aside.display()
+            );
         }
         for check in outcome
             .database_checks
@@ -614,6 +624,10 @@ fn report(
                 );
             }
         }
+    }
+    if outcome.target_unwritable() {
+        eprintln!("cairn: the target could not be written (see the errors above)");
+        return Ok(exit::TARGET_UNWRITABLE);
     }
     Ok(exit::DAMAGE)
 }

@@ -23,6 +23,10 @@ use std::collections::BTreeMap;
 /// target; `latest` never means one of these.
 pub const SAFETY_TAG: &str = "pre-restore";
 const BODY_VERSION: u32 = 1;
+/// The values `PRAGMA journal_mode` gives, the only ones a manifest's
+/// `sqlite_journal_mode` may hold.
+pub const SQLITE_JOURNAL_MODES: [&str; 6] =
+    ["delete", "truncate", "persist", "memory", "wal", "off"];
 /// Prefixed to the body before signing, so a signature over a manifest can
 /// never be replayed as a signature over anything else.
 pub const SIGNING_DOMAIN: &[u8] = b"cairn snapshot manifest v1\0";
@@ -142,6 +146,11 @@ pub struct ComponentRecord {
     /// fixed chunks of this many of their own pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqlite_pages_per_chunk: Option<u32>,
+    /// A `sqlite` component's journal mode at backup, as `PRAGMA
+    /// journal_mode` said it (e.g. `wal`); the stored copy is always in
+    /// `delete` mode, and a restore puts `wal` back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite_journal_mode: Option<String>,
 }
 
 impl ComponentRecord {
@@ -287,6 +296,18 @@ impl SignedManifest {
                     object,
                     format!(
                         "component {:?}: sqlite_pages_per_chunk {pages} is out of range",
+                        component.name
+                    ),
+                ));
+            }
+            if let Some(mode) = &component.sqlite_journal_mode
+                && (component.kind != ComponentKind::Sqlite
+                    || !SQLITE_JOURNAL_MODES.contains(&mode.as_str()))
+            {
+                return Err(StoreError::corrupt(
+                    object,
+                    format!(
+                        "component {:?}: sqlite_journal_mode {mode:?} is not a journal mode of a sqlite component",
                         component.name
                     ),
                 ));

@@ -3,6 +3,11 @@
 //! hash as it is written), runs the kind's own check, times each, and
 //! gives the history record of the drill.
 //!
+//! 0. With a plan, [`choose_snapshot`] picks the newest snapshot of the
+//!    plan's host that holds (or failed) one of the plan's components, and
+//!    says why; the drill then fails each plan component that snapshot
+//!    lacks, failed in, or left files out of: a rehearsal of a snapshot
+//!    that lost the database that night must not pass.
 //! 1. Make a scratch directory (removed when the drill ends).
 //! 2. For each component of the snapshot, in order: plan and execute its
 //!    restore into the scratch directory (progress phase `restore`); if
@@ -17,8 +22,10 @@
 //! Never writes to the repository or outside the scratch directory and
 //! the history file; never prints.
 
+use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
-use crate::format::manifest::{ComponentKind, ComponentRecord, SnapshotBody};
+use crate::format::keys::PublicKey;
+use crate::format::manifest::{ComponentKind, ComponentRecord, SAFETY_TAG, SnapshotBody};
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::hooks::Hook;
@@ -26,7 +33,7 @@ use crate::ops::restore::{
     DatabaseCheck, RestoreOptions, Selection, Sources, execute_restore, plan_restore,
 };
 use crate::progress::{Amount, Phase, Progress};
-use crate::repository::Repository;
+use crate::repository::{FUTURE_TOLERANCE_SECONDS, Repository};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -40,6 +47,112 @@ pub struct DrillOptions {
     pub scratch_parent: Option<PathBuf>,
     /// Each component's own check command (run with `sh -c`), by name.
     pub checks: BTreeMap<String, String>,
+    /// The plan's components: each must be in the snapshot, whole.
+    pub required: Vec<String>,
+    /// Why this snapshot was chosen, for the history.
+    pub chosen: String,
+}
+
+/// A snapshot chosen for a drill, and why.
+#[derive(Clone, Debug)]
+pub struct Chosen {
+    pub id: Id,
+    pub body: SnapshotBody,
+    pub why: String,
+}
+
+/// The newest trusted snapshot (not a safety snapshot, not dated ahead of
+/// this machine's clock) taken on `host` (this machine's name when `None`)
+/// that holds, or failed, at least one of `components`: the plan's last
+/// run, whatever it stored. Snapshots of other plans on the same host (no
+/// component in common) are passed over.
+pub fn choose_snapshot(
+    repository: &Repository,
+    trusted: &[PublicKey],
+    host: Option<&str>,
+    components: &[String],
+) -> Result<Chosen> {
+    let host = host.map_or_else(crate::ops::common::host_name, str::to_string);
+    let now = jiff::Timestamp::now();
+    let mut newest: Option<(String, Id, SnapshotBody)> = None;
+    for id in repository.list_ids(ObjectKind::Snapshot)? {
+        let body = match repository.read_manifest(&id).and_then(|manifest| {
+            manifest.verified_body(repository.id(), trusted, &format!("snapshot {id}"))
+        }) {
+            Ok(body) => body,
+            Err(error @ StoreError::Io { .. }) => return Err(error),
+            // Gone since the listing, or not one to trust: never drilled.
+            Err(_) => continue,
+        };
+        if body.host != host || body.tags.iter().any(|tag| tag == SAFETY_TAG) {
+            continue;
+        }
+        let Ok(time) = body.time.parse::<jiff::Timestamp>() else {
+            continue;
+        };
+        if time.as_second() > now.as_second().saturating_add(FUTURE_TOLERANCE_SECONDS) {
+            continue;
+        }
+        let of_the_plan = components.iter().any(|name| {
+            body.component(name).is_some()
+                || body
+                    .problems
+                    .iter()
+                    .any(|problem| &problem.component == name)
+        });
+        if of_the_plan
+            && newest
+                .as_ref()
+                .is_none_or(|(best, best_id, _)| (&body.time, &id) > (best, best_id))
+        {
+            newest = Some((body.time.clone(), id, body));
+        }
+    }
+    let Some((_, id, body)) = newest else {
+        return Err(StoreError::SnapshotNotFound(format!(
+            "a snapshot of host {host:?} holding any of the plan's components ({})",
+            components.join(", ")
+        )));
+    };
+    let why = format!(
+        "the newest snapshot of host {host:?} from the plan (components {})",
+        components.join(", ")
+    );
+    Ok(Chosen { id, body, why })
+}
+
+/// Each of the `required` components that `body` does not hold whole, with
+/// why: missing, failed in that backup, or with files left out (the
+/// snapshot is marked incomplete).
+pub fn plan_problems(body: &SnapshotBody, required: &[String]) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for name in required {
+        let mine = body
+            .problems
+            .iter()
+            .filter(|problem| &problem.component == name);
+        if body.component(name).is_none() {
+            let why = match mine.clone().find(|problem| problem.path.is_empty()) {
+                Some(failure) => format!(
+                    "failed in that backup ({}); the snapshot does not hold it",
+                    failure.problem
+                ),
+                None => "missing from the snapshot, although the plan has it".to_string(),
+            };
+            found.push((name.clone(), why));
+            continue;
+        }
+        for problem in mine {
+            found.push((
+                name.clone(),
+                format!(
+                    "the snapshot is marked incomplete: {}: {}",
+                    problem.path, problem.problem
+                ),
+            ));
+        }
+    }
+    found
 }
 
 /// How one component fared.
@@ -66,6 +179,8 @@ pub struct DrillReport {
     pub snapshot: Id,
     /// When the snapshot was taken.
     pub snapshot_time: String,
+    /// Why this snapshot was rehearsed.
+    pub chosen: String,
     /// When the drill ended.
     pub time: String,
     /// The whole drill.
@@ -86,6 +201,7 @@ impl DrillReport {
             "repository": repository,
             "snapshot": self.snapshot.to_hex(),
             "snapshot_time": self.snapshot_time,
+            "chosen": self.chosen,
             "ok": self.ok(),
             "seconds": self.seconds,
             "components": self.components.iter().map(|component| json!({
@@ -126,7 +242,7 @@ pub fn drill(
         progress,
     };
     let started = Instant::now();
-    let components = body
+    let mut components: Vec<ComponentDrill> = body
         .components
         .iter()
         .map(|component| {
@@ -134,9 +250,23 @@ pub fn drill(
             rehearsal.component(component, check)
         })
         .collect();
+    for (name, why) in plan_problems(body, &options.required) {
+        match components.iter_mut().find(|drilled| drilled.name == name) {
+            Some(drilled) => drilled.problems.push(why),
+            None => components.push(ComponentDrill {
+                name,
+                kind: ComponentKind::Directory,
+                seconds: 0.0,
+                files: 0,
+                bytes: 0,
+                problems: vec![why],
+            }),
+        }
+    }
     Ok(DrillReport {
         snapshot,
         snapshot_time: body.time.clone(),
+        chosen: options.chosen.clone(),
         time: crate::ops::common::now_rfc3339(),
         seconds: started.elapsed().as_secs_f64(),
         components,
@@ -165,10 +295,9 @@ impl Rehearsal<'_> {
             bytes: 0,
             problems: Vec::new(),
         };
-        self.restore(component, &mut drilled);
-        if drilled.ok() {
+        let destination = self.restore(component, &mut drilled);
+        if let (true, Some(destination)) = (drilled.ok(), destination) {
             self.progress.phase(Phase::DrillCheck, Amount::items(1));
-            let destination = self.scratch.join(&component.name);
             drilled.problems.extend(check_component(
                 component.kind,
                 &component.name,
@@ -182,8 +311,12 @@ impl Rehearsal<'_> {
     }
 
     /// Restores one component into the scratch directory, noting what was
-    /// written and every problem in `drilled`.
-    fn restore(&self, component: &ComponentRecord, drilled: &mut ComponentDrill) {
+    /// written and every problem in `drilled`; returns where it landed.
+    fn restore(
+        &self,
+        component: &ComponentRecord,
+        drilled: &mut ComponentDrill,
+    ) -> Option<PathBuf> {
         let options = RestoreOptions {
             target: self.scratch.to_path_buf(),
             selection: Selection {
@@ -208,7 +341,10 @@ impl Rehearsal<'_> {
             Ok((plan, outcome))
         });
         match restored {
-            Err(error) => drilled.problems.push(format!("restore failed: {error}")),
+            Err(error) => {
+                drilled.problems.push(format!("restore failed: {error}"));
+                None
+            }
             Ok((plan, outcome)) => {
                 for planned in &plan.components {
                     for (path, why) in &planned.unreadable {
@@ -227,6 +363,9 @@ impl Rehearsal<'_> {
                 }
                 drilled.files = outcome.files_written;
                 drilled.bytes = outcome.bytes_written;
+                plan.components
+                    .first()
+                    .map(|planned| planned.destination.clone())
             }
         }
     }
@@ -318,6 +457,7 @@ mod tests {
         let options = DrillOptions {
             scratch_parent: Some(scratch_parent.clone()),
             checks,
+            ..DrillOptions::default()
         };
         let report = drill(
             &scene.repository,
@@ -352,6 +492,44 @@ mod tests {
             0,
             "the scratch directory is removed"
         );
+    }
+
+    #[test]
+    fn a_plan_component_missing_failed_or_incomplete_is_named_with_its_cause() {
+        use crate::format::manifest::Problem;
+        let scene = Scene::new(|root| {
+            let notes = root.join("notes");
+            std::fs::create_dir_all(&notes).expect("notes");
+            std::fs::write(notes.join("a.md"), b"# notes\n").expect("a.md");
+            vec![("notes", notes, false)]
+        });
+        let required = ["notes".to_string(), "db".to_string(), "pg".to_string()];
+        let mut body = scene.body.clone();
+        body.problems = vec![
+            Problem {
+                component: "db".into(),
+                path: String::new(),
+                problem: "cannot open /srv/app.db".into(),
+            },
+            Problem {
+                component: "notes".into(),
+                path: "b.md".into(),
+                problem: "changed while read".into(),
+            },
+        ];
+        let found = plan_problems(&body, &required);
+        let named: Vec<&str> = found.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(named, ["notes", "db", "pg"], "{found:?}");
+        assert!(found[0].1.contains("marked incomplete: b.md"), "{found:?}");
+        assert!(
+            found[1].1.contains("failed in that backup (cannot open"),
+            "{found:?}"
+        );
+        assert!(
+            found[2].1.contains("missing from the snapshot"),
+            "{found:?}"
+        );
+        assert!(plan_problems(&scene.body, &required[..1]).is_empty());
     }
 
     #[test]
@@ -418,6 +596,7 @@ mod tests {
         let report = DrillReport {
             snapshot: Id([7; 32]),
             snapshot_time: "2026-01-01T00:00:00Z".into(),
+            chosen: "named".into(),
             time: "2026-01-02T00:00:00Z".into(),
             seconds: 1.0,
             components: vec![

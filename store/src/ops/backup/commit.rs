@@ -187,6 +187,7 @@ mod tests {
                 root: None,
                 fixed_chunk_size: None,
                 sqlite_pages_per_chunk: None,
+                sqlite_journal_mode: None,
             })
             .collect();
         let options = BackupOptions {

@@ -29,8 +29,14 @@ pub(super) struct Sources<'a> {
 pub(super) enum Prepared {
     /// Its path, as given.
     AsGiven,
-    /// A file made for it in a temporary directory (removed on drop).
-    Made(tempfile::TempDir, ComponentSource, ComponentKind),
+    /// A file made for it in a temporary directory (removed on drop), and
+    /// a database's journal mode.
+    Made(
+        tempfile::TempDir,
+        ComponentSource,
+        ComponentKind,
+        Option<String>,
+    ),
     /// Its command failed: the component is left out, with this reason.
     Failed(String),
 }
@@ -63,10 +69,15 @@ pub(super) fn prepare_components(
                 })?;
                 let directory = temporary()?;
                 let copy = directory.path().join(file_name);
-                crate::ops::common::sqlite::copy_database(&source.path, &copy)
+                let mode = crate::ops::common::sqlite::copy_database(&source.path, &copy)
                     .map_err(in_component)?;
                 let walked = ComponentSource::new(source.name.clone(), copy);
-                prepared.push(Prepared::Made(directory, walked, ComponentKind::Sqlite));
+                prepared.push(Prepared::Made(
+                    directory,
+                    walked,
+                    ComponentKind::Sqlite,
+                    Some(mode),
+                ));
             }
             SourceKind::Command(command) => {
                 let directory = temporary()?;
@@ -74,7 +85,12 @@ pub(super) fn prepare_components(
                 match run_command(command, &output) {
                     Ok(()) => {
                         let walked = ComponentSource::new(source.name.clone(), output);
-                        prepared.push(Prepared::Made(directory, walked, ComponentKind::Command));
+                        prepared.push(Prepared::Made(
+                            directory,
+                            walked,
+                            ComponentKind::Command,
+                            None,
+                        ));
                     }
                     Err(why) => prepared.push(Prepared::Failed(why)),
                 }
@@ -122,7 +138,7 @@ mod tests {
     #[test]
     fn a_command_output_becomes_the_component_file() {
         let prepared = prepare_components(&[command("dump", "printf 'rows'")], None).unwrap();
-        let [Prepared::Made(directory, walked, kind)] = &prepared[..] else {
+        let [Prepared::Made(directory, walked, kind, _)] = &prepared[..] else {
             panic!("the command should have made a file");
         };
         assert_eq!(*kind, ComponentKind::Command);
@@ -168,7 +184,7 @@ mod tests {
         let mut database = ComponentSource::new("app", &path);
         database.kind = SourceKind::Sqlite;
         let prepared = prepare_components(std::slice::from_ref(&database), None).unwrap();
-        let [Prepared::Made(_directory, copy, ComponentKind::Sqlite)] = &prepared[..] else {
+        let [Prepared::Made(_directory, copy, ComponentKind::Sqlite, _)] = &prepared[..] else {
             panic!("a database is copied");
         };
         let copied = rusqlite::Connection::open(&copy.path).unwrap();

@@ -234,10 +234,11 @@ impl<'a> Walk<'a> {
                     })
                     .filter(|component| component.source == source.path.display().to_string());
                 let record = match preparation {
-                    Prepared::Made(_directory, made, kind) => {
+                    Prepared::Made(_directory, made, kind, journal_mode) => {
                         let mut record =
                             walker.component(made, parent_component.map(|c| c.tree))?;
                         record.kind = *kind;
+                        record.sqlite_journal_mode = journal_mode.clone();
                         record.source = match &source.kind {
                             SourceKind::Command(command) => command.clone(),
                             _ => source.path.display().to_string(),
@@ -354,6 +355,8 @@ impl Walker<'_> {
                 Chunking::ContentDefined(_) => None,
             },
             sqlite_pages_per_chunk: self.chunking.sqlite_pages_per_chunk,
+            // Set by the caller for a database it copied.
+            sqlite_journal_mode: None,
         })
     }
 

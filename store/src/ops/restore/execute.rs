@@ -66,6 +66,22 @@ pub struct RestoreOutcome {
     pub database_checks: Vec<DatabaseCheck>,
     /// Seconds each component took to write, by name, in the plan's order.
     pub component_seconds: Vec<(String, f64)>,
+    /// Stale journal files of a restored database, moved aside (renamed
+    /// `NAME.cairn-aside`) and kept because no safety snapshot holds them.
+    pub journals_set_aside: Vec<PathBuf>,
+}
+
+impl RestoreOutcome {
+    /// Whether the restore failed because the target could not be written
+    /// (a full disk, a quota, a read-only filesystem), with no sign of
+    /// damage in the repository.
+    pub fn target_unwritable(&self) -> bool {
+        self.main_failures == 0
+            && self
+                .failures
+                .iter()
+                .any(|failure| super::place::is_target_write_error(&failure.error))
+    }
 }
 
 /// The outcome of SQLite's integrity check on one restored database.
@@ -80,12 +96,31 @@ pub struct DatabaseCheck {
 
 impl DatabaseCheck {
     /// Runs SQLite's integrity check on the database at `path`.
+    /// It reads the file alone, never a journal beside it; when it fails,
+    /// the first problem says why.
     pub fn run(component: &str, path: &Path) -> Self {
+        use crate::ops::common::sqlite::{integrity_check, journals_beside};
+        let mut problems = integrity_check(path).unwrap_or_else(|error| vec![error.to_string()]);
+        if !problems.is_empty() {
+            let journals = journals_beside(path);
+            let cause = if journals.is_empty() {
+                "cause: the database file fails SQLite's check as the snapshot holds it (every chunk matched its hash): the database was already damaged when it was backed up".to_string()
+            } else {
+                format!(
+                    "cause: unknown; the check read the file alone, but journal files are beside it now ({}): another process has the database open",
+                    journals
+                        .iter()
+                        .map(|(_, path)| path.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            problems.insert(0, cause);
+        }
         DatabaseCheck {
             component: component.to_string(),
             path: path.to_path_buf(),
-            problems: crate::ops::common::sqlite::integrity_check(path)
-                .unwrap_or_else(|error| vec![error.to_string()]),
+            problems,
         }
     }
 
@@ -122,12 +157,29 @@ pub fn execute(
 
 /// Runs SQLite's integrity check on every restored database component
 /// (one left out by the selection is not there to check).
+/// A database that was in WAL mode at backup is put back in WAL mode
+/// first (the stored copy is in rollback-journal mode).
 fn check_databases(plan: &RestorePlan) -> Vec<DatabaseCheck> {
     plan.components
         .iter()
         .filter(|component| component.kind == ComponentKind::Sqlite)
         .filter(|component| component.destination.is_file())
-        .map(|component| DatabaseCheck::run(&component.name, &component.destination))
+        .map(|component| {
+            let wal = component.sqlite_journal_mode.as_deref()
+                == Some(crate::ops::common::sqlite::WAL_MODE);
+            let mode = if wal {
+                crate::ops::common::sqlite::set_wal_mode(&component.destination).err()
+            } else {
+                None
+            };
+            let mut check = DatabaseCheck::run(&component.name, &component.destination);
+            if let Some(error) = mode {
+                check
+                    .problems
+                    .push(format!("could not put back WAL mode: {error}"));
+            }
+            check
+        })
         .collect()
 }
 
@@ -172,6 +224,20 @@ pub fn execute_restore(
         safety_snapshot,
         ..RestoreOutcome::default()
     };
+    // A database's stale journal files go aside before its new file is
+    // installed: SQLite would replay them into it. From here until the
+    // database is renamed into place the old file stands alone, which is
+    // its last checkpoint, never a mix of old journal and new database.
+    let aside = match set_journals_aside(plan) {
+        Ok(aside) => aside,
+        Err(error) => {
+            if let Some((safety, journal)) = &safety {
+                outcome.rollback_problems = roll_back(repository, index, *safety, journal)?;
+                outcome.rolled_back = true;
+            }
+            return Err(error);
+        }
+    };
     let written = write_components(&writer, &plan.components);
     for (component, (failures, deleted, seconds)) in plan.components.iter().zip(written) {
         outcome.deleted += deleted;
@@ -207,13 +273,83 @@ pub fn execute_restore(
             .extend(examples.iter().cloned());
     }
 
-    if !outcome.failures.is_empty()
-        && let Some((safety, journal)) = &safety
-    {
-        outcome.rollback_problems = roll_back(repository, index, *safety, journal)?;
-        outcome.rolled_back = true;
+    // A database whose restore failed is still the old one (or, after the
+    // rollback, is again): its journals go back beside it (the rollback
+    // puts them back from the safety snapshot too, should this fail).
+    let (back, aside): (Vec<_>, Vec<_>) = aside.into_iter().partition(|(component, _, _)| {
+        (safety.is_some() && !outcome.failures.is_empty())
+            || outcome
+                .failures
+                .iter()
+                .any(|failure| &failure.component == component)
+    });
+    let problems = put_journals_back(&back, safety.is_some());
+    if !outcome.failures.is_empty() {
+        outcome.rollback_problems.extend(problems);
+        if let Some((safety, journal)) = &safety {
+            outcome
+                .rollback_problems
+                .extend(roll_back(repository, index, *safety, journal)?);
+            outcome.rolled_back = true;
+        }
+    } else if safety.is_some() {
+        // Saved in the safety snapshot: the aside copies are not needed.
+        for (_, _, set_aside) in &aside {
+            let _ = std::fs::remove_file(set_aside);
+        }
+    } else {
+        outcome.journals_set_aside = aside.into_iter().map(|(_, _, path)| path).collect();
     }
     Ok(outcome)
+}
+
+/// Where a database's journal file `path` is moved aside: beside it, so
+/// the move is one rename on the same filesystem.
+fn aside_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".cairn-aside");
+    PathBuf::from(name)
+}
+
+/// Renames each database's journal files aside; returns (component, from,
+/// to). On an error, what was moved is moved back first.
+fn set_journals_aside(plan: &RestorePlan) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+    let mut moved = Vec::new();
+    for component in &plan.components {
+        for (_, path) in &component.sqlite_journals {
+            let aside = aside_path(path);
+            match std::fs::rename(path, &aside) {
+                Ok(()) => moved.push((component.name.clone(), path.clone(), aside)),
+                // Gone since planning (the application checkpointed it).
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    put_journals_back(&moved, false);
+                    return Err(StoreError::io(
+                        format!("moving the stale journal {} aside", path.display()),
+                        error,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(moved)
+}
+
+/// Moves journal files set aside back; returns what could not be, unless
+/// `saved` (a safety snapshot holds them and the rollback restores them).
+fn put_journals_back(moved: &[(String, PathBuf, PathBuf)], saved: bool) -> Vec<(String, String)> {
+    moved
+        .iter()
+        .filter_map(|(_, path, aside)| {
+            let error = std::fs::rename(aside, path).err()?;
+            (!saved).then(|| {
+                (
+                    path.display().to_string(),
+                    format!("left at {}: {error}", aside.display()),
+                )
+            })
+        })
+        .collect()
 }
 
 fn take_safety_snapshot(
@@ -245,6 +381,14 @@ fn take_safety_snapshot(
             source.only = Some(saved);
         }
         components.push(source);
+    }
+    for component in &plan.components {
+        for (suffix, path) in &component.sqlite_journals {
+            components.push(ComponentSource::new(
+                safety::journal_file_component(&component.name, suffix),
+                path.clone(),
+            ));
+        }
     }
     let mut labels = BTreeMap::new();
     labels.insert(RESTORED_LABEL.to_string(), plan.snapshot.to_hex());
@@ -450,7 +594,7 @@ mod tests {
             outcome.database_checks,
             [DatabaseCheck {
                 component: "db".into(),
-                path: scene.path("target/db"),
+                path: scene.path("target/db/app.db"),
                 problems: Vec::new(),
             }]
         );
@@ -469,7 +613,7 @@ mod tests {
             &prepared(&scene, &["db"], PreflightPolicy::default()),
             None,
         );
-        let restored = scene.path("target/db");
+        let restored = scene.path("target/db/app.db");
         std::fs::write(&restored, vec![0x5a; 8192]).expect("damage the target's copy");
         assert!(!DatabaseCheck::run("db", &restored).passed());
 

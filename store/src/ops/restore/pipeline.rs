@@ -273,6 +273,22 @@ fn write_component(
             failures.push((item.relative.clone(), error.to_string()));
         }
     }
+    // A staged component the target could not take (a disk that filled
+    // meanwhile) is never renamed into place: it appears whole or not at
+    // all. (Files the repository could not give, under
+    // --allow-missing-chunks, are reported and the rest is kept.)
+    if let Some(staging) = &plan.staging
+        && failures
+            .iter()
+            .any(|(_, error)| place::is_target_write_error(error))
+    {
+        let _ = place::remove_beside(staging);
+        failures.push((
+            "/".into(),
+            "not moved into place: the component was not written whole".into(),
+        ));
+        return failures;
+    }
     if let Some(staging) = &plan.staging
         && let Err(error) = place::move_into_place(staging, &plan.destination)
     {

@@ -357,6 +357,26 @@ pub fn remove_beside(path: &Path) -> Result<()> {
     directory.remove_tree(name).map_err(io_at("removing", path))
 }
 
+/// OS errors that mean the target could not be written (not that the
+/// repository is damaged): no space, quota exceeded, read-only, file too
+/// large, I/O error.
+const TARGET_WRITE_ERRORS: [i32; 5] = [
+    libc::ENOSPC,
+    libc::EDQUOT,
+    libc::EROFS,
+    libc::EFBIG,
+    libc::EIO,
+];
+
+/// Whether a restore failure's text says the target could not be written.
+/// The pipeline carries failures as text, and an I/O error's text ends in
+/// `(os error N)`.
+pub(crate) fn is_target_write_error(text: &str) -> bool {
+    TARGET_WRITE_ERRORS
+        .iter()
+        .any(|code| text.contains(&format!("(os error {code})")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

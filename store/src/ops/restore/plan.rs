@@ -132,6 +132,13 @@ pub struct ComponentPlan {
     /// `--same-owner`); otherwise what the restore creates belongs to
     /// whoever runs it and existing owners are left alone.
     pub apply_owners: bool,
+    /// A database component's journal files found beside its destination
+    /// when planned (`-wal`, `-shm`, `-journal`), with their suffixes:
+    /// saved in the safety snapshot and moved aside before the database is
+    /// installed, since SQLite would replay a stale one into it.
+    pub sqlite_journals: Vec<(String, PathBuf)>,
+    /// The database's journal mode at backup (`wal` is put back).
+    pub sqlite_journal_mode: Option<String>,
 }
 
 impl ComponentPlan {
@@ -266,6 +273,15 @@ impl Planner<'_> {
             root: component.root.map(|root| self.metadata.root(root)),
             staging: None,
             apply_owners: self.metadata.same_owner,
+            sqlite_journals: if component.kind == ComponentKind::Sqlite {
+                crate::ops::common::sqlite::journals_beside(destination)
+                    .into_iter()
+                    .map(|(suffix, path)| (suffix.to_string(), path))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            sqlite_journal_mode: component.sqlite_journal_mode.clone(),
         };
         match component.kind {
             ComponentKind::Directory => {

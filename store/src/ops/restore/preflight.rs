@@ -2,7 +2,8 @@
 //! anything. Each check yields `ok` or names what is wrong; a
 //! [`PreflightPolicy`] says which of them stop the restore: anything but
 //! `ok`, unless the policy overrides that one check. Judges; never reads
-//! the target or writes anything.
+//! the target (only its filesystems' free space, for [`space`]) or writes
+//! anything.
 
 use super::plan::ComponentPlan;
 use crate::error::{Result, StoreError};
@@ -23,6 +24,9 @@ pub enum Status {
     /// The snapshot was taken by a newer version of the application than
     /// the one running (or one that cannot be ordered against it).
     VersionAhead,
+    /// A target filesystem has fewer free bytes or inodes than the restore
+    /// writes.
+    LowSpace,
 }
 
 /// Which verdicts stop a restore. The default stops on anything but `ok`
@@ -39,6 +43,8 @@ pub struct PreflightPolicy {
     pub allow_missing_chunks: bool,
     /// Restore a snapshot taken by a newer application version.
     pub allow_version_ahead: bool,
+    /// Restore though a target filesystem looks too full.
+    pub allow_low_space: bool,
 }
 
 impl PreflightPolicy {
@@ -50,6 +56,7 @@ impl PreflightPolicy {
             Status::TooOld => self.allow_too_old,
             Status::MissingChunks => self.allow_missing_chunks,
             Status::VersionAhead => self.allow_version_ahead,
+            Status::LowSpace => self.allow_low_space,
         }
     }
 
@@ -231,6 +238,124 @@ pub fn parse_point_in_time(text: &str) -> std::result::Result<jiff::Timestamp, S
         .to_zoned(jiff::tz::TimeZone::system())
         .map(|zoned| zoned.timestamp())
         .map_err(|error| format!("{text:?}: {error}"))
+}
+
+/// What the restore writes on one filesystem, and what it has free.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Needs {
+    /// A path on it (the first destination planned there).
+    path: std::path::PathBuf,
+    bytes: u64,
+    inodes: u64,
+}
+
+/// The nearest existing ancestor of `path` (itself if it exists): where
+/// what is created below it will live.
+fn existing_ancestor(path: &std::path::Path) -> &std::path::Path {
+    path.ancestors()
+        .find(|ancestor| std::fs::symlink_metadata(ancestor).is_ok())
+        .unwrap_or(std::path::Path::new("/"))
+}
+
+/// Free bytes and inodes on every target filesystem against what the plan
+/// writes there: every file it creates or rewrites (an update is written
+/// whole beside the old file before it replaces it), rounded up to the
+/// filesystem's block, and an inode for each file, directory and symlink
+/// it creates or rewrites. Space that deletions free is not counted: they
+/// may come after the writes.
+pub fn space(components: &[ComponentPlan]) -> Verdict {
+    use super::plan::Action;
+    use crate::format::tree::EntryKind;
+    use std::os::unix::fs::MetadataExt;
+    let mut filesystems: std::collections::BTreeMap<u64, Needs> = Default::default();
+    let mut unknown = Vec::new();
+    for component in components {
+        let on = existing_ancestor(&component.destination);
+        let (device, block) = match (std::fs::metadata(on), rustix::fs::statvfs(on)) {
+            (Ok(meta), Ok(stat)) => (meta.dev(), stat.f_frsize.max(1)),
+            (Err(error), _) => {
+                unknown.push(format!("{}: {error}", on.display()));
+                continue;
+            }
+            (_, Err(error)) => {
+                unknown.push(format!("{}: {error}", on.display()));
+                continue;
+            }
+        };
+        let needs = filesystems.entry(device).or_insert_with(|| Needs {
+            path: on.to_path_buf(),
+            ..Needs::default()
+        });
+        for item in &component.entries {
+            if !matches!(
+                item.action,
+                Action::Create | Action::Update | Action::Replace
+            ) {
+                continue;
+            }
+            needs.inodes += 1;
+            if item.entry.kind == EntryKind::File {
+                needs.bytes = needs
+                    .bytes
+                    .saturating_add(item.entry.size.div_ceil(block).saturating_mul(block));
+            }
+        }
+        // A staged component's staging directory.
+        needs.inodes += u64::from(component.staging.is_some());
+    }
+    let mut short = Vec::new();
+    let mut fine = Vec::new();
+    for needs in filesystems.values() {
+        let stat = match rustix::fs::statvfs(&needs.path) {
+            Ok(stat) => stat,
+            Err(error) => {
+                unknown.push(format!("{}: {error}", needs.path.display()));
+                continue;
+            }
+        };
+        let free_bytes = stat.f_bavail.saturating_mul(stat.f_frsize);
+        // A filesystem without an inode count (some report 0 files) has no
+        // inode limit.
+        let free_inodes = if stat.f_files == 0 {
+            u64::MAX
+        } else {
+            stat.f_favail
+        };
+        let line = format!(
+            "{}: needs {} bytes and {} inodes, has {} bytes and {} inodes free",
+            needs.path.display(),
+            needs.bytes,
+            needs.inodes,
+            free_bytes,
+            if free_inodes == u64::MAX {
+                "unlimited".to_string()
+            } else {
+                free_inodes.to_string()
+            }
+        );
+        if needs.bytes > free_bytes || needs.inodes > free_inodes {
+            short.push(line);
+        } else {
+            fine.push(line);
+        }
+    }
+    let (status, mut detail) = if short.is_empty() {
+        (Status::Ok, fine.join("; "))
+    } else {
+        (
+            Status::LowSpace,
+            format!("too little free space on {}", short.join("; ")),
+        )
+    };
+    if !unknown.is_empty() {
+        // Cannot be judged: said, and left to the writes to find out.
+        detail.push_str(&format!("; not checked: {}", unknown.join("; ")));
+    }
+    Verdict {
+        check: "space",
+        status,
+        detail,
+    }
 }
 
 /// Parses `90s`, `15m`, `36h`, `7d`, `2w`.

@@ -64,9 +64,9 @@ pub struct RestorePlan {
 impl RestorePlan {
     /// Whether executing it overwrites or deletes anything that exists.
     pub fn touches_existing(&self) -> bool {
-        self.components
-            .iter()
-            .any(|component| !component.touched_paths().is_empty())
+        self.components.iter().any(|component| {
+            !component.touched_paths().is_empty() || !component.sqlite_journals.is_empty()
+        })
     }
 
     /// What executing it would overwrite or delete of what the target
@@ -293,6 +293,7 @@ pub fn prepare_restore(
                 &request.options,
             )?;
             verdicts.push(preflight::chunks(&plan.components));
+            verdicts.push(preflight::space(&plan.components));
             match policy.refusal(&verdicts) {
                 Some(refused) => Decision::Refused {
                     check: refused.check,
@@ -418,7 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn a_trusted_snapshot_is_planned_after_all_three_checks_pass() {
+    fn a_trusted_snapshot_is_planned_after_all_four_checks_pass() {
         let scene = scene();
         let request = request(&scene, vec![scene.public], PreflightPolicy::default());
         let prepared = prepare(&scene, &request);
@@ -427,7 +428,8 @@ mod tests {
             [
                 ("signature", Status::Ok),
                 ("age", Status::Ok),
-                ("chunks", Status::Ok)
+                ("chunks", Status::Ok),
+                ("space", Status::Ok)
             ]
         );
         let plan = prepared.plan().expect("a plan");
@@ -468,7 +470,8 @@ mod tests {
             [
                 ("signature", Status::Untrusted),
                 ("age", Status::Ok),
-                ("chunks", Status::Ok)
+                ("chunks", Status::Ok),
+                ("space", Status::Ok)
             ]
         );
         assert!(allowed.plan().is_some());

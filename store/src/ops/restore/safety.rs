@@ -87,7 +87,7 @@ pub enum CreatedKind {
 
 impl Journal {
     pub fn new(restored: Id, plans: &[ComponentPlan]) -> Self {
-        let components = plans
+        let mut components: Vec<JournalComponent> = plans
             .iter()
             .map(|plan| JournalComponent {
                 name: plan.name.clone(),
@@ -97,6 +97,19 @@ impl Journal {
                 directories: changed_directories(plan),
             })
             .collect();
+        // A database's journal files are saved as components of their own,
+        // so a rollback or an undo puts them back beside the database.
+        components.extend(plans.iter().flat_map(|plan| {
+            plan.sqlite_journals
+                .iter()
+                .map(|(suffix, path)| JournalComponent {
+                    name: journal_file_component(&plan.name, suffix),
+                    destination: path.clone(),
+                    saved: true,
+                    created: Vec::new(),
+                    directories: Vec::new(),
+                })
+        }));
         Journal {
             format: "cairn-restore-journal-v1".into(),
             restored,
@@ -115,6 +128,12 @@ impl Journal {
         }
         Ok(journal)
     }
+}
+
+/// The safety snapshot's component holding the journal file `suffix`
+/// (`-wal`, `-shm`, `-journal`) of database component `name`.
+pub fn journal_file_component(name: &str, suffix: &str) -> String {
+    format!("{name}.sqlite{suffix}")
 }
 
 /// Paths where the restore puts something that was not there before (or
@@ -177,6 +196,9 @@ fn changed_directories(plan: &ComponentPlan) -> Vec<SavedDirectory> {
     }
     paths
         .into_iter()
+        // A single file's own directory is not the restore's to put back
+        // (and undo refuses a journal naming a path outside the component).
+        .filter(|path| path.starts_with(&plan.destination))
         .filter_map(|path| {
             let meta = fs::symlink_metadata(&path)
                 .ok()

@@ -1,5 +1,6 @@
 //! Which parts of a snapshot a restore touches: components (`--only`,
-//! `--skip`), where each lands (`--component-target`), and paths inside
+//! `--skip`), where each lands (`TARGET/NAME`, a file keeping its name
+//! below it; `--component-target`; `--to-source`), and paths inside
 //! them (`--include`, `--exclude` globs). Owns only these decisions.
 //!
 //! Globs match paths relative to the component root, `/`-separated (for
@@ -9,10 +10,10 @@
 //! selected or leads to something selected.
 
 use crate::error::{Result, StoreError};
-use crate::format::manifest::{ComponentRecord, SnapshotBody};
+use crate::format::manifest::{ComponentKind, ComponentRecord, SnapshotBody};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
@@ -21,6 +22,9 @@ pub struct Selection {
     pub skip: Vec<String>,
     /// Component name → directory, instead of `TARGET/NAME`.
     pub component_targets: BTreeMap<String, PathBuf>,
+    /// Restore each component to the path it was backed up from (its
+    /// record's `source`), unless `component_targets` names another.
+    pub to_source: bool,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
 }
@@ -104,20 +108,60 @@ pub fn select_components<'a>(
             });
         }
     }
-    Ok(body
-        .components
+    body.components
         .iter()
         .filter(|component| selection.only.is_empty() || selection.only.contains(&component.name))
         .filter(|component| !selection.skip.contains(&component.name))
         .map(|component| {
-            let destination = selection
-                .component_targets
-                .get(&component.name)
-                .cloned()
-                .unwrap_or_else(|| target.join(&component.name));
-            (component, destination)
+            let destination = match selection.component_targets.get(&component.name) {
+                Some(given) => given.clone(),
+                None if selection.to_source => source_of(component)?,
+                None => default_destination(component, target),
+            };
+            Ok((component, destination))
         })
-        .collect())
+        .collect()
+}
+
+/// Where a component lands under `target` when nothing else is said:
+/// `TARGET/NAME` for a directory or a command's output, and
+/// `TARGET/NAME/FILE` for a file or a database, which keeps the name it
+/// was backed up under (`app.db`, not `app`).
+pub fn default_destination(component: &ComponentRecord, target: &Path) -> PathBuf {
+    let directory = target.join(&component.name);
+    match component.kind {
+        ComponentKind::File | ComponentKind::Sqlite => {
+            match Path::new(&component.source).file_name() {
+                Some(name) => directory.join(name),
+                None => directory,
+            }
+        }
+        ComponentKind::Directory | ComponentKind::Command => directory,
+    }
+}
+
+/// The absolute path `component` was backed up from, for `--to-source`.
+fn source_of(component: &ComponentRecord) -> Result<PathBuf> {
+    let source = Path::new(&component.source);
+    let plain = source.is_absolute()
+        && source
+            .components()
+            .all(|part| matches!(part, Component::RootDir | Component::Normal(_)));
+    if component.kind == ComponentKind::Command || !plain {
+        let what = if component.kind == ComponentKind::Command {
+            "is a command's output, backed up from no path".to_string()
+        } else {
+            format!(
+                "was backed up from {:?}, not a plain absolute path",
+                component.source
+            )
+        };
+        return Err(StoreError::Invalid(format!(
+            "--to-source: component {} {what}; give --component-target {}=PATH",
+            component.name, component.name
+        )));
+    }
+    Ok(source.to_path_buf())
 }
 
 #[cfg(test)]
