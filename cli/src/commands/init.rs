@@ -5,7 +5,7 @@ use crate::context::Context;
 use crate::exit;
 use anyhow::{Context as _, Result};
 use cairn_chunker::ChunkerParams;
-use cairn_store::ops::init::{InitOptions, KeyChoice, Settings, init};
+use cairn_store::ops::init::{Encryption, InitOptions, KeyChoice, Settings, init};
 use serde_json::json;
 
 pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
@@ -43,6 +43,7 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
             None => KeyChoice::NewInConfigDirectory,
         },
         config_directory: &config_directory,
+        encryption: Encryption::Plaintext,
     })?;
     context.pin_location(location, &made.repository)?;
     let (repository, public, key_path, key_is_new) = (
