@@ -29,7 +29,7 @@ use crate::format::keys::PublicKey;
 use crate::format::manifest::{
     ChunkerRecord, ComponentRecord, Problem, SignedManifest, SnapshotBody,
 };
-use crate::id::{Id, IdHasher};
+use crate::id::Id;
 use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
 use crate::ops::common::packs::{secure_against_prune, unindexed_packs};
 use crate::ops::common::{now_rfc3339, user_name};
@@ -47,12 +47,6 @@ pub(super) struct Started<'a> {
     /// Records this backup into the walk cache (none without a cache
     /// directory).
     pub(super) recorder: Option<WalkRecorder>,
-}
-
-/// How the repository names blobs, which the walk cache checks trees
-/// against.
-pub(super) fn id_hasher(_repository: &Repository) -> IdHasher {
-    IdHasher::Plain
 }
 
 pub(super) fn start<'a>(
@@ -84,7 +78,7 @@ pub(super) fn start<'a>(
     let lineage = walk_cache.map(|directory| lineage_path(directory, host, names, &own[0]));
     let cached = lineage
         .as_deref()
-        .and_then(|path| CachedWalk::load(path, repository.id(), &own[0], id_hasher(repository)));
+        .and_then(|path| CachedWalk::load(path, repository.id(), &own[0], repository.id_hasher()));
     let parent = match find_parent(repository, &snapshots, host, names, &own) {
         Some(parent) => Some(parent),
         // The cache's manifest is verified under this key for this
