@@ -102,9 +102,10 @@ impl Context {
         if !is_s3(location) && !Path::new(location).is_dir() {
             bail!("repository {location} does not exist");
         }
-        let repository =
+        let mut repository =
             Repository::open(backend).with_context(|| format!("opening repository {location}"))?;
         LocationPins::new(&self.config_dir()?).check(&pin_key(location), repository.id())?;
+        crate::credentials::unlock(&self.global, &mut repository)?;
         Ok(repository)
     }
 
@@ -326,7 +327,13 @@ impl Context {
                 .collect();
         }
         let store = TrustStore::new(&self.config_dir()?, repository.id());
-        let trusted = store.trusted_keys()?;
+        let mut trusted = store.trusted_keys()?;
+        // The owner named by the key slot that opened the repository.
+        for owner in crate::credentials::slot_owners(repository.id()) {
+            if !trusted.keys.contains(&owner) {
+                trusted.keys.push(owner);
+            }
+        }
         if trusted.legacy && !LEGACY_TRUST_WARNED.swap(true, Ordering::Relaxed) {
             eprintln!(
                 "cairn: warning: repository {location} has no list of trusted keys of its own, so the {} key(s) in {} (trusted for every repository by an older cairn) are used; pin this repository's own with `cairn --repo {location} trust HEX` (then only those are trusted for it)",

@@ -235,7 +235,7 @@ pub fn repair_snapshots(
             .labels
             .insert(REPAIRED_FROM_LABEL.into(), id.to_hex());
         let manifest = SignedManifest::sign(&new_body, repository.id(), key);
-        let new_id = repository.write_object(ObjectKind::Snapshot, &manifest.encode())?;
+        let new_id = repository.store_object(ObjectKind::Snapshot, &manifest.encode())?;
         repaired.push(RepairedSnapshot {
             original: id,
             repaired: new_id,

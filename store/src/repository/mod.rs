@@ -14,7 +14,7 @@ pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks,
 use crate::backend::{Backend, Created, ObjectKind};
 use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
-use crate::format::crypto::RepositoryKeys;
+use crate::format::crypto::{RepositoryKeys, SealedKind};
 use crate::format::index::{BlobLocation, IndexFile, PackEntry, Vouching};
 use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
 use crate::format::limits;
@@ -260,6 +260,34 @@ impl Repository {
         Ok(bytes)
     }
 
+    /// Reads a whole object of a kind that is encrypted in an encrypted
+    /// repository (index files, snapshots, forget records, deletion marks,
+    /// the keyring), checks it against its name and, in an encrypted
+    /// repository, decrypts it (FORMAT.md 17.4): what is returned is the
+    /// plaintext exactly as a plaintext repository stores it. Of any other
+    /// kind, the bytes as stored.
+    pub fn read_object(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.read_verified(kind, id)?;
+        match (sealed_kind(kind), self.require_keys()?) {
+            (Some(sealed), Some(keys)) => {
+                keys.decrypt_object(sealed, &bytes, &format!("{} {id}", kind.label()))
+            }
+            _ => Ok(bytes),
+        }
+    }
+
+    /// Stores `plain` as an object of `kind`: encrypted first in an
+    /// encrypted repository when the kind is one [`Self::read_object`]
+    /// decrypts. The name is the hash of the bytes stored.
+    pub fn store_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Id> {
+        match (sealed_kind(kind), self.require_keys()?) {
+            (Some(sealed), Some(keys)) => {
+                self.write_object(kind, &keys.encrypt_object(sealed, plain)?)
+            }
+            _ => self.write_object(kind, plain),
+        }
+    }
+
     /// Stores an object under the hash of its bytes. A small object (all
     /// but packs) found already there is read back and compared: an object
     /// under that name with other bytes is damaged or planted, and is
@@ -291,7 +319,7 @@ impl Repository {
     /// An index file's listings, and whether they are vouched for: sealed
     /// for this repository by one of `trusted` (FORMAT.md section 9).
     pub fn open_index_file(&self, id: &Id, trusted: &[PublicKey]) -> Result<(IndexFile, Vouching)> {
-        let bytes = self.read_verified(ObjectKind::Index, id)?;
+        let bytes = self.read_object(ObjectKind::Index, id)?;
         IndexFile::open(
             &bytes,
             &format!("index file {id}"),
@@ -303,11 +331,11 @@ impl Repository {
     /// Stores an index file: sealed for this repository by `signer`, or,
     /// without one, unsigned (a hint that no reader acts on).
     pub fn write_index_file(&self, file: &IndexFile, signer: Option<&SigningKey>) -> Result<Id> {
-        self.write_object(ObjectKind::Index, &self.index_file_bytes(file, signer))
+        self.store_object(ObjectKind::Index, &self.index_file_bytes(file, signer))
     }
 
     pub fn read_manifest(&self, id: &Id) -> Result<SignedManifest> {
-        let bytes = self.read_verified(ObjectKind::Snapshot, id)?;
+        let bytes = self.read_object(ObjectKind::Snapshot, id)?;
         SignedManifest::decode(&bytes, &format!("snapshot {id}"))
     }
 
@@ -436,6 +464,20 @@ impl Repository {
                 count,
             }),
         }
+    }
+}
+
+/// The encrypted-object kind `kind` is stored as in an encrypted
+/// repository, if it is one (FORMAT.md 17.4); config, keys, key slots and
+/// packs are not.
+fn sealed_kind(kind: ObjectKind) -> Option<SealedKind> {
+    match kind {
+        ObjectKind::Index => Some(SealedKind::Index),
+        ObjectKind::Snapshot => Some(SealedKind::Snapshot),
+        ObjectKind::Forget => Some(SealedKind::Forget),
+        ObjectKind::Deletion => Some(SealedKind::Deletion),
+        ObjectKind::Keyring => Some(SealedKind::Keyring),
+        ObjectKind::Config | ObjectKind::Key | ObjectKind::KeySlot | ObjectKind::Pack => None,
     }
 }
 

@@ -79,7 +79,14 @@ pub(super) fn start<'a>(
     let cached = lineage
         .as_deref()
         .and_then(|path| CachedWalk::load(path, repository.id(), &own[0], repository.id_hasher()));
-    let parent = match find_parent(repository, &snapshots, host, names, &own) {
+    // A write-only host cannot decrypt a single manifest: it does not try.
+    let readable = repository.keys().is_none_or(|keys| keys.can_read());
+    let found = if readable {
+        find_parent(repository, &snapshots, host, names, &own)
+    } else {
+        None
+    };
+    let parent = match found {
         Some(parent) => Some(parent),
         // The cache's manifest is verified under this key for this
         // repository; it must still be there (not forgotten) to be named.
@@ -162,7 +169,7 @@ pub(super) fn commit(
         cairn_version: env!("CARGO_PKG_VERSION").into(),
     };
     let manifest = SignedManifest::sign(&body, repository.id(), key).encode();
-    let id = repository.write_object(ObjectKind::Snapshot, &manifest)?;
+    let id = repository.store_object(ObjectKind::Snapshot, &manifest)?;
     // For the next backup's unchanged files. Only a cache: failing to
     // remember costs that backup its lookups, nothing else.
     let relied: Vec<Id> = writer.relied_packs().into_iter().collect();

@@ -305,7 +305,7 @@ pub fn prune(
         );
         let record = SignedRecord::sign(&mark, DELETION_DOMAIN, repository.id(), key);
         outcome.mark_written =
-            Some(repository.write_object(ObjectKind::Deletion, &record.encode())?);
+            Some(repository.store_object(ObjectKind::Deletion, &record.encode())?);
     }
     outcome.plan = plan;
     Ok(outcome)
