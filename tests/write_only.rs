@@ -85,6 +85,7 @@ fn a_write_only_host_backs_up_twice_skips_unchanged_files_and_reads_nothing_back
     // The host cannot read anything back, and says which key it lacks.
     let snapshot = third["snapshot"].as_str().unwrap().to_string();
     let target = workspace.path("restored-by-host");
+    let listed = workspace.cairn_repo(["snapshots"]).ok();
     for args in [
         vec![
             "restore",
@@ -94,15 +95,25 @@ fn a_write_only_host_backs_up_twice_skips_unchanged_files_and_reads_nothing_back
         ],
         vec!["ls", snapshot.as_str()],
         vec!["cat", snapshot.as_str(), "data/dir1/file1.bin"],
+        vec!["verify"],
+        vec!["verify", "--read-data"],
+        vec!["prune"],
+        vec!["forget", "--keep-last", "1"],
+        vec!["drill", "--snapshot", snapshot.as_str()],
     ] {
         let run = as_host(&workspace, &args);
-        assert_ne!(run.code, 0, "{args:?} succeeded without the read key");
+        assert_eq!(run.code, 9, "{args:?} without the read key: {}", run.stderr);
         assert!(
-            run.stderr.contains("read key"),
+            run.stderr.contains("read key") && run.stderr.contains("write-only"),
             "{args:?} does not name the missing read key: {}",
             run.stderr
         );
     }
+    // Nothing was forgotten or pruned.
+    assert_eq!(
+        workspace.cairn_repo(["snapshots"]).ok().stdout,
+        listed.stdout
+    );
     assert!(!target.join("data").exists());
 
     // The owner restores the host's snapshots byte-identical.
