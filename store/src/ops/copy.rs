@@ -31,9 +31,11 @@
 //! same body over the new root trees for the target. The chunks themselves
 //! are unchanged, so with the same chunker settings (`init --like`) a
 //! later backup into the target deduplicates against them. Chunks are then
-//! read one by one in file order, so this is slower than a same-key copy,
-//! and a snapshot's id in the target is known only once its trees are
-//! rewritten: "already present" is decided then, after reading it.
+//! read one by one in file order, so this is slower than a same-key copy.
+//! A snapshot's id in the target is not known before its trees are
+//! rewritten, so "already present" means: a snapshot the target's trusted
+//! keys signed says the same as this one in every field but its root trees
+//! (its time to the nanosecond included).
 //!
 //! Damage found in the source (a corrupt or missing pack, chunk, tree or
 //! manifest) fails only that snapshot: its manifest is never written, what
@@ -241,9 +243,9 @@ pub fn copy(
     }
     let (candidates, skipped) = select(source, target, trusted, key, options)?;
     let in_target = if rehash {
-        manifests_in(target)?
+        renamed_copies_in(target, trusted.target)?
     } else {
-        HashSet::new()
+        Vec::new()
     };
     outcome.snapshots.extend(skipped);
     progress.phase(Phase::Copy, Amount::items(candidates.len() as u64));
@@ -266,6 +268,16 @@ pub fn copy(
             blobs_present: 0,
             bytes_read: 0,
         };
+        let blanked = rehash.then(|| without_trees(&candidate.body));
+        if let Some((_, id)) =
+            blanked.and_then(|blanked| in_target.iter().find(|(body, _)| *body == blanked))
+        {
+            copied.target_id = *id;
+            copied.result = CopyResult::AlreadyPresent;
+            outcome.snapshots.push(copied);
+            progress.advance(Amount::items(1));
+            continue;
+        }
         let copied_blobs = if rehash {
             session.copy_rehashed(&candidate, &mut copied)
         } else {
@@ -288,12 +300,9 @@ pub fn copy(
         };
         if let Some(manifest) = rewritten {
             // Renamed blobs: the manifest over the new root trees, signed
-            // for the target. Its id is known only now, so "already
-            // present" is decided only now.
+            // for the target.
             copied.target_id = Id::of(&manifest);
-            if in_target.contains(&copied.target_id) {
-                copied.result = CopyResult::AlreadyPresent;
-            } else if options.dry_run {
+            if options.dry_run {
                 copied.result = CopyResult::WouldCopy;
             } else {
                 copied.target_id = target.store_object(ObjectKind::Snapshot, &manifest)?;
@@ -318,22 +327,37 @@ pub fn copy(
     Ok(outcome)
 }
 
-/// The hash of each snapshot manifest in `repository` as signed (its
-/// plaintext, where it is encrypted): signing is deterministic, so a
-/// snapshot copied before hashes alike, while an encrypted object's name
-/// differs with every encryption. One that cannot be read is left out.
-fn manifests_in(repository: &Repository) -> Result<HashSet<Id>> {
-    let mut hashes = HashSet::new();
+/// A body with its components' root trees blanked: what a snapshot says
+/// apart from how its repository names blobs.
+fn without_trees(body: &SnapshotBody) -> SnapshotBody {
+    let mut body = body.clone();
+    for component in &mut body.components {
+        component.tree = Id([0; 32]);
+    }
+    body
+}
+
+/// Each snapshot in `repository` signed for it by a key in `trusted`, by
+/// its body without trees ([`without_trees`]), with its id: a snapshot
+/// copied before under other blob names says the same in every other
+/// field (its time to the nanosecond included). One that cannot be read or
+/// is not trusted is left out.
+fn renamed_copies_in(
+    repository: &Repository,
+    trusted: &[PublicKey],
+) -> Result<Vec<(SnapshotBody, Id)>> {
+    let mut bodies = Vec::new();
     for id in repository.list_ids(ObjectKind::Snapshot)? {
-        match repository.read_object(ObjectKind::Snapshot, &id) {
-            Ok(plain) => {
-                hashes.insert(Id::of(&plain));
-            }
+        let body = repository.read_manifest(&id).and_then(|manifest| {
+            manifest.verified_body(repository.id(), trusted, &format!("snapshot {id}"))
+        });
+        match body {
+            Ok(body) => bodies.push((without_trees(&body), id)),
             Err(error @ StoreError::Io { .. }) => return Err(error),
             Err(_) => {}
         }
     }
-    Ok(hashes)
+    Ok(bodies)
 }
 
 /// Refuses a copy of a repository onto itself (the same id at the same
@@ -1088,6 +1112,8 @@ mod tests {
         let again = copy_once().unwrap();
         assert_eq!(again.count(&CopyResult::AlreadyPresent), 1);
         assert_eq!(again.written.new_blobs, 0);
+        assert_eq!(again.bytes_read(), 0, "found without reading the source");
+        assert_eq!(again.snapshots[0].target_id, target_id);
         let into_target = backup(&target, &target_index, &key, &options).unwrap();
         assert_eq!(into_target.body.components[0].tree, new.tree);
         assert_eq!(into_target.written.new_blobs, 0);
