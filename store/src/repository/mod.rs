@@ -750,6 +750,36 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_repository_refuses_keys_whose_public_key_is_not_its_configs() {
+        let directory = tempfile::tempdir().unwrap();
+        let signing = generate_signing_key().unwrap();
+        let keys = RepositoryKeys::generate(Repository::new_id().unwrap()).unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(directory.path()));
+        Repository::init(
+            backend.clone(),
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&signing),
+            Some(&keys),
+        )
+        .unwrap();
+        let mut opened = Repository::open(backend).unwrap();
+        assert!(opened.is_encrypted() && opened.keys().is_none());
+        // Locked: sealed objects are refused with a clear error.
+        let error = opened.require_keys().unwrap_err().to_string();
+        assert!(error.contains("CAIRN_PASSWORD"), "{error}");
+        // Keys of the same repository id but another public key (as a
+        // replaced config, or a slot from elsewhere, would give).
+        let other = RepositoryKeys::generate(*keys.repository()).unwrap();
+        let error = opened.unlock(other).unwrap_err().to_string();
+        assert!(error.contains("is not the one the repository's"), "{error}");
+        assert!(opened.keys().is_none());
+        opened.unlock(keys.clone()).unwrap();
+        assert_eq!(opened.id_hasher(), keys.id_hasher());
+        assert_ne!(opened.id_hasher(), IdHasher::Plain);
+    }
+
+    #[test]
     fn writing_a_small_object_that_exists_with_other_bytes_is_reported() {
         let directory = tempfile::tempdir().unwrap();
         let repository = repository(directory.path());
