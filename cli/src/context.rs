@@ -200,6 +200,15 @@ impl Context {
             .map(|directory| directory.join(cairn_store::ops::rollback::MEMORY_FILE)))
     }
 
+    /// Where this machine keeps its walk cache for `repository` (its own
+    /// last backups' trees and manifests, FORMAT.md 14.9); none with
+    /// --no-cache.
+    pub fn walk_cache(&self, repository: &Repository) -> Result<Option<PathBuf>> {
+        Ok(self
+            .repository_cache(repository)?
+            .map(|directory| directory.join("walk")))
+    }
+
     fn cache_path(&self, repository: &Repository) -> Result<Option<PathBuf>> {
         let Some(for_repository) = self.repository_cache(repository)? else {
             return Ok(None);

@@ -45,7 +45,8 @@ pub mod exit {
     /// How cairn was called is wrong (clap uses the same code).
     pub const USAGE: u8 = 2;
     /// An encrypted repository could not be opened: no key slot opens with
-    /// the passphrase given, or no passphrase was given.
+    /// the passphrase given, or no passphrase was given; or the key given
+    /// is write-only and the command needs the read key.
     pub const LOCKED: u8 = 11;
 }
 
@@ -93,6 +94,7 @@ fn main() -> ExitCode {
                     Some(
                         cairn_store::StoreError::KeySlotLocked(_)
                             | cairn_store::StoreError::Locked { .. }
+                            | cairn_store::StoreError::ReadKeyMissing { .. }
                     )
                 )
             });

@@ -397,6 +397,7 @@ struct OpenedTarget {
     repository: Repository,
     index: OpenedIndex,
     key: SigningKey,
+    walk_cache: Option<PathBuf>,
 }
 
 /// Remembers the snapshot just written as the newest of its group, so that
@@ -431,10 +432,12 @@ fn open_target(context: &Context, location: &str) -> Result<OpenedTarget> {
         );
     }
     let index = context.open_index(&repository)?;
+    let walk_cache = context.walk_cache(&repository)?;
     Ok(OpenedTarget {
         repository,
         index,
         key,
+        walk_cache,
     })
 }
 
@@ -444,6 +447,7 @@ impl OpenedTarget {
             repository: &self.repository,
             index: self.index.index.as_ref(),
             key: &self.key,
+            walk_cache: self.walk_cache.as_deref(),
         }
     }
 }

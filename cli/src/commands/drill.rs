@@ -20,6 +20,7 @@ pub fn run(context: &Context, args: &DrillArgs) -> Result<u8> {
     let planned_context = crate::plan::context_for(context, plan.as_ref());
     let context = planned_context.as_ref().unwrap_or(context);
     let repository = context.open_repository()?;
+    repository.require_read_key("the snapshot `drill` restores")?;
     let required: Vec<String> = plan
         .iter()
         .flat_map(|plan| &plan.components)

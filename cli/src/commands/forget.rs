@@ -38,6 +38,7 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
         .then(|| super::prune::options(&args.prune_options, args.dry_run))
         .transpose()?;
     let repository = context.open_repository()?;
+    repository.require_read_key("the snapshots `forget` chooses among")?;
     let trusted = context.trusted_keys(&repository)?;
     let key = context.signing_key(&repository)?;
     let outcome = forget(&repository, &key, &trusted, &options)?;

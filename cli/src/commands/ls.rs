@@ -11,6 +11,7 @@ use serde_json::json;
 
 pub fn run(context: &Context, args: &LsArgs) -> Result<u8> {
     let repository = context.open_repository()?;
+    repository.require_read_key("the snapshot `ls` lists")?;
     let (id, body) = verified_snapshot(context, &repository, &args.snapshot)?;
     let opened = context.open_index(&repository)?;
     let listed = list_entries(

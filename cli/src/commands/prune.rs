@@ -46,6 +46,7 @@ pub enum Pruned {
 /// Runs a prune and writes its metrics (if asked); prints nothing.
 pub fn execute(context: &Context, options: &PruneOptions) -> Result<Pruned> {
     let repository = context.open_repository()?;
+    repository.require_read_key("the snapshots `prune` must read to know what is live")?;
     let trusted = context.trusted_keys(&repository)?;
     let key = context.signing_key(&repository)?;
     warn_if_short_grace(options);

@@ -122,6 +122,7 @@ fn open_fallbacks(context: &Context, locations: &[String]) -> Vec<(Repository, O
     let mut opened = Vec::new();
     for location in locations {
         let attempt = context.open_repository_at(location).and_then(|repository| {
+            repository.require_read_key("the snapshot `restore` restores")?;
             let index = context.open_index(&repository)?;
             Ok((repository, index))
         });
@@ -175,6 +176,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let selection = selection(args)?;
     let locations = context.repository_locations()?;
     let repository = context.open_repository_at(&locations[0])?;
+    repository.require_read_key("the snapshot `restore` restores")?;
     let trusted = if args.allow_untrusted {
         context.trusted_keys(&repository).unwrap_or_default()
     } else {

@@ -67,6 +67,7 @@ pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
         return run_on_each(context, args);
     }
     let repository = context.open_repository()?;
+    repository.require_read_key("the snapshots and trees `verify` checks")?;
     let reads_data = reads_data(args);
     let started = std::time::Instant::now();
     let progress = CliProgress::new(context.global.json);
@@ -200,6 +201,7 @@ fn run_on_each(context: &Context, args: &VerifyArgs) -> Result<u8> {
     let mut opened = Vec::new();
     for location in context.repository_locations()? {
         let repository = context.open_repository_at(location).and_then(|repository| {
+            repository.require_read_key("the snapshots and trees `verify` checks")?;
             let index = context.open_index(&repository)?;
             Ok((repository, index))
         });

@@ -22,6 +22,21 @@
 //!    and that id (not the source's) is what "already present" and the
 //!    target's forget records are checked against.
 //!
+//! When the two repositories name blobs differently (plaintext into
+//! encrypted: plain against keyed ids, or two different id keys), step 2
+//! renames instead: each tree is read and rewritten bottom-up (memoised
+//! per copy), each chunk is read, checked against its source id and
+//! stored under the target's id, each file's hash is taken anew over its
+//! content (and the source's checked on the way), and step 3 signs the
+//! same body over the new root trees for the target. The chunks themselves
+//! are unchanged, so with the same chunker settings (`init --like`) a
+//! later backup into the target deduplicates against them. Chunks are then
+//! read one by one in file order, so this is slower than a same-key copy.
+//! A snapshot's id in the target is not known before its trees are
+//! rewritten, so "already present" means: a snapshot the target's trusted
+//! keys signed says the same as this one in every field but its root trees
+//! (its time to the nanosecond included).
+//!
 //! Damage found in the source (a corrupt or missing pack, chunk, tree or
 //! manifest) fails only that snapshot: its manifest is never written, what
 //! was copied for it so far is indexed (unreferenced until a later copy
@@ -35,6 +50,7 @@ use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::BlobLocation;
 use crate::format::keys::{PublicKey, SigningKey};
+use crate::format::limits::MAX_TREE_DEPTH;
 use crate::format::manifest::{SignedManifest, SnapshotBody, TrustFailure};
 use crate::format::pack::BlobKind;
 use crate::format::pack::spans::{Span, spans};
@@ -49,7 +65,7 @@ use crate::progress::{Amount, Phase, Progress};
 use crate::repository::Repository;
 use crate::repository::{marked_packs, read_marks};
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Chunks gathered before they are fetched: bounds the memory the list of
@@ -202,17 +218,10 @@ pub fn copy(
     let Endpoints { source, target, .. } = *endpoints;
     let mut outcome = CopyOutcome::default();
     check_distinct(source, target)?;
-    // Blobs are copied under their ids: a repository that names them with
-    // another key (an encrypted one, or one with another id key) would need
-    // every tree rewritten, which this copy does not do.
-    if source.id_hasher() != target.id_hasher() {
-        return Err(StoreError::Invalid(format!(
-            "{} and {} name blobs with different keys (one is encrypted, or they hold \
-             different id keys): copying between them is not supported yet",
-            source.backend().location(),
-            target.backend().location()
-        )));
-    }
+    // A target that names blobs with another key (plaintext into
+    // encrypted, or two id keys) gets every blob under its own id: trees
+    // are rewritten bottom-up and each manifest is signed anew over them.
+    let rehash = source.id_hasher() != target.id_hasher();
     if source.config().chunker != target.config().chunker {
         let params = |repository: &Repository| {
             let chunker = &repository.config().chunker;
@@ -233,6 +242,11 @@ pub fn copy(
         ));
     }
     let (candidates, skipped) = select(source, target, trusted, key, options)?;
+    let in_target = if rehash {
+        renamed_copies_in(target, trusted.target)?
+    } else {
+        Vec::new()
+    };
     outcome.snapshots.extend(skipped);
     progress.phase(Phase::Copy, Amount::items(candidates.len() as u64));
     let mut session = Session {
@@ -242,6 +256,7 @@ pub fn copy(
         dry_run: options.dry_run,
         planned: HashSet::new(),
         adopted: false,
+        renamed: Renamed::default(),
     };
     for candidate in candidates {
         let mut copied = SnapshotCopy {
@@ -253,8 +268,32 @@ pub fn copy(
             blobs_present: 0,
             bytes_read: 0,
         };
-        match session.copy_blobs(&candidate, &mut copied) {
-            Ok(written) => outcome.written.add_new(&written),
+        let blanked = rehash.then(|| without_trees(&candidate.body));
+        if let Some((_, id)) =
+            blanked.and_then(|blanked| in_target.iter().find(|(body, _)| *body == blanked))
+        {
+            // As for a copy that keeps blob names: a snapshot the target
+            // holds is reported when named, passed over silently otherwise.
+            if !options.snapshots.is_empty() {
+                copied.target_id = *id;
+                copied.result = CopyResult::AlreadyPresent;
+                outcome.snapshots.push(copied);
+            }
+            progress.advance(Amount::items(1));
+            continue;
+        }
+        let copied_blobs = if rehash {
+            session.copy_rehashed(&candidate, &mut copied)
+        } else {
+            session
+                .copy_blobs(&candidate, &mut copied)
+                .map(|written| (written, None))
+        };
+        let rewritten = match copied_blobs {
+            Ok((written, rewritten)) => {
+                outcome.written.add_new(&written);
+                rewritten
+            }
             Err(Failure::Damage(error)) => {
                 copied.result = CopyResult::Damaged(error.to_string());
                 outcome.snapshots.push(copied);
@@ -262,8 +301,17 @@ pub fn copy(
                 continue;
             }
             Err(Failure::Abort(error)) => return Err(error),
-        }
-        if options.dry_run {
+        };
+        if let Some(manifest) = rewritten {
+            // Renamed blobs: the manifest over the new root trees, signed
+            // for the target.
+            copied.target_id = Id::of(&manifest);
+            if options.dry_run {
+                copied.result = CopyResult::WouldCopy;
+            } else {
+                copied.target_id = target.store_object(ObjectKind::Snapshot, &manifest)?;
+            }
+        } else if options.dry_run {
             copied.result = CopyResult::WouldCopy;
         } else {
             let written = target.store_object(ObjectKind::Snapshot, &candidate.bytes)?;
@@ -281,6 +329,39 @@ pub fn copy(
         progress.advance(Amount::items(1));
     }
     Ok(outcome)
+}
+
+/// A body with its components' root trees blanked: what a snapshot says
+/// apart from how its repository names blobs.
+fn without_trees(body: &SnapshotBody) -> SnapshotBody {
+    let mut body = body.clone();
+    for component in &mut body.components {
+        component.tree = Id([0; 32]);
+    }
+    body
+}
+
+/// Each snapshot in `repository` signed for it by a key in `trusted`, by
+/// its body without trees ([`without_trees`]), with its id: a snapshot
+/// copied before under other blob names says the same in every other
+/// field (its time to the nanosecond included). One that cannot be read or
+/// is not trusted is left out.
+fn renamed_copies_in(
+    repository: &Repository,
+    trusted: &[PublicKey],
+) -> Result<Vec<(SnapshotBody, Id)>> {
+    let mut bodies = Vec::new();
+    for id in repository.list_ids(ObjectKind::Snapshot)? {
+        let body = repository.read_manifest(&id).and_then(|manifest| {
+            manifest.verified_body(repository.id(), trusted, &format!("snapshot {id}"))
+        });
+        match body {
+            Ok(body) => bodies.push((without_trees(&body), id)),
+            Err(error @ StoreError::Io { .. }) => return Err(error),
+            Err(_) => {}
+        }
+    }
+    Ok(bodies)
 }
 
 /// Refuses a copy of a repository onto itself (the same id at the same
@@ -451,6 +532,20 @@ struct Session<'a> {
     /// Whether packs an interrupted copy or backup left unindexed in the
     /// target have been adopted.
     adopted: bool,
+    /// When the target names blobs with another key: what each source id
+    /// became, for every snapshot of this copy.
+    renamed: Renamed,
+}
+
+/// Source ids and what they are named in the target, remembered across the
+/// snapshots of one copy so that each tree is rewritten and each file
+/// hashed once.
+#[derive(Default)]
+struct Renamed {
+    trees: HashMap<Id, Id>,
+    chunks: HashMap<Id, Id>,
+    /// A file's whole-content hash, by its source hash.
+    files: HashMap<Id, Id>,
 }
 
 /// Per-snapshot counters, updated from parallel fetches.
@@ -478,7 +573,7 @@ impl<'a> Counters<'a> {
     }
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
     /// Stores every blob `candidate` reaches that the target lacks, and
     /// makes them durable and safe from a concurrent prune; returns what
     /// the writers added.
@@ -487,19 +582,7 @@ impl Session<'_> {
         candidate: &Candidate,
         report: &mut SnapshotCopy,
     ) -> std::result::Result<WriterStatistics, Failure> {
-        let target = self.endpoints.target;
-        let target_index = self.endpoints.target_index;
-        // Marks before packs, as in a backup (FORMAT.md 12.7, B1).
-        let (marks, _unreadable) = read_marks(target, &[])?;
-        let marked = marked_packs(&marks);
-        let mut present = target.list_packs()?;
-        present.retain(|pack, _| !marked.contains(pack));
-        let signer = Some(self.key);
-        let writer = BlobWriter::new(target, target_index, present.clone(), signer);
-        if !self.adopted && !self.dry_run {
-            writer.adopt(unindexed_packs(target, target_index, &present)?)?;
-            self.adopted = true;
-        }
+        let writer = self.open_writer()?;
         let roots: Vec<Id> = candidate
             .body
             .components
@@ -520,17 +603,210 @@ impl Session<'_> {
             }
             return Err(failure);
         }
+        self.finish_writer(&writer, &roots, &candidate.id)
+    }
+
+    /// [`Self::copy_blobs`] for a target that names blobs with another
+    /// key: every tree is rewritten bottom-up with the target's ids (each
+    /// chunk read, checked against its source id and named anew; each
+    /// file's hash taken anew over its content), then the body is signed
+    /// for the target over the new root trees. Returns what the writers
+    /// added and the new manifest.
+    fn copy_rehashed(
+        &mut self,
+        candidate: &Candidate,
+        report: &mut SnapshotCopy,
+    ) -> std::result::Result<(WriterStatistics, Option<Vec<u8>>), Failure> {
+        let writer = self.open_writer()?;
+        let counters = Counters::new(self.progress);
+        let mut body = candidate.body.clone();
+        let mut rewritten = Ok(());
+        for component in &mut body.components {
+            self.progress.component(&component.name);
+            match self.rewrite_tree(&writer, &counters, &component.tree, 0) {
+                Ok(tree) => component.tree = tree,
+                Err(failure) => {
+                    rewritten = Err(failure);
+                    break;
+                }
+            }
+        }
+        report.blobs_copied = counters.copied.load(Ordering::Relaxed);
+        report.blobs_present = counters.present.load(Ordering::Relaxed);
+        report.bytes_read = counters.bytes_read.load(Ordering::Relaxed);
+        if let Err(failure) = rewritten {
+            // As in copy_blobs: index what was stored, for a later run.
+            if !self.dry_run {
+                let _ = writer.finish();
+            }
+            return Err(failure);
+        }
+        let roots: Vec<Id> = body.components.iter().map(|c| c.tree).collect();
+        let written = self.finish_writer(&writer, &roots, &candidate.id)?;
+        let target = self.endpoints.target;
+        let manifest = SignedManifest::sign(&body, target.id(), self.key).encode();
+        Ok((written, Some(manifest)))
+    }
+
+    /// The target's id of the source tree `id`, storing it (and everything
+    /// below it) in the target where the target lacks it. `depth` is how
+    /// far below a component's root the tree lies.
+    fn rewrite_tree(
+        &mut self,
+        writer: &BlobWriter,
+        counters: &Counters,
+        id: &Id,
+        depth: usize,
+    ) -> std::result::Result<Id, Failure> {
+        if let Some(renamed) = self.renamed.trees.get(id) {
+            return Ok(*renamed);
+        }
+        if depth > MAX_TREE_DEPTH {
+            return Err(Failure::Damage(StoreError::corrupt(
+                format!("tree {id}"),
+                format!("lies more than {MAX_TREE_DEPTH} directories deep"),
+            )));
+        }
+        let source = self.endpoints.source;
+        let location = locate(self.endpoints.source_index, id, "tree")?;
+        let raw = source.read_blob(&location).map_err(from_source)?;
+        counters.read(u64::from(location.entry.length));
+        let mut tree = Tree::decode(&raw, &format!("tree {id}")).map_err(from_source)?;
+        for entry in &mut tree.entries {
+            if let Some(subtree) = entry.subtree {
+                entry.subtree = Some(self.rewrite_tree(writer, counters, &subtree, depth + 1)?);
+            }
+            if let Some(chunks) = &entry.chunks {
+                let (chunks, hash) = self.rewrite_file(writer, counters, chunks, entry.hash)?;
+                entry.chunks = Some(chunks);
+                entry.hash = hash;
+            }
+        }
+        // Names and order are unchanged, so the tree stays valid as it is.
+        let bytes = tree.encode();
+        let renamed = self.endpoints.target.id_hasher().id(&bytes);
+        self.store(writer, counters, BlobKind::Tree, renamed, &bytes)?;
+        self.renamed.trees.insert(*id, renamed);
+        Ok(renamed)
+    }
+
+    /// A file's chunk list and content hash under the target's ids. A file
+    /// whose chunks and hash were all renamed before is not read again.
+    fn rewrite_file(
+        &mut self,
+        writer: &BlobWriter,
+        counters: &Counters,
+        chunks: &[Id],
+        hash: Option<Id>,
+    ) -> std::result::Result<(Vec<Id>, Option<Id>), Failure> {
+        let known: Option<Vec<Id>> = chunks
+            .iter()
+            .map(|chunk| self.renamed.chunks.get(chunk).copied())
+            .collect();
+        let known_hash = hash.map(|hash| self.renamed.files.get(&hash).copied());
+        if let (Some(known), Some(Some(_)) | None) = (known, known_hash) {
+            return Ok((known, known_hash.flatten()));
+        }
+        let source = self.endpoints.source;
+        let target_hasher = self.endpoints.target.id_hasher();
+        // The content is hashed both ways: the source's hash checks that
+        // the chunks make up the file the source recorded.
+        let mut source_hash = source.id_hasher().hasher();
+        let mut target_hash = target_hasher.hasher();
+        let mut decoder = source.blob_decoder();
+        let mut renamed = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let location = locate(self.endpoints.source_index, chunk, "chunk")?;
+            let raw = source
+                .read_blob_with(&mut decoder, &location)
+                .map_err(from_source)?;
+            counters.read(u64::from(location.entry.length));
+            source_hash.update(&raw);
+            target_hash.update(&raw);
+            let id = target_hasher.id(&raw);
+            if self.renamed.chunks.insert(*chunk, id).is_none() {
+                self.store(writer, counters, BlobKind::Data, id, &raw)?;
+            }
+            renamed.push(id);
+        }
+        let Some(hash) = hash else {
+            return Ok((renamed, None));
+        };
+        if Id(*source_hash.finalize().as_bytes()) != hash {
+            return Err(Failure::Damage(StoreError::corrupt(
+                format!("file content {hash}"),
+                "its chunks do not hash to the file hash its tree records",
+            )));
+        }
+        let new_hash = Id(*target_hash.finalize().as_bytes());
+        self.renamed.files.insert(hash, new_hash);
+        Ok((renamed, Some(new_hash)))
+    }
+
+    /// Stores one renamed blob unless the target has it (counted either
+    /// way); a dry run only remembers it.
+    fn store(
+        &mut self,
+        writer: &BlobWriter,
+        counters: &Counters,
+        kind: BlobKind,
+        id: Id,
+        raw: &[u8],
+    ) -> std::result::Result<(), Failure> {
+        if self.has(writer, &id)? {
+            counters.present.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.copied.fetch_add(1, Ordering::Relaxed);
+            if self.dry_run {
+                self.planned.insert(id);
+            } else {
+                writer.add(kind, id, raw)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A writer into the target that leaves out packs marked for deletion
+    /// (and, once per copy, adopts packs an interrupted writer left
+    /// unindexed).
+    fn open_writer(&mut self) -> Result<BlobWriter<'a>> {
+        let target = self.endpoints.target;
+        let target_index = self.endpoints.target_index;
+        // Marks before packs, as in a backup (FORMAT.md 12.7, B1).
+        let (marks, _unreadable) = read_marks(target, &[])?;
+        let marked = marked_packs(&marks);
+        let mut present = target.list_packs()?;
+        present.retain(|pack, _| !marked.contains(pack));
+        let writer = BlobWriter::new(target, target_index, present.clone(), Some(self.key));
+        if !self.adopted && !self.dry_run {
+            writer.adopt(unindexed_packs(target, target_index, &present)?)?;
+            self.adopted = true;
+        }
+        Ok(writer)
+    }
+
+    /// Makes what `writer` stored durable and safe from a concurrent prune
+    /// for a snapshot whose root trees are `roots`; returns what it added.
+    fn finish_writer(
+        &self,
+        writer: &BlobWriter,
+        roots: &[Id],
+        snapshot: &Id,
+    ) -> std::result::Result<WriterStatistics, Failure> {
         if self.dry_run {
             return Ok(WriterStatistics::default());
         }
+        let target = self.endpoints.target;
+        let target_index = self.endpoints.target_index;
+        let signer = Some(self.key);
         let mut written = writer.finish()?;
         let rescued =
-            secure_against_prune(target, target_index, signer, writer.relied_packs(), &roots)
+            secure_against_prune(target, target_index, signer, writer.relied_packs(), roots)
                 .map_err(|error| match error {
                     // Its messages speak of a backup; the advice is the same.
                     StoreError::Conflict(message) => StoreError::Conflict(format!(
                         "copying snapshot {}: {}",
-                        candidate.id,
+                        snapshot,
                         message.replace("backup", "copy")
                     )),
                     other => other,
@@ -721,4 +997,135 @@ fn copy_span(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::format::crypto::RepositoryKeys;
+    use crate::format::keys::{generate_signing_key, public_key_of};
+    use crate::index::MemoryIndex;
+    use crate::ops::backup::{BackupOptions, ComponentSource, backup};
+    use crate::ops::read_tree;
+    use crate::progress::NoProgress;
+    use cairn_chunker::ChunkerParams;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn repository(root: &Path, keys: Option<&RepositoryKeys>, key: &SigningKey) -> Repository {
+        std::fs::create_dir_all(root).unwrap();
+        let backend = Arc::new(LocalBackend::new(root));
+        Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(key), keys).unwrap()
+    }
+
+    /// Every file under `tree` in `repository`, by path, rebuilt from its
+    /// chunks (each checked against its id as it is read), with its
+    /// recorded hash checked too.
+    fn files(
+        repository: &Repository,
+        index: &MemoryIndex,
+        tree: &Id,
+        at: &str,
+    ) -> Vec<(String, Vec<u8>)> {
+        let mut found = Vec::new();
+        for entry in read_tree(repository, index, tree).unwrap().entries {
+            let path = format!("{at}/{}", String::from_utf8_lossy(&entry.name));
+            if let Some(subtree) = entry.subtree {
+                found.extend(files(repository, index, &subtree, &path));
+            }
+            if let Some(chunks) = entry.chunks {
+                let mut content = Vec::new();
+                for chunk in chunks {
+                    let location = index.lookup(&chunk).unwrap().expect("chunk indexed");
+                    content.extend(repository.read_blob(&location).unwrap());
+                }
+                assert_eq!(
+                    entry.hash,
+                    Some(repository.id_hasher().id(&content)),
+                    "{path}"
+                );
+                found.push((path, content));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_plaintext_snapshot_copied_into_an_encrypted_repository_is_renamed_and_deduplicates() {
+        let directory = tempfile::tempdir().unwrap();
+        let data = directory.path().join("data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|at| (at * 7 % 251) as u8).collect();
+        std::fs::write(data.join("big"), &big).unwrap();
+        std::fs::write(data.join("sub/small"), b"small file").unwrap();
+        std::fs::write(data.join("sub/same"), b"small file").unwrap();
+        let key = generate_signing_key().unwrap();
+        let trusted = [public_key_of(&key)];
+        let source = repository(&directory.path().join("source"), None, &key);
+        let keys = RepositoryKeys::generate(Repository::new_id().unwrap()).unwrap();
+        let target = repository(&directory.path().join("target"), Some(&keys), &key);
+        let (source_index, target_index) = (MemoryIndex::new(), MemoryIndex::new());
+        source_index.set_trusted(&trusted).unwrap();
+        target_index.set_trusted(&trusted).unwrap();
+        let options = BackupOptions {
+            components: vec![ComponentSource::new("data", &data)],
+            ..BackupOptions::default()
+        };
+        let backed_up = backup(&source, &source_index, &key, &options).unwrap();
+
+        let endpoints = Endpoints {
+            source: &source,
+            source_index: &source_index,
+            target: &target,
+            target_index: &target_index,
+        };
+        let trust = CopyTrust {
+            source: &trusted,
+            target: &trusted,
+        };
+        let copy_once = || {
+            copy(
+                &endpoints,
+                trust,
+                &key,
+                &CopyOptions::default(),
+                &NoProgress,
+            )
+        };
+        let copied = copy_once().unwrap();
+        assert_eq!(copied.count(&CopyResult::Copied), 1);
+        let target_id = copied.snapshots[0].target_id;
+        let body = target
+            .read_manifest(&target_id)
+            .unwrap()
+            .verified_body(target.id(), &trusted, "copied")
+            .unwrap();
+        let (old, new) = (&backed_up.body.components[0], &body.components[0]);
+        assert_ne!(old.tree, new.tree, "renamed with the target's key");
+        assert_eq!((&old.stats, &old.name), (&new.stats, &new.name));
+        let mut expected = files(&source, &source_index, &old.tree, "");
+        let mut got = files(&target, &target_index, &new.tree, "");
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected, "byte-identical");
+        assert_eq!(got.len(), 3);
+
+        // Copying again finds it there; a backup of the same files into
+        // the target stores nothing new but its snapshot.
+        let again = copy_once().unwrap();
+        assert!(again.snapshots.is_empty(), "{:?}", again.snapshots);
+        assert_eq!(again.written.new_blobs, 0);
+        let named = CopyOptions {
+            snapshots: vec![backed_up.snapshot.to_hex()],
+            ..CopyOptions::default()
+        };
+        let again = copy(&endpoints, trust, &key, &named, &NoProgress).unwrap();
+        assert_eq!(again.count(&CopyResult::AlreadyPresent), 1);
+        assert_eq!(again.bytes_read(), 0, "found without reading the source");
+        assert_eq!(again.snapshots[0].target_id, target_id);
+        let into_target = backup(&target, &target_index, &key, &options).unwrap();
+        assert_eq!(into_target.body.components[0].tree, new.tree);
+        assert_eq!(into_target.written.new_blobs, 0);
+    }
 }

@@ -256,6 +256,19 @@ impl Repository {
         Ok(opener)
     }
 
+    /// Refuses, up front and naming the read key, an operation that must
+    /// read what only the read key opens (snapshots, trees, file contents)
+    /// when this host holds only the write-only keys (FORMAT.md 17.6).
+    /// `reading` says what the operation reads, as the error's subject.
+    pub fn require_read_key(&self, reading: &str) -> Result<()> {
+        match self.keys.as_deref() {
+            Some(keys) if !keys.can_read() => Err(StoreError::ReadKeyMissing {
+                object: reading.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The keys, or an error saying this encrypted repository must be
     /// unlocked first; `None` for a plaintext repository.
     pub fn require_keys(&self) -> Result<Option<&RepositoryKeys>> {

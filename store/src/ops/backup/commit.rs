@@ -5,7 +5,11 @@
 //! interrupted backup left unindexed, and choose the parent snapshot: the
 //! newest one of the same host with the same component names, signed for
 //! this repository by this backup's own key, and not a restore's safety
-//! snapshot.
+//! snapshot. Where the repository yields none (a write-only host cannot
+//! read any snapshot, FORMAT.md 17.6), the parent is the lineage's last
+//! backup in this host's walk cache ([`super::walk_cache`]), if the
+//! repository still lists it. The walk cache is loaded either way: it
+//! serves the parent's trees locally whenever it holds them.
 //!
 //! After the walk ([`commit`]), in this order:
 //! 1. the blob writer has finished (every pack and index file written);
@@ -18,6 +22,7 @@
 //! prune may collect. Never reads a source.
 
 use super::options::{BackupOptions, Destination};
+use super::walk_cache::{CachedWalk, WalkRecorder, lineage_path};
 use crate::backend::ObjectKind;
 use crate::error::Result;
 use crate::format::keys::PublicKey;
@@ -37,6 +42,11 @@ pub(super) struct Started<'a> {
     pub(super) writer: BlobWriter<'a>,
     pub(super) adopted_packs: usize,
     pub(super) parent: Option<(Id, SnapshotBody)>,
+    /// This lineage's last backup as the walk cache holds it.
+    pub(super) cached: Option<CachedWalk>,
+    /// Records this backup into the walk cache (none without a cache
+    /// directory).
+    pub(super) recorder: Option<WalkRecorder>,
 }
 
 pub(super) fn start<'a>(
@@ -48,6 +58,7 @@ pub(super) fn start<'a>(
         repository,
         index,
         key,
+        walk_cache,
     } = *destination;
     // Marks are listed before packs, so every pack a mark names that the
     // pack listing shows is left out (see FORMAT.md, deletion protocol).
@@ -63,12 +74,49 @@ pub(super) fn start<'a>(
     // signature: only what this key signed itself may be taken so, never
     // what another key (another host's, trusted or not) vouches for.
     let own = [crate::format::keys::public_key_of(key)];
-    let parent = find_parent(repository, host, names, &own)?;
+    let snapshots = repository.list_ids(ObjectKind::Snapshot)?;
+    let lineage = walk_cache.map(|directory| lineage_path(directory, host, names, &own[0]));
+    let cached = lineage
+        .as_deref()
+        .and_then(|path| CachedWalk::load(path, repository.id(), &own[0], repository.id_hasher()));
+    // A write-only host cannot decrypt a single manifest: it does not try.
+    let readable = repository.keys().is_none_or(|keys| keys.can_read());
+    let found = if readable {
+        find_parent(repository, &snapshots, host, names, &own)
+    } else {
+        None
+    };
+    let parent = match found {
+        Some(parent) => Some(parent),
+        // The cache's manifest is verified under this key for this
+        // repository; it must still be there (not forgotten) to be named.
+        None => cached
+            .as_ref()
+            .filter(|cached| {
+                snapshots.contains(&cached.snapshot) && same_lineage(&cached.body, host, names)
+            })
+            .map(|cached| (cached.snapshot, cached.body.clone())),
+    };
     Ok(Started {
         writer,
         adopted_packs,
         parent,
+        cached,
+        recorder: lineage.and_then(WalkRecorder::start),
     })
+}
+
+/// Whether `body` may be the parent of a backup of `names` from `host`:
+/// the same host and component names, and not a restore's safety
+/// snapshot.
+fn same_lineage(body: &SnapshotBody, host: &str, names: &[&str]) -> bool {
+    !body
+        .tags
+        .iter()
+        .any(|tag| tag == crate::format::manifest::SAFETY_TAG)
+        && body.host == host
+        && body.components.len() == names.len()
+        && body.components.iter().zip(names).all(|(c, n)| c.name == *n)
 }
 
 /// What one repository's snapshot will say, before it is signed.
@@ -88,11 +136,12 @@ pub(super) fn commit(
     mut written: WriterStatistics,
     snapshot: Snapshot,
     options: &BackupOptions,
-) -> Result<(Id, SnapshotBody, WriterStatistics)> {
+) -> Result<Committed> {
     let Destination {
         repository,
         index,
         key,
+        ..
     } = *destination;
     let roots: Vec<Id> = snapshot
         .components
@@ -120,13 +169,28 @@ pub(super) fn commit(
         cairn_version: env!("CARGO_PKG_VERSION").into(),
         app_version: options.app_version.clone(),
     };
-    let manifest = SignedManifest::sign(&body, repository.id(), key);
-    let id = repository.store_object(ObjectKind::Snapshot, &manifest.encode())?;
+    let manifest = SignedManifest::sign(&body, repository.id(), key).encode();
+    let id = repository.store_object(ObjectKind::Snapshot, &manifest)?;
     // For the next backup's unchanged files. Only a cache: failing to
     // remember costs that backup its lookups, nothing else.
     let relied: Vec<Id> = writer.relied_packs().into_iter().collect();
     let _ = index.remember_snapshot_packs(&id, &relied);
-    Ok((id, body, written))
+    Ok(Committed {
+        id,
+        body,
+        written,
+        manifest,
+    })
+}
+
+/// A snapshot just written.
+pub(super) struct Committed {
+    pub(super) id: Id,
+    pub(super) body: SnapshotBody,
+    pub(super) written: WriterStatistics,
+    /// Its signed manifest, before any encryption: what the walk cache
+    /// keeps.
+    pub(super) manifest: Vec<u8>,
 }
 
 /// The newest snapshot of the same host with the same component names.
@@ -134,12 +198,13 @@ pub(super) fn commit(
 /// backup's own) can be a parent.
 fn find_parent(
     repository: &Repository,
+    snapshots: &[Id],
     host: &str,
     names: &[&str],
     signers: &[PublicKey],
-) -> Result<Option<(Id, SnapshotBody)>> {
+) -> Option<(Id, SnapshotBody)> {
     let mut best: Option<(Id, SnapshotBody)> = None;
-    for id in repository.list_ids(ObjectKind::Snapshot)? {
+    for &id in snapshots {
         // An unreadable or untrusted manifest is verify's to report, not a
         // reason to fail a backup; it just cannot be a parent.
         let Ok(body) = repository
@@ -148,21 +213,13 @@ fn find_parent(
         else {
             continue;
         };
-        if body
-            .tags
-            .iter()
-            .any(|tag| tag == crate::format::manifest::SAFETY_TAG)
+        if same_lineage(&body, host, names)
+            && best.as_ref().is_none_or(|(_, best)| body.time > best.time)
         {
-            continue;
-        }
-        let same = body.host == host
-            && body.components.len() == names.len()
-            && body.components.iter().zip(names).all(|(c, n)| c.name == *n);
-        if same && best.as_ref().is_none_or(|(_, best)| body.time > best.time) {
             best = Some((id, body));
         }
     }
-    Ok(best)
+    best
 }
 
 #[cfg(test)]
@@ -201,7 +258,7 @@ mod tests {
             components,
             problems: Vec::new(),
         };
-        let (id, body, _) = commit(
+        let committed = commit(
             &repository.destination(),
             &writer,
             written,
@@ -209,8 +266,8 @@ mod tests {
             &options,
         )
         .unwrap();
-        assert_eq!(body.host, host);
-        id
+        assert_eq!(committed.body.host, host);
+        committed.id
     }
 
     #[test]
@@ -218,9 +275,11 @@ mod tests {
         let repository = TestRepository::new();
         let own = [public_key_of(&repository.key)];
         let find = |host, names: &[&str], trusted: &[PublicKey]| {
-            find_parent(&repository.repository, host, names, trusted)
-                .unwrap()
-                .map(|(id, _)| id)
+            let snapshots = repository
+                .repository
+                .list_ids(ObjectKind::Snapshot)
+                .unwrap();
+            find_parent(&repository.repository, &snapshots, host, names, trusted).map(|(id, _)| id)
         };
         assert_eq!(find("h1", &["data"], &own), None, "no snapshot yet");
         snapshot(&repository, "h1", &["data"], &[]);

@@ -6,7 +6,8 @@
 //!    commands into temporary files.
 //! 2. [`commit::start`], per repository: leave out packs marked for
 //!    deletion, adopt packs an interrupted backup left unindexed, choose
-//!    the parent snapshot.
+//!    the parent snapshot (from the repository, else from this host's
+//!    [`walk_cache`]).
 //! 3. [`walk`]: per component, walk the tree depth first, files of a
 //!    directory in parallel; [`unchanged`] files are taken from the parent
 //!    unread, the others are [`read_ahead`] and cut into chunks, hashed and
@@ -42,6 +43,7 @@ pub mod targets;
 mod testing;
 mod unchanged;
 mod walk;
+mod walk_cache;
 
 pub use crate::format::manifest::check_component_name;
 pub use options::{BackupOptions, BackupOutcome, Destination};
@@ -88,6 +90,7 @@ pub fn backup(
         repository,
         index,
         key,
+        walk_cache: None,
     };
     backup_with_progress(&destination, options, &NoProgress)
 }
@@ -162,11 +165,17 @@ pub fn backup_to_each(
     let mut results: Vec<Option<Result<BackupOutcome>>> = Vec::new();
     let mut writers = Vec::new();
     let mut lanes = Vec::new();
+    let mut recorders = Vec::new();
+    let mut primary_cache = None;
     for (position, destination) in destinations.iter().enumerate() {
         match start(destination, &host, &names) {
             Ok(started) => {
                 writers.push(started.writer);
+                if lanes.is_empty() {
+                    primary_cache = started.cached;
+                }
                 lanes.push((position, started.adopted_packs, started.parent));
+                recorders.push(started.recorder);
                 results.push(None);
             }
             Err(error) => results.push(Some(Err(error))),
@@ -203,7 +212,8 @@ pub fn backup_to_each(
         &fan_out,
         &reporter,
         walk::secret_key_identities(&options.secret_keys),
-    );
+    )
+    .caching(primary_cache.as_ref(), &recorders);
     let walked = walk.components(params, &sources, parent_body.as_ref());
     reporter.flush();
     let ReadSources {
@@ -219,7 +229,9 @@ pub fn backup_to_each(
         secret_keys_left_out,
     } = walk.into_tallies();
 
-    for (finished, (position, adopted_packs, parent)) in fan_out.finish().into_iter().zip(lanes) {
+    for ((finished, (position, adopted_packs, parent)), recorder) in
+        fan_out.finish().into_iter().zip(lanes).zip(recorders)
+    {
         let destination = &destinations[position];
         let outcome = finished.and_then(|(writer, written)| {
             let snapshot = Snapshot {
@@ -229,17 +241,22 @@ pub fn backup_to_each(
                 components: components.clone(),
                 problems: problems.clone(),
             };
-            commit(destination, &writer, written, snapshot, options).map(
-                |(snapshot, body, written)| BackupOutcome {
-                    snapshot,
-                    body,
-                    written,
+            commit(destination, &writer, written, snapshot, options).map(|committed| {
+                // Only a cache: failing to keep it costs the next backup
+                // reading files again, never this snapshot.
+                if let Some(recorder) = recorder {
+                    let _ = recorder.finish(&committed.id, &committed.manifest);
+                }
+                BackupOutcome {
+                    snapshot: committed.id,
+                    body: committed.body,
+                    written: committed.written,
                     adopted_packs,
                     unchanged_files,
                     failed_components: failed_components.clone(),
                     secret_keys_left_out: secret_keys_left_out.clone(),
-                },
-            )
+                }
+            })
         });
         results[position] = Some(outcome);
     }
@@ -302,6 +319,54 @@ mod tests {
             assert_eq!(*progress.components.lock().unwrap(), ["data"]);
             assert_eq!(outcome.verdict(), Verdict::Complete);
         }
+    }
+
+    #[test]
+    fn the_walk_cache_skips_unchanged_files_when_the_repository_parent_is_unreadable() {
+        let repository = TestRepository::new();
+        let root = repository.directory.path().join("data");
+        sources(&root);
+        let cache = repository.directory.path().join("cache/walk");
+        let options = BackupOptions {
+            components: vec![ComponentSource::new("data", &root)],
+            host: Some("h".into()),
+            ..BackupOptions::default()
+        };
+        let mut destination = repository.destination();
+        destination.walk_cache = Some(&cache);
+        // Make the repository's copy of a snapshot unreadable, as it is to
+        // a write-only host.
+        let hide = |snapshot: &crate::id::Id| {
+            let path = repository
+                .directory
+                .path()
+                .join("repository/snapshots")
+                .join(snapshot.to_hex());
+            std::fs::write(path, b"unreadable here").unwrap();
+        };
+        let first = backup_with_progress(&destination, &options, &NoProgress).unwrap();
+        assert_eq!(first.unchanged_files, 0);
+        hide(&first.snapshot);
+        let second = backup_with_progress(&destination, &options, &NoProgress).unwrap();
+        assert_eq!(second.unchanged_files, 4, "taken from the cached walk");
+        assert_eq!(second.body.parent, Some(first.snapshot));
+        assert_eq!(second.body.components, first.body.components);
+        assert_eq!(second.written.new_blobs, 0, "nothing stored again");
+
+        // The cache follows the newest backup; without it (or with it
+        // damaged) every file is read again, and the snapshot is the same.
+        hide(&second.snapshot);
+        for entry in std::fs::read_dir(&cache).unwrap() {
+            let path = entry.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last = bytes.len() - 20;
+            bytes[last] ^= 1;
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let third = backup_with_progress(&destination, &options, &NoProgress).unwrap();
+        assert_eq!(third.unchanged_files, 0, "a damaged cache is no cache");
+        assert_eq!(third.body.parent, None);
+        assert_eq!(third.body.components, first.body.components);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::ops::common::blob_writer::WriterStatistics;
 use crate::repository::Repository;
 use ed25519_dalek::SigningKey;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default)]
 pub struct BackupOptions {
@@ -61,4 +61,9 @@ pub struct Destination<'a> {
     pub repository: &'a Repository,
     pub index: &'a dyn IndexCache,
     pub key: &'a SigningKey,
+    /// This machine's walk cache for the repository
+    /// (`<cache>/<repository id>/walk`, FORMAT.md 14.9), or `None` to
+    /// keep none: then a host that cannot read the repository's snapshots
+    /// (write-only) reads every file on every backup.
+    pub walk_cache: Option<&'a Path>,
 }

@@ -53,6 +53,7 @@ impl TestRepository {
             repository: &self.repository,
             index: &self.index,
             key: &self.key,
+            walk_cache: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use super::sources::{ComponentSource, SourceKind, covered, leads_to, resolve_chu
 use super::unchanged::{
     entry_from_metadata, file_stats, looks_unchanged, previous_entry, taken_from_parent,
 };
+use super::walk_cache::{CachedWalk, WalkRecorder};
 use crate::error::{Result, StoreError};
 use crate::format::chunking::FileChunking;
 use crate::format::limits::MAX_TREE_DEPTH;
@@ -61,6 +62,10 @@ pub(super) struct Walk<'a> {
     secret_keys: HashSet<(u64, u64)>,
     /// Secret keys left out: `component/path` and why.
     secret_keys_left_out: Mutex<Vec<(String, String)>>,
+    /// The parent's trees on this machine: read before the repository.
+    cached: Option<&'a CachedWalk>,
+    /// Each repository's walk cache recording, given every tree stored.
+    recorders: &'a [Option<WalkRecorder>],
 }
 
 /// What the walk gathered besides the components: its problems, how many
@@ -145,7 +150,21 @@ impl<'a> Walk<'a> {
             unchanged_files: AtomicU64::new(0),
             secret_keys,
             secret_keys_left_out: Mutex::new(Vec::new()),
+            cached: None,
+            recorders: &[],
         }
+    }
+
+    /// Reads parent trees from `cached` first, and records every tree
+    /// stored into each of `recorders`.
+    pub(super) fn caching(
+        mut self,
+        cached: Option<&'a CachedWalk>,
+        recorders: &'a [Option<WalkRecorder>],
+    ) -> Self {
+        self.cached = cached;
+        self.recorders = recorders;
+        self
     }
 
     /// The problems met, in path order, how many files were taken from the
@@ -364,13 +383,21 @@ impl Walker<'_> {
         let bytes = tree.encode();
         let id = self.walk.repository.id_hasher().id(&bytes);
         self.walk.writer.add(BlobKind::Tree, id, &bytes)?;
+        for recorder in self.walk.recorders.iter().flatten() {
+            recorder.record(&id, &bytes);
+        }
         Ok(id)
     }
 
-    /// The parent snapshot's tree, if it can be read. A parent that cannot
-    /// be read only means reading everything again.
+    /// The parent snapshot's tree, if it can be read: from this host's
+    /// walk cache (local, and the only place a write-only host can read
+    /// it), else from the repository. A parent that cannot be read only
+    /// means reading everything again.
     fn parent_tree(&self, id: &Id) -> Option<Tree> {
-        read_tree(self.walk.repository, self.walk.index, id).ok()
+        self.walk
+            .cached
+            .and_then(|cached| cached.tree(id))
+            .or_else(|| read_tree(self.walk.repository, self.walk.index, id).ok())
     }
 
     /// Whether the path `relative` to the component's root is left out of
