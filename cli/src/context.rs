@@ -302,6 +302,32 @@ impl Context {
         Ok(keys)
     }
 
+    /// [`Context::trusted_keys`] for restoring `spec`: a snapshot named by
+    /// id that a revoked key signed is trusted when the keyring kept it.
+    pub fn trusted_keys_for_snapshot(
+        &self,
+        repository: &Repository,
+        spec: &str,
+        mut trusted: Vec<PublicKey>,
+    ) -> Result<Vec<PublicKey>> {
+        if spec == "latest" || !self.global.trusted_keys.is_empty() {
+            return Ok(trusted);
+        }
+        let Some(keyring) = crate::commands::keyring_trust(self, repository)? else {
+            return Ok(trusted);
+        };
+        let Ok(id) = repository.resolve_snapshot(spec, &trusted) else {
+            return Ok(trusted);
+        };
+        if let Ok(manifest) = repository.read_manifest(&id) {
+            let signer = manifest.signer();
+            if keyring.keeps(&signer, &id) && !trusted.contains(&signer) {
+                trusted.push(signer);
+            }
+        }
+        Ok(trusted)
+    }
+
     /// As [`Context::trusted_keys`], where no key is no error (a listing
     /// only reports trust).
     pub fn trusted_keys_or_none(&self, repository: &Repository) -> Result<Vec<PublicKey>> {
@@ -317,7 +343,12 @@ impl Context {
                 .collect();
         }
         let store = TrustStore::new(&self.config_dir()?, repository.id());
-        let trusted = store.trusted_keys()?;
+        let mut trusted = store.trusted_keys()?;
+        // An encrypted repository's keyring adds its writers and takes
+        // away what it revokes (FORMAT.md 17.7).
+        if let Some(keyring) = crate::commands::keyring_trust(self, repository)? {
+            trusted.keys = keyring.trusted(&trusted.keys);
+        }
         if trusted.legacy && !LEGACY_TRUST_WARNED.swap(true, Ordering::Relaxed) {
             eprintln!(
                 "cairn: warning: repository {location} has no list of trusted keys of its own, so the {} key(s) in {} (trusted for every repository by an older cairn) are used; pin this repository's own with `cairn --repo {location} trust HEX` (then only those are trusted for it)",

@@ -76,6 +76,22 @@ impl Entry {
     }
 }
 
+/// A key slot as the owner recorded it when adding it: what `key list`
+/// shows and what tells a full slot from a write-only one (the slot's own
+/// bytes say neither to a bucket reader).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotRecord {
+    pub id: Id,
+    /// `passphrase` or `recipient`.
+    pub kind: String,
+    pub label: String,
+    /// Whether the slot holds the read key.
+    pub full: bool,
+    /// RFC 3339.
+    pub created: String,
+}
+
 /// A keyring object's body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +104,9 @@ pub struct Keyring {
     /// RFC 3339: when it was written.
     pub time: String,
     pub entries: Vec<Entry>,
+    /// The key slots added through the owner, as recorded then.
+    #[serde(default)]
+    pub slots: Vec<SlotRecord>,
 }
 
 /// A keyring read from storage, signature and encryption checked.
@@ -113,6 +132,7 @@ impl Keyring {
                 added: time.to_string(),
                 status: Status::Valid,
             }],
+            slots: Vec::new(),
         }
     }
 
@@ -125,6 +145,7 @@ impl Keyring {
             previous: Some(previous_id),
             time: time.to_string(),
             entries: previous.entries.clone(),
+            slots: previous.slots.clone(),
         }
     }
 
@@ -183,7 +204,7 @@ impl Keyring {
         if self.sequence == 0 || (self.sequence == 1) != self.previous.is_none() {
             return bad("sequence and previous keyring disagree (only sequence 1 has none)");
         }
-        if self.entries.len() > MAX_KEYRING_ENTRIES {
+        if self.entries.len() > MAX_KEYRING_ENTRIES || self.slots.len() > MAX_KEYRING_ENTRIES {
             return bad("lists more keys than any keyring may");
         }
         let mut seen = HashSet::new();
