@@ -3,7 +3,7 @@
 //! tail between batches; never looks at what the bytes mean.
 
 use crate::parallel::cut_ranges;
-use crate::{Chunking, Cutter, Id};
+use crate::{Chunking, Cutter, Id, IdHasher};
 use rayon::prelude::*;
 use std::io::{self, Read};
 use std::ops::Range;
@@ -51,6 +51,9 @@ pub struct ChunkStream<R> {
     /// the maximum chunk size, so that a batch not at the end of the stream
     /// always holds a complete chunk.
     full_size: usize,
+    /// How chunks are named: plain BLAKE3, or keyed in an encrypted
+    /// repository.
+    hasher: IdHasher,
 }
 
 impl<R: Read> ChunkStream<R> {
@@ -93,7 +96,15 @@ impl<R: Read> ChunkStream<R> {
             buffer_offset: 0,
             at_eof: false,
             full_size,
+            hasher: IdHasher::Plain,
         }
+    }
+
+    /// Names chunks with `hasher` (an encrypted repository's keyed BLAKE3)
+    /// instead of plain BLAKE3.
+    pub fn with_id_hasher(mut self, hasher: IdHasher) -> Self {
+        self.hasher = hasher;
+        self
     }
 
     /// Total bytes read from the stream so far.
@@ -124,11 +135,12 @@ impl<R: Read> ChunkStream<R> {
 
         let data = &self.buffer[..self.filled];
         let buffer_offset = self.buffer_offset;
+        let hasher = &self.hasher;
         let chunks = ranges
             .into_par_iter()
             .map(|range| StreamChunk {
                 stream_offset: buffer_offset + range.start as u64,
-                id: Id::of(&data[range.clone()]),
+                id: hasher.id(&data[range.clone()]),
                 range,
             })
             .collect();

@@ -63,6 +63,29 @@ pub struct GlobalArgs {
     /// textfile collector).
     #[arg(long, global = true, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Read the passphrase of an encrypted repository from this file (its
+    /// first line end is dropped).
+    #[arg(long, global = true, env = "CAIRN_PASSWORD_FILE", value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and take its output as the passphrase.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_PASSWORD_COMMAND",
+        value_name = "COMMAND"
+    )]
+    pub password_command: Option<String>,
+    /// Argon2id memory for new passphrase key slots, in MiB [default: 64].
+    #[arg(
+        long = "kdf-memory",
+        global = true,
+        env = "CAIRN_KDF_MEMORY_MIB",
+        value_name = "MIB"
+    )]
+    pub kdf_memory: Option<u32>,
+    /// Argon2id passes for new passphrase key slots [default: 3].
+    #[arg(long, global = true, env = "CAIRN_KDF_PASSES", value_name = "N")]
+    pub kdf_passes: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -370,6 +393,14 @@ pub struct InitArgs {
         "chunk_min", "chunk_avg", "chunk_max", "compression_level",
     ])]
     pub like: Option<String>,
+    /// Store everything unencrypted (blobs named by plain BLAKE3): anyone
+    /// who can read the storage reads every file, name and command line.
+    #[arg(long, conflicts_with = "recipient")]
+    pub plaintext: bool,
+    /// Wrap the new repository's keys for this X25519 public key (64 hex
+    /// digits) instead of a passphrase.
+    #[arg(long, value_name = "HEX")]
+    pub recipient: Option<String>,
 }
 
 #[derive(Args)]

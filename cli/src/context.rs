@@ -102,9 +102,10 @@ impl Context {
         if !is_s3(location) && !Path::new(location).is_dir() {
             bail!("repository {location} does not exist");
         }
-        let repository =
+        let mut repository =
             Repository::open(backend).with_context(|| format!("opening repository {location}"))?;
         LocationPins::new(&self.config_dir()?).check(&pin_key(location), repository.id())?;
+        crate::credentials::unlock(&self.global, &self.config_dir()?, &mut repository)?;
         Ok(repository)
     }
 
@@ -344,8 +345,14 @@ impl Context {
         }
         let store = TrustStore::new(&self.config_dir()?, repository.id());
         let mut trusted = store.trusted_keys()?;
+        // The owner named by the key slot that opened the repository.
+        for owner in crate::credentials::slot_owners(repository.id()) {
+            if !trusted.keys.contains(&owner) {
+                trusted.keys.push(owner);
+            }
+        }
         // An encrypted repository's keyring adds its writers and takes
-        // away what it revokes (FORMAT.md 17.7).
+        // away what it revokes, the owner's key too (FORMAT.md 17.7).
         if let Some(keyring) = crate::commands::keyring_trust(self, repository)? {
             trusted.keys = keyring.trusted(&trusted.keys);
         }

@@ -8,6 +8,7 @@
 mod args;
 mod commands;
 mod context;
+mod credentials;
 mod interrupt;
 mod metrics;
 mod output;
@@ -37,6 +38,9 @@ pub mod exit {
     pub const SOME_REPOSITORIES_FAILED: u8 = 8;
     /// How cairn was called is wrong (clap uses the same code).
     pub const USAGE: u8 = 2;
+    /// An encrypted repository could not be opened: no key slot opens with
+    /// the passphrase given, or no passphrase was given.
+    pub const LOCKED: u8 = 9;
 }
 
 /// One malloc arena for all threads. glibc gives each thread its own, and
@@ -77,8 +81,19 @@ fn main() -> ExitCode {
                 Some(cairn_store::StoreError::Conflict(_))
             );
             let usage = error.downcast_ref::<context::Usage>().is_some();
+            let locked = error.chain().any(|cause| {
+                matches!(
+                    cause.downcast_ref::<cairn_store::StoreError>(),
+                    Some(
+                        cairn_store::StoreError::KeySlotLocked(_)
+                            | cairn_store::StoreError::Locked { .. }
+                    )
+                )
+            });
             ExitCode::from(if conflict {
                 exit::CONFLICT
+            } else if locked {
+                exit::LOCKED
             } else if usage {
                 exit::USAGE
             } else {

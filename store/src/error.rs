@@ -51,6 +51,12 @@ pub enum StoreError {
          read key)"
     )]
     ReadKeyMissing { object: String },
+    /// An encrypted repository used before it was unlocked.
+    #[error(
+        "{location} is an encrypted repository: give its passphrase (CAIRN_PASSWORD, \
+         CAIRN_PASSWORD_FILE or CAIRN_PASSWORD_COMMAND, or at the prompt) to open it"
+    )]
+    Locked { location: String },
     /// No key slot opened with what was given (wrong passphrase, or an
     /// identity no slot is wrapped for).
     #[error("{0}")]

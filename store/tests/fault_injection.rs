@@ -129,6 +129,7 @@ fn scene() -> Scene {
         ChunkerParams::DEFAULT,
         3,
         public,
+        None,
     )
     .unwrap();
     Scene {

@@ -205,7 +205,7 @@ fn scene(chunker: ChunkerParams) -> Scene {
     write(&extra.join("extra.bin"), &noise(50, 100_000));
     let key = generate_signing_key().unwrap();
     let public = public_key_of(&key);
-    Repository::init(Arc::new(LocalBackend::new(&repo)), chunker, 3, public).unwrap();
+    Repository::init(Arc::new(LocalBackend::new(&repo)), chunker, 3, public, None).unwrap();
     Scene {
         dir,
         repo,

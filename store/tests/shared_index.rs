@@ -39,6 +39,7 @@ fn new_repository() -> (tempfile::TempDir, Repository, SigningKey) {
         ChunkerParams::DEFAULT,
         3,
         public_key_of(&key),
+        None,
     )
     .expect("init");
     (directory, repository, key)

@@ -15,6 +15,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 
+/// The passphrase every test repository is encrypted with (set by
+/// [`Workspace::command`] as `CAIRN_PASSWORD`).
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
+
 /// A scratch directory holding a repository, sources and restore targets,
 /// with cairn's config and cache kept inside it.
 pub struct Workspace {
@@ -80,7 +84,15 @@ impl Workspace {
             .env("CAIRN_CONFIG_DIR", self.path("config"))
             .env("CAIRN_CACHE_DIR", self.path("cache"))
             .env_remove("CAIRN_REPO")
-            .env_remove("CAIRN_KEY_FILE");
+            .env_remove("CAIRN_KEY_FILE")
+            // Repositories are encrypted by default: one passphrase for
+            // all, and the cheapest key derivation allowed, so that the
+            // suite does not spend its time in Argon2id.
+            .env("CAIRN_PASSWORD", TEST_PASSWORD)
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env_remove("CAIRN_PASSWORD_COMMAND")
+            .env("CAIRN_KDF_MEMORY_MIB", "8")
+            .env("CAIRN_KDF_PASSES", "1");
         command
     }
 

@@ -5,8 +5,16 @@ use crate::context::Context;
 use crate::exit;
 use anyhow::{Context as _, Result};
 use cairn_chunker::ChunkerParams;
-use cairn_store::ops::init::{InitOptions, KeyChoice, Settings, init};
+use cairn_store::ops::init::{Encryption, InitOptions, KeyChoice, Settings, init};
 use serde_json::json;
+
+/// A recipient's X25519 public key, 64 hex digits.
+fn recipient_key(text: &str) -> Result<[u8; 32]> {
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("--recipient {text:?} is not 64 hex digits"))
+}
 
 pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
     let location = context.repository_location()?;
@@ -25,6 +33,14 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         ),
     };
     let config_directory = context.config_dir()?;
+    // Encrypted unless told otherwise; asked before anything is made.
+    let passphrase = match args.plaintext || args.recipient.is_some() {
+        true => None,
+        false => Some(crate::credentials::new_passphrase(
+            &context.global,
+            &format!("the new repository {location}"),
+        )?),
+    };
     let local_path = context.local_repository()?;
     let made = init(InitOptions {
         backend: context.backend()?,
@@ -43,6 +59,14 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
             None => KeyChoice::NewInConfigDirectory,
         },
         config_directory: &config_directory,
+        encryption: match (&args.recipient, &passphrase) {
+            (Some(recipient), _) => Encryption::Recipient(recipient_key(recipient)?),
+            (None, Some(passphrase)) => Encryption::Passphrase {
+                passphrase: passphrase.bytes(),
+                kdf: crate::credentials::kdf_params(&context.global)?,
+            },
+            (None, None) => Encryption::Plaintext,
+        },
     })?;
     context.pin_location(location, &made.repository)?;
     let (repository, public, key_path, key_is_new) = (
@@ -62,10 +86,21 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
             "chunker": { "min_size": params.min_size, "avg_size": params.avg_size, "max_size": params.max_size },
             "compression_level": compression_level,
             "like": args.like,
+            "encrypted": repository.is_encrypted(),
+            "encryption_public_key": repository.config().encryption.as_ref().map(|e| e.public_key.clone()),
         }))?;
     } else {
         println!("created repository {location}");
         println!("  public key  {}", public.to_hex());
+        println!(
+            "  encryption  {}",
+            match (repository.is_encrypted(), args.recipient.is_some()) {
+                (true, false) =>
+                    "on (keys wrapped with your passphrase: without it, nothing here can be read)",
+                (true, true) => "on (keys wrapped for the --recipient key)",
+                _ => "off (--plaintext: anyone who can read the storage reads everything)",
+            }
+        );
         println!(
             "  secret key  {}{}",
             key_path.display(),

@@ -11,9 +11,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use cairn_store::format::crypto::RepositoryKeys;
 use cairn_store::format::keyring::{Keyring, Role, SlotRecord};
 use cairn_store::format::keys::{PublicKey, SigningKey, generate_signing_key, public_key_of};
-use cairn_store::format::keyslot::{KdfParams, KeySlot, SlotPayload};
+use cairn_store::format::keyslot::{KeySlot, SlotPayload};
 use cairn_store::keystore::{
-    TrustStore, create_identity, default_key_path, identities, parse_public_key_argument,
+    TrustStore, create_identity, default_key_path, parse_public_key_argument,
     read_secret_key_unlocking, write_protected_secret_key, write_secret_key,
 };
 use cairn_store::ops::common::{host_name, now_rfc3339};
@@ -47,80 +47,28 @@ pub struct Unlocked {
     pub slot: Id,
 }
 
-/// Opens a key slot of `repository`: this host's identities against the
-/// recipient slots first (no passphrase asked), then the passphrase
-/// against the passphrase slots. The slot's public key must be the
-/// repository's.
-pub fn unlock(context: &Context, repository: &Repository) -> Result<Unlocked> {
-    let slots = rules::key_slots(repository)?;
-    if slots.is_empty() {
+/// The keys `repository` was opened with in this run (the context
+/// unlocks every encrypted repository it opens: identities first, then the
+/// passphrase), and the slot that gave them.
+pub fn unlock(_context: &Context, repository: &Repository) -> Result<Unlocked> {
+    if !repository.is_encrypted() {
         bail!(
-            "repository {} has no key slots: it is not encrypted, and has no keys to manage",
+            "repository {} is not encrypted: it has no key slots or keyring to manage",
             repository.backend().location()
         );
     }
-    let config = context.config_dir()?;
-    let mut damaged = Vec::new();
-    for (public, secret) in identities(&config)? {
-        for (id, slot) in &slots {
-            let Ok(slot) = slot else { continue };
-            if slot.recipient() != Some(public) {
-                continue;
-            }
-            if let Some(payload) =
-                slot.unwrap_with_identity(repository.id(), &secret, &format!("key slot {id}"))?
-            {
-                return opened(repository, payload, *id);
-            }
-        }
-    }
-    let passphrase_slots = slots
-        .iter()
-        .filter(|(_, slot)| slot.as_ref().is_ok_and(KeySlot::is_passphrase))
-        .count();
-    if passphrase_slots == 0 {
-        bail!(StoreError::KeySlotLocked(format!(
-            "no key slot of {} is wrapped for this host's identities, and it has no passphrase slot",
+    let keys = repository.keys().cloned().ok_or_else(|| {
+        anyhow!(
+            "repository {} is not unlocked",
             repository.backend().location()
-        )));
-    }
-    let passphrase = passphrase("CAIRN_PASSWORD")?;
-    for (id, slot) in &slots {
-        match slot {
-            Ok(slot) => {
-                if let Some(payload) = slot.unwrap_with_passphrase(
-                    repository.id(),
-                    &passphrase,
-                    &format!("key slot {id}"),
-                )? {
-                    return opened(repository, payload, *id);
-                }
-            }
-            Err(error) => damaged.push(format!("{error}")),
-        }
-    }
-    let mut message = format!(
-        "no key slot of {} opens with this passphrase ({passphrase_slots} passphrase slots tried)",
-        repository.backend().location()
-    );
-    for damage in damaged {
-        message.push_str(&format!("; {damage}"));
-    }
-    Err(StoreError::KeySlotLocked(message).into())
-}
-
-fn opened(repository: &Repository, payload: SlotPayload, slot: Id) -> Result<Unlocked> {
-    let keys = payload.keys()?;
-    if let Some(configured) = configured_public_key(repository) {
-        if configured != keys.public_key().0 {
-            bail!(StoreError::KeyMismatch(format!(
-                "key slot {slot} holds the encryption key {}, but the repository's config names {}: \
-                 the config was replaced; refusing, as writers would encrypt to another key",
-                keys.public_key().to_hex(),
-                hex::encode(configured)
-            )));
-        }
-    }
+        )
+    })?;
+    let (slot, payload) = crate::credentials::opened_slot(repository.id()).ok_or_else(|| {
+        anyhow!(
+            "repository {} was opened without a key slot",
+            repository.backend().location()
+        )
+    })?;
     Ok(Unlocked {
         keys,
         payload,
@@ -128,17 +76,8 @@ fn opened(repository: &Repository, payload: SlotPayload, slot: Id) -> Result<Unl
     })
 }
 
-/// The config's `encryption.public_key`, where the config has one.
-fn configured_public_key(repository: &Repository) -> Option<[u8; 32]> {
-    let value = serde_json::to_value(repository.config()).ok()?;
-    let text = value.get("encryption")?.get("public_key")?.as_str()?;
-    let mut key = [0u8; 32];
-    hex::decode_to_slice(text, &mut key).ok()?;
-    Some(key)
-}
-
 /// A passphrase from `variable`, `<variable>_FILE` or `<variable>_COMMAND`
-/// in the environment (never from argv).
+/// in the environment, else typed twice at a prompt (never from argv).
 fn passphrase(variable: &str) -> Result<Vec<u8>> {
     if let Ok(value) = std::env::var(variable) {
         return Ok(value.into_bytes());
@@ -163,27 +102,18 @@ fn passphrase(variable: &str) -> Result<Vec<u8>> {
         let text = String::from_utf8_lossy(&output.stdout);
         return Ok(text.trim_end_matches(['\n', '\r']).as_bytes().to_vec());
     }
-    bail!("a passphrase is needed: set {variable} (or {variable}_FILE, {variable}_COMMAND)")
-}
-
-/// The Argon2id cost of new slots and protected key files.
-fn kdf() -> Result<KdfParams> {
-    let number = |name: &str, default: u32| -> Result<u32> {
-        match std::env::var(name) {
-            Ok(text) => text
-                .parse()
-                .map_err(|_| anyhow!("{name}={text:?} is not a number")),
-            Err(_) => Ok(default),
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() || std::io::stderr().is_terminal() {
+        let first = rpassword::prompt_password("new passphrase: ")
+            .context("reading the passphrase from the terminal")?;
+        let second = rpassword::prompt_password("the same passphrase again: ")
+            .context("reading the passphrase from the terminal")?;
+        if first != second {
+            bail!("the two passphrases typed differ; nothing was changed");
         }
-    };
-    let params = KdfParams {
-        memory_kib: number("CAIRN_KDF_MEMORY_MIB", KdfParams::DEFAULT.memory_kib / 1024)?
-            .saturating_mul(1024),
-        passes: number("CAIRN_KDF_PASSES", KdfParams::DEFAULT.passes)?,
-        lanes: 1,
-    };
-    params.check("CAIRN_KDF_MEMORY_MIB/CAIRN_KDF_PASSES")?;
-    Ok(params)
+        return Ok(first.into_bytes());
+    }
+    bail!("a passphrase is needed: set {variable} (or {variable}_FILE, {variable}_COMMAND)")
 }
 
 /// This host's signing key for `repository`, unlocking a protected key
@@ -496,8 +426,11 @@ fn add(context: &Context, args: &KeyAddArgs) -> Result<u8> {
         )
     } else if args.passphrase {
         let payload = payload_for(&unlocked, write_only, &args.label);
-        let slot =
-            KeySlot::wrap_with_passphrase(&payload, &passphrase("CAIRN_NEW_PASSWORD")?, kdf()?)?;
+        let slot = KeySlot::wrap_with_passphrase(
+            &payload,
+            &passphrase("CAIRN_NEW_PASSWORD")?,
+            crate::credentials::kdf_params(&context.global)?,
+        )?;
         (
             add_slot(context, &repository, &unlocked, &slot, &payload, None)?,
             "passphrase".to_string(),
@@ -555,7 +488,7 @@ fn new_signing_key(context: &Context, protect: bool) -> Result<(SigningKey, Path
             &path,
             &key,
             &passphrase("CAIRN_NEW_PASSWORD")?,
-            kdf()?,
+            crate::credentials::kdf_params(&context.global)?,
             false,
         )?;
     } else {
@@ -689,7 +622,13 @@ fn passwd(context: &Context, args: &KeyPasswdArgs) -> Result<u8> {
     if args.signing_key {
         let (key, path) = signing_key(context, &repository)?;
         let new = passphrase("CAIRN_NEW_PASSWORD")?;
-        write_protected_secret_key(&path, &key, &new, kdf()?, true)?;
+        write_protected_secret_key(
+            &path,
+            &key,
+            &new,
+            crate::credentials::kdf_params(&context.global)?,
+            true,
+        )?;
         println!(
             "signing key file {} sealed under the new passphrase",
             path.display()
@@ -703,7 +642,11 @@ fn passwd(context: &Context, args: &KeyPasswdArgs) -> Result<u8> {
         .any(|(id, slot)| *id == unlocked.slot && slot.as_ref().is_ok_and(KeySlot::is_passphrase));
     let label = unlocked.payload.label.clone();
     let payload = payload_for(&unlocked, unlocked.payload.read_key.is_none(), &label);
-    let slot = KeySlot::wrap_with_passphrase(&payload, &passphrase("CAIRN_NEW_PASSWORD")?, kdf()?)?;
+    let slot = KeySlot::wrap_with_passphrase(
+        &payload,
+        &passphrase("CAIRN_NEW_PASSWORD")?,
+        crate::credentials::kdf_params(&context.global)?,
+    )?;
     // The new slot first: killed at any point, the old or the new
     // passphrase opens the repository.
     let id = add_slot(context, &repository, &unlocked, &slot, &payload, None)?;
@@ -735,7 +678,11 @@ fn export(context: &Context) -> Result<u8> {
 }
 
 fn import(context: &Context, file: &std::path::Path) -> Result<u8> {
-    let repository = context.open_repository()?;
+    // Opened without unlocking: the export is the key, every passphrase
+    // may be lost.
+    let location = context.repository_location()?;
+    let mut repository = Repository::open(context.backend()?)
+        .with_context(|| format!("opening repository {location}"))?;
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading the key export {}", file.display()))?;
     let (keys, owner) = rules::parse_export(&text)?;
@@ -746,9 +693,18 @@ fn import(context: &Context, file: &std::path::Path) -> Result<u8> {
             repository.id()
         );
     }
+    repository.unlock(keys.clone())?;
     let payload = SlotPayload::of(&keys, owner, "imported", &now_rfc3339());
-    let unlocked = opened(&repository, payload.clone(), Id([0; 32]))?;
-    let slot = KeySlot::wrap_with_passphrase(&payload, &passphrase("CAIRN_NEW_PASSWORD")?, kdf()?)?;
+    let unlocked = Unlocked {
+        keys,
+        payload: payload.clone(),
+        slot: Id([0; 32]),
+    };
+    let slot = KeySlot::wrap_with_passphrase(
+        &payload,
+        &passphrase("CAIRN_NEW_PASSWORD")?,
+        crate::credentials::kdf_params(&context.global)?,
+    )?;
     let id = add_slot(context, &repository, &unlocked, &slot, &payload, None)?;
     println!("added passphrase key slot {id} from the export");
     Ok(exit::SUCCESS)

@@ -108,3 +108,13 @@ pub fn split_spec<'a>(flag: &str, spec: &'a str, form: &str) -> anyhow::Result<(
     spec.split_once('=')
         .ok_or_else(|| anyhow::anyhow!("{flag} {spec:?}: expected {form}"))
 }
+
+/// The line `snapshots` and `verify` start with: which kind of repository
+/// this is.
+pub fn encryption_line(repository: &cairn_store::Repository) -> &'static str {
+    if repository.is_encrypted() {
+        "repository: encrypted"
+    } else {
+        "repository: plaintext (not encrypted)"
+    }
+}

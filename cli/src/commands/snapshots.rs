@@ -50,8 +50,13 @@ pub fn run(context: &Context, args: &SnapshotsArgs) -> Result<u8> {
             .iter()
             .map(|(id, error)| json!({"id": id.to_hex(), "error": error}))
             .collect();
-        crate::output::print_json(&json!({"snapshots": listed, "unreadable": broken}))?;
+        crate::output::print_json(&json!({
+            "snapshots": listed,
+            "unreadable": broken,
+            "encrypted": repository.is_encrypted(),
+        }))?;
     } else {
+        println!("{}", super::encryption_line(&repository));
         println!(
             "{:<10} {:<20} {:<16} {:>10}  components",
             "id", "time (UTC)", "host", "size"

@@ -103,8 +103,11 @@ pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
     // A verify that ran is a success as a job; health says what it found.
     crate::metrics::finish(context, "verify", metrics, true, started)?;
     if context.global.json {
-        crate::output::print_json(&report_json(&report, reads_data)?)?;
+        let mut value = report_json(&report, reads_data)?;
+        value["encrypted"] = serde_json::Value::Bool(repository.is_encrypted());
+        crate::output::print_json(&value)?;
     } else {
+        println!("{}", super::encryption_line(&repository));
         print_report(&report, reads_data);
     }
     Ok(if clean { exit::SUCCESS } else { exit::DAMAGE })
@@ -183,6 +186,7 @@ fn print_report(report: &VerifyReport, reads_data: bool) {
 /// another repository given holds an intact copy.
 struct Audited {
     location: String,
+    encrypted: Option<bool>,
     report: std::result::Result<VerifyReport, String>,
     cross: CrossCheck,
 }
@@ -223,6 +227,10 @@ fn run_on_each(context: &Context, args: &VerifyArgs) -> Result<u8> {
         };
         audited.push(Audited {
             location: location.clone(),
+            encrypted: repository
+                .as_ref()
+                .ok()
+                .map(|(repository, _)| repository.is_encrypted()),
             report,
             cross,
         });
@@ -254,6 +262,7 @@ fn run_on_each(context: &Context, args: &VerifyArgs) -> Result<u8> {
             repositories.push(match &each.report {
                 Ok(report) => serde_json::json!({
                     "repository": each.location,
+                    "encrypted": each.encrypted,
                     "report": report_json(report, reads_data)?,
                     "unreadable_blobs": each.cross.unreadable,
                     "intact_elsewhere": each.cross.intact_elsewhere,
@@ -274,6 +283,11 @@ fn run_on_each(context: &Context, args: &VerifyArgs) -> Result<u8> {
     } else {
         for each in &audited {
             println!("== {}", each.location);
+            match each.encrypted {
+                Some(true) => println!("repository: encrypted"),
+                Some(false) => println!("repository: plaintext (not encrypted)"),
+                None => {}
+            }
             match &each.report {
                 Ok(report) => {
                     print_report(report, reads_data);

@@ -4,13 +4,18 @@
 
 use crate::error::Result;
 use crate::format::codec::{check_version, from_json, to_json};
+use crate::format::crypto::{self, EncryptionPublicKey};
 use crate::id::Id;
 use cairn_chunker::ChunkerParams;
 use serde::{Deserialize, Serialize};
 
 pub const CONFIG_NAME: &str = "config";
 const FORMAT_NAME: &str = "cairn-repository";
+/// Plaintext repositories keep writing version 1; an encrypted one is
+/// version 2, so that a cairn from before encryption refuses it outright
+/// instead of misreading its objects.
 const VERSION: u32 = 1;
+const ENCRYPTED_VERSION: u32 = 2;
 
 /// Packs are closed once they reach this size: large enough that object
 /// storage sees few, big requests; small enough to repack cheaply.
@@ -40,6 +45,19 @@ pub struct RepositoryConfig {
     /// are cut like any other file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqlite_pages_per_chunk: Option<u32>,
+    /// Present exactly in encrypted repositories (version 2): the scheme
+    /// and the public key every writer encrypts to (FORMAT.md 4, 17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Always [`crypto::SCHEME`].
+    pub scheme: String,
+    /// The encryption public key, 64 hex digits.
+    pub public_key: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +96,31 @@ impl RepositoryConfig {
             },
             pack_target_size: DEFAULT_PACK_TARGET_SIZE,
             sqlite_pages_per_chunk: Some(DEFAULT_SQLITE_PAGES_PER_CHUNK),
+            encryption: None,
         }
+    }
+
+    /// Makes this config the one of an encrypted repository whose writers
+    /// encrypt to `public_key`.
+    pub fn encrypt_to(&mut self, public_key: EncryptionPublicKey) {
+        self.version = ENCRYPTED_VERSION;
+        self.encryption = Some(EncryptionConfig {
+            scheme: crypto::SCHEME.into(),
+            public_key: public_key.to_hex(),
+        });
+    }
+
+    /// Makes this config a plaintext repository's (version 1).
+    pub fn plaintext(&mut self) {
+        self.version = VERSION;
+        self.encryption = None;
+    }
+
+    /// The public key writers encrypt to, in an encrypted repository.
+    pub fn encryption_public_key(&self) -> Option<EncryptionPublicKey> {
+        self.encryption
+            .as_ref()
+            .and_then(|encryption| EncryptionPublicKey::from_hex(&encryption.public_key))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -96,7 +138,27 @@ impl RepositoryConfig {
                 config.format
             ));
         }
-        check_version(config.version, VERSION, object)?;
+        match &config.encryption {
+            None => check_version(config.version, VERSION, object)?,
+            Some(encryption) => {
+                check_version(config.version, ENCRYPTED_VERSION, object)?;
+                if encryption.scheme != crypto::SCHEME {
+                    return refuse(format!(
+                        "unknown encryption scheme {:?} (this cairn knows {:?})",
+                        encryption.scheme,
+                        crypto::SCHEME
+                    ));
+                }
+                if encryption.public_key.len() != 64
+                    || EncryptionPublicKey::from_hex(&encryption.public_key).is_none()
+                {
+                    return refuse(format!(
+                        "encryption public key {:?} is not 64 hex digits",
+                        encryption.public_key
+                    ));
+                }
+            }
+        }
         if config.chunker.algorithm != "fastcdc-v2020" {
             return refuse(format!("unknown chunker {:?}", config.chunker.algorithm));
         }
@@ -147,6 +209,33 @@ mod tests {
         let mut pages = config.clone();
         pages.sqlite_pages_per_chunk = Some(0);
         assert!(RepositoryConfig::decode(&pages.encode()).is_err());
+    }
+
+    #[test]
+    fn encrypted_configs_are_version_2_and_name_a_valid_key() {
+        let mut config = RepositoryConfig::new(Id::of(b"x"), ChunkerParams::DEFAULT);
+        config.encrypt_to(EncryptionPublicKey([7; 32]));
+        let encoded = config.encode();
+        assert_eq!(RepositoryConfig::decode(&encoded).unwrap(), config);
+        assert_eq!(config.version, 2);
+        assert_eq!(
+            config.encryption_public_key(),
+            Some(EncryptionPublicKey([7; 32]))
+        );
+        // Version 1 with encryption, version 2 without, or a bad key or
+        // scheme: refused.
+        let mut wrong = config.clone();
+        wrong.version = 1;
+        assert!(RepositoryConfig::decode(&wrong.encode()).is_err());
+        let mut plain = RepositoryConfig::new(Id::of(b"x"), ChunkerParams::DEFAULT);
+        plain.version = 2;
+        assert!(RepositoryConfig::decode(&plain.encode()).is_err());
+        let mut key = config.clone();
+        key.encryption.as_mut().unwrap().public_key = "zz".repeat(32);
+        assert!(RepositoryConfig::decode(&key.encode()).is_err());
+        let mut scheme = config;
+        scheme.encryption.as_mut().unwrap().scheme = "rot13".into();
+        assert!(RepositoryConfig::decode(&scheme.encode()).is_err());
     }
 
     #[test]

@@ -900,6 +900,7 @@ mod tests {
             cairn_chunker::ChunkerParams::DEFAULT,
             3,
             public_key_of(&key),
+            None,
         )
         .unwrap();
         let mut pack = pack_of(b"pack", 2, None);

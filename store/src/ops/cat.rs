@@ -23,7 +23,7 @@ pub fn write_file(
     if entry.kind != EntryKind::File {
         return Err(StoreError::Invalid(format!("{path} is not a file")));
     }
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = repository.id_hasher().hasher();
     let mut written = 0u64;
     for chunk in entry.chunks.iter().flatten() {
         let location = index.lookup(chunk)?.ok_or_else(|| StoreError::Missing {

@@ -174,7 +174,7 @@ pub fn forget(
             outcome.forgotten.clone(),
         );
         let signed = SignedRecord::sign(&record, FORGET_DOMAIN, repository.id(), key);
-        outcome.record = Some(repository.write_object(ObjectKind::Forget, &signed.encode())?);
+        outcome.record = Some(repository.store_object(ObjectKind::Forget, &signed.encode())?);
         for snapshot in &outcome.forgotten {
             repository
                 .backend()

@@ -7,8 +7,11 @@
 use crate::backend::{Backend, ObjectKind};
 use crate::error::{Result, StoreError};
 use crate::format::config::RepositoryConfig;
+use crate::format::crypto::RepositoryKeys;
 use crate::format::keys::{PublicKey, generate_signing_key, public_key_of};
+use crate::format::keyslot::{KdfParams, KeySlot, SlotPayload};
 use crate::keystore::{TrustStore, default_key_path, read_secret_key, write_secret_key};
+use crate::ops::unlock::store_key_slot;
 use crate::repository::Repository;
 use cairn_chunker::ChunkerParams;
 use std::path::{Path, PathBuf};
@@ -34,6 +37,21 @@ pub enum Settings<'a> {
     },
 }
 
+/// Whether the new repository is encrypted, and how its keys are wrapped
+/// for the first holder (FORMAT.md 17.5).
+pub enum Encryption<'a> {
+    /// No encryption: blobs named by plain BLAKE3, objects stored as they
+    /// are (config version 1).
+    Plaintext,
+    /// Fresh keys, in one key slot wrapped under this passphrase.
+    Passphrase {
+        passphrase: &'a [u8],
+        kdf: KdfParams,
+    },
+    /// Fresh keys, in one key slot wrapped for this X25519 public key.
+    Recipient([u8; 32]),
+}
+
 pub struct InitOptions<'a> {
     pub backend: Arc<dyn Backend>,
     /// The repository's directory, when it is local: it must be new or empty.
@@ -44,6 +62,7 @@ pub struct InitOptions<'a> {
     pub key: KeyChoice,
     /// The directory of keys and trusted keys on this machine.
     pub config_directory: &'a Path,
+    pub encryption: Encryption<'a>,
 }
 
 pub struct Initialised {
@@ -72,12 +91,39 @@ pub fn init(options: InitOptions) -> Result<Initialised> {
         }
     };
     let public_key = public_key_of(&key);
+    // The key slot is written before the config: an encrypted repository
+    // never exists without a way to open it.
+    let keys = match &options.encryption {
+        Encryption::Plaintext => None,
+        Encryption::Passphrase { passphrase, kdf } => {
+            let keys = RepositoryKeys::generate(Repository::new_id()?)?;
+            let payload = SlotPayload::of(&keys, Some(public_key), "owner", &now());
+            let slot = KeySlot::wrap_with_passphrase(&payload, passphrase, *kdf)?;
+            store_key_slot(options.backend.as_ref(), &slot)?;
+            Some(keys)
+        }
+        Encryption::Recipient(recipient) => {
+            let keys = RepositoryKeys::generate(Repository::new_id()?)?;
+            let payload = SlotPayload::of(&keys, Some(public_key), "owner", &now());
+            let slot = KeySlot::wrap_for_recipient(&payload, recipient)?;
+            store_key_slot(options.backend.as_ref(), &slot)?;
+            Some(keys)
+        }
+    };
     let repository = match options.settings {
-        Settings::Like(like) => Repository::init_like(options.backend, like, public_key)?,
+        Settings::Like(like) => {
+            Repository::init_like(options.backend, like, public_key, keys.as_ref())?
+        }
         Settings::Fresh {
             chunker,
             compression_level,
-        } => Repository::init(options.backend, chunker, compression_level, public_key)?,
+        } => Repository::init(
+            options.backend,
+            chunker,
+            compression_level,
+            public_key,
+            keys.as_ref(),
+        )?,
     };
     // Trusted for this repository only: a key made for one repository
     // vouches for nothing in another.
@@ -88,6 +134,10 @@ pub fn init(options: InitOptions) -> Result<Initialised> {
         key_path,
         key_created,
     })
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
 }
 
 /// The first request: a repository already there (or, for object storage,
@@ -139,6 +189,7 @@ mod tests {
             },
             key,
             config_directory: config,
+            encryption: Encryption::Plaintext,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod rollback;
+pub mod unlock;
 pub mod verify;
 pub mod walk;
 

@@ -235,7 +235,7 @@ pub fn repair_snapshots(
             .labels
             .insert(REPAIRED_FROM_LABEL.into(), id.to_hex());
         let manifest = SignedManifest::sign(&new_body, repository.id(), key);
-        let new_id = repository.write_object(ObjectKind::Snapshot, &manifest.encode())?;
+        let new_id = repository.store_object(ObjectKind::Snapshot, &manifest.encode())?;
         repaired.push(RepairedSnapshot {
             original: id,
             repaired: new_id,
@@ -254,7 +254,7 @@ struct Salvage<'a> {
 
 fn store_tree(writer: &BlobWriter, tree: Tree) -> Result<Id> {
     let bytes = tree.encode();
-    let id = Id::of(&bytes);
+    let id = writer.id_hasher().id(&bytes);
     writer.add(BlobKind::Tree, id, &bytes)?;
     Ok(id)
 }
@@ -491,8 +491,14 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let backend = Arc::new(LocalBackend::new(scratch.path()));
         let key = generate_signing_key().unwrap();
-        let repository =
-            Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
+        let repository = Repository::init(
+            backend,
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+            None,
+        )
+        .unwrap();
         let index = MemoryIndex::new();
         let writer = BlobWriter::new(&repository, &index, HashMap::new(), Some(&key));
         let b = store_tree(

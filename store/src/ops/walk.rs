@@ -410,8 +410,14 @@ mod tests {
     fn fixture() -> Fixture {
         let backend = Arc::new(MemoryBackend::new());
         let key = generate_signing_key().unwrap();
-        let repository =
-            Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
+        let repository = Repository::init(
+            backend,
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+            None,
+        )
+        .unwrap();
         Fixture {
             repository,
             index: MemoryIndex::new(),

@@ -14,12 +14,13 @@ pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks,
 use crate::backend::{Backend, Created, ObjectKind};
 use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
+use crate::format::crypto::{RepositoryKeys, SealedKind};
 use crate::format::index::{BlobLocation, IndexFile, PackEntry, Vouching};
 use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
 use crate::format::limits;
 use crate::format::manifest::{SAFETY_TAG, SignedManifest};
 use crate::format::pack::{BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer};
-use crate::id::Id;
+use crate::id::{Id, IdHasher};
 use cairn_chunker::ChunkerParams;
 use std::sync::Arc;
 
@@ -32,43 +33,72 @@ fn random_repository_id() -> Result<Id> {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     config: RepositoryConfig,
+    /// The key material, once an encrypted repository is unlocked; always
+    /// `None` in a plaintext one.
+    keys: Option<Arc<RepositoryKeys>>,
 }
 
 impl Repository {
+    /// A fresh repository id, for the keys of a repository about to be
+    /// made ([`RepositoryKeys::generate`]).
+    pub fn new_id() -> Result<Id> {
+        random_repository_id()
+    }
+
     /// Creates a repository: the public key first, the config last, since
-    /// the config is what makes a directory a repository.
+    /// the config is what makes a directory a repository. With `keys`, it
+    /// is encrypted to them and takes their repository id (the caller
+    /// writes a key slot holding them first, so that an encrypted
+    /// repository never exists without a way to open it); without,
+    /// plaintext.
     pub fn init(
         backend: Arc<dyn Backend>,
         chunker: ChunkerParams,
         compression_level: i32,
         signer: PublicKey,
+        keys: Option<&RepositoryKeys>,
     ) -> Result<Self> {
         chunker.validate()?;
-        let mut config = RepositoryConfig::new(random_repository_id()?, chunker);
+        let id = match keys {
+            Some(keys) => *keys.repository(),
+            None => random_repository_id()?,
+        };
+        let mut config = RepositoryConfig::new(id, chunker);
         config.compression.level = compression_level;
-        Self::create(backend, config, signer)
+        Self::create(backend, config, signer, keys)
     }
 
     /// Creates a repository that chunks and stores exactly as `like` does
     /// (chunk sizes, SQLite pages, compression, pack size), with its own
     /// id: copies between the two stay deduplicated.
+    /// Encrypted with `keys` or plaintext without, whatever `like` is.
     pub fn init_like(
         backend: Arc<dyn Backend>,
         like: &RepositoryConfig,
         signer: PublicKey,
+        keys: Option<&RepositoryKeys>,
     ) -> Result<Self> {
+        let id = match keys {
+            Some(keys) => *keys.repository(),
+            None => random_repository_id()?,
+        };
         let config = RepositoryConfig {
-            repository_id: random_repository_id()?,
+            repository_id: id,
             ..like.clone()
         };
-        Self::create(backend, config, signer)
+        Self::create(backend, config, signer, keys)
     }
 
     fn create(
         backend: Arc<dyn Backend>,
-        config: RepositoryConfig,
+        mut config: RepositoryConfig,
         signer: PublicKey,
+        keys: Option<&RepositoryKeys>,
     ) -> Result<Self> {
+        match keys {
+            Some(keys) => config.encrypt_to(keys.public_key()),
+            None => config.plaintext(),
+        }
         if !backend.list(ObjectKind::Config)?.is_empty() {
             return Err(StoreError::AlreadyARepository {
                 path: backend.location(),
@@ -79,7 +109,11 @@ impl Repository {
         let key_object = PublicKeyObject::new(signer).encode();
         backend.create(ObjectKind::Key, &Id::of(&key_object).to_hex(), &key_object)?;
         match backend.create(ObjectKind::Config, CONFIG_NAME, &config.encode())? {
-            Created::New => Ok(Repository { backend, config }),
+            Created::New => Ok(Repository {
+                backend,
+                config,
+                keys: keys.map(|keys| Arc::new(keys.clone())),
+            }),
             Created::AlreadyExisted => Err(StoreError::AlreadyARepository {
                 path: backend.location(),
             }),
@@ -97,7 +131,84 @@ impl Repository {
             Err(error) => return Err(error),
         };
         let config = RepositoryConfig::decode(&bytes)?;
-        Ok(Repository { backend, config })
+        Ok(Repository {
+            backend,
+            config,
+            keys: None,
+        })
+    }
+
+    /// Whether the repository encrypts its objects (its config says so).
+    pub fn is_encrypted(&self) -> bool {
+        self.config.encryption.is_some()
+    }
+
+    /// Gives an encrypted repository its keys. Keys of another repository,
+    /// or whose public key is not the one the config names, are refused:
+    /// a replaced config would otherwise make writers encrypt to someone
+    /// else's key.
+    pub fn unlock(&mut self, keys: RepositoryKeys) -> Result<()> {
+        let Some(public) = self.config.encryption_public_key() else {
+            return Err(StoreError::Invalid(format!(
+                "{} is a plaintext repository: it has no keys to unlock",
+                self.backend.location()
+            )));
+        };
+        if keys.repository() != self.id() {
+            return Err(StoreError::KeyMismatch(format!(
+                "the keys given are repository {}'s, not this one's ({})",
+                keys.repository(),
+                self.id()
+            )));
+        }
+        if keys.public_key() != public {
+            return Err(StoreError::KeyMismatch(format!(
+                "the key slot's public encryption key {} is not the one the repository's \
+                 config names ({}): the config was replaced, or the slot belongs elsewhere; \
+                 nothing is written to a key not in the slot",
+                keys.public_key().to_hex(),
+                public.to_hex()
+            )));
+        }
+        self.keys = Some(Arc::new(keys));
+        Ok(())
+    }
+
+    /// The keys of an unlocked encrypted repository.
+    pub fn keys(&self) -> Option<&RepositoryKeys> {
+        self.keys.as_deref()
+    }
+
+    /// How blobs are named: plain BLAKE3 in a plaintext repository, keyed
+    /// in an encrypted one. An encrypted repository that is not unlocked
+    /// has no hasher: every operation that names blobs unlocks it first
+    /// ([`Self::require_keys`]), and this falls back to plain only so
+    /// that callers never hash with a wrong key silently; they fail on
+    /// the first encrypted object instead.
+    pub fn id_hasher(&self) -> IdHasher {
+        match &self.keys {
+            Some(keys) => keys.id_hasher(),
+            None => IdHasher::Plain,
+        }
+    }
+
+    /// A decoder that checks blobs against this repository's ids.
+    pub fn blob_decoder(&self) -> BlobDecoder {
+        BlobDecoder::new(self.id_hasher())
+    }
+
+    /// The keys, or an error saying this encrypted repository must be
+    /// unlocked first; `None` for a plaintext repository.
+    pub fn require_keys(&self) -> Result<Option<&RepositoryKeys>> {
+        if !self.is_encrypted() {
+            return Ok(None);
+        }
+        match self.keys.as_deref() {
+            Some(keys) => Ok(Some(keys)),
+            None => Err(StoreError::Locked {
+                location: self.backend.location(),
+            }),
+        }
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -149,6 +260,34 @@ impl Repository {
         Ok(bytes)
     }
 
+    /// Reads a whole object of a kind that is encrypted in an encrypted
+    /// repository (index files, snapshots, forget records, deletion marks,
+    /// the keyring), checks it against its name and, in an encrypted
+    /// repository, decrypts it (FORMAT.md 17.4): what is returned is the
+    /// plaintext exactly as a plaintext repository stores it. Of any other
+    /// kind, the bytes as stored.
+    pub fn read_object(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.read_verified(kind, id)?;
+        match (sealed_kind(kind), self.require_keys()?) {
+            (Some(sealed), Some(keys)) => {
+                keys.decrypt_object(sealed, &bytes, &format!("{} {id}", kind.label()))
+            }
+            _ => Ok(bytes),
+        }
+    }
+
+    /// Stores `plain` as an object of `kind`: encrypted first in an
+    /// encrypted repository when the kind is one [`Self::read_object`]
+    /// decrypts. The name is the hash of the bytes stored.
+    pub fn store_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Id> {
+        match (sealed_kind(kind), self.require_keys()?) {
+            (Some(sealed), Some(keys)) => {
+                self.write_object(kind, &keys.encrypt_object(sealed, plain)?)
+            }
+            _ => self.write_object(kind, plain),
+        }
+    }
+
     /// Stores an object under the hash of its bytes. A small object (all
     /// but packs) found already there is read back and compared: an object
     /// under that name with other bytes is damaged or planted, and is
@@ -180,7 +319,7 @@ impl Repository {
     /// An index file's listings, and whether they are vouched for: sealed
     /// for this repository by one of `trusted` (FORMAT.md section 9).
     pub fn open_index_file(&self, id: &Id, trusted: &[PublicKey]) -> Result<(IndexFile, Vouching)> {
-        let bytes = self.read_verified(ObjectKind::Index, id)?;
+        let bytes = self.read_object(ObjectKind::Index, id)?;
         IndexFile::open(
             &bytes,
             &format!("index file {id}"),
@@ -192,11 +331,11 @@ impl Repository {
     /// Stores an index file: sealed for this repository by `signer`, or,
     /// without one, unsigned (a hint that no reader acts on).
     pub fn write_index_file(&self, file: &IndexFile, signer: Option<&SigningKey>) -> Result<Id> {
-        self.write_object(ObjectKind::Index, &self.index_file_bytes(file, signer))
+        self.store_object(ObjectKind::Index, &self.index_file_bytes(file, signer))
     }
 
     pub fn read_manifest(&self, id: &Id) -> Result<SignedManifest> {
-        let bytes = self.read_verified(ObjectKind::Snapshot, id)?;
+        let bytes = self.read_object(ObjectKind::Snapshot, id)?;
         SignedManifest::decode(&bytes, &format!("snapshot {id}"))
     }
 
@@ -221,7 +360,7 @@ impl Repository {
 
     /// Reads one blob with a ranged read and checks it against its id.
     pub fn read_blob(&self, location: &BlobLocation) -> Result<Vec<u8>> {
-        self.read_blob_with(&mut BlobDecoder::default(), location)
+        self.read_blob_with(&mut self.blob_decoder(), location)
     }
 
     /// [`Self::read_blob`], through `decoder`: a blob in the shared frame
@@ -253,7 +392,7 @@ impl Repository {
     pub fn verified_pack_listing(&self, id: &Id, size: u64) -> Result<PackEntry> {
         let object = format!("pack {id}");
         let header = self.read_pack_header(id, size)?;
-        let mut decoder = BlobDecoder::default();
+        let mut decoder = self.blob_decoder();
         let mut failure = None;
         let scan = self.scan_pack(id, size, &header.blobs, &mut |entry, stored| {
             if failure.is_none()
@@ -325,6 +464,20 @@ impl Repository {
                 count,
             }),
         }
+    }
+}
+
+/// The encrypted-object kind `kind` is stored as in an encrypted
+/// repository, if it is one (FORMAT.md 17.4); config, keys, key slots and
+/// packs are not.
+fn sealed_kind(kind: ObjectKind) -> Option<SealedKind> {
+    match kind {
+        ObjectKind::Index => Some(SealedKind::Index),
+        ObjectKind::Snapshot => Some(SealedKind::Snapshot),
+        ObjectKind::Forget => Some(SealedKind::Forget),
+        ObjectKind::Deletion => Some(SealedKind::Deletion),
+        ObjectKind::Keyring => Some(SealedKind::Keyring),
+        ObjectKind::Config | ObjectKind::Key | ObjectKind::KeySlot | ObjectKind::Pack => None,
     }
 }
 
@@ -469,6 +622,7 @@ mod tests {
             ChunkerParams::DEFAULT,
             3,
             public_key_of(&key),
+            None,
         )
         .unwrap()
     }

@@ -123,6 +123,7 @@ mod tests {
             ChunkerParams::DEFAULT,
             3,
             public_key_of(&key),
+            None,
         )
         .unwrap();
         // Three 7 MiB blobs: the windows end inside the second and third.

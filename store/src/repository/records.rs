@@ -29,7 +29,7 @@ pub fn read_record<T: DeserializeOwned + Versioned>(
     id: &Id,
 ) -> Result<(T, SignedRecord)> {
     let object = format!("{} {id}", kind.label());
-    let bytes = repository.read_verified(kind, id)?;
+    let bytes = repository.read_object(kind, id)?;
     let record = SignedRecord::decode(&bytes, domain, &object)?;
     let body = record.body_unverified(&object)?;
     Ok((body, record))

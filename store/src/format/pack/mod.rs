@@ -24,7 +24,7 @@ pub use zstd_contexts::Expected;
 
 use crate::error::{Result, StoreError};
 use crate::format::codec::from_cbor;
-use crate::id::Id;
+use crate::id::{Id, IdHasher};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::sync::Arc;
@@ -364,13 +364,29 @@ impl Decoded {
 
 /// Decodes blobs one after another, decompressing a shared frame once for
 /// all the consecutive blobs taken from it.
-#[derive(Default)]
 pub struct BlobDecoder {
     /// The last shared frame decompressed: its pack, offset and content.
     frame: Option<(Id, u64, Arc<Vec<u8>>)>,
+    /// How blob ids are computed (keyed in an encrypted repository).
+    hasher: IdHasher,
+}
+
+/// A decoder for a plaintext repository (plain BLAKE3 ids).
+impl Default for BlobDecoder {
+    fn default() -> Self {
+        Self::new(IdHasher::Plain)
+    }
 }
 
 impl BlobDecoder {
+    /// A decoder checking ids with `hasher`.
+    pub fn new(hasher: IdHasher) -> Self {
+        BlobDecoder {
+            frame: None,
+            hasher,
+        }
+    }
+
     /// As [`decode_blob`].
     pub fn decode(&mut self, entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Vec<u8>> {
         self.decode_sharing(entry, stored, pack, true)
@@ -426,7 +442,7 @@ impl BlobDecoder {
             }
         };
         if check {
-            check_content(entry, raw.bytes(), object)?;
+            check_content(self.hasher, entry, raw.bytes(), object)?;
         } else {
             check_length(entry, raw.bytes(), object)?;
         }
@@ -443,7 +459,7 @@ impl BlobDecoder {
             check_blob_lengths(entry, object)
                 .and_then(|()| range_in_frame(entry, start, content, object))
                 .map(|range| content[range].to_vec())
-                .and_then(|raw| check_content(entry, &raw, object).map(|()| raw)),
+                .and_then(|raw| check_content(self.hasher, entry, &raw, object).map(|()| raw)),
         )
     }
 
@@ -520,10 +536,16 @@ fn check_length(entry: &BlobEntry, raw: &[u8], object: impl FnOnce() -> String) 
     Ok(())
 }
 
-/// Checks decoded bytes against the entry's raw length and BLAKE3 id.
-fn check_content(entry: &BlobEntry, raw: &[u8], object: impl Fn() -> String) -> Result<()> {
+/// Checks decoded bytes against the entry's raw length and BLAKE3 id
+/// (keyed in an encrypted repository).
+fn check_content(
+    hasher: IdHasher,
+    entry: &BlobEntry,
+    raw: &[u8],
+    object: impl Fn() -> String,
+) -> Result<()> {
     check_length(entry, raw, &object)?;
-    if Id::of(raw) != entry.id {
+    if hasher.id(raw) != entry.id {
         return Err(StoreError::corrupt(
             object(),
             "content does not match its BLAKE3 id",

@@ -12,7 +12,7 @@ use super::progress::Reporter;
 use super::read_ahead::{self, ReadAhead};
 use crate::error::Result;
 use crate::format::pack::{BlobKind, FRAME_TARGET};
-use crate::id::Id;
+use crate::id::{Id, IdHasher};
 use crate::ops::common::blob_writer::FrameSharing;
 use cairn_chunker::{ChunkStream, Chunking};
 use rayon::prelude::*;
@@ -37,6 +37,9 @@ pub(super) struct ChunkTarget<'a> {
     /// [`BlobWriter::add_in`]: crate::ops::common::blob_writer::BlobWriter::add_in
     pub(super) group: usize,
     pub(super) reporter: &'a Reporter<'a>,
+    /// How chunks and whole files are named (keyed in an encrypted
+    /// repository).
+    pub(super) id_hasher: IdHasher,
 }
 
 impl ChunkTarget<'_> {
@@ -66,13 +69,14 @@ impl ChunkTarget<'_> {
         chunking: Chunking,
         expected_length: u64,
     ) -> Result<io::Result<StoredContent>> {
-        let mut stream = ChunkStream::with_expected_length(reader, chunking, expected_length);
+        let mut stream = ChunkStream::with_expected_length(reader, chunking, expected_length)
+            .with_id_hasher(self.id_hasher);
         let sharing = if expected_length < FRAME_TARGET as u64 {
             FrameSharing::Thread
         } else {
             FrameSharing::Group
         };
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = self.id_hasher.hasher();
         let mut chunks = Vec::new();
         // A file of one chunk hashes to that chunk's id, so a lone first
         // chunk is only hashed into the file's hash if more follows (most
@@ -152,6 +156,7 @@ mod tests {
         let sink = Counting::default();
         let reporter = Reporter::new(&sink);
         let target = ChunkTarget {
+            id_hasher: IdHasher::Plain,
             writer: &fan_out,
             group: 0,
             reporter: &reporter,
@@ -204,6 +209,7 @@ mod tests {
         let sink = Counting::default();
         let reporter = Reporter::new(&sink);
         let target = ChunkTarget {
+            id_hasher: IdHasher::Plain,
             writer: &fan_out,
             group: 0,
             reporter: &reporter,

@@ -120,7 +120,7 @@ pub(super) fn commit(
         cairn_version: env!("CARGO_PKG_VERSION").into(),
     };
     let manifest = SignedManifest::sign(&body, repository.id(), key);
-    let id = repository.write_object(ObjectKind::Snapshot, &manifest.encode())?;
+    let id = repository.store_object(ObjectKind::Snapshot, &manifest.encode())?;
     // For the next backup's unchanged files. Only a cache: failing to
     // remember costs that backup its lookups, nothing else.
     let relied: Vec<Id> = writer.relied_packs().into_iter().collect();

@@ -118,6 +118,18 @@ fn check_same_chunking(destinations: &[Destination]) -> Result<()> {
                 other.repository.backend().location()
             )));
         }
+        // Blobs are named once for all: an encrypted repository names them
+        // with its own key, so it can share a pass only with repositories
+        // holding the same id key.
+        if first.repository.id_hasher() != other.repository.id_hasher() {
+            return Err(StoreError::Invalid(format!(
+                "repositories {} and {} name blobs with different keys (one is encrypted, or \
+                 they have different id keys), so one pass cannot serve both: back them up in \
+                 separate runs",
+                first.repository.backend().location(),
+                other.repository.backend().location()
+            )));
+        }
     }
     Ok(())
 }

@@ -29,6 +29,7 @@ impl TestRepository {
             ChunkerParams::DEFAULT,
             3,
             public_key_of(&key),
+            None,
         )
         .unwrap();
         let index = MemoryIndex::new();

@@ -216,6 +216,7 @@ impl<'a> Walk<'a> {
                         writer: self.writer,
                         group,
                         reporter: self.reporter,
+                        id_hasher: self.repository.id_hasher(),
                     },
                     chunking: resolve_chunking(self.repository.config(), params, source.chunking),
                     component: &source.name,
@@ -358,7 +359,7 @@ impl Walker<'_> {
 
     fn store_tree(&self, tree: Tree) -> Result<Id> {
         let bytes = tree.encode();
-        let id = Id::of(&bytes);
+        let id = self.walk.repository.id_hasher().id(&bytes);
         self.walk.writer.add(BlobKind::Tree, id, &bytes)?;
         Ok(id)
     }

@@ -276,6 +276,11 @@ impl<'a> BlobWriter<'a> {
         }
     }
 
+    /// How the repository names blobs (keyed when it is encrypted).
+    pub fn id_hasher(&self) -> crate::id::IdHasher {
+        self.repository.id_hasher()
+    }
+
     /// Stores a blob unless the repository or this session already has it.
     /// Returns whether it was new.
     pub fn add(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<bool> {
@@ -742,8 +747,14 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let backend = Arc::new(LocalBackend::new(directory.path()));
         let key = generate_signing_key().unwrap();
-        let repository =
-            Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
+        let repository = Repository::init(
+            backend,
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+            None,
+        )
+        .unwrap();
         let claimed = |raw: &[u8]| PackEntry {
             id: Id::of(b"some pack"),
             size: 1 << 20,
@@ -794,8 +805,14 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let backend = Arc::new(LocalBackend::new(directory.path()));
         let key = generate_signing_key().unwrap();
-        let repository =
-            Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
+        let repository = Repository::init(
+            backend,
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+            None,
+        )
+        .unwrap();
         let index = MemoryIndex::new();
         let writer = BlobWriter::new(&repository, &index, HashMap::new(), Some(&key));
         let barrier = Barrier::new(2);

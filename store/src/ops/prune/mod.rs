@@ -38,7 +38,7 @@ use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::{IndexFile, PackEntry};
 use crate::format::keys::{PublicKey, SigningKey};
-use crate::format::pack::{BlobDecoder, BlobEntry};
+use crate::format::pack::BlobEntry;
 use crate::format::records::{DELETION_DOMAIN, DeletionMark, MarkReason, MarkedPack, SignedRecord};
 use crate::id::Id;
 use crate::index::IndexCache;
@@ -305,7 +305,7 @@ pub fn prune(
         );
         let record = SignedRecord::sign(&mark, DELETION_DOMAIN, repository.id(), key);
         outcome.mark_written =
-            Some(repository.write_object(ObjectKind::Deletion, &record.encode())?);
+            Some(repository.store_object(ObjectKind::Deletion, &record.encode())?);
     }
     outcome.plan = plan;
     Ok(outcome)
@@ -586,7 +586,7 @@ fn repack(
             .into_iter()
             .filter(|entry| survey.live.is_live(&entry.id) && !elsewhere.contains(&entry.id))
             .collect();
-        let mut decoder = BlobDecoder::default();
+        let mut decoder = repository.blob_decoder();
         let mut failure = None;
         let scan = repository.scan_pack(&pack.id, pack.size, &copied, &mut |entry, stored| {
             if failure.is_some() {

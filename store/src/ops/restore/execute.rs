@@ -311,10 +311,11 @@ fn roll_back(
     safety: Id,
     journal: &Journal,
 ) -> Result<Vec<(String, String)>> {
-    let mut problems: Vec<(String, String)> = safety::remove_created(journal)
-        .into_iter()
-        .map(|(path, why)| (path.display().to_string(), why))
-        .collect();
+    let mut problems: Vec<(String, String)> =
+        safety::remove_created(journal, repository.id_hasher())
+            .into_iter()
+            .map(|(path, why)| (path.display().to_string(), why))
+            .collect();
     let body = repository.read_manifest(&safety)?.body_unverified()?;
     problems.extend(restore_saved(repository, index, safety, &body, journal)?);
     problems.extend(

@@ -29,7 +29,7 @@ use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::BlobLocation;
 use crate::format::pack::spans::{Span, spans};
-use crate::format::pack::{BlobDecoder, BlobEntry, Decoded, by_stored_bytes};
+use crate::format::pack::{BlobEntry, Decoded, by_stored_bytes};
 use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::IndexCache;
@@ -199,7 +199,7 @@ fn read_span(
         .par_iter()
         .with_min_len(DECODE_BATCH_FRAMES)
         .flat_map_iter(|frame| {
-            let mut decoder = BlobDecoder::default();
+            let mut decoder = repository.blob_decoder();
             frame.iter().filter_map(move |entry| {
                 let stored = span.blob_bytes(bytes, entry)?;
                 let decoded = decoder.decode_sharing(entry, stored, &span.pack, check_ids);
@@ -424,6 +424,7 @@ mod tests {
             cairn_chunker::ChunkerParams::DEFAULT,
             3,
             public_key_of(&key),
+            None,
         )
         .unwrap();
         // Incompressible, so it is stored as it is, alone.

@@ -7,7 +7,7 @@
 //! goes. Never reports a length or hash other than of the bytes the file
 //! holds.
 
-use crate::id::Id;
+use crate::id::{Id, IdHasher};
 use crate::os::direct_io::{self, AlignedBuffer};
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -68,7 +68,7 @@ const DIRECT_BUFFER: usize = 1 << 20;
 impl HashingWriter {
     /// `size` is the file's length, which sizes the buffer and decides
     /// whether it is written directly.
-    pub(super) fn new(file: File, size: u64, hash: bool) -> Self {
+    pub(super) fn new(file: File, size: u64, hash: Option<IdHasher>) -> Self {
         let direct = size >= DIRECT_MIN && direct_io::enable(&file);
         // Sized to the file: a 1 MiB buffer for each of 20,000 small
         // files kept the allocator busy consolidating freed memory.
@@ -83,7 +83,7 @@ impl HashingWriter {
             filled: 0,
             hashed: 0,
             pending_zeros: 0,
-            hasher: hash.then(blake3::Hasher::new),
+            hasher: hash.map(|hasher| hasher.hasher()),
             flushed: 0,
             file_end: 0,
             written_back: 0,
@@ -264,7 +264,7 @@ mod tests {
         let path = directory.path().join("file");
         let file = File::create(&path).expect("create");
         let size: usize = pieces.iter().map(|(bytes, _)| bytes.len()).sum();
-        let mut writer = HashingWriter::new(file, size as u64, true);
+        let mut writer = HashingWriter::new(file, size as u64, Some(IdHasher::Plain));
         let direct = writer.direct;
         for (bytes, zeros) in pieces {
             if *zeros {

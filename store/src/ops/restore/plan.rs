@@ -29,7 +29,7 @@ use crate::format::chunking::FileChunking;
 use crate::format::manifest::ChunkerRecord;
 use crate::format::manifest::{ComponentKind, ComponentRecord};
 use crate::format::tree::{EntryKind, Tree, TreeEntry};
-use crate::id::Id;
+use crate::id::{Id, IdHasher};
 use crate::index::IndexCache;
 use crate::ops::common::{chunking_of_file, join_relative};
 use crate::ops::walk::{Flow, Refusal, TreeVisitor, TreeWalk, entry_budget};
@@ -198,12 +198,13 @@ struct Scanned {
     chunks: HashMap<Id, LocalChunk>,
 }
 
-fn scan_file(path: &Path, chunking: FileChunking) -> std::io::Result<Scanned> {
+fn scan_file(path: &Path, chunking: FileChunking, hasher: IdHasher) -> std::io::Result<Scanned> {
     let file = File::open(path)?;
     let length = file.metadata()?.len();
     let mut stream =
-        ChunkStream::with_expected_length(&file, chunking_of_file(&chunking, &file), length);
-    let mut hasher = blake3::Hasher::new();
+        ChunkStream::with_expected_length(&file, chunking_of_file(&chunking, &file), length)
+            .with_id_hasher(hasher);
+    let mut hasher = hasher.hasher();
     let mut chunks = HashMap::new();
     while let Some(batch) = stream.next_batch()? {
         hasher.update(batch.data);
@@ -514,13 +515,14 @@ impl Planner<'_> {
     fn compare_files(&self, plan: &mut ComponentPlan, chunking: FileChunking) -> Result<()> {
         let index = self.index;
         let sources = self.sources;
+        let hasher = self.repository.id_hasher();
         let missing: Vec<(String, Id)> = plan
             .entries
             .par_iter_mut()
             .filter(|item| item.entry.kind == EntryKind::File && item.action != Action::Unchanged)
             .map(|item| -> Result<Vec<(String, Id)>> {
                 let scanned = if item.action == Action::Update {
-                    scan_file(&item.destination, chunking).ok()
+                    scan_file(&item.destination, chunking, hasher).ok()
                 } else {
                     None
                 };

@@ -21,7 +21,7 @@
 use super::plan::ComponentPlan;
 use crate::error::{Result, StoreError};
 use crate::format::tree::EntryKind;
-use crate::id::Id;
+use crate::id::{Id, IdHasher};
 use crate::os::dir::{Dir, EntryType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -318,7 +318,7 @@ fn parent_of(path: &Path) -> std::io::Result<(Dir, &OsStr)> {
 
 /// Removes what the restore created, newest and deepest first, leaving any
 /// file that no longer holds what the restore wrote. Returns paths kept.
-pub fn remove_created(journal: &Journal) -> Vec<(PathBuf, String)> {
+pub fn remove_created(journal: &Journal, hasher: IdHasher) -> Vec<(PathBuf, String)> {
     let mut kept = Vec::new();
     let mut all: Vec<&CreatedPath> = journal
         .components
@@ -338,7 +338,12 @@ pub fn remove_created(journal: &Journal) -> Vec<(PathBuf, String)> {
             (CreatedKind::Directory, EntryType::Directory) => parent.remove(name, true),
             (CreatedKind::Symlink, EntryType::Symlink) => parent.remove(name, false),
             (CreatedKind::File, EntryType::File) => {
-                if parent.open_file(name).and_then(hash_file).ok() == created.hash {
+                if parent
+                    .open_file(name)
+                    .and_then(|file| hash_file(file, hasher))
+                    .ok()
+                    == created.hash
+                {
                     parent.remove(name, false)
                 } else {
                     kept.push((
@@ -363,8 +368,10 @@ pub fn remove_created(journal: &Journal) -> Vec<(PathBuf, String)> {
     kept
 }
 
-fn hash_file(file: fs::File) -> std::io::Result<Id> {
-    let mut hasher = blake3::Hasher::new();
+/// The file's whole-content hash as trees record it (keyed in an encrypted
+/// repository).
+fn hash_file(file: fs::File, hasher: IdHasher) -> std::io::Result<Id> {
+    let mut hasher = hasher.hasher();
     hasher.update_reader(file)?;
     Ok(Id(*hasher.finalize().as_bytes()))
 }

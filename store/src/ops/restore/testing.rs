@@ -30,9 +30,14 @@ impl Scene {
         let key = generate_signing_key().expect("key");
         let public = public_key_of(&key);
         let backend = Arc::new(LocalBackend::new(directory.path().join("repo")));
-        let repository =
-            Repository::init(backend, cairn_chunker::ChunkerParams::DEFAULT, 3, public)
-                .expect("init");
+        let repository = Repository::init(
+            backend,
+            cairn_chunker::ChunkerParams::DEFAULT,
+            3,
+            public,
+            None,
+        )
+        .expect("init");
         let index = open_index(&repository, None, &[public])
             .expect("index")
             .index;

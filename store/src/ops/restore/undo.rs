@@ -37,10 +37,11 @@ pub fn undo_restore(
         ));
     }
     let journal = safety::read_local_journal(journals, &safety)?;
-    let mut problems: Vec<(String, String)> = safety::remove_created(&journal)
-        .into_iter()
-        .map(|(path, why)| (path.display().to_string(), why))
-        .collect();
+    let mut problems: Vec<(String, String)> =
+        safety::remove_created(&journal, repository.id_hasher())
+            .into_iter()
+            .map(|(path, why)| (path.display().to_string(), why))
+            .collect();
     problems.extend(restore_saved(repository, index, safety, body, &journal)?);
     problems.extend(
         safety::restore_directory_metadata(&journal)

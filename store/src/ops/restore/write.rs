@@ -31,7 +31,7 @@ use super::place::{apply_file_metadata, creation_mode, io_at, temporary_beside};
 use super::plan::{LocalChunk, PlannedEntry};
 use crate::error::{Result, StoreError};
 use crate::format::index::BlobLocation;
-use crate::id::Id;
+use crate::id::{Id, IdHasher};
 use crate::index::IndexCache;
 use crate::progress::{Amount, Progress};
 use crate::repository::Repository;
@@ -165,7 +165,11 @@ impl Writer<'_> {
             .map_err(io_at("creating", temporary))?;
         std::thread::scope(|scope| -> Result<()> {
             let single_chunk = chunks.len() == 1;
-            let mut output = HashingWriter::new(file, entry.size, !single_chunk);
+            let mut output = HashingWriter::new(
+                file,
+                entry.size,
+                (!single_chunk).then(|| self.repository.id_hasher()),
+            );
             let mut window = BlobCache::default();
             let mut window_end = 0;
             // The window after the current one, read while this one is written
@@ -180,20 +184,24 @@ impl Writer<'_> {
                 if previous.as_ref().is_none_or(|(last, _, _)| last != id) {
                     let cached = cache.get(id);
                     let held = match (&old_copy, item.local_chunks.get(id), cached) {
-                        (Some(old), Some(local), _) => match read_local(old, id, local) {
-                            Some(data) => {
-                                self.counters
-                                    .bytes_reused
-                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                                Held::Owned(data)
+                        (Some(old), Some(local), _) => {
+                            match read_local(old, id, local, self.repository.id_hasher()) {
+                                Some(data) => {
+                                    self.counters
+                                        .bytes_reused
+                                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                                    Held::Owned(data)
+                                }
+                                // The old copy changed since planning: fetch instead.
+                                None => Held::Owned(
+                                    self.locate(id)
+                                        .and_then(|location| self.fetch_single(&location))
+                                        .or_else(|why| {
+                                            self.sources.fetch(self.repository, id, why)
+                                        })?,
+                                ),
                             }
-                            // The old copy changed since planning: fetch instead.
-                            None => Held::Owned(
-                                self.locate(id)
-                                    .and_then(|location| self.fetch_single(&location))
-                                    .or_else(|why| self.sources.fetch(self.repository, id, why))?,
-                            ),
-                        },
+                        }
                         (_, _, Some(data)) => Held::Cached(data),
                         _ => {
                             if position >= window_end {
@@ -368,8 +376,8 @@ fn missing(id: &Id) -> StoreError {
 }
 
 /// Reads a chunk from the old copy; `None` unless it still hashes right.
-fn read_local(old: &File, id: &Id, local: &LocalChunk) -> Option<Vec<u8>> {
+fn read_local(old: &File, id: &Id, local: &LocalChunk, hasher: IdHasher) -> Option<Vec<u8>> {
     let mut data = vec![0u8; local.length as usize];
     old.read_exact_at(&mut data, local.offset).ok()?;
-    (Id::of(&data) == *id).then_some(data)
+    (hasher.id(&data) == *id).then_some(data)
 }

@@ -416,8 +416,14 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let backend = Arc::new(LocalBackend::new(directory.path()));
         let key = generate_signing_key().unwrap();
-        let other =
-            Repository::init(backend, ChunkerParams::DEFAULT, 3, public_key_of(&key)).unwrap();
+        let other = Repository::init(
+            backend,
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+            None,
+        )
+        .unwrap();
         let index = MemoryIndex::new();
         let writer = BlobWriter::new(&other, &index, HashMap::new(), None);
         // Incompressible, so each blob is stored as it is, alone.

@@ -5,7 +5,7 @@
 use super::{DataCheck, Finding, FindingKind, Subset, finding};
 use crate::error::Result;
 use crate::format::index::BlobLocation;
-use crate::format::pack::{BlobDecoder, BlobEntry, BlobKind};
+use crate::format::pack::{BlobEntry, BlobKind};
 use crate::id::Id;
 use crate::repository::Repository;
 use std::collections::{HashMap, HashSet};
@@ -134,7 +134,7 @@ pub(super) fn read_pack(
         )),
     }
     let entries: Vec<BlobEntry> = blobs.iter().map(|location| location.entry).collect();
-    let mut decoder = BlobDecoder::default();
+    let mut decoder = repository.blob_decoder();
     let mut visited = 0u64;
     let mut bad_blobs = Vec::new();
     let scan = repository.scan_pack(pack, size, &entries, &mut |entry, stored| {
