@@ -140,7 +140,7 @@ fn signing_key(context: &Context, repository: &Repository) -> Result<(SigningKey
 }
 
 /// The keyring as this host believes it, roll-back checked.
-fn keyring(
+fn keyring_view(
     context: &Context,
     repository: &Repository,
     unlocked: &Unlocked,
@@ -177,17 +177,23 @@ fn roots(
 
 /// Writes `keyring` signed by this host's key, which must be an owner.
 fn store_keyring(
+    context: &Context,
     repository: &Repository,
     unlocked: &Unlocked,
     signer: &SigningKey,
     keyring: &Keyring,
 ) -> Result<Id> {
-    Ok(rules::write_keyring(
-        repository,
-        &unlocked.keys,
-        signer,
-        keyring,
-    )?)
+    let id = rules::write_keyring(repository, &unlocked.keys, signer, keyring)?;
+    // Read back as any reader would: this machine now remembers it, so
+    // its later loss is noticed here too.
+    let view = keyring_view(context, repository, unlocked)?;
+    if view.current.as_ref().map(|current| current.id) != Some(id) {
+        bail!(
+            "keyring {id} was written but is not the newest valid one: another owner wrote at \
+             once; run the command again"
+        );
+    }
+    Ok(id)
 }
 
 /// The next keyring, from this host's (owner) signing key.
@@ -196,7 +202,7 @@ fn next(
     repository: &Repository,
     unlocked: &Unlocked,
 ) -> Result<(Keyring, SigningKey)> {
-    let view = keyring(context, repository, unlocked)?;
+    let view = keyring_view(context, repository, unlocked)?;
     let (signer, _) = signing_key(context, repository)?;
     let label = host_name();
     let ring = rules::next_keyring(&view, &signer, &label, &now_rfc3339())?;
@@ -208,7 +214,7 @@ fn list(context: &Context) -> Result<u8> {
     let slots = rules::key_slots(&repository)?;
     let unlocked = unlock(context, &repository)?;
     let view = if unlocked.keys.can_read() {
-        Some(keyring(context, &repository, &unlocked)?)
+        Some(keyring_view(context, &repository, &unlocked)?)
     } else {
         None
     };
@@ -372,7 +378,7 @@ fn add_slot(
         rules::publish_key(repository, key)?;
         rules::add_writer(&mut ring, key, Role::Writer, label, &now_rfc3339())?;
     }
-    store_keyring(repository, unlocked, &signer, &ring)?;
+    store_keyring(context, repository, unlocked, &signer, &ring)?;
     Ok(id)
 }
 
@@ -507,8 +513,9 @@ fn host_init(context: &Context, args: &KeyHostInitArgs) -> Result<u8> {
     let public = public_key_of(&key);
     // Where the repository is already reachable, this host trusts its own
     // key for it, so its index files count for its own deduplication.
+    // Opened without unlocking: no slot is wrapped for this host yet.
     if !context.global.repo.is_empty() {
-        let repository = context.open_repository()?;
+        let repository = Repository::open(context.backend()?)?;
         TrustStore::new(&context.config_dir()?, repository.id()).trust(public)?;
     }
     let line = request_line(&public, &identity, &host);
@@ -573,7 +580,7 @@ fn remove_slot(
     slot: Id,
 ) -> Result<()> {
     let view = if unlocked.keys.can_read() {
-        Some(keyring(context, repository, unlocked)?)
+        Some(keyring_view(context, repository, unlocked)?)
     } else {
         None
     };
@@ -602,7 +609,7 @@ fn remove_slot(
     if recorded {
         if let Ok((mut ring, signer)) = next(context, repository, unlocked) {
             ring.slots.retain(|record| record.id != slot);
-            store_keyring(repository, unlocked, &signer, &ring)?;
+            store_keyring(context, repository, unlocked, &signer, &ring)?;
         }
     }
     Ok(())
@@ -721,7 +728,7 @@ fn revoke(context: &Context, key: &str) -> Result<u8> {
     let kept = rules::snapshots_signed_by(&repository, &key)?;
     let count = kept.len();
     rules::revoke_in(&mut ring, key, kept, &now_rfc3339());
-    let id = store_keyring(&repository, &unlocked, &signer, &ring)?;
+    let id = store_keyring(context, &repository, &unlocked, &signer, &ring)?;
     println!(
         "revoked {} in keyring {id} (sequence {}); its {count} snapshot(s) present now stay trusted",
         key.to_hex(),
@@ -747,7 +754,7 @@ fn rotate(context: &Context, args: &KeyProtectArgs) -> Result<u8> {
     let kept = rules::snapshots_signed_by(&repository, &old)?;
     let count = kept.len();
     rules::revoke_in(&mut ring, old, kept, &now_rfc3339());
-    let id = store_keyring(&repository, &unlocked, &signer, &ring)?;
+    let id = store_keyring(context, &repository, &unlocked, &signer, &ring)?;
     // The old key file is kept (renamed) so nothing can sign with it by
     // default, yet it is not destroyed.
     let retired = old_path.with_extension("key.revoked");
@@ -795,7 +802,7 @@ fn read_keyring_trust(
     if !unlocked.keys.can_read() {
         return Ok(None);
     }
-    let view = keyring(context, repository, &unlocked)?;
+    let view = keyring_view(context, repository, &unlocked)?;
     let mut trust = rules::KeyringTrust::of(view.current.as_ref().map(|current| &current.keyring));
     // The slot's owner is trusted unless the keyring revoked it.
     if let Some(owner) = unlocked.payload.owner() {
