@@ -606,11 +606,9 @@ fn remove_slot(
         .as_ref()
         .and_then(|view| view.current.as_ref())
         .is_some_and(|current| current.keyring.slots.iter().any(|record| record.id == slot));
-    if recorded {
-        if let Ok((mut ring, signer)) = next(context, repository, unlocked) {
-            ring.slots.retain(|record| record.id != slot);
-            store_keyring(context, repository, unlocked, &signer, &ring)?;
-        }
+    if recorded && let Ok((mut ring, signer)) = next(context, repository, unlocked) {
+        ring.slots.retain(|record| record.id != slot);
+        store_keyring(context, repository, unlocked, &signer, &ring)?;
     }
     Ok(())
 }
@@ -779,10 +777,10 @@ pub fn keyring_trust(
 ) -> Result<Option<rules::KeyringTrust>> {
     static SEEN: std::sync::Mutex<Vec<(Id, Option<rules::KeyringTrust>)>> =
         std::sync::Mutex::new(Vec::new());
-    if let Ok(seen) = SEEN.lock() {
-        if let Some((_, trust)) = seen.iter().find(|(id, _)| id == repository.id()) {
-            return Ok(trust.clone());
-        }
+    if let Ok(seen) = SEEN.lock()
+        && let Some((_, trust)) = seen.iter().find(|(id, _)| id == repository.id())
+    {
+        return Ok(trust.clone());
     }
     let trust = read_keyring_trust(context, repository)?;
     if let Ok(mut seen) = SEEN.lock() {
@@ -805,10 +803,11 @@ fn read_keyring_trust(
     let view = keyring_view(context, repository, &unlocked)?;
     let mut trust = rules::KeyringTrust::of(view.current.as_ref().map(|current| &current.keyring));
     // The slot's owner is trusted unless the keyring revoked it.
-    if let Some(owner) = unlocked.payload.owner() {
-        if !trust.revoked.contains_key(&owner) && !trust.valid.contains(&owner) {
-            trust.valid.push(owner);
-        }
+    if let Some(owner) = unlocked.payload.owner()
+        && !trust.revoked.contains_key(&owner)
+        && !trust.valid.contains(&owner)
+    {
+        trust.valid.push(owner);
     }
     Ok(Some(trust))
 }

@@ -215,10 +215,10 @@ impl Keyring {
             if PublicKey::from_hex(&hex::encode(entry.key)).is_none() {
                 return bad("lists a key that is not an ed25519 public key");
             }
-            if let Status::Revoked { kept, .. } = &entry.status {
-                if kept.len() > MAX_KEPT_SNAPSHOTS {
-                    return bad("keeps more snapshots of a revoked key than any keyring may");
-                }
+            if let Status::Revoked { kept, .. } = &entry.status
+                && kept.len() > MAX_KEPT_SNAPSHOTS
+            {
+                return bad("keeps more snapshots of a revoked key than any keyring may");
             }
         }
         if !self
