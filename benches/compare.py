@@ -234,7 +234,9 @@ def main():
     env_root = os.path.join(out, "env")
     environments = {
         "cairn": {"CAIRN_CONFIG_DIR": os.path.join(env_root, "cairn-config"),
-                  "CAIRN_CACHE_DIR": os.path.join(env_root, "cairn-cache")},
+                  "CAIRN_CACHE_DIR": os.path.join(env_root, "cairn-cache"),
+                  # Encrypted, as restic and borg are here (the default).
+                  "CAIRN_PASSWORD": "cairn-bench"},
         "restic": {"RESTIC_REPOSITORY": repos["restic"], "RESTIC_PASSWORD": "cairn-bench",
                    "RESTIC_CACHE_DIR": os.path.join(env_root, "restic-cache")},
         "borg": {"BORG_REPO": repos["borg"], "BORG_BASE_DIR": os.path.join(env_root, "borg"),

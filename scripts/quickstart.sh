@@ -29,6 +29,9 @@ work=$PWD/target/quickstart
 rm -rf "$work"
 mkdir -p "$work"
 export CAIRN_CONFIG_DIR=$work/config CAIRN_CACHE_DIR=$work/cache CAIRN_REPO=$work/repo
+# The repository is encrypted (the default); a demo passphrase unless one
+# is given, so the script runs without a terminal.
+export CAIRN_PASSWORD=${CAIRN_PASSWORD:-quickstart demo passphrase}
 
 run() { echo; echo "\$ cairn $*"; "$cairn" "$@"; }
 

@@ -407,6 +407,25 @@ impl PackSealer {
         self.pieces.seal(Role::Piece, offset, stored);
     }
 
+    /// Seals `buffer[start..]`, the piece at `offset` in the pack, where it
+    /// lies, and appends its tag: a pack being assembled is sealed without
+    /// copying its pieces out.
+    pub fn seal_piece_tail(&self, offset: u64, buffer: &mut Vec<u8>, start: usize) {
+        let (nonce, aad) = self.pieces.nonce_and_aad(Role::Piece, offset);
+        let nonce = XNonce::from(nonce);
+        // As in seal_in_place: XChaCha20 takes far more than any piece.
+        #[allow(
+            clippy::expect_used,
+            reason = "no failure is possible for a piece's length"
+        )]
+        let tag = self
+            .pieces
+            .cipher
+            .encrypt_inout_detached(&nonce, &aad, (&mut buffer[start..]).into())
+            .expect("sealing a piece cannot fail");
+        buffer.extend_from_slice(&tag);
+    }
+
     /// Seals the header, which starts at `header_start`, in place.
     pub fn seal_header(&self, header_start: u64, header: &mut Vec<u8>) {
         self.pieces.seal(Role::Header, header_start, header);
@@ -576,6 +595,39 @@ mod tests {
 
     fn keys() -> RepositoryKeys {
         RepositoryKeys::generate(Id::of(b"repository")).unwrap()
+    }
+
+    /// FORMAT.md 17.8, checked against values computed independently
+    /// (with `b3sum --derive-key` and `b3sum --keyed`).
+    #[test]
+    fn test_vectors_of_format_17_8() {
+        let id_key: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let keys = RepositoryKeys::from_parts(
+            Id([0; 32]),
+            EncryptionPublicKey([9; 32]),
+            id_key,
+            None,
+        )
+        .unwrap();
+        let IdHasher::Keyed(blob_id_key) = keys.id_hasher() else {
+            panic!("an encrypted repository's ids are keyed");
+        };
+        assert_eq!(
+            hex::encode(blob_id_key),
+            "8743a8ce0065f7f81ad400f5e67dcae7acfb54ce17e49d5fa131cdeec640eded"
+        );
+        assert_eq!(
+            hex::encode(blake3::derive_key(METADATA_CONTEXT, &id_key)),
+            "4145cd959d686e44facb3cd38c1e790aa59b604fc242e5fb25353a4ba3b702a0"
+        );
+        assert_eq!(
+            keys.id_hasher().id(b"cairn").to_hex(),
+            "1a22e33559447fecccdfefb1c7d03345d8a5d1cac85c8e14869a84332e377935"
+        );
+        assert_eq!(
+            IdHasher::Plain.id(b"cairn").to_hex(),
+            "0a35e41e05f8a79793f4436f3c778283f6215c381a24071eb1ae871aba2c797b"
+        );
     }
 
     #[test]

@@ -14,15 +14,27 @@ pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks,
 use crate::backend::{Backend, Created, ObjectKind};
 use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
-use crate::format::crypto::{RepositoryKeys, SealedKind};
+use crate::format::crypto::{PackOpener, PackSealer, RepositoryKeys, SealedKind};
 use crate::format::index::{BlobLocation, IndexFile, PackEntry, Vouching};
 use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
 use crate::format::limits;
 use crate::format::manifest::{SAFETY_TAG, SignedManifest};
-use crate::format::pack::{BlobDecoder, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer};
+use crate::format::pack::{
+    BlobDecoder, ENCRYPTED_AREA_START, ENCRYPTED_PACK_MAGIC, PACK_MAGIC, PackHeader, TRAILER_SIZE,
+    parse_trailer, trailer_is_encrypted,
+};
 use crate::id::{Id, IdHasher};
 use cairn_chunker::ChunkerParams;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
+
+/// The lock, even if a thread panicked holding it (the map stays valid).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// 32 random bytes: a repository's id names it, e.g. for local caches.
 fn random_repository_id() -> Result<Id> {
@@ -36,6 +48,9 @@ pub struct Repository {
     /// The key material, once an encrypted repository is unlocked; always
     /// `None` in a plaintext one.
     keys: Option<Arc<RepositoryKeys>>,
+    /// The ciphers of the encrypted packs read so far, shared by every
+    /// clone: each pack's key is derived once per run.
+    openers: Arc<Mutex<HashMap<Id, Arc<PackOpener>>>>,
 }
 
 impl Repository {
@@ -113,6 +128,7 @@ impl Repository {
                 backend,
                 config,
                 keys: keys.map(|keys| Arc::new(keys.clone())),
+                openers: Arc::default(),
             }),
             Created::AlreadyExisted => Err(StoreError::AlreadyARepository {
                 path: backend.location(),
@@ -135,6 +151,7 @@ impl Repository {
             backend,
             config,
             keys: None,
+            openers: Arc::default(),
         })
     }
 
@@ -192,9 +209,51 @@ impl Repository {
         }
     }
 
-    /// A decoder that checks blobs against this repository's ids.
+    /// A decoder that checks blobs against this repository's ids and, in
+    /// an encrypted repository, opens every piece first.
     pub fn blob_decoder(&self) -> BlobDecoder {
-        BlobDecoder::new(self.id_hasher())
+        if !self.is_encrypted() {
+            return BlobDecoder::new(self.id_hasher());
+        }
+        let repository = self.clone();
+        BlobDecoder::encrypted(
+            self.id_hasher(),
+            Arc::new(move |pack: &Id| repository.pack_opener(pack)),
+        )
+    }
+
+    /// The cipher for a new pack, in an encrypted repository.
+    pub fn pack_sealer(&self) -> Result<Option<PackSealer>> {
+        self.require_keys()?
+            .map(RepositoryKeys::pack_sealer)
+            .transpose()
+    }
+
+    /// The cipher of the encrypted pack `pack`, from the ephemeral key
+    /// after its magic (read once per run, then kept).
+    pub fn pack_opener(&self, pack: &Id) -> Result<Arc<PackOpener>> {
+        if let Some(opener) = lock(&self.openers).get(pack) {
+            return Ok(Arc::clone(opener));
+        }
+        let object = format!("pack {pack}");
+        let keys = self.require_keys()?.ok_or_else(|| {
+            StoreError::Invalid(format!("{object}: this repository is not encrypted"))
+        })?;
+        let start =
+            self.backend
+                .read_range(ObjectKind::Pack, &pack.to_hex(), 0, ENCRYPTED_AREA_START)?;
+        if start.len() != ENCRYPTED_AREA_START as usize || &start[..8] != ENCRYPTED_PACK_MAGIC {
+            return Err(StoreError::corrupt(
+                &object,
+                "does not start with the encrypted pack magic, but this repository encrypts \
+                 every pack",
+            ));
+        }
+        let mut ephemeral = [0u8; 32];
+        ephemeral.copy_from_slice(&start[8..40]);
+        let opener = Arc::new(keys.pack_opener(&ephemeral, &object)?);
+        lock(&self.openers).insert(*pack, Arc::clone(&opener));
+        Ok(opener)
     }
 
     /// The keys, or an error saying this encrypted repository must be
@@ -602,10 +661,25 @@ impl Repository {
         )?;
         let header_length = parse_trailer(&trailer, pack_size, &object)?;
         let header_start = pack_size - TRAILER_SIZE - header_length;
-        let header =
+        let mut header =
             self.backend
                 .read_range(ObjectKind::Pack, &name, header_start, header_length)?;
-        PackHeader::decode(&header, header_start, &object)
+        match (self.is_encrypted(), trailer_is_encrypted(&trailer)) {
+            (false, false) => PackHeader::decode(&header, header_start, &object),
+            (true, true) => {
+                let opener = self.pack_opener(pack)?;
+                opener.open_header(header_start, &mut header, &object)?;
+                PackHeader::decode_in(&header, ENCRYPTED_AREA_START, header_start, &object)
+            }
+            (true, false) => Err(StoreError::corrupt(
+                &object,
+                "is not encrypted, but this repository encrypts every pack",
+            )),
+            (false, true) => Err(StoreError::corrupt(
+                &object,
+                "is an encrypted pack, in a plaintext repository",
+            )),
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub use zstd_contexts::Expected;
 
 use crate::error::{Result, StoreError};
 use crate::format::codec::from_cbor;
+use crate::format::crypto::PackOpener;
 use crate::id::{Id, IdHasher};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -32,6 +33,17 @@ use std::sync::Arc;
 pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPK1";
 /// Header length (u32 LE) plus the closing magic.
 pub const TRAILER_SIZE: u64 = 12;
+/// Starts and ends an encrypted pack (FORMAT.md 17.3).
+pub const ENCRYPTED_PACK_MAGIC: &[u8; 8] = b"CAIRNPE1";
+/// Where the pieces of an encrypted pack start: after its magic and the
+/// 32-byte ephemeral public key its key is derived from.
+pub const ENCRYPTED_AREA_START: u64 = 40;
+/// What sealing adds to each piece of an encrypted pack (its tag).
+pub const PIECE_TAG: u32 = crate::format::crypto::TAG_LENGTH as u32;
+
+/// Gives the cipher for the pieces of a pack, by the pack's id: a
+/// repository's, which reads the pack's ephemeral key once and keeps it.
+pub type OpenerSource = Arc<dyn Fn(&Id) -> Result<Arc<PackOpener>> + Send + Sync>;
 /// Headers without shared frames are written as version 1, which every
 /// cairn reads; version 2 adds shared frames (`frame_offset`).
 pub const HEADER_VERSION_SOLE: u32 = 1;
@@ -198,9 +210,20 @@ impl PackHeader {
     /// Decodes a header and checks that its entries tile the blob area
     /// `[8, header_start)` exactly, in order.
     pub fn decode(bytes: &[u8], header_start: u64, object: &str) -> Result<Self> {
+        Self::decode_in(bytes, PACK_MAGIC.len() as u64, header_start, object)
+    }
+
+    /// [`PackHeader::decode`] for a blob area `[area_start, header_start)`
+    /// (an encrypted pack's starts at [`ENCRYPTED_AREA_START`]).
+    pub fn decode_in(
+        bytes: &[u8],
+        area_start: u64,
+        header_start: u64,
+        object: &str,
+    ) -> Result<Self> {
         let header: PackHeader = from_cbor(bytes, object)?;
         check_listing_version(header.version, &header.blobs, object)?;
-        let mut expected_offset = PACK_MAGIC.len() as u64;
+        let mut expected_offset = area_start;
         let mut frame: Option<OpenFrame> = None;
         for blob in &header.blobs {
             check_blob_lengths(blob, || object.to_string())?;
@@ -275,7 +298,8 @@ struct OpenFrame {
 impl OpenFrame {
     fn check(&self, object: &str) -> Result<()> {
         let plausible = self.raw_total <= u64::from(MAX_FRAME_SIZE)
-            && self.length as usize <= self.compression.stored_bound(self.raw_total as usize);
+            && self.length as usize
+                <= self.compression.stored_bound(self.raw_total as usize) + PIECE_TAG as usize;
         if plausible {
             Ok(())
         } else {
@@ -295,17 +319,23 @@ impl OpenFrame {
 pub fn check_blob_lengths(blob: &BlobEntry, object: impl FnOnce() -> String) -> Result<()> {
     let plausible = blob.raw_length <= MAX_BLOB_SIZE
         && match (blob.compression, blob.frame_offset) {
-            (Compression::None, None) => blob.length == blob.raw_length,
+            // In an encrypted pack, every piece also holds its tag.
+            (Compression::None, None) => {
+                blob.length == blob.raw_length
+                    || u64::from(blob.length) == u64::from(blob.raw_length) + u64::from(PIECE_TAG)
+            }
             // zstd never expands input by more than a small bound.
             (compression, None) => {
-                blob.length as usize <= compression.stored_bound(blob.raw_length as usize)
+                blob.length as usize
+                    <= compression.stored_bound(blob.raw_length as usize) + PIECE_TAG as usize
             }
             // A frame's own bound is checked against all its blobs (a
             // header's); one entry can only be checked to fit in a frame,
             // and its stored length in what the largest frame may take.
             (compression @ (Compression::Zstd | Compression::ZstdPlanes), Some(start)) => {
                 u64::from(start) + u64::from(blob.raw_length) <= u64::from(MAX_FRAME_SIZE)
-                    && blob.length as usize <= compression.stored_bound(MAX_FRAME_SIZE as usize)
+                    && blob.length as usize
+                        <= compression.stored_bound(MAX_FRAME_SIZE as usize) + PIECE_TAG as usize
             }
             (Compression::None, Some(_)) => false,
         };
@@ -369,6 +399,9 @@ pub struct BlobDecoder {
     frame: Option<(Id, u64, Arc<Vec<u8>>)>,
     /// How blob ids are computed (keyed in an encrypted repository).
     hasher: IdHasher,
+    /// In an encrypted repository: the ciphers that open pieces, and the
+    /// last one used (a decoder mostly reads one pack after another).
+    openers: Option<(OpenerSource, Option<(Id, Arc<PackOpener>)>)>,
 }
 
 /// A decoder for a plaintext repository (plain BLAKE3 ids).
@@ -384,7 +417,37 @@ impl BlobDecoder {
         BlobDecoder {
             frame: None,
             hasher,
+            openers: None,
         }
+    }
+
+    /// A decoder for an encrypted repository: every piece is opened (its
+    /// tag checked, then decrypted) before it is decoded.
+    pub fn encrypted(hasher: IdHasher, openers: OpenerSource) -> Self {
+        BlobDecoder {
+            frame: None,
+            hasher,
+            openers: Some((openers, None)),
+        }
+    }
+
+    /// The piece's stored bytes, opened when the pack is encrypted (`None`
+    /// when it is not: `stored` is used as it is).
+    fn open(&mut self, entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Option<Vec<u8>>> {
+        let Some((source, last)) = self.openers.as_mut() else {
+            return Ok(None);
+        };
+        let opener = match last {
+            Some((id, opener)) if id == pack => Arc::clone(opener),
+            _ => {
+                let opener = source(pack)?;
+                *last = Some((*pack, Arc::clone(&opener)));
+                opener
+            }
+        };
+        let mut piece = stored.to_vec();
+        opener.open_piece(entry.offset, &mut piece, &format!("pack {pack}"))?;
+        Ok(Some(piece))
     }
 
     /// As [`decode_blob`].
@@ -417,26 +480,35 @@ impl BlobDecoder {
                 format!("{} stored bytes, index says {}", stored.len(), entry.length),
             ));
         }
+        // A member of the frame decoded last needs no opening again.
+        let mut opened = match entry.frame_offset.is_some() && self.held(entry, pack).is_some() {
+            true => None,
+            false => self.open(entry, stored, pack)?,
+        };
         let raw = match (entry.compression, entry.frame_offset) {
-            (Compression::None, _) => Decoded::Own(stored.to_vec()),
+            (Compression::None, _) => Decoded::Own(match opened.take() {
+                Some(piece) => piece,
+                None => stored.to_vec(),
+            }),
             // The frame must declare the recorded length before anything
             // is allocated for it: a zstd bomb costs nothing.
             (Compression::Zstd, None) => Decoded::Own(
                 zstd_contexts::decompress_frame(
-                    stored,
+                    opened.as_deref().unwrap_or(stored),
                     Expected::Exactly(entry.raw_length as usize),
                 )
                 .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?,
             ),
             (Compression::ZstdPlanes, None) => Decoded::Own(
                 zstd_contexts::decompress_planes(
-                    stored,
+                    opened.as_deref().unwrap_or(stored),
                     Expected::Exactly(entry.raw_length as usize),
                 )
                 .map_err(|error| StoreError::corrupt(object(), format!("zstd planes: {error}")))?,
             ),
             (Compression::Zstd | Compression::ZstdPlanes, Some(start)) => {
-                let content = self.frame_content(entry, stored, pack, object)?;
+                let content =
+                    self.frame_content(entry, opened.as_deref().unwrap_or(stored), pack, object)?;
                 let range = range_in_frame(entry, start, content, object)?;
                 Decoded::InFrame(Arc::clone(content), range)
             }
@@ -600,8 +672,17 @@ pub fn parse_pack(bytes: &[u8], pack: &Id) -> Result<PackHeader> {
     PackHeader::decode(header, header_start, &object)
 }
 
+/// Whether a pack's trailer is an encrypted pack's.
+pub fn trailer_is_encrypted(trailer: &[u8]) -> bool {
+    trailer.len() == TRAILER_SIZE as usize && &trailer[4..] == ENCRYPTED_PACK_MAGIC
+}
+
+/// The header length a trailer (plaintext or encrypted pack's) gives,
+/// bounded by the pack's size.
 pub fn parse_trailer(trailer: &[u8], pack_size: u64, object: &str) -> Result<u64> {
-    if trailer.len() != TRAILER_SIZE as usize || &trailer[4..] != PACK_MAGIC {
+    if trailer.len() != TRAILER_SIZE as usize
+        || (&trailer[4..] != PACK_MAGIC && &trailer[4..] != ENCRYPTED_PACK_MAGIC)
+    {
         return Err(StoreError::corrupt(
             object,
             "does not end with the pack magic",

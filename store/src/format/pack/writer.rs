@@ -2,8 +2,10 @@
 //! pack being written; never chooses what to store or writes to a backend.
 
 use super::{BlobEntry, BlobKind, Compression, PACK_MAGIC, PackHeader, listing_version};
+use super::{ENCRYPTED_AREA_START, ENCRYPTED_PACK_MAGIC, PIECE_TAG};
 use super::{planes, zstd_contexts};
 use crate::format::codec::to_cbor;
+use crate::format::crypto::PackSealer;
 use crate::id::Id;
 
 pub struct PackWriter {
@@ -91,6 +93,53 @@ impl PackWriter {
             .extend_from_slice(&(header.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(PACK_MAGIC);
         (Id::of(&self.bytes), self.bytes, self.blobs)
+    }
+}
+
+impl PackWriter {
+    /// [`PackWriter::finish`] as an encrypted pack (FORMAT.md 17.3) when
+    /// `sealer` is given: the magic, the sealer's ephemeral public key, then
+    /// every piece (a blob's stored bytes, or a shared frame) sealed under
+    /// the pack's key with its offset as nonce, then the sealed header. The
+    /// entries returned describe the sealed pieces.
+    pub fn finish_sealed(self, sealer: Option<&PackSealer>) -> (Id, Vec<u8>, Vec<BlobEntry>) {
+        let Some(sealer) = sealer else {
+            return self.finish();
+        };
+        let pieces = self.blobs.len();
+        let mut out = Vec::with_capacity(
+            self.bytes.len() + ENCRYPTED_AREA_START as usize + pieces * PIECE_TAG as usize + 4096,
+        );
+        out.extend_from_slice(ENCRYPTED_PACK_MAGIC);
+        out.extend_from_slice(&sealer.ephemeral());
+        let mut blobs = self.blobs;
+        let mut next = 0;
+        while next < blobs.len() {
+            let (offset, length) = (blobs[next].offset, blobs[next].length);
+            let sealed_offset = out.len() as u64;
+            let start = out.len();
+            out.extend_from_slice(
+                &self.bytes[offset as usize..(offset + u64::from(length)) as usize],
+            );
+            sealer.seal_piece_tail(sealed_offset, &mut out, start);
+            // The members of one shared frame share its piece.
+            while next < blobs.len() && blobs[next].offset == offset {
+                blobs[next].offset = sealed_offset;
+                blobs[next].length = length + PIECE_TAG;
+                next += 1;
+            }
+        }
+        let mut header = to_cbor(&PackHeader {
+            version: listing_version(&blobs),
+            blobs: blobs.clone(),
+            nonce: Some(fresh_nonce()),
+        });
+        let header_start = out.len() as u64;
+        sealer.seal_header(header_start, &mut header);
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(ENCRYPTED_PACK_MAGIC);
+        (Id::of(&out), out, blobs)
     }
 }
 

@@ -556,7 +556,8 @@ impl<'a> BlobWriter<'a> {
     /// Queues a pack for the uploader, then indexes what it has uploaded
     /// once enough has gathered.
     fn upload(&self, pack: PackWriter) -> Result<()> {
-        let (id, bytes, blobs) = pack.finish();
+        let sealer = self.repository.pack_sealer()?;
+        let (id, bytes, blobs) = pack.finish_sealed(sealer.as_ref());
         let sender = lock(&self.queue).clone();
         let sent =
             sender.is_some_and(|sender| sender.send(FinishedPack { id, bytes, blobs }).is_ok());
