@@ -114,6 +114,15 @@ fn a_second_host_backs_up_and_a_third_machine_with_the_passphrase_restores_it() 
             .any(|slot| slot["access"] == "write-only" && slot["label"] == "host-b"),
         "{listed}"
     );
+    // The host's identity and signing key are secrets no backup stores.
+    let stored = owner.cairn(&[
+        "--json",
+        "backup",
+        workspace.path("host/config").to_str().unwrap(),
+    ]);
+    let stored = stored.ok().json();
+    let left_out = stored["secret_keys_left_out"].as_array().unwrap();
+    assert!(left_out.len() >= 2, "{stored}");
     // A write-only host cannot read what it wrote.
     let refused = host.restore(&snapshot, "out-host");
     assert_ne!(refused.code, 0, "{}", refused.stdout);
@@ -276,6 +285,53 @@ fn passphrase_changes_and_export_import() {
             .unwrap(),
     );
     assert!(refused.stderr.contains("checksum"), "{}", refused.stderr);
+}
+
+#[test]
+fn a_protected_signing_key_signs_only_with_its_passphrase() {
+    let workspace = Workspace::new();
+    let owner = owner(&workspace);
+    owner.cairn(&["init"]).ok();
+    let protect = run_of(
+        owner
+            .command()
+            .env("CAIRN_NEW_PASSWORD", "key passphrase")
+            .args([
+                "--repo",
+                workspace.repo().to_str().unwrap(),
+                "key",
+                "passwd",
+                "--signing-key",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(protect.code, 0, "{}", protect.stderr);
+    let key_file = std::fs::read_dir(workspace.path("owner/config/keys"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    assert!(text.contains("cairn-protected-secret-key-v1"), "{text}");
+    write(&workspace.path("src/a.txt"), b"signed");
+    let source = workspace.path("src");
+    let backup = |password: &str| {
+        run_of(
+            owner
+                .command()
+                .env("CAIRN_KEY_PASSWORD", password)
+                .args(["--repo", workspace.repo().to_str().unwrap(), "backup"])
+                .arg(&source)
+                .output()
+                .unwrap(),
+        )
+    };
+    let wrong = backup("not it");
+    assert_ne!(wrong.code, 0);
+    assert!(wrong.stderr.contains("does not open"), "{}", wrong.stderr);
+    assert_eq!(backup("key passphrase").code, 0);
 }
 
 #[test]

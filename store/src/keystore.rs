@@ -283,7 +283,7 @@ pub fn identities_directory(config_directory: &Path) -> PathBuf {
     config_directory.join("identities")
 }
 
-/// Makes a new X25519 identity in `<config>/identities/<public hex>`
+/// Makes a new X25519 identity in `<config>/identities/<public hex>.key`
 /// (mode 0600) and returns its public key.
 pub fn create_identity(config_directory: &Path) -> Result<[u8; 32]> {
     let mut secret = random_bytes::<32>()?;
@@ -296,7 +296,9 @@ pub fn create_identity(config_directory: &Path) -> Result<[u8; 32]> {
         public_key: hex::encode(public),
     });
     secret.zeroize();
-    let path = identities_directory(config_directory).join(hex::encode(public));
+    // `.key`, like signing keys: a backup leaves every `*.key` file of
+    // the directory out.
+    let path = identities_directory(config_directory).join(format!("{}.key", hex::encode(public)));
     write_private_file(&path, &contents, false, "identity file")?;
     Ok(public)
 }
@@ -319,7 +321,7 @@ pub fn identities(config_directory: &Path) -> Result<Vec<([u8; 32], [u8; 32])>> 
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_some() {
+        if path.extension().is_none_or(|extension| extension != "key") {
             continue;
         }
         let bad = |reason: &str| StoreError::BadKeyFile {
@@ -668,7 +670,7 @@ mod tests {
         let listed = identities(config.path()).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].0, public);
-        let path = identities_directory(config.path()).join(hex::encode(public));
+        let path = identities_directory(config.path()).join(format!("{}.key", hex::encode(public)));
         let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }

@@ -14,11 +14,11 @@ use cairn_store::format::keys::{PublicKey, SigningKey, generate_signing_key, pub
 use cairn_store::format::keyslot::{KeySlot, SlotPayload};
 use cairn_store::keystore::{
     TrustStore, create_identity, default_key_path, parse_public_key_argument,
-    read_secret_key_unlocking, write_protected_secret_key, write_secret_key,
+    write_protected_secret_key, write_secret_key,
 };
 use cairn_store::ops::common::{host_name, now_rfc3339};
 use cairn_store::ops::keys as rules;
-use cairn_store::{Id, Repository, StoreError};
+use cairn_store::{Id, Repository};
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -117,7 +117,7 @@ fn passphrase(variable: &str) -> Result<Vec<u8>> {
 }
 
 /// This host's signing key for `repository`, unlocking a protected key
-/// file with CAIRN_KEY_PASSWORD (or CAIRN_PASSWORD).
+/// file with CAIRN_KEY_PASSWORD or the passphrase.
 fn signing_key(context: &Context, repository: &Repository) -> Result<(SigningKey, PathBuf)> {
     let published = repository.published_keys()?;
     let path = match &context.global.key_file {
@@ -131,11 +131,7 @@ fn signing_key(context: &Context, repository: &Repository) -> Result<(SigningKey
                 .ok_or_else(|| anyhow!("this host holds none of the repository's signing keys"))?
         }
     };
-    let key = read_secret_key_unlocking(&path, || {
-        passphrase("CAIRN_KEY_PASSWORD")
-            .or_else(|_| passphrase("CAIRN_PASSWORD"))
-            .map_err(|error| StoreError::Invalid(format!("{error:#}")))
-    })?;
+    let key = context.read_signing_key(&path)?;
     Ok((key, path))
 }
 

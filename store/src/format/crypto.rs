@@ -602,13 +602,9 @@ mod tests {
     #[test]
     fn test_vectors_of_format_17_8() {
         let id_key: [u8; 32] = std::array::from_fn(|i| i as u8);
-        let keys = RepositoryKeys::from_parts(
-            Id([0; 32]),
-            EncryptionPublicKey([9; 32]),
-            id_key,
-            None,
-        )
-        .unwrap();
+        let keys =
+            RepositoryKeys::from_parts(Id([0; 32]), EncryptionPublicKey([9; 32]), id_key, None)
+                .unwrap();
         let IdHasher::Keyed(blob_id_key) = keys.id_hasher() else {
             panic!("an encrypted repository's ids are keyed");
         };
