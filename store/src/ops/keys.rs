@@ -537,6 +537,79 @@ mod tests {
         assert!(add_writer(&mut keyring, host, Role::Writer, "again", "t3").is_err());
     }
 
+    /// A repository in memory with its keys and its owner's signing key.
+    fn repository() -> (Repository, RepositoryKeys, SigningKey) {
+        let keys =
+            RepositoryKeys::generate(Id(crate::os::random::random_bytes().unwrap())).unwrap();
+        let owner = generate_signing_key().unwrap();
+        let repository = Repository::init(
+            std::sync::Arc::new(crate::backend::MemoryBackend::new()),
+            cairn_chunker::ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&owner),
+            Some(&keys),
+        )
+        .unwrap();
+        (repository, keys, owner)
+    }
+
+    #[test]
+    fn planted_keyrings_are_not_believed_and_a_deleted_one_is_a_roll_back() {
+        let (repository, keys, owner) = repository();
+        let roots = [public_key_of(&owner)];
+        let host = generate_signing_key().unwrap();
+        let attacker = generate_signing_key().unwrap();
+        // The owner adds a writer.
+        let view = read_keyring(&repository, &keys, &roots).unwrap();
+        let mut first = next_keyring(&view, &owner, "owner", "t1").unwrap();
+        add_writer(&mut first, public_key_of(&host), Role::Writer, "host", "t1").unwrap();
+        let first_id = write_keyring(&repository, &keys, &owner, &first).unwrap();
+        // A writer (who can encrypt to the public key) plants a next
+        // keyring making itself owner and adding an attacker; a stranger
+        // plants a first keyring of its own.
+        let mut planted = Keyring::next(&first, first_id, "t2");
+        add_writer(
+            &mut planted,
+            public_key_of(&attacker),
+            Role::Owner,
+            "x",
+            "t2",
+        )
+        .unwrap();
+        let planted_id = write_keyring(&repository, &keys, &host, &planted).unwrap();
+        let stranger = Keyring::first(public_key_of(&attacker), "x", "t2");
+        let stranger_id = write_keyring(&repository, &keys, &attacker, &stranger).unwrap();
+        let view = read_keyring(&repository, &keys, &roots).unwrap();
+        assert_eq!(
+            view.current.as_ref().map(|current| current.id),
+            Some(first_id)
+        );
+        assert!(view.unchained.contains(&planted_id) && view.unchained.contains(&stranger_id));
+        let trust = KeyringTrust::of(view.current.as_ref().map(|current| &current.keyring));
+        assert!(!trust.trusted(&[]).contains(&public_key_of(&attacker)));
+        // The owner revokes the host; deleting that keyring is noticed.
+        let config = tempfile::tempdir().unwrap();
+        let memory = keyring_memory_path(config.path(), repository.id());
+        check_keyring_rollback(&memory, repository.id(), &view).unwrap();
+        let mut second = next_keyring(&view, &owner, "owner", "t3").unwrap();
+        revoke_in(&mut second, public_key_of(&host), vec![], "t3");
+        let second_id = write_keyring(&repository, &keys, &owner, &second).unwrap();
+        let view = read_keyring(&repository, &keys, &roots).unwrap();
+        assert_eq!(
+            view.current.as_ref().map(|current| current.id),
+            Some(second_id)
+        );
+        check_keyring_rollback(&memory, repository.id(), &view).unwrap();
+        repository
+            .backend()
+            .delete(ObjectKind::Keyring, &second_id.to_hex())
+            .unwrap();
+        let view = read_keyring(&repository, &keys, &roots).unwrap();
+        let error = check_keyring_rollback(&memory, repository.id(), &view).unwrap_err();
+        assert!(error.to_string().contains("rolled back"), "{error}");
+        assert!(error.to_string().contains(&second_id.to_hex()), "{error}");
+    }
+
     #[test]
     fn the_last_full_slot_stays() {
         let (a, b) = (Id([1; 32]), Id([2; 32]));
