@@ -65,7 +65,7 @@ fn display(path: &Path) -> String {
 
 /// A repository with one snapshot of `src`, returning the snapshot id.
 fn repository_with_a_snapshot(workspace: &Workspace) -> String {
-    workspace.init();
+    workspace.init_plaintext();
     write(&workspace.path("src/a.txt"), b"alpha\n");
     write(&workspace.path("src/sub/b.bin"), &noise(5, 100_000));
     let summary = workspace.backup_json([workspace.path("src")]);
@@ -85,6 +85,7 @@ fn second_repository(workspace: &Workspace) -> (PathBuf, PathBuf, String) {
             &"--key-file",
             &key,
             &"init",
+            &"--plaintext",
         ]))
         .ok()
         .json();
@@ -177,7 +178,7 @@ fn init_on_an_existing_repository_is_refused() {
     let before = listing(&workspace.repo());
     let keys_before = listing(&workspace.path("config"));
 
-    let run = workspace.cairn_repo(["init"]);
+    let run = workspace.cairn_repo(["init", "--plaintext"]);
     assert_refused(&run, &[&display(&workspace.repo()), "already"]);
     assert_eq!(before, listing(&workspace.repo()));
     assert_eq!(
@@ -199,7 +200,7 @@ fn init_on_a_non_empty_directory_is_refused() {
     write(&directory.join("thesis.tex"), b"\\documentclass{article}\n");
     let before = listing(&directory);
 
-    let run = workspace.cairn(args(&[&"--repo", &directory, &"init"]));
+    let run = workspace.cairn(args(&[&"--repo", &directory, &"init", &"--plaintext"]));
     assert_refused(&run, &[&display(&directory)]);
     assert_eq!(before, listing(&directory));
     assert!(
@@ -209,7 +210,14 @@ fn init_on_a_non_empty_directory_is_refused() {
 
     // The same with an explicit key file: the key file is not created.
     let key = workspace.path("new.key");
-    let run = workspace.cairn(args(&[&"--repo", &directory, &"--key-file", &key, &"init"]));
+    let run = workspace.cairn(args(&[
+        &"--repo",
+        &directory,
+        &"--key-file",
+        &key,
+        &"init",
+        &"--plaintext",
+    ]));
     assert_refused(&run, &[&display(&directory)]);
     assert_eq!(before, listing(&directory));
     assert!(!key.exists(), "a key file was made anyway");
@@ -500,7 +508,7 @@ fn a_fresh_machine_without_trusted_keys_is_told_to_pin_one_and_then_restores() {
 #[test]
 fn restore_of_a_snapshot_that_does_not_exist_is_refused() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let target = workspace.path("out");
 
     // An empty repository has no latest snapshot.
@@ -554,7 +562,7 @@ fn a_bare_path_ending_in_dot_dot_is_not_named_after_the_directory_it_leaves() {
     // `cairn backup work/src/..` backs up `work`: a component called "src"
     // would hold everything but what its name says.
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     write(&workspace.path("work/src/main.rs"), b"fn main() {}\n");
     write(&workspace.path("work/secrets.txt"), b"not part of src\n");
     let before = listing(&workspace.repo());
@@ -575,7 +583,7 @@ fn a_bare_path_ending_in_dot_dot_is_not_named_after_the_directory_it_leaves() {
 #[test]
 fn a_component_with_an_empty_path_is_refused_naming_it() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let before = listing(&workspace.repo());
     let run = workspace.cairn_repo(["backup", "--component", "docs="]);
     assert_refused(&run, &["docs"]);

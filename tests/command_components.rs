@@ -103,6 +103,7 @@ fn a_failing_command_costs_only_its_component_and_a_critical_one_fails_the_backu
         .arg(workspace.repo())
         .env("CAIRN_CONFIG_DIR", workspace.path("config"))
         .env("CAIRN_CACHE_DIR", workspace.path("cache"))
+        .env("CAIRN_PASSWORD", TEST_PASSWORD)
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&piped.stdout).trim(), "20");

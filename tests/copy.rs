@@ -148,7 +148,7 @@ fn a_copy_restores_byte_identical_is_signed_for_the_target_and_a_second_copy_cop
     let (a, b) = (workspace.path("a"), workspace.path("b"));
     let source = workspace.path("src");
     make_source(&source, 1);
-    let a_key = public_key(&at(&workspace, &a, ["--json", "init"]).ok());
+    let a_key = public_key(&at(&workspace, &a, ["--json", "init", "--plaintext"]).ok());
     backup(&workspace, &a, &source);
     write(&source.join("dir0/late.bin"), &noise(77, 50_000));
     backup(&workspace, &a, &source);
@@ -156,7 +156,13 @@ fn a_copy_restores_byte_identical_is_signed_for_the_target_and_a_second_copy_cop
         &at(
             &workspace,
             &b,
-            ["--json", "init", "--like", a.to_str().unwrap()],
+            [
+                "--json",
+                "init",
+                "--plaintext",
+                "--like",
+                a.to_str().unwrap(),
+            ],
         )
         .ok(),
     );
@@ -232,6 +238,7 @@ fn a_like_repository_receives_only_the_chunks_it_lacks() {
         [
             "--json",
             "init",
+            "--plaintext",
             "--chunk-min",
             "2048",
             "--chunk-avg",
@@ -249,7 +256,13 @@ fn a_like_repository_receives_only_the_chunks_it_lacks() {
     let like = at(
         &workspace,
         &b,
-        ["--json", "init", "--like", a.to_str().unwrap()],
+        [
+            "--json",
+            "init",
+            "--plaintext",
+            "--like",
+            a.to_str().unwrap(),
+        ],
     )
     .ok()
     .json();
@@ -289,7 +302,7 @@ fn a_like_repository_receives_only_the_chunks_it_lacks() {
     // A repository that chunks differently shares few chunks with A (only
     // where both cut at the same places by chance): the copy is complete
     // but stores almost everything again, and says why.
-    at(&workspace, &c, ["init"]).ok();
+    at(&workspace, &c, ["init", "--plaintext"]).ok();
     backup(&workspace, &c, &source);
     let unlike = copy(&workspace, &a, &c, &[]).ok();
     assert!(
@@ -308,7 +321,7 @@ fn a_like_repository_receives_only_the_chunks_it_lacks() {
 fn damage_in_the_source_fails_only_its_snapshot_and_names_the_pack() {
     let workspace = Workspace::new();
     let (a, b) = (workspace.repo(), workspace.path("b"));
-    workspace.init();
+    workspace.init_plaintext();
     let first_source = workspace.path("first");
     make_source(&first_source, 3);
     let damaged = backup(&workspace, &a, &first_source);
@@ -316,7 +329,12 @@ fn damage_in_the_source_fails_only_its_snapshot_and_names_the_pack() {
     let second_source = workspace.path("second");
     make_source(&second_source, 4);
     let healthy = backup(&workspace, &a, &second_source);
-    at(&workspace, &b, ["init", "--like", a.to_str().unwrap()]).ok();
+    at(
+        &workspace,
+        &b,
+        ["init", "--plaintext", "--like", a.to_str().unwrap()],
+    )
+    .ok();
 
     let pack = &damaged_packs[0];
     let blob = header_of(pack).blobs[0];
@@ -365,7 +383,7 @@ fn named_snapshots_are_copied_alone_and_untrusted_ones_are_refused() {
     let workspace = Workspace::new();
     let (a, b) = (workspace.path("a"), workspace.path("b"));
     let source = workspace.path("src");
-    at(&workspace, &a, ["init"]).ok();
+    at(&workspace, &a, ["init", "--plaintext"]).ok();
     let mut ids = Vec::new();
     for round in 0..3u64 {
         write(
@@ -374,7 +392,7 @@ fn named_snapshots_are_copied_alone_and_untrusted_ones_are_refused() {
         );
         ids.push(backup(&workspace, &a, &source));
     }
-    let b_key = public_key(&at(&workspace, &b, ["--json", "init"]).ok());
+    let b_key = public_key(&at(&workspace, &b, ["--json", "init", "--plaintext"]).ok());
 
     let report = copy(&workspace, &a, &b, &[&ids[0][..8], &ids[2]])
         .ok()
@@ -425,12 +443,17 @@ fn init_like_takes_every_chunking_setting_including_sqlite_pages() {
         workspace.path("b"),
         workspace.path("c"),
     );
-    at(&workspace, &a, ["init"]).ok();
+    at(&workspace, &a, ["init", "--plaintext"]).ok();
     let config = |repo: &Path| -> serde_json::Value {
         serde_json::from_slice(&fs::read(repo.join("config")).unwrap()).unwrap()
     };
     assert_eq!(config(&a)["sqlite_pages_per_chunk"], 1);
-    at(&workspace, &b, ["init", "--like", a.to_str().unwrap()]).ok();
+    at(
+        &workspace,
+        &b,
+        ["init", "--plaintext", "--like", a.to_str().unwrap()],
+    )
+    .ok();
     assert_eq!(config(&b)["sqlite_pages_per_chunk"], 1);
     // A repository made before SQLite pages existed has no such key; a
     // repository made like it must not gain one, or the two would cut
@@ -440,7 +463,12 @@ fn init_like_takes_every_chunking_setting_including_sqlite_pages() {
         .unwrap()
         .remove("sqlite_pages_per_chunk");
     fs::write(a.join("config"), serde_json::to_vec_pretty(&old).unwrap()).unwrap();
-    at(&workspace, &c, ["init", "--like", a.to_str().unwrap()]).ok();
+    at(
+        &workspace,
+        &c,
+        ["init", "--plaintext", "--like", a.to_str().unwrap()],
+    )
+    .ok();
     assert!(
         config(&c).get("sqlite_pages_per_chunk").is_none(),
         "{}",

@@ -141,7 +141,7 @@ fn files_holding(workspace: &Workspace, snapshot: &str, chunk: &str) -> Vec<Stri
 #[test]
 fn a_flipped_byte_in_a_data_pack_is_found_by_read_data_and_kept_out_of_a_restore() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     let names = ["a.bin", "b.bin", "c.bin", "deep/d.bin", "e.bin"];
     noise_tree(&source, &names, 200_000);
@@ -236,7 +236,7 @@ fn a_flipped_byte_in_a_data_pack_is_found_by_read_data_and_kept_out_of_a_restore
 #[test]
 fn a_flipped_byte_in_a_directory_tree_is_found_by_plain_verify_and_costs_only_that_directory() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     noise_tree(
         &source,
@@ -325,7 +325,7 @@ fn a_flipped_byte_in_a_directory_tree_is_found_by_plain_verify_and_costs_only_th
 #[test]
 fn a_manifest_tampered_under_its_old_signature_is_refused_by_verify_and_restore() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     noise_tree(&source, &["a.bin"], 50_000);
     let old = backup(&workspace, &source);
@@ -398,7 +398,7 @@ fn a_manifest_tampered_under_its_old_signature_is_refused_by_verify_and_restore(
 #[test]
 fn a_manifest_edited_in_place_is_reported_as_corrupt() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     noise_tree(&source, &["a.bin"], 50_000);
     let snapshot = backup(&workspace, &source);
@@ -429,7 +429,7 @@ fn a_manifest_edited_in_place_is_reported_as_corrupt() {
 #[test]
 fn a_deleted_pack_is_named_by_plain_verify_and_costs_only_the_files_it_held() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     noise_tree(&source, &["a.bin", "b.bin", "sub/c.bin"], 200_000);
     let first = backup(&workspace, &source);
@@ -487,7 +487,7 @@ fn a_deleted_pack_is_named_by_plain_verify_and_costs_only_the_files_it_held() {
 #[test]
 fn a_truncated_pack_is_a_size_mismatch_for_plain_verify() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     noise_tree(&source, &["a.bin", "b.bin"], 100_000);
     let snapshot = backup(&workspace, &source);
@@ -528,7 +528,7 @@ fn a_truncated_pack_is_a_size_mismatch_for_plain_verify() {
 #[test]
 fn a_lost_index_file_leaves_orphan_packs_that_the_next_backup_adopts() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     noise_tree(&source, &["a.bin", "sub/b.bin"], 100_000);
     let snapshot = backup(&workspace, &source);
@@ -588,13 +588,16 @@ fn a_lost_index_file_leaves_orphan_packs_that_the_next_backup_adopts() {
 #[test]
 fn a_manifest_signed_by_a_key_not_trusted_here_is_reported_as_untrusted() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     noise_tree(&source, &["a.bin"], 20_000);
     let own = backup(&workspace, &source);
 
     let stranger = Workspace::new();
-    let created = stranger.cairn_repo(["--json", "init"]).ok().json();
+    let created = stranger
+        .cairn_repo(["--json", "init", "--plaintext"])
+        .ok()
+        .json();
     let stranger_key = created["public_key"]
         .as_str()
         .expect("public key")
@@ -642,7 +645,7 @@ fn a_manifest_signed_by_a_key_not_trusted_here_is_reported_as_untrusted() {
 #[test]
 fn a_damaged_blob_in_a_prefetched_span_costs_only_its_file() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     let files = 300u64;
     for index in 0..files {
@@ -701,7 +704,7 @@ fn a_damaged_blob_in_a_prefetched_span_costs_only_its_file() {
 #[test]
 fn a_damaged_shared_frame_costs_exactly_the_files_whose_chunks_it_holds() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     let files = 300u64;
     for index in 0..files {

@@ -269,7 +269,7 @@ fn kill_repair_index(
 #[test]
 fn repair_index_killed_at_any_moment_loses_nothing_and_the_next_run_finishes() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let repo = workspace.repo();
     use_small_packs(&repo);
 
@@ -685,7 +685,7 @@ enum Step {
 #[test]
 fn repair_snapshots_killed_at_any_moment_keeps_the_originals_and_writes_only_sound_snapshots() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let repo = workspace.repo();
     use_small_packs(&repo);
 

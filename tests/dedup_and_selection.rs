@@ -55,7 +55,7 @@ fn chunks_of(workspace: &Workspace, snapshot: &str, path: &str) -> Vec<String> {
 #[test]
 fn backing_up_the_same_data_twice_adds_almost_nothing() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("data");
     let mut total = 0;
     for i in 0..10 {
@@ -128,7 +128,7 @@ fn backing_up_the_same_data_twice_adds_almost_nothing() {
 fn inserting_one_byte_reuses_almost_every_chunk() {
     const SIZE: usize = 100 * MIB;
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let file = workspace.path("vm/disk.img");
     let mut contents = noise(42, SIZE);
     write(&file, &contents);
@@ -172,7 +172,7 @@ fn three_components(workspace: &Workspace) -> String {
 
 /// A snapshot of one small component per name, in that order.
 fn components_named(workspace: &Workspace, names: &[&str]) -> String {
-    workspace.init();
+    workspace.init_plaintext();
     for name in names {
         write(
             &workspace.path(&format!("sources/{name}/file-{name}.txt")),
@@ -233,7 +233,7 @@ fn restoring_one_component_reads_little_beyond_its_own_data() {
     // its own packs, so restoring one does not also read the other's blobs
     // lying between its own.
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let mut args: Vec<OsString> = Vec::new();
     for (name, seed) in [("a", 11), ("b", 12)] {
         let source = workspace.path(&format!("sources/{name}"));
@@ -350,7 +350,7 @@ fn dry_run_reports_the_plan_and_writes_nothing() {
 #[test]
 fn labels_and_tags_are_listed_with_the_snapshot() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     write(&workspace.path("etc/app/app.conf"), b"port = 8080\n");
     write(
         &workspace.path("etc/app/conf.d/extra.conf"),
@@ -513,7 +513,7 @@ fn forge_parent_swapping_contents(
 #[test]
 fn unchanged_files_are_taken_only_from_a_parent_signed_by_a_trusted_key() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let docs = workspace.path("docs");
     write(&docs.join("salary.txt"), &[b'1'; 10_000]);
     write(&docs.join("public.txt"), &[b'0'; 10_000]);
@@ -564,7 +564,7 @@ fn files_below(root: &Path) -> Vec<String> {
 #[test]
 fn restore_include_exclude_and_component_target_pick_paths_and_places() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let site = workspace.path("site");
     write(&site.join("notes/a.md"), b"a");
     write(&site.join("notes/c.txt"), b"c");

@@ -18,7 +18,7 @@ fn history_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
 #[test]
 fn a_drill_passes_on_a_good_snapshot_and_fails_naming_the_damaged_component() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let site = workspace.path("site");
     write(&site.join("notes/a.md"), b"# notes\n");
     write(&site.join("vectors/segment.bin"), &noise(5, 3_000_000));
@@ -122,7 +122,7 @@ path = "vectors"
 #[test]
 fn a_failing_check_command_fails_the_drill() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let site = workspace.path("site");
     write(&site.join("dump/data.sql"), b"");
     let plan = site.join("cairn.toml");

@@ -243,7 +243,7 @@ fn forgotten(id: &str) -> (String, bool, Vec<String>) {
 #[test]
 fn a_policy_keeps_what_it_says_per_group_and_forget_removes_only_the_rest() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let docs = workspace.path("docs");
     let photos = workspace.path("photos");
     let mut copies: HashMap<String, PathBuf> = HashMap::new();
@@ -474,7 +474,7 @@ fn a_policy_keeps_what_it_says_per_group_and_forget_removes_only_the_rest() {
 #[test]
 fn bad_forget_and_prune_input_is_refused_naming_the_flag_and_changes_nothing() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     write(&source.join("a.txt"), b"one");
     let first = backup(&workspace, "src", &source, &["--tag", "keep"]);
@@ -580,7 +580,7 @@ fn bad_forget_and_prune_input_is_refused_naming_the_flag_and_changes_nothing() {
 #[test]
 fn a_negative_keep_count_is_refused_naming_its_flag() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     write(&source.join("a.txt"), b"one");
     backup(&workspace, "src", &source, &[]);
@@ -604,7 +604,7 @@ fn a_negative_keep_count_is_refused_naming_its_flag() {
 #[test]
 fn prune_marks_first_then_deletes_and_gives_the_space_back() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     // Data kept throughout, in its own pack.
     for index in 0..4 {
@@ -725,7 +725,7 @@ fn prune_marks_first_then_deletes_and_gives_the_space_back() {
 #[test]
 fn a_partly_used_pack_is_repacked_and_its_dead_blobs_go() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     // One backup: all of it in one data pack.
     for index in 0..6 {
@@ -828,7 +828,7 @@ fn a_partly_used_pack_is_repacked_and_its_dead_blobs_go() {
 #[test]
 fn damage_a_kept_snapshot_depends_on_stops_prune_before_it_deletes_anything() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     write(&source.join("old.bin"), &noise(1, MIB));
     let first = backup(&workspace, "src", &source, &[]);
@@ -945,7 +945,7 @@ fn replace_file(path: &Path, contents: &[u8]) {
 #[test]
 fn forget_with_prune_does_both_in_one_job() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     write(&source.join("big.bin"), &noise(7, 2 * MIB));
     let first = backup(&workspace, "src", &source, &[]);
@@ -1060,7 +1060,7 @@ fn forget_and_prune_next_to_running_backups_lose_nothing() {
     const ROUNDS: u64 = 8;
     let started = Instant::now();
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let names = ["a", "b"];
     let sources: Vec<PathBuf> = names.iter().map(|name| workspace.path(name)).collect();
     // Snapshot id -> (component, copy of its source as it was backed up).
@@ -1269,7 +1269,7 @@ fn assert_all_restore(workspace: &Workspace, copies: &HashMap<String, PathBuf>, 
 fn prune_killed_at_many_moments_leaves_a_repository_that_verifies_and_restores() {
     let started = Instant::now();
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     for file in 0..4u64 {
         write(

@@ -31,7 +31,12 @@ fn cairn_repos(workspace: &Workspace, repos: &[PathBuf], args: &[&str]) -> Run {
 
 fn init_all(workspace: &Workspace, repos: &[PathBuf]) {
     for repo in repos {
-        cairn_repos(workspace, std::slice::from_ref(repo), &["init"]).ok();
+        cairn_repos(
+            workspace,
+            std::slice::from_ref(repo),
+            &["init", "--plaintext"],
+        )
+        .ok();
     }
 }
 
@@ -352,8 +357,13 @@ fn restore_fetches_a_chunk_from_the_next_repository_when_the_first_is_damaged() 
 fn repositories_that_chunk_differently_are_refused_before_anything_is_read() {
     let workspace = Workspace::new();
     let both = repos(&workspace, &["near", "odd"]);
-    cairn_repos(&workspace, &both[..1], &["init"]).ok();
-    cairn_repos(&workspace, &both[1..], &["init", "--chunk-avg", "32768"]).ok();
+    cairn_repos(&workspace, &both[..1], &["init", "--plaintext"]).ok();
+    cairn_repos(
+        &workspace,
+        &both[1..],
+        &["init", "--plaintext", "--chunk-avg", "32768"],
+    )
+    .ok();
     let source = source_tree(&workspace, 1, 1000);
     let component = format!("data={}", source.display());
     let run = cairn_repos(&workspace, &both, &["backup", "--component", &component]);

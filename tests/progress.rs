@@ -19,7 +19,7 @@ fn workspace_with_snapshot() -> (Workspace, String) {
             &noise(index, 600_000),
         );
     }
-    workspace.init();
+    workspace.init_plaintext();
     let summary = workspace.backup_json(["--component", &format!("data={}", source.display())]);
     let snapshot = summary["snapshot"]
         .as_str()
@@ -62,7 +62,7 @@ fn backup_draws_a_bar_on_a_terminal() {
             &noise(index, 700_000),
         );
     }
-    workspace.init();
+    workspace.init_plaintext();
     let component = format!("data={}", source.display());
     let run = workspace
         .cairn_repo_on_terminal(["backup", "--component", &component])
@@ -116,7 +116,7 @@ fn copy_draws_a_bar_on_a_terminal() {
     let (workspace, _) = workspace_with_snapshot();
     let target = workspace.path("copy");
     workspace
-        .cairn(["--repo", target.to_str().unwrap(), "init"])
+        .cairn(["--repo", target.to_str().unwrap(), "init", "--plaintext"])
         .ok();
     let mut command = workspace.command();
     command
@@ -190,7 +190,7 @@ fn json_progress_of_a_copy_counts_snapshots_and_bytes() {
     let (workspace, _) = workspace_with_snapshot();
     let target = workspace.path("copy");
     workspace
-        .cairn(["--repo", target.to_str().unwrap(), "init"])
+        .cairn(["--repo", target.to_str().unwrap(), "init", "--plaintext"])
         .ok();
     let run = workspace
         .cairn([

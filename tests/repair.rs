@@ -28,7 +28,7 @@ fn restore_into(workspace: &Workspace, snapshot: &str, target: &str, extra: &[&s
 #[test]
 fn repair_index_rebuilds_everything_from_pack_headers_alone() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = source(&workspace);
     workspace.backup_json([&source]);
     write(&source.join("notes/c.md"), b"more\n");
@@ -60,7 +60,7 @@ fn repair_index_rebuilds_everything_from_pack_headers_alone() {
 #[test]
 fn repair_index_replaces_a_corrupt_index_file() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = source(&workspace);
     workspace.backup_json([&source]);
     let index_file = walk(&workspace.repo().join("index"))[0].clone();
@@ -90,7 +90,7 @@ fn repair_index_replaces_a_corrupt_index_file() {
 #[test]
 fn a_lost_pack_is_written_again_by_the_next_backup_of_the_same_data() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = source(&workspace);
     let first = workspace.backup_json([&source]);
     let first = first["snapshot"].as_str().unwrap().to_string();
@@ -147,7 +147,7 @@ fn a_lost_pack_is_written_again_by_the_next_backup_of_the_same_data() {
 #[test]
 fn repair_snapshots_writes_a_signed_copy_without_only_the_damaged_files() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     write(&source.join("kept.bin"), &noise(1, 500_000));
     write(&source.join("notes/kept.md"), b"# kept\n");

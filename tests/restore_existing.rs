@@ -224,7 +224,7 @@ fn new_packs(workspace: &Workspace, before: &[PathBuf]) -> Vec<PathBuf> {
 #[test]
 fn restoring_over_an_identical_target_touches_nothing() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     sample_tree(&source);
     let snapshot = backup(&workspace, &[&source]);
@@ -274,7 +274,7 @@ fn restoring_over_an_identical_target_touches_nothing() {
 #[test]
 fn progress_ends_at_its_totals_when_chunks_repeat_and_directories_exist() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     // Zeros and a repeated block: the same chunk is written many times, but
     // fetched, and counted by the plan, once.
@@ -304,7 +304,7 @@ fn progress_ends_at_its_totals_when_chunks_repeat_and_directories_exist() {
 #[test]
 fn one_changed_byte_in_a_large_file_fetches_only_the_chunks_around_it() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     let mut big = noise(20, 20 * MIB);
     write(&source.join("big.bin"), &big);
@@ -365,7 +365,7 @@ fn one_changed_byte_in_a_large_file_fetches_only_the_chunks_around_it() {
 #[test]
 fn delete_removes_the_extras_of_the_selected_component_and_nothing_else() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let (a, b) = (workspace.path("a"), workspace.path("b"));
     sample_tree(&a);
     write(&b.join("b.txt"), b"component b\n");
@@ -442,7 +442,7 @@ fn delete_removes_the_extras_of_the_selected_component_and_nothing_else() {
 #[test]
 fn include_exclude_and_component_target_restore_exactly_the_selected_paths() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let (a, b) = (workspace.path("a"), workspace.path("b"));
     for (name, seed) in [
         ("notes/one.txt", 1),
@@ -618,7 +618,7 @@ fn kill_restore_at(workspace: &Workspace, snapshot: &str, target: &Path, moment:
 #[test]
 fn a_restore_killed_mid_way_leaves_whole_files_and_a_rerun_finishes_it() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     let names: Vec<String> = (0..6).map(|n| format!("file-{n}.bin")).collect();
     for (n, name) in names.iter().enumerate() {
@@ -685,7 +685,7 @@ fn a_restore_killed_mid_way_leaves_whole_files_and_a_rerun_finishes_it() {
 #[test]
 fn a_new_component_appears_whole_or_not_at_all_and_a_rerun_clears_what_a_kill_left() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     for n in 0..600 {
         write(
@@ -771,7 +771,7 @@ fn a_new_component_appears_whole_or_not_at_all_and_a_rerun_clears_what_a_kill_le
 #[test]
 fn a_component_landing_inside_another_new_one_restores_with_it() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let (outer, inner) = (workspace.path("outer"), workspace.path("inner"));
     for n in 0..40 {
         write(&outer.join(format!("o/{n}.txt")), &noise(n, 3 * KIB));
@@ -823,7 +823,7 @@ fn directories(state: &State) -> State {
 /// target's state before and after.
 fn restore_failing_on_a_corrupt_chunk() -> (State, State) {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     write(&source.join("a.bin"), &noise(1, 200 * KIB));
     write(&source.join("b.bin"), &noise(2, 200 * KIB));
@@ -924,7 +924,7 @@ fn a_restore_that_fails_on_a_corrupt_chunk_rolls_directory_metadata_back_too() {
 #[test]
 fn a_dry_run_writes_nothing_and_plans_exactly_what_the_real_run_does() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     sample_tree(&source);
     let snapshot = backup(&workspace, &[&source]);
@@ -992,7 +992,7 @@ fn a_dry_run_writes_nothing_and_plans_exactly_what_the_real_run_does() {
 /// the undo.
 fn restore_then_undo() -> (State, State) {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     sample_tree(&source);
     let snapshot = backup(&workspace, &[&source]);
@@ -1103,7 +1103,7 @@ fn undo_restore_puts_directory_metadata_back_too() {
 #[test]
 fn max_age_refuses_an_older_snapshot_unless_allowed() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     sample_tree(&source);
     let snapshot = backup(&workspace, &[&source]);
@@ -1154,12 +1154,15 @@ fn max_age_refuses_an_older_snapshot_unless_allowed() {
 #[test]
 fn a_snapshot_by_an_untrusted_key_is_refused_unless_allowed() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     sample_tree(&source);
     let snapshot = backup(&workspace, &[&source]);
     let stranger = Workspace::new();
-    let other_key = stranger.cairn_repo(["--json", "init"]).ok().json()["public_key"]
+    let other_key = stranger
+        .cairn_repo(["--json", "init", "--plaintext"])
+        .ok()
+        .json()["public_key"]
         .as_str()
         .expect("public key")
         .to_string();
@@ -1192,7 +1195,7 @@ fn a_snapshot_by_an_untrusted_key_is_refused_unless_allowed() {
 #[test]
 fn a_chunk_that_no_index_lists_is_refused_as_missing_chunks() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     sample_tree(&source);
     backup(&workspace, &[&source]);
@@ -1287,7 +1290,7 @@ fn a_chunk_that_no_index_lists_is_refused_as_missing_chunks() {
 #[test]
 fn no_safety_snapshot_overwrites_without_taking_one() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     sample_tree(&source);
     let snapshot = backup(&workspace, &[&source]);

@@ -126,7 +126,7 @@ fn build_awkward_tree(root: &Path) {
 #[test]
 fn awkward_tree_restores_byte_identical_with_metadata() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("home");
     build_awkward_tree(&source);
     if unsafe { libc::geteuid() } == 0 {
@@ -216,7 +216,7 @@ fn awkward_tree_restores_byte_identical_with_metadata() {
 #[test]
 fn non_utf8_names_are_listed_and_restored_under_their_own_bytes() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("src");
     write(&source.join(OsStr::from_bytes(b"bad-\xff-name")), b"one");
     write(&source.join(OsStr::from_bytes(b"bad-\xfe-name")), b"two");
@@ -255,7 +255,7 @@ fn small_file_contents(i: usize) -> Vec<u8> {
 fn twenty_thousand_small_files_round_trip() {
     const FILES: usize = 20_000;
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("many");
     let mut total_bytes = 0u64;
     for i in 0..FILES {
@@ -311,7 +311,7 @@ fn twenty_thousand_small_files_round_trip() {
 #[test]
 fn single_file_component_restores_as_a_file_with_its_metadata() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let file = workspace.path("elsewhere/Notes.TXT");
     write(&file, &noise(3, 200_000));
     set_mode(&file, 0o640);
@@ -347,7 +347,7 @@ fn sparse_file_over_4_gib_restores_identical_and_stays_sparse() {
     const GIB: u64 = 1 << 30;
     const LEN: u64 = 4 * GIB + 12_345;
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let file = workspace.path("disk.img");
     {
         use std::io::{Seek, SeekFrom, Write};
@@ -406,7 +406,7 @@ fn component_root_directory_keeps_its_mode_and_mtime() {
     // Backing up a private home directory and restoring it must not leave
     // it open to everyone, nor stamp it with the time of the restore.
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let home = workspace.path("alice");
     write(&home.join(".ssh/id_ed25519"), b"secret");
     set_mode(&home.join(".ssh"), 0o700);
@@ -432,7 +432,7 @@ fn component_root_directory_keeps_its_mode_and_mtime() {
 #[test]
 fn restoring_again_over_an_earlier_restore_gives_the_same_tree() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("project");
     write(&source.join("src/main.rs"), b"fn main() {}\n");
     write(&source.join("data/blob.bin"), &noise(11, 300_000));
@@ -482,7 +482,7 @@ fn relative_repository_source_and_target_paths_work() {
                 .unwrap(),
         )
     };
-    here(&["--repo", "repo", "init"]).ok();
+    here(&["--repo", "repo", "init", "--plaintext"]).ok();
     assert!(workspace.repo().join("config").is_file());
     here(&["--repo", "repo", "backup", "notes"]).ok();
     here(&["--repo", "repo", "restore", "latest", "--target", "out"]).ok();
@@ -493,7 +493,7 @@ fn relative_repository_source_and_target_paths_work() {
 #[test]
 fn every_file_hash_is_the_blake3_of_its_content_whatever_its_chunks() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let files: [(&str, Vec<u8>); 4] = [
         ("empty", Vec::new()),
         (

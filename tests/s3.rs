@@ -256,7 +256,8 @@ fn bad_s3_locations_and_missing_buckets_are_named() {
 #[test]
 fn a_damaged_pack_in_the_bucket_is_found_and_kept_out_of_a_restore() {
     let repo = S3Repo::new();
-    repo.cairn(["init"]).ok();
+    // Plaintext: the test reads pack headers to choose the byte to damage.
+    repo.cairn(["init", "--plaintext"]).ok();
     let source = repo.path("src");
     for index in 0..5 {
         write(
@@ -535,9 +536,11 @@ fn copies_go_local_to_bucket_to_local_and_a_bucket_backs_up_a_local_repository()
     let back = repo.path("back").display().to_string();
     let source = repo.path("src");
     make_source(&source, 5);
-    cairn_with(&repo, &[&near], &["init"]).ok();
-    cairn_with(&repo, &[&bucket], &["init", "--like", &near]).ok();
-    cairn_with(&repo, &[&back], &["init", "--like", &near]).ok();
+    // Plaintext: copies and multi-repository backups between encrypted
+    // repositories with their own keys are not supported yet.
+    cairn_with(&repo, &[&near], &["init", "--plaintext"]).ok();
+    cairn_with(&repo, &[&bucket], &["init", "--plaintext", "--like", &near]).ok();
+    cairn_with(&repo, &[&back], &["init", "--plaintext", "--like", &near]).ok();
     let first = cairn_with(
         &repo,
         &[&near],

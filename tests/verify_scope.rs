@@ -8,7 +8,7 @@ use std::fs;
 
 /// A repository with one snapshot per component name, each in its own packs.
 fn repository_with_snapshots(workspace: &Workspace, names: &[&str]) -> Vec<String> {
-    workspace.init();
+    workspace.init_plaintext();
     names
         .iter()
         .enumerate()

@@ -27,7 +27,7 @@ where
 /// Initialises a repository; returns its key file.
 fn init(workspace: &Workspace, repo: &Path, extra: &[&str]) -> PathBuf {
     let mut args = extra.to_vec();
-    args.extend(["--json", "init"]);
+    args.extend(["--json", "init", "--plaintext"]);
     let made = at(workspace, repo, args).ok().json();
     PathBuf::from(made["key_file"].as_str().expect("key file"))
 }
@@ -38,7 +38,12 @@ fn init(workspace: &Workspace, repo: &Path, extra: &[&str]) -> PathBuf {
 fn two_repositories_one_key(workspace: &Workspace, b_init: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
     let (a, b) = (workspace.path("a"), workspace.path("b"));
     let key = init(workspace, &a, &[]);
-    let mut args = vec!["--key-file", key.to_str().expect("utf-8 path"), "init"];
+    let mut args = vec![
+        "--key-file",
+        key.to_str().expect("utf-8 path"),
+        "init",
+        "--plaintext",
+    ];
     args.extend(b_init);
     if !b_init.is_empty() {
         args.push(a.to_str().expect("utf-8 path"));
@@ -549,6 +554,7 @@ fn finding_3_a_repository_written_before_envelope_version_2_still_opens() {
             "--key-file",
             key_file.to_str().unwrap(),
             "init",
+            "--plaintext",
             "--like",
             a.to_str().unwrap(),
         ],

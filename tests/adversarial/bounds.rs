@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// A repository with one snapshot of `source`; returns the snapshot id.
 fn backed_up(workspace: &Workspace, source: &Path) -> String {
-    workspace.init();
+    workspace.init_plaintext();
     let summary = workspace.backup_json([source]);
     summary["snapshot"]
         .as_str()
@@ -229,7 +229,7 @@ fn finding_7_deep_tree_is_refused() {
     let kept: PathBuf = ["d"; 1024].iter().collect();
     write(&source.join(&kept).join("kept.txt"), b"at the limit\n");
     write(&deep.join("lost.txt"), b"past the limit\n");
-    workspace.init();
+    workspace.init_plaintext();
     let run = workspace.cairn_repo([std::ffi::OsStr::new("backup"), source.as_os_str()]);
     assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
     let too_deep: String = ["d"; 1025].join("/");

@@ -74,7 +74,7 @@ fn listing(ws: &Workspace, snapshot: &str, component: &str) -> String {
 #[test]
 fn finding_5_secret_key_files_are_never_backed_up() {
     let ws = Workspace::new();
-    ws.init();
+    ws.init_plaintext();
     let keys: Vec<PathBuf> = fs::read_dir(ws.path("config/keys"))
         .expect("init wrote a key")
         .map(|entry| entry.expect("entry").path())
@@ -129,7 +129,7 @@ fn finding_5_secret_key_files_are_never_backed_up() {
 #[test]
 fn finding_6_symlink_swapped_directory_is_refused() {
     let ws = Workspace::new();
-    ws.init();
+    ws.init_plaintext();
     let source = ws.path("source/app");
     write(&source.join("sub/file"), &noise(6, 20_000));
     write(&source.join("kept/other"), b"other\n");
@@ -218,7 +218,7 @@ fn finding_6_symlink_swapped_directory_is_refused() {
 #[test]
 fn finding_6_staging_files_are_private_and_removed_on_sigint() {
     let ws = Workspace::new();
-    ws.init();
+    ws.init_plaintext();
     let tmp = ws.path("tmp");
     fs::create_dir(&tmp).expect("tmp");
     let pid_file = ws.path("child.pid");
@@ -299,7 +299,7 @@ fn finding_9_root_restore_does_not_apply_owner_or_setuid_by_default() {
         return;
     }
     let ws = Workspace::new();
-    ws.init();
+    ws.init_plaintext();
     let source = ws.path("source/app");
     write(&source.join("bin/tool"), b"#!/bin/sh\n");
     write(&source.join("shared/file"), b"data\n");
@@ -345,7 +345,7 @@ fn finding_9_root_restore_does_not_apply_owner_or_setuid_by_default() {
 #[test]
 fn finding_9_undo_restore_refuses_a_foreign_journal() {
     let ws = Workspace::new();
-    ws.init();
+    ws.init_plaintext();
     let source = ws.path("source/app");
     write(&source.join("a.txt"), b"from the snapshot\n");
     ws.cairn_repo(["backup".as_ref(), source.as_os_str()]).ok();

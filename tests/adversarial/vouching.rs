@@ -89,7 +89,7 @@ fn assert_verify_clean_naming(workspace: &Workspace, planted: &Id) {
 #[test]
 fn finding_1_planted_index_cannot_make_prune_delete_live_data() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("source");
     write(&source.join("kept"), &noise(1, 200_000));
     write(&source.join("dropped"), &noise(2, 200_000));
@@ -131,7 +131,7 @@ fn finding_1_planted_index_cannot_make_prune_delete_live_data() {
 #[test]
 fn finding_2_poisoned_dedup_never_yields_a_snapshot_with_missing_chunks() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("source");
     write(&source.join("old"), &noise(3, 50_000));
     workspace.backup_json([&source]);
@@ -154,7 +154,7 @@ fn finding_2_poisoned_dedup_never_yields_a_snapshot_with_missing_chunks() {
 #[test]
 fn finding_8_planted_index_does_not_break_restore() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("source");
     write(&source.join("file"), &noise(5, 150_000));
     let before = workspace.packs();
@@ -194,7 +194,7 @@ fn make_legacy(workspace: &Workspace) {
 #[test]
 fn finding_8_planted_index_does_not_break_restore_in_a_legacy_repository() {
     let workspace = Workspace::new();
-    workspace.init();
+    workspace.init_plaintext();
     let source = workspace.path("source");
     write(&source.join("file"), &noise(6, 150_000));
     let snapshot = snapshot_of(&workspace.backup_json([&source]));

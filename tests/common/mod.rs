@@ -139,6 +139,13 @@ impl Workspace {
         self.cairn_repo(["init"]).ok()
     }
 
+    /// `init --plaintext`: for tests that read or forge the repository's
+    /// raw bytes (packs, index files, manifests), whose subject is not
+    /// encryption.
+    pub fn init_plaintext(&self) -> Run {
+        self.cairn_repo(["init", "--plaintext"]).ok()
+    }
+
     /// Backs up with `--json` and returns the summary.
     pub fn backup_json<I, S>(&self, args: I) -> serde_json::Value
     where

@@ -401,8 +401,11 @@ pub struct BlobDecoder {
     hasher: IdHasher,
     /// In an encrypted repository: the ciphers that open pieces, and the
     /// last one used (a decoder mostly reads one pack after another).
-    openers: Option<(OpenerSource, Option<(Id, Arc<PackOpener>)>)>,
+    openers: Option<(OpenerSource, Option<LastOpener>)>,
 }
+
+/// The pack a decoder opened a piece of last, and its cipher.
+type LastOpener = (Id, Arc<PackOpener>);
 
 /// A decoder for a plaintext repository (plain BLAKE3 ids).
 impl Default for BlobDecoder {
