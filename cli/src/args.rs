@@ -134,6 +134,95 @@ pub enum Command {
     /// file's hash checked, each kind's own check run, each timed; one JSON
     /// line per drill appended to a history file.
     Drill(DrillArgs),
+    /// Manage an encrypted repository's keys: key slots, hosts, the
+    /// keyring of writers' signing keys, revocation and rotation.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// List the key slots (and, with the read key, the keyring's keys).
+    List,
+    /// Add a key slot: a new passphrase (CAIRN_NEW_PASSWORD or a prompt),
+    /// a recipient's X25519 public key, or a host's request line.
+    Add(KeyAddArgs),
+    /// Remove a key slot (never the last one that holds the read key).
+    Remove {
+        /// The slot's id or a unique prefix of it.
+        slot: String,
+    },
+    /// Change the passphrase: a new passphrase slot, then the old one
+    /// removed; with --signing-key, re-seal this host's signing key file.
+    Passwd(KeyPasswdArgs),
+    /// Print a paper backup of the repository's keys (keep it offline).
+    Export,
+    /// Add a passphrase slot from a paper backup (`cairn key export`),
+    /// when every passphrase is lost.
+    Import {
+        /// The export file.
+        file: PathBuf,
+    },
+    /// On a new backup host: make its signing key and identity and print
+    /// the request line for `cairn key add --host` on the owner's machine.
+    HostInit(KeyHostInitArgs),
+    /// Revoke a writer's signing key: its snapshots present now stay
+    /// trusted, any later one is refused.
+    Revoke {
+        /// The public signing key (64 hex digits or a key file).
+        key: String,
+    },
+    /// Give this host a new signing key; the old one is revoked, its
+    /// snapshots kept.
+    Rotate(KeyProtectArgs),
+}
+
+#[derive(Args)]
+pub struct KeyAddArgs {
+    /// A passphrase slot (the new passphrase from CAIRN_NEW_PASSWORD or a
+    /// prompt).
+    #[arg(long, conflicts_with_all = ["recipient", "host"])]
+    pub passphrase: bool,
+    /// A slot for this X25519 public key (64 hex digits).
+    #[arg(long, value_name = "PUBLIC_KEY", conflicts_with = "host")]
+    pub recipient: Option<String>,
+    /// A host's request line from `cairn key host-init`: a slot for its
+    /// identity, and its signing key added to the keyring.
+    #[arg(long, value_name = "REQUEST")]
+    pub host: Option<String>,
+    /// The slot holds no read key: the holder backs up but reads nothing.
+    #[arg(long)]
+    pub write_only: bool,
+    /// A name for the slot, for `key list`.
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+#[derive(Args)]
+pub struct KeyPasswdArgs {
+    /// Re-seal this host's signing key file under a new passphrase
+    /// instead (CAIRN_NEW_PASSWORD or a prompt).
+    #[arg(long)]
+    pub signing_key: bool,
+}
+
+#[derive(Args)]
+pub struct KeyProtectArgs {
+    /// Seal the new signing key file under a passphrase
+    /// (CAIRN_NEW_PASSWORD or a prompt).
+    #[arg(long)]
+    pub protect: bool,
+}
+
+#[derive(Args)]
+pub struct KeyHostInitArgs {
+    /// Seal the new signing key file under a passphrase
+    /// (CAIRN_NEW_PASSWORD or a prompt).
+    #[arg(long)]
+    pub protect: bool,
+    /// The host's name in the request [default: this host's name].
+    #[arg(long)]
+    pub label: Option<String>,
 }
 
 #[derive(Args)]

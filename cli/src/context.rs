@@ -7,7 +7,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use cairn_store::backend::{Backend, S3Options, open_backend};
 use cairn_store::format::keys::{PublicKey, SigningKey};
 use cairn_store::index::{OpenedIndex, open_index};
-use cairn_store::keystore::{LocationPins, TrustStore, parse_public_key_argument, read_secret_key};
+use cairn_store::keystore::{
+    LocationPins, TrustStore, parse_public_key_argument, read_secret_key_unlocking,
+};
 use cairn_store::{Repository, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,7 +107,7 @@ impl Context {
         let mut repository =
             Repository::open(backend).with_context(|| format!("opening repository {location}"))?;
         LocationPins::new(&self.config_dir()?).check(&pin_key(location), repository.id())?;
-        crate::credentials::unlock(&self.global, &mut repository)?;
+        crate::credentials::unlock(&self.global, &self.config_dir()?, &mut repository)?;
         Ok(repository)
     }
 
@@ -169,14 +171,13 @@ impl Context {
     }
 
     /// Secret key files a backup must never store: the config directory's
-    /// `keys/` and the --key-file given.
+    /// `keys/` and `identities/`, and the --key-file given.
     pub fn secret_key_paths(&self) -> Vec<PathBuf> {
         let mut paths: Vec<PathBuf> = self
             .config_dir()
             .ok()
-            .map(|config| config.join("keys"))
-            .into_iter()
-            .collect();
+            .map(|config| vec![config.join("keys"), config.join("identities")])
+            .unwrap_or_default();
         paths.extend(self.global.key_file.clone());
         paths
     }
@@ -256,13 +257,13 @@ impl Context {
     pub fn signing_key(&self, repository: &Repository) -> Result<SigningKey> {
         let published = repository.published_keys()?;
         let key = match &self.global.key_file {
-            Some(path) => read_secret_key(path)?,
+            Some(path) => self.read_signing_key(path)?,
             None => {
                 let mut found = None;
                 for public in &published {
                     let path = self.default_key_path(public)?;
                     if path.exists() {
-                        found = Some(read_secret_key(&path)?);
+                        found = Some(self.read_signing_key(&path)?);
                         break;
                     }
                 }
@@ -294,6 +295,21 @@ impl Context {
         Ok(key)
     }
 
+    /// Reads a signing key file; one sealed under a passphrase (`key
+    /// host-init --protect`, `key passwd --signing-key`) is opened with
+    /// CAIRN_KEY_PASSWORD, else the repository's passphrase sources.
+    pub fn read_signing_key(&self, path: &Path) -> Result<SigningKey> {
+        Ok(read_secret_key_unlocking(path, || {
+            if let Some(value) = std::env::var_os("CAIRN_KEY_PASSWORD") {
+                use std::os::unix::ffi::OsStringExt;
+                return Ok(value.into_vec());
+            }
+            crate::credentials::passphrase(&self.global, &format!("key file {}", path.display()))
+                .map(|passphrase| passphrase.bytes().to_vec())
+                .map_err(|error| StoreError::Invalid(format!("{error:#}")))
+        })?)
+    }
+
     /// Keys whose signatures are accepted in `repository`: --trusted-key
     /// if given, else this machine's list for that repository. Never the
     /// repository's own word.
@@ -310,6 +326,32 @@ impl Context {
             );
         }
         Ok(keys)
+    }
+
+    /// [`Context::trusted_keys`] for restoring `spec`: a snapshot named by
+    /// id that a revoked key signed is trusted when the keyring kept it.
+    pub fn trusted_keys_for_snapshot(
+        &self,
+        repository: &Repository,
+        spec: &str,
+        mut trusted: Vec<PublicKey>,
+    ) -> Result<Vec<PublicKey>> {
+        if spec == "latest" || !self.global.trusted_keys.is_empty() {
+            return Ok(trusted);
+        }
+        let Some(keyring) = crate::commands::keyring_trust(self, repository)? else {
+            return Ok(trusted);
+        };
+        let Ok(id) = repository.resolve_snapshot(spec, &trusted) else {
+            return Ok(trusted);
+        };
+        if let Ok(manifest) = repository.read_manifest(&id) {
+            let signer = manifest.signer();
+            if keyring.keeps(&signer, &id) && !trusted.contains(&signer) {
+                trusted.push(signer);
+            }
+        }
+        Ok(trusted)
     }
 
     /// As [`Context::trusted_keys`], where no key is no error (a listing
@@ -333,6 +375,11 @@ impl Context {
             if !trusted.keys.contains(&owner) {
                 trusted.keys.push(owner);
             }
+        }
+        // An encrypted repository's keyring adds its writers and takes
+        // away what it revokes, the owner's key too (FORMAT.md 17.7).
+        if let Some(keyring) = crate::commands::keyring_trust(self, repository)? {
+            trusted.keys = keyring.trusted(&trusted.keys);
         }
         if trusted.legacy && !LEGACY_TRUST_WARNED.swap(true, Ordering::Relaxed) {
             eprintln!(

@@ -14,9 +14,11 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use cairn_store::Repository;
 use cairn_store::format::keys::PublicKey;
 use cairn_store::format::keyslot::KdfParams;
+use cairn_store::format::keyslot::SlotPayload;
 use cairn_store::id::Id;
-use cairn_store::ops::unlock::unlock_with_passphrase;
+use cairn_store::ops::unlock::{list_key_slots, unlock_with_passphrase};
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Mutex;
 use zeroize::Zeroize;
 
@@ -42,6 +44,10 @@ static REMEMBERED: Mutex<Option<Vec<u8>>> = Mutex::new(None);
 /// Owners named by the key slots this run opened, per repository: trusted
 /// for that repository in addition to the local trusted list.
 static OWNERS: Mutex<Vec<(Id, PublicKey)>> = Mutex::new(Vec::new());
+
+/// The key slot each repository was opened with in this run, and its
+/// payload (`cairn key` shows it and builds new slots from it).
+static OPENED: Mutex<Vec<(Id, Id, SlotPayload)>> = Mutex::new(Vec::new());
 
 /// The passphrase of an existing repository.
 pub fn passphrase(global: &GlobalArgs, purpose: &str) -> Result<Passphrase> {
@@ -139,15 +145,23 @@ pub fn kdf_params(global: &GlobalArgs) -> Result<KdfParams> {
     Ok(params)
 }
 
-/// Opens an encrypted repository with the passphrase, and remembers the
-/// owner its slot names. A plaintext repository is left as it is.
-pub fn unlock(global: &GlobalArgs, repository: &mut Repository) -> Result<()> {
+/// Opens an encrypted repository: this host's identities
+/// (`<config>/identities/`) against its recipient slots first, with no
+/// passphrase asked, then the passphrase against its passphrase slots.
+/// Remembers the owner the opened slot names and the slot itself. A
+/// plaintext repository is left as it is.
+pub fn unlock(global: &GlobalArgs, config: &Path, repository: &mut Repository) -> Result<()> {
     if !repository.is_encrypted() {
         return Ok(());
     }
     let location = repository.backend().location();
-    let passphrase = passphrase(global, &format!("repository {location}"))?;
-    let payload = unlock_with_passphrase(repository, passphrase.bytes())?;
+    let (slot, payload) = match open_with_identities(config, repository)? {
+        Some(opened) => opened,
+        None => {
+            let passphrase = passphrase(global, &format!("repository {location}"))?;
+            open_with_passphrase(repository, passphrase.bytes())?
+        }
+    };
     repository
         .unlock(payload.keys()?)
         .with_context(|| format!("opening repository {location}"))?;
@@ -156,7 +170,62 @@ pub fn unlock(global: &GlobalArgs, repository: &mut Repository) -> Result<()> {
     {
         owners.push((*repository.id(), owner));
     }
+    if let Ok(mut opened) = OPENED.lock() {
+        opened.push((*repository.id(), slot, payload));
+    }
     Ok(())
+}
+
+/// The recipient slot one of this host's identities opens, if any.
+fn open_with_identities(
+    config: &Path,
+    repository: &Repository,
+) -> Result<Option<(Id, SlotPayload)>> {
+    let identities = cairn_store::keystore::identities(config)?;
+    if identities.is_empty() {
+        return Ok(None);
+    }
+    for (id, slot) in list_key_slots(repository)? {
+        let Some(recipient) = slot.recipient() else {
+            continue;
+        };
+        for (public, secret) in &identities {
+            if *public != recipient {
+                continue;
+            }
+            if let Some(payload) =
+                slot.unwrap_with_identity(repository.id(), secret, &format!("key slot {id}"))?
+            {
+                return Ok(Some((id, payload)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The passphrase slot `passphrase` opens, with its id (`unlock_with_passphrase`
+/// says why none does).
+fn open_with_passphrase(repository: &Repository, passphrase: &[u8]) -> Result<(Id, SlotPayload)> {
+    for (id, slot) in list_key_slots(repository)? {
+        if let Some(payload) =
+            slot.unwrap_with_passphrase(repository.id(), passphrase, &format!("key slot {id}"))?
+        {
+            return Ok((id, payload));
+        }
+    }
+    Err(unlock_with_passphrase(repository, passphrase)
+        .err()
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow!("no key slot opens with this passphrase")))
+}
+
+/// The key slot this run opened for `repository` and what it held.
+pub fn opened_slot(repository: &Id) -> Option<(Id, SlotPayload)> {
+    let opened = OPENED.lock().ok()?;
+    opened
+        .iter()
+        .find(|(id, _, _)| id == repository)
+        .map(|(_, slot, payload)| (*slot, payload.clone()))
 }
 
 /// The owners named by the key slots this run opened for `repository`.

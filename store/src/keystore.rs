@@ -1,5 +1,7 @@
 //! Keys on this machine: the secret key file (JSON, mode 0600, kept outside
-//! the repository), the local lists of trusted public keys (one per
+//! the repository, optionally sealed under a passphrase), this host's X25519
+//! identities (`<config>/identities/`, mode 0600, which open the key slots
+//! wrapped for them, FORMAT.md 17.5), the local lists of trusted public keys (one per
 //! repository, one file per key under the config directory's
 //! `trusted/<repository id>/`), the pin of which repository lives at each
 //! location, and public keys given on the command line. Trust comes only
@@ -8,13 +10,17 @@
 
 use crate::error::{Result, StoreError};
 use crate::format::codec::to_json;
+use crate::format::crypto::{NONCE_LENGTH, cipher_for, open_in_place, seal_in_place};
 use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey, public_key_of};
+use crate::format::keyslot::{KdfParams, passphrase_key};
 use crate::id::Id;
+use crate::os::random::random_bytes;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroize;
 
 /// The secret key file's contents.
 #[derive(Serialize, Deserialize)]
@@ -63,6 +69,20 @@ pub fn write_secret_key(path: &Path, key: &SigningKey) -> Result<()> {
 }
 
 pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
+    read_secret_key_unlocking(path, || {
+        Err(StoreError::Invalid(format!(
+            "key file {} is protected by a passphrase, and none was given here",
+            path.display()
+        )))
+    })
+}
+
+/// Reads a secret key file; for a passphrase-protected one, `passphrase`
+/// is asked for the passphrase (once), and a wrong one is refused by name.
+pub fn read_secret_key_unlocking(
+    path: &Path,
+    passphrase: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<SigningKey> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -79,6 +99,9 @@ pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
         path: path.to_path_buf(),
         reason: reason.into(),
     };
+    if let Ok(protected) = serde_json::from_slice::<ProtectedKeyFile>(&bytes) {
+        return open_protected(path, &protected, &passphrase()?);
+    }
     let file: SecretKeyFile =
         serde_json::from_slice(&bytes).map_err(|_| bad("not a cairn secret key file"))?;
     if file.format != "cairn-secret-key-v1" || file.algorithm != "ed25519" {
@@ -88,10 +111,242 @@ pub fn read_secret_key(path: &Path) -> Result<SigningKey> {
     hex::decode_to_slice(&file.secret_key, &mut secret)
         .map_err(|_| bad("secret key is not 64 hex digits"))?;
     let key = SigningKey::from_bytes(&secret);
+    secret.zeroize();
     if public_key_of(&key).to_hex() != file.public_key {
         return Err(bad("public key does not match the secret key"));
     }
     Ok(key)
+}
+
+/// Whether the key file at `path` is sealed under a passphrase.
+pub fn is_protected_key_file(path: &Path) -> bool {
+    fs::read(path)
+        .ok()
+        .is_some_and(|bytes| serde_json::from_slice::<ProtectedKeyFile>(&bytes).is_ok())
+}
+
+/// A secret key file sealed under a passphrase: Argon2id (the key slots'
+/// derivation, with its bounds) and XChaCha20-Poly1305, the public key
+/// bound into the associated data.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtectedKeyFile {
+    format: String,
+    algorithm: String,
+    public_key: String,
+    kdf: KdfParams,
+    salt: String,
+    nonce: String,
+    sealed_secret_key: String,
+}
+
+const PROTECTED_FORMAT: &str = "cairn-protected-secret-key-v1";
+const PROTECTED_AAD: &[u8] = b"cairn protected secret key v1\0";
+
+/// Writes `key` to a new file at `path` (mode 0600), sealed under
+/// `passphrase`; refuses to replace a file unless `replace` (then the new
+/// file is renamed over the old one, so a crash leaves one or the other).
+pub fn write_protected_secret_key(
+    path: &Path,
+    key: &SigningKey,
+    passphrase: &[u8],
+    kdf: KdfParams,
+    replace: bool,
+) -> Result<()> {
+    kdf.check("--kdf-memory/--kdf-passes")?;
+    let salt = random_bytes::<16>()?;
+    let nonce = random_bytes::<NONCE_LENGTH>()?;
+    let public = public_key_of(key);
+    let mut wrapping = passphrase_key(passphrase, &kdf, &salt, "protected key")?;
+    let mut sealed = key.to_bytes().to_vec();
+    seal_in_place(
+        &cipher_for(&wrapping),
+        &nonce,
+        &protected_aad(&public),
+        &mut sealed,
+    );
+    wrapping.zeroize();
+    let contents = to_json(&ProtectedKeyFile {
+        format: PROTECTED_FORMAT.into(),
+        algorithm: "ed25519".into(),
+        public_key: public.to_hex(),
+        kdf,
+        salt: hex::encode(salt),
+        nonce: hex::encode(nonce),
+        sealed_secret_key: hex::encode(&sealed),
+    });
+    write_private_file(path, &contents, replace, "key file")
+}
+
+fn protected_aad(public: &PublicKey) -> Vec<u8> {
+    let mut aad = PROTECTED_AAD.to_vec();
+    aad.extend_from_slice(&public.0);
+    aad
+}
+
+fn open_protected(path: &Path, file: &ProtectedKeyFile, passphrase: &[u8]) -> Result<SigningKey> {
+    let object = format!("key file {}", path.display());
+    let bad = |reason: &str| StoreError::BadKeyFile {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
+    if file.format != PROTECTED_FORMAT || file.algorithm != "ed25519" {
+        return Err(bad("not a cairn protected ed25519 secret key"));
+    }
+    file.kdf.check(&object)?;
+    let public = PublicKey::from_hex(&file.public_key).ok_or_else(|| bad("bad public key"))?;
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; NONCE_LENGTH];
+    hex::decode_to_slice(&file.salt, &mut salt).map_err(|_| bad("bad salt"))?;
+    hex::decode_to_slice(&file.nonce, &mut nonce).map_err(|_| bad("bad nonce"))?;
+    let mut sealed = hex::decode(&file.sealed_secret_key).map_err(|_| bad("bad sealed key"))?;
+    if sealed.len() != 32 + 16 {
+        return Err(bad("sealed key has the wrong length"));
+    }
+    let mut wrapping = passphrase_key(passphrase, &file.kdf, &salt, &object)?;
+    let opened = open_in_place(
+        &cipher_for(&wrapping),
+        &nonce,
+        &protected_aad(&public),
+        &mut sealed,
+    );
+    wrapping.zeroize();
+    if opened.is_err() {
+        return Err(StoreError::KeySlotLocked(format!(
+            "{object} does not open with this passphrase"
+        )));
+    }
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&sealed[..32]);
+    sealed.zeroize();
+    let key = SigningKey::from_bytes(&secret);
+    secret.zeroize();
+    if public_key_of(&key) != public {
+        return Err(bad("public key does not match the secret key"));
+    }
+    Ok(key)
+}
+
+/// Writes a private (0600) file durably: a new file, or with `replace` a
+/// temporary renamed over `path`.
+fn write_private_file(path: &Path, contents: &[u8], replace: bool, what: &str) -> Result<()> {
+    let parent = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        fs::create_dir_all(parent)
+            .map_err(|error| StoreError::io(format!("creating {}", parent.display()), error))?;
+    }
+    let target = if replace {
+        path.with_extension("new")
+    } else {
+        path.to_path_buf()
+    };
+    if replace {
+        let _ = fs::remove_file(&target);
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&target)
+        .map_err(|error| StoreError::io(format!("creating {what} {}", target.display()), error))?;
+    file.write_all(contents)
+        .and_then(|_| file.sync_all())
+        .map_err(|error| StoreError::io(format!("writing {what} {}", target.display()), error))?;
+    if replace {
+        fs::rename(&target, path)
+            .map_err(|error| StoreError::io(format!("replacing {}", path.display()), error))?;
+    }
+    match parent {
+        Some(parent) => sync_directory(parent),
+        None => Ok(()),
+    }
+}
+
+/// An X25519 identity file: what opens the key slots wrapped for this
+/// host (`cairn key host-init`, `init --recipient`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityFile {
+    format: String,
+    algorithm: String,
+    secret_key: String,
+    public_key: String,
+}
+
+const IDENTITY_FORMAT: &str = "cairn-identity-v1";
+
+/// Where this host's identities live: `<config dir>/identities/`. Like
+/// `keys/`, a backup never stores it.
+pub fn identities_directory(config_directory: &Path) -> PathBuf {
+    config_directory.join("identities")
+}
+
+/// Makes a new X25519 identity in `<config>/identities/<public hex>.key`
+/// (mode 0600) and returns its public key.
+pub fn create_identity(config_directory: &Path) -> Result<[u8; 32]> {
+    let mut secret = random_bytes::<32>()?;
+    let public =
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret)).to_bytes();
+    let contents = to_json(&IdentityFile {
+        format: IDENTITY_FORMAT.into(),
+        algorithm: "x25519".into(),
+        secret_key: hex::encode(secret),
+        public_key: hex::encode(public),
+    });
+    secret.zeroize();
+    // `.key`, like signing keys: a backup leaves every `*.key` file of
+    // the directory out.
+    let path = identities_directory(config_directory).join(format!("{}.key", hex::encode(public)));
+    write_private_file(&path, &contents, false, "identity file")?;
+    Ok(public)
+}
+
+/// This host's identities, as (public key, secret key) pairs. A file that
+/// is not an identity is named in the error: an identity that cannot be
+/// read is a key slot that cannot be opened.
+pub fn identities(config_directory: &Path) -> Result<Vec<([u8; 32], [u8; 32])>> {
+    let directory = identities_directory(config_directory);
+    let entries = match fs::read_dir(&directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => {
+            return Err(StoreError::io(
+                format!("listing {}", directory.display()),
+                error,
+            ));
+        }
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|extension| extension != "key") {
+            continue;
+        }
+        let bad = |reason: &str| StoreError::BadKeyFile {
+            path: path.clone(),
+            reason: reason.into(),
+        };
+        let bytes = fs::read(&path)
+            .map_err(|error| StoreError::io(format!("reading {}", path.display()), error))?;
+        let file: IdentityFile =
+            serde_json::from_slice(&bytes).map_err(|_| bad("not a cairn identity file"))?;
+        if file.format != IDENTITY_FORMAT || file.algorithm != "x25519" {
+            return Err(bad("not a cairn x25519 identity"));
+        }
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(&file.secret_key, &mut secret)
+            .map_err(|_| bad("secret key is not 64 hex digits"))?;
+        let public =
+            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret)).to_bytes();
+        if hex::encode(public) != file.public_key {
+            return Err(bad("public key does not match the secret key"));
+        }
+        found.push((public, secret));
+    }
+    found.sort_by_key(|(public, _)| *public);
+    Ok(found)
 }
 
 /// Makes `path`'s directory entry durable: a file just created or renamed
@@ -381,5 +636,42 @@ mod tests {
             key
         );
         assert!(parse_public_key_argument("not-a-key").is_err());
+    }
+
+    #[test]
+    fn a_protected_key_opens_with_its_passphrase_only() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("keys/p.key");
+        let key = generate_signing_key().unwrap();
+        let fast = KdfParams {
+            memory_kib: KdfParams::MIN_MEMORY_KIB,
+            passes: 1,
+            lanes: 1,
+        };
+        write_protected_secret_key(&path, &key, b"pw", fast, false).unwrap();
+        assert!(is_protected_key_file(&path));
+        assert!(read_secret_key(&path).is_err(), "no passphrase, no key");
+        let wrong = read_secret_key_unlocking(&path, || Ok(b"nope".to_vec())).unwrap_err();
+        assert!(wrong.to_string().contains("does not open"), "{wrong}");
+        let opened = read_secret_key_unlocking(&path, || Ok(b"pw".to_vec())).unwrap();
+        assert_eq!(opened.to_bytes(), key.to_bytes());
+        // A new passphrase replaces the file in one rename.
+        write_protected_secret_key(&path, &key, b"new", fast, true).unwrap();
+        let opened = read_secret_key_unlocking(&path, || Ok(b"new".to_vec())).unwrap();
+        assert_eq!(opened.to_bytes(), key.to_bytes());
+    }
+
+    #[test]
+    fn identities_are_private_and_listed() {
+        use std::os::unix::fs::PermissionsExt;
+        let config = tempfile::tempdir().unwrap();
+        assert!(identities(config.path()).unwrap().is_empty());
+        let public = create_identity(config.path()).unwrap();
+        let listed = identities(config.path()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0, public);
+        let path = identities_directory(config.path()).join(format!("{}.key", hex::encode(public)));
+        let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

@@ -13,7 +13,9 @@
 use cairn_chunker::ChunkerParams;
 use cairn_store::Id;
 use cairn_store::format::config::RepositoryConfig;
+use cairn_store::format::crypto::RepositoryKeys;
 use cairn_store::format::index::{IndexFile, PackEntry};
+use cairn_store::format::keyring::{Entry, Keyring, Role, Status};
 use cairn_store::format::keys::{PublicKeyObject, generate_signing_key, public_key_of};
 use cairn_store::format::manifest::{
     ChunkerRecord, ComponentKind, ComponentRecord, ComponentStats, SignedManifest, SnapshotBody,
@@ -185,9 +187,39 @@ fn sample_manifest() -> Vec<u8> {
 /// The repository the sample manifest and records are sealed for.
 const SAMPLE_REPOSITORY: Id = Id([7; 32]);
 
+/// The keys the sample keyring is sealed with, made once.
+fn keyring_keys() -> &'static (RepositoryKeys, cairn_store::format::keys::SigningKey) {
+    static KEYS: OnceLock<(RepositoryKeys, cairn_store::format::keys::SigningKey)> =
+        OnceLock::new();
+    KEYS.get_or_init(|| {
+        (
+            RepositoryKeys::generate(SAMPLE_REPOSITORY).unwrap(),
+            generate_signing_key().unwrap(),
+        )
+    })
+}
+
+/// A keyring listing its owner and a revoked writer with kept snapshots.
+fn sample_keyring() -> Vec<u8> {
+    let (keys, owner) = keyring_keys();
+    let mut keyring = Keyring::first(public_key_of(owner), "owner", "2026-12-06T10:00:00Z");
+    keyring.entries.push(Entry {
+        key: public_key_of(&generate_signing_key().unwrap()).0,
+        role: Role::Writer,
+        label: "host".into(),
+        added: "2026-12-06T10:00:00Z".into(),
+        status: Status::Revoked {
+            time: "2026-12-06T11:00:00Z".into(),
+            kept: vec![Id::of(b"kept")],
+        },
+    });
+    keyring.seal(keys, owner).unwrap()
+}
+
 /// Runs every decoder on `bytes`; only a panic fails.
 fn decode_everything(bytes: &[u8]) {
     let id = Id::of(bytes);
+    let _ = Keyring::open(bytes, id, &keyring_keys().0);
     let _ = RepositoryConfig::decode(bytes);
     let _ = PublicKeyObject::decode(bytes, "key");
     if let Ok(header) = parse_pack(bytes, &id) {
@@ -240,6 +272,7 @@ fn samples() -> &'static [Vec<u8>] {
             sample_manifest(),
             sample_forget_record(),
             sample_deletion_mark(),
+            sample_keyring(),
         ]
     })
 }
@@ -294,7 +327,7 @@ proptest! {
 
     #[test]
     fn damaged_objects_never_panic_a_decoder(
-        which in 0usize..8,
+        which in 0usize..9,
         damage in proptest::collection::vec(damage(), 1..4),
     ) {
         let bytes = apply(samples()[which].clone(), &damage);
@@ -325,6 +358,9 @@ fn intact_samples_decode() {
         let stored = &pack[blob.offset as usize..][..blob.length as usize];
         assert!(decode_blob(blob, stored, &Id::of(&pack)).is_ok());
     }
+    let keyring = sample_keyring();
+    let opened = Keyring::open(&keyring, Id::of(&keyring), &keyring_keys().0).unwrap();
+    assert_eq!(opened.keyring.entries.len(), 2);
     let forget = SignedRecord::decode(&sample_forget_record(), FORGET_DOMAIN, "f").unwrap();
     assert!(forget.body_unverified::<ForgetRecord>("f").is_ok());
     let mark = SignedRecord::decode(&sample_deletion_mark(), DELETION_DOMAIN, "d").unwrap();

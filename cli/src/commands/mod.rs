@@ -6,6 +6,7 @@ mod copy;
 mod drill;
 mod forget;
 mod init;
+mod key;
 mod ls;
 mod plan;
 mod prune;
@@ -16,6 +17,8 @@ mod snapshots;
 mod trust;
 mod undo_restore;
 mod verify;
+
+pub use key::keyring_trust;
 
 use crate::args::Command;
 use crate::context::Context;
@@ -38,6 +41,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Plan(command) => plan::run(context, &command),
         Command::Drill(args) => drill::run(context, &args),
         Command::Cat(args) => cat::run(context, &args),
+        Command::Key(command) => key::run(context, &command),
     }
 }
 

@@ -182,6 +182,7 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     } else {
         context.trusted_keys(&repository)?
     };
+    let trusted = context.trusted_keys_for_snapshot(&repository, &args.snapshot, trusted)?;
     let request = RestoreRequest {
         snapshot: args.snapshot.clone(),
         trusted,

@@ -333,7 +333,7 @@ fn slot_aad(wrapping: &Wrapping) -> Vec<u8> {
     aad
 }
 
-fn passphrase_key(
+pub(crate) fn passphrase_key(
     passphrase: &[u8],
     kdf: &KdfParams,
     salt: &[u8; 16],

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod index;
+pub mod keyring;
 pub mod keys;
 pub mod keyslot;
 pub mod limits;

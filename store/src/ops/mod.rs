@@ -13,6 +13,7 @@ pub mod drill;
 pub mod forget;
 pub mod hooks;
 pub mod init;
+pub mod keys;
 pub mod listing;
 pub mod prune;
 pub mod repair;

@@ -80,8 +80,13 @@ pub(super) struct Tallies {
 /// A file no larger than this may be a cairn secret key file (one is about
 /// 200 bytes), and is looked at before it is stored.
 const SECRET_KEY_MAX: u64 = 1024;
-/// What a secret key file holds (`keystore`'s format name, in quotes).
-const SECRET_KEY_MARK: &[u8] = b"\"cairn-secret-key-v1\"";
+/// What a secret key file holds (`keystore`'s format names, in quotes): a
+/// signing key, one sealed under a passphrase, or an X25519 identity.
+const SECRET_KEY_MARKS: [&[u8]; 3] = [
+    b"\"cairn-secret-key-v1\"",
+    b"\"cairn-protected-secret-key-v1\"",
+    b"\"cairn-identity-v1\"",
+];
 
 /// Device and inode of each secret key file in `paths` (a directory
 /// stands for every `*.key` file in it); what does not exist is skipped.
@@ -120,9 +125,9 @@ fn looks_like_secret_key(file: &fs::File, size: u64) -> bool {
     };
     let bytes = &buffer[..read];
     bytes.trim_ascii_start().starts_with(b"{")
-        && bytes
-            .windows(SECRET_KEY_MARK.len())
-            .any(|window| window == SECRET_KEY_MARK)
+        && SECRET_KEY_MARKS
+            .iter()
+            .any(|mark| bytes.windows(mark.len()).any(|window| window == *mark))
 }
 
 /// What reading the sources gave, the same for every repository.

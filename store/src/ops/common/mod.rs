@@ -25,7 +25,7 @@ pub fn now_rfc3339() -> String {
     )
 }
 
-pub(crate) fn host_name() -> String {
+pub fn host_name() -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: the buffer is valid for its whole length; gethostname writes at
     // most that many bytes.

@@ -1,0 +1,415 @@
+//! Key management end to end (FORMAT.md 17.5, 17.7): a second host joins
+//! with `key host-init` and `key add --host`, backs up write-only, and a
+//! third machine that knows only the passphrase restores its snapshots;
+//! revocation refuses the revoked key's later snapshots and keeps its
+//! earlier ones; rotation keeps old and new snapshots restorable; killed
+//! key changes leave a repository every key holder opens; a damaged
+//! keyring is named.
+
+mod common;
+
+use common::*;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Another machine: its own config and cache directories, same repository.
+struct Machine<'a> {
+    workspace: &'a Workspace,
+    name: &'static str,
+    /// Whether it knows the passphrase.
+    passphrase: bool,
+}
+
+impl Machine<'_> {
+    fn command(&self) -> Command {
+        let mut command = self.workspace.command();
+        command
+            .env(
+                "CAIRN_CONFIG_DIR",
+                self.workspace.path(&format!("{}/config", self.name)),
+            )
+            .env(
+                "CAIRN_CACHE_DIR",
+                self.workspace.path(&format!("{}/cache", self.name)),
+            );
+        if !self.passphrase {
+            command.env_remove("CAIRN_PASSWORD");
+        }
+        command
+    }
+
+    fn cairn(&self, args: &[&str]) -> Run {
+        let mut all: Vec<OsString> = vec!["--repo".into(), self.workspace.repo().into()];
+        all.extend(args.iter().map(OsString::from));
+        run_of(self.command().args(all).output().expect("run cairn"))
+    }
+
+    fn backup(&self, source: &str) -> String {
+        let source = self.workspace.path(source);
+        let run = self
+            .cairn(&["--json", "backup", source.to_str().unwrap()])
+            .ok();
+        run.json()["snapshot"].as_str().unwrap().to_string()
+    }
+
+    fn restore(&self, snapshot: &str, target: &str) -> Run {
+        let target = self.workspace.path(target);
+        self.cairn(&["restore", snapshot, "--target", target.to_str().unwrap()])
+    }
+}
+
+fn owner(workspace: &Workspace) -> Machine<'_> {
+    Machine {
+        workspace,
+        name: "owner",
+        passphrase: true,
+    }
+}
+
+/// A repository made by the owner, and a second host joined to it: the
+/// host's request line, added on the owner's machine.
+fn repository_with_host(workspace: &Workspace) -> (Machine<'_>, Machine<'_>) {
+    let owner = owner(workspace);
+    owner.cairn(&["init"]).ok();
+    let host = Machine {
+        workspace,
+        name: "host",
+        passphrase: false,
+    };
+    let request = host.cairn(&["key", "host-init", "--label", "host-b"]).ok();
+    let line = request.stdout.trim().to_string();
+    assert!(line.starts_with("cairn-host-v1 "), "{}", request.stdout);
+    let added = owner
+        .cairn(&["key", "add", "--host", &line, "--write-only"])
+        .ok();
+    assert!(added.stdout.contains("write-only"), "{}", added.stdout);
+    (owner, host)
+}
+
+#[test]
+fn a_second_host_backs_up_and_a_third_machine_with_the_passphrase_restores_it() {
+    let workspace = Workspace::new();
+    let (owner, host) = repository_with_host(&workspace);
+    write(&workspace.path("b/data.bin"), &noise(7, 200_000));
+    let snapshot = host.backup("b");
+    // The host opened its slot with its identity: no passphrase given.
+    let third = Machine {
+        workspace: &workspace,
+        name: "third",
+        passphrase: true,
+    };
+    third.restore(&snapshot, "out3").ok();
+    assert_same_tree(&workspace.path("b"), &workspace.path("out3/b"));
+    // The list shows both slots and the keyring's two keys.
+    let listed = owner.cairn(&["--json", "key", "list"]).ok().json();
+    assert_eq!(listed["slots"].as_array().unwrap().len(), 2, "{listed}");
+    let entries = listed["keyring"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{listed}");
+    assert!(
+        listed["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|slot| slot["access"] == "write-only" && slot["label"] == "host-b"),
+        "{listed}"
+    );
+    // The host's identity and signing key are secrets no backup stores.
+    let stored = owner.cairn(&[
+        "--json",
+        "backup",
+        workspace.path("host/config").to_str().unwrap(),
+    ]);
+    let stored = stored.ok().json();
+    let left_out = stored["secret_keys_left_out"].as_array().unwrap();
+    assert!(left_out.len() >= 2, "{stored}");
+    // A write-only host cannot read what it wrote.
+    let refused = host.restore(&snapshot, "out-host");
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+}
+
+#[test]
+fn a_revoked_key_keeps_its_old_snapshots_and_loses_new_ones() {
+    let workspace = Workspace::new();
+    let (owner, host) = repository_with_host(&workspace);
+    write(&workspace.path("b/one.txt"), b"before revocation");
+    let before = host.backup("b");
+    let host_key = std::fs::read_dir(workspace.path("host/config/keys"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().replace(".key", ""))
+        .next()
+        .unwrap();
+    let revoked = owner.cairn(&["key", "revoke", &host_key]).ok();
+    assert!(
+        revoked.stdout.contains("1 snapshot(s)"),
+        "{}",
+        revoked.stdout
+    );
+    write(&workspace.path("b/two.txt"), b"after revocation");
+    let after = host.backup("b");
+    let third = Machine {
+        workspace: &workspace,
+        name: "third",
+        passphrase: true,
+    };
+    third.restore(&before, "old").ok();
+    assert_eq!(
+        std::fs::read(workspace.path("old/b/one.txt")).unwrap(),
+        b"before revocation"
+    );
+    let refused = third.restore(&after, "new").expect(5);
+    assert!(
+        refused.stderr.contains("untrusted") || refused.stdout.contains("untrusted"),
+        "{}",
+        refused.stderr
+    );
+    // The owner's own list says so too.
+    let listed = owner.cairn(&["--json", "key", "list"]).ok().json();
+    assert!(listed.to_string().contains("revoked"), "{listed}");
+}
+
+#[test]
+fn after_rotation_old_and_new_snapshots_restore() {
+    let workspace = Workspace::new();
+    let owner = owner(&workspace);
+    owner.cairn(&["init"]).ok();
+    write(&workspace.path("src/a.txt"), b"first");
+    let old = owner.backup("src");
+    owner.cairn(&["key", "rotate"]).ok();
+    write(&workspace.path("src/a.txt"), b"second");
+    let new = owner.backup("src");
+    let third = Machine {
+        workspace: &workspace,
+        name: "third",
+        passphrase: true,
+    };
+    third.restore(&old, "old").ok();
+    third.restore(&new, "new").ok();
+    assert_eq!(
+        std::fs::read(workspace.path("old/src/a.txt")).unwrap(),
+        b"first"
+    );
+    assert_eq!(
+        std::fs::read(workspace.path("new/src/a.txt")).unwrap(),
+        b"second"
+    );
+    // The new snapshot was signed by the new key, not the revoked one.
+    let listed = owner.cairn(&["--json", "key", "list"]).ok().json();
+    let entries = listed["keyring"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{listed}");
+}
+
+#[test]
+fn passphrase_changes_and_export_import() {
+    let workspace = Workspace::new();
+    let owner = owner(&workspace);
+    owner.cairn(&["init"]).ok();
+    let export = owner.cairn(&["key", "export"]).ok().stdout;
+    assert!(export.starts_with("cairn key export v1"), "{export}");
+    let run = run_of(
+        owner
+            .command()
+            .env("CAIRN_NEW_PASSWORD", "second passphrase")
+            .args([
+                "--repo",
+                workspace.repo().to_str().unwrap(),
+                "key",
+                "passwd",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The old passphrase no longer opens; the new one does.
+    let old = owner.cairn(&["snapshots"]);
+    assert_ne!(old.code, 0);
+    let new = run_of(
+        owner
+            .command()
+            .env("CAIRN_PASSWORD", "second passphrase")
+            .args(["--repo", workspace.repo().to_str().unwrap(), "snapshots"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(new.code, 0, "{}", new.stderr);
+    // With every passphrase lost, the paper export makes a new slot.
+    let file = workspace.path("export.txt");
+    std::fs::write(&file, &export).unwrap();
+    let imported = run_of(
+        owner
+            .command()
+            .env_remove("CAIRN_PASSWORD")
+            .env("CAIRN_NEW_PASSWORD", "third passphrase")
+            .args([
+                "--repo",
+                workspace.repo().to_str().unwrap(),
+                "key",
+                "import",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    let third = run_of(
+        owner
+            .command()
+            .env("CAIRN_PASSWORD", "third passphrase")
+            .args(["--repo", workspace.repo().to_str().unwrap(), "snapshots"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    // A changed digit is refused by its checksum.
+    let mut lines: Vec<String> = export.lines().map(str::to_string).collect();
+    let line = lines
+        .iter_mut()
+        .find(|line| line.starts_with("read-key "))
+        .unwrap();
+    let last = line.pop().unwrap();
+    line.push(if last == '0' { '1' } else { '0' });
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let refused = run_of(
+        owner
+            .command()
+            .env("CAIRN_NEW_PASSWORD", "fourth")
+            .args([
+                "--repo",
+                workspace.repo().to_str().unwrap(),
+                "key",
+                "import",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap(),
+    );
+    assert!(refused.stderr.contains("checksum"), "{}", refused.stderr);
+}
+
+#[test]
+fn a_protected_signing_key_signs_only_with_its_passphrase() {
+    let workspace = Workspace::new();
+    let owner = owner(&workspace);
+    owner.cairn(&["init"]).ok();
+    let protect = run_of(
+        owner
+            .command()
+            .env("CAIRN_NEW_PASSWORD", "key passphrase")
+            .args([
+                "--repo",
+                workspace.repo().to_str().unwrap(),
+                "key",
+                "passwd",
+                "--signing-key",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(protect.code, 0, "{}", protect.stderr);
+    let key_file = std::fs::read_dir(workspace.path("owner/config/keys"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    assert!(text.contains("cairn-protected-secret-key-v1"), "{text}");
+    write(&workspace.path("src/a.txt"), b"signed");
+    let source = workspace.path("src");
+    let backup = |password: &str| {
+        run_of(
+            owner
+                .command()
+                .env("CAIRN_KEY_PASSWORD", password)
+                .args(["--repo", workspace.repo().to_str().unwrap(), "backup"])
+                .arg(&source)
+                .output()
+                .unwrap(),
+        )
+    };
+    let wrong = backup("not it");
+    assert_ne!(wrong.code, 0);
+    assert!(wrong.stderr.contains("does not open"), "{}", wrong.stderr);
+    assert_eq!(backup("key passphrase").code, 0);
+}
+
+#[test]
+fn the_last_full_slot_is_not_removed() {
+    let workspace = Workspace::new();
+    let owner = owner(&workspace);
+    owner.cairn(&["init"]).ok();
+    let listed = owner.cairn(&["--json", "key", "list"]).ok().json();
+    let slot = listed["slots"][0]["id"].as_str().unwrap().to_string();
+    let refused = owner.cairn(&["key", "remove", &slot]).expect(1);
+    assert!(refused.stderr.contains("last slot"), "{}", refused.stderr);
+    owner.cairn(&["snapshots"]).ok();
+}
+
+#[test]
+fn killed_key_changes_leave_a_repository_every_holder_opens() {
+    let workspace = Workspace::new();
+    let (owner, host) = repository_with_host(&workspace);
+    write(&workspace.path("b/f.txt"), b"host data");
+    host.backup("b");
+    let delays = [5u64, 20, 40, 80, 150];
+    for (round, delay) in delays.iter().enumerate() {
+        let args: &[&str] = match round % 3 {
+            0 => &["key", "add", "--passphrase"],
+            1 => &["key", "rotate"],
+            _ => &[
+                "key",
+                "add",
+                "--recipient",
+                &"11".repeat(32),
+                "--write-only",
+            ],
+        };
+        let mut child = owner
+            .command()
+            .env("CAIRN_NEW_PASSWORD", format!("extra {round}"))
+            .arg("--repo")
+            .arg(workspace.repo())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*delay));
+        kill(&mut child);
+        // The owner's passphrase and the host's identity still open it.
+        owner.cairn(&["snapshots"]).ok();
+        host.cairn(&["--json", "key", "list"]).ok();
+    }
+    let third = Machine {
+        workspace: &workspace,
+        name: "third",
+        passphrase: true,
+    };
+    third.cairn(&["snapshots"]).ok();
+}
+
+#[test]
+fn a_damaged_keyring_is_named() {
+    let workspace = Workspace::new();
+    let (owner, _host) = repository_with_host(&workspace);
+    let keyrings: Vec<PathBuf> = std::fs::read_dir(workspace.repo().join("keyring"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    assert_eq!(keyrings.len(), 1);
+    let mut bytes = std::fs::read(&keyrings[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&keyrings[0], bytes).unwrap();
+    let name = keyrings[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let run = owner.cairn(&["key", "list"]);
+    assert!(run.stderr.contains(&name), "{}", run.stderr);
+    // It was the newest this machine had seen: its loss is a roll-back.
+    assert!(run.stderr.contains("rolled back"), "{}", run.stderr);
+}
