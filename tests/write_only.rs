@@ -102,7 +102,11 @@ fn a_write_only_host_backs_up_twice_skips_unchanged_files_and_reads_nothing_back
         vec!["drill", "--snapshot", snapshot.as_str()],
     ] {
         let run = as_host(&workspace, &args);
-        assert_eq!(run.code, 11, "{args:?} without the read key: {}", run.stderr);
+        assert_eq!(
+            run.code, 11,
+            "{args:?} without the read key: {}",
+            run.stderr
+        );
         assert!(
             run.stderr.contains("read key") && run.stderr.contains("write-only"),
             "{args:?} does not name the missing read key: {}",

@@ -245,10 +245,9 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         };
         let facts = super::restore_report::ReportFacts {
             repository: &locations[0],
-            target: args
-                .target
-                .as_deref()
-                .unwrap_or(std::path::Path::new("(each component's source path: --to-source)")),
+            target: args.target.as_deref().unwrap_or(std::path::Path::new(
+                "(each component's source path: --to-source)",
+            )),
             prepared: &prepared,
             signer: signer.clone(),
             plan,
