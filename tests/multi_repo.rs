@@ -447,3 +447,50 @@ fn a_damaged_chunk_of_a_large_file_is_named_and_fetched_from_the_next_repository
         "names the damaged chunk: {restored:#}"
     );
 }
+
+/// Encrypted repositories share a pass when the second was made `--like`
+/// the first: the same id key names blobs alike, each keeps its own read
+/// key, and each restores on its own. One made without `--like` is refused
+/// by name before anything is read.
+#[test]
+fn encrypted_repositories_made_alike_share_one_pass_and_others_are_refused() {
+    let workspace = Workspace::new();
+    let both = repos(&workspace, &["near", "far"]);
+    cairn_repos(&workspace, &both[..1], &["init"]).ok();
+    let like = both[0].display().to_string();
+    cairn_repos(&workspace, &both[1..], &["init", "--like", &like]).ok();
+    let source = source_tree(&workspace, 3, 200_000);
+    let component = format!("data={}", source.display());
+    let report = cairn_repos(
+        &workspace,
+        &both,
+        &["--json", "backup", "--component", &component],
+    )
+    .ok()
+    .json();
+    for (result, repo) in report["repositories"].as_array().unwrap().iter().zip(&both) {
+        assert_eq!(result["ok"], true, "{report}");
+        let snapshot = result["snapshot"].as_str().unwrap();
+        let target = workspace.path(&format!("out-{snapshot}"));
+        cairn_repos(
+            &workspace,
+            std::slice::from_ref(repo),
+            &["restore", snapshot, "--target", target.to_str().unwrap()],
+        )
+        .ok();
+        assert_eq!(
+            std::fs::read(target.join("data/part-1.bin")).unwrap(),
+            std::fs::read(source.join("part-1.bin")).unwrap()
+        );
+    }
+    let stranger = repos(&workspace, &["stranger"]);
+    cairn_repos(&workspace, &stranger, &["init"]).ok();
+    let mixed = [both[0].clone(), stranger[0].clone()];
+    let refused = cairn_repos(&workspace, &mixed, &["backup", "--component", &component]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("init --like") && refused.stderr.contains("stranger"),
+        "{}",
+        refused.stderr
+    );
+}

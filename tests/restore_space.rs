@@ -51,6 +51,8 @@ fn restore(workspace: &Workspace, snapshot: &str, target: &Path, extra: &[&str])
         snapshot.into(),
         "--target".into(),
         target.into(),
+        // Over an existing target: confirmed, as a runbook does.
+        "--yes".into(),
     ];
     args.extend(extra.iter().map(Into::into));
     workspace.cairn_repo(args)

@@ -40,7 +40,7 @@ case "$1" in
   start) echo running > "$dir/state" ;;
   health)
     test "$(cat "$dir/state")" = stopped || { echo "health: the service must be stopped" >&2; exit 1; }
-    sqlite3 "$dir/live/app" "select count(*) from sessions" > /dev/null || exit 1 ;;
+    sqlite3 "$dir/live/app/app.db" "select count(*) from sessions" > /dev/null || exit 1 ;;
   fail) exit 3 ;;
 esac
 "#;
@@ -86,7 +86,7 @@ impl Service {
         fs::write(workspace.path("state"), "running\n").expect("state");
         // The running application migrates and writes.
         sql(
-            &workspace.path("live/app"),
+            &workspace.path("live/app/app.db"),
             "create table sessions(id integer primary key); insert into notes(text) values ('third');",
         );
         Service {
@@ -100,7 +100,7 @@ impl Service {
     }
 
     fn database(&self) -> std::path::PathBuf {
-        self.workspace.path("live/app")
+        self.workspace.path("live/app/app.db")
     }
 
     fn log(&self) -> Vec<String> {

@@ -489,6 +489,7 @@ os._exit(0)",
         target.as_os_str(),
         "--component-target".as_ref(),
         format!("app={}", database.display()).as_ref() as &std::ffi::OsStr,
+        "--yes".as_ref(),
     ]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let outcome = run.json();

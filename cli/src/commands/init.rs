@@ -59,6 +59,7 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
             None => KeyChoice::NewInConfigDirectory,
         },
         config_directory: &config_directory,
+        like_keys: like.as_ref().and_then(|like| like.keys()),
         encryption: match (&args.recipient, &passphrase) {
             (Some(recipient), _) => Encryption::Recipient(recipient_key(recipient)?),
             (None, Some(passphrase)) => Encryption::Passphrase {

@@ -172,6 +172,21 @@ impl RepositoryKeys {
         ))
     }
 
+    /// Fresh key material that shares `other`'s id key: blobs get the same
+    /// names in both repositories, so one backup pass can store into both
+    /// and copies between them deduplicate (`init --like`), while each
+    /// keeps its own read key.
+    pub fn generate_sharing_id_key(repository: Id, other: &RepositoryKeys) -> Result<Self> {
+        let read = StaticSecret::from(random_bytes::<32>()?);
+        let public = EncryptionPublicKey(X25519Public::from(&read).to_bytes());
+        Ok(Self::assemble(
+            repository,
+            public,
+            other.id_key.0,
+            Some(read.to_bytes()),
+        ))
+    }
+
     /// Key material from its stored parts (a key slot's payload). A read
     /// key whose public half is not `public` is refused: the parts do not
     /// belong together.

@@ -63,6 +63,9 @@ pub struct InitOptions<'a> {
     /// The directory of keys and trusted keys on this machine.
     pub config_directory: &'a Path,
     pub encryption: Encryption<'a>,
+    /// With `--like` an encrypted repository: its keys, whose id key the
+    /// new repository shares (blobs named alike in both).
+    pub like_keys: Option<&'a RepositoryKeys>,
 }
 
 pub struct Initialised {
@@ -96,14 +99,14 @@ pub fn init(options: InitOptions) -> Result<Initialised> {
     let keys = match &options.encryption {
         Encryption::Plaintext => None,
         Encryption::Passphrase { passphrase, kdf } => {
-            let keys = RepositoryKeys::generate(Repository::new_id()?)?;
+            let keys = fresh_keys(options.like_keys)?;
             let payload = SlotPayload::of(&keys, Some(public_key), "owner", &now());
             let slot = KeySlot::wrap_with_passphrase(&payload, passphrase, *kdf)?;
             store_key_slot(options.backend.as_ref(), &slot)?;
             Some(keys)
         }
         Encryption::Recipient(recipient) => {
-            let keys = RepositoryKeys::generate(Repository::new_id()?)?;
+            let keys = fresh_keys(options.like_keys)?;
             let payload = SlotPayload::of(&keys, Some(public_key), "owner", &now());
             let slot = KeySlot::wrap_for_recipient(&payload, recipient)?;
             store_key_slot(options.backend.as_ref(), &slot)?;
@@ -134,6 +137,15 @@ pub fn init(options: InitOptions) -> Result<Initialised> {
         key_path,
         key_created,
     })
+}
+
+/// New key material, sharing the id key of the `--like` repository if it
+/// is encrypted.
+fn fresh_keys(like: Option<&RepositoryKeys>) -> Result<RepositoryKeys> {
+    match like {
+        Some(like) => RepositoryKeys::generate_sharing_id_key(Repository::new_id()?, like),
+        None => RepositoryKeys::generate(Repository::new_id()?),
+    }
 }
 
 fn now() -> String {
@@ -190,6 +202,7 @@ mod tests {
             key,
             config_directory: config,
             encryption: Encryption::Plaintext,
+            like_keys: None,
         }
     }
 

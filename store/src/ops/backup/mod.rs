@@ -127,8 +127,9 @@ fn check_same_chunking(destinations: &[Destination]) -> Result<()> {
         if first.repository.id_hasher() != other.repository.id_hasher() {
             return Err(StoreError::Invalid(format!(
                 "repositories {} and {} name blobs with different keys (one is encrypted, or \
-                 they have different id keys), so one pass cannot serve both: back them up in \
-                 separate runs",
+                 they have different id keys), so one pass cannot serve both: make the second \
+                 with `init --like` the first (it then shares the first's id key), or back them \
+                 up in separate runs",
                 first.repository.backend().location(),
                 other.repository.backend().location()
             )));

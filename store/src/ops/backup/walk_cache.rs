@@ -334,6 +334,7 @@ mod tests {
             components: Vec::new(),
             problems: Vec::new(),
             cairn_version: "test".into(),
+            app_version: None,
         }
     }
 
