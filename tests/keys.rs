@@ -352,11 +352,23 @@ fn killed_key_changes_leave_a_repository_every_holder_opens() {
     let (owner, host) = repository_with_host(&workspace);
     write(&workspace.path("b/f.txt"), b"host data");
     host.backup("b");
-    let delays = [5u64, 20, 40, 80, 150];
+    // The host's signing key, as the keyring lists it: a revoke round
+    // revokes it (again, if an earlier round got that far).
+    let listed = owner.cairn(&["--json", "key", "list"]).ok().json();
+    let host_key = listed["keyring"]["entries"]
+        .as_array()
+        .expect("keyring entries")
+        .iter()
+        .find(|entry| entry["role"] == "writer")
+        .and_then(|entry| entry["key"].as_str())
+        .expect("the host's key in the keyring")
+        .to_string();
+    let delays = [5u64, 20, 40, 80, 150, 10, 60, 120];
     for (round, delay) in delays.iter().enumerate() {
-        let args: &[&str] = match round % 3 {
+        let args: &[&str] = match round % 4 {
             0 => &["key", "add", "--passphrase"],
             1 => &["key", "rotate"],
+            3 => &["key", "revoke", &host_key],
             _ => &[
                 "key",
                 "add",
