@@ -5,7 +5,9 @@
 //!   `chunker` (FastCDC cut points and [`cairn_chunker::ChunkStream`]),
 //!   `hashing` (BLAKE3 of 16 KiB chunks), `pack` ([`cairn_store::format::pack::PackWriter`]
 //!   with `compress_blob` on noise and on text) and `index`
-//!   ([`cairn_store::index::MemoryIndex`] and `SledIndex` lookups). Run them
+//!   ([`cairn_store::index::MemoryIndex`] and `SledIndex` lookups) and
+//!   `crypto` (sealing and opening pack pieces, keyed against plain BLAKE3
+//!   ids). Run them
 //!   with `cargo bench -p cairn-benches`; throughput is in bytes (or lookups)
 //!   per second.
 //! - the comparison with restic and borg on a modelled nightly workload:
