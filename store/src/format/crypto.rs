@@ -270,16 +270,7 @@ impl RepositoryKeys {
         let cipher = match sealing {
             Sealing::Metadata => &self.metadata,
             Sealing::ToReadKey => {
-                let ephemeral = StaticSecret::from(random_bytes::<32>()?);
-                let ephemeral_public = X25519Public::from(&ephemeral).to_bytes();
-                let key = agreed_key(OBJECT_CONTEXT, &ephemeral, &ephemeral_public, &self.public)
-                    .ok_or_else(|| {
-                    StoreError::KeyMismatch(format!(
-                        "repository {}'s public encryption key {} is not a usable X25519 key",
-                        self.repository,
-                        self.public.to_hex()
-                    ))
-                })?;
+                let (key, ephemeral_public) = self.fresh_agreement(OBJECT_CONTEXT)?;
                 header.extend_from_slice(&ephemeral_public);
                 derived = XChaCha20Poly1305::new(&key.0.into());
                 &derived
@@ -363,17 +354,26 @@ impl RepositoryKeys {
         Ok(plain)
     }
 
-    /// A cipher for the pieces of one new pack, under a fresh ephemeral key.
-    pub fn pack_sealer(&self) -> Result<PackSealer> {
+    /// A key agreed between a fresh ephemeral X25519 key and the read key's
+    /// public half, for `context`, and the ephemeral public key a reader
+    /// needs to agree on it again.
+    fn fresh_agreement(&self, context: &str) -> Result<(Secret, [u8; 32])> {
         let ephemeral = StaticSecret::from(random_bytes::<32>()?);
         let ephemeral_public = X25519Public::from(&ephemeral).to_bytes();
-        let key = agreed_key(PACK_CONTEXT, &ephemeral, &ephemeral_public, &self.public)
-            .ok_or_else(|| {
+        let key =
+            agreed_key(context, &ephemeral, &ephemeral_public, &self.public).ok_or_else(|| {
                 StoreError::KeyMismatch(format!(
-                    "repository {}'s public encryption key is not a usable X25519 key",
-                    self.repository
+                    "repository {}'s public encryption key {} is not a usable X25519 key",
+                    self.repository,
+                    self.public.to_hex()
                 ))
             })?;
+        Ok((key, ephemeral_public))
+    }
+
+    /// A cipher for the pieces of one new pack, under a fresh ephemeral key.
+    pub fn pack_sealer(&self) -> Result<PackSealer> {
+        let (key, ephemeral_public) = self.fresh_agreement(PACK_CONTEXT)?;
         Ok(PackSealer {
             pieces: PieceCipher::new(&key, self.repository),
             ephemeral: ephemeral_public,
