@@ -308,18 +308,8 @@ pub fn create_identity(config_directory: &Path) -> Result<[u8; 32]> {
 /// read is a key slot that cannot be opened.
 pub fn identities(config_directory: &Path) -> Result<Vec<([u8; 32], [u8; 32])>> {
     let directory = identities_directory(config_directory);
-    let entries = match fs::read_dir(&directory) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => {
-            return Err(StoreError::io(
-                format!("listing {}", directory.display()),
-                error,
-            ));
-        }
-    };
     let mut found = Vec::new();
-    for entry in entries.flatten() {
+    for entry in entries_of(&directory)? {
         let path = entry.path();
         if path.extension().is_none_or(|extension| extension != "key") {
             continue;
@@ -427,21 +417,23 @@ impl TrustStore {
     }
 }
 
+/// The readable entries of `directory`; a missing directory has none.
+fn entries_of(directory: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(directory) {
+        Ok(entries) => Ok(entries.flatten().collect()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(StoreError::io(
+            format!("listing {}", directory.display()),
+            error,
+        )),
+    }
+}
+
 /// Every file in `directory` named by a public key; a missing directory
 /// means none. Directories (other repositories' lists) are not keys.
 fn keys_in(directory: &Path) -> Result<Vec<PublicKey>> {
-    let entries = match fs::read_dir(directory) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => {
-            return Err(StoreError::io(
-                format!("listing {}", directory.display()),
-                error,
-            ));
-        }
-    };
     let mut keys = Vec::new();
-    for entry in entries.flatten() {
+    for entry in entries_of(directory)? {
         let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
         if let (true, Some(key)) = (
             is_file,
