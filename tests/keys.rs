@@ -1,6 +1,7 @@
 //! Key management end to end (FORMAT.md 17.5, 17.7): a second host joins
 //! with `key host-init` and `key add --host`, backs up write-only, and a
-//! third machine that knows only the passphrase restores its snapshots;
+//! third machine that knows only the passphrase restores its snapshots, as
+//! does one that holds its own identity and only the owner's public key;
 //! revocation refuses the revoked key's later snapshots and keeps its
 //! earlier ones; rotation keeps old and new snapshots restorable; killed
 //! key changes leave a repository every key holder opens; a damaged
@@ -126,6 +127,66 @@ fn a_second_host_backs_up_and_a_third_machine_with_the_passphrase_restores_it() 
     // A write-only host cannot read what it wrote.
     let refused = host.restore(&snapshot, "out-host");
     assert_ne!(refused.code, 0, "{}", refused.stdout);
+}
+
+/// The owner's public signing key, as `key list --json` gives it.
+fn owner_public_key(owner: &Machine) -> String {
+    let listed = owner.cairn(&["--json", "key", "list"]).ok().json();
+    let entries = listed["keyring"]["entries"].as_array().unwrap();
+    let owner_entry = entries
+        .iter()
+        .find(|entry| entry["role"] == "owner")
+        .unwrap_or_else(|| panic!("no owner in the keyring: {listed}"));
+    owner_entry["key"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_third_machine_with_its_own_identity_and_only_the_owners_public_key_restores() {
+    let workspace = Workspace::new();
+    let (owner, host) = repository_with_host(&workspace);
+    write(&workspace.path("b/data.bin"), &noise(9, 150_000));
+    let snapshot = host.backup("b");
+    // The third machine never learns the passphrase: it makes an identity,
+    // and the owner wraps the read key for it (a full slot).
+    let third = Machine {
+        workspace: &workspace,
+        name: "third",
+        passphrase: false,
+    };
+    let request = third
+        .cairn(&["key", "host-init", "--label", "restore-box"])
+        .ok();
+    let line = request.stdout.trim().to_string();
+    owner.cairn(&["key", "add", "--host", &line]).ok();
+    let owner_key = owner_public_key(&owner);
+    // It trusts nothing locally but the owner's public key; the keyring
+    // the owner signed vouches for the host that wrote the snapshot.
+    let target = workspace.path("out3");
+    third
+        .cairn(&[
+            "--trusted-key",
+            &owner_key,
+            "restore",
+            &snapshot,
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .ok();
+    assert_same_tree(&workspace.path("b"), &workspace.path("out3/b"));
+    // The attack: the same machine told to trust another key (a
+    // stranger's, which signed no keyring) refuses the snapshot,
+    // because no trusted owner vouches for the keyring.
+    let stranger = "07".repeat(32);
+    let refused = third.cairn(&[
+        "--trusted-key",
+        &stranger,
+        "restore",
+        &snapshot,
+        "--target",
+        workspace.path("out4").to_str().unwrap(),
+    ]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(!workspace.path("out4/b/data.bin").exists());
 }
 
 #[test]

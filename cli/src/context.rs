@@ -336,7 +336,7 @@ impl Context {
         spec: &str,
         mut trusted: Vec<PublicKey>,
     ) -> Result<Vec<PublicKey>> {
-        if spec == "latest" || !self.global.trusted_keys.is_empty() {
+        if spec == "latest" {
             return Ok(trusted);
         }
         let Some(keyring) = crate::commands::keyring_trust(self, repository)? else {
@@ -354,19 +354,36 @@ impl Context {
         Ok(trusted)
     }
 
+    /// The keys `--trusted-key` pins, if any were given: then they are the
+    /// only trust roots, the local list and the slot's owner aside.
+    pub fn pinned_keys(&self) -> Result<Option<Vec<PublicKey>>> {
+        if self.global.trusted_keys.is_empty() {
+            return Ok(None);
+        }
+        let keys = self
+            .global
+            .trusted_keys
+            .iter()
+            .map(|argument| {
+                parse_public_key_argument(argument)
+                    .with_context(|| format!("--trusted-key {argument}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(keys))
+    }
+
     /// As [`Context::trusted_keys`], where no key is no error (a listing
     /// only reports trust).
     pub fn trusted_keys_or_none(&self, repository: &Repository) -> Result<Vec<PublicKey>> {
-        if !self.global.trusted_keys.is_empty() {
-            return self
-                .global
-                .trusted_keys
-                .iter()
-                .map(|argument| {
-                    parse_public_key_argument(argument)
-                        .with_context(|| format!("--trusted-key {argument}"))
-                })
-                .collect();
+        if let Some(pinned) = self.pinned_keys()? {
+            // The pinned keys are the only roots: the keyring adds the
+            // writers it lists only when its chain starts at one of them
+            // (FORMAT.md 17.7), so the owner's public key is all a
+            // restore machine needs.
+            return Ok(match crate::commands::keyring_trust(self, repository)? {
+                Some(keyring) => keyring.trusted(&pinned),
+                None => pinned,
+            });
         }
         let store = TrustStore::new(&self.config_dir()?, repository.id());
         let mut trusted = store.trusted_keys()?;

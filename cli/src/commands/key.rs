@@ -157,13 +157,17 @@ fn keyring_view(
     Ok(view)
 }
 
-/// The keys a keyring chain may start at: the slot's owner and this
-/// machine's trusted keys for the repository.
+/// The keys a keyring chain may start at: the keys pinned with
+/// `--trusted-key`, else the slot's owner and this machine's trusted keys
+/// for the repository.
 fn roots(
     context: &Context,
     repository: &Repository,
     unlocked: &Unlocked,
 ) -> Result<Vec<PublicKey>> {
+    if let Some(pinned) = context.pinned_keys()? {
+        return Ok(pinned);
+    }
     let mut roots = TrustStore::new(&context.config_dir()?, repository.id())
         .trusted_keys()?
         .keys;
@@ -798,8 +802,10 @@ fn read_keyring_trust(
     }
     let view = keyring_view(context, repository, &unlocked)?;
     let mut trust = rules::KeyringTrust::of(view.current.as_ref().map(|current| &current.keyring));
-    // The slot's owner is trusted unless the keyring revoked it.
-    if let Some(owner) = unlocked.payload.owner()
+    // The slot's owner is trusted unless the keyring revoked it, or keys
+    // pinned with --trusted-key stand in for every other root.
+    if context.pinned_keys()?.is_none()
+        && let Some(owner) = unlocked.payload.owner()
         && !trust.revoked.contains_key(&owner)
         && !trust.valid.contains(&owner)
     {
