@@ -36,12 +36,14 @@ pub struct KdfParams {
 }
 
 impl KdfParams {
-    /// 64 MiB, 3 passes, 1 lane: about a quarter of a second on the
+    /// 64 MiB, 3 passes, 2 lanes: the memory and passes an attacker must
+    /// pay per guess are those of one lane, while the two lanes run on two
+    /// threads, halving the wall time of every command's unlock on the
     /// 2-core machines cairn is measured on (docs/PERFORMANCE.md).
     pub const DEFAULT: KdfParams = KdfParams {
         memory_kib: 64 * 1024,
         passes: 3,
-        lanes: 1,
+        lanes: 2,
     };
     /// The least a writer may record: 8 MiB, 1 pass.
     pub const MIN_MEMORY_KIB: u32 = 8 * 1024;

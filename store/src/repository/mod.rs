@@ -14,14 +14,14 @@ pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks,
 use crate::backend::{Backend, Created, ObjectKind};
 use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
-use crate::format::crypto::{PackOpener, PackSealer, RepositoryKeys, SealedKind};
+use crate::format::crypto::{PackCipher, PackOpener, PackSealer, RepositoryKeys, SealedKind};
 use crate::format::index::{BlobLocation, IndexFile, PackEntry, Vouching};
 use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
 use crate::format::limits;
 use crate::format::manifest::{SAFETY_TAG, SignedManifest, SnapshotBody};
 use crate::format::pack::{
-    BlobDecoder, ENCRYPTED_AREA_START, ENCRYPTED_PACK_MAGIC, PACK_MAGIC, PackHeader, TRAILER_SIZE,
-    parse_trailer, trailer_is_encrypted,
+    BlobDecoder, ENCRYPTED_AREA_START, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer,
+    trailer_is_encrypted,
 };
 use crate::id::{Id, IdHasher};
 use cairn_chunker::ChunkerParams;
@@ -242,16 +242,19 @@ impl Repository {
         let start =
             self.backend
                 .read_range(ObjectKind::Pack, &pack.to_hex(), 0, ENCRYPTED_AREA_START)?;
-        if start.len() != ENCRYPTED_AREA_START as usize || &start[..8] != ENCRYPTED_PACK_MAGIC {
-            return Err(StoreError::corrupt(
-                &object,
-                "does not start with the encrypted pack magic, but this repository encrypts \
-                 every pack",
-            ));
-        }
+        let cipher = (start.len() == ENCRYPTED_AREA_START as usize)
+            .then(|| PackCipher::of_magic(&start[..8]))
+            .flatten()
+            .ok_or_else(|| {
+                StoreError::corrupt(
+                    &object,
+                    "does not start with an encrypted pack magic, but this repository encrypts \
+                     every pack",
+                )
+            })?;
         let mut ephemeral = [0u8; 32];
         ephemeral.copy_from_slice(&start[8..40]);
-        let opener = Arc::new(keys.pack_opener(&ephemeral, &object)?);
+        let opener = Arc::new(keys.pack_opener(cipher, &ephemeral, &object)?);
         lock(&self.openers).insert(*pack, Arc::clone(&opener));
         Ok(opener)
     }

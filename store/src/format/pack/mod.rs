@@ -33,8 +33,12 @@ use std::sync::Arc;
 pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPK1";
 /// Header length (u32 LE) plus the closing magic.
 pub const TRAILER_SIZE: u64 = 12;
-/// Starts and ends an encrypted pack (FORMAT.md 17.3).
+/// Starts and ends an encrypted pack whose pieces are sealed with
+/// XChaCha20-Poly1305 (FORMAT.md 17.3).
 pub const ENCRYPTED_PACK_MAGIC: &[u8; 8] = b"CAIRNPE1";
+/// Starts and ends an encrypted pack whose pieces are sealed with
+/// AES-256-GCM (FORMAT.md 17.3).
+pub const ENCRYPTED_PACK_MAGIC_AES: &[u8; 8] = b"CAIRNPE2";
 /// Where the pieces of an encrypted pack start: after its magic and the
 /// 32-byte ephemeral public key its key is derived from.
 pub const ENCRYPTED_AREA_START: u64 = 40;
@@ -677,14 +681,16 @@ pub fn parse_pack(bytes: &[u8], pack: &Id) -> Result<PackHeader> {
 
 /// Whether a pack's trailer is an encrypted pack's.
 pub fn trailer_is_encrypted(trailer: &[u8]) -> bool {
-    trailer.len() == TRAILER_SIZE as usize && &trailer[4..] == ENCRYPTED_PACK_MAGIC
+    trailer.len() == TRAILER_SIZE as usize
+        && crate::format::crypto::PackCipher::of_magic(&trailer[4..]).is_some()
 }
 
 /// The header length a trailer (plaintext or encrypted pack's) gives,
 /// bounded by the pack's size.
 pub fn parse_trailer(trailer: &[u8], pack_size: u64, object: &str) -> Result<u64> {
     if trailer.len() != TRAILER_SIZE as usize
-        || (&trailer[4..] != PACK_MAGIC && &trailer[4..] != ENCRYPTED_PACK_MAGIC)
+        || (&trailer[4..] != PACK_MAGIC
+            && crate::format::crypto::PackCipher::of_magic(&trailer[4..]).is_none())
     {
         return Err(StoreError::corrupt(
             object,

@@ -2,7 +2,7 @@
 //! pack being written; never chooses what to store or writes to a backend.
 
 use super::{BlobEntry, BlobKind, Compression, PACK_MAGIC, PackHeader, listing_version};
-use super::{ENCRYPTED_AREA_START, ENCRYPTED_PACK_MAGIC, PIECE_TAG};
+use super::{ENCRYPTED_AREA_START, PIECE_TAG};
 use super::{planes, zstd_contexts};
 use crate::format::codec::to_cbor;
 use crate::format::crypto::PackSealer;
@@ -110,7 +110,7 @@ impl PackWriter {
         let mut out = Vec::with_capacity(
             self.bytes.len() + ENCRYPTED_AREA_START as usize + pieces * PIECE_TAG as usize + 4096,
         );
-        out.extend_from_slice(ENCRYPTED_PACK_MAGIC);
+        out.extend_from_slice(sealer.cipher().magic());
         out.extend_from_slice(&sealer.ephemeral());
         let mut blobs = self.blobs;
         let mut next = 0;
@@ -138,7 +138,7 @@ impl PackWriter {
         sealer.seal_header(header_start, &mut header);
         out.extend_from_slice(&header);
         out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        out.extend_from_slice(ENCRYPTED_PACK_MAGIC);
+        out.extend_from_slice(sealer.cipher().magic());
         (Id::of(&out), out, blobs)
     }
 }
