@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(tokens.role_of("reader-secret-00001"), Some(Role::ReadOnly));
         assert_eq!(tokens.role_of("operator-secret-0001"), Some(Role::Operator));
         assert_eq!(tokens.role_of("reader-secret-0000"), None);
-        assert_eq!(tokens.role_of(&hashed.to_string()), None);
+        assert_eq!(tokens.role_of(hashed.as_str()), None);
     }
 
     #[test]
