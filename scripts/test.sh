@@ -10,6 +10,17 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# The status page's browser test (tests/serve_api.rs) loads the page in
+# headless Chromium, from Debian's package (CI runs as root).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "chromium not found; installing it with apt-get" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: chromium not found; tests/serve_api.rs's browser test will fail (apt-get install chromium)" >&2
+  fi
+fi
+
 # The S3 tests run against moto's S3 server on loopback, from a venv.
 CAIRN_S3_VENV="$(bash scripts/s3-server.sh)"
 export CAIRN_S3_VENV

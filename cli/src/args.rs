@@ -138,6 +138,34 @@ pub enum Command {
     /// keyring of writers' signing keys, revocation and rotation.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Run cairn as an HTTP service: with --plan, the snapshot API
+    /// (backups, restores, verifies and drills as jobs), /health,
+    /// /metrics and a status page at / (README, "cairn serve").
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The plan whose backups, restores, verifies and drills the API runs
+    /// (its repository, components, hooks and `[serve] max_age`).
+    #[arg(long, value_name = "PATH")]
+    pub plan: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT (port 0 picks a free one; the
+    /// address is printed as `listening on URL`).
+    #[arg(long, default_value = "127.0.0.1:8470", value_name = "ADDR")]
+    pub listen: String,
+    /// Bearer tokens, one per line: `read-only:TOKEN`, `operator:TOKEN`,
+    /// or `ROLE:blake3:HEX` (the token's BLAKE3 hash). CAIRN_SERVE_TOKEN
+    /// adds one operator token. Every route but /health and /metrics
+    /// needs one.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

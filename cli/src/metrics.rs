@@ -18,12 +18,51 @@ pub struct Metrics {
 impl Metrics {
     /// One gauge sample; `labels` are (name, value) pairs.
     pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.sample("gauge", name, help, labels, value);
+    }
+
+    /// One counter sample (`cairn serve`'s job counts).
+    pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.sample("counter", name, help, labels, value);
+    }
+
+    /// The metrics gathered, in the text format.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The gauges `finish` adds for a run of `command` that ended now,
+    /// without a file to keep the last success time in (`cairn serve`
+    /// keeps the last run's metrics in memory).
+    pub fn run_outcome(&mut self, command: &str, success: bool, started: std::time::Instant) {
+        let now = now_seconds();
+        self.gauge(
+            &format!("{command}_success"),
+            &format!("1 if the last {command} succeeded, else 0."),
+            &[],
+            if success { 1.0 } else { 0.0 },
+        );
+        self.gauge(
+            &format!("{command}_last_run_timestamp_seconds"),
+            &format!("When the last {command} ended."),
+            &[],
+            now,
+        );
+        self.gauge(
+            &format!("{command}_duration_seconds"),
+            &format!("How long the last {command} took."),
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+    }
+
+    fn sample(&mut self, kind: &str, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
         let name = format!("cairn_{name}");
         if !self.families.contains(&name) {
             // Families must be contiguous, so callers give all samples of a
             // family together.
             let _ = writeln!(self.text, "# HELP {name} {help}");
-            let _ = writeln!(self.text, "# TYPE {name} gauge");
+            let _ = writeln!(self.text, "# TYPE {name} {kind}");
             self.families.push(name.clone());
         }
         let labels: Vec<String> = labels

@@ -45,6 +45,10 @@
 //! before = "systemctl stop app"     # hooks for the whole restore
 //! check = "curl -fsS localhost:8080/health"
 //! after = "systemctl start app"
+//!
+//! [serve]                           # optional: `cairn serve --plan`
+//! max_age = "26h"                   # /health is 503 once the newest
+//!                                   # snapshot is older [default: 26h]
 //! ```
 
 use cairn_store::ops::backup::{ChunkingChoice, ComponentSource, SourceKind};
@@ -73,6 +77,15 @@ struct PlanFile {
     app_version: Option<Spanned<String>>,
     /// The whole restore's hooks (`cairn restore --plan`).
     restore: Option<PlanRestore>,
+    /// `cairn serve --plan`'s settings.
+    serve: Option<Spanned<PlanServe>>,
+}
+
+/// A `[serve]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanServe {
+    max_age: Option<String>,
 }
 
 /// A `[restore]` table, or a component's `[component.restore]`.
@@ -164,6 +177,9 @@ pub struct Plan {
     pub restore_hooks: RestoreHooks,
     /// Recorded in the snapshot (`backup --app-version` replaces it).
     pub app_version: Option<String>,
+    /// `[serve] max_age`: `cairn serve`'s /health fails once the newest
+    /// snapshot of the plan is older than this.
+    pub serve_max_age: Option<std::time::Duration>,
 }
 
 /// Reads and validates a plan; on failure, every mistake found, each as
@@ -336,10 +352,25 @@ fn load_checking(path: &Path, check_paths: bool) -> Result<Plan, Vec<String>> {
     {
         mistakes.push(format!("{}: {error}", at(version.span())));
     }
+    let serve_max_age = match file
+        .serve
+        .as_ref()
+        .and_then(|serve| Some((serve.span(), serve.get_ref().max_age.as_deref()?)))
+    {
+        None => None,
+        Some((span, text)) => match cairn_store::ops::restore::parse_duration(text) {
+            Ok(age) => Some(age),
+            Err(error) => {
+                mistakes.push(format!("{}: [serve] max_age: {error}", at(span)));
+                None
+            }
+        },
+    };
     if !mistakes.is_empty() {
         return Err(mistakes);
     }
     Ok(Plan {
+        serve_max_age,
         repositories: file
             .repository
             .iter()

@@ -200,7 +200,7 @@ fn backup_with_hooks(
 
 /// Runs a hook with `sh -c`, telling it the component, the phase and (after
 /// the backup) the component's result in its environment.
-fn run_hook(
+pub(crate) fn run_hook(
     hook: &str,
     component: &str,
     phase: &str,
@@ -338,7 +338,7 @@ fn warn_secret_keys(outcome: &BackupOutcome) {
 }
 
 /// Each component of a snapshot, for `--json`.
-fn summarise_components(body: &SnapshotBody) -> Vec<serde_json::Value> {
+pub(crate) fn summarise_components(body: &SnapshotBody) -> Vec<serde_json::Value> {
     body.components
         .iter()
         .map(|c| {
@@ -353,7 +353,7 @@ fn summarise_components(body: &SnapshotBody) -> Vec<serde_json::Value> {
 }
 
 /// The exit status a verdict stands for.
-fn exit_code(verdict: Verdict) -> u8 {
+pub(crate) fn exit_code(verdict: Verdict) -> u8 {
     match verdict {
         Verdict::Complete => exit::SUCCESS,
         Verdict::Incomplete => exit::INCOMPLETE,
@@ -393,8 +393,8 @@ fn report_problems(outcome: &BackupOutcome) -> u8 {
 }
 
 /// A repository opened for a backup, with its index and signing key.
-struct OpenedTarget {
-    repository: Repository,
+pub(crate) struct OpenedTarget {
+    pub(crate) repository: Repository,
     index: OpenedIndex,
     key: SigningKey,
     walk_cache: Option<PathBuf>,
@@ -403,7 +403,7 @@ struct OpenedTarget {
 /// Remembers the snapshot just written as the newest of its group, so that
 /// its disappearance is noticed (roll-back detection). Only a cache: a
 /// failure is said and costs nothing else.
-fn remember(context: &Context, repository: &Repository, outcome: &BackupOutcome) {
+pub(crate) fn remember(context: &Context, repository: &Repository, outcome: &BackupOutcome) {
     let remembered = context
         .rollback_memory(repository)
         .and_then(|path| match path {
@@ -422,7 +422,7 @@ fn remember(context: &Context, repository: &Repository, outcome: &BackupOutcome)
     }
 }
 
-fn open_target(context: &Context, location: &str) -> Result<OpenedTarget> {
+pub(crate) fn open_target(context: &Context, location: &str) -> Result<OpenedTarget> {
     let repository = context.open_repository_at(location)?;
     let key = context.signing_key(&repository)?;
     let removed = repository.backend().remove_stale_temporaries()?;
@@ -442,7 +442,7 @@ fn open_target(context: &Context, location: &str) -> Result<OpenedTarget> {
 }
 
 impl OpenedTarget {
-    fn destination(&self) -> Destination<'_> {
+    pub(crate) fn destination(&self) -> Destination<'_> {
         Destination {
             repository: &self.repository,
             index: self.index.index.as_ref(),
@@ -570,7 +570,7 @@ fn run_backup_to_each(
 }
 
 /// Why a repository holds no snapshot, as one line.
-fn failure(failure: &TargetFailure) -> String {
+pub(crate) fn failure(failure: &TargetFailure) -> String {
     match failure {
         TargetFailure::NotOpened(why) => why.clone(),
         TargetFailure::Failed(error) => {
@@ -596,7 +596,7 @@ fn report_failed_repositories(outcome: &TargetsOutcome) {
 }
 
 /// What a backup did, as metrics: totals, then per component.
-fn record_metrics(
+pub(crate) fn record_metrics(
     metrics: &mut crate::metrics::Metrics,
     outcome: &cairn_store::ops::backup::BackupOutcome,
 ) {

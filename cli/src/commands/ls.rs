@@ -22,25 +22,7 @@ pub fn run(context: &Context, args: &LsArgs) -> Result<u8> {
         args.path.as_deref(),
     )?;
     if context.global.json {
-        let entries: Vec<_> = listed
-            .iter()
-            .map(|item| {
-                let entry = &item.entry;
-                json!({
-                    "path": item.path,
-                    "kind": entry.kind,
-                    "size": entry.size,
-                    "mode": format!("{:04o}", entry.mode),
-                    "uid": entry.uid,
-                    "gid": entry.gid,
-                    "mtime": entry.mtime,
-                    "mtime_nanos": entry.mtime_nanos,
-                    "hash": entry.hash.map(|hash| hash.to_hex()),
-                    "chunks": entry.chunks.as_ref().map(|chunks| chunks.iter().map(|c| c.to_hex()).collect::<Vec<_>>()),
-                    "target": entry.target.as_ref().map(|target| String::from_utf8_lossy(target).into_owned()),
-                })
-            })
-            .collect();
+        let entries: Vec<_> = listed.iter().map(entry_json).collect();
         crate::output::print_json(&entries)?;
     } else {
         for item in &listed {
@@ -62,4 +44,23 @@ pub fn run(context: &Context, args: &LsArgs) -> Result<u8> {
         }
     }
     Ok(exit::SUCCESS)
+}
+
+/// One entry as `ls --json` (and `cairn serve`'s `GET /snapshots/{id}`)
+/// lists it.
+pub(crate) fn entry_json(item: &cairn_store::ops::listing::ListedEntry) -> serde_json::Value {
+    let entry = &item.entry;
+    json!({
+        "path": item.path,
+        "kind": entry.kind,
+        "size": entry.size,
+        "mode": format!("{:04o}", entry.mode),
+        "uid": entry.uid,
+        "gid": entry.gid,
+        "mtime": entry.mtime,
+        "mtime_nanos": entry.mtime_nanos,
+        "hash": entry.hash.map(|hash| hash.to_hex()),
+        "chunks": entry.chunks.as_ref().map(|chunks| chunks.iter().map(|c| c.to_hex()).collect::<Vec<_>>()),
+        "target": entry.target.as_ref().map(|target| String::from_utf8_lossy(target).into_owned()),
+    })
 }

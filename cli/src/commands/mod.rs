@@ -1,22 +1,22 @@
 //! One module per subcommand; `run` dispatches.
 
-mod backup;
+pub(crate) mod backup;
 mod cat;
 mod copy;
 mod drill;
 mod forget;
 mod init;
 mod key;
-mod ls;
-mod plan;
+pub(crate) mod ls;
+pub(crate) mod plan;
 mod prune;
 mod repair;
-mod restore;
+pub(crate) mod restore;
 mod restore_report;
-mod snapshots;
+pub(crate) mod snapshots;
 mod trust;
 mod undo_restore;
-mod verify;
+pub(crate) mod verify;
 
 pub use key::keyring_trust;
 
@@ -42,6 +42,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Drill(args) => drill::run(context, &args),
         Command::Cat(args) => cat::run(context, &args),
         Command::Key(command) => key::run(context, &command),
+        Command::Serve(args) => crate::serve::run(context, &args),
     }
 }
 

@@ -43,7 +43,7 @@ fn selection(args: &RestoreArgs) -> Result<Selection> {
     })
 }
 
-fn plan_json(plan: &RestorePlan) -> Value {
+pub(crate) fn plan_json(plan: &RestorePlan) -> Value {
     json!(plan.components.iter().map(|component| json!({
         "name": component.name,
         "destination": component.destination.display().to_string(),
@@ -118,7 +118,10 @@ fn print_plan_paths(plan: &RestorePlan) {
 
 /// The repositories after the first, each with its index; one that cannot
 /// be opened is skipped with a warning (the restore may not need it).
-fn open_fallbacks(context: &Context, locations: &[String]) -> Vec<(Repository, OpenedIndex)> {
+pub(crate) fn open_fallbacks(
+    context: &Context,
+    locations: &[String],
+) -> Vec<(Repository, OpenedIndex)> {
     let mut opened = Vec::new();
     for location in locations {
         let attempt = context.open_repository_at(location).and_then(|repository| {

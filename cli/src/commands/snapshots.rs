@@ -23,29 +23,7 @@ pub fn run(context: &Context, args: &SnapshotsArgs) -> Result<u8> {
         eprintln!("cairn: warning: snapshot {id} cannot be read: {why}");
     }
     if context.global.json {
-        let listed: Vec<_> = snapshots
-            .iter()
-            .map(|snapshot| {
-                let body = &snapshot.body;
-                json!({
-                    "id": snapshot.id.to_hex(),
-                    "time": body.time,
-                    "host": body.host,
-                    "user": body.user,
-                    "tags": body.tags,
-                    "labels": body.labels,
-                    "parent": body.parent.map(|id| id.to_hex()),
-                    "trusted": snapshot.trusted.is_ok(),
-                    "trust_problem": snapshot.trusted.as_ref().err(),
-                    "complete": body.problems.is_empty(),
-                    "components": body.components.iter().map(|c| json!({
-                        "name": c.name, "kind": c.kind, "files": c.stats.files,
-                        "bytes": c.stats.bytes, "chunks": c.stats.chunks,
-                        "chunking": c.chunking(&body.chunker).to_string(),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let listed: Vec<_> = snapshots.iter().map(snapshot_json).collect();
         let broken: Vec<_> = broken
             .iter()
             .map(|(id, error)| json!({"id": id.to_hex(), "error": error}))
@@ -97,6 +75,31 @@ pub fn run(context: &Context, args: &SnapshotsArgs) -> Result<u8> {
     // failure of the listing: one planted object must not break it (the
     // audit that fails on it is `verify`).
     Ok(exit::SUCCESS)
+}
+
+/// One snapshot as `snapshots --json` (and `cairn serve`'s
+/// `GET /snapshots`) lists it.
+pub(crate) fn snapshot_json(
+    snapshot: &cairn_store::ops::listing::SnapshotSummary,
+) -> serde_json::Value {
+    let body = &snapshot.body;
+    json!({
+        "id": snapshot.id.to_hex(),
+        "time": body.time,
+        "host": body.host,
+        "user": body.user,
+        "tags": body.tags,
+        "labels": body.labels,
+        "parent": body.parent.map(|id| id.to_hex()),
+        "trusted": snapshot.trusted.is_ok(),
+        "trust_problem": snapshot.trusted.as_ref().err(),
+        "complete": body.problems.is_empty(),
+        "components": body.components.iter().map(|c| json!({
+            "name": c.name, "kind": c.kind, "files": c.stats.files,
+            "bytes": c.stats.bytes, "chunks": c.stats.chunks,
+            "chunking": c.chunking(&body.chunker).to_string(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The forget records, oldest first.

@@ -19,7 +19,7 @@ use cairn_store::progress::Progress;
 /// Audits one repository, with the keys trusted for it; a snapshot this
 /// machine saw as the newest of its group that has gone without a trusted
 /// forget record is damage too (a roll-back).
-fn audit(
+pub(crate) fn audit(
     context: &Context,
     repository: &Repository,
     args: &VerifyArgs,
