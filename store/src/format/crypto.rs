@@ -90,6 +90,7 @@ pub enum SealedKind {
     Snapshot,
     Forget,
     Keyring,
+    Annotation,
 }
 
 impl SealedKind {
@@ -101,13 +102,17 @@ impl SealedKind {
             SealedKind::Snapshot => "snapshot",
             SealedKind::Forget => "forget",
             SealedKind::Keyring => "keyring",
+            SealedKind::Annotation => "annotation",
         }
     }
 
     pub fn sealing(self) -> Sealing {
         match self {
             SealedKind::Index | SealedKind::Deletion => Sealing::Metadata,
-            SealedKind::Snapshot | SealedKind::Forget | SealedKind::Keyring => Sealing::ToReadKey,
+            SealedKind::Snapshot
+            | SealedKind::Forget
+            | SealedKind::Keyring
+            | SealedKind::Annotation => Sealing::ToReadKey,
         }
     }
 }
