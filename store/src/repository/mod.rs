@@ -650,7 +650,7 @@ impl Repository {
             }
             candidates.push(LatestCandidate { id, time, body });
         }
-        candidates.sort_by(|a, b| (b.time, b.id).cmp(&(a.time, a.id)));
+        candidates.sort_by_key(|candidate| std::cmp::Reverse((candidate.time, candidate.id)));
         Ok((candidates, skipped))
     }
 
