@@ -114,12 +114,36 @@ fn backup_verify_prune_and_drill_write_valid_metrics() {
     assert!(backup["cairn_backup_chunks_new"] > 0.0);
     let succeeded_at = backup["cairn_backup_last_success_timestamp_seconds"];
     assert!(succeeded_at > 1.7e9);
+    assert_eq!(backup["cairn_backup_complete"], 1.0);
+    assert_eq!(backup["cairn_backup_components_failed"], 0.0);
+
+    // A non-critical component fails (the pg dump of issue 27): the
+    // snapshot is stored, so success stays 1, but `complete` drops to 0
+    // and the count says one failed, which is what an alert watches.
+    let run = with_metrics(&[
+        "backup",
+        "--component",
+        &component,
+        "--command",
+        "pg=exit 1",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let partial = parse_exposition(&metrics);
+    assert_eq!(partial["cairn_backup_success"], 1.0);
+    assert_eq!(partial["cairn_backup_complete"], 0.0);
+    assert_eq!(partial["cairn_backup_components_failed"], 1.0);
+    assert_eq!(
+        partial["cairn_backup_component_failed{component=\"pg\"}"],
+        1.0
+    );
+    let succeeded_at = partial["cairn_backup_last_success_timestamp_seconds"];
 
     // A critical failure: success 0, and the last success time is kept.
     let run = with_metrics(&["backup", "--command", "x=exit 1", "--critical", "x"]);
     assert_eq!(run.code, 7);
     let failed = parse_exposition(&metrics);
     assert_eq!(failed["cairn_backup_success"], 0.0);
+    assert_eq!(failed["cairn_backup_complete"], 0.0);
     assert_eq!(
         failed["cairn_backup_last_success_timestamp_seconds"],
         succeeded_at

@@ -134,6 +134,9 @@ pub enum Command {
     /// file's hash checked, each kind's own check run, each timed; one JSON
     /// line per drill appended to a history file.
     Drill(DrillArgs),
+    /// Add, remove or set tags and labels on existing snapshots (a signed
+    /// annotation; the manifest itself never changes).
+    Tag(TagArgs),
     /// Manage an encrypted repository's keys: key slots, hosts, the
     /// keyring of writers' signing keys, revocation and rotation.
     #[command(subcommand)]
@@ -260,13 +263,78 @@ pub struct TrustArgs {
     pub keys: Vec<String>,
 }
 
+/// Which snapshots `latest` (and `latest~N`) chooses among: flattened into
+/// every command that takes a snapshot. A snapshot named by id is taken
+/// as named.
+#[derive(Args, Clone, Debug, Default)]
+pub struct SnapshotFilterArgs {
+    /// Only snapshots of this host; repeatable (any of them). Without it,
+    /// any host's (or, with --plan, the plan's host's).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots that carry this tag now (annotations included);
+    /// repeatable (every one).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only snapshots that hold this component; repeatable (every one).
+    #[arg(long = "component", value_name = "NAME")]
+    pub components: Vec<String>,
+}
+
+impl SnapshotFilterArgs {
+    pub fn filter(&self) -> cairn_store::ops::select::SnapshotFilter {
+        cairn_store::ops::select::SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            components: self.components.clone(),
+            at: None,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct TagArgs {
+    /// The snapshots to change: ids, prefixes, `latest` or `latest~N`
+    /// (chosen under --host/--tag/--component).
+    #[arg(required = true, value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Add this tag; repeatable.
+    #[arg(long = "add", value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Remove this tag; repeatable.
+    #[arg(long = "remove", value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Replace every tag with these; repeatable.
+    #[arg(long = "set", value_name = "TAG", conflicts_with = "clear_tags")]
+    pub set: Vec<String>,
+    /// Remove every tag.
+    #[arg(long)]
+    pub clear_tags: bool,
+    /// Add (or change) a label: KEY=VALUE; repeatable.
+    #[arg(long = "add-label", value_name = "KEY=VALUE")]
+    pub add_labels: Vec<String>,
+    /// Remove the label KEY; repeatable.
+    #[arg(long = "remove-label", value_name = "KEY")]
+    pub remove_labels: Vec<String>,
+    /// Replace every label with these: KEY=VALUE; repeatable.
+    #[arg(long = "set-label", value_name = "KEY=VALUE")]
+    pub set_labels: Vec<String>,
+    /// Say what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
+}
+
 #[derive(Args)]
 pub struct CatArgs {
-    /// Snapshot id, prefix or `latest`.
+    /// Snapshot id, prefix, `latest` or `latest~N`.
     pub snapshot: String,
     /// COMPONENT for a file, sqlite or command component, or
     /// COMPONENT/PATH for a file inside a directory component.
     pub path: String,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
 }
 
 #[derive(Args)]
@@ -274,9 +342,11 @@ pub struct DrillArgs {
     /// The plan file: its repository and each component's `check`.
     #[arg(long, value_name = "PATH")]
     pub plan: Option<PathBuf>,
-    /// The snapshot to rehearse (id, prefix or `latest`).
+    /// The snapshot to rehearse (id, prefix, `latest` or `latest~N`).
     #[arg(long, default_value = "latest", value_name = "ID")]
     pub snapshot: String,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
     /// Where to append the drill's JSON line [default: CONFIG_DIR/drill-history.jsonl].
     #[arg(long, value_name = "PATH")]
     pub history: Option<PathBuf>,
@@ -303,6 +373,8 @@ pub struct SnapshotsArgs {
     /// under which policy (only records signed by a trusted key).
     #[arg(long)]
     pub forgotten: bool,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
 }
 
 #[derive(Args)]
@@ -339,9 +411,15 @@ pub struct ForgetArgs {
     #[arg(long = "keep-tag", value_name = "TAG")]
     pub keep_tags: Vec<String>,
     /// Apply the policy separately per group: a comma list of host,
-    /// components, tags; or "none".
+    /// components (those the backup was asked for: held or failed), tags;
+    /// or "none". With --plan: the plan's host and components.
     #[arg(long, default_value = "host,components", value_name = "FIELDS")]
     pub group_by: String,
+    /// Keep a restore's safety snapshots (tag pre-restore) taken within
+    /// this span of now, and forget older ones; the --keep-* rules do not
+    /// apply to them. "forever" keeps them all.
+    #[arg(long, default_value = "14d", value_name = "DURATION")]
+    pub keep_safety: String,
     /// Say what would be kept and forgotten, and why; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -504,17 +582,26 @@ pub struct BackupArgs {
 
 #[derive(Args)]
 pub struct LsArgs {
-    /// Snapshot id (a unique prefix will do) or `latest`.
+    /// Snapshot id (a unique prefix will do), `latest` or `latest~N`.
     pub snapshot: String,
     /// COMPONENT or COMPONENT/PATH to list.
     pub path: Option<String>,
+    /// Long listing: mode, owner and group, size in human units, mtime.
+    #[arg(long, short = 'l')]
+    pub long: bool,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
 }
 
 #[derive(Args)]
 pub struct RestoreArgs {
-    /// Snapshot id (a unique prefix will do) or `latest` [default: latest].
+    /// Snapshot id (a unique prefix will do), `latest` or `latest~N`
+    /// [default: latest]. `latest` is the newest that passes --host,
+    /// --tag, --component and holds every --only component.
     #[arg(default_value = "latest")]
     pub snapshot: String,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
     /// Directory to restore into; each component lands in TARGET/NAME (a
     /// file or database component as TARGET/NAME/FILE, keeping its name).
     #[arg(long, required_unless_present = "to_source")]
@@ -656,10 +743,13 @@ pub struct VerifyArgs {
     /// or a byte budget (`5G`).
     #[arg(long, value_name = "SPEC")]
     pub read_data_subset: Option<String>,
-    /// Audit only this snapshot (id, prefix or `latest`); repeatable.
+    /// Audit only this snapshot (id, prefix, `latest` or `latest~N`);
+    /// repeatable.
     #[arg(long = "snapshot", value_name = "ID")]
     pub snapshots: Vec<String>,
-    /// Audit only this component of the audited snapshots; repeatable.
-    #[arg(long = "component", value_name = "NAME")]
-    pub components: Vec<String>,
+    /// --component: audit only this component of the audited snapshots
+    /// (and `latest` must hold it); --host, --tag: which snapshot
+    /// `--snapshot latest` means.
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
 }

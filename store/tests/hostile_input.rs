@@ -12,6 +12,7 @@
 
 use cairn_chunker::ChunkerParams;
 use cairn_store::Id;
+use cairn_store::format::annotation::Annotation;
 use cairn_store::format::config::RepositoryConfig;
 use cairn_store::format::crypto::RepositoryKeys;
 use cairn_store::format::index::{IndexFile, PackEntry};
@@ -111,6 +112,20 @@ fn sample_deletion_mark() -> Vec<u8> {
         &generate_signing_key().unwrap(),
     )
     .encode()
+}
+
+fn sample_annotation() -> Vec<u8> {
+    let annotation = Annotation::new(
+        Id::of(b"snapshot"),
+        2,
+        ("2026-12-06T13:00:00Z".into(), "host".into(), "user".into()),
+        vec!["keep".into(), "pre-migration".into()],
+        [("ticket".to_string(), "4711".to_string())].into(),
+    )
+    .unwrap();
+    annotation
+        .sign(&SAMPLE_REPOSITORY, &generate_signing_key().unwrap())
+        .encode()
 }
 
 fn sample_tree() -> Vec<u8> {
@@ -242,6 +257,9 @@ fn decode_everything(bytes: &[u8]) {
             }
         }
     }
+    if let Ok((_, record)) = Annotation::decode(bytes, "annotation") {
+        let _ = record.verify(&SAMPLE_REPOSITORY, &[]);
+    }
     let _ = IndexFile::decode(bytes, "index");
     let _ = Tree::decode(bytes, "tree");
     if let Ok(manifest) = SignedManifest::decode(bytes, "manifest") {
@@ -273,6 +291,7 @@ fn samples() -> &'static [Vec<u8>] {
             sample_forget_record(),
             sample_deletion_mark(),
             sample_keyring(),
+            sample_annotation(),
         ]
     })
 }
@@ -361,6 +380,8 @@ fn intact_samples_decode() {
     let keyring = sample_keyring();
     let opened = Keyring::open(&keyring, Id::of(&keyring), &keyring_keys().0).unwrap();
     assert_eq!(opened.keyring.entries.len(), 2);
+    let (annotation, _) = Annotation::decode(&sample_annotation(), "a").unwrap();
+    assert_eq!(annotation.tags, vec!["keep", "pre-migration"]);
     let forget = SignedRecord::decode(&sample_forget_record(), FORGET_DOMAIN, "f").unwrap();
     assert!(forget.body_unverified::<ForgetRecord>("f").is_ok());
     let mark = SignedRecord::decode(&sample_deletion_mark(), DELETION_DOMAIN, "d").unwrap();

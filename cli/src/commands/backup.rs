@@ -179,8 +179,18 @@ fn backup_with_hooks(
         host_and_version,
         &mut metrics,
     );
+    // `success` says a snapshot was stored; `complete` that it holds every
+    // component whole, so an alert on it fires when any component failed
+    // (`success` alone stays 1 while a non-critical pg dump is missing).
     let success =
         matches!(&result, Ok((code, _)) if *code == exit::SUCCESS || *code == exit::INCOMPLETE);
+    let complete = matches!(&result, Ok((code, _)) if *code == exit::SUCCESS);
+    metrics.gauge(
+        "backup_complete",
+        "1 if the last backup stored every component whole (no component failed, no file left out), else 0.",
+        &[],
+        if complete { 1.0 } else { 0.0 },
+    );
     crate::metrics::finish(context, "backup", metrics, success, started)?;
     for component in components.iter() {
         let Some(after) = hooks.get(&component.name).and_then(|h| h.after.as_ref()) else {
@@ -656,6 +666,12 @@ pub(crate) fn record_metrics(
             component.stats.files as f64,
         );
     }
+    metrics.gauge(
+        "backup_components_failed",
+        "Components that failed in the last backup (critical or not); 0 when none did.",
+        &[],
+        outcome.failed_components.len() as f64,
+    );
     for (name, _) in &outcome.failed_components {
         metrics.gauge(
             "backup_component_failed",

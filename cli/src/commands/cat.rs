@@ -13,7 +13,8 @@ use cairn_store::ops::listing::list_entries;
 pub fn run(context: &Context, args: &CatArgs) -> Result<u8> {
     let repository = context.open_repository()?;
     repository.require_read_key("the file `cat` prints")?;
-    let (id, body) = verified_snapshot(context, &repository, &args.snapshot)?;
+    let (id, body) =
+        verified_snapshot(context, &repository, &args.snapshot, &args.filter.filter())?;
     let opened = context.open_index(&repository)?;
     let wanted = args.path.trim_matches('/');
     let listed = list_entries(

@@ -29,14 +29,30 @@ pub fn run(context: &Context, args: &DrillArgs) -> Result<u8> {
     // With a plan, `latest` is the plan's own last run (its host, its
     // components), never another plan's snapshot that happens to be newer.
     let (snapshot, body, chosen) = match &plan {
-        Some(plan) if args.snapshot == "latest" => {
+        // --host, when given, names the host instead of the plan's.
+        Some(plan) if args.snapshot == "latest" && args.filter.tags.is_empty() => {
             let trusted = context.trusted_keys(&repository)?;
-            let chosen = choose_snapshot(&repository, &trusted, plan.host.as_deref(), &required)?;
+            let host = args.filter.hosts.first().or(plan.host.as_ref());
+            let chosen =
+                choose_snapshot(&repository, &trusted, host.map(String::as_str), &required)?;
             (chosen.id, chosen.body, chosen.why)
         }
         _ => {
-            let (snapshot, body) = super::verified_snapshot(context, &repository, &args.snapshot)?;
-            let why = if args.snapshot == "latest" {
+            let mut filter = args.filter.filter();
+            if let Some(plan) = &plan
+                && filter.hosts.is_empty()
+            {
+                filter.hosts.push(
+                    plan.host
+                        .clone()
+                        .unwrap_or_else(cairn_store::ops::common::host_name),
+                );
+            }
+            let (snapshot, body) =
+                super::verified_snapshot(context, &repository, &args.snapshot, &filter)?;
+            let why = if args.snapshot.starts_with("latest") && !filter.is_empty() {
+                format!("{} with {}", args.snapshot, filter.describe())
+            } else if args.snapshot == "latest" {
                 "the newest snapshot (no plan given)".to_string()
             } else {
                 format!("named by --snapshot {}", args.snapshot)

@@ -30,6 +30,13 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
         explicit: args.snapshots.clone(),
         dry_run: args.dry_run,
         allow_empty: args.allow_empty,
+        keep_safety: match args.keep_safety.as_str() {
+            "forever" => None,
+            span => Some(
+                parse_keep_within(span)
+                    .map_err(|error| anyhow!("--keep-safety: {error} (or \"forever\")"))?,
+            ),
+        },
     };
     // Checked before anything is forgotten, so a typo in a prune flag
     // cannot leave a forget done and its prune not.

@@ -14,6 +14,7 @@ mod repair;
 pub(crate) mod restore;
 mod restore_report;
 pub(crate) mod snapshots;
+mod tag;
 mod trust;
 mod undo_restore;
 pub(crate) mod verify;
@@ -43,25 +44,49 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Cat(args) => cat::run(context, &args),
         Command::Key(command) => key::run(context, &command),
         Command::Serve(args) => crate::serve::run(context, &args),
+        Command::Tag(args) => tag::run(context, &args),
     }
 }
 
-/// Resolves a snapshot argument and returns its id with its verified body.
+/// Resolves a snapshot argument (`latest` and `latest~N` chosen under
+/// `filter`, `ops::select`) and returns its id with its verified body.
 pub fn verified_snapshot(
     context: &Context,
     repository: &cairn_store::Repository,
     spec: &str,
+    filter: &cairn_store::ops::select::SnapshotFilter,
 ) -> anyhow::Result<(cairn_store::Id, cairn_store::format::manifest::SnapshotBody)> {
     let trusted = context.trusted_keys(repository)?;
-    let (id, passed_over) = repository.resolve_snapshot_reporting(spec, &trusted)?;
-    warn_passed_over(&passed_over);
+    let selected = cairn_store::ops::select::select(repository, &trusted, spec, filter)?;
+    warn_passed_over(&selected.passed_over);
+    let id = selected.id;
     let manifest = repository.read_manifest(&id)?;
     let body = manifest.verified_body(
         repository.id(),
         &trusted,
         &format!("snapshot {}", id.short()),
     )?;
+    note_other_host(spec, filter, &id, &body);
     Ok((id, body))
+}
+
+/// `latest` means any host's newest unless `--host` (or a plan) says
+/// which: when it chose another host's snapshot than this machine's, say
+/// so, since in a shared repository that may not be what was meant.
+pub fn note_other_host(
+    spec: &str,
+    filter: &cairn_store::ops::select::SnapshotFilter,
+    id: &cairn_store::Id,
+    body: &cairn_store::format::manifest::SnapshotBody,
+) {
+    let this_host = cairn_store::ops::common::host_name();
+    if spec.starts_with("latest") && filter.hosts.is_empty() && body.host != this_host {
+        eprintln!(
+            "cairn: note: {spec} is snapshot {} of host {:?}, not this machine ({this_host:?}); --host chooses the host",
+            id.short(),
+            body.host
+        );
+    }
 }
 
 /// Says which manifests `latest` passed over, and why.

@@ -214,8 +214,15 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
             .as_deref()
             .map(|text| parse_point_in_time(text).map_err(|error| anyhow!("--at: {error}")))
             .transpose()?,
+        filter: restore_filter(args, plan_file.as_ref()),
     };
     let checked = check_snapshot(&repository, &request)?;
+    super::note_other_host(
+        &args.snapshot,
+        &request.filter,
+        &checked.snapshot,
+        &checked.body,
+    );
     super::warn_passed_over(&checked.passed_over);
     super::warn_rolled_back(&super::rolled_back(context, &repository, &request.trusted));
     let opened = context.open_index(&repository)?;
@@ -635,4 +642,24 @@ fn report(
         return Ok(exit::TARGET_UNWRITABLE);
     }
     Ok(exit::DAMAGE)
+}
+
+/// What `latest` must pass: the flags' filter; with a plan and no --host,
+/// the plan's host (this machine's when it names none), since a plan's
+/// restore means that plan's own snapshots.
+fn restore_filter(
+    args: &RestoreArgs,
+    plan: Option<&crate::plan::Plan>,
+) -> cairn_store::ops::select::SnapshotFilter {
+    let mut filter = args.filter.filter();
+    if let Some(plan) = plan
+        && filter.hosts.is_empty()
+    {
+        filter.hosts.push(
+            plan.host
+                .clone()
+                .unwrap_or_else(cairn_store::ops::common::host_name),
+        );
+    }
+    filter
 }

@@ -7,6 +7,7 @@ use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
 use anyhow::Result;
+use cairn_store::ops::annotate::read_annotations;
 use cairn_store::ops::listing::list_snapshots;
 use serde_json::json;
 
@@ -17,13 +18,29 @@ pub fn run(context: &Context, args: &SnapshotsArgs) -> Result<u8> {
     let repository = context.open_repository()?;
     // Listing works without trust; it only reports it.
     let trusted = context.trusted_keys_or_none(&repository)?;
-    let (snapshots, broken) = list_snapshots(&repository, &trusted)?;
+    let (mut snapshots, broken) = list_snapshots(&repository, &trusted)?;
     super::warn_rolled_back(&super::rolled_back(context, &repository, &trusted));
     for (id, why) in &broken {
         eprintln!("cairn: warning: snapshot {id} cannot be read: {why}");
     }
+    // Tags and labels as they stand now: the manifest's, unless a trusted
+    // annotation (`cairn tag`) changed them.
+    let annotations = read_annotations(&repository, &trusted)?;
+    for (id, why) in &annotations.ignored {
+        eprintln!("cairn: warning: annotation {id} is ignored: {why}");
+    }
+    let filter = args.filter.filter();
+    snapshots.retain(|snapshot| {
+        filter.matches(
+            &snapshot.body,
+            &annotations.effective(&snapshot.id, &snapshot.body).tags,
+        )
+    });
     if context.global.json {
-        let listed: Vec<_> = snapshots.iter().map(snapshot_json).collect();
+        let listed: Vec<_> = snapshots
+            .iter()
+            .map(|snapshot| snapshot_json(snapshot, &annotations))
+            .collect();
         let broken: Vec<_> = broken
             .iter()
             .map(|(id, error)| json!({"id": id.to_hex(), "error": error}))
@@ -50,8 +67,17 @@ pub fn run(context: &Context, args: &SnapshotsArgs) -> Result<u8> {
             if !body.problems.is_empty() {
                 notes.push(format!("incomplete: {} problems", body.problems.len()));
             }
-            if !body.tags.is_empty() {
-                notes.push(format!("tags: {}", body.tags.join(",")));
+            let now = annotations.effective(&snapshot.id, body);
+            if !now.tags.is_empty() {
+                notes.push(format!("tags: {}", now.tags.join(",")));
+            }
+            if !now.labels.is_empty() {
+                let labels: Vec<String> = now
+                    .labels
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect();
+                notes.push(format!("labels: {}", labels.join(",")));
             }
             println!(
                 "{:<10} {:<20} {:<16} {:>10}  {}{}",
@@ -81,15 +107,22 @@ pub fn run(context: &Context, args: &SnapshotsArgs) -> Result<u8> {
 /// `GET /snapshots`) lists it.
 pub(crate) fn snapshot_json(
     snapshot: &cairn_store::ops::listing::SnapshotSummary,
+    annotations: &cairn_store::ops::annotate::Annotations,
 ) -> serde_json::Value {
     let body = &snapshot.body;
+    let now = annotations.effective(&snapshot.id, body);
     json!({
         "id": snapshot.id.to_hex(),
         "time": body.time,
         "host": body.host,
         "user": body.user,
-        "tags": body.tags,
-        "labels": body.labels,
+        "tags": now.tags,
+        "labels": now.labels,
+        "manifest_tags": body.tags,
+        "manifest_labels": body.labels,
+        "annotation": now.annotation.map(|(id, sequence)| json!({
+            "id": id.to_hex(), "sequence": sequence,
+        })),
         "parent": body.parent.map(|id| id.to_hex()),
         "trusted": snapshot.trusted.is_ok(),
         "trust_problem": snapshot.trusted.as_ref().err(),

@@ -10,7 +10,12 @@ use serde_json::json;
 
 pub fn run(context: &Context, args: &UndoRestoreArgs) -> Result<u8> {
     let repository = context.open_repository()?;
-    let (id, body) = verified_snapshot(context, &repository, &args.safety_snapshot)?;
+    let (id, body) = verified_snapshot(
+        context,
+        &repository,
+        &args.safety_snapshot,
+        &Default::default(),
+    )?;
     let opened = context.open_index(&repository)?;
     let problems = undo_restore(
         &repository,

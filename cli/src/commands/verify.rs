@@ -33,19 +33,26 @@ pub(crate) fn audit(
         (None, true) => DataCheck::All,
         (None, false) => DataCheck::None,
     };
+    if args.snapshots.is_empty() && !(args.filter.hosts.is_empty() && args.filter.tags.is_empty()) {
+        return Err(anyhow::Error::new(crate::context::Usage(
+            "--host and --tag choose which snapshot `--snapshot latest` means; give --snapshot"
+                .into(),
+        )));
+    }
+    let filter = args.filter.filter();
     let snapshots = args
         .snapshots
         .iter()
         .map(|spec| {
-            let (id, passed_over) = repository.resolve_snapshot_reporting(spec, &trusted)?;
-            super::warn_passed_over(&passed_over);
-            Ok::<_, cairn_store::StoreError>(id)
+            let selected = cairn_store::ops::select::select(repository, &trusted, spec, &filter)?;
+            super::warn_passed_over(&selected.passed_over);
+            Ok::<_, cairn_store::StoreError>(selected.id)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let options = VerifyOptions {
         data,
         snapshots,
-        components: args.components.clone(),
+        components: args.filter.components.clone(),
     };
     let mut report = verify(repository, &trusted, options, progress)?;
     for gone in super::rolled_back(context, repository, &trusted) {

@@ -64,6 +64,7 @@ impl LocalBackend {
             ObjectKind::Deletion => self.root.join("deletions"),
             ObjectKind::KeySlot => self.root.join("keyslots"),
             ObjectKind::Keyring => self.root.join("keyring"),
+            ObjectKind::Annotation => self.root.join("annotations"),
         }
     }
 

@@ -117,6 +117,9 @@ pub enum ObjectKind {
     /// Keyring objects: the owner's signed list of writers' keys and their
     /// revocations, FORMAT.md 17.7.
     Keyring,
+    /// Signed annotations: a snapshot's tags and labels as changed after
+    /// it was made (`cairn tag`), FORMAT.md 11.7.
+    Annotation,
 }
 
 impl ObjectKind {
@@ -131,6 +134,7 @@ impl ObjectKind {
             ObjectKind::Deletion => "deletion mark",
             ObjectKind::KeySlot => "key slot",
             ObjectKind::Keyring => "keyring",
+            ObjectKind::Annotation => "annotation",
         }
     }
 }

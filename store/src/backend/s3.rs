@@ -242,6 +242,7 @@ impl S3Backend {
             ObjectKind::Deletion => "deletions",
             ObjectKind::KeySlot => "keyslots",
             ObjectKind::Keyring => "keyring",
+            ObjectKind::Annotation => "annotations",
         };
         match (self.location.prefix.as_str(), folder) {
             (prefix, "") => prefix.to_string(),

@@ -92,6 +92,7 @@ pub enum SealedKind {
     Snapshot,
     Forget,
     Keyring,
+    Annotation,
 }
 
 impl SealedKind {
@@ -103,13 +104,17 @@ impl SealedKind {
             SealedKind::Snapshot => "snapshot",
             SealedKind::Forget => "forget",
             SealedKind::Keyring => "keyring",
+            SealedKind::Annotation => "annotation",
         }
     }
 
     pub fn sealing(self) -> Sealing {
         match self {
             SealedKind::Index | SealedKind::Deletion => Sealing::Metadata,
-            SealedKind::Snapshot | SealedKind::Forget | SealedKind::Keyring => Sealing::ToReadKey,
+            SealedKind::Snapshot
+            | SealedKind::Forget
+            | SealedKind::Keyring
+            | SealedKind::Annotation => Sealing::ToReadKey,
         }
     }
 }

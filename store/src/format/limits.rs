@@ -22,6 +22,10 @@ pub const MAX_MANIFEST_SIZE: u64 = 64 << 20;
 /// forgotten, 100 per pack marked).
 pub const MAX_RECORD_SIZE: u64 = 64 << 20;
 
+/// An annotation (`cairn tag`): a snapshot's tags and labels, a few
+/// hundred bytes.
+pub const MAX_ANNOTATION_SIZE: u64 = 1 << 20;
+
 /// Directories nest at most this many levels below a component's root
 /// tree: a walk refuses a deeper tree, naming it, and a backup does not
 /// store one (it leaves the directory out as a problem naming its path).

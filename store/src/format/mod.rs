@@ -6,6 +6,7 @@
 //! Nothing here does I/O or knows where objects live: the layers above hand
 //! bytes in and take bytes out. docs/FORMAT.md specifies every encoding.
 
+pub mod annotation;
 pub mod chunking;
 pub mod codec;
 pub mod config;

@@ -150,6 +150,11 @@ impl SignedRecord {
         self.envelope.signer()
     }
 
+    /// The envelope's version: 1 (legacy, bound to no repository) or 2.
+    pub fn envelope_version(&self) -> u32 {
+        self.envelope.version
+    }
+
     /// As [`crate::format::seal::Envelope::open`]: trusted signer, valid
     /// signature, made for `repository`.
     pub fn verify(

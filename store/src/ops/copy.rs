@@ -48,6 +48,7 @@
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
+use crate::format::annotation::Annotation;
 use crate::format::index::BlobLocation;
 use crate::format::keys::{PublicKey, SigningKey};
 use crate::format::limits::MAX_TREE_DEPTH;
@@ -57,6 +58,7 @@ use crate::format::pack::spans::{Span, spans};
 use crate::format::tree::{Tree, TreeEntry};
 use crate::id::Id;
 use crate::index::IndexCache;
+use crate::ops::annotate::{Annotations, read_annotations};
 use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
 use crate::ops::common::packs::{secure_against_prune, unindexed_packs};
 use crate::ops::forget::read_forget_records;
@@ -242,6 +244,9 @@ pub fn copy(
         ));
     }
     let (candidates, skipped) = select(source, target, trusted, key, options)?;
+    // Tags and labels changed in the source (`cairn tag`) go with each
+    // copy, as the copy's first annotation in the target.
+    let annotations = read_annotations(source, trusted.source)?;
     let in_target = if rehash {
         renamed_copies_in(target, trusted.target)?
     } else {
@@ -310,6 +315,7 @@ pub fn copy(
                 copied.result = CopyResult::WouldCopy;
             } else {
                 copied.target_id = target.store_object(ObjectKind::Snapshot, &manifest)?;
+                carry_annotation(target, key, &annotations, &candidate.id, &copied.target_id)?;
             }
         } else if options.dry_run {
             copied.result = CopyResult::WouldCopy;
@@ -324,11 +330,47 @@ pub fn copy(
                     candidate.id
                 )));
             }
+            carry_annotation(target, key, &annotations, &candidate.id, &copied.target_id)?;
         }
         outcome.snapshots.push(copied);
         progress.advance(Amount::items(1));
     }
     Ok(outcome)
+}
+
+/// Writes, for a snapshot copied as `target_id`, an annotation in the
+/// target that gives the copy the tags and labels the source's winning
+/// annotation gives `source_id` (none when it has none), signed by the
+/// copier. Written after the manifest, since only then is the copy's id
+/// known (an encrypted manifest is named by its ciphertext): a crash in
+/// between leaves the copy with its manifest's own tags, and a later copy
+/// passes it over as present. Later changes in the source are not carried.
+fn carry_annotation(
+    target: &Repository,
+    key: &SigningKey,
+    annotations: &Annotations,
+    source_id: &Id,
+    target_id: &Id,
+) -> Result<()> {
+    let Some((_, annotation)) = annotations.of(source_id) else {
+        return Ok(());
+    };
+    let carried = Annotation::new(
+        *target_id,
+        1,
+        (
+            crate::ops::common::now_rfc3339(),
+            crate::ops::common::host_name(),
+            crate::ops::common::user_name(),
+        ),
+        annotation.tags.clone(),
+        annotation.labels.clone(),
+    )?;
+    target.store_object(
+        ObjectKind::Annotation,
+        &carried.sign(target.id(), key).encode(),
+    )?;
+    Ok(())
 }
 
 /// A body with its components' root trees blanked: what a snapshot says

@@ -10,8 +10,11 @@
 //!
 //! Only snapshots signed by a trusted key are subject to a policy: cairn
 //! does not decide the fate of snapshots it cannot vouch for. A restore's
-//! safety snapshots are grouped apart from the others, so a `keep-last`
-//! never spends itself on them.
+//! safety snapshots are kept apart from the others by their own rule
+//! (`keep_safety`, a span from now), so a `keep-last` never spends itself
+//! on them and `keep-daily` never keeps them for good. Snapshots are
+//! grouped by the components their backup was asked for (held or failed),
+//! so a failed night stays in its plan's group.
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
@@ -19,8 +22,11 @@ use crate::format::keys::{PublicKey, SigningKey};
 use crate::format::manifest::SAFETY_TAG;
 use crate::format::records::{FORGET_DOMAIN, ForgetRecord, ForgottenSnapshot, SignedRecord};
 use crate::id::Id;
+use crate::ops::annotate::read_annotations;
 use crate::ops::listing::list_snapshots;
-use crate::ops::retention::{Candidate, GroupBy, GroupDecision, Policy, apply};
+use crate::ops::retention::{
+    Candidate, GroupBy, GroupDecision, KeepWithin, Policy, apply, apply_safety,
+};
 use crate::repository::Repository;
 use crate::repository::read_record;
 
@@ -34,6 +40,9 @@ pub struct ForgetOptions {
     pub dry_run: bool,
     /// Lets a policy leave a group with no snapshot at all.
     pub allow_empty: bool,
+    /// How long a restore's safety snapshots are kept (from now); `None`
+    /// keeps them all. The `--keep-*` rules never apply to them.
+    pub keep_safety: Option<KeepWithin>,
 }
 
 pub struct ForgetOutcome {
@@ -111,6 +120,8 @@ pub fn forget(
             ));
         }
         crate::ops::retention::validate(&options.policy)?;
+        // `--keep-tag` and grouping by tags see the tags as they stand now.
+        let annotations = read_annotations(repository, trusted)?;
         let mut regular = Vec::new();
         let mut safety = Vec::new();
         for summary in &listed {
@@ -128,8 +139,8 @@ pub fn forget(
                 id: summary.id,
                 time,
                 host: summary.body.host.clone(),
-                components: summary.body.component_names(),
-                tags: summary.body.tags.clone(),
+                components: attempted_components(&summary.body),
+                tags: annotations.effective(&summary.id, &summary.body).tags,
             };
             if candidate.tags.iter().any(|tag| tag == SAFETY_TAG) {
                 safety.push(candidate);
@@ -139,14 +150,23 @@ pub fn forget(
         }
         let zone = jiff::tz::TimeZone::system();
         outcome.groups = apply(&options.policy, options.group_by, &regular, &zone);
-        outcome
+        // Checked before the safety group joins: safety snapshots expire
+        // by design, and forgetting them all is no accident.
+        let emptied = outcome
             .groups
-            .extend(apply(&options.policy, options.group_by, &safety, &zone));
+            .iter()
+            .find(|group| group.decisions.iter().all(|decision| !decision.keep))
+            .cloned();
+        if !safety.is_empty() {
+            outcome.groups.push(apply_safety(
+                &safety,
+                options.keep_safety.as_ref(),
+                jiff::Timestamp::now(),
+                &zone,
+            ));
+        }
         if !options.allow_empty
-            && let Some(group) = outcome
-                .groups
-                .iter()
-                .find(|group| group.decisions.iter().all(|decision| !decision.keep))
+            && let Some(group) = emptied
         {
             return Err(StoreError::Invalid(format!(
                 "this policy would forget every snapshot of group {}; pass --allow-empty if that is what you want",
@@ -230,4 +250,19 @@ pub fn complete_forgets(repository: &Repository, trusted: &[PublicKey]) -> Resul
         }
     }
     Ok(completed)
+}
+
+/// The components a backup was asked for: those it holds and those that
+/// failed (a problem with an empty path names a component that left no
+/// record). Grouping by these keeps a night whose database dump failed in
+/// its plan's group, instead of forming a group of its own that every
+/// `keep-daily` would keep for good.
+fn attempted_components(body: &crate::format::manifest::SnapshotBody) -> Vec<String> {
+    let mut names = body.component_names();
+    for problem in &body.problems {
+        if problem.path.is_empty() && !names.contains(&problem.component) {
+            names.push(problem.component.clone());
+        }
+    }
+    names
 }

@@ -5,6 +5,7 @@
 //! operation may build on another (a drill is a restore and a check), never
 //! in a circle (`store/tests/layering.rs`).
 
+pub mod annotate;
 pub mod backup;
 pub mod cat;
 pub mod common;
@@ -20,6 +21,7 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod rollback;
+pub mod select;
 pub mod unlock;
 pub mod verify;
 pub mod walk;

@@ -409,6 +409,8 @@ pub enum KeepReason {
     Yearly(String),
     Within,
     Tag(String),
+    /// A restore's safety snapshot younger than `--keep-safety`.
+    Safety(String),
 }
 
 impl fmt::Display for KeepReason {
@@ -422,6 +424,7 @@ impl fmt::Display for KeepReason {
             KeepReason::Yearly(bucket) => write!(f, "keep-yearly {bucket}"),
             KeepReason::Within => f.write_str("keep-within"),
             KeepReason::Tag(tag) => write!(f, "keep-tag {tag}"),
+            KeepReason::Safety(span) => write!(f, "keep-safety {span}"),
         }
     }
 }
@@ -514,6 +517,48 @@ pub fn apply(
             }
         })
         .collect()
+}
+
+/// The retention of a restore's safety snapshots, apart from every
+/// `--keep-*` rule (they are insurance for one restore, not history): each
+/// taken within `keep` of `now` is kept, older ones are forgotten; `None`
+/// keeps them all. One group, newest first; `now` is the caller's, so this
+/// stays pure.
+pub fn apply_safety(
+    candidates: &[Candidate],
+    keep: Option<&KeepWithin>,
+    now: Timestamp,
+    zone: &TimeZone,
+) -> GroupDecision {
+    let mut members: Vec<&Candidate> = candidates.iter().collect();
+    members.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.id.cmp(&b.id)));
+    let cutoff = keep.map(|keep| keep.cutoff(now, zone));
+    let reason = KeepReason::Safety(keep.map_or("forever".to_string(), |keep| keep.to_string()));
+    GroupDecision {
+        key: GroupKey {
+            tags: Some(vec![crate::format::manifest::SAFETY_TAG.to_string()]),
+            ..GroupKey::default()
+        },
+        decisions: members
+            .iter()
+            .map(|member| {
+                // A span reaching past jiff's earliest time keeps everything.
+                let keep = match cutoff {
+                    None | Some(None) => true,
+                    Some(Some(cutoff)) => member.time >= cutoff,
+                };
+                Decision {
+                    id: member.id,
+                    keep,
+                    reasons: if keep {
+                        vec![reason.clone()]
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .collect(),
+    }
 }
 
 /// Applies every rule to one group, sorted newest first.
@@ -637,6 +682,30 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn safety_snapshots_older_than_keep_safety_are_forgotten_and_younger_kept() {
+        let candidates = [
+            snapshot(1, "2026-11-01T10:00:00Z"),
+            snapshot(2, "2026-11-25T10:00:00Z"),
+            snapshot(3, "2026-12-05T10:00:00Z"),
+        ];
+        let now = at("2026-12-06T10:00:00Z");
+        let fortnight = parse_keep_within("14d").unwrap();
+        let group = apply_safety(&candidates, Some(&fortnight), now, &TimeZone::UTC);
+        let verdicts: Vec<(Id, bool)> = group
+            .decisions
+            .iter()
+            .map(|decision| (decision.id, decision.keep))
+            .collect();
+        assert_eq!(verdicts, vec![(id(3), true), (id(2), true), (id(1), false)]);
+        assert_eq!(
+            group.decisions[0].reasons,
+            vec![KeepReason::Safety("14d".into())]
+        );
+        let forever = apply_safety(&candidates, None, now, &TimeZone::UTC);
+        assert!(forever.decisions.iter().all(|decision| decision.keep));
     }
 
     fn one_group(policy: &Policy, candidates: &[Candidate], zone: &TimeZone) -> Vec<Decision> {

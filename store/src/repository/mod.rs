@@ -552,6 +552,7 @@ fn sealed_kind(kind: ObjectKind) -> Option<SealedKind> {
         ObjectKind::Forget => Some(SealedKind::Forget),
         ObjectKind::Deletion => Some(SealedKind::Deletion),
         ObjectKind::Keyring => Some(SealedKind::Keyring),
+        ObjectKind::Annotation => Some(SealedKind::Annotation),
         ObjectKind::Config | ObjectKind::Key | ObjectKind::KeySlot | ObjectKind::Pack => None,
     }
 }
@@ -565,6 +566,7 @@ pub fn whole_read_limit(kind: ObjectKind) -> Result<u64> {
         ObjectKind::Index => limits::MAX_INDEX_FILE_SIZE,
         ObjectKind::Snapshot => limits::MAX_MANIFEST_SIZE,
         ObjectKind::Forget | ObjectKind::Deletion | ObjectKind::Keyring => limits::MAX_RECORD_SIZE,
+        ObjectKind::Annotation => limits::MAX_ANNOTATION_SIZE,
         ObjectKind::KeySlot => crate::format::keyslot::MAX_KEY_SLOT_SIZE,
         ObjectKind::Pack => {
             return Err(StoreError::Invalid(
@@ -596,9 +598,31 @@ impl Repository {
         at: Option<jiff::Timestamp>,
         matches: &dyn Fn(&SnapshotBody) -> bool,
     ) -> Result<(Id, Vec<SkippedSnapshot>)> {
+        let (candidates, skipped) = self.latest_candidates(trusted)?;
+        let newest = candidates
+            .into_iter()
+            .find(|candidate| at.is_none_or(|at| candidate.time <= at) && matches(&candidate.body));
+        match newest {
+            Some(candidate) => Ok((candidate.id, skipped)),
+            None if at.is_some() => Err(StoreError::SnapshotNotFound(format!(
+                "a matching snapshot taken at or before {}",
+                at.map(|at| at.to_string()).unwrap_or_default()
+            ))),
+            None => Err(StoreError::SnapshotNotFound(latest_not_found(&skipped))),
+        }
+    }
+
+    /// Every snapshot that may be `latest` (11.5: trusted, this
+    /// repository's, not a safety snapshot, not dated more than
+    /// [`FUTURE_TOLERANCE_SECONDS`] ahead), newest first (ties: the greater
+    /// id first), with the manifests passed over and why.
+    pub fn latest_candidates(
+        &self,
+        trusted: &[PublicKey],
+    ) -> Result<(Vec<LatestCandidate>, Vec<SkippedSnapshot>)> {
         let now = jiff::Timestamp::now();
         let mut skipped = Vec::new();
-        let mut newest: Option<(jiff::Timestamp, Id)> = None;
+        let mut candidates = Vec::new();
         for id in self.list_ids(ObjectKind::Snapshot)? {
             let body = match self.read_manifest(&id).and_then(|manifest| {
                 manifest.verified_body(self.id(), trusted, &format!("snapshot {id}"))
@@ -627,24 +651,10 @@ impl Repository {
                 skipped.push((id, why));
                 continue;
             }
-            if at.is_some_and(|at| time > at) || !matches(&body) {
-                continue;
-            }
-            if newest
-                .as_ref()
-                .is_none_or(|(best, best_id)| (time, id) > (*best, *best_id))
-            {
-                newest = Some((time, id));
-            }
+            candidates.push(LatestCandidate { id, time, body });
         }
-        match newest {
-            Some((_, id)) => Ok((id, skipped)),
-            None if at.is_some() => Err(StoreError::SnapshotNotFound(format!(
-                "a matching snapshot taken at or before {}",
-                at.map(|at| at.to_string()).unwrap_or_default()
-            ))),
-            None => Err(StoreError::SnapshotNotFound(latest_not_found(&skipped))),
-        }
+        candidates.sort_by_key(|candidate| std::cmp::Reverse((candidate.time, candidate.id)));
+        Ok((candidates, skipped))
     }
 
     /// This repository's id (from its config).
@@ -661,8 +671,16 @@ pub const FUTURE_TOLERANCE_SECONDS: i64 = 3600;
 /// A manifest `latest` passed over, and why.
 pub type SkippedSnapshot = (Id, String);
 
+/// A snapshot `latest` may mean, with its verified body.
+#[derive(Clone, Debug)]
+pub struct LatestCandidate {
+    pub id: Id,
+    pub time: jiff::Timestamp,
+    pub body: SnapshotBody,
+}
+
 /// What "latest" could not be resolved to, saying what was passed over.
-fn latest_not_found(skipped: &[SkippedSnapshot]) -> String {
+pub fn latest_not_found(skipped: &[SkippedSnapshot]) -> String {
     if skipped.is_empty() {
         return "latest".into();
     }

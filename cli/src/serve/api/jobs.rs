@@ -613,6 +613,17 @@ pub fn restore(server: &Server, snapshot: &str, body: &RestoreBody) -> Result<Fi
         },
         current_version: body.current_version.clone(),
         at: None,
+        // As `restore --plan`: `latest` is the plan's host's newest.
+        filter: cairn_store::ops::select::SnapshotFilter {
+            hosts: vec![
+                server
+                    .plan
+                    .host
+                    .clone()
+                    .unwrap_or_else(cairn_store::ops::common::host_name),
+            ],
+            ..Default::default()
+        },
     };
     let checked = check_snapshot(&repository, &request)?;
     crate::commands::warn_passed_over(&checked.passed_over);
@@ -786,7 +797,11 @@ pub fn verify(server: &Server, body: &VerifyBody) -> Result<Finished> {
         read_data: body.read_data,
         read_data_subset: body.read_data_subset.clone(),
         snapshots: body.snapshots.clone(),
-        components: body.components.clone(),
+        filter: crate::args::SnapshotFilterArgs {
+            hosts: Vec::new(),
+            tags: Vec::new(),
+            components: body.components.clone(),
+        },
     };
     let report = crate::commands::verify::audit(context, &repository, &args, &NoProgress)?;
     let clean = report.is_clean();

@@ -271,18 +271,23 @@ async fn list_snapshots(
         let (snapshots, broken) =
             cairn_store::ops::listing::list_snapshots(&repository, &trusted)
                 .map_err(|error| ApiError::from_store(error.into()))?;
+        // Tags as they stand now: a trusted `cairn tag` annotation's, else
+        // the manifest's.
+        let annotations = cairn_store::ops::annotate::read_annotations(&repository, &trusted)
+            .map_err(|error| ApiError::from_store(error.into()))?;
         let listed: Vec<Value> = snapshots
             .iter()
             .filter(|snapshot| {
                 let body = &snapshot.body;
+                let tags = annotations.effective(&snapshot.id, body).tags;
                 filter
                     .component
                     .as_ref()
                     .is_none_or(|name| body.components.iter().any(|c| &c.name == name))
-                    && filter.tag.as_ref().is_none_or(|tag| body.tags.contains(tag))
+                    && filter.tag.as_ref().is_none_or(|tag| tags.contains(tag))
                     && filter.host.as_ref().is_none_or(|host| &body.host == host)
             })
-            .map(crate::commands::snapshots::snapshot_json)
+            .map(|snapshot| crate::commands::snapshots::snapshot_json(snapshot, &annotations))
             .collect();
         Ok(json!({
             "snapshots": listed,

@@ -157,6 +157,9 @@ pub struct RestoreRequest {
     /// `latest`. Matching: trusted, not a safety snapshot, holding every
     /// component `--only` names.
     pub at: Option<jiff::Timestamp>,
+    /// What `latest` (or `latest~N`, or `--at`) must pass, with the
+    /// `--only` components added: `ops::select`.
+    pub filter: crate::ops::select::SnapshotFilter,
 }
 
 /// A snapshot judged before planning: its id, its body (trusted or not,
@@ -213,21 +216,24 @@ pub fn check_snapshot(
     // `latest` is chosen among trusted snapshots of this repository even
     // with --allow-untrusted: that flag lets the user restore a snapshot
     // they name, never one an attacker planted.
-    let (snapshot, passed_over) = match request.at {
-        None => repository.resolve_snapshot_reporting(&request.snapshot, &request.trusted)?,
-        Some(_) if request.snapshot != "latest" => {
-            return Err(StoreError::Invalid(format!(
-                "a point in time chooses the snapshot, so {:?} cannot be named too",
-                request.snapshot
-            )));
-        }
-        Some(at) => {
-            let only = &request.options.selection.only;
-            repository.newest_snapshot(&request.trusted, Some(at), &|body| {
-                only.iter().all(|name| body.component(name).is_some())
-            })?
-        }
-    };
+    let spec = crate::ops::select::SnapshotSpec::parse(&request.snapshot)?;
+    if request.at.is_some() && !spec.is_latest() {
+        return Err(StoreError::Invalid(format!(
+            "a point in time chooses the snapshot, so {:?} cannot be named too",
+            request.snapshot
+        )));
+    }
+    // `latest` (and `--at`) mean the newest snapshot that holds every
+    // component `--only` names: after a one-off backup of one component,
+    // `restore latest --only other` takes the newest that has `other`.
+    let mut filter = request
+        .filter
+        .clone()
+        .with_components(&request.options.selection.only);
+    filter.at = request.at;
+    let selected =
+        crate::ops::select::select(repository, &request.trusted, &request.snapshot, &filter)?;
+    let (snapshot, passed_over) = (selected.id, selected.passed_over);
     let manifest = repository.read_manifest(&snapshot)?;
     let mut verdicts = vec![preflight::signature(
         &manifest,
