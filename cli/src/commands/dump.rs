@@ -104,7 +104,7 @@ fn report(context: &Context, outcome: &DumpOutcome, path: &str) -> Result<()> {
         }))
     } else {
         println!(
-            "wrote {path}: {} file(s), {} directorie(s), {} symlink(s), {}",
+            "wrote {path}: {} file(s), {} directories, {} symlink(s), {}",
             outcome.files,
             outcome.directories,
             outcome.symlinks,

@@ -30,7 +30,7 @@ pub fn run(context: &Context, args: &StatsArgs) -> Result<u8> {
             let restore = &stats.restore;
             println!("snapshot {} ({})", id.short(), body.time);
             println!(
-                "restore size:     {} in {} file(s), {} directorie(s), {} symlink(s)",
+                "restore size:     {} in {} file(s), {} directories, {} symlink(s)",
                 bytes(restore.bytes),
                 restore.files,
                 restore.directories,
