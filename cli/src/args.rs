@@ -127,6 +127,17 @@ pub enum Command {
     /// Write one file of a snapshot to stdout, checked as it is read
     /// (e.g. `cairn cat latest pg | pg_restore -d app`).
     Cat(CatArgs),
+    /// What changed between two snapshots (files added, removed, changed,
+    /// metadata only), or between a snapshot and a live directory (--live).
+    Diff(DiffArgs),
+    /// Find files by name or path glob across snapshots, newest first.
+    Find(FindArgs),
+    /// Space used: by the repository and each component, by one snapshot,
+    /// or what a retention policy (--keep-*) would free.
+    Stats(StatsArgs),
+    /// Write a component or a directory of a snapshot as a tar or zip
+    /// archive, every chunk checked as it is read.
+    Dump(DumpArgs),
     /// Work with plan files (cairn.toml).
     #[command(subcommand)]
     Plan(PlanCommand),
@@ -333,6 +344,95 @@ pub struct CatArgs {
     /// COMPONENT for a file, sqlite or command component, or
     /// COMPONENT/PATH for a file inside a directory component.
     pub path: String,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The older snapshot (id, prefix or `latest`).
+    pub older: String,
+    /// The newer snapshot (id, prefix or `latest`).
+    #[arg(required_unless_present = "live", conflicts_with = "live")]
+    pub newer: Option<String>,
+    /// Compare the snapshot with a live file or directory instead: NAME=PATH
+    /// for component NAME, or PATH for the component backed up from PATH
+    /// (or the snapshot's only component).
+    #[arg(long, value_name = "[NAME=]PATH")]
+    pub live: Option<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
+}
+
+#[derive(Args)]
+pub struct FindArgs {
+    /// A glob: without `/` it matches names (`*.md`), with one the whole
+    /// COMPONENT/PATH (`memory/notes/**`); `*` stops at `/`, `**` does not.
+    pub pattern: String,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// One snapshot (id, prefix or `latest`): its restore size and the
+    /// bytes only it holds.
+    #[arg(conflicts_with_all = [
+        "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+        "keep_yearly", "keep_within", "keep_tags",
+    ])]
+    pub snapshot: Option<String>,
+    /// With a policy: keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// With a policy: keep the newest of each of the last N hours.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// With a policy: keep the newest of each of the last N days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// With a policy: keep the newest of each of the last N ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// With a policy: keep the newest of each of the last N months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// With a policy: keep the newest of each of the last N years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// With a policy: keep every snapshot within this span of the newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// With a policy: keep every snapshot with this tag; repeatable.
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// With a policy: group as `forget --group-by` does.
+    #[arg(long, default_value = "host,components", value_name = "FIELDS")]
+    pub group_by: String,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
+}
+
+/// The archive formats of `cairn dump`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DumpFormat {
+    Tar,
+    Zip,
+}
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// Snapshot id, prefix or `latest`.
+    pub snapshot: String,
+    /// COMPONENT, or COMPONENT/PATH for a directory inside it.
+    pub path: String,
+    /// The archive format.
+    #[arg(long, value_enum, default_value = "tar")]
+    pub format: DumpFormat,
+    /// Write the archive to FILE (removed again if the dump fails) instead
+    /// of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
     #[command(flatten)]
     pub filter: SnapshotFilterArgs,
 }

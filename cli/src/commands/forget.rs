@@ -7,6 +7,7 @@ use crate::exit;
 use anyhow::{Result, anyhow};
 use cairn_store::ops::forget::{ForgetOptions, ForgetOutcome, forget};
 use cairn_store::ops::retention::{Policy, parse_group_by, parse_keep_within};
+use cairn_store::ops::stats::freed_by_forgetting;
 use serde_json::json;
 
 pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
@@ -49,10 +50,30 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
     let trusted = context.trusted_keys(&repository)?;
     let key = context.signing_key(&repository)?;
     let outcome = forget(&repository, &key, &trusted, &options)?;
+    // What a prune could then give back, by the same accounting as
+    // `cairn stats --keep-*`.
+    let would_free = if args.dry_run {
+        let forgotten: Vec<_> = outcome.forgotten.iter().map(|s| s.id).collect();
+        let opened = context.open_index(&repository)?;
+        Some(freed_by_forgetting(&repository, opened.index.as_ref(), &forgotten)?.unique)
+    } else {
+        None
+    };
     if context.global.json && prune_options.is_none() {
-        crate::output::print_json(&outcome_json(&outcome, args.dry_run))?;
+        let mut value = outcome_json(&outcome, args.dry_run);
+        value["would_free"] = json!(would_free);
+        crate::output::print_json(&value)?;
     } else if !context.global.json {
         print_outcome(&outcome, args.dry_run, args.prune);
+        if let Some(freed) = would_free {
+            println!(
+                "a prune would then free up to {} ({} stored in {} blob(s), {} raw)",
+                crate::output::bytes(freed.stored_bytes),
+                freed.stored_bytes,
+                freed.blobs,
+                crate::output::bytes(freed.raw_bytes)
+            );
+        }
     }
     let Some(prune_options) = prune_options else {
         return Ok(exit::SUCCESS);
@@ -67,6 +88,7 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
             super::prune::Pruned::Damage(error) => (json!({"error": error}), exit::DAMAGE),
         };
         let mut value = outcome_json(&outcome, args.dry_run);
+        value["would_free"] = json!(would_free);
         value["prune"] = prune_value;
         crate::output::print_json(&value)?;
         return Ok(code);

@@ -3,7 +3,10 @@
 pub(crate) mod backup;
 mod cat;
 mod copy;
+mod diff;
 mod drill;
+mod dump;
+mod find;
 mod forget;
 mod init;
 mod key;
@@ -14,6 +17,7 @@ mod repair;
 pub(crate) mod restore;
 mod restore_report;
 pub(crate) mod snapshots;
+mod stats;
 mod tag;
 mod trust;
 mod undo_restore;
@@ -39,6 +43,10 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Repair(command) => repair::run(context, &command),
         Command::Forget(args) => forget::run(context, &args),
         Command::Prune(args) => prune::run(context, &args),
+        Command::Diff(args) => diff::run(context, &args),
+        Command::Find(args) => find::run(context, &args),
+        Command::Stats(args) => stats::run(context, &args),
+        Command::Dump(args) => dump::run(context, &args),
         Command::Plan(command) => plan::run(context, &command),
         Command::Drill(args) => drill::run(context, &args),
         Command::Cat(args) => cat::run(context, &args),

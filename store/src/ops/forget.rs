@@ -64,6 +64,22 @@ pub fn forget(
     trusted: &[PublicKey],
     options: &ForgetOptions,
 ) -> Result<ForgetOutcome> {
+    let (mut outcome, policy_text) = choose(repository, trusted, options)?;
+    if options.dry_run {
+        return Ok(outcome);
+    }
+    record_and_delete(repository, key, trusted, &mut outcome, policy_text)?;
+    Ok(outcome)
+}
+
+/// Which snapshots `options` forget, and the policy's description for the
+/// record; changes nothing (what `--dry-run` and `cairn stats --keep-*`
+/// show), and needs no signing key.
+pub fn choose(
+    repository: &Repository,
+    trusted: &[PublicKey],
+    options: &ForgetOptions,
+) -> Result<(ForgetOutcome, String)> {
     let (listed, _unreadable) = list_snapshots(repository, trusted)?;
     let mut outcome = ForgetOutcome {
         groups: Vec::new(),
@@ -182,9 +198,18 @@ pub fn forget(
             .collect();
         policy_text = options.policy.describe();
     }
-    if options.dry_run {
-        return Ok(outcome);
-    }
+    Ok((outcome, policy_text))
+}
+
+/// Writes the forget record for what [`choose`] chose, then deletes the
+/// manifests (the order of writes in this module's header).
+fn record_and_delete(
+    repository: &Repository,
+    key: &SigningKey,
+    trusted: &[PublicKey],
+    outcome: &mut ForgetOutcome,
+    policy_text: String,
+) -> Result<()> {
     if !outcome.forgotten.is_empty() {
         let record = ForgetRecord::new(
             crate::ops::common::now_rfc3339(),
@@ -204,7 +229,7 @@ pub fn forget(
     let mut signers = trusted.to_vec();
     signers.push(crate::format::keys::public_key_of(key));
     outcome.completed = complete_forgets(repository, &signers)?;
-    Ok(outcome)
+    Ok(())
 }
 
 /// Every forget record signed by a trusted key, decoded, with its signer;
