@@ -15,12 +15,14 @@ use std::path::PathBuf;
 pub fn run(context: &Context, args: &DiffArgs) -> Result<u8> {
     let repository = context.open_repository()?;
     repository.require_read_key("the snapshots `diff` compares")?;
-    let (older_id, older) = verified_snapshot(context, &repository, &args.older, &args.filter.filter())?;
+    let (older_id, older) =
+        verified_snapshot(context, &repository, &args.older, &args.filter.filter())?;
     let opened = context.open_index(&repository)?;
     let index = opened.index.as_ref();
     let (diff, newer_id, live) = match (&args.newer, &args.live) {
         (Some(newer), _) => {
-            let (newer_id, newer) = verified_snapshot(context, &repository, newer, &args.filter.filter())?;
+            let (newer_id, newer) =
+                verified_snapshot(context, &repository, newer, &args.filter.filter())?;
             let diff = diff_snapshots(&repository, index, &older, &newer)?;
             (diff, Some(newer_id), None)
         }

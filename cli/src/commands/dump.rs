@@ -22,7 +22,8 @@ pub fn run(context: &Context, args: &DumpArgs) -> Result<u8> {
     }
     let repository = context.open_repository()?;
     repository.require_read_key("the files `dump` writes")?;
-    let (id, body) = verified_snapshot(context, &repository, &args.snapshot, &args.filter.filter())?;
+    let (id, body) =
+        verified_snapshot(context, &repository, &args.snapshot, &args.filter.filter())?;
     let opened = context.open_index(&repository)?;
     let format = match args.format {
         DumpFormat::Tar => ArchiveFormat::Tar,

@@ -96,6 +96,8 @@ pub(crate) fn entry_json(item: &cairn_store::ops::listing::ListedEntry) -> serde
         "chunks": entry.chunks.as_ref().map(|chunks| chunks.iter().map(|c| c.to_hex()).collect::<Vec<_>>()),
         "target": entry.target.as_ref().map(|target| String::from_utf8_lossy(target).into_owned()),
     })
+}
+
 /// `drwxr-xr-x`: the kind and the permission bits as `ls -l` writes them,
 /// set-id and sticky bits included.
 fn mode_text(kind: EntryKind, mode: u32) -> String {
