@@ -29,9 +29,10 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
-    /// Repository: a directory, or s3://BUCKET/PREFIX (credentials and
+    /// Repository: a directory, s3://BUCKET/PREFIX (credentials and
     /// region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_SESSION_TOKEN, AWS_REGION). Repeat it for `backup` (one pass
+    /// AWS_SESSION_TOKEN, AWS_REGION), or http(s)://HOST:PORT/NAME served
+    /// by `cairn serve` (requests signed with this host's key). Repeat it for `backup` (one pass
     /// writes a snapshot into each), `restore` (later ones, in order of
     /// preference, serve what the first cannot give intact) and `verify`
     /// (each audited; damage looked for intact in the others).
@@ -138,6 +139,12 @@ pub enum Command {
     /// keyring of writers' signing keys, revocation and rotation.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Serve the local repository --repo PATH to other machines, which use
+    /// it as `--repo http(s)://HOST:PORT/NAME`; each request is signed with
+    /// the client's cairn key and checked against the keys trusted here.
+    /// With --append-only clients can create, read and list objects but
+    /// never delete or replace one.
+    Serve(ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -223,6 +230,34 @@ pub struct KeyHostInitArgs {
     /// The host's name in the request [default: this host's name].
     #[arg(long)]
     pub label: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the first line on
+    /// stdout says which).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    pub listen: String,
+    /// Clients may create, read and list, never delete or overwrite; only
+    /// --allow-prune-key keys may delete (or prune on this machine).
+    #[arg(long)]
+    pub append_only: bool,
+    /// A maintenance key (64 hex digits or a key file) that may delete
+    /// under --append-only, for `cairn prune` from another machine;
+    /// repeatable. Clients are trusted by --trusted-key and this machine's
+    /// list for the repository (`cairn trust`).
+    #[arg(long = "allow-prune-key", value_name = "KEY")]
+    pub allow_prune_keys: Vec<String>,
+    /// The repository's name in clients' URLs [default: its directory's
+    /// name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Args)]

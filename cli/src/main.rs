@@ -14,6 +14,7 @@ mod metrics;
 mod output;
 mod plan;
 mod progress;
+mod serve;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -42,6 +42,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Drill(args) => drill::run(context, &args),
         Command::Cat(args) => cat::run(context, &args),
         Command::Key(command) => key::run(context, &command),
+        Command::Serve(args) => crate::serve::run(context, &args),
     }
 }
 
