@@ -69,7 +69,7 @@ impl Served {
             .unwrap();
         let url = line
             .split_whitespace()
-            .find(|word| word.starts_with("http://"))
+            .find(|word| word.starts_with("http://") || word.starts_with("https://"))
             .unwrap_or_else(|| {
                 let _ = child.kill();
                 panic!(
@@ -190,7 +190,10 @@ fn contents(repo: &Path) -> BTreeMap<PathBuf, blake3::Hash> {
 
 fn make_source(root: &Path, seed: u64) {
     write(&root.join("big.bin"), &noise(seed, 3 * MIB));
-    write(&root.join("notes/readme.md"), format!("source {seed}\n").as_bytes());
+    write(
+        &root.join("notes/readme.md"),
+        format!("source {seed}\n").as_bytes(),
+    );
     write(&root.join("empty"), b"");
 }
 
@@ -251,14 +254,28 @@ fn the_clients_own_key_cannot_delete_or_replace_and_strangers_and_replays_are_re
     let (workspace, served, key) = served_workspace();
     let source = workspace.path("src");
     make_source(&source, 2);
-    through(&workspace, &served, &["backup", source.to_str().unwrap()]).ok();
+    let summary = through(
+        &workspace,
+        &served,
+        &["--json", "backup", source.to_str().unwrap()],
+    )
+    .ok()
+    .json();
+    let snapshot = summary["snapshot"].as_str().unwrap().to_string();
     let before = contents(&workspace.repo());
     let pack = workspace.packs()[0].clone();
     let pack_name = pack.file_name().unwrap().to_str().unwrap();
     let pack_path = format!("/main/data/{pack_name}");
 
     // The client's own key reads, but cannot delete nor replace.
-    let read = raw_request(&served, Some(&key), "GET", &pack_path, "limit=1000000000", b"");
+    let read = raw_request(
+        &served,
+        Some(&key),
+        "GET",
+        &pack_path,
+        "limit=1000000000",
+        b"",
+    );
     assert_eq!(send(&served, &read), 200);
     let delete = raw_request(&served, Some(&key), "DELETE", &pack_path, "", b"");
     assert_eq!(send(&served, &delete), 403);
@@ -268,7 +285,14 @@ fn the_clients_own_key_cannot_delete_or_replace_and_strangers_and_replays_are_re
     assert_eq!(send(&served, &read), 401);
     // A key the server does not trust, and no signature at all.
     let stranger = SigningKey::from_bytes(&[42; 32]);
-    let foreign = raw_request(&served, Some(&stranger), "GET", &pack_path, "limit=1000000000", b"");
+    let foreign = raw_request(
+        &served,
+        Some(&stranger),
+        "GET",
+        &pack_path,
+        "limit=1000000000",
+        b"",
+    );
     assert_eq!(send(&served, &foreign), 401);
     let unsigned = raw_request(&served, None, "DELETE", &pack_path, "", b"");
     assert_eq!(send(&served, &unsigned), 401);
@@ -288,19 +312,20 @@ fn the_clients_own_key_cannot_delete_or_replace_and_strangers_and_replays_are_re
         refused.contains(pack_name) && refused.contains("append-only"),
         "{refused}"
     );
-    // So is a prune that would delete: forget the snapshot, then prune
-    // (the first may only mark what the second deletes).
-    let snapshot = through(&workspace, &served, &["--json", "snapshots"]).ok().json()
-        .as_array().map(|list| list[0]["id"].as_str().unwrap().to_string());
-    through(&workspace, &served, &["forget", &snapshot.unwrap()]).ok();
-    let prunes: Vec<Run> = (0..2)
-        .map(|_| through(&workspace, &served, &["prune", "--grace", "0s", "--max-unused", "0%"]))
-        .collect();
-    assert!(
-        prunes.iter().any(|run| run.code != 0 && run.stderr.contains("append-only")),
-        "{}",
-        prunes.iter().map(|run| format!("{}: {}", run.code, run.stderr)).collect::<String>()
-    );
+    // So are a forget (which deletes the manifest it forgets) and a prune:
+    // each fails, naming the refusal.
+    for args in [
+        vec!["forget", snapshot.as_str()],
+        vec!["prune", "--grace", "0s", "--max-unused", "0%"],
+    ] {
+        let run = through(&workspace, &served, &args);
+        assert!(
+            run.code == 1 && run.stderr.contains("append-only"),
+            "{args:?}: {}: {}",
+            run.code,
+            run.stderr
+        );
+    }
 
     // Nothing that was there has gone or changed.
     let after = contents(&workspace.repo());
@@ -308,7 +333,10 @@ fn the_clients_own_key_cannot_delete_or_replace_and_strangers_and_replays_are_re
         assert_eq!(after.get(path), Some(hash), "{} changed", path.display());
     }
     let log = served.log();
-    assert!(log.contains("append-only") && log.contains("replay"), "{log}");
+    assert!(
+        log.contains("append-only") && log.contains("replay"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -364,14 +392,10 @@ fn two_clients_back_up_at_once() {
 fn a_client_killed_mid_backup_leaves_a_repository_that_verifies() {
     let (workspace, served, _) = served_workspace();
     let source = workspace.path("src");
-    for index in 0..6 {
-        write(&source.join(format!("{index}.bin")), &noise(index, 4 * MIB));
-    }
-    let started = Instant::now();
-    through(&workspace, &served, &["backup", source.to_str().unwrap()]).ok();
-    let full = started.elapsed();
-    for index in 0..6 {
-        write(&source.join(format!("{index}.bin")), &noise(100 + index, 4 * MIB));
+    // Several packs' worth, so that the first pack stored comes well
+    // before the end.
+    for index in 0..8 {
+        write(&source.join(format!("{index}.bin")), &noise(index, 6 * MIB));
     }
     let mut child = workspace
         .command()
@@ -381,14 +405,22 @@ fn a_client_killed_mid_backup_leaves_a_repository_that_verifies() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(full.mul_f64(0.5).max(Duration::from_millis(50)));
+    // Killed as soon as the server has stored its first pack.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while workspace.packs().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert!(kill(&mut child), "the backup ended before it was killed");
     let verified = through(&workspace, &served, &["--json", "verify"]);
     assert_eq!(verified.code, 0, "{}", verified.stdout);
     assert_objects_named_by_their_hash(&workspace.repo());
-    let snapshot = through(&workspace, &served, &["--json", "backup", source.to_str().unwrap()])
-        .ok()
-        .json()["snapshot"]
+    let snapshot = through(
+        &workspace,
+        &served,
+        &["--json", "backup", source.to_str().unwrap()],
+    )
+    .ok()
+    .json()["snapshot"]
         .as_str()
         .unwrap()
         .to_string();
@@ -399,6 +431,79 @@ fn a_client_killed_mid_backup_leaves_a_repository_that_verifies() {
         &["restore", &snapshot, "--target", target.to_str().unwrap()],
     )
     .ok();
+    assert_same_tree(&source, &target.join("src"));
+}
+
+/// `openssl` makes a certificate authority and a certificate it signs
+/// for 127.0.0.1, in `directory`: `ca.pem`, `server.pem`, `server.key`.
+fn make_certificates(directory: &Path) {
+    std::fs::create_dir_all(directory).unwrap();
+    let script = "set -e
+        P256='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'
+        openssl req -x509 $P256 -keyout ca.key -out ca.pem -days 2 -subj '/CN=cairn test authority'
+        openssl req $P256 -keyout server.key -out server.csr -subj /CN=127.0.0.1
+        printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \\
+            -out server.pem -days 2 -extfile server.ext";
+    let output = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(directory)
+        .output()
+        .expect("sh");
+    assert!(
+        output.status.success(),
+        "making certificates with openssl (scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn https_with_a_certificate_of_the_servers_own_authority() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let (_, public) = client_key(&workspace);
+    let tls = workspace.path("tls");
+    make_certificates(&tls);
+    let certificate = tls.join("server.pem");
+    let key = tls.join("server.key");
+    let served = Served::start(
+        &workspace,
+        &workspace.repo(),
+        &[
+            "--append-only",
+            "--trusted-key",
+            &public,
+            "--tls-cert",
+            certificate.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(served.url.starts_with("https://"), "{}", served.url);
+    // Without the authority the client refuses the server's certificate.
+    let refused = through(&workspace, &served, &["snapshots"]);
+    assert!(
+        refused.code == 1 && refused.stderr.contains("certificate"),
+        "{}: {}",
+        refused.code,
+        refused.stderr
+    );
+    let source = workspace.path("src");
+    make_source(&source, 3);
+    let mut backup = workspace.command();
+    backup
+        .env("CAIRN_SERVER_CA_FILE", tls.join("ca.pem"))
+        .args(["--repo", &served.url, "--json", "backup"])
+        .arg(&source);
+    let summary = run_of(backup.output().unwrap()).ok().json();
+    let snapshot = summary["snapshot"].as_str().unwrap();
+    let target = workspace.path("restored");
+    let mut restore = workspace.command();
+    restore
+        .env("CAIRN_SERVER_CA_FILE", tls.join("ca.pem"))
+        .args(["--repo", &served.url, "restore", snapshot, "--target"])
+        .arg(&target);
+    run_of(restore.output().unwrap()).ok();
     assert_same_tree(&source, &target.join("src"));
 }
 

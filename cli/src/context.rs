@@ -119,12 +119,13 @@ impl Context {
             }
         };
         let key = self.read_signing_key(&key_path)?;
-        let extra_root_certificates = match std::env::var_os("CAIRN_SERVER_CA_FILE") {
-            Some(path) => Some(std::fs::read(&path).with_context(|| {
-                format!("CAIRN_SERVER_CA_FILE {}", Path::new(&path).display())
-            })?),
-            None => None,
-        };
+        let extra_root_certificates =
+            match std::env::var_os("CAIRN_SERVER_CA_FILE") {
+                Some(path) => Some(std::fs::read(&path).with_context(|| {
+                    format!("CAIRN_SERVER_CA_FILE {}", Path::new(&path).display())
+                })?),
+                None => None,
+            };
         let options = HttpOptions {
             extra_root_certificates,
         };

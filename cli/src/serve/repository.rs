@@ -72,13 +72,14 @@ pub fn run(context: &Context, args: &ServeArgs) -> Result<u8> {
         Some(name) => name.clone(),
         None => root
             .canonicalize()
-            .ok()
-            .and_then(|path| path.file_name().map(|name| name.to_string_lossy().into_owned()))
+            .unwrap_or_else(|_| root.to_path_buf())
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
     if !valid_repository_name(&name) {
         bail!(
-            "--name {name:?}: a served repository's name is 1 to 64 letters, digits, `-` or `_`"
+            "--name {name:?}: a served repository's name is 1 to 64 letters, digits, `-` or `_` (give --name NAME when the directory's name is not one)"
         );
     }
     let parse = |flag: &str, arguments: &[String]| -> Result<Vec<PublicKey>> {
@@ -180,7 +181,9 @@ fn refuse_with_size(status: StatusCode, code: &str, reason: String, size: u64) -
 
 fn store_failure(error: StoreError) -> Response {
     match error {
-        StoreError::Missing { .. } => refuse(StatusCode::NOT_FOUND, ERROR_MISSING, error.to_string()),
+        StoreError::Missing { .. } => {
+            refuse(StatusCode::NOT_FOUND, ERROR_MISSING, error.to_string())
+        }
         StoreError::Invalid(_) => refuse(StatusCode::BAD_REQUEST, ERROR_INVALID, error.to_string()),
         // Reasons stay on the server's side: a path there is no client's
         // business.
@@ -231,7 +234,12 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
-    let signed = parse_headers(|name| parts.headers.get(name).and_then(|value| value.to_str().ok()));
+    let signed = parse_headers(|name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    });
     let (signature, body_hash) = match signed {
         Ok(signed) => signed,
         Err(failure) => return unauthenticated(&method, &path, None, failure),
@@ -258,12 +266,19 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
             return refuse(
                 StatusCode::NOT_FOUND,
                 ERROR_INVALID,
-                format!("no such path: {path} (this server serves /{}/KIND/OBJECT)", server.name),
+                format!(
+                    "no such path: {path} (this server serves /{}/KIND/OBJECT)",
+                    server.name
+                ),
             );
         }
     };
     let Some(kind) = kind else {
-        return refuse(StatusCode::NOT_FOUND, ERROR_INVALID, format!("no such kind of object in {path}"));
+        return refuse(
+            StatusCode::NOT_FOUND,
+            ERROR_INVALID,
+            format!("no such kind of object in {path}"),
+        );
     };
     match (method, object) {
         (Method::GET, None) => blocking(move || list(&server, kind)).await,
@@ -361,7 +376,11 @@ async fn blocking(work: impl FnOnce() -> Response + Send + 'static) -> Response 
 
 fn list(server: &Server, kind: ObjectKind) -> Response {
     match server.backend.list(kind) {
-        Ok(objects) => objects.iter().map(listing_line).collect::<String>().into_response(),
+        Ok(objects) => objects
+            .iter()
+            .map(listing_line)
+            .collect::<String>()
+            .into_response(),
         Err(error) => store_failure(error),
     }
 }

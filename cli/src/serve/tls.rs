@@ -21,7 +21,12 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 pub fn acceptor(certificate: &Path, key: &Path) -> Result<TlsAcceptor> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
         .and_then(|certificates| certificates.collect())
-        .with_context(|| format!("--tls-cert {}: not a PEM certificate chain", certificate.display()))?;
+        .with_context(|| {
+            format!(
+                "--tls-cert {}: not a PEM certificate chain",
+                certificate.display()
+            )
+        })?;
     if chain.is_empty() {
         anyhow::bail!("--tls-cert {}: holds no certificate", certificate.display());
     }

@@ -215,7 +215,11 @@ impl HttpBackend {
                     Ok(response) if response.status().is_server_error() => {
                         let status = response.status();
                         let reason = reason(response).await;
-                        Attempt::Retry(self.failure(what, ErrorKind::Other, &format!("{status}: {reason}")))
+                        Attempt::Retry(self.failure(
+                            what,
+                            ErrorKind::Other,
+                            &format!("{status}: {reason}"),
+                        ))
                     }
                     Ok(response) => handle(response).await,
                     Err(error) => Attempt::Retry(self.failure(
@@ -499,12 +503,20 @@ impl Backend for HttpBackend {
         )?;
         let objects = parse_listing(
             &text,
-            &format!("the listing of {} from {}", kind_segment(kind), self.location()),
+            &format!(
+                "the listing of {} from {}",
+                kind_segment(kind),
+                self.location()
+            ),
         )?;
         for object in &objects {
             check_name(kind, &object.name).map_err(|_| {
                 StoreError::corrupt(
-                    format!("the listing of {} from {}", kind_segment(kind), self.location()),
+                    format!(
+                        "the listing of {} from {}",
+                        kind_segment(kind),
+                        self.location()
+                    ),
                     format!("names an invalid object {:?}", object.name),
                 )
             })?;

@@ -347,7 +347,12 @@ mod tests {
         ));
         let signature = signed(&client, &parts(b""), 1_000);
         assert!(matches!(
-            guard.verify(&parts(b""), &signature, &trusted, 1_000 + TIME_WINDOW_SECONDS + 1),
+            guard.verify(
+                &parts(b""),
+                &signature,
+                &trusted,
+                1_000 + TIME_WINDOW_SECONDS + 1
+            ),
             Err(AuthFailure::Stale { .. })
         ));
         guard
