@@ -11,7 +11,6 @@ mod common;
 #[allow(dead_code)]
 #[path = "../store/tests/common/conformance.rs"]
 mod conformance;
-#[allow(dead_code)]
 #[path = "../store/tests/common/faulty_backend.rs"]
 mod faulty_backend;
 

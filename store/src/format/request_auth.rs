@@ -183,11 +183,14 @@ pub fn parse_headers<'a>(
     ))
 }
 
+/// A signer's public key and a nonce it used.
+type SignerNonce = ([u8; 32], [u8; 16]);
+
 /// Remembers the nonces of accepted requests for as long as their time is
 /// inside the window, so that each is accepted once.
 pub struct ReplayGuard {
     /// (signer, nonce) → the request's time.
-    seen: Mutex<HashMap<([u8; 32], [u8; 16]), u64>>,
+    seen: Mutex<HashMap<SignerNonce, u64>>,
     capacity: usize,
 }
 
