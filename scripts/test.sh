@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test cairn has, on a fresh machine with only the Rust toolchain,
 # cargo-nextest, gcc and Python 3. Installs whatever else the tests need
-# (cargo-nextest if missing; moto's S3 server into target/s3-venv).
+# (cargo-nextest if missing; openssl with apt-get if missing; moto's S3
+# server into target/s3-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   else
     echo "warning: chromium not found; tests/serve_api.rs's browser test will fail (apt-get install chromium)" >&2
   fi
+fi
+
+# tests/serve_repo.rs makes its TLS certificates with the openssl tool.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "openssl not found; installing it with apt-get" >&2
+  apt-get update -qq && apt-get install -y -qq openssl >/dev/null
 fi
 
 # The S3 tests run against moto's S3 server on loopback, from a venv.

@@ -29,9 +29,10 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
-    /// Repository: a directory, or s3://BUCKET/PREFIX (credentials and
+    /// Repository: a directory, s3://BUCKET/PREFIX (credentials and
     /// region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_SESSION_TOKEN, AWS_REGION). Repeat it for `backup` (one pass
+    /// AWS_SESSION_TOKEN, AWS_REGION), or http(s)://HOST:PORT/NAME served
+    /// by `cairn serve` (requests signed with this host's key). Repeat it for `backup` (one pass
     /// writes a snapshot into each), `restore` (later ones, in order of
     /// preference, serve what the first cannot give intact) and `verify`
     /// (each audited; damage looked for intact in the others).
@@ -154,7 +155,10 @@ pub enum Command {
     Key(KeyCommand),
     /// Run cairn as an HTTP service: with --plan, the snapshot API
     /// (backups, restores, verifies and drills as jobs), /health,
-    /// /metrics and a status page at / (README, "cairn serve").
+    /// /metrics and a status page at / (README, "cairn serve"); with
+    /// --repo PATH [--append-only], the repository itself for other
+    /// machines, which use it as `--repo http(s)://HOST:PORT/NAME`, each
+    /// request signed with the client's cairn key.
     Serve(ServeArgs),
 }
 
@@ -180,6 +184,21 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serving --repo PATH: clients may create, read and list, never
+    /// delete or overwrite; only --allow-prune-key keys may delete (or
+    /// prune on this machine).
+    #[arg(long, conflicts_with = "plan")]
+    pub append_only: bool,
+    /// Serving --repo PATH: a maintenance key (64 hex digits or a key
+    /// file) that may delete under --append-only, for `cairn prune` from
+    /// another machine; repeatable. Clients are trusted by --trusted-key
+    /// and this machine's list for the repository (`cairn trust`).
+    #[arg(long = "allow-prune-key", value_name = "KEY", conflicts_with = "plan")]
+    pub allow_prune_keys: Vec<String>,
+    /// Serving --repo PATH: the repository's name in clients' URLs
+    /// [default: its directory's name].
+    #[arg(long, value_name = "NAME", conflicts_with = "plan")]
+    pub name: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -4,7 +4,7 @@
 
 use crate::args::GlobalArgs;
 use anyhow::{Context as _, Result, anyhow, bail};
-use cairn_store::backend::{Backend, S3Options, open_backend};
+use cairn_store::backend::{Backend, HttpBackend, HttpOptions, S3Options, open_backend};
 use cairn_store::format::keys::{PublicKey, SigningKey};
 use cairn_store::index::{OpenedIndex, open_index};
 use cairn_store::keystore::{
@@ -73,15 +73,63 @@ impl Context {
     /// The repository's directory, if it is a local one.
     pub fn local_repository(&self) -> Result<Option<&Path>> {
         let location = self.repository_location()?;
-        Ok((!is_s3(location)).then(|| Path::new(location)))
+        Ok((!is_remote(location)).then(|| Path::new(location)))
     }
 
-    /// The backend for `location` with this command line's S3 options.
+    /// The backend for `location` with this command line's S3 options; a
+    /// served repository signs its requests with this host's key.
     pub fn backend_at(&self, location: &str) -> Result<Arc<dyn Backend>> {
+        if cairn_store::backend::is_served(location) {
+            return self.served_backend(location);
+        }
         let options = S3Options {
             endpoint: self.global.s3_endpoint.clone(),
         };
         Ok(open_backend(location, &options)?)
+    }
+
+    /// A repository a `cairn serve` serves: its requests are signed with
+    /// --key-file, or the config directory's one signing key. HTTPS trusts
+    /// the system's roots and the PEM certificates in the file
+    /// CAIRN_SERVER_CA_FILE names.
+    fn served_backend(&self, location: &str) -> Result<Arc<dyn Backend>> {
+        let key_path = match &self.global.key_file {
+            Some(path) => path.clone(),
+            None => {
+                let directory = self.config_dir()?.join("keys");
+                let mut keys: Vec<PathBuf> = std::fs::read_dir(&directory)
+                    .map(|entries| {
+                        entries
+                            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                            .filter(|path| path.extension().is_some_and(|ext| ext == "key"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                match keys.len() {
+                    1 => keys.remove(0),
+                    0 => bail!(
+                        "repository {location}: requests to a served repository are signed with this host's key, and {} holds none: give --key-file (or `cairn key host-init` first)",
+                        directory.display()
+                    ),
+                    many => bail!(
+                        "repository {location}: {} holds {many} signing keys; say which signs requests with --key-file",
+                        directory.display()
+                    ),
+                }
+            }
+        };
+        let key = self.read_signing_key(&key_path)?;
+        let extra_root_certificates =
+            match std::env::var_os("CAIRN_SERVER_CA_FILE") {
+                Some(path) => Some(std::fs::read(&path).with_context(|| {
+                    format!("CAIRN_SERVER_CA_FILE {}", Path::new(&path).display())
+                })?),
+                None => None,
+            };
+        let options = HttpOptions {
+            extra_root_certificates,
+        };
+        Ok(Arc::new(HttpBackend::open(location, key, &options)?))
     }
 
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
@@ -101,7 +149,7 @@ impl Context {
         }
         // The backend first: it names a location it cannot use at all.
         let backend = self.backend_at(location)?;
-        if !is_s3(location) && !Path::new(location).is_dir() {
+        if !is_remote(location) && !Path::new(location).is_dir() {
             bail!("repository {location} does not exist");
         }
         let mut repository =
@@ -426,7 +474,7 @@ impl std::error::Error for Usage {}
 /// (so `./repo` and `/home/me/repo` are one location), object storage as
 /// given.
 fn pin_key(location: &str) -> String {
-    if is_s3(location) {
+    if is_remote(location) {
         return location.to_string();
     }
     std::fs::canonicalize(location)
@@ -438,6 +486,12 @@ fn pin_key(location: &str) -> String {
 /// directory.
 pub fn is_s3(location: &str) -> bool {
     location.starts_with("s3://")
+}
+
+/// Whether a repository location is on another machine: object storage,
+/// or a repository a `cairn serve` serves.
+pub fn is_remote(location: &str) -> bool {
+    is_s3(location) || cairn_store::backend::is_served(location)
 }
 
 /// The index cache's directory under a repository's cache directory.

@@ -500,7 +500,10 @@ impl LocationPins {
             StoreError::io(format!("creating {}", self.directory.display()), error)
         })?;
         let path = self.path_of(location);
-        let temporary = path.with_extension("tmp");
+        // A name of its own: two commands meeting a location for the first
+        // time at once (two backups to a new server) each write a pin, and
+        // with one shared temporary name the second rename found it gone.
+        let temporary = path.with_extension(format!("tmp-{}", hex::encode(random_bytes::<8>()?)));
         let mut file = fs::File::create(&temporary)
             .map_err(|error| StoreError::io(format!("writing {}", temporary.display()), error))?;
         file.write_all(format!("{id}\n{location}\n").as_bytes())

@@ -1,12 +1,16 @@
 //! `cairn serve`: cairn as a long-running HTTP service. Owns the
 //! subcommand's set-up (plan, tokens, TLS, the tokio runtime) and the
 //! dispatch to a server; the servers live in submodules (`api`: the
-//! snapshot service for a plan). Shared pieces: `listen` (binding, TLS)
-//! and `auth` (bearer tokens). Never does repository work itself.
+//! snapshot service for a plan; `repository`: a repository served to
+//! other machines, append-only if asked, with `tls` its TLS listener).
+//! Shared pieces: `listen` (binding, TLS) and `auth` (bearer tokens).
+//! Never does repository work itself.
 
 pub mod api;
 pub mod auth;
 pub mod listen;
+pub mod repository;
+mod tls;
 
 use crate::args::ServeArgs;
 use crate::context::{Context, Usage};
@@ -16,9 +20,15 @@ use std::sync::Arc;
 
 pub fn run(context: &Context, args: &ServeArgs) -> Result<u8> {
     let Some(plan_path) = &args.plan else {
-        return Err(
-            Usage("cairn serve needs --plan PATH (the plan whose backups it runs)".into()).into(),
-        );
+        if !context.global.repo.is_empty() {
+            return repository::run(context, args);
+        }
+        return Err(Usage(
+            "cairn serve needs --plan PATH (the snapshot API for a plan) or --repo PATH \
+             [--append-only] (the repository for other machines)"
+                .into(),
+        )
+        .into());
     };
     let Ok(Some(plan)) = crate::commands::plan::load_if_given(Some(plan_path.as_path())) else {
         return Ok(exit::ERROR);

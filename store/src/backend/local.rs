@@ -53,6 +53,12 @@ impl LocalBackend {
         &self.root
     }
 
+    /// An object's size, `Missing` if absent: a server answers a read too
+    /// large for its limit, or a range past the end, with the size alone.
+    pub fn size(&self, kind: ObjectKind, name: &str) -> Result<u64> {
+        self.open_sized(kind, name).map(|(_, _, size)| size)
+    }
+
     fn directory(&self, kind: ObjectKind) -> PathBuf {
         match kind {
             ObjectKind::Config => self.root.clone(),

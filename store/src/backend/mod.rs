@@ -1,5 +1,7 @@
 //! Where repository objects live, shaped for object storage: a local
-//! directory ([`LocalBackend`]) or a prefix of an S3 bucket ([`S3Backend`]).
+//! directory ([`LocalBackend`]), a prefix of an S3 bucket ([`S3Backend`]),
+//! or a repository another machine serves (`cairn serve --repo`,
+//! [`HttpBackend`]).
 //!
 //! A backend stores immutable objects, each under a kind and a name. It can
 //! create an object only if absent, read all of it or a byte range, list the
@@ -16,10 +18,12 @@
 //! `store/tests/backend_conformance.rs`, which checks each promise the
 //! [`Backend`] trait's documentation makes.
 
+pub mod http;
 mod local;
 mod memory;
 mod s3;
 
+pub use http::{HttpBackend, HttpOptions};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 pub use s3::{ConditionalPut, MULTIPART_THRESHOLD, S3Backend, S3Location, S3Options};
@@ -29,16 +33,27 @@ use std::sync::Arc;
 
 /// The backend for a repository location: `s3://bucket/prefix` is S3 (see
 /// [`S3Backend::open`] for credentials), anything else a local directory.
+/// A served repository (`http(s)://`) signs its requests, so it is opened
+/// with a key by [`HttpBackend::open`], not here.
 pub fn open_backend(location: &str, s3: &S3Options) -> Result<Arc<dyn Backend>> {
     if location.starts_with("s3://") {
         Ok(Arc::new(S3Backend::open(S3Location::parse(location)?, s3)?))
+    } else if is_served(location) {
+        Err(StoreError::Invalid(format!(
+            "repository {location:?}: a served repository is opened with a signing key (HttpBackend::open)"
+        )))
     } else if location.contains("://") {
         Err(StoreError::Invalid(format!(
-            "repository {location:?}: unknown scheme (a repository is a directory or s3://BUCKET/PREFIX)"
+            "repository {location:?}: unknown scheme (a repository is a directory, s3://BUCKET/PREFIX or http(s)://HOST:PORT/NAME)"
         )))
     } else {
         Ok(Arc::new(LocalBackend::new(location)))
     }
+}
+
+/// Whether `location` names a repository a `cairn serve` serves.
+pub fn is_served(location: &str) -> bool {
+    location.starts_with("http://") || location.starts_with("https://")
 }
 
 /// Object names are hex ids or `config`; anything else could escape the

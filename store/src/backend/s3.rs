@@ -372,7 +372,7 @@ impl S3Backend {
 
 /// Picks ring as rustls's provider once per process; reqwest is built
 /// without one so that aws-lc is not compiled.
-fn install_tls_provider() {
+pub(super) fn install_tls_provider() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         // Fails only if another provider is already installed, which will do.
