@@ -4,7 +4,9 @@
 
 use crate::args::GlobalArgs;
 use anyhow::{Context as _, Result, anyhow, bail};
-use cairn_store::backend::{Backend, S3Options, open_backend};
+use cairn_store::backend::{
+    Backend, RateLimits, S3Location, S3Options, open_backend_limited, redact_location,
+};
 use cairn_store::format::keys::{PublicKey, SigningKey};
 use cairn_store::index::{OpenedIndex, open_index};
 use cairn_store::keystore::{
@@ -54,6 +56,13 @@ impl Context {
         if let Some(empty) = self.global.repo.iter().position(String::is_empty) {
             bail!("--repo number {} is empty", empty + 1);
         }
+        // Every S3 location is checked before any is used: one that would
+        // carry a secret is refused here (its message redacted), so the
+        // locations printed later (per-repository results, metrics labels)
+        // hold none.
+        for location in self.global.repo.iter().filter(|location| is_s3(location)) {
+            S3Location::parse(location)?;
+        }
         Ok(&self.global.repo)
     }
 
@@ -81,7 +90,11 @@ impl Context {
         let options = S3Options {
             endpoint: self.global.s3_endpoint.clone(),
         };
-        Ok(open_backend(location, &options)?)
+        let limits = RateLimits {
+            upload: self.global.limit_upload,
+            download: self.global.limit_download,
+        };
+        Ok(open_backend_limited(location, &options, limits)?)
     }
 
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
@@ -104,8 +117,8 @@ impl Context {
         if !is_s3(location) && !Path::new(location).is_dir() {
             bail!("repository {location} does not exist");
         }
-        let mut repository =
-            Repository::open(backend).with_context(|| format!("opening repository {location}"))?;
+        let mut repository = Repository::open(backend)
+            .with_context(|| format!("opening repository {}", redact_location(location)))?;
         LocationPins::new(&self.config_dir()?).check(&pin_key(location), repository.id())?;
         crate::credentials::unlock(&self.global, &self.config_dir()?, &mut repository)?;
         Ok(repository)
@@ -406,11 +419,14 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 /// How a location is named in its pin: a directory by its canonical path
-/// (so `./repo` and `/home/me/repo` are one location), object storage as
-/// given.
+/// (so `./repo` and `/home/me/repo` are one location), object storage by
+/// bucket and prefix (its settings, `?region=...`, say how to reach it, not
+/// which repository it is).
 fn pin_key(location: &str) -> String {
     if is_s3(location) {
-        return location.to_string();
+        return S3Location::parse(location)
+            .map(|parsed| parsed.url())
+            .unwrap_or_else(|_| location.to_string());
     }
     std::fs::canonicalize(location)
         .map(|path| path.display().to_string())

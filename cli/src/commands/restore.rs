@@ -129,7 +129,10 @@ fn open_fallbacks(context: &Context, locations: &[String]) -> Vec<(Repository, O
         match attempt {
             Ok(pair) => opened.push(pair),
             Err(error) => {
-                eprintln!("cairn: fallback repository {location} is unavailable: {error:#}")
+                eprintln!(
+                    "cairn: fallback repository {} is unavailable: {error:#}",
+                    cairn_store::backend::redact_location(location)
+                )
             }
         }
     }

@@ -16,13 +16,18 @@
 //! `store/tests/backend_conformance.rs`, which checks each promise the
 //! [`Backend`] trait's documentation makes.
 
+mod aws_credentials;
 mod local;
 mod memory;
 mod s3;
+mod s3_settings;
+mod throttle;
 
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 pub use s3::{ConditionalPut, MULTIPART_THRESHOLD, S3Backend, S3Location, S3Options};
+pub use s3_settings::{S3Settings, SETTING_NAMES, redact_location};
+pub use throttle::{RateLimits, Throttled, parse_rate};
 
 use crate::error::{Result, StoreError};
 use std::sync::Arc;
@@ -34,11 +39,25 @@ pub fn open_backend(location: &str, s3: &S3Options) -> Result<Arc<dyn Backend>> 
         Ok(Arc::new(S3Backend::open(S3Location::parse(location)?, s3)?))
     } else if location.contains("://") {
         Err(StoreError::Invalid(format!(
-            "repository {location:?}: unknown scheme (a repository is a directory or s3://BUCKET/PREFIX)"
+            "repository {:?}: unknown scheme (a repository is a directory or s3://BUCKET/PREFIX)",
+            redact_location(location)
         )))
     } else {
         Ok(Arc::new(LocalBackend::new(location)))
     }
+}
+
+/// [`open_backend`], with its transfers held to `limits`.
+pub fn open_backend_limited(
+    location: &str,
+    s3: &S3Options,
+    limits: RateLimits,
+) -> Result<Arc<dyn Backend>> {
+    let backend = open_backend(location, s3)?;
+    if limits.is_unlimited() {
+        return Ok(backend);
+    }
+    Ok(Arc::new(Throttled::new(backend, limits)))
 }
 
 /// Object names are hex ids or `config`; anything else could escape the
