@@ -420,12 +420,13 @@ impl std::error::Error for Usage {}
 
 /// How a location is named in its pin: a directory by its canonical path
 /// (so `./repo` and `/home/me/repo` are one location), object storage by
-/// bucket and prefix (its settings, `?region=...`, say how to reach it, not
-/// which repository it is).
+/// bucket, prefix and the service its location names (`region=`,
+/// `profile=` and the other settings say how to reach it, not which
+/// repository it is).
 fn pin_key(location: &str) -> String {
     if is_s3(location) {
         return S3Location::parse(location)
-            .map(|parsed| parsed.url())
+            .map(|parsed| parsed.identity())
             .unwrap_or_else(|_| location.to_string());
     }
     std::fs::canonicalize(location)

@@ -69,11 +69,7 @@ pub(crate) fn process_environment(name: &str) -> Option<String> {
 
 /// Resolves the credentials for `settings`; `shown` names the repository
 /// in errors.
-pub(crate) fn resolve(
-    settings: &S3Settings,
-    shown: &str,
-    env: Environment,
-) -> Result<Resolved> {
+pub(crate) fn resolve(settings: &S3Settings, shown: &str, env: Environment) -> Result<Resolved> {
     let fail = |reason: String| StoreError::Invalid(format!("repository {shown}: {reason}"));
     let from = |credentials| Resolved {
         credentials,
@@ -253,17 +249,16 @@ impl SharedFiles {
                 Some("Ec2InstanceMetadata") => Credentials::Instance {
                     endpoint: instance_endpoint(env),
                 },
-                Some("Environment") => match (
-                    env("AWS_ACCESS_KEY_ID"),
-                    env("AWS_SECRET_ACCESS_KEY"),
-                ) {
-                    (Some(key_id), Some(secret_key)) => Credentials::Static {
-                        key_id,
-                        secret_key,
-                        token: env("AWS_SESSION_TOKEN"),
-                    },
-                    _ => return Ok(None),
-                },
+                Some("Environment") => {
+                    match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+                        (Some(key_id), Some(secret_key)) => Credentials::Static {
+                            key_id,
+                            secret_key,
+                            token: env("AWS_SESSION_TOKEN"),
+                        },
+                        _ => return Ok(None),
+                    }
+                }
                 Some("EcsContainer") => Credentials::Federated,
                 _ => return Ok(None),
             },
@@ -309,7 +304,10 @@ fn parse_ini(text: &str) -> std::result::Result<HashMap<String, HashMap<String, 
         if line.is_empty() || line.starts_with(['#', ';']) || indented {
             continue;
         }
-        if let Some(name) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+        if let Some(name) = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
             let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
             sections.entry(name.clone()).or_default();
             current = Some(name);
@@ -424,7 +422,10 @@ mod tests {
         };
         let env = |name: &str| (name == "EU_KEY").then(|| "K".to_string());
         let error = resolve(&settings, "r", &env).unwrap_err();
-        assert!(error.to_string().contains("EU_SECRET is not set"), "{error}");
+        assert!(
+            error.to_string().contains("EU_SECRET is not set"),
+            "{error}"
+        );
         let env = |name: &str| Some(format!("{name}-value"));
         let resolved = resolve(&settings, "r", &env).unwrap();
         assert_eq!(keys(&resolved), ("EU_KEY-value", None));

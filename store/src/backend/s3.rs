@@ -26,10 +26,11 @@ use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore,
-    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig, StaticCredentialProvider,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
+    StaticCredentialProvider,
 };
-use std::sync::Arc;
 use std::io::ErrorKind;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -103,7 +104,19 @@ impl S3Location {
         })
     }
 
-    /// The repository's identity: bucket and prefix, without settings.
+    /// What names this repository on this machine (pins, FORMAT.md
+    /// 14): bucket and prefix, and the service when the location names
+    /// one (`endpoint=`): one bucket name on two services is two
+    /// repositories. The other settings say how to reach it, not which
+    /// it is, and are left out.
+    pub fn identity(&self) -> String {
+        match &self.settings.endpoint {
+            Some(endpoint) => format!("{} at {}", self.url(), endpoint.trim_end_matches('/')),
+            None => self.url(),
+        }
+    }
+
+    /// Bucket and prefix, without settings.
     pub fn url(&self) -> String {
         if self.prefix.is_empty() {
             format!("s3://{}", self.bucket)
@@ -201,13 +214,12 @@ impl S3Backend {
         {
             // A provider, not `with_access_key_id`: a session token in the
             // variables must not join a profile's keys.
-            builder = builder.with_credentials(Arc::new(StaticCredentialProvider::new(
-                AwsCredential {
+            builder =
+                builder.with_credentials(Arc::new(StaticCredentialProvider::new(AwsCredential {
                     key_id: key_id.clone(),
                     secret_key: secret_key.clone(),
                     token: token.clone(),
-                },
-            )));
+                })));
         }
         builder = builder
             .with_bucket_name(&location.bucket)
@@ -534,7 +546,11 @@ fn other_region(text: &str) -> Option<&str> {
     let code = xml_field(text, "Code");
     if !matches!(
         code,
-        Some("AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException")
+        Some(
+            "AuthorizationHeaderMalformed"
+                | "PermanentRedirect"
+                | "IllegalLocationConstraintException"
+        )
     ) && !text.contains("x-amz-bucket-region")
     {
         return None;
@@ -822,12 +838,16 @@ mod tests {
             source: text.to_string().into(),
         };
         let (_, reason) = classify(
-            &failed("Error after 3 retries, max_retries: 3, retry_timeout: 120s - Server returned non-2xx status code: 503 Service Unavailable"),
+            &failed(
+                "Error after 3 retries, max_retries: 3, retry_timeout: 120s - Server returned non-2xx status code: 503 Service Unavailable",
+            ),
             "us-east-1",
         );
         assert!(reason.contains("after 4 attempts"), "{reason}");
         let (kind, reason) = classify(
-            &failed("<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region></Error>"),
+            &failed(
+                "<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region></Error>",
+            ),
             "us-east-1",
         );
         assert_eq!(kind, ErrorKind::InvalidInput);
@@ -841,7 +861,9 @@ mod tests {
     fn settings_are_not_part_of_the_identity() {
         let plain = S3Location::parse("s3://bucket/a").unwrap();
         let set = S3Location::parse("s3://bucket/a?region=eu-west-1&profile=eu").unwrap();
-        assert_eq!(plain.url(), set.url());
+        assert_eq!(plain.identity(), set.identity());
+        let elsewhere = S3Location::parse("s3://bucket/a?endpoint=http://127.0.0.1:9000").unwrap();
+        assert_ne!(plain.identity(), elsewhere.identity());
         assert_eq!(set.settings.region.as_deref(), Some("eu-west-1"));
         let error = S3Location::parse("s3://AKIAXX:SuperSecret@bucket/a").unwrap_err();
         assert!(!error.to_string().contains("SuperSecret"), "{error}");

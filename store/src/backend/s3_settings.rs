@@ -70,9 +70,9 @@ impl S3Settings {
                     "repository {shown}: setting `{name}` is not valid percent-encoded UTF-8"
                 ))
             })?;
-            settings.set(name, &value).map_err(|reason| {
-                StoreError::Invalid(format!("repository {shown}: {reason}"))
-            })?;
+            settings
+                .set(name, &value)
+                .map_err(|reason| StoreError::Invalid(format!("repository {shown}: {reason}")))?;
         }
         Ok(settings)
     }
@@ -197,9 +197,18 @@ impl S3Settings {
 /// Whether a setting's name suggests its value is a secret.
 fn looks_secret(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["secret", "password", "passwd", "token", "key", "signature", "credential", "auth"]
-        .iter()
-        .any(|word| name.contains(word))
+    [
+        "secret",
+        "password",
+        "passwd",
+        "token",
+        "key",
+        "signature",
+        "credential",
+        "auth",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 /// `text` (a location as a user gave it) safe to print: a `user:password@`

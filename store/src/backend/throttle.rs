@@ -6,8 +6,9 @@
 //! backend: a transfer of N bytes takes N tokens, the bucket refills at the
 //! rate and holds at most one second's worth, so after a pause the first
 //! second may go at full speed and the average never exceeds the rate. A
-//! write waits before it is sent; a read is charged once its bytes are in
-//! (its size is not known before), so the next read waits. Listings and
+//! write and a ranged read wait before they are sent (their size is known);
+//! a whole-object read is charged once its bytes are in (its size is not
+//! known before), so the next transfer waits. Listings and
 //! deletes are not charged: they are small. Never changes what is read or
 //! written, only when.
 
@@ -72,7 +73,11 @@ impl Bucket {
         Bucket {
             rate: rate as f64,
             // Full at the start: the first second's worth goes at once.
-            paid_until: Mutex::new(Instant::now().checked_sub(Duration::from_secs(1)).unwrap_or_else(Instant::now)),
+            paid_until: Mutex::new(
+                Instant::now()
+                    .checked_sub(Duration::from_secs(1))
+                    .unwrap_or_else(Instant::now),
+            ),
         }
     }
 
@@ -149,11 +154,10 @@ impl Backend for Throttled {
         offset: u64,
         length: u64,
     ) -> Result<Vec<u8>> {
-        let bytes = self.inner.read_range(kind, name, offset, length)?;
         if let Some(bucket) = &self.download {
-            bucket.take(bytes.len());
+            bucket.take(usize::try_from(length).unwrap_or(usize::MAX));
         }
-        Ok(bytes)
+        self.inner.read_range(kind, name, offset, length)
     }
 
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
