@@ -348,7 +348,7 @@ fn secrets_in_a_location_are_refused_unechoed_and_settings_do_not_change_the_ide
     server.configure(&mut missing);
     missing.args([
         "--repo",
-        &format!("s3://no-such-bucket/x?region=eu-central-1"),
+        "s3://no-such-bucket/x?region=eu-central-1",
         "snapshots",
     ]);
     let missing = run(missing);
