@@ -29,10 +29,15 @@ pub struct Cli {
 
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
-    /// Repository: a directory, s3://BUCKET/PREFIX (credentials and
-    /// region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_SESSION_TOKEN, AWS_REGION), or http(s)://HOST:PORT/NAME served
-    /// by `cairn serve` (requests signed with this host's key). Repeat it for `backup` (one pass
+    /// Repository: a directory; s3://BUCKET/PREFIX, optionally with its
+    /// own settings: ?region=R&profile=P&endpoint=URL&storage_class=C
+    /// &path_style=true&retries=N&credentials_file=PATH
+    /// &access_key_id_env=VAR&secret_access_key_env=VAR (credentials
+    /// otherwise from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE
+    /// and ~/.aws/credentials, web identity, container, or the EC2 instance
+    /// role; region from AWS_REGION or the profile); or
+    /// http(s)://HOST:PORT/NAME served by `cairn serve` (requests signed
+    /// with this host's key). Repeat it for `backup` (one pass
     /// writes a snapshot into each), `restore` (later ones, in order of
     /// preference, serve what the first cannot give intact) and `verify`
     /// (each audited; damage looked for intact in the others).
@@ -42,6 +47,16 @@ pub struct GlobalArgs {
     /// http://127.0.0.1:9000); Amazon S3 when not given.
     #[arg(long, global = true, env = "CAIRN_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
+    /// Hold uploads to every repository to RATE (KiB/s, or with a unit:
+    /// 512KiB, 4MiB, 1GiB).
+    #[arg(long, global = true, env = "CAIRN_LIMIT_UPLOAD", value_name = "RATE",
+          value_parser = cairn_store::backend::parse_rate)]
+    pub limit_upload: Option<u64>,
+    /// Hold downloads from every repository to RATE (KiB/s, or with a
+    /// unit: 512KiB, 4MiB, 1GiB).
+    #[arg(long, global = true, env = "CAIRN_LIMIT_DOWNLOAD", value_name = "RATE",
+          value_parser = cairn_store::backend::parse_rate)]
+    pub limit_download: Option<u64>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,

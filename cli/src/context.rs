@@ -4,7 +4,10 @@
 
 use crate::args::GlobalArgs;
 use anyhow::{Context as _, Result, anyhow, bail};
-use cairn_store::backend::{Backend, HttpBackend, HttpOptions, S3Options, open_backend};
+use cairn_store::backend::{
+    Backend, HttpBackend, HttpOptions, RateLimits, S3Location, S3Options, open_backend_limited,
+    redact_location,
+};
 use cairn_store::format::keys::{PublicKey, SigningKey};
 use cairn_store::index::{OpenedIndex, open_index};
 use cairn_store::keystore::{
@@ -54,6 +57,13 @@ impl Context {
         if let Some(empty) = self.global.repo.iter().position(String::is_empty) {
             bail!("--repo number {} is empty", empty + 1);
         }
+        // Every S3 location is checked before any is used: one that would
+        // carry a secret is refused here (its message redacted), so the
+        // locations printed later (per-repository results, metrics labels)
+        // hold none.
+        for location in self.global.repo.iter().filter(|location| is_s3(location)) {
+            S3Location::parse(location)?;
+        }
         Ok(&self.global.repo)
     }
 
@@ -85,7 +95,11 @@ impl Context {
         let options = S3Options {
             endpoint: self.global.s3_endpoint.clone(),
         };
-        Ok(open_backend(location, &options)?)
+        let limits = RateLimits {
+            upload: self.global.limit_upload,
+            download: self.global.limit_download,
+        };
+        Ok(open_backend_limited(location, &options, limits)?)
     }
 
     /// A repository a `cairn serve` serves: its requests are signed with
@@ -152,8 +166,8 @@ impl Context {
         if !is_remote(location) && !Path::new(location).is_dir() {
             bail!("repository {location} does not exist");
         }
-        let mut repository =
-            Repository::open(backend).with_context(|| format!("opening repository {location}"))?;
+        let mut repository = Repository::open(backend)
+            .with_context(|| format!("opening repository {}", redact_location(location)))?;
         LocationPins::new(&self.config_dir()?).check(&pin_key(location), repository.id())?;
         crate::credentials::unlock(&self.global, &self.config_dir()?, &mut repository)?;
         Ok(repository)
@@ -471,9 +485,16 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 /// How a location is named in its pin: a directory by its canonical path
-/// (so `./repo` and `/home/me/repo` are one location), object storage as
-/// given.
+/// (so `./repo` and `/home/me/repo` are one location), object storage by
+/// bucket, prefix and the service its location names (`region=`,
+/// `profile=` and the other settings say how to reach it, not which
+/// repository it is).
 fn pin_key(location: &str) -> String {
+    if is_s3(location) {
+        return S3Location::parse(location)
+            .map(|parsed| parsed.identity())
+            .unwrap_or_else(|_| location.to_string());
+    }
     if is_remote(location) {
         return location.to_string();
     }

@@ -6,6 +6,12 @@
 //! ```toml
 //! repository = "/backups/repo"     # or repositories = ["/backups/repo",
 //!                                   #   "s3://bucket/cairn"]: one pass into each
+//!                                   # or, with each repository's S3 settings:
+//!                                   # [[repository]]
+//!                                   # location = "s3://eu-bucket/cairn"
+//!                                   # region = "eu-west-1"
+//!                                   # profile = "eu"
+//!                                   # storage_class = "STANDARD_IA"
 //! host = "db1"                      # optional
 //! tags = ["nightly"]
 //! labels = { env = "prod" }
@@ -62,7 +68,8 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanFile {
-    repository: Option<Spanned<String>>,
+    /// A location, or `[[repository]]` tables.
+    repository: Option<Spanned<PlanRepositories>>,
     #[serde(default)]
     repositories: Vec<Spanned<String>>,
     host: Option<String>,
@@ -86,6 +93,72 @@ struct PlanFile {
 #[serde(deny_unknown_fields)]
 struct PlanServe {
     max_age: Option<String>,
+}
+
+/// `repository = "LOCATION"`, or one `[[repository]]` table per
+/// repository: `location` and that repository's S3 settings (the names of
+/// `cairn_store::backend::SETTING_NAMES`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PlanRepositories {
+    One(String),
+    // No spans inside: an untagged enum buffers its input, which loses
+    // them. Mistakes name the table by its number.
+    Tables(Vec<BTreeMap<String, toml::Value>>),
+}
+
+/// A `[[repository]]` table as a location whose query carries its
+/// settings (the one form every command reads), or the mistakes in it.
+fn repository_table(
+    table: &BTreeMap<String, toml::Value>,
+    place: &str,
+) -> Result<String, Vec<String>> {
+    use cairn_store::backend::S3Location;
+    let Some(location) = table.get("location") else {
+        return Err(vec![format!("{place}: a [[repository]] needs a location")]);
+    };
+    let Some(text) = location.as_str() else {
+        return Err(vec![format!("{place}: location is a string")]);
+    };
+    let settings: Vec<_> = table
+        .iter()
+        .filter(|(name, _)| name.as_str() != "location")
+        .collect();
+    if !text.starts_with("s3://") {
+        if let Some((name, _)) = settings.first() {
+            return Err(vec![format!(
+                "{place}: `{name}` is an S3 setting, and {text} is not an s3:// location"
+            )]);
+        }
+        return Ok(text.to_string());
+    }
+    let mut parsed = S3Location::parse(text).map_err(|error| vec![format!("{place}: {error}")])?;
+    let mut mistakes = Vec::new();
+    for (name, value) in settings {
+        let text = match value {
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            toml::Value::Integer(number) => number.to_string(),
+            _ => {
+                mistakes.push(format!(
+                    "{place}: `{name}` is a string, a number or true/false"
+                ));
+                continue;
+            }
+        };
+        if let Err(reason) = parsed.settings.set(name, &text) {
+            mistakes.push(format!("{place}: {reason}"));
+        }
+    }
+    if !mistakes.is_empty() {
+        return Err(mistakes);
+    }
+    let query = parsed.settings.to_query();
+    Ok(if query.is_empty() {
+        parsed.url()
+    } else {
+        format!("{}?{query}", parsed.url())
+    })
 }
 
 /// A `[restore]` table, or a component's `[component.restore]`.
@@ -366,24 +439,43 @@ fn load_checking(path: &Path, check_paths: bool) -> Result<Plan, Vec<String>> {
             }
         },
     };
+    let mut repositories = Vec::new();
+    let given = |given: &String| {
+        if given.starts_with("s3://") {
+            given.clone()
+        } else {
+            resolve(given).display().to_string()
+        }
+    };
+    match &file.repository {
+        None => {}
+        Some(field) => match field.get_ref() {
+            PlanRepositories::One(one) => repositories.push(given(one)),
+            PlanRepositories::Tables(tables) => {
+                for (number, table) in tables.iter().enumerate() {
+                    let place = format!(
+                        "{} ([[repository]] number {})",
+                        at(field.span()),
+                        number + 1
+                    );
+                    match repository_table(table, &place) {
+                        Ok(location) if location.starts_with("s3://") => {
+                            repositories.push(location)
+                        }
+                        Ok(location) => repositories.push(given(&location)),
+                        Err(found) => mistakes.extend(found),
+                    }
+                }
+            }
+        },
+    }
+    repositories.extend(file.repositories.iter().map(|one| given(one.get_ref())));
     if !mistakes.is_empty() {
         return Err(mistakes);
     }
     Ok(Plan {
         serve_max_age,
-        repositories: file
-            .repository
-            .iter()
-            .chain(&file.repositories)
-            .map(|given| {
-                let given = given.get_ref();
-                if given.starts_with("s3://") {
-                    given.clone()
-                } else {
-                    resolve(given).display().to_string()
-                }
-            })
-            .collect(),
+        repositories,
         host: file.host,
         tags: file.tags,
         labels: file.labels,

@@ -53,6 +53,9 @@ op, bucket = sys.argv[1], sys.argv[2]
 s3 = boto3.client("s3", endpoint_url=sys.argv[-1])
 if op == "create-bucket":
     s3.create_bucket(Bucket=bucket)
+elif op == "create-bucket-in":
+    boto3.client("s3", endpoint_url=sys.argv[-1], region_name=sys.argv[3]).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": sys.argv[3]})
 elif op == "put":
     with open(sys.argv[4], "rb") as f:
         s3.put_object(Bucket=bucket, Key=sys.argv[3], Body=f.read())
@@ -79,6 +82,13 @@ elif op == "list":
 impl S3Server {
     /// Starts moto on a free loopback port and makes [`BUCKET`].
     pub fn start() -> S3Server {
+        Self::start_all(&[REGION]).pop().expect("one server")
+    }
+
+    /// Starts one moto per region, all at once (each takes seconds to
+    /// come up), each with [`BUCKET`] made in its region: independent
+    /// servers standing for services in different regions.
+    pub fn start_all(regions: &[&str]) -> Vec<S3Server> {
         let venv = venv();
         let program = venv.join("bin/moto_server");
         assert!(
@@ -87,25 +97,37 @@ impl S3Server {
              to install the S3 test server, or set CAIRN_S3_VENV",
             program.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("find a free loopback port")
-            .port();
-        let child = Command::new(&program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| panic!("start {}: {error}", program.display()));
-        let mut server = S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            venv,
-        };
-        server.wait_until_ready(port);
-        server.create_bucket(BUCKET);
-        server
+        let mut servers: Vec<(S3Server, u16)> = regions
+            .iter()
+            .map(|_| {
+                let port = TcpListener::bind("127.0.0.1:0")
+                    .and_then(|listener| listener.local_addr())
+                    .expect("find a free loopback port")
+                    .port();
+                let child = Command::new(&program)
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|error| panic!("start {}: {error}", program.display()));
+                let server = S3Server {
+                    child,
+                    endpoint: format!("http://127.0.0.1:{port}"),
+                    venv: venv.clone(),
+                };
+                (server, port)
+            })
+            .collect();
+        for ((server, port), region) in servers.iter_mut().zip(regions) {
+            server.wait_until_ready(*port);
+            if *region == REGION {
+                server.create_bucket(BUCKET);
+            } else {
+                server.tool(&["create-bucket-in", BUCKET, region]);
+            }
+        }
+        servers.into_iter().map(|(server, _)| server).collect()
     }
 
     fn wait_until_ready(&mut self, port: u16) {
@@ -197,6 +219,109 @@ impl S3Server {
             .collect();
         keys.sort();
         keys
+    }
+}
+
+/// A TCP relay on a free loopback port to a server, that a test can cut
+/// and restore: cut, it closes every connection it carries and every new
+/// one at once, as a service that went down would. Lets a test take a
+/// server away mid-run and bring it back with its objects (moto keeps them
+/// only in memory, so stopping moto itself would lose them).
+pub struct Relay {
+    pub endpoint: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped on every cut: connections opened before it end.
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes carried, both ways.
+    carried: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    pub fn to(target: &str) -> Relay {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let target = target
+            .strip_prefix("http://")
+            .expect("an http:// endpoint")
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(AtomicU64::new(0));
+        let carried = Arc::new(AtomicU64::new(0));
+        let (thread_up, thread_generation) = (up.clone(), generation.clone());
+        let thread_carried = carried.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !thread_up.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let born = thread_generation.load(Ordering::SeqCst);
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ] {
+                    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                        continue;
+                    };
+                    let generation = thread_generation.clone();
+                    let carried = thread_carried.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        // Short reads, so a cut is noticed within 50 ms.
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        while generation.load(Ordering::SeqCst) == born {
+                            match from.read(&mut buffer) {
+                                Ok(0) => break,
+                                Ok(count) => {
+                                    carried.fetch_add(count as u64, Ordering::SeqCst);
+                                    if to.write_all(&buffer[..count]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(error)
+                                    if matches!(
+                                        error.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            up,
+            generation,
+            carried,
+        }
+    }
+
+    /// Bytes carried so far, both ways.
+    pub fn carried(&self) -> u64 {
+        self.carried.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The server goes away: open connections close, new ones are refused.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The server is back.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -132,7 +132,10 @@ pub(crate) fn open_fallbacks(
         match attempt {
             Ok(pair) => opened.push(pair),
             Err(error) => {
-                eprintln!("cairn: fallback repository {location} is unavailable: {error:#}")
+                eprintln!(
+                    "cairn: fallback repository {} is unavailable: {error:#}",
+                    cairn_store::backend::redact_location(location)
+                )
             }
         }
     }

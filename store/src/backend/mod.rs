@@ -18,15 +18,20 @@
 //! `store/tests/backend_conformance.rs`, which checks each promise the
 //! [`Backend`] trait's documentation makes.
 
+mod aws_credentials;
 pub mod http;
 mod local;
 mod memory;
 mod s3;
+mod s3_settings;
+mod throttle;
 
 pub use http::{HttpBackend, HttpOptions};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 pub use s3::{ConditionalPut, MULTIPART_THRESHOLD, S3Backend, S3Location, S3Options};
+pub use s3_settings::{S3Settings, SETTING_NAMES, redact_location};
+pub use throttle::{RateLimits, Throttled, parse_rate};
 
 use crate::error::{Result, StoreError};
 use std::sync::Arc;
@@ -44,7 +49,8 @@ pub fn open_backend(location: &str, s3: &S3Options) -> Result<Arc<dyn Backend>> 
         )))
     } else if location.contains("://") {
         Err(StoreError::Invalid(format!(
-            "repository {location:?}: unknown scheme (a repository is a directory, s3://BUCKET/PREFIX or http(s)://HOST:PORT/NAME)"
+            "repository {:?}: unknown scheme (a repository is a directory, s3://BUCKET/PREFIX or http(s)://HOST:PORT/NAME)",
+            redact_location(location)
         )))
     } else {
         Ok(Arc::new(LocalBackend::new(location)))
@@ -54,6 +60,19 @@ pub fn open_backend(location: &str, s3: &S3Options) -> Result<Arc<dyn Backend>> 
 /// Whether `location` names a repository a `cairn serve` serves.
 pub fn is_served(location: &str) -> bool {
     location.starts_with("http://") || location.starts_with("https://")
+}
+
+/// [`open_backend`], with its transfers held to `limits`.
+pub fn open_backend_limited(
+    location: &str,
+    s3: &S3Options,
+    limits: RateLimits,
+) -> Result<Arc<dyn Backend>> {
+    let backend = open_backend(location, s3)?;
+    if limits.is_unlimited() {
+        return Ok(backend);
+    }
+    Ok(Arc::new(Throttled::new(backend, limits)))
 }
 
 /// Object names are hex ids or `config`; anything else could escape the

@@ -14,17 +14,23 @@
 //! own request, so as many requests are in flight as callers, up to
 //! [`Backend::parallelism`] by the callers' own bounds.
 
-use super::{Backend, Created, ObjectInfo, ObjectKind, check_name, missing, past_end, too_large};
+use super::s3_settings::{S3Settings, redact_location};
+use super::{
+    Backend, Created, ObjectInfo, ObjectKind, aws_credentials, check_name, missing, past_end,
+    too_large,
+};
 use crate::error::{Result, StoreError};
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
-    PutOptions, PutPayload, RetryConfig,
+    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
+    StaticCredentialProvider,
 };
 use std::io::ErrorKind;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -39,23 +45,42 @@ pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
 const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts of one object uploaded at a time.
 const PART_CONCURRENCY: usize = 4;
+/// Retries of a failed request (throttling, 5xx, timeouts, lost
+/// connections), with exponential backoff and jitter, unless the
+/// repository's `retries` setting says otherwise.
+const DEFAULT_RETRIES: usize = 8;
 
-/// Where a repository lives in S3: `s3://bucket/prefix`.
+/// Where a repository lives in S3: `s3://bucket/prefix`, with this
+/// repository's own settings from the location's query (see
+/// `s3_settings`). The settings are not part of its identity: [`url`]
+/// leaves them out.
+///
+/// [`url`]: S3Location::url
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Location {
     pub bucket: String,
     /// Without leading or trailing `/`; empty for the bucket's root.
     pub prefix: String,
+    pub settings: S3Settings,
 }
 
 impl S3Location {
-    /// Parses `s3://bucket` or `s3://bucket/some/prefix`.
+    /// Parses `s3://bucket`, `s3://bucket/some/prefix`, either followed by
+    /// `?setting=value&...`. Errors show the location redacted.
     pub fn parse(url: &str) -> Result<S3Location> {
-        let invalid = |reason: &str| StoreError::Invalid(format!("repository {url:?}: {reason}"));
+        let shown = redact_location(url);
+        let invalid = |reason: &str| StoreError::Invalid(format!("repository {shown}: {reason}"));
         let rest = url
             .strip_prefix("s3://")
             .ok_or_else(|| invalid("an S3 repository is written s3://BUCKET/PREFIX"))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.contains('@') {
+            return Err(invalid(
+                "credentials never go in a location (user:secret@): name a profile \
+                 (?profile=NAME) or the environment variables that hold them",
+            ));
+        }
         // S3's bucket naming rules, loosely: what a URL can carry unescaped.
         let bucket_valid = (3..=63).contains(&bucket.len())
             && bucket
@@ -75,9 +100,23 @@ impl S3Location {
         Ok(S3Location {
             bucket: bucket.to_string(),
             prefix,
+            settings: S3Settings::parse_query(query, &shown)?,
         })
     }
 
+    /// What names this repository on this machine (pins, FORMAT.md
+    /// 14): bucket and prefix, and the service when the location names
+    /// one (`endpoint=`): one bucket name on two services is two
+    /// repositories. The other settings say how to reach it, not which
+    /// it is, and are left out.
+    pub fn identity(&self) -> String {
+        match &self.settings.endpoint {
+            Some(endpoint) => format!("{} at {}", self.url(), endpoint.trim_end_matches('/')),
+            None => self.url(),
+        }
+    }
+
+    /// Bucket and prefix, without settings.
     pub fn url(&self) -> String {
         if self.prefix.is_empty() {
             format!("s3://{}", self.bucket)
@@ -87,7 +126,8 @@ impl S3Location {
     }
 }
 
-/// How to reach S3, beyond what the AWS environment variables say.
+/// How to reach S3 when a repository's settings do not say: the command
+/// line's defaults. The `AWS_*` variables come after these.
 #[derive(Clone, Debug, Default)]
 pub struct S3Options {
     /// The service's URL, for S3-compatible services (`http://` allowed,
@@ -99,6 +139,11 @@ pub struct S3Backend {
     store: AmazonS3,
     runtime: tokio::runtime::Runtime,
     location: S3Location,
+    /// The region requests are signed for, named when the bucket is
+    /// elsewhere.
+    region: String,
+    /// Sent with every write, if the repository set one.
+    storage_class: Option<String>,
     /// Cleared for good once the service answers that it does not support
     /// conditional puts, or a probe finds it ignores them; `create` then
     /// checks before it writes.
@@ -122,43 +167,81 @@ pub enum ConditionalPut {
 }
 
 impl S3Backend {
-    /// A backend for `location`. Credentials and region come from the
-    /// usual AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_SESSION_TOKEN, AWS_REGION or AWS_DEFAULT_REGION). Sends no
-    /// request: a missing bucket shows at the first operation.
+    /// A backend for `location`. Its settings come first, then `options`
+    /// (the command line's), then the AWS variables and shared files (see
+    /// `aws_credentials` for the order credentials are looked for in).
+    /// Sends no request: a missing bucket shows at the first operation.
     pub fn open(location: S3Location, options: &S3Options) -> Result<S3Backend> {
+        Self::open_with(location, options, &aws_credentials::process_environment)
+    }
+
+    pub(crate) fn open_with(
+        location: S3Location,
+        options: &S3Options,
+        env: aws_credentials::Environment,
+    ) -> Result<S3Backend> {
         let url = location.url();
-        let has = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
-        let federated = has("AWS_WEB_IDENTITY_TOKEN_FILE")
-            || has("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-            || has("AWS_CONTAINER_CREDENTIALS_FULL_URI");
-        // Without this check the client would quietly ask the EC2 instance
-        // metadata service, which off EC2 fails only after long timeouts.
-        let keys = has("AWS_ACCESS_KEY_ID") && has("AWS_SECRET_ACCESS_KEY");
-        if !(federated || keys) {
-            return Err(StoreError::Invalid(format!(
-                "repository {url}: no AWS credentials: set AWS_ACCESS_KEY_ID and \
-                 AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)"
-            )));
-        }
+        let settings = location.settings.clone();
+        let resolved = aws_credentials::resolve(&settings, &url, env)?;
+        // As the AWS tools: the variables over the profile's region.
+        let region = settings
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .or(resolved.profile_region.clone())
+            .unwrap_or_else(|| "us-east-1".into());
+        let endpoint = settings
+            .endpoint
+            .clone()
+            .or_else(|| options.endpoint.clone())
+            .or(resolved.profile_endpoint.clone());
         install_tls_provider();
-        let mut builder = AmazonS3Builder::from_env()
+        let retries = settings.retries.unwrap_or(DEFAULT_RETRIES);
+        let mut builder = match &resolved.credentials {
+            // The instance role is object_store's last resort: a builder
+            // that sees no other credentials in the variables.
+            aws_credentials::Credentials::Instance { endpoint } => {
+                AmazonS3Builder::new().with_metadata_endpoint(endpoint)
+            }
+            _ => AmazonS3Builder::from_env(),
+        };
+        if let aws_credentials::Credentials::Static {
+            key_id,
+            secret_key,
+            token,
+        } = &resolved.credentials
+        {
+            // A provider, not `with_access_key_id`: a session token in the
+            // variables must not join a profile's keys.
+            builder =
+                builder.with_credentials(Arc::new(StaticCredentialProvider::new(AwsCredential {
+                    key_id: key_id.clone(),
+                    secret_key: secret_key.clone(),
+                    token: token.clone(),
+                })));
+        }
+        builder = builder
             .with_bucket_name(&location.bucket)
-            .with_client_options(client_options(options.endpoint.as_deref()))
+            .with_region(&region)
+            .with_client_options(client_options(endpoint.as_deref()))
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(100),
                     max_backoff: Duration::from_secs(10),
                     base: 2.0,
                 },
-                max_retries: 8,
+                max_retries: retries,
                 retry_timeout: Duration::from_secs(120),
             });
-        if let Some(endpoint) = &options.endpoint {
-            // S3-compatible services address buckets by path, not by host.
+        if let Some(endpoint) = &endpoint {
+            // S3-compatible services address buckets by path, not by host,
+            // unless the repository says otherwise.
             builder = builder
                 .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false);
+                .with_virtual_hosted_style_request(!settings.path_style.unwrap_or(true));
+        } else if let Some(path_style) = settings.path_style {
+            builder = builder.with_virtual_hosted_style_request(!path_style);
         }
         let store = builder.build().map_err(|error| {
             StoreError::Invalid(format!(
@@ -174,10 +257,17 @@ impl S3Backend {
         Ok(S3Backend {
             store,
             runtime,
+            storage_class: settings.storage_class.clone(),
+            region,
             location,
             conditional_put: AtomicBool::new(true),
             probed: AtomicBool::new(false),
         })
+    }
+
+    /// The region this backend signs for.
+    pub fn region(&self) -> &str {
+        &self.region
     }
 
     /// This backend without conditional puts: every create is a `HEAD`
@@ -267,9 +357,11 @@ impl S3Backend {
             .map_err(|error| StoreError::Invalid(format!("invalid S3 key {key:?}: {error}")))
     }
 
-    /// An error that names the bucket, what was being done and to what.
+    /// An error that names the bucket, what was being done and to what,
+    /// how many attempts were made, and for a bucket in another region
+    /// both regions.
     fn failure(&self, action: &str, what: &str, error: &object_store::Error) -> StoreError {
-        let (kind, reason) = classify(error);
+        let (kind, reason) = classify(error, &self.region);
         StoreError::io(
             format!("S3 bucket `{}`: {action} {what}", self.location.bucket),
             std::io::Error::new(kind, reason),
@@ -315,6 +407,15 @@ impl S3Backend {
         }
     }
 
+    /// What every write carries: the storage class, if one is set.
+    fn attributes(&self) -> Attributes {
+        let mut attributes = Attributes::new();
+        if let Some(class) = &self.storage_class {
+            attributes.insert(Attribute::StorageClass, class.clone().into());
+        }
+        attributes
+    }
+
     /// A single PUT; `Ok(None)` if the service refuses the precondition
     /// as unsupported.
     fn put(
@@ -328,11 +429,11 @@ impl S3Backend {
         } else {
             PutMode::Overwrite
         };
-        let put = self.store.put_opts(
-            path,
-            PutPayload::from(bytes.to_vec()),
-            PutOptions::from(mode),
-        );
+        let mut options = PutOptions::from(mode);
+        options.attributes = self.attributes();
+        let put = self
+            .store
+            .put_opts(path, PutPayload::from(bytes.to_vec()), options);
         match self.runtime.block_on(put) {
             Ok(_) => Ok(Some(Created::New)),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Some(Created::AlreadyExisted)),
@@ -347,7 +448,11 @@ impl S3Backend {
     /// checking that the object is absent.
     fn put_multipart(&self, path: &Path, bytes: &[u8]) -> Result<(), object_store::Error> {
         self.runtime.block_on(async {
-            let id = self.store.create_multipart(path).await?;
+            let options = PutMultipartOptions {
+                attributes: self.attributes(),
+                ..PutMultipartOptions::default()
+            };
+            let id = self.store.create_multipart_opts(path, options).await?;
             let parts = futures_util::stream::iter(bytes.chunks(PART_SIZE).enumerate())
                 .map(|(index, part)| {
                     self.store
@@ -426,15 +531,61 @@ fn is_unsupported(error: &object_store::Error) -> bool {
         || xml_field(&text, "Code") == Some("NotImplemented")
 }
 
+/// How many times the request was sent: object_store's retry error says
+/// "after N retries"; one send when it does not.
+fn attempts(text: &str) -> usize {
+    text.split("after ")
+        .skip(1)
+        .find_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .map_or(1, |retries| retries + 1)
+}
+
+/// The region S3 says a bucket is in, when a request was signed for
+/// another: a redirect's `x-amz-bucket-region`, or the `<Region>` of an
+/// `AuthorizationHeaderMalformed` or `PermanentRedirect` body.
+fn other_region(text: &str) -> Option<&str> {
+    let code = xml_field(text, "Code");
+    if !matches!(
+        code,
+        Some(
+            "AuthorizationHeaderMalformed"
+                | "PermanentRedirect"
+                | "IllegalLocationConstraintException"
+        )
+    ) && !text.contains("x-amz-bucket-region")
+    {
+        return None;
+    }
+    xml_field(text, "Region").or_else(|| {
+        let start = text.find("x-amz-bucket-region")? + "x-amz-bucket-region".len();
+        let rest = text[start..].trim_start_matches([':', ' ', '"']);
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))?;
+        Some(&rest[..end])
+    })
+}
+
 /// A short reason and an I/O kind for an S3 error, with the service's own
-/// code and message (or the client's error) in brackets.
-fn classify(error: &object_store::Error) -> (ErrorKind, String) {
+/// code and message (or the client's error) in brackets, and for errors a
+/// retry might have cured, how many attempts were made.
+fn classify(error: &object_store::Error, region: &str) -> (ErrorKind, String) {
     use object_store::Error as E;
     let text = chain(error);
+    let mut retryable = false;
     let (kind, reason) = if is_no_such_bucket(error) {
-        (ErrorKind::NotFound, "no such bucket")
+        (
+            ErrorKind::NotFound,
+            format!("no such bucket (looked for in region {region})"),
+        )
+    } else if let Some(theirs) = other_region(&text).filter(|theirs| *theirs != region) {
+        (
+            ErrorKind::InvalidInput,
+            format!(
+                "the bucket is in region {theirs}, but this repository signs for region \
+                 {region} (add ?region={theirs} to the location)"
+            ),
+        )
     } else {
-        match error {
+        let (kind, reason) = match error {
             E::PermissionDenied { .. } => (ErrorKind::PermissionDenied, "access denied"),
             E::Unauthenticated { .. } => (
                 ErrorKind::PermissionDenied,
@@ -442,17 +593,27 @@ fn classify(error: &object_store::Error) -> (ErrorKind, String) {
             ),
             E::NotFound { .. } => (ErrorKind::NotFound, "not found"),
             _ if text.contains("error sending request") || text.contains("onnection") => {
+                retryable = true;
                 (ErrorKind::ConnectionRefused, "cannot reach the S3 service")
             }
-            _ => (ErrorKind::Other, "request failed"),
-        }
+            _ => {
+                retryable = true;
+                (ErrorKind::Other, "request failed")
+            }
+        };
+        (kind, reason.to_string())
     };
     let detail = match (xml_field(&text, "Code"), xml_field(&text, "Message")) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_string(),
-        _ => text,
+        _ => text.clone(),
     };
-    (kind, format!("{reason} ({detail})"))
+    let tries = match attempts(&text) {
+        1 if !retryable => String::new(),
+        1 => " after 1 attempt".to_string(),
+        many => format!(" after {many} attempts"),
+    };
+    (kind, format!("{reason}{tries} ({detail})"))
 }
 
 impl Backend for S3Backend {
@@ -648,7 +809,8 @@ mod tests {
             S3Location::parse("s3://bucket/a/b/").unwrap(),
             S3Location {
                 bucket: "bucket".into(),
-                prefix: "a/b".into()
+                prefix: "a/b".into(),
+                settings: S3Settings::default(),
             }
         );
         assert_eq!(S3Location::parse("s3://bucket").unwrap().prefix, "");
@@ -668,5 +830,43 @@ mod tests {
         assert_eq!(xml_field(body, "Code"), Some("AccessDenied"));
         assert_eq!(xml_field(body, "Message"), Some("Access Denied"));
         assert_eq!(xml_field(body, "Key"), None);
+    }
+
+    #[test]
+    fn errors_say_how_many_attempts_and_which_regions() {
+        let failed = |text: &str| object_store::Error::Generic {
+            store: "S3",
+            source: text.to_string().into(),
+        };
+        let (_, reason) = classify(
+            &failed(
+                "Error after 3 retries, max_retries: 3, retry_timeout: 120s - Server returned non-2xx status code: 503 Service Unavailable",
+            ),
+            "us-east-1",
+        );
+        assert!(reason.contains("after 4 attempts"), "{reason}");
+        let (kind, reason) = classify(
+            &failed(
+                "<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region></Error>",
+            ),
+            "us-east-1",
+        );
+        assert_eq!(kind, ErrorKind::InvalidInput);
+        assert!(
+            reason.contains("region eu-west-1") && reason.contains("region us-east-1"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn settings_are_not_part_of_the_identity() {
+        let plain = S3Location::parse("s3://bucket/a").unwrap();
+        let set = S3Location::parse("s3://bucket/a?region=eu-west-1&profile=eu").unwrap();
+        assert_eq!(plain.identity(), set.identity());
+        let elsewhere = S3Location::parse("s3://bucket/a?endpoint=http://127.0.0.1:9000").unwrap();
+        assert_ne!(plain.identity(), elsewhere.identity());
+        assert_eq!(set.settings.region.as_deref(), Some("eu-west-1"));
+        let error = S3Location::parse("s3://AKIAXX:SuperSecret@bucket/a").unwrap_err();
+        assert!(!error.to_string().contains("SuperSecret"), "{error}");
     }
 }
