@@ -127,6 +127,10 @@ pub enum Command {
     /// Write one file of a snapshot to stdout, checked as it is read
     /// (e.g. `cairn cat latest pg | pg_restore -d app`).
     Cat(CatArgs),
+    /// Show the repository as a read-only filesystem (FUSE) at MOUNTPOINT:
+    /// snapshots by id, by host and time, and by component; every read is
+    /// checked. Runs in the foreground until Ctrl-C, SIGTERM or `umount`.
+    Mount(MountArgs),
     /// Work with plan files (cairn.toml).
     #[command(subcommand)]
     Plan(PlanCommand),
@@ -239,6 +243,17 @@ pub struct CatArgs {
     /// COMPONENT for a file, sqlite or command component, or
     /// COMPONENT/PATH for a file inside a directory component.
     pub path: String,
+}
+
+#[derive(Args)]
+pub struct MountArgs {
+    /// An existing empty directory to show the repository in.
+    pub mountpoint: PathBuf,
+    /// Let other users than the one mounting read the view (FUSE
+    /// `allow_other`; as a non-root user it needs `user_allow_other` in
+    /// /etc/fuse.conf). File modes still apply.
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 #[derive(Args)]

@@ -8,6 +8,7 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+mod mount;
 mod plan;
 mod prune;
 mod repair;
@@ -41,6 +42,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Plan(command) => plan::run(context, &command),
         Command::Drill(args) => drill::run(context, &args),
         Command::Cat(args) => cat::run(context, &args),
+        Command::Mount(args) => mount::run(context, &args),
         Command::Key(command) => key::run(context, &command),
     }
 }

@@ -6,6 +6,7 @@
 //! in a circle (`store/tests/layering.rs`).
 
 pub mod backup;
+pub mod browse;
 pub mod cat;
 pub mod common;
 pub mod copy;
