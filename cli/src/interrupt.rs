@@ -7,8 +7,9 @@
 //! The handling runs on a thread of its own that `signal-hook` wakes (no
 //! work happens inside the signal handler); the library only offers the
 //! cleanup ([`cairn_store::ops::hooks::stop_commands`]) and installs no
-//! handler. Owns the list of staging directories to remove; never removes
-//! a path it was not given.
+//! handler. Owns the list of staging directories to remove and of other
+//! things to undo first (a mount to unmount); never removes a path it was
+//! not given.
 
 use anyhow::{Context as _, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
