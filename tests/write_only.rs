@@ -86,6 +86,8 @@ fn a_write_only_host_backs_up_twice_skips_unchanged_files_and_reads_nothing_back
     let snapshot = third["snapshot"].as_str().unwrap().to_string();
     let target = workspace.path("restored-by-host");
     let listed = workspace.cairn_repo(["snapshots"]).ok();
+    let mountpoint = workspace.path("mnt");
+    std::fs::create_dir_all(&mountpoint).unwrap();
     for args in [
         vec![
             "restore",
@@ -100,6 +102,7 @@ fn a_write_only_host_backs_up_twice_skips_unchanged_files_and_reads_nothing_back
         vec!["prune"],
         vec!["forget", "--keep-last", "1"],
         vec!["drill", "--snapshot", snapshot.as_str()],
+        vec!["mount", mountpoint.to_str().unwrap()],
     ] {
         let run = as_host(&workspace, &args);
         assert_eq!(

@@ -154,6 +154,10 @@ pub enum Command {
     /// Write a component or a directory of a snapshot as a tar or zip
     /// archive, every chunk checked as it is read.
     Dump(DumpArgs),
+    /// Show the repository as a read-only filesystem (FUSE) at MOUNTPOINT:
+    /// snapshots by id, by host and time, and by component; every read is
+    /// checked. Runs in the foreground until Ctrl-C, SIGTERM or `umount`.
+    Mount(MountArgs),
     /// Work with plan files (cairn.toml).
     #[command(subcommand)]
     Plan(PlanCommand),
@@ -467,6 +471,19 @@ pub struct DumpArgs {
     /// of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
+}
+
+#[derive(Args)]
+pub struct MountArgs {
+    /// An existing empty directory to show the repository in.
+    pub mountpoint: PathBuf,
+    /// Let other users than the one mounting read the view (FUSE
+    /// `allow_other`; as a non-root user it needs `user_allow_other` in
+    /// /etc/fuse.conf). File modes still apply.
+    #[arg(long)]
+    pub allow_other: bool,
     #[command(flatten)]
     pub filter: SnapshotFilterArgs,
 }

@@ -7,8 +7,9 @@
 //! The handling runs on a thread of its own that `signal-hook` wakes (no
 //! work happens inside the signal handler); the library only offers the
 //! cleanup ([`cairn_store::ops::hooks::stop_commands`]) and installs no
-//! handler. Owns the list of staging directories to remove; never removes
-//! a path it was not given.
+//! handler. Owns the list of staging directories to remove and of other
+//! things to undo first (a mount to unmount); never removes a path it was
+//! not given.
 
 use anyhow::{Context as _, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -19,6 +20,14 @@ use std::sync::Mutex;
 /// Staging directories this process made, removed on interruption.
 static STAGING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+/// What else to undo on interruption (unmounting a `cairn mount`), run
+/// before the staging directories are removed.
+type Undo = Box<dyn FnOnce() + Send>;
+static UNDO: Mutex<Vec<Undo>> = Mutex::new(Vec::new());
+
+/// The signal that interrupted this process, once one has (0 before).
+static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 /// Starts the thread that handles SIGINT and SIGTERM.
 pub fn install() -> Result<()> {
     let mut signals =
@@ -27,6 +36,7 @@ pub fn install() -> Result<()> {
         .name("cairn-signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
+                INTERRUPTED.store(signal, std::sync::atomic::Ordering::SeqCst);
                 clean_up();
                 std::process::exit(128 + signal);
             }
@@ -43,7 +53,28 @@ pub fn remove_on_interrupt(path: PathBuf) {
         .push(path);
 }
 
+/// Runs `undo` if cairn is interrupted (once, on the signal thread).
+pub fn undo_on_interrupt(undo: Undo) {
+    UNDO.lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .push(undo);
+}
+
+/// The exit code of an interruption under way (130 or 143), if one is:
+/// a command whose work ends because the interruption undid it returns
+/// this rather than success.
+pub fn interrupted() -> Option<u8> {
+    match INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        signal => u8::try_from(128 + signal).ok(),
+    }
+}
+
 fn clean_up() {
+    let undo = std::mem::take(&mut *UNDO.lock().unwrap_or_else(|poison| poison.into_inner()));
+    for action in undo {
+        action();
+    }
     cairn_store::ops::hooks::stop_commands();
     let staging = STAGING.lock().unwrap_or_else(|poison| poison.into_inner());
     for path in staging.iter() {

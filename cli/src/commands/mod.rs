@@ -11,6 +11,7 @@ mod forget;
 mod init;
 mod key;
 pub(crate) mod ls;
+mod mount;
 pub(crate) mod plan;
 mod prune;
 mod repair;
@@ -50,6 +51,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Plan(command) => plan::run(context, &command),
         Command::Drill(args) => drill::run(context, &args),
         Command::Cat(args) => cat::run(context, &args),
+        Command::Mount(args) => mount::run(context, &args),
         Command::Key(command) => key::run(context, &command),
         Command::Serve(args) => crate::serve::run(context, &args),
         Command::Tag(args) => tag::run(context, &args),

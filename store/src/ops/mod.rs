@@ -7,6 +7,7 @@
 
 pub mod annotate;
 pub mod backup;
+pub mod browse;
 pub mod cat;
 pub mod common;
 pub mod copy;
