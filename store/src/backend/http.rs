@@ -53,6 +53,7 @@ pub fn kind_segment(kind: ObjectKind) -> &'static str {
         ObjectKind::Deletion => "deletions",
         ObjectKind::KeySlot => "keyslots",
         ObjectKind::Keyring => "keyring",
+        ObjectKind::Annotation => "annotations",
     }
 }
 
@@ -68,6 +69,7 @@ pub fn kind_from_segment(segment: &str) -> Option<ObjectKind> {
         ObjectKind::Deletion,
         ObjectKind::KeySlot,
         ObjectKind::Keyring,
+        ObjectKind::Annotation,
     ]
     .into_iter()
     .find(|kind| kind_segment(*kind) == segment)
