@@ -27,7 +27,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Flags every subcommand takes; `--help` lists them under a heading of
+/// their own, after the subcommand's own options.
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Repository: a directory, or s3://BUCKET/PREFIX (credentials and
     /// region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -41,9 +44,14 @@ pub struct GlobalArgs {
     /// http://127.0.0.1:9000); Amazon S3 when not given.
     #[arg(long, global = true, env = "CAIRN_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
-    /// Print machine-readable JSON instead of text.
+    /// Print machine-readable JSON instead of text: results on stdout,
+    /// progress lines and errors as JSON objects on stderr.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Report progress even when stderr is not a terminal: a line of text
+    /// every few seconds (JSON lines with --json, which report anyway).
+    #[arg(long, global = true)]
+    pub progress: bool,
     /// Secret signing key file (default: the config directory's key for the
     /// repository).
     #[arg(long, global = true, env = "CAIRN_KEY_FILE")]
@@ -138,6 +146,20 @@ pub enum Command {
     /// keyring of writers' signing keys, revocation and rotation.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Print a shell completion script (e.g. `cairn completions bash >
+    /// /etc/bash_completion.d/cairn`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (cairn.1 and one per subcommand, cairn-backup.1 ...)
+    /// into a directory.
+    Man {
+        /// The directory to write them into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

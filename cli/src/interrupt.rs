@@ -1,6 +1,8 @@
 //! SIGINT and SIGTERM: instead of dying where it stands, cairn stops the
 //! commands it started (a command component's dump, a hook), removes its
-//! staging directories (copies of databases, commands' output) and exits
+//! staging directories (copies of databases, commands' output), says in
+//! one line what was kept (as the running command told it with
+//! [`say_on_interrupt`]; a JSON error object with `--json`) and exits
 //! with 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a
 //! shell reports a process killed by it.
 //!
@@ -19,8 +21,20 @@ use std::sync::Mutex;
 /// Staging directories this process made, removed on interruption.
 static STAGING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Starts the thread that handles SIGINT and SIGTERM.
-pub fn install() -> Result<()> {
+/// What the running command keeps if it is interrupted now.
+static KEPT: Mutex<Option<String>> = Mutex::new(None);
+
+/// Sets what an interruption from now on leaves behind, for the one line
+/// said on SIGINT or SIGTERM (e.g. "nothing was committed; packs already
+/// written are reused by the next run"). A command says it before it
+/// changes anything, and again when that changes.
+pub fn say_on_interrupt(kept: impl Into<String>) {
+    *KEPT.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(kept.into());
+}
+
+/// Starts the thread that handles SIGINT and SIGTERM; `json` makes its
+/// line a JSON error object.
+pub fn install(json: bool) -> Result<()> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).context("installing the SIGINT/SIGTERM handling")?;
     std::thread::Builder::new()
@@ -28,6 +42,7 @@ pub fn install() -> Result<()> {
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 clean_up();
+                say(signal, json);
                 std::process::exit(128 + signal);
             }
         })
@@ -41,6 +56,34 @@ pub fn remove_on_interrupt(path: PathBuf) {
         .lock()
         .unwrap_or_else(|poison| poison.into_inner())
         .push(path);
+}
+
+/// The one line: which signal, and what was kept.
+fn say(signal: i32, json: bool) {
+    let name = if signal == SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    };
+    let kept = KEPT
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .clone()
+        .unwrap_or_else(|| "nothing was changed".into());
+    let message = format!("interrupted by {name}: {kept}; temporary files removed");
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({"error": {
+                "code": "interrupted",
+                "exit_code": 128 + signal,
+                "message": message,
+                "object": null,
+            }})
+        );
+    } else {
+        eprintln!("cairn: {message}");
+    }
 }
 
 fn clean_up() {

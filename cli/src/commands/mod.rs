@@ -5,6 +5,7 @@ mod cat;
 mod copy;
 mod drill;
 mod forget;
+mod generated;
 mod init;
 mod key;
 mod ls;
@@ -42,6 +43,8 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Drill(args) => drill::run(context, &args),
         Command::Cat(args) => cat::run(context, &args),
         Command::Key(command) => key::run(context, &command),
+        Command::Completions { shell } => generated::completions(shell),
+        Command::Man { output } => generated::man_pages(&output),
     }
 }
 
@@ -107,7 +110,7 @@ pub fn warn_rolled_back(rolled_back: &[cairn_store::ops::rollback::RolledBack]) 
 /// what the error says was expected.
 pub fn split_spec<'a>(flag: &str, spec: &'a str, form: &str) -> anyhow::Result<(&'a str, &'a str)> {
     spec.split_once('=')
-        .ok_or_else(|| anyhow::anyhow!("{flag} {spec:?}: expected {form}"))
+        .ok_or_else(|| crate::context::Usage(format!("{flag} {spec:?}: expected {form}")).into())
 }
 
 /// The line `snapshots` and `verify` start with: which kind of repository

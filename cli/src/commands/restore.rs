@@ -171,7 +171,10 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let max_age = args
         .max_age
         .as_deref()
-        .map(|text| parse_duration(text).map_err(|error| anyhow!("--max-age: {error}")))
+        .map(|text| {
+            parse_duration(text)
+                .map_err(|error| crate::context::Usage::flag("--max-age", text, error))
+        })
         .transpose()?;
     let selection = selection(args)?;
     let locations = context.repository_locations()?;
@@ -209,7 +212,10 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         at: args
             .at
             .as_deref()
-            .map(|text| parse_point_in_time(text).map_err(|error| anyhow!("--at: {error}")))
+            .map(|text| {
+                parse_point_in_time(text)
+                    .map_err(|error| crate::context::Usage::flag("--at", text, error))
+            })
             .transpose()?,
     };
     let checked = check_snapshot(&repository, &request)?;

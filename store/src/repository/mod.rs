@@ -521,8 +521,22 @@ impl Repository {
         }
         let ids = self.list_ids(ObjectKind::Snapshot)?;
         let prefix = spec.to_ascii_lowercase();
-        if prefix.len() < 4 || !prefix.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            return Err(StoreError::SnapshotNotFound(spec.into()));
+        if !prefix.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(StoreError::BadSnapshotSpec {
+                spec: spec.into(),
+                rule: format!(
+                    "not a snapshot id: give `latest` or at least {MIN_SNAPSHOT_PREFIX} hex digits of an id"
+                ),
+            });
+        }
+        if prefix.len() < MIN_SNAPSHOT_PREFIX {
+            return Err(StoreError::BadSnapshotSpec {
+                spec: spec.into(),
+                rule: format!(
+                    "a snapshot prefix needs at least {MIN_SNAPSHOT_PREFIX} hex digits (this has {})",
+                    prefix.len()
+                ),
+            });
         }
         let matching: Vec<Id> = ids
             .into_iter()
@@ -640,7 +654,11 @@ impl Repository {
                 "a matching snapshot taken at or before {}",
                 at.map(|at| at.to_string()).unwrap_or_default()
             ))),
-            None => Err(StoreError::SnapshotNotFound(latest_not_found(&skipped))),
+            None if skipped.is_empty() => Err(StoreError::SnapshotNotFound("latest".into())),
+            None => Err(StoreError::NoTrustedSnapshot {
+                passed_over: skipped.len(),
+                reasons: latest_not_found(&skipped),
+            }),
         }
     }
 
@@ -655,22 +673,20 @@ impl Repository {
 /// an hour; a snapshot dated further ahead would stay `latest` until then.
 pub const FUTURE_TOLERANCE_SECONDS: i64 = 3600;
 
+/// The fewest hex digits of a snapshot id that name it: shorter prefixes
+/// match too much by chance to be typed safely.
+pub const MIN_SNAPSHOT_PREFIX: usize = 4;
+
 /// A manifest `latest` passed over, and why.
 pub type SkippedSnapshot = (Id, String);
 
-/// What "latest" could not be resolved to, saying what was passed over.
+/// Why each manifest `latest` passed over was passed over.
 fn latest_not_found(skipped: &[SkippedSnapshot]) -> String {
-    if skipped.is_empty() {
-        return "latest".into();
-    }
-    format!(
-        "latest (no trusted snapshot of this repository; passed over: {})",
-        skipped
-            .iter()
-            .map(|(id, why)| format!("{id}: {why}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    )
+    skipped
+        .iter()
+        .map(|(id, why)| format!("{id}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Repository {
