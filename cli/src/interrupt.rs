@@ -69,7 +69,8 @@ fn say(signal: i32, json: bool) {
         .lock()
         .unwrap_or_else(|poison| poison.into_inner())
         .clone()
-        .unwrap_or_else(|| "nothing was changed".into());
+        // A command that said nothing makes no claim about what it kept.
+        .unwrap_or_else(|| "stopped before it finished".into());
     let message = format!("interrupted by {name}: {kept}; temporary files removed");
     if json {
         eprintln!(

@@ -63,6 +63,7 @@ fn reads_data(args: &VerifyArgs) -> bool {
 }
 
 pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
+    crate::interrupt::say_on_interrupt("nothing was changed (verify only reads)");
     if context.repository_locations()?.len() > 1 {
         return run_on_each(context, args);
     }
