@@ -26,9 +26,18 @@ fn listing(root: &Path) -> Vec<(PathBuf, Option<u64>)> {
 /// Asserts a run was refused as an error (exit 1) with exactly one line on
 /// stderr, `cairn: error: ...`, that contains every one of `culprits`.
 fn assert_refused(run: &Run, culprits: &[&str]) {
+    assert_refused_with(run, 1, culprits);
+}
+
+/// As [`assert_refused`], for a mistake in how cairn was called (exit 2).
+fn assert_usage(run: &Run, culprits: &[&str]) {
+    assert_refused_with(run, 2, culprits);
+}
+
+fn assert_refused_with(run: &Run, code: i32, culprits: &[&str]) {
     assert_eq!(
-        run.code, 1,
-        "expected exit code 1\nstdout:\n{}\nstderr:\n{}",
+        run.code, code,
+        "expected exit code {code}\nstdout:\n{}\nstderr:\n{}",
         run.stdout, run.stderr
     );
     let lines: Vec<&str> = run.stderr.lines().collect();
@@ -286,7 +295,7 @@ fn component_and_label_without_equals_are_refused() {
     let source = display(&workspace.path("src"));
 
     let run = workspace.cairn_repo(args(&[&"backup", &"--component", &source]));
-    assert_refused(&run, &["--component", &source, "NAME=PATH"]);
+    assert_usage(&run, &["--component", &source, "NAME=PATH"]);
 
     let run = workspace.cairn_repo(args(&[
         &"backup",
@@ -521,7 +530,12 @@ fn restore_of_a_snapshot_that_does_not_exist_is_refused() {
     let absent = if snapshot.starts_with('0') { "1" } else { "0" }.repeat(64);
     for spec in [absent.as_str(), &absent[..8], "not-an-id"] {
         let run = workspace.cairn_repo(args(&[&"restore", &spec, &"--target", &target]));
-        assert_refused(&run, &[&format!("{spec:?}")]);
+        if spec == "not-an-id" {
+            // Not an id by its form: a usage mistake, with the rule.
+            assert_usage(&run, &[&format!("{spec:?}"), "at least 4 hex digits"]);
+        } else {
+            assert_refused(&run, &[&format!("{spec:?}")]);
+        }
         assert!(!target.exists(), "restore of {spec} created the target");
     }
     assert_eq!(before, listing(&workspace.repo()));

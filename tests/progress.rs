@@ -210,3 +210,88 @@ fn json_progress_of_a_copy_counts_snapshots_and_bytes() {
     assert_eq!(last["snapshots_total"], 1, "{last}");
     assert!(last["bytes_done"].as_u64().unwrap() >= 3_000_000, "{last}");
 }
+
+#[test]
+fn a_slow_command_component_is_named_on_the_bar_while_it_runs() {
+    let workspace = Workspace::new();
+    write(&workspace.path("src/a.bin"), &noise(3, 200_000));
+    workspace.init_plaintext();
+    let component = format!("data={}", workspace.path("src").display());
+    let run = workspace
+        .cairn_repo_on_terminal([
+            "backup",
+            "--component",
+            &component,
+            "--command",
+            "pgdump=sleep 2; printf rows",
+        ])
+        .ok();
+    assert!(
+        run.terminal.contains("backup pgdump"),
+        "the bar names the command while it runs:\n{:?}",
+        run.terminal
+    );
+    assert_bar(&run, "backup");
+}
+
+#[test]
+fn json_progress_of_a_backup_names_each_component_with_files_and_bytes() {
+    let workspace = Workspace::new();
+    for index in 0..3u64 {
+        write(
+            &workspace.path(&format!("src/file{index}.bin")),
+            &noise(index, 400_000),
+        );
+    }
+    workspace.init_plaintext();
+    let run = workspace
+        .cairn_repo([
+            "--json",
+            "backup",
+            "--component",
+            &format!("data={}", workspace.path("src").display()),
+            "--command",
+            "pgdump=printf rows",
+        ])
+        .ok();
+    let lines = progress_lines(&run.stderr);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["phase"] == "backup" && line["component"] == "pgdump"),
+        "{lines:?}"
+    );
+    let last = lines.last().expect("a progress line");
+    assert_eq!(last["phase"], "backup", "{last}");
+    assert!(last["bytes_done"].as_u64().unwrap() >= 1_200_000, "{last}");
+    assert!(last["files_done"].as_u64().unwrap() >= 3, "{last}");
+    assert!(last.get("files_total").is_some(), "{last}");
+}
+
+#[test]
+fn progress_asked_for_on_a_pipe_is_written_as_lines_of_text() {
+    let (workspace, _) = workspace_with_snapshot();
+    let run = workspace
+        .cairn_repo(["--progress", "verify", "--read-data"])
+        .ok();
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("cairn: progress: "))
+        .collect();
+    assert!(
+        lines.iter().any(|line| line.contains("verify-data")),
+        "{:?}",
+        run.stderr
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("MiB") && line.contains("/s")),
+        "bytes and rate: {lines:?}"
+    );
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "no terminal codes on a pipe"
+    );
+}

@@ -575,7 +575,8 @@ fn at_chooses_the_newest_snapshot_at_or_before_a_time() {
     assert!(run.stderr.contains("at or before"), "{}", run.stderr);
     assert!(!target.exists());
     let (run, _) = restore_at("bad", "last tuesday");
-    assert!(run.expect(1).stderr.contains("--at"));
+    // A time that does not parse is a usage mistake (exit 2).
+    assert!(run.expect(2).stderr.contains("--at"));
 }
 
 #[test]

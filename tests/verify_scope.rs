@@ -86,7 +86,7 @@ fn a_bad_subset_is_refused_naming_the_flag() {
     for bad in ["0%", "150%", "0/3", "4/3", "five", "3X"] {
         let run = workspace
             .cairn_repo(["verify", "--read-data-subset", bad])
-            .expect(1);
+            .expect(2);
         assert!(
             run.stderr.contains("--read-data-subset"),
             "{bad}: {}",

@@ -27,7 +27,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Flags every subcommand takes; `--help` lists them under a heading of
+/// their own, after the subcommand's own options.
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Repository: a directory; s3://BUCKET/PREFIX, optionally with its
     /// own settings: ?region=R&profile=P&endpoint=URL&storage_class=C
@@ -57,9 +60,14 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "CAIRN_LIMIT_DOWNLOAD", value_name = "RATE",
           value_parser = cairn_store::backend::parse_rate)]
     pub limit_download: Option<u64>,
-    /// Print machine-readable JSON instead of text.
+    /// Print machine-readable JSON instead of text: results on stdout,
+    /// progress lines and errors as JSON objects on stderr.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Report progress even when stderr is not a terminal: a line of text
+    /// every few seconds (JSON lines with --json, which report anyway).
+    #[arg(long, global = true)]
+    pub progress: bool,
     /// Secret signing key file (default: the config directory's key for the
     /// repository).
     #[arg(long, global = true, env = "CAIRN_KEY_FILE")]
@@ -179,6 +187,20 @@ pub enum Command {
     /// machines, which use it as `--repo http(s)://HOST:PORT/NAME`, each
     /// request signed with the client's cairn key.
     Serve(ServeArgs),
+    /// Print a shell completion script (e.g. `cairn completions bash >
+    /// /etc/bash_completion.d/cairn`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (cairn.1 and one per subcommand, cairn-backup.1 ...)
+    /// into a directory.
+    Man {
+        /// The directory to write them into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Args)]

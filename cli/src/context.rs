@@ -52,10 +52,14 @@ impl Context {
     /// `s3://BUCKET/PREFIX`; at least one.
     pub fn repository_locations(&self) -> Result<&[String]> {
         if self.global.repo.is_empty() {
-            bail!("no repository given: use --repo PATH (or s3://BUCKET/PREFIX) or set CAIRN_REPO");
+            return Err(Usage(
+                "no repository given: use --repo PATH (or s3://BUCKET/PREFIX) or set CAIRN_REPO"
+                    .into(),
+            )
+            .into());
         }
         if let Some(empty) = self.global.repo.iter().position(String::is_empty) {
-            bail!("--repo number {} is empty", empty + 1);
+            return Err(Usage(format!("--repo number {} is empty", empty + 1)).into());
         }
         // Every S3 location is checked before any is used: one that would
         // carry a secret is refused here (its message redacted), so the
@@ -163,8 +167,19 @@ impl Context {
         }
         // The backend first: it names a location it cannot use at all.
         let backend = self.backend_at(location)?;
-        if !is_remote(location) && !Path::new(location).is_dir() {
-            bail!("repository {location} does not exist");
+        if !is_remote(location) {
+            let path = Path::new(location);
+            if path.exists() && !path.is_dir() {
+                return Err(anyhow::Error::new(StoreError::NotARepository {
+                    path: location.into(),
+                })
+                .context(format!(
+                    "--repo {location} is a file, not a repository directory"
+                )));
+            }
+            if !path.exists() {
+                bail!("repository {location} does not exist");
+            }
         }
         let mut repository = Repository::open(backend)
             .with_context(|| format!("opening repository {}", redact_location(location)))?;
@@ -483,6 +498,22 @@ impl std::fmt::Display for Usage {
 }
 
 impl std::error::Error for Usage {}
+
+impl Usage {
+    /// A usage error about `flag`'s value: `--FLAG VALUE: why`.
+    pub fn flag(flag: &str, value: &str, why: impl std::fmt::Display) -> anyhow::Error {
+        Usage(format!("{flag} {value:?}: {why}")).into()
+    }
+
+    /// The flag at fault: the first `--word` the message names, if any
+    /// (every usage message about a flag's value starts with it).
+    pub fn object(&self) -> Option<String> {
+        self.0
+            .split(|c: char| c.is_whitespace() || c == ':' || c == ',' || c == '=')
+            .find(|word| word.starts_with("--") && word.len() > 2)
+            .map(str::to_string)
+    }
+}
 
 /// How a location is named in its pin: a directory by its canonical path
 /// (so `./repo` and `/home/me/repo` are one location), object storage by

@@ -1,6 +1,8 @@
 //! SIGINT and SIGTERM: instead of dying where it stands, cairn stops the
 //! commands it started (a command component's dump, a hook), removes its
-//! staging directories (copies of databases, commands' output) and exits
+//! staging directories (copies of databases, commands' output), says in
+//! one line what was kept (as the running command told it with
+//! [`say_on_interrupt`]; a JSON error object with `--json`) and exits
 //! with 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a
 //! shell reports a process killed by it.
 //!
@@ -28,8 +30,20 @@ static UNDO: Mutex<Vec<Undo>> = Mutex::new(Vec::new());
 /// The signal that interrupted this process, once one has (0 before).
 static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// Starts the thread that handles SIGINT and SIGTERM.
-pub fn install() -> Result<()> {
+/// What the running command keeps if it is interrupted now.
+static KEPT: Mutex<Option<String>> = Mutex::new(None);
+
+/// Sets what an interruption from now on leaves behind, for the one line
+/// said on SIGINT or SIGTERM (e.g. "nothing was committed; packs already
+/// written are reused by the next run"). A command says it before it
+/// changes anything, and again when that changes.
+pub fn say_on_interrupt(kept: impl Into<String>) {
+    *KEPT.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(kept.into());
+}
+
+/// Starts the thread that handles SIGINT and SIGTERM; `json` makes its
+/// line a JSON error object.
+pub fn install(json: bool) -> Result<()> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).context("installing the SIGINT/SIGTERM handling")?;
     std::thread::Builder::new()
@@ -38,6 +52,7 @@ pub fn install() -> Result<()> {
             if let Some(signal) = signals.forever().next() {
                 INTERRUPTED.store(signal, std::sync::atomic::Ordering::SeqCst);
                 clean_up();
+                say(signal, json);
                 std::process::exit(128 + signal);
             }
         })
@@ -67,6 +82,35 @@ pub fn interrupted() -> Option<u8> {
     match INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
         0 => None,
         signal => u8::try_from(128 + signal).ok(),
+    }
+}
+
+/// The one line: which signal, and what was kept.
+fn say(signal: i32, json: bool) {
+    let name = if signal == SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    };
+    let kept = KEPT
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .clone()
+        // A command that said nothing makes no claim about what it kept.
+        .unwrap_or_else(|| "stopped before it finished".into());
+    let message = format!("interrupted by {name}: {kept}; temporary files removed");
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({"error": {
+                "code": "interrupted",
+                "exit_code": 128 + signal,
+                "message": message,
+                "object": null,
+            }})
+        );
+    } else {
+        eprintln!("cairn: {message}");
     }
 }
 

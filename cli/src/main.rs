@@ -13,6 +13,7 @@ mod interrupt;
 mod metrics;
 mod output;
 mod plan;
+mod plan_shape;
 mod progress;
 mod serve;
 
@@ -75,39 +76,22 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     limit_malloc_arenas();
-    let cli = args::Cli::parse();
-    if let Err(error) = interrupt::install() {
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return output::clap_error(error),
+    };
+    progress::force(cli.global.progress);
+    if let Err(error) = interrupt::install(cli.global.json) {
         eprintln!("cairn: warning: {error:#}; Ctrl-C may leave staging files behind");
     }
+    let json = cli.global.json;
     let context = context::Context { global: cli.global };
     match commands::run(&context, cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("cairn: error: {}", output::one_line(&error));
-            let conflict = matches!(
-                error.downcast_ref::<cairn_store::StoreError>(),
-                Some(cairn_store::StoreError::Conflict(_))
-            );
-            let usage = error.downcast_ref::<context::Usage>().is_some();
-            let locked = error.chain().any(|cause| {
-                matches!(
-                    cause.downcast_ref::<cairn_store::StoreError>(),
-                    Some(
-                        cairn_store::StoreError::KeySlotLocked(_)
-                            | cairn_store::StoreError::Locked { .. }
-                            | cairn_store::StoreError::ReadKeyMissing { .. }
-                    )
-                )
-            });
-            ExitCode::from(if conflict {
-                exit::CONFLICT
-            } else if locked {
-                exit::LOCKED
-            } else if usage {
-                exit::USAGE
-            } else {
-                exit::ERROR
-            })
+            let failure = output::Failure::of(&error);
+            failure.print(&error, json);
+            ExitCode::from(failure.exit_code)
         }
     }
 }

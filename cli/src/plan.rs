@@ -1,7 +1,9 @@
 //! The plan file (`cairn.toml`): the nightly job as one declarative file.
-//! Owns its format and its validation, naming each mistake with its line;
-//! turns a valid plan into the same options the flags give. Never runs
-//! anything: hooks are run by the backup command.
+//! Owns its format and its validation, naming each mistake with its line
+//! (the shape first, in `plan_shape.rs`, then the meaning here); turns a
+//! valid plan into the same options the flags give. Never runs anything:
+//! hooks are run by the backup command. The format is documented in
+//! `docs/PLAN.md`.
 //!
 //! ```toml
 //! repository = "/backups/repo"     # or repositories = ["/backups/repo",
@@ -275,6 +277,15 @@ fn load_checking(path: &Path, check_paths: bool) -> Result<Plan, Vec<String>> {
         let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
         format!("{}:{line}", path.display())
     };
+    // Every unknown key, wrong type and missing key first, in one run;
+    // the typed parse below would stop at the first.
+    let shape = crate::plan_shape::check(&text);
+    if !shape.is_empty() {
+        return Err(shape
+            .into_iter()
+            .map(|(line, what)| format!("{}:{line}: {what}", path.display()))
+            .collect());
+    }
     let file: PlanFile = toml::from_str(&text).map_err(|error| {
         let place = error
             .span()
@@ -485,6 +496,37 @@ fn load_checking(path: &Path, check_paths: bool) -> Result<Plan, Vec<String>> {
         restore_hooks,
         app_version: file.app_version.map(Spanned::into_inner),
     })
+}
+
+/// The repositories a plan file names (`repository` and `repositories`,
+/// relative directories resolved against the plan's folder), read even
+/// from a plan with mistakes elsewhere, so `plan check` can try to open
+/// each.
+pub fn named_repositories(path: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let one = table.get("repository").and_then(toml::Value::as_str);
+    let many = table
+        .get("repositories")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_str);
+    one.into_iter()
+        .chain(many)
+        .map(|given| {
+            if given.starts_with("s3://") || Path::new(given).is_absolute() {
+                given.to_string()
+            } else {
+                base.join(given).display().to_string()
+            }
+        })
+        .collect()
 }
 
 /// Why a component's path will not do, if it will not.

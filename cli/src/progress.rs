@@ -1,18 +1,34 @@
 //! Progress of any long operation, for people and programs: a bar on a
 //! terminal (phase, component, bytes, items, rate, time left), JSON lines on
-//! stderr with `--json`, nothing otherwise. Renders what the library reports
+//! stderr with `--json`, nothing otherwise unless `--progress` asks (then a
+//! line of text every few seconds). Renders what the library reports
 //! through [`cairn_store::progress::Progress`]; decides nothing itself.
 
 use cairn_store::progress::{Amount, Phase, Progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// `--progress`: report even when stderr is not a terminal. Set once by
+/// `main` from the global flag, so every command's progress obeys it.
+static FORCED: AtomicBool = AtomicBool::new(false);
+
+/// How often a line of text is written with `--progress` on a
+/// non-terminal (a log file, journald).
+const TEXT_LINE_INTERVAL: Duration = Duration::from_secs(5);
+
+pub fn force(forced: bool) {
+    FORCED.store(forced, Ordering::Relaxed);
+}
 use std::time::{Duration, Instant};
 
 pub struct CliProgress {
     bar: Option<ProgressBar>,
     json: bool,
+    /// Lines of text, for `--progress` where stderr is no terminal.
+    text: bool,
+    started: Instant,
     state: Mutex<State>,
     items_total: AtomicU64,
     items_done: AtomicU64,
@@ -29,9 +45,10 @@ struct State {
 
 impl CliProgress {
     /// A bar when stderr is a terminal and `--json` is off; JSON lines with
-    /// `--json`; otherwise silent.
+    /// `--json`; lines of text with `--progress`; otherwise silent.
     pub fn new(json: bool) -> Self {
-        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (!json && terminal).then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
@@ -39,11 +56,16 @@ impl CliProgress {
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
+            // Redrawn while nothing advances (a slow `pg_dump`), so the
+            // time and the component stay current.
+            bar.enable_steady_tick(Duration::from_millis(500));
             bar
         });
         CliProgress {
             bar,
             json,
+            text: !json && !terminal && FORCED.load(Ordering::Relaxed),
+            started: Instant::now(),
             state: Mutex::new(State {
                 phase: None,
                 component: None,
@@ -77,7 +99,42 @@ impl CliProgress {
         self.state().phase.map_or("items", Phase::unit)
     }
 
+    /// `--progress` on a non-terminal: `PHASE COMPONENT: DONE/TOTAL, N/M
+    /// UNIT, RATE/s, eta Ns`, at most every few seconds.
+    fn text_line(&self, force: bool) {
+        if !self.text {
+            return;
+        }
+        let mut last = self
+            .last_line
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if !force && last.elapsed() < TEXT_LINE_INTERVAL {
+            return;
+        }
+        *last = Instant::now();
+        let done = self.bytes_done.load(Ordering::Relaxed);
+        let total = self.bytes_total.load(Ordering::Relaxed);
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = (done as f64 / seconds) as u64;
+        let eta = match (total > done, rate) {
+            (true, 1..) => format!(", eta {}s", (total - done) / rate),
+            _ => String::new(),
+        };
+        eprintln!(
+            "cairn: progress: {}: {}/{}, {}/{} {}, {}/s{eta}",
+            self.prefix(),
+            crate::output::bytes(done),
+            crate::output::bytes(total),
+            self.items_done.load(Ordering::Relaxed),
+            self.items_total.load(Ordering::Relaxed),
+            self.unit(),
+            crate::output::bytes(rate),
+        );
+    }
+
     fn json_line(&self, force: bool) {
+        self.text_line(force);
         if !self.json {
             return;
         }

@@ -84,6 +84,9 @@ fn parse_labels(args: &BackupArgs) -> Result<BTreeMap<String, String>> {
 }
 
 pub fn run(context: &Context, args: &BackupArgs) -> Result<u8> {
+    crate::interrupt::say_on_interrupt(
+        "nothing was committed (no snapshot written); packs already written are reused by the next run",
+    );
     let Ok(plan) = super::plan::load_if_given(args.plan.as_deref()) else {
         return Ok(exit::ERROR);
     };

@@ -16,6 +16,9 @@ use cairn_store::ops::copy::{
 use serde_json::json;
 
 pub fn run(context: &Context, args: &CopyArgs) -> Result<u8> {
+    crate::interrupt::say_on_interrupt(
+        "snapshots already copied are kept; the next copy stores only what the target still lacks",
+    );
     let source = context.open_repository_at(&args.from)?;
     let target = context.open_repository_at(&args.to)?;
     check_distinct(&source, &target)?;

@@ -27,7 +27,8 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
     }
     let options = ForgetOptions {
         policy,
-        group_by: parse_group_by(&args.group_by)?,
+        group_by: parse_group_by(&args.group_by)
+            .map_err(|error| crate::context::Usage::flag("--group-by", &args.group_by, error))?,
         explicit: args.snapshots.clone(),
         dry_run: args.dry_run,
         allow_empty: args.allow_empty,
@@ -100,9 +101,11 @@ fn policy(args: &ForgetArgs) -> Result<Policy> {
     let keep_within = args
         .keep_within
         .as_deref()
-        .map(parse_keep_within)
-        .transpose()
-        .map_err(|error| anyhow!("--keep-within: {error}"))?;
+        .map(|text| {
+            parse_keep_within(text)
+                .map_err(|error| crate::context::Usage::flag("--keep-within", text, error))
+        })
+        .transpose()?;
     Ok(Policy {
         keep_last: args.keep_last,
         keep_hourly: args.keep_hourly,

@@ -8,6 +8,7 @@ mod drill;
 mod dump;
 mod find;
 mod forget;
+mod generated;
 mod init;
 mod key;
 pub(crate) mod ls;
@@ -55,6 +56,8 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Key(command) => key::run(context, &command),
         Command::Serve(args) => crate::serve::run(context, &args),
         Command::Tag(args) => tag::run(context, &args),
+        Command::Completions { shell } => generated::completions(shell),
+        Command::Man { output } => generated::man_pages(&output),
     }
 }
 
@@ -143,7 +146,7 @@ pub fn warn_rolled_back(rolled_back: &[cairn_store::ops::rollback::RolledBack]) 
 /// what the error says was expected.
 pub fn split_spec<'a>(flag: &str, spec: &'a str, form: &str) -> anyhow::Result<(&'a str, &'a str)> {
     spec.split_once('=')
-        .ok_or_else(|| anyhow::anyhow!("{flag} {spec:?}: expected {form}"))
+        .ok_or_else(|| crate::context::Usage(format!("{flag} {spec:?}: expected {form}")).into())
 }
 
 /// The line `snapshots` and `verify` start with: which kind of repository

@@ -1,26 +1,30 @@
 //! `cairn prune`: the plan, or the plan carried out, in words or JSON.
 
 use crate::args::{PruneArgs, PruneTuning};
-use crate::context::Context;
+use crate::context::{Context, Usage};
 use crate::exit;
 use crate::output::bytes;
 use crate::progress::CliProgress;
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use cairn_store::StoreError;
 use cairn_store::index::{IndexCache, MemoryIndex};
 use cairn_store::ops::prune::{MaxUnused, PackUse, PruneOptions, PruneOutcome, parse_grace, prune};
 use serde_json::json;
 
 pub fn run(context: &Context, args: &PruneArgs) -> Result<u8> {
+    crate::interrupt::say_on_interrupt(
+        "every snapshot is intact (a prune deletes only data no snapshot needs); run prune again to finish",
+    );
     let options = options(&args.tuning, args.dry_run)?;
     run_with(context, &options)
 }
 
 /// Parses the flags a prune shares with `forget --prune`.
 pub fn options(tuning: &PruneTuning, dry_run: bool) -> Result<PruneOptions> {
-    let grace = parse_grace(&tuning.grace).map_err(|error| anyhow!("--grace {error}"))?;
-    let max_unused =
-        MaxUnused::parse(&tuning.max_unused).map_err(|error| anyhow!("--max-unused {error}"))?;
+    let grace =
+        parse_grace(&tuning.grace).map_err(|error| Usage::flag("--grace", &tuning.grace, error))?;
+    let max_unused = MaxUnused::parse(&tuning.max_unused)
+        .map_err(|error| Usage::flag("--max-unused", &tuning.max_unused, error))?;
     Ok(PruneOptions {
         grace,
         max_unused,

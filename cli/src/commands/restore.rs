@@ -177,7 +177,10 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
     let max_age = args
         .max_age
         .as_deref()
-        .map(|text| parse_duration(text).map_err(|error| anyhow!("--max-age: {error}")))
+        .map(|text| {
+            parse_duration(text)
+                .map_err(|error| crate::context::Usage::flag("--max-age", text, error))
+        })
         .transpose()?;
     let selection = selection(args)?;
     let locations = context.repository_locations()?;
@@ -215,7 +218,10 @@ pub fn run(context: &Context, args: &RestoreArgs) -> Result<u8> {
         at: args
             .at
             .as_deref()
-            .map(|text| parse_point_in_time(text).map_err(|error| anyhow!("--at: {error}")))
+            .map(|text| {
+                parse_point_in_time(text)
+                    .map_err(|error| crate::context::Usage::flag("--at", text, error))
+            })
             .transpose()?,
         filter: restore_filter(args, plan_file.as_ref()),
     };

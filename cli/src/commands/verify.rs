@@ -6,7 +6,6 @@ use crate::exit;
 use crate::output::bytes;
 use crate::progress::CliProgress;
 use anyhow::Result;
-use anyhow::anyhow;
 use cairn_store::Repository;
 use cairn_store::index::IndexCache;
 use cairn_store::ops::verify::{
@@ -28,7 +27,8 @@ pub(crate) fn audit(
     let trusted = context.trusted_keys(repository)?;
     let data = match (&args.read_data_subset, args.read_data) {
         (Some(spec), _) => DataCheck::Subset(
-            Subset::parse(spec).map_err(|error| anyhow!("--read-data-subset {error}"))?,
+            Subset::parse(spec)
+                .map_err(|error| crate::context::Usage::flag("--read-data-subset", spec, error))?,
         ),
         (None, true) => DataCheck::All,
         (None, false) => DataCheck::None,
@@ -70,6 +70,7 @@ fn reads_data(args: &VerifyArgs) -> bool {
 }
 
 pub fn run(context: &Context, args: &VerifyArgs) -> Result<u8> {
+    crate::interrupt::say_on_interrupt("nothing was changed (verify only reads)");
     if context.repository_locations()?.len() > 1 {
         return run_on_each(context, args);
     }

@@ -95,6 +95,7 @@ pub fn list_entries(
         return Err(StoreError::ComponentNotFound {
             name: name.into(),
             snapshot: snapshot.into(),
+            existing: body.component_names(),
         });
     }
     listed.sort_by(|a, b| a.path.cmp(&b.path));

@@ -23,7 +23,7 @@ use crate::format::keys::PublicKey;
 use crate::format::manifest::SnapshotBody;
 use crate::id::Id;
 use crate::ops::annotate::{Annotations, read_annotations};
-use crate::repository::{Repository, SkippedSnapshot, latest_not_found};
+use crate::repository::{Repository, SkippedSnapshot, no_latest};
 
 /// What a chosen snapshot must be. Empty lists allow anything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -172,7 +172,7 @@ pub fn select(
         });
     }
     if trusted_count == 0 {
-        return Err(StoreError::SnapshotNotFound(latest_not_found(&skipped)));
+        return Err(no_latest(&skipped));
     }
     let scope = match filter.describe() {
         described if described.is_empty() => String::new(),

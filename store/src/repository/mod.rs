@@ -524,8 +524,22 @@ impl Repository {
         }
         let ids = self.list_ids(ObjectKind::Snapshot)?;
         let prefix = spec.to_ascii_lowercase();
-        if prefix.len() < 4 || !prefix.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            return Err(StoreError::SnapshotNotFound(spec.into()));
+        if !prefix.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(StoreError::BadSnapshotSpec {
+                spec: spec.into(),
+                rule: format!(
+                    "not a snapshot id: give `latest` or at least {MIN_SNAPSHOT_PREFIX} hex digits of an id"
+                ),
+            });
+        }
+        if prefix.len() < MIN_SNAPSHOT_PREFIX {
+            return Err(StoreError::BadSnapshotSpec {
+                spec: spec.into(),
+                rule: format!(
+                    "a snapshot prefix needs at least {MIN_SNAPSHOT_PREFIX} hex digits (this has {})",
+                    prefix.len()
+                ),
+            });
         }
         let matching: Vec<Id> = ids
             .into_iter()
@@ -608,7 +622,7 @@ impl Repository {
                 "a matching snapshot taken at or before {}",
                 at.map(|at| at.to_string()).unwrap_or_default()
             ))),
-            None => Err(StoreError::SnapshotNotFound(latest_not_found(&skipped))),
+            None => Err(no_latest(&skipped)),
         }
     }
 
@@ -668,6 +682,10 @@ impl Repository {
 /// an hour; a snapshot dated further ahead would stay `latest` until then.
 pub const FUTURE_TOLERANCE_SECONDS: i64 = 3600;
 
+/// The fewest hex digits of a snapshot id that name it: shorter prefixes
+/// match too much by chance to be typed safely.
+pub const MIN_SNAPSHOT_PREFIX: usize = 4;
+
 /// A manifest `latest` passed over, and why.
 pub type SkippedSnapshot = (Id, String);
 
@@ -679,19 +697,20 @@ pub struct LatestCandidate {
     pub body: SnapshotBody,
 }
 
-/// What "latest" could not be resolved to, saying what was passed over.
-pub fn latest_not_found(skipped: &[SkippedSnapshot]) -> String {
+/// The error for a `latest` that found nothing: no snapshot at all, or
+/// none trusted, saying how many were passed over and why.
+pub fn no_latest(skipped: &[SkippedSnapshot]) -> StoreError {
     if skipped.is_empty() {
-        return "latest".into();
+        return StoreError::SnapshotNotFound("latest".into());
     }
-    format!(
-        "latest (no trusted snapshot of this repository; passed over: {})",
-        skipped
+    StoreError::NoTrustedSnapshot {
+        passed_over: skipped.len(),
+        reasons: skipped
             .iter()
             .map(|(id, why)| format!("{id}: {why}"))
             .collect::<Vec<_>>()
-            .join("; ")
-    )
+            .join("; "),
+    }
 }
 
 impl Repository {

@@ -195,16 +195,18 @@ pub fn backup_to_each(
         }
     }
     let params = destinations[primary].repository.chunker_params()?;
+    // The phase begins before the databases are copied and the commands
+    // run, so a slow `pg_dump` shows as its component's name, not silence.
+    progress.phase(Phase::Backup, Amount::default());
     let fan_out = FanOut::new(writers);
 
     // Databases are copied before anything is stored, so one that cannot
     // be read fails the backup with the repositories untouched.
     let sources = Sources {
         components: &options.components,
-        prepared: prepare_components(&options.components, options.staging.as_deref())?,
+        prepared: prepare_components(&options.components, options.staging.as_deref(), progress)?,
         excludes,
     };
-    progress.phase(Phase::Backup, Amount::default());
     let reporter = Reporter::new(progress);
     let primary_destination = &destinations[primary];
     let walk = Walk::new(

@@ -16,6 +16,7 @@ use super::sources::{ComponentSource, SourceKind};
 use crate::error::{Result, StoreError};
 use crate::format::manifest::ComponentKind;
 use crate::ops::hooks::{Hook, HookFailure};
+use crate::progress::Progress;
 use std::path::Path;
 
 /// The components to read, each prepared and with its excludes compiled.
@@ -47,6 +48,7 @@ pub(super) enum Prepared {
 pub(super) fn prepare_components(
     components: &[ComponentSource],
     staging: Option<&Path>,
+    progress: &dyn Progress,
 ) -> Result<Vec<Prepared>> {
     let mut prepared = Vec::new();
     for source in components {
@@ -64,6 +66,7 @@ pub(super) fn prepare_components(
         match &source.kind {
             SourceKind::Files => prepared.push(Prepared::AsGiven),
             SourceKind::Sqlite => {
+                progress.component(&source.name);
                 let file_name = source.path.file_name().ok_or_else(|| {
                     in_component(StoreError::Invalid("a database must be a file".into()))
                 })?;
@@ -80,6 +83,7 @@ pub(super) fn prepare_components(
                 ));
             }
             SourceKind::Command(command) => {
+                progress.component(&source.name);
                 let directory = temporary()?;
                 let output = directory.path().join(&source.name);
                 match run_command(command, &output) {
@@ -127,6 +131,7 @@ fn run_command(command: &str, output: &Path) -> std::result::Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::NoProgress;
     use std::fs;
 
     fn command(name: &str, command: &str) -> ComponentSource {
@@ -137,7 +142,8 @@ mod tests {
 
     #[test]
     fn a_command_output_becomes_the_component_file() {
-        let prepared = prepare_components(&[command("dump", "printf 'rows'")], None).unwrap();
+        let prepared =
+            prepare_components(&[command("dump", "printf 'rows'")], None, &NoProgress).unwrap();
         let [Prepared::Made(directory, walked, kind, _)] = &prepared[..] else {
             panic!("the command should have made a file");
         };
@@ -157,6 +163,7 @@ mod tests {
                 command("fine", "true"),
             ],
             None,
+            &NoProgress,
         )
         .unwrap();
         match &prepared[0] {
@@ -183,7 +190,8 @@ mod tests {
             .unwrap();
         let mut database = ComponentSource::new("app", &path);
         database.kind = SourceKind::Sqlite;
-        let prepared = prepare_components(std::slice::from_ref(&database), None).unwrap();
+        let prepared =
+            prepare_components(std::slice::from_ref(&database), None, &NoProgress).unwrap();
         let [Prepared::Made(_directory, copy, ComponentKind::Sqlite, _)] = &prepared[..] else {
             panic!("a database is copied");
         };
@@ -194,6 +202,6 @@ mod tests {
         assert_eq!(x, 42);
 
         database.path = directory.path().join("absent.db");
-        assert!(prepare_components(&[database], None).is_err());
+        assert!(prepare_components(&[database], None, &NoProgress).is_err());
     }
 }

@@ -709,7 +709,7 @@ mod tests {
         let reporter = Reporter::new(&sink);
         let sources = Sources {
             components,
-            prepared: prepare_components(components, None).unwrap(),
+            prepared: prepare_components(components, None, &crate::progress::NoProgress).unwrap(),
             excludes: components
                 .iter()
                 .map(exclusion_set)

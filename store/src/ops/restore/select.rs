@@ -105,6 +105,7 @@ pub fn select_components<'a>(
             return Err(StoreError::ComponentNotFound {
                 name: name.clone(),
                 snapshot: snapshot.into(),
+                existing: body.component_names(),
             });
         }
     }
