@@ -4,7 +4,10 @@
 
 use crate::args::GlobalArgs;
 use anyhow::{Context as _, Result, anyhow, bail};
-use cairn_store::backend::{Backend, S3Options, open_backend};
+use cairn_store::backend::{
+    AsOfBackend, Backend, NoDeleteBackend, S3Backend, S3Location, S3Options, open_backend,
+    parse_as_of,
+};
 use cairn_store::format::keys::{PublicKey, SigningKey};
 use cairn_store::index::{OpenedIndex, open_index};
 use cairn_store::keystore::{
@@ -76,12 +79,41 @@ impl Context {
         Ok((!is_s3(location)).then(|| Path::new(location)))
     }
 
-    /// The backend for `location` with this command line's S3 options.
-    pub fn backend_at(&self, location: &str) -> Result<Arc<dyn Backend>> {
-        let options = S3Options {
+    fn s3_options(&self) -> S3Options {
+        S3Options {
             endpoint: self.global.s3_endpoint.clone(),
+        }
+    }
+
+    /// The backend for `location` with this command line's S3 options:
+    /// read as of `--as-of` (read-only), deletes refused with `--no-delete`.
+    pub fn backend_at(&self, location: &str) -> Result<Arc<dyn Backend>> {
+        let backend: Arc<dyn Backend> = match &self.global.as_of {
+            Some(time) => Arc::new(AsOfBackend::open(
+                self.s3_backend_at(location, "--as-of")?,
+                parse_as_of(time)?,
+            )?),
+            None => open_backend(location, &self.s3_options())?,
         };
-        Ok(open_backend(location, &options)?)
+        Ok(match self.global.no_delete {
+            true => Arc::new(NoDeleteBackend::new(backend)),
+            false => backend,
+        })
+    }
+
+    /// The S3 backend itself, for what only S3 does (versions, Object
+    /// Lock); `what` names the flag or command that needs it.
+    pub fn s3_backend_at(&self, location: &str, what: &str) -> Result<S3Backend> {
+        if !is_s3(location) {
+            return Err(Usage(format!(
+                "{what} works on s3:// repositories (in a versioned bucket); {location} is not one"
+            ))
+            .into());
+        }
+        Ok(S3Backend::open(
+            S3Location::parse(location)?,
+            &self.s3_options(),
+        )?)
     }
 
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {

@@ -7,6 +7,7 @@ mod drill;
 mod forget;
 mod init;
 mod key;
+mod lock;
 mod ls;
 mod plan;
 mod prune;
@@ -42,6 +43,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Drill(args) => drill::run(context, &args),
         Command::Cat(args) => cat::run(context, &args),
         Command::Key(command) => key::run(context, &command),
+        Command::Lock(command) => lock::run(context, &command),
     }
 }
 
