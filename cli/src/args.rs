@@ -50,6 +50,18 @@ pub struct GlobalArgs {
     /// http://127.0.0.1:9000); Amazon S3 when not given.
     #[arg(long, global = true, env = "CAIRN_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
+    /// s3:// repositories in a versioned bucket: open the repository as it
+    /// was at TIME (RFC 3339, e.g. 2026-12-06T13:00:00Z), reading the newest
+    /// version of each object at or before it and ignoring later delete
+    /// markers; read-only (restore, verify, ls, snapshots, cat). With
+    /// `repair undelete`: the time to go back to.
+    #[arg(long, global = true, value_name = "TIME")]
+    pub as_of: Option<String>,
+    /// Never delete anything in the repository: every delete is refused,
+    /// as a backup host's credentials without delete permission would
+    /// (docs/S3.md). Backups need none.
+    #[arg(long, global = true, env = "CAIRN_NO_DELETE")]
+    pub no_delete: bool,
     /// Hold uploads to every repository to RATE (KiB/s, or with a unit:
     /// 512KiB, 4MiB, 1GiB).
     #[arg(long, global = true, env = "CAIRN_LIMIT_UPLOAD", value_name = "RATE",
@@ -201,6 +213,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         output: PathBuf,
     },
+    /// S3 Object Lock of a repository made with `init --object-lock`.
+    #[command(subcommand)]
+    Lock(LockCommand),
 }
 
 #[derive(Args)]
@@ -240,6 +255,18 @@ pub struct ServeArgs {
     /// [default: its directory's name].
     #[arg(long, value_name = "NAME", conflicts_with = "plan")]
     pub name: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum LockCommand {
+    /// Retain every object a kept snapshot may need (all but packs a
+    /// deletion mark names, and the marks) until at least DAYS from now.
+    /// Run it from the maintenance role, more often than DAYS.
+    Extend {
+        /// Days from now [default: the repository's --object-lock DAYS].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        days: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -665,6 +692,16 @@ pub struct InitArgs {
     /// Maximum chunk size in bytes.
     #[arg(long, default_value_t = 65536)]
     pub chunk_max: u32,
+    /// s3:// only: create (or set up) the bucket with versioning and S3
+    /// Object Lock, every object retained at least DAYS after it is written
+    /// (recorded in the config; `cairn lock extend` keeps live data locked).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub object_lock: Option<u32>,
+    /// With --object-lock: governance (a role allowed to bypass it may
+    /// still delete) or compliance (nobody can, not even the account root).
+    #[arg(long, value_name = "MODE", requires = "object_lock", default_value = "governance",
+          value_parser = ["governance", "compliance"])]
+    pub lock_mode: String,
     /// zstd level for compressible chunks (1 = fastest, 19 = smallest).
     #[arg(long, default_value_t = cairn_store::format::config::DEFAULT_ZSTD_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub compression_level: i32,
@@ -904,6 +941,10 @@ pub enum RepairCommand {
         #[arg(long)]
         read_data: bool,
     },
+    /// s3:// repositories in a versioned bucket: put back the objects delete
+    /// markers hide, by removing the markers (with --as-of TIME, only those
+    /// made after TIME, for objects that existed then).
+    Undelete,
 }
 
 #[derive(Args)]

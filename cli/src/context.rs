@@ -5,8 +5,8 @@
 use crate::args::GlobalArgs;
 use anyhow::{Context as _, Result, anyhow, bail};
 use cairn_store::backend::{
-    Backend, HttpBackend, HttpOptions, RateLimits, S3Location, S3Options, open_backend_limited,
-    redact_location,
+    AsOfBackend, Backend, HttpBackend, HttpOptions, NoDeleteBackend, RateLimits, S3Backend,
+    S3Location, S3Options, open_backend_limited, parse_as_of, redact_location,
 };
 use cairn_store::format::keys::{PublicKey, SigningKey};
 use cairn_store::index::{OpenedIndex, open_index};
@@ -90,20 +90,33 @@ impl Context {
         Ok((!is_remote(location)).then(|| Path::new(location)))
     }
 
-    /// The backend for `location` with this command line's S3 options; a
-    /// served repository signs its requests with this host's key.
-    pub fn backend_at(&self, location: &str) -> Result<Arc<dyn Backend>> {
-        if cairn_store::backend::is_served(location) {
-            return self.served_backend(location);
-        }
-        let options = S3Options {
+    fn s3_options(&self) -> S3Options {
+        S3Options {
             endpoint: self.global.s3_endpoint.clone(),
-        };
+        }
+    }
+
+    /// The backend for `location` with this command line's options: a
+    /// served repository signs its requests with this host's key; read as
+    /// of `--as-of` (read-only); deletes refused with `--no-delete`;
+    /// transfers held to `--limit-upload`/`--limit-download`.
+    pub fn backend_at(&self, location: &str) -> Result<Arc<dyn Backend>> {
         let limits = RateLimits {
             upload: self.global.limit_upload,
             download: self.global.limit_download,
         };
-        Ok(open_backend_limited(location, &options, limits)?)
+        let backend: Arc<dyn Backend> = match &self.global.as_of {
+            Some(time) => Arc::new(AsOfBackend::open(
+                self.s3_backend_at(location, "--as-of")?,
+                parse_as_of(time)?,
+            )?),
+            None if cairn_store::backend::is_served(location) => self.served_backend(location)?,
+            None => open_backend_limited(location, &self.s3_options(), limits)?,
+        };
+        Ok(match self.global.no_delete {
+            true => Arc::new(NoDeleteBackend::new(backend)),
+            false => backend,
+        })
     }
 
     /// A repository a `cairn serve` serves: its requests are signed with
@@ -148,6 +161,21 @@ impl Context {
             extra_root_certificates,
         };
         Ok(Arc::new(HttpBackend::open(location, key, &options)?))
+    }
+
+    /// The S3 backend itself, for what only S3 does (versions, Object
+    /// Lock); `what` names the flag or command that needs it.
+    pub fn s3_backend_at(&self, location: &str, what: &str) -> Result<S3Backend> {
+        if !is_s3(location) {
+            return Err(Usage(format!(
+                "{what} works on s3:// repositories (in a versioned bucket); {location} is not one"
+            ))
+            .into());
+        }
+        Ok(S3Backend::open(
+            S3Location::parse(location)?,
+            &self.s3_options(),
+        )?)
     }
 
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {

@@ -5,6 +5,8 @@ use crate::context::Context;
 use crate::exit;
 use anyhow::{Context as _, Result};
 use cairn_chunker::ChunkerParams;
+use cairn_store::backend::LockMode;
+use cairn_store::format::config::ObjectLockConfig;
 use cairn_store::ops::init::{Encryption, InitOptions, KeyChoice, Settings, init};
 use serde_json::json;
 
@@ -42,6 +44,22 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         )?),
     };
     let local_path = context.local_repository()?;
+    let object_lock = match args.object_lock {
+        Some(days) => {
+            let mode = LockMode::parse(&args.lock_mode)
+                .ok_or_else(|| anyhow::anyhow!("--lock-mode {:?}", args.lock_mode))?;
+            let s3 = context.s3_backend_at(location, "--object-lock")?;
+            // Before anything is written: the config's own object is then
+            // retained like every other.
+            s3.ensure_object_lock(days, mode)
+                .context("setting up the bucket's Object Lock")?;
+            Some(ObjectLockConfig {
+                mode: mode.name().into(),
+                days,
+            })
+        }
+        None => None,
+    };
     let made = init(InitOptions {
         backend: context.backend()?,
         local_path,
@@ -60,6 +78,7 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
         },
         config_directory: &config_directory,
         like_keys: like.as_ref().and_then(|like| like.keys()),
+        object_lock: object_lock.clone(),
         encryption: match (&args.recipient, &passphrase) {
             (Some(recipient), _) => Encryption::Recipient(recipient_key(recipient)?),
             (None, Some(passphrase)) => Encryption::Passphrase {
@@ -89,6 +108,7 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
             "like": args.like,
             "encrypted": repository.is_encrypted(),
             "encryption_public_key": repository.config().encryption.as_ref().map(|e| e.public_key.clone()),
+            "object_lock": object_lock.as_ref().map(|lock| json!({"mode": lock.mode, "days": lock.days})),
         }))?;
     } else {
         println!("created repository {location}");
@@ -116,6 +136,13 @@ pub fn run(context: &Context, args: &InitArgs) -> Result<u8> {
             params.min_size, params.avg_size, params.max_size
         );
         println!("  compression zstd level {compression_level}");
+        if let Some(lock) = &object_lock {
+            println!(
+                "  object lock {} mode, every object retained {} day(s) (run `cairn lock extend` \
+                 from the maintenance role to keep live data locked)",
+                lock.mode, lock.days
+            );
+        }
         if let Some(like) = &args.like {
             println!("  settings    taken from {like} (copies between the two stay deduplicated)");
         }

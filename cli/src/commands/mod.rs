@@ -11,6 +11,7 @@ mod forget;
 mod generated;
 mod init;
 mod key;
+mod lock;
 pub(crate) mod ls;
 mod mount;
 pub(crate) mod plan;
@@ -58,6 +59,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Tag(args) => tag::run(context, &args),
         Command::Completions { shell } => generated::completions(shell),
         Command::Man { output } => generated::man_pages(&output),
+        Command::Lock(command) => lock::run(context, &command),
     }
 }
 

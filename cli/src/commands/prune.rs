@@ -184,6 +184,12 @@ pub fn report_json(outcome: &PruneOutcome, dry_run: bool) -> serde_json::Value {
         "bytes_marked": plan.bytes_marked(),
         "bytes_to_rewrite": plan.bytes_to_rewrite(),
         "packs_deleted": outcome.packs_deleted,
+        "packs_not_yet": outcome.not_yet.iter()
+            .map(|(id, until)| json!({
+                "pack": id.to_hex(),
+                "retained_until": until.map(utc_time),
+            }))
+            .collect::<Vec<_>>(),
         "index_files_written": outcome.index_files_written,
         "index_files_removed": outcome.index_files_removed,
         "marks_removed": outcome.marks_removed,
@@ -279,7 +285,23 @@ fn print_report(outcome: &PruneOutcome, dry_run: bool) {
                 .map(|mark| format!("; wrote mark {}", mark.short()))
                 .unwrap_or_default()
         );
+        if !outcome.not_yet.is_empty() {
+            let latest = outcome.not_yet.iter().filter_map(|(_, until)| *until).max();
+            println!(
+                "not yet: {} pack(s) still retained by S3 Object Lock{}; their marks stay and a \
+                 later prune deletes them",
+                outcome.not_yet.len(),
+                latest
+                    .map(|until| format!(" (the last until {})", utc_time(until)))
+                    .unwrap_or_default()
+            );
+        }
     }
+}
+
+/// A time as RFC 3339, in UTC.
+fn utc_time(time: std::time::SystemTime) -> String {
+    cairn_store::ops::common::rfc3339(time)
 }
 
 /// Index files shown by name before the rest are only counted.

@@ -17,7 +17,54 @@ pub fn run(context: &Context, command: &RepairCommand) -> Result<u8> {
     match command {
         RepairCommand::Index => index(context),
         RepairCommand::Snapshots { read_data } => snapshots(context, *read_data),
+        RepairCommand::Undelete => undelete(context),
     }
+}
+
+/// Removes the delete markers that hide repository objects, then opens the
+/// repository the ordinary way to show it is whole again.
+fn undelete(context: &Context) -> Result<u8> {
+    let location = context.repository_location()?;
+    let s3 = context.s3_backend_at(location, "repair undelete")?;
+    let as_of = match &context.global.as_of {
+        Some(time) => Some(cairn_store::backend::parse_as_of(time)?),
+        None => None,
+    };
+    let undeleted = s3.undelete(as_of)?;
+    let mut counts: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (kind, _) in &undeleted.objects {
+        *counts.entry(kind.label()).or_default() += 1;
+    }
+    // Opened without --as-of: the repository as it now is.
+    let reopened = cairn_store::Repository::open(std::sync::Arc::new(s3));
+    let opens = reopened.as_ref().map_err(ToString::to_string);
+    if context.global.json {
+        crate::output::print_json(&json!({
+            "markers_removed": undeleted.markers_removed,
+            "objects_restored": undeleted.objects.len(),
+            "by_kind": counts,
+            "repository_opens": opens.is_ok(),
+            "open_error": opens.as_ref().err(),
+        }))?;
+    } else {
+        println!(
+            "removed {} delete marker(s); {} object(s) visible again",
+            undeleted.markers_removed,
+            undeleted.objects.len()
+        );
+        for (kind, count) in &counts {
+            println!("  {count} {kind}");
+        }
+        match &opens {
+            Ok(_) => println!("the repository opens; run `cairn verify` to check it whole"),
+            Err(error) => println!("the repository still does not open: {error}"),
+        }
+    }
+    Ok(if opens.is_ok() {
+        exit::SUCCESS
+    } else {
+        exit::DAMAGE
+    })
 }
 
 fn snapshots(context: &Context, read_data: bool) -> Result<u8> {

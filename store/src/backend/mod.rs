@@ -22,19 +22,24 @@ mod aws_credentials;
 pub mod http;
 mod local;
 mod memory;
+mod no_delete;
 mod s3;
 mod s3_settings;
+mod s3_versions;
 mod throttle;
 
 pub use http::{HttpBackend, HttpOptions};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use no_delete::NoDeleteBackend;
 pub use s3::{ConditionalPut, MULTIPART_THRESHOLD, S3Backend, S3Location, S3Options};
 pub use s3_settings::{S3Settings, SETTING_NAMES, redact_location};
+pub use s3_versions::{AsOfBackend, Extended, LockMode, ObjectVersion, Undeleted, parse_as_of};
 pub use throttle::{RateLimits, Throttled, parse_rate};
 
 use crate::error::{Result, StoreError};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// The backend for a repository location: `s3://bucket/prefix` is S3 (see
 /// [`S3Backend::open`] for credentials), anything else a local directory.
@@ -183,6 +188,16 @@ pub struct ObjectInfo {
     pub modified: Option<std::time::SystemTime>,
 }
 
+/// What [`Backend::purge`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purged {
+    /// The object and every stored version of it are gone.
+    Gone,
+    /// The storage refused: a retention (S3 Object Lock) still protects a
+    /// version. Not an error: a later prune finishes.
+    Retained,
+}
+
 /// Whether `create` wrote a new object or found one already there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Created {
@@ -245,6 +260,20 @@ pub trait Backend: Send + Sync {
     /// is not an error. The config kind lists `config` or nothing.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
 
-    /// Removes an object; removing an absent one is not an error.
+    /// Removes an object; removing an absent one is not an error. On a
+    /// versioned bucket the object is only hidden (a delete marker).
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
+
+    /// Until when the storage refuses to delete the object (S3 Object
+    /// Lock's retention), if it does; `None` where storage has no locks.
+    fn retained_until(&self, _kind: ObjectKind, _name: &str) -> Result<Option<SystemTime>> {
+        Ok(None)
+    }
+
+    /// Removes an object for good: every stored version of it, where
+    /// storage keeps versions. `Purged::Retained` if a retention refuses;
+    /// elsewhere the same as [`Backend::delete`].
+    fn purge(&self, kind: ObjectKind, name: &str) -> Result<Purged> {
+        self.delete(kind, name).map(|()| Purged::Gone)
+    }
 }

@@ -136,8 +136,11 @@ pub struct S3Options {
 }
 
 pub struct S3Backend {
-    store: AmazonS3,
-    runtime: tokio::runtime::Runtime,
+    pub(super) store: AmazonS3,
+    pub(super) runtime: tokio::runtime::Runtime,
+    /// What the raw calls of `s3_versions` (versions, Object Lock) need:
+    /// the bucket's URL and region as this client was set up.
+    pub(super) raw: super::s3_versions::RawAccess,
     location: S3Location,
     /// The region requests are signed for, named when the bucket is
     /// elsewhere.
@@ -243,6 +246,12 @@ impl S3Backend {
         } else if let Some(path_style) = settings.path_style {
             builder = builder.with_virtual_hosted_style_request(!path_style);
         }
+        let raw = super::s3_versions::RawAccess::new(
+            &location.bucket,
+            builder.get_config_value(&object_store::aws::AmazonS3ConfigKey::Region),
+            // The endpoint the repository's settings chose, as the client's.
+            endpoint.as_deref(),
+        )?;
         let store = builder.build().map_err(|error| {
             StoreError::Invalid(format!(
                 "repository {url}: cannot set up the S3 client: {error}"
@@ -259,6 +268,7 @@ impl S3Backend {
             runtime,
             storage_class: settings.storage_class.clone(),
             region,
+            raw,
             location,
             conditional_put: AtomicBool::new(true),
             probed: AtomicBool::new(false),
@@ -320,6 +330,10 @@ impl S3Backend {
         &self.location.bucket
     }
 
+    pub(super) fn location_prefix(&self) -> &str {
+        &self.location.prefix
+    }
+
     /// The key of the folder of `kind` (the prefix itself for `config`).
     fn folder(&self, kind: ObjectKind) -> String {
         let folder = match kind {
@@ -341,7 +355,7 @@ impl S3Backend {
         }
     }
 
-    fn path(&self, kind: ObjectKind, name: &str) -> Result<Path> {
+    pub(super) fn path(&self, kind: ObjectKind, name: &str) -> Result<Path> {
         check_name(kind, name)?;
         let folder = self.folder(kind);
         let relative = match kind {
@@ -424,6 +438,11 @@ impl S3Backend {
         bytes: &[u8],
         create_only: bool,
     ) -> Result<Option<Created>, object_store::Error> {
+        // A bucket under Object Lock with a default retention wants a
+        // Content-MD5 that object_store cannot send: such puts go raw.
+        if self.raw.content_md5() {
+            return self.put_with_md5(path.as_ref(), bytes, create_only);
+        }
         let mode = if create_only {
             PutMode::Create
         } else {
@@ -438,6 +457,10 @@ impl S3Backend {
             Ok(_) => Ok(Some(Created::New)),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Some(Created::AlreadyExisted)),
             Err(error) if create_only && is_unsupported(&error) => Ok(None),
+            Err(error) if needs_content_md5(&error) => {
+                self.raw.require_content_md5();
+                self.put_with_md5(path.as_ref(), bytes, create_only)
+            }
             Err(error) => Err(error),
         }
     }
@@ -521,6 +544,14 @@ fn is_no_such_bucket(error: &object_store::Error) -> bool {
 
 fn is_missing_object(error: &object_store::Error) -> bool {
     matches!(error, object_store::Error::NotFound { .. }) && !is_no_such_bucket(error)
+}
+
+/// Whether the service refused a put for want of a Content-MD5 (a bucket
+/// whose Object Lock sets a default retention).
+fn needs_content_md5(error: &object_store::Error) -> bool {
+    let text = chain(error);
+    text.contains("MissingUploadObjectWithObjectLockHeaders")
+        || (text.contains("Content-MD5") && text.contains("Object Lock"))
 }
 
 /// Whether the service rejected a conditional put as not implemented.
@@ -640,7 +671,9 @@ impl Backend for S3Backend {
             self.probe_conditional_put()?;
         }
         let what = format!("{} {name}", kind.label());
-        let multipart = bytes.len() > MULTIPART_THRESHOLD && kind != ObjectKind::Config;
+        let multipart = bytes.len() > MULTIPART_THRESHOLD
+            && kind != ObjectKind::Config
+            && !self.raw.content_md5();
         if !multipart && self.conditional_put.load(Ordering::Relaxed) {
             match self.put(&path, bytes, true) {
                 Ok(Some(created)) => return Ok(created),
@@ -787,6 +820,8 @@ impl Backend for S3Backend {
         Ok(objects)
     }
 
+    /// With versioning on, a delete only hides the object behind a delete
+    /// marker; [`Backend::purge`] removes its versions.
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
         let path = self.path(kind, name)?;
         match self.runtime.block_on(self.store.delete(&path)) {
@@ -796,6 +831,14 @@ impl Backend for S3Backend {
                 Err(self.failure("deleting", &format!("{} {name}", kind.label()), &error))
             }
         }
+    }
+
+    fn retained_until(&self, kind: ObjectKind, name: &str) -> Result<Option<SystemTime>> {
+        Ok(self.retention(kind, name)?.map(SystemTime::from))
+    }
+
+    fn purge(&self, kind: ObjectKind, name: &str) -> Result<super::Purged> {
+        self.purge_versions(kind, name)
     }
 }
 

@@ -49,6 +49,24 @@ pub struct RepositoryConfig {
     /// and the public key every writer encrypts to (FORMAT.md 4, 17).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionConfig>,
+    /// Present in repositories made with `init --object-lock` (FORMAT.md
+    /// 4.1): every object is retained by S3 Object Lock at least this long,
+    /// and prune waits for retention to end before it deletes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLockConfig>,
+}
+
+/// Longest retention `init --object-lock` takes: 100 years.
+pub const MAX_LOCK_DAYS: u32 = 36_500;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockConfig {
+    /// `governance` or `compliance`.
+    pub mode: String,
+    /// Days each object is retained from when it is written or extended,
+    /// 1 to [`MAX_LOCK_DAYS`].
+    pub days: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +115,7 @@ impl RepositoryConfig {
             pack_target_size: DEFAULT_PACK_TARGET_SIZE,
             sqlite_pages_per_chunk: Some(DEFAULT_SQLITE_PAGES_PER_CHUNK),
             encryption: None,
+            object_lock: None,
         }
     }
 
@@ -175,6 +194,16 @@ impl RepositoryConfig {
                 config.pack_target_size
             ));
         }
+        if let Some(lock) = &config.object_lock
+            && (!["governance", "compliance"].contains(&lock.mode.as_str())
+                || !(1..=MAX_LOCK_DAYS).contains(&lock.days))
+        {
+            return refuse(format!(
+                "object lock {:?} for {} days: the mode must be governance or compliance, the \
+                 days 1 to {MAX_LOCK_DAYS}",
+                lock.mode, lock.days
+            ));
+        }
         if let Some(pages) = config.sqlite_pages_per_chunk
             && !(1..=MAX_SQLITE_PAGES_PER_CHUNK).contains(&pages)
         {
@@ -206,6 +235,14 @@ mod tests {
         let mut odd = config.clone();
         odd.chunker.avg_size = 3;
         assert!(RepositoryConfig::decode(&odd.encode()).is_err());
+        let mut lock = config.clone();
+        lock.object_lock = Some(ObjectLockConfig {
+            mode: "compliance".into(),
+            days: 30,
+        });
+        assert_eq!(RepositoryConfig::decode(&lock.encode()).unwrap(), lock);
+        lock.object_lock.as_mut().unwrap().mode = "forever".into();
+        assert!(RepositoryConfig::decode(&lock.encode()).is_err());
         let mut pages = config.clone();
         pages.sqlite_pages_per_chunk = Some(0);
         assert!(RepositoryConfig::decode(&pages.encode()).is_err());

@@ -6,7 +6,7 @@
 
 use crate::backend::{Backend, ObjectKind};
 use crate::error::{Result, StoreError};
-use crate::format::config::RepositoryConfig;
+use crate::format::config::{ObjectLockConfig, RepositoryConfig};
 use crate::format::crypto::RepositoryKeys;
 use crate::format::keys::{PublicKey, generate_signing_key, public_key_of};
 use crate::format::keyslot::{KdfParams, KeySlot, SlotPayload};
@@ -66,6 +66,9 @@ pub struct InitOptions<'a> {
     /// With `--like` an encrypted repository: its keys, whose id key the
     /// new repository shares (blobs named alike in both).
     pub like_keys: Option<&'a RepositoryKeys>,
+    /// Recorded in the config (FORMAT.md 4.1); the caller has set up the
+    /// bucket's Object Lock already.
+    pub object_lock: Option<ObjectLockConfig>,
 }
 
 pub struct Initialised {
@@ -113,14 +116,34 @@ pub fn init(options: InitOptions) -> Result<Initialised> {
             Some(keys)
         }
     };
-    let repository = match options.settings {
-        Settings::Like(like) => {
-            Repository::init_like(options.backend, like, public_key, keys.as_ref())?
+    let repository = match (options.settings, options.object_lock) {
+        (Settings::Like(like), lock) => {
+            let config = RepositoryConfig {
+                object_lock: lock,
+                ..like.clone()
+            };
+            Repository::init_like(options.backend, &config, public_key, keys.as_ref())?
         }
-        Settings::Fresh {
-            chunker,
-            compression_level,
-        } => Repository::init(
+        (
+            Settings::Fresh {
+                chunker,
+                compression_level,
+            },
+            Some(lock),
+        ) => {
+            // The id is replaced by init_like; everything else is kept.
+            let mut config = RepositoryConfig::new(crate::id::Id([0; 32]), chunker);
+            config.compression.level = compression_level;
+            config.object_lock = Some(lock);
+            Repository::init_like(options.backend, &config, public_key, keys.as_ref())?
+        }
+        (
+            Settings::Fresh {
+                chunker,
+                compression_level,
+            },
+            None,
+        ) => Repository::init(
             options.backend,
             chunker,
             compression_level,
@@ -203,6 +226,7 @@ mod tests {
             config_directory: config,
             encryption: Encryption::Plaintext,
             like_keys: None,
+            object_lock: None,
         }
     }
 

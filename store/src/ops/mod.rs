@@ -20,6 +20,7 @@ pub mod hooks;
 pub mod init;
 pub mod keys;
 pub mod listing;
+pub mod lock;
 pub mod prune;
 pub mod repair;
 pub mod restore;

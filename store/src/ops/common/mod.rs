@@ -25,6 +25,15 @@ pub fn now_rfc3339() -> String {
     )
 }
 
+/// `time` as RFC 3339 in UTC, to the second (for messages); the epoch if
+/// it cannot be represented.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    jiff::Timestamp::try_from(time)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
 pub fn host_name() -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: the buffer is valid for its whole length; gethostname writes at

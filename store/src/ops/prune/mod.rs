@@ -34,7 +34,7 @@ mod survey;
 
 use survey::{Survey, copies_outside, count_use, read_index, survey};
 
-use crate::backend::ObjectKind;
+use crate::backend::{ObjectKind, Purged};
 use crate::error::{Result, StoreError};
 use crate::format::index::{IndexFile, PackEntry};
 use crate::format::keys::{PublicKey, SigningKey};
@@ -226,6 +226,10 @@ pub struct PruneOutcome {
     pub marks_removed: u64,
     pub mark_written: Option<Id>,
     pub repacked: WriterStatistics,
+    /// Packs due for deletion that S3 Object Lock still retains (with the
+    /// date, when known): not yet deleted, their marks kept, so a later
+    /// prune finishes. Never an error.
+    pub not_yet: Vec<(Id, Option<SystemTime>)>,
 }
 
 pub fn prune(
@@ -464,7 +468,27 @@ fn delete_due(
     if plan.due_marks.is_empty() {
         return Ok(());
     }
-    let deleting: HashSet<Id> = plan.delete.iter().map(|pack| pack.id).collect();
+    // Under Object Lock a pack still retained cannot go yet: it stays
+    // indexed, and the marks that name it stay for a later prune.
+    let locked = repository.config().object_lock.is_some();
+    if locked {
+        let now = SystemTime::now();
+        for pack in &plan.delete {
+            let until = repository
+                .backend()
+                .retained_until(ObjectKind::Pack, &pack.id.to_hex())?;
+            if until.is_some_and(|until| until > now) {
+                outcome.not_yet.push((pack.id, until));
+            }
+        }
+    }
+    let waiting: HashSet<Id> = outcome.not_yet.iter().map(|(id, _)| *id).collect();
+    let deleting: HashSet<Id> = plan
+        .delete
+        .iter()
+        .map(|pack| pack.id)
+        .filter(|id| !waiting.contains(id))
+        .collect();
     // Index files listing a deleted pack, or a pack already gone.
     let stale: HashSet<Id> = survey
         .listed_in
@@ -502,26 +526,54 @@ fn delete_due(
             outcome.index_files_written += 1;
         }
     }
-    for pack in &plan.delete {
-        repository
-            .backend()
-            .delete(ObjectKind::Pack, &pack.id.to_hex())?;
+    let backend = repository.backend();
+    for pack in plan
+        .delete
+        .iter()
+        .filter(|pack| deleting.contains(&pack.id))
+    {
+        let name = pack.id.to_hex();
+        if !locked {
+            backend.delete(ObjectKind::Pack, &name)?;
+        } else if backend.purge(ObjectKind::Pack, &name)? == Purged::Retained {
+            // Retained after all (a lock extended since the check): it is
+            // no longer indexed, but its mark stays and a later prune ends it.
+            outcome.not_yet.push((pack.id, None));
+            continue;
+        }
         outcome.packs_deleted += 1;
         progress.advance(Amount {
             bytes: pack.size,
             items: 1,
         });
     }
+    // Index files and marks must stop being seen now; under Object Lock
+    // one still retained is hidden behind a delete marker, and its version
+    // expires with the bucket's lifecycle rule (docs/S3.md).
+    let remove = |kind: ObjectKind, name: &str| -> Result<()> {
+        if locked && backend.purge(kind, name)? == Purged::Gone {
+            return Ok(());
+        }
+        backend.delete(kind, name)
+    };
     for file_id in stale.difference(&written) {
-        repository
-            .backend()
-            .delete(ObjectKind::Index, &file_id.to_hex())?;
+        remove(ObjectKind::Index, &file_id.to_hex())?;
         outcome.index_files_removed += 1;
     }
+    let waiting: HashSet<Id> = outcome.not_yet.iter().map(|(id, _)| *id).collect();
     for mark in &plan.due_marks {
-        repository
-            .backend()
-            .delete(ObjectKind::Deletion, &mark.to_hex())?;
+        let names_waiting = survey.marks.iter().any(|read| {
+            read.id == *mark
+                && read
+                    .mark
+                    .packs
+                    .iter()
+                    .any(|pack| waiting.contains(&pack.id))
+        });
+        if names_waiting {
+            continue;
+        }
+        remove(ObjectKind::Deletion, &mark.to_hex())?;
         outcome.marks_removed += 1;
     }
     Ok(())
