@@ -60,7 +60,7 @@ step() {
 }
 step "ls -l of one directory of $((files / 2)) files" ls -l "$work/mnt/latest/app/flat"
 step "second ls -l of it (kernel cache)" ls -l "$work/mnt/latest/app/flat"
-step "find over all $files files, with stat" find "$work/mnt/latest/app" -type f -size -1k
+step "find over all $files files, with stat" find "$work/mnt/latest/app" -type f -size -2k
 step "read every file of 10 directories" sh -c "cat $work/mnt/latest/app/tree/d000*/* | wc -c"
 step "du of the whole snapshot" du -s "$work/mnt/latest/app"
 echo "mount process: $(grep -c . "$work/mount.log") line(s) on stderr"
