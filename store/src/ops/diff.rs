@@ -196,6 +196,7 @@ pub fn diff_live(
         .ok_or_else(|| StoreError::ComponentNotFound {
             name: component.into(),
             snapshot: snapshot.into(),
+            existing: older.component_names(),
         })?;
     let metadata = std::fs::symlink_metadata(live)
         .map_err(|error| StoreError::io(format!("reading {}", live.display()), error))?;

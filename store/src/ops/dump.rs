@@ -65,6 +65,7 @@ pub fn dump(
             .ok_or_else(|| StoreError::ComponentNotFound {
                 name: component_name.into(),
                 snapshot: snapshot.into(),
+                existing: body.component_names(),
             })?;
     let mut entries = list_entries(repository, index, body, snapshot, Some(selector))?;
     if component.kind.is_single_file() {

@@ -867,8 +867,12 @@ pub fn drill(server: &Server, body: &DrillBody) -> Result<Finished> {
             (chosen.id, chosen.body, chosen.why)
         }
         Some(spec) => {
-            let (id, snapshot_body) =
-                crate::commands::verified_snapshot(context, &repository, spec)?;
+            let (id, snapshot_body) = crate::commands::verified_snapshot(
+                context,
+                &repository,
+                spec,
+                &Default::default(),
+            )?;
             (id, snapshot_body, format!("named by the request: {spec}"))
         }
     };

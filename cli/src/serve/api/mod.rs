@@ -322,8 +322,9 @@ async fn show_snapshot(
         repository
             .require_read_key("the snapshot listed")
             .map_err(|error| ApiError::from_store(error.into()))?;
-        let (id, body) = crate::commands::verified_snapshot(context, &repository, &spec)
-            .map_err(ApiError::from_store)?;
+        let (id, body) =
+            crate::commands::verified_snapshot(context, &repository, &spec, &Default::default())
+                .map_err(ApiError::from_store)?;
         let opened = context
             .open_index(&repository)
             .map_err(ApiError::from_store)?;
