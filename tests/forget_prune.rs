@@ -487,7 +487,7 @@ fn bad_forget_and_prune_input_is_refused_naming_the_flag_and_changes_nothing() {
     let cases: &[(&[&str], i32, &[&str])] = &[
         (
             &["forget", "--keep-within", "3x"],
-            1,
+            2,
             &["--keep-within", "3x"],
         ),
         (&["forget", "--keep-daily", "0"], 1, &["--keep-daily 0"]),
@@ -500,19 +500,19 @@ fn bad_forget_and_prune_input_is_refused_naming_the_flag_and_changes_nothing() {
         (&["forget"], 1, &["no policy", "--keep-last"]),
         (
             &["forget", "--keep-last", "1", "--group-by", "colour"],
-            1,
+            2,
             &["--group-by", "colour"],
         ),
-        (&["prune", "--grace", "banana"], 1, &["--grace", "banana"]),
+        (&["prune", "--grace", "banana"], 2, &["--grace", "banana"]),
         (
             &["prune", "--max-unused", "120%"],
-            1,
+            2,
             &["--max-unused", "120%"],
         ),
         // A prune flag's typo must not leave the forget done.
         (
             &["forget", "--keep-last", "1", "--prune", "--grace", "banana"],
-            1,
+            2,
             &["--grace", "banana"],
         ),
         (
@@ -524,7 +524,7 @@ fn bad_forget_and_prune_input_is_refused_naming_the_flag_and_changes_nothing() {
                 "--max-unused",
                 "120%",
             ],
-            1,
+            2,
             &["--max-unused", "120%"],
         ),
         (

@@ -24,6 +24,11 @@ enum Shape {
     Table(&'static [Field]),
     /// An array of tables (`[[name]]`).
     Tables(&'static [Field]),
+    /// A string, a number or true/false (an S3 setting's value).
+    Scalar,
+    /// A string, or an array of tables (`repository`: one location, or
+    /// `[[repository]]` tables with settings).
+    TextOrTables(&'static [Field]),
 }
 
 /// A key a table takes.
@@ -81,8 +86,28 @@ const RETENTION: &[Field] = &[
 ];
 
 /// The top level of a plan file.
+/// A `[[repository]]` table: its location and the S3 settings of
+/// `cairn_store::backend::SETTING_NAMES`, whose values the plan's own
+/// check then judges.
+const REPOSITORY: &[Field] = &[
+    required("location", Shape::Text),
+    optional("region", Shape::Scalar),
+    optional("endpoint", Shape::Scalar),
+    optional("profile", Shape::Scalar),
+    optional("storage_class", Shape::Scalar),
+    optional("path_style", Shape::Scalar),
+    optional("retries", Shape::Scalar),
+    optional("credentials_file", Shape::Scalar),
+    optional("access_key_id_env", Shape::Scalar),
+    optional("secret_access_key_env", Shape::Scalar),
+    optional("session_token_env", Shape::Scalar),
+];
+
+/// `[serve]`: what `cairn serve --plan` reads.
+const SERVE: &[Field] = &[optional("max_age", Shape::Text)];
+
 const TOP: &[Field] = &[
-    optional("repository", Shape::Text),
+    optional("repository", Shape::TextOrTables(REPOSITORY)),
     optional("repositories", Shape::TextList),
     optional("host", Shape::Text),
     optional("tags", Shape::TextList),
@@ -91,6 +116,7 @@ const TOP: &[Field] = &[
     optional("component", Shape::Tables(COMPONENT)),
     optional("retention", Shape::Table(RETENTION)),
     optional("restore", Shape::Table(RESTORE)),
+    optional("serve", Shape::Table(SERVE)),
 ];
 
 /// Every shape mistake in `text`, each as `LINE: key.path: what`; a TOML
@@ -232,6 +258,13 @@ fn walk_value(
                 }
             }
         }
+        (Shape::Scalar, DeValue::String(_) | DeValue::Boolean(_) | DeValue::Integer(_)) => {}
+        (Shape::Scalar, _) => wrong("a string, a number or true/false"),
+        (Shape::TextOrTables(_), DeValue::String(_)) => {}
+        (Shape::TextOrTables(fields), DeValue::Array(_)) => {
+            walk_value(value, Shape::Tables(fields), path, line, mistakes)
+        }
+        (Shape::TextOrTables(_), _) => wrong("a string or [[repository]] tables"),
         (Shape::Text | Shape::Word(_), _) => wrong("a string"),
         (Shape::Bool, _) => wrong("true or false"),
         (Shape::Count, _) => wrong("a whole number from 0 to 4294967295"),
@@ -245,6 +278,16 @@ fn walk_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repository_table_takes_exactly_the_s3_settings_and_its_location() {
+        let mut fields: Vec<&str> = REPOSITORY.iter().map(|field| field.name).collect();
+        fields.retain(|name| *name != "location");
+        fields.sort();
+        let mut settings: Vec<&str> = cairn_store::backend::SETTING_NAMES.to_vec();
+        settings.sort();
+        assert_eq!(fields, settings);
+    }
 
     #[test]
     fn every_shape_mistake_is_named_with_its_key_path_and_line() {

@@ -24,6 +24,7 @@ mod local;
 mod memory;
 mod no_delete;
 mod s3;
+mod s3_raw;
 mod s3_settings;
 mod s3_versions;
 mod throttle;

@@ -138,9 +138,9 @@ pub struct S3Options {
 pub struct S3Backend {
     pub(super) store: AmazonS3,
     pub(super) runtime: tokio::runtime::Runtime,
-    /// What the raw calls of `s3_versions` (versions, Object Lock) need:
+    /// What the raw calls (versions, Object Lock; `s3_raw`) need:
     /// the bucket's URL and region as this client was set up.
-    pub(super) raw: super::s3_versions::RawAccess,
+    pub(super) raw: super::s3_raw::RawAccess,
     location: S3Location,
     /// The region requests are signed for, named when the bucket is
     /// elsewhere.
@@ -246,7 +246,7 @@ impl S3Backend {
         } else if let Some(path_style) = settings.path_style {
             builder = builder.with_virtual_hosted_style_request(!path_style);
         }
-        let raw = super::s3_versions::RawAccess::new(
+        let raw = super::s3_raw::RawAccess::new(
             &location.bucket,
             builder.get_config_value(&object_store::aws::AmazonS3ConfigKey::Region),
             // The endpoint the repository's settings chose, as the client's.

@@ -435,8 +435,8 @@ impl PackCipher {
     /// The magic that starts and ends a pack sealed with this cipher.
     pub fn magic(self) -> &'static [u8; 8] {
         match self {
-            PackCipher::XChaCha20Poly1305 => crate::format::pack::ENCRYPTED_PACK_MAGIC,
-            PackCipher::Aes256Gcm => crate::format::pack::ENCRYPTED_PACK_MAGIC_AES,
+            PackCipher::XChaCha20Poly1305 => b"CAIRNPE1",
+            PackCipher::Aes256Gcm => b"CAIRNPE2",
         }
     }
 

@@ -157,6 +157,26 @@ pub fn select(
     };
     let (candidates, skipped) = repository.latest_candidates(trusted)?;
     let trusted_count = candidates.len();
+    // A component no trusted snapshot holds is a name that does not
+    // exist, not a snapshot that does not: answer with the names that do.
+    if let Some(missing) = filter.components.iter().find(|name| {
+        !candidates
+            .iter()
+            .any(|candidate| candidate.body.component(name).is_some())
+    }) && trusted_count > 0
+    {
+        let mut existing: Vec<String> = candidates
+            .iter()
+            .flat_map(|candidate| candidate.body.component_names())
+            .collect();
+        existing.sort();
+        existing.dedup();
+        return Err(StoreError::ComponentNotFound {
+            name: missing.clone(),
+            snapshot: format!("{spec} (nor in any other trusted snapshot)"),
+            existing,
+        });
+    }
     let passing: Vec<Id> = candidates
         .into_iter()
         .filter(|candidate| {

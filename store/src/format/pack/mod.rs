@@ -33,12 +33,8 @@ use std::sync::Arc;
 pub const PACK_MAGIC: &[u8; 8] = b"CAIRNPK1";
 /// Header length (u32 LE) plus the closing magic.
 pub const TRAILER_SIZE: u64 = 12;
-/// Starts and ends an encrypted pack whose pieces are sealed with
-/// XChaCha20-Poly1305 (FORMAT.md 17.3).
-pub const ENCRYPTED_PACK_MAGIC: &[u8; 8] = b"CAIRNPE1";
-/// Starts and ends an encrypted pack whose pieces are sealed with
-/// AES-256-GCM (FORMAT.md 17.3).
-pub const ENCRYPTED_PACK_MAGIC_AES: &[u8; 8] = b"CAIRNPE2";
+// An encrypted pack starts and ends with its cipher's magic
+// (`format::crypto::PackCipher::magic`, FORMAT.md 17.3).
 /// Where the pieces of an encrypted pack start: after its magic and the
 /// 32-byte ephemeral public key its key is derived from.
 pub const ENCRYPTED_AREA_START: u64 = 40;
