@@ -115,14 +115,26 @@ pub(crate) fn resolve(settings: &S3Settings, shown: &str, env: Environment) -> R
         });
     }
     // 3. The process's keys, then web identity and container credentials.
-    if let (Some(key_id), Some(secret_key)) =
-        (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-    {
-        return Ok(from(Credentials::Static {
-            key_id,
-            secret_key,
-            token: env("AWS_SESSION_TOKEN"),
-        }));
+    // Half a pair is a mistake to name, not a reason to look further.
+    match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        (Some(key_id), Some(secret_key)) => {
+            return Ok(from(Credentials::Static {
+                key_id,
+                secret_key,
+                token: env("AWS_SESSION_TOKEN"),
+            }));
+        }
+        (Some(_), None) => {
+            return Err(fail(
+                "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(fail(
+                "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".into(),
+            ));
+        }
+        (None, None) => {}
     }
     let federated = (env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() && env("AWS_ROLE_ARN").is_some())
         || env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
