@@ -18,11 +18,10 @@ use crate::error::{Result, StoreError};
 use base64::Engine as _;
 use jiff::Timestamp;
 use md5::Digest as _;
-use rusty_s3::{Bucket, Method, UrlStyle};
+use rusty_s3::Method;
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// A signed URL is valid this long: one request's worth.
 const SIGNATURE_LIFETIME: u64 = 300;

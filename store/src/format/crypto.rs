@@ -548,7 +548,8 @@ enum Role {
 /// One pack's AEAD, keyed for that pack alone.
 enum PieceAead {
     XChaCha(XChaCha20Poly1305),
-    Aes(ring::aead::LessSafeKey),
+    // Boxed: ring's expanded AES key schedule is ~544 bytes.
+    Aes(Box<ring::aead::LessSafeKey>),
 }
 
 struct PieceCipher {
@@ -567,7 +568,7 @@ impl PieceCipher {
                     .map_err(|_| {
                         StoreError::Invalid("AES-256-GCM refused a 32-byte key".to_string())
                     })?;
-                PieceAead::Aes(ring::aead::LessSafeKey::new(unbound))
+                PieceAead::Aes(Box::new(ring::aead::LessSafeKey::new(unbound)))
             }
         };
         Ok(PieceCipher { aead, repository })
