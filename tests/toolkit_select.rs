@@ -264,7 +264,7 @@ fn after_a_one_off_backup_of_one_component_restore_latest_only_takes_the_newest_
         std::fs::read(target.join("app/app.cfg")).unwrap(),
         b"the app\n"
     );
-    // A component no snapshot holds still fails, saying so.
+    // A component no snapshot holds still fails, naming those that exist.
     let run = workspace.cairn_repo([
         "restore",
         "latest",
@@ -274,7 +274,11 @@ fn after_a_one_off_backup_of_one_component_restore_latest_only_takes_the_newest_
         workspace.path("out2").to_str().unwrap(),
     ]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("component nothing"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("component \"nothing\"") && run.stderr.contains("app, memory"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -298,7 +298,7 @@ mod tests {
             .map(|(line, what)| format!("{line}: {what}"))
             .collect();
         for expected in [
-            "1: `repository`: expected a string, found integer",
+            "1: `repository`: expected a string or [[repository]] tables, found integer",
             "2: `hots`: unknown key; did you mean `host`?",
             "5: `component[0].kind`: \"fils\" is not one of files, sqlite, command; did you mean \"files\"?",
             "6: `component[0].critical`: expected true or false, found string",
