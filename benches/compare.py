@@ -279,7 +279,7 @@ def main():
         },
         "settings": {
             "cairn": "defaults: FastCDC 4/16/64 KiB, keyed BLAKE3, zstd, ed25519-signed manifests, "
-                     "XChaCha20-Poly1305 encryption (X25519 to the read key), passphrase slot",
+                     "AES-256-GCM packs where the CPU has AES-NI, else XChaCha20-Poly1305 (X25519 to the read key), passphrase slot (Argon2id, 2 lanes)",
             "cairn-plain": "the same with `init --plaintext`: no encryption, plain BLAKE3 ids",
             "rustic": "defaults: restic's repository format 2, compression (zstd), AES-256 encryption",
             "restic": "defaults: repository format 2 with compression auto (zstd), AES-256 encryption",
