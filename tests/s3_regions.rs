@@ -361,3 +361,35 @@ fn secrets_in_a_location_are_refused_unechoed_and_settings_do_not_change_the_ide
         missing.stderr
     );
 }
+
+#[test]
+fn init_in_a_bucket_of_another_region_names_both_regions_and_makes_nothing() {
+    let workspace = Workspace::new();
+    let server = S3Server::start_all(&["eu-west-1"])
+        .pop()
+        .expect("one server");
+    let init = |location: &str| {
+        let mut command = workspace.command();
+        server.configure(&mut command);
+        command.args(["--repo", location, "init", "--plaintext"]);
+        run(command)
+    };
+    // The environment signs for us-east-1; the bucket is in eu-west-1.
+    let refused = init(&format!("s3://{BUCKET}/wrong"));
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(BUCKET)
+            && refused.stderr.contains("eu-west-1")
+            && refused.stderr.contains("us-east-1"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        server.list("wrong/").is_empty(),
+        "a refused init wrote {:?}",
+        server.list("wrong/")
+    );
+    // The location's own region wins over the environment's.
+    init(&format!("s3://{BUCKET}/right?region=eu-west-1")).ok();
+    assert!(!server.list("right/").is_empty());
+}

@@ -154,6 +154,9 @@ pub struct S3Backend {
     /// Set once the conditional put has been probed (before the first
     /// `config` is created: the one object whose race matters).
     probed: AtomicBool,
+    /// Set once the bucket's region was found to be the one this backend
+    /// signs for (before the first create).
+    region_checked: AtomicBool,
 }
 
 /// What a probe found the service does with `If-None-Match: *`.
@@ -272,6 +275,7 @@ impl S3Backend {
             location,
             conditional_put: AtomicBool::new(true),
             probed: AtomicBool::new(false),
+            region_checked: AtomicBool::new(false),
         })
     }
 
@@ -665,6 +669,12 @@ impl Backend for S3Backend {
     /// `config`) are checked with a HEAD and uploaded in parts.
     fn create(&self, kind: ObjectKind, name: &str, bytes: &[u8]) -> Result<Created> {
         let path = self.path(kind, name)?;
+        // Before the first object of this run: nothing is written into a
+        // bucket of another region than the repository signs for.
+        if !self.region_checked.load(Ordering::Relaxed) {
+            self.check_bucket_region()?;
+            self.region_checked.store(true, Ordering::Relaxed);
+        }
         // A service that silently ignores the condition would let two
         // `init`s race for the config unseen: find out first.
         if kind == ObjectKind::Config && !self.probed.load(Ordering::Relaxed) {

@@ -94,6 +94,8 @@ pub struct Extended {
 struct Reply {
     status: u16,
     body: Vec<u8>,
+    /// The `x-amz-bucket-region` header: where S3 says the bucket is.
+    bucket_region: Option<String>,
 }
 
 impl Reply {
@@ -227,6 +229,11 @@ impl S3Backend {
                 .await
                 .map_err(|error| failed(format!("cannot reach the S3 service ({error})")))?;
             let status = response.status().as_u16();
+            let bucket_region = response
+                .headers()
+                .get("x-amz-bucket-region")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string);
             let mut body = Vec::new();
             while let Some(chunk) = response
                 .chunk()
@@ -238,8 +245,48 @@ impl S3Backend {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(Reply { status, body })
+            Ok(Reply {
+                status,
+                body,
+                bucket_region,
+            })
         })
+    }
+
+    /// Asks where the bucket is (`HEAD` on the bucket) and fails, naming
+    /// both regions, when it is not in the region this repository signs
+    /// for, or naming the region looked in when there is no such bucket.
+    /// Amazon S3 answers a request signed for the wrong region with a
+    /// redirect, but S3-compatible services may serve it anyway, and a
+    /// repository made so would later fail on AWS or sign for the wrong
+    /// place; `init` asks first. Any other answer (a role without
+    /// `s3:ListBucket`, say) is left to the calls that follow.
+    pub fn check_bucket_region(&self) -> Result<()> {
+        let reply = self.send(Call::new(Method::Head, None), 0, "the bucket")?;
+        let at_fault = || format!("S3 bucket `{}`", self.bucket());
+        if reply.status == 404 {
+            return Err(StoreError::io(
+                at_fault(),
+                std::io::Error::new(
+                    ErrorKind::NotFound,
+                    format!("no such bucket (looked for in region {})", self.region()),
+                ),
+            ));
+        }
+        match reply.bucket_region {
+            Some(theirs) if theirs != self.region() => Err(StoreError::io(
+                at_fault(),
+                std::io::Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "the bucket is in region {theirs}, but this repository signs for \
+                         region {} (add ?region={theirs} to the location)",
+                        self.region()
+                    ),
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Sends `call` and fails, naming the service's code and message,
