@@ -21,8 +21,9 @@
 //! `crate::index`).
 
 use crate::error::{Result, StoreError};
-use crate::format::codec::{from_cbor, to_cbor};
+use crate::format::codec::{from_packed_cbor, to_packed_cbor};
 use crate::format::keys::{PublicKey, SigningKey};
+use crate::format::limits::MAX_INDEX_FILE_SIZE;
 use crate::format::pack::{
     BlobEntry, PACK_MAGIC, TRAILER_SIZE, check_blob_lengths, check_listing_version, listing_version,
 };
@@ -112,7 +113,7 @@ impl IndexFile {
     /// The legacy unsigned encoding: what a writer without a trusted key
     /// writes (a hint only, never vouched for).
     pub fn encode(&self) -> Vec<u8> {
-        to_cbor(self)
+        to_packed_cbor(self)
     }
 
     /// The sealed encoding (index file version 2): signed by `key` for
@@ -123,7 +124,7 @@ impl IndexFile {
             repository: *repository,
             packs: self.packs.clone(),
         };
-        Envelope::seal(to_cbor(&body), INDEX_DOMAIN, repository, key).encode()
+        Envelope::seal(to_packed_cbor(&body), INDEX_DOMAIN, repository, key).encode()
     }
 
     /// Decodes either encoding and checks its listings, and says whether
@@ -138,7 +139,7 @@ impl IndexFile {
         let Ok(envelope) = Envelope::decode(bytes, object) else {
             return Ok((Self::decode(bytes, object)?, Vouching::Unsigned));
         };
-        let body: SealedBody = from_cbor(&envelope.body, object)?;
+        let body: SealedBody = from_packed_cbor(&envelope.body, MAX_INDEX_FILE_SIZE, object)?;
         let file = IndexFile {
             version: body.version,
             packs: body.packs,
@@ -169,7 +170,7 @@ impl IndexFile {
 
     /// Decodes the legacy unsigned encoding and checks its listings.
     pub fn decode(bytes: &[u8], object: &str) -> Result<Self> {
-        let index: IndexFile = from_cbor(bytes, object)?;
+        let index: IndexFile = from_packed_cbor(bytes, MAX_INDEX_FILE_SIZE, object)?;
         index.check(object)?;
         Ok(index)
     }

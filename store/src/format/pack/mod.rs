@@ -23,7 +23,7 @@ pub use writer::{FRAME_TARGET, PackWriter, compress_blob, compress_frame, looks_
 pub use zstd_contexts::Expected;
 
 use crate::error::{Result, StoreError};
-use crate::format::codec::from_cbor;
+use crate::format::codec::from_packed_cbor;
 use crate::format::crypto::PackOpener;
 use crate::id::{Id, IdHasher};
 use serde::{Deserialize, Serialize};
@@ -221,7 +221,7 @@ impl PackHeader {
         header_start: u64,
         object: &str,
     ) -> Result<Self> {
-        let header: PackHeader = from_cbor(bytes, object)?;
+        let header: PackHeader = from_packed_cbor(bytes, MAX_HEADER_SIZE, object)?;
         check_listing_version(header.version, &header.blobs, object)?;
         let mut expected_offset = area_start;
         let mut frame: Option<OpenFrame> = None;

@@ -4,7 +4,7 @@
 use super::{BlobEntry, BlobKind, Compression, PACK_MAGIC, PackHeader, listing_version};
 use super::{ENCRYPTED_AREA_START, PIECE_TAG};
 use super::{planes, zstd_contexts};
-use crate::format::codec::to_cbor;
+use crate::format::codec::to_packed_cbor;
 use crate::format::crypto::PackSealer;
 use crate::id::Id;
 
@@ -83,7 +83,7 @@ impl PackWriter {
 
     /// Appends header and trailer; returns the pack's id, bytes and entries.
     pub fn finish(mut self) -> (Id, Vec<u8>, Vec<BlobEntry>) {
-        let header = to_cbor(&PackHeader {
+        let header = to_packed_cbor(&PackHeader {
             version: listing_version(&self.blobs),
             blobs: self.blobs.clone(),
             nonce: Some(fresh_nonce()),
@@ -129,7 +129,7 @@ impl PackWriter {
                 next += 1;
             }
         }
-        let mut header = to_cbor(&PackHeader {
+        let mut header = to_packed_cbor(&PackHeader {
             version: listing_version(&blobs),
             blobs: blobs.clone(),
             nonce: Some(fresh_nonce()),
