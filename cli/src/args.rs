@@ -302,8 +302,9 @@ pub enum KeyCommand {
         key: String,
     },
     /// Give this host a new signing key; the old one is revoked, its
-    /// snapshots kept.
-    Rotate(KeyProtectArgs),
+    /// snapshots kept. With --read, rotate the repository's read key
+    /// instead.
+    Rotate(KeyRotateArgs),
 }
 
 #[derive(Args)]
@@ -333,6 +334,21 @@ pub struct KeyPasswdArgs {
     /// instead (CAIRN_NEW_PASSWORD or a prompt).
     #[arg(long)]
     pub signing_key: bool,
+}
+
+#[derive(Args)]
+pub struct KeyRotateArgs {
+    /// Rotate the read key instead of this host's signing key: a new read
+    /// key for what is written from now on, given to every key slot with
+    /// every earlier one (so old snapshots restore); a removed slot gets
+    /// nothing. Needs the read key and an owner key; every passphrase slot
+    /// must open with this passphrase.
+    #[arg(long, conflicts_with = "protect")]
+    pub read: bool,
+    /// Seal the new signing key file under a passphrase
+    /// (CAIRN_NEW_PASSWORD or a prompt).
+    #[arg(long)]
+    pub protect: bool,
 }
 
 #[derive(Args)]
