@@ -523,7 +523,10 @@ fn read_key_rotation_keeps_old_snapshots_for_every_holder_and_cuts_off_a_removed
     let leaver = full_holder(&workspace, &owner, "leaver");
     // The leaver keeps a paper copy of the keys, then its slot is removed.
     let export = leaver.cairn(&["key", "export"]).ok();
-    write(&workspace.path("leaver-export.txt"), export.stdout.as_bytes());
+    write(
+        &workspace.path("leaver-export.txt"),
+        export.stdout.as_bytes(),
+    );
     owner
         .cairn(&["key", "remove", &slot_labelled(&owner, "leaver")])
         .ok();
@@ -579,7 +582,13 @@ fn read_key_rotation_keeps_old_snapshots_for_every_holder_and_cuts_off_a_removed
     let export_path = workspace.path("leaver-export.txt");
     leaver_run(&["key", "import", export_path.to_str().unwrap()]).ok();
     let old_target = workspace.path("leaver-old");
-    leaver_run(&["restore", &host_before, "--target", old_target.to_str().unwrap()]).ok();
+    leaver_run(&[
+        "restore",
+        &host_before,
+        "--target",
+        old_target.to_str().unwrap(),
+    ])
+    .ok();
     assert_eq!(
         std::fs::read(workspace.path("leaver-old/b/f.txt")).unwrap(),
         b"host before"

@@ -4,9 +4,7 @@
 //! it never decides what is trusted (ops::keys does) and never writes a
 //! passphrase anywhere.
 
-use crate::args::{
-    KeyAddArgs, KeyCommand, KeyHostInitArgs, KeyPasswdArgs, KeyRotateArgs,
-};
+use crate::args::{KeyAddArgs, KeyCommand, KeyHostInitArgs, KeyPasswdArgs, KeyRotateArgs};
 use crate::context::Context;
 use crate::exit;
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -839,7 +837,10 @@ fn rotate_read(context: &Context) -> Result<u8> {
             &unlocked.payload.label,
             &now_rfc3339(),
         ),
-        slot: rotation.written.first().map_or(unlocked.slot, |record| record.id),
+        slot: rotation
+            .written
+            .first()
+            .map_or(unlocked.slot, |record| record.id),
     };
     let id = store_keyring(context, &repository, &after, &signer, &ring)?;
     // The old slots go last: killed before, each holder has its old slot

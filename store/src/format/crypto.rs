@@ -528,12 +528,14 @@ impl RepositoryKeys {
         }
         let mut candidates = Vec::new();
         for (read, public) in self.read_keys() {
-            let key = agreed_key_reading(cipher.context(), read, ephemeral, public).ok_or_else(
-                || StoreError::Corrupt {
-                    object: object.to_string(),
-                    reason: "names an ephemeral key that is not a usable X25519 key".to_string(),
-                },
-            )?;
+            let key =
+                agreed_key_reading(cipher.context(), read, ephemeral, public).ok_or_else(|| {
+                    StoreError::Corrupt {
+                        object: object.to_string(),
+                        reason: "names an ephemeral key that is not a usable X25519 key"
+                            .to_string(),
+                    }
+                })?;
             candidates.push(PieceCipher::new(cipher, &key, self.repository)?);
         }
         Ok(PackOpener {
@@ -542,6 +544,9 @@ impl RepositoryKeys {
         })
     }
 }
+
+/// The operator's choice of pack cipher, if any ([`PackCipher::choose`]).
+static CHOSEN_PACK_CIPHER: std::sync::OnceLock<PackCipher> = std::sync::OnceLock::new();
 
 /// The AEAD that seals the pieces of a pack, named by the pack's magic
 /// (FORMAT.md 17.3). Each pack has its own key and counts its nonces
@@ -576,11 +581,21 @@ impl PackCipher {
     /// several times slower than XChaCha20), else XChaCha20-Poly1305.
     /// Readers open both, whichever machine wrote the pack.
     pub fn preferred() -> PackCipher {
+        if let Some(chosen) = CHOSEN_PACK_CIPHER.get() {
+            return *chosen;
+        }
         if aes_is_accelerated() {
             PackCipher::Aes256Gcm
         } else {
             PackCipher::XChaCha20Poly1305
         }
+    }
+
+    /// Makes every pack this process seals from now on use `cipher`,
+    /// whatever the processor offers: the operator's choice
+    /// (`--pack-cipher`, FORMAT.md 17.3). The first choice holds.
+    pub fn choose(cipher: PackCipher) {
+        let _ = CHOSEN_PACK_CIPHER.set(cipher);
     }
 
     fn context(self) -> &'static str {

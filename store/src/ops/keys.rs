@@ -452,7 +452,9 @@ pub fn rotate_read_key(
         }
         let object = format!("key slot {id}");
         let opened = match passphrase {
-            Some(passphrase) => slot.unwrap_with_passphrase(repository.id(), passphrase, &object)?,
+            Some(passphrase) => {
+                slot.unwrap_with_passphrase(repository.id(), passphrase, &object)?
+            }
             None => None,
         };
         match (opened, slot.kdf()) {
@@ -631,7 +633,9 @@ pub fn parse_export(text: &str) -> Result<(RepositoryKeys, Option<PublicKey>)> {
     )?;
     let earlier_public: Vec<[u8; 32]> = earlier_read
         .iter()
-        .map(|read| x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*read)).to_bytes())
+        .map(|read| {
+            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*read)).to_bytes()
+        })
         .collect();
     let keys = keys.with_earlier(&earlier_public, &earlier_read)?;
     let owner = match fields.get("owner") {
