@@ -1075,6 +1075,70 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_read_key_opens_the_old_and_the_new_but_the_old_opens_only_the_old() {
+        let old = keys();
+        let snapshot = old.encrypt_object(SealedKind::Snapshot, b"before").unwrap();
+        let sealer = old.pack_sealer_with(PackCipher::Aes256Gcm).unwrap();
+        let mut piece = b"old piece".to_vec();
+        sealer.seal_piece(40, &mut piece);
+        let rotated = old.rotated().unwrap();
+        assert_ne!(rotated.public_key(), old.public_key());
+        assert!(rotated.knows_public_key(&old.public_key()));
+        assert_eq!(rotated.id_key_bytes(), old.id_key_bytes());
+        let after = rotated
+            .encrypt_object(SealedKind::Snapshot, b"after")
+            .unwrap();
+        // The holder of the rotated keys (as a slot would carry them)
+        // opens both, and an old pack's pieces, once its key is settled.
+        let held = RepositoryKeys::from_parts(
+            *rotated.repository(),
+            rotated.public_key(),
+            rotated.id_key_bytes(),
+            rotated.read_key_bytes(),
+        )
+        .unwrap()
+        .with_earlier(
+            &rotated.earlier_public_keys(),
+            &rotated.earlier_read_key_bytes(),
+        )
+        .unwrap();
+        for (bytes, plain) in [(&snapshot, &b"before"[..]), (&after, &b"after"[..])] {
+            let opened = held
+                .decrypt_object(SealedKind::Snapshot, bytes, "s")
+                .unwrap();
+            assert_eq!(opened, plain);
+        }
+        let opener = held
+            .pack_opener(PackCipher::Aes256Gcm, &sealer.ephemeral(), "pack")
+            .unwrap();
+        let mut opened = piece.clone();
+        opener.open_piece(40, &mut opened, "pack").unwrap();
+        assert_eq!(opened, b"old piece");
+        let mut moved = piece.clone();
+        assert!(opener.open_piece(41, &mut moved, "pack").is_err());
+        // The old keys alone (a holder removed before the rotation) do not
+        // open what is written after it.
+        assert!(
+            old.decrypt_object(SealedKind::Snapshot, &after, "s")
+                .is_err()
+        );
+        // Earlier read keys that do not match their public halves, or in
+        // write-only keys, are refused.
+        let mismatched = rotated
+            .clone()
+            .with_earlier(&[[9; 32]], &rotated.earlier_read_key_bytes());
+        assert!(mismatched.is_err());
+        let write_only = rotated.write_only();
+        assert!(!write_only.can_read());
+        assert!(write_only.knows_public_key(&old.public_key()));
+        assert!(
+            write_only
+                .with_earlier(&rotated.earlier_public_keys(), &[[1; 32]])
+                .is_err()
+        );
+    }
+
+    #[test]
     fn mismatched_parts_are_refused() {
         let keys = keys();
         let other = RepositoryKeys::generate(Id::of(b"repository")).unwrap();
