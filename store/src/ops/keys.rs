@@ -674,6 +674,15 @@ mod tests {
         let error = parse_export(&swapped).unwrap_err();
         assert!(error.to_string().contains("checksum"), "{error}");
         assert!(export_text(&keys.write_only(), None).is_err());
+        // After two read-key rotations the paper carries the earlier keys.
+        let rotated = keys.rotated().unwrap().rotated().unwrap();
+        let (back, _) = parse_export(&export_text(&rotated, None).unwrap()).unwrap();
+        assert_eq!(back.earlier_read_key_bytes().len(), 2);
+        assert_eq!(
+            back.earlier_read_key_bytes(),
+            rotated.earlier_read_key_bytes()
+        );
+        assert!(back.knows_public_key(&keys.public_key()));
     }
 
     #[test]
