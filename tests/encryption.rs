@@ -291,3 +291,75 @@ fn plaintext_repositories_still_work_and_say_so() {
         content
     );
 }
+
+/// The magic that starts each pack file, counted.
+fn pack_magics(workspace: &Workspace) -> Vec<String> {
+    workspace
+        .packs()
+        .iter()
+        .map(|pack| String::from_utf8_lossy(&fs::read(pack).unwrap()[..8]).to_string())
+        .collect()
+}
+
+#[test]
+fn packs_of_either_cipher_chosen_by_the_operator_verify_and_restore_side_by_side() {
+    let workspace = Workspace::new();
+    workspace.init();
+    let source = workspace.path("mixed");
+    write(&source.join("first.bin"), &noise(31, 400_000));
+    // CAIRNPE1 (XChaCha20-Poly1305), whatever this processor offers.
+    let first = workspace
+        .cairn_repo(
+            [
+                OsStr::new("--json"),
+                OsStr::new("--pack-cipher"),
+                OsStr::new("xchacha20poly1305"),
+                OsStr::new("backup"),
+                source.as_os_str(),
+            ]
+            .iter(),
+        )
+        .ok()
+        .json();
+    let magics = pack_magics(&workspace);
+    assert!(
+        !magics.is_empty() && magics.iter().all(|magic| magic == "CAIRNPE1"),
+        "{magics:?}"
+    );
+    // CAIRNPE2 (AES-256-GCM) through the environment, into the same
+    // repository: it now holds both kinds.
+    write(&source.join("second.bin"), &noise(32, 400_000));
+    let mut command = workspace.command();
+    command.env("CAIRN_PACK_CIPHER", "aes-256-gcm");
+    let second = run_of(
+        command
+            .arg("--repo")
+            .arg(workspace.repo())
+            .args(["--json", "backup"])
+            .arg(&source)
+            .output()
+            .unwrap(),
+    )
+    .ok()
+    .json();
+    let magics = pack_magics(&workspace);
+    assert!(magics.iter().any(|magic| magic == "CAIRNPE1"), "{magics:?}");
+    assert!(magics.iter().any(|magic| magic == "CAIRNPE2"), "{magics:?}");
+    let (code, report) = workspace.verify_json(&["--read-data"]);
+    assert_eq!(code, 0, "{report}");
+    for (summary, name) in [(&first, "first"), (&second, "second")] {
+        let snapshot = summary["snapshot"].as_str().unwrap();
+        let target = workspace.path(&format!("out-{name}"));
+        workspace.restore(snapshot, &target).ok();
+    }
+    assert_same_tree(&source, &workspace.path("out-second/mixed"));
+    assert_eq!(
+        fs::read(workspace.path("out-first/mixed/first.bin")).unwrap(),
+        noise(31, 400_000)
+    );
+    // An unknown cipher is a usage error naming the flag.
+    let refused = workspace
+        .cairn_repo(["--pack-cipher", "rot13", "snapshots"])
+        .expect(2);
+    assert!(refused.stderr.contains("pack-cipher"), "{}", refused.stderr);
+}

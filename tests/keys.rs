@@ -486,3 +486,163 @@ fn a_damaged_keyring_is_named() {
     // It was the newest this machine had seen: its loss is a roll-back.
     assert!(run.stderr.contains("rolled back"), "{}", run.stderr);
 }
+
+/// A machine that joins with `key host-init` and gets a full slot from
+/// the owner (`key add --host` without `--write-only`).
+fn full_holder<'a>(workspace: &'a Workspace, owner: &Machine, name: &'static str) -> Machine<'a> {
+    let holder = Machine {
+        workspace,
+        name,
+        passphrase: false,
+    };
+    let request = holder.cairn(&["key", "host-init", "--label", name]).ok();
+    owner
+        .cairn(&["key", "add", "--host", request.stdout.trim()])
+        .ok();
+    holder
+}
+
+/// The id of the key slot labelled `label`, as `key list --json` shows it.
+fn slot_labelled(owner: &Machine, label: &str) -> String {
+    let listed = owner.cairn(&["--json", "key", "list"]).ok().json();
+    listed["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|slot| slot["label"] == label)
+        .and_then(|slot| slot["id"].as_str())
+        .unwrap_or_else(|| panic!("no slot {label}: {listed}"))
+        .to_string()
+}
+
+#[test]
+fn read_key_rotation_keeps_old_snapshots_for_every_holder_and_cuts_off_a_removed_one() {
+    let workspace = Workspace::new();
+    let (owner, host) = repository_with_host(&workspace);
+    let second = full_holder(&workspace, &owner, "second");
+    let leaver = full_holder(&workspace, &owner, "leaver");
+    // The leaver keeps a paper copy of the keys, then its slot is removed.
+    let export = leaver.cairn(&["key", "export"]).ok();
+    write(
+        &workspace.path("leaver-export.txt"),
+        export.stdout.as_bytes(),
+    );
+    owner
+        .cairn(&["key", "remove", &slot_labelled(&owner, "leaver")])
+        .ok();
+    write(&workspace.path("b/f.txt"), b"host before");
+    write(&workspace.path("src/f.txt"), b"owner before");
+    let host_before = host.backup("b");
+    let owner_before = owner.backup("src");
+    let rotated = owner.cairn(&["key", "rotate", "--read"]).ok();
+    assert!(
+        rotated.stdout.contains("3 key slot(s) rewritten (2 full"),
+        "{}",
+        rotated.stdout
+    );
+    // The write-only host learned the new public key from its new slot.
+    write(&workspace.path("b/f.txt"), b"host after");
+    write(&workspace.path("src/f.txt"), b"owner after");
+    let host_after = host.backup("b");
+    let owner_after = owner.backup("src");
+    let expected = [
+        (&host_before, "b", "host before"),
+        (&owner_before, "src", "owner before"),
+        (&host_after, "b", "host after"),
+        (&owner_after, "src", "owner after"),
+    ];
+    // The owner (passphrase) and the second holder (identity) restore all.
+    for holder in [&owner, &second] {
+        for (index, (snapshot, dir, text)) in expected.iter().enumerate() {
+            let target = format!("{}-{index}", holder.name);
+            holder.restore(snapshot, &target).ok();
+            let restored = std::fs::read(workspace.path(&format!("{target}/{dir}/f.txt")));
+            assert_eq!(restored.unwrap(), text.as_bytes(), "{target}");
+        }
+    }
+    // The removed holder's identity opens nothing now (and it knows no
+    // passphrase of a slot).
+    let leaver_run = |args: &[&str]| {
+        let mut all: Vec<OsString> = vec!["--repo".into(), workspace.repo().into()];
+        all.extend(args.iter().map(OsString::from));
+        run_of(
+            leaver
+                .command()
+                .env("CAIRN_PASSWORD", "leaver")
+                .env("CAIRN_NEW_PASSWORD", "leaver")
+                .args(all)
+                .output()
+                .unwrap(),
+        )
+    };
+    let locked = leaver_run(&["snapshots"]).expect(11);
+    assert!(locked.stderr.contains("no key slot"), "{}", locked.stderr);
+    // With its paper copy of the old keys (and write access to the
+    // storage) it reads what was written before the rotation, not after.
+    let export_path = workspace.path("leaver-export.txt");
+    leaver_run(&["key", "import", export_path.to_str().unwrap()]).ok();
+    let old_target = workspace.path("leaver-old");
+    leaver_run(&[
+        "restore",
+        &host_before,
+        "--target",
+        old_target.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        std::fs::read(workspace.path("leaver-old/b/f.txt")).unwrap(),
+        b"host before"
+    );
+    for snapshot in [&host_after, &owner_after] {
+        let target = workspace.path("leaver-new");
+        let refused = leaver_run(&["restore", snapshot, "--target", target.to_str().unwrap()]);
+        assert_ne!(refused.code, 0, "{}", refused.stdout);
+        assert!(refused.stderr.contains("decrypt"), "{}", refused.stderr);
+        assert!(!workspace.path("leaver-new/b/f.txt").exists());
+        assert!(!workspace.path("leaver-new/src/f.txt").exists());
+    }
+}
+
+#[test]
+fn a_killed_read_key_rotation_leaves_every_holder_restoring() {
+    let workspace = Workspace::new();
+    let (owner, host) = repository_with_host(&workspace);
+    let second = full_holder(&workspace, &owner, "second");
+    write(&workspace.path("b/f.txt"), b"host data");
+    let snapshot = host.backup("b");
+    for (round, delay) in [10u64, 40, 80, 150, 250].iter().enumerate() {
+        let mut child = owner
+            .command()
+            .arg("--repo")
+            .arg(workspace.repo())
+            .args(["key", "rotate", "--read"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*delay));
+        kill(&mut child);
+        // Every holder still opens the repository; the full ones restore.
+        owner.restore(&snapshot, &format!("owner-{round}")).ok();
+        second.restore(&snapshot, &format!("second-{round}")).ok();
+        host.cairn(&["--json", "key", "list"]).ok();
+    }
+    // Run to its end, the rotation tidies what the killed ones left: one
+    // slot per holder, and what the host writes now restores everywhere.
+    owner.cairn(&["key", "rotate", "--read"]).ok();
+    let listed = owner.cairn(&["--json", "key", "list"]).ok().json();
+    assert_eq!(listed["slots"].as_array().unwrap().len(), 3, "{listed}");
+    write(&workspace.path("b/f.txt"), b"after");
+    let after = host.backup("b");
+    for holder in [&owner, &second] {
+        for (index, id) in [&snapshot, &after].iter().enumerate() {
+            holder
+                .restore(id, &format!("{}-end-{index}", holder.name))
+                .ok();
+        }
+    }
+    assert_eq!(
+        std::fs::read(workspace.path("second-end-1/b/f.txt")).unwrap(),
+        b"after"
+    );
+}

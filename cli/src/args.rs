@@ -125,6 +125,28 @@ pub struct GlobalArgs {
     /// Argon2id passes for new passphrase key slots [default: 3].
     #[arg(long, global = true, env = "CAIRN_KDF_PASSES", value_name = "N")]
     pub kdf_passes: Option<u32>,
+    /// The AEAD for new encrypted packs [default: aes-256-gcm where the
+    /// processor accelerates AES, else xchacha20poly1305]. An operator's
+    /// knob (a CPU whose AES is slow or untrusted, a compliance rule);
+    /// readers open both kinds of pack whatever it says.
+    #[arg(
+        long = "pack-cipher",
+        global = true,
+        env = "CAIRN_PACK_CIPHER",
+        value_name = "CIPHER"
+    )]
+    pub pack_cipher: Option<PackCipherArg>,
+}
+
+/// `--pack-cipher` / `CAIRN_PACK_CIPHER` (FORMAT.md 17.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PackCipherArg {
+    /// `CAIRNPE2` packs.
+    #[value(name = "aes-256-gcm")]
+    Aes256Gcm,
+    /// `CAIRNPE1` packs.
+    #[value(name = "xchacha20poly1305")]
+    Xchacha20poly1305,
 }
 
 #[derive(Subcommand)]
@@ -302,8 +324,9 @@ pub enum KeyCommand {
         key: String,
     },
     /// Give this host a new signing key; the old one is revoked, its
-    /// snapshots kept.
-    Rotate(KeyProtectArgs),
+    /// snapshots kept. With --read, rotate the repository's read key
+    /// instead.
+    Rotate(KeyRotateArgs),
 }
 
 #[derive(Args)]
@@ -333,6 +356,21 @@ pub struct KeyPasswdArgs {
     /// instead (CAIRN_NEW_PASSWORD or a prompt).
     #[arg(long)]
     pub signing_key: bool,
+}
+
+#[derive(Args)]
+pub struct KeyRotateArgs {
+    /// Rotate the read key instead of this host's signing key: a new read
+    /// key for what is written from now on, given to every key slot with
+    /// every earlier one (so old snapshots restore); a removed slot gets
+    /// nothing. Needs the read key and an owner key; every passphrase slot
+    /// must open with this passphrase.
+    #[arg(long, conflicts_with = "protect")]
+    pub read: bool,
+    /// Seal the new signing key file under a passphrase
+    /// (CAIRN_NEW_PASSWORD or a prompt).
+    #[arg(long)]
+    pub protect: bool,
 }
 
 #[derive(Args)]

@@ -81,6 +81,13 @@ fn main() -> ExitCode {
         Err(error) => return output::clap_error(error),
     };
     progress::force(cli.global.progress);
+    if let Some(cipher) = cli.global.pack_cipher {
+        use cairn_store::format::crypto::PackCipher;
+        PackCipher::choose(match cipher {
+            args::PackCipherArg::Aes256Gcm => PackCipher::Aes256Gcm,
+            args::PackCipherArg::Xchacha20poly1305 => PackCipher::XChaCha20Poly1305,
+        });
+    }
     if let Err(error) = interrupt::install(cli.global.json) {
         eprintln!("cairn: warning: {error:#}; Ctrl-C may leave staging files behind");
     }

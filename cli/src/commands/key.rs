@@ -4,7 +4,7 @@
 //! it never decides what is trusted (ops::keys does) and never writes a
 //! passphrase anywhere.
 
-use crate::args::{KeyAddArgs, KeyCommand, KeyHostInitArgs, KeyPasswdArgs, KeyProtectArgs};
+use crate::args::{KeyAddArgs, KeyCommand, KeyHostInitArgs, KeyPasswdArgs, KeyRotateArgs};
 use crate::context::Context;
 use crate::exit;
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -735,7 +735,10 @@ fn revoke(context: &Context, key: &str) -> Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-fn rotate(context: &Context, args: &KeyProtectArgs) -> Result<u8> {
+fn rotate(context: &Context, args: &KeyRotateArgs) -> Result<u8> {
+    if args.read {
+        return rotate_read(context);
+    }
     let repository = context.open_repository()?;
     let unlocked = unlock(context, &repository)?;
     let (mut ring, signer) = next(context, &repository, &unlocked)?;
@@ -763,6 +766,94 @@ fn rotate(context: &Context, args: &KeyProtectArgs) -> Result<u8> {
         new.to_hex(),
         new_path.display(),
         old.to_hex()
+    );
+    Ok(exit::SUCCESS)
+}
+
+/// `key rotate --read`: a new read key for every slot this host can
+/// rewrap (ops::keys::rotate_read_key), recorded in the next keyring, then
+/// the old slots removed.
+fn rotate_read(context: &Context) -> Result<u8> {
+    let repository = context.open_repository()?;
+    let unlocked = unlock(context, &repository)?;
+    if !unlocked.keys.can_read() {
+        bail!(cairn_store::StoreError::ReadKeyMissing {
+            object: "the read key to rotate".to_string(),
+        });
+    }
+    // Refused here, before any slot is written, when this host holds no
+    // owner key: the new slots must be recorded in the keyring.
+    let view = keyring_view(context, &repository, &unlocked)?;
+    let (mut ring, signer) = next(context, &repository, &unlocked)?;
+    let slots = rules::key_slots(&repository)?;
+    let passphrase = if slots
+        .iter()
+        .any(|(_, slot)| slot.as_ref().is_ok_and(KeySlot::is_passphrase))
+    {
+        let location = repository.backend().location();
+        Some(crate::credentials::passphrase(
+            &context.global,
+            &format!("repository {location}"),
+        )?)
+    } else {
+        None
+    };
+    let records = view
+        .current
+        .as_ref()
+        .map(|current| current.keyring.slots.clone())
+        .unwrap_or_default();
+    let mut full = HashSet::new();
+    let mut labels = std::collections::HashMap::new();
+    for (id, slot) in &slots {
+        let Some(recipient) = slot.as_ref().ok().and_then(KeySlot::recipient) else {
+            continue;
+        };
+        let record = records.iter().find(|record| record.id == *id);
+        if record.is_some_and(|record| record.full) || *id == unlocked.slot {
+            full.insert(recipient);
+        }
+        if let Some(record) = record {
+            labels.insert(*id, record.label.clone());
+        }
+    }
+    let rotation = rules::rotate_read_key(
+        &repository,
+        &unlocked.keys,
+        passphrase.as_ref().map(|passphrase| passphrase.bytes()),
+        &full,
+        &labels,
+        unlocked.payload.owner(),
+        &now_rfc3339(),
+    )?;
+    ring.slots
+        .retain(|record| !rotation.replaced.contains(&record.id));
+    ring.slots.extend(rotation.written.iter().cloned());
+    let after = Unlocked {
+        keys: rotation.keys.clone(),
+        payload: SlotPayload::of(
+            &rotation.keys,
+            unlocked.payload.owner(),
+            &unlocked.payload.label,
+            &now_rfc3339(),
+        ),
+        slot: rotation
+            .written
+            .first()
+            .map_or(unlocked.slot, |record| record.id),
+    };
+    let id = store_keyring(context, &repository, &after, &signer, &ring)?;
+    // The old slots go last: killed before, each holder has its old slot
+    // and its new one, and either opens all it could read.
+    for old in &rotation.replaced {
+        rules::remove_slot(&repository, old)?;
+    }
+    let full_count = rotation.written.iter().filter(|record| record.full).count();
+    println!(
+        "new read key {}: {} key slot(s) rewritten ({full_count} full, the others write-only), \
+         recorded in keyring {id}; what was written before stays readable",
+        rotation.keys.public_key().to_hex(),
+        rotation.written.len(),
     );
     Ok(exit::SUCCESS)
 }

@@ -141,6 +141,12 @@ pub struct RepositoryKeys {
     public: EncryptionPublicKey,
     id_key: Secret,
     read: Option<StaticSecret>,
+    /// The public halves of the read keys before rotations (FORMAT.md
+    /// 17.7), newest first; the oldest is the one the config names.
+    earlier_public: Vec<EncryptionPublicKey>,
+    /// Those read keys, in the same order (empty in write-only keys): what
+    /// was written to them stays readable.
+    earlier_read: Vec<StaticSecret>,
     blob_id_key: Secret,
     metadata: XChaCha20Poly1305,
 }
@@ -157,12 +163,15 @@ impl std::fmt::Debug for RepositoryKeys {
 
 impl Clone for RepositoryKeys {
     fn clone(&self) -> Self {
-        Self::assemble(
+        let mut keys = Self::assemble(
             self.repository,
             self.public,
             self.id_key.0,
             self.read.as_ref().map(|read| read.to_bytes()),
-        )
+        );
+        keys.earlier_public = self.earlier_public.clone();
+        keys.earlier_read = self.earlier_read.clone();
+        keys
     }
 }
 
@@ -228,14 +237,113 @@ impl RepositoryKeys {
             public,
             id_key: Secret(id_key),
             read: read.map(StaticSecret::from),
+            earlier_public: Vec::new(),
+            earlier_read: Vec::new(),
             blob_id_key,
             metadata: XChaCha20Poly1305::new(&metadata_key.0.into()),
         }
     }
 
+    /// These keys with the public halves of the read keys of earlier
+    /// rotations (newest first) and, in full keys, those read keys in the
+    /// same order, so that what was sealed to them still opens. A read key
+    /// whose public half is not the one listed is refused, and so is an
+    /// earlier read key in write-only keys.
+    pub fn with_earlier(
+        mut self,
+        earlier_public: &[[u8; 32]],
+        earlier_read: &[[u8; 32]],
+    ) -> Result<Self> {
+        let mismatch = |why: &str| {
+            StoreError::KeyMismatch(format!(
+                "repository {}: the earlier read keys {why}",
+                self.repository
+            ))
+        };
+        if self.read.is_none() && !earlier_read.is_empty() {
+            return Err(mismatch("are in write-only keys"));
+        }
+        if self.read.is_some() && earlier_read.len() != earlier_public.len() {
+            return Err(mismatch("do not match their public keys"));
+        }
+        let mut secrets = Vec::with_capacity(earlier_read.len());
+        for (read, public) in earlier_read.iter().zip(earlier_public) {
+            let secret = StaticSecret::from(*read);
+            if X25519Public::from(&secret).to_bytes() != *public {
+                return Err(mismatch("do not match their public keys"));
+            }
+            secrets.push(secret);
+        }
+        self.earlier_public = earlier_public
+            .iter()
+            .map(|public| EncryptionPublicKey(*public))
+            .collect();
+        self.earlier_read = secrets;
+        Ok(self)
+    }
+
+    /// The public halves of the read keys of earlier rotations, newest
+    /// first, for a key slot.
+    pub fn earlier_public_keys(&self) -> Vec<[u8; 32]> {
+        self.earlier_public.iter().map(|public| public.0).collect()
+    }
+
+    /// The read keys of earlier rotations, newest first, for a key slot
+    /// (empty in write-only keys).
+    pub fn earlier_read_key_bytes(&self) -> Vec<[u8; 32]> {
+        self.earlier_read
+            .iter()
+            .map(|secret| secret.to_bytes())
+            .collect()
+    }
+
+    /// Whether `public` is the public half of this read key or of an
+    /// earlier one.
+    pub fn knows_public_key(&self, public: &EncryptionPublicKey) -> bool {
+        self.public == *public || self.earlier_public.contains(public)
+    }
+
+    /// Read-key rotation (FORMAT.md 17.7): a fresh read key for what is
+    /// written from now on, the current one becoming the newest earlier
+    /// one. The id key stays (it names every blob: a new one would end
+    /// deduplication).
+    pub fn rotated(&self) -> Result<Self> {
+        let Some(current) = self.read.as_ref() else {
+            return Err(StoreError::ReadKeyMissing {
+                object: "the read key to rotate".to_string(),
+            });
+        };
+        let read = StaticSecret::from(random_bytes::<32>()?);
+        let public = EncryptionPublicKey(X25519Public::from(&read).to_bytes());
+        let mut keys = Self::assemble(
+            self.repository,
+            public,
+            self.id_key.0,
+            Some(read.to_bytes()),
+        );
+        keys.earlier_public = std::iter::once(self.public)
+            .chain(self.earlier_public.iter().copied())
+            .collect();
+        keys.earlier_read = std::iter::once(current.clone())
+            .chain(self.earlier_read.iter().cloned())
+            .collect();
+        Ok(keys)
+    }
+
+    /// The read keys to try on what was sealed to one of them, newest
+    /// first.
+    fn read_keys(&self) -> impl Iterator<Item = (&StaticSecret, &EncryptionPublicKey)> {
+        self.read
+            .iter()
+            .map(|read| (read, &self.public))
+            .chain(self.earlier_read.iter().zip(&self.earlier_public))
+    }
+
     /// The same keys without the read key: what a write-only host holds.
     pub fn write_only(&self) -> Self {
-        Self::assemble(self.repository, self.public, self.id_key.0, None)
+        let mut keys = Self::assemble(self.repository, self.public, self.id_key.0, None);
+        keys.earlier_public = self.earlier_public.clone();
+        keys
     }
 
     pub fn repository(&self) -> &Id {
@@ -319,29 +427,9 @@ impl RepositoryKeys {
                 sealing.mode()
             )));
         }
-        let derived;
-        let (cipher, header_length) = match sealing {
-            Sealing::Metadata => (&self.metadata, 9 + NONCE_LENGTH),
-            Sealing::ToReadKey => {
-                let read = self
-                    .read
-                    .as_ref()
-                    .ok_or_else(|| StoreError::ReadKeyMissing {
-                        object: object.to_string(),
-                    })?;
-                if bytes.len() < 9 + 32 {
-                    return Err(corrupt("is too short for its header"));
-                }
-                let ephemeral: [u8; 32] = bytes[9..41]
-                    .try_into()
-                    .map_err(|_| corrupt("is too short for its header"))?;
-                let key = agreed_key_reading(OBJECT_CONTEXT, read, &ephemeral, &self.public)
-                    .ok_or_else(|| {
-                        corrupt("names an ephemeral key that is not a usable X25519 key")
-                    })?;
-                derived = XChaCha20Poly1305::new(&key.0.into());
-                (&derived, 9 + 32 + NONCE_LENGTH)
-            }
+        let header_length = match sealing {
+            Sealing::Metadata => 9 + NONCE_LENGTH,
+            Sealing::ToReadKey => 9 + 32 + NONCE_LENGTH,
         };
         if bytes.len() < header_length + TAG_LENGTH {
             return Err(corrupt("is too short for its header and tag"));
@@ -351,14 +439,46 @@ impl RepositoryKeys {
             .try_into()
             .map_err(|_| corrupt("is too short for its header"))?;
         let aad = object_aad(kind, &self.repository, header);
-        let mut plain = body.to_vec();
-        open_in_place(cipher, &nonce, &aad, &mut plain).map_err(|()| {
+        let does_not_decrypt = || {
             corrupt(
                 "does not decrypt: its bytes were changed, or it was encrypted for another \
                  repository or as another kind of object",
             )
-        })?;
-        Ok(plain)
+        };
+        match sealing {
+            Sealing::Metadata => {
+                let mut plain = body.to_vec();
+                open_in_place(&self.metadata, &nonce, &aad, &mut plain)
+                    .map_err(|()| does_not_decrypt())?;
+                Ok(plain)
+            }
+            Sealing::ToReadKey => {
+                if self.read.is_none() {
+                    return Err(StoreError::ReadKeyMissing {
+                        object: object.to_string(),
+                    });
+                }
+                let ephemeral: [u8; 32] = header[9..41]
+                    .try_into()
+                    .map_err(|_| corrupt("is too short for its header"))?;
+                // Sealed to the current read key or, before a rotation, to
+                // an earlier one; the object does not say which (a bucket
+                // reader must not learn it either), so each is tried,
+                // newest first. A wrong key fails the tag like a changed
+                // byte does.
+                for (read, public) in self.read_keys() {
+                    let key = agreed_key_reading(OBJECT_CONTEXT, read, &ephemeral, public)
+                        .ok_or_else(|| {
+                            corrupt("names an ephemeral key that is not a usable X25519 key")
+                        })?;
+                    let mut plain = body.to_vec();
+                    if open_in_place(&cipher_for(&key.0), &nonce, &aad, &mut plain).is_ok() {
+                        return Ok(plain);
+                    }
+                }
+                Err(does_not_decrypt())
+            }
+        }
     }
 
     /// A key agreed between a fresh ephemeral X25519 key and the read key's
@@ -401,23 +521,32 @@ impl RepositoryKeys {
         ephemeral: &[u8; 32],
         object: &str,
     ) -> Result<PackOpener> {
-        let read = self
-            .read
-            .as_ref()
-            .ok_or_else(|| StoreError::ReadKeyMissing {
+        if self.read.is_none() {
+            return Err(StoreError::ReadKeyMissing {
                 object: object.to_string(),
-            })?;
-        let key = agreed_key_reading(cipher.context(), read, ephemeral, &self.public).ok_or_else(
-            || StoreError::Corrupt {
-                object: object.to_string(),
-                reason: "names an ephemeral key that is not a usable X25519 key".to_string(),
-            },
-        )?;
+            });
+        }
+        let mut candidates = Vec::new();
+        for (read, public) in self.read_keys() {
+            let key =
+                agreed_key_reading(cipher.context(), read, ephemeral, public).ok_or_else(|| {
+                    StoreError::Corrupt {
+                        object: object.to_string(),
+                        reason: "names an ephemeral key that is not a usable X25519 key"
+                            .to_string(),
+                    }
+                })?;
+            candidates.push(PieceCipher::new(cipher, &key, self.repository)?);
+        }
         Ok(PackOpener {
-            pieces: PieceCipher::new(cipher, &key, self.repository)?,
+            candidates,
+            settled: std::sync::atomic::AtomicUsize::new(UNSETTLED),
         })
     }
 }
+
+/// The operator's choice of pack cipher, if any ([`PackCipher::choose`]).
+static CHOSEN_PACK_CIPHER: std::sync::OnceLock<PackCipher> = std::sync::OnceLock::new();
 
 /// The AEAD that seals the pieces of a pack, named by the pack's magic
 /// (FORMAT.md 17.3). Each pack has its own key and counts its nonces
@@ -452,11 +581,21 @@ impl PackCipher {
     /// several times slower than XChaCha20), else XChaCha20-Poly1305.
     /// Readers open both, whichever machine wrote the pack.
     pub fn preferred() -> PackCipher {
+        if let Some(chosen) = CHOSEN_PACK_CIPHER.get() {
+            return *chosen;
+        }
         if aes_is_accelerated() {
             PackCipher::Aes256Gcm
         } else {
             PackCipher::XChaCha20Poly1305
         }
+    }
+
+    /// Makes every pack this process seals from now on use `cipher`,
+    /// whatever the processor offers: the operator's choice
+    /// (`--pack-cipher`, FORMAT.md 17.3). The first choice holds.
+    pub fn choose(cipher: PackCipher) {
+        let _ = CHOSEN_PACK_CIPHER.set(cipher);
     }
 
     fn context(self) -> &'static str {
@@ -523,19 +662,56 @@ impl PackSealer {
 }
 
 /// Reads one pack's pieces.
+///
+/// A pack does not say which read key it was sealed to (FORMAT.md 17.7):
+/// with earlier read keys, there is one candidate cipher per read key, and
+/// the first piece or header that opens settles which one the pack uses.
+/// Without a rotation there is one candidate and nothing is tried twice.
 pub struct PackOpener {
-    pieces: PieceCipher,
+    candidates: Vec<PieceCipher>,
+    /// The index of the candidate that opened a piece, or [`UNSETTLED`].
+    settled: std::sync::atomic::AtomicUsize,
 }
+
+const UNSETTLED: usize = usize::MAX;
 
 impl PackOpener {
     /// Opens the piece stored at `offset`, in place (removes the tag).
     pub fn open_piece(&self, offset: u64, sealed: &mut Vec<u8>, object: &str) -> Result<()> {
-        self.pieces.open(Role::Piece, offset, sealed, object)
+        self.open(Role::Piece, offset, sealed, object)
     }
 
     /// Opens the header stored at `header_start`, in place.
     pub fn open_header(&self, header_start: u64, sealed: &mut Vec<u8>, object: &str) -> Result<()> {
-        self.pieces.open(Role::Header, header_start, sealed, object)
+        self.open(Role::Header, header_start, sealed, object)
+    }
+
+    fn open(&self, role: Role, offset: u64, sealed: &mut Vec<u8>, object: &str) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let settled = self.settled.load(Ordering::Acquire);
+        if let Some(cipher) = self.candidates.get(settled) {
+            return cipher.open(role, offset, sealed, object);
+        }
+        if let [only] = self.candidates.as_slice() {
+            return only.open(role, offset, sealed, object);
+        }
+        // A failed open may leave the bytes changed (ring does not promise
+        // otherwise), so each try works on a copy until one opens.
+        let mut last = None;
+        for (index, cipher) in self.candidates.iter().enumerate() {
+            let mut attempt = sealed.clone();
+            match cipher.open(role, offset, &mut attempt, object) {
+                Ok(()) => {
+                    *sealed = attempt;
+                    self.settled.store(index, Ordering::Release);
+                    return Ok(());
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::ReadKeyMissing {
+            object: object.to_string(),
+        }))
     }
 }
 
@@ -896,6 +1072,70 @@ mod tests {
                 Err(StoreError::ReadKeyMissing { .. })
             ));
         }
+    }
+
+    #[test]
+    fn a_rotated_read_key_opens_the_old_and_the_new_but_the_old_opens_only_the_old() {
+        let old = keys();
+        let snapshot = old.encrypt_object(SealedKind::Snapshot, b"before").unwrap();
+        let sealer = old.pack_sealer_with(PackCipher::Aes256Gcm).unwrap();
+        let mut piece = b"old piece".to_vec();
+        sealer.seal_piece(40, &mut piece);
+        let rotated = old.rotated().unwrap();
+        assert_ne!(rotated.public_key(), old.public_key());
+        assert!(rotated.knows_public_key(&old.public_key()));
+        assert_eq!(rotated.id_key_bytes(), old.id_key_bytes());
+        let after = rotated
+            .encrypt_object(SealedKind::Snapshot, b"after")
+            .unwrap();
+        // The holder of the rotated keys (as a slot would carry them)
+        // opens both, and an old pack's pieces, once its key is settled.
+        let held = RepositoryKeys::from_parts(
+            *rotated.repository(),
+            rotated.public_key(),
+            rotated.id_key_bytes(),
+            rotated.read_key_bytes(),
+        )
+        .unwrap()
+        .with_earlier(
+            &rotated.earlier_public_keys(),
+            &rotated.earlier_read_key_bytes(),
+        )
+        .unwrap();
+        for (bytes, plain) in [(&snapshot, &b"before"[..]), (&after, &b"after"[..])] {
+            let opened = held
+                .decrypt_object(SealedKind::Snapshot, bytes, "s")
+                .unwrap();
+            assert_eq!(opened, plain);
+        }
+        let opener = held
+            .pack_opener(PackCipher::Aes256Gcm, &sealer.ephemeral(), "pack")
+            .unwrap();
+        let mut opened = piece.clone();
+        opener.open_piece(40, &mut opened, "pack").unwrap();
+        assert_eq!(opened, b"old piece");
+        let mut moved = piece.clone();
+        assert!(opener.open_piece(41, &mut moved, "pack").is_err());
+        // The old keys alone (a holder removed before the rotation) do not
+        // open what is written after it.
+        assert!(
+            old.decrypt_object(SealedKind::Snapshot, &after, "s")
+                .is_err()
+        );
+        // Earlier read keys that do not match their public halves, or in
+        // write-only keys, are refused.
+        let mismatched = rotated
+            .clone()
+            .with_earlier(&[[9; 32]], &rotated.earlier_read_key_bytes());
+        assert!(mismatched.is_err());
+        let write_only = rotated.write_only();
+        assert!(!write_only.can_read());
+        assert!(write_only.knows_public_key(&old.public_key()));
+        assert!(
+            write_only
+                .with_earlier(&rotated.earlier_public_keys(), &[[1; 32]])
+                .is_err()
+        );
     }
 
     #[test]

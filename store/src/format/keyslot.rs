@@ -126,6 +126,13 @@ pub struct SlotPayload {
     /// snapshots it signed, and the keyring it signed (17.7).
     #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
     pub owner: Option<[u8; 32]>,
+    /// The public halves of the read keys before read-key rotations,
+    /// newest first (FORMAT.md 17.7); absent before the first rotation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_public_keys: Vec<serde_bytes::ByteBuf>,
+    /// Those read keys, in the same order; absent in a write-only slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_read_keys: Vec<serde_bytes::ByteBuf>,
     /// A name for people (`cairn key list`).
     pub label: String,
     /// RFC 3339, when the slot was made.
@@ -137,6 +144,9 @@ impl Drop for SlotPayload {
         self.id_key.zeroize();
         if let Some(read) = self.read_key.as_mut() {
             read.zeroize();
+        }
+        for read in &mut self.earlier_read_keys {
+            read.as_mut_slice().zeroize();
         }
     }
 }
@@ -160,6 +170,16 @@ impl SlotPayload {
             id_key: keys.id_key_bytes(),
             read_key: keys.read_key_bytes(),
             owner: owner.map(|key| key.0),
+            earlier_public_keys: keys
+                .earlier_public_keys()
+                .iter()
+                .map(|key| serde_bytes::ByteBuf::from(key.to_vec()))
+                .collect(),
+            earlier_read_keys: keys
+                .earlier_read_key_bytes()
+                .iter()
+                .map(|key| serde_bytes::ByteBuf::from(key.to_vec()))
+                .collect(),
             label: label.to_string(),
             created: created.to_string(),
         }
@@ -172,13 +192,33 @@ impl SlotPayload {
 
     /// The key material this payload carries.
     pub fn keys(&self) -> Result<RepositoryKeys> {
-        RepositoryKeys::from_parts(
+        let keys = RepositoryKeys::from_parts(
             self.repository,
             EncryptionPublicKey(self.public_key),
             self.id_key,
             self.read_key,
-        )
+        )?;
+        let earlier_public = keys_of(&self.earlier_public_keys, &self.repository)?;
+        let mut earlier_read = keys_of(&self.earlier_read_keys, &self.repository)?;
+        let keys = keys.with_earlier(&earlier_public, &earlier_read);
+        earlier_read.zeroize();
+        keys
     }
+}
+
+/// 32-byte keys from a slot's list, each checked for its length.
+fn keys_of(list: &[serde_bytes::ByteBuf], repository: &Id) -> Result<Vec<[u8; 32]>> {
+    list.iter()
+        .map(|key| {
+            <[u8; 32]>::try_from(key.as_slice()).map_err(|_| {
+                StoreError::KeyMismatch(format!(
+                    "a key slot of repository {repository} lists an earlier key of {} bytes, \
+                     not 32",
+                    key.len()
+                ))
+            })
+        })
+        .collect()
 }
 
 impl KeySlot {
@@ -227,6 +267,14 @@ impl KeySlot {
 
     pub fn is_passphrase(&self) -> bool {
         matches!(self.wrapping, Wrapping::Passphrase { .. })
+    }
+
+    /// The Argon2id parameters a passphrase slot records.
+    pub fn kdf(&self) -> Option<KdfParams> {
+        match self.wrapping {
+            Wrapping::Passphrase { kdf, .. } => Some(kdf),
+            Wrapping::Recipient { .. } => None,
+        }
     }
 
     /// The recipient public key a recipient slot is wrapped for.

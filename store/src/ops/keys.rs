@@ -12,9 +12,11 @@
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::crypto::{EncryptionPublicKey, RepositoryKeys};
-use crate::format::keyring::{Entry, Keyring, OpenedKeyring, Role, Status, chain_allows};
+use crate::format::keyring::{
+    Entry, Keyring, OpenedKeyring, Role, SlotRecord, Status, chain_allows,
+};
 use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey, public_key_of};
-use crate::format::keyslot::KeySlot;
+use crate::format::keyslot::{KeySlot, SlotPayload};
 use crate::id::Id;
 use crate::repository::Repository;
 use serde::{Deserialize, Serialize};
@@ -400,6 +402,147 @@ pub fn remove_slot(repository: &Repository, slot: &Id) -> Result<()> {
         .delete(ObjectKind::KeySlot, &slot.to_hex())
 }
 
+/// What a read-key rotation wrote, for the keyring that records it.
+pub struct ReadKeyRotation {
+    /// The new keys: a fresh read key, the earlier ones kept.
+    pub keys: RepositoryKeys,
+    /// The slots written, with what the keyring records of each.
+    pub written: Vec<SlotRecord>,
+    /// The slots they replace, to remove once the keyring names the new
+    /// ones.
+    pub replaced: Vec<Id>,
+}
+
+/// Rotates the read key (FORMAT.md 17.7): writes, for every holder, a slot
+/// carrying a fresh read key and every earlier one, and returns the old
+/// slots for the caller to remove after recording the new ones.
+///
+/// - a passphrase slot is rewrapped only when `passphrase` opens it (the
+///   holder's own); any other passphrase slot makes the rotation refuse
+///   before anything is written, naming it, since its passphrase is not
+///   known here;
+/// - a recipient slot is rewrapped for its recipient, full when `full`
+///   names the recipient (recorded full in the keyring, or the identity
+///   that opened the repository), else write-only: a rotation never gives
+///   the read key to a holder not known to have had it;
+/// - a slot that cannot be read is left as it is.
+///
+/// Killed part-way, every old slot is still there and opens as before, so
+/// every holder still restores all it could; running it again finishes.
+pub fn rotate_read_key(
+    repository: &Repository,
+    keys: &RepositoryKeys,
+    passphrase: Option<&[u8]>,
+    full: &HashSet<[u8; 32]>,
+    labels: &HashMap<Id, String>,
+    owner: Option<PublicKey>,
+    time: &str,
+) -> Result<ReadKeyRotation> {
+    let mut passphrase_slots = Vec::new();
+    let mut recipients: Vec<([u8; 32], Vec<Id>)> = Vec::new();
+    let mut unknown = Vec::new();
+    for (id, slot) in key_slots(repository)? {
+        let Ok(slot) = slot else { continue };
+        if let Some(recipient) = slot.recipient() {
+            match recipients.iter_mut().find(|(key, _)| *key == recipient) {
+                Some((_, ids)) => ids.push(id),
+                None => recipients.push((recipient, vec![id])),
+            }
+            continue;
+        }
+        let object = format!("key slot {id}");
+        let opened = match passphrase {
+            Some(passphrase) => {
+                slot.unwrap_with_passphrase(repository.id(), passphrase, &object)?
+            }
+            None => None,
+        };
+        match (opened, slot.kdf()) {
+            (Some(payload), Some(kdf)) => passphrase_slots.push((id, payload, kdf)),
+            _ => unknown.push(id),
+        }
+    }
+    if !unknown.is_empty() {
+        let names: Vec<String> = unknown.iter().map(Id::to_hex).collect();
+        return Err(StoreError::Invalid(format!(
+            "passphrase key slot(s) {} do not open with this passphrase, so they cannot be given \
+             the new read key; remove them (cairn key remove) and add them again after the \
+             rotation. Nothing was changed",
+            names.join(", ")
+        )));
+    }
+    // A rotation killed part-way leaves a holder two slots; the one that
+    // went furthest (the most earlier keys) is the base, so no read key
+    // that something was written to is lost.
+    let mut base = keys.clone();
+    for (_, payload, _) in &passphrase_slots {
+        let opened = payload.keys()?;
+        if opened.can_read()
+            && opened.earlier_public_keys().len() > base.earlier_public_keys().len()
+            && opened.knows_public_key(&base.public_key())
+        {
+            base = opened;
+        }
+    }
+    let rotated = base.rotated()?;
+    let mut written = Vec::new();
+    let mut replaced = Vec::new();
+    for (recipient, ids) in &recipients {
+        let is_full = full.contains(recipient);
+        let label = ids
+            .iter()
+            .find_map(|id| labels.get(id).cloned())
+            .unwrap_or_default();
+        let new_keys = if is_full {
+            rotated.clone()
+        } else {
+            rotated.write_only()
+        };
+        let payload = SlotPayload::of(&new_keys, owner, &label, time);
+        let slot = KeySlot::wrap_for_recipient(&payload, recipient)?;
+        let id = repository.write_object(ObjectKind::KeySlot, &slot.encode())?;
+        written.push(record(id, "recipient", &label, is_full, time));
+        replaced.extend(ids.iter().copied());
+    }
+    // The holder's own passphrase slots last: until they are written, the
+    // passphrase opens the old keys, with which it reads all there is.
+    // One slot for the passphrase, however many it opened (a killed
+    // rotation leaves two): full if any of them was.
+    if let (Some(passphrase), Some((_, first, kdf))) = (passphrase, passphrase_slots.first()) {
+        let model = passphrase_slots
+            .iter()
+            .map(|(_, payload, _)| payload)
+            .find(|payload| payload.read_key.is_some())
+            .unwrap_or(first);
+        let is_full = model.read_key.is_some();
+        let new_keys = if is_full {
+            rotated.clone()
+        } else {
+            rotated.write_only()
+        };
+        let new = SlotPayload::of(&new_keys, model.owner().or(owner), &model.label, time);
+        let slot = KeySlot::wrap_with_passphrase(&new, passphrase, *kdf)?;
+        let id = repository.write_object(ObjectKind::KeySlot, &slot.encode())?;
+        written.push(record(id, "passphrase", &model.label, is_full, time));
+        replaced.extend(passphrase_slots.iter().map(|(old, _, _)| *old));
+    }
+    Ok(ReadKeyRotation {
+        keys: rotated,
+        written,
+        replaced,
+    })
+}
+
+fn record(id: Id, kind: &str, label: &str, full: bool, created: &str) -> SlotRecord {
+    SlotRecord {
+        id,
+        kind: kind.to_string(),
+        label: label.to_string(),
+        full,
+        created: created.to_string(),
+    }
+}
+
 /// The first line of a paper export.
 pub const EXPORT_HEADER: &str = "cairn key export v1";
 
@@ -417,6 +560,11 @@ pub fn export_text(keys: &RepositoryKeys, owner: Option<PublicKey>) -> Result<St
     text.push_str(&format!("public-key {}\n", keys.public_key().to_hex()));
     text.push_str(&format!("id-key {}\n", hex::encode(keys.id_key_bytes())));
     text.push_str(&format!("read-key {}\n", hex::encode(read)));
+    // Newest first, so that what was written before each read-key
+    // rotation restores from the paper too (FORMAT.md 17.7).
+    for earlier in keys.earlier_read_key_bytes() {
+        text.push_str(&format!("earlier-read-key {}\n", hex::encode(earlier)));
+    }
     if let Some(owner) = owner {
         text.push_str(&format!("owner {}\n", owner.to_hex()));
     }
@@ -457,6 +605,7 @@ pub fn parse_export(text: &str) -> Result<(RepositoryKeys, Option<PublicKey>)> {
         None => return Err(bad("has no checksum line at its end".into())),
     }
     let mut fields: HashMap<&str, [u8; 32]> = HashMap::new();
+    let mut earlier_read = Vec::new();
     for line in &body[1..] {
         let (name, value) = line
             .split_once(' ')
@@ -464,6 +613,10 @@ pub fn parse_export(text: &str) -> Result<(RepositoryKeys, Option<PublicKey>)> {
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(value.trim(), &mut bytes)
             .map_err(|_| bad(format!("{name} is not 64 hex digits")))?;
+        if name == "earlier-read-key" {
+            earlier_read.push(bytes);
+            continue;
+        }
         fields.insert(name, bytes);
     }
     let field = |name: &str| {
@@ -478,6 +631,13 @@ pub fn parse_export(text: &str) -> Result<(RepositoryKeys, Option<PublicKey>)> {
         field("id-key")?,
         Some(field("read-key")?),
     )?;
+    let earlier_public: Vec<[u8; 32]> = earlier_read
+        .iter()
+        .map(|read| {
+            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*read)).to_bytes()
+        })
+        .collect();
+    let keys = keys.with_earlier(&earlier_public, &earlier_read)?;
     let owner = match fields.get("owner") {
         Some(bytes) => Some(
             PublicKey::from_hex(&hex::encode(bytes))
@@ -514,6 +674,15 @@ mod tests {
         let error = parse_export(&swapped).unwrap_err();
         assert!(error.to_string().contains("checksum"), "{error}");
         assert!(export_text(&keys.write_only(), None).is_err());
+        // After two read-key rotations the paper carries the earlier keys.
+        let rotated = keys.rotated().unwrap().rotated().unwrap();
+        let (back, _) = parse_export(&export_text(&rotated, None).unwrap()).unwrap();
+        assert_eq!(back.earlier_read_key_bytes().len(), 2);
+        assert_eq!(
+            back.earlier_read_key_bytes(),
+            rotated.earlier_read_key_bytes()
+        );
+        assert!(back.knows_public_key(&keys.public_key()));
     }
 
     #[test]

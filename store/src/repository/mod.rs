@@ -161,7 +161,8 @@ impl Repository {
     }
 
     /// Gives an encrypted repository its keys. Keys of another repository,
-    /// or whose public key is not the one the config names, are refused:
+    /// or whose public key is not the one the config names (nor rotated
+    /// from it), are refused:
     /// a replaced config would otherwise make writers encrypt to someone
     /// else's key.
     pub fn unlock(&mut self, keys: RepositoryKeys) -> Result<()> {
@@ -178,7 +179,10 @@ impl Repository {
                 self.id()
             )));
         }
-        if keys.public_key() != public {
+        // After a read-key rotation the config still names the first
+        // public key, and the slot lists it among the earlier ones it
+        // carries (FORMAT.md 17.7).
+        if !keys.knows_public_key(&public) {
             return Err(StoreError::KeyMismatch(format!(
                 "the key slot's public encryption key {} is not the one the repository's \
                  config names ({}): the config was replaced, or the slot belongs elsewhere; \
