@@ -38,6 +38,36 @@ fn damage_error(missing: &[String]) -> StoreError {
     )
 }
 
+/// Marks live the base of every live delta blob (docs/FORMAT.md section
+/// 7.3), down whole chains: a base outlives the snapshots that named it
+/// for as long as a delta needs it. Any listing's claim of a base is
+/// followed, vouched or not: keeping a blob too many costs space, keeping
+/// one too few a restore. A base no present pack holds is damage.
+fn keep_bases_alive(live: &mut BlobSet, bases: &HashMap<Id, Vec<Id>>, damage: &mut Vec<String>) {
+    if bases.is_empty() {
+        return;
+    }
+    let mut pending: Vec<Id> = bases
+        .keys()
+        .filter(|delta| live.is_live(delta))
+        .copied()
+        .collect();
+    while let Some(delta) = pending.pop() {
+        for base in bases.get(&delta).into_iter().flatten() {
+            if live.is_live(base) {
+                continue;
+            }
+            if live.mark_live(base) {
+                pending.push(*base);
+            } else if damage.len() < DAMAGE_LIMIT {
+                damage.push(format!(
+                    "delta blob {delta} needs base {base}, which no present pack holds"
+                ));
+            }
+        }
+    }
+}
+
 /// Every blob in a present, indexed pack, as a sorted array of ids, with
 /// one "live" bit each: about 33 bytes per blob, exact, and no per-blob
 /// record or hash-table overhead.
@@ -229,6 +259,8 @@ pub(super) fn survey(
     // First pass: pack sizes, the ids of blobs in present packs, and where
     // trees are (trees are few; data blobs are not kept as records).
     let mut ids = Vec::new();
+    // Each delta blob's bases, as listed (kept alive with it).
+    let mut bases: HashMap<Id, Vec<Id>> = HashMap::new();
     let mut trees: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
     let mut vouched_files = HashSet::new();
     let mut vouched_packs = HashSet::new();
@@ -264,6 +296,9 @@ pub(super) fn survey(
             }
             for blob in &pack.blobs {
                 ids.push(blob.id);
+                if let Some(base) = blob.base {
+                    bases.entry(blob.id).or_default().push(base);
+                }
                 if blob.kind == BlobKind::Tree {
                     let location = BlobLocation {
                         pack: pack.id,
@@ -317,8 +352,11 @@ pub(super) fn survey(
         }
     }
     let LiveWalk {
-        live, mut damage, ..
+        mut live,
+        mut damage,
+        ..
     } = visitor;
+    keep_bases_alive(&mut live, &bases, &mut damage);
     drop(trees);
     if !damage.is_empty() {
         name_lost_packs(repository, &index_files, &present, &mut damage);
