@@ -92,7 +92,7 @@ fn an_in_place_rewrite_is_stored_as_deltas_restored_and_kept_through_prune() {
     let target = deltas.path("restored");
     deltas.restore(snapshot, &target).ok();
     assert_eq!(
-        file_hash(&target.join("data_level0.bin")),
+        file_hash(&target.join("index/data_level0.bin")),
         file_hash(&file),
         "restored through its bases"
     );
@@ -107,7 +107,7 @@ fn an_in_place_rewrite_is_stored_as_deltas_restored_and_kept_through_prune() {
     let again = deltas.path("again");
     deltas.restore(snapshot, &again).ok();
     assert_eq!(
-        file_hash(&again.join("data_level0.bin")),
+        file_hash(&again.join("index/data_level0.bin")),
         file_hash(&file),
         "restorable after its bases' snapshot was pruned"
     );
@@ -142,11 +142,11 @@ fn chains_stay_bounded_and_a_damaged_base_is_damage() {
     let last = last.unwrap();
 
     let bases = bases(&workspace);
-    let depth = |mut id: &String| {
-        let mut depth = 0;
-        while let Some(base) = bases.get(id) {
+    let depth = |id: &String| {
+        let (mut id, mut depth) = (id.clone(), 0);
+        while let Some(base) = bases.get(&id) {
             depth += 1;
-            id = base;
+            id = base.clone();
         }
         depth
     };
@@ -156,7 +156,10 @@ fn chains_stay_bounded_and_a_damaged_base_is_damage() {
     // Damage one whole base that a delta of the last night needs: the
     // restore names the damage and exits 4; nothing wrong is written.
     let tree = fs::read(&file).unwrap();
-    let needed: Vec<&String> = bases.values().filter(|base| !bases.contains_key(*base)).collect();
+    let needed: Vec<&String> = bases
+        .values()
+        .filter(|base| !bases.contains_key(*base))
+        .collect();
     let victim = needed.first().expect("a whole base");
     let mut damaged = false;
     for pack in data_packs(&workspace.packs()) {
@@ -173,7 +176,7 @@ fn chains_stay_bounded_and_a_damaged_base_is_damage() {
     let run = workspace.restore(last["snapshot"].as_str().unwrap(), &target);
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(run.stderr.contains("base"), "{}", run.stderr);
-    let restored = target.join("data_level0.bin");
+    let restored = target.join("index/data_level0.bin");
     assert!(
         !restored.exists() || fs::read(&restored).unwrap() != tree || run.code != 0,
         "never a wrong file reported as restored"

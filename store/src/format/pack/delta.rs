@@ -141,10 +141,7 @@ mod tests {
             whole.len()
         );
         assert!(worth_it(delta.len(), whole.len()));
-        assert_eq!(
-            decompress(&delta, &base, changed.len()).unwrap(),
-            changed
-        );
+        assert_eq!(decompress(&delta, &base, changed.len()).unwrap(), changed);
     }
 
     #[test]

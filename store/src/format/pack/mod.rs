@@ -603,7 +603,9 @@ impl BlobDecoder {
                         &base,
                         entry.raw_length as usize,
                     )
-                    .map_err(|error| StoreError::corrupt(object(), format!("zstd delta: {error}")))?,
+                    .map_err(|error| {
+                        StoreError::corrupt(object(), format!("zstd delta: {error}"))
+                    })?,
                 )
             }
             (Compression::ZstdDelta, Some(_)) => {
@@ -827,13 +829,20 @@ mod tests {
 
     /// A pack holding one delta, its base's content, and its entry.
     fn delta_pack() -> (Id, Vec<u8>, BlobEntry, Vec<u8>, Vec<u8>) {
-        let base: Vec<u8> = (0..20_000u32).flat_map(|n| (n * 7919).to_le_bytes()).collect();
+        let base: Vec<u8> = (0..20_000u32)
+            .flat_map(|n| (n * 7919).to_le_bytes())
+            .collect();
         let mut changed = base.clone();
         changed[4_000] ^= 1;
         changed[60_000] ^= 2;
         let stored = delta::compress(&changed, &base, 3).unwrap();
         let mut writer = PackWriter::new();
-        writer.add_delta(Id::of(&changed), changed.len() as u32, Id::of(&base), &stored);
+        writer.add_delta(
+            Id::of(&changed),
+            changed.len() as u32,
+            Id::of(&base),
+            &stored,
+        );
         let (id, bytes, entries) = writer.finish();
         (id, bytes, entries[0], base, changed)
     }
@@ -860,7 +869,9 @@ mod tests {
         assert_eq!(decoded, changed);
 
         // A reader that cannot look bases up refuses, naming the base.
-        let alone = BlobDecoder::default().decode(&entry, stored, &pack).unwrap_err();
+        let alone = BlobDecoder::default()
+            .decode(&entry, stored, &pack)
+            .unwrap_err();
         assert!(alone.to_string().contains("base"), "{alone}");
 
         // A store that swaps the base for other bytes: the base source

@@ -42,9 +42,9 @@
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
+use crate::format::index::BlobLocation;
 use crate::format::index::{IndexFile, PackEntry};
 use crate::format::keys::{SigningKey, public_key_of};
-use crate::format::index::BlobLocation;
 use crate::format::pack::{
     BlobEntry, BlobKind, Compression, FRAME_TARGET, MAX_BLOB_SIZE, PackWriter, compress_blob,
     compress_frame, delta, looks_incompressible,

@@ -38,6 +38,51 @@ fn damage_error(missing: &[String]) -> StoreError {
     )
 }
 
+/// Makes `repository` find the bases of delta blobs where the index files
+/// place them (a vouched listing first), so that a repack can decode a
+/// delta; read again only when some listing holds a delta, so a
+/// repository without deltas pays nothing and none keeps every data
+/// blob's location in memory.
+fn locate_bases(
+    repository: &Repository,
+    index_files: &[Id],
+    present: &HashMap<Id, (u64, Option<SystemTime>)>,
+    bases: &HashMap<Id, Vec<Id>>,
+    trusted: &[PublicKey],
+) -> Result<()> {
+    let wanted: HashSet<Id> = bases.values().flatten().copied().collect();
+    let mut found: HashMap<Id, (bool, BlobLocation)> = HashMap::new();
+    for file_id in index_files {
+        let Ok((file, vouching)) = read_index(repository, file_id, trusted)? else {
+            continue;
+        };
+        let vouched = vouching.is_vouched();
+        for pack in file
+            .packs
+            .iter()
+            .filter(|pack| present.contains_key(&pack.id))
+        {
+            for blob in pack.blobs.iter().filter(|blob| wanted.contains(&blob.id)) {
+                let location = BlobLocation {
+                    pack: pack.id,
+                    entry: *blob,
+                };
+                match found.get(&blob.id) {
+                    Some((true, _)) => {}
+                    Some((false, _)) if !vouched => {}
+                    _ => {
+                        found.insert(blob.id, (vouched, location));
+                    }
+                }
+            }
+        }
+    }
+    repository.locate_bases_with(std::sync::Arc::new(move |id: &Id| {
+        Ok(found.get(id).map(|(_, location)| *location))
+    }));
+    Ok(())
+}
+
 /// Marks live the base of every live delta blob (docs/FORMAT.md section
 /// 7.3), down whole chains: a base outlives the snapshots that named it
 /// for as long as a delta needs it. Any listing's claim of a base is
@@ -314,6 +359,9 @@ pub(super) fn survey(
         }
     }
     index_files.retain(|id| !unreadable.contains(id));
+    if !bases.is_empty() {
+        locate_bases(repository, &index_files, &present, &bases, trusted)?;
+    }
 
     // The walk: every tree and chunk reachable from a snapshot is live. One
     // that no present pack holds is damage (a lost pack whose blobs were
