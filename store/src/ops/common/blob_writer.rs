@@ -405,9 +405,8 @@ impl<'a> BlobWriter<'a> {
         let patch = delta::compress(raw, &base_raw, self.compression_level).ok()?;
         // What storing it whole would take: its own compression (a small
         // blob gathered into a shared frame may take a little less).
-        let whole = match compress_blob(raw, self.compression_level) {
-            (_, stored) => stored.len(),
-        };
+        let (_, whole) = compress_blob(raw, self.compression_level);
+        let whole = whole.len();
         if !delta::worth_it(patch.len(), whole) {
             return None;
         }
