@@ -153,6 +153,53 @@ fn chains_stay_bounded_and_a_damaged_base_is_damage() {
     let deepest = bases.keys().map(depth).max().unwrap_or(0);
     assert_eq!(deepest, 2, "chains reach the bound of 2 and never pass it");
 
+    // A copy into another repository writes every chunk whole: the
+    // destination never holds a delta whose base it might lack.
+    let copied = workspace.path("copy");
+    let like = workspace.repo();
+    workspace
+        .cairn([
+            "--repo".as_ref(),
+            copied.as_os_str(),
+            "init".as_ref(),
+            "--plaintext".as_ref(),
+            "--like".as_ref(),
+            like.as_os_str(),
+        ])
+        .ok();
+    workspace
+        .cairn([
+            "copy".as_ref(),
+            "--from".as_ref(),
+            like.as_os_str(),
+            "--to".as_ref(),
+            copied.as_os_str(),
+        ])
+        .ok();
+    let copied_bases: usize = walk(&copied.join("data"))
+        .iter()
+        .filter(|path| path.is_file())
+        .flat_map(|pack| header_of(pack).blobs)
+        .filter(|entry| entry.base.is_some())
+        .count();
+    assert_eq!(copied_bases, 0, "the copy holds no delta");
+    let from_copy = workspace.path("from-copy");
+    workspace
+        .cairn([
+            "--repo".as_ref(),
+            copied.as_os_str(),
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            from_copy.as_os_str(),
+            "--yes".as_ref(),
+        ])
+        .ok();
+    assert_eq!(
+        file_hash(&from_copy.join("index/data_level0.bin")),
+        file_hash(&file)
+    );
+
     // Damage one whole base that a delta of the last night needs: the
     // restore names the damage and exits 4; nothing wrong is written.
     let tree = fs::read(&file).unwrap();
