@@ -340,8 +340,13 @@ fn databases_are_cut_into_their_own_pages_and_a_night_of_scattered_updates_adds_
     let cdc_second = back_up(&cdc, &["--chunking", "db=content-defined"]);
     let added = second["stored_bytes"].as_u64().unwrap();
     let cdc_added = cdc_second["stored_bytes"].as_u64().unwrap();
+    // Since delta-encoded chunks (FORMAT.md 7.1), a content-defined night
+    // is stored as patches against the parent's chunks too, which takes
+    // away most of what page chunking saved here (this asserted pages
+    // under 3/4 of content-defined before); pages must still not cost
+    // noticeably more.
     assert!(
-        added * 4 < cdc_added * 3,
+        added * 4 < cdc_added * 5,
         "page-sized chunks stored {added} bytes for the night, content-defined {cdc_added}"
     );
 

@@ -128,6 +128,7 @@ pub fn pack_entries(ids: &[Id], per_pack: usize, seed: u64) -> Vec<PackEntry> {
                         raw_length,
                         compression: Compression::Zstd,
                         frame_offset: None,
+                        base: None,
                     };
                     offset += u64::from(length);
                     entry

@@ -36,6 +36,7 @@ fn false_claim(pack: &Path, blobs: &[Id]) -> IndexFile {
             raw_length: 1,
             compression: Compression::None,
             frame_offset: None,
+            base: None,
         })
         .collect();
     IndexFile::new(vec![PackEntry {

@@ -287,6 +287,7 @@ fn run_backup(
             "packs_written": written.packs_written,
             "index_files_written": written.index_files_written,
             "unvouched_stored_again": written.unvouched_stored_again,
+            "delta_chunks": written.delta_blobs,
             "adopted_packs": outcome.adopted_packs,
             "unchanged_files": outcome.unchanged_files,
             "problems": body.problems,
@@ -306,11 +307,12 @@ fn run_backup(
             );
         }
         println!(
-            "  added {} ({} stored) in {} packs; {} new blobs, {} reused",
+            "  added {} ({} stored) in {} packs; {} new blobs ({} as deltas), {} reused",
             bytes(written.new_raw_bytes),
             bytes(written.new_stored_bytes),
             written.packs_written,
             written.new_blobs,
+            written.delta_blobs,
             written.reused_blobs
         );
         if outcome.unchanged_files > 0 {

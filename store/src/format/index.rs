@@ -219,6 +219,7 @@ mod tests {
                 raw_length: 10,
                 compression: Compression::None,
                 frame_offset: None,
+                base: None,
             }],
         }])
     }

@@ -26,7 +26,7 @@ use crate::repository::Repository;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// Lookups and updates of the local copy of the index.
 ///
@@ -516,11 +516,22 @@ impl IndexCache for SledIndex {
 /// The index, synchronised with the repository, plus what happened on the
 /// way that the user should hear about.
 pub struct OpenedIndex {
-    pub index: Box<dyn IndexCache>,
+    pub index: Arc<dyn IndexCache>,
     /// About the cache, and index files that could not be read (each
     /// named; they were skipped, as planted garbage must never stop a
     /// command).
     pub notices: Vec<String>,
+}
+
+impl OpenedIndex {
+    /// An opened index, made where `repository` (and its every clone)
+    /// finds the bases of delta blobs: a delta read anywhere, by whatever
+    /// command, decodes through the one index that command opened.
+    fn new(repository: &Repository, index: Arc<dyn IndexCache>, notices: Vec<String>) -> Self {
+        let lookup = Arc::clone(&index);
+        repository.locate_bases_with(Arc::new(move |id: &Id| lookup.lookup(id)));
+        OpenedIndex { index, notices }
+    }
 }
 
 /// Opens the cache at `cache_path` (or an in-memory index when `None`) and
@@ -534,12 +545,12 @@ pub fn open_index(
 ) -> Result<OpenedIndex> {
     let mut notices = Vec::new();
     let Some(path) = cache_path else {
-        let index: Box<dyn IndexCache> = Box::new(MemoryIndex::new());
+        let index: Arc<dyn IndexCache> = Arc::new(MemoryIndex::new());
         synchronise(repository, index.as_ref(), trusted, &mut notices)?;
-        return Ok(OpenedIndex { index, notices });
+        return Ok(OpenedIndex::new(repository, index, notices));
     };
     match open_and_synchronise_sled(repository, path, trusted, &mut notices) {
-        Ok(index) => return Ok(OpenedIndex { index, notices }),
+        Ok(index) => return Ok(OpenedIndex::new(repository, index, notices)),
         Err(CacheFailure::Repository(error)) => return Err(error),
         Err(CacheFailure::Locked(_)) => {
             notices.push(format!(
@@ -554,7 +565,7 @@ pub fn open_index(
             ));
             let _ = std::fs::remove_dir_all(path);
             match open_and_synchronise_sled(repository, path, trusted, &mut notices) {
-                Ok(index) => return Ok(OpenedIndex { index, notices }),
+                Ok(index) => return Ok(OpenedIndex::new(repository, index, notices)),
                 Err(CacheFailure::Repository(error)) => return Err(error),
                 Err(CacheFailure::Locked(reason) | CacheFailure::Cache(reason)) => {
                     notices.push(format!(
@@ -564,9 +575,9 @@ pub fn open_index(
             }
         }
     }
-    let index: Box<dyn IndexCache> = Box::new(MemoryIndex::new());
+    let index: Arc<dyn IndexCache> = Arc::new(MemoryIndex::new());
     synchronise(repository, index.as_ref(), trusted, &mut notices)?;
-    Ok(OpenedIndex { index, notices })
+    Ok(OpenedIndex::new(repository, index, notices))
 }
 
 enum CacheFailure {
@@ -582,7 +593,7 @@ fn open_and_synchronise_sled(
     path: &Path,
     trusted: &[PublicKey],
     notices: &mut Vec<String>,
-) -> std::result::Result<Box<dyn IndexCache>, CacheFailure> {
+) -> std::result::Result<Arc<dyn IndexCache>, CacheFailure> {
     let index = SledIndex::open(path).map_err(|error| {
         let reason = error.to_string();
         if reason.contains("could not acquire lock") {
@@ -592,7 +603,7 @@ fn open_and_synchronise_sled(
         }
     })?;
     match synchronise(repository, &index, trusted, notices) {
-        Ok(()) => Ok(Box::new(index)),
+        Ok(()) => Ok(Arc::new(index)),
         Err(SyncFailure::Repository(error)) => Err(CacheFailure::Repository(error)),
         Err(SyncFailure::Cache(error)) => Err(CacheFailure::Cache(error.to_string())),
     }
@@ -780,6 +791,7 @@ mod tests {
             raw_length: 20,
             compression: Compression::Zstd,
             frame_offset: None,
+            base: None,
         };
         let mut entries: Vec<BlobEntry> = (0..blobs)
             .map(|number| entry(number * 10, Id::of(&[name, &number.to_le_bytes()].concat())))

@@ -22,15 +22,17 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CAIRNRUN";
-const VERSION: u32 = 3;
+/// Version 4 adds the base of a delta blob to every record.
+const VERSION: u32 = 4;
 /// Magic, version, four reserved zero bytes.
 const HEADER_SIZE: usize = 16;
 /// Record count (u64 LE) and the BLAKE3 hash of every byte before it.
 const FOOTER_SIZE: usize = 8 + 32;
 /// Blob id, pack id, offset (u64 LE), length, raw length (u32 LE each),
 /// kind, compression (one byte each), frame offset (u32 LE, all ones for
-/// a blob with stored bytes of its own), vouched (one byte, 0 or 1).
-pub const RECORD_SIZE: usize = 32 + 32 + 8 + 4 + 4 + 1 + 1 + 4 + 1;
+/// a blob with stored bytes of its own), vouched (one byte, 0 or 1), the
+/// base id of a delta blob (all zeros for any other blob).
+pub const RECORD_SIZE: usize = 32 + 32 + 8 + 4 + 4 + 1 + 1 + 4 + 1 + 32;
 /// The frame offset of a blob that shares no frame; no real frame offset
 /// comes near it (a frame holds at most 256 MiB).
 const SOLE: u32 = u32::MAX;
@@ -102,9 +104,13 @@ fn encode_record(id: &Id, located: &Located) -> [u8; RECORD_SIZE] {
         Compression::None => 0,
         Compression::Zstd => 1,
         Compression::ZstdPlanes => 2,
+        Compression::ZstdDelta => 3,
     };
     bytes[82..86].copy_from_slice(&entry.frame_offset.unwrap_or(SOLE).to_le_bytes());
     bytes[86] = u8::from(located.vouched);
+    if let Some(base) = &entry.base {
+        bytes[87..119].copy_from_slice(&base.0);
+    }
     bytes
 }
 
@@ -123,6 +129,7 @@ fn decode_record(bytes: &[u8]) -> Option<Located> {
         0 => Compression::None,
         1 => Compression::Zstd,
         2 => Compression::ZstdPlanes,
+        3 => Compression::ZstdDelta,
         _ => return None,
     };
     let frame_offset = match u32::from_le_bytes(bytes.get(82..86)?.try_into().ok()?) {
@@ -134,6 +141,10 @@ fn decode_record(bytes: &[u8]) -> Option<Located> {
         1 => true,
         _ => return None,
     };
+    let base = match compression {
+        Compression::ZstdDelta => Some(Id(bytes.get(87..119)?.try_into().ok()?)),
+        _ => None,
+    };
     let location = BlobLocation {
         pack,
         entry: BlobEntry {
@@ -144,6 +155,7 @@ fn decode_record(bytes: &[u8]) -> Option<Located> {
             raw_length,
             compression,
             frame_offset,
+            base,
         },
     };
     Some(Located { location, vouched })
@@ -442,6 +454,7 @@ mod tests {
                 raw_length: 200,
                 compression: Compression::Zstd,
                 frame_offset: None,
+                base: None,
             },
         };
         Located {

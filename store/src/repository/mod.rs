@@ -51,7 +51,14 @@ pub struct Repository {
     /// The ciphers of the encrypted packs read so far, shared by every
     /// clone: each pack's key is derived once per run.
     openers: Arc<Mutex<HashMap<Id, Arc<PackOpener>>>>,
+    /// Where the bases of delta blobs are looked up: the index opened for
+    /// this repository last ([`Self::locate_bases_with`]), shared by every
+    /// clone.
+    base_locator: Arc<Mutex<Option<BaseLocator>>>,
 }
+
+/// Finds a blob's location by its id (an index's lookup).
+pub type BaseLocator = Arc<dyn Fn(&Id) -> Result<Option<BlobLocation>> + Send + Sync>;
 
 impl Repository {
     /// A fresh repository id, for the keys of a repository about to be
@@ -129,6 +136,7 @@ impl Repository {
                 config,
                 keys: keys.map(|keys| Arc::new(keys.clone())),
                 openers: Arc::default(),
+                base_locator: Arc::default(),
             }),
             Created::AlreadyExisted => Err(StoreError::AlreadyARepository {
                 path: backend.location(),
@@ -152,6 +160,7 @@ impl Repository {
             config,
             keys: None,
             openers: Arc::default(),
+            base_locator: Arc::default(),
         })
     }
 
@@ -216,14 +225,59 @@ impl Repository {
     /// A decoder that checks blobs against this repository's ids and, in
     /// an encrypted repository, opens every piece first.
     pub fn blob_decoder(&self) -> BlobDecoder {
-        if !self.is_encrypted() {
-            return BlobDecoder::new(self.id_hasher());
-        }
+        self.blob_decoder_at(0)
+    }
+
+    /// [`Self::blob_decoder`] for blobs `depth` bases down a chain of
+    /// deltas (0: a blob asked for itself).
+    fn blob_decoder_at(&self, depth: usize) -> BlobDecoder {
+        let decoder = if self.is_encrypted() {
+            let repository = self.clone();
+            BlobDecoder::encrypted(
+                self.id_hasher(),
+                Arc::new(move |pack: &Id| repository.pack_opener(pack)),
+            )
+        } else {
+            BlobDecoder::new(self.id_hasher())
+        };
         let repository = self.clone();
-        BlobDecoder::encrypted(
-            self.id_hasher(),
-            Arc::new(move |pack: &Id| repository.pack_opener(pack)),
+        decoder.with_bases(
+            Arc::new(move |base: &Id, depth: usize| repository.read_base(base, depth)),
+            depth,
         )
+    }
+
+    /// Makes `locate` (an index's lookup) where every clone of this
+    /// repository finds the bases of delta blobs from now on.
+    pub fn locate_bases_with(&self, locate: BaseLocator) {
+        *lock(&self.base_locator) = Some(locate);
+    }
+
+    /// Where the blob `id` is stored, by the index set with
+    /// [`Self::locate_bases_with`]; `None` if it lists no such blob.
+    pub fn locate_base(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        let locate = lock(&self.base_locator).clone();
+        match locate {
+            Some(locate) => locate(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The content of the delta base `id`, `depth` bases down a chain:
+    /// located through the index, read and checked against `id` (a store
+    /// that swapped it fails here, or at the delta's own id check).
+    fn read_base(&self, id: &Id, depth: usize) -> Result<Vec<u8>> {
+        let object = format!("delta base {id}");
+        let location = self
+            .locate_base(id)?
+            .ok_or_else(|| StoreError::corrupt(&object, "no index file lists it"))?;
+        if location.entry.id != *id {
+            return Err(StoreError::corrupt(
+                &object,
+                format!("the index lists blob {} in its place", location.entry.id),
+            ));
+        }
+        self.read_blob_with(&mut self.blob_decoder_at(depth), &location)
     }
 
     /// The cipher for a new pack, in an encrypted repository.

@@ -14,6 +14,7 @@
 //! frame; the bytes as they are or as byte planes, [`planes`]); it never decides which blobs go into which pack and never
 //! touches a backend except through `read_header`.
 
+pub mod delta;
 pub(crate) mod planes;
 pub(crate) mod spans;
 mod writer;
@@ -44,12 +45,21 @@ pub const PIECE_TAG: u32 = crate::format::crypto::TAG_LENGTH as u32;
 /// Gives the cipher for the pieces of a pack, by the pack's id: a
 /// repository's, which reads the pack's ephemeral key once and keeps it.
 pub type OpenerSource = Arc<dyn Fn(&Id) -> Result<Arc<PackOpener>> + Send + Sync>;
+
+/// Gives the content of a delta's base blob by its id, checked against
+/// it: a repository's, which finds the base through its index and decodes
+/// it (through a decoder `depth` bases down, so a chain longer than
+/// [`delta::MAX_CHAIN`] is refused however it is reached).
+pub type BaseSource = Arc<dyn Fn(&Id, usize) -> Result<Vec<u8>> + Send + Sync>;
 /// Headers without shared frames are written as version 1, which every
 /// cairn reads; version 2 adds shared frames (`frame_offset`).
 pub const HEADER_VERSION_SOLE: u32 = 1;
 pub const HEADER_VERSION_SHARED: u32 = 2;
 /// Version 3 adds blobs stored as byte planes (`zstd-planes`).
 pub const HEADER_VERSION_PLANES: u32 = 3;
+/// Version 4 adds blobs stored as a zstd patch against another blob
+/// (`zstd-delta`, with `base`; see [`delta`]).
+pub const HEADER_VERSION_DELTA: u32 = 4;
 /// No blob cairn writes is larger (chunks are at most 16 MiB; a tree of a
 /// directory with a million entries stays below this). Larger claims are lies.
 pub const MAX_BLOB_SIZE: u32 = 256 * 1024 * 1024;
@@ -81,6 +91,10 @@ pub enum Compression {
     /// Four zstd frames, one per byte plane ([`planes`]).
     #[serde(rename = "zstd-planes")]
     ZstdPlanes,
+    /// One zstd frame compressed with the content of the blob `base` as
+    /// its prefix (a patch against it, [`delta`]).
+    #[serde(rename = "zstd-delta")]
+    ZstdDelta,
 }
 
 impl Compression {
@@ -89,7 +103,7 @@ impl Compression {
     pub fn stored_bound(self, raw: usize) -> usize {
         match self {
             Compression::None => raw,
-            Compression::Zstd => zstd::zstd_safe::compress_bound(raw),
+            Compression::Zstd | Compression::ZstdDelta => zstd::zstd_safe::compress_bound(raw),
             Compression::ZstdPlanes => planes::plane_lengths(raw)
                 .into_iter()
                 .map(zstd::zstd_safe::compress_bound)
@@ -119,6 +133,11 @@ pub struct BlobEntry {
     /// them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame_offset: Option<u32>,
+    /// Set exactly when `compression` is `zstd-delta`: the id of the blob
+    /// whose content is the prefix the stored frame was compressed
+    /// against. The blob's own id stays the hash of its own content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Id>,
 }
 
 impl BlobEntry {
@@ -139,6 +158,7 @@ impl BlobEntry {
             raw_length,
             compression,
             frame_offset: None,
+            base: None,
         }
     }
 }
@@ -146,7 +166,9 @@ impl BlobEntry {
 /// The version a header or index file listing `blobs` is written with.
 /// The lowest version that can list `blob`.
 fn version_needed(blob: &BlobEntry) -> u32 {
-    if blob.compression == Compression::ZstdPlanes {
+    if blob.compression == Compression::ZstdDelta || blob.base.is_some() {
+        HEADER_VERSION_DELTA
+    } else if blob.compression == Compression::ZstdPlanes {
         HEADER_VERSION_PLANES
     } else if blob.frame_offset.is_some() {
         HEADER_VERSION_SHARED
@@ -169,11 +191,11 @@ pub fn listing_version<'a>(blobs: impl IntoIterator<Item = &'a BlobEntry>) -> u3
 /// Refuses a listing version this build does not read, and entries its
 /// version cannot hold (shared frames in version 1, planes before 3).
 pub fn check_listing_version(version: u32, blobs: &[BlobEntry], object: &str) -> Result<()> {
-    if !(HEADER_VERSION_SOLE..=HEADER_VERSION_PLANES).contains(&version) {
+    if !(HEADER_VERSION_SOLE..=HEADER_VERSION_DELTA).contains(&version) {
         return Err(StoreError::corrupt(
             object,
             format!(
-                "format version {version} is not supported (this cairn reads versions {HEADER_VERSION_SOLE} to {HEADER_VERSION_PLANES})"
+                "format version {version} is not supported (this cairn reads versions {HEADER_VERSION_SOLE} to {HEADER_VERSION_DELTA})"
             ),
         ));
     }
@@ -183,7 +205,9 @@ pub fn check_listing_version(version: u32, blobs: &[BlobEntry], object: &str) ->
             format!(
                 "a version {version} listing has blob {} {}",
                 blob.id,
-                if blob.compression == Compression::ZstdPlanes {
+                if version_needed(blob) == HEADER_VERSION_DELTA {
+                    "stored as a delta"
+                } else if blob.compression == Compression::ZstdPlanes {
                     "stored as planes"
                 } else {
                     "in a shared frame"
@@ -319,12 +343,24 @@ impl OpenFrame {
 pub fn check_blob_lengths(blob: &BlobEntry, object: impl FnOnce() -> String) -> Result<()> {
     let plausible = blob.raw_length <= MAX_BLOB_SIZE
         && match (blob.compression, blob.frame_offset) {
+            // Only a delta names a base.
+            (compression, _) if compression != Compression::ZstdDelta && blob.base.is_some() => {
+                false
+            }
             // In an encrypted pack, every piece also holds its tag.
             (Compression::None, None) => {
                 blob.length == blob.raw_length
                     || u64::from(blob.length) == u64::from(blob.raw_length) + u64::from(PIECE_TAG)
             }
             // zstd never expands input by more than a small bound.
+            // A delta names its base, and only a delta does; it never
+            // shares a frame, and is never its own base.
+            (Compression::ZstdDelta, None) => {
+                blob.base.is_some_and(|base| base != blob.id)
+                    && blob.length as usize
+                        <= Compression::ZstdDelta.stored_bound(blob.raw_length as usize)
+                            + PIECE_TAG as usize
+            }
             (compression, None) => {
                 blob.length as usize
                     <= compression.stored_bound(blob.raw_length as usize) + PIECE_TAG as usize
@@ -337,7 +373,7 @@ pub fn check_blob_lengths(blob: &BlobEntry, object: impl FnOnce() -> String) -> 
                     && blob.length as usize
                         <= compression.stored_bound(MAX_FRAME_SIZE as usize) + PIECE_TAG as usize
             }
-            (Compression::None, Some(_)) => false,
+            (Compression::None | Compression::ZstdDelta, Some(_)) => false,
         };
     if plausible {
         Ok(())
@@ -402,6 +438,12 @@ pub struct BlobDecoder {
     /// In an encrypted repository: the ciphers that open pieces, and the
     /// last one used (a decoder mostly reads one pack after another).
     openers: Option<(OpenerSource, Option<LastOpener>)>,
+    /// Where the bases of delta blobs come from; without one, a delta is
+    /// refused (named), never guessed at.
+    bases: Option<BaseSource>,
+    /// How many bases down this decoder works: 0 for a blob asked for
+    /// itself, 1 for its base, and so on.
+    depth: usize,
 }
 
 /// The pack a decoder opened a piece of last, and its cipher.
@@ -421,7 +463,49 @@ impl BlobDecoder {
             frame: None,
             hasher,
             openers: None,
+            bases: None,
+            depth: 0,
         }
+    }
+
+    /// This decoder, fetching the bases of delta blobs from `bases`, as a
+    /// decoder `depth` bases down a chain.
+    pub fn with_bases(mut self, bases: BaseSource, depth: usize) -> Self {
+        self.bases = Some(bases);
+        self.depth = depth;
+        self
+    }
+
+    /// The content of `entry`'s base, fetched and checked by the base
+    /// source, unless that would make a chain longer than
+    /// [`delta::MAX_CHAIN`].
+    fn base_of(&self, entry: &BlobEntry, object: impl Fn() -> String) -> Result<Vec<u8>> {
+        let Some(base) = entry.base else {
+            return Err(StoreError::corrupt(object(), "a delta without a base"));
+        };
+        if self.depth >= delta::MAX_CHAIN {
+            return Err(StoreError::corrupt(
+                object(),
+                format!(
+                    "a delta against {base} at the end of a chain of {} deltas: longer than the limit of {}",
+                    self.depth + 1,
+                    delta::MAX_CHAIN
+                ),
+            ));
+        }
+        let Some(source) = &self.bases else {
+            return Err(StoreError::corrupt(
+                object(),
+                format!("a delta against {base}, whose base this reader cannot look up"),
+            ));
+        };
+        source(&base, self.depth + 1).map_err(|error| match error {
+            StoreError::Io { .. } => error,
+            other => StoreError::corrupt(
+                object(),
+                format!("its delta base {base} is unusable: {other}"),
+            ),
+        })
     }
 
     /// A decoder for an encrypted repository: every piece is opened (its
@@ -431,6 +515,8 @@ impl BlobDecoder {
             frame: None,
             hasher,
             openers: Some((openers, None)),
+            bases: None,
+            depth: 0,
         }
     }
 
@@ -509,6 +595,22 @@ impl BlobDecoder {
                 )
                 .map_err(|error| StoreError::corrupt(object(), format!("zstd planes: {error}")))?,
             ),
+            (Compression::ZstdDelta, None) => {
+                let base = self.base_of(entry, object)?;
+                Decoded::Own(
+                    delta::decompress(
+                        opened.as_deref().unwrap_or(stored),
+                        &base,
+                        entry.raw_length as usize,
+                    )
+                    .map_err(|error| {
+                        StoreError::corrupt(object(), format!("zstd delta: {error}"))
+                    })?,
+                )
+            }
+            (Compression::ZstdDelta, Some(_)) => {
+                return Err(StoreError::corrupt(object(), "a delta in a shared frame"));
+            }
             (Compression::Zstd | Compression::ZstdPlanes, Some(start)) => {
                 let content =
                     self.frame_content(entry, opened.as_deref().unwrap_or(stored), pack, object)?;
@@ -723,6 +825,95 @@ mod tests {
             );
         }
         writer.finish()
+    }
+
+    /// A pack holding one delta, its base's content, and its entry.
+    fn delta_pack() -> (Id, Vec<u8>, BlobEntry, Vec<u8>, Vec<u8>) {
+        let base: Vec<u8> = (0..20_000u32)
+            .flat_map(|n| (n * 7919).to_le_bytes())
+            .collect();
+        let mut changed = base.clone();
+        changed[4_000] ^= 1;
+        changed[60_000] ^= 2;
+        let stored = delta::compress(&changed, &base, 3).unwrap();
+        let mut writer = PackWriter::new();
+        writer.add_delta(
+            Id::of(&changed),
+            changed.len() as u32,
+            Id::of(&base),
+            &stored,
+        );
+        let (id, bytes, entries) = writer.finish();
+        (id, bytes, entries[0], base, changed)
+    }
+
+    fn serving(content: Vec<u8>) -> BaseSource {
+        let id = Id::of(&content);
+        Arc::new(move |asked: &Id, _| match *asked == id {
+            true => Ok(content.clone()),
+            false => Err(StoreError::corrupt(format!("blob {asked}"), "not here")),
+        })
+    }
+
+    #[test]
+    fn a_delta_decodes_through_its_base_and_nothing_else() {
+        let (pack, bytes, entry, base, changed) = delta_pack();
+        let header = parse_pack(&bytes, &pack).unwrap();
+        assert_eq!(header.version, HEADER_VERSION_DELTA);
+        assert_eq!(header.blobs, vec![entry]);
+        let stored = &bytes[entry.offset as usize..][..entry.length as usize];
+        let decoded = BlobDecoder::default()
+            .with_bases(serving(base.clone()), 0)
+            .decode(&entry, stored, &pack)
+            .unwrap();
+        assert_eq!(decoded, changed);
+
+        // A reader that cannot look bases up refuses, naming the base.
+        let alone = BlobDecoder::default()
+            .decode(&entry, stored, &pack)
+            .unwrap_err();
+        assert!(alone.to_string().contains("base"), "{alone}");
+
+        // A store that swaps the base for other bytes: the base source
+        // serves them under the base's id, and the delta's own id check
+        // catches what they decode to.
+        let mut swapped = base.clone();
+        swapped[9] ^= 0xff;
+        let base_id = Id::of(&base);
+        let lying: BaseSource = Arc::new(move |_, _| Ok(swapped.clone()));
+        let refused = BlobDecoder::default()
+            .with_bases(lying, 0)
+            .decode(&entry, stored, &pack)
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::Corrupt { .. }), "{refused}");
+
+        // At the end of a chain as long as the bound, no base is fetched.
+        let too_deep = BlobDecoder::default()
+            .with_bases(serving(base), delta::MAX_CHAIN)
+            .decode(&entry, stored, &pack)
+            .unwrap_err();
+        assert!(too_deep.to_string().contains("chain"), "{too_deep}");
+        assert_ne!(base_id, entry.id);
+    }
+
+    #[test]
+    fn delta_entries_that_break_the_rules_are_refused() {
+        let (_, _, entry, _, _) = delta_pack();
+        let object = || "test".to_string();
+        let mut no_base = entry;
+        no_base.base = None;
+        assert!(check_blob_lengths(&no_base, object).is_err());
+        let mut own_base = entry;
+        own_base.base = Some(entry.id);
+        assert!(check_blob_lengths(&own_base, object).is_err());
+        let mut framed = entry;
+        framed.frame_offset = Some(0);
+        assert!(check_blob_lengths(&framed, object).is_err());
+        let mut zstd_with_base = entry;
+        zstd_with_base.compression = Compression::Zstd;
+        assert!(check_blob_lengths(&zstd_with_base, object).is_err());
+        assert!(check_listing_version(HEADER_VERSION_PLANES, &[entry], "test").is_err());
+        assert!(check_listing_version(HEADER_VERSION_DELTA, &[entry], "test").is_ok());
     }
 
     #[test]
@@ -998,6 +1189,7 @@ mod tests {
             raw_length: 12,
             compression,
             frame_offset: Some(0),
+            base: None,
         };
         let error = decoder
             .decode(&member, &frame, &Id::of(b"pack"))

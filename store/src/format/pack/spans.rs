@@ -77,6 +77,7 @@ mod tests {
             raw_length: length,
             compression: Compression::None,
             frame_offset: None,
+            base: None,
         }
     }
 
@@ -137,6 +138,7 @@ mod tests {
             length: 1000,
             raw_length: 100,
             compression: Compression::Zstd,
+            base: None,
             frame_offset: Some(frame_offset),
             ..blob(4096, 1000)
         };

@@ -47,6 +47,22 @@ impl PackWriter {
         self.bytes.extend_from_slice(stored);
     }
 
+    /// Appends one data blob stored as a delta against the blob `base`
+    /// ([`super::delta`]).
+    pub fn add_delta(&mut self, id: Id, raw_length: u32, base: Id, stored: &[u8]) {
+        let mut entry = BlobEntry::sole(
+            BlobKind::Data,
+            id,
+            self.bytes.len() as u64,
+            stored.len() as u32,
+            raw_length,
+            Compression::ZstdDelta,
+        );
+        entry.base = Some(base);
+        self.blobs.push(entry);
+        self.bytes.extend_from_slice(stored);
+    }
+
     /// Appends one shared frame holding the blobs `members` (kind, id, raw
     /// length), whose contents it decompresses to one after another;
     /// `compression` says how (`Zstd` or `ZstdPlanes`).
@@ -66,6 +82,7 @@ impl PackWriter {
                 raw_length,
                 compression,
                 frame_offset: Some(start),
+                base: None,
             });
             start += raw_length;
         }

@@ -11,7 +11,7 @@ use super::fan_out::FanOut;
 use super::progress::Reporter;
 use super::read_ahead::{self, ReadAhead};
 use crate::error::Result;
-use crate::format::pack::{BlobKind, FRAME_TARGET};
+use crate::format::pack::FRAME_TARGET;
 use crate::id::{Id, IdHasher};
 use crate::ops::common::blob_writer::FrameSharing;
 use cairn_chunker::{ChunkStream, Chunking};
@@ -27,6 +27,28 @@ pub(super) struct StoredContent {
     pub(super) chunks: Vec<Id>,
     pub(super) hash: Id,
     pub(super) size: u64,
+}
+
+/// The chunks of the parent snapshot's version of a file, by where each
+/// starts: the candidate bases of the new version's chunks.
+pub(super) struct Near {
+    chunks: Vec<(u64, Id)>,
+}
+
+impl Near {
+    fn new(chunks: &[Id], starts: Vec<u64>) -> Self {
+        Near {
+            chunks: starts.into_iter().zip(chunks.iter().copied()).collect(),
+        }
+    }
+
+    /// The parent's chunk covering `offset`: for fixed or page chunking,
+    /// the chunk at the same position; for content-defined chunking the
+    /// one a file rewritten in place had there (past its end, its last).
+    fn at(&self, offset: u64) -> Id {
+        let after = self.chunks.partition_point(|(start, _)| *start <= offset);
+        self.chunks[after.saturating_sub(1)].1
+    }
 }
 
 /// Where one component's chunks go.
@@ -46,18 +68,31 @@ impl ChunkTarget<'_> {
     /// Stores `file` from its current position; `expected_length` is its
     /// size as listed. A large file is read on a thread of its own, ahead
     /// of the chunking, so the disk is never idle while the CPU works.
+    ///
+    /// `previous` lists the chunks of the parent snapshot's version of the
+    /// file, if it has one: a new chunk may be stored as a delta against
+    /// the one that covered the same offset (docs/FORMAT.md section 7.1).
     pub(super) fn store_file(
         &self,
         file: &File,
         chunking: Chunking,
         expected_length: u64,
+        previous: Option<&[Id]>,
     ) -> Result<io::Result<StoredContent>> {
+        let near = previous
+            .filter(|chunks| !chunks.is_empty())
+            .and_then(|chunks| Some(Near::new(chunks, self.writer.chunk_starts(chunks)?)));
         if expected_length > READ_AHEAD_FROM {
             std::thread::scope(|scope| {
-                self.store_chunks(ReadAhead::start(scope, file), chunking, expected_length)
+                self.store_chunks(
+                    ReadAhead::start(scope, file),
+                    chunking,
+                    expected_length,
+                    near.as_ref(),
+                )
             })
         } else {
-            self.store_chunks(file, chunking, expected_length)
+            self.store_chunks(file, chunking, expected_length, near.as_ref())
         }
     }
 
@@ -68,6 +103,7 @@ impl ChunkTarget<'_> {
         reader: impl io::Read,
         chunking: Chunking,
         expected_length: u64,
+        near: Option<&Near>,
     ) -> Result<io::Result<StoredContent>> {
         let mut stream = ChunkStream::with_expected_length(reader, chunking, expected_length)
             .with_id_hasher(self.id_hasher);
@@ -92,14 +128,9 @@ impl ChunkTarget<'_> {
                 hasher.update(&first);
             }
             batch.chunks.par_iter().try_for_each(|chunk| {
+                let base = near.map(|near| near.at(chunk.stream_offset));
                 self.writer
-                    .add_in(
-                        BlobKind::Data,
-                        chunk.id,
-                        batch.bytes(chunk),
-                        self.group,
-                        sharing,
-                    )
+                    .add_near(chunk.id, batch.bytes(chunk), self.group, sharing, base)
                     .map(|_| ())
             })?;
             self.reporter.read(batch.data.len() as u64);
@@ -163,7 +194,7 @@ mod tests {
         };
         let chunking = Chunking::ContentDefined(ChunkerParams::DEFAULT);
         let stored = target
-            .store_file(&file, chunking, content.len() as u64)
+            .store_file(&file, chunking, content.len() as u64, None)
             .unwrap()
             .unwrap();
         reporter.flush();
@@ -215,7 +246,7 @@ mod tests {
             reporter: &reporter,
         };
         let chunking = Chunking::ContentDefined(ChunkerParams::DEFAULT);
-        let inner = target.store_file(&directory, chunking, 10).unwrap();
+        let inner = target.store_file(&directory, chunking, 10, None).unwrap();
         assert_eq!(
             inner.err().and_then(|error| error.raw_os_error()),
             Some(libc::EISDIR)

@@ -87,6 +87,44 @@ impl<'a> FanOut<'a> {
         Ok(new)
     }
 
+    /// [`BlobWriter::add_near`] in every live repository: each stores the
+    /// blob as a delta against its own copy of `near` when that pays.
+    pub fn add_near(
+        &self,
+        id: Id,
+        raw: &[u8],
+        group: usize,
+        sharing: FrameSharing,
+        near: Option<Id>,
+    ) -> Result<bool> {
+        let mut new = false;
+        let mut live = 0;
+        for lane in self.lanes.iter().filter(|lane| Self::is_live(lane)) {
+            match lane
+                .writer
+                .add_near(BlobKind::Data, id, raw, group, sharing, near)
+            {
+                Ok(added) => {
+                    new |= added;
+                    live += 1;
+                }
+                Err(error) => Self::fail(lane, error),
+            }
+        }
+        if live == 0 {
+            return Err(self.all_failed());
+        }
+        Ok(new)
+    }
+
+    /// Where each of `chunks` (a file's chunks in the parent snapshot)
+    /// starts in that file, by the first live repository's index; `None`
+    /// if it does not list them all.
+    pub fn chunk_starts(&self, chunks: &[Id]) -> Option<Vec<u64>> {
+        let lane = self.lanes.iter().find(|lane| Self::is_live(lane))?;
+        lane.writer.chunk_starts(chunks)
+    }
+
     /// Whether every live repository holds every one of `ids`: a file may
     /// be taken from the parent snapshot unread only if no repository would
     /// miss a chunk.

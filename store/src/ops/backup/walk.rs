@@ -642,7 +642,12 @@ impl Walker<'_> {
             return Ok(None);
         }
         let chunking = chunking_of_file(&self.chunking, &file);
-        let stored = self.chunks.store_file(&file, chunking, before.len());
+        let stored = self.chunks.store_file(
+            &file,
+            chunking,
+            before.len(),
+            previous.and_then(|entry| entry.chunks.as_deref()),
+        );
         let StoredContent { chunks, hash, size } = match stored? {
             Ok(stored) => stored,
             Err(error) => {

@@ -146,7 +146,7 @@ enum Place<'a> {
 
 pub struct Browser {
     repository: Repository,
-    index: Box<dyn IndexCache>,
+    index: std::sync::Arc<dyn IndexCache>,
     snapshots: Vec<(Id, SnapshotBody)>,
     fixed: Vec<Fixed>,
     nodes: Mutex<NodeTable>,
@@ -165,7 +165,7 @@ impl Browser {
     /// A browser of `snapshots` (verified by the caller, oldest first).
     pub fn new(
         repository: Repository,
-        index: Box<dyn IndexCache>,
+        index: std::sync::Arc<dyn IndexCache>,
         snapshots: Vec<(Id, SnapshotBody)>,
         options: BrowseOptions,
     ) -> Self {

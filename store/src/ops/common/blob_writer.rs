@@ -42,11 +42,12 @@
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
+use crate::format::index::BlobLocation;
 use crate::format::index::{IndexFile, PackEntry};
 use crate::format::keys::{SigningKey, public_key_of};
 use crate::format::pack::{
     BlobEntry, BlobKind, Compression, FRAME_TARGET, MAX_BLOB_SIZE, PackWriter, compress_blob,
-    compress_frame, looks_incompressible,
+    compress_frame, delta, looks_incompressible,
 };
 use crate::id::Id;
 use crate::index::{IndexCache, take_in_new_index_files};
@@ -138,6 +139,7 @@ struct WriterCounters {
     packs_written: AtomicU64,
     index_files_written: AtomicU64,
     unvouched_stored_again: AtomicU64,
+    delta_blobs: AtomicU64,
 }
 
 /// What a session added to the repository.
@@ -156,6 +158,10 @@ pub struct WriterStatistics {
     /// repository from before signed index files, until `cairn repair
     /// index`; or a planted index file).
     pub unvouched_stored_again: u64,
+    /// New blobs stored as a delta against a chunk of the parent snapshot
+    /// (docs/FORMAT.md section 7.1); their stored bytes are counted in
+    /// `new_stored_bytes`.
+    pub delta_blobs: u64,
 }
 
 impl WriterStatistics {
@@ -168,6 +174,7 @@ impl WriterStatistics {
         self.packs_written += other.packs_written;
         self.index_files_written += other.index_files_written;
         self.unvouched_stored_again += other.unvouched_stored_again;
+        self.delta_blobs += other.delta_blobs;
     }
 }
 
@@ -298,6 +305,23 @@ impl<'a> BlobWriter<'a> {
         group: usize,
         sharing: FrameSharing,
     ) -> Result<bool> {
+        self.add_near(kind, id, raw, group, sharing, None)
+    }
+
+    /// [`Self::add_in`] for a blob that may resemble the stored data blob
+    /// `near` (the chunk it replaces in the parent snapshot's version of
+    /// its file): if new, it is stored as a delta against that chunk (or
+    /// the whole root of that chunk's chain) when that saves enough
+    /// ([`delta::worth_it`]), whole otherwise.
+    pub fn add_near(
+        &self,
+        kind: BlobKind,
+        id: Id,
+        raw: &[u8],
+        group: usize,
+        sharing: FrameSharing,
+        near: Option<Id>,
+    ) -> Result<bool> {
         // Readers refuse larger blobs, so writing one would make the
         // snapshot unreadable; refuse it here, loudly.
         if raw.len() > MAX_BLOB_SIZE as usize {
@@ -325,6 +349,17 @@ impl<'a> BlobWriter<'a> {
         counters
             .new_raw_bytes
             .fetch_add(raw.len() as u64, Ordering::Relaxed);
+        if kind == BlobKind::Data
+            && let Some(near) = near
+            && let Some((base, stored)) = self.try_delta(id, raw, near)
+        {
+            let full_pack = self.add_to_data_pack(group, |pack| {
+                pack.add_delta(id, raw.len() as u32, base, &stored)
+            });
+            self.statistics.delta_blobs.fetch_add(1, Ordering::Relaxed);
+            self.stored(stored.len(), full_pack)?;
+            return Ok(true);
+        }
         if kind == BlobKind::Data && raw.len() < FRAME_TARGET && !raw.is_empty() {
             if !looks_incompressible(raw) {
                 let thread = match sharing {
@@ -350,6 +385,66 @@ impl<'a> BlobWriter<'a> {
         let compressed = compress_blob(raw, self.compression_level);
         self.store_sole(kind, id, raw, group, compressed)?;
         Ok(true)
+    }
+
+    /// `raw` as a delta against `near`, or the whole root of `near`'s
+    /// chain if `near` is already [`delta::MAX_CHAIN`] deep, with the base
+    /// used: `None` when no such base is stored in a present pack under a
+    /// vouched listing, when it cannot be read back (a damaged base is
+    /// verify's to report; storing whole is always correct), or when the
+    /// delta does not save enough.
+    fn try_delta(&self, id: Id, raw: &[u8], near: Id) -> Option<(Id, Vec<u8>)> {
+        if raw.len() < delta::MIN_DELTA_INPUT || near == id {
+            return None;
+        }
+        let (base, location) = self.delta_base(near)?;
+        if base == id {
+            return None;
+        }
+        let base_raw = self.repository.read_blob(&location).ok()?;
+        let patch = delta::compress(raw, &base_raw, self.compression_level).ok()?;
+        // What storing it whole would take: its own compression (a small
+        // blob gathered into a shared frame may take a little less).
+        let (_, whole) = compress_blob(raw, self.compression_level);
+        let whole = whole.len();
+        if !delta::worth_it(patch.len(), whole) {
+            return None;
+        }
+        // Prune must not delete the base's pack under this session.
+        lock(&self.relied).insert(location.pack);
+        Some((base, patch))
+    }
+
+    /// The base a delta against `near` uses, and where it lies: `near`
+    /// itself if its chain is shorter than [`delta::MAX_CHAIN`], otherwise
+    /// the whole blob at the root of its chain. Only vouched listings in
+    /// present packs count, as for deduplication.
+    fn delta_base(&self, near: Id) -> Option<(Id, BlobLocation)> {
+        let vouched = |id: &Id| {
+            self.index
+                .locate(id)
+                .ok()
+                .flatten()
+                .filter(|located| located.vouched && self.is_present(&located.location.pack))
+                .map(|located| located.location)
+        };
+        let first = vouched(&near)?;
+        let mut chain = vec![(near, first)];
+        // A chain is followed one step further than the limit allows: a
+        // listing claiming a longer one is not used at all.
+        while let Some(next) = chain.last().and_then(|(_, location)| location.entry.base) {
+            if chain.len() > delta::MAX_CHAIN {
+                return None;
+            }
+            chain.push((next, vouched(&next)?));
+        }
+        // `chain` runs from `near` down to its whole root; `near` as a base
+        // makes a chain one longer than its own.
+        if chain.len() <= delta::MAX_CHAIN {
+            chain.into_iter().next()
+        } else {
+            chain.pop()
+        }
     }
 
     /// Puts one blob with stored bytes of its own into its pack.
@@ -524,6 +619,19 @@ impl<'a> BlobWriter<'a> {
         }
     }
 
+    /// Where each of `chunks` starts in a file made of them, by their
+    /// lengths in the index; `None` if it does not list them all.
+    pub fn chunk_starts(&self, chunks: &[Id]) -> Option<Vec<u64>> {
+        let mut at = 0u64;
+        let mut starts = Vec::with_capacity(chunks.len());
+        for id in chunks {
+            let location = self.index.lookup(id).ok().flatten()?;
+            starts.push(at);
+            at += u64::from(location.entry.raw_length);
+        }
+        Some(starts)
+    }
+
     /// Packs this session relies on so far (see the field).
     pub fn relied_packs(&self) -> HashSet<Id> {
         lock(&self.relied).clone()
@@ -681,6 +789,7 @@ impl<'a> BlobWriter<'a> {
             packs_written: counters.packs_written.load(Ordering::Relaxed),
             index_files_written: counters.index_files_written.load(Ordering::Relaxed),
             unvouched_stored_again: counters.unvouched_stored_again.load(Ordering::Relaxed),
+            delta_blobs: counters.delta_blobs.load(Ordering::Relaxed),
         })
     }
 }
@@ -767,6 +876,7 @@ mod tests {
                 raw_length: raw.len() as u32,
                 compression: Compression::None,
                 frame_offset: None,
+                base: None,
             }],
         };
         let (hinted, vouched) = (text(1, 1), text(2, 2));

@@ -38,6 +38,81 @@ fn damage_error(missing: &[String]) -> StoreError {
     )
 }
 
+/// Makes `repository` find the bases of delta blobs where the index files
+/// place them (a vouched listing first), so that a repack can decode a
+/// delta; read again only when some listing holds a delta, so a
+/// repository without deltas pays nothing and none keeps every data
+/// blob's location in memory.
+fn locate_bases(
+    repository: &Repository,
+    index_files: &[Id],
+    present: &HashMap<Id, (u64, Option<SystemTime>)>,
+    bases: &HashMap<Id, Vec<Id>>,
+    trusted: &[PublicKey],
+) -> Result<()> {
+    let wanted: HashSet<Id> = bases.values().flatten().copied().collect();
+    let mut found: HashMap<Id, (bool, BlobLocation)> = HashMap::new();
+    for file_id in index_files {
+        let Ok((file, vouching)) = read_index(repository, file_id, trusted)? else {
+            continue;
+        };
+        let vouched = vouching.is_vouched();
+        for pack in file
+            .packs
+            .iter()
+            .filter(|pack| present.contains_key(&pack.id))
+        {
+            for blob in pack.blobs.iter().filter(|blob| wanted.contains(&blob.id)) {
+                let location = BlobLocation {
+                    pack: pack.id,
+                    entry: *blob,
+                };
+                match found.get(&blob.id) {
+                    Some((true, _)) => {}
+                    Some((false, _)) if !vouched => {}
+                    _ => {
+                        found.insert(blob.id, (vouched, location));
+                    }
+                }
+            }
+        }
+    }
+    repository.locate_bases_with(std::sync::Arc::new(move |id: &Id| {
+        Ok(found.get(id).map(|(_, location)| *location))
+    }));
+    Ok(())
+}
+
+/// Marks live the base of every live delta blob (docs/FORMAT.md section
+/// 7.3), down whole chains: a base outlives the snapshots that named it
+/// for as long as a delta needs it. Any listing's claim of a base is
+/// followed, vouched or not: keeping a blob too many costs space, keeping
+/// one too few a restore. A base no present pack holds is damage.
+fn keep_bases_alive(live: &mut BlobSet, bases: &HashMap<Id, Vec<Id>>, damage: &mut Vec<String>) {
+    if bases.is_empty() {
+        return;
+    }
+    let mut pending: Vec<Id> = bases
+        .keys()
+        .filter(|delta| live.is_live(delta))
+        .copied()
+        .collect();
+    while let Some(delta) = pending.pop() {
+        for base in bases.get(&delta).into_iter().flatten() {
+            if live.is_live(base) {
+                continue;
+            }
+            if live.mark_live(base) {
+                pending.push(*base);
+            } else if damage.len() < DAMAGE_LIMIT {
+                damage.push(format!(
+                    "delta blob {delta} needs base {base}, which no present pack holds"
+                ));
+            }
+        }
+    }
+}
+
 /// Every blob in a present, indexed pack, as a sorted array of ids, with
 /// one "live" bit each: about 33 bytes per blob, exact, and no per-blob
 /// record or hash-table overhead.
@@ -229,6 +304,8 @@ pub(super) fn survey(
     // First pass: pack sizes, the ids of blobs in present packs, and where
     // trees are (trees are few; data blobs are not kept as records).
     let mut ids = Vec::new();
+    // Each delta blob's bases, as listed (kept alive with it).
+    let mut bases: HashMap<Id, Vec<Id>> = HashMap::new();
     let mut trees: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
     let mut vouched_files = HashSet::new();
     let mut vouched_packs = HashSet::new();
@@ -264,6 +341,9 @@ pub(super) fn survey(
             }
             for blob in &pack.blobs {
                 ids.push(blob.id);
+                if let Some(base) = blob.base {
+                    bases.entry(blob.id).or_default().push(base);
+                }
                 if blob.kind == BlobKind::Tree {
                     let location = BlobLocation {
                         pack: pack.id,
@@ -279,6 +359,9 @@ pub(super) fn survey(
         }
     }
     index_files.retain(|id| !unreadable.contains(id));
+    if !bases.is_empty() {
+        locate_bases(repository, &index_files, &present, &bases, trusted)?;
+    }
 
     // The walk: every tree and chunk reachable from a snapshot is live. One
     // that no present pack holds is damage (a lost pack whose blobs were
@@ -317,8 +400,11 @@ pub(super) fn survey(
         }
     }
     let LiveWalk {
-        live, mut damage, ..
+        mut live,
+        mut damage,
+        ..
     } = visitor;
+    keep_bases_alive(&mut live, &bases, &mut damage);
     drop(trees);
     if !damage.is_empty() {
         name_lost_packs(repository, &index_files, &present, &mut damage);

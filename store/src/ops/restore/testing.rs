@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub struct Scene {
     pub directory: tempfile::TempDir,
     pub repository: Repository,
-    pub index: Box<dyn IndexCache>,
+    pub index: std::sync::Arc<dyn IndexCache>,
     pub key: SigningKey,
     pub public: PublicKey,
     pub snapshot: Id,

@@ -258,6 +258,22 @@ impl Audit {
                 }
             }
         }
+        // A delta read below decodes through its base: the bases (down
+        // whole chains) are found where this audit found them.
+        let mut bases = HashMap::new();
+        for location in self.blobs.values() {
+            let mut next = location.entry.base;
+            while let Some(base) = next.filter(|base| !bases.contains_key(base)) {
+                let Some(found) = self.blobs.get(&base) else {
+                    break;
+                };
+                bases.insert(base, *found);
+                next = found.entry.base;
+            }
+        }
+        repository.locate_bases_with(std::sync::Arc::new(move |id: &Id| {
+            Ok(bases.get(id).copied())
+        }));
         Ok(packs)
     }
 

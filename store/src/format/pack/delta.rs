@@ -1,0 +1,161 @@
+//! Delta-encoded blobs: one zstd frame compressed with another blob's
+//! content (its *base*) as the prefix, so that a chunk that differs from
+//! its base in a few bytes is stored as little more than those bytes
+//! (docs/FORMAT.md section 7.1).
+//!
+//! Owns the encoding of a delta, the bound on chains of deltas and the
+//! rule for when a delta saves enough. Never fetches a base (the caller
+//! hands it over, checked against its id), never decides which blob is a
+//! candidate base, and never trusts a frame's declared size beyond the
+//! length the entry records.
+
+use std::io;
+use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, get_frame_content_size};
+
+/// The most bases one blob's content may need fetched: a delta's base may
+/// itself be a delta, whose base must then be stored whole. Two lets one
+/// night's chunk be a patch against the night before, itself a patch
+/// against a whole chunk, while a restore never reads more than three
+/// stored forms for one chunk. A writer whose natural base would make a
+/// longer chain patches against that chain's whole root instead.
+pub const MAX_CHAIN: usize = 2;
+
+/// A delta is kept only when it is at most this share (in percent) of
+/// what storing the blob whole would take: every delta costs a restore a
+/// base fetch and a prefix load, so a small saving is not worth it.
+/// Measured on in-place rewritten float vectors and SQL dumps (docs/
+/// PERFORMANCE.md, "Delta-encoded chunks: parameters"): changed chunks
+/// that resemble their base patch to 2–20% of their compressed size, those
+/// that do not to 90% or more, so the cut is not sensitive anywhere near
+/// here.
+pub const WORTH_PERCENT: usize = 60;
+
+/// Blobs smaller than this are never delta-encoded: a patch's frame header
+/// and the base fetch cost more than they could save.
+pub const MIN_DELTA_INPUT: usize = 512;
+
+/// Whether a delta of `delta` bytes is worth keeping over a whole blob
+/// stored in `whole` bytes.
+pub fn worth_it(delta: usize, whole: usize) -> bool {
+    delta * 100 <= whole * WORTH_PERCENT
+}
+
+fn zstd_error(what: &str, code: usize) -> io::Error {
+    io::Error::other(format!("{what}: {}", zstd_safe::get_error_name(code)))
+}
+
+/// `raw` compressed at `level` with `base` as its prefix. The frame records
+/// its content size, which a reader checks before allocating.
+pub fn compress(raw: &[u8], base: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    // A prefix is referenced, not copied, and only for the next frame, so
+    // a context is made per delta; deltas are only tried for chunks that
+    // changed, which the tables' set-up does not dominate.
+    let mut context = CCtx::create();
+    context
+        .set_parameter(CParameter::CompressionLevel(level))
+        .map_err(|code| zstd_error("zstd level", code))?;
+    context
+        .set_parameter(CParameter::ContentSizeFlag(true))
+        .map_err(|code| zstd_error("zstd content size", code))?;
+    // The whole base must stay within the match window, or the patch
+    // misses it: a window of at least base plus raw, up to zstd's limit.
+    let needed = (base.len() + raw.len()).max(1).next_power_of_two();
+    let window_log = needed.trailing_zeros().clamp(10, 27);
+    context
+        .set_parameter(CParameter::WindowLog(window_log))
+        .map_err(|code| zstd_error("zstd window", code))?;
+    context
+        .ref_prefix(base)
+        .map_err(|code| zstd_error("zstd prefix", code))?;
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(raw.len()));
+    context
+        .compress2(&mut out, raw)
+        .map_err(|code| zstd_error("zstd", code))?;
+    Ok(out)
+}
+
+/// The content of a delta frame decompressed against `base`, which must
+/// declare exactly `raw_length` bytes (checked before anything is
+/// allocated for it).
+pub fn decompress(stored: &[u8], base: &[u8], raw_length: usize) -> io::Result<Vec<u8>> {
+    match get_frame_content_size(stored) {
+        Ok(Some(declared)) if declared == raw_length as u64 => {}
+        Ok(Some(declared)) => {
+            return Err(io::Error::other(format!(
+                "the delta declares {declared} bytes, the blob is recorded as {raw_length}"
+            )));
+        }
+        _ => return Err(io::Error::other("the delta does not declare its size")),
+    }
+    let mut context = DCtx::create();
+    // Up to zstd's 2 GiB window: the writer sized it by base and blob,
+    // both bounded by the blob limit, and the output is bounded above.
+    context
+        .set_parameter(zstd_safe::DParameter::WindowLogMax(31))
+        .map_err(|code| zstd_error("zstd window", code))?;
+    context
+        .ref_prefix(base)
+        .map_err(|code| zstd_error("zstd prefix", code))?;
+    let mut out = Vec::with_capacity(raw_length);
+    context
+        .decompress(&mut out, stored)
+        .map_err(|code| zstd_error("zstd", code))?;
+    if out.len() != raw_length {
+        return Err(io::Error::other(format!(
+            "the delta decompressed to {} bytes, expected {raw_length}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vectors(seed: u64, length: usize) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..length / 4)
+            .flat_map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state % 2000) as f32 / 1000.0 - 1.0).to_le_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_small_change_patches_small_and_decodes_back() {
+        let base = vectors(7, 16 * 1024);
+        let mut changed = base.clone();
+        for at in [100, 5000, 9000, 15000] {
+            changed[at] ^= 0x5a;
+        }
+        let delta = compress(&changed, &base, 3).unwrap();
+        let whole = zstd::bulk::compress(&changed, 3).unwrap();
+        assert!(
+            delta.len() * 10 < whole.len(),
+            "{} vs {}",
+            delta.len(),
+            whole.len()
+        );
+        assert!(worth_it(delta.len(), whole.len()));
+        assert_eq!(decompress(&delta, &base, changed.len()).unwrap(), changed);
+    }
+
+    #[test]
+    fn a_wrong_base_or_length_never_yields_the_content() {
+        let base = vectors(7, 8 * 1024);
+        let mut changed = base.clone();
+        changed[10] ^= 1;
+        let delta = compress(&changed, &base, 3).unwrap();
+        let other = vectors(8, 8 * 1024);
+        // Against another base the frame decodes to other bytes or fails;
+        // the caller's id check is what catches the former.
+        if let Ok(decoded) = decompress(&delta, &other, changed.len()) {
+            assert_ne!(decoded, changed);
+        }
+        assert!(decompress(&delta, &base, changed.len() + 1).is_err());
+    }
+}

@@ -1,0 +1,231 @@
+//! Delta-encoded chunks (docs/FORMAT.md section 7.1): a file rewritten in
+//! place with a few changed words per 4 KiB block is stored, night after
+//! night, as patches against the parent snapshot's chunks; it restores and
+//! verifies byte-identical, survives a prune of the snapshot that named its
+//! bases, keeps chains within the bound, and a damaged base is reported as
+//! damage, never papered over.
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+/// A vector-index-like file: float vectors with, in every 4 KiB block, a
+/// few 32-bit neighbour ids; 4 MiB.
+fn vectors(seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..1024 * 1024)
+        .flat_map(|_| ((next() % 20_000) as f32 / 10_000.0 - 1.0).to_le_bytes())
+        .collect()
+}
+
+/// One night of an application rewriting its file in place: in about
+/// `percent` of its 4 KiB blocks, four neighbour ids change.
+fn night(bytes: &mut [u8], night: u64, percent: u64) {
+    let mut state = 0x9e37_79b9_7f4a_7c15 ^ night;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for block in bytes.chunks_mut(4096) {
+        if next() % 100 >= percent {
+            continue;
+        }
+        for _ in 0..4 {
+            let at = (next() % 1024) as usize * 4;
+            block[at..at + 4].copy_from_slice(&(next() as u32 % 60_000).to_le_bytes());
+        }
+    }
+}
+
+fn backup(workspace: &Workspace, source: &Path) -> serde_json::Value {
+    let component = format!("index={}", source.display());
+    workspace.backup_json(["--component", component.as_str()])
+}
+
+#[test]
+fn an_in_place_rewrite_is_stored_as_deltas_restored_and_kept_through_prune() {
+    // The same two nights into two repositories: in one the file keeps its
+    // path (its parent version is the base), in the other it is renamed,
+    // so its changed chunks are stored as a plain night stores them.
+    let (deltas, plain) = (Workspace::new(), Workspace::new());
+    deltas.init();
+    plain.init();
+    let mut content = vectors(1);
+    let file = deltas.path("src/data_level0.bin");
+    write(&file, &content);
+    write(&plain.path("src/data_level0.bin"), &content);
+    let first = backup(&deltas, &deltas.path("src"));
+    backup(&plain, &plain.path("src"));
+
+    night(&mut content, 2, 45);
+    write(&file, &content);
+    fs::remove_file(plain.path("src/data_level0.bin")).unwrap();
+    write(&plain.path("src/renamed.bin"), &content);
+    let second = backup(&deltas, &deltas.path("src"));
+    let renamed = backup(&plain, &plain.path("src"));
+
+    assert_eq!(renamed["delta_chunks"], 0, "{renamed}");
+    assert!(second["delta_chunks"].as_u64().unwrap() > 0, "{second}");
+    assert_eq!(second["new_chunks"], renamed["new_chunks"], "same chunks");
+    let (with, without) = (
+        second["stored_bytes"].as_u64().unwrap(),
+        renamed["stored_bytes"].as_u64().unwrap(),
+    );
+    // Measured about 1/12; a fifth leaves a wide margin.
+    assert!(
+        with * 5 < without,
+        "a night of deltas stored {with} bytes, a plain night {without}"
+    );
+
+    // Restored and verified byte for byte, through the bases.
+    let snapshot = second["snapshot"].as_str().unwrap();
+    let target = deltas.path("restored");
+    deltas.restore(snapshot, &target).ok();
+    assert_eq!(
+        file_hash(&target.join("index/data_level0.bin")),
+        file_hash(&file),
+        "restored through its bases"
+    );
+    let (code, report) = deltas.verify_json(&["--read-data"]);
+    assert_eq!(code, 0, "{report}");
+
+    // The night whose chunks are the bases is forgotten and pruned: the
+    // bases stay while the deltas need them.
+    let base_snapshot = first["snapshot"].as_str().unwrap();
+    deltas.cairn_repo(["forget", base_snapshot]).ok();
+    deltas.cairn_repo(["prune"]).ok();
+    let again = deltas.path("again");
+    deltas.restore(snapshot, &again).ok();
+    assert_eq!(
+        file_hash(&again.join("index/data_level0.bin")),
+        file_hash(&file),
+        "restorable after its bases' snapshot was pruned"
+    );
+    let (code, report) = deltas.verify_json(&["--read-data"]);
+    assert_eq!(code, 0, "{report}");
+}
+
+/// Every delta's base, by the packs' own headers.
+fn bases(workspace: &Workspace) -> HashMap<String, String> {
+    data_packs(&workspace.packs())
+        .iter()
+        .flat_map(|pack| header_of(pack).blobs)
+        .filter_map(|entry| Some((entry.id.to_hex(), entry.base?.to_hex())))
+        .collect()
+}
+
+#[test]
+fn chains_stay_bounded_and_a_damaged_base_is_damage() {
+    // Plaintext: the test reads and damages packs.
+    let workspace = Workspace::new();
+    workspace.init_plaintext();
+    let mut content = vectors(3);
+    let file = workspace.path("src/data_level0.bin");
+    write(&file, &content);
+    backup(&workspace, &workspace.path("src"));
+    let mut last = None;
+    for n in 2..=5 {
+        night(&mut content, n, 30);
+        write(&file, &content);
+        last = Some(backup(&workspace, &workspace.path("src")));
+    }
+    let last = last.unwrap();
+
+    let bases = bases(&workspace);
+    let depth = |id: &String| {
+        let (mut id, mut depth) = (id.clone(), 0);
+        while let Some(base) = bases.get(&id) {
+            depth += 1;
+            id = base.clone();
+        }
+        depth
+    };
+    let deepest = bases.keys().map(depth).max().unwrap_or(0);
+    assert_eq!(deepest, 2, "chains reach the bound of 2 and never pass it");
+
+    // A copy into another repository writes every chunk whole: the
+    // destination never holds a delta whose base it might lack.
+    let copied = workspace.path("copy");
+    let like = workspace.repo();
+    workspace
+        .cairn([
+            "--repo".as_ref(),
+            copied.as_os_str(),
+            "init".as_ref(),
+            "--plaintext".as_ref(),
+            "--like".as_ref(),
+            like.as_os_str(),
+        ])
+        .ok();
+    workspace
+        .cairn([
+            "copy".as_ref(),
+            "--from".as_ref(),
+            like.as_os_str(),
+            "--to".as_ref(),
+            copied.as_os_str(),
+        ])
+        .ok();
+    let copied_bases: usize = walk(&copied.join("data"))
+        .iter()
+        .filter(|path| path.is_file())
+        .flat_map(|pack| header_of(pack).blobs)
+        .filter(|entry| entry.base.is_some())
+        .count();
+    assert_eq!(copied_bases, 0, "the copy holds no delta");
+    let from_copy = workspace.path("from-copy");
+    workspace
+        .cairn([
+            "--repo".as_ref(),
+            copied.as_os_str(),
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            from_copy.as_os_str(),
+            "--yes".as_ref(),
+        ])
+        .ok();
+    assert_eq!(
+        file_hash(&from_copy.join("index/data_level0.bin")),
+        file_hash(&file)
+    );
+
+    // Damage one whole base that a delta of the last night needs: the
+    // restore names the damage and exits 4; nothing wrong is written.
+    let tree = fs::read(&file).unwrap();
+    let needed: Vec<&String> = bases
+        .values()
+        .filter(|base| !bases.contains_key(*base))
+        .collect();
+    let victim = needed.first().expect("a whole base");
+    let mut damaged = false;
+    for pack in data_packs(&workspace.packs()) {
+        let header = header_of(&pack);
+        if let Some(entry) = header.blobs.iter().find(|e| &e.id.to_hex() == *victim) {
+            let mut bytes = fs::read(&pack).unwrap();
+            bytes[entry.offset as usize + entry.length as usize / 2] ^= 0x40;
+            fs::write(&pack, &bytes).unwrap();
+            damaged = true;
+        }
+    }
+    assert!(damaged, "the base's pack was found");
+    let target = workspace.path("restored");
+    let run = workspace.restore(last["snapshot"].as_str().unwrap(), &target);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(run.stderr.contains("base"), "{}", run.stderr);
+    let restored = target.join("index/data_level0.bin");
+    assert!(
+        !restored.exists() || fs::read(&restored).unwrap() != tree || run.code != 0,
+        "never a wrong file reported as restored"
+    );
+}
