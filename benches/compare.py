@@ -249,6 +249,15 @@ def prepare_out(out):
 # night, backed up by every tool into its own repositories.
 
 
+RUSTIC = []  # main() puts the rustic binary's path here
+
+
+def present_tools():
+    """The tools to run now: rustic only once its binary exists."""
+    return [tool for tool in TOOLS
+            if tool != "rustic" or (RUSTIC and os.access(RUSTIC[0], os.X_OK))]
+
+
 class Workload:
     """What one workload needs: its components, how to make night k (0 =
     the first), how many nights, and which tools and extra steps it gets."""
@@ -269,7 +278,7 @@ def workload_modelled(args, work):
         return json.loads(done.stdout)
     return Workload("modelled", f"modelled nightly workload (benches/workload.py, scale "
                     f"{args.scale:g}, seed {args.seed})", COMPONENTS, make, args.nights,
-                    TOOLS, prune=True, references=True)
+                    present_tools(), prune=True, references=True)
 
 
 def workload_tree(args, work):
@@ -283,7 +292,8 @@ def workload_tree(args, work):
         return {"source": source, "bytes": size, "files": files}
     # One night: a tree that does not change (backup, unchanged, restore, verify).
     return Workload("tree", f"real tree: a copy of the Rust toolchain's sysroot ({source})",
-                    ["sysroot"], make, 1, [tool for tool in TOOLS if tool != "borg"], floor=False)
+                    ["sysroot"], make, 1, [tool for tool in present_tools() if tool != "borg"],
+                    floor=False)
 
 
 def workload_apps(args, work):
@@ -300,7 +310,7 @@ def workload_apps(args, work):
         return json.loads(done.stdout)
     return Workload("apps", "real applications (benches/realapps.py): a Chroma store and "
                     "pg_dump (plain and custom) of a pgbench cluster", ["chroma", "pg"], make,
-                    args.nights, [tool for tool in TOOLS if tool != "borg"])
+                    args.nights, [tool for tool in present_tools() if tool != "borg"])
 
 
 def run_workload(bench, workload):
@@ -574,14 +584,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 points = json.load(open(sys.argv[1]))["scale_workload"]["points"]
-chunks = [max(p["chunks"], 1) for p in points]
+chunks = [p["chunks"] for p in points]
 fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
 left.plot(chunks, [p["nightly"]["wall_s"] for p in points], "o-")
-left.set_xscale("log"); left.set_ylim(bottom=0)
+left.set_xscale("symlog", linthresh=10000); left.set_ylim(bottom=0)
 left.set_xlabel("chunks already in the repository"); left.set_ylabel("wall time (s)")
 left.set_title("small nightly backup: time")
 right.plot(chunks, [p["nightly"]["peak_rss_bytes"] / 2**20 for p in points], "o-", color="C1")
-right.set_xscale("log"); right.set_ylim(bottom=0)
+right.set_xscale("symlog", linthresh=10000); right.set_ylim(bottom=0)
 right.set_xlabel("chunks already in the repository"); right.set_ylabel("peak RSS (MiB)")
 right.set_title("small nightly backup: memory")
 fig.tight_layout()
@@ -604,7 +614,7 @@ def plot_scale(results_path, target, python):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cairn", required=True, help="path to the release cairn binary")
+    parser.add_argument("--cairn", help="path to the release cairn binary")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
                         help=f"comma-separated, from {','.join(WORKLOADS)} (default: all)")
     parser.add_argument("--nights", type=int, default=3,
@@ -620,7 +630,7 @@ def main():
     parser.add_argument("--realapps-venv", help="venv with chromadb and matplotlib "
                         "(default: realapps.py's, target/realapps-venv)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out")
     parser.add_argument("--borg-encryption", default="none",
                         help="borg init --encryption mode (default none; e.g. repokey-blake2)")
     parser.add_argument("--rustic", default=shutil.which("rustic"),
@@ -630,11 +640,19 @@ def main():
     parser.add_argument("--s3-venv",
                         help="venv with moto's server (scripts/s3-server.sh): also measure "
                              "backup and restore over S3 on loopback: cairn, restic, rustic")
+    parser.add_argument("--render", metavar="RESULTS_JSON",
+                        help="only print the tables of an earlier (or unfinished) run's results.json")
     args = parser.parse_args()
+    if args.render:
+        with open(args.render) as source:
+            print(render(json.load(source)))
+        return
     selected = [name.strip() for name in args.workloads.split(",") if name.strip()]
     unknown = [name for name in selected if name not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+    if not args.cairn or not args.out:
+        parser.error("--cairn and --out are needed")
     if args.nights < 2:
         parser.error("--nights must be at least 2")
 
@@ -643,6 +661,12 @@ def main():
     cairn = os.path.abspath(args.cairn)
     rustic = os.path.abspath(args.rustic) if args.rustic else None
     TOOLS[:] = [tool for tool in ALL_TOOLS if tool != "rustic" or rustic]
+    if rustic and not os.access(rustic, os.X_OK):
+        # Still being built elsewhere: each workload takes rustic in if the
+        # binary is there when the workload starts (the report says per
+        # workload which tools ran).
+        log(f"{rustic} is not there yet: workloads starting before it is are run without it")
+    RUSTIC[:] = [rustic] if rustic else []
     env_root = os.path.join(out, "env")
     os.makedirs(env_root, exist_ok=True)
     # Every encrypted tool reads its passphrase from a file, as their users'
@@ -684,7 +708,8 @@ def main():
             "cairn": version_of([cairn, "--version"]),
             "cairn_git": version_of(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
             "restic": version_of(["restic", "version"]),
-            "rustic": version_of([rustic, "--version"]) if rustic else "not run",
+            "rustic": (version_of([rustic, "--version"]) if rustic and os.access(rustic, os.X_OK)
+                       else "not run"),
             "borg": version_of(["borg", "--version"]),
             "b3sum": version_of(["b3sum", "--version"]),
             "zstd": version_of(["zstd", "--version"]),
@@ -733,6 +758,8 @@ def main():
                        "restic": "RESTIC_CACHE_DIR", "rustic": "RUSTIC_CACHE_DIR",
                        "borg": "BORG_BASE_DIR"}
     results["machine"]["loadavg_end"] = load_average()
+    if RUSTIC and os.access(RUSTIC[0], os.X_OK):
+        results["versions"]["rustic"] = version_of([RUSTIC[0], "--version"])
     results["cache_bytes"] = {tool: du_bytes(environments[tool][cache_variables[tool]])
                               for tool in TOOLS}
     save()
@@ -817,7 +844,7 @@ def s3_steps(venv, bench, name, work, components, source_bytes):
     the same server."""
     out, runner, results = bench["out"], bench["runner"], bench["results"]
     cairn, rustic = bench["cairn"], bench["rustic"]
-    tools = [tool for tool in S3_TOOLS if tool != "rustic" or rustic]
+    tools = [tool for tool in S3_TOOLS if tool in present_tools() or tool == "restic"]
     server, endpoint = start_moto(venv, runner.logs)
     env_root = os.path.join(out, "env")
     environments = runner.environments
@@ -830,7 +857,7 @@ def s3_steps(venv, bench, name, work, components, source_bytes):
                        "RESTIC_CACHE_DIR": os.path.join(env_root, "restic-s3-cache"),
                        "RESTIC_REPOSITORY": f"s3:{endpoint}/{S3_BUCKET}/restic"},
         }
-        if rustic:
+        if "rustic" in tools:
             s3_env["rustic"] = {**environments["rustic"],
                                 "RUSTIC_CACHE_DIR": os.path.join(env_root, "rustic-s3-cache"),
                                 **rustic_s3_profile(env_root, endpoint,
