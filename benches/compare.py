@@ -235,13 +235,25 @@ def prepare_out(out):
     if os.path.exists(out) and os.listdir(out) and not os.path.exists(os.path.join(out, MARKER)):
         sys.exit(f"compare: {out} is not empty and was not made by compare.sh; choose another --out")
     os.makedirs(out, exist_ok=True)
-    for name in ["work", "repos", "restore", "env", "logs", "previous"]:
+    for name in ["work", "repos", "restore", "env", "logs", "previous", "trash"]:
         shutil.rmtree(os.path.join(out, name), ignore_errors=True)
     for name in ["results.json", "results.md", "scale.png"]:
         if os.path.exists(os.path.join(out, name)):
             os.remove(os.path.join(out, name))
     with open(os.path.join(out, MARKER), "w") as marker:
         marker.write("made by benches/compare.sh; its contents are replaced on every run\n")
+
+
+def discard(out, path):
+    """Moves `path` into OUT/trash, deleted only after the last step: on a
+    filesystem mounted with `discard` every unlink waits for the device
+    (deleting a restored sysroot took minutes here), and on ext4 without a
+    journal freshly freed inodes slow the next restores."""
+    if not os.path.lexists(path):
+        return
+    trash = os.path.join(out, "trash")
+    os.makedirs(trash, exist_ok=True)
+    os.rename(path, os.path.join(trash, f"{len(os.listdir(trash))}-{os.path.basename(path)}"))
 
 
 # ---------------------------------------------------------------------------
@@ -415,7 +427,7 @@ def run_workload(bench, workload):
         if workload.floor:
             # The floor needs the night before as it was: the applications
             # rewrite files in place, so a real copy, not hard links.
-            shutil.rmtree(previous, ignore_errors=True)
+            discard(out, previous)
             os.makedirs(os.path.dirname(previous), exist_ok=True)
             subprocess.run(["cp", "-a", work, previous], check=True)
         log(f"[{name}] night {night}: applying one night of change")
@@ -427,7 +439,7 @@ def run_workload(bench, workload):
             floor = realapps.patch_floor(previous, work)
             entry["floor"] = {key: value for key, value in floor.items() if key != "files"}
             entry["floor_files"] = floor["files"]
-            shutil.rmtree(previous, ignore_errors=True)
+            discard(out, previous)
         record_root["nights"].append(entry)
         backup_step(f"night {night} backup", f"night{night}", source_bytes)
     backup_step("unchanged re-backup", "unchanged", source_bytes)
@@ -469,7 +481,7 @@ def run_workload(bench, workload):
         save()
     # Removed only after every restore: ext4 skips recently freed inodes.
     if not bench["keep"]:
-        shutil.rmtree(os.path.join(out, "restore", name), ignore_errors=True)
+        discard(out, os.path.join(out, "restore", name))
 
     verify_commands = {
         "cairn": [cairn, "verify", "--read-data", "--json"],
@@ -508,7 +520,7 @@ def cleanup_workload(bench, name):
     out = bench["out"]
     for path in [os.path.join(out, "work", name), os.path.join(out, "work", name + ".state"),
                  os.path.join(out, "repos", name), os.path.join(out, "restore", name)]:
-        shutil.rmtree(path, ignore_errors=True)
+        discard(out, path)
 
 
 # ---------------------------------------------------------------------------
@@ -574,8 +586,8 @@ def run_scale(bench, targets):
                        "repo_bytes": du_bytes(repo)})
         bench["save"]()
     if not bench["keep"]:
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(os.path.join(out, "repos", "scale"), ignore_errors=True)
+        discard(out, work)
+        discard(out, os.path.join(out, "repos", "scale"))
 
 
 PLOT = """
@@ -768,6 +780,8 @@ def main():
     with open(os.path.join(out, "results.md"), "w") as target:
         target.write(markdown)
     print(markdown)
+    log("deleting the discarded trees")
+    shutil.rmtree(os.path.join(out, "trash"), ignore_errors=True)
     failures = [(name, step, tool) for name, record in results["workloads"].items()
                 for step, tools in record["steps"].items()
                 for tool, measured in tools.items() if measured["exit_status"] != 0]
@@ -903,7 +917,7 @@ def s3_steps(venv, bench, name, work, components, source_bytes):
             log(f"s3-restore-{tool}: {'identical' if not differences else 'DIFFERENT'}")
         if not bench["keep"]:  # after all restores, as for the local ones
             for tool in tools:
-                shutil.rmtree(os.path.join(out, "restore", f"{tool}-s3"), ignore_errors=True)
+                discard(out, os.path.join(out, "restore", f"{tool}-s3"))
         results["s3"] = {"server": version_of([os.path.join(venv, "bin", "python"), "-c",
                                                "import moto; print('moto', moto.__version__)"]),
                          "endpoint": "loopback", "workload": name}
