@@ -1049,8 +1049,9 @@ def render(results):
         for measured in record["steps"].values())]
     for tool in tools_seen:
         add(f"- {tool}: {results['settings'][tool]}")
-    add("- restic, rustic, borg and cairn read the same passphrase from a file "
-        "(RESTIC_PASSWORD_FILE, RUSTIC_PASSWORD_FILE, BORG_PASSCOMMAND, CAIRN_PASSWORD_FILE)")
+    add("- restic, rustic and cairn read the same passphrase from a file (RESTIC_PASSWORD_FILE, "
+        "RUSTIC_PASSWORD_FILE, CAIRN_PASSWORD_FILE); so does borg (BORG_PASSCOMMAND) when "
+        "--borg-encryption asks for a key")
     drops = [m["caches_dropped"] for record in results["workloads"].values()
              for tools in record["steps"].values() for m in tools.values()]
     drops += [m["caches_dropped"] for m in results["references"].values()]
