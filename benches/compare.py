@@ -245,15 +245,22 @@ def prepare_out(out):
 
 
 def discard(out, path):
-    """Moves `path` into OUT/trash, deleted only after the last step: on a
-    filesystem mounted with `discard` every unlink waits for the device
-    (deleting a restored sysroot took minutes here), and on ext4 without a
-    journal freshly freed inodes slow the next restores."""
+    """Moves `path` into OUT/trash, deleted only after the workload's last
+    step (empty_trash): on a filesystem mounted with `discard` every unlink
+    waits for the device (deleting a restored sysroot took minutes here,
+    between two measured steps), and on ext4 without a journal freshly
+    freed inodes slow the next restores. Not kept to the end of the run:
+    the whole run's trees would need about 20 GB."""
     if not os.path.lexists(path):
         return
     trash = os.path.join(out, "trash")
     os.makedirs(trash, exist_ok=True)
     os.rename(path, os.path.join(trash, f"{len(os.listdir(trash))}-{os.path.basename(path)}"))
+
+
+def empty_trash(out):
+    log("deleting the finished trees")
+    shutil.rmtree(os.path.join(out, "trash"), ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -752,6 +759,7 @@ def main():
         if name == "scale":
             targets = [int(value) for value in args.scale_chunks.split(",") if value.strip()]
             run_scale(bench, targets)
+            empty_trash(out)
             if plot_scale(os.path.join(out, "results.json"), os.path.join(out, "scale.png"),
                           venv_python):
                 results["scale_workload"]["plot"] = "scale.png"
@@ -765,6 +773,7 @@ def main():
             s3_done = True
             save()
         cleanup_workload(bench, name)
+        empty_trash(out)
 
     cache_variables = {"cairn": "CAIRN_CACHE_DIR", "cairn-plain": "CAIRN_CACHE_DIR",
                        "restic": "RESTIC_CACHE_DIR", "rustic": "RUSTIC_CACHE_DIR",
@@ -780,8 +789,7 @@ def main():
     with open(os.path.join(out, "results.md"), "w") as target:
         target.write(markdown)
     print(markdown)
-    log("deleting the discarded trees")
-    shutil.rmtree(os.path.join(out, "trash"), ignore_errors=True)
+    empty_trash(out)
     failures = [(name, step, tool) for name, record in results["workloads"].items()
                 for step, tools in record["steps"].items()
                 for tool, measured in tools.items() if measured["exit_status"] != 0]

@@ -32,7 +32,7 @@
 #
 # Defaults: --out target/compare, --seed 1, --scale 1.0 (modelled: 725 MB
 # in 20,003 files), --apps-scale 1.0 (60,000 embeddings, pgbench -s 15),
-# --borg-encryption none. A full run needs ~15 GB free and about an hour on
+# --borg-encryption none. A full run needs ~10 GB free and about an hour on
 # 2 cores; `--workloads modelled --nights 2 --scale 0.1 --no-s3` is a quick
 # check. --keep keeps the workloads, repositories and restores in OUT. On
 # ext4 without a journal, run it five minutes or more after deleting many
