@@ -622,6 +622,23 @@ fn the_readme_table_names_every_subcommand_and_every_help_has_a_global_section()
             checked += 1;
         }
     }
+    // The retention flags of forget and stats have a section of their
+    // own, after the command's own flags.
+    for command in ["forget", "stats"] {
+        let help = workspace.cairn([command, "--help"]).ok().stdout;
+        let section = help
+            .find("\nRetention policy:\n")
+            .expect("a retention section");
+        let own = help
+            .find(if command == "forget" {
+                "--dry-run"
+            } else {
+                "--host <"
+            })
+            .expect("an own flag");
+        let keep = help.find("--keep-last <").expect("--keep-last");
+        assert!(own < section && section < keep, "{command}:\n{help}");
+    }
     assert!(
         checked > top.len(),
         "nested subcommands were checked too ({checked})"

@@ -470,9 +470,10 @@ pub struct StatsArgs {
     ])]
     pub snapshot: Option<String>,
     #[command(flatten)]
-    pub retention: RetentionArgs,
-    #[command(flatten)]
     pub filter: SnapshotFilterArgs,
+    // Last: its help heading applies to every argument after it.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 /// The archive formats of `cairn dump`.
@@ -604,8 +605,6 @@ pub struct ForgetArgs {
         "keep_yearly", "keep_within", "keep_tags",
     ])]
     pub snapshots: Vec<String>,
-    #[command(flatten)]
-    pub retention: RetentionArgs,
     /// Say what would be kept and forgotten, and why; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -621,6 +620,9 @@ pub struct ForgetArgs {
     pub plan: Option<PathBuf>,
     #[command(flatten)]
     pub prune_options: PruneTuning,
+    // Last: its help heading applies to every argument after it.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 #[derive(Args)]
