@@ -120,6 +120,50 @@ fn with_json_every_error_is_an_object_naming_code_and_object() {
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
 }
 
+/// `forget` and `stats` read the retention flags through one struct and
+/// one builder: each bad value is a usage error (exit 2) naming its flag
+/// in both, where `stats` used to exit 1 on a bad `--keep-within`.
+#[test]
+fn forget_and_stats_refuse_the_same_bad_retention_flags_alike() {
+    let workspace = two_components();
+    let cases: [(&str, &str); 6] = [
+        ("--keep-within", "3x"),
+        ("--keep-daily", "0"),
+        ("--keep-last", "-1"),
+        ("--keep-tag", ""),
+        ("--group-by", "colour"),
+        ("--keep-safety", "soon"),
+    ];
+    for command in ["forget", "stats"] {
+        for (flag, value) in cases {
+            let run = workspace.cairn_repo(["--json", command, flag, value]);
+            assert_eq!(run.code, 2, "{command} {flag} {value:?}: {}", run.stderr);
+            let error = json_error(&run);
+            // clap names a flag it parses with its value name (`--keep-last <N>`).
+            assert!(
+                error["object"]
+                    .as_str()
+                    .and_then(|object| object.split(' ').next())
+                    .is_some_and(|word| word == flag),
+                "{command} {flag} {value:?}: {error}"
+            );
+        }
+    }
+    // The same good policy is read alike, and stats changes nothing.
+    let stats = workspace
+        .cairn_repo([
+            "--json",
+            "stats",
+            "--keep-last",
+            "1",
+            "--keep-safety",
+            "forever",
+        ])
+        .ok()
+        .json();
+    assert_eq!(stats["policy"], "keep-last 1", "{stats}");
+}
+
 #[test]
 fn names_that_do_not_exist_are_answered_with_what_does() {
     let workspace = two_components();
@@ -441,4 +485,162 @@ fn an_interrupted_backup_says_what_was_kept_cleans_up_and_reruns() {
     ]);
     assert!(summary["snapshot"].is_string(), "{summary}");
     assert_eq!(staging_left(&workspace), Vec::<std::path::PathBuf>::new());
+}
+
+/// A rerun resumes: packs an interrupted backup had written are indexed
+/// and reused by the next run, which stores only the rest. Uploads are
+/// held to 8 MiB/s so that the interruption falls between the first
+/// 16 MiB pack and the end, whatever the machine's speed.
+#[test]
+fn a_backup_interrupted_after_its_first_pack_is_resumed_by_the_next_run() {
+    let workspace = Workspace::new();
+    let size = 40_000_000;
+    write(&workspace.path("data/big.bin"), &noise(11, size));
+    workspace.init_plaintext();
+    let component = format!("data={}", workspace.path("data").display());
+    let mut cairn = workspace.command();
+    cairn
+        .arg("--repo")
+        .arg(workspace.repo())
+        .args([
+            "--limit-upload",
+            "8MiB",
+            "backup",
+            "--component",
+            &component,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cairn.spawn().expect("start cairn");
+    let packs = || walk(&workspace.repo().join("data")).len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while packs() == 0 {
+        if Instant::now() > deadline {
+            kill(&mut child);
+            panic!("no pack was written within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, stderr) = stop(child, libc::SIGINT);
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        stderr.contains("packs already written are reused"),
+        "{stderr}"
+    );
+    let kept = packs();
+    assert!(kept >= 1, "the interrupted backup's packs were removed");
+
+    let summary = workspace.backup_json(["--component", &component]);
+    assert!(
+        summary["adopted_packs"].as_u64() >= Some(1),
+        "the rerun did not take up the packs left behind: {summary}"
+    );
+    let new_bytes = summary["new_bytes"].as_u64().expect("new_bytes");
+    assert!(
+        new_bytes + 16_000_000 <= size as u64,
+        "the rerun stored {new_bytes} new bytes of {size}: it did not reuse the first pack"
+    );
+    assert!(summary["reused_chunks"].as_u64() > Some(0), "{summary}");
+}
+
+/// The subcommands `cairn --help` lists (for `cairn key --help`, those of
+/// `key`), without `help`.
+fn subcommands(workspace: &Workspace, path: &[&str]) -> Vec<String> {
+    let mut args = path.to_vec();
+    args.push("--help");
+    let help = workspace.cairn(&args).ok().stdout;
+    let Some(start) = help.find("Commands:\n") else {
+        return Vec::new();
+    };
+    help[start + "Commands:\n".len()..]
+        .lines()
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every subcommand is a row of README's "Every command" table, and every
+/// subcommand's `--help`, nested ones included, lists the global flags
+/// once, under their own heading after the command's own.
+#[test]
+fn the_readme_table_names_every_subcommand_and_every_help_has_a_global_section() {
+    let workspace = Workspace::new();
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .expect("read README.md");
+    let table = &readme[readme
+        .find("### Every command")
+        .expect("the table's heading")..];
+    let table: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .collect();
+    let named: std::collections::BTreeSet<String> = table
+        .iter()
+        .filter_map(|row| row.split('|').nth(1))
+        .flat_map(|cell| cell.split(','))
+        .map(|name| name.trim().trim_matches('`').to_string())
+        .collect();
+    let top = subcommands(&workspace, &[]);
+    assert!(top.len() > 20, "{top:?}");
+    let missing: Vec<&String> = top.iter().filter(|name| !named.contains(*name)).collect();
+    assert!(
+        missing.is_empty(),
+        "README's command table lacks {missing:?}"
+    );
+
+    let mut checked = 0;
+    for name in &top {
+        let nested = subcommands(&workspace, &[name]);
+        let mut paths = vec![vec![name.as_str()]];
+        paths.extend(nested.iter().map(|sub| vec![name.as_str(), sub.as_str()]));
+        for path in paths {
+            let mut args = path.clone();
+            args.push("--help");
+            let help = workspace.cairn(&args).ok().stdout;
+            let heading = help
+                .find("\nGlobal options:\n")
+                .unwrap_or_else(|| panic!("{path:?}: no \"Global options\" section:\n{help}"));
+            for flag in ["--repo <", "--json ", "--config-dir <"] {
+                // A flag's own line starts with it (other lines may name it).
+                let lines: Vec<usize> = help
+                    .match_indices('\n')
+                    .map(|(at, _)| at + 1)
+                    .filter(|at| help[*at..].trim_start_matches(' ').starts_with(flag))
+                    .collect();
+                assert_eq!(lines.len(), 1, "{path:?}: {flag} listed once:\n{help}");
+                assert!(
+                    lines[0] > heading,
+                    "{path:?}: {flag} under the heading:\n{help}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    // The retention flags of forget and stats have a section of their
+    // own, after the command's own flags.
+    for command in ["forget", "stats"] {
+        let help = workspace.cairn([command, "--help"]).ok().stdout;
+        let section = help
+            .find("\nRetention policy:\n")
+            .expect("a retention section");
+        let own = help
+            .find(if command == "forget" {
+                "--dry-run"
+            } else {
+                "--host <"
+            })
+            .expect("an own flag");
+        let keep = help.find("--keep-last <").expect("--keep-last");
+        assert!(own < section && section < keep, "{command}:\n{help}");
+    }
+    assert!(
+        checked > top.len(),
+        "nested subcommands were checked too ({checked})"
+    );
 }

@@ -490,7 +490,7 @@ fn bad_forget_and_prune_input_is_refused_naming_the_flag_and_changes_nothing() {
             2,
             &["--keep-within", "3x"],
         ),
-        (&["forget", "--keep-daily", "0"], 1, &["--keep-daily 0"]),
+        (&["forget", "--keep-daily", "0"], 2, &["--keep-daily 0"]),
         (&["forget", "--keep-last=-1"], 2, &["--keep-last", "-1"]),
         (
             &["forget", "--keep-last", "1", &second[..10]],

@@ -39,6 +39,22 @@ fn assert_bar(run: &TerminalRun, phase: &str) {
         "no byte count on the terminal:\n{:?}",
         run.terminal
     );
+    // The rate, the time left and the items (files, packs, snapshots)
+    // beside the bytes.
+    for part in ["/s", "eta "] {
+        assert!(
+            run.terminal.contains(part),
+            "no {part:?} on the terminal:\n{:?}",
+            run.terminal
+        );
+    }
+    assert!(
+        ["files", "packs", "snapshots"]
+            .iter()
+            .any(|unit| run.terminal.contains(unit)),
+        "no count of items on the terminal:\n{:?}",
+        run.terminal
+    );
 }
 
 #[test]
@@ -128,16 +144,109 @@ fn copy_draws_a_bar_on_a_terminal() {
     assert_bar(&run, "copy data");
 }
 
+/// A repository with a second snapshot and the first forgotten, so that
+/// a prune has something to do; and the empty repository a copy fills.
+fn workspace_for_every_long_operation() -> (Workspace, std::path::PathBuf) {
+    let (workspace, first) = workspace_with_snapshot();
+    // Data only the first snapshot holds, for the prune to delete.
+    std::fs::remove_file(workspace.path("src/dir1/file1.bin")).unwrap();
+    workspace.backup_json([
+        "--component",
+        &format!("data={}", workspace.path("src").display()),
+    ]);
+    workspace.cairn_repo(["forget", &first]).ok();
+    let copy = workspace.path("copy");
+    workspace
+        .cairn(["--repo", copy.to_str().unwrap(), "init", "--plaintext"])
+        .ok();
+    (workspace, copy)
+}
+
+/// Each long operation: its arguments (after `--repo REPO`, or with its
+/// own repositories for copy) and the phase its progress names.
+fn long_operations(
+    workspace: &Workspace,
+    copy: &std::path::Path,
+) -> Vec<(Vec<String>, &'static str)> {
+    let repo = |args: &[&str]| {
+        let mut all = vec!["--repo".to_string(), workspace.repo().display().to_string()];
+        all.extend(args.iter().map(|arg| arg.to_string()));
+        all
+    };
+    let source = format!("data={}", workspace.path("src").display());
+    let target = workspace.path("restored");
+    vec![
+        (repo(&["backup", "--component", &source]), "backup"),
+        (repo(&["verify", "--read-data"]), "verify-data"),
+        (
+            repo(&["restore", "latest", "--target", target.to_str().unwrap()]),
+            "restore",
+        ),
+        (repo(&["prune", "--grace", "0s"]), "prune-survey"),
+        (
+            vec![
+                "copy".to_string(),
+                "--from".to_string(),
+                workspace.repo().display().to_string(),
+                "--to".to_string(),
+                copy.display().to_string(),
+            ],
+            "copy",
+        ),
+    ]
+}
+
 #[test]
 fn nothing_is_drawn_when_stderr_is_not_a_terminal() {
-    let (workspace, _) = workspace_with_snapshot();
-    let run = workspace.cairn_repo(["verify", "--read-data"]).ok();
-    assert!(
-        !run.stderr.contains("verify-") && !run.stderr.contains('\u{1b}'),
-        "drawn on a pipe: {:?}",
-        run.stderr
-    );
-    assert!(!shows_byte_count_in(&run.stderr), "{:?}", run.stderr);
+    let (workspace, copy) = workspace_for_every_long_operation();
+    for (args, phase) in long_operations(&workspace, &copy) {
+        let run = workspace.cairn(&args).ok();
+        assert!(
+            !run.stderr.contains(phase) && !run.stderr.contains('\u{1b}'),
+            "{args:?}: drawn on a pipe: {:?}",
+            run.stderr
+        );
+        assert!(
+            !shows_byte_count_in(&run.stderr),
+            "{args:?}: {:?}",
+            run.stderr
+        );
+    }
+}
+
+/// With `--json`, each long operation writes JSON lines on stderr naming
+/// its phase, with the documented counters (docs/JSON.md, "progress"),
+/// and its result stays on stdout.
+#[test]
+fn every_long_operation_writes_json_progress_lines() {
+    let (workspace, copy) = workspace_for_every_long_operation();
+    for (mut args, phase) in long_operations(&workspace, &copy) {
+        args.insert(0, "--json".to_string());
+        let run = workspace.cairn(&args).ok();
+        let _result = run.json();
+        let lines = progress_lines(&run.stderr);
+        let line = lines
+            .iter()
+            .find(|line| line["phase"] == phase)
+            .unwrap_or_else(|| panic!("{args:?}: no {phase} line in {:?}", run.stderr));
+        for field in ["component", "bytes_done", "bytes_total"] {
+            assert!(
+                line.get(field).is_some(),
+                "{args:?}: {field} missing from {line}"
+            );
+        }
+        // The phase's last line reports work done, even for a phase that
+        // ends within the second between lines.
+        let done = lines
+            .iter()
+            .filter(|line| line["phase"] == phase)
+            .map(|line| line["bytes_done"].as_u64().unwrap_or(0))
+            .max();
+        assert!(
+            done > Some(0),
+            "{args:?}: no {phase} bytes ever done: {lines:?}"
+        );
+    }
 }
 
 fn shows_byte_count_in(text: &str) -> bool {

@@ -571,6 +571,21 @@ fn retention_keeps_a_failed_night_in_its_group_and_safety_snapshots_by_their_own
         vec!["keep-safety 14d"]
     );
     assert!(!strings(&plan["forgotten"]).contains(&safety[0]));
+    // stats prices the very choice forget makes (the same flags, safety
+    // snapshots' rule included).
+    let policy = ["--keep-last", "1", "--keep-safety", "forever"];
+    let forget: Vec<&str> = ["--json", "forget", "--dry-run"]
+        .into_iter()
+        .chain(policy)
+        .collect();
+    let stats: Vec<&str> = ["--json", "stats"].into_iter().chain(policy).collect();
+    let mut would_forget = strings(&workspace.cairn_repo(&forget).ok().json()["forgotten"]);
+    let mut priced = strings(&workspace.cairn_repo(&stats).ok().json()["forgotten"]);
+    would_forget.sort();
+    priced.sort();
+    assert_eq!(priced, would_forget);
+    assert!(!priced.contains(&safety[0]), "{priced:?}");
+    assert!(priced.contains(&failed), "{priced:?}");
     let run = workspace.cairn_repo(["forget", "--keep-last", "1", "--keep-safety", "0d"]);
     assert_ne!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("--keep-safety"), "{}", run.stderr);

@@ -507,35 +507,11 @@ pub struct StatsArgs {
         "keep_yearly", "keep_within", "keep_tags",
     ])]
     pub snapshot: Option<String>,
-    /// With a policy: keep the N newest snapshots.
-    #[arg(long, value_name = "N")]
-    pub keep_last: Option<u32>,
-    /// With a policy: keep the newest of each of the last N hours.
-    #[arg(long, value_name = "N")]
-    pub keep_hourly: Option<u32>,
-    /// With a policy: keep the newest of each of the last N days.
-    #[arg(long, value_name = "N")]
-    pub keep_daily: Option<u32>,
-    /// With a policy: keep the newest of each of the last N ISO weeks.
-    #[arg(long, value_name = "N")]
-    pub keep_weekly: Option<u32>,
-    /// With a policy: keep the newest of each of the last N months.
-    #[arg(long, value_name = "N")]
-    pub keep_monthly: Option<u32>,
-    /// With a policy: keep the newest of each of the last N years.
-    #[arg(long, value_name = "N")]
-    pub keep_yearly: Option<u32>,
-    /// With a policy: keep every snapshot within this span of the newest.
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within: Option<String>,
-    /// With a policy: keep every snapshot with this tag; repeatable.
-    #[arg(long = "keep-tag", value_name = "TAG")]
-    pub keep_tags: Vec<String>,
-    /// With a policy: group as `forget --group-by` does.
-    #[arg(long, default_value = "host,components", value_name = "FIELDS")]
-    pub group_by: String,
     #[command(flatten)]
     pub filter: SnapshotFilterArgs,
+    // Last: its help heading applies to every argument after it.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 /// The archive formats of `cairn dump`.
@@ -615,15 +591,14 @@ pub struct SnapshotsArgs {
     pub filter: SnapshotFilterArgs,
 }
 
-#[derive(Args)]
-pub struct ForgetArgs {
-    /// Snapshots to forget by id or prefix (instead of a policy).
-    #[arg(value_name = "ID", conflicts_with_all = [
-        "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
-        "keep_yearly", "keep_within", "keep_tags",
-    ])]
-    pub snapshots: Vec<String>,
+/// The retention policy `forget` applies and `stats` prices: one set of
+/// flags, so the two cannot read the same words differently.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Retention policy")]
+pub struct RetentionArgs {
     /// Keep the N newest snapshots.
+    // Negative counts are parsed (and refused naming the flag) rather than
+    // taken for flags of their own.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub keep_last: Option<u32>,
     /// Keep the newest snapshot of each of the last N hours that have one.
@@ -658,6 +633,16 @@ pub struct ForgetArgs {
     /// apply to them. "forever" keeps them all.
     #[arg(long, default_value = "14d", value_name = "DURATION")]
     pub keep_safety: String,
+}
+
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// Snapshots to forget by id or prefix (instead of a policy).
+    #[arg(value_name = "ID", conflicts_with_all = [
+        "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+        "keep_yearly", "keep_within", "keep_tags",
+    ])]
+    pub snapshots: Vec<String>,
     /// Say what would be kept and forgotten, and why; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -673,6 +658,9 @@ pub struct ForgetArgs {
     pub plan: Option<PathBuf>,
     #[command(flatten)]
     pub prune_options: PruneTuning,
+    // Last: its help heading applies to every argument after it.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 #[derive(Args)]

@@ -15,6 +15,7 @@ mod output;
 mod plan;
 mod plan_shape;
 mod progress;
+mod retention;
 mod serve;
 
 use clap::Parser;

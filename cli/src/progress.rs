@@ -187,6 +187,12 @@ impl CliProgress {
 
 impl Progress for CliProgress {
     fn phase(&self, phase: Phase, expected: Amount) {
+        // The phase that ends gets its last line, complete, before the
+        // counters are reset (a reader would otherwise see a short phase,
+        // such as a prune's survey, only as it started).
+        if self.state().phase.is_some() {
+            self.json_line(true);
+        }
         self.state().phase = Some(phase);
         self.items_total.store(expected.items, Ordering::Relaxed);
         self.bytes_total.store(expected.bytes, Ordering::Relaxed);

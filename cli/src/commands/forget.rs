@@ -6,7 +6,6 @@ use crate::context::Context;
 use crate::exit;
 use anyhow::{Result, anyhow};
 use cairn_store::ops::forget::{ForgetOptions, ForgetOutcome, forget};
-use cairn_store::ops::retention::{Policy, parse_group_by, parse_keep_within};
 use cairn_store::ops::stats::freed_by_forgetting;
 use serde_json::json;
 
@@ -16,7 +15,8 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
     };
     let planned_context = crate::plan::context_for(context, plan.as_ref());
     let context = planned_context.as_ref().unwrap_or(context);
-    let mut policy = policy(args)?;
+    let retention = args.retention.read()?;
+    let mut policy = retention.policy;
     if let Some(plan) = plan
         .as_ref()
         .filter(|_| policy.is_empty() && args.snapshots.is_empty())
@@ -27,18 +27,11 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
     }
     let options = ForgetOptions {
         policy,
-        group_by: parse_group_by(&args.group_by)
-            .map_err(|error| crate::context::Usage::flag("--group-by", &args.group_by, error))?,
+        group_by: retention.group_by,
         explicit: args.snapshots.clone(),
         dry_run: args.dry_run,
         allow_empty: args.allow_empty,
-        keep_safety: match args.keep_safety.as_str() {
-            "forever" => None,
-            span => Some(
-                parse_keep_within(span)
-                    .map_err(|error| anyhow!("--keep-safety: {error} (or \"forever\")"))?,
-            ),
-        },
+        keep_safety: retention.keep_safety,
     };
     // Checked before anything is forgotten, so a typo in a prune flag
     // cannot leave a forget done and its prune not.
@@ -95,27 +88,6 @@ pub fn run(context: &Context, args: &ForgetArgs) -> Result<u8> {
         return Ok(code);
     }
     super::prune::run_with(context, &prune_options)
-}
-
-fn policy(args: &ForgetArgs) -> Result<Policy> {
-    let keep_within = args
-        .keep_within
-        .as_deref()
-        .map(|text| {
-            parse_keep_within(text)
-                .map_err(|error| crate::context::Usage::flag("--keep-within", text, error))
-        })
-        .transpose()?;
-    Ok(Policy {
-        keep_last: args.keep_last,
-        keep_hourly: args.keep_hourly,
-        keep_daily: args.keep_daily,
-        keep_weekly: args.keep_weekly,
-        keep_monthly: args.keep_monthly,
-        keep_yearly: args.keep_yearly,
-        keep_within,
-        keep_tags: args.keep_tags.clone(),
-    })
 }
 
 fn outcome_json(outcome: &ForgetOutcome, dry_run: bool) -> serde_json::Value {

@@ -6,14 +6,13 @@ use crate::commands::verified_snapshot;
 use crate::context::Context;
 use crate::exit;
 use crate::output::bytes;
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use cairn_store::ops::forget::{ForgetOptions, choose};
-use cairn_store::ops::retention::{Policy, parse_group_by, parse_keep_within};
 use cairn_store::ops::stats::{GroupUse, freed_by_forgetting, repository_stats, snapshot_stats};
 use serde_json::json;
 
 pub fn run(context: &Context, args: &StatsArgs) -> Result<u8> {
-    let policy = policy(args)?;
+    let retention = args.retention.read()?;
     let repository = context.open_repository()?;
     repository.require_read_key("the snapshots and index `stats` reads")?;
     let opened = context.open_index(&repository)?;
@@ -40,11 +39,13 @@ pub fn run(context: &Context, args: &StatsArgs) -> Result<u8> {
         }
         return Ok(exit::SUCCESS);
     }
-    if !policy.is_empty() {
+    if !retention.policy.is_empty() {
         let trusted = context.trusted_keys(&repository)?;
         let options = ForgetOptions {
-            policy,
-            group_by: parse_group_by(&args.group_by)?,
+            policy: retention.policy,
+            group_by: retention.group_by,
+            // As `forget` would: expired safety snapshots count as freed.
+            keep_safety: retention.keep_safety,
             dry_run: true,
             // Stats says what a policy would do, even a policy that a
             // forget would refuse for emptying a group.
@@ -149,23 +150,4 @@ fn print_use(usage: &GroupUse) {
     };
     line("references:", &usage.referenced);
     line("only it holds:", &usage.unique);
-}
-
-fn policy(args: &StatsArgs) -> Result<Policy> {
-    let keep_within = args
-        .keep_within
-        .as_deref()
-        .map(parse_keep_within)
-        .transpose()
-        .map_err(|error| anyhow!("--keep-within: {error}"))?;
-    Ok(Policy {
-        keep_last: args.keep_last,
-        keep_hourly: args.keep_hourly,
-        keep_daily: args.keep_daily,
-        keep_weekly: args.keep_weekly,
-        keep_monthly: args.keep_monthly,
-        keep_yearly: args.keep_yearly,
-        keep_within,
-        keep_tags: args.keep_tags.clone(),
-    })
 }

@@ -1,0 +1,459 @@
+//! The `--json` contract (docs/JSON.md): every command that prints JSON is
+//! run once against the real `cairn` binary, and each field docs/JSON.md
+//! lists for it must be present with the listed type; every top-level
+//! field a command prints must be listed. The field lists are read from
+//! docs/JSON.md itself, so the document and the code cannot drift apart:
+//! a renamed, retyped or dropped field fails here, and so does a new field
+//! nobody documented. Every documented section must be run, and every
+//! documented path must be met at least once (an empty array would let a
+//! row pass unchecked).
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// One row of a table in docs/JSON.md.
+struct Field {
+    path: String,
+    kind: String,
+}
+
+/// docs/JSON.md's tables, by the heading above them (`backup`,
+/// `stats SNAPSHOT`, ...).
+fn documented() -> BTreeMap<String, Vec<Field>> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/JSON.md");
+    let text = std::fs::read_to_string(&file).expect("read docs/JSON.md");
+    let mut sections: BTreeMap<String, Vec<Field>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            let name = heading.trim().trim_matches('`').to_string();
+            assert!(
+                sections.insert(name.clone(), Vec::new()).is_none(),
+                "docs/JSON.md: section {name:?} twice"
+            );
+            current = Some(name);
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // `| `path` | type | meaning |` → ["", "`path`", "type", "meaning", ""]
+        if cells.len() < 5 || !cells[1].starts_with('`') {
+            continue;
+        }
+        let section = current
+            .as_ref()
+            .unwrap_or_else(|| panic!("docs/JSON.md: a field row before any section: {line}"));
+        let kind = cells[2].to_string();
+        let base = kind.trim_end_matches(" or null");
+        assert!(
+            ["string", "integer", "number", "boolean", "object", "array"].contains(&base),
+            "docs/JSON.md, section {section}: unknown type {kind:?} in {line}"
+        );
+        sections.get_mut(section).expect("section").push(Field {
+            path: cells[1].trim_matches('`').to_string(),
+            kind,
+        });
+    }
+    sections
+}
+
+/// The values `path` names in `value`; an error names the first step that
+/// is missing or not an array.
+fn values_at<'a>(value: &'a Value, path: &str) -> Result<Vec<&'a Value>, String> {
+    let mut here = vec![value];
+    for step in path.split('.') {
+        let (name, each) = match step.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (step, false),
+        };
+        let mut next = Vec::new();
+        for value in here {
+            let value = if name.is_empty() {
+                value
+            } else {
+                value
+                    .get(name)
+                    .ok_or_else(|| format!("no field {name:?} in {}", brief_of(value)))?
+            };
+            if each {
+                let elements = value
+                    .as_array()
+                    .ok_or_else(|| format!("{name:?} is not an array: {}", brief_of(value)))?;
+                next.extend(elements);
+            } else {
+                next.push(value);
+            }
+        }
+        here = next;
+    }
+    Ok(here)
+}
+
+fn brief_of(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
+fn has_type(value: &Value, kind: &str) -> bool {
+    let (base, nullable) = match kind.strip_suffix(" or null") {
+        Some(base) => (base, true),
+        None => (kind, false),
+    };
+    if value.is_null() {
+        return nullable;
+    }
+    match base {
+        "string" => value.is_string(),
+        "integer" => value.is_u64() || value.is_i64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        other => panic!("unknown type {other}"),
+    }
+}
+
+/// Collects what the documents printed for each section, then checks them
+/// all at once, so one run names every mismatch.
+#[derive(Default)]
+struct Contract {
+    outputs: BTreeMap<String, Vec<Value>>,
+}
+
+impl Contract {
+    fn record(&mut self, section: &str, value: Value) {
+        self.outputs
+            .entry(section.to_string())
+            .or_default()
+            .push(value);
+    }
+
+    fn mismatches(&self) -> Vec<String> {
+        let documented = documented();
+        let mut wrong = Vec::new();
+        let run: BTreeSet<&String> = self.outputs.keys().collect();
+        let listed: BTreeSet<&String> = documented.keys().collect();
+        for missing in listed.difference(&run) {
+            wrong.push(format!(
+                "section {missing:?} is documented but this test never runs it"
+            ));
+        }
+        for extra in run.difference(&listed) {
+            wrong.push(format!(
+                "{extra:?} prints JSON but docs/JSON.md has no section for it"
+            ));
+        }
+        for (section, fields) in &documented {
+            let Some(outputs) = self.outputs.get(section) else {
+                continue;
+            };
+            for field in fields {
+                let mut met = 0;
+                let mut missing = false;
+                for output in outputs {
+                    match values_at(output, &field.path) {
+                        Err(why) => {
+                            missing = true;
+                            wrong.push(format!("{section}: `{}`: {why}", field.path));
+                        }
+                        Ok(values) => {
+                            for value in values {
+                                met += 1;
+                                if !has_type(value, &field.kind) {
+                                    wrong.push(format!(
+                                        "{section}: `{}` should be {} but is {}",
+                                        field.path,
+                                        field.kind,
+                                        brief_of(value)
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+                if met == 0 && !missing {
+                    wrong.push(format!(
+                        "{section}: `{}` was never met (every array on its way was empty)",
+                        field.path
+                    ));
+                }
+            }
+            // Every top-level field (of each element, for an array) is listed.
+            let tops: BTreeSet<&str> = fields
+                .iter()
+                .map(|field| {
+                    let first = field.path.split('.').next().unwrap_or("");
+                    if first == "[]" {
+                        field.path.split('.').nth(1).unwrap_or("")
+                    } else {
+                        first.trim_end_matches("[]")
+                    }
+                })
+                .collect();
+            for output in outputs {
+                let objects: Vec<&Value> = match output {
+                    Value::Array(elements) => elements.iter().collect(),
+                    other => vec![other],
+                };
+                for object in objects {
+                    for key in object.as_object().into_iter().flat_map(|map| map.keys()) {
+                        if !tops.contains(key.trim_end_matches("[]")) {
+                            wrong.push(format!(
+                                "{section}: prints `{key}`, which docs/JSON.md does not list"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        wrong.sort();
+        wrong.dedup();
+        wrong
+    }
+}
+
+/// `cairn --json --repo REPO ARGS`, which must succeed; its stdout parsed.
+fn json_of(workspace: &Workspace, args: &[&str]) -> (Value, String) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let run = workspace.cairn_repo(&all);
+    assert_eq!(
+        run.code, 0,
+        "cairn --json {args:?}\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let value = serde_json::from_str(&run.stdout).unwrap_or_else(|error| {
+        panic!(
+            "{args:?}: stdout is not one JSON document ({error}):\n{}",
+            run.stdout
+        )
+    });
+    (value, run.stderr)
+}
+
+#[test]
+fn every_json_output_has_the_fields_docs_json_md_lists() {
+    let workspace = Workspace::new();
+    let data = workspace.path("data");
+    write(&data.join("notes/a.txt"), b"first\n");
+    write(&data.join("notes/b.txt"), b"unchanged\n");
+    write(&data.join("blob.bin"), &noise(27, 300_000));
+    let component = format!("data={}", data.display());
+    let mut contract = Contract::default();
+
+    let (init, _) = json_of(&workspace, &["init"]);
+    let public_key = init["public_key"].as_str().expect("public_key").to_string();
+    contract.record("init", init);
+
+    let backup_args = [
+        "backup",
+        "--component",
+        &component,
+        "--command",
+        "dump=printf dumped",
+        "--tag",
+        "nightly",
+    ];
+    let (first, progress) = json_of(&workspace, &backup_args);
+    let first_id = first["snapshot"].as_str().expect("snapshot").to_string();
+    contract.record("backup", first);
+    let lines: Vec<Value> = progress
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|value| value.get("progress").is_some())
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "a --json backup wrote no progress lines:\n{progress}"
+    );
+    for line in lines {
+        contract.record("progress", line);
+    }
+
+    // The second night: one file changed, one added, one only chmod-ed.
+    write(&data.join("notes/a.txt"), b"first, then more\n");
+    write(&data.join("notes/c.txt"), b"new\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        data.join("notes/b.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    let (second, _) = json_of(&workspace, &backup_args);
+    contract.record("backup", second);
+
+    contract.record("snapshots", json_of(&workspace, &["snapshots"]).0);
+    contract.record("ls", json_of(&workspace, &["ls", "latest"]).0);
+    contract.record("find", json_of(&workspace, &["find", "*.txt"]).0);
+    contract.record(
+        "diff",
+        json_of(&workspace, &["diff", &first_id, "latest"]).0,
+    );
+    contract.record("stats", json_of(&workspace, &["stats"]).0);
+    contract.record(
+        "stats SNAPSHOT",
+        json_of(&workspace, &["stats", "latest"]).0,
+    );
+    contract.record(
+        "stats --keep-*",
+        json_of(
+            &workspace,
+            &["stats", "--keep-last", "1", "--group-by", "none"],
+        )
+        .0,
+    );
+    contract.record("verify", json_of(&workspace, &["verify"]).0);
+    contract.record("verify", json_of(&workspace, &["verify", "--read-data"]).0);
+    let target = workspace.path("restored");
+    contract.record(
+        "restore",
+        json_of(
+            &workspace,
+            &[
+                "restore",
+                "latest",
+                "--target",
+                target.to_str().expect("utf-8"),
+            ],
+        )
+        .0,
+    );
+    let scratch = workspace.path("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let history = workspace.path("drills.jsonl");
+    contract.record(
+        "drill",
+        json_of(
+            &workspace,
+            &[
+                "drill",
+                "--history",
+                history.to_str().expect("utf-8"),
+                "--scratch",
+                scratch.to_str().expect("utf-8"),
+            ],
+        )
+        .0,
+    );
+    contract.record(
+        "tag",
+        json_of(&workspace, &["tag", "--add", "kept", "latest"]).0,
+    );
+    let archive = workspace.path("data.tar");
+    contract.record(
+        "dump --output FILE",
+        json_of(
+            &workspace,
+            &[
+                "dump",
+                "latest",
+                "data",
+                "--output",
+                archive.to_str().expect("utf-8"),
+            ],
+        )
+        .0,
+    );
+
+    let other = workspace.path("other");
+    workspace
+        .cairn(["--repo", other.to_str().expect("utf-8"), "init"])
+        .ok();
+    let (copy, _) = json_of(
+        &workspace,
+        &[
+            "copy",
+            "--from",
+            workspace.repo().to_str().expect("utf-8"),
+            "--to",
+            other.to_str().expect("utf-8"),
+        ],
+    );
+    contract.record("copy", copy);
+
+    contract.record(
+        "forget",
+        json_of(
+            &workspace,
+            &[
+                "forget",
+                "--keep-last",
+                "1",
+                "--group-by",
+                "none",
+                "--dry-run",
+            ],
+        )
+        .0,
+    );
+    let (forget, _) = json_of(
+        &workspace,
+        &["forget", "--keep-last", "1", "--group-by", "none"],
+    );
+    assert_eq!(
+        forget["forgotten"],
+        serde_json::json!([first_id]),
+        "{forget}"
+    );
+    contract.record("forget", forget);
+    contract.record(
+        "snapshots --forgotten",
+        json_of(&workspace, &["snapshots", "--forgotten"]).0,
+    );
+    contract.record("prune", json_of(&workspace, &["prune"]).0);
+    contract.record("repair index", json_of(&workspace, &["repair", "index"]).0);
+    contract.record(
+        "repair snapshots",
+        json_of(&workspace, &["repair", "snapshots"]).0,
+    );
+    contract.record("key list", json_of(&workspace, &["key", "list"]).0);
+    contract.record("trust", json_of(&workspace, &["trust", &public_key]).0);
+
+    let plan = workspace.path("cairn.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "repository = {:?}\n[[component]]\nname = \"data\"\nkind = \"files\"\npath = {:?}\n",
+            workspace.repo().display().to_string(),
+            data.display().to_string()
+        ),
+    )
+    .expect("write plan");
+    let checked = workspace.cairn([
+        "--json",
+        "plan",
+        "check",
+        "--plan",
+        plan.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(checked.code, 0, "{}{}", checked.stdout, checked.stderr);
+    contract.record("plan check", checked.json());
+
+    // An error: one JSON object on stderr.
+    let failed = workspace.cairn([
+        "--json",
+        "--repo",
+        workspace.path("nowhere").to_str().expect("utf-8"),
+        "snapshots",
+    ]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let error: Vec<Value> = failed
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(error.len(), 1, "{}", failed.stderr);
+    contract.record("error", error.into_iter().next().expect("one"));
+
+    let wrong = contract.mismatches();
+    assert!(
+        wrong.is_empty(),
+        "the --json output and docs/JSON.md disagree:\n  {}",
+        wrong.join("\n  ")
+    );
+}
