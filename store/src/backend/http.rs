@@ -157,6 +157,9 @@ impl HttpBackend {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-http")
+            // A write to a connection the service closed must fail, not
+            // end the process (see `crate::os::sigpipe`).
+            .on_thread_start(crate::os::sigpipe::block_on_this_thread)
             .enable_all()
             .build()
             .map_err(|error| StoreError::io("starting the HTTP client's runtime", error))?;

@@ -50,6 +50,13 @@ const PART_CONCURRENCY: usize = 4;
 /// repository's `retries` setting says otherwise.
 const DEFAULT_RETRIES: usize = 8;
 
+/// How long a HEAD (a size look-up: no body) may take, retries included.
+/// The client's own timeout (300 s) is sized for a whole pack going up; a
+/// HEAD that the service has not answered in this long will not be
+/// answered, and a restore must not wait minutes on it before turning to
+/// another repository.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where a repository lives in S3: `s3://bucket/prefix`, with this
 /// repository's own settings from the location's query (see
 /// `s3_settings`). The settings are not part of its identity: [`url`]
@@ -263,6 +270,9 @@ impl S3Backend {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
+            // A write to a connection the service closed must fail, not
+            // end the process (see `crate::os::sigpipe`).
+            .on_thread_start(crate::os::sigpipe::block_on_this_thread)
             .enable_all()
             .build()
             .map_err(|error| StoreError::io("starting the S3 client's runtime", error))?;
@@ -403,12 +413,24 @@ impl S3Backend {
     /// The object's size, or `None` if it does not exist.
     fn size(&self, kind: ObjectKind, name: &str) -> Result<Option<u64>> {
         let path = self.path(kind, name)?;
-        match self.runtime.block_on(self.store.head(&path)) {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(error) if is_missing_object(&error) => Ok(None),
-            Err(error) => {
+        let head = tokio::time::timeout(HEAD_TIMEOUT, self.store.head(&path));
+        match self.runtime.block_on(head) {
+            Ok(Ok(meta)) => Ok(Some(meta.size)),
+            Ok(Err(error)) if is_missing_object(&error) => Ok(None),
+            Ok(Err(error)) => {
                 Err(self.failure("looking up", &format!("{} {name}", kind.label()), &error))
             }
+            Err(_) => Err(StoreError::io(
+                format!(
+                    "S3 bucket `{}`: looking up {} {name}",
+                    self.location.bucket,
+                    kind.label()
+                ),
+                std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!("no answer within {} s", HEAD_TIMEOUT.as_secs()),
+                ),
+            )),
         }
     }
 
@@ -556,6 +578,18 @@ fn needs_content_md5(error: &object_store::Error) -> bool {
     let text = chain(error);
     text.contains("MissingUploadObjectWithObjectLockHeaders")
         || (text.contains("Content-MD5") && text.contains("Object Lock"))
+}
+
+/// Whether a request failed for want of the service (it could not be
+/// reached, or the connection broke or timed out before the answer was
+/// whole) rather than with an answer from it. The same test as
+/// [`classify`]'s "cannot reach the S3 service", plus a broken body.
+fn is_unreachable(error: &object_store::Error) -> bool {
+    let text = chain(error);
+    text.contains("error sending request")
+        || text.contains("onnection")
+        || text.contains("error decoding response body")
+        || text.contains("timed out")
 }
 
 /// Whether the service rejected a conditional put as not implemented.
@@ -763,6 +797,12 @@ impl Backend for S3Backend {
             Ok((size, bytes)) if bytes.len() as u64 != length => Err(beyond(size)),
             Ok((_, bytes)) => Ok(bytes.to_vec()),
             Err(error) if is_missing_object(&error) => Err(missing(kind, name)),
+            // The service could not be reached (or went away mid-answer):
+            // there is no one to ask the object's size either. Asking
+            // anyway cost every failed read a second request on a dead
+            // server, and such a HEAD once sat out the client's 300 s
+            // timeout with no connection left, holding a whole restore.
+            Err(error) if is_unreachable(&error) => Err(self.read_failure(kind, name, &error)),
             // A range that starts past the end is an error (416); say so
             // as corruption, like the local backend, if that is what it is.
             Err(error) => match self.size(kind, name) {
