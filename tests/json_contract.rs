@@ -218,6 +218,70 @@ impl Contract {
 }
 
 /// `cairn --json --repo REPO ARGS`, which must succeed; its stdout parsed.
+/// Every `key` subcommand with `--json`, in an order each can run in: a
+/// second passphrase added, changed and removed; the paper export and its
+/// import; a second host's request, its key revoked; both rotations.
+fn key_commands(workspace: &Workspace, contract: &mut Contract) {
+    let with_new_passphrase = |args: &[&str]| {
+        let mut command = workspace.command();
+        command
+            .env("CAIRN_NEW_PASSWORD", "another passphrase")
+            .args(["--json", "--repo"])
+            .arg(workspace.repo())
+            .args(args);
+        let run = run_of(command.output().expect("run cairn"));
+        assert_eq!(run.code, 0, "{args:?}\n{}{}", run.stdout, run.stderr);
+        run.json()
+    };
+    let added = with_new_passphrase(&["key", "add", "--passphrase", "--label", "spare"]);
+    let slot = added["slot"].as_str().expect("slot").to_string();
+    contract.record("key add", added);
+    contract.record(
+        "key remove",
+        json_of(workspace, &["key", "remove", &slot]).0,
+    );
+    let (export, _) = json_of(workspace, &["key", "export"]);
+    let paper = workspace.path("paper.txt");
+    std::fs::write(&paper, export["export"].as_str().expect("export text")).expect("write export");
+    contract.record("key export", export);
+    let imported = with_new_passphrase(&["key", "import", paper.to_str().expect("utf-8")]);
+    contract.record("key import", imported);
+    contract.record("key passwd", with_new_passphrase(&["key", "passwd"]));
+    // From here the repository opens with the new passphrase only.
+    let owner = |args: &[&str]| {
+        let mut command = workspace.command();
+        command
+            .env("CAIRN_PASSWORD", "another passphrase")
+            .args(["--json", "--repo"])
+            .arg(workspace.repo())
+            .args(args);
+        let run = run_of(command.output().expect("run cairn"));
+        assert_eq!(run.code, 0, "{args:?}\n{}{}", run.stdout, run.stderr);
+        run.json()
+    };
+    // A second host, with its own configuration directory.
+    let mut command = workspace.command();
+    command
+        .env("CAIRN_CONFIG_DIR", workspace.path("second-host"))
+        .args(["--json", "key", "host-init", "--label", "second"]);
+    let run = run_of(command.output().expect("run cairn"));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let host = run.json();
+    let host_key = host["signing_key"]
+        .as_str()
+        .expect("signing_key")
+        .to_string();
+    let request = host["request"].as_str().expect("request").to_string();
+    contract.record("key host-init", host);
+    contract.record(
+        "key add",
+        owner(&["key", "add", "--host", &request, "--write-only"]),
+    );
+    contract.record("key revoke", owner(&["key", "revoke", &host_key]));
+    contract.record("key rotate", owner(&["key", "rotate"]));
+    contract.record("key rotate --read", owner(&["key", "rotate", "--read"]));
+}
+
 fn json_of(workspace: &Workspace, args: &[&str]) -> (Value, String) {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
@@ -449,6 +513,9 @@ fn every_json_output_has_the_fields_docs_json_md_lists() {
         .collect();
     assert_eq!(error.len(), 1, "{}", failed.stderr);
     contract.record("error", error.into_iter().next().expect("one"));
+
+    // Last: they change the passphrase the repository opens with.
+    key_commands(&workspace, &mut contract);
 
     let wrong = contract.mismatches();
     assert!(

@@ -22,6 +22,17 @@ use cairn_store::{Id, Repository};
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+/// Prints `json` under `--json`, else the line `text`: each key command
+/// reports what it did either way (docs/JSON.md).
+fn report(context: &Context, json: serde_json::Value, text: impl FnOnce() -> String) -> Result<()> {
+    if context.global.json {
+        crate::output::print_json(&json)
+    } else {
+        println!("{}", text());
+        Ok(())
+    }
+}
+
 /// The first word of a host's request line.
 const REQUEST_PREFIX: &str = "cairn-host-v1";
 
@@ -618,7 +629,11 @@ fn remove(context: &Context, spec: &str) -> Result<u8> {
     let unlocked = unlock(context, &repository)?;
     let slot = find_slot(&repository, spec)?;
     remove_slot(context, &repository, &unlocked, slot)?;
-    println!("removed key slot {slot}");
+    report(
+        context,
+        serde_json::json!({"removed": slot.to_hex()}),
+        || format!("removed key slot {slot}"),
+    )?;
     Ok(exit::SUCCESS)
 }
 
@@ -634,10 +649,16 @@ fn passwd(context: &Context, args: &KeyPasswdArgs) -> Result<u8> {
             crate::credentials::kdf_params(&context.global)?,
             true,
         )?;
-        println!(
-            "signing key file {} sealed under the new passphrase",
-            path.display()
-        );
+        report(
+            context,
+            serde_json::json!({"key_file": path.display().to_string()}),
+            || {
+                format!(
+                    "signing key file {} sealed under the new passphrase",
+                    path.display()
+                )
+            },
+        )?;
         return Ok(exit::SUCCESS);
     }
     let unlocked = unlock(context, &repository)?;
@@ -665,20 +686,29 @@ fn passwd(context: &Context, args: &KeyPasswdArgs) -> Result<u8> {
         };
         remove_slot(context, &repository, &after, unlocked.slot)?;
     }
-    println!(
-        "passphrase changed: key slot {id} replaces {}",
-        unlocked.slot
-    );
+    report(
+        context,
+        serde_json::json!({"slot": id.to_hex(), "replaces": unlocked.slot.to_hex()}),
+        || {
+            format!(
+                "passphrase changed: key slot {id} replaces {}",
+                unlocked.slot
+            )
+        },
+    )?;
     Ok(exit::SUCCESS)
 }
 
 fn export(context: &Context) -> Result<u8> {
     let repository = context.open_repository()?;
     let unlocked = unlock(context, &repository)?;
-    print!(
-        "{}",
-        rules::export_text(&unlocked.keys, unlocked.payload.owner())?
-    );
+    let text = rules::export_text(&unlocked.keys, unlocked.payload.owner())?;
+    if context.global.json {
+        // The paper form itself, for a script that files it away.
+        crate::output::print_json(&serde_json::json!({"export": text}))?;
+    } else {
+        print!("{text}");
+    }
     Ok(exit::SUCCESS)
 }
 
@@ -711,7 +741,9 @@ fn import(context: &Context, file: &std::path::Path) -> Result<u8> {
         crate::credentials::kdf_params(&context.global)?,
     )?;
     let id = add_slot(context, &repository, &unlocked, &slot, &payload, None)?;
-    println!("added passphrase key slot {id} from the export");
+    report(context, serde_json::json!({"slot": id.to_hex()}), || {
+        format!("added passphrase key slot {id} from the export")
+    })?;
     Ok(exit::SUCCESS)
 }
 
@@ -727,11 +759,20 @@ fn revoke(context: &Context, key: &str) -> Result<u8> {
     let count = kept.len();
     rules::revoke_in(&mut ring, key, kept, &now_rfc3339());
     let id = store_keyring(context, &repository, &unlocked, &signer, &ring)?;
-    println!(
-        "revoked {} in keyring {id} (sequence {}); its {count} snapshot(s) present now stay trusted",
-        key.to_hex(),
-        ring.sequence
-    );
+    report(
+        context,
+        serde_json::json!({
+            "revoked": key.to_hex(), "keyring": id.to_hex(),
+            "sequence": ring.sequence, "snapshots_kept": count,
+        }),
+        || {
+            format!(
+                "revoked {} in keyring {id} (sequence {}); its {count} snapshot(s) present now stay trusted",
+                key.to_hex(),
+                ring.sequence
+            )
+        },
+    )?;
     Ok(exit::SUCCESS)
 }
 
@@ -761,12 +802,21 @@ fn rotate(context: &Context, args: &KeyRotateArgs) -> Result<u8> {
     let retired = old_path.with_extension("key.revoked");
     std::fs::rename(&old_path, &retired)
         .with_context(|| format!("retiring {}", old_path.display()))?;
-    println!(
-        "new signing key {} in {}; {} revoked in keyring {id}, its {count} snapshot(s) kept",
-        new.to_hex(),
-        new_path.display(),
-        old.to_hex()
-    );
+    report(
+        context,
+        serde_json::json!({
+            "signing_key": new.to_hex(), "key_file": new_path.display().to_string(),
+            "revoked": old.to_hex(), "keyring": id.to_hex(), "snapshots_kept": count,
+        }),
+        || {
+            format!(
+                "new signing key {} in {}; {} revoked in keyring {id}, its {count} snapshot(s) kept",
+                new.to_hex(),
+                new_path.display(),
+                old.to_hex()
+            )
+        },
+    )?;
     Ok(exit::SUCCESS)
 }
 
@@ -849,12 +899,22 @@ fn rotate_read(context: &Context) -> Result<u8> {
         rules::remove_slot(&repository, old)?;
     }
     let full_count = rotation.written.iter().filter(|record| record.full).count();
-    println!(
-        "new read key {}: {} key slot(s) rewritten ({full_count} full, the others write-only), \
-         recorded in keyring {id}; what was written before stays readable",
-        rotation.keys.public_key().to_hex(),
-        rotation.written.len(),
-    );
+    report(
+        context,
+        serde_json::json!({
+            "public_key": rotation.keys.public_key().to_hex(),
+            "slots_rewritten": rotation.written.len(), "full": full_count,
+            "keyring": id.to_hex(),
+        }),
+        || {
+            format!(
+                "new read key {}: {} key slot(s) rewritten ({full_count} full, the others write-only), \
+                 recorded in keyring {id}; what was written before stays readable",
+                rotation.keys.public_key().to_hex(),
+                rotation.written.len(),
+            )
+        },
+    )?;
     Ok(exit::SUCCESS)
 }
 
