@@ -606,12 +606,19 @@ fn the_readme_table_names_every_subcommand_and_every_help_has_a_global_section()
             let heading = help
                 .find("\nGlobal options:\n")
                 .unwrap_or_else(|| panic!("{path:?}: no \"Global options\" section:\n{help}"));
-            for flag in ["--repo <", "--json ", "--config-dir <"] {
-                // A flag's own line starts with it (other lines may name it).
+            for flag in ["--repo", "--json", "--config-dir"] {
+                // A flag's own line starts with it (other lines may name
+                // it), followed by its value, its help on the same line, or
+                // (when clap puts every help on the next line) nothing.
                 let lines: Vec<usize> = help
                     .match_indices('\n')
                     .map(|(at, _)| at + 1)
-                    .filter(|at| help[*at..].trim_start_matches(' ').starts_with(flag))
+                    .filter(|at| {
+                        help[*at..]
+                            .trim_start_matches(' ')
+                            .strip_prefix(flag)
+                            .is_some_and(|rest| rest.starts_with([' ', '\n']))
+                    })
                     .collect();
                 assert_eq!(lines.len(), 1, "{path:?}: {flag} listed once:\n{help}");
                 assert!(

@@ -413,7 +413,8 @@ impl S3Backend {
     /// The object's size, or `None` if it does not exist.
     fn size(&self, kind: ObjectKind, name: &str) -> Result<Option<u64>> {
         let path = self.path(kind, name)?;
-        let head = tokio::time::timeout(HEAD_TIMEOUT, self.store.head(&path));
+        // Made inside the runtime: a timer needs its reactor.
+        let head = async { tokio::time::timeout(HEAD_TIMEOUT, self.store.head(&path)).await };
         match self.runtime.block_on(head) {
             Ok(Ok(meta)) => Ok(Some(meta.size)),
             Ok(Err(error)) if is_missing_object(&error) => Ok(None),
@@ -705,9 +706,8 @@ impl Backend for S3Backend {
         let path = self.path(kind, name)?;
         // Before the first object of this run: nothing is written into a
         // bucket of another region than the repository signs for.
-        if !self.region_checked.load(Ordering::Relaxed) {
+        if !self.region_checked.swap(true, Ordering::Relaxed) {
             self.check_bucket_region()?;
-            self.region_checked.store(true, Ordering::Relaxed);
         }
         // A service that silently ignores the condition would let two
         // `init`s race for the config unseen: find out first.

@@ -260,9 +260,12 @@ impl S3Backend {
     /// redirect, but S3-compatible services may serve it anyway, and a
     /// repository made so would later fail on AWS or sign for the wrong
     /// place; `init` asks first. Any other answer (a role without
-    /// `s3:ListBucket`, say) is left to the calls that follow.
+    /// `s3:ListBucket`, say), or none (a service that cannot be reached),
+    /// is left to the calls that follow, which retry and say how often.
     pub fn check_bucket_region(&self) -> Result<()> {
-        let reply = self.send(Call::new(Method::Head, None), 0, "the bucket")?;
+        let Ok(reply) = self.send(Call::new(Method::Head, None), 0, "the bucket") else {
+            return Ok(());
+        };
         let at_fault = || format!("S3 bucket `{}`", self.bucket());
         if reply.status == 404 {
             return Err(StoreError::io(

@@ -1137,12 +1137,12 @@ mod tests {
         // A frame listed in a version 1 header.
         assert!(refused(&|h| h.version = HEADER_VERSION_SOLE));
         // An unknown version, named with the ones this cairn reads.
-        assert!(refused(&|h| h.version = 4));
-        let error = check_listing_version(4, &header.blobs, "pack x")
+        assert!(refused(&|h| h.version = HEADER_VERSION_DELTA + 1));
+        let error = check_listing_version(HEADER_VERSION_DELTA + 1, &header.blobs, "pack x")
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("version 4") && error.contains("versions 1 to 3"),
+            error.contains("version 5") && error.contains("versions 1 to 4"),
             "{error}"
         );
         // Raw blobs cannot share a frame.
