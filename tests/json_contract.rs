@@ -222,17 +222,21 @@ impl Contract {
 /// second passphrase added, changed and removed; the paper export and its
 /// import; a second host's request, its key revoked; both rotations.
 fn key_commands(workspace: &Workspace, contract: &mut Contract) {
-    let with_new_passphrase = |args: &[&str]| {
-        let mut command = workspace.command();
-        command
-            .env("CAIRN_NEW_PASSWORD", "another passphrase")
-            .args(["--json", "--repo"])
-            .arg(workspace.repo())
-            .args(args);
-        let run = run_of(command.output().expect("run cairn"));
-        assert_eq!(run.code, 0, "{args:?}\n{}{}", run.stdout, run.stderr);
-        run.json()
+    // `--json` commands run with `variable` set to `value` (a passphrase).
+    let with = |variable: &'static str, value: &'static str| {
+        move |args: &[&str]| {
+            let mut command = workspace.command();
+            command
+                .env(variable, value)
+                .args(["--json", "--repo"])
+                .arg(workspace.repo())
+                .args(args);
+            let run = run_of(command.output().expect("run cairn"));
+            assert_eq!(run.code, 0, "{args:?}\n{}{}", run.stdout, run.stderr);
+            run.json()
+        }
     };
+    let with_new_passphrase = with("CAIRN_NEW_PASSWORD", "another passphrase");
     let added = with_new_passphrase(&["key", "add", "--passphrase", "--label", "spare"]);
     let slot = added["slot"].as_str().expect("slot").to_string();
     contract.record("key add", added);
@@ -248,17 +252,7 @@ fn key_commands(workspace: &Workspace, contract: &mut Contract) {
     contract.record("key import", imported);
     contract.record("key passwd", with_new_passphrase(&["key", "passwd"]));
     // From here the repository opens with the new passphrase only.
-    let owner = |args: &[&str]| {
-        let mut command = workspace.command();
-        command
-            .env("CAIRN_PASSWORD", "another passphrase")
-            .args(["--json", "--repo"])
-            .arg(workspace.repo())
-            .args(args);
-        let run = run_of(command.output().expect("run cairn"));
-        assert_eq!(run.code, 0, "{args:?}\n{}{}", run.stdout, run.stderr);
-        run.json()
-    };
+    let owner = with("CAIRN_PASSWORD", "another passphrase");
     // A second host, with its own configuration directory.
     let mut command = workspace.command();
     command

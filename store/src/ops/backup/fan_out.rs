@@ -70,21 +70,7 @@ impl<'a> FanOut<'a> {
         group: usize,
         sharing: FrameSharing,
     ) -> Result<bool> {
-        let mut new = false;
-        let mut live = 0;
-        for lane in self.lanes.iter().filter(|lane| Self::is_live(lane)) {
-            match lane.writer.add_in(kind, id, raw, group, sharing) {
-                Ok(added) => {
-                    new |= added;
-                    live += 1;
-                }
-                Err(error) => Self::fail(lane, error),
-            }
-        }
-        if live == 0 {
-            return Err(self.all_failed());
-        }
-        Ok(new)
+        self.in_every_live_lane(|writer| writer.add_in(kind, id, raw, group, sharing))
     }
 
     /// [`BlobWriter::add_near`] in every live repository: each stores the
@@ -97,13 +83,19 @@ impl<'a> FanOut<'a> {
         sharing: FrameSharing,
         near: Option<Id>,
     ) -> Result<bool> {
+        self.in_every_live_lane(|writer| {
+            writer.add_near(BlobKind::Data, id, raw, group, sharing, near)
+        })
+    }
+
+    /// Runs `add` with each live repository's writer: a repository whose
+    /// write fails is marked failed and left out from then on. Whether any
+    /// stored the blob as new; an error only when none is live.
+    fn in_every_live_lane(&self, add: impl Fn(&BlobWriter<'a>) -> Result<bool>) -> Result<bool> {
         let mut new = false;
         let mut live = 0;
         for lane in self.lanes.iter().filter(|lane| Self::is_live(lane)) {
-            match lane
-                .writer
-                .add_near(BlobKind::Data, id, raw, group, sharing, near)
-            {
+            match add(&lane.writer) {
                 Ok(added) => {
                     new |= added;
                     live += 1;
