@@ -251,6 +251,7 @@ fn stolen_backup_credentials_cannot_destroy_a_locked_repository() {
         "{undeleted:#}"
     );
     assert_eq!(undeleted["repository_opens"], true);
+    assert_documented("repair undelete", &undeleted);
     let after = repo.cairn(["--json", "snapshots"]).ok().json().to_string();
     assert_eq!(after, before_attack);
     let report = repo.cairn(["--json", "verify", "--read-data"]).ok().json();
@@ -293,6 +294,7 @@ fn prune_waits_for_locks_and_lock_extend_keeps_live_data_locked() {
         .ok()
         .json();
     assert!(extended["extended"].as_u64().unwrap() >= 5, "{extended:#}");
+    assert_documented("lock extend", &extended);
     for (key, until) in repo.retention() {
         let until = until.expect("retained");
         if waiting_packs.iter().any(|pack| key_of(pack) == key) || key.contains("/deletions/") {
@@ -332,4 +334,13 @@ fn prune_waits_for_locks_and_lock_extend_keeps_live_data_locked() {
     ])
     .ok();
     assert_same_tree(&source, &target.join("src"));
+}
+
+/// `output` has the fields docs/JSON.md lists for `section`, and no other
+/// top-level field.
+fn assert_documented(section: &str, output: &Value) {
+    let mut contract = common::json_doc::Contract::default();
+    contract.record(section, output.clone());
+    let wrong = contract.mismatches(|documented| documented == section);
+    assert!(wrong.is_empty(), "{section}: {}", wrong.join("\n"));
 }

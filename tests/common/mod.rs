@@ -3,6 +3,7 @@
 //! [`Run`], the result of running the real `cairn` binary.
 #![allow(dead_code)]
 
+pub mod json_doc;
 pub mod pty;
 pub mod s3;
 
