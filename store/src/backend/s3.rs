@@ -634,6 +634,27 @@ fn other_region(text: &str) -> Option<&str> {
     })
 }
 
+/// The reason for a bucket that does not exist, with the region it was
+/// looked for in (a name is unique per partition, not per region).
+pub(super) fn no_such_bucket(region: &str) -> (ErrorKind, String) {
+    (
+        ErrorKind::NotFound,
+        format!("no such bucket (looked for in region {region})"),
+    )
+}
+
+/// The reason for a bucket in region `theirs` when requests are signed
+/// for `ours`, and the setting that mends it.
+pub(super) fn wrong_region(theirs: &str, ours: &str) -> (ErrorKind, String) {
+    (
+        ErrorKind::InvalidInput,
+        format!(
+            "the bucket is in region {theirs}, but this repository signs for region \
+             {ours} (add ?region={theirs} to the location)"
+        ),
+    )
+}
+
 /// A short reason and an I/O kind for an S3 error, with the service's own
 /// code and message (or the client's error) in brackets, and for errors a
 /// retry might have cured, how many attempts were made.
@@ -642,18 +663,9 @@ fn classify(error: &object_store::Error, region: &str) -> (ErrorKind, String) {
     let text = chain(error);
     let mut retryable = false;
     let (kind, reason) = if is_no_such_bucket(error) {
-        (
-            ErrorKind::NotFound,
-            format!("no such bucket (looked for in region {region})"),
-        )
+        no_such_bucket(region)
     } else if let Some(theirs) = other_region(&text).filter(|theirs| *theirs != region) {
-        (
-            ErrorKind::InvalidInput,
-            format!(
-                "the bucket is in region {theirs}, but this repository signs for region \
-                 {region} (add ?region={theirs} to the location)"
-            ),
-        )
+        wrong_region(theirs, region)
     } else {
         let (kind, reason) = match error {
             E::PermissionDenied { .. } => (ErrorKind::PermissionDenied, "access denied"),

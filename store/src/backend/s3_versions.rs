@@ -259,37 +259,27 @@ impl S3Backend {
     /// Amazon S3 answers a request signed for the wrong region with a
     /// redirect, but S3-compatible services may serve it anyway, and a
     /// repository made so would later fail on AWS or sign for the wrong
-    /// place; `init` asks first. Any other answer (a role without
+    /// place; each run asks before its first write. Any other answer (a role without
     /// `s3:ListBucket`, say), or none (a service that cannot be reached),
     /// is left to the calls that follow, which retry and say how often.
     pub fn check_bucket_region(&self) -> Result<()> {
         let Ok(reply) = self.send(Call::new(Method::Head, None), 0, "the bucket") else {
             return Ok(());
         };
-        let at_fault = || format!("S3 bucket `{}`", self.bucket());
-        if reply.status == 404 {
-            return Err(StoreError::io(
-                at_fault(),
-                std::io::Error::new(
-                    ErrorKind::NotFound,
-                    format!("no such bucket (looked for in region {})", self.region()),
-                ),
-            ));
-        }
-        match reply.bucket_region {
-            Some(theirs) if theirs != self.region() => Err(StoreError::io(
-                at_fault(),
-                std::io::Error::new(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "the bucket is in region {theirs}, but this repository signs for \
-                         region {} (add ?region={theirs} to the location)",
-                        self.region()
-                    ),
-                ),
-            )),
-            _ => Ok(()),
-        }
+        let (kind, reason) = if reply.status == 404 {
+            super::s3::no_such_bucket(self.region())
+        } else {
+            match &reply.bucket_region {
+                Some(theirs) if theirs != self.region() => {
+                    super::s3::wrong_region(theirs, self.region())
+                }
+                _ => return Ok(()),
+            }
+        };
+        Err(StoreError::io(
+            format!("S3 bucket `{}`", self.bucket()),
+            std::io::Error::new(kind, reason),
+        ))
     }
 
     /// Sends `call` and fails, naming the service's code and message,
