@@ -646,3 +646,174 @@ fn a_killed_read_key_rotation_leaves_every_holder_restoring() {
         b"after"
     );
 }
+
+/// What a storage writer who once held the keys (a holder cut off, who
+/// kept the id key) plants for a write-only host (FORMAT.md 16.5): a
+/// recipient slot for the host's public identity naming an encryption key
+/// of its own, listing the config's key as "rotated from" so the slot
+/// passes the config check, endorsed by a signing key of its own. Returns
+/// the planted slot's id.
+fn plant_slot_for(workspace: &Workspace, identity_hex: &str) -> String {
+    use cairn_store::Repository;
+    use cairn_store::backend::{S3Options, open_backend};
+    use cairn_store::format::crypto::RepositoryKeys;
+    use cairn_store::format::keys::generate_signing_key;
+    use cairn_store::format::keyslot::{KeySlot, SlotPayload};
+    use cairn_store::ops::unlock::{unlock_with_passphrase, write_key_slot};
+    let backend = open_backend(
+        &workspace.repo().display().to_string(),
+        &S3Options::default(),
+    )
+    .unwrap();
+    let repository = Repository::open(backend).unwrap();
+    let known = unlock_with_passphrase(&repository, TEST_PASSWORD.as_bytes()).unwrap();
+    let attacker = RepositoryKeys::generate(*repository.id()).unwrap();
+    // The attacker's own encryption key, the repository's id key (so the
+    // host still deduplicates and notices nothing), rotated "from" the
+    // config's key.
+    let planted_keys =
+        RepositoryKeys::from_parts(*repository.id(), attacker.public_key(), known.id_key, None)
+            .unwrap()
+            .with_earlier(&[known.public_key], &[])
+            .unwrap();
+    let mut payload = SlotPayload::of(&planted_keys, None, "host-b", "2026-12-06T19:00:00Z");
+    payload.endorse(&generate_signing_key().unwrap());
+    let mut identity = [0u8; 32];
+    hex::decode_to_slice(identity_hex, &mut identity).unwrap();
+    let slot = KeySlot::wrap_for_recipient(&payload, &identity).unwrap();
+    write_key_slot(&repository, &slot).unwrap().to_hex()
+}
+
+/// Every file of the repository, with its size.
+fn repository_files(workspace: &Workspace) -> Vec<(PathBuf, u64)> {
+    let mut files: Vec<(PathBuf, u64)> = walk(&workspace.repo())
+        .into_iter()
+        .filter(|path| path.is_file())
+        .map(|path| {
+            let size = std::fs::metadata(&path).unwrap().len();
+            (path, size)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_recipient_slot_planted_for_a_write_only_host_is_refused_and_nothing_is_written() {
+    let workspace = Workspace::new();
+    let (owner, host) = repository_with_host(&workspace);
+    let identity = {
+        let listed = owner.cairn(&["--json", "key", "list"]).ok().json();
+        listed["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|slot| slot["label"] == "host-b")
+            .and_then(|slot| slot["recipient"].as_str())
+            .unwrap_or_else(|| panic!("no recipient slot for host-b: {listed}"))
+            .to_string()
+    };
+    write(&workspace.path("b/data.bin"), &noise(7, 200_000));
+    // The host's first backup remembers the owner who endorsed its slot.
+    host.backup("b");
+    let planted = plant_slot_for(&workspace, &identity);
+
+    // With its real slot still there, the host takes the endorsed one,
+    // names the planted one, and the owner reads what it wrote.
+    write(&workspace.path("b/data.bin"), &noise(8, 200_000));
+    let run = host.cairn(&["--json", "backup", workspace.path("b").to_str().unwrap()]);
+    let run = run.ok();
+    assert!(
+        run.stderr.contains(&planted) && run.stderr.contains("passed over"),
+        "the planted slot is not named: {}",
+        run.stderr
+    );
+    let snapshot = run.json()["snapshot"].as_str().unwrap().to_string();
+    owner.restore(&snapshot, "out-owner").ok();
+    assert_same_tree(&workspace.path("b"), &workspace.path("out-owner/b"));
+
+    // The storage writer deletes the real slot: the host refuses before
+    // writing anything, naming the planted slot.
+    let real: Vec<PathBuf> = walk(&workspace.repo().join("keyslots"))
+        .into_iter()
+        .filter(|path| path.is_file())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            !name.starts_with(&planted)
+                && owner.cairn(&["--json", "key", "list"]).ok().json()["slots"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|slot| {
+                        slot["label"] == "host-b" && name.starts_with(slot["id"].as_str().unwrap())
+                    })
+        })
+        .collect();
+    assert_eq!(real.len(), 1, "the host's own slot: {real:?}");
+    std::fs::remove_file(&real[0]).unwrap();
+    write(&workspace.path("b/data.bin"), &noise(9, 200_000));
+    let before = repository_files(&workspace);
+    let refused = host.cairn(&["backup", workspace.path("b").to_str().unwrap()]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(&format!("key slot {planted}"))
+            && refused
+                .stderr
+                .contains("not endorsed by an owner this host trusts"),
+        "the refusal does not name the planted slot: {}",
+        refused.stderr
+    );
+    assert_eq!(
+        repository_files(&workspace),
+        before,
+        "a refused backup wrote into the repository"
+    );
+
+    // A host told the owner's key (`host-init --owner`) refuses a planted
+    // slot on its very first run, where trust on first use would take it.
+    let pinned = Machine {
+        workspace: &workspace,
+        name: "pinned",
+        passphrase: false,
+    };
+    let owner_key = owner_public_key(&owner);
+    let request = pinned
+        .cairn(&[
+            "key",
+            "host-init",
+            "--label",
+            "host-c",
+            "--owner",
+            &owner_key,
+        ])
+        .ok();
+    let line = request.stdout.trim().to_string();
+    owner
+        .cairn(&["key", "add", "--host", &line, "--write-only"])
+        .ok();
+    let real: Vec<PathBuf> = walk(&workspace.repo().join("keyslots"))
+        .into_iter()
+        .filter(|path| path.is_file())
+        .collect();
+    let pinned_identity = line.split_whitespace().nth(2).unwrap().to_string();
+    let planted = plant_slot_for(&workspace, &pinned_identity);
+    for path in &real {
+        std::fs::remove_file(path).unwrap();
+    }
+    let refused = pinned.cairn(&["backup", workspace.path("b").to_str().unwrap()]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(&format!("key slot {planted}")),
+        "{}",
+        refused.stderr
+    );
+    let remembered = std::fs::read_dir(workspace.path("pinned/config/slot-owners"))
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(remembered.len(), 1);
+    assert!(
+        remembered[0].starts_with(&owner_key),
+        "the planter was remembered as the owner: {remembered:?}"
+    );
+}

@@ -390,6 +390,13 @@ pub struct KeyHostInitArgs {
     /// The host's name in the request [default: this host's name].
     #[arg(long)]
     pub label: Option<String>,
+    /// The owner's public signing key (64 hex digits or a key file), from
+    /// `cairn key list` on the owner's machine: trusted for the repository
+    /// here, so this host encrypts only to keys that owner endorsed.
+    /// Without it, the owner of the first endorsed slot opened here is
+    /// remembered.
+    #[arg(long, value_name = "KEY")]
+    pub owner: Option<String>,
 }
 
 #[derive(Args)]

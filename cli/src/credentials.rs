@@ -155,7 +155,7 @@ pub fn unlock(global: &GlobalArgs, config: &Path, repository: &mut Repository) -
         return Ok(());
     }
     let location = repository.backend().location();
-    let (slot, payload) = match open_with_identities(config, repository)? {
+    let (slot, payload) = match open_with_identities(global, config, repository)? {
         Some(opened) => opened,
         None => {
             let passphrase = passphrase(global, &format!("repository {location}"))?;
@@ -176,8 +176,11 @@ pub fn unlock(global: &GlobalArgs, config: &Path, repository: &mut Repository) -
     Ok(())
 }
 
-/// The recipient slot one of this host's identities opens, if any.
+/// The recipient slot one of this host's identities opens, if any, and
+/// only one whose keys an owner this host trusts endorsed (the rule is the
+/// library's: `open_with_identities`). Slots passed over are named.
 fn open_with_identities(
+    global: &GlobalArgs,
     config: &Path,
     repository: &Repository,
 ) -> Result<Option<(Id, SlotPayload)>> {
@@ -185,22 +188,37 @@ fn open_with_identities(
     if identities.is_empty() {
         return Ok(None);
     }
-    for (id, slot) in list_key_slots(repository)? {
-        let Some(recipient) = slot.recipient() else {
-            continue;
-        };
-        for (public, secret) in &identities {
-            if *public != recipient {
-                continue;
-            }
-            if let Some(payload) =
-                slot.unwrap_with_identity(repository.id(), secret, &format!("key slot {id}"))?
-            {
-                return Ok(Some((id, payload)));
-            }
-        }
+    // The roots this host holds on its own: `--trusted-key` pins, else its
+    // list for this repository (FORMAT.md 14.2); never a slot's word.
+    let (roots, roots_are_pins) = if global.trusted_keys.is_empty() {
+        let store = cairn_store::keystore::TrustStore::new(config, repository.id());
+        (store.trusted_keys()?.keys, false)
+    } else {
+        let pins = global
+            .trusted_keys
+            .iter()
+            .map(|argument| {
+                cairn_store::keystore::parse_public_key_argument(argument)
+                    .with_context(|| format!("--trusted-key {argument}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        (pins, true)
+    };
+    let memory = cairn_store::keystore::SlotMemory::new(config, repository.id());
+    let Some(opening) = cairn_store::ops::unlock::open_with_identities(
+        repository,
+        &identities,
+        &roots,
+        roots_are_pins,
+        &memory,
+    )?
+    else {
+        return Ok(None);
+    };
+    for (_, why) in &opening.passed_over {
+        eprintln!("cairn: warning: {why}");
     }
-    Ok(None)
+    Ok(Some((opening.slot, opening.payload)))
 }
 
 /// The passphrase slot `passphrase` opens, with its id (`unlock_with_passphrase`

@@ -514,6 +514,112 @@ impl LocationPins {
     }
 }
 
+/// What a host opening a repository by a recipient slot remembers
+/// (FORMAT.md 14.10): the owner whose endorsement it accepted and the
+/// encryption public key it last took from a slot, in
+/// `<config>/slot-owners/<repository id hex>`. A later slot must be
+/// endorsed by that owner and name that key or one rotated from it, so a
+/// planted slot, or the deletion of the newest one, is refused.
+pub struct SlotMemory {
+    path: PathBuf,
+}
+
+/// The owner and encryption public key a [`SlotMemory`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RememberedSlot {
+    pub owner: PublicKey,
+    pub public_key: [u8; 32],
+    /// How many read-key rotations that slot's chain recorded.
+    pub rotations: u32,
+}
+
+impl SlotMemory {
+    pub fn new(config_directory: &Path, repository: &Id) -> Self {
+        SlotMemory {
+            path: config_directory
+                .join("slot-owners")
+                .join(repository.to_hex()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What is remembered; `None` before the first endorsed slot opened here.
+    pub fn read(&self) -> Result<Option<RememberedSlot>> {
+        let text = match fs::read(&self.path) {
+            Ok(bytes) if bytes.len() <= 256 => bytes,
+            Ok(_) => {
+                return Err(StoreError::corrupt(
+                    self.name(),
+                    "larger than any slot memory",
+                ));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(StoreError::io(format!("reading {}", self.name()), error));
+            }
+        };
+        let text = String::from_utf8_lossy(&text);
+        let mut lines = text.lines();
+        let owner = lines.next().and_then(PublicKey::from_hex);
+        let mut public_key = [0u8; 32];
+        let public_ok = lines
+            .next()
+            .is_some_and(|line| hex::decode_to_slice(line.trim(), &mut public_key).is_ok());
+        let rotations = lines
+            .next()
+            .and_then(|line| line.trim().parse::<u32>().ok());
+        match (owner, public_ok, rotations) {
+            (Some(owner), true, Some(rotations)) => Ok(Some(RememberedSlot {
+                owner,
+                public_key,
+                rotations,
+            })),
+            _ => Err(StoreError::corrupt(
+                self.name(),
+                "is not the slot owner and the encryption public key (64 hex digits each) and \
+                 a count of rotations, one a line",
+            )),
+        }
+    }
+
+    /// Remembers `slot`, durably (temporary file, fsync, rename).
+    pub fn write(&self, slot: &RememberedSlot) -> Result<()> {
+        let Some(directory) = self.path.parent() else {
+            return Err(StoreError::Invalid(format!(
+                "{} has no directory",
+                self.name()
+            )));
+        };
+        fs::create_dir_all(directory)
+            .map_err(|error| StoreError::io(format!("creating {}", directory.display()), error))?;
+        let temporary = self
+            .path
+            .with_extension(format!("tmp-{}", hex::encode(random_bytes::<8>()?)));
+        let mut file = fs::File::create(&temporary)
+            .map_err(|error| StoreError::io(format!("writing {}", temporary.display()), error))?;
+        file.write_all(
+            format!(
+                "{}\n{}\n{}\n",
+                slot.owner.to_hex(),
+                hex::encode(slot.public_key),
+                slot.rotations
+            )
+            .as_bytes(),
+        )
+        .and_then(|_| file.sync_all())
+        .and_then(|_| fs::rename(&temporary, &self.path))
+        .map_err(|error| StoreError::io(format!("writing {}", self.name()), error))?;
+        sync_directory(directory)
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
 /// Parses a key given on the command line: 64 hex digits, or the path of a
 /// file holding them or a public-key object.
 pub fn parse_public_key_argument(argument: &str) -> Result<PublicKey> {

@@ -393,13 +393,32 @@ fn add_slot(
     Ok(id)
 }
 
-fn payload_for(unlocked: &Unlocked, write_only: bool, label: &str) -> SlotPayload {
+/// The payload of a new slot, endorsed (FORMAT.md 17.5) when this host's
+/// signing key is the owner the opened slot names.
+fn payload_for(
+    unlocked: &Unlocked,
+    write_only: bool,
+    label: &str,
+    endorser: Option<&SigningKey>,
+) -> SlotPayload {
     let keys = if write_only {
         unlocked.keys.write_only()
     } else {
         unlocked.keys.clone()
     };
-    SlotPayload::of(&keys, unlocked.payload.owner(), label, &now_rfc3339())
+    let mut payload = SlotPayload::of(&keys, unlocked.payload.owner(), label, &now_rfc3339());
+    payload.endorse_if_owner(endorser);
+    payload
+}
+
+/// This host's signing key when it may endorse slots: a holder of the read
+/// key (a write-only holder records nothing in the keyring either). An
+/// error here is reported by the keyring step that needs the key again.
+fn endorser(context: &Context, repository: &Repository, unlocked: &Unlocked) -> Option<SigningKey> {
+    if !unlocked.keys.can_read() {
+        return None;
+    }
+    signing_key(context, repository).ok().map(|(key, _)| key)
 }
 
 fn parse_x25519(text: &str) -> Result<[u8; 32]> {
@@ -413,6 +432,7 @@ fn add(context: &Context, args: &KeyAddArgs) -> Result<u8> {
     let repository = context.open_repository()?;
     let unlocked = unlock(context, &repository)?;
     let write_only = args.write_only || !unlocked.keys.can_read();
+    let endorser = endorser(context, &repository, &unlocked);
     let (id, what) = if let Some(request) = &args.host {
         let (signing, identity, host) = parse_request(request)?;
         let label = if args.label.is_empty() {
@@ -420,7 +440,7 @@ fn add(context: &Context, args: &KeyAddArgs) -> Result<u8> {
         } else {
             args.label.clone()
         };
-        let payload = payload_for(&unlocked, write_only, &label);
+        let payload = payload_for(&unlocked, write_only, &label, endorser.as_ref());
         let slot = KeySlot::wrap_for_recipient(&payload, &identity)?;
         let id = add_slot(
             context,
@@ -435,14 +455,14 @@ fn add(context: &Context, args: &KeyAddArgs) -> Result<u8> {
             format!("host {label} (signing key {})", signing.to_hex()),
         )
     } else if let Some(recipient) = &args.recipient {
-        let payload = payload_for(&unlocked, write_only, &args.label);
+        let payload = payload_for(&unlocked, write_only, &args.label, endorser.as_ref());
         let slot = KeySlot::wrap_for_recipient(&payload, &parse_x25519(recipient)?)?;
         (
             add_slot(context, &repository, &unlocked, &slot, &payload, None)?,
             format!("recipient {recipient}"),
         )
     } else if args.passphrase {
-        let payload = payload_for(&unlocked, write_only, &args.label);
+        let payload = payload_for(&unlocked, write_only, &args.label, endorser.as_ref());
         let slot = KeySlot::wrap_with_passphrase(
             &payload,
             &passphrase("CAIRN_NEW_PASSWORD")?,
@@ -527,7 +547,29 @@ fn host_init(context: &Context, args: &KeyHostInitArgs) -> Result<u8> {
     // Opened without unlocking: no slot is wrapped for this host yet.
     if !context.global.repo.is_empty() {
         let repository = Repository::open(context.backend()?)?;
-        TrustStore::new(&context.config_dir()?, repository.id()).trust(public)?;
+        let trust = TrustStore::new(&context.config_dir()?, repository.id());
+        trust.trust(public)?;
+        // The owner's key, given out of band: the root this host checks
+        // every slot's endorsement against (FORMAT.md 17.5).
+        if let Some(owner) = &args.owner {
+            let owner =
+                parse_public_key_argument(owner).with_context(|| format!("--owner {owner}"))?;
+            trust.trust(owner)?;
+            // Remembered as the slot owner before any slot is seen, so that
+            // the first run trusts no other endorser (no trust on first use).
+            if let Some(public) = repository.config().encryption_public_key() {
+                cairn_store::keystore::SlotMemory::new(&context.config_dir()?, repository.id())
+                    .write(&cairn_store::keystore::RememberedSlot {
+                        owner,
+                        public_key: public.0,
+                        rotations: 0,
+                    })?;
+            }
+        }
+    } else if args.owner.is_some() {
+        bail!(crate::context::Usage(
+            "key host-init --owner needs --repo: the owner is trusted for one repository".into()
+        ));
     }
     let line = request_line(&public, &identity, &host);
     if context.global.json {
@@ -667,7 +709,13 @@ fn passwd(context: &Context, args: &KeyPasswdArgs) -> Result<u8> {
         .iter()
         .any(|(id, slot)| *id == unlocked.slot && slot.as_ref().is_ok_and(KeySlot::is_passphrase));
     let label = unlocked.payload.label.clone();
-    let payload = payload_for(&unlocked, unlocked.payload.read_key.is_none(), &label);
+    let endorser = endorser(context, &repository, &unlocked);
+    let payload = payload_for(
+        &unlocked,
+        unlocked.payload.read_key.is_none(),
+        &label,
+        endorser.as_ref(),
+    );
     let slot = KeySlot::wrap_with_passphrase(
         &payload,
         &passphrase("CAIRN_NEW_PASSWORD")?,
@@ -681,7 +729,7 @@ fn passwd(context: &Context, args: &KeyPasswdArgs) -> Result<u8> {
         // (or write-only like the old one).
         let after = Unlocked {
             keys: unlocked.keys.clone(),
-            payload: payload_for(&unlocked, unlocked.payload.read_key.is_none(), &label),
+            payload: payload_for(&unlocked, unlocked.payload.read_key.is_none(), &label, None),
             slot: id,
         };
         remove_slot(context, &repository, &after, unlocked.slot)?;
@@ -729,7 +777,13 @@ fn import(context: &Context, file: &std::path::Path) -> Result<u8> {
         );
     }
     repository.unlock(keys.clone())?;
-    let payload = SlotPayload::of(&keys, owner, "imported", &now_rfc3339());
+    let mut payload = SlotPayload::of(&keys, owner, "imported", &now_rfc3339());
+    payload.endorse_if_owner(
+        signing_key(context, &repository)
+            .ok()
+            .map(|(key, _)| key)
+            .as_ref(),
+    );
     let unlocked = Unlocked {
         keys,
         payload: payload.clone(),
@@ -873,7 +927,10 @@ fn rotate_read(context: &Context) -> Result<u8> {
         passphrase.as_ref().map(|passphrase| passphrase.bytes()),
         &full,
         &labels,
-        unlocked.payload.owner(),
+        rules::SlotOwner {
+            key: unlocked.payload.owner(),
+            signing: Some(&signer),
+        },
         &now_rfc3339(),
     )?;
     ring.slots

@@ -12,7 +12,7 @@ use crate::format::crypto::EncryptionPublicKey;
 use crate::format::crypto::{
     NONCE_LENGTH, RepositoryKeys, cipher_for, open_in_place, seal_in_place,
 };
-use crate::format::keys::PublicKey;
+use crate::format::keys::{PublicKey, SigningKey};
 use crate::id::Id;
 use crate::os::random::random_bytes;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,8 @@ pub const KEY_SLOT_VERSION: u32 = 1;
 pub const MAX_KEY_SLOT_SIZE: u64 = 64 << 10;
 const SLOT_AAD_PREFIX: &[u8] = b"cairn key slot v1\0";
 const RECIPIENT_CONTEXT: &str = "cairn 2026-12 key slot recipient v1";
+const ENDORSEMENT_DOMAIN: &[u8] = b"cairn key slot endorsement v1\0";
+const ID_KEY_COMMITMENT_CONTEXT: &str = "cairn 2026-12 id key commitment v1";
 
 /// Argon2id's cost, recorded in each passphrase slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +139,13 @@ pub struct SlotPayload {
     pub label: String,
     /// RFC 3339, when the slot was made.
     pub created: String,
+    /// The `owner`'s ed25519 signature over [`SlotPayload::endorsement_message`]:
+    /// what a recipient slot's holder checks before it encrypts to
+    /// `public_key`, since anyone can wrap a slot for a public identity
+    /// (FORMAT.md 17.5, 16.5). Absent in slots written before 2026-12-06
+    /// 19:30 UTC and in slots made by a holder without the owner's key.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub endorsement: Option<[u8; 64]>,
 }
 
 impl Drop for SlotPayload {
@@ -182,7 +191,56 @@ impl SlotPayload {
                 .collect(),
             label: label.to_string(),
             created: created.to_string(),
+            endorsement: None,
         }
+    }
+
+    /// The bytes the owner signs: everything a writer takes from the slot
+    /// to decide whom it encrypts to and how it names blobs, bound to the
+    /// repository (FORMAT.md 17.5). The id key enters as a commitment so
+    /// the signed message never holds a secret.
+    pub fn endorsement_message(&self) -> Vec<u8> {
+        let mut message = ENDORSEMENT_DOMAIN.to_vec();
+        message.extend_from_slice(&self.repository.0);
+        message.extend_from_slice(&self.public_key);
+        message.extend_from_slice(&blake3::derive_key(ID_KEY_COMMITMENT_CONTEXT, &self.id_key));
+        // At most a few hundred earlier keys fit the 64 KiB slot limit.
+        message.extend_from_slice(&(self.earlier_public_keys.len() as u32).to_le_bytes());
+        for key in &self.earlier_public_keys {
+            message.extend_from_slice(key);
+        }
+        message
+    }
+
+    /// Names `owner` as the slot's owner and signs the slot's keys with it.
+    pub fn endorse(&mut self, owner: &SigningKey) {
+        use ed25519_dalek::Signer;
+        self.owner = Some(owner.verifying_key().to_bytes());
+        self.endorsement = Some(owner.sign(&self.endorsement_message()).to_bytes());
+    }
+
+    /// Endorses the slot when `key` is the owner it names; a slot naming
+    /// another owner (or none) is left as it is, since only its owner's
+    /// word counts for its holder.
+    pub fn endorse_if_owner(&mut self, key: Option<&SigningKey>) {
+        if let Some(key) = key
+            && self.owner == Some(key.verifying_key().to_bytes())
+        {
+            self.endorse(key);
+        }
+    }
+
+    /// The owner whose signature vouches for this slot's keys, if the slot
+    /// carries one that verifies (strictly) under the owner it names.
+    pub fn endorsed_by(&self) -> Option<PublicKey> {
+        let (owner, signature) = (self.owner?, self.endorsement?);
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&owner).ok()?;
+        key.verify_strict(
+            &self.endorsement_message(),
+            &ed25519_dalek::Signature::from_bytes(&signature),
+        )
+        .ok()?;
+        Some(PublicKey(owner))
     }
 
     /// The owner's signing key, if the slot names one.
@@ -470,6 +528,85 @@ mod tests {
             .unwrap();
         assert!(!opened.keys().unwrap().can_read());
         drop(payload);
+    }
+
+    #[test]
+    fn an_endorsement_vouches_for_the_public_key_the_id_key_and_the_earlier_keys() {
+        let (keys, mut payload) = payload();
+        let owner = crate::format::keys::generate_signing_key().unwrap();
+        assert_eq!(
+            payload.endorsed_by(),
+            None,
+            "an unsigned slot vouches for nothing"
+        );
+        payload.endorse(&owner);
+        let owner_public = crate::format::keys::public_key_of(&owner);
+        assert_eq!(payload.endorsed_by(), Some(owner_public));
+        // Survives the slot's encoding.
+        let slot = KeySlot::wrap_with_passphrase(&payload, b"pw", FAST).unwrap();
+        let opened = slot
+            .unwrap_with_passphrase(keys.repository(), b"pw", "slot")
+            .unwrap()
+            .unwrap();
+        assert_eq!(opened.endorsed_by(), Some(owner_public));
+        // What a planter changes, the signature no longer covers.
+        let mut planted = opened.clone();
+        planted.public_key = [9; 32];
+        assert_eq!(planted.endorsed_by(), None);
+        let mut planted = opened.clone();
+        planted.id_key = [9; 32];
+        assert_eq!(planted.endorsed_by(), None);
+        let mut planted = opened.clone();
+        planted
+            .earlier_public_keys
+            .push(serde_bytes::ByteBuf::from(vec![9; 32]));
+        assert_eq!(planted.endorsed_by(), None);
+        // Naming another owner does not move the signature to it.
+        let mut planted = opened;
+        planted.owner = Some([7; 32]);
+        assert_eq!(planted.endorsed_by(), None);
+    }
+
+    #[test]
+    fn test_vector_of_format_17_5_endorsement() {
+        let payload = SlotPayload {
+            repository: Id([0x20; 32]),
+            public_key: [0x40; 32],
+            id_key: std::array::from_fn(|index| index as u8),
+            read_key: None,
+            owner: None,
+            earlier_public_keys: vec![serde_bytes::ByteBuf::from(vec![0x60; 32])],
+            earlier_read_keys: Vec::new(),
+            label: String::new(),
+            created: String::new(),
+            endorsement: None,
+        };
+        let message = payload.endorsement_message();
+        assert_eq!(message.len(), 30 + 32 * 3 + 4 + 32);
+        let mut signed = payload;
+        signed.endorse(&SigningKey::from_bytes(&[0x80; 32]));
+        assert_eq!(
+            hex::encode(&message[94..126]),
+            hex::encode(blake3::derive_key(
+                ID_KEY_COMMITMENT_CONTEXT,
+                &std::array::from_fn::<u8, 32, _>(|index| index as u8)
+            )),
+            "the id key enters as its commitment, after the public key"
+        );
+        assert_eq!(
+            blake3::hash(&message).to_hex().as_str(),
+            "2a89e8719c2d42573c74b436f12cd140adb2cdfb988736059ba52b68aa4b1261"
+        );
+        assert_eq!(
+            hex::encode(signed.owner.unwrap()),
+            "e5687b6d11ccfb632abbafe844f8f1693d160aa582156ed66eea38ab5e7d1e12"
+        );
+        assert_eq!(
+            hex::encode(signed.endorsement.unwrap()),
+            "e83c9297fb6babfc31b1f8fe0fad7dd19adb82afe2afb06da19f54a27761a8bc\
+             8d9b69f68ae2adb708a43b30261cd098bcc559b59270837a7039b379b861420d"
+        );
+        assert_eq!(signed.endorsed_by(), Some(PublicKey(signed.owner.unwrap())));
     }
 
     #[test]

@@ -103,14 +103,16 @@ pub fn init(options: InitOptions) -> Result<Initialised> {
         Encryption::Plaintext => None,
         Encryption::Passphrase { passphrase, kdf } => {
             let keys = fresh_keys(options.like_keys)?;
-            let payload = SlotPayload::of(&keys, Some(public_key), "owner", &now());
+            let mut payload = SlotPayload::of(&keys, Some(public_key), "owner", &now());
+            payload.endorse(&key);
             let slot = KeySlot::wrap_with_passphrase(&payload, passphrase, *kdf)?;
             store_key_slot(options.backend.as_ref(), &slot)?;
             Some(keys)
         }
         Encryption::Recipient(recipient) => {
             let keys = fresh_keys(options.like_keys)?;
-            let payload = SlotPayload::of(&keys, Some(public_key), "owner", &now());
+            let mut payload = SlotPayload::of(&keys, Some(public_key), "owner", &now());
+            payload.endorse(&key);
             let slot = KeySlot::wrap_for_recipient(&payload, recipient)?;
             store_key_slot(options.backend.as_ref(), &slot)?;
             Some(keys)

@@ -413,6 +413,13 @@ pub struct ReadKeyRotation {
     pub replaced: Vec<Id>,
 }
 
+/// The owner the rewritten slots name, and its signing key when this host
+/// holds it, to endorse them (FORMAT.md 17.5).
+pub struct SlotOwner<'a> {
+    pub key: Option<PublicKey>,
+    pub signing: Option<&'a SigningKey>,
+}
+
 /// Rotates the read key (FORMAT.md 17.7): writes, for every holder, a slot
 /// carrying a fresh read key and every earlier one, and returns the old
 /// slots for the caller to remove after recording the new ones.
@@ -435,9 +442,13 @@ pub fn rotate_read_key(
     passphrase: Option<&[u8]>,
     full: &HashSet<[u8; 32]>,
     labels: &HashMap<Id, String>,
-    owner: Option<PublicKey>,
+    owner: SlotOwner<'_>,
     time: &str,
 ) -> Result<ReadKeyRotation> {
+    let SlotOwner {
+        key: owner,
+        signing: endorser,
+    } = owner;
     let mut passphrase_slots = Vec::new();
     let mut recipients: Vec<([u8; 32], Vec<Id>)> = Vec::new();
     let mut unknown = Vec::new();
@@ -498,7 +509,8 @@ pub fn rotate_read_key(
         } else {
             rotated.write_only()
         };
-        let payload = SlotPayload::of(&new_keys, owner, &label, time);
+        let mut payload = SlotPayload::of(&new_keys, owner, &label, time);
+        payload.endorse_if_owner(endorser);
         let slot = KeySlot::wrap_for_recipient(&payload, recipient)?;
         let id = repository.write_object(ObjectKind::KeySlot, &slot.encode())?;
         written.push(record(id, "recipient", &label, is_full, time));
@@ -520,7 +532,8 @@ pub fn rotate_read_key(
         } else {
             rotated.write_only()
         };
-        let new = SlotPayload::of(&new_keys, model.owner().or(owner), &model.label, time);
+        let mut new = SlotPayload::of(&new_keys, model.owner().or(owner), &model.label, time);
+        new.endorse_if_owner(endorser);
         let slot = KeySlot::wrap_with_passphrase(&new, passphrase, *kdf)?;
         let id = repository.write_object(ObjectKind::KeySlot, &slot.encode())?;
         written.push(record(id, "passphrase", &model.label, is_full, time));

@@ -11,8 +11,10 @@
 
 use crate::backend::{Backend, Created, ObjectKind};
 use crate::error::{Result, StoreError};
+use crate::format::keys::PublicKey;
 use crate::format::keyslot::{KeySlot, SlotPayload};
 use crate::id::Id;
+use crate::keystore::{RememberedSlot, SlotMemory};
 use crate::repository::Repository;
 
 /// Every key slot of the repository, with the slots that could not be read
@@ -96,6 +98,195 @@ pub fn unlock_with_identity(repository: &Repository, identity: &[u8; 32]) -> Res
             repository.backend().location()
         ),
     ))
+}
+
+/// A recipient slot this host's identity opened, and the other slots
+/// wrapped for it that were passed over, each with why.
+pub struct IdentityOpening {
+    pub slot: Id,
+    pub payload: SlotPayload,
+    pub passed_over: Vec<(Id, String)>,
+}
+
+/// Opens the recipient slot wrapped for one of `identities` (public, secret
+/// pairs) whose keys this host may encrypt to (FORMAT.md 17.5, "Endorsed
+/// slots"): one endorsed by a key of `roots` (the keys this host trusts for
+/// the repository on its own: `--trusted-key` pins or its local list, never
+/// the slot's word) or by the owner `memory` remembers; before any owner is
+/// remembered, and when `roots` are not pins, the one owner that endorses
+/// the slots wrapped for it (remembered from then on); slots written before
+/// endorsements only while no endorsed slot was ever opened here. Of
+/// several, the one with the longest rotation chain. A slot naming a public
+/// key that is not the remembered one or rotated from it is refused (a
+/// planted or restored old slot). `Ok(None)`: no slot is wrapped for these
+/// identities.
+pub fn open_with_identities(
+    repository: &Repository,
+    identities: &[([u8; 32], [u8; 32])],
+    roots: &[PublicKey],
+    roots_are_pins: bool,
+    memory: &SlotMemory,
+) -> Result<Option<IdentityOpening>> {
+    if identities.is_empty() {
+        return Ok(None);
+    }
+    let mut opened = Vec::new();
+    for (id, slot) in read_key_slots(repository)?.slots {
+        let Some(recipient) = slot.recipient() else {
+            continue;
+        };
+        for (public, secret) in identities {
+            if *public != recipient {
+                continue;
+            }
+            if let Some(payload) =
+                slot.unwrap_with_identity(repository.id(), secret, &slot_object(&id))?
+            {
+                opened.push((id, payload));
+            }
+        }
+    }
+    if opened.is_empty() {
+        return Ok(None);
+    }
+    let remembered = memory.read()?;
+    let mut owners = roots.to_vec();
+    owners.extend(remembered.map(|remembered| remembered.owner));
+    let is_trusted = |payload: &SlotPayload| {
+        payload
+            .endorsed_by()
+            .is_some_and(|owner| owners.contains(&owner))
+    };
+    let endorsed_by_anyone: Vec<PublicKey> = opened
+        .iter()
+        .filter_map(|(_, payload)| payload.endorsed_by())
+        .collect();
+    let candidates: Vec<&(Id, SlotPayload)> =
+        if opened.iter().any(|(_, payload)| is_trusted(payload)) {
+            opened
+                .iter()
+                .filter(|(_, payload)| is_trusted(payload))
+                .collect()
+        } else if remembered.is_none() && endorsed_by_anyone.is_empty() {
+            // Slots from before endorsements: taken as before, the gap of
+            // FORMAT.md 16.5 open for them until the owner adds this host again.
+            opened.iter().collect()
+        } else if remembered.is_none() && !roots_are_pins {
+            let first = endorsed_by_anyone[0];
+            if let Some(other) = endorsed_by_anyone.iter().find(|owner| **owner != first) {
+                return Err(StoreError::KeyMismatch(format!(
+                    "the key slots of {} wrapped for this host are endorsed by different owners \
+                 ({} and {}), and this host trusts neither: trust the owner's key with `cairn \
+                 --repo {} trust KEY` (or give it with --trusted-key); nothing was written",
+                    repository.backend().location(),
+                    first.to_hex(),
+                    other.to_hex(),
+                    repository.backend().location(),
+                )));
+            }
+            opened
+                .iter()
+                .filter(|(_, payload)| payload.endorsed_by() == Some(first))
+                .collect()
+        } else {
+            let (id, payload) = &opened[0];
+            return Err(StoreError::Corrupt {
+                object: slot_object(id),
+                reason: format!(
+                    "is wrapped for this host and names encryption public key {}, but is not \
+                 endorsed by an owner this host trusts for the repository ({}): a writer of the \
+                 storage may have planted it to read what this host writes. Nothing was \
+                 written. If the owner added this host again, trust the owner's key with \
+                 `cairn --repo {} trust KEY`{}",
+                    hex::encode(payload.public_key),
+                    trusted_names(&owners),
+                    repository.backend().location(),
+                    remembered.map_or(String::new(), |_| format!(
+                        ", or delete {} to accept a new owner",
+                        memory.path().display()
+                    )),
+                ),
+            });
+        };
+    let Some((chosen_id, chosen)) = newest(&candidates) else {
+        return Ok(None);
+    };
+    // Chains only grow: a slot recording fewer rotations than one this
+    // host took before was put back from before a rotation. (Two killed
+    // rotations can leave sibling keys of one length: either is the
+    // owner's.)
+    let rotations = u32::try_from(chosen.earlier_public_keys.len()).unwrap_or(u32::MAX);
+    if let Some(remembered) = &remembered
+        && rotations < remembered.rotations
+    {
+        return Err(StoreError::Corrupt {
+            object: slot_object(chosen_id),
+            reason: format!(
+                "names encryption public key {} after {rotations} read-key rotations, where \
+                 this host last took {} after {} (remembered in {}): a slot from before a \
+                 rotation was put back. Nothing was written; if the owner did this on \
+                 purpose, delete that file",
+                hex::encode(chosen.public_key),
+                hex::encode(remembered.public_key),
+                remembered.rotations,
+                memory.path().display()
+            ),
+        });
+    }
+    if let Some(owner) = chosen.endorsed_by() {
+        let now = RememberedSlot {
+            owner,
+            public_key: chosen.public_key,
+            rotations,
+        };
+        if remembered != Some(now) {
+            memory.write(&now)?;
+        }
+    }
+    let passed_over = opened
+        .iter()
+        .filter(|(id, payload)| {
+            id != chosen_id && !is_trusted(payload) && payload.public_key != chosen.public_key
+        })
+        .map(|(id, payload)| {
+            (
+                *id,
+                format!(
+                    "{} names encryption public key {} and is not endorsed by the owner this \
+                     host trusts: passed over (planted?)",
+                    slot_object(id),
+                    hex::encode(payload.public_key)
+                ),
+            )
+        })
+        .collect();
+    Ok(Some(IdentityOpening {
+        slot: *chosen_id,
+        payload: chosen.clone(),
+        passed_over,
+    }))
+}
+
+/// Of several opened slots, the one furthest along its rotation chain (a
+/// rotation killed part-way leaves two); of equals, the first (lowest id).
+fn newest<'a>(slots: &[&'a (Id, SlotPayload)]) -> Option<(&'a Id, &'a SlotPayload)> {
+    let mut best: Option<&(Id, SlotPayload)> = None;
+    for slot in slots {
+        if best
+            .is_none_or(|best| slot.1.earlier_public_keys.len() > best.1.earlier_public_keys.len())
+        {
+            best = Some(slot);
+        }
+    }
+    best.map(|(id, payload)| (id, payload))
+}
+
+fn trusted_names(owners: &[PublicKey]) -> String {
+    if owners.is_empty() {
+        return "it trusts none".to_string();
+    }
+    let names: Vec<String> = owners.iter().map(PublicKey::to_hex).collect();
+    format!("it trusts {}", names.join(", "))
 }
 
 fn locked(found: &KeySlots, message: String) -> StoreError {
