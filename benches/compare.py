@@ -656,9 +656,11 @@ import matplotlib.pyplot as plt
 points = json.load(open(sys.argv[1]))["scale_workload"]["points"]
 chunks = [p["chunks"] for p in points]
 fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-left.plot(chunks, [p["nightly"]["wall_s"] for p in points], "o-")
+left.plot(chunks, [p["nightly"]["wall_s"] for p in points], "o-", label="wall (median of runs)")
+left.plot(chunks, [p["nightly"]["cpu_s"] for p in points], "s--", label="CPU (user+sys)")
+left.legend(fontsize=8)
 left.set_xscale("symlog", linthresh=10000); left.set_ylim(bottom=0)
-left.set_xlabel("chunks already in the repository"); left.set_ylabel("wall time (s)")
+left.set_xlabel("chunks already in the repository"); left.set_ylabel("seconds")
 left.set_title("small nightly backup: time")
 right.plot(chunks, [p["nightly"]["peak_rss_bytes"] / 2**20 for p in points], "o-", color="C1")
 right.set_xscale("symlog", linthresh=10000); right.set_ylim(bottom=0)
@@ -1197,21 +1199,26 @@ def render(results):
         add("")
         add(f"One encrypted cairn repository, grown by real `cairn backup`s of random data cut "
             f"into {scale['chunk_bytes']}-byte fixed chunks (`--chunking bulk=fixed:512`: every "
-            "chunk unique, through cairn's own write path); after each growth, a small nightly "
-            "backup (200 new files, ~3 MB, its own component) with the page cache dropped.")
+            "chunk unique, through cairn's own write path), at most "
+            f"{scale.get('step_chunks', 0):,} chunks a backup; after each growth, a small nightly "
+            "backup (200 new files, ~3 MB, its own component) with the page cache dropped, "
+            f"run {scale.get('repeats', 1)} times: the median by wall time is shown, with the "
+            "1-minute load average when it ended.")
         add("")
         add("| chunks held | repository | growing it: wall / peak RSS | nightly backup: wall | "
-            "CPU | peak RSS |")
-        add("| ---: | ---: | ---: | ---: | ---: | ---: |")
+            "CPU | peak RSS | load |")
+        add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for point in scale["points"]:
             build = point.get("build")
             grown = (f"{build['wall_s']:.1f} s / {build['peak_rss_bytes'] / 2**20:,.0f} MiB"
                      if build else "–")
             nightly = point["nightly"]
             status = f" (exit {nightly['exit_status']})" if nightly["exit_status"] else ""
+            load = (f"{nightly['load_average'][0]:.1f}" if nightly.get("load_average")
+                    else "–")
             add(f"| {point['chunks']:,} | {mb(point['repo_bytes'])} | {grown} | "
                 f"{nightly['wall_s']:.2f} s{status} | {nightly['cpu_s']:.2f} s | "
-                f"{nightly['peak_rss_bytes'] / 2**20:,.0f} MiB |")
+                f"{nightly['peak_rss_bytes'] / 2**20:,.0f} MiB | {load} |")
         add("")
         if scale.get("plot"):
             add("Plotted into OUT/scale.png (docs/scale.png).")
