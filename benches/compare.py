@@ -554,13 +554,64 @@ def small_night(directory, rng, files=200, size=16 * 1024):
             target.write(text)
 
 
-def run_scale(bench, targets):
+# One growing backup holds per-chunk state for everything it adds (the
+# session's dedup set, the unindexed packs' entries, the file's chunk list):
+# about 500 bytes a chunk, so adding 9 M chunks in one backup peaked near
+# 13 GB. The repository is grown instead by backups of at most STEP_CHUNKS
+# new chunks each, in files of at most FILE_CHUNKS chunks written in
+# 64 MiB blocks, so every step stays well under 1 GB whatever the target.
+STEP_CHUNKS = 1_000_000
+FILE_CHUNKS = 1 << 18
+
+
+def grow(bench, bulk, env, rng, held, target, chunk, step):
+    """Adds `target - held` unique chunks through `cairn backup`s of at most
+    `step` new chunks each. Returns the steps' measurements."""
+    runner, cairn = bench["runner"], bench["cairn"]
+    steps = []
+    while held < target:
+        adding = min(step, target - held)
+        log(f"[scale] {held:,} -> {held + adding:,} chunks: writing "
+            f"{adding * chunk / MB:.0f} MB of random data")
+        written = []
+        for start in range(0, adding, FILE_CHUNKS):
+            path = os.path.join(bulk, f"bulk-{held + start:012}.bin")
+            random_file(path, min(FILE_CHUNKS, adding - start) * chunk, rng)
+            written.append(path)
+        measured = runner.measure(f"scale-build-{held + adding}", [
+            cairn, "backup", "--json", "--component", f"bulk={bulk}",
+            "--chunking", "bulk=fixed:512"], tool="cairn", extra_env=env, drop=False)
+        measured["chunks_added"] = adding
+        steps.append(measured)
+        if measured["exit_status"] != 0:
+            raise SystemExit(f"scale: growing the repository failed at {held:,} chunks")
+        # The data is in the repository now; only its chunks matter (an
+        # emptied file costs the next step nothing to re-read).
+        for path in written:
+            os.truncate(path, 0)
+        held += adding
+    return steps
+
+
+def summarise_build(steps):
+    """One build's totals: wall and CPU summed, peak RSS the largest step's."""
+    if not steps:
+        return None
+    return {"steps": steps,
+            "wall_s": round(sum(step["wall_s"] for step in steps), 2),
+            "cpu_s": round(sum(step["cpu_s"] for step in steps), 2),
+            "peak_rss_bytes": max(step["peak_rss_bytes"] for step in steps),
+            "exit_status": max(step["exit_status"] for step in steps)}
+
+
+def run_scale(bench, targets, repeats=3, step=STEP_CHUNKS):
     """Builds one encrypted cairn repository up to each target chunk count
     with real `cairn backup`s of random data cut into 512-byte fixed chunks
     (`--chunking bulk=fixed:512`, the smallest the chunker allows: every
-    chunk unique, through cairn's own write path), and after each step times
-    a small nightly backup (~3 MB of new files in its own component) with
-    the caches dropped."""
+    chunk unique, through cairn's own write path), at most `step` chunks a
+    backup; after each target, times a small nightly backup (~3 MB of new
+    files in its own component) `repeats` times with the caches dropped and
+    keeps the median (by wall time), since other work may load the machine."""
     out, runner, results, cairn = bench["out"], bench["runner"], bench["results"], bench["cairn"]
     repo = os.path.join(out, "repos", "scale", "cairn")
     work = os.path.join(out, "work", "scale")
@@ -572,25 +623,25 @@ def run_scale(bench, targets):
     rng = random.Random(f"scale/{bench['seed']}")
     chunk = 512
     held = 0
-    points = results.setdefault("scale_workload", {"chunk_bytes": chunk, "points": []})["points"]
+    scale = results.setdefault("scale_workload", {"chunk_bytes": chunk, "points": []})
+    scale.update({"step_chunks": step, "repeats": repeats})
+    points = scale["points"]
     for target in [0] + targets:
-        build = None
-        if target > held:
-            path = os.path.join(bulk, f"bulk-{target}.bin")
-            log(f"[scale] writing {(target - held) * chunk / MB:.0f} MB of random data")
-            random_file(path, (target - held) * chunk, rng)
-            build = runner.measure(f"scale-build-{target}", [
-                cairn, "backup", "--json", "--component", f"bulk={bulk}",
-                "--chunking", "bulk=fixed:512"], tool="cairn", extra_env=env)
-            # The data is in the repository now; only its chunks matter.
-            os.truncate(path, 0)
-            held = target
-        small_night(small, rng)
-        nightly = runner.measure(f"scale-nightly-{target}", [
-            cairn, "backup", "--json", "--component", f"small={small}"], tool="cairn",
-            extra_env=env)
-        points.append({"chunks": target, "build": build, "nightly": nightly,
-                       "repo_bytes": du_bytes(repo)})
+        build = summarise_build(grow(bench, bulk, env, rng, held, target, chunk, step))
+        held = max(held, target)
+        runs = []
+        for repeat in range(repeats):
+            small_night(small, rng)
+            measured = runner.measure(f"scale-nightly-{target}-{repeat + 1}", [
+                cairn, "backup", "--json", "--component", f"small={small}"], tool="cairn",
+                extra_env=env)
+            measured["load_average"] = os.getloadavg()
+            runs.append(measured)
+        nightly = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
+        points.append({"chunks": target, "build": build, "nightly": nightly, "nightly_runs": runs,
+                       "repo_bytes": du_bytes(repo), "load_average": os.getloadavg()})
+        log(f"[scale] {target:,} chunks: nightly {nightly['wall_s']:.2f} s, "
+            f"{nightly['peak_rss_bytes'] / 2**20:.0f} MiB; repository {du_bytes(repo) / MB:.0f} MB")
         bench["save"]()
     if not bench["keep"]:
         discard(out, work)
@@ -605,9 +656,11 @@ import matplotlib.pyplot as plt
 points = json.load(open(sys.argv[1]))["scale_workload"]["points"]
 chunks = [p["chunks"] for p in points]
 fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-left.plot(chunks, [p["nightly"]["wall_s"] for p in points], "o-")
+left.plot(chunks, [p["nightly"]["wall_s"] for p in points], "o-", label="wall (median of runs)")
+left.plot(chunks, [p["nightly"]["cpu_s"] for p in points], "s--", label="CPU (user+sys)")
+left.legend(fontsize=8)
 left.set_xscale("symlog", linthresh=10000); left.set_ylim(bottom=0)
-left.set_xlabel("chunks already in the repository"); left.set_ylabel("wall time (s)")
+left.set_xlabel("chunks already in the repository"); left.set_ylabel("seconds")
 left.set_title("small nightly backup: time")
 right.plot(chunks, [p["nightly"]["peak_rss_bytes"] / 2**20 for p in points], "o-", color="C1")
 right.set_xscale("symlog", linthresh=10000); right.set_ylim(bottom=0)
@@ -643,6 +696,9 @@ def main():
                         help="real applications' scale (1.0: 60,000 embeddings, pgbench -s 15)")
     parser.add_argument("--tree-source", help="tree for the real-tree workload "
                         "(default: `rustc --print sysroot`)")
+    parser.add_argument("--scale-repeats", type=int, default=3,
+                        help="small nightly backups timed at each scale point; the median "
+                             "is reported (default 3)")
     parser.add_argument("--scale-chunks", default="100000,1000000",
                         help="chunk counts of the scale workload (default 100000,1000000; "
                              "add 10000000 for 10 M)")
@@ -758,7 +814,7 @@ def main():
     for name in selected:
         if name == "scale":
             targets = [int(value) for value in args.scale_chunks.split(",") if value.strip()]
-            run_scale(bench, targets)
+            run_scale(bench, targets, repeats=max(1, args.scale_repeats))
             empty_trash(out)
             if plot_scale(os.path.join(out, "results.json"), os.path.join(out, "scale.png"),
                           venv_python):
@@ -1143,21 +1199,26 @@ def render(results):
         add("")
         add(f"One encrypted cairn repository, grown by real `cairn backup`s of random data cut "
             f"into {scale['chunk_bytes']}-byte fixed chunks (`--chunking bulk=fixed:512`: every "
-            "chunk unique, through cairn's own write path); after each growth, a small nightly "
-            "backup (200 new files, ~3 MB, its own component) with the page cache dropped.")
+            "chunk unique, through cairn's own write path), at most "
+            f"{scale.get('step_chunks', 0):,} chunks a backup; after each growth, a small nightly "
+            "backup (200 new files, ~3 MB, its own component) with the page cache dropped, "
+            f"run {scale.get('repeats', 1)} times: the median by wall time is shown, with the "
+            "1-minute load average when it ended.")
         add("")
         add("| chunks held | repository | growing it: wall / peak RSS | nightly backup: wall | "
-            "CPU | peak RSS |")
-        add("| ---: | ---: | ---: | ---: | ---: | ---: |")
+            "CPU | peak RSS | load |")
+        add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for point in scale["points"]:
             build = point.get("build")
             grown = (f"{build['wall_s']:.1f} s / {build['peak_rss_bytes'] / 2**20:,.0f} MiB"
                      if build else "–")
             nightly = point["nightly"]
             status = f" (exit {nightly['exit_status']})" if nightly["exit_status"] else ""
+            load = (f"{nightly['load_average'][0]:.1f}" if nightly.get("load_average")
+                    else "–")
             add(f"| {point['chunks']:,} | {mb(point['repo_bytes'])} | {grown} | "
                 f"{nightly['wall_s']:.2f} s{status} | {nightly['cpu_s']:.2f} s | "
-                f"{nightly['peak_rss_bytes'] / 2**20:,.0f} MiB |")
+                f"{nightly['peak_rss_bytes'] / 2**20:,.0f} MiB | {load} |")
         add("")
         if scale.get("plot"):
             add("Plotted into OUT/scale.png (docs/scale.png).")

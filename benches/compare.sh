@@ -2,7 +2,7 @@
 # cairn vs restic, rustic and borg on four workloads, in one run.
 #
 #   bash benches/compare.sh [--workloads LIST] [--nights N] [--scale S]
-#                           [--apps-scale S] [--scale-chunks LIST]
+#                           [--apps-scale S] [--scale-chunks LIST] [--scale-repeats N]
 #                           [--tree-source DIR] [--out DIR] [--seed N]
 #                           [--borg-encryption MODE] [--keep] [--no-s3]
 #
@@ -20,7 +20,9 @@
 #             cluster, the applications' own nightly change
 #   scale     a small nightly backup into a cairn repository already
 #             holding 100 k and 1 M chunks (--scale-chunks 100000,1000000,
-#             10000000 for 10 M), plotted into OUT/scale.png
+#             10000000 for 10 M; grown 1 M chunks a backup, each under
+#             1 GB), timed --scale-repeats times (default 3, the median
+#             reported), plotted into OUT/scale.png
 # Each workload with nights runs --nights nights (default 3) and reports,
 # per night, every tool's growth and the `zstd -3 --long --patch-from`
 # floor. Every step: wall time, throughput, CPU, peak RSS, with the page
@@ -52,7 +54,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 while [ $# -gt 0 ]; do
     case "$1" in
         --scale) scale="${2:?--scale needs a value}"; shift 2 ;;
-        --workloads | --nights | --apps-scale | --scale-chunks | --tree-source)
+        --workloads | --nights | --apps-scale | --scale-chunks | --scale-repeats | --tree-source)
             extra+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
         --out) out="${2:?--out needs a value}"; shift 2 ;;
         --seed | --borg-encryption) extra+=("$1" "${2:?$1 needs a value}"); shift 2 ;;

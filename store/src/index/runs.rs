@@ -18,7 +18,7 @@ use crate::format::pack::{BlobEntry, BlobKind, Compression};
 use crate::id::Id;
 use memmap2::Mmap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CAIRNRUN";
@@ -305,7 +305,16 @@ impl Run {
         if version != VERSION {
             return Err(run_error(path, format!("unknown run version {version}")));
         }
-        if blake3::hash(&bytes[..body_end]).as_bytes() != &bytes[body_end..] {
+        // Hashed through reads of the file, not through the mapping: every
+        // page hashed through the mapping would stay mapped into this
+        // process and count in its resident memory until exit (119 bytes a
+        // chunk held: 1.2 GB at 10 M chunks, in every command that opens
+        // the cache), where a lookup needs only the few pages it probes.
+        let mut hasher = blake3::Hasher::new();
+        hasher
+            .update_reader((&file).take(body_end as u64))
+            .map_err(|error| io_error(path, error))?;
+        if hasher.finalize().as_bytes() != &bytes[body_end..] {
             return Err(run_error(path, "content does not match its BLAKE3 hash"));
         }
         let count =
@@ -410,33 +419,80 @@ fn guess(offset: u64, span: u64, count: usize) -> usize {
 /// flat whatever their size.
 pub fn merge(directory: &Path, sequence: u64, older: &Run, newer: &Run) -> Result<Run> {
     let mut writer = RunWriter::create(directory, sequence)?;
-    let (mut left, mut right) = (0, 0);
-    while left < older.count || right < newer.count {
-        let take_newer = if left == older.count {
-            true
-        } else if right == newer.count {
-            false
-        } else {
-            let (a, b) = (older.record(left), newer.record(right));
-            if a[..32] == b[..32] {
-                if record_supersedes(b, a) {
-                    left += 1;
-                } else {
-                    right += 1;
+    let (mut left, mut right) = (Records::of(older)?, Records::of(newer)?);
+    loop {
+        let (a, b) = (left.current, right.current);
+        let (take, from) = match (a, b) {
+            (None, None) => break,
+            (Some(a), None) => (a, &mut left),
+            (None, Some(b)) => (b, &mut right),
+            (Some(a), Some(b)) => {
+                if a[..32] == b[..32] {
+                    // One listing of the id survives; the other is skipped
+                    // and the survivor compared again with what follows.
+                    if record_supersedes(&b, &a) {
+                        left.advance()?;
+                    } else {
+                        right.advance()?;
+                    }
                     continue;
                 }
+                if b[..32] < a[..32] {
+                    (b, &mut right)
+                } else {
+                    (a, &mut left)
+                }
             }
-            b[..32] <= a[..32]
         };
-        if take_newer {
-            writer.push(newer.record(right))?;
-            right += 1;
-        } else {
-            writer.push(older.record(left))?;
-            left += 1;
-        }
+        writer.push(&take)?;
+        from.advance()?;
     }
     writer.finish()
+}
+
+/// A run's records in order, read through a buffer rather than through
+/// its mapping: a merge reads every record once, and pages read through
+/// the mapping would stay resident in this process as long as the run is
+/// open (at 10 M chunks held, merging the largest runs mapped 1.2 GB).
+struct Records {
+    path: PathBuf,
+    reader: BufReader<std::io::Take<File>>,
+    left: usize,
+    current: Option<[u8; RECORD_SIZE]>,
+}
+
+impl Records {
+    fn of(run: &Run) -> Result<Records> {
+        // Opened again, for an offset of its own; the file is never
+        // modified after it is written (see the mapping in `Run::open`).
+        let mut file = File::open(&run.path).map_err(|error| io_error(&run.path, error))?;
+        file.seek(SeekFrom::Start(HEADER_SIZE as u64))
+            .map_err(|error| io_error(&run.path, error))?;
+        let body = (run.count * RECORD_SIZE) as u64;
+        let mut records = Records {
+            path: run.path.clone(),
+            reader: BufReader::with_capacity(1 << 20, file.take(body)),
+            left: run.count,
+            current: None,
+        };
+        records.advance()?;
+        Ok(records)
+    }
+
+    /// Moves to the next record; `current` is `None` after the last.
+    fn advance(&mut self) -> Result<()> {
+        self.current = if self.left == 0 {
+            None
+        } else {
+            let mut record = [0u8; RECORD_SIZE];
+            self.reader
+                .read_exact(&mut record)
+                .map_err(|error| io_error(&self.path, error))?;
+            self.left -= 1;
+            Some(record)
+        };
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -609,6 +665,54 @@ mod tests {
         assert!(Run::open(&path, 1).is_err());
         fs::write(&path, &good).unwrap();
         assert_eq!(Run::open(&path, 1).unwrap().len(), 100);
+    }
+
+    /// Resident bytes of this process's mappings of `path`, from
+    /// /proc/self/smaps (Linux).
+    #[cfg(target_os = "linux")]
+    fn resident_bytes_mapped_from(path: &Path) -> Option<u64> {
+        let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
+        let wanted = path.to_str().unwrap();
+        let mut inside = false;
+        let mut resident = None;
+        for line in smaps.lines() {
+            // A mapping's header line starts with its address range.
+            if line.split_whitespace().next().is_some_and(|first| {
+                first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+            }) {
+                inside = line.ends_with(wanted);
+            } else if inside && let Some(kib) = line.strip_prefix("Rss:") {
+                let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+                resident = Some(resident.unwrap_or(0) + kib * 1024);
+            }
+        }
+        resident
+    }
+
+    /// Opening checks the whole run's hash, but a lookup touches only a
+    /// few pages: the check must not leave every page of a run mapped into
+    /// the process (at 10 M chunks held, 1.2 GB of resident memory in
+    /// every command that opens the cache).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn opening_a_run_leaves_its_pages_out_of_the_process() {
+        let directory = tempfile::tempdir().unwrap();
+        let listed = entries(200_000, b"pack");
+        let run = Run::write(directory.path(), 3, listed.clone()).unwrap();
+        let path = run.path().to_path_buf();
+        drop(run);
+        let length = fs::metadata(&path).unwrap().len();
+        let run = Run::open(&path, 3).unwrap();
+        assert_eq!(run.lookup(&listed[17].0).unwrap(), Some(listed[17].1));
+        let resident = resident_bytes_mapped_from(&path).expect("the run is mapped");
+        // Its header, footer and probed pages are resident, so the count
+        // is real. The file is 24 MB; checked through the mapping, all of
+        // it was resident. The kernel maps a window (64 KiB, or a large
+        // folio) around each page a lookup probes: under 1 MB here.
+        assert!(
+            resident > 0 && resident < length / 4,
+            "{resident} of the run's {length} bytes resident after opening it"
+        );
     }
 
     /// A run file holding `records` as they are, counted and hashed as a
