@@ -284,6 +284,60 @@ fn sample_compresses(sample: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::crypto::{PackCipher, RepositoryKeys};
+    use crate::format::pack::{PackHeader, TRAILER_SIZE};
+
+    /// Sealing in place moves every piece: each must still open at the
+    /// offset its entry gives, hold what was added, and the header must
+    /// open where the trailer says and tile the area exactly.
+    #[test]
+    fn a_pack_sealed_in_place_opens_piece_by_piece() {
+        let keys = RepositoryKeys::generate(Id::of(b"repository")).unwrap();
+        for cipher in [PackCipher::XChaCha20Poly1305, PackCipher::Aes256Gcm] {
+            let sealer = keys.pack_sealer_with(cipher).unwrap();
+            let mut pack = PackWriter::new();
+            let (first, frame, last) = (vec![1u8; 5000], b"ab cd".repeat(300), vec![7u8; 3]);
+            pack.add(
+                BlobKind::Data,
+                Id::of(&first),
+                9000,
+                Compression::Zstd,
+                &first,
+            );
+            let members = [
+                (BlobKind::Data, Id::of(b"one"), 700),
+                (BlobKind::Data, Id::of(b"two"), 800),
+            ];
+            pack.add_frame(&members, (Compression::Zstd, &frame));
+            pack.add(BlobKind::Tree, Id::of(&last), 3, Compression::None, &last);
+            let (id, bytes, blobs) = pack.finish_sealed(Some(&sealer));
+            assert_eq!(id, Id::of(&bytes));
+            assert_eq!(&bytes[..8], cipher.magic());
+            assert_eq!(bytes[8..40], sealer.ephemeral());
+            assert_eq!(&bytes[bytes.len() - 8..], cipher.magic());
+            let opener = keys.pack_opener(cipher, &sealer.ephemeral(), "p").unwrap();
+            let expected = [&first, &frame, &frame, &last];
+            for (blob, content) in blobs.iter().zip(expected) {
+                let (start, length) = (blob.offset as usize, blob.length as usize);
+                let mut piece = bytes[start..start + length].to_vec();
+                opener.open_piece(blob.offset, &mut piece, "p").unwrap();
+                assert_eq!(&piece, content);
+            }
+            assert_eq!(blobs[1].offset, blobs[2].offset, "a frame is one piece");
+            let trailer = bytes.len() - TRAILER_SIZE as usize;
+            let header_length =
+                u32::from_le_bytes(bytes[trailer..trailer + 4].try_into().unwrap()) as usize;
+            let header_start = trailer - header_length;
+            let mut header = bytes[header_start..trailer].to_vec();
+            opener
+                .open_header(header_start as u64, &mut header, "p")
+                .unwrap();
+            let header =
+                PackHeader::decode_in(&header, ENCRYPTED_AREA_START, header_start as u64, "p")
+                    .unwrap();
+            assert_eq!(header.blobs, blobs);
+        }
+    }
 
     #[test]
     fn text_is_compressed_and_noise_is_stored_raw() {
