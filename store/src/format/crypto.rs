@@ -648,11 +648,12 @@ impl PackSealer {
         self.pieces.cipher()
     }
 
-    /// Seals `buffer[start..]`, the piece at `offset` in the pack, where it
-    /// lies, and appends its tag: a pack being assembled is sealed without
-    /// copying its pieces out.
-    pub fn seal_piece_tail(&self, offset: u64, buffer: &mut Vec<u8>, start: usize) {
-        self.pieces.seal_tail(Role::Piece, offset, buffer, start);
+    /// Seals `bytes`, the piece at `offset` in the pack, where they lie,
+    /// and returns its tag: a pack's pieces are sealed last to first in
+    /// the buffer that gathered them, each moved up to make room for the
+    /// tags before it.
+    pub fn seal_piece_detached(&self, offset: u64, bytes: &mut [u8]) -> [u8; TAG_LENGTH] {
+        self.pieces.seal_detached(Role::Piece, offset, bytes)
     }
 
     /// Seals the header, which starts at `header_start`, in place.
@@ -779,13 +780,17 @@ impl PieceCipher {
         (nonce, aad)
     }
 
+    /// Seals `bytes` where they lie and appends the tag.
     fn seal(&self, role: Role, offset: u64, bytes: &mut Vec<u8>) {
-        self.seal_tail(role, offset, bytes, 0);
+        let tag = self.seal_detached(role, offset, bytes);
+        bytes.extend_from_slice(&tag);
     }
 
-    /// Seals `buffer[start..]` where it lies and appends the tag.
-    fn seal_tail(&self, role: Role, offset: u64, buffer: &mut Vec<u8>, start: usize) {
+    /// Seals `bytes` where they lie and returns the tag, for the caller to
+    /// place after them.
+    fn seal_detached(&self, role: Role, offset: u64, bytes: &mut [u8]) -> [u8; TAG_LENGTH] {
         let (nonce, aad) = self.nonce_and_aad(role, offset);
+        let mut sealed_tag = [0u8; TAG_LENGTH];
         // Both ciphers take messages far longer than any piece (XChaCha20
         // 256 GiB, AES-GCM 64 GiB), so sealing cannot fail.
         #[allow(
@@ -795,25 +800,22 @@ impl PieceCipher {
         match &self.aead {
             PieceAead::XChaCha(cipher) => {
                 let tag = cipher
-                    .encrypt_inout_detached(
-                        &XNonce::from(nonce),
-                        &aad,
-                        (&mut buffer[start..]).into(),
-                    )
+                    .encrypt_inout_detached(&XNonce::from(nonce), &aad, bytes.into())
                     .expect("sealing a piece cannot fail");
-                buffer.extend_from_slice(&tag);
+                sealed_tag.copy_from_slice(&tag);
             }
             PieceAead::Aes(key) => {
                 let tag = key
                     .seal_in_place_separate_tag(
                         aes_nonce(&nonce),
                         ring::aead::Aad::from(&aad),
-                        &mut buffer[start..],
+                        bytes,
                     )
                     .expect("sealing a piece cannot fail");
-                buffer.extend_from_slice(tag.as_ref());
+                sealed_tag.copy_from_slice(tag.as_ref());
             }
         }
+        sealed_tag
     }
 
     fn open(&self, role: Role, offset: u64, bytes: &mut Vec<u8>, object: &str) -> Result<()> {

@@ -85,22 +85,46 @@ pub fn looks_like_words(sample: &[u8]) -> bool {
     if sample.len() < 4096 {
         return false;
     }
-    let whole = entropy_bits(sample.iter().copied());
-    let planes: f64 = (0..4)
-        .map(|k| entropy_bits(sample.iter().skip(k).step_by(4).copied()))
-        .sum();
-    whole >= 6.5 * sample.len() as f64 && planes < 0.92 * whole
+    // One pass counts each plane; the whole sample's counts are their
+    // sums. (Five passes, one per histogram, were 2% of a first backup's
+    // CPU; four histograms side by side also keep one byte's count from
+    // waiting on the last's.)
+    let mut plane_counts = [[0u32; 256]; 4];
+    let words = sample.chunks_exact(4);
+    for (k, &byte) in words.remainder().iter().enumerate() {
+        plane_counts[k][usize::from(byte)] += 1;
+    }
+    for word in words {
+        for (counts, &byte) in plane_counts.iter_mut().zip(word) {
+            counts[usize::from(byte)] += 1;
+        }
+    }
+    let mut counts = [0u32; 256];
+    for plane in &plane_counts {
+        for (total, count) in counts.iter_mut().zip(plane) {
+            *total += count;
+        }
+    }
+    let whole = entropy_of_counts(&counts);
+    if whole < 6.5 * sample.len() as f64 {
+        return false;
+    }
+    let planes: f64 = plane_counts.iter().map(entropy_of_counts).sum();
+    planes < 0.92 * whole
 }
 
 /// The order-0 entropy of `bytes`, in bits for all of them.
 pub fn entropy_bits(bytes: impl Iterator<Item = u8>) -> f64 {
     let mut counts = [0u32; 256];
-    let mut total = 0u32;
     for byte in bytes {
         counts[usize::from(byte)] += 1;
-        total += 1;
     }
-    let total = f64::from(total);
+    entropy_of_counts(&counts)
+}
+
+/// The order-0 entropy, in bits for all of them, of bytes counted by value.
+fn entropy_of_counts(counts: &[u32; 256]) -> f64 {
+    let total = f64::from(counts.iter().sum::<u32>());
     counts
         .iter()
         .filter(|&&count| count > 0)
