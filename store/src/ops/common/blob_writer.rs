@@ -404,11 +404,13 @@ impl<'a> BlobWriter<'a> {
         let base_raw = self.repository.read_blob(&location).ok()?;
         let patch = delta::compress(raw, &base_raw, self.compression_level).ok()?;
         // What storing it whole would take: its own compression (a small
-        // blob gathered into a shared frame may take a little less).
-        let (_, whole) = compress_blob(raw, self.compression_level);
-        let whole = whole.len();
-        if !delta::worth_it(patch.len(), whole) {
-            return None;
+        // blob gathered into a shared frame may take a little less), made
+        // only when the delta is not clearly smaller anyway.
+        if !delta::clearly_worth_it(patch.len(), raw.len()) {
+            let (_, whole) = compress_blob(raw, self.compression_level);
+            if !delta::worth_it(patch.len(), whole.len()) {
+                return None;
+            }
         }
         // Prune must not delete the base's pack under this session.
         lock(&self.relied).insert(location.pack);
