@@ -5,6 +5,7 @@
 //! hash of its bytes) before it is decoded; a mismatch is corruption, never
 //! a silent skip. This module never walks trees or decides what to back up.
 
+mod base_frames;
 mod pack_scan;
 mod records;
 
@@ -12,6 +13,7 @@ pub use pack_scan::{PackScan, SCAN_WINDOW};
 pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks, read_record};
 
 use crate::backend::{Backend, Created, ObjectKind};
+use base_frames::BaseFrames;
 use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
 use crate::format::crypto::{PackCipher, PackOpener, PackSealer, RepositoryKeys, SealedKind};
@@ -55,6 +57,9 @@ pub struct Repository {
     /// this repository last ([`Self::locate_bases_with`]), shared by every
     /// clone.
     base_locator: Arc<Mutex<Option<BaseLocator>>>,
+    /// The shared frames decoded last for delta bases, shared by every
+    /// clone ([`base_frames`]).
+    base_frames: Arc<Mutex<BaseFrames>>,
 }
 
 /// Finds a blob's location by its id (an index's lookup).
@@ -137,6 +142,7 @@ impl Repository {
                 keys: keys.map(|keys| Arc::new(keys.clone())),
                 openers: Arc::default(),
                 base_locator: Arc::default(),
+                base_frames: Arc::default(),
             }),
             Created::AlreadyExisted => Err(StoreError::AlreadyARepository {
                 path: backend.location(),
@@ -161,6 +167,7 @@ impl Repository {
             keys: None,
             openers: Arc::default(),
             base_locator: Arc::default(),
+            base_frames: Arc::default(),
         })
     }
 
@@ -277,7 +284,19 @@ impl Repository {
                 format!("the index lists blob {} in its place", location.entry.id),
             ));
         }
-        self.read_blob_with(&mut self.blob_decoder_at(depth), &location)
+        // The bases of a run of deltas lie side by side, often in one
+        // shared frame: the frame decoded for one base serves the next.
+        let mut decoder = self.blob_decoder_at(depth);
+        let (pack, piece) = (location.pack, location.entry.offset);
+        let in_frame = location.entry.frame_offset.is_some();
+        if in_frame && let Some(content) = lock(&self.base_frames).get(&pack, piece) {
+            decoder.hold_frame(pack, piece, content);
+        }
+        let content = self.read_blob_with(&mut decoder, &location)?;
+        if in_frame && let Some((pack, piece, frame)) = decoder.held_frame() {
+            lock(&self.base_frames).insert(pack, piece, frame);
+        }
+        Ok(content)
     }
 
     /// The cipher for a new pack, in an encrypted repository.

@@ -665,6 +665,20 @@ impl BlobDecoder {
     }
 
     /// The content of the frame decoded last, if it is `entry`'s.
+    /// Makes `content`, the decompressed frame stored at `offset` in
+    /// `pack` (as an earlier decoder decoded it), the frame this decoder
+    /// holds: a member asked for next is taken from it, and still checked
+    /// against its id.
+    pub fn hold_frame(&mut self, pack: Id, offset: u64, content: Arc<Vec<u8>>) {
+        self.frame = Some((pack, offset, content));
+    }
+
+    /// The frame this decoder decoded or was given last: its pack, the
+    /// offset of its stored piece and its content.
+    pub fn held_frame(&self) -> Option<(Id, u64, Arc<Vec<u8>>)> {
+        self.frame.clone()
+    }
+
     fn held(&self, entry: &BlobEntry, pack: &Id) -> Option<&Arc<Vec<u8>>> {
         match &self.frame {
             Some((in_pack, offset, content)) if in_pack == pack && *offset == entry.offset => {
