@@ -229,8 +229,7 @@ fn write_component(
             }
             let batch = *batch;
             committing = Some((
-                scope
-                    .spawn(move || commit_batch(writer, plan, batch, prepared, pool, root, ground)),
+                scope.spawn(move || commit_batch(writer, plan, prepared, pool, root, ground)),
                 batch,
             ));
         }
@@ -318,47 +317,66 @@ fn write_component(
     failures
 }
 
-/// A batch's files written and checked under temporary names (`None`:
-/// only metadata was fixed, in place), by position in the batch.
-type Prepared = Vec<(usize, Result<Option<PathBuf>>)>;
+/// Files written and checked under temporary names (`None`: only
+/// metadata was fixed, in place), each with its entry.
+type Prepared<'p> = Vec<(&'p PlannedEntry, Result<Option<PathBuf>>)>;
 
 /// Writes one batch of files in parallel, each checked under a temporary
 /// name.
-fn prepare_batch(
+fn prepare_batch<'p>(
     writer: &Writer,
     plan: &ComponentPlan,
-    batch: &[&PlannedEntry],
+    batch: &[&'p PlannedEntry],
     cache: &BlobCache,
     pool: Option<&rayon::ThreadPool>,
     ground: &Ground,
-) -> Prepared {
+) -> Prepared<'p> {
     let owners = plan.apply_owners;
-    let prepare = || -> Prepared {
-        batch
-            .par_iter()
-            .enumerate()
-            .map(|(position, item)| {
-                let result = if item.action == Action::Metadata {
-                    place::fix_file_metadata(ground, &item.entry, &item.destination, owners)
-                        .map(|()| None)
-                } else {
-                    let staged_at = plan
-                        .staging
-                        .is_some()
-                        .then(|| plan.written_at(&item.destination));
-                    writer
-                        .prepare_file(item, cache, staged_at.as_deref(), ground, owners)
-                        .map(Some)
-                };
-                (position, result)
-            })
-            .collect()
+    let one = |item: &&'p PlannedEntry| {
+        let result = if item.action == Action::Metadata {
+            place::fix_file_metadata(ground, &item.entry, &item.destination, owners).map(|()| None)
+        } else {
+            let staged_at = plan
+                .staging
+                .is_some()
+                .then(|| plan.written_at(&item.destination));
+            writer
+                .prepare_file(item, cache, staged_at.as_deref(), ground, owners)
+                .map(Some)
+        };
+        (*item, result)
+    };
+    let (large, small): (Vec<&'p PlannedEntry>, Vec<&'p PlannedEntry>) =
+        batch.iter().partition(|item| prefetch::reads_windows(item));
+    // At most LARGE_FILES_AT_ONCE groups, each written one file after
+    // another: even when a thread waiting inside one large file's parallel
+    // decode steals another group, each group has one file in progress.
+    let per_group = large.len().div_ceil(LARGE_FILES_AT_ONCE).max(1);
+    let prepare = || -> Prepared<'p> {
+        let (mut prepared, large) = rayon::join(
+            || small.par_iter().map(one).collect::<Prepared<'p>>(),
+            || {
+                large
+                    .par_chunks(per_group)
+                    .flat_map_iter(|group| group.iter().map(one))
+                    .collect::<Prepared<'p>>()
+            },
+        );
+        prepared.extend(large);
+        prepared
     };
     match pool {
         Some(pool) => pool.install(prepare),
         None => prepare(),
     }
 }
+
+/// Large files (those that read their own windows) written at the same
+/// time in one batch: each holds two windows while it is written, and
+/// with one per thread (eight) the toolchain's libraries took about 40 MiB
+/// of the restore's peak (heaptrack). Each window is decoded in parallel,
+/// so two still keep both cores busy beside the small files.
+const LARGE_FILES_AT_ONCE: usize = 2;
 
 /// Makes a prepared batch durable with one filesystem sync, and only then
 /// renames each file into place (a staged component's files are in place
@@ -368,7 +386,6 @@ fn prepare_batch(
 fn commit_batch(
     writer: &Writer,
     plan: &ComponentPlan,
-    batch: &[&PlannedEntry],
     prepared: Prepared,
     pool: Option<&rayon::ThreadPool>,
     root: &Path,
@@ -380,8 +397,7 @@ fn commit_batch(
     let commit = || -> Vec<(String, String)> {
         prepared
             .into_par_iter()
-            .filter_map(|(position, result)| {
-                let item = batch[position];
+            .filter_map(|(item, result)| {
                 let outcome = match (result, &synced) {
                     (Ok(Some(_)), Ok(())) if plan.staging.is_some() => Ok(()),
                     (Ok(Some(temporary)), Ok(())) => {

@@ -21,19 +21,37 @@ use std::collections::HashSet;
 /// Files needing more than this from the repository are not prefetched
 /// with their batch: they read their own windows (see [`fetch_blobs`]).
 pub const LARGE_FILE_BYTES: u64 = 4 * MIB;
-/// Raw bytes one batch may prefetch: what its cache holds at most.
-pub const BATCH_FETCH_BYTES: u64 = 32 * MIB;
+/// Raw bytes one batch may prefetch: what its cache holds at most. A
+/// component holds two such caches (the batch written, the next one
+/// read), and three components write at once. Batches of small files are
+/// mostly cut at [`BATCH_FILES`] before this (the toolchain's 52,000 files
+/// made 105 batches with 32 MiB), so a smaller cap costs few syncs; 32 MiB
+/// put the toolchain restore's peak RSS at 180-220
+/// MiB, over restic's 131, and 8 MiB (with [`super::pipeline`]'s two
+/// large files at once) brought it to 103-106 MiB at the same wall time
+/// (alternating runs, loaded machine).
+pub const BATCH_FETCH_BYTES: u64 = 8 * MIB;
 /// Files made durable together by one filesystem sync.
 pub const BATCH_FILES: usize = 512;
 
 /// Whether a file's chunks are prefetched with its batch's.
 fn prefetched(item: &PlannedEntry) -> bool {
+    written(item) && item.fetch_bytes <= LARGE_FILE_BYTES
+}
+
+/// Whether a file is written and reads its own windows: it holds two of
+/// them ([`super::fetch::window_bytes`]) while it is written.
+pub fn reads_windows(item: &PlannedEntry) -> bool {
+    written(item) && item.fetch_bytes > LARGE_FILE_BYTES
+}
+
+/// Whether a file's content is written (not only its metadata fixed).
+fn written(item: &PlannedEntry) -> bool {
     item.entry.kind == EntryKind::File
         && matches!(
             item.action,
             Action::Create | Action::Update | Action::Replace
         )
-        && item.fetch_bytes <= LARGE_FILE_BYTES
 }
 
 /// Cuts `files` into batches of at most [`BATCH_FILES`] files and at most
