@@ -13,7 +13,6 @@ pub use pack_scan::{PackScan, SCAN_WINDOW};
 pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks, read_record};
 
 use crate::backend::{Backend, Created, ObjectKind};
-use base_frames::BaseFrames;
 use crate::error::{Result, StoreError};
 use crate::format::config::{CONFIG_NAME, RepositoryConfig};
 use crate::format::crypto::{PackCipher, PackOpener, PackSealer, RepositoryKeys, SealedKind};
@@ -26,6 +25,7 @@ use crate::format::pack::{
     trailer_is_encrypted,
 };
 use crate::id::{Id, IdHasher};
+use base_frames::BaseFrames;
 use cairn_chunker::ChunkerParams;
 use std::collections::HashMap;
 use std::sync::Arc;
