@@ -407,6 +407,18 @@ fn the_last_full_slot_is_not_removed() {
     owner.cairn(&["snapshots"]).ok();
 }
 
+/// Starts `command`, its output dropped, and SIGKILLs it after `delay`
+/// milliseconds: a key change cut off somewhere in its work.
+fn kill_after(command: &mut std::process::Command, delay: u64) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(delay));
+    kill(&mut child);
+}
+
 #[test]
 fn killed_key_changes_leave_a_repository_every_holder_opens() {
     let workspace = Workspace::new();
@@ -438,18 +450,15 @@ fn killed_key_changes_leave_a_repository_every_holder_opens() {
                 "--write-only",
             ],
         };
-        let mut child = owner
-            .command()
-            .env("CAIRN_NEW_PASSWORD", format!("extra {round}"))
-            .arg("--repo")
-            .arg(workspace.repo())
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(*delay));
-        kill(&mut child);
+        kill_after(
+            owner
+                .command()
+                .env("CAIRN_NEW_PASSWORD", format!("extra {round}"))
+                .arg("--repo")
+                .arg(workspace.repo())
+                .args(args),
+            *delay,
+        );
         // The owner's passphrase and the host's identity still open it.
         owner.cairn(&["snapshots"]).ok();
         host.cairn(&["--json", "key", "list"]).ok();
@@ -611,17 +620,14 @@ fn a_killed_read_key_rotation_leaves_every_holder_restoring() {
     write(&workspace.path("b/f.txt"), b"host data");
     let snapshot = host.backup("b");
     for (round, delay) in [10u64, 40, 80, 150, 250].iter().enumerate() {
-        let mut child = owner
-            .command()
-            .arg("--repo")
-            .arg(workspace.repo())
-            .args(["key", "rotate", "--read"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(*delay));
-        kill(&mut child);
+        kill_after(
+            owner
+                .command()
+                .arg("--repo")
+                .arg(workspace.repo())
+                .args(["key", "rotate", "--read"]),
+            *delay,
+        );
         // Every holder still opens the repository; the full ones restore.
         owner.restore(&snapshot, &format!("owner-{round}")).ok();
         second.restore(&snapshot, &format!("second-{round}")).ok();

@@ -149,10 +149,15 @@ impl PackWriter {
         let gathered_start = PACK_MAGIC.len();
         let body = bytes.len() - gathered_start;
         let sealed_start = ENCRYPTED_AREA_START as usize;
+        // Where piece `number`, gathered at `offset`, lies once sealed:
+        // past the encrypted area's start and the tags of the pieces before it.
+        let sealed_at = |number: usize, offset: u64| {
+            sealed_start + (offset as usize - gathered_start) + number * tag
+        };
         bytes.resize(sealed_start + body + pieces.len() * tag, 0);
         for (number, &(_, offset, length)) in pieces.iter().enumerate().rev() {
             let (from, length) = (offset as usize, length as usize);
-            let to = sealed_start + (from - gathered_start) + number * tag;
+            let to = sealed_at(number, offset);
             bytes.copy_within(from..from + length, to);
             let sealed_tag = sealer.seal_piece_detached(to as u64, &mut bytes[to..to + length]);
             bytes[to + length..to + length + tag].copy_from_slice(&sealed_tag);
@@ -162,8 +167,7 @@ impl PackWriter {
         bytes[..magic.len()].copy_from_slice(magic);
         bytes[magic.len()..magic.len() + ephemeral.len()].copy_from_slice(&ephemeral);
         for (number, &(first, offset, length)) in pieces.iter().enumerate() {
-            let sealed_offset =
-                (sealed_start + (offset as usize - gathered_start) + number * tag) as u64;
+            let sealed_offset = sealed_at(number, offset) as u64;
             for blob in blobs[first..]
                 .iter_mut()
                 .take_while(|blob| blob.offset == offset)
