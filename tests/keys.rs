@@ -690,6 +690,67 @@ fn plant_slot_for(workspace: &Workspace, identity_hex: &str) -> String {
     write_key_slot(&repository, &slot).unwrap().to_hex()
 }
 
+/// Slots written before endorsements are the same bytes without an
+/// `endorsement`: a host whose only slot is such a one still backs up
+/// with its identity (FORMAT.md 17.5, "Endorsed slots"), and the owner
+/// restores what it wrote.
+#[test]
+fn a_host_slot_written_before_endorsements_still_opens() {
+    use cairn_store::Repository;
+    use cairn_store::backend::{S3Options, open_backend};
+    use cairn_store::format::keyslot::KeySlot;
+    use cairn_store::ops::unlock::{unlock_with_passphrase, write_key_slot};
+    let workspace = Workspace::new();
+    let (owner, host) = repository_with_host(&workspace);
+    let listed = owner.cairn(&["--json", "key", "list"]).ok().json();
+    let slot = listed["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|slot| slot["label"] == "host-b")
+        .unwrap_or_else(|| panic!("no slot for host-b: {listed}"))
+        .clone();
+    let (endorsed, identity_hex) = (
+        slot["id"].as_str().unwrap().to_string(),
+        slot["recipient"].as_str().unwrap().to_string(),
+    );
+    // The host's slot again, as cairn wrote it before endorsements.
+    let repository = Repository::open(
+        open_backend(
+            &workspace.repo().display().to_string(),
+            &S3Options::default(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut payload = unlock_with_passphrase(&repository, TEST_PASSWORD.as_bytes()).unwrap();
+    payload.read_key = None;
+    payload.earlier_read_keys.clear();
+    payload.label = "host-b".into();
+    payload.endorsement = None;
+    let mut identity = [0u8; 32];
+    hex::decode_to_slice(&identity_hex, &mut identity).unwrap();
+    write_key_slot(
+        &repository,
+        &KeySlot::wrap_for_recipient(&payload, &identity).unwrap(),
+    )
+    .unwrap();
+    let removed: Vec<PathBuf> = walk(&workspace.repo().join("keyslots"))
+        .into_iter()
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(&endorsed))
+        })
+        .collect();
+    assert_eq!(removed.len(), 1, "the endorsed slot: {removed:?}");
+    std::fs::remove_file(&removed[0]).unwrap();
+
+    write(&workspace.path("b/data.bin"), &noise(11, 200_000));
+    let snapshot = host.backup("b");
+    owner.restore(&snapshot, "out-owner").ok();
+    assert_same_tree(&workspace.path("b"), &workspace.path("out-owner/b"));
+}
+
 /// Every file of the repository, with its size.
 fn repository_files(workspace: &Workspace) -> Vec<(PathBuf, u64)> {
     let mut files: Vec<(PathBuf, u64)> = walk(&workspace.repo())
