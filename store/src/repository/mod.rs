@@ -284,15 +284,23 @@ impl Repository {
                 format!("the index lists blob {} in its place", location.entry.id),
             ));
         }
-        // The bases of a run of deltas lie side by side, often in one
-        // shared frame: the frame decoded for one base serves the next.
+        self.read_base_at(&location, depth)
+    }
+
+    /// Reads the blob at `location` as a delta base (one a backup patches
+    /// against, or one a delta being read needs, `depth` bases down its
+    /// chain), checked against its id like any blob. The bases of a run
+    /// of deltas lie side by side, often in one shared frame: the frame
+    /// decoded for one base serves the next, so a changed file's pages
+    /// cost one read, opening and decompression per frame, not per page.
+    pub fn read_base_at(&self, location: &BlobLocation, depth: usize) -> Result<Vec<u8>> {
         let mut decoder = self.blob_decoder_at(depth);
         let (pack, piece) = (location.pack, location.entry.offset);
         let in_frame = location.entry.frame_offset.is_some();
         if in_frame && let Some(content) = lock(&self.base_frames).get(&pack, piece) {
             decoder.hold_frame(pack, piece, content);
         }
-        let content = self.read_blob_with(&mut decoder, &location)?;
+        let content = self.read_blob_with(&mut decoder, location)?;
         if in_frame && let Some((pack, piece, frame)) = decoder.held_frame() {
             lock(&self.base_frames).insert(pack, piece, frame);
         }

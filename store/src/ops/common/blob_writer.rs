@@ -401,7 +401,9 @@ impl<'a> BlobWriter<'a> {
         if base == id {
             return None;
         }
-        let base_raw = self.repository.read_blob(&location).ok()?;
+        // Through the frames held for bases: the bases of a changed file's
+        // pages lie side by side in the previous version's shared frames.
+        let base_raw = self.repository.read_base_at(&location, 0).ok()?;
         let patch = delta::compress(raw, &base_raw, self.compression_level).ok()?;
         // What storing it whole would take: its own compression (a small
         // blob gathered into a shared frame may take a little less), made
