@@ -9,6 +9,7 @@
 //! candidate base, and never trusts a frame's declared size beyond the
 //! length the entry records.
 
+use std::cell::RefCell;
 use std::io;
 use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, get_frame_content_size};
 
@@ -33,11 +34,15 @@ pub const WORTH_PERCENT: usize = 60;
 /// A delta of at most this share (in percent) of the blob's raw length is
 /// kept without compressing the blob whole to compare: for the delta to
 /// lose against [`WORTH_PERCENT`], the blob would have to compress more
-/// than [`WORTH_PERCENT`] / this times (20×) on its own. Skipping that
-/// second compression cut a next-night backup's CPU by a fifth on the
-/// real-applications workload, for 2–3% more growth (docs/PERFORMANCE.md,
-/// "Delta-encoded chunks: cost of reading and writing them").
-pub const CLEARLY_WORTH_PERCENT: usize = 3;
+/// than [`WORTH_PERCENT`] / this times (6×) on its own. On the
+/// real-applications workload's next night, of the changed chunks whose
+/// patch is 3–10% of their length (3,550 of 16,870), 88 compress that well
+/// alone: keeping their patches instead did not measurably grow the night,
+/// while the comparisons skipped were three fifths of those made (docs/
+/// PERFORMANCE.md, "Delta-encoded chunks: a next night's CPU"). At 3% the
+/// rule had first cut that night's CPU by a fifth ("cost of reading and
+/// writing them").
+pub const CLEARLY_WORTH_PERCENT: usize = 10;
 
 /// Blobs smaller than this are never delta-encoded: a patch's frame header
 /// and the base fetch cost more than they could save.
@@ -47,6 +52,15 @@ pub const MIN_DELTA_INPUT: usize = 512;
 /// stored in `whole` bytes.
 pub fn worth_it(delta: usize, whole: usize) -> bool {
     delta * 100 <= whole * WORTH_PERCENT
+}
+
+/// Whether a delta of `delta` bytes could be worth keeping at all for a
+/// blob of `raw` bytes: a blob is never stored whole in more than its raw
+/// length (one that does not compress is stored as it is), so a delta
+/// this does not allow loses to any whole form, and the whole compression
+/// need not be made to know it.
+pub fn could_be_worth_it(delta: usize, raw: usize) -> bool {
+    worth_it(delta, raw)
 }
 
 /// Whether a delta of `delta` bytes is small enough against the blob's
@@ -60,13 +74,65 @@ fn zstd_error(what: &str, code: usize) -> io::Error {
     io::Error::other(format!("{what}: {}", zstd_safe::get_error_name(code)))
 }
 
+thread_local! {
+    /// This thread's context for patches, kept from one to the next: a
+    /// fresh one per patch (allocating zstd's working memory, and the page
+    /// faults of touching it) was nearly a tenth of what a patch cost. It never
+    /// holds a base between calls (see [`compress`]).
+    static PATCHER: RefCell<Option<CCtx<'static>>> = const { RefCell::new(None) };
+}
+
 /// `raw` compressed at `level` with `base` as its prefix. The frame records
 /// its content size, which a reader checks before allocating.
 pub fn compress(raw: &[u8], base: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    // A prefix is referenced, not copied, and only for the next frame, so
-    // a context is made per delta; deltas are only tried for chunks that
-    // changed, which the tables' set-up does not dominate.
-    let mut context = CCtx::create();
+    PATCHER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let context = match slot.as_mut() {
+            Some(context) => context,
+            None => slot.insert(
+                CCtx::try_create()
+                    .ok_or_else(|| io::Error::other("zstd: no memory for a context"))?,
+            ),
+        };
+        // SAFETY: zstd keeps a pointer to the prefix, which the context's
+        // type would tie to the context's whole ('static) life. The guard
+        // below drops that pointer (a parameter reset removes any prefix,
+        // whether or not the frame was made) before this call returns or
+        // unwinds, while `base` is still borrowed, so the context never
+        // reads the base after this call.
+        let base: &'static [u8] = unsafe { std::slice::from_raw_parts(base.as_ptr(), base.len()) };
+        let guard = Forget(context);
+        patch(&mut *guard.0, raw, base, level)
+    })
+}
+
+/// Takes the prefix (and every parameter) out of a kept context when
+/// dropped, so no pointer into a caller's base outlives the call.
+struct Forget<'c>(&'c mut CCtx<'static>);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        // Resetting the session first makes the parameter reset possible
+        // after a frame that failed part way; a reset that still failed
+        // would leave the prefix, so the context is then replaced.
+        if self
+            .0
+            .reset(zstd_safe::ResetDirective::SessionAndParameters)
+            .is_err()
+        {
+            *self.0 = CCtx::create();
+        }
+    }
+}
+
+/// One patch made with `context`, whose parameters are all at their
+/// defaults.
+fn patch(
+    context: &mut CCtx<'static>,
+    raw: &[u8],
+    base: &'static [u8],
+    level: i32,
+) -> io::Result<Vec<u8>> {
     context
         .set_parameter(CParameter::CompressionLevel(level))
         .map_err(|code| zstd_error("zstd level", code))?;
@@ -161,6 +227,31 @@ mod tests {
         assert!(clearly_worth_it(delta.len(), changed.len()));
         assert!(!clearly_worth_it(whole.len(), changed.len()));
         assert_eq!(decompress(&delta, &base, changed.len()).unwrap(), changed);
+    }
+
+    /// The thread's kept context leaves nothing behind: a patch made after
+    /// others (with a larger window, at another level) is the same frame a fresh
+    /// thread makes, and decodes against its own base only.
+    #[test]
+    fn a_kept_context_patches_as_a_fresh_one() {
+        let base = vectors(7, 16 * 1024);
+        let mut changed = base.clone();
+        changed[300] ^= 0x11;
+        let fresh = std::thread::spawn({
+            let (changed, base) = (changed.clone(), base.clone());
+            move || compress(&changed, &base, 3).unwrap()
+        })
+        .join()
+        .unwrap();
+        // Before it on this thread: a larger window, another level.
+        let large = vectors(9, 256 * 1024);
+        compress(&large[1..], &large, 9).unwrap();
+        let kept = compress(&changed, &base, 3).unwrap();
+        assert_eq!(kept, fresh);
+        // Without a prefix given, the last call's base is not used.
+        let alone = compress(&changed, &[], 3).unwrap();
+        assert!(alone.len() > kept.len() * 10);
+        assert_eq!(decompress(&alone, &[], changed.len()).unwrap(), changed);
     }
 
     #[test]

@@ -405,6 +405,9 @@ impl<'a> BlobWriter<'a> {
         // pages lie side by side in the previous version's shared frames.
         let base_raw = self.repository.read_base_at(&location, 0).ok()?;
         let patch = delta::compress(raw, &base_raw, self.compression_level).ok()?;
+        if !delta::could_be_worth_it(patch.len(), raw.len()) {
+            return None;
+        }
         // What storing it whole would take: its own compression (a small
         // blob gathered into a shared frame may take a little less), made
         // only when the delta is not clearly smaller anyway.
