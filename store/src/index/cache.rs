@@ -378,13 +378,31 @@ impl IndexCache for SledIndex {
         if hint.is_some_and(|located| located.vouched) {
             return Ok(hint);
         }
-        for run in read(&self.runs).iter().rev() {
-            if let Some(located) = run.lookup(blob)? {
-                if located.vouched {
-                    return Ok(Some(located));
+        let damage = {
+            let runs = read(&self.runs);
+            let mut damage = None;
+            for run in runs.iter().rev() {
+                match run.lookup(blob) {
+                    Ok(Some(located)) if located.vouched => return Ok(Some(located)),
+                    Ok(Some(located)) => hint = hint.or(Some(located)),
+                    Ok(None) => {}
+                    Err(error @ StoreError::Corrupt { .. }) => {
+                        damage = Some(error);
+                        break;
+                    }
+                    Err(error) => return Err(error),
                 }
-                hint = hint.or(Some(located));
             }
+            damage
+        };
+        if let Some(error) = damage {
+            // A run's page failed its check (opening checks only a run's
+            // directory). The run cannot answer, and no answer here may
+            // leave it out: a blob only it lists would be missed. Emptied,
+            // the cache is rebuilt from the repository when next opened;
+            // this command stops with the error.
+            let _ = self.clear();
+            return Err(error);
         }
         Ok(hint)
     }
