@@ -890,6 +890,41 @@ mod tests {
         assert_eq!(run_files(&path), 0);
     }
 
+    /// A run page that rots on disk is refused when a lookup reads it,
+    /// and the cache is emptied, so the next open takes every index file
+    /// in again instead of answering from what is left.
+    #[test]
+    fn a_damaged_run_page_empties_the_cache_for_a_rebuild() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("cache");
+        let pack = pack_of(b"pack", 500, None);
+        let index = SledIndex::open(&path).unwrap();
+        index.insert_pack(&pack, true).unwrap();
+        index.mark_index_file(&Id::of(b"index file")).unwrap();
+        index.flush().unwrap();
+        let run = fs::read_dir(path.join("runs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        // The first page's records: flip a byte of its first blob's pack id.
+        let mut bytes = fs::read(&run).unwrap();
+        bytes[16 + 40] ^= 1;
+        fs::write(&run, &bytes).unwrap();
+        let mut ids: Vec<Id> = pack.blobs.iter().map(|blob| blob.id).collect();
+        ids.sort();
+        let error = index
+            .locate(&ids[0])
+            .err()
+            .expect("a damaged page")
+            .to_string();
+        assert!(error.contains("checksum"), "{error}");
+        assert_eq!(run_files(&path), 0);
+        assert!(index.index_files().unwrap().is_empty());
+        assert_eq!(found_in(&index, &ids[0]), None);
+    }
+
     /// A planted listing, taken in after the true one, must not shadow it;
     /// only a vouched location counts for deduplication.
     fn keeps_the_vouched_location(index: &dyn IndexCache) {
