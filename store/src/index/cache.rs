@@ -916,8 +916,7 @@ mod tests {
         ids.sort();
         let error = index
             .locate(&ids[0])
-            .err()
-            .expect("a damaged page")
+            .expect_err("a damaged page")
             .to_string();
         assert!(error.contains("checksum"), "{error}");
         assert_eq!(run_files(&path), 0);
