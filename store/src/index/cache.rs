@@ -2,7 +2,7 @@
 //! the repository, behind [`IndexCache`].
 //!
 //! Two implementations: [`SledIndex`], on disk under the user's cache
-//! directory (blob locations in memory-mapped run files, see
+//! directory (blob locations in paged, checked run files, see
 //! [`super::runs`]; the rest in sled trees), so lookups need not hold every
 //! entry in RAM; and
 //! [`MemoryIndex`], for one-off runs and as the fallback when the on-disk
