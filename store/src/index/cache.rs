@@ -2,7 +2,7 @@
 //! the repository, behind [`IndexCache`].
 //!
 //! Two implementations: [`SledIndex`], on disk under the user's cache
-//! directory (blob locations in memory-mapped run files, see
+//! directory (blob locations in paged, checked run files, see
 //! [`super::runs`]; the rest in sled trees), so lookups need not hold every
 //! entry in RAM; and
 //! [`MemoryIndex`], for one-off runs and as the fallback when the on-disk
@@ -378,13 +378,31 @@ impl IndexCache for SledIndex {
         if hint.is_some_and(|located| located.vouched) {
             return Ok(hint);
         }
-        for run in read(&self.runs).iter().rev() {
-            if let Some(located) = run.lookup(blob)? {
-                if located.vouched {
-                    return Ok(Some(located));
+        let damage = {
+            let runs = read(&self.runs);
+            let mut damage = None;
+            for run in runs.iter().rev() {
+                match run.lookup(blob) {
+                    Ok(Some(located)) if located.vouched => return Ok(Some(located)),
+                    Ok(Some(located)) => hint = hint.or(Some(located)),
+                    Ok(None) => {}
+                    Err(error @ StoreError::Corrupt { .. }) => {
+                        damage = Some(error);
+                        break;
+                    }
+                    Err(error) => return Err(error),
                 }
-                hint = hint.or(Some(located));
             }
+            damage
+        };
+        if let Some(error) = damage {
+            // A run's page failed its check (opening checks only a run's
+            // directory). The run cannot answer, and no answer here may
+            // leave it out: a blob only it lists would be missed. Emptied,
+            // the cache is rebuilt from the repository when next opened;
+            // this command stops with the error.
+            let _ = self.clear();
+            return Err(error);
         }
         Ok(hint)
     }
@@ -870,6 +888,40 @@ mod tests {
         index.clear().unwrap();
         assert_eq!(found_in(&index, &some_first_blob), None);
         assert_eq!(run_files(&path), 0);
+    }
+
+    /// A run page that rots on disk is refused when a lookup reads it,
+    /// and the cache is emptied, so the next open takes every index file
+    /// in again instead of answering from what is left.
+    #[test]
+    fn a_damaged_run_page_empties_the_cache_for_a_rebuild() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("cache");
+        let pack = pack_of(b"pack", 500, None);
+        let index = SledIndex::open(&path).unwrap();
+        index.insert_pack(&pack, true).unwrap();
+        index.mark_index_file(&Id::of(b"index file")).unwrap();
+        index.flush().unwrap();
+        let run = fs::read_dir(path.join("runs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        // The first page's records: flip a byte of its first blob's pack id.
+        let mut bytes = fs::read(&run).unwrap();
+        bytes[16 + 40] ^= 1;
+        fs::write(&run, &bytes).unwrap();
+        let mut ids: Vec<Id> = pack.blobs.iter().map(|blob| blob.id).collect();
+        ids.sort();
+        let error = index
+            .locate(&ids[0])
+            .expect_err("a damaged page")
+            .to_string();
+        assert!(error.contains("checksum"), "{error}");
+        assert_eq!(run_files(&path), 0);
+        assert!(index.index_files().unwrap().is_empty());
+        assert_eq!(found_in(&index, &ids[0]), None);
     }
 
     /// A planted listing, taken in after the true one, must not shadow it;
