@@ -217,7 +217,10 @@ pub fn backup_to_each(
         walk::secret_key_identities(&options.secret_keys),
     )
     .caching(primary_cache.as_ref(), &recorders);
-    let walked = walk.components(params, &sources, parent_body.as_ref());
+    let walked = match walk::walk_pool(options.components.len()) {
+        Some(pool) => pool.install(|| walk.components(params, &sources, parent_body.as_ref())),
+        None => walk.components(params, &sources, parent_body.as_ref()),
+    };
     reporter.flush();
     let ReadSources {
         components,
