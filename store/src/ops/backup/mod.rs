@@ -345,7 +345,7 @@ mod tests {
             .map(|number| {
                 let root = repository.directory.path().join(format!("c{number}"));
                 sources(&root);
-                ComponentSource::new(&format!("c{number}"), &root)
+                ComponentSource::new(format!("c{number}"), &root)
             })
             .collect();
         let options = BackupOptions {
