@@ -9,7 +9,7 @@
 
 use super::fan_out::FanOut;
 use super::progress::Reporter;
-use super::read_ahead::{self, ReadAhead};
+use super::read_ahead::{self, ReadAhead, ReadAheadSlots};
 use crate::error::Result;
 use crate::format::pack::FRAME_TARGET;
 use crate::id::{Id, IdHasher};
@@ -21,6 +21,13 @@ use std::io;
 
 /// Files larger than this are read ahead on a thread of their own.
 const READ_AHEAD_FROM: u64 = 2 * read_ahead::BLOCK_SIZE as u64;
+
+/// The chunking buffer of a large file read without read-ahead (every slot
+/// taken, see [`ReadAheadSlots`]): that file is the backup's one more than
+/// its cores, worked on while the others wait for the disk, so its batches
+/// need not be long enough to keep every core busy; small, it adds little
+/// to the peak (the default buffer is 8 MiB).
+const UNREAD_AHEAD_BUFFER: usize = 1024 * 1024;
 
 /// A file's content as stored: its chunks, its hash and its length.
 pub(super) struct StoredContent {
@@ -62,12 +69,15 @@ pub(super) struct ChunkTarget<'a> {
     /// How chunks and whole files are named (keyed in an encrypted
     /// repository).
     pub(super) id_hasher: IdHasher,
+    /// Shared by the whole backup: how many large files are read ahead.
+    pub(super) read_aheads: &'a ReadAheadSlots,
 }
 
 impl ChunkTarget<'_> {
     /// Stores `file` from its current position; `expected_length` is its
     /// size as listed. A large file is read on a thread of its own, ahead
-    /// of the chunking, so the disk is never idle while the CPU works.
+    /// of the chunking, so the disk is never idle while the CPU works; if
+    /// as many files are read ahead already, it is read directly.
     ///
     /// `previous` lists the chunks of the parent snapshot's version of the
     /// file, if it has one: a new chunk may be stored as a delta against
@@ -82,31 +92,33 @@ impl ChunkTarget<'_> {
         let near = previous
             .filter(|chunks| !chunks.is_empty())
             .and_then(|chunks| Some(Near::new(chunks, self.writer.chunk_starts(chunks)?)));
-        if expected_length > READ_AHEAD_FROM {
+        let slot = (expected_length > READ_AHEAD_FROM)
+            .then(|| self.read_aheads.try_take())
+            .flatten();
+        if slot.is_some() {
             std::thread::scope(|scope| {
-                self.store_chunks(
-                    ReadAhead::start(scope, file),
-                    chunking,
-                    expected_length,
-                    near.as_ref(),
-                )
+                let reader = ReadAhead::start(scope, file);
+                let stream = ChunkStream::with_expected_length(reader, chunking, expected_length);
+                self.store_chunks(stream, expected_length, near.as_ref())
             })
+        } else if expected_length > READ_AHEAD_FROM {
+            let stream = ChunkStream::with_buffer_size(file, chunking, UNREAD_AHEAD_BUFFER);
+            self.store_chunks(stream, expected_length, near.as_ref())
         } else {
-            self.store_chunks(file, chunking, expected_length, near.as_ref())
+            let stream = ChunkStream::with_expected_length(file, chunking, expected_length);
+            self.store_chunks(stream, expected_length, near.as_ref())
         }
     }
 
-    /// Cuts what `reader` gives into chunks and stores them. On success:
+    /// Cuts what `stream` gives into chunks and stores them. On success:
     /// the chunk ids, the whole content's hash and its length.
     fn store_chunks(
         &self,
-        reader: impl io::Read,
-        chunking: Chunking,
+        stream: ChunkStream<impl io::Read>,
         expected_length: u64,
         near: Option<&Near>,
     ) -> Result<io::Result<StoredContent>> {
-        let mut stream = ChunkStream::with_expected_length(reader, chunking, expected_length)
-            .with_id_hasher(self.id_hasher);
+        let mut stream = stream.with_id_hasher(self.id_hasher);
         let sharing = if expected_length < FRAME_TARGET as u64 {
             FrameSharing::Thread
         } else {
@@ -180,6 +192,18 @@ mod tests {
         crate::ops::common::blob_writer::WriterStatistics,
         u64,
     ) {
+        store_with_slots(repository, content, &ReadAheadSlots::new(1))
+    }
+
+    fn store_with_slots(
+        repository: &TestRepository,
+        content: &[u8],
+        read_aheads: &ReadAheadSlots,
+    ) -> (
+        StoredContent,
+        crate::ops::common::blob_writer::WriterStatistics,
+        u64,
+    ) {
         let path = repository.directory.path().join("source");
         std::fs::write(&path, content).unwrap();
         let file = File::open(&path).unwrap();
@@ -191,6 +215,7 @@ mod tests {
             writer: &fan_out,
             group: 0,
             reporter: &reporter,
+            read_aheads,
         };
         let chunking = Chunking::ContentDefined(ChunkerParams::DEFAULT);
         let stored = target
@@ -232,6 +257,26 @@ mod tests {
     }
 
     #[test]
+    fn a_large_file_finding_no_read_ahead_slot_is_stored_alike() {
+        let content = noise(READ_AHEAD_FROM as usize + 3 * UNREAD_AHEAD_BUFFER + 777);
+        let ahead = TestRepository::new();
+        let (read_ahead, _, _) = store(&ahead, &content);
+        // Every slot taken: the file is read directly, through the small
+        // buffer, and must come out the same (cuts do not depend on it).
+        let slots = ReadAheadSlots::new(1);
+        let taken = slots.try_take();
+        assert!(taken.is_some());
+        let direct = TestRepository::new();
+        let (read_directly, written, reported) = store_with_slots(&direct, &content, &slots);
+        assert!(read_directly.chunks.len() > 1);
+        assert_eq!(read_directly.chunks, read_ahead.chunks);
+        assert_eq!(read_directly.hash, Id::of(&content));
+        assert_eq!(read_directly.size, content.len() as u64);
+        assert_eq!(written.new_blobs, read_directly.chunks.len() as u64);
+        assert_eq!(reported, content.len() as u64);
+    }
+
+    #[test]
     fn a_read_error_is_the_sources_not_the_repositorys() {
         let repository = TestRepository::new();
         // Reading a directory fails with EISDIR on Linux.
@@ -244,6 +289,7 @@ mod tests {
             writer: &fan_out,
             group: 0,
             reporter: &reporter,
+            read_aheads: &ReadAheadSlots::new(1),
         };
         let chunking = Chunking::ContentDefined(ChunkerParams::DEFAULT);
         let inner = target.store_file(&directory, chunking, 10, None).unwrap();

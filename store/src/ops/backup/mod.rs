@@ -217,7 +217,10 @@ pub fn backup_to_each(
         walk::secret_key_identities(&options.secret_keys),
     )
     .caching(primary_cache.as_ref(), &recorders);
-    let walked = walk.components(params, &sources, parent_body.as_ref());
+    let walked = match walk::walk_pool(options.components.len()) {
+        Some(pool) => pool.install(|| walk.components(params, &sources, parent_body.as_ref())),
+        None => walk.components(params, &sources, parent_body.as_ref()),
+    };
     reporter.flush();
     let ReadSources {
         components,
@@ -322,6 +325,46 @@ mod tests {
             assert_eq!(*progress.components.lock().unwrap(), ["data"]);
             assert_eq!(outcome.verdict(), Verdict::Complete);
         }
+    }
+
+    #[test]
+    fn more_components_than_cores_are_walked_on_one_more_thread_and_stored_whole() {
+        let cores = rayon::current_num_threads();
+        assert!(
+            walk::walk_pool(cores).is_none(),
+            "as many as the cores: as before"
+        );
+        let pool = walk::walk_pool(cores + 2).expect("a pool for more components");
+        assert_eq!(pool.current_num_threads(), cores + 1);
+
+        // Each component holds a file large enough to be read ahead, so
+        // some of them may find every read-ahead slot taken and be read
+        // directly: read again, however each is read, nothing is new.
+        let repository = TestRepository::new();
+        let components: Vec<ComponentSource> = (0..cores + 2)
+            .map(|number| {
+                let root = repository.directory.path().join(format!("c{number}"));
+                sources(&root);
+                ComponentSource::new(format!("c{number}"), &root)
+            })
+            .collect();
+        let options = BackupOptions {
+            components,
+            ..BackupOptions::default()
+        };
+        let first = backup_with_progress(&repository.destination(), &options, &NoProgress).unwrap();
+        assert_eq!(first.body.components.len(), cores + 2);
+        for component in &first.body.components {
+            assert_eq!(component.stats.files, 4, "{}", component.name);
+            assert_eq!(component.stats.bytes, 10 + 5000 + 9 * 1024 * 1024);
+        }
+        let again = BackupOptions {
+            force_read: true,
+            ..options
+        };
+        let second = backup_with_progress(&repository.destination(), &again, &NoProgress).unwrap();
+        assert_eq!(second.written.new_blobs, 0, "read again, cut alike");
+        assert_eq!(second.body.components, first.body.components);
     }
 
     #[test]

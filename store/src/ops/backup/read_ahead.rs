@@ -6,6 +6,9 @@
 //!   stays at a few blocks per file whatever the file's size), never reads
 //!   more than the queue holds past what the consumer took, and never hides
 //!   a read error: it reaches the consumer where it happened.
+//! - [`ReadAheadSlots`] caps how many files are read ahead at once across
+//!   the backup, so its memory does not grow with its threads. It never
+//!   waits: a file finding no slot free is read without read-ahead.
 //! - [`hint_files`] asks the kernel to start reading the beginning of many
 //!   small files at once, so that a directory of them costs about one
 //!   disk round trip rather than one per file. Only a hint: it never reads
@@ -23,7 +26,7 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{Scope, ScopedJoinHandle};
@@ -33,6 +36,49 @@ pub const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 /// Blocks read but not yet taken; with the block being read and the one
 /// being consumed, at most three blocks are held per file.
 const QUEUED_BLOCKS: usize = 1;
+
+/// How many files may be read ahead at once. Each file read ahead holds up
+/// to three blocks (12 MiB) besides its chunking buffer; a backup of more
+/// components than cores runs one more thread (see
+/// [`super::walk::walk_pool`]), and without this cap one more large file at
+/// a time would hold them too. A file that finds every slot taken is
+/// read by its consumer directly: the files already read ahead keep the
+/// disk busy meanwhile.
+pub struct ReadAheadSlots {
+    taken: AtomicUsize,
+    limit: usize,
+}
+
+/// One file's slot, given back when dropped.
+pub struct ReadAheadSlot<'a> {
+    taken: &'a AtomicUsize,
+}
+
+impl ReadAheadSlots {
+    pub fn new(limit: usize) -> Self {
+        ReadAheadSlots {
+            taken: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// A slot if one is free; never waits (a worker waiting here could
+    /// hold, further up its stack, work that a slot's holder waits for).
+    pub fn try_take(&self) -> Option<ReadAheadSlot<'_>> {
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < self.limit).then_some(taken + 1)
+            })
+            .ok()
+            .map(|_| ReadAheadSlot { taken: &self.taken })
+    }
+}
+
+impl Drop for ReadAheadSlot<'_> {
+    fn drop(&mut self) {
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The consuming end: a `Read` over the blocks the thread sends.
 pub struct ReadAhead<'scope> {
@@ -286,6 +332,18 @@ fn hint_file(path: &Path) {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn read_ahead_slots_stop_at_their_limit_and_come_back_when_dropped() {
+        let slots = ReadAheadSlots::new(2);
+        let first = slots.try_take();
+        let second = slots.try_take();
+        assert!(first.is_some() && second.is_some());
+        assert!(slots.try_take().is_none(), "a third file is read directly");
+        drop(first);
+        assert!(slots.try_take().is_some(), "a slot given back serves again");
+        assert!(ReadAheadSlots::new(0).try_take().is_none());
+    }
 
     fn file_of(length: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
         let content: Vec<u8> = (0..length).map(|at| (at * 31 % 251) as u8).collect();

@@ -48,6 +48,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Files of a directory whose reading is asked for at once.
 const HINT_WINDOW: usize = 64;
 
+/// The cores a backup keeps busy: the global pool's threads (one per core
+/// unless `RAYON_NUM_THREADS` says otherwise).
+fn cores() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// The walk's own threads when it has more components than cores: one per
+/// component, up to one more than the cores; `None` (the global pool, a
+/// thread per core) otherwise. Components are walked side by side, each
+/// from a worker of its own; with a thread per core the components after
+/// the first ones waited for one of those to end, so a component of small
+/// files (waiting on the disk for each) came last, its waits with nothing
+/// to fill them: the modelled first backup walked its 20,000 small files
+/// alone for its last second. The extra thread works while another waits
+/// on the disk. It costs memory (one more file chunked at a time, one more
+/// compressor), so a backup of fewer components keeps a thread per core.
+pub(super) fn walk_pool(components: usize) -> Option<rayon::ThreadPool> {
+    let threads = components.min(cores() + 1);
+    if threads <= cores() {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|index| format!("cairn-walk-{index}"))
+        .build()
+        .ok()
+}
+
 /// What the walks of every component share: where blobs go, where parent
 /// trees are read from (the first repository), and what they gather from
 /// every thread.
@@ -66,6 +94,8 @@ pub(super) struct Walk<'a> {
     cached: Option<&'a CachedWalk>,
     /// Each repository's walk cache recording, given every tree stored.
     recorders: &'a [Option<WalkRecorder>],
+    /// How many large files are read ahead at once, across components.
+    read_aheads: read_ahead::ReadAheadSlots,
 }
 
 /// What the walk gathered besides the components: its problems, how many
@@ -157,6 +187,7 @@ impl<'a> Walk<'a> {
             secret_keys_left_out: Mutex::new(Vec::new()),
             cached: None,
             recorders: &[],
+            read_aheads: read_ahead::ReadAheadSlots::new(cores()),
         }
     }
 
@@ -241,6 +272,7 @@ impl<'a> Walk<'a> {
                         group,
                         reporter: self.reporter,
                         id_hasher: self.repository.id_hasher(),
+                        read_aheads: &self.read_aheads,
                     },
                     chunking: resolve_chunking(self.repository.config(), params, source.chunking),
                     component: &source.name,
