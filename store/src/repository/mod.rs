@@ -9,7 +9,7 @@ mod base_frames;
 mod pack_scan;
 mod records;
 
-pub use pack_scan::{PackScan, SCAN_WINDOW};
+pub use pack_scan::{LOCAL_SCAN_WINDOW, PackScan, SCAN_WINDOW, scan_window};
 pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks, read_record};
 
 use crate::backend::{Backend, Created, ObjectKind};
@@ -21,8 +21,8 @@ use crate::format::keys::{PublicKey, PublicKeyObject, SigningKey};
 use crate::format::limits;
 use crate::format::manifest::{SAFETY_TAG, SignedManifest, SnapshotBody};
 use crate::format::pack::{
-    BlobDecoder, ENCRYPTED_AREA_START, PACK_MAGIC, PackHeader, TRAILER_SIZE, parse_trailer,
-    trailer_is_encrypted,
+    BlobDecoder, Decoded, ENCRYPTED_AREA_START, PACK_MAGIC, PackHeader, TRAILER_SIZE,
+    parse_trailer, trailer_is_encrypted,
 };
 use crate::id::{Id, IdHasher};
 use base_frames::BaseFrames;
@@ -249,7 +249,9 @@ impl Repository {
         };
         let repository = self.clone();
         decoder.with_bases(
-            Arc::new(move |base: &Id, depth: usize| repository.read_base(base, depth)),
+            Arc::new(move |base: &Id, depth: usize, check: bool| {
+                repository.read_base(base, depth, check)
+            }),
             depth,
         )
     }
@@ -271,9 +273,11 @@ impl Repository {
     }
 
     /// The content of the delta base `id`, `depth` bases down a chain:
-    /// located through the index, read and checked against `id` (a store
-    /// that swapped it fails here, or at the delta's own id check).
-    fn read_base(&self, id: &Id, depth: usize) -> Result<Vec<u8>> {
+    /// located through the index and read; checked against `id` with
+    /// `check` (a decoder reading a delta checks what the delta decodes to
+    /// instead, and asks for the check only to name a damaged base: see
+    /// `BlobDecoder::decode_delta`).
+    fn read_base(&self, id: &Id, depth: usize, check: bool) -> Result<Decoded> {
         let object = format!("delta base {id}");
         let location = self
             .locate_base(id)?
@@ -284,7 +288,7 @@ impl Repository {
                 format!("the index lists blob {} in its place", location.entry.id),
             ));
         }
-        self.read_base_at(&location, depth)
+        self.decode_base_at(&location, depth, check)
     }
 
     /// Reads the blob at `location` as a delta base (one a backup patches
@@ -294,13 +298,26 @@ impl Repository {
     /// decoded for one base serves the next, so a changed file's pages
     /// cost one read, opening and decompression per frame, not per page.
     pub fn read_base_at(&self, location: &BlobLocation, depth: usize) -> Result<Vec<u8>> {
+        self.decode_base_at(location, depth, true)
+            .map(Decoded::into_vec)
+    }
+
+    /// [`Self::read_base_at`], handing a base in a shared frame out as its
+    /// place in the frame (not copied out), checked against its id only
+    /// with `check`.
+    fn decode_base_at(
+        &self,
+        location: &BlobLocation,
+        depth: usize,
+        check: bool,
+    ) -> Result<Decoded> {
         let mut decoder = self.blob_decoder_at(depth);
         let (pack, piece) = (location.pack, location.entry.offset);
         let in_frame = location.entry.frame_offset.is_some();
         if in_frame && let Some(content) = lock(&self.base_frames).get(&pack, piece) {
             decoder.hold_frame(pack, piece, content);
         }
-        let content = self.read_blob_with(&mut decoder, location)?;
+        let content = self.read_decoded_with(&mut decoder, location, check)?;
         if in_frame && let Some((pack, piece, frame)) = decoder.held_frame() {
             lock(&self.base_frames).insert(pack, piece, frame);
         }
@@ -532,16 +549,30 @@ impl Repository {
         decoder: &mut BlobDecoder,
         location: &BlobLocation,
     ) -> Result<Vec<u8>> {
-        if let Some(decoded) = decoder.decode_from_held_frame(&location.entry, &location.pack) {
+        self.read_decoded_with(decoder, location, true)
+            .map(Decoded::into_vec)
+    }
+
+    /// [`Self::read_blob_with`], as `BlobDecoder::decode_sharing` decodes:
+    /// a blob of a shared frame as its place in the frame, checked against
+    /// its id only with `check`.
+    fn read_decoded_with(
+        &self,
+        decoder: &mut BlobDecoder,
+        location: &BlobLocation,
+        check: bool,
+    ) -> Result<Decoded> {
+        let (entry, pack) = (&location.entry, &location.pack);
+        if let Some(decoded) = decoder.decode_from_held_frame_sharing(entry, pack, check) {
             return decoded;
         }
         let stored = self.backend.read_range(
             ObjectKind::Pack,
-            &location.pack.to_hex(),
-            location.entry.offset,
-            u64::from(location.entry.length),
+            &pack.to_hex(),
+            entry.offset,
+            u64::from(entry.length),
         )?;
-        decoder.decode(&location.entry, &stored, &location.pack)
+        decoder.decode_sharing_owned(entry, stored, pack, check)
     }
 
     /// Reads a whole pack (`size` bytes as listed, in bounded windows),

@@ -28,6 +28,7 @@ use crate::format::codec::from_packed_cbor;
 use crate::format::crypto::PackOpener;
 use crate::id::{Id, IdHasher};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -46,11 +47,14 @@ pub const PIECE_TAG: u32 = crate::format::crypto::TAG_LENGTH as u32;
 /// repository's, which reads the pack's ephemeral key once and keeps it.
 pub type OpenerSource = Arc<dyn Fn(&Id) -> Result<Arc<PackOpener>> + Send + Sync>;
 
-/// Gives the content of a delta's base blob by its id, checked against
-/// it: a repository's, which finds the base through its index and decodes
-/// it (through a decoder `depth` bases down, so a chain longer than
-/// [`delta::MAX_CHAIN`] is refused however it is reached).
-pub type BaseSource = Arc<dyn Fn(&Id, usize) -> Result<Vec<u8>> + Send + Sync>;
+/// Gives the content of a delta's base blob by its id: a repository's,
+/// which finds the base through its index and decodes it (through a
+/// decoder `depth` bases down, so a chain longer than
+/// [`delta::MAX_CHAIN`] is refused however it is reached). Its length is
+/// always checked; its content against the id only when `check` is set
+/// (the decoder asks so only to name a damaged base, see
+/// [`BlobDecoder::decode_sharing`]).
+pub type BaseSource = Arc<dyn Fn(&Id, usize, bool) -> Result<Decoded> + Send + Sync>;
 /// Headers without shared frames are written as version 1, which every
 /// cairn reads; version 2 adds shared frames (`frame_offset`).
 pub const HEADER_VERSION_SOLE: u32 = 1;
@@ -476,10 +480,15 @@ impl BlobDecoder {
         self
     }
 
-    /// The content of `entry`'s base, fetched and checked by the base
-    /// source, unless that would make a chain longer than
-    /// [`delta::MAX_CHAIN`].
-    fn base_of(&self, entry: &BlobEntry, object: impl Fn() -> String) -> Result<Vec<u8>> {
+    /// The content of `entry`'s base, fetched by the base source (checked
+    /// against the base's id with `check`), unless that would make a chain
+    /// longer than [`delta::MAX_CHAIN`].
+    fn base_of(
+        &self,
+        entry: &BlobEntry,
+        check: bool,
+        object: impl Fn() -> String,
+    ) -> Result<Decoded> {
         let Some(base) = entry.base else {
             return Err(StoreError::corrupt(object(), "a delta without a base"));
         };
@@ -499,7 +508,7 @@ impl BlobDecoder {
                 format!("a delta against {base}, whose base this reader cannot look up"),
             ));
         };
-        source(&base, self.depth + 1).map_err(|error| match error {
+        source(&base, self.depth + 1, check).map_err(|error| match error {
             StoreError::Io { .. } => error,
             other => StoreError::corrupt(
                 object(),
@@ -522,9 +531,14 @@ impl BlobDecoder {
 
     /// The piece's stored bytes, opened when the pack is encrypted (`None`
     /// when it is not: `stored` is used as it is).
-    fn open(&mut self, entry: &BlobEntry, stored: &[u8], pack: &Id) -> Result<Option<Vec<u8>>> {
+    fn open<'s>(
+        &mut self,
+        entry: &BlobEntry,
+        stored: Cow<'s, [u8]>,
+        pack: &Id,
+    ) -> Result<Cow<'s, [u8]>> {
         let Some((source, last)) = self.openers.as_mut() else {
-            return Ok(None);
+            return Ok(stored);
         };
         let opener = match last {
             Some((id, opener)) if id == pack => Arc::clone(opener),
@@ -534,9 +548,10 @@ impl BlobDecoder {
                 opener
             }
         };
-        let mut piece = stored.to_vec();
+        // Opened in place: bytes read for this piece alone are not copied.
+        let mut piece = stored.into_owned();
         opener.open_piece(entry.offset, &mut piece, &format!("pack {pack}"))?;
-        Ok(Some(piece))
+        Ok(Cow::Owned(piece))
     }
 
     /// As [`decode_blob`].
@@ -559,6 +574,28 @@ impl BlobDecoder {
         pack: &Id,
         check: bool,
     ) -> Result<Decoded> {
+        self.decode_stored(entry, Cow::Borrowed(stored), pack, check)
+    }
+
+    /// As [`BlobDecoder::decode_sharing`], for stored bytes read for this
+    /// blob alone: they are opened and kept in place, not copied first.
+    pub fn decode_sharing_owned(
+        &mut self,
+        entry: &BlobEntry,
+        stored: Vec<u8>,
+        pack: &Id,
+        check: bool,
+    ) -> Result<Decoded> {
+        self.decode_stored(entry, Cow::Owned(stored), pack, check)
+    }
+
+    fn decode_stored(
+        &mut self,
+        entry: &BlobEntry,
+        stored: Cow<'_, [u8]>,
+        pack: &Id,
+        check: bool,
+    ) -> Result<Decoded> {
         // Named only when something is wrong: formatting two ids for every
         // blob was a visible share of a verify's CPU.
         let object = || format!("blob {} in pack {}", entry.id, pack);
@@ -570,50 +607,38 @@ impl BlobDecoder {
             ));
         }
         // A member of the frame decoded last needs no opening again.
-        let mut opened = match entry.frame_offset.is_some() && self.held(entry, pack).is_some() {
-            true => None,
+        let opened = match entry.frame_offset.is_some() && self.held(entry, pack).is_some() {
+            true => stored,
             false => self.open(entry, stored, pack)?,
         };
         let raw = match (entry.compression, entry.frame_offset) {
-            (Compression::None, _) => Decoded::Own(match opened.take() {
-                Some(piece) => piece,
-                None => stored.to_vec(),
-            }),
+            (Compression::None, _) => Decoded::Own(opened.into_owned()),
             // The frame must declare the recorded length before anything
             // is allocated for it: a zstd bomb costs nothing.
             (Compression::Zstd, None) => Decoded::Own(
                 zstd_contexts::decompress_frame(
-                    opened.as_deref().unwrap_or(stored),
+                    &opened,
                     Expected::Exactly(entry.raw_length as usize),
                 )
                 .map_err(|error| StoreError::corrupt(object(), format!("zstd: {error}")))?,
             ),
             (Compression::ZstdPlanes, None) => Decoded::Own(
                 zstd_contexts::decompress_planes(
-                    opened.as_deref().unwrap_or(stored),
+                    &opened,
                     Expected::Exactly(entry.raw_length as usize),
                 )
                 .map_err(|error| StoreError::corrupt(object(), format!("zstd planes: {error}")))?,
             ),
             (Compression::ZstdDelta, None) => {
-                let base = self.base_of(entry, object)?;
-                Decoded::Own(
-                    delta::decompress(
-                        opened.as_deref().unwrap_or(stored),
-                        &base,
-                        entry.raw_length as usize,
-                    )
-                    .map_err(|error| {
-                        StoreError::corrupt(object(), format!("zstd delta: {error}"))
-                    })?,
-                )
+                return self
+                    .decode_delta(entry, &opened, check, object)
+                    .map(Decoded::Own);
             }
             (Compression::ZstdDelta, Some(_)) => {
                 return Err(StoreError::corrupt(object(), "a delta in a shared frame"));
             }
             (Compression::Zstd | Compression::ZstdPlanes, Some(start)) => {
-                let content =
-                    self.frame_content(entry, opened.as_deref().unwrap_or(stored), pack, object)?;
+                let content = self.frame_content(entry, &opened, pack, object)?;
                 let range = range_in_frame(entry, start, content, object)?;
                 Decoded::InFrame(Arc::clone(content), range)
             }
@@ -626,17 +651,74 @@ impl BlobDecoder {
         Ok(raw)
     }
 
+    /// The content of the delta `entry` (its opened `stored` bytes),
+    /// decompressed against its base; checked against its id with `check`,
+    /// its length always.
+    ///
+    /// The base is taken unchecked against its own id (and so is its base,
+    /// down the chain): what this blob decodes to is checked, here or by a
+    /// caller that checks every byte otherwise (see
+    /// [`BlobDecoder::decode_sharing`]), and a base that is not what its id
+    /// says (damaged, or swapped by a hostile store) can only make this
+    /// blob decode to bytes that fail that check, or not decode at all.
+    /// Checking each base as well hashed every base, and every base's
+    /// base, once more for each delta read. Only when this blob fails is
+    /// its base fetched again, checked, so that the error names a damaged
+    /// base rather than this blob.
+    fn decode_delta(
+        &self,
+        entry: &BlobEntry,
+        stored: &[u8],
+        check: bool,
+        object: impl Fn() -> String,
+    ) -> Result<Vec<u8>> {
+        let base = self.base_of(entry, false, &object)?;
+        let decoded = delta::decompress(stored, base.bytes(), entry.raw_length as usize)
+            .map_err(|error| StoreError::corrupt(object(), format!("zstd delta: {error}")))
+            .and_then(|raw| {
+                match check {
+                    true => check_content(self.hasher, entry, &raw, &object)?,
+                    false => check_length(entry, &raw, &object)?,
+                }
+                Ok(raw)
+            });
+        if decoded.is_err() {
+            drop(base);
+            self.base_of(entry, true, &object)?;
+        }
+        decoded
+    }
+
     /// `entry`'s blob, if it lies in the shared frame this decoder
     /// decompressed last, so that its stored bytes need not be read again.
     pub fn decode_from_held_frame(&self, entry: &BlobEntry, pack: &Id) -> Option<Result<Vec<u8>>> {
+        self.decode_from_held_frame_sharing(entry, pack, true)
+            .map(|decoded| decoded.map(Decoded::into_vec))
+    }
+
+    /// As [`BlobDecoder::decode_from_held_frame`], handing the blob out as
+    /// its place in the frame, checked against its id only with `check`
+    /// (as [`BlobDecoder::decode_sharing`]).
+    pub fn decode_from_held_frame_sharing(
+        &self,
+        entry: &BlobEntry,
+        pack: &Id,
+        check: bool,
+    ) -> Option<Result<Decoded>> {
         let start = entry.frame_offset?;
         let content = self.held(entry, pack)?;
         let object = || format!("blob {} in pack {}", entry.id, pack);
         Some(
             check_blob_lengths(entry, object)
                 .and_then(|()| range_in_frame(entry, start, content, object))
-                .map(|range| content[range].to_vec())
-                .and_then(|raw| check_content(self.hasher, entry, &raw, object).map(|()| raw)),
+                .and_then(|range| {
+                    let raw = &content[range.clone()];
+                    match check {
+                        true => check_content(self.hasher, entry, raw, object)?,
+                        false => check_length(entry, raw, object)?,
+                    }
+                    Ok(Decoded::InFrame(Arc::clone(content), range))
+                }),
         )
     }
 
@@ -863,8 +945,8 @@ mod tests {
 
     fn serving(content: Vec<u8>) -> BaseSource {
         let id = Id::of(&content);
-        Arc::new(move |asked: &Id, _| match *asked == id {
-            true => Ok(content.clone()),
+        Arc::new(move |asked: &Id, _, _| match *asked == id {
+            true => Ok(Decoded::Own(content.clone())),
             false => Err(StoreError::corrupt(format!("blob {asked}"), "not here")),
         })
     }
@@ -893,13 +975,47 @@ mod tests {
         // catches what they decode to.
         let mut swapped = base.clone();
         swapped[9] ^= 0xff;
+        let lying: BaseSource = Arc::new(move |_, _, _| Ok(Decoded::Own(swapped.clone())));
+        for check in [true, false] {
+            let refused = BlobDecoder::default()
+                .with_bases(Arc::clone(&lying), 0)
+                .decode_sharing(&entry, stored, &pack, check);
+            // Unchecked, it decodes to the right length of wrong bytes:
+            // the caller's whole-file hash is what refuses them.
+            match refused {
+                Ok(wrong) => assert!(!check && wrong.bytes() != changed.as_slice()),
+                Err(error) => assert!(matches!(error, StoreError::Corrupt { .. }), "{error}"),
+            }
+        }
+
+        // A base that is damaged where it is stored: the bases are taken
+        // unchecked, but a delta that fails has its base fetched again,
+        // checked, and the error names the base.
         let base_id = Id::of(&base);
-        let lying: BaseSource = Arc::new(move |_, _| Ok(swapped.clone()));
-        let refused = BlobDecoder::default()
-            .with_bases(lying, 0)
+        let mut damaged = base.clone();
+        damaged[9] ^= 0xff;
+        let checked_asks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let asks = Arc::clone(&checked_asks);
+        let stored_damaged: BaseSource = Arc::new(move |asked: &Id, _, check| {
+            if !check {
+                return Ok(Decoded::Own(damaged.clone()));
+            }
+            asks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(StoreError::corrupt(
+                format!("blob {asked}"),
+                "content does not match its BLAKE3 id",
+            ))
+        });
+        let named = BlobDecoder::default()
+            .with_bases(stored_damaged, 0)
             .decode(&entry, stored, &pack)
-            .unwrap_err();
-        assert!(matches!(refused, StoreError::Corrupt { .. }), "{refused}");
+            .unwrap_err()
+            .to_string();
+        assert!(
+            named.contains(&format!("its delta base {base_id} is unusable")),
+            "{named}"
+        );
+        assert_eq!(checked_asks.load(std::sync::atomic::Ordering::Relaxed), 1);
 
         // At the end of a chain as long as the bound, no base is fetched.
         let too_deep = BlobDecoder::default()

@@ -38,6 +38,7 @@ pub(super) fn write_components(
     components: &[ComponentPlan],
 ) -> Vec<(Failures, u64, f64)> {
     let slots = WritingSlots::new(WRITING_COMPONENTS);
+    let large_at_once = large_files_per_component(components.len());
     std::thread::scope(|scope| {
         let handles: Vec<_> = components
             .iter()
@@ -47,7 +48,10 @@ pub(super) fn write_components(
                     let slot = slots.take();
                     let started = std::time::Instant::now();
                     let mut deleted = 0;
-                    let failures = write_component(writer, component, &mut deleted, || drop(slot));
+                    let failures =
+                        write_component(writer, component, large_at_once, &mut deleted, || {
+                            drop(slot)
+                        });
                     (failures, deleted, started.elapsed().as_secs_f64())
                 })
             })
@@ -124,11 +128,13 @@ impl Drop for WritingSlot<'_> {
 /// Paths that could not be restored, each with why.
 pub(super) type Failures = Vec<(String, String)>;
 
-/// Writes one component; calls `written` once its last batch is written
-/// (before it is synced and renamed into place).
+/// Writes one component, at most `large_at_once` of its large files at a
+/// time; calls `written` once its last batch is written (before it is
+/// synced and renamed into place).
 fn write_component(
     writer: &Writer,
     plan: &ComponentPlan,
+    large_at_once: usize,
     deleted: &mut u64,
     written: impl FnOnce(),
 ) -> Failures {
@@ -222,7 +228,7 @@ fn write_component(
             next = batches
                 .get(number + 1)
                 .map(|batch| scope.spawn(|| fetch(batch)));
-            let prepared = prepare_batch(writer, plan, batch, &cache, pool, ground);
+            let prepared = prepare_batch(writer, plan, batch, &cache, pool, ground, large_at_once);
             drop(cache);
             if let Some((handle, batch)) = committing.take() {
                 failures.extend(committed(handle, batch));
@@ -330,6 +336,7 @@ fn prepare_batch<'p>(
     cache: &BlobCache,
     pool: Option<&rayon::ThreadPool>,
     ground: &Ground,
+    large_at_once: usize,
 ) -> Prepared<'p> {
     let owners = plan.apply_owners;
     let one = |item: &&'p PlannedEntry| {
@@ -348,10 +355,10 @@ fn prepare_batch<'p>(
     };
     let (large, small): (Vec<&'p PlannedEntry>, Vec<&'p PlannedEntry>) =
         batch.iter().partition(|item| prefetch::reads_windows(item));
-    // At most LARGE_FILES_AT_ONCE groups, each written one file after
+    // At most `large_at_once` groups, each written one file after
     // another: even when a thread waiting inside one large file's parallel
     // decode steals another group, each group has one file in progress.
-    let per_group = large.len().div_ceil(LARGE_FILES_AT_ONCE).max(1);
+    let per_group = large.len().div_ceil(large_at_once.max(1)).max(1);
     let prepare = || -> Prepared<'p> {
         let (mut prepared, large) = rayon::join(
             || small.par_iter().map(one).collect::<Prepared<'p>>(),
@@ -372,11 +379,24 @@ fn prepare_batch<'p>(
 }
 
 /// Large files (those that read their own windows) written at the same
-/// time in one batch: each holds two windows while it is written, and
+/// time in a restore: each holds two windows while it is written, and
 /// with one per thread (eight) the toolchain's libraries took about 40 MiB
 /// of the restore's peak (heaptrack). Each window is decoded in parallel,
 /// so two still keep both cores busy beside the small files.
 const LARGE_FILES_AT_ONCE: usize = 2;
+
+/// Large files each component writes at once, when `components` are
+/// restored: [`LARGE_FILES_AT_ONCE`] shared out among those written side
+/// by side, one each at least. Two per component, with two components
+/// written together, were four large files and eight windows at once: 32
+/// MiB of the real-applications restore's 83 MiB peak (heaptrack). A
+/// count fixed per component, not a semaphore across them: a rayon thread
+/// blocked on one could be the thread whose work it waits for (a thread
+/// waiting inside a window's parallel decode steals other jobs).
+fn large_files_per_component(components: usize) -> usize {
+    let side_by_side = components.clamp(1, WRITING_COMPONENTS);
+    (LARGE_FILES_AT_ONCE / side_by_side).max(1)
+}
 
 /// Makes a prepared batch durable with one filesystem sync, and only then
 /// renames each file into place (a staged component's files are in place

@@ -93,7 +93,7 @@ pub(super) fn read_pack(
     repository: &Repository,
     pack: &Id,
     size: u64,
-    blobs: &[BlobLocation],
+    blobs: &[&BlobLocation],
     hinted: &HashSet<Id>,
 ) -> PackReading {
     let mut reading = PackReading {
@@ -104,7 +104,7 @@ pub(super) fn read_pack(
         false_hints: Vec::new(),
     };
     let object = format!("pack {pack}");
-    let mut blobs = blobs.to_vec();
+    let mut blobs: Vec<BlobLocation> = blobs.iter().map(|location| **location).collect();
     match repository.read_pack_header(pack, size) {
         Ok(header) => {
             let listed: HashSet<_> = header.blobs.iter().collect();
