@@ -535,7 +535,7 @@ impl BlobDecoder {
             }
         };
         let mut piece = stored.to_vec();
-        opener.open_piece(entry.offset, &mut piece, &format!("pack {pack}"))?;
+        opener.open_piece(entry.offset, &mut piece, &|| format!("pack {pack}"))?;
         Ok(Some(piece))
     }
 
