@@ -437,10 +437,14 @@ mod tests {
         for (kind, id, bytes) in [
             (ObjectKind::Snapshot, snapshot, &b"a manifest"[..]),
             (ObjectKind::Index, index, &b"an index file"[..]),
-            (ObjectKind::Pack, pack, &b"a pack, never hinted"[..]),
         ] {
             assert_eq!(repository.read_verified(kind, &id).unwrap(), bytes);
         }
+        let pack_bytes = repository
+            .backend()
+            .read_range(ObjectKind::Pack, &pack.to_hex(), 0, 20)
+            .unwrap();
+        assert_eq!(pack_bytes, b"a pack, never hinted");
         // A name that is not an object's is left for the read to refuse.
         repository
             .backend()
