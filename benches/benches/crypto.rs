@@ -58,7 +58,7 @@ fn crypto(c: &mut Criterion) {
                     buffer.clear();
                     buffer.extend_from_slice(piece);
                     opener
-                        .open_piece(*offset, &mut buffer, "bench pack")
+                        .open_piece(*offset, &mut buffer, &|| "bench pack".into())
                         .expect("sealed above");
                     black_box(&buffer);
                 }

@@ -212,7 +212,15 @@ impl Context {
         let mut repository = Repository::open(backend)
             .with_context(|| format!("opening repository {}", redact_location(location)))?;
         LocationPins::new(&self.config_dir()?).check(&pin_key(location), repository.id())?;
-        crate::credentials::unlock(&self.global, &self.config_dir()?, &mut repository)?;
+        // Only a hint of what to fetch while a passphrase's key is derived:
+        // a cache directory that cannot be named costs nothing here.
+        let local_cache = self.repository_cache(&repository).ok().flatten();
+        crate::credentials::unlock(
+            &self.global,
+            &self.config_dir()?,
+            local_cache.as_deref(),
+            &mut repository,
+        )?;
         Ok(repository)
     }
 

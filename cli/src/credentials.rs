@@ -16,10 +16,11 @@ use cairn_store::format::keys::PublicKey;
 use cairn_store::format::keyslot::KdfParams;
 use cairn_store::format::keyslot::SlotPayload;
 use cairn_store::id::Id;
-use cairn_store::ops::unlock::{list_key_slots, unlock_with_passphrase};
+use cairn_store::ops::unlock::{list_key_slots, prefetch_until, unlock_with_passphrase};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use zeroize::Zeroize;
 
 /// Bytes wiped when dropped.
@@ -150,7 +151,16 @@ pub fn kdf_params(global: &GlobalArgs) -> Result<KdfParams> {
 /// passphrase asked, then the passphrase against its passphrase slots.
 /// Remembers the owner the opened slot names and the slot itself. A
 /// plaintext repository is left as it is.
-pub fn unlock(global: &GlobalArgs, config: &Path, repository: &mut Repository) -> Result<()> {
+///
+/// `local_cache` is this host's cache of the repository: its files are
+/// fetched from disk while a passphrase's key is derived (see
+/// [`open_with_passphrase`]).
+pub fn unlock(
+    global: &GlobalArgs,
+    config: &Path,
+    local_cache: Option<&Path>,
+    repository: &mut Repository,
+) -> Result<()> {
     if !repository.is_encrypted() {
         return Ok(());
     }
@@ -159,7 +169,7 @@ pub fn unlock(global: &GlobalArgs, config: &Path, repository: &mut Repository) -
         Some(opened) => opened,
         None => {
             let passphrase = passphrase(global, &format!("repository {location}"))?;
-            open_with_passphrase(repository, passphrase.bytes())?
+            open_with_passphrase(repository, local_cache, passphrase.bytes())?
         }
     };
     repository
@@ -222,8 +232,27 @@ fn open_with_identities(
 }
 
 /// The passphrase slot `passphrase` opens, with its id (`unlock_with_passphrase`
-/// says why none does).
-fn open_with_passphrase(repository: &Repository, passphrase: &[u8]) -> Result<(Id, SlotPayload)> {
+/// says why none does). The key is derived while the objects the command
+/// reads next are fetched from cold storage on another thread
+/// (`prefetch_until`): the derivation keeps both cores busy and the disk
+/// idle, so the reads cost no wall time after it. That thread only hints;
+/// nothing is read, trusted or acted on before the key is derived, and a
+/// wrong passphrase fails exactly as without it.
+fn open_with_passphrase(
+    repository: &Repository,
+    local_cache: Option<&Path>,
+    passphrase: &[u8],
+) -> Result<(Id, SlotPayload)> {
+    let derived = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| prefetch_until(repository, local_cache, &derived));
+        let opened = open_passphrase_slot(repository, passphrase);
+        derived.store(true, Ordering::Release);
+        opened
+    })
+}
+
+fn open_passphrase_slot(repository: &Repository, passphrase: &[u8]) -> Result<(Id, SlotPayload)> {
     for (id, slot) in list_key_slots(repository)? {
         if let Some(payload) =
             slot.unwrap_with_passphrase(repository.id(), passphrase, &format!("key slot {id}"))?

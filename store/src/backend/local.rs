@@ -132,6 +132,16 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
+    fn prefetch(&self, kind: ObjectKind, name: &str) {
+        if let Ok(path) = self.path(kind, name) {
+            crate::os::will_read::hint(&path, 0);
+        }
+    }
+
+    fn prefetches(&self) -> bool {
+        true
+    }
+
     /// Removes temporary files left by writers that crashed long ago and
     /// returns how many it removed. A young temporary file may belong to a
     /// running writer, so it is left alone.

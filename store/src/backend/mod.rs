@@ -254,6 +254,20 @@ pub trait Backend: Send + Sync {
     fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, length: u64)
     -> Result<Vec<u8>>;
 
+    /// Says that `kind`/`name` will be read soon, so that storage can start
+    /// fetching it in the background (the local backend asks the kernel to
+    /// read the file into its page cache). Only a hint: nothing comes into
+    /// the caller's memory, nothing is checked or trusted, errors are left
+    /// for the read that follows; a backend may do nothing (the default).
+    fn prefetch(&self, _kind: ObjectKind, _name: &str) {}
+
+    /// Whether [`Backend::prefetch`] does anything here: when it does not,
+    /// callers spare themselves the listing that would name what to hint
+    /// (a round trip per kind on object storage).
+    fn prefetches(&self) -> bool {
+        false
+    }
+
     /// Every object of `kind`, each once, in no particular order, with its
     /// whole size; never an object being written. An object created before
     /// the listing starts and not deleted while it runs is listed; one

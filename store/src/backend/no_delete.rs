@@ -39,6 +39,14 @@ impl Backend for NoDeleteBackend {
         self.inner.parallelism()
     }
 
+    fn prefetch(&self, kind: ObjectKind, name: &str) {
+        self.inner.prefetch(kind, name)
+    }
+
+    fn prefetches(&self) -> bool {
+        self.inner.prefetches()
+    }
+
     /// Removing stale temporaries deletes; a host without deletes leaves
     /// them for the maintenance role.
     fn remove_stale_temporaries(&self) -> Result<usize> {

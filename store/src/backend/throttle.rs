@@ -128,6 +128,14 @@ impl Backend for Throttled {
         self.inner.parallelism()
     }
 
+    fn prefetch(&self, kind: ObjectKind, name: &str) {
+        self.inner.prefetch(kind, name)
+    }
+
+    fn prefetches(&self) -> bool {
+        self.inner.prefetches()
+    }
+
     fn remove_stale_temporaries(&self) -> Result<usize> {
         self.inner.remove_stale_temporaries()
     }

@@ -678,16 +678,29 @@ const UNSETTLED: usize = usize::MAX;
 
 impl PackOpener {
     /// Opens the piece stored at `offset`, in place (removes the tag).
-    pub fn open_piece(&self, offset: u64, sealed: &mut Vec<u8>, object: &str) -> Result<()> {
+    /// `object` names the pack in an error; it is called only then (a
+    /// name formatted for each of a verify's blobs cost more than it).
+    pub fn open_piece(
+        &self,
+        offset: u64,
+        sealed: &mut Vec<u8>,
+        object: &dyn Fn() -> String,
+    ) -> Result<()> {
         self.open(Role::Piece, offset, sealed, object)
     }
 
     /// Opens the header stored at `header_start`, in place.
     pub fn open_header(&self, header_start: u64, sealed: &mut Vec<u8>, object: &str) -> Result<()> {
-        self.open(Role::Header, header_start, sealed, object)
+        self.open(Role::Header, header_start, sealed, &|| object.to_string())
     }
 
-    fn open(&self, role: Role, offset: u64, sealed: &mut Vec<u8>, object: &str) -> Result<()> {
+    fn open(
+        &self,
+        role: Role,
+        offset: u64,
+        sealed: &mut Vec<u8>,
+        object: &dyn Fn() -> String,
+    ) -> Result<()> {
         use std::sync::atomic::Ordering;
         let settled = self.settled.load(Ordering::Acquire);
         if let Some(cipher) = self.candidates.get(settled) {
@@ -710,9 +723,7 @@ impl PackOpener {
                 Err(error) => last = Some(error),
             }
         }
-        Err(last.unwrap_or_else(|| StoreError::ReadKeyMissing {
-            object: object.to_string(),
-        }))
+        Err(last.unwrap_or_else(|| StoreError::ReadKeyMissing { object: object() }))
     }
 }
 
@@ -818,7 +829,13 @@ impl PieceCipher {
         sealed_tag
     }
 
-    fn open(&self, role: Role, offset: u64, bytes: &mut Vec<u8>, object: &str) -> Result<()> {
+    fn open(
+        &self,
+        role: Role,
+        offset: u64,
+        bytes: &mut Vec<u8>,
+        object: &dyn Fn() -> String,
+    ) -> Result<()> {
         let (nonce, aad) = self.nonce_and_aad(role, offset);
         let opened = match &self.aead {
             PieceAead::XChaCha(cipher) => open_in_place(cipher, &nonce, &aad, bytes),
@@ -829,7 +846,7 @@ impl PieceCipher {
                 .map_err(|_| ()),
         };
         opened.map_err(|()| StoreError::Corrupt {
-            object: object.to_string(),
+            object: object(),
             reason: match role {
                 Role::Piece => format!(
                     "the piece at offset {offset} does not decrypt (its bytes were changed, \
@@ -1047,12 +1064,12 @@ mod tests {
             assert_eq!(piece.len(), 11 + TAG_LENGTH);
             let opener = keys.pack_opener(cipher, &sealer.ephemeral(), "p").unwrap();
             let mut moved = piece.clone();
-            assert!(opener.open_piece(51, &mut moved, "p").is_err());
+            assert!(opener.open_piece(51, &mut moved, &|| "p".into()).is_err());
             let mut as_header = piece.clone();
             assert!(opener.open_header(40, &mut as_header, "p").is_err());
             let mut flipped = piece.clone();
             flipped[3] ^= 1;
-            assert!(opener.open_piece(40, &mut flipped, "p").is_err());
+            assert!(opener.open_piece(40, &mut flipped, &|| "p".into()).is_err());
             // A pack whose magic were swapped for the other cipher's opens
             // nothing: each cipher derives its own key.
             let other = match cipher {
@@ -1061,8 +1078,12 @@ mod tests {
             };
             let swapped = keys.pack_opener(other, &sealer.ephemeral(), "p").unwrap();
             let mut as_other = piece.clone();
-            assert!(swapped.open_piece(40, &mut as_other, "p").is_err());
-            opener.open_piece(40, &mut piece, "p").unwrap();
+            assert!(
+                swapped
+                    .open_piece(40, &mut as_other, &|| "p".into())
+                    .is_err()
+            );
+            opener.open_piece(40, &mut piece, &|| "p".into()).unwrap();
             assert_eq!(piece, b"stored blob");
             let mut header = b"header".to_vec();
             sealer.seal_header(100, &mut header);
@@ -1114,10 +1135,16 @@ mod tests {
             .pack_opener(PackCipher::Aes256Gcm, &sealer.ephemeral(), "pack")
             .unwrap();
         let mut opened = piece.clone();
-        opener.open_piece(40, &mut opened, "pack").unwrap();
+        opener
+            .open_piece(40, &mut opened, &|| "pack".into())
+            .unwrap();
         assert_eq!(opened, b"old piece");
         let mut moved = piece.clone();
-        assert!(opener.open_piece(41, &mut moved, "pack").is_err());
+        assert!(
+            opener
+                .open_piece(41, &mut moved, &|| "pack".into())
+                .is_err()
+        );
         // The old keys alone (a holder removed before the rotation) do not
         // open what is written after it.
         assert!(

@@ -451,9 +451,16 @@ pub(crate) fn passphrase_key(
         .map_err(|error| StoreError::Invalid(format!("{object}: Argon2id parameters: {error}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut key = [0u8; 32];
-    argon
-        .hash_password_into(passphrase, salt, &mut key)
-        .map_err(|error| StoreError::Invalid(format!("{object}: Argon2id: {error}")))?;
+    // In a mapping of its own, zero-filled as the lanes touch it, rather
+    // than zeroed serially first (crate::os::argon2_memory); the crate's
+    // allocation only where no mapping can be made.
+    let hashed = match crate::os::argon2_memory::Argon2Memory::new(argon.params().block_count()) {
+        Ok(mut memory) => {
+            argon.hash_password_into_with_memory(passphrase, salt, &mut key, memory.blocks())
+        }
+        Err(_) => argon.hash_password_into(passphrase, salt, &mut key),
+    };
+    hashed.map_err(|error| StoreError::Invalid(format!("{object}: Argon2id: {error}")))?;
     Ok(key)
 }
 

@@ -8,6 +8,14 @@
 //! credentials do), never writes a config, and never unlocks a repository
 //! with keys whose public key differs from the config's
 //! ([`Repository::unlock`] refuses them).
+//!
+//! A passphrase costs its Argon2id derivation (tens of milliseconds on
+//! both cores, FORMAT.md 17.5) before anything can be opened.
+//! [`prefetch_until`] is what a caller runs beside it: it only tells the
+//! storage which objects come next, so that their cold reads happen while
+//! the key is derived. It must never read an object into memory, decrypt,
+//! check or act on one: everything is read, checked against its name and
+//! opened afterwards exactly as without it.
 
 use crate::backend::{Backend, Created, ObjectKind};
 use crate::error::{Result, StoreError};
@@ -16,6 +24,73 @@ use crate::format::keyslot::{KeySlot, SlotPayload};
 use crate::id::Id;
 use crate::keystore::{RememberedSlot, SlotMemory};
 use crate::repository::Repository;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The small kinds a command may read first once the repository is open,
+/// in the order [`prefetch_until`] hints them: the published keys and the
+/// keyring (whom to trust), the manifests (which snapshot), and what a
+/// command learns about snapshots from records.
+const READ_FIRST: [ObjectKind; 5] = [
+    ObjectKind::Key,
+    ObjectKind::Keyring,
+    ObjectKind::Snapshot,
+    ObjectKind::Forget,
+    ObjectKind::Annotation,
+];
+
+/// The most [`prefetch_until`] hints, in bytes: what a disk reads in about
+/// the time a default derivation takes, so that reads nobody makes (index
+/// files a warm local cache stands in for) cannot hold up the command's
+/// own for long.
+pub const PREFETCH_BUDGET: u64 = 64 << 20;
+
+/// Asks for what a command reads first to be fetched in the background,
+/// until `stop` is set (checked before each object or file) or
+/// [`PREFETCH_BUDGET`] is spent: the objects of [`READ_FIRST`] through the
+/// backend ([`Backend::prefetch`]), then the files of `local_cache` (the
+/// caller's cache of this repository: its index, which commands read
+/// instead of the index files), then the index files (read when that
+/// cache is cold or by `verify`). Only hints: nothing is read into memory,
+/// decrypted, checked or trusted here. Listing failures are left for the
+/// command's own listing to report. Where the backend does not prefetch
+/// (object storage today) nothing is listed. Returns how many objects and
+/// files it hinted.
+pub fn prefetch_until(
+    repository: &Repository,
+    local_cache: Option<&std::path::Path>,
+    stop: &AtomicBool,
+) -> usize {
+    let backend = repository.backend();
+    let mut budget = PREFETCH_BUDGET;
+    let mut hinted = 0;
+    let hint_kind = |kind: ObjectKind, budget: &mut u64| {
+        let Ok(objects) = backend.list(kind) else {
+            return 0;
+        };
+        let mut hinted = 0;
+        for object in objects {
+            if stop.load(Ordering::Acquire) || object.size > *budget {
+                break;
+            }
+            *budget -= object.size;
+            backend.prefetch(kind, &object.name);
+            hinted += 1;
+        }
+        hinted
+    };
+    if backend.prefetches() {
+        for kind in READ_FIRST {
+            hinted += hint_kind(kind, &mut budget);
+        }
+    }
+    if let Some(directory) = local_cache {
+        hinted += crate::os::will_read::hint_directory(directory, &mut budget, stop);
+    }
+    if backend.prefetches() {
+        hinted += hint_kind(ObjectKind::Index, &mut budget);
+    }
+    hinted
+}
 
 /// Every key slot of the repository, with the slots that could not be read
 /// or decoded (damaged or planted) and why.
@@ -309,5 +384,116 @@ pub fn store_key_slot(backend: &dyn Backend, slot: &KeySlot) -> Result<Id> {
     let id = Id::of(&bytes);
     match backend.create(ObjectKind::KeySlot, &id.to_hex(), &bytes)? {
         Created::New | Created::AlreadyExisted => Ok(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::format::keys::{generate_signing_key, public_key_of};
+    use cairn_chunker::ChunkerParams;
+    use std::sync::Arc;
+
+    #[test]
+    fn prefetching_hints_the_objects_read_first_changes_nothing_and_stops_when_told() {
+        let directory = tempfile::tempdir().unwrap();
+        let backend = Arc::new(LocalBackend::new(directory.path()));
+        let key = generate_signing_key().unwrap();
+        let repository = Repository::init(
+            backend,
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+            None,
+        )
+        .unwrap();
+        let snapshot = repository
+            .write_object(ObjectKind::Snapshot, b"a manifest")
+            .unwrap();
+        let index = repository
+            .write_object(ObjectKind::Index, b"an index file")
+            .unwrap();
+        let pack = repository
+            .write_object(ObjectKind::Pack, b"a pack, never hinted")
+            .unwrap();
+        let before = tree_of(directory.path());
+        // The public key init published, the manifest and the index file.
+        assert_eq!(
+            prefetch_until(&repository, None, &AtomicBool::new(false)),
+            3
+        );
+        assert_eq!(prefetch_until(&repository, None, &AtomicBool::new(true)), 0);
+        // A local cache's files too, and those over the budget are not.
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::create_dir(cache.path().join("index")).unwrap();
+        std::fs::write(cache.path().join("index/runs"), b"runs").unwrap();
+        std::fs::write(cache.path().join("seen.json"), b"{}").unwrap();
+        let huge = std::fs::File::create(cache.path().join("huge")).unwrap();
+        huge.set_len(PREFETCH_BUDGET + 1).unwrap();
+        let stop = AtomicBool::new(false);
+        assert_eq!(prefetch_until(&repository, Some(cache.path()), &stop), 5);
+        assert_eq!(tree_of(directory.path()), before);
+        for (kind, id, bytes) in [
+            (ObjectKind::Snapshot, snapshot, &b"a manifest"[..]),
+            (ObjectKind::Index, index, &b"an index file"[..]),
+        ] {
+            assert_eq!(repository.read_verified(kind, &id).unwrap(), bytes);
+        }
+        let pack_bytes = repository
+            .backend()
+            .read_range(ObjectKind::Pack, &pack.to_hex(), 0, 20)
+            .unwrap();
+        assert_eq!(pack_bytes, b"a pack, never hinted");
+        // A name that is not an object's is left for the read to refuse.
+        repository
+            .backend()
+            .prefetch(ObjectKind::Index, "../config");
+        repository
+            .backend()
+            .prefetch(ObjectKind::Index, &"ab".repeat(32));
+        assert_eq!(tree_of(directory.path()), before);
+    }
+
+    #[test]
+    fn a_backend_that_does_not_prefetch_is_not_even_listed_for_it() {
+        let backend = Arc::new(crate::backend::MemoryBackend::new());
+        let key = generate_signing_key().unwrap();
+        let repository = Repository::init(
+            backend,
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+            None,
+        )
+        .unwrap();
+        repository
+            .write_object(ObjectKind::Snapshot, b"a manifest")
+            .unwrap();
+        assert!(!repository.backend().prefetches());
+        assert_eq!(
+            prefetch_until(&repository, None, &AtomicBool::new(false)),
+            0
+        );
+    }
+
+    /// Every path under `root` with its bytes, sorted.
+    fn tree_of(root: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut found = Vec::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(directory) = pending.pop() {
+            for entry in std::fs::read_dir(&directory).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path.clone());
+                    found.push((path, Vec::new()));
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    found.push((path, bytes));
+                }
+            }
+        }
+        found.sort();
+        found
     }
 }

@@ -550,7 +550,7 @@ impl BlobDecoder {
         };
         // Opened in place: bytes read for this piece alone are not copied.
         let mut piece = stored.into_owned();
-        opener.open_piece(entry.offset, &mut piece, &format!("pack {pack}"))?;
+        opener.open_piece(entry.offset, &mut piece, &|| format!("pack {pack}"))?;
         Ok(Cow::Owned(piece))
     }
 

@@ -324,7 +324,9 @@ mod tests {
             for (blob, content) in blobs.iter().zip(expected) {
                 let (start, length) = (blob.offset as usize, blob.length as usize);
                 let mut piece = bytes[start..start + length].to_vec();
-                opener.open_piece(blob.offset, &mut piece, "p").unwrap();
+                opener
+                    .open_piece(blob.offset, &mut piece, &|| "p".into())
+                    .unwrap();
                 assert_eq!(&piece, content);
             }
             assert_eq!(blobs[1].offset, blobs[2].offset, "a frame is one piece");

@@ -21,10 +21,8 @@
 //!   when the walk ends.
 
 use crate::ops::common::join_relative;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -312,20 +310,7 @@ pub fn hint_files(paths: &[PathBuf]) {
 }
 
 fn hint_file(path: &Path) {
-    // O_NONBLOCK and O_NOFOLLOW: a path swapped for a FIFO or a symlink
-    // since it was listed must neither hang this nor be followed.
-    let Ok(file) = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-    else {
-        return;
-    };
-    // SAFETY: the descriptor is open for the whole call; the advice only
-    // affects the page cache.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, HINT_BYTES, libc::POSIX_FADV_WILLNEED);
-    }
+    crate::os::will_read::hint(path, HINT_BYTES);
 }
 
 #[cfg(test)]
