@@ -395,19 +395,22 @@ mod tests {
     use cairn_chunker::ChunkerParams;
     use std::sync::Arc;
 
-    #[test]
-    fn prefetching_hints_the_objects_read_first_changes_nothing_and_stops_when_told() {
-        let directory = tempfile::tempdir().unwrap();
-        let backend = Arc::new(LocalBackend::new(directory.path()));
+    fn plaintext_repository(backend: Arc<dyn Backend>) -> Repository {
         let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
+        Repository::init(
             backend,
             ChunkerParams::DEFAULT,
             3,
             public_key_of(&key),
             None,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn prefetching_hints_the_objects_read_first_changes_nothing_and_stops_when_told() {
+        let directory = tempfile::tempdir().unwrap();
+        let repository = plaintext_repository(Arc::new(LocalBackend::new(directory.path())));
         let snapshot = repository
             .write_object(ObjectKind::Snapshot, b"a manifest")
             .unwrap();
@@ -457,16 +460,7 @@ mod tests {
 
     #[test]
     fn a_backend_that_does_not_prefetch_is_not_even_listed_for_it() {
-        let backend = Arc::new(crate::backend::MemoryBackend::new());
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            backend,
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        let repository = plaintext_repository(Arc::new(crate::backend::MemoryBackend::new()));
         repository
             .write_object(ObjectKind::Snapshot, b"a manifest")
             .unwrap();
