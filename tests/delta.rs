@@ -212,8 +212,15 @@ fn chains_stay_bounded_and_a_damaged_base_is_damage() {
     for pack in data_packs(&workspace.packs()) {
         let header = header_of(&pack);
         if let Some(entry) = header.blobs.iter().find(|e| &e.id.to_hex() == *victim) {
+            // Bytes all through its stored piece: one flip in the middle
+            // of a shared frame may land in another blob's bytes, and
+            // leave this one intact (seen under load, where packing order
+            // varies).
             let mut bytes = fs::read(&pack).unwrap();
-            bytes[entry.offset as usize + entry.length as usize / 2] ^= 0x40;
+            let start = entry.offset as usize;
+            for at in (start..start + entry.length as usize).step_by(16) {
+                bytes[at] ^= 0x40;
+            }
             fs::write(&pack, &bytes).unwrap();
             damaged = true;
         }
@@ -222,7 +229,11 @@ fn chains_stay_bounded_and_a_damaged_base_is_damage() {
     let target = workspace.path("restored");
     let run = workspace.restore(last["snapshot"].as_str().unwrap(), &target);
     assert_eq!(run.code, 4, "{}", run.stderr);
-    assert!(run.stderr.contains("base"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("base") || run.stderr.contains(victim.as_str()),
+        "{}",
+        run.stderr
+    );
     let restored = target.join("index/data_level0.bin");
     assert!(
         !restored.exists() || fs::read(&restored).unwrap() != tree || run.code != 0,
