@@ -9,7 +9,9 @@
 //! against its checksum before a byte of it is trusted. So the cost of a
 //! small backup does not grow with the number of blobs the cache holds: at
 //! 10 M chunks, checking whole runs at every open read 1.2 GB, and lookups
-//! through a mapping of them left up to 1 GB of it resident. Writing a run
+//! through a mapping of them left up to 1 GB of it resident. A run small
+//! enough for the process's budget keeps each page once read and checked
+//! ([`Held`]), so a restore's repeated lookups cost no system call. Writing a run
 //! costs a sort and one sequential write, where sled 0.34 spent 5–9 µs on
 //! every insert.
 //!
