@@ -484,6 +484,79 @@ fn a_deleted_pack_is_named_by_plain_verify_and_costs_only_the_files_it_held() {
     assert_restored_except(&source, &target.join("src"), &[]);
 }
 
+/// Verify walks a component tree it has already walked clean once, not
+/// once per snapshot holding it: the counts must stay those of a walk of
+/// every snapshot, and damage must still be named in every snapshot that
+/// holds it, next to a component that is clean in all of them.
+#[test]
+fn identical_trees_in_many_snapshots_are_counted_and_named_in_each() {
+    let workspace = Workspace::new();
+    workspace.init_plaintext();
+    let (source, other) = (workspace.path("src"), workspace.path("other"));
+    noise_tree(&source, &["a.bin", "sub/c.bin"], 200_000);
+    for (seed, name) in ["x.bin", "y.bin"].iter().enumerate() {
+        write(&other.join(name), &noise(500 + seed as u64, 150_000));
+    }
+    let references = |workspace: &Workspace| {
+        let (code, report) = workspace.verify_json(&[]);
+        assert_eq!(code, 0, "{report:#}");
+        report["chunk_references"]
+            .as_u64()
+            .expect("chunk_references")
+    };
+    workspace.backup_json([&other]);
+    let other_only = references(&workspace);
+    let before: BTreeSet<PathBuf> = workspace.packs().into_iter().collect();
+    let snapshots: Vec<String> = (0..3)
+        .map(|_| {
+            workspace.backup_json([&source, &other])["snapshot"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let all = references(&workspace);
+    // Four walks of `other`, three of `src`: src's share is a third of the rest.
+    let source_only = (all - 4 * other_only) / 3;
+    assert!(
+        source_only > 0 && all == 4 * other_only + 3 * source_only,
+        "{all} {other_only}"
+    );
+
+    // src's own data (its notes.txt too) is in the packs the first of the
+    // three wrote.
+    let added: Vec<PathBuf> = workspace
+        .packs()
+        .into_iter()
+        .filter(|pack| !before.contains(pack))
+        .collect();
+    let lost = data_packs(&added);
+    assert!(!lost.is_empty(), "{added:?}");
+    for pack in &lost {
+        fs::remove_file(pack).unwrap();
+    }
+    let (code, report) = workspace.verify_json(&[]);
+    assert_eq!(code, 4, "{report:#}");
+    assert_eq!(report["chunk_references"].as_u64(), Some(all), "{report:#}");
+    let damaged: BTreeSet<(String, String, String)> = findings(&report, "missing-pack")
+        .into_iter()
+        .flat_map(affected)
+        .collect();
+    let expected: BTreeSet<(String, String, String)> = snapshots
+        .iter()
+        .flat_map(|snapshot| {
+            ["a.bin", "notes.txt", "sub/c.bin"].map(|path| {
+                (
+                    short(snapshot).to_string(),
+                    "src".to_string(),
+                    path.to_string(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(damaged, expected, "{report:#}");
+}
+
 #[test]
 fn a_truncated_pack_is_a_size_mismatch_for_plain_verify() {
     let workspace = Workspace::new();

@@ -45,6 +45,19 @@ pub(super) struct Audit {
     /// Trees a walk refused (too deep, or past its budget), with their
     /// finding.
     refused_trees: HashMap<Id, usize>,
+    /// Files and trees found damaged so far, every time one is.
+    affected: u64,
+    /// Component trees whose whole walk found nothing, with what it
+    /// counted (see [`Audit::walk`]).
+    clean_walks: HashMap<Id, CleanWalk>,
+}
+
+/// What the walk of a component tree that found nothing counted.
+#[derive(Clone, Copy)]
+struct CleanWalk {
+    entries: u64,
+    chunk_references: u64,
+    bytes_read: u64,
 }
 
 impl Audit {
@@ -54,6 +67,7 @@ impl Audit {
     }
 
     fn affect(&mut self, finding: usize, affected: Affected) {
+        self.affected += 1;
         let finding = &mut self.report.findings[finding];
         // Whatever it was, a finding that costs a file is damage.
         finding.severity = Severity::Damage;
@@ -562,18 +576,43 @@ impl Audit {
 
     /// Walks one component, recording the paths each finding damages;
     /// returns the bytes of the trees it walked.
+    ///
+    /// A component tree already walked whole without a finding (the same
+    /// directory in snapshot after snapshot, an unchanged re-backup's every
+    /// component) is not walked again: what damages a file is a fact of
+    /// the blobs it names, settled before any walk begins (their index
+    /// entries, the packs read) or by the first walk that meets them, so
+    /// the same tree finds the same nothing. It is walked again when its
+    /// entries reach this root's budget, where the walk may refuse it.
     pub(super) fn walk(&mut self, repository: &Repository, root: &Root) -> u64 {
+        if let Some(clean) = self.clean_walks.get(&root.tree)
+            && clean.entries < root.budget
+        {
+            self.report.chunk_references += clean.chunk_references;
+            return clean.bytes_read;
+        }
+        let (affected, references) = (self.affected, self.report.chunk_references);
         let mut visitor = DamageWalk {
             audit: self,
             repository,
             root,
             bytes_read: 0,
+            entries: 0,
         };
         let Ok(_) = TreeWalk::new()
             .with_paths()
             .within(root.budget)
             .walk([(root.tree, String::new())], &mut visitor);
-        visitor.bytes_read
+        let (bytes_read, entries) = (visitor.bytes_read, visitor.entries);
+        if self.affected == affected {
+            let clean = CleanWalk {
+                entries,
+                chunk_references: self.report.chunk_references - references,
+                bytes_read,
+            };
+            self.clean_walks.insert(root.tree, clean);
+        }
+        bytes_read
     }
 
     /// Reads a tree once; a tree that fails to read gets one finding.
@@ -657,6 +696,8 @@ struct DamageWalk<'a> {
     repository: &'a Repository,
     root: &'a Root,
     bytes_read: u64,
+    /// Entries visited, as the walk counts them against its budget.
+    entries: u64,
 }
 
 impl DamageWalk<'_> {
@@ -730,6 +771,7 @@ impl TreeVisitor for DamageWalk<'_> {
     }
 
     fn entry(&mut self, entry: &TreeEntry, path: &str) -> std::result::Result<Flow, Infallible> {
+        self.entries += 1;
         match entry.kind {
             EntryKind::Directory => return Ok(Flow::Continue),
             EntryKind::Symlink => return Ok(Flow::SkipSubtree),
