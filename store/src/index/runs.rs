@@ -620,13 +620,26 @@ impl Run {
                 .read_exact_at(bytes, offset)
                 .map_err(|error| io_error(&self.path, error))?;
             self.check_page_once(page, bytes)?;
-            let records: Vec<&[u8]> = bytes.chunks_exact(RECORD_SIZE).collect();
-            match records.binary_search_by(|record| record[..32].cmp(&id.0[..])) {
-                Ok(found) => decode_record(records[found]).map(Some).ok_or_else(|| {
-                    run_error(&self.path, format!("undecodable entry for blob {id}"))
-                }),
-                Err(_) => Ok(None),
+            // Searched in place: collecting the records' slices first cost
+            // an allocation at every lookup, and a backup makes one or two
+            // for each chunk. `low` ends at the first record not below `id`.
+            let count = bytes.len() / RECORD_SIZE;
+            let key = |at: usize| &bytes[at * RECORD_SIZE..at * RECORD_SIZE + 32];
+            let (mut low, mut high) = (0, count);
+            while low < high {
+                let middle = low + (high - low) / 2;
+                if key(middle) < &id.0[..] {
+                    low = middle + 1;
+                } else {
+                    high = middle;
+                }
             }
+            if low == count || key(low) != &id.0[..] {
+                return Ok(None);
+            }
+            decode_record(&bytes[low * RECORD_SIZE..(low + 1) * RECORD_SIZE])
+                .map(Some)
+                .ok_or_else(|| run_error(&self.path, format!("undecodable entry for blob {id}")))
         })
     }
 
