@@ -1025,4 +1025,44 @@ mod tests {
             assert_eq!(members.len(), 8);
         }
     }
+
+    /// Frames after the first are gathered in the buffer an earlier frame
+    /// left: cleared, never grown past its first size, and every blob of
+    /// every frame reads back as it was given.
+    #[test]
+    fn frames_reuse_their_buffers_and_every_blob_reads_back() {
+        let directory = tempfile::tempdir().unwrap();
+        let backend = Arc::new(LocalBackend::new(directory.path()));
+        let key = generate_signing_key().unwrap();
+        let repository = Repository::init(
+            backend,
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+            None,
+        )
+        .unwrap();
+        let index = MemoryIndex::new();
+        let writer = BlobWriter::new(&repository, &index, HashMap::new(), Some(&key));
+        // About 4 KiB each: five frames' worth.
+        let blobs: Vec<Vec<u8>> = (0..160).map(|round| text(0, round)).collect();
+        for raw in &blobs {
+            assert!(
+                writer
+                    .add_in(BlobKind::Data, Id::of(raw), raw, 0, FrameSharing::Group)
+                    .unwrap()
+            );
+            let frames = lock(&writer.frames);
+            let frame = &frames[&(0, None)];
+            assert_eq!(frame.raw.capacity(), 2 * FRAME_TARGET, "never grown");
+        }
+        assert!(!lock(&writer.spare_frames).is_empty(), "a buffer came back");
+        assert!(lock(&writer.spare_frames).len() <= SPARE_FRAMES);
+        writer.finish().unwrap();
+        for raw in &blobs {
+            let location = index.lookup(&Id::of(raw)).unwrap().unwrap();
+            assert!(location.entry.frame_offset.is_some(), "in a shared frame");
+            assert_eq!(&repository.read_blob(&location).unwrap(), raw);
+        }
+    }
 }
