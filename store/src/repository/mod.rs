@@ -297,9 +297,10 @@ impl Repository {
     /// of deltas lie side by side, often in one shared frame: the frame
     /// decoded for one base serves the next, so a changed file's pages
     /// cost one read, opening and decompression per frame, not per page.
-    pub fn read_base_at(&self, location: &BlobLocation, depth: usize) -> Result<Vec<u8>> {
+    /// A base in a shared frame is handed out as its place in the frame,
+    /// not copied out: a backup only reads it (its patch against it).
+    pub fn read_base_at(&self, location: &BlobLocation, depth: usize) -> Result<Decoded> {
         self.decode_base_at(location, depth, true)
-            .map(Decoded::into_vec)
     }
 
     /// [`Self::read_base_at`], handing a base in a shared frame out as its

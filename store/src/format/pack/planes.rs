@@ -114,10 +114,27 @@ pub fn looks_like_words(sample: &[u8]) -> bool {
 }
 
 /// The order-0 entropy of `bytes`, in bits for all of them.
-pub fn entropy_bits(bytes: impl Iterator<Item = u8>) -> f64 {
-    let mut counts = [0u32; 256];
-    for byte in bytes {
-        counts[usize::from(byte)] += 1;
+///
+/// Counted into four histograms side by side, then summed (the same
+/// counts, so the same result): with one, a run of equal bytes (zeros,
+/// the skewed samples this is asked about) makes each increment wait on
+/// the one before, and the count was 2.4% of a first backup's CPU.
+pub fn entropy_bits(bytes: &[u8]) -> f64 {
+    let mut lanes = [[0u32; 256]; 4];
+    let words = bytes.chunks_exact(4);
+    for &byte in words.remainder() {
+        lanes[0][usize::from(byte)] += 1;
+    }
+    for word in words {
+        for (counts, &byte) in lanes.iter_mut().zip(word) {
+            counts[usize::from(byte)] += 1;
+        }
+    }
+    let mut counts = lanes[0];
+    for lane in &lanes[1..] {
+        for (total, count) in counts.iter_mut().zip(lane) {
+            *total += count;
+        }
     }
     entropy_of_counts(&counts)
 }

@@ -118,7 +118,9 @@ pub fn decompress_frame(data: &[u8], expected: Expected) -> io::Result<Vec<u8>> 
 /// `level` into a frame of its own, the frames one after another.
 pub fn compress_planes(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
     let planes = planes::split(raw);
-    let mut stored = Vec::new();
+    // Room for the four frames at their worst, so the output never grows
+    // (and is copied) frame by frame.
+    let mut stored = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()) + 4 * 32);
     let mut at = 0;
     for length in planes::plane_lengths(raw.len()) {
         stored.extend_from_slice(&compress(&planes[at..at + length], level)?);
