@@ -4,9 +4,10 @@
 //! small (a 4 KiB database page, a 16 KiB chunk), and setting up a fresh
 //! context for each one (allocating and clearing its tables) cost more than
 //! compressing it. Never decides whether a blob is compressed, and never
-//! keeps data between calls: only zstd's working memory survives.
+//! keeps data a later call reads: only zstd's working memory survives, and
+//! a buffer for planes that every call overwrites before it reads it.
 
-use super::planes;
+use super::{MAX_FRAME_SIZE, planes};
 use std::cell::RefCell;
 use std::io;
 use zstd::bulk::{Compressor, Decompressor};
@@ -16,6 +17,10 @@ thread_local! {
     /// and the repository's), each keeping its tables.
     static COMPRESSORS: RefCell<Vec<(i32, Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+    /// The planes of the blob being decompressed, before they are merged:
+    /// kept for the next blob, so that its pages are not zeroed anew each
+    /// time (up to a shared frame's size; a larger buffer is freed).
+    static JOINED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `data` compressed at `level`, as `zstd::bulk::compress` would.
@@ -172,7 +177,35 @@ pub fn decompress_planes(stored: &[u8], expected: Expected) -> io::Result<Vec<u8
                 .collect::<Vec<_>>()
         )));
     }
-    let mut joined = vec![0u8; total as usize];
+    JOINED.with(|cell| {
+        // Another call on this thread (there is none today) gets a buffer
+        // of its own rather than a panic.
+        let mut kept = cell.try_borrow_mut().ok();
+        let mut own = Vec::new();
+        let joined = kept.as_deref_mut().unwrap_or(&mut own);
+        // Zeroed only where it grows: every byte of the first `total` is
+        // written by the planes' frames (each must fill its plane) before
+        // it is merged.
+        let total = total as usize;
+        if joined.len() < total {
+            joined.resize(total, 0);
+        }
+        let planes_bytes = &mut joined[..total];
+        let merged = decompress_planes_into(&frames, lengths, planes_bytes)
+            .map(|()| planes::merge(planes_bytes));
+        if joined.capacity() > MAX_FRAME_SIZE as usize {
+            *joined = Vec::new();
+        }
+        merged
+    })
+}
+
+/// Decompresses each plane's frame into its place in `joined`.
+fn decompress_planes_into(
+    frames: &[(&[u8], u64)],
+    lengths: [usize; 4],
+    joined: &mut [u8],
+) -> io::Result<()> {
     with_decompressor(|decompressor| {
         let mut at = 0;
         for ((frame, _), length) in frames.iter().zip(lengths) {
@@ -185,8 +218,7 @@ pub fn decompress_planes(stored: &[u8], expected: Expected) -> io::Result<Vec<u8
             at += length;
         }
         Ok(())
-    })?;
-    Ok(planes::merge(&joined))
+    })
 }
 
 #[cfg(test)]
