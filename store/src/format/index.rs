@@ -24,9 +24,9 @@ use crate::error::{Result, StoreError};
 use crate::format::codec::{from_packed_cbor_or, to_packed_cbor};
 use crate::format::keys::{PublicKey, SigningKey};
 use crate::format::limits::MAX_INDEX_FILE_SIZE;
-use crate::format::listing_cbor;
 use crate::format::pack::{
-    BlobEntry, PACK_MAGIC, TRAILER_SIZE, check_blob_lengths, check_listing_version, listing_version,
+    BlobEntry, PACK_MAGIC, TRAILER_SIZE, check_blob_lengths, check_listing_version, listing_cbor,
+    listing_version,
 };
 use crate::format::seal::{Envelope, TrustFailure};
 use crate::id::Id;

@@ -17,7 +17,6 @@ pub mod keyring;
 pub mod keys;
 pub mod keyslot;
 pub mod limits;
-mod listing_cbor;
 pub mod manifest;
 pub mod pack;
 pub mod records;

@@ -15,6 +15,7 @@
 //! touches a backend except through `read_header`.
 
 pub mod delta;
+pub(crate) mod listing_cbor;
 pub(crate) mod planes;
 pub(crate) mod spans;
 mod writer;
@@ -26,7 +27,6 @@ pub use zstd_contexts::Expected;
 use crate::error::{Result, StoreError};
 use crate::format::codec::from_packed_cbor_or;
 use crate::format::crypto::PackOpener;
-use crate::format::listing_cbor;
 use crate::id::{Id, IdHasher};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;

@@ -20,7 +20,7 @@
 //! the input's size can justify, and it checks nothing a listing means
 //! (lengths, versions, places): the callers still do.
 
-use crate::format::pack::{BlobEntry, BlobKind, Compression};
+use super::{BlobEntry, BlobKind, Compression};
 use crate::id::Id;
 
 /// A position in CBOR bytes, read forward.
