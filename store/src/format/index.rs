@@ -56,7 +56,7 @@ pub struct IndexFile {
 }
 
 /// Packs as `listing_cbor` decodes them.
-fn pack_entries(packs: Vec<(Id, u64, Vec<BlobEntry>)>) -> Vec<PackEntry> {
+fn pack_entries(packs: Vec<listing_cbor::ListedPack>) -> Vec<PackEntry> {
     packs
         .into_iter()
         .map(|(id, size, blobs)| PackEntry { id, size, blobs })

@@ -192,9 +192,12 @@ pub(crate) fn pack_header(cbor: &[u8]) -> Option<(u32, Vec<BlobEntry>, Option<Ve
     Some((version, blobs, nonce))
 }
 
-/// An index body's packs: each pack's `id`, `size` and `blobs`, as
+/// A pack as an index body lists it: its `id`, `size` and `blobs`, as
 /// `format::index::PackEntry` declares them.
-fn packs(cursor: &mut Cursor<'_>) -> Option<Vec<(Id, u64, Vec<BlobEntry>)>> {
+pub(crate) type ListedPack = (Id, u64, Vec<BlobEntry>);
+
+/// An index body's packs.
+fn packs(cursor: &mut Cursor<'_>) -> Option<Vec<ListedPack>> {
     let (count, believed) = cursor.array(SMALLEST_ENTRY)?;
     let mut packs = Vec::with_capacity(believed);
     for _ in 0..count {
@@ -212,7 +215,7 @@ fn packs(cursor: &mut Cursor<'_>) -> Option<Vec<(Id, u64, Vec<BlobEntry>)>> {
 }
 
 /// A legacy index file's `version` and `packs`.
-pub(crate) fn index_file(cbor: &[u8]) -> Option<(u32, Vec<(Id, u64, Vec<BlobEntry>)>)> {
+pub(crate) fn index_file(cbor: &[u8]) -> Option<(u32, Vec<ListedPack>)> {
     let mut cursor = Cursor { bytes: cbor };
     if cursor.map()? != 2 {
         return None;
@@ -226,7 +229,7 @@ pub(crate) fn index_file(cbor: &[u8]) -> Option<(u32, Vec<(Id, u64, Vec<BlobEntr
 }
 
 /// A sealed index file's body: `version`, `repository` and `packs`.
-pub(crate) fn sealed_index_body(cbor: &[u8]) -> Option<(u32, Id, Vec<(Id, u64, Vec<BlobEntry>)>)> {
+pub(crate) fn sealed_index_body(cbor: &[u8]) -> Option<(u32, Id, Vec<ListedPack>)> {
     let mut cursor = Cursor { bytes: cbor };
     if cursor.map()? != 3 {
         return None;
@@ -325,7 +328,7 @@ mod tests {
         })
     }
 
-    fn packs_of(packs: Vec<(Id, u64, Vec<BlobEntry>)>) -> Vec<PackEntry> {
+    fn packs_of(packs: Vec<ListedPack>) -> Vec<PackEntry> {
         packs
             .into_iter()
             .map(|(id, size, blobs)| PackEntry { id, size, blobs })

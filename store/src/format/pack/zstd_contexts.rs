@@ -7,7 +7,7 @@
 //! keeps data a later call reads: only zstd's working memory survives, and
 //! a buffer for planes that every call overwrites before it reads it.
 
-use super::{MAX_FRAME_SIZE, planes};
+use super::{FRAME_TARGET, planes};
 use std::cell::RefCell;
 use std::io;
 use zstd::bulk::{Compressor, Decompressor};
@@ -19,9 +19,14 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
     /// The planes of the blob being decompressed, before they are merged:
     /// kept for the next blob, so that its pages are not zeroed anew each
-    /// time (up to a shared frame's size; a larger buffer is freed).
+    /// time (up to [`KEPT_PLANES`]; a larger buffer is freed).
     static JOINED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// The largest planes buffer a thread keeps: a shared frame holds a little
+/// under twice [`FRAME_TARGET`], and a chunk of the default profile at most
+/// 64 KiB; anything larger is rare enough to pay for its own buffer.
+const KEPT_PLANES: usize = 2 * FRAME_TARGET;
 
 /// `data` compressed at `level`, as `zstd::bulk::compress` would.
 pub fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
@@ -193,7 +198,7 @@ pub fn decompress_planes(stored: &[u8], expected: Expected) -> io::Result<Vec<u8
         let planes_bytes = &mut joined[..total];
         let merged = decompress_planes_into(&frames, lengths, planes_bytes)
             .map(|()| planes::merge(planes_bytes));
-        if joined.capacity() > MAX_FRAME_SIZE as usize {
+        if joined.capacity() > KEPT_PLANES {
             *joined = Vec::new();
         }
         merged
