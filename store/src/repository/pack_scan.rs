@@ -20,8 +20,12 @@ pub const SCAN_WINDOW: u64 = 16 << 20;
 /// request at a time): a verify reads a pack per core, and two 16 MiB
 /// windows were 30 MiB of a full verify's 87 MiB peak on the
 /// real-applications repository (heaptrack), where 4 MiB reads cost
-/// nothing measurable in time.
-pub const LOCAL_SCAN_WINDOW: u64 = 4 << 20;
+/// nothing measurable in time. 2 MiB since verify keeps each thread's
+/// window from pack to pack (`scan_pack_with`): two 4 MiB windows always
+/// resident raised a plaintext verify's peak by 2 MiB, and 2 MiB reads
+/// cost no more CPU than 4 MiB ones (alternating runs, modelled, real
+/// applications and tree, docs/PERFORMANCE.md "verify's CPU").
+pub const LOCAL_SCAN_WINDOW: u64 = 2 << 20;
 
 /// The window for a backend of `parallelism` (see [`crate::backend::Backend::parallelism`]).
 pub fn scan_window(parallelism: usize) -> u64 {
