@@ -4,7 +4,7 @@
 //!
 //! The general decoder pulls every key and value through ciborium's
 //! tokenizer and serde's visitors; for listings, which are tens of
-//! thousands of small maps of the same six to eight keys, that was 7–11%
+//! thousands of small maps of the same six to eight keys, that was 8–11%
 //! of a `verify --read-data`'s CPU (every index file and every pack's
 //! header is decoded). This one walks the bytes once.
 //!
