@@ -217,6 +217,44 @@ mod tests {
                 (size - 4, false)
             ]
         );
+        // The same window buffer, handed from this scan to the scan of a
+        // smaller pack, holds that pack's bytes alone: its blobs and its
+        // hash are its own.
+        let mut window = Vec::new();
+        let mut scan_with = |id: &Id, size: u64, entries: &[BlobEntry]| {
+            let mut decoded = Vec::new();
+            let scan = repository
+                .scan_pack_with(id, size, entries, &mut window, &mut |entry, stored| {
+                    decoded.push(stored.and_then(|s| decode_blob(entry, s, id)).unwrap());
+                })
+                .unwrap();
+            (scan, decoded)
+        };
+        let (scan, decoded) = scan_with(&id, size, &entries);
+        assert!(scan.matches_name);
+        assert_eq!(decoded, contents);
+        let small = b"a blob far smaller than the window before".to_vec();
+        let mut writer = PackWriter::new();
+        writer.add(
+            BlobKind::Data,
+            Id::of(&small),
+            small.len() as u32,
+            Compression::None,
+            &small,
+        );
+        let (small_id, small_bytes, small_entries) = writer.finish();
+        backend
+            .create(ObjectKind::Pack, &small_id.to_hex(), &small_bytes)
+            .unwrap();
+        let (scan, decoded) = scan_with(&small_id, small_bytes.len() as u64, &small_entries);
+        assert_eq!(
+            scan,
+            PackScan {
+                bytes_read: small_bytes.len() as u64,
+                matches_name: true
+            }
+        );
+        assert_eq!(decoded, vec![small]);
         // A listed size that is not the pack's: the hash no longer matches
         // (or the read fails), never a silent pass.
         let short = repository.scan_pack(&id, size - 1, &[], &mut |_, _| {});

@@ -251,6 +251,31 @@ mod tests {
     }
 
     #[test]
+    /// The planes buffer a thread keeps holds the last blob's planes: a
+    /// smaller blob after a larger one, or after one refused, must come
+    /// back as itself, never with bytes left over.
+    fn the_kept_planes_buffer_never_shows_an_earlier_blob() {
+        let large = planes::tests::floats(20_000);
+        let small: Vec<u8> = planes::tests::floats(700)
+            .iter()
+            .map(|b| b ^ 0x5a)
+            .collect();
+        let small_stored = compress_planes(&small, 1).unwrap();
+        let large_stored = compress_planes(&large, 1).unwrap();
+        let decoded = |stored: &[u8], length: usize| {
+            decompress_planes(stored, Expected::Exactly(length)).unwrap()
+        };
+        assert_eq!(decoded(&large_stored, large.len()), large);
+        assert_eq!(decoded(&small_stored, small.len()), small);
+        // The fourth plane's frame cut short: refused.
+        let mut cut = large_stored.clone();
+        cut.truncate(cut.len() - 8);
+        assert!(decompress_planes(&cut, Expected::Exactly(large.len())).is_err());
+        assert_eq!(decoded(&small_stored, small.len()), small);
+        assert_eq!(decoded(&large_stored, large.len()), large);
+    }
+
+    #[test]
     fn planes_round_trip_and_refuse_what_does_not_add_up() {
         let raw = planes::tests::floats(5000);
         let odd = &raw[..raw.len() - 3];
