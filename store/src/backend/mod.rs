@@ -254,6 +254,25 @@ pub trait Backend: Send + Sync {
     fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, length: u64)
     -> Result<Vec<u8>>;
 
+    /// [`Backend::read_range`] into `buffer`, which is cleared first and
+    /// holds exactly the range after `Ok` (on error, anything). A caller
+    /// reading range after range hands the same buffer back each time, so
+    /// that its pages stay mapped: a fresh buffer of several MiB is mapped,
+    /// faulted in, zeroed by the kernel and unmapped again for every read
+    /// (the mmap threshold, `cli/src/main.rs`). The default reads a fresh
+    /// one and keeps it in `buffer`.
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buffer: &mut Vec<u8>,
+    ) -> Result<()> {
+        *buffer = self.read_range(kind, name, offset, length)?;
+        Ok(())
+    }
+
     /// Says that `kind`/`name` will be read soon, so that storage can start
     /// fetching it in the background (the local backend asks the kernel to
     /// read the file into its page cache). Only a hint: nothing comes into

@@ -71,6 +71,18 @@ impl Backend for NoDeleteBackend {
         self.inner.read_range(kind, name, offset, length)
     }
 
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buffer: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.inner
+            .read_range_into(kind, name, offset, length, buffer)
+    }
+
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         self.inner.list(kind)
     }

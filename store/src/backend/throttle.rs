@@ -168,6 +168,21 @@ impl Backend for Throttled {
         self.inner.read_range(kind, name, offset, length)
     }
 
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        length: u64,
+        buffer: &mut Vec<u8>,
+    ) -> Result<()> {
+        if let Some(bucket) = &self.download {
+            bucket.take(usize::try_from(length).unwrap_or(usize::MAX));
+        }
+        self.inner
+            .read_range_into(kind, name, offset, length, buffer)
+    }
+
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         self.inner.list(kind)
     }

@@ -65,8 +65,24 @@ pub fn to_packed_cbor<T: Serialize>(value: &T) -> Vec<u8> {
 /// before anything is allocated for it, and a frame that does not declare
 /// it is refused.
 pub fn from_packed_cbor<T: DeserializeOwned>(bytes: &[u8], limit: u64, object: &str) -> Result<T> {
+    from_packed_cbor_or(bytes, limit, object, |_| None)
+}
+
+/// As [`from_packed_cbor`], trying `direct` on the CBOR first: a decoder
+/// of exactly what [`to_cbor`] writes for `T` (`format::listing_cbor`),
+/// which answers `None` for anything else, so that the general decoder
+/// decides (and names the error) whenever the bytes are not in that shape.
+pub fn from_packed_cbor_or<T: DeserializeOwned>(
+    bytes: &[u8],
+    limit: u64,
+    object: &str,
+    direct: impl FnOnce(&[u8]) -> Option<T>,
+) -> Result<T> {
     if !bytes.starts_with(&ZSTD_FRAME_MAGIC) {
-        return from_cbor(bytes, object);
+        return match direct(bytes) {
+            Some(value) => Ok(value),
+            None => from_cbor(bytes, object),
+        };
     }
     let bad = |why: String| StoreError::corrupt(object, format!("packed listing: {why}"));
     let declared = match zstd::zstd_safe::get_frame_content_size(bytes) {
@@ -87,7 +103,10 @@ pub fn from_packed_cbor<T: DeserializeOwned>(bytes: &[u8], limit: u64, object: &
             content.len()
         )));
     }
-    from_cbor(&content, object)
+    match direct(&content) {
+        Some(value) => Ok(value),
+        None => from_cbor(&content, object),
+    }
 }
 
 #[allow(

@@ -21,11 +21,12 @@
 //! `crate::index`).
 
 use crate::error::{Result, StoreError};
-use crate::format::codec::{from_packed_cbor, to_packed_cbor};
+use crate::format::codec::{from_packed_cbor_or, to_packed_cbor};
 use crate::format::keys::{PublicKey, SigningKey};
 use crate::format::limits::MAX_INDEX_FILE_SIZE;
 use crate::format::pack::{
-    BlobEntry, PACK_MAGIC, TRAILER_SIZE, check_blob_lengths, check_listing_version, listing_version,
+    BlobEntry, PACK_MAGIC, TRAILER_SIZE, check_blob_lengths, check_listing_version, listing_cbor,
+    listing_version,
 };
 use crate::format::seal::{Envelope, TrustFailure};
 use crate::id::Id;
@@ -52,6 +53,14 @@ pub struct PackEntry {
 pub struct IndexFile {
     pub version: u32,
     pub packs: Vec<PackEntry>,
+}
+
+/// Packs as `listing_cbor` decodes them.
+fn pack_entries(packs: Vec<listing_cbor::ListedPack>) -> Vec<PackEntry> {
+    packs
+        .into_iter()
+        .map(|(id, size, blobs)| PackEntry { id, size, blobs })
+        .collect()
 }
 
 /// The signed body of a sealed index file.
@@ -139,7 +148,16 @@ impl IndexFile {
         let Ok(envelope) = Envelope::decode(bytes, object) else {
             return Ok((Self::decode(bytes, object)?, Vouching::Unsigned));
         };
-        let body: SealedBody = from_packed_cbor(&envelope.body, MAX_INDEX_FILE_SIZE, object)?;
+        let body: SealedBody =
+            from_packed_cbor_or(&envelope.body, MAX_INDEX_FILE_SIZE, object, |cbor| {
+                listing_cbor::sealed_index_body(cbor).map(|(version, repository, packs)| {
+                    SealedBody {
+                        version,
+                        repository,
+                        packs: pack_entries(packs),
+                    }
+                })
+            })?;
         let file = IndexFile {
             version: body.version,
             packs: body.packs,
@@ -170,7 +188,12 @@ impl IndexFile {
 
     /// Decodes the legacy unsigned encoding and checks its listings.
     pub fn decode(bytes: &[u8], object: &str) -> Result<Self> {
-        let index: IndexFile = from_packed_cbor(bytes, MAX_INDEX_FILE_SIZE, object)?;
+        let index: IndexFile = from_packed_cbor_or(bytes, MAX_INDEX_FILE_SIZE, object, |cbor| {
+            listing_cbor::index_file(cbor).map(|(version, packs)| IndexFile {
+                version,
+                packs: pack_entries(packs),
+            })
+        })?;
         index.check(object)?;
         Ok(index)
     }

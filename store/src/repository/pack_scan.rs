@@ -20,8 +20,12 @@ pub const SCAN_WINDOW: u64 = 16 << 20;
 /// request at a time): a verify reads a pack per core, and two 16 MiB
 /// windows were 30 MiB of a full verify's 87 MiB peak on the
 /// real-applications repository (heaptrack), where 4 MiB reads cost
-/// nothing measurable in time.
-pub const LOCAL_SCAN_WINDOW: u64 = 4 << 20;
+/// nothing measurable in time. 2 MiB since verify keeps each thread's
+/// window from pack to pack (`scan_pack_with`): two 4 MiB windows always
+/// resident raised a plaintext verify's peak by 2 MiB, and 2 MiB reads
+/// cost no more CPU than 4 MiB ones (alternating runs, modelled, real
+/// applications and tree, docs/PERFORMANCE.md "verify's CPU").
+pub const LOCAL_SCAN_WINDOW: u64 = 2 << 20;
 
 /// The window for a backend of `parallelism` (see [`crate::backend::Backend::parallelism`]).
 pub fn scan_window(parallelism: usize) -> u64 {
@@ -53,6 +57,24 @@ impl Repository {
         blobs: &[BlobEntry],
         visit: &mut dyn FnMut(&BlobEntry, Result<&[u8]>),
     ) -> Result<PackScan> {
+        self.scan_pack_with(pack, size, blobs, &mut Vec::new(), visit)
+    }
+
+    /// [`Self::scan_pack`], reading every window into `window`: a caller
+    /// scanning pack after pack hands the same buffer to each scan, so
+    /// that its pages are faulted in once, not once per window (a fresh
+    /// 4 MiB buffer per window was 8% of a verify's CPU in the kernel:
+    /// mapping, zeroing, unmapping). What `window` holds afterwards is the
+    /// last window read; its capacity is the largest window read (a
+    /// window stretched to hold a large blob whole included).
+    pub fn scan_pack_with(
+        &self,
+        pack: &Id,
+        size: u64,
+        blobs: &[BlobEntry],
+        window: &mut Vec<u8>,
+        visit: &mut dyn FnMut(&BlobEntry, Result<&[u8]>),
+    ) -> Result<PackScan> {
         let name = pack.to_hex();
         let mut order: Vec<&BlobEntry> = blobs.iter().collect();
         order.sort_by_key(|entry| (entry.offset, entry.frame_offset));
@@ -71,13 +93,13 @@ impl Repository {
                 ),
             )
         };
-        let window = scan_window(self.backend().parallelism());
+        let window_size = scan_window(self.backend().parallelism());
         let mut hasher = blake3::Hasher::new();
         let mut extra_reads = 0u64;
         let mut next = 0;
         let mut position = 0u64;
         while position < size {
-            let window_end = size.min(position.saturating_add(window));
+            let window_end = size.min(position.saturating_add(window_size));
             // Stretched to hold whole the blob that crosses the window's
             // end, as blobs lie back to back.
             let end = order[next..]
@@ -85,10 +107,15 @@ impl Repository {
                 .take_while(|entry| entry.offset < window_end)
                 .filter_map(|entry| end_of(entry))
                 .fold(window_end, u64::max);
-            let bytes =
-                self.backend()
-                    .read_range(ObjectKind::Pack, &name, position, end - position)?;
-            hasher.update(&bytes);
+            self.backend().read_range_into(
+                ObjectKind::Pack,
+                &name,
+                position,
+                end - position,
+                window,
+            )?;
+            let bytes = &window[..];
+            hasher.update(bytes);
             while let Some(entry) = order.get(next).filter(|entry| entry.offset < end) {
                 next += 1;
                 match end_of(entry) {
@@ -190,6 +217,44 @@ mod tests {
                 (size - 4, false)
             ]
         );
+        // The same window buffer, handed from this scan to the scan of a
+        // smaller pack, holds that pack's bytes alone: its blobs and its
+        // hash are its own.
+        let mut window = Vec::new();
+        let mut scan_with = |id: &Id, size: u64, entries: &[BlobEntry]| {
+            let mut decoded = Vec::new();
+            let scan = repository
+                .scan_pack_with(id, size, entries, &mut window, &mut |entry, stored| {
+                    decoded.push(stored.and_then(|s| decode_blob(entry, s, id)).unwrap());
+                })
+                .unwrap();
+            (scan, decoded)
+        };
+        let (scan, decoded) = scan_with(&id, size, &entries);
+        assert!(scan.matches_name);
+        assert_eq!(decoded, contents);
+        let small = b"a blob far smaller than the window before".to_vec();
+        let mut writer = PackWriter::new();
+        writer.add(
+            BlobKind::Data,
+            Id::of(&small),
+            small.len() as u32,
+            Compression::None,
+            &small,
+        );
+        let (small_id, small_bytes, small_entries) = writer.finish();
+        backend
+            .create(ObjectKind::Pack, &small_id.to_hex(), &small_bytes)
+            .unwrap();
+        let (scan, decoded) = scan_with(&small_id, small_bytes.len() as u64, &small_entries);
+        assert_eq!(
+            scan,
+            PackScan {
+                bytes_read: small_bytes.len() as u64,
+                matches_name: true
+            }
+        );
+        assert_eq!(decoded, vec![small]);
         // A listed size that is not the pack's: the hash no longer matches
         // (or the read fails), never a silent pass.
         let short = repository.scan_pack(&id, size - 1, &[], &mut |_, _| {});

@@ -15,6 +15,7 @@
 //! touches a backend except through `read_header`.
 
 pub mod delta;
+pub(crate) mod listing_cbor;
 pub(crate) mod planes;
 pub(crate) mod spans;
 mod writer;
@@ -24,7 +25,7 @@ pub use writer::{FRAME_TARGET, PackWriter, compress_blob, compress_frame, looks_
 pub use zstd_contexts::Expected;
 
 use crate::error::{Result, StoreError};
-use crate::format::codec::from_packed_cbor;
+use crate::format::codec::from_packed_cbor_or;
 use crate::format::crypto::PackOpener;
 use crate::id::{Id, IdHasher};
 use serde::{Deserialize, Serialize};
@@ -249,7 +250,13 @@ impl PackHeader {
         header_start: u64,
         object: &str,
     ) -> Result<Self> {
-        let header: PackHeader = from_packed_cbor(bytes, MAX_HEADER_SIZE, object)?;
+        let header: PackHeader = from_packed_cbor_or(bytes, MAX_HEADER_SIZE, object, |cbor| {
+            listing_cbor::pack_header(cbor).map(|(version, blobs, nonce)| PackHeader {
+                version,
+                blobs,
+                nonce,
+            })
+        })?;
         check_listing_version(header.version, &header.blobs, object)?;
         let mut expected_offset = area_start;
         let mut frame: Option<OpenFrame> = None;

@@ -49,24 +49,40 @@ pub fn split(raw: &[u8]) -> Vec<u8> {
 /// of [`split`]. Built a 32-bit word at a time from equal-length slices,
 /// which the compiler turns into vector instructions: zipping the four
 /// planes byte by byte ran at a third of the speed (1.9 against 6 GB/s).
+/// The words go through a small block on the stack into the output's
+/// spare capacity: an output zeroed first and then overwritten was
+/// written twice (the zeroing was 1–2% of a verify's CPU).
 pub fn merge(planes: &[u8]) -> Vec<u8> {
-    let mut raw = vec![0u8; planes.len()];
+    const BLOCK_WORDS: usize = 1024;
+    let mut raw = Vec::with_capacity(planes.len());
     let [first, second, third, _] = plane_lengths(planes.len());
     let whole = planes.len() / 4;
     let (p0, rest) = planes.split_at(first);
     let (p1, rest) = rest.split_at(second);
     let (p2, p3) = rest.split_at(third);
-    let (a, b, c, d) = (&p0[..whole], &p1[..whole], &p2[..whole], &p3[..whole]);
-    let (words, tail) = raw.split_at_mut(whole * 4);
-    for (i, word) in words.chunks_exact_mut(4).enumerate() {
-        let value = u32::from(a[i])
-            | (u32::from(b[i]) << 8)
-            | (u32::from(c[i]) << 16)
-            | (u32::from(d[i]) << 24);
-        word.copy_from_slice(&value.to_le_bytes());
+    let mut block = [0u8; BLOCK_WORDS * 4];
+    let mut start = 0;
+    while start < whole {
+        let end = whole.min(start + BLOCK_WORDS);
+        let (a, b, c, d) = (
+            &p0[start..end],
+            &p1[start..end],
+            &p2[start..end],
+            &p3[start..end],
+        );
+        let words = &mut block[..(end - start) * 4];
+        for (i, word) in words.chunks_exact_mut(4).enumerate() {
+            let value = u32::from(a[i])
+                | (u32::from(b[i]) << 8)
+                | (u32::from(c[i]) << 16)
+                | (u32::from(d[i]) << 24);
+            word.copy_from_slice(&value.to_le_bytes());
+        }
+        raw.extend_from_slice(words);
+        start = end;
     }
-    for (byte, plane) in tail.iter_mut().zip([p0, p1, p2]) {
-        *byte = plane[whole];
+    for plane in [p0, p1, p2].into_iter().take(planes.len() - whole * 4) {
+        raw.push(plane[whole]);
     }
     raw
 }

@@ -4,9 +4,10 @@
 //! small (a 4 KiB database page, a 16 KiB chunk), and setting up a fresh
 //! context for each one (allocating and clearing its tables) cost more than
 //! compressing it. Never decides whether a blob is compressed, and never
-//! keeps data between calls: only zstd's working memory survives.
+//! keeps data a later call reads: only zstd's working memory survives, and
+//! a buffer for planes that every call overwrites before it reads it.
 
-use super::planes;
+use super::{FRAME_TARGET, planes};
 use std::cell::RefCell;
 use std::io;
 use zstd::bulk::{Compressor, Decompressor};
@@ -16,7 +17,16 @@ thread_local! {
     /// and the repository's), each keeping its tables.
     static COMPRESSORS: RefCell<Vec<(i32, Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+    /// The planes of the blob being decompressed, before they are merged:
+    /// kept for the next blob, so that its pages are not zeroed anew each
+    /// time (up to [`KEPT_PLANES`]; a larger buffer is freed).
+    static JOINED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// The largest planes buffer a thread keeps: a shared frame holds a little
+/// under twice [`FRAME_TARGET`], and a chunk of the default profile at most
+/// 64 KiB; anything larger is rare enough to pay for its own buffer.
+const KEPT_PLANES: usize = 2 * FRAME_TARGET;
 
 /// `data` compressed at `level`, as `zstd::bulk::compress` would.
 pub fn compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
@@ -174,7 +184,35 @@ pub fn decompress_planes(stored: &[u8], expected: Expected) -> io::Result<Vec<u8
                 .collect::<Vec<_>>()
         )));
     }
-    let mut joined = vec![0u8; total as usize];
+    JOINED.with(|cell| {
+        // Another call on this thread (there is none today) gets a buffer
+        // of its own rather than a panic.
+        let mut kept = cell.try_borrow_mut().ok();
+        let mut own = Vec::new();
+        let joined = kept.as_deref_mut().unwrap_or(&mut own);
+        // Zeroed only where it grows: every byte of the first `total` is
+        // written by the planes' frames (each must fill its plane) before
+        // it is merged.
+        let total = total as usize;
+        if joined.len() < total {
+            joined.resize(total, 0);
+        }
+        let planes_bytes = &mut joined[..total];
+        let merged = decompress_planes_into(&frames, lengths, planes_bytes)
+            .map(|()| planes::merge(planes_bytes));
+        if joined.capacity() > KEPT_PLANES {
+            *joined = Vec::new();
+        }
+        merged
+    })
+}
+
+/// Decompresses each plane's frame into its place in `joined`.
+fn decompress_planes_into(
+    frames: &[(&[u8], u64)],
+    lengths: [usize; 4],
+    joined: &mut [u8],
+) -> io::Result<()> {
     with_decompressor(|decompressor| {
         let mut at = 0;
         for ((frame, _), length) in frames.iter().zip(lengths) {
@@ -187,8 +225,7 @@ pub fn decompress_planes(stored: &[u8], expected: Expected) -> io::Result<Vec<u8
             at += length;
         }
         Ok(())
-    })?;
-    Ok(planes::merge(&joined))
+    })
 }
 
 #[cfg(test)]
@@ -213,6 +250,31 @@ mod tests {
         assert!(decompress(b"not zstd at all", 1024).is_err());
         // A context that saw an error still works.
         assert_eq!(decompress(&compressed, text.len()).unwrap(), text);
+    }
+
+    #[test]
+    /// The planes buffer a thread keeps holds the last blob's planes: a
+    /// smaller blob after a larger one, or after one refused, must come
+    /// back as itself, never with bytes left over.
+    fn the_kept_planes_buffer_never_shows_an_earlier_blob() {
+        let large = planes::tests::floats(20_000);
+        let small: Vec<u8> = planes::tests::floats(700)
+            .iter()
+            .map(|b| b ^ 0x5a)
+            .collect();
+        let small_stored = compress_planes(&small, 1).unwrap();
+        let large_stored = compress_planes(&large, 1).unwrap();
+        let decoded = |stored: &[u8], length: usize| {
+            decompress_planes(stored, Expected::Exactly(length)).unwrap()
+        };
+        assert_eq!(decoded(&large_stored, large.len()), large);
+        assert_eq!(decoded(&small_stored, small.len()), small);
+        // The fourth plane's frame cut short: refused.
+        let mut cut = large_stored.clone();
+        cut.truncate(cut.len() - 8);
+        assert!(decompress_planes(&cut, Expected::Exactly(large.len())).is_err());
+        assert_eq!(decoded(&small_stored, small.len()), small);
+        assert_eq!(decoded(&large_stored, large.len()), large);
     }
 
     #[test]

@@ -425,16 +425,22 @@ impl Audit {
             }
         }
         let nothing_hinted = HashSet::new();
+        // Scan windows, reused from pack to pack: at most one per thread
+        // reading, and all freed when the reading is done.
+        let windows = WindowPool::new(repository);
         let results: Vec<PackReading> = packs
             .par_iter()
             .map(|pack| {
+                let mut window = windows.take();
                 let reading = read_pack(
                     repository,
                     pack,
                     sizes.get(pack).copied().unwrap_or_default(),
                     by_pack.get(pack).map(Vec::as_slice).unwrap_or_default(),
                     hinted_in.get(pack).unwrap_or(&nothing_hinted),
+                    &mut window,
                 );
+                windows.give_back(window);
                 progress.advance(Amount {
                     bytes: reading.bytes_read,
                     items: 1,
@@ -650,6 +656,43 @@ impl Audit {
                 self.blob_findings.insert(*id, index);
                 Err(index)
             }
+        }
+    }
+}
+
+/// Buffers for the scans' windows, handed from one pack's scan to the
+/// next so that their pages are faulted in once, not for every window
+/// (with the fixed mmap threshold a freed 4 MiB buffer goes back to the
+/// kernel at once). Holds at most one buffer per thread reading, each at
+/// most twice a window: one stretched further, to hold a large blob
+/// whole, is freed rather than kept.
+struct WindowPool {
+    idle: std::sync::Mutex<Vec<Vec<u8>>>,
+    largest_kept: usize,
+}
+
+impl WindowPool {
+    fn new(repository: &Repository) -> Self {
+        let window = crate::repository::scan_window(repository.backend().parallelism());
+        WindowPool {
+            idle: std::sync::Mutex::new(Vec::new()),
+            largest_kept: usize::try_from(window.saturating_mul(2)).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop())
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, window: Vec<u8>) {
+        if window.capacity() <= self.largest_kept
+            && let Ok(mut idle) = self.idle.lock()
+        {
+            idle.push(window);
         }
     }
 }

@@ -88,13 +88,15 @@ fn bad_blob(pack: &Id, entry: &BlobEntry, why: String) -> (Id, Finding) {
 /// name, its header against the index, every blob of `blobs` against its
 /// id. The pack is never held whole. `hinted`: blobs whose listing in
 /// this pack comes only from index files not vouched for (FORMAT.md
-/// section 9).
+/// section 9). `window`: the buffer the scan reads into, reused from pack
+/// to pack.
 pub(super) fn read_pack(
     repository: &Repository,
     pack: &Id,
     size: u64,
     blobs: &[&BlobLocation],
     hinted: &HashSet<Id>,
+    window: &mut Vec<u8>,
 ) -> PackReading {
     let mut reading = PackReading {
         blobs_read: 0,
@@ -137,7 +139,7 @@ pub(super) fn read_pack(
     let mut decoder = repository.blob_decoder();
     let mut visited = 0u64;
     let mut bad_blobs = Vec::new();
-    let scan = repository.scan_pack(pack, size, &entries, &mut |entry, stored| {
+    let scan = repository.scan_pack_with(pack, size, &entries, window, &mut |entry, stored| {
         visited += 1;
         let result = stored.and_then(|stored| {
             decoder
