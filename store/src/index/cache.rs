@@ -233,6 +233,13 @@ struct Pending {
     /// Index files whose packs are all in `blobs` or in a run. Recorded in
     /// sled only once their blobs' run is on disk.
     index_files: Vec<Id>,
+    /// Packs whose blobs are in `blobs`, with their sizes: recorded in
+    /// sled, like the index files, only once those blobs' run is on disk.
+    /// A pack recorded before could outlive its blobs (a backup
+    /// interrupted, sled flushed, the pending blobs lost), and the next
+    /// backup would take it for indexed: neither adopt it nor find its
+    /// blobs, and store them all again.
+    packs: HashMap<Id, u64>,
 }
 
 /// Blobs held in memory before they are written as a run, so a rebuild
@@ -331,12 +338,19 @@ impl SledIndex {
                 Ok(run) => runs.push(run),
                 Err(error) => {
                     // Their blobs are gone from memory and not on disk: no
-                    // index file may count as taken in on their account.
+                    // index file or pack may count as taken in on their
+                    // account.
                     pending.index_files.clear();
+                    pending.packs.clear();
                     return Err(error);
                 }
             }
             self.merge_similar(&mut runs)?;
+        }
+        for (pack, size) in pending.packs.drain() {
+            self.packs
+                .insert(pack.0, &size.to_le_bytes())
+                .map_err(|error| self.error(error))?;
         }
         for index_file in pending.index_files.drain(..) {
             self.index_files
@@ -415,14 +429,12 @@ impl IndexCache for SledIndex {
             for entry in &pack.blobs {
                 keep_better(&mut pending.blobs, located_in(pack, entry, vouched));
             }
+            pending.packs.insert(pack.id, pack.size);
             pending.blobs.len() >= PENDING_LIMIT
         };
         if full {
             self.write_pending()?;
         }
-        self.packs
-            .insert(pack.id.0, &pack.size.to_le_bytes())
-            .map_err(|error| self.error(error))?;
         Ok(())
     }
 
@@ -447,6 +459,9 @@ impl IndexCache for SledIndex {
     }
 
     fn has_pack(&self, pack: &Id) -> Result<bool> {
+        if read(&self.pending).packs.contains_key(pack) {
+            return Ok(true);
+        }
         self.packs
             .contains_key(pack.0)
             .map_err(|error| self.error(error))
@@ -853,11 +868,16 @@ mod tests {
                 index.index_files().unwrap(),
                 HashSet::from([index_one, index_two])
             );
+            assert!(index.has_pack(&second.id).unwrap());
             // Dropped without a flush: the second pack is not kept, and
             // neither is its index file's mark, so it is taken in again.
         }
         let index = SledIndex::open(&path).unwrap();
         assert_eq!(index.index_files().unwrap(), HashSet::from([index_one]));
+        // Nor is the pack itself known: a backup interrupted there leaves
+        // it to the next one to adopt, not to take for indexed.
+        assert!(index.has_pack(&first.id).unwrap());
+        assert!(!index.has_pack(&second.id).unwrap());
         assert_eq!(found_in(&index, &some_first_blob), Some(first.id));
         assert_eq!(found_in(&index, &shared), Some(first.id));
         assert_eq!(found_in(&index, &a_second_blob), None);
