@@ -891,6 +891,21 @@ mod tests {
     use cairn_chunker::ChunkerParams;
     use std::sync::Barrier;
 
+    /// A plaintext repository in `directory`, and the key it trusts.
+    fn local_repository(directory: &std::path::Path) -> (Repository, SigningKey) {
+        let backend = Arc::new(LocalBackend::new(directory));
+        let key = generate_signing_key().unwrap();
+        let repository = Repository::init(
+            backend,
+            ChunkerParams::DEFAULT,
+            3,
+            public_key_of(&key),
+            None,
+        )
+        .unwrap();
+        (repository, key)
+    }
+
     /// Compressible bytes unlike any other call's: a counter spelled out.
     fn text(thread: usize, round: usize) -> Vec<u8> {
         format!("thread {thread} round {round}: ")
@@ -903,16 +918,7 @@ mod tests {
     #[test]
     fn only_a_vouched_listing_lets_a_blob_be_skipped() {
         let directory = tempfile::tempdir().unwrap();
-        let backend = Arc::new(LocalBackend::new(directory.path()));
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            backend,
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        let (repository, key) = local_repository(directory.path());
         let claimed = |raw: &[u8]| PackEntry {
             id: Id::of(b"some pack"),
             size: 1 << 20,
@@ -962,16 +968,7 @@ mod tests {
     #[test]
     fn a_shared_frame_holds_the_blobs_of_one_thread() {
         let directory = tempfile::tempdir().unwrap();
-        let backend = Arc::new(LocalBackend::new(directory.path()));
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            backend,
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        let (repository, key) = local_repository(directory.path());
         let index = MemoryIndex::new();
         let writer = BlobWriter::new(&repository, &index, HashMap::new(), Some(&key));
         let barrier = Barrier::new(2);
@@ -1032,16 +1029,7 @@ mod tests {
     #[test]
     fn frames_reuse_their_buffers_and_every_blob_reads_back() {
         let directory = tempfile::tempdir().unwrap();
-        let backend = Arc::new(LocalBackend::new(directory.path()));
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            backend,
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        let (repository, key) = local_repository(directory.path());
         let index = MemoryIndex::new();
         let writer = BlobWriter::new(&repository, &index, HashMap::new(), Some(&key));
         // About 4 KiB each: five frames' worth.
