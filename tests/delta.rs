@@ -6,46 +6,11 @@
 //! damage, never papered over.
 
 mod common;
+use common::rewrites::{rewrite_in_place, vector_index};
 use common::*;
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
-
-/// A vector-index-like file: float vectors with, in every 4 KiB block, a
-/// few 32-bit neighbour ids; 4 MiB.
-fn vectors(seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    (0..1024 * 1024)
-        .flat_map(|_| ((next() % 20_000) as f32 / 10_000.0 - 1.0).to_le_bytes())
-        .collect()
-}
-
-/// One night of an application rewriting its file in place: in about
-/// `percent` of its 4 KiB blocks, four neighbour ids change.
-fn night(bytes: &mut [u8], night: u64, percent: u64) {
-    let mut state = 0x9e37_79b9_7f4a_7c15 ^ night;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for block in bytes.chunks_mut(4096) {
-        if next() % 100 >= percent {
-            continue;
-        }
-        for _ in 0..4 {
-            let at = (next() % 1024) as usize * 4;
-            block[at..at + 4].copy_from_slice(&(next() as u32 % 60_000).to_le_bytes());
-        }
-    }
-}
 
 fn backup(workspace: &Workspace, source: &Path) -> serde_json::Value {
     let component = format!("index={}", source.display());
@@ -60,14 +25,14 @@ fn an_in_place_rewrite_is_stored_as_deltas_restored_and_kept_through_prune() {
     let (deltas, plain) = (Workspace::new(), Workspace::new());
     deltas.init();
     plain.init();
-    let mut content = vectors(1);
+    let mut content = vector_index(1);
     let file = deltas.path("src/data_level0.bin");
     write(&file, &content);
     write(&plain.path("src/data_level0.bin"), &content);
     let first = backup(&deltas, &deltas.path("src"));
     backup(&plain, &plain.path("src"));
 
-    night(&mut content, 2, 45);
+    rewrite_in_place(&mut content, 2, 45);
     write(&file, &content);
     fs::remove_file(plain.path("src/data_level0.bin")).unwrap();
     write(&plain.path("src/renamed.bin"), &content);
@@ -129,13 +94,13 @@ fn chains_stay_bounded_and_a_damaged_base_is_damage() {
     // Plaintext: the test reads and damages packs.
     let workspace = Workspace::new();
     workspace.init_plaintext();
-    let mut content = vectors(3);
+    let mut content = vector_index(3);
     let file = workspace.path("src/data_level0.bin");
     write(&file, &content);
     backup(&workspace, &workspace.path("src"));
     let mut last = None;
     for n in 2..=5 {
-        night(&mut content, n, 30);
+        rewrite_in_place(&mut content, n, 30);
         write(&file, &content);
         last = Some(backup(&workspace, &workspace.path("src")));
     }

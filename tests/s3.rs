@@ -2,11 +2,12 @@
 //! round trip, damage found and kept out of a restore, backups killed
 //! mid-way, two backups at once, and the two-phase forget + prune; and a
 //! restore of many small files reads packs in a few spans, not a range per
-//! file. Each test
+//! file, and one of deltas reads their bases likewise. Each test
 //! runs the real `cairn` against a real S3-compatible server (moto's) on
 //! loopback, with made-up credentials.
 
 mod common;
+use common::rewrites::{rewrite_in_place, vector_index};
 use common::s3::{BUCKET, S3Server};
 use common::*;
 
@@ -372,6 +373,46 @@ fn a_restore_of_many_small_files_reads_packs_in_a_few_requests() {
     assert!(
         report["chunks_fetched"].as_u64().unwrap() >= files,
         "{counts}"
+    );
+}
+
+#[test]
+fn a_restore_of_deltas_reads_their_bases_in_spans_not_one_request_each() {
+    let repo = S3Repo::new();
+    repo.cairn(["init"]).ok();
+    let source = repo.path("src");
+    let file = source.join("data_level0.bin");
+    let mut content = vector_index(5);
+    write(&file, &content);
+    repo.backup_of(&source);
+    // Two nights rewrite the file in place: the last night's deltas have
+    // the night before's deltas for bases, each a blob of its own, which a
+    // reader fetching base by base reads with a request each.
+    let mut deltas = 0;
+    for night in [2, 3] {
+        rewrite_in_place(&mut content, night, 90);
+        write(&file, &content);
+        deltas = repo.backup(&[source.as_os_str()])["delta_chunks"]
+            .as_u64()
+            .expect("delta_chunks in the JSON");
+    }
+    assert!(deltas > 150, "{deltas} chunks stored as deltas");
+
+    let target = repo.path("restored");
+    let report = restore_json(&repo, "latest", &target).ok().json();
+    assert_eq!(
+        file_hash(&target.join("src/data_level0.bin")),
+        file_hash(&file),
+        "restored through its bases"
+    );
+    let requests = report["requests"].as_u64().expect("requests in the JSON");
+    // The file's chunks, their bases and their bases' bases, each a span
+    // or two (measured: 3); base by base it took 229.
+    assert!(
+        (1..=20).contains(&requests),
+        "{requests} requests to restore a file of {deltas} deltas: chunks_fetched {}, bytes_fetched {}",
+        report["chunks_fetched"],
+        report["bytes_fetched"]
     );
 }
 

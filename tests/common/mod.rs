@@ -5,6 +5,7 @@
 
 pub mod json_doc;
 pub mod pty;
+pub mod rewrites;
 pub mod s3;
 
 use cairn_store::Id;

@@ -30,6 +30,7 @@ use cairn_chunker::ChunkerParams;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The lock, even if a thread panicked holding it (the map stays valid).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,10 +61,18 @@ pub struct Repository {
     /// The shared frames decoded last for delta bases, shared by every
     /// clone ([`base_frames`]).
     base_frames: Arc<Mutex<BaseFrames>>,
+    /// Reads of the backend for delta bases fetched one by one through the
+    /// index, shared by every clone: a restore counts them among its
+    /// requests.
+    base_reads: Arc<AtomicU64>,
 }
 
 /// Finds a blob's location by its id (an index's lookup).
 pub type BaseLocator = Arc<dyn Fn(&Id) -> Result<Option<BlobLocation>> + Send + Sync>;
+
+/// Delta bases a caller decoded ahead (unchecked against their ids, as a
+/// decoder takes a base): the content of one by its id, if held.
+pub type HeldBases = Arc<dyn Fn(&Id) -> Option<Decoded> + Send + Sync>;
 
 impl Repository {
     /// A fresh repository id, for the keys of a repository about to be
@@ -143,6 +152,7 @@ impl Repository {
                 openers: Arc::default(),
                 base_locator: Arc::default(),
                 base_frames: Arc::default(),
+                base_reads: Arc::default(),
             }),
             Created::AlreadyExisted => Err(StoreError::AlreadyARepository {
                 path: backend.location(),
@@ -168,6 +178,7 @@ impl Repository {
             openers: Arc::default(),
             base_locator: Arc::default(),
             base_frames: Arc::default(),
+            base_reads: Arc::default(),
         })
     }
 
@@ -238,6 +249,21 @@ impl Repository {
     /// [`Self::blob_decoder`] for blobs `depth` bases down a chain of
     /// deltas (0: a blob asked for itself).
     fn blob_decoder_at(&self, depth: usize) -> BlobDecoder {
+        self.blob_decoder_from(depth, None)
+    }
+
+    /// [`Self::blob_decoder`] for blobs `depth` bases down a chain, taking
+    /// the bases of deltas from `held` where it holds them: bases a caller
+    /// read and decoded ahead, side by side, for a run of deltas (see
+    /// `ops::restore::fetch`). A base is taken from `held` only where the
+    /// decoder takes it unchecked; where it asks for a checked base (to
+    /// name a damaged one after a delta failed), and for a base `held`
+    /// lacks, the base is read and decoded through the index as always.
+    pub fn blob_decoder_holding(&self, depth: usize, held: HeldBases) -> BlobDecoder {
+        self.blob_decoder_from(depth, Some(held))
+    }
+
+    fn blob_decoder_from(&self, depth: usize, held: Option<HeldBases>) -> BlobDecoder {
         let decoder = if self.is_encrypted() {
             let repository = self.clone();
             BlobDecoder::encrypted(
@@ -250,10 +276,20 @@ impl Repository {
         let repository = self.clone();
         decoder.with_bases(
             Arc::new(move |base: &Id, depth: usize, check: bool| {
+                if !check && let Some(content) = held.as_ref().and_then(|held| held(base)) {
+                    return Ok(content);
+                }
                 repository.read_base(base, depth, check)
             }),
             depth,
         )
+    }
+
+    /// Reads of the backend made so far, by every clone, for delta bases
+    /// fetched one by one (bases read ahead in spans are the caller's to
+    /// count).
+    pub fn base_reads(&self) -> u64 {
+        self.base_reads.load(Ordering::Relaxed)
     }
 
     /// Makes `locate` (an index's lookup) where every clone of this
@@ -315,8 +351,16 @@ impl Repository {
         let mut decoder = self.blob_decoder_at(depth);
         let (pack, piece) = (location.pack, location.entry.offset);
         let in_frame = location.entry.frame_offset.is_some();
-        if in_frame && let Some(content) = lock(&self.base_frames).get(&pack, piece) {
-            decoder.hold_frame(pack, piece, content);
+        let held = in_frame
+            && match lock(&self.base_frames).get(&pack, piece) {
+                Some(content) => {
+                    decoder.hold_frame(pack, piece, content);
+                    true
+                }
+                None => false,
+            };
+        if !held {
+            self.base_reads.fetch_add(1, Ordering::Relaxed);
         }
         let content = self.read_decoded_with(&mut decoder, location, check)?;
         if in_frame && let Some((pack, piece, frame)) = decoder.held_frame() {

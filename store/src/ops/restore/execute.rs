@@ -52,7 +52,7 @@ pub struct RestoreOutcome {
     pub bytes_fetched: u64,
     pub bytes_reused: u64,
     /// Reads of the main repository's packs while writing files (one GET
-    /// each over S3).
+    /// each over S3), delta bases read one by one among them.
     pub requests: u64,
     pub deleted: u64,
     /// What each fallback repository served, in order of preference.
@@ -238,6 +238,7 @@ pub fn execute_restore(
             return Err(error);
         }
     };
+    let base_reads_before = repository.base_reads();
     let written = write_components(&writer, &plan.components);
     for (component, (failures, deleted, seconds)) in plan.components.iter().zip(written) {
         outcome.deleted += deleted;
@@ -257,7 +258,8 @@ pub fn execute_restore(
     outcome.chunks_fetched = counters.fetch.chunks_fetched.load(Ordering::Relaxed);
     outcome.bytes_fetched = counters.fetch.bytes_fetched.load(Ordering::Relaxed);
     outcome.bytes_reused = counters.bytes_reused.load(Ordering::Relaxed);
-    outcome.requests = counters.fetch.requests.load(Ordering::Relaxed);
+    outcome.requests = counters.fetch.requests.load(Ordering::Relaxed)
+        + repository.base_reads().saturating_sub(base_reads_before);
     outcome.fallbacks = sources.uses();
     (outcome.main_failures, outcome.main_failure_examples) = sources.main_failures();
     // Prefetch reads that failed were retried file by file; they still
