@@ -6,9 +6,11 @@
 //! a silent skip. This module never walks trees or decides what to back up.
 
 mod base_frames;
+mod bases_ahead;
 mod pack_scan;
 mod records;
 
+pub use bases_ahead::{AHEAD_BYTES, BasesAhead};
 pub use pack_scan::{LOCAL_SCAN_WINDOW, PackScan, SCAN_WINDOW, scan_window};
 pub use records::{ReadMark, UnreadableMark, marked_packs, read_mark, read_marks, read_record};
 

@@ -13,8 +13,8 @@
 //! reads it again on its own.
 //!
 //! From a remote backend, the bases the deltas among the wanted blobs need
-//! are read ahead the same way, deepest first, and handed to the decoders
-//! (`fetch_bases`): fetched base by base, each was a round trip.
+//! are read ahead (`Repository::read_bases_ahead`) and handed to the
+//! decoders: fetched base by base, each was a round trip.
 //!
 //! [`Sources`] owns the fallback order and its accounting: first every
 //! other location the main repository's index files list for the blob (a
@@ -32,18 +32,17 @@
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
 use crate::format::index::BlobLocation;
-use crate::format::pack::delta::MAX_CHAIN;
 use crate::format::pack::spans::{Span, spans};
 use crate::format::pack::{BlobDecoder, BlobEntry, Decoded, by_stored_bytes};
 use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::read_tree;
-use crate::repository::{HeldBases, Repository};
+use crate::repository::Repository;
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 const KIB: u64 = 1024;
 pub(super) const MIB: u64 = 1024 * KIB;
@@ -143,12 +142,23 @@ pub fn fetch_blobs(
     // cache): locally no faster, with 5% more CPU and 7 MiB more at the
     // peak; over S3 (moto on loopback), 4.4-6.6 s instead of 70-77 s.
     let remote = repository.backend().parallelism() > 1;
-    let held = remote
-        .then(|| fetch_bases(repository, &wanted, counters))
-        .flatten()
-        .map(Arc::new);
-    let decoder = || match &held {
-        Some(held) => repository.blob_decoder_holding(0, held_bases(held)),
+    let ahead = remote
+        .then(|| {
+            let entries: Vec<BlobEntry> = wanted.iter().map(|(_, entry)| *entry).collect();
+            repository.read_bases_ahead(&entries)
+        })
+        .flatten();
+    if let Some(ahead) = &ahead {
+        // Counted as reads of the repository, not as chunks fetched.
+        counters
+            .requests
+            .fetch_add(ahead.requests, Ordering::Relaxed);
+        counters
+            .bytes_fetched
+            .fetch_add(ahead.bytes, Ordering::Relaxed);
+    }
+    let decoder = || match &ahead {
+        Some(ahead) => repository.blob_decoder_holding(0, ahead.held()),
         None => repository.blob_decoder(),
     };
     read_spans(repository, wanted, counters, check_ids, &decoder)
@@ -249,101 +259,6 @@ fn read_span(
             Err(error) => counters.note_failure(error.to_string()),
         }
     }
-}
-
-/// The delta bases that the deltas among `wanted` need, down their chains
-/// (at most [`MAX_CHAIN`] deep), read in spans and decoded side by side,
-/// the deepest first so that each level's deltas find their own bases
-/// held; `None` when `wanted` holds no delta.
-///
-/// Why: a changed page of a database or vector index is stored as a delta
-/// against its previous version, and a decoder otherwise fetches each base
-/// on its own as it meets it: a read, an opening and often a shared
-/// frame's whole decompression per page, from whichever thread decodes the
-/// delta. The real-applications restore made 27,772 such reads, most of
-/// them of frames it had decompressed before. Read here, each base is read
-/// with its neighbours and decompressed once per fetch.
-///
-/// Bases are decoded as a decoder takes them, unchecked against their
-/// ids: what a delta decodes to is checked instead (see
-/// `BlobDecoder::decode_delta`), and a delta that fails asks for its base
-/// again, checked, through the index. A base that cannot be located, read
-/// or decoded here is only left out: the decoder then fetches it on its
-/// own, and that path reports it. Bases are not handed out, and are let go
-/// when the fetch ends.
-fn fetch_bases(
-    repository: &Repository,
-    wanted: &[(Id, BlobEntry)],
-    counters: &FetchCounters,
-) -> Option<HashMap<Id, Decoded>> {
-    let mut frontier: Vec<Id> = wanted.iter().filter_map(|(_, entry)| entry.base).collect();
-    if frontier.is_empty() {
-        return None;
-    }
-    // Each base at the deepest level it is needed at: decoded there, it
-    // serves every shallower level too (a chain that fits deeper fits
-    // higher up).
-    let mut levels: HashMap<Id, (usize, BlobLocation)> = HashMap::new();
-    for depth in 1..=MAX_CHAIN {
-        let mut next = Vec::new();
-        let mut seen = HashSet::new();
-        for id in frontier.drain(..) {
-            if !seen.insert(id) {
-                continue;
-            }
-            match levels.get_mut(&id) {
-                Some((level, location)) => {
-                    if *level < depth {
-                        *level = depth;
-                        next.extend(location.entry.base);
-                    }
-                }
-                None => {
-                    let Ok(Some(location)) = repository.locate_base(&id) else {
-                        continue;
-                    };
-                    if location.entry.id != id {
-                        continue;
-                    }
-                    next.extend(location.entry.base);
-                    levels.insert(id, (depth, location));
-                }
-            }
-        }
-        frontier = next;
-    }
-    // Bases are counted as reads of the repository, not as chunks fetched,
-    // and their failures are the per-base path's to report.
-    let local = FetchCounters::default();
-    let mut held: HashMap<Id, Decoded> = HashMap::new();
-    for depth in (1..=MAX_CHAIN).rev() {
-        let level: Vec<(Id, BlobEntry)> = levels
-            .values()
-            .filter(|(level, _)| *level == depth)
-            .map(|(_, location)| (location.pack, location.entry))
-            .collect();
-        if level.is_empty() {
-            continue;
-        }
-        let deeper = Arc::new(std::mem::take(&mut held));
-        let decoder = || repository.blob_decoder_holding(depth, held_bases(&deeper));
-        let decoded = read_spans(repository, level, &local, false, &decoder);
-        held = Arc::try_unwrap(deeper).unwrap_or_else(|shared| (*shared).clone());
-        held.extend(decoded.blobs);
-    }
-    counters
-        .requests
-        .fetch_add(local.requests.into_inner(), Ordering::Relaxed);
-    counters
-        .bytes_fetched
-        .fetch_add(local.bytes_fetched.into_inner(), Ordering::Relaxed);
-    Some(held)
-}
-
-/// `held` as a decoder's source of bases decoded ahead.
-fn held_bases(held: &Arc<HashMap<Id, Decoded>>) -> HeldBases {
-    let held = Arc::clone(held);
-    Arc::new(move |id: &Id| held.get(id).cloned())
 }
 
 /// A repository to fetch from when the main one fails.

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::format::index::BlobLocation;
 use crate::format::pack::{BlobEntry, BlobKind};
 use crate::id::Id;
-use crate::repository::Repository;
+use crate::repository::{AHEAD_BYTES, Repository};
 use std::collections::{HashMap, HashSet};
 
 /// A stable, per-run random order: BLAKE3 of a fresh seed and the pack id.
@@ -90,6 +90,36 @@ fn bad_blob(pack: &Id, entry: &BlobEntry, why: String) -> (Id, Finding) {
 /// this pack comes only from index files not vouched for (FORMAT.md
 /// section 9). `window`: the buffer the scan reads into, reused from pack
 /// to pack.
+/// Where a pack's blobs (`in_order`, as a scan visits them) are cut into
+/// groups whose deltas' bases are read ahead together: from a remote
+/// backend only, each group's deltas a quarter of [`AHEAD_BYTES`] in raw
+/// size (which stands for their bases', two levels deep): two packs read
+/// at once, each with its scan window and its bases' spans in flight,
+/// held a verify over S3 to 135-138 MiB where groups of half peaked at
+/// 160 (reading base by base: 113, and 59 s instead of 5.5); none where
+/// the pack holds no delta.
+fn base_groups(repository: &Repository, in_order: &[BlobEntry]) -> Vec<(usize, usize)> {
+    if repository.backend().parallelism() <= 1 || in_order.iter().all(|entry| entry.base.is_none())
+    {
+        return Vec::new();
+    }
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (at, entry) in in_order.iter().enumerate() {
+        if entry.base.is_some() {
+            bytes += u64::from(entry.raw_length);
+        }
+        if bytes >= AHEAD_BYTES / 4 {
+            groups.push((start, at + 1));
+            (start, bytes) = (at + 1, 0);
+        }
+    }
+    if start < in_order.len() {
+        groups.push((start, in_order.len()));
+    }
+    groups
+}
+
 pub(super) fn read_pack(
     repository: &Repository,
     pack: &Id,
@@ -139,7 +169,24 @@ pub(super) fn read_pack(
     let mut decoder = repository.blob_decoder();
     let mut visited = 0u64;
     let mut bad_blobs = Vec::new();
+    // From object storage, the bases of the pack's deltas are read ahead a
+    // group of deltas at a time (`Repository::read_bases_ahead`), in the
+    // order the scan visits them: fetched base by base, each was a round
+    // trip (59 s to verify the real applications' repository over S3).
+    let mut in_order = entries.clone();
+    in_order.sort_by_key(|entry| (entry.offset, entry.frame_offset));
+    let groups = base_groups(repository, &in_order);
+    let mut group = 0;
     let scan = repository.scan_pack_with(pack, size, &entries, window, &mut |entry, stored| {
+        if let Some(&(start, end)) = groups.get(group)
+            && visited as usize == start
+        {
+            group += 1;
+            decoder = match repository.read_bases_ahead(&in_order[start..end]) {
+                Some(ahead) => repository.blob_decoder_holding(0, ahead.held()),
+                None => repository.blob_decoder(),
+            };
+        }
         visited += 1;
         let result = stored.and_then(|stored| {
             decoder
