@@ -280,40 +280,53 @@ impl Relay {
                     }
                     _ => {}
                 }
-                let Ok(server) = TcpStream::connect(&target) else {
-                    continue;
-                };
+                // Connected on a thread of its own: a server slow to
+                // accept must not hold the connections behind this one
+                // unanswered (a stall the test did not ask for).
                 let born = thread_generation.load(Ordering::SeqCst);
-                for (from, to, requests) in [
-                    (client.try_clone(), server.try_clone(), true),
-                    (server.try_clone(), client.try_clone(), false),
-                ] {
-                    let (Ok(from), Ok(to)) = (from, to) else {
-                        continue;
+                let (thread_mode, thread_generation) =
+                    (thread_mode.clone(), thread_generation.clone());
+                let (thread_carried, thread_trigger, thread_limit) = (
+                    thread_carried.clone(),
+                    thread_trigger.clone(),
+                    thread_limit.clone(),
+                );
+                let target = target.clone();
+                std::thread::spawn(move || {
+                    let Ok(server) = TcpStream::connect(&target) else {
+                        return;
                     };
-                    let mode = thread_mode.clone();
-                    let generation = thread_generation.clone();
-                    let carried = thread_carried.clone();
-                    let trigger = thread_trigger.clone();
-                    let limit = thread_limit.clone();
-                    std::thread::spawn(move || {
-                        let live = || generation.load(Ordering::SeqCst) == born;
-                        let stalled = |chunk: &[u8]| {
-                            if requests
-                                && let Some(needle) = trigger.lock().unwrap().as_deref()
-                                && !needle.is_empty()
-                                && chunk.windows(needle.len()).any(|part| part == needle)
-                            {
-                                mode.store(STALLED, Ordering::SeqCst);
-                            }
-                            if carried.load(Ordering::SeqCst) >= limit.load(Ordering::SeqCst) {
-                                mode.store(STALLED, Ordering::SeqCst);
-                            }
-                            mode.load(Ordering::SeqCst) == STALLED
+                    for (from, to, requests) in [
+                        (client.try_clone(), server.try_clone(), true),
+                        (server.try_clone(), client.try_clone(), false),
+                    ] {
+                        let (Ok(from), Ok(to)) = (from, to) else {
+                            continue;
                         };
-                        forward(from, to, &live, &stalled, &carried);
-                    });
-                }
+                        let mode = thread_mode.clone();
+                        let generation = thread_generation.clone();
+                        let carried = thread_carried.clone();
+                        let trigger = thread_trigger.clone();
+                        let limit = thread_limit.clone();
+                        std::thread::spawn(move || {
+                            let live = || generation.load(Ordering::SeqCst) == born;
+                            let stalled = |chunk: &[u8]| {
+                                if requests
+                                    && let Some(needle) = trigger.lock().unwrap().as_deref()
+                                    && !needle.is_empty()
+                                    && chunk.windows(needle.len()).any(|part| part == needle)
+                                {
+                                    mode.store(STALLED, Ordering::SeqCst);
+                                }
+                                if carried.load(Ordering::SeqCst) >= limit.load(Ordering::SeqCst) {
+                                    mode.store(STALLED, Ordering::SeqCst);
+                                }
+                                mode.load(Ordering::SeqCst) == STALLED
+                            };
+                            forward(from, to, &live, &stalled, &carried);
+                        });
+                    }
+                });
             }
         });
         Relay {
