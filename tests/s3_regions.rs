@@ -393,3 +393,110 @@ fn init_in_a_bucket_of_another_region_names_both_regions_and_makes_nothing() {
     init(&format!("s3://{BUCKET}/right?region=eu-west-1")).ok();
     assert!(!server.list("right/").is_empty());
 }
+
+/// The preferred repository's link goes silent as the restore reads its
+/// first pack (connections stay open, nothing more comes; new ones are
+/// accepted and never answered): each read of it is given up after the
+/// location's `read_timeout`, not the 300 s a whole request may take; the
+/// silent repository is then not asked again, and the restore finishes
+/// from the second one, its report naming the silence and the pack.
+#[test]
+fn a_restore_gives_up_on_a_silent_server_after_its_read_timeout() {
+    let workspace = Workspace::new();
+    let servers = S3Server::start_all(&["us-east-1", "us-east-1"]);
+    let relays: Vec<Relay> = servers
+        .iter()
+        .map(|server| Relay::to(&server.endpoint))
+        .collect();
+    let location = |relay: &Relay, settings: &str| {
+        format!(
+            "s3://{BUCKET}/stall?endpoint={}&retries=0{settings}",
+            relay.endpoint
+        )
+    };
+    let silent = location(&relays[0], "&read_timeout=2");
+    let second = location(&relays[1], "");
+    let command = || {
+        let mut command = workspace.command();
+        servers[0].configure(&mut command);
+        command
+    };
+    for repo in [&silent, &second] {
+        let mut init = command();
+        init.args(["--repo", repo, "init", "--plaintext"]);
+        run(init).ok();
+    }
+    // A dozen chunks or so: asking the silent repository for each would
+    // cost a read_timeout apiece.
+    let source = workspace.path("source");
+    write(&source.join("a.bin"), &noise(200, 256 * 1024));
+    let mut backup = command();
+    backup
+        .args([
+            "--repo",
+            &silent,
+            "--repo",
+            &second,
+            "backup",
+            "--component",
+        ])
+        .arg(format!("data={}", source.display()));
+    run(backup).ok();
+
+    // Silent from the first read of the file's pack on (the largest; the
+    // other holds the tree, which the restore reads first, and the
+    // snapshot is read again after it, from the first repository only).
+    let (pack, _) = servers[0]
+        .list("stall/data/")
+        .into_iter()
+        .max_by_key(|(_, size)| *size)
+        .expect("packs");
+    relays[0].stall_at(&format!("GET /{BUCKET}/{pack}"));
+    let target = workspace.path("restored");
+    let mut restore = command();
+    restore
+        .args(["--repo", &silent, "--repo", &second, "--json", "restore"])
+        .args(["latest", "--target"])
+        .arg(&target)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = restore.spawn().unwrap();
+    // Without the idle-read timeout each silent read holds the restore
+    // for the whole request's 300 s.
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            kill(&mut child);
+            panic!("the restore still waited on the silent server after 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let restored = run_of(child.wait_with_output().unwrap());
+    assert_eq!(
+        restored.code, 0,
+        "the restore finishes from the second repository:\n{}\n{}",
+        restored.stdout, restored.stderr
+    );
+    let report = restored.json();
+    assert!(
+        report["fallbacks"][0]["blobs"].as_u64().unwrap_or(0) > 0,
+        "the second repository served what the first did not: {report}"
+    );
+    let examples = report["main_failure_examples"].to_string();
+    assert!(
+        examples.contains("reading pack")
+            && examples.contains("nothing came for 2 s (read_timeout)"),
+        "the report says which read went silent, and for how long: {report}"
+    );
+    // Once silent, the first repository is not asked again: every chunk
+    // the second served counts as the first's failure, but only the reads
+    // that found it silent (the window's, the read ahead's, the first
+    // chunk's on its own) are examples, not one timeout per chunk.
+    let examples = report["main_failure_examples"].as_array().unwrap();
+    let failures = report["main_failures"].as_u64().unwrap();
+    assert!(
+        failures >= 8 && examples.len() <= 4,
+        "the silent repository was asked for every chunk: {report}"
+    );
+    assert_same_tree(&source, &target.join("data"));
+}

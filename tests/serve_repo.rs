@@ -567,3 +567,45 @@ conformance_tests! {
     injected_read_failures;
     readers_never_see_partial_objects, 3;
 }
+
+/// The link to a server goes silent (a relay keeps every connection open
+/// and carries nothing): a read through it is given up after the client's
+/// idle-read timeout, each of its attempts, and fails naming the object
+/// and the silence, well before the 300 s a whole request may take.
+#[test]
+fn a_read_from_a_silent_server_is_given_up_after_the_read_timeout() {
+    let workspace = Workspace::new();
+    let key = SigningKey::from_bytes(&[9; 32]);
+    let public = hex::encode(key.verifying_key().to_bytes());
+    let served = Served::start(
+        &workspace,
+        &workspace.path("silent"),
+        &["--append-only", "--allow-prune-key", &public],
+    );
+    let relay = common::s3::Relay::to(&format!("http://{}", served.authority()));
+    let name = served.url.rsplit('/').next().unwrap();
+    let options = HttpOptions {
+        read_timeout: Some(Duration::from_secs(1)),
+        ..HttpOptions::default()
+    };
+    let backend = HttpBackend::open(&format!("{}/{name}", relay.endpoint), key, &options).unwrap();
+    let pack = "ab".repeat(32);
+    backend
+        .create(cairn_store::backend::ObjectKind::Pack, &pack, b"packed")
+        .unwrap();
+    relay.stall();
+    let started = Instant::now();
+    let error = backend
+        .read_range(cairn_store::backend::ObjectKind::Pack, &pack, 0, 6)
+        .unwrap_err()
+        .to_string();
+    let took = started.elapsed();
+    assert!(
+        error.contains(&pack)
+            && error.contains("nothing came for 1 s")
+            && error.contains("the server went silent"),
+        "{error}"
+    );
+    // Six attempts of 1 s and the backoff between them (6.3 s); not 300 s.
+    assert!(took < Duration::from_secs(30), "gave up after {took:?}");
+}

@@ -34,7 +34,7 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// Repository: a directory; s3://BUCKET/PREFIX, optionally with its
     /// own settings: ?region=R&profile=P&endpoint=URL&storage_class=C
-    /// &path_style=true&retries=N&credentials_file=PATH
+    /// &path_style=true&retries=N&read_timeout=SECONDS&credentials_file=PATH
     /// &access_key_id_env=VAR&secret_access_key_env=VAR (credentials
     /// otherwise from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE
     /// and ~/.aws/credentials, web identity, container, or the EC2 instance

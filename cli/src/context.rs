@@ -159,6 +159,7 @@ impl Context {
             };
         let options = HttpOptions {
             extra_root_certificates,
+            ..HttpOptions::default()
         };
         Ok(Arc::new(HttpBackend::open(location, key, &options)?))
     }

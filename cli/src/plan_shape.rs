@@ -97,6 +97,7 @@ const REPOSITORY: &[Field] = &[
     optional("storage_class", Shape::Scalar),
     optional("path_style", Shape::Scalar),
     optional("retries", Shape::Scalar),
+    optional("read_timeout", Shape::Scalar),
     optional("credentials_file", Shape::Scalar),
     optional("access_key_id_env", Shape::Scalar),
     optional("secret_access_key_env", Shape::Scalar),

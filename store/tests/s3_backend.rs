@@ -11,8 +11,9 @@ use cairn_store::backend::{
     Backend, ConditionalPut, Created, MULTIPART_THRESHOLD, ObjectKind, S3Backend, S3Location,
     S3Options,
 };
-use s3_server::{BUCKET, S3Server};
+use s3_server::{BUCKET, Relay, S3Server};
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 /// The AWS variables the backend reads, set once before any test reads
 /// them (the values are the same for every server).
@@ -293,4 +294,64 @@ fn without_conditional_puts_a_create_still_keeps_what_exists() {
         );
         assert_eq!(backend.read(kind, name, 1024).unwrap(), b"first");
     }
+}
+
+#[test]
+fn a_silent_server_fails_reads_after_the_read_timeout() {
+    // The link goes silent (the relay keeps connections open, carries
+    // nothing), mid-answer or before it: a read, a ranged read and a raw
+    // call (versioning) each give up after the location's read_timeout,
+    // naming what they read and the silence, instead of waiting out the
+    // 300 s request limit.
+    let server = S3Server::start();
+    let relay = Relay::to(&server.endpoint);
+    let backend = backend(
+        &server,
+        &format!(
+            "s3://{BUCKET}/silent?endpoint={}&retries=1&read_timeout=1",
+            relay.endpoint
+        ),
+    );
+    let name = "ef".repeat(32);
+    backend.create(ObjectKind::Pack, &name, b"packed").unwrap();
+    // Mid-answer: a body that stops after 1 MiB of 4 (the client resumes
+    // it from where it stopped, into the same silence).
+    let large = "fe".repeat(32);
+    let bytes: Vec<u8> = (0..4u32 << 20).map(|index| (index % 251) as u8).collect();
+    backend.create(ObjectKind::Pack, &large, &bytes).unwrap();
+    let started = Instant::now();
+    relay.stall_after(1 << 20);
+    let error = backend
+        .read(ObjectKind::Pack, &large, 8 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("reading pack {large}"))
+            && error.contains("nothing came for 1 s (read_timeout)"),
+        "{error}"
+    );
+    relay.stall();
+    for error in [
+        backend.read(ObjectKind::Pack, &name, 1024).unwrap_err(),
+        backend
+            .read_range(ObjectKind::Pack, &name, 1, 3)
+            .unwrap_err(),
+    ] {
+        let error = error.to_string();
+        assert!(
+            error.contains(&format!("reading pack {name}"))
+                && error.contains("nothing came for 1 s (read_timeout)")
+                && error.contains("after 2 attempts"),
+            "{error}"
+        );
+    }
+    let error = backend.versioning_enabled().unwrap_err().to_string();
+    assert!(
+        error.contains("nothing came for 1 s (read_timeout)"),
+        "{error}"
+    );
+    // Two attempts of 1 s for each read and one for the raw call, with
+    // backoff; not minutes.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "gave up after {took:?}");
 }

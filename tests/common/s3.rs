@@ -222,88 +222,120 @@ impl S3Server {
     }
 }
 
-/// A TCP relay on a free loopback port to a server, that a test can cut
-/// and restore: cut, it closes every connection it carries and every new
-/// one at once, as a service that went down would. Lets a test take a
-/// server away mid-run and bring it back with its objects (moto keeps them
-/// only in memory, so stopping moto itself would lose them).
+/// A TCP relay on a free loopback port to a server, that a test can cut,
+/// stall and restore: cut, it closes every connection it carries and every
+/// new one at once, as a service that went down would; stalled, it keeps
+/// every connection open, old and new, and forwards nothing either way, as
+/// a half-dead link or a hung server would. Lets a test take a server away
+/// mid-run and bring it back with its objects (moto keeps them only in
+/// memory, so stopping moto itself would lose them).
 pub struct Relay {
     pub endpoint: String,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// [`UP`], [`CUT`] or [`STALLED`].
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
     /// Bumped on every cut: connections opened before it end.
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Bytes carried, both ways.
     carried: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Set by [`Relay::stall_at`]: the relay stalls when a request carries
+    /// these bytes, before passing it on.
+    trigger: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    /// Set by [`Relay::stall_after`]: the relay stalls once it has carried
+    /// this many bytes in all.
+    limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+const UP: u8 = 0;
+const CUT: u8 = 1;
+const STALLED: u8 = 2;
 
 impl Relay {
     pub fn to(target: &str) -> Relay {
         use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
         let target = target
             .strip_prefix("http://")
             .expect("an http:// endpoint")
             .to_string();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
         let port = listener.local_addr().expect("relay address").port();
-        let up = Arc::new(AtomicBool::new(true));
+        let mode = Arc::new(AtomicU8::new(UP));
         let generation = Arc::new(AtomicU64::new(0));
         let carried = Arc::new(AtomicU64::new(0));
-        let (thread_up, thread_generation) = (up.clone(), generation.clone());
-        let thread_carried = carried.clone();
+        let trigger = Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
+        let limit = Arc::new(AtomicU64::new(u64::MAX));
+        let (thread_mode, thread_generation) = (mode.clone(), generation.clone());
+        let (thread_carried, thread_trigger) = (carried.clone(), trigger.clone());
+        let thread_limit = limit.clone();
         std::thread::spawn(move || {
+            // Connections made while stalled: held open, never answered.
+            let mut held = Vec::new();
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                if !thread_up.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection closes at once
-                }
-                let Ok(server) = TcpStream::connect(&target) else {
-                    continue;
-                };
-                let born = thread_generation.load(Ordering::SeqCst);
-                for (from, to) in [
-                    (client.try_clone(), server.try_clone()),
-                    (server.try_clone(), client.try_clone()),
-                ] {
-                    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                match thread_mode.load(Ordering::SeqCst) {
+                    CUT => continue, // dropped: the connection closes at once
+                    STALLED => {
+                        held.push(client);
                         continue;
-                    };
-                    let generation = thread_generation.clone();
-                    let carried = thread_carried.clone();
-                    std::thread::spawn(move || {
-                        use std::io::{Read, Write};
-                        // Short reads, so a cut is noticed within 50 ms.
-                        let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
-                        let mut buffer = vec![0u8; 64 * 1024];
-                        while generation.load(Ordering::SeqCst) == born {
-                            match from.read(&mut buffer) {
-                                Ok(0) => break,
-                                Ok(count) => {
-                                    carried.fetch_add(count as u64, Ordering::SeqCst);
-                                    if to.write_all(&buffer[..count]).is_err() {
-                                        break;
-                                    }
-                                }
-                                Err(error)
-                                    if matches!(
-                                        error.kind(),
-                                        std::io::ErrorKind::WouldBlock
-                                            | std::io::ErrorKind::TimedOut
-                                    ) => {}
-                                Err(_) => break,
-                            }
-                        }
-                        let _ = from.shutdown(std::net::Shutdown::Both);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
+                    }
+                    _ => {}
                 }
+                // Connected on a thread of its own: a server slow to
+                // accept must not hold the connections behind this one
+                // unanswered (a stall the test did not ask for).
+                let born = thread_generation.load(Ordering::SeqCst);
+                let (thread_mode, thread_generation) =
+                    (thread_mode.clone(), thread_generation.clone());
+                let (thread_carried, thread_trigger, thread_limit) = (
+                    thread_carried.clone(),
+                    thread_trigger.clone(),
+                    thread_limit.clone(),
+                );
+                let target = target.clone();
+                std::thread::spawn(move || {
+                    let Ok(server) = TcpStream::connect(&target) else {
+                        return;
+                    };
+                    for (from, to, requests) in [
+                        (client.try_clone(), server.try_clone(), true),
+                        (server.try_clone(), client.try_clone(), false),
+                    ] {
+                        let (Ok(from), Ok(to)) = (from, to) else {
+                            continue;
+                        };
+                        let mode = thread_mode.clone();
+                        let generation = thread_generation.clone();
+                        let carried = thread_carried.clone();
+                        let trigger = thread_trigger.clone();
+                        let limit = thread_limit.clone();
+                        std::thread::spawn(move || {
+                            let live = || generation.load(Ordering::SeqCst) == born;
+                            let stalled = |chunk: &[u8]| {
+                                if requests
+                                    && let Some(needle) = trigger.lock().unwrap().as_deref()
+                                    && !needle.is_empty()
+                                    && chunk.windows(needle.len()).any(|part| part == needle)
+                                {
+                                    mode.store(STALLED, Ordering::SeqCst);
+                                }
+                                if carried.load(Ordering::SeqCst) >= limit.load(Ordering::SeqCst) {
+                                    mode.store(STALLED, Ordering::SeqCst);
+                                }
+                                mode.load(Ordering::SeqCst) == STALLED
+                            };
+                            forward(from, to, &live, &stalled, &carried);
+                        });
+                    }
+                });
             }
         });
         Relay {
             endpoint: format!("http://127.0.0.1:{port}"),
-            up,
+            mode,
             generation,
             carried,
+            trigger,
+            limit,
         }
     }
 
@@ -315,14 +347,86 @@ impl Relay {
     /// The server goes away: open connections close, new ones are refused.
     pub fn cut(&self) {
         use std::sync::atomic::Ordering;
-        self.up.store(false, Ordering::SeqCst);
+        self.mode.store(CUT, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The server is back.
-    pub fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    /// The link goes silent: open connections stay open and new ones are
+    /// accepted, but not a byte more is carried either way.
+    pub fn stall(&self) {
+        self.mode
+            .store(STALLED, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// The link goes silent (as [`Relay::stall`]) at the first request
+    /// that carries `needle` (e.g. `/data/`, a pack's key), which is held
+    /// back: a test can stall a run at a given step, however fast it goes.
+    pub fn stall_at(&self, needle: &str) {
+        *self.trigger.lock().unwrap() = Some(needle.as_bytes().to_vec());
+    }
+
+    /// The link goes silent (as [`Relay::stall`]) once `more` bytes have
+    /// been carried from now on: mid-answer, for a large one.
+    pub fn stall_after(&self, more: u64) {
+        use std::sync::atomic::Ordering;
+        self.limit.store(self.carried() + more, Ordering::SeqCst);
+    }
+
+    /// The server is back (stalled connections carry on).
+    pub fn restore(&self) {
+        self.mode.store(UP, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Carries bytes `from` one side `to` the other while `live()`, and none
+/// while `stalled(bytes about to go, or none)`; then closes both. Every
+/// wait is short (50 ms), a write's too: a blocked write to a peer that
+/// reads slowly must not keep a cut connection open.
+fn forward(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    live: &dyn Fn() -> bool,
+    stalled: &dyn Fn(&[u8]) -> bool,
+    carried: &std::sync::atomic::AtomicU64,
+) {
+    use std::io::{ErrorKind, Read, Write};
+    let waiting = |error: &std::io::Error| {
+        matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+    };
+    let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+    let _ = to.set_write_timeout(Some(Duration::from_millis(50)));
+    let mut buffer = vec![0u8; 64 * 1024];
+    'carrying: while live() {
+        if stalled(&[]) {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let count = match from.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(count) => count,
+            Err(error) if waiting(&error) => continue,
+            Err(_) => break,
+        };
+        carried.fetch_add(count as u64, std::sync::atomic::Ordering::SeqCst);
+        let mut rest = &buffer[..count];
+        while !rest.is_empty() {
+            if !live() {
+                break 'carrying;
+            }
+            if stalled(rest) {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            match to.write(rest) {
+                Ok(0) => break 'carrying,
+                Ok(written) => rest = &rest[written..],
+                Err(error) if waiting(&error) => {}
+                Err(_) => break 'carrying,
+            }
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
 fn tempfile_path() -> PathBuf {

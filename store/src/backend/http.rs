@@ -5,9 +5,11 @@
 //! status codes, the `cairn-error` codes and the listing's lines), signing
 //! every request with the client's cairn key (`format::request_auth`),
 //! bounding every response before allocating for it, and retrying what a
-//! network loses. Never trusts a response's length without checking it
-//! against what was asked, and never turns a refusal into success: a delete
-//! the server refuses (append-only) is an error naming the object.
+//! network loses (a request without a body whose connection goes silent
+//! for the idle-read timeout counts as lost). Never trusts a response's
+//! length without checking it against what was asked, and never turns a
+//! refusal into success: a delete the server refuses (append-only) is an
+//! error naming the object.
 //!
 //! The `Backend` trait is synchronous; like the S3 backend this one owns a
 //! small tokio runtime and blocks on it, one request per calling thread.
@@ -101,10 +103,26 @@ pub struct HttpOptions {
     /// PEM certificates trusted for HTTPS beside the system's roots (a
     /// server with its own certificate authority or a self-signed one).
     pub extra_root_certificates: Option<Vec<u8>>,
+    /// How long a request that sends no body may go without a byte coming
+    /// in before that attempt is given up; `super::DEFAULT_READ_TIMEOUT`
+    /// when `None`.
+    pub read_timeout: Option<Duration>,
 }
 
+/// How long one request may take in all: a whole pack must go up or down
+/// within it, over a slow link too.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
 pub struct HttpBackend {
+    /// For requests that send a body (creates).
     client: reqwest::Client,
+    /// For requests that send none (reads, listings, deletes), with the
+    /// idle-read timeout: a response that goes silent fails that attempt,
+    /// which is retried as a lost connection is. Apart from `client`
+    /// because reqwest's read timer also runs while a request's body goes
+    /// up, and would cut a slow upload.
+    reader: reqwest::Client,
+    read_timeout: Duration,
     runtime: tokio::runtime::Runtime,
     /// `http(s)://HOST:PORT`, without a trailing `/`.
     origin: String,
@@ -141,19 +159,31 @@ impl HttpBackend {
             ));
         }
         super::s3::install_tls_provider();
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            // A whole pack must go up or down within one request's time.
-            .timeout(Duration::from_secs(300))
-            .pool_max_idle_per_host(HTTP_PARALLELISM);
-        if let Some(pem) = &options.extra_root_certificates {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|error| invalid(&format!("the extra root certificates: {error}")))?;
-            builder = builder.tls_certs_merge(certificates);
-        }
-        let client = builder
-            .build()
-            .map_err(|error| invalid(&format!("cannot set up the HTTP client: {error}")))?;
+        let certificates = match &options.extra_root_certificates {
+            Some(pem) => Some(
+                reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|error| invalid(&format!("the extra root certificates: {error}")))?,
+            ),
+            None => None,
+        };
+        let read_timeout = options.read_timeout.unwrap_or(super::DEFAULT_READ_TIMEOUT);
+        let build = |read_timeout: Option<Duration>| {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(REQUEST_TIMEOUT)
+                .pool_max_idle_per_host(HTTP_PARALLELISM);
+            if let Some(certificates) = &certificates {
+                builder = builder.tls_certs_merge(certificates.clone());
+            }
+            if let Some(read_timeout) = read_timeout {
+                builder = builder.read_timeout(read_timeout);
+            }
+            builder
+                .build()
+                .map_err(|error| invalid(&format!("cannot set up the HTTP client: {error}")))
+        };
+        let client = build(None)?;
+        let reader = build(Some(read_timeout))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-http")
@@ -165,6 +195,8 @@ impl HttpBackend {
             .map_err(|error| StoreError::io("starting the HTTP client's runtime", error))?;
         Ok(HttpBackend {
             client,
+            reader,
+            read_timeout,
             runtime,
             origin: format!("{scheme}://{authority}"),
             name: name.to_string(),
@@ -208,7 +240,11 @@ impl HttpBackend {
                 .map(|since| since.as_secs())
                 .unwrap_or(0);
             let nonce = crate::os::random::random_bytes::<16>()?;
-            let mut request = self.client.request(method.clone(), &url);
+            let client = match body.is_empty() {
+                true => &self.reader,
+                false => &self.client,
+            };
+            let mut request = client.request(method.clone(), &url);
             for (header, value) in sign_request(&self.key, &parts, time, nonce) {
                 request = request.header(header, value);
             }
@@ -227,13 +263,14 @@ impl HttpBackend {
                         ))
                     }
                     Ok(response) => handle(response).await,
+                    Err(error) if error.is_timeout() => Attempt::Retry(self.failure(
+                        what,
+                        ErrorKind::TimedOut,
+                        &self.timed_out(body.is_empty()),
+                    )),
                     Err(error) => Attempt::Retry(self.failure(
                         what,
-                        if error.is_timeout() {
-                            ErrorKind::TimedOut
-                        } else {
-                            ErrorKind::ConnectionAborted
-                        },
+                        ErrorKind::ConnectionAborted,
                         &chain(&error),
                     )),
                 }
@@ -246,6 +283,19 @@ impl HttpBackend {
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+    }
+
+    /// Why a request timed out: on the client with the idle-read timeout
+    /// (`idle`), a silence that long, or the whole request's limit.
+    fn timed_out(&self, idle: bool) -> String {
+        let limit = REQUEST_TIMEOUT.as_secs();
+        match idle {
+            true => format!(
+                "nothing came for {} s or the request ran past {limit} s: the server went silent",
+                self.read_timeout.as_secs()
+            ),
+            false => format!("the server did not answer within {limit} s"),
         }
     }
 
@@ -312,6 +362,13 @@ impl HttpBackend {
                     bytes.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
+                Err(error) if error.is_timeout() => {
+                    return Attempt::Retry(self.failure(
+                        what,
+                        ErrorKind::TimedOut,
+                        &format!("{} after {} bytes", self.timed_out(true), bytes.len()),
+                    ));
+                }
                 Err(error) => {
                     return Attempt::Retry(self.failure(
                         what,

@@ -40,7 +40,25 @@ pub use throttle::{RateLimits, Throttled, parse_rate};
 
 use crate::error::{Result, StoreError};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// How long a remote backend (S3, a `cairn serve`) waits with no byte
+/// coming in on a request that sends no body (a GET, a HEAD, a listing)
+/// before it gives that attempt up as a lost connection, which the
+/// backend's retries and a restore's fallback repositories then handle.
+/// The whole-request timeout (300 s, sized for a pack going up a slow
+/// link) is far too long for a connection that went silent: one such GET
+/// held a restore for minutes.
+///
+/// 30 s, because a live link, however slow, is never silent that long: TCP
+/// delivers each segment as it comes (a 16 KiB read arrives every two
+/// seconds even at 64 kbit/s), a lost segment is retransmitted after 0.2,
+/// 0.4, 0.8, ... s (seven losses in a row still take under 26 s), and
+/// S3's time to a first byte is well under a second. Reset by every read
+/// that brings bytes, so a large object may take as long as it needs.
+/// Requests that send a body (uploads) do not get it: the client's read
+/// timer would run while the body goes up, and cut a slow upload.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The backend for a repository location: `s3://bucket/prefix` is S3 (see
 /// [`S3Backend::open`] for credentials), anything else a local directory.

@@ -3,8 +3,11 @@
 //!
 //! Owns the key layout under the prefix (the local layout's, without
 //! `tmp/`), create-only writes, ranged reads, paginated listing, multipart
-//! upload of large objects, retries, and turning the service's errors into
-//! messages that name the bucket, the operation and the object. Never
+//! upload of large objects, retries, giving up on a read whose connection
+//! went silent (the idle-read timeout, `read_timeout=`: reads go through a
+//! client of their own that has it, writes through one that has not), and
+//! turning the service's errors into messages that name the bucket, the
+//! operation and the object. Never
 //! overwrites an object cairn might hold different bytes under: only
 //! content-addressed objects, whose bytes their name fixes, are ever written
 //! without a precondition (see [`S3Backend::create`]).
@@ -16,8 +19,8 @@
 
 use super::s3_settings::{S3Settings, redact_location};
 use super::{
-    Backend, Created, ObjectInfo, ObjectKind, aws_credentials, check_name, missing, past_end,
-    too_large,
+    Backend, Created, DEFAULT_READ_TIMEOUT, ObjectInfo, ObjectKind, aws_credentials, check_name,
+    missing, past_end, too_large,
 };
 use crate::error::{Result, StoreError};
 use futures_util::{StreamExt, TryStreamExt};
@@ -56,6 +59,12 @@ const DEFAULT_RETRIES: usize = 8;
 /// answered, and a restore must not wait minutes on it before turning to
 /// another repository.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one request may take in all: a whole pack must go up within
+/// it, over a slow link too. A connection that goes silent is caught long
+/// before by the idle-read timeout (`DEFAULT_READ_TIMEOUT`), on requests
+/// that send no body.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where a repository lives in S3: `s3://bucket/prefix`, with this
 /// repository's own settings from the location's query (see
@@ -143,7 +152,16 @@ pub struct S3Options {
 }
 
 pub struct S3Backend {
+    /// The client for requests that send a body (writes) and deletes.
     pub(super) store: AmazonS3,
+    /// The client for requests that send none (GETs, HEADs, listings),
+    /// with the idle-read timeout: a response that goes silent for
+    /// `read_timeout` fails that attempt, which is retried (a body cut
+    /// short is resumed from where it stopped) as a lost connection is.
+    /// Apart from `store` because the client's read timer also runs while
+    /// a request's body goes up, and would cut a slow upload.
+    reader: AmazonS3,
+    read_timeout: Duration,
     pub(super) runtime: tokio::runtime::Runtime,
     /// What the raw calls (versions, Object Lock; `s3_raw`) need:
     /// the bucket's URL and region as this client was set up.
@@ -237,7 +255,6 @@ impl S3Backend {
         builder = builder
             .with_bucket_name(&location.bucket)
             .with_region(&region)
-            .with_client_options(client_options(endpoint.as_deref()))
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(100),
@@ -256,17 +273,29 @@ impl S3Backend {
         } else if let Some(path_style) = settings.path_style {
             builder = builder.with_virtual_hosted_style_request(!path_style);
         }
+        let read_timeout = settings
+            .read_timeout
+            .map_or(DEFAULT_READ_TIMEOUT, Duration::from_secs);
         let raw = super::s3_raw::RawAccess::new(
             &location.bucket,
             builder.get_config_value(&object_store::aws::AmazonS3ConfigKey::Region),
             // The endpoint the repository's settings chose, as the client's.
             endpoint.as_deref(),
+            read_timeout,
         )?;
-        let store = builder.build().map_err(|error| {
-            StoreError::Invalid(format!(
-                "repository {url}: cannot set up the S3 client: {error}"
-            ))
-        })?;
+        let build = |options: ClientOptions| {
+            builder
+                .clone()
+                .with_client_options(options)
+                .build()
+                .map_err(|error| {
+                    StoreError::Invalid(format!(
+                        "repository {url}: cannot set up the S3 client: {error}"
+                    ))
+                })
+        };
+        let store = build(client_options(endpoint.as_deref()))?;
+        let reader = build(client_options(endpoint.as_deref()).with_read_timeout(read_timeout))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -278,6 +307,8 @@ impl S3Backend {
             .map_err(|error| StoreError::io("starting the S3 client's runtime", error))?;
         Ok(S3Backend {
             store,
+            reader,
+            read_timeout,
             runtime,
             storage_class: settings.storage_class.clone(),
             region,
@@ -389,7 +420,10 @@ impl S3Backend {
     /// how many attempts were made, and for a bucket in another region
     /// both regions.
     fn failure(&self, action: &str, what: &str, error: &object_store::Error) -> StoreError {
-        let (kind, reason) = classify(error, &self.region);
+        // Only these go through `reader`, with the idle-read timeout.
+        let read_timeout =
+            matches!(action, "reading" | "looking up" | "listing").then_some(self.read_timeout);
+        let (kind, reason) = classify(error, &self.region, read_timeout);
         StoreError::io(
             format!("S3 bucket `{}`: {action} {what}", self.location.bucket),
             std::io::Error::new(kind, reason),
@@ -414,7 +448,7 @@ impl S3Backend {
     fn size(&self, kind: ObjectKind, name: &str) -> Result<Option<u64>> {
         let path = self.path(kind, name)?;
         // Made inside the runtime: a timer needs its reactor.
-        let head = async { tokio::time::timeout(HEAD_TIMEOUT, self.store.head(&path)).await };
+        let head = async { tokio::time::timeout(HEAD_TIMEOUT, self.reader.head(&path)).await };
         match self.runtime.block_on(head) {
             Ok(Ok(meta)) => Ok(Some(meta.size)),
             Ok(Err(error)) if is_missing_object(&error) => Ok(None),
@@ -441,7 +475,7 @@ impl S3Backend {
         let probe = Path::from(
             format!("{}/config", self.folder(ObjectKind::Config)).trim_start_matches('/'),
         );
-        let mut listing = self.store.list(Some(&probe));
+        let mut listing = self.reader.list(Some(&probe));
         match self.runtime.block_on(listing.next()) {
             Some(Err(error)) => Err(self.failure("looking up", "config", &error)),
             _ => Ok(()),
@@ -540,8 +574,21 @@ fn client_options(endpoint: Option<&str>) -> ClientOptions {
         .with_allow_http(endpoint.is_some_and(|endpoint| endpoint.starts_with("http://")))
         .with_pool_max_idle_per_host(S3_PARALLELISM)
         .with_connect_timeout(Duration::from_secs(10))
-        // A whole pack must go up within one request's timeout.
-        .with_timeout(Duration::from_secs(300))
+        .with_timeout(REQUEST_TIMEOUT)
+}
+
+/// Why a request that timed out did: a silent connection (the idle-read
+/// timeout, the setting that moves it named) or the whole request's limit.
+pub(super) fn timed_out(read_timeout: Option<Duration>) -> String {
+    let limit = REQUEST_TIMEOUT.as_secs();
+    match read_timeout {
+        Some(idle) => format!(
+            "nothing came for {} s (read_timeout) or the request ran past {limit} s: \
+             the S3 service went silent",
+            idle.as_secs()
+        ),
+        None => format!("the S3 service did not answer within {limit} s"),
+    }
 }
 
 /// The error, with its causes, as one line.
@@ -658,7 +705,13 @@ pub(super) fn wrong_region(theirs: &str, ours: &str) -> (ErrorKind, String) {
 /// A short reason and an I/O kind for an S3 error, with the service's own
 /// code and message (or the client's error) in brackets, and for errors a
 /// retry might have cured, how many attempts were made.
-fn classify(error: &object_store::Error, region: &str) -> (ErrorKind, String) {
+/// `read_timeout` is the idle-read timeout of the client that made the
+/// request, `None` for the one that writes (which has none).
+fn classify(
+    error: &object_store::Error,
+    region: &str,
+    read_timeout: Option<Duration>,
+) -> (ErrorKind, String) {
     use object_store::Error as E;
     let text = chain(error);
     let mut retryable = false;
@@ -666,6 +719,9 @@ fn classify(error: &object_store::Error, region: &str) -> (ErrorKind, String) {
         no_such_bucket(region)
     } else if let Some(theirs) = other_region(&text).filter(|theirs| *theirs != region) {
         wrong_region(theirs, region)
+    } else if text.contains("timed out") {
+        retryable = true;
+        (ErrorKind::TimedOut, timed_out(read_timeout))
     } else {
         let (kind, reason) = match error {
             E::PermissionDenied { .. } => (ErrorKind::PermissionDenied, "access denied"),
@@ -755,7 +811,7 @@ impl Backend for S3Backend {
         // The response's headers give the size; a larger object's body is
         // dropped unread.
         let read = async {
-            let result = self.store.get_opts(&path, GetOptions::default()).await?;
+            let result = self.reader.get_opts(&path, GetOptions::default()).await?;
             let size = result.meta.size;
             if size > limit {
                 return Ok(Err(size));
@@ -799,7 +855,7 @@ impl Backend for S3Backend {
         }
         let read = async {
             let options = GetOptions::default().with_range(Some(GetRange::Bounded(offset..end)));
-            let result = self.store.get_opts(&path, options).await?;
+            let result = self.reader.get_opts(&path, options).await?;
             let size = result.meta.size;
             Ok::<_, object_store::Error>((size, result.bytes().await?))
         };
@@ -827,7 +883,7 @@ impl Backend for S3Backend {
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         if kind == ObjectKind::Config {
             let path = self.path(kind, crate::format::config::CONFIG_NAME)?;
-            return match self.runtime.block_on(self.store.head(&path)) {
+            return match self.runtime.block_on(self.reader.head(&path)) {
                 Ok(meta) => Ok(vec![ObjectInfo {
                     name: crate::format::config::CONFIG_NAME.into(),
                     size: meta.size,
@@ -844,7 +900,7 @@ impl Backend for S3Backend {
         let listed = self
             .runtime
             .block_on(
-                self.store
+                self.reader
                     .list(Some(&Path::from(folder.as_str())))
                     .try_collect::<Vec<_>>(),
             )
@@ -948,6 +1004,7 @@ mod tests {
                 "Error after 3 retries, max_retries: 3, retry_timeout: 120s - Server returned non-2xx status code: 503 Service Unavailable",
             ),
             "us-east-1",
+            None,
         );
         assert!(reason.contains("after 4 attempts"), "{reason}");
         let (kind, reason) = classify(
@@ -955,6 +1012,7 @@ mod tests {
                 "<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region></Error>",
             ),
             "us-east-1",
+            None,
         );
         assert_eq!(kind, ErrorKind::InvalidInput);
         assert!(

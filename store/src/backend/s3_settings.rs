@@ -30,6 +30,9 @@ pub struct S3Settings {
     pub path_style: Option<bool>,
     /// Retries of a failed request before it is given up (0 to 20).
     pub retries: Option<usize>,
+    /// Seconds a read may go without a byte before its attempt is given
+    /// up (1 to 3600; `super::DEFAULT_READ_TIMEOUT` when not given).
+    pub read_timeout: Option<u64>,
     /// The shared credentials file to read the profile from.
     pub credentials_file: Option<String>,
     /// Names of the environment variables that hold this repository's
@@ -40,13 +43,14 @@ pub struct S3Settings {
 }
 
 /// Every setting's name, as written in a query or a plan table.
-pub const SETTING_NAMES: [&str; 10] = [
+pub const SETTING_NAMES: [&str; 11] = [
     "region",
     "endpoint",
     "profile",
     "storage_class",
     "path_style",
     "retries",
+    "read_timeout",
     "credentials_file",
     "access_key_id_env",
     "secret_access_key_env",
@@ -56,6 +60,9 @@ pub const SETTING_NAMES: [&str; 10] = [
 /// Most retries a repository may ask for: past this a dead service holds a
 /// backup for many minutes.
 const MAX_RETRIES: usize = 20;
+/// Longest read timeout a repository may ask for, in seconds: past an
+/// hour of silence a connection is not coming back.
+const MAX_READ_TIMEOUT: u64 = 3600;
 
 impl S3Settings {
     /// Parses a query (`a=b&c=d`, without the `?`). Errors name the
@@ -133,6 +140,17 @@ impl S3Settings {
                 Ok(retries) if retries <= MAX_RETRIES => self.retries = Some(retries),
                 _ => return Err(format!("retries is a number from 0 to {MAX_RETRIES}")),
             },
+            "read_timeout" => match value.parse::<u64>() {
+                Ok(seconds) if (1..=MAX_READ_TIMEOUT).contains(&seconds) => {
+                    self.read_timeout = Some(seconds)
+                }
+                _ => {
+                    return Err(format!(
+                        "read_timeout is a number of seconds from 1 to {MAX_READ_TIMEOUT}, \
+                         not {value:?}"
+                    ));
+                }
+            },
             "credentials_file" => self.credentials_file = text(),
             "access_key_id_env" | "secret_access_key_env" | "session_token_env" => {
                 if !value
@@ -181,6 +199,7 @@ impl S3Settings {
                 "storage_class" => self.storage_class.clone(),
                 "path_style" => self.path_style.map(|style| style.to_string()),
                 "retries" => self.retries.map(|retries| retries.to_string()),
+                "read_timeout" => self.read_timeout.map(|seconds| seconds.to_string()),
                 "credentials_file" => self.credentials_file.clone(),
                 "access_key_id_env" => self.access_key_id_env.clone(),
                 "secret_access_key_env" => self.secret_access_key_env.clone(),
@@ -288,10 +307,11 @@ mod tests {
     #[test]
     fn settings_round_trip_through_a_query() {
         let settings = S3Settings::parse_query(
-            "region=eu-west-1&profile=eu%20west&path_style=true&endpoint=http://127.0.0.1:9000&retries=2",
+            "region=eu-west-1&profile=eu%20west&path_style=true&endpoint=http://127.0.0.1:9000&retries=2&read_timeout=45",
             "s3://b",
         )
         .unwrap();
+        assert_eq!(settings.read_timeout, Some(45));
         assert_eq!(settings.region.as_deref(), Some("eu-west-1"));
         assert_eq!(settings.profile.as_deref(), Some("eu west"));
         assert_eq!(settings.path_style, Some(true));
@@ -300,6 +320,19 @@ mod tests {
             S3Settings::parse_query(&settings.to_query(), "s3://b").unwrap(),
             settings
         );
+    }
+
+    #[test]
+    fn a_bad_read_timeout_is_named_with_its_value() {
+        for value in ["0", "3601", "30s", "-1"] {
+            let error = S3Settings::parse_query(&format!("read_timeout={value}"), "s3://b")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("read_timeout") && error.contains(&format!("{value:?}")),
+                "{error}"
+            );
+        }
     }
 
     #[test]

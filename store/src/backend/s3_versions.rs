@@ -212,7 +212,18 @@ impl S3Backend {
                 Method::Head => reqwest::Method::HEAD,
                 Method::Post => reqwest::Method::POST,
             };
-            let mut request = access.client.request(method, url.as_str());
+            // A call that sends no body goes through the client with the
+            // idle-read timeout (see `RawAccess`).
+            let (client, read_timeout) = match call.body.is_empty() {
+                true => (&access.reader, Some(access.read_timeout)),
+                false => (&access.client, None),
+            };
+            let timed_out = |error: &reqwest::Error| {
+                error
+                    .is_timeout()
+                    .then(|| super::s3::timed_out(read_timeout))
+            };
+            let mut request = client.request(method, url.as_str());
             for (name, value) in &call.headers {
                 request = request.header(*name, value);
             }
@@ -223,11 +234,15 @@ impl S3Backend {
                 // Not sent for an empty body otherwise; S3 answers 411.
                 request = request.header("content-length", "0");
             }
-            let mut response = request
-                .body(call.body)
-                .send()
-                .await
-                .map_err(|error| failed(format!("cannot reach the S3 service ({error})")))?;
+            let mut response =
+                request
+                    .body(call.body)
+                    .send()
+                    .await
+                    .map_err(|error| match timed_out(&error) {
+                        Some(reason) => failed(reason),
+                        None => failed(format!("cannot reach the S3 service ({error})")),
+                    })?;
             let status = response.status().as_u16();
             let bucket_region = response
                 .headers()
@@ -235,10 +250,14 @@ impl S3Backend {
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_string);
             let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|error| failed(format!("reading the reply: {error}")))?
+            while let Some(chunk) =
+                response
+                    .chunk()
+                    .await
+                    .map_err(|error| match timed_out(&error) {
+                        Some(reason) => failed(format!("reading the reply: {reason}")),
+                        None => failed(format!("reading the reply: {error}")),
+                    })?
             {
                 if body.len() + chunk.len() > limit {
                     return Err(failed(format!("reply longer than {limit} bytes; not read")));

@@ -23,7 +23,12 @@
 //! failure), then other repositories holding the same chunks (written by
 //! the same multi-repository backup, or by `cairn copy`), in order of
 //! preference; whichever serves a blob is counted, and why the main
-//! repository's first location could not is kept for the report.
+//! repository's first location could not is kept for the report. Once the
+//! main repository stops answering (a read of it timed out or lost its
+//! connection, after its own retries) and there are fallbacks, it is not
+//! asked again in this restore ([`Sources::skips_main`]): each ask of a
+//! silent service costs its whole timeout, and a restore that asked it for
+//! every blob took minutes per megabyte.
 //!
 //! Knows nothing of plans, files or the target: planning and writing call
 //! down into this module, never the other way. Never hands out a blob it
@@ -41,7 +46,7 @@ use crate::ops::read_tree;
 use crate::repository::Repository;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 const KIB: u64 = 1024;
@@ -74,6 +79,9 @@ const DECODE_BATCH_FRAMES: usize = 2;
 /// At most this many of the main repository's failures are kept word for
 /// word; the rest are only counted.
 const KEPT_FAILURES: usize = 20;
+
+/// Why a blob was not asked of a main repository that stopped answering.
+const NOT_ASKED: &str = "not asked: it stopped answering earlier in this restore";
 
 /// What fetching from the main repository did, shared by the threads of
 /// one restore (or one plan's tree reads).
@@ -293,6 +301,9 @@ pub struct Sources<'a> {
     elsewhere: OnceLock<(String, HashMap<Id, Vec<BlobLocation>>)>,
     /// What those other places served.
     served_elsewhere: Served,
+    /// Set once a read of the main repository failed for want of an
+    /// answer while there are fallbacks: the main one is not asked again.
+    main_unanswering: AtomicBool,
 }
 
 impl<'a> Sources<'a> {
@@ -303,11 +314,47 @@ impl<'a> Sources<'a> {
             failures: Mutex::new((0, Vec::new())),
             elsewhere: OnceLock::new(),
             served_elsewhere: Served::default(),
+            main_unanswering: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the main repository is no longer asked: a read of it failed
+    /// for want of an answer (timed out, connection refused or lost, after
+    /// the backend's own retries) and there are fallbacks to ask instead.
+    pub fn skips_main(&self) -> bool {
+        self.main_unanswering.load(Ordering::Relaxed)
+    }
+
+    /// Why a blob was not asked of the main repository (see
+    /// [`Sources::skips_main`]).
+    pub fn skipped(&self, main: &Repository) -> StoreError {
+        StoreError::io(
+            format!("repository {}", main.backend().location()),
+            std::io::Error::new(std::io::ErrorKind::TimedOut, NOT_ASKED),
+        )
+    }
+
+    fn note_unanswered(&self, why: &StoreError) {
+        use std::io::ErrorKind as K;
+        let unanswered = matches!(why, StoreError::Io { source, .. } if matches!(
+            source.kind(),
+            K::TimedOut
+                | K::ConnectionRefused
+                | K::ConnectionAborted
+                | K::ConnectionReset
+                | K::NotConnected
+                | K::UnexpectedEof
+        ));
+        if unanswered && !self.fallbacks.is_empty() {
+            self.main_unanswering.store(true, Ordering::Relaxed);
         }
     }
 
     /// Blob `id` from another place `main`'s index files list for it.
     fn read_elsewhere_in(&self, main: &Repository, id: &Id) -> Option<Vec<u8>> {
+        if self.skips_main() {
+            return None;
+        }
         let (_, listed) = self
             .elsewhere
             .get_or_init(|| (main.backend().location(), locations_listed_twice(main)));
@@ -328,7 +375,11 @@ impl<'a> Sources<'a> {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         failures.0 += 1;
-        if failures.1.len() < KEPT_FAILURES {
+        // The blobs not asked of a silent main repository are counted; the
+        // failure that silenced it is the example worth keeping.
+        let skipped =
+            matches!(why, StoreError::Io { source, .. } if source.to_string() == NOT_ASKED);
+        if failures.1.len() < KEPT_FAILURES && !skipped {
             failures.1.push(why.to_string());
         }
     }
@@ -337,6 +388,7 @@ impl<'a> Sources<'a> {
     /// another place the main repository's index files list it, or else
     /// the first fallback that holds it intact; `why` itself if none does.
     pub fn fetch(&self, main: &Repository, id: &Id, why: StoreError) -> Result<Vec<u8>> {
+        self.note_unanswered(&why);
         if let Some(raw) = self.read_elsewhere_in(main, id) {
             self.note_failure(&why);
             return Ok(raw);
@@ -361,7 +413,11 @@ impl<'a> Sources<'a> {
     /// Tree `id` from the main repository, or from a fallback if the main
     /// one cannot give it intact.
     pub fn read_tree(&self, main: &Repository, index: &dyn IndexCache, id: &Id) -> Result<Tree> {
-        match read_tree(main, index, id) {
+        let read = match self.skips_main() {
+            true => Err(self.skipped(main)),
+            false => read_tree(main, index, id),
+        };
+        match read {
             Ok(tree) => Ok(tree),
             Err(why) => {
                 let raw = self.fetch(main, id, why)?;

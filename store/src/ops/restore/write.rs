@@ -279,7 +279,12 @@ impl Writer<'_> {
         self.index.lookup(id)?.ok_or_else(|| missing(id))
     }
 
+    /// Blob at `location` of the main repository, unless it is no longer
+    /// asked (see [`Sources::skips_main`]).
     fn fetch_single(&self, location: &BlobLocation) -> Result<Vec<u8>> {
+        if self.sources.skips_main() {
+            return Err(self.sources.skipped(self.repository));
+        }
         self.counters.fetch.requests.fetch_add(1, Ordering::Relaxed);
         self.counters
             .fetch
@@ -323,10 +328,13 @@ impl Writer<'_> {
             }
             last_frame = frame;
         }
-        (
-            fetch_blobs(self.repository, wanted, &self.counters.fetch, check_ids),
-            end.max(position + 1),
-        )
+        // A main repository no longer asked leaves each blob to the
+        // fallbacks, one by one.
+        let cache = match self.sources.skips_main() {
+            true => BlobCache::default(),
+            false => fetch_blobs(self.repository, wanted, &self.counters.fetch, check_ids),
+        };
+        (cache, end.max(position + 1))
     }
 }
 
