@@ -114,6 +114,25 @@ impl S3Repo {
         );
     }
 
+    /// The data packs of a fresh copy of the repository on disk.
+    fn data_packs(&self) -> Vec<PathBuf> {
+        let copy = self.download("copy");
+        data_packs(
+            &walk(&copy.join("data"))
+                .into_iter()
+                .filter(|path| path.is_file())
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Puts `bytes` in the bucket in place of the pack `pack` (a file of
+    /// [`Self::data_packs`]), behind cairn's back.
+    fn replace_pack(&self, pack: &Path, bytes: &[u8]) {
+        let id = id_of_file(pack).to_hex();
+        self.server
+            .put(&format!("{PREFIX}/data/{}/{id}", &id[..2]), bytes);
+    }
+
     /// A copy of the repository's objects on disk, for the local helpers.
     fn download(&self, name: &str) -> PathBuf {
         let copy = self.path(name);
@@ -271,22 +290,13 @@ fn a_damaged_pack_in_the_bucket_is_found_and_kept_out_of_a_restore() {
     let snapshot = repo.backup_of(&source);
 
     // Damage one byte in the middle of the data pack, behind cairn's back.
-    let copy = repo.download("copy");
-    let packs = data_packs(
-        &walk(&copy.join("data"))
-            .into_iter()
-            .filter(|p| p.is_file())
-            .collect::<Vec<_>>(),
-    );
+    let packs = repo.data_packs();
     assert_eq!(packs.len(), 1, "{packs:?}");
     let pack_id = id_of_file(&packs[0]).to_hex();
     let mut bytes = fs::read(&packs[0]).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
-    repo.server.put(
-        &format!("{PREFIX}/data/{}/{pack_id}", &pack_id[..2]),
-        &bytes,
-    );
+    repo.replace_pack(&packs[0], &bytes);
 
     let (code, report) = repo.verify(&["--read-data"]);
     assert_eq!(code, 4, "{}", brief(&report));
@@ -423,13 +433,7 @@ fn a_restore_of_deltas_reads_their_bases_in_spans_not_one_request_each() {
     // damage one that is itself a delta (night 2's, which a delta of night
     // 3 needs) behind cairn's back, and both verify and the restore report
     // damage; nothing wrong is written.
-    let copy = repo.download("copy");
-    let packs = data_packs(
-        &walk(&copy.join("data"))
-            .into_iter()
-            .filter(|path| path.is_file())
-            .collect::<Vec<_>>(),
-    );
+    let packs = repo.data_packs();
     let bases: HashMap<Id, Id> = packs
         .iter()
         .flat_map(|pack| header_of(pack).blobs)
@@ -449,9 +453,7 @@ fn a_restore_of_deltas_reads_their_bases_in_spans_not_one_request_each() {
         for at in (start..start + entry.length as usize).step_by(16) {
             bytes[at] ^= 0x40;
         }
-        let id = id_of_file(pack).to_hex();
-        repo.server
-            .put(&format!("{PREFIX}/data/{}/{id}", &id[..2]), &bytes);
+        repo.replace_pack(pack, &bytes);
         damaged = true;
     }
     assert!(damaged, "the base's pack was found");

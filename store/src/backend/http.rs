@@ -109,10 +109,6 @@ pub struct HttpOptions {
     pub read_timeout: Option<Duration>,
 }
 
-/// How long one request may take in all: a whole pack must go up or down
-/// within it, over a slow link too.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
-
 pub struct HttpBackend {
     /// For requests that send a body (creates).
     client: reqwest::Client,
@@ -170,7 +166,7 @@ impl HttpBackend {
         let build = |read_timeout: Option<Duration>| {
             let mut builder = reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
-                .timeout(REQUEST_TIMEOUT)
+                .timeout(super::REQUEST_TIMEOUT)
                 .pool_max_idle_per_host(HTTP_PARALLELISM);
             if let Some(certificates) = &certificates {
                 builder = builder.tls_certs_merge(certificates.clone());
@@ -289,7 +285,7 @@ impl HttpBackend {
     /// Why a request timed out: on the client with the idle-read timeout
     /// (`idle`), a silence that long, or the whole request's limit.
     fn timed_out(&self, idle: bool) -> String {
-        let limit = REQUEST_TIMEOUT.as_secs();
+        let limit = super::REQUEST_TIMEOUT.as_secs();
         match idle {
             true => format!(
                 "nothing came for {} s or the request ran past {limit} s: the server went silent",

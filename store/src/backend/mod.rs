@@ -60,6 +60,12 @@ use std::time::{Duration, SystemTime};
 /// timer would run while the body goes up, and cut a slow upload.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long one request to object storage or a served repository may take
+/// in all: a whole pack must go up or down within it, over a slow link too.
+/// A connection that goes silent is caught long before by the idle-read
+/// timeout ([`DEFAULT_READ_TIMEOUT`]), on requests that send no body.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// The backend for a repository location: `s3://bucket/prefix` is S3 (see
 /// [`S3Backend::open`] for credentials), anything else a local directory.
 /// A served repository (`http(s)://`) signs its requests, so it is opened

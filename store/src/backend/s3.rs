@@ -19,8 +19,8 @@
 
 use super::s3_settings::{S3Settings, redact_location};
 use super::{
-    Backend, Created, DEFAULT_READ_TIMEOUT, ObjectInfo, ObjectKind, aws_credentials, check_name,
-    missing, past_end, too_large,
+    Backend, Created, DEFAULT_READ_TIMEOUT, ObjectInfo, ObjectKind, REQUEST_TIMEOUT,
+    aws_credentials, check_name, missing, past_end, too_large,
 };
 use crate::error::{Result, StoreError};
 use futures_util::{StreamExt, TryStreamExt};
@@ -59,12 +59,6 @@ const DEFAULT_RETRIES: usize = 8;
 /// answered, and a restore must not wait minutes on it before turning to
 /// another repository.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long one request may take in all: a whole pack must go up within
-/// it, over a slow link too. A connection that goes silent is caught long
-/// before by the idle-read timeout (`DEFAULT_READ_TIMEOUT`), on requests
-/// that send no body.
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where a repository lives in S3: `s3://bucket/prefix`, with this
 /// repository's own settings from the location's query (see

@@ -53,7 +53,7 @@ impl RawAccess {
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
-                .timeout(super::s3::REQUEST_TIMEOUT)
+                .timeout(super::REQUEST_TIMEOUT)
         };
         let built = |built: reqwest::Result<reqwest::Client>| {
             built.map_err(|error| invalid(format!("cannot set up the HTTP client: {error}")))
