@@ -413,7 +413,9 @@ impl<'a> Sources<'a> {
     /// Tree `id` from the main repository, or from a fallback if the main
     /// one cannot give it intact.
     pub fn read_tree(&self, main: &Repository, index: &dyn IndexCache, id: &Id) -> Result<Tree> {
-        let read = match self.skips_main() {
+        // Skipped only where a fallback lists it: a tree only the main
+        // repository holds is still asked of it.
+        let read = match self.skips_main() && self.lists(id) {
             true => Err(self.skipped(main)),
             false => read_tree(main, index, id),
         };

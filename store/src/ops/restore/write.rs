@@ -280,9 +280,11 @@ impl Writer<'_> {
     }
 
     /// Blob at `location` of the main repository, unless it is no longer
-    /// asked (see [`Sources::skips_main`]).
+    /// asked (see [`Sources::skips_main`]) and a fallback lists the blob:
+    /// one that only the main repository holds is still asked of it, as a
+    /// last chance, rather than failing its file unasked.
     fn fetch_single(&self, location: &BlobLocation) -> Result<Vec<u8>> {
-        if self.sources.skips_main() {
+        if self.sources.skips_main() && self.sources.lists(&location.entry.id) {
             return Err(self.sources.skipped(self.repository));
         }
         self.counters.fetch.requests.fetch_add(1, Ordering::Relaxed);
