@@ -211,7 +211,7 @@ impl Repository {
                 // Copied out of its frame: held in place, each base kept
                 // its whole frame alive, and the bases of a group of
                 // deltas scattered over many frames held far more than
-                // their own bytes (a verify over S3 peaked at 213 MiB).
+                // their own bytes (a verify over S3 peaked at 208 MiB).
                 if let Ok(base) = decoder.decode_sharing(entry, stored, &span.pack, false) {
                     decoded.push((entry.id, Decoded::Own(base.into_vec())));
                 }

@@ -147,7 +147,7 @@ pub fn fetch_blobs(
     // is answered from the page cache, and its frame is mostly held
     // already (the repository keeps the frames of bases decoded last).
     // Measured on the real-applications restore (alternating, cold
-    // cache): locally no faster, with 5% more CPU and 7 MiB more at the
+    // cache): locally no faster, with 5% more CPU and 8 MiB more at the
     // peak; over S3 (moto on loopback), 4.4-6.6 s instead of 70-77 s.
     let remote = repository.backend().parallelism() > 1;
     let ahead = remote

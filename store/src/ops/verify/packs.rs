@@ -95,8 +95,8 @@ fn bad_blob(pack: &Id, entry: &BlobEntry, why: String) -> (Id, Finding) {
 /// backend only, each group's deltas a quarter of [`AHEAD_BYTES`] in raw
 /// size (which stands for their bases', two levels deep): two packs read
 /// at once, each with its scan window and its bases' spans in flight,
-/// held a verify over S3 to 135-138 MiB where groups of half peaked at
-/// 160 (reading base by base: 113, and 59 s instead of 5.5); none where
+/// held a verify over S3 to 129-130 MiB where groups of half peaked at
+/// 156-159 (reading base by base: 110, and 59 s instead of 4-5.5); none where
 /// the pack holds no delta.
 fn base_groups(repository: &Repository, in_order: &[BlobEntry]) -> Vec<(usize, usize)> {
     if repository.backend().parallelism() <= 1 || in_order.iter().all(|entry| entry.base.is_none())
