@@ -977,16 +977,9 @@ mod tests {
     #[test]
     fn a_change_of_trusted_keys_rebuilds_the_cache() {
         use crate::backend::MemoryBackend;
-        use crate::format::keys::{generate_signing_key, public_key_of};
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            std::sync::Arc::new(MemoryBackend::new()),
-            cairn_chunker::ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        use crate::format::keys::public_key_of;
+        let (repository, key) =
+            crate::repository::plaintext_for_tests(std::sync::Arc::new(MemoryBackend::new()));
         let mut pack = pack_of(b"pack", 2, None);
         pack.size = 100_000;
         for (number, blob) in pack.blobs.iter_mut().enumerate() {

@@ -435,9 +435,7 @@ impl TreeVisitor for Rewrite<'_, '_> {
 mod tests {
     use super::*;
     use crate::backend::LocalBackend;
-    use crate::format::keys::{generate_signing_key, public_key_of};
     use crate::index::MemoryIndex;
-    use cairn_chunker::ChunkerParams;
     use std::sync::Arc;
 
     fn entry(name: &str, kind: EntryKind) -> TreeEntry {
@@ -489,16 +487,8 @@ mod tests {
     #[test]
     fn a_rewrite_leaves_out_lost_files_and_listings_and_rewrites_every_tree_above_them() {
         let scratch = tempfile::tempdir().unwrap();
-        let backend = Arc::new(LocalBackend::new(scratch.path()));
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            backend,
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        let (repository, key) =
+            crate::repository::plaintext_for_tests(Arc::new(LocalBackend::new(scratch.path())));
         let index = MemoryIndex::new();
         let writer = BlobWriter::new(&repository, &index, HashMap::new(), Some(&key));
         let b = store_tree(

@@ -391,20 +391,10 @@ pub fn store_key_slot(backend: &dyn Backend, slot: &KeySlot) -> Result<Id> {
 mod tests {
     use super::*;
     use crate::backend::LocalBackend;
-    use crate::format::keys::{generate_signing_key, public_key_of};
-    use cairn_chunker::ChunkerParams;
     use std::sync::Arc;
 
     fn plaintext_repository(backend: Arc<dyn Backend>) -> Repository {
-        let key = generate_signing_key().unwrap();
-        Repository::init(
-            backend,
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap()
+        crate::repository::plaintext_for_tests(backend).0
     }
 
     #[test]

@@ -392,11 +392,9 @@ pub fn visit_blobs(
 mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
-    use crate::format::keys::{generate_signing_key, public_key_of};
     use crate::format::tree::EntryKind;
     use crate::index::MemoryIndex;
     use crate::ops::common::blob_writer::BlobWriter;
-    use cairn_chunker::ChunkerParams;
     use std::collections::HashMap;
     use std::sync::Arc;
 
@@ -408,16 +406,8 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let backend = Arc::new(MemoryBackend::new());
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            backend,
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        let (repository, _) =
+            crate::repository::plaintext_for_tests(Arc::new(MemoryBackend::new()));
         Fixture {
             repository,
             index: MemoryIndex::new(),

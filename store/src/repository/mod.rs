@@ -76,6 +76,22 @@ pub type BaseLocator = Arc<dyn Fn(&Id) -> Result<Option<BlobLocation>> + Send + 
 /// decoder takes a base): the content of one by its id, if held.
 pub type HeldBases = Arc<dyn Fn(&Id) -> Option<Decoded> + Send + Sync>;
 
+/// A plaintext repository on `backend` with the default chunker, and the
+/// key it trusts: the set-up the crate's unit tests share.
+#[cfg(test)]
+pub(crate) fn plaintext_for_tests(backend: Arc<dyn Backend>) -> (Repository, SigningKey) {
+    let key = crate::format::keys::generate_signing_key().expect("a signing key");
+    let repository = Repository::init(
+        backend,
+        ChunkerParams::DEFAULT,
+        3,
+        crate::format::keys::public_key_of(&key),
+        None,
+    )
+    .expect("a plaintext repository");
+    (repository, key)
+}
+
 impl Repository {
     /// A fresh repository id, for the keys of a repository about to be
     /// made ([`RepositoryKeys::generate`]).
@@ -925,15 +941,7 @@ mod tests {
     use crate::format::keys::{generate_signing_key, public_key_of};
 
     fn repository(directory: &std::path::Path) -> Repository {
-        let key = generate_signing_key().unwrap();
-        Repository::init(
-            Arc::new(LocalBackend::new(directory)),
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap()
+        plaintext_for_tests(Arc::new(LocalBackend::new(directory))).0
     }
 
     #[test]

@@ -154,23 +154,13 @@ impl Repository {
 mod tests {
     use super::*;
     use crate::backend::{Backend, MemoryBackend};
-    use crate::format::keys::{generate_signing_key, public_key_of};
     use crate::format::pack::{BlobKind, Compression, PackWriter, decode_blob};
-    use cairn_chunker::ChunkerParams;
     use std::sync::Arc;
 
     #[test]
     fn a_pack_is_scanned_in_windows_with_every_blob_whole_and_its_hash_checked() {
         let backend = Arc::new(MemoryBackend::new());
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            backend.clone(),
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        let (repository, _) = super::super::plaintext_for_tests(backend.clone());
         // Three 7 MiB blobs: every window (4 MiB here, 16 MiB over object
         // storage) ends inside one, and is stretched to its end.
         let contents: Vec<Vec<u8>> = (0..3u8).map(|n| vec![n; 7 << 20]).collect();

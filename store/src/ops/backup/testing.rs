@@ -3,11 +3,10 @@
 
 use super::options::Destination;
 use crate::backend::LocalBackend;
-use crate::format::keys::{SigningKey, generate_signing_key, public_key_of};
+use crate::format::keys::{SigningKey, public_key_of};
 use crate::index::{IndexCache, MemoryIndex};
 use crate::ops::common::blob_writer::BlobWriter;
 use crate::repository::Repository;
-use cairn_chunker::ChunkerParams;
 use std::sync::Arc;
 
 pub(super) struct TestRepository {
@@ -23,15 +22,8 @@ impl TestRepository {
         let directory = tempfile::tempdir().unwrap();
         let root = directory.path().join("repository");
         std::fs::create_dir(&root).unwrap();
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            Arc::new(LocalBackend::new(&root)),
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        let (repository, key) =
+            crate::repository::plaintext_for_tests(Arc::new(LocalBackend::new(&root)));
         let index = MemoryIndex::new();
         index.set_trusted(&[public_key_of(&key)]).unwrap();
         TestRepository {

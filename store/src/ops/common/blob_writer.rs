@@ -886,24 +886,12 @@ fn take_fullest(packs: &mut [PackWriter], target: u64) -> Option<PackWriter> {
 mod tests {
     use super::*;
     use crate::backend::LocalBackend;
-    use crate::format::keys::{generate_signing_key, public_key_of};
     use crate::index::MemoryIndex;
-    use cairn_chunker::ChunkerParams;
     use std::sync::Barrier;
 
     /// A plaintext repository in `directory`, and the key it trusts.
     fn local_repository(directory: &std::path::Path) -> (Repository, SigningKey) {
-        let backend = Arc::new(LocalBackend::new(directory));
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            backend,
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
-        (repository, key)
+        crate::repository::plaintext_for_tests(Arc::new(LocalBackend::new(directory)))
     }
 
     /// Compressible bytes unlike any other call's: a counter spelled out.

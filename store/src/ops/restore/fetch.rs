@@ -507,7 +507,6 @@ mod tests {
     use super::*;
     use crate::backend::LocalBackend;
     use crate::format::index::IndexFile;
-    use crate::format::keys::{generate_signing_key, public_key_of};
     use crate::format::pack::BlobKind;
     use crate::index::MemoryIndex;
     use crate::ops::common::blob_writer::BlobWriter;
@@ -519,15 +518,9 @@ mod tests {
     #[test]
     fn a_blob_whose_known_place_fails_is_read_from_another_listed_place() {
         let directory = tempfile::tempdir().unwrap();
-        let key = generate_signing_key().unwrap();
-        let repository = Repository::init(
-            std::sync::Arc::new(LocalBackend::new(directory.path())),
-            cairn_chunker::ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        let (repository, key) = crate::repository::plaintext_for_tests(std::sync::Arc::new(
+            LocalBackend::new(directory.path()),
+        ));
         // Incompressible, so it is stored as it is, alone.
         let mut raw = vec![0u8; 50_000];
         blake3::Hasher::new()

@@ -2,7 +2,7 @@
 //! restore's unit tests: real files, a real repository, a real backup.
 
 use crate::backend::LocalBackend;
-use crate::format::keys::{PublicKey, SigningKey, generate_signing_key, public_key_of};
+use crate::format::keys::{PublicKey, SigningKey, public_key_of};
 use crate::format::manifest::SnapshotBody;
 use crate::id::Id;
 use crate::index::{IndexCache, open_index};
@@ -27,17 +27,10 @@ impl Scene {
     pub fn new(make: impl FnOnce(&Path) -> Vec<(&'static str, PathBuf, bool)>) -> Self {
         let directory = tempfile::tempdir().expect("temporary directory");
         let components = make(directory.path());
-        let key = generate_signing_key().expect("key");
+        let (repository, key) = crate::repository::plaintext_for_tests(Arc::new(
+            LocalBackend::new(directory.path().join("repo")),
+        ));
         let public = public_key_of(&key);
-        let backend = Arc::new(LocalBackend::new(directory.path().join("repo")));
-        let repository = Repository::init(
-            backend,
-            cairn_chunker::ChunkerParams::DEFAULT,
-            3,
-            public,
-            None,
-        )
-        .expect("init");
         let index = open_index(&repository, None, &[public])
             .expect("index")
             .index;

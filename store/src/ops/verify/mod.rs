@@ -386,11 +386,9 @@ pub(super) struct Root {
 mod tests {
     use super::*;
     use crate::backend::LocalBackend;
-    use crate::format::keys::{generate_signing_key, public_key_of};
     use crate::format::pack::BlobKind;
     use crate::index::MemoryIndex;
     use crate::ops::common::blob_writer::BlobWriter;
-    use cairn_chunker::ChunkerParams;
     use std::collections::HashMap;
     use std::sync::Arc;
 
@@ -414,16 +412,8 @@ mod tests {
     #[test]
     fn a_blob_counts_as_intact_elsewhere_only_if_it_reads_back_matching_its_id() {
         let directory = tempfile::tempdir().unwrap();
-        let backend = Arc::new(LocalBackend::new(directory.path()));
-        let key = generate_signing_key().unwrap();
-        let other = Repository::init(
-            backend,
-            ChunkerParams::DEFAULT,
-            3,
-            public_key_of(&key),
-            None,
-        )
-        .unwrap();
+        let (other, _) =
+            crate::repository::plaintext_for_tests(Arc::new(LocalBackend::new(directory.path())));
         let index = MemoryIndex::new();
         let writer = BlobWriter::new(&other, &index, HashMap::new(), None);
         // Incompressible, so each blob is stored as it is, alone.
