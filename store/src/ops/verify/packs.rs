@@ -83,26 +83,14 @@ fn bad_blob(pack: &Id, entry: &BlobEntry, why: String) -> (Id, Finding) {
     )
 }
 
-/// Reads pack `pack` (`size` bytes, as listed and indexed) from start to
-/// end in bounded windows (`Repository::scan_pack`): its hash against its
-/// name, its header against the index, every blob of `blobs` against its
-/// id. The pack is never held whole. `hinted`: blobs whose listing in
-/// this pack comes only from index files not vouched for (FORMAT.md
-/// section 9). `window`: the buffer the scan reads into, reused from pack
-/// to pack.
 /// Where a pack's blobs (`in_order`, as a scan visits them) are cut into
-/// groups whose deltas' bases are read ahead together: from a remote
-/// backend only, each group's deltas a quarter of [`AHEAD_BYTES`] in raw
-/// size (which stands for their bases', two levels deep): two packs read
-/// at once, each with its scan window and its bases' spans in flight,
-/// held a verify over S3 to 129-130 MiB where groups of half peaked at
-/// 156-159 (reading base by base: 110, and 59 s instead of 4-5.5); none where
-/// the pack holds no delta.
-fn base_groups(repository: &Repository, in_order: &[BlobEntry]) -> Vec<(usize, usize)> {
-    if repository.backend().parallelism() <= 1 || in_order.iter().all(|entry| entry.base.is_none())
-    {
-        return Vec::new();
-    }
+/// groups whose deltas' bases are read ahead together, each group's deltas
+/// a quarter of [`AHEAD_BYTES`] in raw size (which stands for their
+/// bases', two levels deep): two packs read at once, each with its scan
+/// window and its bases' spans in flight, held a verify over S3 to 129-130
+/// MiB where groups of half peaked at 156-159 (reading base by base: 110,
+/// and 59 s instead of 4-5.5).
+fn base_groups(in_order: &[BlobEntry]) -> Vec<(usize, usize)> {
     let mut groups = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (at, entry) in in_order.iter().enumerate() {
@@ -120,6 +108,13 @@ fn base_groups(repository: &Repository, in_order: &[BlobEntry]) -> Vec<(usize, u
     groups
 }
 
+/// Reads pack `pack` (`size` bytes, as listed and indexed) from start to
+/// end in bounded windows (`Repository::scan_pack`): its hash against its
+/// name, its header against the index, every blob of `blobs` against its
+/// id. The pack is never held whole. `hinted`: blobs whose listing in
+/// this pack comes only from index files not vouched for (FORMAT.md
+/// section 9). `window`: the buffer the scan reads into, reused from pack
+/// to pack.
 pub(super) fn read_pack(
     repository: &Repository,
     pack: &Id,
@@ -173,9 +168,15 @@ pub(super) fn read_pack(
     // group of deltas at a time (`Repository::read_bases_ahead`), in the
     // order the scan visits them: fetched base by base, each was a round
     // trip (59 s to verify the real applications' repository over S3).
-    let mut in_order = entries.clone();
-    in_order.sort_by_key(|entry| (entry.offset, entry.frame_offset));
-    let groups = base_groups(repository, &in_order);
+    // Only where a read is a round trip, and the pack holds deltas.
+    let reads_ahead =
+        repository.backend().parallelism() > 1 && entries.iter().any(|entry| entry.base.is_some());
+    let mut in_order = Vec::new();
+    if reads_ahead {
+        in_order.clone_from(&entries);
+        in_order.sort_by_key(|entry| (entry.offset, entry.frame_offset));
+    }
+    let groups = base_groups(&in_order);
     let mut group = 0;
     let scan = repository.scan_pack_with(pack, size, &entries, window, &mut |entry, stored| {
         if let Some(&(start, end)) = groups.get(group)
