@@ -56,15 +56,6 @@ impl BasesAhead {
         let held = Arc::clone(&self.held);
         Arc::new(move |id: &Id| held.get(id).cloned())
     }
-
-    /// Bases held.
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
 }
 
 impl Repository {
