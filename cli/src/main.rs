@@ -53,12 +53,18 @@ pub mod exit {
     pub const LOCKED: u8 = 11;
 }
 
-/// One malloc arena for all threads. glibc gives each thread its own, and
-/// buffers of several MiB freed in one were kept there rather than reused by
-/// another: on the full-scale benchmark a restore peaked at 256 MiB RSS
-/// with the default and 109 MiB with one arena, a first backup at 141 and
-/// 107 MiB, in about the same wall time. (mimalloc, tried instead, peaked
-/// at 212 and 214 MiB.)
+/// One malloc arena per core, at most [`MAX_MALLOC_ARENAS`]. glibc gives
+/// each thread its own (up to 8 per core), and buffers of several MiB freed
+/// in one were kept there rather than reused by another: on the full-scale
+/// benchmark a restore peaked at 256 MiB RSS with the default and 109 MiB
+/// with one arena, a first backup at 141 and 107 MiB. (mimalloc, tried
+/// instead, peaked at 212 and 214 MiB.) But with one arena every thread
+/// queued on its lock: a restore of the real applications' deltas, which
+/// allocate a base and a decoded chunk per delta from both cores at once,
+/// spent 5–7% of its samples waking and waiting on it. Two arenas (2 cores)
+/// took that restore from 0.90–1.02 s to 0.77–0.83 s, with the same peak
+/// RSS there, on the modelled workload and on the toolchain tree
+/// (docs/PERFORMANCE.md, "Malloc arenas").
 ///
 /// And a fixed mmap threshold of [`MMAP_THRESHOLD`]: glibc's own starts
 /// at 128 KiB but rises to the size of every mmapped block freed (up to
@@ -71,13 +77,22 @@ pub mod exit {
 /// are faulted in and zeroed).
 fn limit_malloc_arenas() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: called before any other thread exists; mallopt only tunes
-    // the allocator.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let arenas = cores.clamp(1, MAX_MALLOC_ARENAS) as libc::c_int;
+        // SAFETY: called before any other thread exists; mallopt only
+        // tunes the allocator.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        }
     }
 }
+
+/// Arenas beyond this many would keep more freed memory apart than a
+/// larger machine's extra cores gain from them ([`limit_malloc_arenas`]).
+#[cfg(target_env = "gnu")]
+const MAX_MALLOC_ARENAS: usize = 8;
 
 /// Allocations from this size up are mapped on their own and unmapped when
 /// freed ([`limit_malloc_arenas`]). Above the 128 KiB shared frames and
