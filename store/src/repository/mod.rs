@@ -332,13 +332,15 @@ impl Repository {
     /// instead, and asks for the check only to name a damaged base: see
     /// `BlobDecoder::decode_delta`).
     fn read_base(&self, id: &Id, depth: usize, check: bool) -> Result<Decoded> {
-        let object = format!("delta base {id}");
+        // Named only when something is wrong: a restore of deltas reads
+        // tens of thousands of bases.
+        let object = || format!("delta base {id}");
         let location = self
             .locate_base(id)?
-            .ok_or_else(|| StoreError::corrupt(&object, "no index file lists it"))?;
+            .ok_or_else(|| StoreError::corrupt(object(), "no index file lists it"))?;
         if location.entry.id != *id {
             return Err(StoreError::corrupt(
-                &object,
+                object(),
                 format!("the index lists blob {} in its place", location.entry.id),
             ));
         }
