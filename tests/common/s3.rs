@@ -243,6 +243,8 @@ pub struct Relay {
     /// Set by [`Relay::stall_after`]: the relay stalls once it has carried
     /// this many bytes in all.
     limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Connections opened while the relay was silent.
+    held: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 const UP: u8 = 0;
@@ -264,6 +266,8 @@ impl Relay {
         let carried = Arc::new(AtomicU64::new(0));
         let trigger = Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
         let limit = Arc::new(AtomicU64::new(u64::MAX));
+        let held_count = Arc::new(AtomicU64::new(0));
+        let thread_held_count = held_count.clone();
         let (thread_mode, thread_generation) = (mode.clone(), generation.clone());
         let (thread_carried, thread_trigger) = (carried.clone(), trigger.clone());
         let thread_limit = limit.clone();
@@ -276,6 +280,7 @@ impl Relay {
                     CUT => continue, // dropped: the connection closes at once
                     STALLED => {
                         held.push(client);
+                        thread_held_count.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }
                     _ => {}
@@ -336,7 +341,14 @@ impl Relay {
             carried,
             trigger,
             limit,
+            held: held_count,
         }
+    }
+
+    /// Connections opened while the relay was silent: a client that gave
+    /// up on a silent read opens one for each request it makes after.
+    pub fn connections_while_silent(&self) -> u64 {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Bytes carried so far, both ways.

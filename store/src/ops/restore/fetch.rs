@@ -45,7 +45,7 @@ use crate::index::IndexCache;
 use crate::ops::read_tree;
 use crate::repository::Repository;
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -129,6 +129,10 @@ pub struct BlobCache {
 impl BlobCache {
     pub fn get(&self, id: &Id) -> Option<&[u8]> {
         self.blobs.get(id).map(Decoded::bytes)
+    }
+
+    pub fn extend(&mut self, other: BlobCache) {
+        self.blobs.extend(other.blobs);
     }
 }
 
@@ -426,6 +430,50 @@ impl<'a> Sources<'a> {
                 Tree::decode(&raw, &format!("tree {id}"))
             }
         }
+    }
+
+    /// For a batch's prefetch once the main repository is not asked
+    /// ([`Self::skips_main`]): the blobs of `ids` that a fallback lists,
+    /// each read from the first that does, in spans as from the main
+    /// repository and checked against their ids; and the ids no fallback
+    /// lists, which the caller still asks the main repository for, last,
+    /// as the per-file path does: a silence may pass, and a fallback may
+    /// hold only part of a snapshot. A blob a fallback lists but did not
+    /// give intact is in neither: the per-file path asks the fallbacks
+    /// again, one by one, and reports it.
+    pub fn prefetch_elsewhere(&self, main: &Repository, ids: Vec<Id>) -> (BlobCache, Vec<Id>) {
+        let mut cache = BlobCache::default();
+        let (mut left, mut failed) = (ids, HashSet::new());
+        for (fallback, served) in self.fallbacks.iter().zip(&self.served) {
+            let (mut wanted, mut unlisted) = (Vec::new(), Vec::new());
+            for id in left {
+                match fallback.index.lookup(&id) {
+                    Ok(Some(location)) => wanted.push((location.pack, location.entry)),
+                    _ => unlisted.push(id),
+                }
+            }
+            let ids: Vec<Id> = wanted.iter().map(|(_, entry)| entry.id).collect();
+            // Counted apart: these are not reads of the main repository.
+            let read = fetch_blobs(fallback.repository, wanted, &FetchCounters::default(), true);
+            for id in ids {
+                match read.get(&id) {
+                    Some(raw) => {
+                        served.blobs.fetch_add(1, Ordering::Relaxed);
+                        served.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+                        self.note_failure(&self.skipped(main));
+                        failed.remove(&id);
+                    }
+                    None => {
+                        failed.insert(id);
+                        unlisted.push(id);
+                    }
+                }
+            }
+            cache.extend(read);
+            left = unlisted;
+        }
+        left.retain(|id| !failed.contains(id));
+        (cache, left)
     }
 
     /// Whether some fallback's index lists `id`.

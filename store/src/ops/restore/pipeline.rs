@@ -207,6 +207,7 @@ fn write_component(
             writer.index,
             batch,
             &writer.counters.fetch,
+            writer.sources,
         )
     };
     // Three batches are in flight: the next one's chunks are read while

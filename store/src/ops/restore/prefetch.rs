@@ -9,9 +9,13 @@
 //! Never fails a restore and never hands out a blob that failed its check:
 //! what the fetch leaves out of the cache, the writer's per-file path
 //! fetches again (falling back to other repositories through
-//! [`super::fetch::Sources`]) and reports if that fails too.
+//! [`super::fetch::Sources`]) and reports if that fails too. Once the main
+//! repository stopped answering, a batch is read from the fallbacks, in
+//! spans, as far as they list its blobs ([`Sources::prefetch_elsewhere`]):
+//! asked for each batch, a silent repository cost a read timeout per
+//! batch.
 
-use super::fetch::{BlobCache, FetchCounters, MIB, fetch_blobs};
+use super::fetch::{BlobCache, FetchCounters, MIB, Sources, fetch_blobs};
 use super::plan::{Action, PlannedEntry};
 use crate::format::tree::EntryKind;
 use crate::index::IndexCache;
@@ -88,19 +92,27 @@ pub fn prefetch(
     index: &dyn IndexCache,
     batch: &[&PlannedEntry],
     counters: &FetchCounters,
+    sources: &Sources,
 ) -> BlobCache {
     let mut seen = HashSet::new();
-    let mut wanted = Vec::new();
+    let mut ids = Vec::new();
     for item in batch.iter().filter(|item| prefetched(item)) {
         for id in item.entry.chunks.as_deref().unwrap_or_default() {
-            if item.local_chunks.contains_key(id) || !seen.insert(*id) {
-                continue;
-            }
-            // A chunk no index lists is the per-file path's to report.
-            if let Ok(Some(location)) = index.lookup(id) {
-                wanted.push((location.pack, location.entry));
+            if !item.local_chunks.contains_key(id) && seen.insert(*id) {
+                ids.push(*id);
             }
         }
     }
-    fetch_blobs(repository, wanted, counters, true)
+    let (mut cache, ids) = match sources.skips_main() {
+        true => sources.prefetch_elsewhere(repository, ids),
+        false => (BlobCache::default(), ids),
+    };
+    // A chunk no index lists is the per-file path's to report.
+    let wanted = ids
+        .iter()
+        .filter_map(|id| index.lookup(id).ok().flatten())
+        .map(|location| (location.pack, location.entry))
+        .collect();
+    cache.extend(fetch_blobs(repository, wanted, counters, true));
+    cache
 }
