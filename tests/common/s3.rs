@@ -237,14 +237,14 @@ pub struct Relay {
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Bytes carried, both ways.
     carried: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Set by [`Relay::stall_at`]: the relay stalls when a request carries
-    /// these bytes, before passing it on.
+    /// Set by [`Relay::silence`]: a request that carries these bytes is
+    /// held back, and its connection goes silent.
     trigger: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
     /// Set by [`Relay::stall_after`]: the relay stalls once it has carried
     /// this many bytes in all.
     limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Connections opened while the relay was silent.
-    held: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Requests held back so.
+    silenced: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 const UP: u8 = 0;
@@ -266,11 +266,10 @@ impl Relay {
         let carried = Arc::new(AtomicU64::new(0));
         let trigger = Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
         let limit = Arc::new(AtomicU64::new(u64::MAX));
-        let held_count = Arc::new(AtomicU64::new(0));
-        let thread_held_count = held_count.clone();
+        let silenced = Arc::new(AtomicU64::new(0));
         let (thread_mode, thread_generation) = (mode.clone(), generation.clone());
         let (thread_carried, thread_trigger) = (carried.clone(), trigger.clone());
-        let thread_limit = limit.clone();
+        let (thread_limit, thread_silenced) = (limit.clone(), silenced.clone());
         std::thread::spawn(move || {
             // Connections made while stalled: held open, never answered.
             let mut held = Vec::new();
@@ -280,7 +279,6 @@ impl Relay {
                     CUT => continue, // dropped: the connection closes at once
                     STALLED => {
                         held.push(client);
-                        thread_held_count.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }
                     _ => {}
@@ -296,11 +294,15 @@ impl Relay {
                     thread_trigger.clone(),
                     thread_limit.clone(),
                 );
+                let thread_silenced = thread_silenced.clone();
                 let target = target.clone();
                 std::thread::spawn(move || {
                     let Ok(server) = TcpStream::connect(&target) else {
                         return;
                     };
+                    // Set once this connection carried a silenced request:
+                    // it forwards nothing more, either way.
+                    let muted = Arc::new(std::sync::atomic::AtomicBool::new(false));
                     for (from, to, requests) in [
                         (client.try_clone(), server.try_clone(), true),
                         (server.try_clone(), client.try_clone(), false),
@@ -313,20 +315,24 @@ impl Relay {
                         let carried = thread_carried.clone();
                         let trigger = thread_trigger.clone();
                         let limit = thread_limit.clone();
+                        let (muted, silenced) = (muted.clone(), thread_silenced.clone());
                         std::thread::spawn(move || {
                             let live = || generation.load(Ordering::SeqCst) == born;
                             let stalled = |chunk: &[u8]| {
                                 if requests
+                                    && !muted.load(Ordering::SeqCst)
                                     && let Some(needle) = trigger.lock().unwrap().as_deref()
                                     && !needle.is_empty()
                                     && chunk.windows(needle.len()).any(|part| part == needle)
                                 {
-                                    mode.store(STALLED, Ordering::SeqCst);
+                                    muted.store(true, Ordering::SeqCst);
+                                    silenced.fetch_add(1, Ordering::SeqCst);
                                 }
                                 if carried.load(Ordering::SeqCst) >= limit.load(Ordering::SeqCst) {
                                     mode.store(STALLED, Ordering::SeqCst);
                                 }
                                 mode.load(Ordering::SeqCst) == STALLED
+                                    || muted.load(Ordering::SeqCst)
                             };
                             forward(from, to, &live, &stalled, &carried);
                         });
@@ -341,14 +347,8 @@ impl Relay {
             carried,
             trigger,
             limit,
-            held: held_count,
+            silenced,
         }
-    }
-
-    /// Connections opened while the relay was silent: a client that gave
-    /// up on a silent read opens one for each request it makes after.
-    pub fn connections_while_silent(&self) -> u64 {
-        self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Bytes carried so far, both ways.
@@ -370,11 +370,17 @@ impl Relay {
             .store(STALLED, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The link goes silent (as [`Relay::stall`]) at the first request
-    /// that carries `needle` (e.g. `/data/`, a pack's key), which is held
-    /// back: a test can stall a run at a given step, however fast it goes.
-    pub fn stall_at(&self, needle: &str) {
+    /// Every request that carries `needle` (e.g. a pack's key) is held
+    /// back unanswered, and its connection goes silent; other requests
+    /// are answered: a server that hangs on one object, however fast the
+    /// run that asks for it goes.
+    pub fn silence(&self, needle: &str) {
         *self.trigger.lock().unwrap() = Some(needle.as_bytes().to_vec());
+    }
+
+    /// Requests held back by [`Relay::silence`] so far.
+    pub fn silenced(&self) -> u64 {
+        self.silenced.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The link goes silent (as [`Relay::stall`]) once `more` bytes have
