@@ -62,7 +62,7 @@ pub mod exit {
 /// queued on its lock: a restore of the real applications' deltas, which
 /// allocate a base and a decoded chunk per delta from both cores at once,
 /// spent 5–7% of its samples waking and waiting on it. Two arenas (2 cores)
-/// took that restore from 0.90–1.02 s to 0.77–0.83 s, with the same peak
+/// took that restore from 0.87–1.02 s to 0.77–0.83 s, with the same peak
 /// RSS there, on the modelled workload and on the toolchain tree
 /// (docs/PERFORMANCE.md, "Malloc arenas").
 ///
