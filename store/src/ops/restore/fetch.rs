@@ -295,6 +295,13 @@ struct Served {
     bytes: AtomicU64,
 }
 
+impl Served {
+    fn count(&self, raw: &[u8]) {
+        self.blobs.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+    }
+}
+
 pub struct Sources<'a> {
     fallbacks: &'a [Fallback<'a>],
     served: Vec<Served>,
@@ -364,9 +371,7 @@ impl<'a> Sources<'a> {
             .get_or_init(|| (main.backend().location(), locations_listed_twice(main)));
         for location in listed.get(id)? {
             if let Ok(raw) = main.read_blob(location) {
-                let served = &self.served_elsewhere;
-                served.blobs.fetch_add(1, Ordering::Relaxed);
-                served.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+                self.served_elsewhere.count(&raw);
                 return Some(raw);
             }
         }
@@ -406,8 +411,7 @@ impl<'a> Sources<'a> {
                 continue;
             };
             if let Ok(raw) = fallback.repository.read_blob(&location) {
-                served.blobs.fetch_add(1, Ordering::Relaxed);
-                served.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+                served.count(&raw);
                 return Ok(raw);
             }
         }
@@ -458,8 +462,7 @@ impl<'a> Sources<'a> {
             for id in ids {
                 match read.get(&id) {
                     Some(raw) => {
-                        served.blobs.fetch_add(1, Ordering::Relaxed);
-                        served.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+                        served.count(raw);
                         self.note_failure(&self.skipped(main));
                         failed.remove(&id);
                     }
