@@ -205,3 +205,60 @@ fn chains_stay_bounded_and_a_damaged_base_is_damage() {
         "never a wrong file reported as restored"
     );
 }
+
+/// A prune that deletes one copy of a base (a pack an earlier prune
+/// repacked and marked) and, in the same run, repacks a delta that needs
+/// that base decodes the delta through the copy that stays. Which copy
+/// the index files name first is the order they are listed in, so each
+/// round builds the case afresh. Before the fix, six runs of this test all
+/// failed (at rounds 0, 0, 0, 3, 4 and 5) with "pack ... is missing from
+/// the repository"; it was seen first in the concurrent forget/prune test.
+#[test]
+fn a_prune_repacks_a_delta_whose_base_it_deletes_a_copy_of() {
+    for round in 0..8u64 {
+        let workspace = Workspace::new();
+        workspace.init_plaintext();
+        let source = workspace.path("src");
+        let mut content = vector_index(10 + round);
+        write(&source.join("data_level0.bin"), &content);
+        write(&source.join("gone.bin"), &noise(round, 256 * 1024));
+        let first = backup(&workspace, &source);
+
+        // Night 2: the index patched against night 1's chunks, and a file
+        // that only night 2 holds, in the deltas' pack.
+        rewrite_in_place(&mut content, 2, 45);
+        write(&source.join("data_level0.bin"), &content);
+        fs::remove_file(source.join("gone.bin")).unwrap();
+        write(&source.join("night2.bin"), &noise(100 + round, 256 * 1024));
+        let second = backup(&workspace, &source);
+        assert!(second["delta_chunks"].as_u64().unwrap() > 0, "{second}");
+        // Night 3: the same deltas, without night 2's own file.
+        fs::remove_file(source.join("night2.bin")).unwrap();
+        backup(&workspace, &source);
+
+        // Night 1 forgotten: its pack is repacked (its bases copied out,
+        // since night 2's deltas need them) and marked.
+        let prune = ["prune", "--grace", "0s", "--max-unused", "0%"];
+        workspace
+            .cairn_repo(["forget", first["snapshot"].as_str().unwrap()])
+            .ok();
+        workspace.cairn_repo(prune).ok();
+        // Night 2 forgotten: this prune deletes night 1's marked pack and
+        // repacks the deltas' pack, decoding each delta through its base.
+        workspace
+            .cairn_repo(["forget", second["snapshot"].as_str().unwrap()])
+            .ok();
+        let run = workspace.cairn_repo(prune);
+        assert_eq!(run.code, 0, "round {round}: {}", run.stderr);
+
+        let target = workspace.path("restored");
+        workspace.restore("latest", &target).ok();
+        assert_eq!(
+            file_hash(&target.join("index/data_level0.bin")),
+            file_hash(&source.join("data_level0.bin")),
+            "round {round}"
+        );
+        let (code, report) = workspace.verify_json(&["--read-data"]);
+        assert_eq!(code, 0, "round {round}: {report}");
+    }
+}

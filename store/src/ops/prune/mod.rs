@@ -280,6 +280,10 @@ pub fn prune(
         },
     );
     delete_due(repository, key, &survey, &plan, &mut outcome, progress)?;
+    // A repack decodes deltas through their bases: never at a copy that
+    // phase two has just deleted.
+    let deleted: HashSet<Id> = plan.delete.iter().map(|pack| pack.id).collect();
+    survey.bases.install_outside(repository, &deleted);
     if !plan.mark_unused.is_empty() || !plan.repack.is_empty() {
         outcome.repacked = repack(
             repository,

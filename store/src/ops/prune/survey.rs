@@ -38,20 +38,22 @@ fn damage_error(missing: &[String]) -> StoreError {
     )
 }
 
-/// Makes `repository` find the bases of delta blobs where the index files
-/// place them (a vouched listing first), so that a repack can decode a
-/// delta; read again only when some listing holds a delta, so a
-/// repository without deltas pays nothing and none keeps every data
-/// blob's location in memory.
+/// Where the index files place each base of a delta blob, so that a
+/// repack can decode the delta: every present pack that a listing puts it
+/// in, vouched listings first. All are kept, not the first: a copy may be
+/// in a pack that this prune's phase two deletes ([`BaseLocations::outside`]).
+/// Read again only when some listing holds a delta, so a repository
+/// without deltas pays nothing and none keeps every data blob's location
+/// in memory.
 fn locate_bases(
     repository: &Repository,
     index_files: &[Id],
     present: &HashMap<Id, (u64, Option<SystemTime>)>,
     bases: &HashMap<Id, Vec<Id>>,
     trusted: &[PublicKey],
-) -> Result<()> {
+) -> Result<BaseLocations> {
     let wanted: HashSet<Id> = bases.values().flatten().copied().collect();
-    let mut found: HashMap<Id, (bool, BlobLocation)> = HashMap::new();
+    let mut found: HashMap<Id, Vec<(bool, BlobLocation)>> = HashMap::new();
     for file_id in index_files {
         let Ok((file, vouching)) = read_index(repository, file_id, trusted)? else {
             continue;
@@ -67,20 +69,46 @@ fn locate_bases(
                     pack: pack.id,
                     entry: *blob,
                 };
-                match found.get(&blob.id) {
-                    Some((true, _)) => {}
-                    Some((false, _)) if !vouched => {}
-                    _ => {
-                        found.insert(blob.id, (vouched, location));
-                    }
-                }
+                found.entry(blob.id).or_default().push((vouched, location));
             }
         }
     }
-    repository.locate_bases_with(std::sync::Arc::new(move |id: &Id| {
-        Ok(found.get(id).map(|(_, location)| *location))
-    }));
-    Ok(())
+    let places = found
+        .into_iter()
+        .map(|(id, mut places)| {
+            // Stable: among vouched listings, the first read stays first.
+            places.sort_by_key(|(vouched, _)| !vouched);
+            (id, places.into_iter().map(|(_, place)| place).collect())
+        })
+        .collect();
+    Ok(BaseLocations { places })
+}
+
+/// Every listed place of each delta base in a present pack, vouched
+/// listings first.
+#[derive(Default)]
+pub(super) struct BaseLocations {
+    places: HashMap<Id, Vec<BlobLocation>>,
+}
+
+impl BaseLocations {
+    /// Makes `repository` find each base at its first place outside
+    /// `gone` (the packs this prune deletes before it repacks): a repack
+    /// that decodes a delta must never look for its base in a pack just
+    /// deleted when the copy that let it go is still there.
+    pub(super) fn install_outside(&self, repository: &Repository, gone: &HashSet<Id>) {
+        let chosen: HashMap<Id, BlobLocation> = self
+            .places
+            .iter()
+            .filter_map(|(id, places)| {
+                let place = places.iter().find(|place| !gone.contains(&place.pack))?;
+                Some((*id, *place))
+            })
+            .collect();
+        repository.locate_bases_with(std::sync::Arc::new(move |id: &Id| {
+            Ok(chosen.get(id).copied())
+        }));
+    }
 }
 
 /// Marks live the base of every live delta blob (docs/FORMAT.md section
@@ -231,6 +259,9 @@ pub(super) struct Survey {
     /// Index files sealed for this repository by a trusted key.
     pub(super) vouched_files: HashSet<Id>,
     pub(super) present: HashMap<Id, (u64, Option<SystemTime>)>,
+    /// Where each delta base is listed; installed once phase two's
+    /// deletions are known.
+    pub(super) bases: BaseLocations,
 }
 /// Steps 1 and 2: marks, manifests, the live set, and every indexed pack's
 /// use of space.
@@ -359,9 +390,11 @@ pub(super) fn survey(
         }
     }
     index_files.retain(|id| !unreadable.contains(id));
-    if !bases.is_empty() {
-        locate_bases(repository, &index_files, &present, &bases, trusted)?;
-    }
+    let base_locations = if bases.is_empty() {
+        BaseLocations::default()
+    } else {
+        locate_bases(repository, &index_files, &present, &bases, trusted)?
+    };
 
     // The walk: every tree and chunk reachable from a snapshot is live. One
     // that no present pack holds is damage (a lost pack whose blobs were
@@ -504,6 +537,7 @@ pub(super) fn survey(
         listed_in,
         vouched_files,
         present,
+        bases: base_locations,
     })
 }
 
