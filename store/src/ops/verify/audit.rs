@@ -272,22 +272,6 @@ impl Audit {
                 }
             }
         }
-        // A delta read below decodes through its base: the bases (down
-        // whole chains) are found where this audit found them.
-        let mut bases = HashMap::new();
-        for location in self.blobs.values() {
-            let mut next = location.entry.base;
-            while let Some(base) = next.filter(|base| !bases.contains_key(base)) {
-                let Some(found) = self.blobs.get(&base) else {
-                    break;
-                };
-                bases.insert(base, *found);
-                next = found.entry.base;
-            }
-        }
-        repository.locate_bases_with(std::sync::Arc::new(move |id: &Id| {
-            Ok(bases.get(id).copied())
-        }));
         Ok(packs)
     }
 
@@ -385,6 +369,27 @@ impl Audit {
                 ));
             }
         }
+    }
+
+    /// Makes every delta read from now on decode through its base where
+    /// this audit keeps it: after [`Self::prefer_present_copies`], so a
+    /// base stored again after its pack was lost is read from the copy
+    /// that exists, and its deltas are not reported as corrupt.
+    pub(super) fn locate_bases(&self, repository: &Repository) {
+        let mut bases = HashMap::new();
+        for location in self.blobs.values() {
+            let mut next = location.entry.base;
+            while let Some(base) = next.filter(|base| !bases.contains_key(base)) {
+                let Some(found) = self.blobs.get(&base) else {
+                    break;
+                };
+                bases.insert(base, *found);
+                next = found.entry.base;
+            }
+        }
+        repository.locate_bases_with(std::sync::Arc::new(move |id: &Id| {
+            Ok(bases.get(id).copied())
+        }));
     }
 
     /// Packs holding a blob that the roots reach.

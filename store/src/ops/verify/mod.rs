@@ -275,6 +275,7 @@ pub fn verify(
     let indexed_packs = audit.read_index(repository, trusted)?;
     let readable = audit.check_packs(repository, &indexed_packs, &marked)?;
     audit.prefer_present_copies();
+    audit.locate_bases(repository);
     let roots = audit.check_snapshots(repository, trusted, snapshots, &options.components)?;
     let scoped = !options.snapshots.is_empty() || !options.components.is_empty();
     let referenced = scoped.then(|| audit.referenced_packs(repository, &roots));
