@@ -10,6 +10,9 @@
 //! deleted, and a backup writing packs with the same bytes (so the same
 //! names) as marked ones still completes.
 
+#[path = "../../tests/common/rewrites.rs"]
+mod rewrites;
+
 use cairn_chunker::ChunkerParams;
 use cairn_store::backend::{Backend, Created, LocalBackend, ObjectInfo, ObjectKind};
 use cairn_store::format::keys::{PublicKey, SigningKey, generate_signing_key, public_key_of};
@@ -49,7 +52,7 @@ type Hook = Box<dyn FnOnce() + Send>;
 /// call of one kind, then lets the call through: what the hook wrote or
 /// deleted is what that call sees.
 struct Hooked {
-    inner: LocalBackend,
+    inner: Arc<dyn Backend>,
     at: Call,
     nth: u64,
     calls: AtomicU64,
@@ -58,8 +61,13 @@ struct Hooked {
 
 impl Hooked {
     fn new(root: &Path, at: Call, nth: u64, hook: Hook) -> Arc<Self> {
+        Self::over(Arc::new(LocalBackend::new(root)), at, nth, hook)
+    }
+
+    /// The same over another backend (a second hook).
+    fn over(inner: Arc<dyn Backend>, at: Call, nth: u64, hook: Hook) -> Arc<Self> {
         Arc::new(Hooked {
-            inner: LocalBackend::new(root),
+            inner,
             at,
             nth,
             calls: AtomicU64::new(0),
@@ -148,6 +156,32 @@ fn prune_through(
         &options,
         &NoProgress,
     )
+}
+
+/// A prune with grace `grace` through its own plain backend, repacking
+/// down to no unused space.
+fn prune_with_grace(
+    repo: &Path,
+    key: &SigningKey,
+    trusted: &[PublicKey],
+    grace: Duration,
+) -> PruneOutcome {
+    let repository = Repository::open(Arc::new(LocalBackend::new(repo))).unwrap();
+    let index = open_index(&repository, None, trusted).unwrap().index;
+    let options = PruneOptions {
+        grace,
+        max_unused: MaxUnused::Percent(0.0),
+        dry_run: false,
+    };
+    prune(
+        &repository,
+        index.as_ref(),
+        key,
+        trusted,
+        &options,
+        &NoProgress,
+    )
+    .unwrap()
 }
 
 /// The same through its own plain backend.
@@ -971,4 +1005,84 @@ fn a_repack_does_not_copy_a_live_blob_that_another_pack_already_holds() {
     assert!(deleted.plan.revived.is_empty());
     scene.assert_clean("after the repacked duplicate is deleted");
     scene.assert_restores(snapshot, &scene.x());
+}
+
+/// A backup that patches a changed file against its parent's chunks relies
+/// on the packs of those bases as on any blob it reuses (12.7, B2): when a
+/// mark names them before its check, it copies the bases out, so a prune
+/// that deletes them before its manifest lands (B3) leaves every delta
+/// decodable. The parent snapshot is forgotten while the backup runs, so
+/// nothing but the new deltas needs the bases.
+#[test]
+fn a_backup_whose_delta_bases_are_marked_before_its_check_copies_them_out() {
+    const GRACE: Duration = Duration::from_secs(1);
+    let scene = scene(ChunkerParams::DEFAULT);
+    let source = scene.path("v");
+    let mut content = rewrites::vector_index(7);
+    write(&source.join("data_level0.bin"), &content);
+    let components = [("data", source.as_path())];
+    let a = scene.backup(&components);
+    let a_packs = scene.packs();
+    // A's packs old enough to be marked; B's, written below, not.
+    std::thread::sleep(GRACE + Duration::from_millis(100));
+    rewrites::rewrite_in_place(&mut content, 2, 45);
+    write(&source.join("data_level0.bin"), &content);
+
+    // Before B's check: A is forgotten and a prune marks its packs.
+    let first: Arc<Mutex<Option<PruneOutcome>>> = Arc::default();
+    let mark: Hook = {
+        let (repo, key, trusted, sink) = (
+            scene.repo.clone(),
+            scene.key.clone(),
+            scene.trusted.clone(),
+            first.clone(),
+        );
+        Box::new(move || {
+            let repository = Repository::open(Arc::new(LocalBackend::new(&repo))).unwrap();
+            let options = ForgetOptions {
+                explicit: vec![a.snapshot.to_hex()],
+                ..ForgetOptions::default()
+            };
+            forget(&repository, &key, &trusted, &options).unwrap();
+            *sink.lock().unwrap() = Some(prune_with_grace(&repo, &key, &trusted, GRACE));
+        })
+    };
+    // After B's check, just before its manifest: the mark is due, and a
+    // prune that cannot see B's manifest deletes A's packs.
+    let second: Arc<Mutex<Option<PruneOutcome>>> = Arc::default();
+    let delete: Hook = {
+        let (repo, key, trusted, sink) = (
+            scene.repo.clone(),
+            scene.key.clone(),
+            scene.trusted.clone(),
+            second.clone(),
+        );
+        Box::new(move || {
+            std::thread::sleep(GRACE + Duration::from_millis(100));
+            *sink.lock().unwrap() = Some(prune_with_grace(&repo, &key, &trusted, GRACE));
+        })
+    };
+    let inner = Hooked::new(&scene.repo, Call::List(ObjectKind::Deletion), 2, mark);
+    let backend = Hooked::over(inner.clone(), Call::Create(ObjectKind::Snapshot), 1, delete);
+    let b = scene.backup_through(backend.clone(), &components).unwrap();
+    assert!(inner.fired() && backend.fired());
+    assert!(
+        b.written.delta_blobs > 0,
+        "B stored deltas: {:?}",
+        b.written
+    );
+    let first = first.lock().unwrap().take().unwrap();
+    assert_eq!(ids(&first.plan.mark_unused), a_packs, "A's packs marked");
+    let second = second.lock().unwrap().take().unwrap();
+    assert_eq!(
+        ids(&second.plan.delete),
+        a_packs,
+        "and deleted before B's manifest"
+    );
+
+    scene.assert_restores(b.snapshot, &components);
+    // The next prune sees B's manifest: what it needs stays.
+    scene.prune();
+    scene.assert_clean("after a prune that sees B");
+    scene.assert_restores(b.snapshot, &components);
 }

@@ -407,7 +407,8 @@ impl<'a> BlobWriter<'a> {
         if raw.len() < delta::MIN_DELTA_INPUT || near == id {
             return None;
         }
-        let (base, location) = self.delta_base(near)?;
+        let chain = self.delta_base(near)?;
+        let (base, location) = chain[0];
         if base == id {
             return None;
         }
@@ -427,16 +428,19 @@ impl<'a> BlobWriter<'a> {
                 return None;
             }
         }
-        // Prune must not delete the base's pack under this session.
-        lock(&self.relied).insert(location.pack);
+        // Prune must not delete the packs the delta decodes through, the
+        // base's and those down its chain, under this session (B2).
+        lock(&self.relied).extend(chain.iter().map(|(_, location)| location.pack));
         Some((base, patch))
     }
 
-    /// The base a delta against `near` uses, and where it lies: `near`
-    /// itself if its chain is shorter than [`delta::MAX_CHAIN`], otherwise
-    /// the whole blob at the root of its chain. Only vouched listings in
-    /// present packs count, as for deduplication.
-    fn delta_base(&self, near: Id) -> Option<(Id, BlobLocation)> {
+    /// The base a delta against `near` uses, and where it lies, first; then
+    /// the rest of the chain it decodes through, down to a whole blob. The
+    /// base is `near` itself if its chain is shorter than
+    /// [`delta::MAX_CHAIN`], otherwise the whole blob at the root of its
+    /// chain (alone). Only vouched listings in present packs count, as for
+    /// deduplication.
+    fn delta_base(&self, near: Id) -> Option<Vec<(Id, BlobLocation)>> {
         let vouched = |id: &Id| {
             self.index
                 .locate(id)
@@ -458,9 +462,9 @@ impl<'a> BlobWriter<'a> {
         // `chain` runs from `near` down to its whole root; `near` as a base
         // makes a chain one longer than its own.
         if chain.len() <= delta::MAX_CHAIN {
-            chain.into_iter().next()
+            Some(chain)
         } else {
-            chain.pop()
+            chain.pop().map(|root| vec![root])
         }
     }
 

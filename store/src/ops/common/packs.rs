@@ -8,6 +8,7 @@
 use crate::error::{Result, StoreError};
 use crate::format::index::PackEntry;
 use crate::format::keys::SigningKey;
+use crate::format::pack::BlobKind;
 use crate::id::Id;
 use crate::index::IndexCache;
 use crate::ops::common::blob_writer::{BlobWriter, WriterStatistics};
@@ -53,6 +54,7 @@ pub(crate) fn secure_against_prune(
         present.retain(|pack, _| !marked.contains(pack));
         let rescue = BlobWriter::new(repository, index, present, signer);
         let mut seen = HashSet::new();
+        let mut seen_bases = HashSet::new();
         crate::ops::visit_blobs(
             repository,
             index,
@@ -66,8 +68,26 @@ pub(crate) fn secure_against_prune(
                     )
                 })?;
                 if marked.contains(&location.pack) {
+                    // Copied whole: it needs no base any more.
                     let raw = repository.read_blob(&location)?;
                     rescue.add(kind, *id, &raw)?;
+                    return Ok(());
+                }
+                // A delta kept where it is still needs its bases, which
+                // no tree names: those in marked packs are copied too.
+                let mut next = location.entry.base;
+                while let Some(base) = next.filter(|base| seen_bases.insert(*base)) {
+                    let place = index.lookup(&base)?.ok_or_else(|| {
+                        StoreError::corrupt(
+                            format!("delta base {base}"),
+                            format!("blob {id} of this backup needs it but no index file lists it"),
+                        )
+                    })?;
+                    if marked.contains(&place.pack) {
+                        let raw = repository.read_blob(&place)?;
+                        rescue.add(BlobKind::Data, base, &raw)?;
+                    }
+                    next = place.entry.base;
                 }
                 Ok(())
             },
