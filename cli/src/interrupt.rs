@@ -16,6 +16,7 @@
 use anyhow::{Context as _, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -52,7 +53,10 @@ pub fn install(json: bool) -> Result<()> {
             if let Some(signal) = signals.forever().next() {
                 INTERRUPTED.store(signal, std::sync::atomic::Ordering::SeqCst);
                 clean_up();
-                say(signal, json);
+                // Held until the exit: no other thread's line (a progress
+                // line, still being drawn) may follow the one line said.
+                let mut stderr = std::io::stderr().lock();
+                say(&mut stderr, signal, json);
                 std::process::exit(128 + signal);
             }
         })
@@ -86,7 +90,7 @@ pub fn interrupted() -> Option<u8> {
 }
 
 /// The one line: which signal, and what was kept.
-fn say(signal: i32, json: bool) {
+fn say(stderr: &mut impl Write, signal: i32, json: bool) {
     let name = if signal == SIGINT {
         "SIGINT"
     } else {
@@ -99,8 +103,10 @@ fn say(signal: i32, json: bool) {
         // A command that said nothing makes no claim about what it kept.
         .unwrap_or_else(|| "stopped before it finished".into());
     let message = format!("interrupted by {name}: {kept}; temporary files removed");
-    if json {
-        eprintln!(
+    // Nothing to do if stderr is gone: the exit code still says it.
+    let _ = if json {
+        writeln!(
+            stderr,
             "{}",
             serde_json::json!({"error": {
                 "code": "interrupted",
@@ -108,10 +114,10 @@ fn say(signal: i32, json: bool) {
                 "message": message,
                 "object": null,
             }})
-        );
+        )
     } else {
-        eprintln!("cairn: {message}");
-    }
+        writeln!(stderr, "cairn: {message}")
+    };
 }
 
 fn clean_up() {
