@@ -1086,3 +1086,91 @@ fn a_backup_whose_delta_bases_are_marked_before_its_check_copies_them_out() {
     scene.assert_clean("after a prune that sees B");
     scene.assert_restores(b.snapshot, &components);
 }
+
+/// The same for a delta a backup reuses rather than writes: the file, as
+/// the night before patched it, is backed up under another component, so
+/// each of its chunks is found stored, some as deltas whose bases lie in
+/// an older pack. Those bases' packs are relied on too; marked before the
+/// check, the bases are copied out, so a prune that deletes their packs
+/// before the manifest lands leaves every reused delta decodable.
+#[test]
+fn a_backup_reusing_deltas_whose_bases_are_marked_before_its_check_copies_them_out() {
+    const GRACE: Duration = Duration::from_secs(2);
+    let scene = scene(ChunkerParams::DEFAULT);
+    let source = scene.path("v");
+    let mut content = rewrites::vector_index(9);
+    write(&source.join("data_level0.bin"), &content);
+    let night = [("data", source.as_path())];
+    let a = scene.backup(&night);
+    let a_packs = scene.packs();
+    // A's packs old enough to be marked; the next night's, not.
+    std::thread::sleep(GRACE + Duration::from_millis(100));
+    // Every block changes, so no chunk of A is reused as it is: the backup
+    // below relies on A's packs only through the deltas' bases.
+    rewrites::rewrite_in_place(&mut content, 2, 100);
+    write(&source.join("data_level0.bin"), &content);
+    let patched = scene.backup(&night);
+    assert!(patched.written.delta_blobs > 0, "{:?}", patched.written);
+    let patched_packs: HashSet<Id> = scene.packs().difference(&a_packs).copied().collect();
+    let copy = scene.path("copy");
+    write(&copy.join("data_level0.bin"), &content);
+    let components = [("copy", copy.as_path())];
+
+    // Before the check: both nights are forgotten, and a prune marks A's
+    // packs (the bases), not the younger ones of the deltas.
+    let first: Arc<Mutex<Option<PruneOutcome>>> = Arc::default();
+    let mark: Hook = {
+        let (repo, key, trusted, sink) = (
+            scene.repo.clone(),
+            scene.key.clone(),
+            scene.trusted.clone(),
+            first.clone(),
+        );
+        let forgotten = vec![a.snapshot.to_hex(), patched.snapshot.to_hex()];
+        Box::new(move || {
+            let repository = Repository::open(Arc::new(LocalBackend::new(&repo))).unwrap();
+            let options = ForgetOptions {
+                explicit: forgotten,
+                ..ForgetOptions::default()
+            };
+            forget(&repository, &key, &trusted, &options).unwrap();
+            *sink.lock().unwrap() = Some(prune_with_grace(&repo, &key, &trusted, GRACE));
+        })
+    };
+    let second: Arc<Mutex<Option<PruneOutcome>>> = Arc::default();
+    let delete: Hook = {
+        let (repo, key, trusted, sink) = (
+            scene.repo.clone(),
+            scene.key.clone(),
+            scene.trusted.clone(),
+            second.clone(),
+        );
+        Box::new(move || {
+            std::thread::sleep(GRACE + Duration::from_millis(100));
+            *sink.lock().unwrap() = Some(prune_with_grace(&repo, &key, &trusted, GRACE));
+        })
+    };
+    let inner = Hooked::new(&scene.repo, Call::List(ObjectKind::Deletion), 2, mark);
+    let backend = Hooked::over(inner.clone(), Call::Create(ObjectKind::Snapshot), 1, delete);
+    let b = scene.backup_through(backend.clone(), &components).unwrap();
+    assert!(inner.fired() && backend.fired());
+    assert_eq!(b.written.delta_blobs, 0, "the deltas were reused");
+    let first = first.lock().unwrap().take().unwrap();
+    assert_eq!(
+        ids(&first.plan.mark_unused),
+        a_packs,
+        "A's packs alone marked"
+    );
+    assert!(ids(&first.plan.mark_unused).is_disjoint(&patched_packs));
+    let second = second.lock().unwrap().take().unwrap();
+    assert_eq!(
+        ids(&second.plan.delete),
+        a_packs,
+        "deleted before B's manifest"
+    );
+
+    scene.assert_restores(b.snapshot, &components);
+    scene.prune();
+    scene.assert_clean("after a prune that sees B");
+    scene.assert_restores(b.snapshot, &components);
+}

@@ -280,13 +280,18 @@ impl SledIndex {
             index_files: tree("index_files")?,
             meta: tree("meta")?,
             trusted: RwLock::new(Vec::new()),
-            snapshot_packs: tree("snapshot_packs")?,
+            // Renamed when the packs remembered came to include those of
+            // reused deltas' bases: sets remembered before are not relied
+            // on (the next backup looks its chunks up once).
+            snapshot_packs: tree("snapshot_packs_with_bases")?,
             runs_directory: path.join("runs"),
             runs: RwLock::new(Vec::new()),
             pending: RwLock::new(Pending::default()),
             database,
         };
         *write(&index.runs) = index.open_runs()?;
+        // Only a cache's own space: what it held is not trusted (above).
+        let _ = index.database.drop_tree("snapshot_packs");
         Ok(index)
     }
 

@@ -601,7 +601,11 @@ impl<'a> BlobWriter<'a> {
         for id in ids {
             match self.index.lookup_vouched(id)? {
                 Some(location) if self.is_present(&location.pack) => {
+                    let Some(bases) = self.base_packs(&location)? else {
+                        return Ok(false);
+                    };
                     packs.insert(location.pack);
+                    packs.extend(bases);
                 }
                 _ if lock(&self.session).contains(id) => {}
                 _ => return Ok(false),
@@ -664,11 +668,40 @@ impl<'a> BlobWriter<'a> {
                         .fetch_add(1, Ordering::Relaxed);
                     return Ok(false);
                 }
-                lock(&self.relied).insert(located.location.pack);
+                let Some(bases) = self.base_packs(&located.location)? else {
+                    return Ok(false);
+                };
+                let mut relied = lock(&self.relied);
+                relied.insert(located.location.pack);
+                relied.extend(bases);
                 Ok(true)
             }
             _ => Ok(false),
         }
+    }
+
+    /// The packs a blob stored at `location` decodes through besides its
+    /// own: each base's, down its chain (none for a whole blob). `None`
+    /// if a base is not in a present pack under a vouched listing, or the
+    /// chain is longer than [`delta::MAX_CHAIN`]: such a delta is not
+    /// reused, as a blob only in a marked or missing pack is not (B1); a
+    /// reused delta relies on its bases' packs as on its own (B2).
+    fn base_packs(&self, location: &BlobLocation) -> Result<Option<Vec<Id>>> {
+        let mut packs = Vec::new();
+        let mut next = location.entry.base;
+        while let Some(base) = next {
+            if packs.len() >= delta::MAX_CHAIN {
+                return Ok(None);
+            }
+            match self.index.locate(&base)? {
+                Some(located) if located.vouched && self.is_present(&located.location.pack) => {
+                    packs.push(located.location.pack);
+                    next = located.location.entry.base;
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(packs))
     }
 
     /// Where each of `chunks` starts in a file made of them, by their
