@@ -1007,6 +1007,66 @@ fn a_repack_does_not_copy_a_live_blob_that_another_pack_already_holds() {
     scene.assert_restores(snapshot, &scene.x());
 }
 
+/// Where a prune run by a hook leaves its outcome.
+type Sink = Arc<Mutex<Option<PruneOutcome>>>;
+
+/// What [`Scene::backup_between_prunes`] saw: the backup, and the two
+/// prunes that ran inside it.
+struct BetweenPrunes {
+    backup: BackupOutcome,
+    marking: PruneOutcome,
+    deleting: PruneOutcome,
+}
+
+impl Scene {
+    /// Backs up `components` while two prunes with `grace` run inside the
+    /// backup: just before its check before the manifest (B2), `forgotten`
+    /// is forgotten and a prune marks what is dead; just before its
+    /// manifest (within B3), once the mark is due, a prune that cannot see
+    /// the manifest deletes the marked packs.
+    fn backup_between_prunes(
+        &self,
+        components: &[(&str, &Path)],
+        forgotten: &[Id],
+        grace: Duration,
+    ) -> BetweenPrunes {
+        let prune_into = |sink: &Sink, wait: Duration, forget_first: Vec<String>| -> Hook {
+            let (repo, key, trusted, sink) = (
+                self.repo.clone(),
+                self.key.clone(),
+                self.trusted.clone(),
+                sink.clone(),
+            );
+            Box::new(move || {
+                std::thread::sleep(wait);
+                if !forget_first.is_empty() {
+                    let repository = Repository::open(Arc::new(LocalBackend::new(&repo))).unwrap();
+                    let options = ForgetOptions {
+                        explicit: forget_first,
+                        ..ForgetOptions::default()
+                    };
+                    forget(&repository, &key, &trusted, &options).unwrap();
+                }
+                *sink.lock().unwrap() = Some(prune_with_grace(&repo, &key, &trusted, grace));
+            })
+        };
+        let (marking, deleting) = (Sink::default(), Sink::default());
+        let forgotten = forgotten.iter().map(Id::to_hex).collect();
+        let mark = prune_into(&marking, Duration::ZERO, forgotten);
+        let delete = prune_into(&deleting, grace + Duration::from_millis(100), Vec::new());
+        let inner = Hooked::new(&self.repo, Call::List(ObjectKind::Deletion), 2, mark);
+        let backend = Hooked::over(inner.clone(), Call::Create(ObjectKind::Snapshot), 1, delete);
+        let backup = self.backup_through(backend.clone(), components).unwrap();
+        assert!(inner.fired() && backend.fired());
+        let taken = |sink: Sink| sink.lock().unwrap().take().unwrap();
+        BetweenPrunes {
+            backup,
+            marking: taken(marking),
+            deleting: taken(deleting),
+        }
+    }
+}
+
 /// A backup that patches a changed file against its parent's chunks relies
 /// on the packs of those bases as on any blob it reuses (12.7, B2): when a
 /// mark names them before its check, it copies the bases out, so a prune
@@ -1028,63 +1088,28 @@ fn a_backup_whose_delta_bases_are_marked_before_its_check_copies_them_out() {
     rewrites::rewrite_in_place(&mut content, 2, 45);
     write(&source.join("data_level0.bin"), &content);
 
-    // Before B's check: A is forgotten and a prune marks its packs.
-    let first: Arc<Mutex<Option<PruneOutcome>>> = Arc::default();
-    let mark: Hook = {
-        let (repo, key, trusted, sink) = (
-            scene.repo.clone(),
-            scene.key.clone(),
-            scene.trusted.clone(),
-            first.clone(),
-        );
-        Box::new(move || {
-            let repository = Repository::open(Arc::new(LocalBackend::new(&repo))).unwrap();
-            let options = ForgetOptions {
-                explicit: vec![a.snapshot.to_hex()],
-                ..ForgetOptions::default()
-            };
-            forget(&repository, &key, &trusted, &options).unwrap();
-            *sink.lock().unwrap() = Some(prune_with_grace(&repo, &key, &trusted, GRACE));
-        })
-    };
-    // After B's check, just before its manifest: the mark is due, and a
-    // prune that cannot see B's manifest deletes A's packs.
-    let second: Arc<Mutex<Option<PruneOutcome>>> = Arc::default();
-    let delete: Hook = {
-        let (repo, key, trusted, sink) = (
-            scene.repo.clone(),
-            scene.key.clone(),
-            scene.trusted.clone(),
-            second.clone(),
-        );
-        Box::new(move || {
-            std::thread::sleep(GRACE + Duration::from_millis(100));
-            *sink.lock().unwrap() = Some(prune_with_grace(&repo, &key, &trusted, GRACE));
-        })
-    };
-    let inner = Hooked::new(&scene.repo, Call::List(ObjectKind::Deletion), 2, mark);
-    let backend = Hooked::over(inner.clone(), Call::Create(ObjectKind::Snapshot), 1, delete);
-    let b = scene.backup_through(backend.clone(), &components).unwrap();
-    assert!(inner.fired() && backend.fired());
+    let run = scene.backup_between_prunes(&components, &[a.snapshot], GRACE);
     assert!(
-        b.written.delta_blobs > 0,
+        run.backup.written.delta_blobs > 0,
         "B stored deltas: {:?}",
-        b.written
+        run.backup.written
     );
-    let first = first.lock().unwrap().take().unwrap();
-    assert_eq!(ids(&first.plan.mark_unused), a_packs, "A's packs marked");
-    let second = second.lock().unwrap().take().unwrap();
     assert_eq!(
-        ids(&second.plan.delete),
+        ids(&run.marking.plan.mark_unused),
+        a_packs,
+        "A's packs marked"
+    );
+    assert_eq!(
+        ids(&run.deleting.plan.delete),
         a_packs,
         "and deleted before B's manifest"
     );
 
-    scene.assert_restores(b.snapshot, &components);
+    scene.assert_restores(run.backup.snapshot, &components);
     // The next prune sees B's manifest: what it needs stays.
     scene.prune();
     scene.assert_clean("after a prune that sees B");
-    scene.assert_restores(b.snapshot, &components);
+    scene.assert_restores(run.backup.snapshot, &components);
 }
 
 /// The same for a delta a backup reuses rather than writes: the file, as
@@ -1116,61 +1141,21 @@ fn a_backup_reusing_deltas_whose_bases_are_marked_before_its_check_copies_them_o
     write(&copy.join("data_level0.bin"), &content);
     let components = [("copy", copy.as_path())];
 
-    // Before the check: both nights are forgotten, and a prune marks A's
-    // packs (the bases), not the younger ones of the deltas.
-    let first: Arc<Mutex<Option<PruneOutcome>>> = Arc::default();
-    let mark: Hook = {
-        let (repo, key, trusted, sink) = (
-            scene.repo.clone(),
-            scene.key.clone(),
-            scene.trusted.clone(),
-            first.clone(),
-        );
-        let forgotten = vec![a.snapshot.to_hex(), patched.snapshot.to_hex()];
-        Box::new(move || {
-            let repository = Repository::open(Arc::new(LocalBackend::new(&repo))).unwrap();
-            let options = ForgetOptions {
-                explicit: forgotten,
-                ..ForgetOptions::default()
-            };
-            forget(&repository, &key, &trusted, &options).unwrap();
-            *sink.lock().unwrap() = Some(prune_with_grace(&repo, &key, &trusted, GRACE));
-        })
-    };
-    let second: Arc<Mutex<Option<PruneOutcome>>> = Arc::default();
-    let delete: Hook = {
-        let (repo, key, trusted, sink) = (
-            scene.repo.clone(),
-            scene.key.clone(),
-            scene.trusted.clone(),
-            second.clone(),
-        );
-        Box::new(move || {
-            std::thread::sleep(GRACE + Duration::from_millis(100));
-            *sink.lock().unwrap() = Some(prune_with_grace(&repo, &key, &trusted, GRACE));
-        })
-    };
-    let inner = Hooked::new(&scene.repo, Call::List(ObjectKind::Deletion), 2, mark);
-    let backend = Hooked::over(inner.clone(), Call::Create(ObjectKind::Snapshot), 1, delete);
-    let b = scene.backup_through(backend.clone(), &components).unwrap();
-    assert!(inner.fired() && backend.fired());
-    assert_eq!(b.written.delta_blobs, 0, "the deltas were reused");
-    let first = first.lock().unwrap().take().unwrap();
+    // Both nights are forgotten before the check; the prune then marks
+    // A's packs (the bases), not the younger ones of the deltas.
+    let run = scene.backup_between_prunes(&components, &[a.snapshot, patched.snapshot], GRACE);
+    assert_eq!(run.backup.written.delta_blobs, 0, "the deltas were reused");
+    let marked = ids(&run.marking.plan.mark_unused);
+    assert_eq!(marked, a_packs, "A's packs alone marked");
+    assert!(marked.is_disjoint(&patched_packs));
     assert_eq!(
-        ids(&first.plan.mark_unused),
-        a_packs,
-        "A's packs alone marked"
-    );
-    assert!(ids(&first.plan.mark_unused).is_disjoint(&patched_packs));
-    let second = second.lock().unwrap().take().unwrap();
-    assert_eq!(
-        ids(&second.plan.delete),
+        ids(&run.deleting.plan.delete),
         a_packs,
         "deleted before B's manifest"
     );
 
-    scene.assert_restores(b.snapshot, &components);
+    scene.assert_restores(run.backup.snapshot, &components);
     scene.prune();
     scene.assert_clean("after a prune that sees B");
-    scene.assert_restores(b.snapshot, &components);
+    scene.assert_restores(run.backup.snapshot, &components);
 }
