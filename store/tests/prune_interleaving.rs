@@ -141,33 +141,18 @@ fn prune_through(
     key: &SigningKey,
     trusted: &[PublicKey],
 ) -> Result<PruneOutcome> {
-    let repository = Repository::open(backend)?;
-    let index = open_index(&repository, None, trusted)?.index;
-    let options = PruneOptions {
-        grace: Duration::ZERO,
-        max_unused: MaxUnused::Percent(0.0),
-        dry_run: false,
-    };
-    prune(
-        &repository,
-        index.as_ref(),
-        key,
-        trusted,
-        &options,
-        &NoProgress,
-    )
+    prune_with_grace(backend, key, trusted, Duration::ZERO)
 }
 
-/// A prune with grace `grace` through its own plain backend, repacking
-/// down to no unused space.
+/// The same with grace `grace`.
 fn prune_with_grace(
-    repo: &Path,
+    backend: Arc<dyn Backend>,
     key: &SigningKey,
     trusted: &[PublicKey],
     grace: Duration,
-) -> PruneOutcome {
-    let repository = Repository::open(Arc::new(LocalBackend::new(repo))).unwrap();
-    let index = open_index(&repository, None, trusted).unwrap().index;
+) -> Result<PruneOutcome> {
+    let repository = Repository::open(backend)?;
+    let index = open_index(&repository, None, trusted)?.index;
     let options = PruneOptions {
         grace,
         max_unused: MaxUnused::Percent(0.0),
@@ -181,7 +166,6 @@ fn prune_with_grace(
         &options,
         &NoProgress,
     )
-    .unwrap()
 }
 
 /// The same through its own plain backend.
@@ -1018,7 +1002,40 @@ struct BetweenPrunes {
     deleting: PruneOutcome,
 }
 
+impl BetweenPrunes {
+    /// The backup restores as its source was, and still does after the
+    /// next prune, which sees its manifest and keeps what it needs.
+    fn assert_whole(&self, scene: &Scene, components: &[(&str, &Path)]) {
+        scene.assert_restores(self.backup.snapshot, components);
+        scene.prune();
+        scene.assert_clean("after a prune that sees the backup");
+        scene.assert_restores(self.backup.snapshot, components);
+    }
+}
+
 impl Scene {
+    /// Night A: a vector-index file backed up as component `data`; then,
+    /// once A's packs are older than `grace` (so a prune may mark them),
+    /// the file rewritten in place in `percent` of its blocks. Returns A,
+    /// A's packs, the file's directory and its new content.
+    fn night_then_rewrite(
+        &self,
+        seed: u64,
+        percent: u64,
+        grace: Duration,
+    ) -> (BackupOutcome, HashSet<Id>, PathBuf, Vec<u8>) {
+        let source = self.path("v");
+        let file = source.join("data_level0.bin");
+        let mut content = rewrites::vector_index(seed);
+        write(&file, &content);
+        let a = self.backup(&[("data", source.as_path())]);
+        let a_packs = self.packs();
+        std::thread::sleep(grace + Duration::from_millis(100));
+        rewrites::rewrite_in_place(&mut content, 2, percent);
+        write(&file, &content);
+        (a, a_packs, source, content)
+    }
+
     /// Backs up `components` while two prunes with `grace` run inside the
     /// backup: just before its check before the manifest (B2), `forgotten`
     /// is forgotten and a prune marks what is dead; just before its
@@ -1047,7 +1064,10 @@ impl Scene {
                     };
                     forget(&repository, &key, &trusted, &options).unwrap();
                 }
-                *sink.lock().unwrap() = Some(prune_with_grace(&repo, &key, &trusted, grace));
+                *sink.lock().unwrap() = Some(
+                    prune_with_grace(Arc::new(LocalBackend::new(&repo)), &key, &trusted, grace)
+                        .unwrap(),
+                );
             })
         };
         let (marking, deleting) = (Sink::default(), Sink::default());
@@ -1077,16 +1097,8 @@ impl Scene {
 fn a_backup_whose_delta_bases_are_marked_before_its_check_copies_them_out() {
     const GRACE: Duration = Duration::from_secs(1);
     let scene = scene(ChunkerParams::DEFAULT);
-    let source = scene.path("v");
-    let mut content = rewrites::vector_index(7);
-    write(&source.join("data_level0.bin"), &content);
+    let (a, a_packs, source, _) = scene.night_then_rewrite(7, 45, GRACE);
     let components = [("data", source.as_path())];
-    let a = scene.backup(&components);
-    let a_packs = scene.packs();
-    // A's packs old enough to be marked; B's, written below, not.
-    std::thread::sleep(GRACE + Duration::from_millis(100));
-    rewrites::rewrite_in_place(&mut content, 2, 45);
-    write(&source.join("data_level0.bin"), &content);
 
     let run = scene.backup_between_prunes(&components, &[a.snapshot], GRACE);
     assert!(
@@ -1105,11 +1117,7 @@ fn a_backup_whose_delta_bases_are_marked_before_its_check_copies_them_out() {
         "and deleted before B's manifest"
     );
 
-    scene.assert_restores(run.backup.snapshot, &components);
-    // The next prune sees B's manifest: what it needs stays.
-    scene.prune();
-    scene.assert_clean("after a prune that sees B");
-    scene.assert_restores(run.backup.snapshot, &components);
+    run.assert_whole(&scene, &components);
 }
 
 /// The same for a delta a backup reuses rather than writes: the file, as
@@ -1122,18 +1130,10 @@ fn a_backup_whose_delta_bases_are_marked_before_its_check_copies_them_out() {
 fn a_backup_reusing_deltas_whose_bases_are_marked_before_its_check_copies_them_out() {
     const GRACE: Duration = Duration::from_secs(2);
     let scene = scene(ChunkerParams::DEFAULT);
-    let source = scene.path("v");
-    let mut content = rewrites::vector_index(9);
-    write(&source.join("data_level0.bin"), &content);
-    let night = [("data", source.as_path())];
-    let a = scene.backup(&night);
-    let a_packs = scene.packs();
-    // A's packs old enough to be marked; the next night's, not.
-    std::thread::sleep(GRACE + Duration::from_millis(100));
     // Every block changes, so no chunk of A is reused as it is: the backup
     // below relies on A's packs only through the deltas' bases.
-    rewrites::rewrite_in_place(&mut content, 2, 100);
-    write(&source.join("data_level0.bin"), &content);
+    let (a, a_packs, source, content) = scene.night_then_rewrite(9, 100, GRACE);
+    let night = [("data", source.as_path())];
     let patched = scene.backup(&night);
     assert!(patched.written.delta_blobs > 0, "{:?}", patched.written);
     let patched_packs: HashSet<Id> = scene.packs().difference(&a_packs).copied().collect();
@@ -1154,8 +1154,5 @@ fn a_backup_reusing_deltas_whose_bases_are_marked_before_its_check_copies_them_o
         "deleted before B's manifest"
     );
 
-    scene.assert_restores(run.backup.snapshot, &components);
-    scene.prune();
-    scene.assert_clean("after a prune that sees B");
-    scene.assert_restores(run.backup.snapshot, &components);
+    run.assert_whole(&scene, &components);
 }
