@@ -24,6 +24,10 @@ use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 
+/// Said of a blob whose copy failed its check while another listed copy
+/// passes it.
+pub(super) const RESTORABLE_FROM_COPY: &str =
+    "every snapshot is still restorable from another copy of this blob, which passed its check";
 /// Said of damage that costs no snapshot: other copies hold what it held.
 pub(super) const RESTORABLE_ELSEWHERE: &str =
     "the pack is damaged, but every snapshot is still restorable from other copies";
@@ -478,7 +482,18 @@ impl Audit {
                 ));
                 self.blob_findings.entry(blob).or_insert(index);
             }
-            for (blob, finding) in reading.bad_blobs {
+            for (blob, mut finding) in reading.bad_blobs {
+                // Damage all the same, but it costs nothing while another
+                // listed copy passes its check (a later backup stored the
+                // blob again): the walks find the blob there.
+                if let Some(copy) = self.sound_copy(repository, &blob) {
+                    finding
+                        .message
+                        .push_str(&format!("; {RESTORABLE_FROM_COPY} (pack {})", copy.pack));
+                    self.blobs.insert(blob, copy);
+                    self.add(finding);
+                    continue;
+                }
                 self.report.corrupt_blobs.push(blob);
                 // A tree already found unreadable keeps its one finding.
                 if self.blob_findings.contains_key(&blob) {
@@ -488,6 +503,18 @@ impl Audit {
                 self.blob_findings.insert(blob, index);
             }
         }
+    }
+
+    /// Another listed copy of `blob` that reads back intact, if any: each
+    /// is read whole and checked against the id (a delta through its
+    /// bases), in the order the index files were read.
+    fn sound_copy(&self, repository: &Repository, blob: &Id) -> Option<BlobLocation> {
+        self.alternates
+            .get(blob)?
+            .iter()
+            .filter(|copy| !self.pack_findings.contains_key(&copy.pack))
+            .find(|copy| repository.read_blob(copy).is_ok())
+            .copied()
     }
 
     /// Checks each manifest; returns the component roots to walk.

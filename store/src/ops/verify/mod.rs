@@ -196,7 +196,9 @@ pub struct VerifyReport {
     pub packs_read: u64,
     pub blobs_read: u64,
     pub bytes_read: u64,
-    /// Blobs whose stored bytes failed their check when read.
+    /// Blobs whose stored bytes failed their check when read, and for
+    /// which no other listed copy passes it (`repair snapshots` drops the
+    /// files that need them).
     pub corrupt_blobs: Vec<Id>,
     /// Blobs an audited snapshot needs that this repository cannot give
     /// intact (missing, in a lost pack, or failing their check), sorted:
