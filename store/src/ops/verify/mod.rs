@@ -7,7 +7,9 @@
 //!    counted as damage.
 //! 3. With `read_data`, read every indexed pack in bounded windows, in
 //!    parallel: its hash must match its name, its header the index, and
-//!    every blob must decompress to bytes that hash to its id.
+//!    every blob must decompress to bytes that hash to its id. A blob that
+//!    fails is read at its other listed copies; one that passes keeps the
+//!    failure from costing any snapshot (the finding says so).
 //! 4. Every manifest must decode and carry a valid signature by a trusted
 //!    key; its trees are walked, and every tree and chunk must be indexed in
 //!    a pack that exists. Findings collect the snapshot, component and path
