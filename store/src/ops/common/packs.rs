@@ -84,8 +84,11 @@ pub(crate) fn secure_against_prune(
                         )
                     })?;
                     if marked.contains(&place.pack) {
+                        // Copied whole, so the rest of its chain is not
+                        // needed through it.
                         let raw = repository.read_blob(&place)?;
                         rescue.add(BlobKind::Data, base, &raw)?;
+                        break;
                     }
                     next = place.entry.base;
                 }

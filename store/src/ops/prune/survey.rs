@@ -41,7 +41,8 @@ fn damage_error(missing: &[String]) -> StoreError {
 /// Where the index files place each base of a delta blob, so that a
 /// repack can decode the delta: every present pack that a listing puts it
 /// in, vouched listings first. All are kept, not the first: a copy may be
-/// in a pack that this prune's phase two deletes ([`BaseLocations::outside`]).
+/// in a pack that this prune's phase two deletes
+/// ([`BaseLocations::install_outside`]).
 /// Read again only when some listing holds a delta, so a repository
 /// without deltas pays nothing and none keeps every data blob's location
 /// in memory.
