@@ -448,6 +448,7 @@ impl<'a> Sources<'a> {
     pub fn prefetch_elsewhere(&self, main: &Repository, ids: Vec<Id>) -> (BlobCache, Vec<Id>) {
         let mut cache = BlobCache::default();
         let (mut left, mut failed) = (ids, HashSet::new());
+        let not_asked = self.skipped(main);
         for (fallback, served) in self.fallbacks.iter().zip(&self.served) {
             let (mut wanted, mut unlisted) = (Vec::new(), Vec::new());
             for id in left {
@@ -463,7 +464,7 @@ impl<'a> Sources<'a> {
                 match read.get(&id) {
                     Some(raw) => {
                         served.count(raw);
-                        self.note_failure(&self.skipped(main));
+                        self.note_failure(&not_asked);
                         failed.remove(&id);
                     }
                     None => {
