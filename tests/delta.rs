@@ -89,6 +89,56 @@ fn bases(workspace: &Workspace) -> HashMap<String, String> {
         .collect()
 }
 
+/// Restores `snapshot` into a new directory `name` and checks that its
+/// `index/data_level0.bin` is the file at `source` now.
+fn assert_restores_as(workspace: &Workspace, snapshot: &str, name: &str, source: &Path) {
+    let target = workspace.path(name);
+    let run = workspace.restore(snapshot, &target);
+    assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+    assert_eq!(
+        file_hash(&target.join("index/data_level0.bin")),
+        file_hash(&source.join("data_level0.bin")),
+        "{name}"
+    );
+}
+
+/// Two nights of a vector index in a new plaintext repository, the second
+/// patched against the first, and then the first night's data packs (the
+/// bases) lost.
+struct LostBases {
+    workspace: Workspace,
+    source: std::path::PathBuf,
+    /// The file as the first night had it.
+    first_version: Vec<u8>,
+    first: serde_json::Value,
+    second: serde_json::Value,
+}
+
+fn two_nights_then_lose_the_first(seed: u64) -> LostBases {
+    let workspace = Workspace::new();
+    workspace.init_plaintext();
+    let source = workspace.path("src");
+    let mut content = vector_index(seed);
+    let first_version = content.clone();
+    write(&source.join("data_level0.bin"), &content);
+    let first = backup(&workspace, &source);
+    let first_packs = data_packs(&workspace.packs());
+    rewrite_in_place(&mut content, 2, 45);
+    write(&source.join("data_level0.bin"), &content);
+    let second = backup(&workspace, &source);
+    assert!(second["delta_chunks"].as_u64().unwrap() > 0, "{second}");
+    for pack in &first_packs {
+        fs::remove_file(pack).unwrap();
+    }
+    LostBases {
+        workspace,
+        source,
+        first_version,
+        first,
+        second,
+    }
+}
+
 #[test]
 fn chains_stay_bounded_and_a_damaged_base_is_damage() {
     // Plaintext: the test reads and damages packs.
@@ -251,13 +301,7 @@ fn a_prune_repacks_a_delta_whose_base_it_deletes_a_copy_of() {
         let run = workspace.cairn_repo(prune);
         assert_eq!(run.code, 0, "round {round}: {}", run.stderr);
 
-        let target = workspace.path("restored");
-        workspace.restore("latest", &target).ok();
-        assert_eq!(
-            file_hash(&target.join("index/data_level0.bin")),
-            file_hash(&source.join("data_level0.bin")),
-            "round {round}"
-        );
+        assert_restores_as(&workspace, "latest", &format!("restored-{round}"), &source);
         let (code, report) = workspace.verify_json(&["--read-data"]);
         assert_eq!(code, 0, "round {round}: {report}");
     }
@@ -271,26 +315,11 @@ fn a_prune_repacks_a_delta_whose_base_it_deletes_a_copy_of() {
 #[test]
 fn verify_decodes_deltas_through_a_base_stored_again_after_its_pack_was_lost() {
     for round in 0..8u64 {
-        let workspace = Workspace::new();
-        workspace.init_plaintext();
-        let source = workspace.path("src");
-        let mut content = vector_index(20 + round);
-        let old = content.clone();
-        write(&source.join("data_level0.bin"), &content);
-        backup(&workspace, &source);
-        let first_packs = data_packs(&workspace.packs());
-
-        rewrite_in_place(&mut content, 2, 45);
-        write(&source.join("data_level0.bin"), &content);
-        let second = backup(&workspace, &source);
-        assert!(second["delta_chunks"].as_u64().unwrap() > 0, "{second}");
-
-        // The first night's packs (the bases) are lost; the old version,
-        // kept elsewhere, is backed up again and stored whole.
-        for pack in &first_packs {
-            fs::remove_file(pack).unwrap();
-        }
-        write(&workspace.path("kept/data_level0.bin"), &old);
+        let lost = two_nights_then_lose_the_first(20 + round);
+        let workspace = &lost.workspace;
+        // The old version, kept elsewhere, is backed up again and stored
+        // whole: the lost bases exist again.
+        write(&workspace.path("kept/data_level0.bin"), &lost.first_version);
         let kept = format!("kept={}", workspace.path("kept").display());
         workspace.backup_json(["--component", kept.as_str()]);
 
@@ -307,14 +336,12 @@ fn verify_decodes_deltas_through_a_base_stored_again_after_its_pack_was_lost() {
                 "round {round}: {finding:#}"
             );
         }
-        let target = workspace.path("restored");
-        let snapshot = second["snapshot"].as_str().unwrap();
-        let run = workspace.restore(snapshot, &target);
-        assert_eq!(run.code, 0, "round {round}: {}", run.stderr);
-        assert_eq!(
-            file_hash(&target.join("index/data_level0.bin")),
-            file_hash(&source.join("data_level0.bin")),
-            "round {round}"
+        let snapshot = lost.second["snapshot"].as_str().unwrap();
+        assert_restores_as(
+            workspace,
+            snapshot,
+            &format!("restored-{round}"),
+            &lost.source,
         );
     }
 }
@@ -329,38 +356,19 @@ fn verify_decodes_deltas_through_a_base_stored_again_after_its_pack_was_lost() {
 #[test]
 fn the_next_backup_after_a_lost_base_pack_stores_its_deltas_again() {
     for round in 0..6u64 {
-        let workspace = Workspace::new();
-        workspace.init_plaintext();
-        let source = workspace.path("src");
-        let mut content = vector_index(30 + round);
-        write(&source.join("data_level0.bin"), &content);
-        let first = backup(&workspace, &source);
-        let first_packs = data_packs(&workspace.packs());
-        rewrite_in_place(&mut content, 2, 45);
-        write(&source.join("data_level0.bin"), &content);
-        let second = backup(&workspace, &source);
-        assert!(second["delta_chunks"].as_u64().unwrap() > 0, "{second}");
-        for pack in &first_packs {
-            fs::remove_file(pack).unwrap();
-        }
-
-        let third = backup(&workspace, &source);
-        for (name, night) in [("third", &third), ("second", &second)] {
-            let target = workspace.path(name);
-            let run = workspace.restore(night["snapshot"].as_str().unwrap(), &target);
-            assert_eq!(run.code, 0, "round {round}, {name}: {}", run.stderr);
-            assert_eq!(
-                file_hash(&target.join("index/data_level0.bin")),
-                file_hash(&source.join("data_level0.bin")),
-                "round {round}, {name}"
-            );
+        let lost = two_nights_then_lose_the_first(30 + round);
+        let (workspace, source) = (&lost.workspace, &lost.source);
+        let third = backup(workspace, source);
+        for (name, night) in [("third", &third), ("second", &lost.second)] {
+            let snapshot = night["snapshot"].as_str().unwrap();
+            assert_restores_as(workspace, snapshot, &format!("{name}-{round}"), source);
         }
         // The night whose pack was lost is damage; the two later nights
         // are not, and no blob is listed for `repair snapshots` to drop
         // files over. A failing copy that was read is still reported.
         let (code, report) = workspace.verify_json(&["--read-data"]);
         assert_eq!(code, 4, "round {round}: {report:#}");
-        let first_id = &first["snapshot"].as_str().unwrap()[..8];
+        let first_id = &lost.first["snapshot"].as_str().unwrap()[..8];
         assert_eq!(
             report["damaged_snapshots"],
             serde_json::json!([first_id]),
