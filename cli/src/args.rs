@@ -114,7 +114,7 @@ pub struct GlobalArgs {
         value_name = "COMMAND"
     )]
     pub password_command: Option<String>,
-    /// Argon2id memory for new passphrase key slots, in MiB [default: 64].
+    /// Argon2id memory for new passphrase key slots, in MiB [default: 32].
     #[arg(
         long = "kdf-memory",
         global = true,
@@ -122,7 +122,7 @@ pub struct GlobalArgs {
         value_name = "MIB"
     )]
     pub kdf_memory: Option<u32>,
-    /// Argon2id passes for new passphrase key slots [default: 3].
+    /// Argon2id passes for new passphrase key slots [default: 6].
     #[arg(long, global = true, env = "CAIRN_KDF_PASSES", value_name = "N")]
     pub kdf_passes: Option<u32>,
     /// The AEAD for new encrypted packs [default: aes-256-gcm where the

@@ -1,9 +1,9 @@
-//! Argon2's working memory (64 MiB with the default cost, FORMAT.md 17.5)
+//! Argon2's working memory (32 MiB with the default cost, FORMAT.md 17.5)
 //! as a fresh anonymous mapping.
 //!
 //! The argon2 crate's own allocation zeroes all of it with `memset` on the
 //! calling thread before the lanes start (the allocator's zeroed path for
-//! 64-byte-aligned blocks): 16,384 page faults and 64 MiB written, serial,
+//! 64-byte-aligned blocks): for 64 MiB, 16,384 page faults and 64 MiB written, serial,
 //! in front of every passphrase unlock. A mapping is zero-filled by the
 //! kernel page by page at first touch, so the faults happen in the lanes'
 //! threads, in parallel, as they write their blocks. The mapping also asks
