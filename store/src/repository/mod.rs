@@ -7,6 +7,7 @@
 
 mod base_frames;
 mod bases_ahead;
+mod listed_copies;
 mod pack_scan;
 mod records;
 
@@ -29,6 +30,7 @@ use crate::format::pack::{
 use crate::id::{Id, IdHasher};
 use base_frames::BaseFrames;
 use cairn_chunker::ChunkerParams;
+use listed_copies::ListedCopies;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -67,6 +69,9 @@ pub struct Repository {
     /// index, shared by every clone: a restore counts them among its
     /// requests.
     base_reads: Arc<AtomicU64>,
+    /// Every place the index files list the blobs they list more than
+    /// once, read on the first failure and shared by every clone.
+    listed_copies: ListedCopies,
 }
 
 /// Finds a blob's location by its id (an index's lookup).
@@ -171,6 +176,7 @@ impl Repository {
                 base_locator: Arc::default(),
                 base_frames: Arc::default(),
                 base_reads: Arc::default(),
+                listed_copies: ListedCopies::default(),
             }),
             Created::AlreadyExisted => Err(StoreError::AlreadyARepository {
                 path: backend.location(),
@@ -197,6 +203,7 @@ impl Repository {
             base_locator: Arc::default(),
             base_frames: Arc::default(),
             base_reads: Arc::default(),
+            listed_copies: ListedCopies::default(),
         })
     }
 
@@ -331,6 +338,13 @@ impl Repository {
     /// `check` (a decoder reading a delta checks what the delta decodes to
     /// instead, and asks for the check only to name a damaged base: see
     /// `BlobDecoder::decode_delta`).
+    ///
+    /// Where the place the index gives fails (its pack is missing, or the
+    /// base does not decode or, checked, is not what its id says), every
+    /// other place the index files list the base is read, checked, and the
+    /// first that passes serves: a base a later backup stored again, or a
+    /// copy a prune made, keeps its deltas readable when one copy rots.
+    /// The first place's error stands if none passes.
     fn read_base(&self, id: &Id, depth: usize, check: bool) -> Result<Decoded> {
         // Named only when something is wrong: a restore of deltas reads
         // tens of thousands of bases.
@@ -344,7 +358,23 @@ impl Repository {
                 format!("the index lists blob {} in its place", location.entry.id),
             ));
         }
-        self.decode_base_at(&location, depth, check)
+        let first = self.decode_base_at(&location, depth, check);
+        if first.is_ok() {
+            return first;
+        }
+        self.listed_copies
+            .of(self, id)
+            .iter()
+            .filter(|copy| **copy != location)
+            .find_map(|copy| self.decode_base_at(copy, depth, true).ok())
+            .map_or(first, Ok)
+    }
+
+    /// Every place the index files list blob `id`, if they list it more
+    /// than once (read from them on the first call, then kept): where a
+    /// reader turns when the place it was given fails.
+    pub fn listed_copies(&self, id: &Id) -> &[BlobLocation] {
+        self.listed_copies.of(self, id)
     }
 
     /// Reads the blob at `location` as a delta base (one a backup patches

@@ -671,7 +671,9 @@ impl BlobDecoder {
     /// Checking each base as well hashed every base, and every base's
     /// base, once more for each delta read. Only when this blob fails is
     /// its base fetched again, checked, so that the error names a damaged
-    /// base rather than this blob.
+    /// base rather than this blob; and if a sound copy of the base serves
+    /// that fetch (the reader turns to other copies when the first fails
+    /// its check), this blob is decoded again through it.
     fn decode_delta(
         &self,
         entry: &BlobEntry,
@@ -679,21 +681,25 @@ impl BlobDecoder {
         check: bool,
         object: impl Fn() -> String,
     ) -> Result<Vec<u8>> {
-        let base = self.base_of(entry, false, &object)?;
-        let decoded = delta::decompress(stored, base.bytes(), entry.raw_length as usize)
-            .map_err(|error| StoreError::corrupt(object(), format!("zstd delta: {error}")))
-            .and_then(|raw| {
-                match check {
-                    true => check_content(self.hasher, entry, &raw, &object)?,
-                    false => check_length(entry, &raw, &object)?,
-                }
-                Ok(raw)
-            });
-        if decoded.is_err() {
-            drop(base);
-            self.base_of(entry, true, &object)?;
+        let through = |base: &Decoded| {
+            delta::decompress(stored, base.bytes(), entry.raw_length as usize)
+                .map_err(|error| StoreError::corrupt(object(), format!("zstd delta: {error}")))
+                .and_then(|raw| {
+                    match check {
+                        true => check_content(self.hasher, entry, &raw, &object)?,
+                        false => check_length(entry, &raw, &object)?,
+                    }
+                    Ok(raw)
+                })
+        };
+        let decoded = self
+            .base_of(entry, false, &object)
+            .and_then(|base| through(&base));
+        if decoded.is_ok() {
+            return decoded;
         }
-        decoded
+        let checked = self.base_of(entry, true, &object)?;
+        through(&checked).or(decoded)
     }
 
     /// `entry`'s blob, if it lies in the shared frame this decoder

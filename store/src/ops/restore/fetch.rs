@@ -36,7 +36,6 @@
 
 use crate::backend::ObjectKind;
 use crate::error::{Result, StoreError};
-use crate::format::index::BlobLocation;
 use crate::format::pack::spans::{Span, spans};
 use crate::format::pack::{BlobDecoder, BlobEntry, Decoded, by_stored_bytes};
 use crate::format::tree::Tree;
@@ -306,10 +305,9 @@ pub struct Sources<'a> {
     fallbacks: &'a [Fallback<'a>],
     served: Vec<Served>,
     failures: Mutex<(u64, Vec<String>)>,
-    /// The main repository's location, and every place its index files
-    /// list each blob that they list more than once; read on the first
-    /// failure.
-    elsewhere: OnceLock<(String, HashMap<Id, Vec<BlobLocation>>)>,
+    /// The main repository's location, once another place its index
+    /// files list a blob was asked for it (`Repository::listed_copies`).
+    elsewhere: OnceLock<String>,
     /// What those other places served.
     served_elsewhere: Served,
     /// Set once a read of the main repository failed for want of an
@@ -366,10 +364,8 @@ impl<'a> Sources<'a> {
         if self.skips_main() {
             return None;
         }
-        let (_, listed) = self
-            .elsewhere
-            .get_or_init(|| (main.backend().location(), locations_listed_twice(main)));
-        for location in listed.get(id)? {
+        self.elsewhere.get_or_init(|| main.backend().location());
+        for location in main.listed_copies(id) {
             if let Ok(raw) = main.read_blob(location) {
                 self.served_elsewhere.count(&raw);
                 return Some(raw);
@@ -495,7 +491,7 @@ impl<'a> Sources<'a> {
             blobs: served.blobs.load(Ordering::Relaxed),
             bytes: served.bytes.load(Ordering::Relaxed),
         };
-        let elsewhere = self.elsewhere.get().map(|(main, _)| {
+        let elsewhere = self.elsewhere.get().map(|main| {
             use_of(
                 format!("{main} (other places its index files list)"),
                 &self.served_elsewhere,
@@ -522,36 +518,6 @@ impl<'a> Sources<'a> {
             .unwrap_or_else(|poison| poison.into_inner())
             .clone()
     }
-}
-
-/// Every place `repository`'s index files list each blob that they list
-/// in more than one place: the slow path of a restore whose first place
-/// for a blob failed (its pack is missing or damaged, or a planted index
-/// file named a place that never held it). Every index file counts,
-/// vouched or not, since whatever is read is checked against its id; one
-/// that cannot be read is skipped (the index's opening named it).
-fn locations_listed_twice(repository: &Repository) -> HashMap<Id, Vec<BlobLocation>> {
-    let mut listed: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
-    let files = repository.list_ids(ObjectKind::Index).unwrap_or_default();
-    for file in files {
-        let Ok(file) = repository.read_index_file(&file) else {
-            continue;
-        };
-        for pack in file.packs {
-            for entry in pack.blobs {
-                let location = BlobLocation {
-                    pack: pack.id,
-                    entry,
-                };
-                let places = listed.entry(entry.id).or_default();
-                if !places.contains(&location) {
-                    places.push(location);
-                }
-            }
-        }
-    }
-    listed.retain(|_, places| places.len() > 1);
-    listed
 }
 
 #[cfg(test)]
