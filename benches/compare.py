@@ -288,6 +288,67 @@ class Workload:
         self.prune, self.floor, self.references = prune, floor, references
 
 
+def restore_floor(runner, out, name, work, components, repo, source_bytes):
+    """What any restore of this workload's latest night needs of this
+    machine's disk, measured beside the restores: reading cairn's
+    repository cold, and writing the tree the way cairn's restore writes
+    it (files of 4 MiB and more with O_DIRECT in 4 MiB writes by dd, one
+    file per core at once, the rest buffered by tar, from a source already
+    cached, then one sync). One dd at a time in 1 MiB writes was slower
+    than cairn's own restore of the modelled workload: no floor.
+    On the benchmark's VM a buffered write and its sync run at about a
+    third of a direct write's speed, so `tar | tar` alone is no floor for
+    a restore of large files."""
+    sources = " ".join(components)
+    floor = {}
+    if repo:
+        measured = runner.measure(f"{name}-floor-read", shell(
+            f"find {shlex.quote(repo)} -type f -print0 | xargs -0 cat > /dev/null"))
+        measured["bytes"] = du_bytes(repo)
+        floor["read"] = measured
+    direct_target = os.path.join(out, "restore", name, "direct-reference")
+    os.makedirs(direct_target)
+    quoted_work, quoted_target = shlex.quote(work), shlex.quote(direct_target)
+    subprocess.run(shell(f"tar -C {quoted_work} -cf - {sources} > /dev/null"), check=True)
+    measured = runner.measure(f"{name}-ref-direct", shell(
+        f"cd {quoted_work} && "
+        f"find {sources} '(' -type d -o '!' -type f -o -size -4096k ')' -print0 | "
+        f"tar --null --no-recursion -T - -cf - | tar -C {quoted_target} -xf - && "
+        f"find {sources} -type f -size +4095k -print0 | xargs -0 -P {os.cpu_count() or 1} -I{{}} "
+        f"dd if={{}} of={quoted_target}/{{}} bs=4M oflag=direct status=none"),
+        drop=False, sync_after=True)
+    measured["bytes"] = source_bytes
+    floor["write"] = measured
+    return floor
+
+
+def floor_lines(add, record, nproc):
+    """The restore targets in seconds next to the machine's floor (see
+    `restore_floor`) and the restores' CPU spread over every core."""
+    floor = record.get("restore_floor")
+    restores = record["steps"].get("full restore", {})
+    if not floor or "cairn" not in restores:
+        return
+    write = floor["write"]
+    parts = []
+    if "read" in floor:
+        read = floor["read"]
+        parts.append(f"reading cairn's repository cold ({mb(read['bytes'])}) took "
+                     f"{read['wall_s']:.2f} s")
+    parts.append(f"writing the tree as cairn's restore writes it {write['wall_s']:.2f} s "
+                 f"(+ {write.get('sync_after_s') or 0:.2f} s sync)")
+    targets = []
+    for tool, times in (("restic", 3), ("rustic", 2)):
+        if tool in restores:
+            targets.append(f"{times}× {tool} is {restores[tool]['wall_s'] / times:.2f} s")
+    cpus = ", ".join(f"{tool} {restores[tool]['cpu_s'] / nproc:.2f} s"
+                     for tool in ("cairn", "cairn-plain", "restic", "rustic") if tool in restores)
+    add(f"Restore floor on this machine: {'; '.join(parts)}. The full-restore targets: "
+        f"{', '.join(targets)}; cairn took {restores['cairn']['wall_s']:.2f} s. Each restore's "
+        f"CPU spread evenly over {nproc} cores (a bound no restore beats): {cpus}.")
+    add("")
+
+
 def workload_modelled(args, work):
     def make(night):
         command = ([sys.executable, WORKLOAD, "generate", work, "--seed", str(args.seed),
@@ -475,7 +536,11 @@ def run_workload(bench, workload):
         checks[tool] = {"identical": not differences, "differences": differences[:20]}
         log(f"[{name}] restore-{tool}: diff -r: {'identical' if not differences else 'DIFFERENT'}")
         save()
+    floor = restore_floor(runner, out, name, work, components, repos.get("cairn"), source_bytes)
+    record_root["restore_floor"] = floor
     if workload.references:
+        results["references"]["write (large files with O_DIRECT, the rest by tar; source cached)"] = \
+            floor["write"]
         copy_target = os.path.join(out, "restore", name, "copy-reference")
         os.makedirs(copy_target)
         sources = " ".join(components)
@@ -485,24 +550,7 @@ def run_workload(bench, workload):
             drop=False, sync_after=True)
         measured["bytes"] = source_bytes
         results["references"]["write (tar into tar, latest night's tree, source cached)"] = measured
-        # The same tree written the way cairn's restore writes it: files of
-        # 4 MiB and more with O_DIRECT in 1 MiB writes (dd), the rest
-        # buffered (tar), then one sync. On the benchmark's VM a buffered
-        # write and its sync run at about a third of a direct write's speed,
-        # so `tar | tar` alone is no floor for a restore of large files.
-        direct_target = os.path.join(out, "restore", name, "direct-reference")
-        os.makedirs(direct_target)
-        quoted_work, quoted_target = shlex.quote(work), shlex.quote(direct_target)
-        measured = runner.measure(f"{name}-ref-direct", shell(
-            f"cd {quoted_work} && "
-            f"find {sources} '(' -type d -o '!' -type f -o -size -4096k ')' -print0 | "
-            f"tar --null --no-recursion -T - -cf - | tar -C {quoted_target} -xf - && "
-            f"find {sources} -type f -size +4095k -exec "
-            f"dd if={{}} of={quoted_target}/{{}} bs=1M oflag=direct status=none ';'"),
-            drop=False, sync_after=True)
-        measured["bytes"] = source_bytes
-        results["references"]["write (large files with O_DIRECT, the rest by tar; source cached)"] = measured
-        save()
+    save()
     # Removed only after every restore: ext4 skips recently freed inodes.
     if not bench["keep"]:
         discard(out, os.path.join(out, "restore", name))
@@ -1188,6 +1236,7 @@ def render(results):
             add("")
             nights_table(add, record, tools)
             add("")
+        floor_lines(add, record, machine.get("nproc") or 1)
         for tool, check in record.get("restore_check", {}).items():
             verdict = ("byte-identical to the source (`diff -r`)" if check["identical"]
                        else "DIFFERS from the source: " + "; ".join(check["differences"][:5]))
