@@ -41,9 +41,9 @@ impl KdfParams {
     /// 32 MiB, 6 passes, 2 lanes. An attacker pays memory × passes per
     /// guess: 192 MiB-passes, the same as RFC 9106's 64 MiB × 3 and four
     /// times OWASP's least Argon2id (46 MiB × 1), for the same CPU as
-    /// 64 MiB × 3. Half the memory keeps every command's peak below the
-    /// unlock's: 42 MiB instead of 75 for a command that does little else
-    /// (docs/PERFORMANCE.md, "Round 9"). The two lanes run on two threads,
+    /// 64 MiB × 3, at half the memory: a command that does little else
+    /// peaks at 41 MiB instead of 76 (docs/PERFORMANCE.md, "Rounds 9 and
+    /// 10"). The two lanes run on two threads,
     /// halving the unlock's wall time on the 2-core machines cairn is
     /// measured on; an attacker's cost does not depend on lanes.
     pub const DEFAULT: KdfParams = KdfParams {
