@@ -140,6 +140,20 @@ impl Workspace {
         (run.code, run.json())
     }
 
+    /// `verify --read-data`, which must find damage (exit 4) that costs no
+    /// snapshot (other copies hold what the damaged objects held); the
+    /// report, for the caller's own checks. `context` goes into failures.
+    pub fn verify_finds_damage_without_loss(&self, context: &str) -> serde_json::Value {
+        let (code, report) = self.verify_json(&["--read-data"]);
+        assert_eq!(code, 4, "{context}: {report:#}");
+        assert_eq!(
+            report["damaged_snapshots"],
+            serde_json::json!([]),
+            "{context}: {report:#}"
+        );
+        report
+    }
+
     pub fn init(&self) -> Run {
         self.cairn_repo(["init"]).ok()
     }
