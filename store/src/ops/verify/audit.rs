@@ -919,3 +919,40 @@ impl TreeVisitor for DamageWalk<'_> {
         Ok(Flow::SkipSubtree)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn packs_are_read_once_each_costliest_first_and_reported_in_their_order() {
+        let packs: Vec<Id> = (0u32..40).map(|n| Id::of(&n.to_le_bytes())).collect();
+        let cost_of = |pack: &Id| u64::from(pack.0[0]);
+        let read_in = |threads: usize| {
+            let started = Mutex::new(Vec::new());
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let results = pool.install(|| {
+                costliest_first(&packs, cost_of, |pack| {
+                    started.lock().unwrap().push(*pack);
+                    *pack
+                })
+            });
+            assert_eq!(
+                results, packs,
+                "{threads} threads: results in the packs' order"
+            );
+            started.into_inner().unwrap()
+        };
+        // One thread takes the whole queue: costliest first.
+        let costs: Vec<u64> = read_in(1).iter().map(cost_of).collect();
+        assert!(costs.windows(2).all(|pair| pair[0] >= pair[1]), "{costs:?}");
+        // Several share it, each pack read by exactly one of them.
+        let started = read_in(4);
+        let unique: HashSet<_> = started.iter().collect();
+        assert_eq!((started.len(), unique.len()), (packs.len(), packs.len()));
+    }
+}
