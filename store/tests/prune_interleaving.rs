@@ -1003,6 +1003,15 @@ struct BetweenPrunes {
 }
 
 impl BetweenPrunes {
+    /// The first prune marked exactly `packs`, and the second deleted
+    /// them, before the backup's manifest landed.
+    fn assert_marked_then_deleted(&self, packs: &HashSet<Id>) {
+        let marked = ids(&self.marking.plan.mark_unused);
+        assert_eq!(&marked, packs, "marked by the first prune");
+        let deleted = ids(&self.deleting.plan.delete);
+        assert_eq!(&deleted, packs, "deleted before the backup's manifest");
+    }
+
     /// The backup restores as its source was, and still does after the
     /// next prune, which sees its manifest and keeps what it needs.
     fn assert_whole(&self, scene: &Scene, components: &[(&str, &Path)]) {
@@ -1106,16 +1115,7 @@ fn a_backup_whose_delta_bases_are_marked_before_its_check_copies_them_out() {
         "B stored deltas: {:?}",
         run.backup.written
     );
-    assert_eq!(
-        ids(&run.marking.plan.mark_unused),
-        a_packs,
-        "A's packs marked"
-    );
-    assert_eq!(
-        ids(&run.deleting.plan.delete),
-        a_packs,
-        "and deleted before B's manifest"
-    );
+    run.assert_marked_then_deleted(&a_packs);
 
     run.assert_whole(&scene, &components);
 }
@@ -1145,14 +1145,8 @@ fn a_backup_reusing_deltas_whose_bases_are_marked_before_its_check_copies_them_o
     // A's packs (the bases), not the younger ones of the deltas.
     let run = scene.backup_between_prunes(&components, &[a.snapshot, patched.snapshot], GRACE);
     assert_eq!(run.backup.written.delta_blobs, 0, "the deltas were reused");
-    let marked = ids(&run.marking.plan.mark_unused);
-    assert_eq!(marked, a_packs, "A's packs alone marked");
-    assert!(marked.is_disjoint(&patched_packs));
-    assert_eq!(
-        ids(&run.deleting.plan.delete),
-        a_packs,
-        "deleted before B's manifest"
-    );
+    run.assert_marked_then_deleted(&a_packs);
+    assert!(a_packs.is_disjoint(&patched_packs), "A's packs alone");
 
     run.assert_whole(&scene, &components);
 }
